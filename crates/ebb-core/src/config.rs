@@ -1,0 +1,185 @@
+//! The `ebb.toml` model.
+//!
+//! [`Config::parse`] turns the text of a config file into a validated
+//! [`Config`] or a [`ConfigError`] that names the file, line and column and
+//! says what is expected. Parsing is pure: the caller reads the file.
+//!
+//! The public types below are plain values (no spans); the spans live only in
+//! the private raw model used while parsing and validating.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use crate::balance::BalanceAlgorithm;
+pub use crate::health::StatusMatcher;
+
+/// A whole, validated config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from (for messages and relative paths).
+    pub path: PathBuf,
+    /// Where ebb keeps its state, logs and databases; already resolved
+    /// against the config file's directory.
+    pub state_dir: PathBuf,
+    pub admin: AdminConfig,
+    /// Services by name, in name order.
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Address of the admin API (status, scale, down). Loopback by default.
+    pub listen: SocketAddr,
+}
+
+/// One service: a named fleet with one spec.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// How to start one replica.
+    pub command: CommandSpec,
+    /// The balancer's address for this service.
+    pub listen: SocketAddr,
+    pub replicas: ReplicaBounds,
+    /// Cores allotted to one replica; CPU % is relative to this.
+    pub cpu: f64,
+    /// Extra environment for every replica.
+    pub env: BTreeMap<String, String>,
+    /// How long a replica may take to exit after SIGTERM before SIGKILL.
+    pub stop_timeout: Duration,
+    /// How long a leaving replica may keep finishing in-flight requests.
+    pub drain_timeout: Duration,
+    pub health: HealthConfig,
+    pub balance: BalanceAlgorithm,
+    pub proxy: ProxyConfig,
+}
+
+/// How a replica is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandSpec {
+    /// A string, run through `sh -c` (so `$PORT` expands).
+    Shell(String),
+    /// An argv, run directly with no shell.
+    Argv(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaBounds {
+    pub min: u32,
+    pub max: u32,
+    pub desired: u32,
+}
+
+impl ReplicaBounds {
+    /// Clamps a requested count into `[min, max]`.
+    pub fn clamp(&self, n: u32) -> u32 {
+        n.clamp(self.min, self.max)
+    }
+}
+
+/// Active health checks, with AWS ALB target-group semantics.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub matcher: StatusMatcher,
+    /// After start, failed probes do not count against the replica for this long.
+    pub grace_period: Duration,
+}
+
+/// Data-plane limits and trust settings for one service's balancer.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// A client must send its complete request head within this (slowloris).
+    pub header_read_timeout: Duration,
+    /// An idle keep-alive client connection is closed after this.
+    pub idle_timeout: Duration,
+    /// A replica must answer (response head) within this, else 504.
+    pub upstream_timeout: Duration,
+    /// Connecting to a replica must succeed within this, else retry elsewhere.
+    pub connect_timeout: Duration,
+    /// Largest request head accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Peers whose `X-Forwarded-*` headers are kept and appended to.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            upstream_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(2),
+            max_header_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// A config error, already located: renders as
+/// `ebb.toml:12:9: error: ... ` followed by the offending line and a caret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{rendered}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the error is not tied to a place in the file.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    rendered: String,
+}
+
+impl ConfigError {
+    /// An error at a byte span of `source`.
+    pub fn at(file: &Path, source: &str, span: std::ops::Range<usize>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let (line, column) = line_column(source, span.start);
+        let text = source.lines().nth(line.saturating_sub(1)).unwrap_or("");
+        let width = source[span.start.min(source.len())..span.end.min(source.len())]
+            .lines()
+            .next()
+            .map(|s| s.chars().count())
+            .unwrap_or(1)
+            .max(1);
+        let rendered = format!(
+            "{}:{line}:{column}: error: {message}\n   |\n{line:>3}| {text}\n   | {}{}",
+            file.display(),
+            " ".repeat(column.saturating_sub(1)),
+            "^".repeat(width),
+        );
+        Self { file: file.to_path_buf(), line, column, message, rendered }
+    }
+
+    /// An error about the file as a whole (unreadable, empty...).
+    pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let rendered = format!("{}: error: {message}", file.display());
+        Self { file: file.to_path_buf(), line: 0, column: 0, message, rendered }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = source[line_start..offset].chars().count() + 1;
+    (line, column)
+}
+
+impl Config {
+    /// Parses and validates the text of a config file. `path` is used for
+    /// messages and to resolve `state_dir`.
+    pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
+        raw::parse(source, path)
+    }
+}
+
+mod raw;

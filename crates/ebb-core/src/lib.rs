@@ -1,0 +1,17 @@
+//! ebb's pure decision-making core.
+//!
+//! **Architecture invariant:** nothing in this crate does I/O, spawns a thread
+//! or reads a clock. Time is always an argument. The live controller and the
+//! simulator call the same functions with the same inputs and get the same
+//! decisions.
+//!
+//! - [`config`]: the `ebb.toml` model, parsed from a string, validated with
+//!   file/line/column errors.
+//! - [`health`]: the consecutive-counter health state machine and the ALB-style
+//!   status matcher.
+//! - [`balance`]: choosing a replica for a request (least outstanding with
+//!   power-of-two-choices, round robin).
+
+pub mod balance;
+pub mod config;
+pub mod health;
