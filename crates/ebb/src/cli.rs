@@ -1,31 +1,352 @@
-//! Placeholder CLI.
-use clap::{Parser, Subcommand};
-use std::process::ExitCode;
+//! The `ebb` command line: a thin layer over the admin API and [`crate::up`].
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use ebb_core::config::Config;
+
+use crate::client::{AdminClient, NotRunning};
+use crate::events::Event;
+use crate::status::FleetStatus;
+
+/// ebb runs a web application as an elastic fleet of replicas behind its own
+/// load balancer, and grows and shrinks the fleet with the traffic.
 #[derive(Parser)]
-#[command(name = "ebb")]
+#[command(name = "ebb", version, about, long_about = None)]
 struct Cli {
+    /// The config file; every command finds the running ebb through its admin address.
+    #[arg(short = 'f', long = "file", global = true, default_value = "ebb.toml", value_name = "FILE")]
+    file: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start the fleet(s), their balancers and the admin API; run until Ctrl-C or `ebb down`.
+    Up,
+    /// Ask the running ebb to drain and stop everything, and wait until it has.
+    Down {
+        /// Give up waiting after this long.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Show every service and replica: state, health, pid, port, age, in-flight, requests.
+    Status {
+        /// Print the status document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a service's desired capacity (clamped to its min/max, recorded as an event).
+    Scale {
+        /// The service, as named in the config (`[service.NAME]`).
+        service: String,
+        /// The new desired number of replicas.
+        desired: u32,
+    },
+    /// Print the event log: why the fleet changed.
+    Events {
+        /// Only this service's events.
+        service: Option<String>,
+        /// Keep printing new events as they happen.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a replica's stdout and stderr.
+    Logs {
+        /// Replica id, as shown by `ebb status`.
+        replica: String,
+        /// Keep printing as the replica writes.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Check a config file without starting anything.
+    Validate {
+        /// The file to check (defaults to -f's value).
+        file: Option<PathBuf>,
+    },
     /// Run the built-in demo application (the seed stories' workload).
     DemoApp(crate::demo_app::DemoAppArgs),
+    /// Run only a balancer in front of fixed backends (no fleet management).
+    Proxy(crate::proxy::StaticProxyArgs),
 }
+
+/// Exit codes: 0 ok, 1 the operation failed, 2 bad input (config, arguments).
+const EXIT_BAD_INPUT: u8 = 2;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let result = match cli.command {
-        Command::DemoApp(args) => rt.block_on(crate::demo_app::run(args)),
+    let default_level = match cli.command {
+        Command::Up | Command::DemoApp(_) | Command::Proxy(_) => "info",
+        _ => "warn",
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EBB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reads and validates a config file; errors are already user-ready.
+fn load_config(path: &Path) -> Result<Config, String> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        format!("{}: error: cannot read the config file: {e}; create one (see docs/config.md) or pass -f FILE", path.display())
+    })?;
+    Config::parse(&source, path).map_err(|e| e.to_string())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = match &cli.command {
+        Command::DemoApp(args) => return crate::demo_app::run(args.clone()).await.map(|()| ExitCode::SUCCESS),
+        Command::Proxy(args) => return crate::proxy::run_static(args.clone()).await.map(|()| ExitCode::SUCCESS),
+        Command::Validate { file } => {
+            let path = file.as_ref().unwrap_or(&cli.file);
+            return Ok(match load_config(path) {
+                Ok(config) => {
+                    println!(
+                        "{}: ok ({} service{}: {})",
+                        path.display(),
+                        config.services.len(),
+                        if config.services.len() == 1 { "" } else { "s" },
+                        config.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("{message}");
+                    ExitCode::from(EXIT_BAD_INPUT)
+                }
+            });
+        }
+        Command::Logs { replica, follow } => {
+            let config = match load_config(&cli.file) {
+                Ok(c) => c,
+                Err(message) => {
+                    eprintln!("{message}");
+                    return Ok(ExitCode::from(EXIT_BAD_INPUT));
+                }
+            };
+            return logs(&config, replica, *follow).await;
+        }
+        _ => match load_config(&cli.file) {
+            Ok(config) => config,
+            Err(message) => {
+                eprintln!("{message}");
+                return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            }
+        },
+    };
+    let client = AdminClient::new(config.admin.listen);
+    match cli.command {
+        Command::Up => crate::up::up(config).await.map(|()| ExitCode::SUCCESS),
+        Command::Down { timeout } => down(&client, timeout).await,
+        Command::Status { json } => {
+            let status: FleetStatus = client.get("/api/v1/status").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", render_status(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scale { service, desired } => {
+            let outcome: crate::controller::ScaleOutcome = client
+                .send(http::Method::PUT, &format!("/api/v1/services/{service}/desired"), &serde_json::json!({ "desired": desired }))
+                .await?;
+            match &outcome.clamped {
+                Some(why) => println!("{}: desired {} -> {} ({why})", outcome.service, outcome.from, outcome.to),
+                None => println!("{}: desired {} -> {}", outcome.service, outcome.from, outcome.to),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { service, follow, json } => events(&client, service.as_deref(), follow, json).await,
+        Command::Validate { .. } | Command::Logs { .. } | Command::DemoApp(_) | Command::Proxy(_) => unreachable!("handled above"),
+    }
+}
+
+async fn down(client: &AdminClient, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let _: serde_json::Value = client.send(http::Method::POST, "/api/v1/shutdown", &serde_json::json!({})).await?;
+    println!("ebb: stopping (balancers finish in-flight requests, then replicas drain and stop)");
+    let started = Instant::now();
+    let mut last_count = None;
+    loop {
+        match client.get::<FleetStatus>("/api/v1/status").await {
+            Ok(status) => {
+                let remaining: usize = status.services.iter().map(|s| s.replicas.len()).sum();
+                if last_count != Some(remaining) {
+                    println!("ebb: {remaining} replica{} still running", if remaining == 1 { "" } else { "s" });
+                    last_count = Some(remaining);
+                }
+            }
+            Err(e) if e.downcast_ref::<NotRunning>().is_some() => {
+                println!("ebb: stopped");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(_) => {}
+        }
+        if started.elapsed() > timeout {
+            bail!("ebb is still stopping after {}; check `ebb status`", humantime::format_duration(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn format_age(seconds: f64) -> String {
+    let s = seconds as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The `ebb status` table.
+pub fn render_status(status: &FleetStatus) -> String {
+    let mut out = String::new();
+    for service in &status.services {
+        out.push_str(&format!(
+            "service {}  http://{}  driver {}  desired {} (min {}, max {})  in service {}  pending {}  version {}\n",
+            service.name,
+            service.listen,
+            service.driver,
+            service.desired,
+            service.min,
+            service.max,
+            service.in_service,
+            service.pending,
+            service.version
+        ));
+        if let Some(holding) = &service.holding {
+            out.push_str(&format!("  holding: {holding}\n"));
+        }
+        let header = ["REPLICA", "STATE", "HEALTH", "PID", "PORT", "AGE", "IN-FLIGHT", "REQUESTS"];
+        let rows: Vec<[String; 8]> = service
+            .replicas
+            .iter()
+            .map(|r| {
+                [
+                    r.id.clone(),
+                    r.state.as_str().to_string(),
+                    r.health.clone(),
+                    r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    r.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    format_age(r.age_s),
+                    r.in_flight.to_string(),
+                    r.requests.to_string(),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut s = String::from("  ");
+            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+                if i > 0 {
+                    s.push_str("  ");
+                }
+                // Numbers right-aligned, words left-aligned.
+                if i >= 3 {
+                    s.push_str(&format!("{cell:>w$}"));
+                } else {
+                    s.push_str(&format!("{cell:<w$}"));
+                }
+            }
+            s.trim_end().to_string() + "\n"
+        };
+        out.push_str(&line(&header.map(String::from)));
+        for row in &rows {
+            out.push_str(&line(row));
+        }
+        if rows.is_empty() {
+            out.push_str("  (no replicas)\n");
+        }
+    }
+    out
+}
+
+fn render_event(e: &Event) -> String {
+    let change = match (e.from, e.to) {
+        (Some(from), Some(to)) => format!(" {from}->{to}"),
+        _ => String::new(),
+    };
+    format!(
+        "{}  {:<8} {:<20} {}{}  {}",
+        e.time,
+        e.service,
+        e.kind.as_str(),
+        e.replica.as_deref().unwrap_or("-"),
+        change,
+        e.reason
+    )
+}
+
+async fn events(client: &AdminClient, service: Option<&str>, follow: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let mut after = 0;
+    let mut stdout = std::io::stdout();
+    loop {
+        let mut path = format!("/api/v1/events?after={after}");
+        if let Some(s) = service {
+            path.push_str(&format!("&service={s}"));
+        }
+        let batch: Vec<Event> = client.get(&path).await?;
+        for event in &batch {
+            after = after.max(event.seq);
+            let line = if json { serde_json::to_string(event)? } else { render_event(event) };
+            writeln!(stdout, "{line}")?;
+        }
+        stdout.flush()?;
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn logs(config: &Config, replica: &str, follow: bool) -> anyhow::Result<ExitCode> {
+    let valid = !replica.is_empty() && replica.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        eprintln!("error: {replica:?} is not a replica id (see `ebb status`)");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    let path = config.state_dir.join("logs").join(format!("{replica}.log"));
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: no log for replica {replica} at {}: {e} (see `ebb status` for replica ids)", path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut stdout = std::io::stdout();
+    loop {
+        std::io::copy(&mut file, &mut stdout).with_context(|| format!("reading {}", path.display()))?;
+        stdout.flush()?;
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

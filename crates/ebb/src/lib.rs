@@ -8,12 +8,19 @@
 //! - [`controller`]: the reconciler — keeps each service at its desired count,
 //!   runs health checks, replaces failed replicas, drains on the way out.
 //! - [`admin`]: the admin HTTP API on loopback (status, scale, shutdown).
-//! - [`cli`]: the `ebb` command line.
+//! - [`events`]: the event log — every change with its reason.
+//! - [`status`]: the status document shared by the admin API and the CLI.
+//! - [`up`]: `ebb up`, wiring it all together, and the shutdown order.
+//! - [`cli`] and [`client`]: the `ebb` command line and its admin API client.
 //! - [`demo_app`]: the built-in workload of the seed stories (`ebb demo-app`).
 
 pub mod admin;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod demo_app;
 pub mod driver;
+pub mod events;
 pub mod proxy;
+pub mod status;
+pub mod up;

@@ -1,0 +1,195 @@
+//! The event log: every change to a fleet, with the reason that caused it.
+//!
+//! Events are kept in a bounded in-memory ring (the store keeps them across
+//! restarts later), broadcast to live followers, and logged through `tracing`.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// What happened. Serialized in snake_case (`replica_started`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Desired capacity changed (manual scale, policy).
+    Scaled,
+    ReplicaStarted,
+    ReplicaStartFailed,
+    /// Passed enough health checks to join the rotation.
+    ReplicaInService,
+    /// Failed enough health checks to leave the rotation.
+    ReplicaUnhealthy,
+    /// Exited without ebb asking it to.
+    ReplicaExited,
+    /// Left the rotation and is finishing its in-flight requests.
+    ReplicaDraining,
+    ReplicaStopped,
+    /// Starts are being delayed because replicas keep failing.
+    Backoff,
+    FleetStarting,
+    FleetStopping,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Scaled => "scaled",
+            EventKind::ReplicaStarted => "replica_started",
+            EventKind::ReplicaStartFailed => "replica_start_failed",
+            EventKind::ReplicaInService => "replica_in_service",
+            EventKind::ReplicaUnhealthy => "replica_unhealthy",
+            EventKind::ReplicaExited => "replica_exited",
+            EventKind::ReplicaDraining => "replica_draining",
+            EventKind::ReplicaStopped => "replica_stopped",
+            EventKind::Backoff => "backoff",
+            EventKind::FleetStarting => "fleet_starting",
+            EventKind::FleetStopping => "fleet_stopping",
+        }
+    }
+}
+
+/// One entry of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Monotonic sequence number within this ebb run.
+    pub seq: u64,
+    /// RFC 3339, UTC, millisecond precision.
+    pub time: String,
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    pub kind: EventKind,
+    /// Desired capacity before and after, for `scaled` events.
+    #[serde(default)]
+    pub from: Option<u32>,
+    #[serde(default)]
+    pub to: Option<u32>,
+    /// Why, with the numbers that decided it.
+    pub reason: String,
+}
+
+/// Bounded, shared event log.
+pub struct EventLog {
+    ring: Mutex<Ring>,
+    live: broadcast::Sender<Event>,
+    capacity: usize,
+}
+
+struct Ring {
+    next_seq: u64,
+    events: VecDeque<Event>,
+}
+
+/// What to record; the log adds sequence number and time.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub service: String,
+    pub replica: Option<String>,
+    pub kind: EventKind,
+    pub from: Option<u32>,
+    pub to: Option<u32>,
+    pub reason: String,
+}
+
+impl NewEvent {
+    pub fn new(service: &str, kind: EventKind, reason: impl Into<String>) -> Self {
+        Self { service: service.to_string(), replica: None, kind, from: None, to: None, reason: reason.into() }
+    }
+
+    pub fn replica(mut self, replica: &str) -> Self {
+        self.replica = Some(replica.to_string());
+        self
+    }
+
+    pub fn change(mut self, from: u32, to: u32) -> Self {
+        self.from = Some(from);
+        self.to = Some(to);
+        self
+    }
+}
+
+impl EventLog {
+    pub fn new(capacity: usize) -> Self {
+        let (live, _) = broadcast::channel(1024);
+        Self { ring: Mutex::new(Ring { next_seq: 1, events: VecDeque::new() }), live, capacity: capacity.max(1) }
+    }
+
+    pub fn record(&self, new: NewEvent) -> Event {
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let event = {
+            let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+            let event = Event {
+                seq: ring.next_seq,
+                time,
+                service: new.service,
+                replica: new.replica,
+                kind: new.kind,
+                from: new.from,
+                to: new.to,
+                reason: new.reason,
+            };
+            ring.next_seq += 1;
+            if ring.events.len() == self.capacity {
+                ring.events.pop_front();
+            }
+            ring.events.push_back(event.clone());
+            event
+        };
+        tracing::info!(
+            service = %event.service,
+            replica = event.replica.as_deref().unwrap_or("-"),
+            kind = event.kind.as_str(),
+            "{}",
+            event.reason
+        );
+        // No receivers is normal (nobody following).
+        let _ = self.live.send(event.clone());
+        event
+    }
+
+    /// Events after `after_seq` (0 for all kept), optionally for one service.
+    pub fn list(&self, service: Option<&str>, after_seq: u64) -> Vec<Event> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.events
+            .iter()
+            .filter(|e| e.seq > after_seq && service.is_none_or(|s| e.service == s))
+            .cloned()
+            .collect()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.live.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_is_bounded_and_keeps_the_newest() {
+        let log = EventLog::new(3);
+        for i in 0..5 {
+            log.record(NewEvent::new("web", EventKind::Scaled, format!("step {i}")).change(i, i + 1));
+        }
+        let kept = log.list(None, 0);
+        assert_eq!(kept.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(kept[2].reason, "step 4");
+        assert_eq!(log.list(None, 4).len(), 1);
+        assert!(log.list(Some("api"), 0).is_empty());
+    }
+
+    #[test]
+    fn events_serialize_with_the_documented_field_names() {
+        let log = EventLog::new(10);
+        let e = log.record(NewEvent::new("web", EventKind::Scaled, "manual").change(2, 3));
+        let json = serde_json::to_value(&e).unwrap();
+        for key in ["time", "service", "kind", "from", "to", "reason"] {
+            assert!(json.get(key).is_some(), "missing {key} in {json}");
+        }
+        assert_eq!(json["kind"], "scaled");
+    }
+}
