@@ -5,7 +5,9 @@
 //! says what is expected. Parsing is pure: the caller reads the file.
 //!
 //! The public types below are plain values (no spans); the spans live only in
-//! the private raw model used while parsing and validating.
+//! the private raw model used while parsing and validating (`config/raw.rs`,
+//! with the leaf value types in `config/value.rs`). Every key, its default
+//! and its limits are documented for users in `docs/config.md`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +36,19 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
 }
 
+impl Config {
+    /// `state_dir` when the file does not set it (relative to the file).
+    pub const DEFAULT_STATE_DIR: &'static str = ".ebb";
+}
+
+impl Default for AdminConfig {
+    /// Loopback only: the admin API can scale and stop fleets, so it is not
+    /// exposed unless the user asks.
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9900)) }
+    }
+}
+
 /// One service: a named fleet with one spec.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -54,6 +69,18 @@ pub struct ServiceConfig {
     pub health: HealthConfig,
     pub balance: BalanceAlgorithm,
     pub proxy: ProxyConfig,
+}
+
+impl ServiceConfig {
+    /// Long enough for a web server to finish its shutdown hooks.
+    pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Long enough for ordinary requests to finish; long polls get cut.
+    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Cores per replica when the file does not say.
+    pub const DEFAULT_CPU: f64 = 1.0;
+    /// Upper bound on `replicas.max`: a guard against typos (`10000`), not a
+    /// statement about what one machine can run.
+    pub const MAX_REPLICAS: u32 = 1000;
 }
 
 /// How a replica is started.
@@ -90,6 +117,22 @@ pub struct HealthConfig {
     pub matcher: StatusMatcher,
     /// After start, failed probes do not count against the replica for this long.
     pub grace_period: Duration,
+}
+
+impl Default for HealthConfig {
+    /// The AWS ALB target-group defaults, so a config ported from AWS behaves
+    /// the same when it leaves a key out.
+    fn default() -> Self {
+        Self {
+            path: "/".to_string(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            healthy_threshold: 5,
+            unhealthy_threshold: 2,
+            matcher: StatusMatcher::default(),
+            grace_period: Duration::ZERO,
+        }
+    }
 }
 
 /// Data-plane limits and trust settings for one service's balancer.
@@ -136,21 +179,20 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// An error at a byte span of `source`.
+    /// An error at a byte span of `source`. Never panics: a span past the
+    /// end or inside a character is pulled back onto a character boundary.
     pub fn at(file: &Path, source: &str, span: std::ops::Range<usize>, message: impl Into<String>) -> Self {
         let message = message.into();
+        let start = floor_char_boundary(source, span.start);
+        let span = start..floor_char_boundary(source, span.end).max(start);
         let (line, column) = line_column(source, span.start);
         let text = source.lines().nth(line.saturating_sub(1)).unwrap_or("");
-        let width = source[span.start.min(source.len())..span.end.min(source.len())]
-            .lines()
-            .next()
-            .map(|s| s.chars().count())
-            .unwrap_or(1)
-            .max(1);
+        let width = source[span.clone()].lines().next().map(|s| s.chars().count()).unwrap_or(1).max(1);
         let rendered = format!(
             "{}:{line}:{column}: error: {message}\n   |\n{line:>3}| {text}\n   | {}{}",
             file.display(),
-            " ".repeat(column.saturating_sub(1)),
+            // Tabs stay tabs so the caret lines up however they render.
+            text.chars().take(column.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect::<String>(),
             "^".repeat(width),
         );
         Self { file: file.to_path_buf(), line, column, message, rendered }
@@ -164,9 +206,18 @@ impl ConfigError {
     }
 }
 
+/// The largest character boundary of `source` at or before `offset`.
+fn floor_char_boundary(source: &str, offset: usize) -> usize {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(source.len());
+    let offset = floor_char_boundary(source, offset);
     let before = &source[..offset];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
@@ -183,3 +234,4 @@ impl Config {
 }
 
 mod raw;
+mod value;

@@ -1,7 +1,790 @@
-//! Placeholder: the raw (spanned) model and validation are being written.
-use super::{Config, ConfigError};
-use std::path::Path;
+//! The raw model of `ebb.toml` and the checks that turn it into a [`Config`].
+//!
+//! Parsing is two passes:
+//!
+//! 1. **Shape.** toml and serde deserialize the text into the `Raw*` structs
+//!    below. Every table denies unknown keys, every key is optional (so a
+//!    missing key gets *our* message, not serde's "missing field"), and leaf
+//!    values are [`Spanned`] so the second pass can point at them. Leaf types
+//!    that need a better message than serde's live in `value.rs`. toml stops
+//!    at the first shape error and gives its byte span; [`toml_error`] turns
+//!    it into a located [`ConfigError`].
+//! 2. **Meaning.** [`Check`] converts raw into the public types, applying
+//!    defaults and checking ranges and cross-field rules (desired within
+//!    min..max, timeout below interval, one address per listener). It records
+//!    every problem with its span and reports the one that comes first in the
+//!    file, so the answer does not depend on the order of the checks.
+//!
+//! Tables are never wrapped in `Spanned`: toml only knows the span of inline
+//! tables, and `[service.web]` or `replicas.min = 2` would fail to parse.
+//! Errors about a table point at its key instead (a service's name).
+//!
+//! **Adding a key:** add an `Option<Spanned<T>>` field to its `Raw*` struct
+//! (until then `deny_unknown_fields` rejects it), a plain field to the public
+//! type in `config.rs`, one line in the matching `Check` method, and a row in
+//! `docs/config.md`. **Adding a table** (`[service.NAME.scaling]`): a new
+//! `Raw*` struct with `#[serde(deny_unknown_fields, expecting = ...)]`, an
+//! `Option<RawX>` field on the parent, and a `Check` method that takes
+//! `Option<RawX>` and returns the public type with its defaults.
 
-pub(super) fn parse(_source: &str, path: &Path) -> Result<Config, ConfigError> {
-    Err(ConfigError::whole_file(path, "config parsing is not implemented yet"))
+use super::value::{Addr, Balance, Command, Dur, EnvTable, Int, IpList, Number};
+use super::{
+    AdminConfig, CommandSpec, Config, ConfigError, HealthConfig, ProxyConfig, ReplicaBounds, ServiceConfig,
+    StatusMatcher,
+};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_spanned::Spanned;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub(super) fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(source).map_err(|e| toml_error(path, source, &e))?;
+    let mut check = Check { file: path, source, problems: Vec::new() };
+    let config = check.config(raw)?;
+    check.finish(config)
+}
+
+// ---------------------------------------------------------------------------
+// The raw model: the file's shape, with spans on leaf values.
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<Spanned<String>>,
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    service: Services,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "an [admin] table")]
+struct RawAdmin {
+    listen: Option<Spanned<Addr>>,
+}
+
+/// The `[service.NAME]` tables, in file order, each with its name's span.
+#[derive(Default)]
+struct Services(Vec<(Spanned<String>, RawService)>);
+
+impl<'de> Deserialize<'de> for Services {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ServicesVisitor;
+        impl<'de> Visitor<'de> for ServicesVisitor {
+            type Value = Services;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("one [service.NAME] table per service, e.g. [service.web]")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Services, A::Error> {
+                let mut services = Vec::new();
+                while let Some(entry) = map.next_entry::<Spanned<String>, RawService>()? {
+                    services.push(entry);
+                }
+                services.sort_by_key(|(name, _)| name.span().start);
+                Ok(Services(services))
+            }
+        }
+        deserializer.deserialize_map(ServicesVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a service table like [service.web]")]
+struct RawService {
+    command: Option<Spanned<Command>>,
+    listen: Option<Spanned<Addr>>,
+    replicas: Option<RawReplicas>,
+    cpu: Option<Spanned<Number>>,
+    env: Option<EnvTable>,
+    stop_timeout: Option<Spanned<Dur>>,
+    drain_timeout: Option<Spanned<Dur>>,
+    balance: Option<Balance>,
+    health: Option<RawHealth>,
+    proxy: Option<RawProxy>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table like { min = 2, max = 4, desired = 2 }")]
+struct RawReplicas {
+    min: Option<Spanned<Int>>,
+    max: Option<Spanned<Int>>,
+    desired: Option<Spanned<Int>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a health check table like [service.web.health]")]
+struct RawHealth {
+    path: Option<Spanned<String>>,
+    interval: Option<Spanned<Dur>>,
+    timeout: Option<Spanned<Dur>>,
+    healthy_threshold: Option<Spanned<Int>>,
+    unhealthy_threshold: Option<Spanned<Int>>,
+    matcher: Option<Spanned<String>>,
+    grace_period: Option<Spanned<Dur>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a proxy table like [service.web.proxy]")]
+struct RawProxy {
+    header_read_timeout: Option<Spanned<Dur>>,
+    idle_timeout: Option<Spanned<Dur>>,
+    upstream_timeout: Option<Spanned<Dur>>,
+    connect_timeout: Option<Spanned<Dur>>,
+    max_header_bytes: Option<Spanned<Int>>,
+    trusted_proxies: Option<IpList>,
+}
+
+// ---------------------------------------------------------------------------
+// Pass 2: defaults, ranges and cross-field rules.
+// ---------------------------------------------------------------------------
+
+/// Service names become file names (logs, sockets) and URL path segments.
+const MAX_SERVICE_NAME: usize = 63;
+/// Health thresholds, as in an ALB target group (which allows 2..=10; one
+/// probe is allowed here for quick local loops).
+const THRESHOLDS: std::ops::RangeInclusive<i64> = 1..=10;
+/// A request head smaller than 1 KiB rejects ordinary browsers; above 1 MiB
+/// is a memory bomb, not a header.
+const HEADER_BYTES: std::ops::RangeInclusive<i64> = 1024..=1024 * 1024;
+
+/// Collects problems while converting raw values into public ones.
+struct Check<'a> {
+    file: &'a Path,
+    source: &'a str,
+    /// Every problem found; [`Check::finish`] reports the first in the file.
+    problems: Vec<(Range<usize>, String)>,
+}
+
+impl Check<'_> {
+    fn problem(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.problems.push((span, message.into()));
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+        match self.problems.into_iter().min_by_key(|(span, _)| span.start) {
+            None => Ok(value),
+            Some((span, message)) => Err(ConfigError::at(self.file, self.source, span, message)),
+        }
+    }
+
+    /// "line N", for messages that name another place in the file.
+    fn line_of(&self, span: &Range<usize>) -> usize {
+        super::line_column(self.source, span.start).0
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let state_dir = self.state_dir(raw.state_dir);
+        let admin_listen = raw.admin.unwrap_or_default().listen;
+        let admin = AdminConfig {
+            listen: admin_listen.as_ref().map(|a| a.get_ref().0).unwrap_or(AdminConfig::default().listen),
+        };
+        if raw.service.0.is_empty() {
+            return Err(ConfigError::whole_file(
+                self.file,
+                r#"no services: add a [service.NAME] table, e.g. [service.web] with command = "python app.py --port $PORT" and listen = "127.0.0.1:8080""#,
+            ));
+        }
+
+        // Every listener in file order; the implicit admin default comes first.
+        let mut listeners =
+            vec![Listener { addr: admin.listen, span: admin_listen.as_ref().map(|a| a.span()), owner: Owner::Admin }];
+        let mut services = BTreeMap::new();
+        for (name, raw) in raw.service.0 {
+            let listen_span = raw.listen.as_ref().map(|l| l.span());
+            let service = self.service(&name, raw);
+            if let Some(span) = listen_span {
+                listeners.push(Listener {
+                    addr: service.listen,
+                    span: Some(span),
+                    owner: Owner::Service(service.name.clone()),
+                });
+            }
+            services.insert(service.name.clone(), service);
+        }
+        self.listeners(listeners);
+
+        Ok(Config { path: self.file.to_path_buf(), state_dir, admin, services })
+    }
+
+    fn state_dir(&mut self, raw: Option<Spanned<String>>) -> PathBuf {
+        let dir = match raw {
+            None => Config::DEFAULT_STATE_DIR.to_string(),
+            Some(dir) if dir.get_ref().trim().is_empty() => {
+                self.problem(dir.span(), r#"state_dir is empty; name a directory, or leave the key out for ".ebb""#);
+                Config::DEFAULT_STATE_DIR.to_string()
+            }
+            Some(dir) => dir.into_inner(),
+        };
+        // Relative to the config file, not to wherever ebb was started from,
+        // so `ebb -c deploy/ebb.toml up` finds the same state every time.
+        self.file.parent().unwrap_or(Path::new("")).join(dir)
+    }
+
+    fn service(&mut self, name: &Spanned<String>, raw: RawService) -> ServiceConfig {
+        self.service_name(name);
+        let command = match raw.command {
+            Some(command) => self.command(command),
+            None => {
+                self.problem(
+                    name.span(),
+                    format!(
+                        r#"service `{}` has no command; add the command that starts one replica, e.g. command = "python app.py --port $PORT""#,
+                        name.get_ref()
+                    ),
+                );
+                CommandSpec::Argv(Vec::new())
+            }
+        };
+        let listen = match raw.listen {
+            Some(listen) => listen.into_inner().0,
+            None => {
+                self.problem(
+                    name.span(),
+                    format!(
+                        r#"service `{}` has no listen address; add the balancer's address for it, e.g. listen = "127.0.0.1:8080""#,
+                        name.get_ref()
+                    ),
+                );
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            }
+        };
+        ServiceConfig {
+            name: name.get_ref().clone(),
+            command,
+            listen,
+            replicas: self.replicas(raw.replicas.unwrap_or_default()),
+            cpu: self.cpu(raw.cpu),
+            env: self.env(raw.env.unwrap_or_default()),
+            stop_timeout: duration(raw.stop_timeout, ServiceConfig::DEFAULT_STOP_TIMEOUT),
+            drain_timeout: duration(raw.drain_timeout, ServiceConfig::DEFAULT_DRAIN_TIMEOUT),
+            health: self.health(raw.health.unwrap_or_default()),
+            balance: raw.balance.map(|b| b.0).unwrap_or_default(),
+            proxy: self.proxy(raw.proxy.unwrap_or_default()),
+        }
+    }
+
+    fn service_name(&mut self, name: &Spanned<String>) {
+        let n = name.get_ref();
+        let valid_start = n.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let valid_rest = n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !valid_start || !valid_rest {
+            let hint = suggest_service_name(n).map(|s| format!(", e.g. `{s}`")).unwrap_or_default();
+            self.problem(
+                name.span(),
+                format!(
+                    "service name {n:?} is not allowed: use lowercase letters, digits, '-' and '_', starting with a letter or digit{hint} (it becomes a file name)"
+                ),
+            );
+        } else if n.len() > MAX_SERVICE_NAME {
+            self.problem(
+                name.span(),
+                format!("service name is {} characters long; shorten it to {MAX_SERVICE_NAME} or fewer", n.len()),
+            );
+        }
+    }
+
+    fn command(&mut self, raw: Spanned<Command>) -> CommandSpec {
+        let span = raw.span();
+        let example = r#"e.g. "python app.py --port $PORT" or ["python", "app.py"]"#;
+        match raw.into_inner() {
+            Command::Shell(s) => {
+                if s.trim().is_empty() {
+                    self.problem(
+                        span,
+                        format!("command is empty; give the command that starts one replica, {example}"),
+                    );
+                } else if s.contains('\0') {
+                    self.problem(span, "command contains a NUL character, which no process can receive; remove it");
+                }
+                CommandSpec::Shell(s)
+            }
+            Command::Argv(argv) => {
+                if argv.is_empty() {
+                    self.problem(
+                        span,
+                        format!("command is an empty array; give the program and its arguments, {example}"),
+                    );
+                } else if argv[0].trim().is_empty() {
+                    self.problem(
+                        span,
+                        r#"the first element of command is empty; it must name the program, e.g. ["python", "app.py"]"#,
+                    );
+                } else if argv.iter().any(|a| a.contains('\0')) {
+                    self.problem(span, "command contains a NUL character, which no process can receive; remove it");
+                }
+                CommandSpec::Argv(argv)
+            }
+        }
+    }
+
+    fn replicas(&mut self, raw: RawReplicas) -> ReplicaBounds {
+        let max_allowed = ServiceConfig::MAX_REPLICAS as i64;
+        let mut in_range = true;
+        for (key, value) in [("min", &raw.min), ("max", &raw.max), ("desired", &raw.desired)] {
+            if let Some(v) = value {
+                let n = v.get_ref().0;
+                if n < 0 {
+                    self.problem(v.span(), format!("replicas.{key} must be 0 or more, not {n}"));
+                    in_range = false;
+                } else if n > max_allowed {
+                    self.problem(
+                        v.span(),
+                        format!("replicas.{key} ({n}) is above the limit of {max_allowed} replicas"),
+                    );
+                    in_range = false;
+                }
+            }
+        }
+        let value = |v: &Option<Spanned<Int>>| v.as_ref().map(|v| v.get_ref().0);
+        let min = value(&raw.min).unwrap_or(1);
+        let desired = value(&raw.desired).unwrap_or(min);
+        let max = value(&raw.max).unwrap_or(min.max(desired));
+        let fallback = ReplicaBounds { min: 1, max: 1, desired: 1 };
+        if !in_range {
+            return fallback;
+        }
+
+        // Each rule can only break when the key it points at was written, so
+        // the `if let` below always finds a span when the rule fires.
+        let span = |v: &Option<Spanned<Int>>| v.as_ref().map(|v| v.span());
+        if max < 1 {
+            if let Some(s) = span(&raw.max) {
+                self.problem(
+                    s,
+                    "replicas.max must be at least 1; a service that can never run a replica serves nothing",
+                );
+            } else if let Some(s) = span(&raw.desired).or(span(&raw.min)) {
+                self.problem(
+                    s,
+                    "replicas.max defaults to the larger of min and desired, which is 0 here; set max = 1 or more",
+                );
+            }
+        } else if min > max {
+            if let Some(s) = span(&raw.min) {
+                self.problem(s, format!("replicas.min ({min}) is above replicas.max ({max}); lower min or raise max"));
+            }
+        } else if desired < min {
+            if let Some(s) = span(&raw.desired) {
+                let (min_is, fix) =
+                    if raw.min.is_none() { (", the default", "set min = 0") } else { ("", "lower min") };
+                self.problem(
+                    s,
+                    format!(
+                        "replicas.desired ({desired}) is below replicas.min ({min}{min_is}); raise desired or {fix}"
+                    ),
+                );
+            }
+        } else if desired > max {
+            if let Some(s) = span(&raw.desired) {
+                self.problem(
+                    s,
+                    format!("replicas.desired ({desired}) is above replicas.max ({max}); raise max or lower desired"),
+                );
+            }
+        } else {
+            // In range 0..=MAX_REPLICAS, checked above.
+            return ReplicaBounds { min: min as u32, max: max as u32, desired: desired as u32 };
+        }
+        fallback
+    }
+
+    fn cpu(&mut self, raw: Option<Spanned<Number>>) -> f64 {
+        let Some(raw) = raw else { return ServiceConfig::DEFAULT_CPU };
+        let cpu = raw.get_ref().0;
+        if !(cpu.is_finite() && cpu > 0.0) {
+            self.problem(raw.span(), format!("cpu must be a number of cores above 0, e.g. 1.0 or 0.5, not {cpu}"));
+            return ServiceConfig::DEFAULT_CPU;
+        }
+        cpu
+    }
+
+    fn env(&mut self, raw: EnvTable) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        for (name, value) in raw.0 {
+            let n = name.get_ref();
+            if n.is_empty() {
+                self.problem(name.span(), "env has an empty variable name; give it a name like GREETING");
+            } else if n.contains('=') || n.contains('\0') {
+                self.problem(
+                    name.span(),
+                    format!("env variable name {n:?} contains '=' or a NUL character; rename it"),
+                );
+            } else if value.contains('\0') {
+                self.problem(name.span(), format!("env {n} has a NUL character in its value; remove it"));
+            }
+            env.insert(name.into_inner(), value);
+        }
+        env
+    }
+
+    fn health(&mut self, raw: RawHealth) -> HealthConfig {
+        let d = HealthConfig::default();
+        let path = match raw.path {
+            None => d.path.clone(),
+            Some(path) => {
+                let p = path.get_ref();
+                if !p.starts_with('/') {
+                    self.problem(
+                        path.span(),
+                        format!(r#"health.path must start with '/', e.g. "/{}""#, p.trim_start_matches('/')),
+                    );
+                } else if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    self.problem(
+                        path.span(),
+                        "health.path must not contain spaces or control characters; percent-encode them (%20)",
+                    );
+                }
+                path.into_inner()
+            }
+        };
+        let interval = self.positive("health.interval", &raw.interval, d.interval);
+        let timeout = self.positive("health.timeout", &raw.timeout, d.timeout);
+        if timeout >= interval {
+            // Blame the key that was written; the timeout when both were.
+            if let Some(s) = raw.timeout.as_ref().or(raw.interval.as_ref()).map(|s| s.span()) {
+                let default = |written: bool| if written { "" } else { ", the default" };
+                self.problem(
+                    s,
+                    format!(
+                        "health.timeout ({}{}) must be shorter than health.interval ({}{}), so one probe ends before the next starts; lower timeout or raise interval",
+                        humantime::format_duration(timeout),
+                        default(raw.timeout.is_some()),
+                        humantime::format_duration(interval),
+                        default(raw.interval.is_some()),
+                    ),
+                );
+            }
+        }
+        let matcher = match raw.matcher {
+            None => d.matcher.clone(),
+            Some(m) => StatusMatcher::parse(m.get_ref()).unwrap_or_else(|e| {
+                self.problem(m.span(), format!("health.matcher: {e}"));
+                d.matcher.clone()
+            }),
+        };
+        HealthConfig {
+            path,
+            interval,
+            timeout,
+            healthy_threshold: self.threshold("health.healthy_threshold", &raw.healthy_threshold, d.healthy_threshold),
+            unhealthy_threshold: self.threshold(
+                "health.unhealthy_threshold",
+                &raw.unhealthy_threshold,
+                d.unhealthy_threshold,
+            ),
+            matcher,
+            grace_period: duration(raw.grace_period, d.grace_period),
+        }
+    }
+
+    fn threshold(&mut self, key: &str, raw: &Option<Spanned<Int>>, default: u32) -> u32 {
+        let Some(raw) = raw else { return default };
+        let n = raw.get_ref().0;
+        if !THRESHOLDS.contains(&n) {
+            self.problem(
+                raw.span(),
+                format!(
+                    "{key} must be between {} and {} consecutive probes, not {n}",
+                    THRESHOLDS.start(),
+                    THRESHOLDS.end()
+                ),
+            );
+            return default;
+        }
+        n as u32
+    }
+
+    fn proxy(&mut self, raw: RawProxy) -> ProxyConfig {
+        let d = ProxyConfig::default();
+        let max_header_bytes = match raw.max_header_bytes {
+            None => d.max_header_bytes,
+            Some(raw) => {
+                let n = raw.get_ref().0;
+                if HEADER_BYTES.contains(&n) {
+                    n as usize
+                } else {
+                    self.problem(
+                        raw.span(),
+                        format!(
+                            "proxy.max_header_bytes must be between {} and {} (1 MiB), not {n}",
+                            HEADER_BYTES.start(),
+                            HEADER_BYTES.end()
+                        ),
+                    );
+                    d.max_header_bytes
+                }
+            }
+        };
+        ProxyConfig {
+            header_read_timeout: self.positive(
+                "proxy.header_read_timeout",
+                &raw.header_read_timeout,
+                d.header_read_timeout,
+            ),
+            idle_timeout: self.positive("proxy.idle_timeout", &raw.idle_timeout, d.idle_timeout),
+            upstream_timeout: self.positive("proxy.upstream_timeout", &raw.upstream_timeout, d.upstream_timeout),
+            connect_timeout: self.positive("proxy.connect_timeout", &raw.connect_timeout, d.connect_timeout),
+            max_header_bytes,
+            trusted_proxies: raw.trusted_proxies.map(|l| l.0).unwrap_or(d.trusted_proxies),
+        }
+    }
+
+    /// A duration where zero means nothing sensible (a timeout that always
+    /// fires, a probe loop that never sleeps).
+    fn positive(&mut self, key: &str, raw: &Option<Spanned<Dur>>, default: Duration) -> Duration {
+        let Some(raw) = raw else { return default };
+        let d = raw.get_ref().0;
+        if d.is_zero() {
+            self.problem(
+                raw.span(),
+                format!("{key} must be longer than 0; the default is {}", humantime::format_duration(default)),
+            );
+            return default;
+        }
+        d
+    }
+
+    /// No two listeners may bind overlapping addresses: the second one would
+    /// fail at start-up with EADDRINUSE, far from the line that caused it.
+    fn listeners(&mut self, mut listeners: Vec<Listener>) {
+        listeners.sort_by_key(|l| l.span.as_ref().map_or(0, |s| s.start));
+        for (i, later) in listeners.iter().enumerate() {
+            let Some(span) = later.span.clone() else { continue };
+            let Some(first) = listeners[..i].iter().find(|l| overlaps(l.addr, later.addr)) else { continue };
+            let whose = match (&first.owner, &first.span) {
+                (Owner::Admin, None) => "the admin API (its default address)".to_string(),
+                (Owner::Admin, Some(s)) => format!("the admin API (line {})", self.line_of(s)),
+                (Owner::Service(n), s) => {
+                    format!("service `{n}` (line {})", s.as_ref().map_or(0, |s| self.line_of(s)))
+                }
+            };
+            let clash = if first.addr == later.addr {
+                format!("{} is already used by {whose}", later.addr)
+            } else {
+                format!("{} overlaps {} of {whose}", later.addr, first.addr)
+            };
+            let fix = match (&later.owner, &first.owner, &first.span) {
+                (Owner::Service(_), Owner::Admin, None) => {
+                    r#"pick another port, or move the admin API with [admin] listen = "127.0.0.1:9901""#
+                }
+                (Owner::Admin, ..) => "give the admin API another port",
+                _ => "give each listener its own port",
+            };
+            self.problem(span, format!("{clash}; {fix}"));
+        }
+    }
+}
+
+/// Someone who binds a listen address.
+struct Listener {
+    addr: SocketAddr,
+    /// `None` for the admin API's default address (not written in the file).
+    span: Option<Range<usize>>,
+    owner: Owner,
+}
+
+enum Owner {
+    Admin,
+    Service(String),
+}
+
+/// Whether binding both addresses would clash: same port, and the same IP
+/// or a wildcard (`0.0.0.0`, `::`) that covers the other. Port 0 asks the OS
+/// for a fresh port each time, so it never clashes.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    // `::` also takes IPv4 on Linux unless IPV6_V6ONLY is set.
+    let covers = |w: SocketAddr, o: SocketAddr| w.ip().is_unspecified() && (w.is_ipv6() || o.is_ipv4());
+    a.ip() == b.ip() || covers(a, b) || covers(b, a)
+}
+
+fn duration(raw: Option<Spanned<Dur>>, default: Duration) -> Duration {
+    raw.map(|d| d.into_inner().0).unwrap_or(default)
+}
+
+/// A valid name close to an invalid one (`Web API` -> `web-api`), if any.
+fn suggest_service_name(name: &str) -> Option<String> {
+    let s: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else if c == '_' {
+                '_'
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s.trim_matches(|c| c == '-' || c == '_');
+    (!s.is_empty() && s.len() <= MAX_SERVICE_NAME && s != name).then(|| s.to_string())
+}
+
+// ---------------------------------------------------------------------------
+// Pass 1 errors: toml's message at toml's span, made friendlier.
+// ---------------------------------------------------------------------------
+
+fn toml_error(file: &Path, source: &str, err: &toml::de::Error) -> ConfigError {
+    let mut message = polish(err.message());
+    match err.span() {
+        Some(span) => {
+            if let Some(hint) = syntax_hint(source, span.start, &message) {
+                message = format!("{message}; {hint}");
+            }
+            ConfigError::at(file, source, span, message)
+        }
+        None => ConfigError::whole_file(file, message),
+    }
+}
+
+/// A fix for the TOML syntax mistakes people actually make, read off the
+/// line the error is on. toml says *what* it expected; this says what to
+/// write.
+fn syntax_hint(source: &str, offset: usize, message: &str) -> Option<String> {
+    let before = source.get(..offset)?;
+    let after = source.get(offset..)?;
+    let line = &source[before.rfind('\n').map_or(0, |i| i + 1)..offset + after.find('\n').unwrap_or(after.len())];
+    let at_line_end = after.is_empty() || after.starts_with(['\n', '\r']);
+
+    if message.starts_with("invalid table header; duplicate key") {
+        return Some("this table is already defined above; merge the two".into());
+    }
+    if message.starts_with("duplicate key") {
+        return Some("a key may appear only once per table; remove or merge the repeat".into());
+    }
+    if at_line_end && message.starts_with("invalid table header") {
+        return Some("close the table header with ]".into());
+    }
+    if message.starts_with("invalid inline table") {
+        return Some("an inline table { ... } must end on the same line, with no comma after the last entry".into());
+    }
+    if at_line_end && message.starts_with("invalid basic string") {
+        return Some(r#"the string is not closed; end it with " on the same line"#.into());
+    }
+    if at_line_end && message.starts_with("invalid literal string") {
+        return Some("the string is not closed; end it with ' on the same line".into());
+    }
+    if message.starts_with("invalid string") || message.starts_with("expected newline") {
+        let (key, value) = line.split_once('=')?;
+        let (key, value) = (key.trim(), value.trim().trim_end_matches('\r'));
+        if value.is_empty() {
+            return Some(format!("`{key} =` has no value; write one after the `=`"));
+        }
+        if value == "True" || value == "False" {
+            return Some("booleans are lowercase: true or false".into());
+        }
+        if !value.starts_with(['"', '\'', '[', '{']) && !value.contains('"') {
+            return Some(format!(r#"text must be quoted: {key} = "{value}""#));
+        }
+        if message.starts_with("expected newline") {
+            return Some("put each key = value on its own line".into());
+        }
+    }
+    None
+}
+
+/// toml's messages, on one line, with "unknown field" turned into TOML's word
+/// ("key") and a did-you-mean for typos.
+fn polish(message: &str) -> String {
+    let message = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    let Some(rest) = message.strip_prefix("unknown field `") else { return message };
+    let Some((key, expected)) = rest.split_once('`') else { return message };
+    // `expected` reads ", expected one of `a`, `b`" or ", expected `a` or `b`".
+    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let expected = expected.trim_start_matches([',', ' ']);
+    match closest(key, &known) {
+        Some(near) => format!("unknown key `{key}`; did you mean `{near}`? ({expected})"),
+        None => format!("unknown key `{key}`; {expected}"),
+    }
+}
+
+/// The known key nearest to a typo, if it is near enough to be a typo.
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let limit = (key.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|&(d, _)| d <= limit)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_get_a_suggestion() {
+        assert_eq!(closest("replica", &["command", "replicas", "cpu"]), Some("replicas"));
+        assert_eq!(closest("helth", &["health", "proxy"]), Some("health"));
+        assert_eq!(closest("zzz", &["health", "proxy"]), None);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn unknown_field_becomes_unknown_key() {
+        assert_eq!(
+            polish("unknown field `replica`, expected one of `listen`, `replicas`"),
+            "unknown key `replica`; did you mean `replicas`? (expected one of `listen`, `replicas`)"
+        );
+        assert_eq!(polish("unknown field `x`, expected `min` or `max`"), "unknown key `x`; expected `min` or `max`");
+        assert_eq!(polish("invalid table header\nduplicate key `web`"), "invalid table header; duplicate key `web`");
+    }
+
+    #[test]
+    fn syntax_hints_say_what_to_write() {
+        let hint = |src: &str, at: usize, msg: &str| syntax_hint(src, at, msg);
+        assert_eq!(
+            hint("listen = 127.0.0.1:80\n", 14, "expected newline, `#`").unwrap(),
+            r#"text must be quoted: listen = "127.0.0.1:80""#
+        );
+        assert_eq!(hint("x = True\n", 4, "invalid string").unwrap(), "booleans are lowercase: true or false");
+        assert!(hint("x = \"a\n", 6, "invalid basic string").unwrap().contains("not closed"));
+        assert!(hint("x = \"a\" y = 1\n", 8, "expected newline, `#`").unwrap().contains("own line"));
+        assert_eq!(hint("x = \"a\u{e9}", 7, "invalid basic string"), None, "offset inside a character");
+        assert_eq!(hint("", 5, "invalid string"), None, "offset past the end");
+    }
+
+    #[test]
+    fn wildcards_overlap_their_family() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(overlaps(a("127.0.0.1:80"), a("127.0.0.1:80")));
+        assert!(overlaps(a("0.0.0.0:80"), a("127.0.0.1:80")));
+        assert!(overlaps(a("[::]:80"), a("127.0.0.1:80")));
+        assert!(!overlaps(a("0.0.0.0:80"), a("[::1]:80")));
+        assert!(!overlaps(a("127.0.0.1:80"), a("127.0.0.2:80")));
+        assert!(!overlaps(a("127.0.0.1:0"), a("127.0.0.1:0")));
+    }
+
+    #[test]
+    fn service_names_get_a_valid_suggestion() {
+        assert_eq!(suggest_service_name("Web API").as_deref(), Some("web-api"));
+        assert_eq!(suggest_service_name("-web").as_deref(), Some("web"));
+        assert_eq!(suggest_service_name("***"), None);
+    }
 }
