@@ -28,6 +28,11 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Services by name, in name order.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// The text parsed, so errors found later (a port in use) can point
+    /// into it.
+    source: String,
+    /// Where each `listen` was written: `"admin"` or `"service.NAME"`.
+    listen_spans: BTreeMap<String, std::ops::Range<usize>>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +235,16 @@ impl Config {
     /// messages and to resolve `state_dir`.
     pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
         raw::parse(source, path)
+    }
+
+    /// An error about a `listen` address found after parsing (e.g. the port
+    /// is in use), located at that key in the file when it was written
+    /// there. `owner` is `"admin"` or `"service.NAME"`.
+    pub fn listen_error(&self, owner: &str, message: impl Into<String>) -> ConfigError {
+        match self.listen_spans.get(owner) {
+            Some(span) => ConfigError::at(&self.path, &self.source, span.clone(), message),
+            None => ConfigError::whole_file(&self.path, message),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use ebb_core::config::Config;
+use ebb_core::config::{Config, ConfigError};
 
 use crate::client::{AdminClient, NotRunning};
 use crate::events::Event;
@@ -158,7 +158,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let client = AdminClient::new(config.admin.listen);
     match cli.command {
-        Command::Up => crate::up::up(config).await.map(|()| ExitCode::SUCCESS),
+        Command::Up => match crate::up::up(config).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(error) => match error.downcast::<ConfigError>() {
+                // Already located and rendered: print it as `validate` would.
+                Ok(config_error) => {
+                    eprintln!("{config_error}");
+                    Ok(ExitCode::from(EXIT_BAD_INPUT))
+                }
+                Err(error) => Err(error),
+            },
+        },
         Command::Down { timeout } => down(&client, timeout).await,
         Command::Status { json } => {
             let status: FleetStatus = client.get("/api/v1/status").await?;

@@ -22,15 +22,16 @@ use crate::proxy::{self, ServiceProxy};
 /// How many events the in-memory log keeps.
 const EVENT_LOG_CAPACITY: usize = 10_000;
 
-/// Binds a listener, with an error that says which part of the config wants it.
-async fn bind(config: &Config, addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+/// Binds a listener; a failure is a config error located at its `listen` key.
+/// `owner` is `"admin"` or `"service.NAME"`.
+async fn bind(config: &Config, addr: std::net::SocketAddr, owner: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-            "; is ebb already running with this config (try `ebb status`), or is another program using it? Stop it or change the address"
+        let fix = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "; is ebb already running with this config (try `ebb status`)? Otherwise stop the program using it or change this address"
         } else {
             ""
         };
-        anyhow::anyhow!("{}: {what} cannot listen on {addr}: {e}{hint}", config.path.display())
+        anyhow::Error::new(config.listen_error(owner, format!("[{owner}] cannot listen on {addr}: {e}{fix}")))
     })
 }
 
@@ -42,10 +43,10 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
 
     // Bind everything before starting anything: a clash is reported with
     // nothing half-started.
-    let admin_listener = bind(&config, config.admin.listen, "[admin]").await?;
+    let admin_listener = bind(&config, config.admin.listen, "admin").await?;
     let mut service_listeners = Vec::new();
     for service in config.services.values() {
-        let listener = bind(&config, service.listen, &format!("[service.{}]", service.name)).await?;
+        let listener = bind(&config, service.listen, &format!("service.{}", service.name)).await?;
         service_listeners.push((service.clone(), listener));
     }
 

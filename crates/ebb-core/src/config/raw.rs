@@ -206,9 +206,26 @@ impl Check<'_> {
             }
             services.insert(service.name.clone(), service);
         }
+        let listen_spans = listeners
+            .iter()
+            .filter_map(|l| {
+                let key = match &l.owner {
+                    Owner::Admin => "admin".to_string(),
+                    Owner::Service(name) => format!("service.{name}"),
+                };
+                l.span.clone().map(|span| (key, span))
+            })
+            .collect();
         self.listeners(listeners);
 
-        Ok(Config { path: self.file.to_path_buf(), state_dir, admin, services })
+        Ok(Config {
+            path: self.file.to_path_buf(),
+            state_dir,
+            admin,
+            services,
+            source: self.source.to_string(),
+            listen_spans,
+        })
     }
 
     fn state_dir(&mut self, raw: Option<Spanned<String>>) -> PathBuf {
@@ -413,6 +430,11 @@ impl Check<'_> {
                 self.problem(
                     name.span(),
                     format!("env variable name {n:?} contains '=' or a NUL character; rename it"),
+                );
+            } else if n == "PORT" || n.starts_with("EBB_") {
+                self.problem(
+                    name.span(),
+                    format!("env {n} is set by ebb for each replica (PORT, EBB_*); remove it or use another name"),
                 );
             } else if value.contains('\0') {
                 self.problem(name.span(), format!("env {n} has a NUL character in its value; remove it"));

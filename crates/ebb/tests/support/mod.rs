@@ -1,0 +1,287 @@
+//! Shared helpers for end-to-end tests that run the real `ebb` binary.
+//!
+//! Everything here targets 127.0.0.1 only, is bounded in time, and the
+//! [`Ebb`] guard stops ebb and every replica it started, even when a test
+//! fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const EBB: &str = env!("CARGO_BIN_EXE_ebb");
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request on a fresh connection (`Connection: close`).
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Response> {
+    http_with_headers(addr, method, path, body, &[])
+}
+
+pub fn http_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    }
+    request.push_str("\r\n");
+    if let Some(b) = body {
+        request.push_str(b);
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("empty response"))?;
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad(status_line))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `ebb up` in a temp directory; stopped (with all its replicas)
+/// when dropped.
+pub struct Ebb {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub admin: SocketAddr,
+    pub listen: SocketAddr,
+    child: Option<Child>,
+    /// Every replica pid ever seen, killed on drop if still alive.
+    seen_pids: std::cell::RefCell<Vec<u32>>,
+}
+
+/// A config for one service `web` of demo-app replicas with fast health
+/// checks. `extra` is appended inside `[service.web]` (before the health table).
+pub fn fast_config(admin: SocketAddr, listen: SocketAddr, replicas: &str, extra: &str) -> String {
+    format!(
+        r#"state_dir = "state"
+
+[admin]
+listen = "{admin}"
+
+[service.web]
+command = "{{ebb}} demo-app --port $PORT"
+listen = "{listen}"
+replicas = {replicas}
+stop_timeout = "5s"
+drain_timeout = "5s"
+{extra}
+
+[service.web.health]
+path = "/gtg"
+interval = "200ms"
+timeout = "150ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+matcher = "200"
+grace_period = "0s"
+"#
+    )
+}
+
+impl Ebb {
+    /// Writes the config produced by `make(admin, listen)` and starts `ebb up`.
+    pub fn start(make: impl FnOnce(SocketAddr, SocketAddr) -> String) -> Ebb {
+        let dir = tempfile::tempdir().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.path().join("ebb.toml");
+        std::fs::write(&config, make(admin, listen)).unwrap();
+        let log = std::fs::File::create(dir.path().join("ebb-up.log")).unwrap();
+        let child = Command::new(EBB)
+            .arg("-f")
+            .arg(&config)
+            .arg("up")
+            .env("EBB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ebb up");
+        let ebb = Ebb { dir, config, admin, listen, child: Some(child), seen_pids: Default::default() };
+        wait_for("the admin API to answer", Duration::from_secs(20), || {
+            http(ebb.admin, "GET", "/api/v1/status", None).ok().filter(|r| r.status == 200)
+        });
+        ebb
+    }
+
+    pub fn up_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ebb-up.log")).unwrap_or_default()
+    }
+
+    /// Runs an ebb CLI command against this instance.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(EBB).arg("-f").arg(&self.config).args(args).output().expect("run ebb")
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let r = http(self.admin, "GET", "/api/v1/status", None).expect("status");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        let mut seen = self.seen_pids.borrow_mut();
+        for s in v["services"].as_array().unwrap() {
+            for r in s["replicas"].as_array().unwrap() {
+                if let Some(pid) = r["pid"].as_u64() {
+                    if !seen.contains(&(pid as u32)) {
+                        seen.push(pid as u32);
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The `web` service's replicas in the status document.
+    pub fn replicas(&self) -> Vec<serde_json::Value> {
+        self.status()["services"][0]["replicas"].as_array().unwrap().clone()
+    }
+
+    /// Waits until exactly `n` replicas are in service and healthy.
+    pub fn wait_in_service(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        wait_for(&format!("{n} replicas in service"), timeout, || {
+            let replicas = self.replicas();
+            let healthy: Vec<_> =
+                replicas.iter().filter(|r| r["state"] == "in_service" && r["healthy"] == true).cloned().collect();
+            (healthy.len() == n && replicas.len() == n).then_some(healthy)
+        })
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        http(self.admin, "GET", "/api/v1/events", None).unwrap().json().as_array().unwrap().clone()
+    }
+
+    pub fn seen_pids(&self) -> Vec<u32> {
+        self.seen_pids.borrow().clone()
+    }
+
+    /// Waits for `ebb up` to exit and returns its status code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                panic!("ebb up did not exit within {timeout:?}\n{}", self.up_log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    // A zombie still has a /proc entry; count it as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+impl Drop for Ebb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in self.seen_pids.borrow().iter() {
+            if pid_alive(*pid) {
+                // Replicas run in their own process group (pgid = pid).
+                let _ = Command::new("kill").arg("-KILL").arg(format!("-{pid}")).status();
+            }
+        }
+    }
+}
+
+/// Reads a file's text, for debugging output in assertion messages.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Reads the first line of a child's stdout.
+pub fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    line
+}
