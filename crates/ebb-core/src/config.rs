@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub use crate::balance::BalanceAlgorithm;
 pub use crate::health::StatusMatcher;
+pub use crate::scaling::ScalingConfig;
 
 /// A whole, validated config file.
 #[derive(Debug, Clone)]
@@ -74,6 +75,9 @@ pub struct ServiceConfig {
     pub health: HealthConfig,
     pub balance: BalanceAlgorithm,
     pub proxy: ProxyConfig,
+    /// How desired capacity follows load (`[service.NAME.scaling]`); the
+    /// default has no policies: a fixed fleet.
+    pub scaling: ScalingConfig,
 }
 
 impl ServiceConfig {

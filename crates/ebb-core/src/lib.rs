@@ -11,7 +11,11 @@
 //!   status matcher.
 //! - [`balance`]: choosing a replica for a request (least outstanding with
 //!   power-of-two-choices, round robin).
+//! - [`scaling`]: the autoscaler: metric windows, target tracking, step
+//!   scaling with alarms, scheduled actions, cooldowns, warm-up, and which
+//!   replica leaves on scale-in; every decision explained as data.
 
 pub mod balance;
 pub mod config;
 pub mod health;
+pub mod scaling;

@@ -213,6 +213,28 @@ fn the_examples_in_docs_config_md_parse() {
         (web.cpu, web.stop_timeout, web.drain_timeout, web.balance),
         (minimal.cpu, minimal.stop_timeout, minimal.drain_timeout, minimal.balance)
     );
+
+    // Scaling: the values the page calls defaults are the defaults.
+    let s = &web.scaling;
+    assert_eq!(s.warmup, minimal.scaling.warmup);
+    assert_eq!(s.burst, Some(ebb_core::scaling::Burst::default()));
+    assert_eq!(s.target_tracking[0], TargetTracking::new(Metric::Cpu, 80.0));
+    let step = &s.step[0];
+    let a = &step.alarm;
+    assert_eq!(
+        (a.statistic, a.period, a.evaluation_periods, a.datapoints_to_alarm),
+        (Statistic::Average, ebb_core::scaling::Alarm::DEFAULT_PERIOD, 1, 1)
+    );
+    assert_eq!(
+        (step.adjustment_type, step.cooldown),
+        (AdjustmentType::ChangeInCapacity, ebb_core::scaling::StepPolicy::DEFAULT_COOLDOWN)
+    );
+    let minimal_tt = parse(&format!("{MINIMAL}[[service.web.scaling.step]]\nalarm = {{ metric = \"cpu\", comparison = \">\", threshold = 60 }}\nsteps = [{{ lower = 0, adjustment = 1 }}]\n"));
+    let d = &minimal_tt.services["web"].scaling.step[0];
+    assert_eq!(
+        (d.alarm.statistic, d.alarm.period, d.adjustment_type, d.cooldown),
+        (a.statistic, a.period, step.adjustment_type, step.cooldown)
+    );
 }
 
 #[test]
@@ -301,4 +323,185 @@ fn errors_carry_line_and_column() {
     assert_eq!((err.line, err.column), (5, 42));
     assert_eq!(err.message, "replicas.desired (5) is above replicas.max (4); raise max or lower desired");
     assert_eq!(err.file, PathBuf::from("x.toml"));
+}
+
+// ---------------------------------------------------------------------------
+// [service.NAME.scaling]
+// ---------------------------------------------------------------------------
+
+use ebb_core::scaling::{AdjustmentType, Comparison, Metric, RateLimit, Statistic, StepAdjustment, TargetTracking};
+
+#[test]
+fn a_service_without_scaling_is_a_fixed_fleet() {
+    let scaling = &parse(MINIMAL).services["web"].scaling;
+    assert!(scaling.is_fixed());
+    assert_eq!(scaling.warmup, Duration::ZERO);
+    assert_eq!(scaling.burst, None);
+    let empty = parse(&format!("{MINIMAL}[service.web.scaling]\n"));
+    assert!(empty.services["web"].scaling.is_fixed());
+}
+
+#[test]
+fn target_tracking_defaults_follow_the_hpa() {
+    let config = parse(&format!("{MINIMAL}[[service.web.scaling.target_tracking]]\nmetric = \"cpu\"\ntarget = 80\n"));
+    let tt = &config.services["web"].scaling.target_tracking[0];
+    assert_eq!(tt, &TargetTracking::new(Metric::Cpu, 80.0));
+    assert_eq!(tt.name, "target-cpu");
+    assert_eq!(tt.tolerance, 0.1);
+    assert_eq!(tt.window, Duration::from_secs(60));
+    assert_eq!((tt.scale_out_cooldown, tt.scale_in_cooldown), (Duration::from_secs(60), Duration::from_secs(300)));
+    assert_eq!(tt.scale_in_stabilization, Duration::from_secs(300));
+    assert!(!tt.disable_scale_in);
+    assert_eq!(tt.scale_out_rate, RateLimit { percent: 100.0, replicas: 4, period: Duration::from_secs(15) });
+    assert_eq!(tt.scale_in_rate, RateLimit { percent: 100.0, replicas: 0, period: Duration::from_secs(15) });
+}
+
+#[test]
+fn every_scaling_key_can_be_set() {
+    let config = parse(&format!(
+        r#"{MINIMAL}replicas = {{ min = 1, max = 20 }}
+
+[service.web.scaling]
+warmup = "45s"
+burst = {{ window = "10s", threshold = 3, duration = "2m" }}
+
+[[service.web.scaling.target_tracking]]
+name = "latency"
+metric = "p95_latency"
+target = 250
+tolerance = 0.05
+window = "30s"
+scale_out_cooldown = "10s"
+scale_in_cooldown = "10m"
+scale_in_stabilization = "15m"
+disable_scale_in = true
+scale_out_rate = {{ replicas = 2, period = "30s" }}
+scale_in_rate = {{ percent = 10 }}
+
+[[service.web.scaling.step]]
+name = "queue"
+alarm = {{ metric = "queue_time", statistic = "p99.9", comparison = "GreaterThanOrEqualToThreshold", threshold = 20.5, period = "10s", evaluation_periods = 5, datapoints_to_alarm = 3 }}
+adjustment_type = "percent_change_in_capacity"
+min_adjustment_magnitude = 2
+steps = [{{ lower = 50, adjustment = 50 }}, {{ lower = 0, upper = 50, adjustment = 10 }}]
+cooldown = "0s"
+
+[[service.web.scaling.scheduled]]
+name = "nightly"
+cron = "30 22 * * *"
+min = 0
+max = 2
+desired = 0
+"#
+    ));
+    let s = &config.services["web"].scaling;
+    assert_eq!(s.warmup, Duration::from_secs(45));
+    let burst = s.burst.unwrap();
+    assert_eq!(
+        (burst.window, burst.threshold, burst.duration),
+        (Duration::from_secs(10), 3.0, Duration::from_secs(120))
+    );
+
+    let tt = &s.target_tracking[0];
+    assert_eq!((tt.name.as_str(), tt.metric, tt.target, tt.tolerance), ("latency", Metric::P95Latency, 250.0, 0.05));
+    assert_eq!((tt.window, tt.scale_out_cooldown), (Duration::from_secs(30), Duration::from_secs(10)));
+    assert_eq!((tt.scale_in_cooldown, tt.scale_in_stabilization), (Duration::from_secs(600), Duration::from_secs(900)));
+    assert!(tt.disable_scale_in);
+    assert_eq!(tt.scale_out_rate, RateLimit { percent: 0.0, replicas: 2, period: Duration::from_secs(30) });
+    assert_eq!(tt.scale_in_rate, RateLimit { percent: 10.0, replicas: 0, period: Duration::from_secs(15) });
+
+    let step = &s.step[0];
+    assert_eq!(step.name, "queue");
+    let a = &step.alarm;
+    assert_eq!(
+        (a.metric, a.statistic, a.comparison),
+        (Metric::QueueTime, Statistic::Percentile(99.9), Comparison::GreaterOrEqual)
+    );
+    assert_eq!(
+        (a.threshold, a.period, a.evaluation_periods, a.datapoints_to_alarm),
+        (20.5, Duration::from_secs(10), 5, 3)
+    );
+    assert_eq!(step.adjustment_type, AdjustmentType::PercentChangeInCapacity);
+    assert_eq!(step.min_adjustment_magnitude, Some(2));
+    assert_eq!(
+        step.steps,
+        [
+            StepAdjustment { lower: Some(0.0), upper: Some(50.0), adjustment: 10 },
+            StepAdjustment { lower: Some(50.0), upper: None, adjustment: 50 },
+        ],
+        "sorted by bounds"
+    );
+    assert_eq!(step.cooldown, Duration::ZERO);
+
+    let nightly = &s.scheduled[0];
+    assert_eq!((nightly.name.as_str(), nightly.cron.as_str()), ("nightly", "30 22 * * *"));
+    assert_eq!((nightly.min, nightly.max, nightly.desired), (Some(0), Some(2), Some(0)));
+    assert_eq!(s.history_needed(), Duration::from_secs(50), "the alarm's 5 × 10 s is the longest span");
+}
+
+#[test]
+fn scaling_tables_can_be_written_every_toml_way() {
+    // Headers for the alarm and the steps, dotted keys for the rate limit.
+    let headers = parse(&format!(
+        r#"{MINIMAL}
+[[service.web.scaling.step]]
+name = "cpu-high"
+cooldown = "2m"
+[service.web.scaling.step.alarm]
+metric = "cpu"
+comparison = ">"
+threshold = 60
+[[service.web.scaling.step.steps]]
+lower = 0
+adjustment = 1
+
+[[service.web.scaling.target_tracking]]
+metric = "requests_per_replica"
+target = 100
+scale_out_rate.replicas = 1
+"#
+    ));
+    // The same as inline tables and arrays.
+    let inline = parse(&format!(
+        r#"{MINIMAL}
+[service.web.scaling]
+step = [{{ name = "cpu-high", cooldown = "2m", alarm = {{ metric = "cpu", comparison = ">", threshold = 60 }}, steps = [{{ lower = 0, adjustment = 1 }}] }}]
+target_tracking = [{{ metric = "requests_per_replica", target = 100, scale_out_rate = {{ replicas = 1 }} }}]
+"#
+    ));
+    assert_eq!(headers.services["web"].scaling, inline.services["web"].scaling);
+    let s = &headers.services["web"].scaling;
+    assert_eq!(s.step[0].alarm.statistic, Statistic::Average, "the default statistic");
+    assert_eq!((s.step[0].alarm.evaluation_periods, s.step[0].alarm.datapoints_to_alarm), (1, 1));
+    assert_eq!(s.step[0].alarm.period, Duration::from_secs(60));
+    assert_eq!(s.target_tracking[0].scale_out_rate.replicas, 1);
+}
+
+#[test]
+fn policies_get_unique_default_names() {
+    let config = parse(&format!(
+        r#"{MINIMAL}
+[[service.web.scaling.target_tracking]]
+metric = "cpu"
+target = 80
+[[service.web.scaling.target_tracking]]
+metric = "cpu"
+target = 50
+[[service.web.scaling.step]]
+alarm = {{ metric = "cpu", comparison = "<", threshold = 10 }}
+steps = [{{ upper = 0, adjustment = -1 }}]
+[[service.web.scaling.scheduled]]
+cron = "0 8 * * MON-FRI"
+min = 1
+"#
+    ));
+    let s = &config.services["web"].scaling;
+    let names: Vec<&str> = s
+        .target_tracking
+        .iter()
+        .map(|t| t.name.as_str())
+        .chain(s.step.iter().map(|p| p.name.as_str()))
+        .chain(s.scheduled.iter().map(|a| a.name.as_str()))
+        .collect();
+    assert_eq!(names, ["target-cpu", "target-cpu-2", "step-1", "scheduled-1"]);
 }

@@ -19,6 +19,10 @@
 //! tables, and `[service.web]` or `replicas.min = 2` would fail to parse.
 //! Errors about a table point at its key instead (a service's name).
 //!
+//! `[service.NAME.scaling]` has its raw tables and checks in `raw/scaling.rs`
+//! (a child module, so it shares [`Check`]); the types it produces live in
+//! `crate::scaling`, next to the code that uses them.
+//!
 //! **Adding a key:** add an `Option<Spanned<T>>` field to its `Raw*` struct
 //! (until then `deny_unknown_fields` rejects it), a plain field to the public
 //! type in `config.rs`, one line in the matching `Check` method, and a row in
@@ -106,6 +110,7 @@ struct RawService {
     balance: Option<Balance>,
     health: Option<RawHealth>,
     proxy: Option<RawProxy>,
+    scaling: Option<scaling::RawScaling>,
 }
 
 #[derive(Deserialize, Default)]
@@ -138,6 +143,8 @@ struct RawProxy {
     max_header_bytes: Option<Spanned<Int>>,
     trusted_proxies: Option<IpList>,
 }
+
+mod scaling;
 
 // ---------------------------------------------------------------------------
 // Pass 2: defaults, ranges and cross-field rules.
@@ -270,11 +277,12 @@ impl Check<'_> {
                 SocketAddr::from(([0, 0, 0, 0], 0))
             }
         };
+        let replicas = self.replicas(raw.replicas.unwrap_or_default());
         ServiceConfig {
             name: name.get_ref().clone(),
             command,
             listen,
-            replicas: self.replicas(raw.replicas.unwrap_or_default()),
+            replicas,
             cpu: self.cpu(raw.cpu),
             env: self.env(raw.env.unwrap_or_default()),
             stop_timeout: duration(raw.stop_timeout, ServiceConfig::DEFAULT_STOP_TIMEOUT),
@@ -282,6 +290,7 @@ impl Check<'_> {
             health: self.health(raw.health.unwrap_or_default()),
             balance: raw.balance.map(|b| b.0).unwrap_or_default(),
             proxy: self.proxy(raw.proxy.unwrap_or_default()),
+            scaling: self.scaling(name, raw.scaling, replicas),
         }
     }
 

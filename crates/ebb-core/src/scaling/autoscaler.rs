@@ -1,0 +1,343 @@
+//! [`Autoscaler`]: one per service; runs every policy and combines them.
+
+use super::decision::{Cap, Change, Decision, Hold, HoldKind, Outcome, Vote};
+use super::metrics::{duration, MetricHistory, ServiceSample};
+use super::scheduled::{self, Schedule};
+use super::target::{recommend, Recommendation, TargetState};
+use super::{Bounds, ChangeLog, Context, FleetView, ScalingConfig, Time};
+use crate::config::ReplicaBounds;
+use std::time::Duration;
+
+/// The scaling brain of one service: its metric history, policy state and
+/// cooldown clocks. Feed it samples with [`observe`](Self::observe), ask
+/// it with [`decide`](Self::decide), tell it about `ebb scale` with
+/// [`manual_scale`](Self::manual_scale).
+#[derive(Debug, Clone)]
+pub struct Autoscaler {
+    config: ScalingConfig,
+    history: MetricHistory,
+    schedule: Schedule,
+    /// One per target tracking policy, in config order.
+    targets: Vec<TargetState>,
+    log: ChangeLog,
+    /// Burst mode is on until this time.
+    burst_until: Option<Time>,
+}
+
+impl Autoscaler {
+    pub fn new(config: &ScalingConfig, bounds: ReplicaBounds) -> Self {
+        let rate_periods =
+            config.target_tracking.iter().flat_map(|t| [t.scale_out_rate.period, t.scale_in_rate.period]);
+        Self {
+            history: MetricHistory::new(config.history_needed(), config.warmup),
+            schedule: Schedule::new(bounds.into()),
+            targets: vec![TargetState::default(); config.target_tracking.len()],
+            log: ChangeLog::new(rate_periods.max().unwrap_or(Duration::ZERO)),
+            burst_until: None,
+            config: config.clone(),
+        }
+    }
+
+    pub fn config(&self) -> &ScalingConfig {
+        &self.config
+    }
+
+    /// Adds one sample (normally one per second, in time order).
+    pub fn observe(&mut self, sample: ServiceSample) {
+        self.history.push(sample);
+    }
+
+    pub fn history(&self) -> &MetricHistory {
+        &self.history
+    }
+
+    /// The bounds in force, as of the last [`decide`](Self::decide): the
+    /// service's `replicas`, or what a scheduled action set.
+    pub fn bounds(&self) -> Bounds {
+        self.schedule.bounds
+    }
+
+    /// The next scheduled action after `wall_unix_s`: its name and when
+    /// (Unix seconds), for status.
+    pub fn next_scheduled(&self, wall_unix_s: i64) -> Option<(String, i64)> {
+        scheduled::next_firing(&self.config.scheduled, wall_unix_s)
+            .map(|(i, at)| (self.config.scheduled[i].name.clone(), at))
+    }
+
+    /// `ebb scale SERVICE N`: the count clamped to the bounds in force, as
+    /// a change to record as an event. Like any change, it starts the
+    /// cooldowns: the policies leave the operator's number alone for their
+    /// cooldown, and then resume (to pin a count, set min and max).
+    pub fn manual_scale(&mut self, now: Time, current: u32, requested: u32) -> Change {
+        let bounds = self.schedule.bounds;
+        let to = bounds.clamp(requested);
+        let capped = if requested > to {
+            Some(Cap::max(requested, to))
+        } else if requested < to {
+            Some(Cap::min(requested, to))
+        } else {
+            None
+        };
+        self.log.record(now, current, to);
+        Change {
+            from: current,
+            to,
+            policy: "manual".into(),
+            reason: format!("ebb scale: {requested} requested"),
+            capped,
+        }
+    }
+
+    /// Decides desired capacity at `now`. `wall_unix_s` is the UTC wall
+    /// clock, read only by scheduled actions. A returned change is assumed
+    /// applied: its cooldowns start now.
+    pub fn decide(&mut self, now: Time, wall_unix_s: i64, fleet: &FleetView) -> Decision {
+        let desired = fleet.desired;
+        let fired = self.schedule.advance(&self.config.scheduled, wall_unix_s);
+        let bounds = self.schedule.bounds;
+        let mut decision = Decision { at: now, desired, bounds, change: None, holding: None, votes: Vec::new() };
+
+        // 1. A scheduled desired capacity fired.
+        if let Some(firing) = fired {
+            let action = &self.config.scheduled[firing.action];
+            let want = action.desired.unwrap_or(desired);
+            let to = bounds.clamp(want);
+            if to != desired {
+                let capped = (to != want).then(|| if want > to { Cap::max(want, to) } else { Cap::min(want, to) });
+                let reason = scheduled::describe(action, firing.at);
+                return self.apply(decision, Change { from: desired, to, policy: action.name.clone(), reason, capped });
+            }
+        }
+
+        // 2. Desired is outside the bounds in force (a scheduled action
+        //    moved them, or the caller's count is out of date).
+        if desired < bounds.min || desired > bounds.max {
+            let to = bounds.clamp(desired);
+            let (policy, source) = match &self.schedule.set_by {
+                Some((name, what)) => (name.clone(), format!("set by scheduled action {what}")),
+                None => ("bounds".to_string(), "the service's replicas bounds".to_string()),
+            };
+            let reason = if desired < bounds.min {
+                format!("desired {desired} is below min {} ({source})", bounds.min)
+            } else {
+                format!("desired {desired} is above max {} ({source})", bounds.max)
+            };
+            let capped = None;
+            return self.apply(decision, Change { from: desired, to, policy, reason, capped });
+        }
+
+        // 3. The policies vote.
+        let capacity = desired.max(fleet.in_service.saturating_add(fleet.pending));
+        let burst = self.burst(now, desired, capacity);
+        let mut votes = Vec::with_capacity(self.config.target_tracking.len() + self.config.step.len());
+        for (i, policy) in self.config.target_tracking.iter().enumerate() {
+            let burst = burst.as_ref().map(|(recs, left)| (recs[i].clone(), *left));
+            let ctx = Context { now, desired, capacity, history: &self.history, log: &self.log, burst };
+            votes.push(self.targets[i].vote(policy, &ctx));
+        }
+        for policy in &self.config.step {
+            let ctx = Context { now, desired, capacity, history: &self.history, log: &self.log, burst: None };
+            votes.push(policy.vote(&ctx));
+        }
+
+        // Service-wide objections to scale-in.
+        let mut objections = Vec::new();
+        if let Some((_, left)) = &burst {
+            objections.push(Hold {
+                kind: HoldKind::Burst,
+                policy: None,
+                why: "burst: no scale-in until it has passed".into(),
+                remaining: Some(*left),
+            });
+        }
+        if fleet.deploying {
+            objections.push(Hold {
+                kind: HoldKind::Deploying,
+                policy: None,
+                why: "deploy in progress: no scale-in until it ends".into(),
+                remaining: None,
+            });
+        }
+
+        let (change, holding) = combine(&votes, desired, bounds, objections);
+        decision.votes = votes;
+        decision.holding = holding;
+        match change {
+            Some(change) => self.apply(decision, change),
+            None => decision,
+        }
+    }
+
+    /// Records a change and puts it in the decision.
+    fn apply(&mut self, mut decision: Decision, change: Change) -> Decision {
+        self.log.record(decision.at, change.from, change.to);
+        decision.holding = None;
+        decision.change = Some(change);
+        decision
+    }
+
+    /// Updates burst mode; while it is on, each target tracking policy's
+    /// recommendation on the burst window, and how long burst lasts.
+    fn burst(&mut self, now: Time, desired: u32, capacity: u32) -> Option<(Vec<Option<Recommendation>>, Duration)> {
+        let burst = self.config.burst?;
+        let mut recs = Vec::with_capacity(self.config.target_tracking.len());
+        for policy in &self.config.target_tracking {
+            let obs = self.history.observe(policy.metric, now, burst.window).ok();
+            if obs.as_ref().is_some_and(|o| o.value >= burst.threshold * policy.target) {
+                self.burst_until = Some(now + burst.duration);
+            }
+            recs.push(obs.map(|o| {
+                let mut rec = recommend(&o, policy.target, policy.tolerance, desired, capacity);
+                rec.reason = format!("{} (burst window {})", rec.reason, duration(burst.window));
+                rec
+            }));
+        }
+        let left = self.burst_until.filter(|&until| until > now).map(|until| until - now)?;
+        Some((recs, left))
+    }
+}
+
+/// Combines the votes: scale out if any policy asks for more (to the most
+/// asked for); scale in only when some policy asks for fewer and none
+/// objects (to the largest count asked for); clamp to the bounds. Returns
+/// the change, or what holds.
+fn combine(votes: &[Vote], desired: u32, bounds: Bounds, objections: Vec<Hold>) -> (Option<Change>, Option<Hold>) {
+    let change = |vote: &Vote, to: u32, capped: Option<Cap>| Change {
+        from: desired,
+        to,
+        policy: vote.policy.clone(),
+        reason: vote.reason.clone(),
+        capped: capped.or_else(|| vote.capped.clone()),
+    };
+    let wants = |v: &Vote| match v.outcome {
+        Outcome::Scale(n) => Some(n),
+        _ => None,
+    };
+    // The first vote with the largest count, so ties go to config order.
+    let largest = |pick: &dyn Fn(u32) -> bool| {
+        votes.iter().filter_map(|v| wants(v).filter(|&n| pick(n)).map(|n| (n, v))).fold(
+            None,
+            |best: Option<(u32, &Vote)>, (n, v)| match best {
+                Some((b, _)) if b >= n => best,
+                _ => Some((n, v)),
+            },
+        )
+    };
+
+    if let Some((n, vote)) = largest(&|n| n > desired) {
+        let to = n.min(bounds.max);
+        if to > desired {
+            return (Some(change(vote, to, (to < n).then(|| Cap::max(n, to)))), None);
+        }
+        let why = format!("max reached: {} wants {n}, max is {}", vote.policy, bounds.max);
+        return (
+            None,
+            Some(Hold { kind: HoldKind::MaxReached, policy: Some(vote.policy.clone()), why, remaining: None }),
+        );
+    }
+
+    let mut holds: Vec<Hold> = objections;
+    let mut objectors = holds.len();
+    for v in votes {
+        if let Outcome::Stay(hold) = &v.outcome {
+            objectors += 1;
+            holds.extend(hold.clone());
+        }
+    }
+    if let Some((n, vote)) = largest(&|n| n < desired) {
+        if objectors == 0 {
+            let to = n.max(bounds.min);
+            if to < desired {
+                return (Some(change(vote, to, (to > n).then(|| Cap::min(n, to)))), None);
+            }
+            let why = format!("min reached: {} wants {n}, min is {}", vote.policy, bounds.min);
+            let hold = Hold { kind: HoldKind::MinReached, policy: Some(vote.policy.clone()), why, remaining: None };
+            return (None, Some(hold));
+        }
+        if holds.is_empty() {
+            // Objected to by a policy content with the count as it is.
+            let objector = votes.iter().find(|v| matches!(v.outcome, Outcome::Stay(None)));
+            let name = objector.map_or("another policy", |v| v.policy.as_str());
+            let why = format!("{} wants {n}, but {name} wants to stay at {desired}", vote.policy);
+            let policy = objector.map(|v| v.policy.clone());
+            return (None, Some(Hold { kind: HoldKind::Objection, policy, why, remaining: None }));
+        }
+        // Say which scale-in is being held, not only why.
+        let mut hold = most_telling(holds).expect("objectors with holds");
+        hold.why = format!("{} ({} wants {n})", hold.why, vote.policy);
+        return (None, Some(hold));
+    }
+    (None, most_telling(holds))
+}
+
+/// The first hold of the kind that tells most (see [`HoldKind`]).
+fn most_telling(mut holds: Vec<Hold>) -> Option<Hold> {
+    let best = holds.iter().enumerate().min_by_key(|(i, h)| (h.kind, *i)).map(|(i, _)| i)?;
+    Some(holds.swap_remove(best))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vote(policy: &str, outcome: Outcome) -> Vote {
+        Vote { policy: policy.into(), outcome, reason: format!("{policy} says so"), capped: None }
+    }
+
+    fn hold(kind: HoldKind, why: &str) -> Hold {
+        Hold { kind, policy: None, why: why.into(), remaining: None }
+    }
+
+    const BOUNDS: Bounds = Bounds { min: 2, max: 10 };
+
+    #[test]
+    fn scale_out_if_any_asks_for_more() {
+        let votes = [vote("a", Outcome::Scale(5)), vote("b", Outcome::Scale(7)), vote("c", Outcome::Scale(2))];
+        let (change, hold) = combine(&votes, 4, BOUNDS, vec![]);
+        let change = change.unwrap();
+        assert_eq!((change.to, change.policy.as_str(), hold), (7, "b", None));
+    }
+
+    #[test]
+    fn scale_in_only_when_none_objects() {
+        let votes = [vote("a", Outcome::Scale(3)), vote("b", Outcome::Stay(None))];
+        let (change, held) = combine(&votes, 4, BOUNDS, vec![]);
+        assert_eq!(change, None);
+        let held = held.unwrap();
+        assert_eq!((held.kind, held.why.as_str()), (HoldKind::Objection, "a wants 3, but b wants to stay at 4"));
+
+        let votes = [vote("a", Outcome::Scale(3)), vote("b", Outcome::Abstain), vote("c", Outcome::Scale(2))];
+        let change = combine(&votes, 4, BOUNDS, vec![]).0.unwrap();
+        assert_eq!((change.to, change.policy.as_str()), (3, "a"), "the largest count wins");
+
+        let objection = hold(HoldKind::Deploying, "deploy in progress");
+        let (change, held) = combine(&votes, 4, BOUNDS, vec![objection]);
+        let held = held.unwrap();
+        assert_eq!((change, held.kind), (None, HoldKind::Deploying));
+        assert_eq!(held.why, "deploy in progress (a wants 3)", "says which scale-in is held");
+    }
+
+    #[test]
+    fn clamps_say_what_capped() {
+        let change = combine(&[vote("a", Outcome::Scale(40))], 4, BOUNDS, vec![]).0.unwrap();
+        assert_eq!((change.to, change.capped.unwrap().note.as_str()), (10, "max 10 reached (wanted 40)"));
+        let (change, hold) = combine(&[vote("a", Outcome::Scale(40))], 10, BOUNDS, vec![]);
+        assert_eq!(change, None);
+        assert_eq!(hold.unwrap().to_string(), "max reached: a wants 40, max is 10");
+        let change = combine(&[vote("a", Outcome::Scale(0))], 4, BOUNDS, vec![]).0.unwrap();
+        assert_eq!((change.to, change.capped.unwrap().kind), (2, super::super::CapKind::Min));
+        let hold = combine(&[vote("a", Outcome::Scale(1))], 2, BOUNDS, vec![]).1.unwrap();
+        assert_eq!(hold.kind, HoldKind::MinReached);
+    }
+
+    #[test]
+    fn the_most_telling_hold_is_reported() {
+        let votes = [
+            vote("a", Outcome::Stay(Some(hold(HoldKind::Tolerance, "within tolerance")))),
+            vote("b", Outcome::Stay(Some(hold(HoldKind::Cooldown, "cooldown of b")))),
+            vote("c", Outcome::Stay(Some(hold(HoldKind::Stabilization, "stabilisation")))),
+        ];
+        assert_eq!(combine(&votes, 4, BOUNDS, vec![]).1.unwrap().why, "cooldown of b");
+        assert_eq!(combine(&[vote("a", Outcome::Abstain)], 4, BOUNDS, vec![]), (None, None), "steady");
+    }
+}

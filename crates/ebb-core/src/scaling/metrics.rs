@@ -1,0 +1,569 @@
+//! Metric samples, the bounded history they are kept in, and aggregation.
+//!
+//! The live controller (or the simulator) hands the autoscaler one
+//! [`ServiceSample`] per second: what each replica did in that second and
+//! what the balancer measured for the whole service. Any number may be
+//! missing (`None`): a replica that has just started, a `/proc` file that
+//! could not be read. Missing is never zero: the policies treat it against
+//! the direction of change (see `target.rs` and `step.rs`).
+//!
+//! [`MetricHistory`] keeps, per sample, only what the policies need: the
+//! datapoints of **warm** replicas (in service for at least `warmup`; a
+//! replica's datapoints from before that are dropped, as AWS leaves a
+//! warming instance out of the group's metrics) and the service-level
+//! numbers. It keeps samples for the longest span any configured policy
+//! looks at, so its memory is bounded by configuration, not by uptime.
+
+use super::Time;
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+/// What a policy scales on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Metric {
+    /// CPU use of each warm replica, in percent of its `cpu` allotment
+    /// (AWS `CPUUtilization`).
+    Cpu,
+    /// Requests per second handled by each warm replica
+    /// (`ALBRequestCountPerTarget`, per second).
+    RequestsPerReplica,
+    /// Requests in flight at each warm replica (Knative's concurrency).
+    ConcurrencyPerReplica,
+    /// The service's 95th-percentile response time, in milliseconds.
+    P95Latency,
+    /// The service's 99th-percentile response time, in milliseconds.
+    P99Latency,
+    /// How long requests waited at the balancer for a replica, in ms.
+    QueueTime,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 6] = [
+        Metric::Cpu,
+        Metric::RequestsPerReplica,
+        Metric::ConcurrencyPerReplica,
+        Metric::P95Latency,
+        Metric::P99Latency,
+        Metric::QueueTime,
+    ];
+
+    /// The name used in `ebb.toml`, events and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cpu => "cpu",
+            Metric::RequestsPerReplica => "requests_per_replica",
+            Metric::ConcurrencyPerReplica => "concurrency_per_replica",
+            Metric::P95Latency => "p95_latency",
+            Metric::P99Latency => "p99_latency",
+            Metric::QueueTime => "queue_time",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
+    /// Whether each replica reports its own value (averaged over warm
+    /// replicas), as opposed to one value measured for the whole service.
+    pub fn is_per_replica(self) -> bool {
+        matches!(self, Metric::Cpu | Metric::RequestsPerReplica | Metric::ConcurrencyPerReplica)
+    }
+
+    /// A measured value with its unit: `92.4%`, `12.5 req/s`,
+    /// `3.0 in flight`, `340.0 ms`.
+    pub fn show(self, value: f64) -> String {
+        format!("{}{}", number(value), self.unit())
+    }
+
+    /// A configured value (target, threshold) as written, with its unit:
+    /// `80%`, `200 ms`.
+    pub fn show_target(self, value: f64) -> String {
+        format!("{}{}", number_trim(value), self.unit())
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Metric::Cpu => "%",
+            Metric::RequestsPerReplica => " req/s",
+            Metric::ConcurrencyPerReplica => " in flight",
+            Metric::P95Latency | Metric::P99Latency | Metric::QueueTime => " ms",
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How datapoints in a period are reduced to one number (CloudWatch's
+/// statistics).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Statistic {
+    Average,
+    Minimum,
+    Maximum,
+    Sum,
+    /// `p90`, `p99.9`: the nearest-rank percentile, 0 < p < 100.
+    Percentile(f64),
+}
+
+impl Statistic {
+    /// Parses `average`, `min`, `max`, `sum` or `pNN` (also `minimum`,
+    /// `maximum`); `None` for anything else.
+    pub fn from_name(name: &str) -> Option<Statistic> {
+        match name {
+            "average" => Some(Statistic::Average),
+            "min" | "minimum" => Some(Statistic::Minimum),
+            "max" | "maximum" => Some(Statistic::Maximum),
+            "sum" => Some(Statistic::Sum),
+            _ => {
+                let p: f64 = name.strip_prefix('p')?.parse().ok()?;
+                (p > 0.0 && p < 100.0).then_some(Statistic::Percentile(p))
+            }
+        }
+    }
+
+    /// Reduces datapoints; `None` when there are none.
+    pub fn apply(self, points: &mut [f64]) -> Option<f64> {
+        if points.is_empty() {
+            return None;
+        }
+        Some(match self {
+            Statistic::Average => points.iter().sum::<f64>() / points.len() as f64,
+            Statistic::Minimum => points.iter().copied().fold(f64::INFINITY, f64::min),
+            Statistic::Maximum => points.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            Statistic::Sum => points.iter().sum(),
+            Statistic::Percentile(p) => {
+                points.sort_by(f64::total_cmp);
+                // Nearest rank: the smallest value with at least p% at or below it.
+                let rank = ((p / 100.0) * points.len() as f64).ceil() as usize;
+                points[rank.clamp(1, points.len()) - 1]
+            }
+        })
+    }
+}
+
+impl fmt::Display for Statistic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Statistic::Average => f.write_str("average"),
+            Statistic::Minimum => f.write_str("min"),
+            Statistic::Maximum => f.write_str("max"),
+            Statistic::Sum => f.write_str("sum"),
+            Statistic::Percentile(p) => write!(f, "p{}", number_trim(*p)),
+        }
+    }
+}
+
+/// One replica's numbers for one second.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaSample {
+    /// The replica's id (`web-3`), for messages.
+    pub id: String,
+    /// When the replica entered service (passed its health checks); `None`
+    /// while it is starting. Its metrics count once it has been in service
+    /// for `warmup`; until then it counts as capacity only.
+    pub in_service_since: Option<Time>,
+    /// CPU used in the last second, percent of the replica's allotment.
+    pub cpu_percent: Option<f64>,
+    /// Requests completed per second.
+    pub requests_per_s: Option<f64>,
+    /// Requests in flight (average over the second, or the instant value).
+    pub in_flight: Option<f64>,
+}
+
+impl ReplicaSample {
+    /// A replica with no numbers yet.
+    pub fn new(id: impl Into<String>, in_service_since: Option<Time>) -> Self {
+        Self { id: id.into(), in_service_since, cpu_percent: None, requests_per_s: None, in_flight: None }
+    }
+
+    /// Whether its metrics count at `at`: in service for at least `warmup`.
+    pub fn is_warm(&self, at: Time, warmup: Duration) -> bool {
+        self.in_service_since.is_some_and(|since| at.saturating_sub(since) >= warmup && since <= at)
+    }
+
+    fn value(&self, metric: Metric) -> Option<f64> {
+        match metric {
+            Metric::Cpu => self.cpu_percent,
+            Metric::RequestsPerReplica => self.requests_per_s,
+            Metric::ConcurrencyPerReplica => self.in_flight,
+            _ => None,
+        }
+        .filter(|v| v.is_finite())
+    }
+}
+
+/// One second of a service: every replica that exists (starting or in
+/// service), and what the balancer measured for the service as a whole.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServiceSample {
+    /// The end of the second this sample describes.
+    pub at: Time,
+    pub replicas: Vec<ReplicaSample>,
+    /// Requests completed per second, all replicas together.
+    pub requests_per_s: Option<f64>,
+    /// Requests in flight, all replicas together.
+    pub concurrency: Option<f64>,
+    /// Response-time percentiles over the second, in ms. `None` when no
+    /// request completed; with `requests_per_s == Some(0.0)` such a second
+    /// counts as 0 ms (nothing was slow), so an idle service can scale in.
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Mean time requests waited for a replica, in ms (same rule as above).
+    pub queue_time_ms: Option<f64>,
+}
+
+impl ServiceSample {
+    /// A sample at `at` with no numbers; fill in what you have.
+    pub fn new(at: Time) -> Self {
+        Self { at, ..Default::default() }
+    }
+
+    fn service_value(&self, metric: Metric) -> Option<f64> {
+        let value = match metric {
+            Metric::P95Latency => self.p95_ms,
+            Metric::P99Latency => self.p99_ms,
+            Metric::QueueTime => self.queue_time_ms,
+            _ => None,
+        };
+        let idle = self.requests_per_s == Some(0.0);
+        value.filter(|v| v.is_finite()).or(idle.then_some(0.0))
+    }
+}
+
+/// What one sample contributes: datapoints of warm replicas per
+/// per-replica metric, and the service-level values.
+#[derive(Debug, Clone)]
+struct Point {
+    at: Time,
+    values: [Vec<f64>; 6],
+}
+
+/// How many warm replicas in the latest sample report a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reporting {
+    /// Warm replicas that reported the metric (for service-level metrics:
+    /// warm replicas, since the balancer measures for all of them).
+    pub reporting: u32,
+    /// Warm replicas whose number is missing.
+    pub not_reporting: u32,
+    /// Replicas not warm yet (starting, or in service for less than `warmup`).
+    pub warming: u32,
+}
+
+/// A metric averaged over a window, with who it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub metric: Metric,
+    pub window: Duration,
+    /// The average over the window of the warm datapoints.
+    pub value: f64,
+    pub datapoints: usize,
+    pub replicas: Reporting,
+}
+
+/// Why there is no observation: the policy must hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoData {
+    pub metric: Metric,
+    pub window: Duration,
+    pub replicas: Reporting,
+}
+
+impl fmt::Display for NoData {
+    /// `no warm replica reported cpu in the last 1m (2 warming, 1 not reporting)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.replicas;
+        write!(f, "no warm replica reported {} in the last {}", self.metric, duration(self.window))?;
+        let mut why = Vec::new();
+        if r.warming > 0 {
+            why.push(format!("{} warming up", r.warming));
+        }
+        if r.not_reporting > 0 {
+            why.push(format!("{} not reporting", r.not_reporting));
+        }
+        if r.reporting + r.warming + r.not_reporting == 0 {
+            why.push("no replicas".to_string());
+        }
+        if !why.is_empty() {
+            write!(f, " ({})", why.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The per-second samples of one service, for as long as the configured
+/// policies look back.
+#[derive(Debug, Clone)]
+pub struct MetricHistory {
+    /// How far back samples are kept (the longest span any policy reads).
+    keep: Duration,
+    warmup: Duration,
+    /// When the first sample arrived: a period that starts before this is
+    /// not covered, and an alarm treats it as missing.
+    first_at: Option<Time>,
+    points: VecDeque<Point>,
+    latest: Option<ServiceSample>,
+}
+
+impl MetricHistory {
+    /// At the design rate of one sample per second this is never reached;
+    /// it bounds memory if a caller samples much faster than that.
+    const MAX_SAMPLES_PER_SECOND: u64 = 20;
+
+    pub fn new(keep: Duration, warmup: Duration) -> Self {
+        Self { keep, warmup, first_at: None, points: VecDeque::new(), latest: None }
+    }
+
+    /// How far back samples are kept.
+    pub fn keep(&self) -> Duration {
+        self.keep
+    }
+
+    /// Adds a sample. Samples must come in time order; one at or before
+    /// the previous sample's time is ignored (a clock cannot go back).
+    pub fn push(&mut self, sample: ServiceSample) {
+        if self.latest.as_ref().is_some_and(|l| sample.at <= l.at) {
+            return;
+        }
+        let at = sample.at;
+        let mut values: [Vec<f64>; 6] = Default::default();
+        for metric in Metric::ALL {
+            values[metric.slot()] = if metric.is_per_replica() {
+                sample.replicas.iter().filter(|r| r.is_warm(at, self.warmup)).filter_map(|r| r.value(metric)).collect()
+            } else {
+                sample.service_value(metric).into_iter().collect()
+            };
+        }
+        self.first_at.get_or_insert(at);
+        self.points.push_back(Point { at, values });
+        self.latest = Some(sample);
+        let cap = (self.keep.as_secs() + 2) * Self::MAX_SAMPLES_PER_SECOND;
+        while self.points.front().is_some_and(|p| at.saturating_sub(p.at) > self.keep) || self.points.len() as u64 > cap
+        {
+            self.points.pop_front();
+        }
+    }
+
+    /// The latest sample, as given.
+    pub fn latest(&self) -> Option<&ServiceSample> {
+        self.latest.as_ref()
+    }
+
+    /// When the first sample arrived.
+    pub fn first_at(&self) -> Option<Time> {
+        self.first_at
+    }
+
+    /// Datapoints of `metric` from samples with `after < at <= until`.
+    pub fn datapoints(&self, metric: Metric, after: Time, until: Time) -> Vec<f64> {
+        self.points
+            .iter()
+            .filter(|p| p.at > after && p.at <= until)
+            .flat_map(|p| p.values[metric.slot()].iter().copied())
+            .collect()
+    }
+
+    /// The statistic of `metric` over the period `(end - period, end]`, or
+    /// `None` when the period has no datapoint or starts before the first
+    /// sample (it is not fully covered, so it would claim more than we saw).
+    pub fn period_value(&self, metric: Metric, statistic: Statistic, end: Time, period: Duration) -> Option<f64> {
+        let start = end.checked_sub(period)?;
+        if self.first_at.is_none_or(|first| start < first) {
+            return None;
+        }
+        statistic.apply(&mut self.datapoints(metric, start, end))
+    }
+
+    /// Who reports `metric` in the latest sample at or before `now`.
+    pub fn reporting(&self, metric: Metric, now: Time) -> Reporting {
+        let Some(latest) = self.latest.as_ref().filter(|l| l.at <= now) else { return Reporting::default() };
+        let mut r = Reporting::default();
+        for replica in &latest.replicas {
+            if !replica.is_warm(latest.at, self.warmup) {
+                r.warming += 1;
+            } else if !metric.is_per_replica() || replica.value(metric).is_some() {
+                r.reporting += 1;
+            } else {
+                r.not_reporting += 1;
+            }
+        }
+        r
+    }
+
+    /// The average of `metric` over `(now - window, now]` from warm
+    /// replicas, with who reported it; [`NoData`] when no warm replica
+    /// reported in the window (or none reports now).
+    pub fn observe(&self, metric: Metric, now: Time, window: Duration) -> Result<Observation, NoData> {
+        let replicas = self.reporting(metric, now);
+        let mut points = self.datapoints(metric, now.saturating_sub(window), now);
+        match Statistic::Average.apply(&mut points) {
+            Some(value) if replicas.reporting > 0 => {
+                Ok(Observation { metric, window, value, datapoints: points.len(), replicas })
+            }
+            _ => Err(NoData { metric, window, replicas }),
+        }
+    }
+}
+
+/// A number with one decimal (`92.4`), or none when it is whole and large
+/// enough that a decimal is noise (`1200`).
+pub(crate) fn number(v: f64) -> String {
+    if v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// A configured number as written: `80`, `0.5`, `72.25`.
+pub(crate) fn number_trim(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// A duration for people: `45 s`, `2 min`, `4 min 3 s`, `1 h 30 min`,
+/// `500 ms`; whole seconds are rounded up so nothing says `0 s left`.
+pub fn duration(d: Duration) -> String {
+    if !d.is_zero() && d < Duration::from_secs(1) && d.subsec_nanos() % 1_000_000 == 0 {
+        return format!("{} ms", d.as_millis());
+    }
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, 0) => format!("{m} min"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, 0, _) => format!("{h} h"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(secs: u64) -> Time {
+        Duration::from_secs(secs)
+    }
+
+    fn sample(at: u64, cpus: &[Option<f64>]) -> ServiceSample {
+        let mut sample = ServiceSample::new(s(at));
+        for (i, cpu) in cpus.iter().enumerate() {
+            let mut r = ReplicaSample::new(format!("web-{}", i + 1), Some(s(0)));
+            r.cpu_percent = *cpu;
+            sample.replicas.push(r);
+        }
+        sample
+    }
+
+    #[test]
+    fn statistics_follow_cloudwatch() {
+        let stat = |name: &str, points: &[f64]| Statistic::from_name(name).unwrap().apply(&mut points.to_vec());
+        let points = [10.0, 40.0, 20.0, 30.0];
+        assert_eq!(stat("average", &points), Some(25.0));
+        assert_eq!(stat("min", &points), Some(10.0));
+        assert_eq!(stat("maximum", &points), Some(40.0));
+        assert_eq!(stat("sum", &points), Some(100.0));
+        assert_eq!(stat("p50", &points), Some(20.0), "nearest rank: 2 of 4");
+        assert_eq!(stat("p75", &points), Some(30.0));
+        assert_eq!(stat("p99.9", &points), Some(40.0));
+        assert_eq!(stat("p1", &points), Some(10.0));
+        assert_eq!(stat("average", &[]), None);
+        for bad in ["p0", "p100", "median", "p", "pxx", "Average"] {
+            assert_eq!(Statistic::from_name(bad), None, "{bad}");
+        }
+        assert_eq!(Statistic::Percentile(99.9).to_string(), "p99.9");
+    }
+
+    #[test]
+    fn warming_replicas_are_left_out_of_the_aggregate() {
+        let mut h = MetricHistory::new(s(60), s(30));
+        let mut smp = sample(100, &[Some(50.0), Some(90.0)]);
+        smp.replicas[1].in_service_since = Some(s(80)); // 20 s in service: warming
+        smp.replicas.push(ReplicaSample::new("web-3", None)); // still starting
+        h.push(smp);
+        let o = h.observe(Metric::Cpu, s(100), s(60)).unwrap();
+        assert_eq!(o.value, 50.0);
+        assert_eq!(o.replicas, Reporting { reporting: 1, not_reporting: 0, warming: 2 });
+    }
+
+    #[test]
+    fn missing_numbers_are_not_zero() {
+        let mut h = MetricHistory::new(s(60), s(0));
+        h.push(sample(1, &[Some(80.0), None]));
+        let o = h.observe(Metric::Cpu, s(1), s(60)).unwrap();
+        assert_eq!(o.value, 80.0, "the missing replica does not pull the mean down");
+        assert_eq!((o.replicas.reporting, o.replicas.not_reporting), (1, 1));
+
+        let mut h = MetricHistory::new(s(60), s(0));
+        h.push(sample(1, &[None, None]));
+        let e = h.observe(Metric::Cpu, s(1), s(60)).unwrap_err();
+        assert_eq!(e.to_string(), "no warm replica reported cpu in the last 1 min (2 not reporting)");
+    }
+
+    #[test]
+    fn idle_seconds_count_as_zero_latency() {
+        let mut h = MetricHistory::new(s(60), s(0));
+        let mut a = sample(1, &[Some(1.0)]);
+        a.requests_per_s = Some(10.0);
+        a.p95_ms = Some(200.0);
+        h.push(a);
+        let mut b = sample(2, &[Some(1.0)]);
+        b.requests_per_s = Some(0.0);
+        h.push(b);
+        let mut c = sample(3, &[Some(1.0)]);
+        c.requests_per_s = None; // unknown, not idle
+        h.push(c);
+        assert_eq!(h.datapoints(Metric::P95Latency, s(0), s(3)), vec![200.0, 0.0]);
+    }
+
+    #[test]
+    fn history_is_bounded_by_time_and_ordered() {
+        let mut h = MetricHistory::new(s(10), s(0));
+        for t in 1..=100 {
+            h.push(sample(t, &[Some(t as f64)]));
+        }
+        h.push(sample(50, &[Some(1.0)])); // out of order: ignored
+        assert_eq!(h.points.len(), 11);
+        assert_eq!(h.datapoints(Metric::Cpu, s(0), s(100)).first(), Some(&90.0));
+        assert_eq!(h.latest().unwrap().at, s(100));
+    }
+
+    #[test]
+    fn periods_before_the_first_sample_are_not_covered() {
+        let mut h = MetricHistory::new(s(120), s(0));
+        for t in 1..=45 {
+            h.push(sample(t, &[Some(70.0)]));
+        }
+        assert_eq!(h.period_value(Metric::Cpu, Statistic::Average, s(45), s(30)), Some(70.0));
+        assert_eq!(h.period_value(Metric::Cpu, Statistic::Average, s(15), s(30)), None, "starts before t=1");
+        assert_eq!(h.period_value(Metric::Cpu, Statistic::Average, s(31), s(30)), Some(70.0));
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(Duration::from_millis(42_300)), "43 s");
+        assert_eq!(duration(s(120)), "2 min");
+        assert_eq!(duration(s(243)), "4 min 3 s");
+        assert_eq!(duration(s(5400)), "1 h 30 min");
+        assert_eq!(duration(Duration::from_millis(500)), "500 ms");
+        assert_eq!(duration(Duration::from_micros(1)), "1 s");
+        assert_eq!(number_trim(80.0), "80");
+        assert_eq!(number_trim(0.25), "0.25");
+        assert_eq!(number(92.44), "92.4");
+    }
+}
