@@ -76,6 +76,8 @@ enum Command {
     DemoApp(crate::demo_app::DemoAppArgs),
     /// Run only a balancer in front of fixed backends (no fleet management).
     Proxy(crate::proxy::StaticProxyArgs),
+    /// Generate HTTP load (closed model like ab/wrk/hey, open model like wrk2/vegeta), with a live view and a summary.
+    Load(crate::load::LoadArgs),
 }
 
 /// Exit codes: 0 ok, 1 the operation failed, 2 bad input (config, arguments).
@@ -119,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = match &cli.command {
         Command::DemoApp(args) => return crate::demo_app::run(args.clone()).await.map(|()| ExitCode::SUCCESS),
         Command::Proxy(args) => return crate::proxy::run_static(args.clone()).await.map(|()| ExitCode::SUCCESS),
+        Command::Load(args) => return crate::load::run(args.clone()).await,
         Command::Validate { file } => {
             let path = file.as_ref().unwrap_or(&cli.file);
             return Ok(match load_config(path) {
@@ -184,13 +187,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .send(http::Method::PUT, &format!("/api/v1/services/{service}/desired"), &serde_json::json!({ "desired": desired }))
                 .await?;
             match &outcome.clamped {
-                Some(why) => println!("{}: desired {} -> {} ({why})", outcome.service, outcome.from, outcome.to),
+                Some(why) => println!("{}: desired {} -> {}; capped: {why}", outcome.service, outcome.from, outcome.to),
                 None => println!("{}: desired {} -> {}", outcome.service, outcome.from, outcome.to),
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Events { service, follow, json } => events(&client, service.as_deref(), follow, json).await,
-        Command::Validate { .. } | Command::Logs { .. } | Command::DemoApp(_) | Command::Proxy(_) => unreachable!("handled above"),
+        Command::Validate { .. } | Command::Logs { .. } | Command::DemoApp(_) | Command::Proxy(_) | Command::Load(_) => unreachable!("handled above"),
     }
 }
 
@@ -249,8 +252,8 @@ pub fn render_status(status: &FleetStatus) -> String {
         if let Some(holding) = &service.holding {
             out.push_str(&format!("  holding: {holding}\n"));
         }
-        let header = ["REPLICA", "STATE", "HEALTH", "PID", "PORT", "AGE", "IN-FLIGHT", "REQUESTS"];
-        let rows: Vec<[String; 8]> = service
+        let header = ["REPLICA", "STATE", "HEALTH", "PID", "PORT", "AGE", "CPU", "IN-FLIGHT", "REQUESTS"];
+        let rows: Vec<[String; 9]> = service
             .replicas
             .iter()
             .map(|r| {
@@ -261,6 +264,7 @@ pub fn render_status(status: &FleetStatus) -> String {
                     r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                     r.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                     format_age(r.age_s),
+                    r.cpu.map(|c| format!("{c:.0}%")).unwrap_or_else(|| "-".into()),
                     r.in_flight.to_string(),
                     r.requests.to_string(),
                 ]

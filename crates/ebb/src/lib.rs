@@ -21,6 +21,8 @@ pub mod controller;
 pub mod demo_app;
 pub mod driver;
 pub mod events;
+pub mod load;
+pub mod metrics;
 pub mod proxy;
 pub mod status;
 pub mod up;

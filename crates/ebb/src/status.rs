@@ -22,7 +22,9 @@ pub struct ServiceStatus {
     /// Replicas started but not yet in service.
     pub pending: u32,
     pub version: u64,
-    /// Why starts are being held back, if they are (crash-loop backoff).
+    /// Why the fleet is not changing although something might want it to,
+    /// and for how long: a policy's hold (cooldown, stabilisation window,
+    /// tolerance band, max reached, lack of data) or crash-loop backoff.
     #[serde(default)]
     pub holding: Option<String>,
     pub replicas: Vec<ReplicaStatus>,
@@ -69,6 +71,11 @@ pub struct ReplicaStatus {
     pub version: u64,
     pub in_flight: u64,
     pub requests: u64,
+    /// CPU over the last second, percent of the replica's allotment
+    /// (`cpu` in the config); `null` until there are two readings.
+    pub cpu: Option<f64>,
+    /// Resident memory of the replica's processes.
+    pub rss_bytes: Option<u64>,
     /// Seconds since the replica was started.
     pub age_s: f64,
 }

@@ -19,17 +19,21 @@ use std::time::{Duration, Instant};
 
 use ebb_core::config::ServiceConfig;
 use ebb_core::health::{Health, HealthTracker};
+use ebb_core::scaling::{self, Autoscaler, FleetView, ReplicaSample, ScaleInCandidate, ServiceSample};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::driver::{Driver, ExitReason, ReplicaSpec, RunningReplica};
 use crate::events::{EventKind, EventLog, NewEvent};
+use crate::metrics::cpu::{self, CpuMeter, GroupUsage};
 use crate::proxy::{Backend, ServiceProxy};
 use crate::status::{ReplicaState, ReplicaStatus, ServiceStatus};
 
 /// How often the loop wakes without input (backoff expiry, status refresh).
 const TICK: Duration = Duration::from_millis(250);
+/// Metrics resolution: one sample, and one scaling decision, per second.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Crash-loop backoff bounds.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -47,7 +51,7 @@ pub struct ScaleOutcome {
     pub service: String,
     pub from: u32,
     pub to: u32,
-    /// Set when the request was clamped to `min`/`max`, saying which.
+    /// Set when the request was clamped to the bounds in force, saying how.
     pub clamped: Option<String>,
 }
 
@@ -94,11 +98,31 @@ pub fn spawn_service(ctx: ServiceContext, shutdown: CancellationToken, tracker: 
     let handle = ServiceHandle {
         name: controller.name.clone(),
         proxy: controller.proxy.clone(),
-        commands: tx,
-        snapshot: snapshot_rx,
+        commands: tx.clone(),
+        snapshot: snapshot_rx.clone(),
     };
+    tracker.spawn(sample_usage(snapshot_rx.clone(), tx.clone(), shutdown.clone()));
     tracker.spawn(controller.run(rx, snapshot_tx, shutdown));
     handle
+}
+
+/// Reads the CPU and memory of the service's replicas once a second, off the
+/// controller's loop (it scans `/proc`), and hands the readings in.
+async fn sample_usage(snapshot: watch::Receiver<Snapshot>, inbox: mpsc::UnboundedSender<Input>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let pgids: Vec<i32> =
+            snapshot.borrow().service.replicas.iter().filter_map(|r| r.pid).map(|pid| pid as i32).collect();
+        let groups = tokio::task::spawn_blocking(move || cpu::read_groups(&pgids)).await.unwrap_or_default();
+        if inbox.send(Input::Usage { at: Instant::now(), groups }).is_err() {
+            return;
+        }
+    }
 }
 
 /// The closed set of things that wake a controller.
@@ -109,6 +133,8 @@ enum Input {
     Started { replica: String, result: Result<RunningReplica, String> },
     Exited { replica: String, reason: ExitReason },
     Stopped { replica: String, result: Result<ExitReason, String> },
+    /// Once a second: CPU and memory by process group; time to decide.
+    Usage { at: Instant, groups: std::collections::HashMap<i32, GroupUsage> },
 }
 
 /// One replica as the controller tracks it.
@@ -122,6 +148,13 @@ struct Replica {
     backend: Option<Arc<Backend>>,
     health: HealthTracker,
     last_probe: Option<String>,
+    /// When it first passed its health checks (warm-up counts from here).
+    in_service_since: Option<Instant>,
+    /// Last second's CPU (% of the allotment) and resident memory.
+    cpu_percent: Option<f64>,
+    rss_bytes: Option<u64>,
+    /// `requests` counter at the last sample, for the per-second rate.
+    requests_at_last_sample: u64,
     /// Cancels the probe and exit-watch tasks when the replica leaves.
     watchers: CancellationToken,
     /// ebb asked it to stop: its exit is expected, not a failure.
@@ -179,10 +212,21 @@ struct ServiceController {
     /// Routable ids last published, to swap the snapshot only on change.
     published_routable: Vec<String>,
     tasks: TaskTracker,
+    /// The scaling brain (pure); fed one sample a second.
+    autoscaler: Autoscaler,
+    /// Origin of the autoscaler's time axis.
+    origin: Instant,
+    /// Why the autoscaler is holding, from its last decision.
+    policy_hold: Option<String>,
+    cpu_meter: CpuMeter,
+    /// Service-wide `requests` total at the last sample.
+    service_requests_at_last_sample: u64,
 }
 
 impl ServiceController {
     fn new(ctx: ServiceContext, inbox: mpsc::UnboundedSender<Input>) -> Self {
+        let ctx_scaling = ctx.config.scaling.clone();
+        let bounds = ctx.config.replicas;
         Self {
             name: ctx.config.name.clone(),
             desired: ctx.config.replicas.desired,
@@ -198,7 +242,17 @@ impl ServiceController {
             hold_starts_until: None,
             published_routable: Vec::new(),
             tasks: TaskTracker::new(),
+            autoscaler: Autoscaler::new(&ctx_scaling, bounds),
+            origin: Instant::now(),
+            policy_hold: None,
+            cpu_meter: CpuMeter::default(),
+            service_requests_at_last_sample: 0,
         }
+    }
+
+    /// The autoscaler's clock: time since this controller started.
+    fn now(&self) -> scaling::Time {
+        self.origin.elapsed()
     }
 
     async fn run(
@@ -271,7 +325,7 @@ impl ServiceController {
                         clamped: Some("ebb is shutting down".into()),
                     });
                 }
-                Input::Probe { .. } | Input::Exited { .. } => {}
+                Input::Probe { .. } | Input::Exited { .. } | Input::Usage { .. } => {}
             }
             snapshot.send_replace(self.snapshot());
         }
@@ -296,6 +350,7 @@ impl ServiceController {
             Input::Started { replica, result } => self.on_started(&replica, result),
             Input::Probe { replica, outcome } => self.on_probe(&replica, outcome),
             Input::Exited { replica, reason } => self.on_exited(&replica, reason),
+            Input::Usage { at, groups } => self.on_usage(at, &groups),
             Input::Stopped { replica, result } => {
                 let detail = match result {
                     Ok(reason) => reason.to_string(),
@@ -311,25 +366,90 @@ impl ServiceController {
     }
 
     fn set_desired(&mut self, requested: u32, reason: &str) -> ScaleOutcome {
-        let bounds = self.config.replicas;
-        let to = bounds.clamp(requested);
-        let clamped = if requested > bounds.max {
-            Some(format!("requested {requested} is above max {}; set to {to}", bounds.max))
-        } else if requested < bounds.min {
-            Some(format!("requested {requested} is below min {}; set to {to}", bounds.min))
-        } else {
-            None
-        };
         let from = self.desired;
-        if from != to || clamped.is_some() {
-            let mut why = format!("desired {from} -> {to}: {reason}");
+        let now = self.now();
+        let change = self.autoscaler.manual_scale(now, from, requested);
+        let clamped = change.capped.as_ref().map(|c| c.to_string());
+        if change.from != change.to || clamped.is_some() {
+            let mut why = format!("desired {from} -> {}: {reason}", change.to);
             if let Some(c) = &clamped {
-                why.push_str(&format!(" ({c})"));
+                why.push_str(&format!("; capped: {c}"));
             }
-            self.record(NewEvent::new(&self.name, EventKind::Scaled, why).change(from, to));
+            self.record(NewEvent::new(&self.name, EventKind::Scaled, why).change(from, change.to));
         }
-        self.desired = to;
-        ScaleOutcome { service: self.name.clone(), from, to, clamped }
+        self.desired = change.to;
+        ScaleOutcome { service: self.name.clone(), from, to: change.to, clamped }
+    }
+
+    /// Once a second: turn readings into a sample, let the autoscaler decide,
+    /// and apply its change (with the event that explains it).
+    fn on_usage(&mut self, at: Instant, groups: &std::collections::HashMap<i32, GroupUsage>) {
+        let now = at.saturating_duration_since(self.origin);
+        let origin = self.origin;
+        let allotment = self.config.cpu;
+        let mut sample = ServiceSample::new(now);
+        let mut live_pgids = Vec::new();
+        let mut concurrency = 0u64;
+        let mut service_requests = 0u64;
+        for r in self.replicas.iter_mut().filter(|r| r.is_active() && !r.stopping) {
+            let mut replica = ReplicaSample::new(&r.id, r.in_service_since.map(|t| t.saturating_duration_since(origin)));
+            if let Some(pid) = r.running.as_ref().and_then(|x| x.pid) {
+                let pgid = pid as i32;
+                live_pgids.push(pgid);
+                match groups.get(&pgid) {
+                    Some(usage) => {
+                        r.cpu_percent = self.cpu_meter.utilisation(pgid, at, usage, allotment);
+                        r.rss_bytes = Some(usage.rss_bytes);
+                    }
+                    None => {
+                        r.cpu_percent = None;
+                        r.rss_bytes = None;
+                    }
+                }
+            }
+            replica.cpu_percent = r.cpu_percent;
+            if let Some(backend) = &r.backend {
+                let requests = backend.requests();
+                let in_flight = backend.in_flight();
+                replica.requests_per_s = Some(requests.saturating_sub(r.requests_at_last_sample) as f64);
+                replica.in_flight = Some(in_flight as f64);
+                r.requests_at_last_sample = requests;
+                concurrency += in_flight;
+                service_requests += requests;
+            }
+            sample.replicas.push(replica);
+        }
+        self.cpu_meter.retain(&live_pgids);
+        // Requests of replicas that left are gone from the sum; never negative.
+        sample.requests_per_s = Some(service_requests.saturating_sub(self.service_requests_at_last_sample.min(service_requests)) as f64);
+        self.service_requests_at_last_sample = service_requests;
+        sample.concurrency = Some(concurrency as f64);
+        self.autoscaler.observe(sample);
+
+        let fleet = FleetView {
+            desired: self.desired,
+            in_service: self.in_service_count(),
+            pending: self.pending_count(),
+            deploying: false,
+        };
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let decision = self.autoscaler.decide(now, wall, &fleet);
+        self.policy_hold = decision.holding.as_ref().map(|h| h.to_string());
+        if let Some(change) = decision.change {
+            self.record(NewEvent::new(&self.name, EventKind::Scaled, change.to_string()).change(change.from, change.to));
+            self.desired = change.to;
+        }
+    }
+
+    fn in_service_count(&self) -> u32 {
+        self.replicas.iter().filter(|r| r.routable() && !r.stopping).count() as u32
+    }
+
+    fn pending_count(&self) -> u32 {
+        self.replicas.iter().filter(|r| r.state == ReplicaState::Starting && !r.stopping).count() as u32
     }
 
     fn on_started(&mut self, id: &str, result: Result<RunningReplica, String>) {
@@ -421,6 +541,7 @@ impl ServiceController {
                 let first = r.state == ReplicaState::Starting;
                 r.state = ReplicaState::InService;
                 r.ever_in_service = true;
+                r.in_service_since.get_or_insert_with(Instant::now);
                 let why = format!(
                     "{} after {} consecutive passing health checks ({}){}",
                     if first { "in service" } else { "healthy again, back in the rotation" },
@@ -550,19 +671,24 @@ impl ServiceController {
         self.publish_routable();
     }
 
-    /// Which replicas leave on scale-in: those not yet serving first, then the
-    /// fewest in flight, then the youngest.
+    /// Which replicas leave on scale-in (the core decides: never a protected
+    /// one; those not yet serving first, then old versions, then the fewest
+    /// in flight, then the youngest).
     fn pick_for_scale_in(&self, count: usize) -> Vec<String> {
-        let mut candidates: Vec<&Replica> = self.replicas.iter().filter(|r| r.is_active() && !r.stopping).collect();
-        candidates.sort_by_key(|r| {
-            (
-                r.state == ReplicaState::InService,
-                r.version == self.version,
-                r.backend.as_ref().map(|b| b.in_flight()).unwrap_or(0),
-                std::cmp::Reverse(r.started_at),
-            )
-        });
-        candidates.into_iter().take(count).map(|r| r.id.clone()).collect()
+        let candidates: Vec<ScaleInCandidate> = self
+            .replicas
+            .iter()
+            .filter(|r| r.is_active() && !r.stopping)
+            .map(|r| ScaleInCandidate {
+                id: r.id.clone(),
+                protected: false,
+                current_version: r.version == self.version,
+                in_service: r.state == ReplicaState::InService,
+                in_flight: r.backend.as_ref().map(|b| b.in_flight()).unwrap_or(0),
+                age: r.started_at.elapsed(),
+            })
+            .collect();
+        scaling::pick_for_scale_in(&candidates, count).into_iter().map(|c| c.id.clone()).collect()
     }
 
     fn launch(&mut self) {
@@ -585,6 +711,10 @@ impl ServiceController {
             backend: None,
             health: HealthTracker::new(self.config.health.healthy_threshold, self.config.health.unhealthy_threshold),
             last_probe: None,
+            in_service_since: None,
+            cpu_percent: None,
+            rss_bytes: None,
+            requests_at_last_sample: 0,
             watchers: CancellationToken::new(),
             stopping: false,
             ever_in_service: false,
@@ -609,13 +739,18 @@ impl ServiceController {
 
     fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
-        let holding = self.hold_starts_until.filter(|t| *t > now).map(|t| {
+        let backoff = self.hold_starts_until.filter(|t| *t > now).map(|t| {
             format!(
                 "crash-loop backoff: {} replicas failed in a row, next start in {:.0} s",
                 self.failure_streak,
                 (t - now).as_secs_f64().ceil()
             )
         });
+        let holding = match (backoff, &self.policy_hold) {
+            (Some(b), Some(p)) => Some(format!("{b}; {p}")),
+            (b, p) => b.or_else(|| p.clone()),
+        };
+        let bounds = self.autoscaler.bounds();
         let replicas = self
             .replicas
             .iter()
@@ -630,6 +765,8 @@ impl ServiceController {
                 version: r.version,
                 in_flight: 0,
                 requests: 0,
+                cpu: r.cpu_percent.map(|c| (c * 10.0).round() / 10.0),
+                rss_bytes: r.rss_bytes,
                 age_s: (now - r.started_at).as_secs_f64(),
             })
             .collect();
@@ -638,10 +775,10 @@ impl ServiceController {
             listen: self.config.listen.to_string(),
             driver: self.driver.name().to_string(),
             desired: self.desired,
-            min: self.config.replicas.min,
-            max: self.config.replicas.max,
-            in_service: self.replicas.iter().filter(|r| r.routable() && !r.stopping).count() as u32,
-            pending: self.replicas.iter().filter(|r| r.state == ReplicaState::Starting && !r.stopping).count() as u32,
+            min: bounds.min,
+            max: bounds.max,
+            in_service: self.in_service_count(),
+            pending: self.pending_count(),
             version: self.version,
             holding,
             replicas,

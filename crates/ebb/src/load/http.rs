@@ -1,0 +1,460 @@
+//! One worker's HTTP/1.1 connection and the request it repeats.
+//!
+//! Each worker owns at most one connection (hyper's low-level
+//! `client::conn::http1`, TCP_NODELAY, kept alive). The connection's driver
+//! future is polled by the worker's own task, next to the request, so a
+//! request costs no hand-off between tasks.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// What every request of the run looks like, built once.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The URL as the user wrote it (for messages).
+    pub url: String,
+    pub addr: SocketAddr,
+    method: Method,
+    /// Origin form (`/path?query`), as HTTP/1.1 sends it.
+    path: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    keepalive: bool,
+    pub timeout: Option<Duration>,
+}
+
+/// The parts of the URL `ebb load` needs, checked.
+#[derive(Debug, Clone)]
+pub struct ParsedUrl {
+    pub host: String,
+    pub port: u16,
+    pub authority: String,
+    pub path: Uri,
+}
+
+/// Parses `http://host[:port][/path][?query]`; a missing scheme means
+/// `http://`. Errors are one line for the user.
+pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
+    let full = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
+    let uri: Uri = full.parse().map_err(|e| format!("malformed URL {url:?}: {e} (expected e.g. http://127.0.0.1:8080/path)"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!("{url:?}: https is not supported; ebb load speaks plain HTTP/1.1 (use http://)"));
+        }
+        other => return Err(format!("{url:?}: unsupported scheme {:?} (use http://)", other.unwrap_or(""))),
+    }
+    let authority = uri.authority().ok_or_else(|| format!("malformed URL {url:?}: no host (expected e.g. http://127.0.0.1:8080/path)"))?;
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    if host.is_empty() {
+        return Err(format!("malformed URL {url:?}: no host (expected e.g. http://127.0.0.1:8080/path)"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(format!("{url:?}: user info in the URL is not supported (send it with -H 'Authorization: …')"));
+    }
+    // `http` accepts any digits as a port; check the range here.
+    let port_text = authority.as_str().rsplit_once(':').map(|(_, p)| p).filter(|p| !p.contains(']'));
+    let port = match port_text {
+        None | Some("") => 80,
+        Some(text) => text
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("malformed URL {url:?}: port {text:?} is not between 1 and 65535"))?,
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = if path.is_empty() { "/" } else { path };
+    Ok(ParsedUrl {
+        host,
+        port,
+        authority: authority.as_str().to_string(),
+        path: path.parse().map_err(|e| format!("malformed URL {url:?}: {e}"))?,
+    })
+}
+
+/// Request options from the command line.
+pub struct RequestSpec<'a> {
+    pub method: &'a str,
+    pub headers: &'a [String],
+    pub body: Bytes,
+    pub content_type: Option<&'a str>,
+    pub keepalive: bool,
+    pub timeout: Option<Duration>,
+}
+
+impl Target {
+    /// Builds the request template; errors are one line for the user.
+    pub fn new(url: &str, parsed: &ParsedUrl, addr: SocketAddr, spec: RequestSpec<'_>) -> Result<Target, String> {
+        let method = Method::from_bytes(spec.method.as_bytes()).map_err(|_| format!("-m {:?} is not an HTTP method", spec.method))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, HeaderValue::from_str(&parsed.authority).map_err(|e| format!("bad host: {e}"))?);
+        headers.insert(http::header::USER_AGENT, HeaderValue::from_static(concat!("ebb-load/", env!("CARGO_PKG_VERSION"))));
+        if let Some(ct) = spec.content_type {
+            let value = HeaderValue::from_str(ct).map_err(|_| format!("-T {ct:?} is not a valid Content-Type value"))?;
+            headers.insert(http::header::CONTENT_TYPE, value);
+        }
+        for raw in spec.headers {
+            let (name, value) = raw
+                .split_once(':')
+                .ok_or_else(|| format!("-H {raw:?}: expected \"Name: value\", e.g. -H 'Accept: application/json'"))?;
+            let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("-H {raw:?}: {:?} is not a header name", name.trim()))?;
+            let value = HeaderValue::from_str(value.trim()).map_err(|_| format!("-H {raw:?}: the value is not a valid header value"))?;
+            if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+                return Err(format!("-H {raw:?}: ebb load sets {name} itself from the body"));
+            }
+            if name == http::header::HOST || name == http::header::USER_AGENT || name == http::header::CONTENT_TYPE {
+                headers.insert(name, value); // replaces the default
+            } else {
+                headers.append(name, value);
+            }
+        }
+        if !spec.keepalive {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Ok(Target {
+            url: url.to_string(),
+            addr,
+            method,
+            path: parsed.path.clone(),
+            headers,
+            body: spec.body,
+            keepalive: spec.keepalive,
+            timeout: spec.timeout,
+        })
+    }
+
+    /// Whether connections are reused (no `--disable-keepalive`).
+    pub fn keepalive(&self) -> bool {
+        self.keepalive
+    }
+
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.path.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// Why a request got no response. Labels are fixed strings so counting
+/// them allocates nothing, even when every request fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    ConnectRefused,
+    ConnectTimedOut,
+    ConnectNoPorts,
+    ConnectNoFiles,
+    ConnectOther,
+    Timeout,
+    ClosedEarly,
+    Reset,
+    BadResponse,
+    Other,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 10] = [
+        Failure::ConnectRefused,
+        Failure::ConnectTimedOut,
+        Failure::ConnectNoPorts,
+        Failure::ConnectNoFiles,
+        Failure::ConnectOther,
+        Failure::Timeout,
+        Failure::ClosedEarly,
+        Failure::Reset,
+        Failure::BadResponse,
+        Failure::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::ConnectRefused => "connect: connection refused",
+            Failure::ConnectTimedOut => "connect: timed out",
+            Failure::ConnectNoPorts => "connect: no local port left (use keep-alive or fewer connections)",
+            Failure::ConnectNoFiles => "connect: too many open files (raise `ulimit -n` or lower -c)",
+            Failure::ConnectOther => "connect: failed",
+            Failure::Timeout => "timeout (no complete response within --timeout)",
+            Failure::ClosedEarly => "connection closed before a complete response",
+            Failure::Reset => "connection reset",
+            Failure::BadResponse => "invalid HTTP response",
+            Failure::Other => "other transport error",
+        }
+    }
+
+    /// The request never left: the connection could not be opened.
+    pub fn before_sending(self) -> bool {
+        matches!(
+            self,
+            Failure::ConnectRefused | Failure::ConnectTimedOut | Failure::ConnectNoPorts | Failure::ConnectNoFiles | Failure::ConnectOther
+        )
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    fn from_connect(e: &std::io::Error) -> Failure {
+        const EMFILE: i32 = 24;
+        if e.raw_os_error() == Some(EMFILE) {
+            return Failure::ConnectNoFiles;
+        }
+        match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => Failure::ConnectRefused,
+            std::io::ErrorKind::TimedOut => Failure::ConnectTimedOut,
+            std::io::ErrorKind::AddrNotAvailable => Failure::ConnectNoPorts,
+            _ => Failure::ConnectOther,
+        }
+    }
+
+    fn from_hyper(e: &hyper::Error) -> Failure {
+        if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+            return Failure::ClosedEarly;
+        }
+        if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+            return Failure::BadResponse;
+        }
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                return match io.kind() {
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionAborted => {
+                        Failure::Reset
+                    }
+                    std::io::ErrorKind::UnexpectedEof => Failure::ClosedEarly,
+                    _ => Failure::Other,
+                };
+            }
+            source = s.source();
+        }
+        Failure::Other
+    }
+}
+
+/// The result of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A complete response: its status and body size.
+    Response { status: u16, bytes: u64 },
+    Failed(Failure),
+}
+
+type Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+
+/// A worker's connection: the request handle and its driver future.
+pub struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    driver: Pin<Box<Driver>>,
+    /// The driver has finished: the connection is closed.
+    finished: bool,
+}
+
+impl Conn {
+    /// Opens a connection (TCP_NODELAY) and does the HTTP/1.1 handshake.
+    pub async fn open(addr: SocketAddr) -> Result<Conn, Failure> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| Failure::from_connect(&e))?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, driver) = http1::Builder::new()
+            .max_buf_size(64 * 1024)
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| Failure::from_hyper(&e))?;
+        Ok(Conn { sender, driver: Box::pin(driver), finished: false })
+    }
+
+    /// Whether the connection can carry another request. Polls the driver
+    /// once, so a connection the server closed while idle is noticed here
+    /// rather than by failing the next request.
+    async fn usable(&mut self) -> bool {
+        if !self.finished {
+            let driver = &mut self.driver;
+            self.finished = std::future::poll_fn(|cx| Poll::Ready(driver.as_mut().poll(cx).is_ready())).await;
+        }
+        !self.finished && !self.sender.is_closed()
+    }
+}
+
+/// A worker's request deadline timer. Arming a fresh timer for every
+/// request would cost two timer-wheel updates per request; this one is
+/// reset lazily: when it fires before the current request's deadline it is
+/// moved to that deadline, so it is touched about once per `--timeout`.
+pub struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Default for Timer {
+    fn default() -> Self {
+        Timer { sleep: Box::pin(tokio::time::sleep_until(Instant::now() + Duration::from_secs(86_400 * 365))) }
+    }
+}
+
+impl Timer {
+    /// Resolves when `deadline` has passed.
+    async fn expired(&mut self, deadline: Instant) {
+        if self.sleep.deadline() > deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        loop {
+            self.sleep.as_mut().await;
+            if Instant::now() >= deadline {
+                return;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// Sends one request on the worker's connection (opening one if there is
+/// none or it closed), reads the whole response, and leaves the connection
+/// in `slot` when it can be reused. Gives up at `deadline` (the request's
+/// start + `--timeout`); a request that times out loses its connection
+/// (HTTP/1.1 cannot reuse it mid-response).
+pub async fn exchange(target: &Target, slot: &mut Option<Conn>, timer: &mut Timer, deadline: Option<Instant>) -> Outcome {
+    let expired = async {
+        match deadline {
+            Some(deadline) => timer.expired(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
+
+    if let Some(conn) = slot {
+        if !conn.usable().await {
+            *slot = None;
+        }
+    }
+    if slot.is_none() {
+        tokio::select! {
+            biased;
+            // Boxed: connecting is rare, and keeps this future small.
+            opened = Box::pin(Conn::open(target.addr)) => match opened {
+                Ok(conn) => *slot = Some(conn),
+                Err(failure) => return Outcome::Failed(failure),
+            },
+            _ = &mut expired => return Outcome::Failed(Failure::Timeout),
+        }
+    }
+    let conn = slot.as_mut().expect("connected above");
+    let Conn { sender, driver, finished } = conn;
+    let request = target.request();
+    let outcome = {
+        let work = async {
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let mut body = response.into_body();
+            let mut bytes = 0u64;
+            while let Some(frame) = body.frame().await {
+                if let Some(data) = frame?.data_ref() {
+                    bytes += data.len() as u64;
+                }
+            }
+            Ok::<_, hyper::Error>(Outcome::Response { status, bytes })
+        };
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                // The driver first: it reads the response and hands it to
+                // `work` in the same poll.
+                biased;
+                _ = driver.as_mut(), if !*finished => *finished = true,
+                result = &mut work => break result.unwrap_or_else(|e| Outcome::Failed(Failure::from_hyper(&e))),
+                _ = &mut expired => break Outcome::Failed(Failure::Timeout),
+            }
+        }
+    };
+    let reusable = target.keepalive && matches!(outcome, Outcome::Response { .. }) && !*finished && !sender.is_closed();
+    if !reusable {
+        *slot = None;
+    }
+    outcome
+}
+
+/// One plain GET on a fresh connection, for the admin API's status.
+pub async fn get_once(addr: SocketAddr, authority: &str, path: &str, limit: Duration) -> Result<(u16, Bytes), String> {
+    let work = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, driver) = http1::Builder::new().handshake::<_, Full<Bytes>>(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+        let request = Request::builder()
+            .uri(path)
+            .header(http::header::HOST, authority)
+            .header(http::header::CONNECTION, "close")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let work = async {
+            let response = sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, body))
+        };
+        tokio::pin!(work);
+        tokio::pin!(driver);
+        let mut finished = false;
+        loop {
+            tokio::select! {
+                _ = &mut driver, if !finished => finished = true,
+                result = &mut work => break result.map_err(|e| e.to_string()),
+            }
+        }
+    };
+    tokio::time::timeout(limit, work).await.map_err(|_| format!("no answer within {}", humantime::format_duration(limit)))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = parse_url("http://127.0.0.1:8080/api?x=1").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.authority.as_str(), u.path.to_string().as_str()), ("127.0.0.1", 8080, "127.0.0.1:8080", "/api?x=1"));
+        let u = parse_url("localhost").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path.to_string().as_str()), ("localhost", 80, "/"));
+        let u = parse_url("http://[::1]:9000").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
+        assert!(parse_url("http://").unwrap_err().starts_with("malformed URL"));
+        assert!(parse_url("not a url").unwrap_err().starts_with("malformed URL"));
+        assert!(parse_url("https://example.com").unwrap_err().contains("https is not supported"));
+        assert!(parse_url("ftp://example.com").unwrap_err().contains("unsupported scheme"));
+        assert!(parse_url("http://127.0.0.1:99999/").unwrap_err().starts_with("malformed URL"));
+    }
+
+    #[test]
+    fn headers_override_defaults_and_reject_framing() {
+        let parsed = parse_url("http://127.0.0.1:1/").unwrap();
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let spec = |headers: &'static [String]| RequestSpec {
+            method: "POST",
+            headers,
+            body: Bytes::from_static(b"{}"),
+            content_type: Some("application/json"),
+            keepalive: false,
+            timeout: None,
+        };
+        let headers: &'static [String] = Box::leak(Box::new(["Host: example".to_string(), "X-A: 1".into(), "X-A: 2".into()]));
+        let t = Target::new("u", &parsed, addr, spec(headers)).unwrap();
+        let r = t.request();
+        assert_eq!(r.method(), Method::POST);
+        assert_eq!(r.headers()["host"], "example");
+        assert_eq!(r.headers().get_all("x-a").iter().count(), 2);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(r.headers()["connection"], "close");
+        let bad: &'static [String] = Box::leak(Box::new(["NoColon".to_string()]));
+        assert!(Target::new("u", &parsed, addr, spec(bad)).unwrap_err().contains("expected \"Name: value\""));
+        let framing: &'static [String] = Box::leak(Box::new(["Content-Length: 5".to_string()]));
+        assert!(Target::new("u", &parsed, addr, spec(framing)).is_err());
+    }
+}
