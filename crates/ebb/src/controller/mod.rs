@@ -10,6 +10,7 @@
 //! Starts, drains and stops run as tasks that report back through the inbox,
 //! so probes and commands are handled while a slow replica boots.
 
+pub mod history;
 pub mod probe;
 
 use std::collections::BTreeMap;
@@ -62,6 +63,8 @@ pub struct ServiceHandle {
     pub proxy: Arc<ServiceProxy>,
     commands: mpsc::UnboundedSender<Input>,
     snapshot: watch::Receiver<Snapshot>,
+    /// One point a second for the last 24 h.
+    pub history: Arc<history::MetricsHistory>,
 }
 
 impl ServiceHandle {
@@ -100,6 +103,7 @@ pub fn spawn_service(ctx: ServiceContext, shutdown: CancellationToken, tracker: 
         proxy: controller.proxy.clone(),
         commands: tx.clone(),
         snapshot: snapshot_rx.clone(),
+        history: controller.history.clone(),
     };
     tracker.spawn(sample_usage(snapshot_rx.clone(), tx.clone(), shutdown.clone()));
     tracker.spawn(controller.run(rx, snapshot_tx, shutdown));
@@ -221,6 +225,7 @@ struct ServiceController {
     cpu_meter: CpuMeter,
     /// Service-wide `requests` total at the last sample.
     service_requests_at_last_sample: u64,
+    history: Arc<history::MetricsHistory>,
 }
 
 impl ServiceController {
@@ -247,6 +252,7 @@ impl ServiceController {
             policy_hold: None,
             cpu_meter: CpuMeter::default(),
             service_requests_at_last_sample: 0,
+            history: Arc::default(),
         }
     }
 
@@ -424,6 +430,12 @@ impl ServiceController {
         sample.requests_per_s = Some(service_requests.saturating_sub(self.service_requests_at_last_sample.min(service_requests)) as f64);
         self.service_requests_at_last_sample = service_requests;
         sample.concurrency = Some(concurrency as f64);
+        let replica_cpu: Vec<(String, f64)> =
+            sample.replicas.iter().filter_map(|r| r.cpu_percent.map(|c| (r.id.clone(), c))).collect();
+        let cpu_mean = (!replica_cpu.is_empty())
+            .then(|| replica_cpu.iter().map(|(_, c)| c).sum::<f64>() / replica_cpu.len() as f64);
+        let requests_per_s = sample.requests_per_s.unwrap_or(0.0);
+        let (p50_ms, p99_ms) = (None, sample.p99_ms);
         self.autoscaler.observe(sample);
 
         let fleet = FleetView {
@@ -442,6 +454,18 @@ impl ServiceController {
             self.record(NewEvent::new(&self.name, EventKind::Scaled, change.to_string()).change(change.from, change.to));
             self.desired = change.to;
         }
+        self.history.push(history::ServicePoint {
+            time_ms: crate::events::unix_ms(std::time::SystemTime::now()),
+            desired: self.desired,
+            in_service: fleet.in_service,
+            pending: fleet.pending,
+            requests_per_s,
+            in_flight: concurrency,
+            p50_ms,
+            p99_ms,
+            cpu_mean,
+            replica_cpu,
+        });
     }
 
     fn in_service_count(&self) -> u32 {

@@ -1,0 +1,89 @@
+//! Per-second metric history of one service, for the dashboard, the
+//! metrics API and (later) the simulator's `--history`.
+//!
+//! A bounded ring in memory: one point a second for the last 24 hours.
+//! Written once a second by the controller, read by API handlers; the lock
+//! is held only to push or copy out, never on the request path.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// 24 hours at one point a second.
+pub const HISTORY_POINTS: usize = 24 * 60 * 60;
+
+/// One second of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServicePoint {
+    /// End of the second, Unix milliseconds.
+    pub time_ms: u64,
+    pub desired: u32,
+    pub in_service: u32,
+    pub pending: u32,
+    /// Requests answered in this second, all replicas.
+    pub requests_per_s: f64,
+    /// Requests in flight at the end of the second.
+    pub in_flight: u64,
+    /// Latency percentiles of the requests answered in this second.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Mean CPU of the replicas that reported, % of their allotment.
+    pub cpu_mean: Option<f64>,
+    /// CPU by replica id.
+    pub replica_cpu: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Default)]
+pub struct MetricsHistory {
+    points: Mutex<VecDeque<ServicePoint>>,
+}
+
+impl MetricsHistory {
+    pub fn push(&self, point: ServicePoint) {
+        let mut points = self.points.lock().unwrap_or_else(|p| p.into_inner());
+        if points.len() == HISTORY_POINTS {
+            points.pop_front();
+        }
+        points.push_back(point);
+    }
+
+    /// Points with `time_ms > since_ms`, oldest first.
+    pub fn since(&self, since_ms: u64) -> Vec<ServicePoint> {
+        let points = self.points.lock().unwrap_or_else(|p| p.into_inner());
+        let start = points.partition_point(|p| p.time_ms <= since_ms);
+        points.range(start..).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(time_ms: u64) -> ServicePoint {
+        ServicePoint {
+            time_ms,
+            desired: 2,
+            in_service: 2,
+            pending: 0,
+            requests_per_s: 10.0,
+            in_flight: 1,
+            p50_ms: Some(1.0),
+            p99_ms: Some(5.0),
+            cpu_mean: Some(40.0),
+            replica_cpu: vec![],
+        }
+    }
+
+    #[test]
+    fn since_returns_newer_points_in_order() {
+        let h = MetricsHistory::default();
+        for t in [1000, 2000, 3000] {
+            h.push(point(t));
+        }
+        let got: Vec<u64> = h.since(1000).iter().map(|p| p.time_ms).collect();
+        assert_eq!(got, vec![2000, 3000]);
+        assert_eq!(h.since(0).len(), 3);
+        assert!(h.since(3000).is_empty());
+    }
+}
