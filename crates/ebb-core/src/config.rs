@@ -7,7 +7,8 @@
 //! The public types below are plain values (no spans); the spans live only in
 //! the private raw model used while parsing and validating (`config/raw.rs`,
 //! with the leaf value types in `config/value.rs`). Every key, its default
-//! and its limits are documented for users in `docs/config.md`.
+//! and its limits are documented for users in `docs/config.md` (deploys also
+//! in `docs/deploys.md`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::balance::BalanceAlgorithm;
+pub use crate::deploy::{DeployConfig, Strategy as DeployStrategy};
 pub use crate::health::StatusMatcher;
 pub use crate::scaling::ScalingConfig;
 
@@ -59,9 +61,13 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub name: String,
+    /// A web service (behind its balancer) or a worker pool (no balancer).
+    pub kind: ServiceKind,
     /// How to start one replica.
     pub command: CommandSpec,
-    /// The balancer's address for this service.
+    /// The balancer's address for this service. A worker has no balancer:
+    /// its `listen` is `127.0.0.1:0` and means nothing (check `kind`; do not
+    /// bind it).
     pub listen: SocketAddr,
     pub replicas: ReplicaBounds,
     /// Cores allotted to one replica; CPU % is relative to this.
@@ -78,6 +84,14 @@ pub struct ServiceConfig {
     /// How desired capacity follows load (`[service.NAME.scaling]`); the
     /// default has no policies: a fixed fleet.
     pub scaling: ScalingConfig,
+    /// How `ebb deploy` replaces replicas (`[service.NAME.deploy]`).
+    pub deploy: DeployConfig,
+    /// Where the external number for `items_per_replica` comes from
+    /// (`[service.NAME.metric_source]`), if anywhere.
+    pub metric_source: Option<MetricSource>,
+    /// Random interruptions for tests and demos (`[service.NAME.chaos]`);
+    /// off when `None`.
+    pub chaos: Option<ChaosConfig>,
 }
 
 impl ServiceConfig {
@@ -90,6 +104,104 @@ impl ServiceConfig {
     /// Upper bound on `replicas.max`: a guard against typos (`10000`), not a
     /// statement about what one machine can run.
     pub const MAX_REPLICAS: u32 = 1000;
+}
+
+/// What a service is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ServiceKind {
+    /// Replicas behind the service's own load balancer at `listen`.
+    #[default]
+    Web,
+    /// A pool with no balancer in front (batch jobs, queue consumers),
+    /// scaled on CPU or on an external number (`metric_source`).
+    Worker,
+}
+
+impl ServiceKind {
+    /// `web` or `worker`, as in `ebb.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceKind::Web => "web",
+            ServiceKind::Worker => "worker",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ServiceKind> {
+        [ServiceKind::Web, ServiceKind::Worker].into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Whether requests reach it through a balancer (and `listen`).
+    pub fn has_balancer(self) -> bool {
+        self == ServiceKind::Web
+    }
+}
+
+/// `[service.NAME.metric_source]`: an external number read every
+/// `interval` (a queue's length), for the `items_per_replica` metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricSource {
+    pub reading: MetricReading,
+    pub interval: Duration,
+}
+
+/// How the number is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricReading {
+    /// Run this; it prints the number on standard output
+    /// ([`MetricSource::parse_output`]).
+    Command(CommandSpec),
+    /// `GET url`; the JSON body holds the number at `json_pointer`
+    /// (RFC 6901; `""` is the whole body).
+    Http { url: String, json_pointer: String },
+}
+
+impl MetricSource {
+    /// Metrics are sampled once a second, so reading more often is waste.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+    pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// The number a command printed: its output trimmed, as a finite number
+    /// of 0 or more (`"42\n"`, `"3.5"`). The error says what was printed.
+    pub fn parse_output(stdout: &str) -> Result<f64, String> {
+        let text = stdout.trim();
+        match text.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+            Ok(v) => Err(format!("the metric source printed {v}; expected a number of 0 or more")),
+            Err(_) => {
+                let shown: String = text.chars().take(40).collect();
+                Err(format!("the metric source printed {shown:?}; expected one number, like 42"))
+            }
+        }
+    }
+}
+
+/// `[service.NAME.chaos]`: interrupt a random replica now and then, as a
+/// spot market would, with a notice (for tests and demos).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChaosConfig {
+    /// On average one interruption this often (a Poisson process).
+    pub interrupt_every: Duration,
+    /// The notice each interruption gives (`ebb interrupt --notice`).
+    pub notice: Duration,
+}
+
+impl ChaosConfig {
+    /// The fastest rate allowed: chaos is for tests and demos, not for
+    /// taking a fleet down.
+    pub const MIN_INTERRUPT_EVERY: Duration = Duration::from_secs(10);
+    /// AWS's two-minute spot interruption warning.
+    pub const DEFAULT_NOTICE: Duration = Duration::from_secs(120);
+
+    /// The chance that an interruption is due within the next `dt`:
+    /// `1 - exp(-dt / interrupt_every)`. The caller draws a uniform number
+    /// in `[0, 1)` and interrupts a random replica when it is below this.
+    pub fn chance(&self, dt: Duration) -> f64 {
+        let every = self.interrupt_every.as_secs_f64();
+        if every <= 0.0 {
+            return 1.0;
+        }
+        1.0 - (-dt.as_secs_f64() / every).exp()
+    }
 }
 
 /// How a replica is started.

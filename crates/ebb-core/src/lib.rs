@@ -14,8 +14,15 @@
 //! - [`scaling`]: the autoscaler: metric windows, target tracking, step
 //!   scaling with alarms, scheduled actions, cooldowns, warm-up, and which
 //!   replica leaves on scale-in; every decision explained as data.
+//! - [`deploy`]: the deploy planner: the steps of a rolling or blue-green
+//!   deploy, health-gated with automatic rollback, as actions with reasons.
+//! - [`sim`]: the simulator engine (`ebb simulate`): traffic traces and
+//!   shapes, a fleet and queueing model, and the same autoscaler run in
+//!   virtual time.
 
 pub mod balance;
 pub mod config;
+pub mod deploy;
 pub mod health;
 pub mod scaling;
+pub mod sim;

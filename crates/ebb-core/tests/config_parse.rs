@@ -213,6 +213,8 @@ fn the_examples_in_docs_config_md_parse() {
         (web.cpu, web.stop_timeout, web.drain_timeout, web.balance),
         (minimal.cpu, minimal.stop_timeout, minimal.drain_timeout, minimal.balance)
     );
+    assert_eq!(web.deploy, minimal.deploy, "deploy defaults as documented");
+    assert_eq!((web.kind, web.chaos), (minimal.kind, minimal.chaos), "chaos is off in the complete example");
 
     // Scaling: the values the page calls defaults are the defaults.
     let s = &web.scaling;
@@ -504,4 +506,150 @@ min = 1
         .chain(s.scheduled.iter().map(|a| a.name.as_str()))
         .collect();
     assert_eq!(names, ["target-cpu", "target-cpu-2", "step-1", "scheduled-1"]);
+}
+
+// ---------------------------------------------------------------------------
+// Lifecycle: kind, [service.NAME.deploy], metric_source, chaos
+// ---------------------------------------------------------------------------
+
+use ebb_core::config::{ChaosConfig, DeployConfig, DeployStrategy, MetricReading, MetricSource, ServiceKind};
+
+#[test]
+fn lifecycle_defaults() {
+    let web = &parse(MINIMAL).services["web"];
+    assert_eq!(web.kind, ServiceKind::Web);
+    assert_eq!(web.deploy, DeployConfig::default());
+    let d = &web.deploy;
+    assert_eq!((d.strategy, d.max_surge, d.max_unavailable), (DeployStrategy::Rolling, 1, 0));
+    assert_eq!(d.deploy_timeout, Duration::from_secs(600));
+    assert_eq!(d.effective_bake_time(), Duration::ZERO, "rolling: no bake time unless asked");
+    assert_eq!(d.clone().with_strategy(DeployStrategy::BlueGreen).effective_bake_time(), Duration::from_secs(300));
+    assert_eq!(d.protected_wait, Duration::from_secs(300));
+    assert_eq!(web.metric_source, None);
+    assert_eq!(web.chaos, None);
+    let empty = parse(&format!("{MINIMAL}[service.web.deploy]\n"));
+    assert_eq!(empty.services["web"].deploy, DeployConfig::default());
+}
+
+#[test]
+fn every_deploy_key_can_be_set() {
+    let config = parse(&format!(
+        r#"{MINIMAL}
+[service.web.deploy]
+strategy = "blue-green"
+max_surge = 0
+max_unavailable = 2
+deploy_timeout = "3m"
+bake_time = "0s"
+protected_wait = "1h"
+"#
+    ));
+    let d = &config.services["web"].deploy;
+    assert_eq!(
+        *d,
+        DeployConfig {
+            strategy: DeployStrategy::BlueGreen,
+            max_surge: 0,
+            max_unavailable: 2,
+            deploy_timeout: Duration::from_secs(180),
+            bake_time: Some(Duration::ZERO),
+            protected_wait: Duration::from_secs(3600),
+        }
+    );
+    assert_eq!(d.effective_bake_time(), Duration::ZERO, "an explicit 0 means no bake time");
+    let blue_green = parse(&format!("{MINIMAL}deploy = {{ strategy = \"blue-green\" }}\n"));
+    assert_eq!(blue_green.services["web"].deploy.effective_bake_time(), Duration::from_secs(300));
+    // The health check decides how short deploy_timeout may be: 2 × 1 s here.
+    let quick = parse(&format!(
+        "{MINIMAL}health = {{ interval = \"1s\", timeout = \"500ms\", healthy_threshold = 3 }}\ndeploy.deploy_timeout = \"3s\"\n"
+    ));
+    assert_eq!(quick.services["web"].deploy.deploy_timeout, Duration::from_secs(3));
+}
+
+#[test]
+fn a_worker_has_no_listen_and_scales_on_a_metric_source() {
+    let config = parse(
+        r#"
+[service.web]
+command = "python app.py --port $PORT"
+listen = "127.0.0.1:8080"
+
+[service.scraper]
+kind = "worker"
+command = "python scrape.py"
+replicas = { min = 1, max = 8 }
+
+[service.scraper.metric_source]
+command = "redis-cli llen jobs"
+interval = "5s"
+
+[[service.scraper.scaling.target_tracking]]
+metric = "items_per_replica"
+target = 10
+
+[service.feeder]
+kind = "worker"
+command = ["python", "feed.py"]
+metric_source = { url = "http://127.0.0.1:9000/stats", json_pointer = "/queue/length" }
+
+[[service.feeder.scaling.step]]
+alarm = { metric = "items_per_replica", comparison = ">", threshold = 50 }
+steps = [{ lower = 0, adjustment = 1 }]
+"#,
+    );
+    let scraper = &config.services["scraper"];
+    assert_eq!(scraper.kind, ServiceKind::Worker);
+    assert!(!scraper.kind.has_balancer());
+    assert_eq!(scraper.listen, addr("127.0.0.1:0"), "a worker's listen means nothing");
+    assert_eq!(
+        scraper.metric_source,
+        Some(MetricSource {
+            reading: MetricReading::Command(CommandSpec::Shell("redis-cli llen jobs".into())),
+            interval: Duration::from_secs(5),
+        })
+    );
+    assert_eq!(scraper.scaling.target_tracking[0].metric, Metric::ItemsPerReplica);
+    assert_eq!(scraper.scaling.target_tracking[0].name, "target-items_per_replica");
+    let feeder = &config.services["feeder"];
+    assert_eq!(
+        feeder.metric_source,
+        Some(MetricSource {
+            reading: MetricReading::Http {
+                url: "http://127.0.0.1:9000/stats".into(),
+                json_pointer: "/queue/length".into()
+            },
+            interval: MetricSource::DEFAULT_INTERVAL,
+        })
+    );
+    // A web service may read an external number too.
+    let web = parse(&format!(
+        "{MINIMAL}metric_source = {{ url = \"http://10.0.0.5/len\" }}\n[[service.web.scaling.target_tracking]]\nmetric = \"items_per_replica\"\ntarget = 5\n"
+    ));
+    let source = web.services["web"].metric_source.clone().unwrap();
+    assert_eq!(source.reading, MetricReading::Http { url: "http://10.0.0.5/len".into(), json_pointer: String::new() });
+}
+
+#[test]
+fn metric_source_output_is_one_number() {
+    assert_eq!(MetricSource::parse_output("42\n"), Ok(42.0));
+    assert_eq!(MetricSource::parse_output("  3.5  "), Ok(3.5));
+    assert_eq!(
+        MetricSource::parse_output("(integer) 7\n").unwrap_err(),
+        r#"the metric source printed "(integer) 7"; expected one number, like 42"#
+    );
+    assert!(MetricSource::parse_output("-1").unwrap_err().contains("0 or more"));
+    assert!(MetricSource::parse_output("NaN").is_err());
+}
+
+#[test]
+fn chaos_is_off_unless_asked_and_bounded() {
+    let config = parse(&format!("{MINIMAL}[service.web.chaos]\ninterrupt_every = \"10m\"\n"));
+    let chaos = config.services["web"].chaos.unwrap();
+    assert_eq!(chaos, ChaosConfig { interrupt_every: Duration::from_secs(600), notice: Duration::from_secs(120) });
+    // A Poisson process: over one mean interval, 1 - 1/e.
+    assert!((chaos.chance(Duration::from_secs(600)) - (1.0 - (-1.0f64).exp())).abs() < 1e-12);
+    assert!((chaos.chance(Duration::from_secs(1)) - 1.0 / 600.0).abs() < 1e-5);
+    assert_eq!(chaos.chance(Duration::ZERO), 0.0);
+    let inline = parse(&format!("{MINIMAL}chaos = {{ interrupt_every = \"30s\", notice = \"10s\" }}\n"));
+    assert_eq!(inline.services["web"].chaos.unwrap().notice, Duration::from_secs(10));
 }

@@ -48,6 +48,47 @@ enum Command {
         /// The new desired number of replicas.
         desired: u32,
     },
+    /// Roll out a new version of a service (rolling or blue-green), gated on
+    /// health and rolled back on failure; waits and shows progress. Exits 1
+    /// when the deploy was rolled back.
+    Deploy {
+        /// The service, as named in the config.
+        service: String,
+        /// The new command (run through `sh -c`, `{ebb}` and `$PORT` work as in the config).
+        #[arg(long)]
+        command: Option<String>,
+        /// Set an environment variable, NAME=value (repeatable).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// Override the configured strategy.
+        #[arg(long, value_parser = ["rolling", "blue-green"])]
+        strategy: Option<String>,
+        /// Return once the deploy has started instead of waiting for it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Switch a service back: abort the running deploy (or its bake time) at
+    /// once, or deploy the previous version again.
+    Rollback {
+        service: String,
+    },
+    /// Protect a replica from scale-in (and from deploy replacement) until released.
+    Protect {
+        /// Replica id, as shown by `ebb status`.
+        replica: String,
+        /// Release the protection.
+        #[arg(long)]
+        off: bool,
+    },
+    /// Deliver a spot-style interruption notice: ebb starts a replacement,
+    /// then drains and stops the replica before the notice runs out.
+    Interrupt {
+        /// Replica id, as shown by `ebb status`.
+        replica: String,
+        /// How long until the replica is gone.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        notice: Duration,
+    },
     /// Print the event log: why the fleet changed.
     Events {
         /// Only this service's events.
@@ -78,6 +119,8 @@ enum Command {
     Proxy(crate::proxy::StaticProxyArgs),
     /// Generate HTTP load (closed model like ab/wrk/hey, open model like wrk2/vegeta), with a live view and a summary.
     Load(crate::load::LoadArgs),
+    /// Replay traffic (a trace, an access log, a shape, or recorded history) against the scaling policy in virtual time, with the same autoscaler as `ebb up`.
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 /// Exit codes: 0 ok, 1 the operation failed, 2 bad input (config, arguments).
@@ -122,6 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DemoApp(args) => return crate::demo_app::run(args.clone()).await.map(|()| ExitCode::SUCCESS),
         Command::Proxy(args) => return crate::proxy::run_static(args.clone()).await.map(|()| ExitCode::SUCCESS),
         Command::Load(args) => return crate::load::run(args.clone()).await,
+        Command::Simulate(args) => return crate::simulate::run(args.clone(), &cli.file).await,
         Command::Validate { file } => {
             let path = file.as_ref().unwrap_or(&cli.file);
             return Ok(match load_config(path) {
@@ -159,7 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let client = AdminClient::new(config.admin.listen);
+    let client = AdminClient::new(config.admin.listen, crate::client::read_token(&config.state_dir));
     match cli.command {
         Command::Up => match crate::up::up(config).await {
             Ok(()) => Ok(ExitCode::SUCCESS),
@@ -184,7 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Scale { service, desired } => {
             let outcome: crate::controller::ScaleOutcome = client
-                .send(http::Method::PUT, &format!("/api/v1/services/{service}/desired"), &serde_json::json!({ "desired": desired }))
+                .send(http::Method::PUT, &format!("/api/v1/services/{service}/desired"), &serde_json::json!({ "desired": desired, "reason": "manual (ebb scale)" }))
                 .await?;
             match &outcome.clamped {
                 Some(why) => println!("{}: desired {} -> {}; capped: {why}", outcome.service, outcome.from, outcome.to),
@@ -193,7 +237,96 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Events { service, follow, json } => events(&client, service.as_deref(), follow, json).await,
-        Command::Validate { .. } | Command::Logs { .. } | Command::DemoApp(_) | Command::Proxy(_) | Command::Load(_) => unreachable!("handled above"),
+        Command::Deploy { service, command, env, strategy, no_wait } => {
+            let mut vars = serde_json::Map::new();
+            for pair in &env {
+                match pair.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => {
+                        vars.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+                    }
+                    _ => {
+                        eprintln!("error: --env {pair:?} is not NAME=value");
+                        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+                    }
+                }
+            }
+            let mut body = serde_json::json!({ "env": vars });
+            if let Some(c) = command {
+                body["command"] = c.into();
+            }
+            if let Some(s) = strategy {
+                body["strategy"] = s.into();
+            }
+            let _: serde_json::Value =
+                client.send(http::Method::POST, &format!("/api/v1/services/{service}/deploy"), &body).await?;
+            if no_wait {
+                println!("{service}: deploy started; follow it with `ebb status` or `ebb events --follow`");
+                return Ok(ExitCode::SUCCESS);
+            }
+            follow_deploy(&client, &service).await
+        }
+        Command::Rollback { service } => {
+            let _: serde_json::Value = client
+                .send(http::Method::POST, &format!("/api/v1/services/{service}/rollback"), &serde_json::json!({}))
+                .await?;
+            follow_deploy(&client, &service).await
+        }
+        Command::Protect { replica, off } => {
+            let outcome: serde_json::Value = client
+                .send(
+                    http::Method::POST,
+                    &format!("/api/v1/replicas/{replica}/protect"),
+                    &serde_json::json!({ "protected": !off }),
+                )
+                .await?;
+            println!("{replica}: {}", outcome["message"].as_str().unwrap_or("done"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Interrupt { replica, notice } => {
+            let outcome: serde_json::Value = client
+                .send(
+                    http::Method::POST,
+                    &format!("/api/v1/replicas/{replica}/interrupt"),
+                    &serde_json::json!({ "notice_s": notice.as_secs() }),
+                )
+                .await?;
+            println!("{replica}: {}", outcome["message"].as_str().unwrap_or("done"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { .. } | Command::Logs { .. } | Command::DemoApp(_) | Command::Proxy(_) | Command::Load(_) | Command::Simulate(_) => unreachable!("handled above"),
+    }
+}
+
+/// Waits for the service's deploy to finish, printing each new progress
+/// line; exit 0 when it succeeded, 1 when it rolled back.
+async fn follow_deploy(client: &AdminClient, service: &str) -> anyhow::Result<ExitCode> {
+    let mut last = String::new();
+    loop {
+        let status: crate::status::ServiceStatus = client.get(&format!("/api/v1/services/{service}")).await?;
+        let current = status.deploy.as_ref().or(status.last_deploy.as_ref());
+        if let Some(deploy) = current {
+            if deploy.progress != last {
+                println!("{service}: {}", deploy.progress);
+                last = deploy.progress.clone();
+            }
+        }
+        if status.deploy.is_none() {
+            return Ok(match status.last_deploy {
+                Some(d) if d.rollback_reason.is_some() || d.phase == "rolled_back" => {
+                    eprintln!(
+                        "{service}: rolled back to v{}: {}",
+                        status.version,
+                        d.rollback_reason.unwrap_or_else(|| "see `ebb events`".into())
+                    );
+                    ExitCode::FAILURE
+                }
+                _ => {
+                    println!("{service}: now on v{}", status.version);
+                    ExitCode::SUCCESS
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -32,6 +32,16 @@ pub enum EventKind {
     /// Left the rotation and is finishing its in-flight requests.
     ReplicaDraining,
     ReplicaStopped,
+    ReplicaProtected,
+    ReplicaUnprotected,
+    /// Received an interruption notice (`ebb interrupt`, chaos).
+    ReplicaInterrupted,
+    DeployStarted,
+    /// A step of a running deploy (launch, traffic switch, wait), with why.
+    DeployStep,
+    DeployRollingBack,
+    DeploySucceeded,
+    DeployRolledBack,
     /// Starts are being delayed because replicas keep failing.
     Backoff,
     FleetStarting,
@@ -49,7 +59,15 @@ impl EventKind {
             EventKind::ReplicaExited => "replica_exited",
             EventKind::ReplicaDraining => "replica_draining",
             EventKind::ReplicaStopped => "replica_stopped",
+            EventKind::ReplicaProtected => "replica_protected",
+            EventKind::ReplicaUnprotected => "replica_unprotected",
+            EventKind::ReplicaInterrupted => "replica_interrupted",
             EventKind::Backoff => "backoff",
+            EventKind::DeployStarted => "deploy_started",
+            EventKind::DeployStep => "deploy_step",
+            EventKind::DeployRollingBack => "deploy_rolling_back",
+            EventKind::DeploySucceeded => "deploy_succeeded",
+            EventKind::DeployRolledBack => "deploy_rolled_back",
             EventKind::FleetStarting => "fleet_starting",
             EventKind::FleetStopping => "fleet_stopping",
         }

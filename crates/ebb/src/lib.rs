@@ -24,5 +24,6 @@ pub mod events;
 pub mod load;
 pub mod metrics;
 pub mod proxy;
+pub mod simulate;
 pub mod status;
 pub mod up;

@@ -27,7 +27,29 @@ pub struct ServiceStatus {
     /// tolerance band, max reached, lack of data) or crash-loop backoff.
     #[serde(default)]
     pub holding: Option<String>,
+    /// The running deploy, if any.
+    #[serde(default)]
+    pub deploy: Option<DeployStatus>,
+    /// The last deploy that finished (succeeded or rolled back).
+    #[serde(default)]
+    pub last_deploy: Option<DeployStatus>,
     pub replicas: Vec<ReplicaStatus>,
+}
+
+/// A deploy's progress, as `ebb deploy` prints it while it waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeployStatus {
+    pub from_version: u64,
+    pub to_version: u64,
+    /// `rolling` or `blue-green`.
+    pub strategy: String,
+    /// `rolling`, `starting`, `baking`, `rolling_back`, `succeeded`, `rolled_back`, ...
+    pub phase: String,
+    /// One line, e.g. `rolling v1 -> v2, rolling: 2/4 new healthy, 1 old draining`.
+    pub progress: String,
+    pub finished: bool,
+    /// Why it rolled back (or is rolling back).
+    pub rollback_reason: Option<String>,
 }
 
 /// Lifecycle state of one replica.
@@ -76,6 +98,9 @@ pub struct ReplicaStatus {
     pub cpu: Option<f64>,
     /// Resident memory of the replica's processes.
     pub rss_bytes: Option<u64>,
+    /// Scale-in protection: never chosen to leave while set.
+    #[serde(default)]
+    pub protected: bool,
     /// Seconds since the replica was started.
     pub age_s: f64,
 }

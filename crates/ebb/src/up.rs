@@ -41,6 +41,9 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
     let state_dir = config.state_dir.canonicalize().unwrap_or_else(|_| config.state_dir.clone());
 
+    // The admin API's bearer token: created (mode 0600) at first start.
+    let admin_token = Arc::new(admin::AdminToken::load_or_create(&state_dir)?);
+
     // Bind everything before starting anything: a clash is reported with
     // nothing half-started.
     let admin_listener = bind(&config, config.admin.listen, "admin").await?;
@@ -80,6 +83,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
                 proxy,
                 events: events.clone(),
                 state_dir: state_dir.clone(),
+                admin_url: format!("http://{}", config.admin.listen),
             },
             controllers_stop.clone(),
             &controllers,
@@ -94,9 +98,9 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     controllers.close();
 
     let admin_addr = admin_listener.local_addr()?;
-    let admin_state = AdminState { services: Arc::new(services), events, stop_requested: stop_requested.clone() };
+    let admin_state = AdminState { services: Arc::new(services), events, stop_requested: stop_requested.clone(), token: admin_token };
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop.clone()));
-    println!("ebb: admin API on http://{admin_addr}; state in {}", state_dir.display());
+    println!("ebb: admin API and dashboard on http://{admin_addr}/; state in {}", state_dir.display());
     println!("ebb: `ebb status` shows the fleet, `ebb down` (or Ctrl-C) drains and stops it");
 
     wait_for_stop(&stop_requested).await;

@@ -21,7 +21,9 @@
 //!
 //! `[service.NAME.scaling]` has its raw tables and checks in `raw/scaling.rs`
 //! (a child module, so it shares [`Check`]); the types it produces live in
-//! `crate::scaling`, next to the code that uses them.
+//! `crate::scaling`, next to the code that uses them. The lifecycle tables
+//! (`kind`, `[service.NAME.deploy]`, `metric_source`, `chaos`) are in
+//! `raw/lifecycle.rs` the same way; `DeployConfig` lives in `crate::deploy`.
 //!
 //! **Adding a key:** add an `Option<Spanned<T>>` field to its `Raw*` struct
 //! (until then `deny_unknown_fields` rejects it), a plain field to the public
@@ -34,7 +36,7 @@
 use super::value::{Addr, Balance, Command, Dur, EnvTable, Int, IpList, Number};
 use super::{
     AdminConfig, CommandSpec, Config, ConfigError, HealthConfig, ProxyConfig, ReplicaBounds, ServiceConfig,
-    StatusMatcher,
+    ServiceKind, StatusMatcher,
 };
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -48,7 +50,7 @@ use std::time::Duration;
 
 pub(super) fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(source).map_err(|e| toml_error(path, source, &e))?;
-    let mut check = Check { file: path, source, problems: Vec::new() };
+    let mut check = Check { file: path, source, problems: Vec::new(), facts: Facts::default() };
     let config = check.config(raw)?;
     check.finish(config)
 }
@@ -101,6 +103,7 @@ impl<'de> Deserialize<'de> for Services {
 #[serde(deny_unknown_fields, expecting = "a service table like [service.web]")]
 struct RawService {
     command: Option<Spanned<Command>>,
+    kind: Option<Spanned<String>>,
     listen: Option<Spanned<Addr>>,
     replicas: Option<RawReplicas>,
     cpu: Option<Spanned<Number>>,
@@ -111,6 +114,9 @@ struct RawService {
     health: Option<RawHealth>,
     proxy: Option<RawProxy>,
     scaling: Option<scaling::RawScaling>,
+    deploy: Option<lifecycle::RawDeploy>,
+    metric_source: Option<lifecycle::RawMetricSource>,
+    chaos: Option<lifecycle::RawChaos>,
 }
 
 #[derive(Deserialize, Default)]
@@ -144,6 +150,7 @@ struct RawProxy {
     trusted_proxies: Option<IpList>,
 }
 
+mod lifecycle;
 mod scaling;
 
 // ---------------------------------------------------------------------------
@@ -165,6 +172,17 @@ struct Check<'a> {
     source: &'a str,
     /// Every problem found; [`Check::finish`] reports the first in the file.
     problems: Vec<(Range<usize>, String)>,
+    /// What the service being checked is, for the checks of its tables.
+    facts: Facts,
+}
+
+/// Facts about the service being checked that its tables' checks need.
+#[derive(Debug, Clone, Default)]
+struct Facts {
+    name: String,
+    kind: ServiceKind,
+    has_metric_source: bool,
+    min_replicas: u32,
 }
 
 impl Check<'_> {
@@ -204,7 +222,7 @@ impl Check<'_> {
         for (name, raw) in raw.service.0 {
             let listen_span = raw.listen.as_ref().map(|l| l.span());
             let service = self.service(&name, raw);
-            if let Some(span) = listen_span {
+            if let Some(span) = listen_span.filter(|_| service.kind.has_balancer()) {
                 listeners.push(Listener {
                     addr: service.listen,
                     span: Some(span),
@@ -251,6 +269,8 @@ impl Check<'_> {
 
     fn service(&mut self, name: &Spanned<String>, raw: RawService) -> ServiceConfig {
         self.service_name(name);
+        let known_kind = self.kind(raw.kind.as_ref());
+        let kind = known_kind.unwrap_or_default();
         let command = match raw.command {
             Some(command) => self.command(command),
             None => {
@@ -265,7 +285,20 @@ impl Check<'_> {
             }
         };
         let listen = match raw.listen {
+            Some(listen) if !kind.has_balancer() => {
+                self.problem(
+                    listen.span(),
+                    format!(
+                        r#"service `{}` is a worker: it has no load balancer, so no listen address; remove listen, or make it kind = "web""#,
+                        name.get_ref()
+                    ),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
             Some(listen) => listen.into_inner().0,
+            // A worker has no balancer; nothing binds this. With an unknown
+            // kind, that error is the one to fix first.
+            None if !kind.has_balancer() || known_kind.is_none() => SocketAddr::from(([127, 0, 0, 1], 0)),
             None => {
                 self.problem(
                     name.span(),
@@ -278,8 +311,29 @@ impl Check<'_> {
             }
         };
         let replicas = self.replicas(raw.replicas.unwrap_or_default());
+        if !kind.has_balancer() {
+            let kind_span = raw.kind.as_ref().map(|k| k.span());
+            let what = [(raw.balance.is_some(), "balance"), (raw.proxy.is_some(), "a [proxy] table")];
+            for (_, key) in what.iter().filter(|(written, _)| *written) {
+                self.worker_cannot_have(name, kind_span.clone(), key);
+            }
+        }
+        let health_spans = raw
+            .health
+            .as_ref()
+            .map(|h| [h.interval.as_ref().map(|i| i.span()), h.healthy_threshold.as_ref().map(|t| t.span())]);
+        self.facts = Facts {
+            name: name.get_ref().clone(),
+            kind,
+            has_metric_source: raw.metric_source.is_some(),
+            min_replicas: replicas.min,
+        };
+        let metric_source = raw.metric_source.map(|m| self.metric_source(name, m));
+        let health = self.health(raw.health.unwrap_or_default());
+        let deploy = self.deploy(raw.deploy.unwrap_or_default(), &health, health_spans.unwrap_or_default());
         ServiceConfig {
             name: name.get_ref().clone(),
+            kind,
             command,
             listen,
             replicas,
@@ -287,10 +341,13 @@ impl Check<'_> {
             env: self.env(raw.env.unwrap_or_default()),
             stop_timeout: duration(raw.stop_timeout, ServiceConfig::DEFAULT_STOP_TIMEOUT),
             drain_timeout: duration(raw.drain_timeout, ServiceConfig::DEFAULT_DRAIN_TIMEOUT),
-            health: self.health(raw.health.unwrap_or_default()),
+            health,
             balance: raw.balance.map(|b| b.0).unwrap_or_default(),
             proxy: self.proxy(raw.proxy.unwrap_or_default()),
             scaling: self.scaling(name, raw.scaling, replicas),
+            deploy,
+            metric_source,
+            chaos: raw.chaos.map(|c| self.chaos(name, c)),
         }
     }
 

@@ -36,16 +36,21 @@ pub enum Metric {
     P99Latency,
     /// How long requests waited at the balancer for a replica, in ms.
     QueueTime,
+    /// An external number (`[service.NAME.metric_source]`, e.g. a queue's
+    /// length) divided by the replicas in service (AWS's backlog per
+    /// instance).
+    ItemsPerReplica,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 7] = [
         Metric::Cpu,
         Metric::RequestsPerReplica,
         Metric::ConcurrencyPerReplica,
         Metric::P95Latency,
         Metric::P99Latency,
         Metric::QueueTime,
+        Metric::ItemsPerReplica,
     ];
 
     /// The name used in `ebb.toml`, events and status.
@@ -57,6 +62,7 @@ impl Metric {
             Metric::P95Latency => "p95_latency",
             Metric::P99Latency => "p99_latency",
             Metric::QueueTime => "queue_time",
+            Metric::ItemsPerReplica => "items_per_replica",
         }
     }
 
@@ -88,6 +94,7 @@ impl Metric {
             Metric::RequestsPerReplica => " req/s",
             Metric::ConcurrencyPerReplica => " in flight",
             Metric::P95Latency | Metric::P99Latency | Metric::QueueTime => " ms",
+            Metric::ItemsPerReplica => " items/replica",
         }
     }
 
@@ -189,16 +196,6 @@ impl ReplicaSample {
     pub fn is_warm(&self, at: Time, warmup: Duration) -> bool {
         self.in_service_since.is_some_and(|since| at.saturating_sub(since) >= warmup && since <= at)
     }
-
-    fn value(&self, metric: Metric) -> Option<f64> {
-        match metric {
-            Metric::Cpu => self.cpu_percent,
-            Metric::RequestsPerReplica => self.requests_per_s,
-            Metric::ConcurrencyPerReplica => self.in_flight,
-            _ => None,
-        }
-        .filter(|v| v.is_finite())
-    }
 }
 
 /// One second of a service: every replica that exists (starting or in
@@ -219,6 +216,10 @@ pub struct ServiceSample {
     pub p99_ms: Option<f64>,
     /// Mean time requests waited for a replica, in ms (same rule as above).
     pub queue_time_ms: Option<f64>,
+    /// The latest reading of the service's metric source (a queue length),
+    /// for `items_per_replica`; `None` when there is no source or the
+    /// reading failed.
+    pub external: Option<f64>,
 }
 
 impl ServiceSample {
@@ -227,7 +228,19 @@ impl ServiceSample {
         Self { at, ..Default::default() }
     }
 
+    /// `external` divided by the replicas in service at `at`; `None`
+    /// without a reading (never zero: missing is not idle) or with no
+    /// replica in service.
+    pub fn items_per_replica(&self) -> Option<f64> {
+        let external = self.external.filter(|v| v.is_finite() && *v >= 0.0)?;
+        let in_service = self.replicas.iter().filter(|r| r.in_service_since.is_some_and(|s| s <= self.at)).count();
+        (in_service > 0).then(|| external / in_service as f64)
+    }
+
     fn service_value(&self, metric: Metric) -> Option<f64> {
+        if metric == Metric::ItemsPerReplica {
+            return self.items_per_replica();
+        }
         let value = match metric {
             Metric::P95Latency => self.p95_ms,
             Metric::P99Latency => self.p99_ms,
@@ -244,7 +257,61 @@ impl ServiceSample {
 #[derive(Debug, Clone)]
 struct Point {
     at: Time,
-    values: [Vec<f64>; 6],
+    values: [Datapoints; 7],
+}
+
+/// One metric's datapoints in one sample, in replica order, run-length
+/// encoded (replicas reporting the same number, as the simulator's do,
+/// take one entry), with their count, sum, min and max. Window averages
+/// then cost one step per sample, not one per datapoint: a 10,000-replica
+/// fleet is as cheap to decide on as a small one.
+/// [`MetricHistory::datapoints`] expands the runs back.
+#[derive(Debug, Clone, Default)]
+struct Datapoints {
+    runs: Vec<(f64, u32)>,
+    count: u32,
+    /// `Σ value × repeat` over the runs, in order (for distinct values,
+    /// the plain sum in replica order).
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Datapoints {
+    /// Adds a value; [`finish`](Self::finish) once all are in.
+    #[inline]
+    fn push(&mut self, v: f64) {
+        if let Some((last, n)) = self.runs.last_mut() {
+            if last.to_bits() == v.to_bits() {
+                *n += 1;
+                return;
+            }
+        }
+        self.runs.push((v, 1));
+    }
+
+    #[inline]
+    fn push_finite(&mut self, v: Option<f64>) {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            self.push(v);
+        }
+    }
+
+    /// Counts, sums and bounds the runs.
+    fn finish(&mut self) {
+        let (mut count, mut sum, mut min, mut max) = (0, 0.0, f64::INFINITY, f64::NEG_INFINITY);
+        for &(v, n) in &self.runs {
+            count += n;
+            sum += if n == 1 { v } else { v * f64::from(n) };
+            min = min.min(v);
+            max = max.max(v);
+        }
+        (self.count, self.sum, self.min, self.max) = (count, sum, min, max);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = f64> + '_ {
+        self.runs.iter().flat_map(|&(v, n)| std::iter::repeat_n(v, n as usize))
+    }
 }
 
 /// How many warm replicas in the latest sample report a metric.
@@ -312,6 +379,9 @@ pub struct MetricHistory {
     first_at: Option<Time>,
     points: VecDeque<Point>,
     latest: Option<ServiceSample>,
+    /// Who reports each metric in `latest` (by [`Metric::slot`]), counted
+    /// when it was pushed.
+    latest_reporting: [Reporting; 7],
 }
 
 impl MetricHistory {
@@ -320,7 +390,14 @@ impl MetricHistory {
     const MAX_SAMPLES_PER_SECOND: u64 = 20;
 
     pub fn new(keep: Duration, warmup: Duration) -> Self {
-        Self { keep, warmup, first_at: None, points: VecDeque::new(), latest: None }
+        Self {
+            keep,
+            warmup,
+            first_at: None,
+            points: VecDeque::new(),
+            latest: None,
+            latest_reporting: [Reporting::default(); 7],
+        }
     }
 
     /// How far back samples are kept.
@@ -335,17 +412,43 @@ impl MetricHistory {
             return;
         }
         let at = sample.at;
-        let mut values: [Vec<f64>; 6] = Default::default();
+        let mut values: [Datapoints; 7] = Default::default();
+        // One pass over the replicas for every metric: this is the only
+        // per-replica work a decision costs. Warm: in service since at or
+        // before `at - warmup` (see `ReplicaSample::is_warm`).
+        let cutoff = at.checked_sub(self.warmup);
+        let mut warm = 0;
+        {
+            let [cpu, requests, in_flight, ..] = &mut values;
+            for replica in &sample.replicas {
+                if !replica.in_service_since.is_some_and(|since| cutoff.is_some_and(|c| since <= c)) {
+                    continue;
+                }
+                warm += 1;
+                cpu.push_finite(replica.cpu_percent);
+                requests.push_finite(replica.requests_per_s);
+                in_flight.push_finite(replica.in_flight);
+            }
+        }
+        let warming = sample.replicas.len() as u32 - warm;
+        let mut reporting = [Reporting::default(); 7];
         for metric in Metric::ALL {
-            values[metric.slot()] = if metric.is_per_replica() {
-                sample.replicas.iter().filter(|r| r.is_warm(at, self.warmup)).filter_map(|r| r.value(metric)).collect()
+            let d = &mut values[metric.slot()];
+            if !metric.is_per_replica() {
+                d.push_finite(sample.service_value(metric));
+            }
+            d.finish();
+            reporting[metric.slot()] = if metric.is_per_replica() {
+                Reporting { reporting: d.count, not_reporting: warm - d.count, warming }
             } else {
-                sample.service_value(metric).into_iter().collect()
+                // The balancer measures for every warm replica.
+                Reporting { reporting: warm, not_reporting: 0, warming }
             };
         }
         self.first_at.get_or_insert(at);
         self.points.push_back(Point { at, values });
         self.latest = Some(sample);
+        self.latest_reporting = reporting;
         let cap = (self.keep.as_secs() + 2) * Self::MAX_SAMPLES_PER_SECOND;
         while self.points.front().is_some_and(|p| at.saturating_sub(p.at) > self.keep) || self.points.len() as u64 > cap
         {
@@ -363,13 +466,47 @@ impl MetricHistory {
         self.first_at
     }
 
+    /// The samples with `after < at <= until`, oldest first.
+    fn between(&self, after: Time, until: Time) -> impl Iterator<Item = &Point> + '_ {
+        let start = self.points.partition_point(|p| p.at <= after);
+        let end = self.points.partition_point(|p| p.at <= until).max(start);
+        self.points.range(start..end)
+    }
+
     /// Datapoints of `metric` from samples with `after < at <= until`.
     pub fn datapoints(&self, metric: Metric, after: Time, until: Time) -> Vec<f64> {
-        self.points
-            .iter()
-            .filter(|p| p.at > after && p.at <= until)
-            .flat_map(|p| p.values[metric.slot()].iter().copied())
-            .collect()
+        self.between(after, until).flat_map(|p| p.values[metric.slot()].iter()).collect()
+    }
+
+    /// The statistic of `metric` over the datapoints of samples with
+    /// `after < at <= until`, from each sample's running count, sum, min
+    /// and max (percentiles sort the runs); `None` without datapoints.
+    fn statistic_between(&self, metric: Metric, statistic: Statistic, after: Time, until: Time) -> Option<(f64, usize)> {
+        let slot = metric.slot();
+        let points = || self.between(after, until).map(|p| &p.values[slot]).filter(|d| d.count > 0);
+        let count: usize = points().map(|d| d.count as usize).sum();
+        if count == 0 {
+            return None;
+        }
+        let value = match statistic {
+            Statistic::Average => points().map(|d| d.sum).sum::<f64>() / count as f64,
+            Statistic::Sum => points().map(|d| d.sum).sum(),
+            Statistic::Minimum => points().map(|d| d.min).fold(f64::INFINITY, f64::min),
+            Statistic::Maximum => points().map(|d| d.max).fold(f64::NEG_INFINITY, f64::max),
+            Statistic::Percentile(p) => {
+                // Nearest rank, as `Statistic::apply`, over sorted runs.
+                let mut runs: Vec<(f64, u32)> = points().flat_map(|d| d.runs.iter().copied()).collect();
+                runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let rank = ((p / 100.0) * count as f64).ceil() as usize;
+                let rank = rank.clamp(1, count);
+                let mut seen = 0usize;
+                runs.iter().find(|&&(_, n)| {
+                    seen += n as usize;
+                    seen >= rank
+                })?.0
+            }
+        };
+        Some((value, count))
     }
 
     /// The statistic of `metric` over the period `(end - period, end]`, or
@@ -380,23 +517,15 @@ impl MetricHistory {
         if self.first_at.is_none_or(|first| start < first) {
             return None;
         }
-        statistic.apply(&mut self.datapoints(metric, start, end))
+        self.statistic_between(metric, statistic, start, end).map(|(v, _)| v)
     }
 
     /// Who reports `metric` in the latest sample at or before `now`.
     pub fn reporting(&self, metric: Metric, now: Time) -> Reporting {
-        let Some(latest) = self.latest.as_ref().filter(|l| l.at <= now) else { return Reporting::default() };
-        let mut r = Reporting::default();
-        for replica in &latest.replicas {
-            if !replica.is_warm(latest.at, self.warmup) {
-                r.warming += 1;
-            } else if !metric.is_per_replica() || replica.value(metric).is_some() {
-                r.reporting += 1;
-            } else {
-                r.not_reporting += 1;
-            }
+        match self.latest.as_ref() {
+            Some(latest) if latest.at <= now => self.latest_reporting[metric.slot()],
+            _ => Reporting::default(),
         }
-        r
     }
 
     /// The average of `metric` over `(now - window, now]` from warm
@@ -404,10 +533,9 @@ impl MetricHistory {
     /// reported in the window (or none reports now).
     pub fn observe(&self, metric: Metric, now: Time, window: Duration) -> Result<Observation, NoData> {
         let replicas = self.reporting(metric, now);
-        let mut points = self.datapoints(metric, now.saturating_sub(window), now);
-        match Statistic::Average.apply(&mut points) {
-            Some(value) if replicas.reporting > 0 => {
-                Ok(Observation { metric, window, value, datapoints: points.len(), replicas })
+        match self.statistic_between(metric, Statistic::Average, now.saturating_sub(window), now) {
+            Some((value, datapoints)) if replicas.reporting > 0 => {
+                Ok(Observation { metric, window, value, datapoints, replicas })
             }
             _ => Err(NoData { metric, window, replicas }),
         }
@@ -552,6 +680,56 @@ mod tests {
         assert_eq!(h.period_value(Metric::Cpu, Statistic::Average, s(45), s(30)), Some(70.0));
         assert_eq!(h.period_value(Metric::Cpu, Statistic::Average, s(15), s(30)), None, "starts before t=1");
         assert_eq!(h.period_value(Metric::Cpu, Statistic::Average, s(31), s(30)), Some(70.0));
+    }
+
+    #[test]
+    fn running_summaries_agree_with_the_datapoints() {
+        // Runs of equal values (the simulator's fleets) and distinct ones
+        // (a live fleet) give what the datapoints themselves give.
+        let mut h = MetricHistory::new(s(60), s(0));
+        for t in 1..=20u64 {
+            let same = (t % 7) as f64 * 10.0;
+            h.push(sample(t, &[Some(same), Some(same), Some(t as f64), None, Some(same)]));
+        }
+        // `push` fills the per-replica metrics by slot.
+        let slots = [Metric::Cpu.slot(), Metric::RequestsPerReplica.slot(), Metric::ConcurrencyPerReplica.slot()];
+        assert_eq!(slots, [0, 1, 2]);
+        assert_eq!(Metric::ALL.into_iter().filter(|m| m.is_per_replica()).count(), 3);
+        for name in ["average", "sum", "min", "max", "p50", "p90", "p1", "p99.9"] {
+            let stat = Statistic::from_name(name).unwrap();
+            for (end, period) in [(20, 10), (15, 5), (20, 19), (11, 1)] {
+                let expected = stat.apply(&mut h.datapoints(Metric::Cpu, s(end - period), s(end)));
+                let got = h.period_value(Metric::Cpu, stat, s(end), s(period));
+                let (e, g) = (expected.unwrap(), got.unwrap());
+                assert!((e - g).abs() <= 1e-9 * e.abs().max(1.0), "{name} over ({}, {end}]: {e} vs {g}", end - period);
+            }
+        }
+        assert_eq!(h.datapoints(Metric::Cpu, s(19), s(20)), vec![60.0, 60.0, 20.0, 60.0]);
+        let o = h.observe(Metric::Cpu, s(20), s(60)).unwrap();
+        assert_eq!((o.datapoints, o.replicas.reporting, o.replicas.not_reporting), (80, 4, 1));
+    }
+
+    #[test]
+    fn items_per_replica_divides_the_external_number_by_the_replicas_in_service() {
+        let mut smp = sample(10, &[Some(50.0), Some(50.0), Some(50.0)]);
+        smp.replicas[2].in_service_since = None; // starting: takes no items yet
+        assert_eq!(smp.items_per_replica(), None, "no reading: missing, not zero");
+        smp.external = Some(120.0);
+        assert_eq!(smp.items_per_replica(), Some(60.0));
+        smp.requests_per_s = Some(0.0); // a worker has no balancer: idle requests say nothing
+        let mut h = MetricHistory::new(s(60), s(0));
+        h.push(smp.clone());
+        let o = h.observe(Metric::ItemsPerReplica, s(10), s(60)).unwrap();
+        assert_eq!((o.value, o.replicas.reporting, o.replicas.warming), (60.0, 2, 1));
+        assert_eq!(Metric::ItemsPerReplica.show(o.value), "60.0 items/replica");
+
+        let mut none = sample(11, &[]);
+        none.external = Some(5.0);
+        assert_eq!(none.items_per_replica(), None, "nobody in service");
+        smp.external = Some(f64::NAN);
+        assert_eq!(smp.items_per_replica(), None);
+        assert_eq!(Metric::from_name("items_per_replica"), Some(Metric::ItemsPerReplica));
+        assert!(!Metric::ItemsPerReplica.is_per_replica());
     }
 
     #[test]

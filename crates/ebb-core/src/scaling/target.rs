@@ -456,6 +456,10 @@ mod tests {
             Case { name: "concurrency per replica", metric: Metric::ConcurrencyPerReplica, value: 2.5, target: 10.0, tolerance: 0.1, replicas: (8, 0, 0), desired: 8, capacity: 8, want: 2, hold: None },
             Case { name: "latency scales the warm count", metric: Metric::P95Latency, value: 340.0, target: 200.0, tolerance: 0.1, replicas: (3, 0, 0), desired: 3, capacity: 3, want: 6, hold: None },
             Case { name: "queue time low", metric: Metric::QueueTime, value: 1.0, target: 50.0, tolerance: 0.1, replicas: (4, 0, 0), desired: 4, capacity: 4, want: 1, hold: None },
+            // 120 queued items over 4 replicas in service = 30 each; at 10 per replica: 12.
+            Case { name: "items per replica", metric: Metric::ItemsPerReplica, value: 30.0, target: 10.0, tolerance: 0.1, replicas: (4, 0, 0), desired: 4, capacity: 4, want: 12, hold: None },
+            Case { name: "items per replica: an empty queue asks for none (min clamps)", metric: Metric::ItemsPerReplica, value: 0.0, target: 10.0, tolerance: 0.1, replicas: (6, 0, 0), desired: 6, capacity: 6, want: 0, hold: None },
+            Case { name: "items per replica: a booting worker counts at target", metric: Metric::ItemsPerReplica, value: 2.0, target: 10.0, tolerance: 0.1, replicas: (3, 0, 1), desired: 4, capacity: 4, want: 2, hold: None },
         ];
         for c in cases {
             let (reporting, not_reporting, warming) = c.replicas;
@@ -481,6 +485,11 @@ mod tests {
         assert_eq!(
             r.reason,
             "target tracking p95_latency: 340.0 ms over the last 1 min with 3 warm replicas vs target 200 ms -> ceil(3 × 340.0 / 200) = 6"
+        );
+        let r = recommend(&obs(Metric::ItemsPerReplica, 30.0, 4, 0, 0), 10.0, 0.1, 4, 4);
+        assert_eq!(
+            r.reason,
+            "target tracking items_per_replica: 30.0 items/replica over the last 1 min with 4 warm replicas vs target 10 items/replica -> ceil(4 × 30.0 / 10) = 12"
         );
     }
 

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ebb_core::config::ServiceConfig;
+use ebb_core::config::{CommandSpec, ServiceConfig};
+use ebb_core::deploy::{Deploy, DeployAction, Outcome, ReplicaPhase, ReplicaView, Strategy};
 use ebb_core::health::{Health, HealthTracker};
 use ebb_core::scaling::{self, Autoscaler, FleetView, ReplicaSample, ScaleInCandidate, ServiceSample};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -29,7 +30,7 @@ use crate::driver::{Driver, ExitReason, ReplicaSpec, RunningReplica};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::metrics::cpu::{self, CpuMeter, GroupUsage};
 use crate::proxy::{Backend, ServiceProxy};
-use crate::status::{ReplicaState, ReplicaStatus, ServiceStatus};
+use crate::status::{DeployStatus, ReplicaState, ReplicaStatus, ServiceStatus};
 
 /// How often the loop wakes without input (backoff expiry, status refresh).
 const TICK: Duration = Duration::from_millis(250);
@@ -44,6 +45,53 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub enum ControlCommand {
     /// Set desired capacity (clamped to the service's bounds).
     SetDesired { desired: u32, reason: String, reply: oneshot::Sender<ScaleOutcome> },
+    /// Set or clear a replica's scale-in protection.
+    Protect { replica: String, protected: bool, reply: oneshot::Sender<Result<ReplicaOutcome, LifecycleError>> },
+    /// A spot-style interruption notice: replace the replica, then let it go
+    /// before `notice` runs out.
+    Interrupt { replica: String, notice: Duration, reply: oneshot::Sender<Result<ReplicaOutcome, LifecycleError>> },
+    /// Roll out a new version of the spec.
+    Deploy { request: DeployRequest, reply: oneshot::Sender<Result<DeployStatus, LifecycleError>> },
+    /// Switch back: abort the running deploy (or its bake time), or deploy
+    /// the previous version again.
+    Rollback { reply: oneshot::Sender<Result<DeployStatus, LifecycleError>> },
+}
+
+/// What a deploy changes; what it does not name stays as it is.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// A new command (run through `sh -c`, as in the config).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Environment variables to set (added to or replacing the current ones).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `rolling` or `blue-green`; the service's configured strategy when absent.
+    #[serde(default)]
+    pub strategy: Option<String>,
+}
+
+/// The result of a protect or interrupt request.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaOutcome {
+    pub service: String,
+    pub replica: String,
+    /// What happened, in words (also recorded as an event).
+    pub message: String,
+}
+
+/// Why a lifecycle request was refused; nothing was changed.
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum LifecycleError {
+    #[error("service {service} has no replica {replica:?}; see `ebb status`")]
+    NoSuchReplica { service: String, replica: String },
+    #[error("replica {replica} of {service} is already leaving ({state}); nothing to do")]
+    Leaving { service: String, replica: String, state: String },
+    #[error("service {service} is shutting down")]
+    ShuttingDown { service: String },
+    #[error("service {service}: {message}")]
+    Refused { service: String, message: String },
 }
 
 /// The result of a scale request.
@@ -65,12 +113,69 @@ pub struct ServiceHandle {
     snapshot: watch::Receiver<Snapshot>,
     /// One point a second for the last 24 h.
     pub history: Arc<history::MetricsHistory>,
+    /// Each live replica's own token (`EBB_REPLICA_TOKEN`): it allows that
+    /// replica to protect itself, nothing else.
+    replica_tokens: ReplicaTokens,
+}
+
+type ReplicaTokens = Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>;
+
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl ServiceHandle {
     /// Current status, with live request counters read from the balancer.
     pub fn status(&self) -> ServiceStatus {
         self.snapshot.borrow().to_status()
+    }
+
+    /// Whether `token` is the per-replica token ebb gave `replica`.
+    pub fn replica_token_is(&self, replica: &str, token: &str) -> bool {
+        let tokens = self.replica_tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens.get(replica).is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+    }
+
+    /// Whether this service currently has a replica with that id.
+    pub fn has_replica(&self, replica: &str) -> bool {
+        self.snapshot.borrow().service.replicas.iter().any(|r| r.id == replica)
+    }
+
+    /// Sets or clears scale-in protection on one of this service's replicas.
+    pub async fn protect(&self, replica: &str, protected: bool) -> Result<ReplicaOutcome, LifecycleError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = ControlCommand::Protect { replica: replica.to_string(), protected, reply };
+        self.ask(cmd, rx).await
+    }
+
+    /// Delivers an interruption notice to one of this service's replicas.
+    pub async fn interrupt(&self, replica: &str, notice: Duration) -> Result<ReplicaOutcome, LifecycleError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = ControlCommand::Interrupt { replica: replica.to_string(), notice, reply };
+        self.ask(cmd, rx).await
+    }
+
+    /// Starts a deploy; returns once it has started (follow it in the status).
+    pub async fn deploy(&self, request: DeployRequest) -> Result<DeployStatus, LifecycleError> {
+        let (reply, rx) = oneshot::channel();
+        self.ask(ControlCommand::Deploy { request, reply }, rx).await
+    }
+
+    /// Rolls back the running deploy, or deploys the previous version again.
+    pub async fn rollback(&self) -> Result<DeployStatus, LifecycleError> {
+        let (reply, rx) = oneshot::channel();
+        self.ask(ControlCommand::Rollback { reply }, rx).await
+    }
+
+    async fn ask<T>(
+        &self,
+        cmd: ControlCommand,
+        rx: oneshot::Receiver<Result<T, LifecycleError>>,
+    ) -> Result<T, LifecycleError> {
+        let gone = || LifecycleError::ShuttingDown { service: self.name.clone() };
+        self.commands.send(Input::Command(cmd)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// Asks the controller to change desired capacity; `None` if it has stopped.
@@ -89,6 +194,9 @@ pub struct ServiceContext {
     pub proxy: Arc<ServiceProxy>,
     pub events: Arc<EventLog>,
     pub state_dir: PathBuf,
+    /// The admin API's base URL, given to replicas so they can protect
+    /// themselves (`EBB_ADMIN_URL`).
+    pub admin_url: String,
 }
 
 /// Starts the controller task of one service. It runs until `shutdown` is
@@ -104,6 +212,7 @@ pub fn spawn_service(ctx: ServiceContext, shutdown: CancellationToken, tracker: 
         commands: tx.clone(),
         snapshot: snapshot_rx.clone(),
         history: controller.history.clone(),
+        replica_tokens: controller.replica_tokens.clone(),
     };
     tracker.spawn(sample_usage(snapshot_rx.clone(), tx.clone(), shutdown.clone()));
     tracker.spawn(controller.run(rx, snapshot_tx, shutdown));
@@ -163,6 +272,10 @@ struct Replica {
     watchers: CancellationToken,
     /// ebb asked it to stop: its exit is expected, not a failure.
     stopping: bool,
+    /// Scale-in protection: never chosen to leave while set.
+    protected: bool,
+    /// An interruption notice: replaced, then retired by this time at the latest.
+    interrupt_deadline: Option<Instant>,
     /// Reached in service at least once (for crash-loop accounting).
     ever_in_service: bool,
 }
@@ -170,6 +283,12 @@ struct Replica {
 impl Replica {
     fn is_active(&self) -> bool {
         matches!(self.state, ReplicaState::Starting | ReplicaState::InService)
+    }
+
+    /// Counts toward desired capacity: starting or in service, not leaving,
+    /// and not under an interruption notice (its replacement counts instead).
+    fn is_capacity(&self) -> bool {
+        self.is_active() && !self.stopping && self.interrupt_deadline.is_none()
     }
 
     fn routable(&self) -> bool {
@@ -226,11 +345,30 @@ struct ServiceController {
     /// Service-wide `requests` total at the last sample.
     service_requests_at_last_sample: u64,
     history: Arc<history::MetricsHistory>,
+    replica_tokens: ReplicaTokens,
+    admin_url: String,
+    /// The spec of every version this run has known (v1 = the config's).
+    specs: BTreeMap<u64, VersionSpec>,
+    /// The running deploy; while set, it alone launches and retires.
+    deploy: Option<Deploy>,
+    last_deploy: Option<DeployStatus>,
+    /// Blue-green: only this version is routable.
+    routes_only: Option<u64>,
+    /// Last `Wait` reason recorded, so a wait is an event once.
+    deploy_wait: Option<String>,
+}
+
+/// What a version runs.
+#[derive(Debug, Clone, PartialEq)]
+struct VersionSpec {
+    command: CommandSpec,
+    env: BTreeMap<String, String>,
 }
 
 impl ServiceController {
     fn new(ctx: ServiceContext, inbox: mpsc::UnboundedSender<Input>) -> Self {
         let ctx_scaling = ctx.config.scaling.clone();
+        let first_spec = VersionSpec { command: ctx.config.command.clone(), env: ctx.config.env.clone() };
         let bounds = ctx.config.replicas;
         Self {
             name: ctx.config.name.clone(),
@@ -253,6 +391,13 @@ impl ServiceController {
             cpu_meter: CpuMeter::default(),
             service_requests_at_last_sample: 0,
             history: Arc::default(),
+            replica_tokens: Arc::default(),
+            admin_url: ctx.admin_url,
+            specs: BTreeMap::from([(1, first_spec)]),
+            deploy: None,
+            last_deploy: None,
+            routes_only: None,
+            deploy_wait: None,
         }
     }
 
@@ -321,7 +466,7 @@ impl ServiceController {
                     }
                     self.retire(&replica, "ebb is shutting down");
                 }
-                Input::Started { replica, result: Err(_) } => self.replicas.retain(|r| r.id != replica),
+                Input::Started { replica, result: Err(_) } => self.forget(&replica),
                 Input::Stopped { .. } => self.handle(input),
                 Input::Command(ControlCommand::SetDesired { reply, .. }) => {
                     let _ = reply.send(ScaleOutcome {
@@ -330,6 +475,12 @@ impl ServiceController {
                         to: 0,
                         clamped: Some("ebb is shutting down".into()),
                     });
+                }
+                Input::Command(ControlCommand::Protect { reply, .. } | ControlCommand::Interrupt { reply, .. }) => {
+                    let _ = reply.send(Err(LifecycleError::ShuttingDown { service: self.name.clone() }));
+                }
+                Input::Command(ControlCommand::Deploy { reply, .. } | ControlCommand::Rollback { reply }) => {
+                    let _ = reply.send(Err(LifecycleError::ShuttingDown { service: self.name.clone() }));
                 }
                 Input::Probe { .. } | Input::Exited { .. } | Input::Usage { .. } => {}
             }
@@ -343,6 +494,12 @@ impl ServiceController {
         self.events.record(event);
     }
 
+    /// Drops a replica that is gone for good, and its token.
+    fn forget(&mut self, id: &str) {
+        self.replicas.retain(|r| r.id != id);
+        self.replica_tokens.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
     fn replica_mut(&mut self, id: &str) -> Option<&mut Replica> {
         self.replicas.iter_mut().find(|r| r.id == id)
     }
@@ -352,6 +509,18 @@ impl ServiceController {
             Input::Command(ControlCommand::SetDesired { desired, reason, reply }) => {
                 let outcome = self.set_desired(desired, &reason);
                 let _ = reply.send(outcome);
+            }
+            Input::Command(ControlCommand::Protect { replica, protected, reply }) => {
+                let _ = reply.send(self.protect(&replica, protected));
+            }
+            Input::Command(ControlCommand::Interrupt { replica, notice, reply }) => {
+                let _ = reply.send(self.interrupt(&replica, notice));
+            }
+            Input::Command(ControlCommand::Deploy { request, reply }) => {
+                let _ = reply.send(self.start_deploy(request));
+            }
+            Input::Command(ControlCommand::Rollback { reply }) => {
+                let _ = reply.send(self.rollback());
             }
             Input::Started { replica, result } => self.on_started(&replica, result),
             Input::Probe { replica, outcome } => self.on_probe(&replica, outcome),
@@ -365,7 +534,7 @@ impl ServiceController {
                 if let Some(r) = self.replica_mut(&replica) {
                     r.watchers.cancel();
                 }
-                self.replicas.retain(|r| r.id != replica);
+                self.forget(&replica);
                 self.record(NewEvent::new(&self.name, EventKind::ReplicaStopped, format!("replica stopped ({detail})")).replica(&replica));
             }
         }
@@ -385,6 +554,230 @@ impl ServiceController {
         }
         self.desired = change.to;
         ScaleOutcome { service: self.name.clone(), from, to: change.to, clamped }
+    }
+
+    /// A replica by id that is still active (not leaving), or why not.
+    fn active_replica_mut(&mut self, id: &str) -> Result<&mut Replica, LifecycleError> {
+        let service = self.name.clone();
+        let r = self
+            .replicas
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| LifecycleError::NoSuchReplica { service: service.clone(), replica: id.to_string() })?;
+        if !r.is_active() || r.stopping {
+            let state = if r.stopping { "draining".to_string() } else { r.state.as_str().to_string() };
+            return Err(LifecycleError::Leaving { service, replica: id.to_string(), state });
+        }
+        Ok(r)
+    }
+
+    fn protect(&mut self, id: &str, protected: bool) -> Result<ReplicaOutcome, LifecycleError> {
+        let r = self.active_replica_mut(id)?;
+        let was = std::mem::replace(&mut r.protected, protected);
+        let message = match (was, protected) {
+            (false, true) => "scale-in protection on: never chosen to leave until released",
+            (true, false) => "scale-in protection off: may leave on scale-in again",
+            (true, true) => "already protected",
+            (false, false) => "already unprotected",
+        };
+        if was != protected {
+            let kind = if protected { EventKind::ReplicaProtected } else { EventKind::ReplicaUnprotected };
+            self.record(NewEvent::new(&self.name, kind, message).replica(id));
+        }
+        Ok(ReplicaOutcome { service: self.name.clone(), replica: id.to_string(), message: message.to_string() })
+    }
+
+    fn interrupt(&mut self, id: &str, notice: Duration) -> Result<ReplicaOutcome, LifecycleError> {
+        // Leave early enough to drain and stop before the notice runs out.
+        let leave_after = notice.saturating_sub(self.config.drain_timeout + self.config.stop_timeout);
+        let r = self.active_replica_mut(id)?;
+        if r.interrupt_deadline.is_some() {
+            return Err(LifecycleError::Leaving {
+                service: self.name.clone(),
+                replica: id.to_string(),
+                state: "already interrupted".into(),
+            });
+        }
+        r.interrupt_deadline = Some(Instant::now() + leave_after);
+        let message = format!(
+            "interruption notice ({}): starting a replacement; this replica leaves once it is in service, or in {} at the latest",
+            humantime::format_duration(notice),
+            humantime::format_duration(leave_after)
+        );
+        self.record(NewEvent::new(&self.name, EventKind::ReplicaInterrupted, message.clone()).replica(id));
+        Ok(ReplicaOutcome { service: self.name.clone(), replica: id.to_string(), message })
+    }
+
+    fn refused(&self, message: impl Into<String>) -> LifecycleError {
+        LifecycleError::Refused { service: self.name.clone(), message: message.into() }
+    }
+
+    fn start_deploy(&mut self, request: DeployRequest) -> Result<DeployStatus, LifecycleError> {
+        if let Some(deploy) = &self.deploy {
+            return Err(self.refused(format!(
+                "a deploy is already running (v{} -> v{}); wait for it or `ebb rollback {}`",
+                deploy.from_version(),
+                deploy.to_version(),
+                self.name
+            )));
+        }
+        let config = match request.strategy.as_deref() {
+            None => self.config.deploy.clone(),
+            Some(name) => match Strategy::from_name(name) {
+                Some(strategy) => self.config.deploy.clone().with_strategy(strategy),
+                None => return Err(self.refused(format!("unknown strategy {name:?}; use rolling or blue-green"))),
+            },
+        };
+        let current = self.specs[&self.version].clone();
+        let mut next = current.clone();
+        if let Some(command) = request.command {
+            if command.trim().is_empty() {
+                return Err(self.refused("the new command is empty"));
+            }
+            next.command = CommandSpec::Shell(command);
+        }
+        for (key, value) in request.env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+                return Err(self.refused(format!("env {key:?} is not a valid variable; write NAME=value")));
+            }
+            if key == "PORT" || key.starts_with("EBB_") {
+                return Err(self.refused(format!("env {key} is set by ebb for each replica; use another name")));
+            }
+            next.env.insert(key, value);
+        }
+        if next == current {
+            return Err(self.refused(format!(
+                "nothing to deploy: v{} already runs this command and environment; pass --command or --env",
+                self.version
+            )));
+        }
+        let from = self.version;
+        let to = self.specs.keys().next_back().copied().unwrap_or(from) + 1;
+        self.specs.insert(to, next);
+        let deploy = Deploy::start(&config, from, to, self.now());
+        self.record(NewEvent::new(
+            &self.name,
+            EventKind::DeployStarted,
+            format!("deploy v{from} -> v{to} ({}) started", config.strategy.as_str()),
+        ));
+        self.deploy = Some(deploy);
+        self.deploy_wait = None;
+        self.step_deploy();
+        Ok(self.deploy_status().expect("deploy just started"))
+    }
+
+    fn rollback(&mut self) -> Result<DeployStatus, LifecycleError> {
+        let now = self.now();
+        if let Some(deploy) = &mut self.deploy {
+            deploy.rollback(now, "ebb rollback").map_err(|e| LifecycleError::Refused {
+                service: self.name.clone(),
+                message: e.message,
+            })?;
+            self.record(NewEvent::new(&self.name, EventKind::DeployRollingBack, "rolling back: ebb rollback"));
+            self.step_deploy();
+            return Ok(self.deploy_status().or_else(|| self.last_deploy.clone()).expect("a deploy ran"));
+        }
+        // No deploy running: deploy the version before this one again.
+        let Some(previous) = self.specs.range(..self.version).next_back().map(|(v, spec)| (*v, spec.clone())) else {
+            return Err(self.refused(format!("nothing to roll back to: v{} is the only version", self.version)));
+        };
+        let from = self.version;
+        let to = self.specs.keys().next_back().copied().unwrap_or(from) + 1;
+        self.specs.insert(to, previous.1);
+        let deploy = Deploy::start(&self.config.deploy, from, to, self.now());
+        self.record(NewEvent::new(
+            &self.name,
+            EventKind::DeployStarted,
+            format!("rollback: deploy v{from} -> v{to} with the spec of v{}", previous.0),
+        ));
+        self.deploy = Some(deploy);
+        self.deploy_wait = None;
+        self.step_deploy();
+        Ok(self.deploy_status().or_else(|| self.last_deploy.clone()).expect("a deploy ran"))
+    }
+
+    fn deploy_views(&self) -> Vec<ReplicaView> {
+        let origin = self.origin;
+        self.replicas
+            .iter()
+            .map(|r| {
+                let state = match r.state {
+                    ReplicaState::Failed => ReplicaPhase::Failed,
+                    _ if r.stopping || r.interrupt_deadline.is_some() => ReplicaPhase::Leaving,
+                    ReplicaState::Starting => ReplicaPhase::Starting,
+                    ReplicaState::InService => ReplicaPhase::InService,
+                    ReplicaState::Draining | ReplicaState::Stopped => ReplicaPhase::Leaving,
+                };
+                let mut view = ReplicaView::new(&r.id, r.version, state, r.started_at.saturating_duration_since(origin));
+                view.protected = r.protected;
+                view
+            })
+            .collect()
+    }
+
+    fn deploy_status(&self) -> Option<DeployStatus> {
+        let deploy = self.deploy.as_ref()?;
+        Some(Self::describe_deploy(deploy, &self.deploy_views()))
+    }
+
+    fn describe_deploy(deploy: &Deploy, views: &[ReplicaView]) -> DeployStatus {
+        let progress = deploy.progress(views);
+        DeployStatus {
+            from_version: deploy.from_version(),
+            to_version: deploy.to_version(),
+            strategy: deploy.strategy().as_str().to_string(),
+            phase: progress.phase.to_string(),
+            progress: progress.to_string(),
+            finished: deploy.is_finished(),
+            rollback_reason: progress.rollback_reason.clone(),
+        }
+    }
+
+    /// Lets the deploy planner act on the fleet as it is now.
+    fn step_deploy(&mut self) {
+        if self.deploy.is_none() {
+            return;
+        }
+        let views = self.deploy_views();
+        let (now, desired) = (self.now(), self.desired);
+        let Some(deploy) = self.deploy.as_mut() else { return };
+        let actions = deploy.step(now, desired, &views);
+        for action in actions {
+            match action {
+                DeployAction::Launch { version, count, reason } => {
+                    self.record(NewEvent::new(&self.name, EventKind::DeployStep, reason));
+                    for _ in 0..count {
+                        self.launch_version(version);
+                    }
+                }
+                DeployAction::Retire { id, reason } => self.retire(&id, &reason),
+                DeployAction::Route { only_version, reason } => {
+                    self.routes_only = only_version;
+                    self.record(NewEvent::new(&self.name, EventKind::DeployStep, reason));
+                    self.published_routable.clear(); // force a republish with the new filter
+                }
+                DeployAction::Wait { reason, .. } => {
+                    if self.deploy_wait.as_deref() != Some(reason.as_str()) {
+                        self.record(NewEvent::new(&self.name, EventKind::DeployStep, reason.clone()));
+                        self.deploy_wait = Some(reason);
+                    }
+                }
+                DeployAction::Finish { outcome, reason } => {
+                    let deploy = self.deploy.take().expect("finishing a running deploy");
+                    let status = Self::describe_deploy(&deploy, &views);
+                    self.version = deploy.target_version();
+                    self.routes_only = None;
+                    self.published_routable.clear();
+                    let kind = match outcome {
+                        Outcome::Succeeded => EventKind::DeploySucceeded,
+                        Outcome::RolledBack { .. } => EventKind::DeployRolledBack,
+                    };
+                    self.record(NewEvent::new(&self.name, kind, reason));
+                    self.last_deploy = Some(status);
+                    return;
+                }
+            }
+        }
     }
 
     /// Once a second: turn readings into a sample, let the autoscaler decide,
@@ -442,7 +835,7 @@ impl ServiceController {
             desired: self.desired,
             in_service: self.in_service_count(),
             pending: self.pending_count(),
-            deploying: false,
+            deploying: self.deploy.is_some(),
         };
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -500,7 +893,16 @@ impl ServiceController {
                 self.watch_replica(id.to_string(), running, watchers);
             }
             Err(error) => {
-                self.replicas.retain(|r| r.id != id);
+                self.forget(id);
+                if self.deploy.is_some() {
+                    let now = self.now();
+                    let reason = format!("replica {id} of the new version failed to start: {error}");
+                    if let Some(deploy) = self.deploy.as_mut() {
+                        if deploy.rollback(now, reason.clone()).is_ok() {
+                            self.events.record(NewEvent::new(&name, EventKind::DeployRollingBack, format!("rolling back: {reason}")));
+                        }
+                    }
+                }
                 self.events.record(
                     NewEvent::new(&name, EventKind::ReplicaStartFailed, format!("replica failed to start: {error}")).replica(id),
                 );
@@ -679,7 +1081,14 @@ impl ServiceController {
 
     /// Compares desired with observed and acts.
     fn reconcile(&mut self) {
-        let active = self.replicas.iter().filter(|r| r.is_active() && !r.stopping).count() as u32;
+        self.release_interrupted();
+        if self.deploy.is_some() {
+            // The deploy planner alone launches and retires while it runs.
+            self.step_deploy();
+            self.publish_routable();
+            return;
+        }
+        let active = self.replicas.iter().filter(|r| r.is_capacity()).count() as u32;
         if active < self.desired {
             let held = self.hold_starts_until.is_some_and(|t| Instant::now() < t);
             if !held {
@@ -695,6 +1104,31 @@ impl ServiceController {
         self.publish_routable();
     }
 
+    /// Interrupted replicas leave once capacity is back without them, or at
+    /// their deadline, whichever comes first.
+    fn release_interrupted(&mut self) {
+        let now = Instant::now();
+        let capacity_in_service = self.replicas.iter().filter(|r| r.is_capacity() && r.routable()).count() as u32;
+        let leaving: Vec<(String, &'static str)> = self
+            .replicas
+            .iter()
+            .filter(|r| r.is_active() && !r.stopping)
+            .filter_map(|r| {
+                let deadline = r.interrupt_deadline?;
+                if capacity_in_service >= self.desired {
+                    Some((r.id.clone(), "interruption notice: replacement in service"))
+                } else if now >= deadline {
+                    Some((r.id.clone(), "interruption notice: out of time before the replacement was ready"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, why) in leaving {
+            self.retire(&id, why);
+        }
+    }
+
     /// Which replicas leave on scale-in (the core decides: never a protected
     /// one; those not yet serving first, then old versions, then the fewest
     /// in flight, then the youngest).
@@ -702,10 +1136,10 @@ impl ServiceController {
         let candidates: Vec<ScaleInCandidate> = self
             .replicas
             .iter()
-            .filter(|r| r.is_active() && !r.stopping)
+            .filter(|r| r.is_capacity())
             .map(|r| ScaleInCandidate {
                 id: r.id.clone(),
-                protected: false,
+                protected: r.protected,
                 current_version: r.version == self.version,
                 in_service: r.state == ReplicaState::InService,
                 in_flight: r.backend.as_ref().map(|b| b.in_flight()).unwrap_or(0),
@@ -715,20 +1149,31 @@ impl ServiceController {
         scaling::pick_for_scale_in(&candidates, count).into_iter().map(|c| c.id.clone()).collect()
     }
 
+    /// Launches one replica of the current version.
     fn launch(&mut self) {
+        self.launch_version(self.version);
+    }
+
+    fn launch_version(&mut self, version: u64) {
         let id = format!("{}-{}", self.name, random_suffix());
+        let spec = self.specs.get(&version).or_else(|| self.specs.get(&self.version)).cloned().expect("v1 always exists");
+        let token = format!("{:032x}", rand::random::<u128>());
+        let mut env = spec.env.clone();
+        env.insert("EBB_ADMIN_URL".into(), self.admin_url.clone());
+        env.insert("EBB_REPLICA_TOKEN".into(), token.clone());
+        self.replica_tokens.write().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), token);
         let spec = ReplicaSpec {
             service: self.name.clone(),
             replica_id: id.clone(),
-            version: self.version,
-            command: self.config.command.clone(),
-            env: self.config.env.clone(),
+            version,
+            command: spec.command.clone(),
+            env,
             state_dir: self.state_dir.clone(),
             log_path: self.state_dir.join("logs").join(format!("{id}.log")),
         };
         self.replicas.push(Replica {
             id: id.clone(),
-            version: self.version,
+            version,
             started_at: Instant::now(),
             state: ReplicaState::Starting,
             running: None,
@@ -741,6 +1186,8 @@ impl ServiceController {
             requests_at_last_sample: 0,
             watchers: CancellationToken::new(),
             stopping: false,
+            protected: false,
+            interrupt_deadline: None,
             ever_in_service: false,
         });
         let driver = self.driver.clone();
@@ -751,8 +1198,21 @@ impl ServiceController {
         });
     }
 
+    /// Which version(s) may take traffic: during a blue-green switch the
+    /// deploy says; during a rolling deploy every version; otherwise only the
+    /// current one (a protected replica left on an old version by a deploy
+    /// finishes its work but gets no new requests).
+    fn routes_version(&self, version: u64) -> bool {
+        match (self.routes_only, &self.deploy) {
+            (Some(only), _) => version == only,
+            (None, Some(_)) => true,
+            (None, None) => version == self.version,
+        }
+    }
+
     fn publish_routable(&mut self) {
-        let routable: Vec<&Replica> = self.replicas.iter().filter(|r| r.routable() && !r.stopping).collect();
+        let routable: Vec<&Replica> =
+            self.replicas.iter().filter(|r| r.routable() && !r.stopping && self.routes_version(r.version)).collect();
         let ids: Vec<String> = routable.iter().map(|r| r.id.clone()).collect();
         if ids != self.published_routable {
             let backends = routable.iter().filter_map(|r| r.backend.clone()).collect();
@@ -770,10 +1230,14 @@ impl ServiceController {
                 (t - now).as_secs_f64().ceil()
             )
         });
-        let holding = match (backoff, &self.policy_hold) {
-            (Some(b), Some(p)) => Some(format!("{b}; {p}")),
-            (b, p) => b.or_else(|| p.clone()),
-        };
+        // Scale-in that cannot happen because the extra replicas are protected.
+        let capacity = self.replicas.iter().filter(|r| r.is_capacity()).count() as u32;
+        let protected: Vec<&str> =
+            self.replicas.iter().filter(|r| r.is_capacity() && r.protected).map(|r| r.id.as_str()).collect();
+        let protected_wait = (capacity > self.desired && !protected.is_empty())
+            .then(|| format!("scale-in waits for protected replicas ({}) to be released", protected.join(", ")));
+        let holding: Vec<String> = [backoff, protected_wait, self.policy_hold.clone()].into_iter().flatten().collect();
+        let holding = (!holding.is_empty()).then(|| holding.join("; "));
         let bounds = self.autoscaler.bounds();
         let replicas = self
             .replicas
@@ -790,6 +1254,7 @@ impl ServiceController {
                 in_flight: 0,
                 requests: 0,
                 cpu: r.cpu_percent.map(|c| (c * 10.0).round() / 10.0),
+                protected: r.protected,
                 rss_bytes: r.rss_bytes,
                 age_s: (now - r.started_at).as_secs_f64(),
             })
@@ -805,6 +1270,8 @@ impl ServiceController {
             pending: self.pending_count(),
             version: self.version,
             holding,
+            deploy: self.deploy_status(),
+            last_deploy: self.last_deploy.clone(),
             replicas,
         };
         let backends = self.replicas.iter().filter_map(|r| r.backend.clone().map(|b| (r.id.clone(), b))).collect();
@@ -815,4 +1282,17 @@ impl ServiceController {
 /// Six hex digits: short enough to type in `ebb logs`, unique enough per run.
 fn random_suffix() -> String {
     format!("{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_secrets() {
+        assert!(constant_time_eq(b"abc123", b"abc123"));
+        assert!(!constant_time_eq(b"abc123", b"abc124"));
+        assert!(!constant_time_eq(b"abc", b"abc123"));
+        assert!(constant_time_eq(b"", b""));
+    }
 }

@@ -1,16 +1,46 @@
 //! The data plane: one HTTP load balancer per service.
 //!
-//! **Architecture invariant:** the request path takes no lock and never waits
-//! for the control plane. It reads the routable set from an [`ArcSwap`]
-//! snapshot that the controller replaces whole, and counts per replica with
-//! atomics.
+//! **Architecture invariant:** the request path never waits for the control
+//! plane. It reads the routable set from an [`ArcSwap`] snapshot that the
+//! controller replaces whole, and counts per replica with atomics. The only
+//! lock is each backend's idle-connection pool (a `Vec` push or pop).
+//!
+//! Layout:
+//! - this file: the public face — [`Backend`], [`ServiceProxy`], [`serve`],
+//!   [`run_static`] — and backend choice;
+//! - `server`: accept loop, one task per client connection (HTTP/1.1 and
+//!   HTTP/2 prior knowledge), graceful shutdown;
+//! - `conn_io`: the client socket wrapper: header-read and idle deadlines,
+//!   and the request-framing tracker's reports;
+//! - `framing`: that tracker (refuses `Content-Length` + `Transfer-Encoding`
+//!   and oversized heads);
+//! - `forward`: one request: pick, connect (retry once elsewhere), send,
+//!   relay, upgrade to a tunnel;
+//! - `upstream`: pooled HTTP/1.1 keep-alive connections per backend;
+//! - `body`: the response body wrapper that ends a request's bookkeeping
+//!   exactly when its body ends;
+//! - `headers`: hop-by-hop and `X-Forwarded-*` handling.
+//!
+//! The user-facing description is `docs/balancer.md`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+use ebb_core::balance::{pick_round_robin, pick_two_choices};
 use ebb_core::config::{BalanceAlgorithm, ProxyConfig};
+
+mod body;
+mod conn_io;
+mod forward;
+mod framing;
+mod headers;
+mod server;
+mod upstream;
+
+pub use body::ProxyBody;
 
 /// One replica as the balancer sees it. Created by the controller when the
 /// replica starts and kept (with its counters) until it is gone; it is routable
@@ -27,6 +57,9 @@ pub struct Backend {
     pub server_errors: AtomicU64,
     /// Connection attempts that failed (refused, reset, timed out).
     pub connect_failures: AtomicU64,
+    /// Idle keep-alive connections to this replica (LIFO, so the warmest is
+    /// reused first).
+    pool: upstream::Pool,
 }
 
 impl Backend {
@@ -38,6 +71,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             server_errors: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            pool: upstream::Pool::new(),
         }
     }
 
@@ -48,6 +82,59 @@ impl Backend {
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
+
+    pub fn server_errors(&self) -> u64 {
+        self.server_errors.load(Ordering::Relaxed)
+    }
+
+    pub fn connect_failures(&self) -> u64 {
+        self.connect_failures.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-service counters of the balancer (monotonic since start).
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Requests received, whatever became of them.
+    pub requests: AtomicU64,
+    /// Answered 503 at once because no replica was routable.
+    pub no_backend: AtomicU64,
+    /// Requests sent to a second replica after a connect failure.
+    pub retries: AtomicU64,
+    /// Answered 502: could not connect (after the retry), or the replica
+    /// failed after the request was sent.
+    pub upstream_errors: AtomicU64,
+    /// Answered 504: connect timed out (after the retry), or no response head
+    /// within `upstream_timeout`.
+    pub upstream_timeouts: AtomicU64,
+    /// Refused by the balancer itself: ambiguous framing (400), oversized
+    /// head (431), `CONNECT` (405).
+    pub rejected: AtomicU64,
+}
+
+/// A copy of [`ProxyStats`] at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProxyStatsSnapshot {
+    pub requests: u64,
+    pub no_backend: u64,
+    pub retries: u64,
+    pub upstream_errors: u64,
+    pub upstream_timeouts: u64,
+    pub rejected: u64,
+}
+
+impl ProxyStats {
+    pub fn snapshot(&self) -> ProxyStatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ProxyStatsSnapshot {
+            requests: get(&self.requests),
+            no_backend: get(&self.no_backend),
+            retries: get(&self.retries),
+            upstream_errors: get(&self.upstream_errors),
+            upstream_timeouts: get(&self.upstream_timeouts),
+            rejected: get(&self.rejected),
+        }
+    }
 }
 
 /// The balancer of one service.
@@ -55,16 +142,26 @@ pub struct ServiceProxy {
     pub service: String,
     pub balance: BalanceAlgorithm,
     pub config: ProxyConfig,
+    pub stats: ProxyStats,
     routable: ArcSwap<Vec<Arc<Backend>>>,
+    /// Round-robin position.
+    next: AtomicU64,
+    /// The 503 body, made once.
+    no_replica_body: Bytes,
 }
 
 impl ServiceProxy {
     pub fn new(service: impl Into<String>, balance: BalanceAlgorithm, config: ProxyConfig) -> Arc<Self> {
+        let service = service.into();
+        let no_replica_body = Bytes::from(forward::error_json(forward::NO_REPLICA, &service));
         Arc::new(Self {
-            service: service.into(),
+            service,
             balance,
             config,
+            stats: ProxyStats::default(),
             routable: ArcSwap::from_pointee(Vec::new()),
+            next: AtomicU64::new(0),
+            no_replica_body,
         })
     }
 
@@ -79,6 +176,40 @@ impl ServiceProxy {
     }
 }
 
+/// Chooses one of `n` candidates (`n > 0`); `in_flight(k)` reads candidate
+/// `k`'s outstanding requests.
+///
+/// Least outstanding is power-of-two-choices: two distinct random candidates,
+/// the less loaded wins. Only the two drawn counters are read; the choice is
+/// exactly `ebb_core::balance::pick_two_choices` over all `n` counts (tested
+/// below), without reading the other `n - 2`.
+fn choose(proxy: &ServiceProxy, n: usize, in_flight: impl Fn(usize) -> u64) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    match proxy.balance {
+        BalanceAlgorithm::RoundRobin => pick_round_robin(n, proxy.next.fetch_add(1, Ordering::Relaxed)),
+        BalanceAlgorithm::LeastOutstanding => {
+            let draw: u64 = rand::random();
+            two_choices(n, draw >> 32, draw & 0xffff_ffff, in_flight)
+        }
+    }
+}
+
+/// [`pick_two_choices`] reading only the two drawn counters.
+fn two_choices(n: usize, a: u64, b: u64, in_flight: impl Fn(usize) -> u64) -> usize {
+    let i = (a % n as u64) as usize;
+    let mut j = (b % (n as u64 - 1)) as usize;
+    if j >= i {
+        j += 1;
+    }
+    // The pair, in draw order: slot 0 is `i`, slot 1 is `j`; ties to `i`.
+    match pick_two_choices(&[in_flight(i), in_flight(j)], 0, 0) {
+        0 => i,
+        _ => j,
+    }
+}
+
 /// `ebb proxy`: a balancer in front of a fixed list of backends, with no
 /// fleet management (benchmarks, or putting ebb's balancer in front of
 /// servers it does not run).
@@ -90,19 +221,100 @@ pub struct StaticProxyArgs {
     /// A backend address; repeat for several.
     #[arg(long = "to", required = true)]
     pub backends: Vec<SocketAddr>,
+    /// How to spread requests over the backends.
+    #[arg(long, value_enum, default_value_t = StaticBalance::LeastOutstanding)]
+    pub balance: StaticBalance,
 }
 
-/// Runs a static balancer until Ctrl-C / SIGTERM.
-pub async fn run_static(_args: StaticProxyArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// `--balance` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StaticBalance {
+    LeastOutstanding,
+    RoundRobin,
+}
+
+/// Runs a static balancer until Ctrl-C / SIGTERM, then lets in-flight
+/// requests finish (a second signal stops at once).
+pub async fn run_static(args: StaticProxyArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let balance = match args.balance {
+        StaticBalance::LeastOutstanding => BalanceAlgorithm::LeastOutstanding,
+        StaticBalance::RoundRobin => BalanceAlgorithm::RoundRobin,
+    };
+    let proxy = ServiceProxy::new("proxy", balance, ProxyConfig::default());
+    proxy.set_routable(
+        args.backends
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| Arc::new(Backend::new(format!("backend-{}", i + 1), *addr)))
+            .collect(),
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(
+        listen = %args.listen,
+        backends = ?args.backends,
+        balance = balance.as_str(),
+        "Balancer started."
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let serving = tokio::spawn(serve(listener, proxy.clone(), shutdown.clone()));
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    tracing::info!("Stopping: finishing requests in progress (signal again to stop now).");
+    shutdown.cancel();
+    tokio::select! {
+        result = serving => result.context("balancer task failed")?.context("balancer failed")?,
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    let stats = proxy.stats.snapshot();
+    tracing::info!(
+        requests = stats.requests,
+        no_backend = stats.no_backend,
+        retries = stats.retries,
+        upstream_errors = stats.upstream_errors,
+        upstream_timeouts = stats.upstream_timeouts,
+        "Balancer stopped."
+    );
+    Ok(())
 }
 
 /// Serves the balancer on an already-bound listener until `shutdown` fires,
 /// then stops accepting and lets in-flight requests finish.
 pub async fn serve(
-    _listener: tokio::net::TcpListener,
-    _proxy: Arc<ServiceProxy>,
-    _shutdown: tokio_util::sync::CancellationToken,
+    listener: tokio::net::TcpListener,
+    proxy: Arc<ServiceProxy>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    Ok(())
+    server::serve(listener, proxy, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_choices_matches_the_core_function() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let n = (next() % 9 + 2) as usize;
+            let loads: Vec<u64> = (0..n).map(|_| next() % 4).collect();
+            let (a, b) = (next() >> 32, next() & 0xffff_ffff);
+            assert_eq!(two_choices(n, a, b, |k| loads[k]), pick_two_choices(&loads, a, b), "{loads:?} {a} {b}");
+        }
+    }
 }

@@ -68,6 +68,18 @@ pub fn http_with_headers(
     parse_response(&raw)
 }
 
+/// Sends `raw` (a whole HTTP/1.1 request, `Connection: close`) as is and
+/// reads the response: for requests `http_with_headers` cannot make (another
+/// content type, no Host).
+pub fn http_raw(addr: SocketAddr, raw: &str) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(raw.as_bytes())?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes)?;
+    parse_response(&bytes)
+}
+
 fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let text = String::from_utf8_lossy(raw);
@@ -177,6 +189,20 @@ impl Ebb {
         ebb
     }
 
+    /// The admin API's bearer token, as `ebb up` wrote it in the state
+    /// directory (`state/admin.token` next to the config of `fast_config`).
+    pub fn token(&self) -> String {
+        let path = self.dir.path().join("state").join("admin.token");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())).trim().to_string()
+    }
+
+    /// An admin API call with `Authorization: Bearer <token>`.
+    pub fn admin_call(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        let auth = format!("Bearer {}", self.token());
+        http_with_headers(self.admin, method, path, body, &[("Authorization", &auth)])
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
     pub fn up_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("ebb-up.log")).unwrap_or_default()
     }
@@ -268,7 +294,9 @@ impl Drop for Ebb {
         for pid in self.seen_pids.borrow().iter() {
             if pid_alive(*pid) {
                 // Replicas run in their own process group (pgid = pid).
-                let _ = Command::new("kill").arg("-KILL").arg(format!("-{pid}")).status();
+                // Not `kill -KILL -PID`: procps-ng 4.0.2 reads `-1234` as
+                // signal options and sends kill(-1): every process.
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
             }
         }
     }

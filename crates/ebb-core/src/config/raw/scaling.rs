@@ -653,12 +653,15 @@ impl Check<'_> {
             );
             return Metric::Cpu;
         };
-        Metric::from_name(raw.get_ref()).unwrap_or_else(|| {
+        let metric = Metric::from_name(raw.get_ref()).unwrap_or_else(|| {
             let known: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
             let hint = match raw.get_ref().as_str() {
                 "cpu_utilization" | "CPUUtilization" | "ECSServiceAverageCPUUtilization" => "use \"cpu\"; ".to_string(),
                 "ALBRequestCountPerTarget" | "requests" => "use \"requests_per_replica\"; ".to_string(),
                 "concurrency" => "use \"concurrency_per_replica\"; ".to_string(),
+                "queue" | "queue_length" | "backlog" | "items" | "backlog_per_instance" => {
+                    "use \"items_per_replica\" with a metric_source; ".to_string()
+                }
                 other => closest(other, &known).map(|k| format!("did you mean {k:?}? ")).unwrap_or_default(),
             };
             self.problem(
@@ -666,7 +669,11 @@ impl Check<'_> {
                 format!("unknown metric {:?} in {table}; {hint}expected one of {}", raw.get_ref(), metric_list()),
             );
             Metric::Cpu
-        })
+        });
+        if let Some(misfit) = self.metric_misfit(metric) {
+            self.problem(raw.span(), misfit);
+        }
+        metric
     }
 
     fn above_zero(&mut self, key: &str, raw: &Spanned<Number>, example: &str) -> f64 {
@@ -768,5 +775,6 @@ fn example_target(metric: Metric) -> &'static str {
         Metric::ConcurrencyPerReplica => "10",
         Metric::P95Latency | Metric::P99Latency => "500",
         Metric::QueueTime => "50",
+        Metric::ItemsPerReplica => "10",
     }
 }

@@ -1,0 +1,38 @@
+//! The simulator: replay traffic against a scaling policy in virtual time
+//! (`ebb simulate`, docs/simulate.md; the model and its limits in
+//! docs/simulation.md).
+//!
+//! **One brain, two clocks.** Each virtual second the engine builds the
+//! [`ServiceSample`](crate::scaling::ServiceSample) the live controller
+//! would have read, and calls the very same
+//! [`Autoscaler`](crate::scaling::Autoscaler) (`observe`, then `decide`)
+//! that `ebb up` calls; the changes it returns become the decision log,
+//! worded by the same `Display` impls as live events. Replicas that leave
+//! are chosen by [`pick_for_scale_in`](crate::scaling::pick_for_scale_in),
+//! as live. Nothing here reads a clock or does I/O: time is a count of
+//! seconds from 0, the wall clock handed to scheduled actions is
+//! `start_unix + seconds`, and randomness (failures, noise) comes from a
+//! seeded generator, so the same inputs and seed give the same run.
+//!
+//! - [`trace`]: the offered load, one rate per second (CSV, access logs).
+//! - [`shape`]: built-in traffic shapes (`step`, `spike`, `diurnal`…).
+//! - [`queue`]: the queueing model (CPU, queue time, latency per second).
+//! - [`presets`]: AWS, HPA and Knative defaults as ebb policies.
+//! - [`engine`]: the second-by-second loop, [`simulate`].
+//! - [`summary`]: SLOs, flaps, and the totals of a run.
+//! - [`rng`]: SplitMix64, the seeded generator.
+
+pub mod engine;
+pub mod presets;
+pub mod queue;
+pub mod rng;
+pub mod shape;
+pub mod summary;
+pub mod trace;
+
+pub use engine::{simulate, FleetModel, Policy, Run, Second, SimEvent, SimOptions};
+pub use presets::Preset;
+pub use queue::Flow;
+pub use shape::parse_shape;
+pub use summary::{Slo, Summary};
+pub use trace::Trace;

@@ -1,0 +1,967 @@
+//! The `/api/v1` handlers and the JSON they speak.
+//!
+//! The response types here are the API's contract: they are built from the
+//! controller's Rust types (`crate::status`, `crate::events`,
+//! `controller::history`) field by field, so a field added there reaches the
+//! API only when it is added here (a unit test below fails until it is).
+//! Every handler carries a `#[utoipa::path]` that feeds `openapi.json`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, App, ErrorBody};
+use crate::controller::ServiceHandle;
+use crate::status::{ReplicaStatus, ServiceStatus};
+
+/// Longest free-text `reason` accepted (it is stored in the event log).
+pub const MAX_REASON: usize = 1000;
+/// Largest `desired` accepted (larger is a typo, not a plan); the
+/// service's own `max` clamps further.
+pub const MAX_DESIRED: u32 = 1_000_000;
+/// What `GET /api/v1/metrics` returns when `since` is left out.
+pub const DEFAULT_METRICS_WINDOW_MS: u64 = 5 * 60 * 1000;
+
+pub(crate) fn routes() -> Router<App> {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/services", get(list_services))
+        .route("/api/v1/services/{name}", get(get_service))
+        .route("/api/v1/services/{name}/desired", put(set_desired))
+        .route("/api/v1/services/{name}/deploy", post(deploy))
+        .route("/api/v1/services/{name}/rollback", post(rollback))
+        .route("/api/v1/replicas", get(list_replicas))
+        .route("/api/v1/replicas/{id}", get(get_replica))
+        .route("/api/v1/replicas/{id}/protect", post(protect))
+        .route("/api/v1/replicas/{id}/interrupt", post(interrupt))
+        .route("/api/v1/events", get(list_events))
+        .route("/api/v1/metrics", get(metrics))
+        .route("/api/v1/shutdown", post(shutdown))
+        .route("/api/v1/openapi.json", get(openapi_json))
+}
+
+// ---------------------------------------------------------------- shapes
+
+/// Lifecycle state of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaStateView {
+    /// Launched, not yet passed its health checks.
+    Starting,
+    /// Passed its health checks; in the rotation while healthy.
+    InService,
+    /// Out of the rotation, finishing in-flight requests before it stops.
+    Draining,
+    Stopped,
+    /// Exited or failed health checks; being replaced.
+    Failed,
+}
+
+impl From<crate::status::ReplicaState> for ReplicaStateView {
+    fn from(s: crate::status::ReplicaState) -> Self {
+        use crate::status::ReplicaState as S;
+        match s {
+            S::Starting => Self::Starting,
+            S::InService => Self::InService,
+            S::Draining => Self::Draining,
+            S::Stopped => Self::Stopped,
+            S::Failed => Self::Failed,
+        }
+    }
+}
+
+/// One replica.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplicaView {
+    #[schema(example = "web-3f9a1c")]
+    pub id: String,
+    /// The service it belongs to.
+    #[schema(example = "web")]
+    pub service: String,
+    pub state: ReplicaStateView,
+    /// Routable: in service, passed its health checks, not leaving.
+    pub healthy: bool,
+    /// `unknown`, `healthy` or `unhealthy`.
+    #[schema(example = "healthy")]
+    pub health: String,
+    /// The last health check's result.
+    #[schema(example = "200 OK in 1.2 ms")]
+    pub last_probe: Option<String>,
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    /// The spec version it runs (incremented by each deploy).
+    pub version: u64,
+    /// Requests sent to it and not yet answered.
+    pub in_flight: u64,
+    /// Requests it has answered since it started.
+    pub requests: u64,
+    /// CPU over the last second, percent of the replica's allotment; `null`
+    /// until there are two readings.
+    pub cpu: Option<f64>,
+    /// Resident memory of its processes.
+    pub rss_bytes: Option<u64>,
+    /// Seconds since it was started.
+    pub age_s: f64,
+    /// Protected from scale-in.
+    pub protected: bool,
+}
+
+impl ReplicaView {
+    fn new(service: &str, r: &ReplicaStatus) -> Self {
+        ReplicaView {
+            id: r.id.clone(),
+            service: service.to_string(),
+            state: r.state.into(),
+            healthy: r.healthy,
+            health: r.health.clone(),
+            last_probe: r.last_probe.clone(),
+            pid: r.pid,
+            port: r.port,
+            version: r.version,
+            in_flight: r.in_flight,
+            requests: r.requests,
+            cpu: r.cpu.filter(|c| c.is_finite()),
+            rss_bytes: r.rss_bytes,
+            age_s: if r.age_s.is_finite() { r.age_s } else { 0.0 },
+            protected: r.protected,
+        }
+    }
+}
+
+/// One service: its bounds, counts and replicas.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServiceView {
+    #[schema(example = "web")]
+    pub name: String,
+    /// The balancer's address.
+    #[schema(example = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where replicas run: `process`, later `docker`, `swarm`.
+    #[schema(example = "process")]
+    pub driver: String,
+    pub desired: u32,
+    pub min: u32,
+    pub max: u32,
+    /// Replicas healthy and in the rotation.
+    pub in_service: u32,
+    /// Replicas started but not yet in service.
+    pub pending: u32,
+    /// The current spec version.
+    pub version: u64,
+    /// Why the fleet is not changing although something might want it to
+    /// (cooldown, stabilisation, max reached, crash-loop backoff, ...).
+    pub holding: Option<String>,
+    /// The running deploy, if any.
+    pub deploy: Option<crate::status::DeployStatus>,
+    /// The last deploy that finished (succeeded or rolled back).
+    pub last_deploy: Option<crate::status::DeployStatus>,
+    pub replicas: Vec<ReplicaView>,
+}
+
+impl ServiceView {
+    pub fn new(s: &ServiceStatus) -> Self {
+        ServiceView {
+            name: s.name.clone(),
+            listen: s.listen.clone(),
+            driver: s.driver.clone(),
+            desired: s.desired,
+            min: s.min,
+            max: s.max,
+            in_service: s.in_service,
+            pending: s.pending,
+            version: s.version,
+            holding: s.holding.clone(),
+            deploy: s.deploy.clone(),
+            last_deploy: s.last_deploy.clone(),
+            replicas: s.replicas.iter().map(|r| ReplicaView::new(&s.name, r)).collect(),
+        }
+    }
+}
+
+/// Every service (what `ebb status` prints).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FleetView {
+    pub services: Vec<ServiceView>,
+}
+
+/// Body of `PUT /api/v1/services/{name}/desired`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetDesiredRequest {
+    /// The new desired capacity; clamped to the service's min and max.
+    #[schema(example = 3, maximum = 1000000)]
+    #[serde(deserialize_with = "whole_u32")]
+    pub desired: u32,
+    /// Free text recorded in the event (default `manual (API)`).
+    #[serde(default)]
+    #[schema(max_length = 1000, example = "traffic expected at 9:00")]
+    pub reason: Option<String>,
+}
+
+/// The result of a scale request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScaleResult {
+    pub service: String,
+    /// Desired capacity before.
+    pub from: u32,
+    /// Desired capacity now.
+    pub to: u32,
+    /// Set when the request was clamped to the bounds in force, saying how.
+    pub clamped: Option<String>,
+}
+
+/// How a deploy replaces replicas.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployStrategy {
+    /// Replace a few replicas at a time, each new one healthy before an old one leaves.
+    Rolling,
+    /// Start a whole new fleet, wait until it is healthy, move traffic, retire the old.
+    BlueGreen,
+}
+
+/// Body of `POST /api/v1/services/{name}/deploy`: what changes in the spec.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The new command (default: the current one, e.g. to restart every replica).
+    #[serde(default)]
+    #[schema(example = "{ebb} demo-app --port $PORT")]
+    pub command: Option<String>,
+    /// Environment variables to set (merged over the current ones).
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Default: the service's configured strategy.
+    #[serde(default)]
+    pub strategy: Option<DeployStrategy>,
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub reason: Option<String>,
+}
+
+/// Body of `POST /api/v1/services/{name}/rollback` and
+/// `POST /api/v1/replicas/{id}/interrupt` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonRequest {
+    /// Free text recorded in the event.
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub reason: Option<String>,
+}
+
+/// Body of `POST /api/v1/replicas/{id}/protect`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectRequest {
+    /// `true` to protect the replica from scale-in, `false` to lift it.
+    pub protected: bool,
+}
+
+/// Body of `POST /api/v1/replicas/{id}/interrupt` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InterruptRequest {
+    /// Seconds of notice, as a spot reclaim gives (default 120): a
+    /// replacement starts at once, and the replica leaves when the
+    /// replacement is in service, or in time to drain before the notice ends.
+    #[serde(default, deserialize_with = "whole_opt_u64")]
+    #[schema(minimum = 0, maximum = 86400, example = 120)]
+    pub notice_s: Option<u64>,
+}
+
+/// What a protect or interrupt request did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplicaActionResult {
+    pub service: String,
+    pub replica: String,
+    /// What happened, in words (also recorded as an event).
+    pub message: String,
+}
+
+impl From<crate::controller::ReplicaOutcome> for ReplicaActionResult {
+    fn from(o: crate::controller::ReplicaOutcome) -> Self {
+        ReplicaActionResult { service: o.service, replica: o.replica, message: o.message }
+    }
+}
+
+fn lifecycle_error(e: crate::controller::LifecycleError) -> ApiError {
+    use crate::controller::LifecycleError as E;
+    let status = match &e {
+        E::NoSuchReplica { .. } => StatusCode::NOT_FOUND,
+        E::Leaving { .. } => StatusCode::CONFLICT,
+        E::Refused { .. } => StatusCode::CONFLICT,
+        E::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+/// Default interruption notice (what a spot reclaim gives).
+pub const DEFAULT_NOTICE_S: u64 = 120;
+
+/// One entry of the event log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventView {
+    /// Sequence number, increasing within one ebb run.
+    pub seq: u64,
+    /// RFC 3339, UTC, millisecond precision.
+    #[schema(example = "2026-11-20T09:00:00.123Z")]
+    pub time: String,
+    pub service: String,
+    pub replica: Option<String>,
+    /// What happened: `scaled`, `replica_started`, `replica_start_failed`,
+    /// `replica_in_service`, `replica_unhealthy`, `replica_exited`,
+    /// `replica_draining`, `replica_stopped`, `backoff`, `fleet_starting`,
+    /// `fleet_stopping`, ...
+    #[schema(example = "scaled")]
+    pub kind: String,
+    /// Desired capacity before and after, for `scaled` events.
+    pub from: Option<u32>,
+    pub to: Option<u32>,
+    /// Why, with the numbers that decided it.
+    #[schema(example = "scale out 2 -> 3 by target-cpu: mean 92.4% over 2 warm replicas vs target 80%")]
+    pub reason: String,
+}
+
+impl EventView {
+    pub fn new(e: &crate::events::Event) -> Self {
+        let kind = match serde_json::to_value(e.kind) {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => e.kind.as_str().to_string(),
+        };
+        EventView {
+            seq: e.seq,
+            time: e.time.clone(),
+            service: e.service.clone(),
+            replica: e.replica.clone(),
+            kind,
+            from: e.from,
+            to: e.to,
+            reason: e.reason.clone(),
+        }
+    }
+}
+
+/// One second of one service.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MetricsPoint {
+    /// End of the second, Unix milliseconds.
+    pub time_ms: u64,
+    pub desired: u32,
+    pub in_service: u32,
+    pub pending: u32,
+    /// Requests answered in this second, all replicas.
+    pub requests_per_s: f64,
+    /// Requests in flight at the end of the second.
+    pub in_flight: u64,
+    /// Latency percentiles of the requests answered in this second.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Mean CPU of the replicas that reported, % of their allotment.
+    pub cpu_mean: Option<f64>,
+    /// CPU by replica, % of the allotment: `[["web-3f9a1c", 42.5], ...]`.
+    pub replica_cpu: Vec<(String, f64)>,
+}
+
+impl MetricsPoint {
+    fn new(p: &crate::controller::history::ServicePoint) -> Self {
+        let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
+        MetricsPoint {
+            time_ms: p.time_ms,
+            desired: p.desired,
+            in_service: p.in_service,
+            pending: p.pending,
+            requests_per_s: if p.requests_per_s.is_finite() { p.requests_per_s } else { 0.0 },
+            in_flight: p.in_flight,
+            p50_ms: finite(p.p50_ms),
+            p99_ms: finite(p.p99_ms),
+            cpu_mean: finite(p.cpu_mean),
+            replica_cpu: p.replica_cpu.iter().filter(|(_, c)| c.is_finite()).cloned().collect(),
+        }
+    }
+}
+
+/// Answer of `POST /api/v1/shutdown`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ShutdownView {
+    #[schema(example = "stopping")]
+    pub status: String,
+}
+
+/// `?follow=` values.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+pub enum Follow {
+    #[serde(rename = "1")]
+    One,
+    #[serde(rename = "0")]
+    Zero,
+    #[serde(rename = "true")]
+    True,
+    #[serde(rename = "false")]
+    False,
+}
+
+/// Query of `GET /api/v1/events`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only this service's events.
+    pub service: Option<String>,
+    /// Only events with a sequence number above this (0: all kept).
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+    /// `1` or `true`: answer with a `text/event-stream` (Server-Sent Events)
+    /// that sends the matching events kept so far, then each new one as it
+    /// happens. A reconnecting client's `Last-Event-ID` is honoured.
+    #[param(inline)]
+    pub follow: Option<Follow>,
+}
+
+/// Headers of `GET /api/v1/events` (for documentation; read by hand).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct EventsHeaders {
+    /// With `follow`: resume after this sequence number (a reconnecting
+    /// `EventSource` sends the last `id` it saw).
+    #[serde(rename = "Last-Event-ID")]
+    #[param(required = false, value_type = i64, minimum = 0)]
+    pub last_event_id: Option<i64>,
+}
+
+/// Query of `GET /api/v1/metrics`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsQuery {
+    /// The service (may be left out when there is only one).
+    pub service: Option<String>,
+    /// Points newer than this, Unix milliseconds (default: the last 5
+    /// minutes; at most 24 hours are kept).
+    #[param(minimum = 0)]
+    pub since: Option<i64>,
+}
+
+// ------------------------------------------------------------- helpers
+
+/// A whole number, also when written `3.0` (JSON Schema's `integer` allows it).
+fn whole_u64(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19).map(|f| f as u64))
+}
+
+fn whole_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    whole_u64(&n)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number from 0 to {}, not {n}", u32::MAX)))
+}
+
+fn whole_opt_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => whole_u64(&n).map(Some).ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, not {n}"))),
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(s)| s).map_err(|e| bad_request(e.body_text()))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| bad_request(e.body_text()))
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>, example: &str) -> Result<T, ApiError> {
+    body.map(|Json(t)| t).map_err(|e| {
+        let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { e.status() } else { StatusCode::BAD_REQUEST };
+        ApiError::new(status, format!("expected a body like {example}: {}", e.body_text()))
+    })
+}
+
+/// An optional JSON body: empty (or `null`) means `T::default()`.
+fn optional_json<T: DeserializeOwned + Default>(body: &Bytes, example: &str) -> Result<T, ApiError> {
+    let text = body.trim_ascii();
+    if text.is_empty() || text == b"null" {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("expected no body or a body like {example}: {e}")))
+}
+
+/// A query number that must not be negative (declared `int64`, minimum 0).
+fn non_negative(name: &str, v: Option<i64>) -> Result<u64, ApiError> {
+    match v {
+        None => Ok(0),
+        Some(n) if n >= 0 => Ok(n as u64),
+        Some(n) => Err(bad_request(format!("{name} must be 0 or more, not {n}"))),
+    }
+}
+
+fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
+    match reason {
+        Some(r) if r.chars().count() > MAX_REASON => {
+            Err(bad_request(format!("reason is too long ({} characters, at most {MAX_REASON})", r.chars().count())))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn service<'a>(app: &'a App, name: &str) -> Result<&'a ServiceHandle, ApiError> {
+    app.state.services.get(name).ok_or_else(|| {
+        let known: Vec<&str> = app.state.services.keys().map(String::as_str).collect();
+        ApiError::new(StatusCode::NOT_FOUND, format!("no service named {name:?}; services: {}", known.join(", ")))
+    })
+}
+
+/// The replica with this id and its service's handle.
+fn replica<'a>(app: &'a App, id: &str) -> Result<(&'a ServiceHandle, ReplicaView), ApiError> {
+    for handle in app.state.services.values() {
+        let status = handle.status();
+        if let Some(r) = status.replicas.iter().find(|r| r.id == id) {
+            return Ok((handle, ReplicaView::new(&status.name, r)));
+        }
+    }
+    Err(ApiError::new(StatusCode::NOT_FOUND, format!("no replica {id:?}; `GET /api/v1/replicas` lists them")))
+}
+
+pub(crate) fn fleet(app: &App) -> FleetView {
+    FleetView { services: app.state.services.values().map(|s| ServiceView::new(&s.status())).collect() }
+}
+
+
+// ------------------------------------------------------------ handlers
+
+/// Every service and its replicas (what `ebb status` shows).
+#[utoipa::path(get, path = "/api/v1/status", tag = "services",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The fleet", body = FleetView),
+        (status = 401, description = "Token missing or wrong (needed off loopback, or when one is sent)", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this address", body = ErrorBody),
+    ))]
+pub(crate) async fn status(State(app): State<App>) -> Json<FleetView> {
+    Json(fleet(&app))
+}
+
+/// Every service.
+#[utoipa::path(get, path = "/api/v1/services", tag = "services",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Every service", body = [ServiceView]),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn list_services(State(app): State<App>) -> Json<Vec<ServiceView>> {
+    Json(fleet(&app).services)
+}
+
+/// One service.
+#[utoipa::path(get, path = "/api/v1/services/{name}", tag = "services",
+    params(("name" = String, Path, description = "Service name", example = "web")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The service", body = ServiceView),
+        (status = 400, description = "Malformed path", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn get_service(
+    State(app): State<App>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<ServiceView>, ApiError> {
+    let name = path_param(name)?;
+    Ok(Json(ServiceView::new(&service(&app, &name)?.status())))
+}
+
+/// Sets desired capacity (clamped to min/max, recorded as a `scaled` event).
+#[utoipa::path(put, path = "/api/v1/services/{name}/desired", tag = "services",
+    params(("name" = String, Path, description = "Service name", example = "web")),
+    request_body = SetDesiredRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Desired capacity set (see `clamped`)", body = ScaleResult),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+        (status = 503, description = "The service is shutting down", body = ErrorBody),
+    ))]
+pub(crate) async fn set_desired(
+    State(app): State<App>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Json<SetDesiredRequest>, JsonRejection>,
+) -> Result<Json<ScaleResult>, ApiError> {
+    let name = path_param(name)?;
+    let handle = service(&app, &name)?;
+    let body = json_body(body, r#"{"desired": 3}"#)?;
+    if body.desired > MAX_DESIRED {
+        return Err(bad_request(format!("desired {} is not a replica count (at most {MAX_DESIRED})", body.desired)));
+    }
+    check_reason(&body.reason)?;
+    let reason = body.reason.unwrap_or_else(|| "manual (API)".to_string());
+    let outcome = handle
+        .set_desired(body.desired, reason)
+        .await
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("service {name} is shutting down")))?;
+    Ok(Json(ScaleResult { service: outcome.service, from: outcome.from, to: outcome.to, clamped: outcome.clamped }))
+}
+
+/// Starts a deploy of a new spec version (rolling or blue-green, gated on
+/// health, rolled back on failure).
+#[utoipa::path(post, path = "/api/v1/services/{name}/deploy", tag = "services",
+    params(("name" = String, Path, description = "Service name", example = "web")),
+    request_body(content = Option<DeployRequest>, description = "What changes; no body redeploys the current spec"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Deploy started; follow it in the event log", body = ServiceView),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "A deploy is already running", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn deploy(
+    State(app): State<App>,
+    name: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = path_param(name)?;
+    let handle = service(&app, &name)?;
+    let request: DeployRequest = optional_json(&body, r#"{"command": "...", "strategy": "rolling"}"#)?;
+    check_reason(&request.reason)?;
+    let strategy = request.strategy.map(|s| match s {
+        DeployStrategy::Rolling => "rolling".to_string(),
+        DeployStrategy::BlueGreen => "blue-green".to_string(),
+    });
+    let request =
+        crate::controller::DeployRequest { command: request.command, env: request.env.unwrap_or_default(), strategy };
+    handle.deploy(request).await.map_err(lifecycle_error)?;
+    Ok((StatusCode::ACCEPTED, Json(ServiceView::new(&handle.status()))).into_response())
+}
+
+/// Rolls the service back to its previous spec version.
+#[utoipa::path(post, path = "/api/v1/services/{name}/rollback", tag = "services",
+    params(("name" = String, Path, description = "Service name", example = "web")),
+    request_body(content = Option<ReasonRequest>, description = "Optional reason"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Rollback started; follow it in the event log", body = ServiceView),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "Nothing to roll back to", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn rollback(
+    State(app): State<App>,
+    name: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = path_param(name)?;
+    let handle = service(&app, &name)?;
+    let request: ReasonRequest = optional_json(&body, r#"{"reason": "bad deploy"}"#)?;
+    check_reason(&request.reason)?;
+    handle.rollback().await.map_err(lifecycle_error)?;
+    Ok((StatusCode::ACCEPTED, Json(ServiceView::new(&handle.status()))).into_response())
+}
+
+/// Every replica of every service.
+#[utoipa::path(get, path = "/api/v1/replicas", tag = "replicas",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Every replica", body = [ReplicaView]),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn list_replicas(State(app): State<App>) -> Json<Vec<ReplicaView>> {
+    Json(fleet(&app).services.into_iter().flat_map(|s| s.replicas).collect())
+}
+
+/// One replica.
+#[utoipa::path(get, path = "/api/v1/replicas/{id}", tag = "replicas",
+    params(("id" = String, Path, description = "Replica id", example = "web-3f9a1c")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The replica", body = ReplicaView),
+        (status = 400, description = "Malformed path", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 404, description = "No such replica", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn get_replica(
+    State(app): State<App>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ReplicaView>, ApiError> {
+    let id = path_param(id)?;
+    Ok(Json(replica(&app, &id)?.1))
+}
+
+/// Protects a replica from scale-in, or lifts the protection. A replica may
+/// also call this for itself with its own token (`EBB_REPLICA_TOKEN`).
+#[utoipa::path(post, path = "/api/v1/replicas/{id}/protect", tag = "replicas",
+    params(("id" = String, Path, description = "Replica id", example = "web-3f9a1c")),
+    request_body = ProtectRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Protection set", body = ReplicaActionResult),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 404, description = "No such replica", body = ErrorBody),
+        (status = 409, description = "The replica is already leaving", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+        (status = 503, description = "The service is shutting down", body = ErrorBody),
+    ))]
+pub(crate) async fn protect(
+    State(app): State<App>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<ProtectRequest>, JsonRejection>,
+) -> Result<Json<ReplicaActionResult>, ApiError> {
+    let id = path_param(id)?;
+    let (handle, _replica) = replica(&app, &id)?;
+    let request = json_body(body, r#"{"protected": true}"#)?;
+    let outcome = handle.protect(&id, request.protected).await.map_err(lifecycle_error)?;
+    Ok(Json(outcome.into()))
+}
+
+/// Interrupts a replica the way a spot reclaim does: a replacement starts,
+/// then the replica drains and stops before the notice runs out.
+#[utoipa::path(post, path = "/api/v1/replicas/{id}/interrupt", tag = "replicas",
+    params(("id" = String, Path, description = "Replica id", example = "web-3f9a1c")),
+    request_body(content = Option<InterruptRequest>, description = "Optional notice"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Interruption started", body = ReplicaActionResult),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 404, description = "No such replica", body = ErrorBody),
+        (status = 409, description = "The replica is already leaving", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+        (status = 503, description = "The service is shutting down", body = ErrorBody),
+    ))]
+pub(crate) async fn interrupt(
+    State(app): State<App>,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = path_param(id)?;
+    let (handle, _replica) = replica(&app, &id)?;
+    let request: InterruptRequest = optional_json(&body, r#"{"notice_s": 120}"#)?;
+    let notice_s = request.notice_s.unwrap_or(DEFAULT_NOTICE_S);
+    if notice_s > 86_400 {
+        return Err(bad_request(format!("notice_s is {notice_s}; at most 86400 (a day)")));
+    }
+    let outcome = handle.interrupt(&id, std::time::Duration::from_secs(notice_s)).await.map_err(lifecycle_error)?;
+    Ok((StatusCode::ACCEPTED, Json(ReplicaActionResult::from(outcome))).into_response())
+}
+
+/// The event log: why the fleet changed. `?follow=1` streams it.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(EventsQuery, EventsHeaders),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Events, oldest first; with `follow`, a Server-Sent Events stream whose `data` are events",
+            content(
+                ([EventView] = "application/json"),
+                (String = "text/event-stream"),
+            )),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn list_events(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    if let Some(name) = &q.service {
+        service(&app, name)?;
+    }
+    let mut after = non_negative("after", q.after)?;
+    if let Some(v) = headers.get("last-event-id") {
+        let id = v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()).filter(|&i| i >= 0);
+        let id = id.ok_or_else(|| bad_request("Last-Event-ID must be an event sequence number"))?;
+        if matches!(q.follow, Some(Follow::One | Follow::True)) {
+            after = after.max(id as u64);
+        }
+    }
+    match q.follow {
+        Some(Follow::One | Follow::True) => {
+            Ok(super::stream::events(&app, q.service, after))
+        }
+        _ => {
+            let events: Vec<EventView> =
+                app.state.events.list(q.service.as_deref(), after).iter().map(EventView::new).collect();
+            Ok(Json(events).into_response())
+        }
+    }
+}
+
+/// Per-second history of one service (request rate, latency, CPU, desired
+/// vs in service) for a time range: what the dashboard draws and
+/// `ebb simulate --history` replays.
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "metrics",
+    params(MetricsQuery),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "One point per second, oldest first", body = [MetricsPoint]),
+        (status = 400, description = "Malformed query, or no service named while there are several", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn metrics(
+    State(app): State<App>,
+    q: Result<Query<MetricsQuery>, QueryRejection>,
+) -> Result<Json<Vec<MetricsPoint>>, ApiError> {
+    let q = query(q)?;
+    let now_ms = crate::events::unix_ms(std::time::SystemTime::now());
+    let since_ms = match q.since {
+        Some(_) => non_negative("since", q.since)?,
+        None => now_ms.saturating_sub(DEFAULT_METRICS_WINDOW_MS),
+    };
+    let handle = match &q.service {
+        Some(name) => service(&app, name)?,
+        None => {
+            let mut all = app.state.services.values();
+            match (all.next(), all.next()) {
+                (Some(only), None) => only,
+                _ => {
+                    let known: Vec<&str> = app.state.services.keys().map(String::as_str).collect();
+                    return Err(bad_request(format!("name a service with ?service=; services: {}", known.join(", "))));
+                }
+            }
+        }
+    };
+    Ok(Json(handle.history.since(since_ms).iter().map(MetricsPoint::new).collect()))
+}
+
+/// Asks ebb to drain and stop everything (what `ebb down` does).
+#[utoipa::path(post, path = "/api/v1/shutdown", tag = "fleet",
+    request_body(content = Option<Object>, description = "Ignored; send `{}` or nothing"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Stopping", body = ShutdownView),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn shutdown(State(app): State<App>) -> impl IntoResponse {
+    app.state.stop_requested.cancel();
+    (StatusCode::ACCEPTED, Json(ShutdownView { status: "stopping".into() }))
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "fleet",
+    security(()),
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
+pub(crate) async fn openapi_json() -> Response {
+    let body = super::openapi::document_json();
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::ServiceStatus;
+
+    /// Built from JSON so a field added to the status types does not stop
+    /// this module's tests from compiling (it fails them instead).
+    fn sample_service() -> ServiceStatus {
+        serde_json::from_value(serde_json::json!({
+            "name": "web", "listen": "127.0.0.1:8080", "driver": "process",
+            "desired": 2, "min": 1, "max": 4, "in_service": 1, "pending": 0, "version": 1, "holding": null,
+            "replicas": [{
+                "id": "web-1", "state": "in_service", "healthy": true, "health": "healthy",
+                "last_probe": "200", "pid": 1, "port": 2, "version": 1, "in_flight": 0, "requests": 3,
+                "cpu": null, "rss_bytes": 4, "age_s": 1.0
+            }]
+        }))
+        .expect("the status document gained a field: add it to this sample and to ServiceView/ReplicaView")
+    }
+
+    fn keys(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    /// A field added to the status document must be added to the API's
+    /// view too (or deliberately left out here).
+    #[test]
+    fn views_carry_every_status_field() {
+        let mut status = sample_service();
+        status.replicas[0].cpu = Some(f64::NAN);
+        let view = ServiceView::new(&status);
+        let status_json = serde_json::to_value(&status).unwrap();
+        let view_json = serde_json::to_value(&view).unwrap();
+        let missing: Vec<_> = keys(&status_json).difference(&keys(&view_json)).cloned().collect();
+        assert!(missing.is_empty(), "ServiceView lacks {missing:?}");
+        let missing: Vec<_> =
+            keys(&status_json["replicas"][0]).difference(&keys(&view_json["replicas"][0])).cloned().collect();
+        assert!(missing.is_empty(), "ReplicaView lacks {missing:?}");
+        // NaN never reaches JSON as a number the schema does not allow.
+        assert!(view_json["replicas"][0]["cpu"].is_null());
+        // And the CLI can still read what the API sends.
+        let back: crate::status::FleetStatus =
+            serde_json::from_value(serde_json::to_value(FleetView { services: vec![view] }).unwrap()).unwrap();
+        assert_eq!(back.services[0].replicas[0].id, "web-1");
+    }
+
+    #[test]
+    fn events_keep_their_field_names() {
+        let log = crate::events::EventLog::new(4);
+        let e = log.record(crate::events::NewEvent::new("web", crate::events::EventKind::Scaled, "manual").change(2, 3));
+        let view = serde_json::to_value(EventView::new(&e)).unwrap();
+        let raw = serde_json::to_value(&e).unwrap();
+        let missing: Vec<_> = keys(&raw).difference(&keys(&view)).cloned().collect();
+        assert!(missing.is_empty(), "EventView lacks {missing:?}");
+        assert_eq!(view["kind"], "scaled");
+        let back: crate::events::Event = serde_json::from_value(view).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn optional_bodies() {
+        let empty = Bytes::new();
+        let r: ReasonRequest = optional_json(&empty, "").unwrap();
+        assert!(r.reason.is_none());
+        let r: ReasonRequest = optional_json(&Bytes::from_static(br#"{"reason":"x"}"#), "").unwrap();
+        assert_eq!(r.reason.as_deref(), Some("x"));
+        let err = optional_json::<ReasonRequest>(&Bytes::from_static(br#"{"nope":1}"#), "").unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(check_reason(&Some("x".repeat(MAX_REASON + 1))).is_err());
+    }
+}

@@ -1,0 +1,568 @@
+// ebb dashboard: plain JavaScript, no build step, no dependencies.
+//
+// Polls /api/v1/status and /api/v1/metrics once a second, follows the event
+// log as Server-Sent Events (read with fetch so the bearer token can go in a
+// header), and draws SVG charts. Every value from the API is put in the page
+// with textContent / setAttribute, never as HTML.
+'use strict';
+(() => {
+  const $ = (sel) => document.querySelector(sel);
+  const SVG = 'http://www.w3.org/2000/svg';
+  const WINDOW_MS = 10 * 60 * 1000; // history kept and drawn
+  const MIN_SPAN_MS = 30 * 1000; // the x axis spans at least this
+  const MAX_EVENTS = 2000;
+  const SHOWN_EVENTS = 300;
+  const PALETTE = ['#1f6feb', '#e8590c', '#12a150', '#7a5af8', '#d92d20', '#0ea5e9', '#c026d3', '#ca8a04', '#0d9488', '#64748b'];
+
+  const meta = (name) => (document.querySelector(`meta[name="${name}"]`) || {}).content || '';
+  const state = {
+    token: meta('ebb-token') || sessionStorage.getItem('ebb-token') || '',
+    readsNeedToken: meta('ebb-reads') === 'token',
+    services: [],
+    current: new URLSearchParams(location.search).get('service'),
+    points: new Map(), // service -> [point]
+    events: [],
+    lastSeq: 0,
+    colors: new Map(), // replica id -> colour
+    desiredDirty: false,
+    hover: new Map(), // chart id -> x in px
+  };
+
+  // ------------------------------------------------------------ helpers
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const el = (tag, attrs = {}, text) => {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const svgEl = (tag, attrs = {}, text) => {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const fmtNum = (v, digits = 1) => (v == null || !isFinite(v) ? '–' : Number(v).toFixed(digits).replace(/\.0+$/, ''));
+  const fmtTime = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
+  const fmtBytes = (b) => {
+    if (b == null) return '–';
+    const units = ['B', 'KiB', 'MiB', 'GiB'];
+    let i = 0;
+    while (b >= 1024 && i < units.length - 1) { b /= 1024; i++; }
+    return `${b.toFixed(i ? 1 : 0)} ${units[i]}`;
+  };
+  const fmtAge = (s) => {
+    s = Math.floor(s);
+    if (s < 60) return `${s}s`;
+    if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+    if (s < 86400) return `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, '0')}m`;
+    return `${Math.floor(s / 86400)}d${Math.floor(s / 3600) % 24}h`;
+  };
+  // Inline style attributes are refused by the page's CSP; CSSOM is not.
+  const swatch = (color) => {
+    const s = el('span', { class: 'swatch' });
+    s.style.background = color;
+    return s;
+  };
+  const colorOf = (id) => {
+    if (!state.colors.has(id)) state.colors.set(id, PALETTE[state.colors.size % PALETTE.length]);
+    return state.colors.get(id);
+  };
+
+  async function api(method, path, body) {
+    const headers = { Accept: 'application/json' };
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    const init = { method, headers, cache: 'no-store' };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, init);
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
+    if (!response.ok) {
+      const error = new Error((data && data.error) || `${response.status} ${response.statusText}`);
+      error.status = response.status;
+      if (response.status === 401) showTokenBox(true);
+      throw error;
+    }
+    return data;
+  }
+
+  function setConn(ok, text) {
+    $('#conn-dot').className = `dot ${ok ? 'ok' : 'bad'}`;
+    $('#conn-text').textContent = text;
+  }
+
+  function say(text, error = false) {
+    const m = $('#action-msg');
+    m.textContent = text;
+    m.className = error ? 'msg err' : 'msg';
+  }
+
+  // -------------------------------------------------------------- token
+  function showTokenBox(show) {
+    $('#token-box').hidden = !show;
+    const locked = !state.token;
+    for (const b of document.querySelectorAll('.controls button, .controls input')) {
+      b.disabled = locked;
+      b.title = locked ? 'needs the admin token' : '';
+    }
+  }
+
+  $('#token-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const t = $('#token-input').value.trim();
+    if (!t) return;
+    state.token = t;
+    sessionStorage.setItem('ebb-token', t);
+    $('#token-input').value = '';
+    showTokenBox(false);
+    say('controls unlocked');
+    renderAll();
+  });
+
+  // ----------------------------------------------------------- controls
+  const desiredInput = $('#desired-input');
+  desiredInput.addEventListener('input', () => { state.desiredDirty = true; });
+  $('#desired-minus').addEventListener('click', () => {
+    desiredInput.value = Math.max(0, (parseInt(desiredInput.value, 10) || 0) - 1);
+    state.desiredDirty = true;
+  });
+  $('#desired-plus').addEventListener('click', () => {
+    desiredInput.value = (parseInt(desiredInput.value, 10) || 0) + 1;
+    state.desiredDirty = true;
+  });
+  $('#desired-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const svc = currentService();
+    const desired = parseInt(desiredInput.value, 10);
+    if (!svc || !(desired >= 0)) { say('enter a number of replicas', true); return; }
+    try {
+      const r = await api('PUT', `/api/v1/services/${encodeURIComponent(svc.name)}/desired`, { desired, reason: 'manual (dashboard)' });
+      say(r.clamped ? `desired ${r.from} → ${r.to} (${r.clamped})` : `desired ${r.from} → ${r.to}`);
+      state.desiredDirty = false;
+      poll();
+    } catch (err) {
+      say(err.message, true);
+    }
+  });
+  $('#rollback').addEventListener('click', async () => {
+    const svc = currentService();
+    if (!svc || !confirm(`Roll ${svc.name} back to its previous version?`)) return;
+    try {
+      await api('POST', `/api/v1/services/${encodeURIComponent(svc.name)}/rollback`, { reason: 'rollback from the dashboard' });
+      say('rollback started; see the events');
+    } catch (err) {
+      say(err.message, true);
+    }
+  });
+  $('#replicas').addEventListener('click', async (e) => {
+    const button = e.target.closest('button[data-protect]');
+    if (!button) return;
+    const id = button.dataset.protect;
+    const protect = button.dataset.on !== 'true';
+    button.disabled = true;
+    try {
+      const r = await api('POST', `/api/v1/replicas/${encodeURIComponent(id)}/protect`, { protected: protect });
+      say(r.message || `${id} ${protect ? 'protected' : 'unprotected'}`);
+      poll();
+    } catch (err) {
+      say(err.message, true);
+      button.disabled = false;
+    }
+  });
+
+  // -------------------------------------------------------------- data
+  function currentService() {
+    return state.services.find((s) => s.name === state.current) || state.services[0];
+  }
+
+  let polling = false;
+  async function poll() {
+    if (polling) return;
+    polling = true;
+    try {
+      const status = await api('GET', '/api/v1/status');
+      state.services = status.services;
+      if (!state.services.some((s) => s.name === state.current) && state.services.length) state.current = state.services[0].name;
+      const svc = currentService();
+      if (svc) {
+        const list = state.points.get(svc.name) || [];
+        const last = list.length ? list[list.length - 1].time_ms : 0;
+        const since = last || Date.now() - WINDOW_MS;
+        const points = await api('GET', `/api/v1/metrics?service=${encodeURIComponent(svc.name)}&since=${Math.floor(since)}`);
+        for (const p of points) {
+          if (list.length && p.time_ms <= list[list.length - 1].time_ms) continue;
+          // [[id, cpu], ...] -> {id: cpu}
+          p.replica_cpu = Object.fromEntries(p.replica_cpu || []);
+          list.push(p);
+        }
+        if (list.length) {
+          state.now = list[list.length - 1].time_ms;
+          const cut = state.now - WINDOW_MS;
+          while (list.length && list[0].time_ms < cut) list.shift();
+        }
+        state.points.set(svc.name, list);
+      }
+      setConn(true, 'live');
+      renderAll();
+    } catch (err) {
+      setConn(false, err.status === 401 ? 'token needed' : 'disconnected');
+    } finally {
+      polling = false;
+    }
+  }
+
+  async function follow() {
+    for (;;) {
+      try {
+        const headers = { Accept: 'text/event-stream' };
+        if (state.token) headers.Authorization = `Bearer ${state.token}`;
+        const response = await fetch(`/api/v1/events?follow=1&after=${state.lastSeq}`, { headers, cache: 'no-store' });
+        if (!response.ok || !response.body) throw new Error(String(response.status));
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, '\n');
+          let cut;
+          const batch = [];
+          while ((cut = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, cut);
+            buffer = buffer.slice(cut + 2);
+            const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, '')).join('\n');
+            if (!data) continue;
+            try { batch.push(JSON.parse(data)); } catch (_) { /* skip */ }
+          }
+          if (batch.length) addEvents(batch);
+        }
+      } catch (_) {
+        // Reconnect below.
+      }
+      await sleep(2000);
+    }
+  }
+
+  function addEvents(batch) {
+    const fresh = batch.filter((e) => e.seq > state.lastSeq);
+    if (!fresh.length) return;
+    state.lastSeq = fresh[fresh.length - 1].seq;
+    state.events.push(...fresh);
+    if (state.events.length > MAX_EVENTS) state.events.splice(0, state.events.length - MAX_EVENTS);
+    renderEvents(fresh);
+    const svc = currentService();
+    if (svc) renderCharts(svc);
+  }
+
+  // ------------------------------------------------------------ render
+  function renderAll() {
+    renderTabs();
+    const svc = currentService();
+    if (!svc) return;
+    renderSummary(svc);
+    renderTable(svc);
+    renderCharts(svc);
+  }
+
+  function renderTabs() {
+    const nav = $('#services');
+    const names = state.services.map((s) => s.name);
+    if (nav.dataset.names === names.join(',') && nav.dataset.current === state.current) return;
+    nav.dataset.names = names.join(',');
+    nav.dataset.current = state.current;
+    nav.replaceChildren(...names.map((name) => {
+      const b = el('button', { type: 'button', 'aria-current': String(name === state.current) }, name);
+      b.addEventListener('click', () => {
+        state.current = name;
+        state.desiredDirty = false;
+        history.replaceState(null, '', `?service=${encodeURIComponent(name)}`);
+        renderEvents(null);
+        renderAll();
+        poll();
+      });
+      return b;
+    }));
+  }
+
+  function lastPoint(svc) {
+    const list = state.points.get(svc.name) || [];
+    return list[list.length - 1];
+  }
+
+  function renderSummary(svc) {
+    const p = lastPoint(svc);
+    $('#s-desired').textContent = svc.desired;
+    $('#s-bounds').textContent = `min ${svc.min} · max ${svc.max}`;
+    $('#s-in-service').textContent = svc.in_service;
+    $('#s-pending').textContent = svc.pending ? `${svc.pending} pending` : 'none pending';
+    $('#s-rps').textContent = p ? fmtNum(p.requests_per_s) : '–';
+    $('#s-inflight').textContent = `${svc.replicas.reduce((n, r) => n + r.in_flight, 0)} in flight`;
+    $('#s-p99').textContent = p && p.p99_ms != null ? `${fmtNum(p.p99_ms)} ms` : '–';
+    $('#s-p50').textContent = p && p.p50_ms != null ? `p50 ${fmtNum(p.p50_ms)} ms` : 'no data';
+    $('#s-cpu').textContent = p && p.cpu_mean != null ? `${fmtNum(p.cpu_mean, 0)}%` : '–';
+    $('#s-version').textContent = `version ${svc.version} · ${svc.driver}`;
+    const holding = $('#holding');
+    holding.hidden = !svc.holding;
+    holding.textContent = svc.holding ? `Holding: ${svc.holding}` : '';
+    if (!state.desiredDirty && document.activeElement !== desiredInput) desiredInput.value = svc.desired;
+    desiredInput.max = String(svc.max);
+  }
+
+  function badge(cls, text) {
+    return el('span', { class: `badge ${cls}` }, text);
+  }
+
+  function renderTable(svc) {
+    const rows = svc.replicas.map((r) => {
+      const tr = el('tr', { 'data-id': r.id, 'data-state': r.state, 'data-healthy': String(r.healthy) });
+      const id = el('td', { class: 'mono' });
+      id.append(swatch(colorOf(r.id)), document.createTextNode(r.id));
+      const stateTd = el('td');
+      stateTd.append(badge(r.state, r.state.replace('_', ' ')));
+      const health = el('td', { title: r.last_probe || '' });
+      health.append(badge(r.health, r.health));
+      const cpu = el('td', { class: 'num' }, r.cpu == null ? '–' : `${fmtNum(r.cpu, 0)}%`);
+      if (r.cpu != null) {
+        const bar = el('span', { class: 'bar' });
+        const fill = el('span');
+        fill.style.width = `${Math.min(100, Math.max(0, r.cpu))}%`;
+        fill.style.background = colorOf(r.id);
+        bar.append(fill);
+        cpu.append(bar);
+      }
+      const prot = el('td');
+      const button = el('button', {
+        type: 'button',
+        class: `small ${r.protected ? 'on' : 'secondary'}`,
+        'data-protect': r.id,
+        'data-on': String(r.protected),
+        'aria-pressed': String(r.protected),
+      }, r.protected ? 'Protected' : 'Protect');
+      if (!state.token) { button.disabled = true; button.title = 'needs the admin token'; }
+      prot.append(button);
+      tr.append(
+        id,
+        stateTd,
+        health,
+        el('td', {}, `v${r.version}`),
+        cpu,
+        el('td', { class: 'num' }, String(r.in_flight)),
+        el('td', { class: 'num' }, String(r.requests)),
+        el('td', { class: 'num' }, fmtBytes(r.rss_bytes)),
+        el('td', { class: 'num' }, fmtAge(r.age_s)),
+        prot,
+      );
+      return tr;
+    });
+    if (!rows.length) {
+      const tr = el('tr');
+      tr.append(el('td', { colspan: '10', class: 'msg' }, 'no replicas'));
+      rows.push(tr);
+    }
+    $('#replicas tbody').replaceChildren(...rows);
+  }
+
+  const KIND_CLASS = {
+    scaled: 'scaled',
+    replica_unhealthy: 'bad', replica_exited: 'bad', replica_start_failed: 'bad', backoff: 'bad',
+    replica_in_service: 'good',
+  };
+
+  function eventItem(e, isNew) {
+    const li = el('li', { 'data-kind': e.kind, class: isNew ? 'new' : '' });
+    const t = Date.parse(e.time);
+    li.append(el('time', { datetime: e.time, title: e.time }, isFinite(t) ? fmtTime(t) : e.time));
+    li.append(el('span', { class: `kind ${KIND_CLASS[e.kind] || ''}` }, e.kind.replace(/_/g, ' ')));
+    const why = el('span', { class: 'why' });
+    if (e.replica) why.append(el('span', { class: 'who mono' }, e.replica));
+    why.append(document.createTextNode(e.reason));
+    li.append(why);
+    return li;
+  }
+
+  function renderEvents(fresh) {
+    const list = $('#events');
+    const svc = state.current;
+    const mine = (e) => !svc || e.service === svc;
+    if (fresh === null || !list.childElementCount) {
+      const shown = state.events.filter(mine).slice(-SHOWN_EVENTS).reverse();
+      list.replaceChildren(...shown.map((e) => eventItem(e, false)));
+    } else {
+      for (const e of fresh.filter(mine)) list.prepend(eventItem(e, true));
+      while (list.childElementCount > SHOWN_EVENTS) list.lastElementChild.remove();
+    }
+    $('#events-count').textContent = `${state.events.filter(mine).length} kept`;
+  }
+
+  // ------------------------------------------------------------ charts
+  // The smallest top of the y axis at or above v whose quarters are round.
+  function niceMax(v) {
+    if (!(v > 0)) return 1;
+    const quarter = v / 4;
+    const p = Math.pow(10, Math.floor(Math.log10(quarter)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= quarter) return 4 * m * p;
+    return 40 * p;
+  }
+
+  // series: [{name, color, data: [[t, v|null]], step, area}]; markers: [{t, v, dir, title}]
+  function drawChart(svg, { series, markers = [], unit = '', yMax, integer = false, now, emptyText }) {
+    const w = Math.max(200, svg.clientWidth || 400);
+    const h = Math.max(120, svg.clientHeight || 190);
+    const pad = { l: 40, r: 12, t: 10, b: 22 };
+    svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+    const all = series.flatMap((s) => s.data);
+    const end = now || (all.length ? Math.max(...all.map((d) => d[0])) : Date.now());
+    const first = all.length ? Math.min(...all.map((d) => d[0])) : end;
+    const start = Math.min(first, end - MIN_SPAN_MS);
+    const values = all.map((d) => d[1]).filter((v) => v != null && isFinite(v)).concat(markers.map((m) => m.v));
+    let top = yMax != null ? yMax : niceMax(Math.max(0, ...values) * 1.1);
+    if (integer) top = Math.max(1, Math.ceil(top));
+    const x = (t) => pad.l + ((t - start) / Math.max(1, end - start)) * (w - pad.l - pad.r);
+    const y = (v) => pad.t + (1 - v / top) * (h - pad.t - pad.b);
+    const nodes = [];
+    const ticks = integer && top <= 8 ? Array.from({ length: top + 1 }, (_, i) => i) : [0, 0.25, 0.5, 0.75, 1].map((f) => f * top);
+    for (const v of ticks) {
+      nodes.push(svgEl('line', { class: 'grid', x1: pad.l, x2: w - pad.r, y1: y(v), y2: y(v) }));
+      nodes.push(svgEl('text', { x: pad.l - 6, y: y(v) + 4, 'text-anchor': 'end' }, integer ? String(Math.round(v)) : fmtNum(v, top < 4 ? 2 : top < 40 ? 1 : 0)));
+    }
+    const xticks = Math.max(2, Math.min(6, Math.floor((w - pad.l - pad.r) / 90)));
+    for (let i = 0; i <= xticks; i++) {
+      const t = start + ((end - start) * i) / xticks;
+      nodes.push(svgEl('text', { x: x(t), y: h - 6, 'text-anchor': i === 0 ? 'start' : i === xticks ? 'end' : 'middle' }, fmtTime(t)));
+    }
+    nodes.push(svgEl('line', { class: 'axis', x1: pad.l, x2: w - pad.r, y1: y(0), y2: y(0) }));
+    for (const m of markers) {
+      if (m.t < start) continue;
+      nodes.push(svgEl('line', { class: 'marker-line', x1: x(m.t), x2: x(m.t), y1: pad.t, y2: y(0) }));
+    }
+    for (const s of series) {
+      let d = '';
+      let prev = null;
+      for (const [t, v] of s.data) {
+        if (v == null || !isFinite(v)) { prev = null; continue; }
+        if (prev === null) d += `M${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+        else if (s.step) d += `H${x(t).toFixed(1)}V${y(v).toFixed(1)}`;
+        else d += `L${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+        prev = v;
+      }
+      if (!d) continue;
+      if (s.area) {
+        const pts = s.data.filter(([, v]) => v != null && isFinite(v));
+        const a = `${d}L${x(pts[pts.length - 1][0]).toFixed(1)},${y(0)}L${x(pts[0][0]).toFixed(1)},${y(0)}Z`;
+        nodes.push(svgEl('path', { class: 'area', d: a, fill: s.color }));
+      }
+      const path = svgEl('path', { class: s.dashed ? 'line dashed' : 'line', d, stroke: s.color });
+      path.append(svgEl('title', {}, s.name));
+      nodes.push(path);
+    }
+    for (const m of markers) {
+      if (m.t < start) continue;
+      const cx = x(m.t);
+      const cy = y(m.v);
+      const r = 6;
+      const pts = m.dir === 'in'
+        ? `${cx - r},${cy - r + 1} ${cx + r},${cy - r + 1} ${cx},${cy + r}`
+        : `${cx - r},${cy + r - 1} ${cx + r},${cy + r - 1} ${cx},${cy - r}`;
+      const tri = svgEl('polygon', { class: 'marker', points: pts, 'data-seq': String(m.seq) });
+      tri.append(svgEl('title', {}, m.title));
+      nodes.push(tri);
+    }
+    if (!values.length) {
+      const why = all.length ? (emptyText || 'no data in this window') : 'waiting for data…';
+      nodes.push(svgEl('text', { class: 'empty', x: (pad.l + w - pad.r) / 2, y: h / 2, 'text-anchor': 'middle' }, why));
+    }
+    // Hover read-out: the values of the second under the pointer.
+    const hx = state.hover.get(svg.id);
+    if (hx != null && all.length && hx >= pad.l && hx <= w - pad.r) {
+      const t = start + ((hx - pad.l) / (w - pad.l - pad.r)) * (end - start);
+      const lines = [fmtTime(t)];
+      for (const s of series) {
+        let best = null;
+        for (const d of s.data) if (best === null || Math.abs(d[0] - t) < Math.abs(best[0] - t)) best = d;
+        if (best && best[1] != null) lines.push(`${s.name}: ${integer ? best[1] : fmtNum(best[1])}${unit}`);
+      }
+      nodes.push(svgEl('line', { class: 'hover-line', x1: hx, x2: hx, y1: pad.t, y2: y(0) }));
+      const shown = lines.slice(0, 7);
+      const boxW = Math.max(...shown.map((l) => l.length)) * 6.4 + 12;
+      const bx = hx + boxW + 12 > w ? hx - boxW - 8 : hx + 8;
+      nodes.push(svgEl('rect', { class: 'tip-box', x: bx, y: pad.t, width: boxW, height: shown.length * 14 + 8, rx: 6 }));
+      shown.forEach((l, i) => nodes.push(svgEl('text', { class: 'tip-text', x: bx + 6, y: pad.t + 15 + i * 14 }, l)));
+    }
+    svg.replaceChildren(...nodes);
+    if (!svg.dataset.hooked) {
+      svg.dataset.hooked = '1';
+      svg.addEventListener('mousemove', (e) => {
+        const rect = svg.getBoundingClientRect();
+        state.hover.set(svg.id, ((e.clientX - rect.left) / rect.width) * w);
+        const svc = currentService();
+        if (svc) renderCharts(svc);
+      });
+      svg.addEventListener('mouseleave', () => {
+        state.hover.delete(svg.id);
+        const svc = currentService();
+        if (svc) renderCharts(svc);
+      });
+    }
+  }
+
+  function renderCharts(svc) {
+    const pts = state.points.get(svc.name) || [];
+    const now = pts.length ? pts[pts.length - 1].time_ms : state.now;
+    const css = getComputedStyle(document.documentElement);
+    const c1 = css.getPropertyValue('--c1').trim() || '#1f6feb';
+    const c2 = css.getPropertyValue('--c2').trim() || '#e8590c';
+    drawChart($('#c-rps'), {
+      now,
+      unit: ' req/s',
+      series: [{ name: 'requests/s', color: c1, area: true, data: pts.map((p) => [p.time_ms, p.requests_per_s]) }],
+    });
+    drawChart($('#c-latency'), {
+      now,
+      unit: ' ms',
+      emptyText: 'no latency data in this window',
+      series: [
+        { name: 'p50', color: c1, data: pts.map((p) => [p.time_ms, p.p50_ms]) },
+        { name: 'p99', color: c2, data: pts.map((p) => [p.time_ms, p.p99_ms]) },
+      ],
+    });
+    const ids = [...new Set(pts.flatMap((p) => Object.keys(p.replica_cpu || {})))];
+    drawChart($('#c-cpu'), {
+      now,
+      unit: '%',
+      yMax: Math.max(100, niceMax(Math.max(0, ...pts.flatMap((p) => Object.values(p.replica_cpu || {}))) * 1.1)),
+      series: ids.map((id) => ({ name: id, color: colorOf(id), data: pts.map((p) => [p.time_ms, p.replica_cpu && id in p.replica_cpu ? p.replica_cpu[id] : null]) })),
+    });
+    const legend = $('#cpu-legend');
+    legend.replaceChildren(...ids.map((id) => {
+      const s = el('span', { class: 'mono' });
+      s.append(swatch(colorOf(id)), document.createTextNode(id));
+      return s;
+    }));
+    const markers = state.events
+      .filter((e) => e.service === svc.name && e.kind === 'scaled' && e.to != null && e.from !== e.to)
+      .map((e) => ({ t: Date.parse(e.time), v: e.to, dir: e.to > e.from ? 'out' : 'in', title: `${fmtTime(Date.parse(e.time))} ${e.from} → ${e.to}: ${e.reason}`, seq: e.seq }))
+      .filter((m) => isFinite(m.t) && (!now || m.t >= now - WINDOW_MS));
+    drawChart($('#c-replicas'), {
+      now,
+      integer: true,
+      yMax: Math.max(svc.max, ...pts.map((p) => Math.max(p.desired, p.in_service))),
+      series: [
+        { name: 'in service', color: c2, step: true, area: true, data: pts.map((p) => [p.time_ms, p.in_service]) },
+        { name: 'desired', color: c1, step: true, dashed: true, data: pts.map((p) => [p.time_ms, p.desired]) },
+      ],
+      markers,
+    });
+  }
+
+  window.addEventListener('resize', () => { const svc = currentService(); if (svc) renderCharts(svc); });
+
+  // -------------------------------------------------------------- start
+  showTokenBox(!state.token);
+  poll();
+  setInterval(poll, 1000);
+  follow();
+})();

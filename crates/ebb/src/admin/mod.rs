@@ -1,0 +1,384 @@
+//! The admin API: JSON over HTTP on its own listener (loopback by default),
+//! separate from the data plane, plus Prometheus `/metrics` and the
+//! dashboard at `/`. The CLI's `status`, `scale`, `events` and `down` go
+//! through it.
+//!
+//! Layout:
+//! - `mod.rs` (this file): shared state, the router, the request guard
+//!   (Host, Origin, rate limit, token, content type) and the JSON error.
+//! - [`auth`]: the bearer token file, constant-time comparison, the limiter of
+//!   failed attempts, the peer-uid lookup for the dashboard.
+//! - [`api`]: the `/api/v1` handlers and the JSON shapes they speak.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers (utoipa).
+//! - [`stream`]: the Server-Sent Events stream of the event log.
+//! - [`prometheus`]: `/metrics` in the Prometheus / OpenMetrics text format.
+//! - [`dashboard`]: the embedded HTML/CSS/JS page.
+//!
+//! **Architecture invariant:** only this module and the CLI's client know the
+//! API's JSON shapes and status codes; the controller speaks Rust types.
+//!
+//! **Security** (docs/api.md has the threat model):
+//! - every mutating call needs `Authorization: Bearer <token>` (the token is
+//!   in `<state_dir>/admin.token`, mode 0600); reads need it too when the
+//!   listener is not loopback-only;
+//! - ten wrong tokens within a minute from one address lock that address out
+//!   (429) for a minute;
+//! - on a loopback listener the `Host` must be a loopback name (defeats DNS
+//!   rebinding); a request carrying an `Origin` other than its own is refused
+//!   (defeats CSRF and cross-site reads); a request body must be JSON;
+//! - a replica's own token (`EBB_REPLICA_TOKEN`) is accepted only to
+//!   protect or unprotect that replica;
+//! - the dashboard page embeds the token only for a loopback connection whose
+//!   socket belongs to the token file's owner.
+
+pub mod api;
+pub mod auth;
+pub mod dashboard;
+pub mod openapi;
+pub mod prometheus;
+pub mod stream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::connect_info::Connected;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+use crate::controller::ServiceHandle;
+use crate::events::EventLog;
+
+pub use auth::{token_path, AdminToken, TokenError};
+
+/// What the admin handlers share, as `ebb up` builds it.
+#[derive(Clone)]
+pub struct AdminState {
+    pub services: Arc<BTreeMap<String, ServiceHandle>>,
+    pub events: Arc<EventLog>,
+    /// Cancelled to ask the whole ebb process to drain and stop.
+    pub stop_requested: CancellationToken,
+    /// The bearer token every mutating call must carry.
+    pub token: Arc<AdminToken>,
+}
+
+/// [`AdminState`] plus what the admin layer keeps for itself.
+pub(crate) struct Shared {
+    pub state: AdminState,
+    /// The listener is loopback-only: reads need no token.
+    pub loopback_only: bool,
+    pub limiter: Mutex<auth::FailureLimiter>,
+    /// Counts of scaling actions and other events, kept monotonic for
+    /// Prometheus even when the bounded event log forgets old entries.
+    pub tally: Mutex<prometheus::EventTally>,
+    /// Last known (5xx, connect failures) per (service, replica), for
+    /// replicas out of the rotation whose balancer counters are not
+    /// reachable any more.
+    pub replica_errors: Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
+    /// Cancelled when the admin API stops: ends event streams so graceful
+    /// shutdown does not wait for them.
+    pub shutdown: CancellationToken,
+}
+
+pub(crate) type App = Arc<Shared>;
+
+/// A JSON error body with the right status: `{"error": "...", "status": 404}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong and, where there is one, the fix.
+    #[schema(example = "no service named \"api\"; services: web")]
+    pub error: String,
+    /// The HTTP status code, repeated for clients that only see the body.
+    #[schema(example = 404)]
+    pub status: u16,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), retry_after: None }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response =
+            (self.status, Json(ErrorBody { error: self.message, status: self.status.as_u16() })).into_response();
+        if let Some(s) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"ebb\""));
+        }
+        response
+    }
+}
+
+/// Both ends of an admin connection (the peer for the rate limiter, both for
+/// the dashboard's peer-uid check).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        let remote = *stream.remote_addr();
+        let local = stream.io().local_addr().unwrap_or(remote);
+        Peer { local, remote }
+    }
+}
+
+/// The admin router. `listen` is the listener's address (it decides whether
+/// reads need the token); `shutdown` ends event streams.
+pub fn router(state: AdminState, listen: SocketAddr, shutdown: CancellationToken) -> Router {
+    let app: App = Arc::new(Shared {
+        loopback_only: listen.ip().is_loopback(),
+        state,
+        limiter: Mutex::default(),
+        tally: Mutex::default(),
+        replica_errors: Mutex::default(),
+        shutdown,
+    });
+    api::routes()
+        .merge(dashboard::routes())
+        .route("/metrics", axum::routing::get(prometheus::metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/openapi.json") })
+        .method_not_allowed_fallback(|request: Request| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {}; see /api/v1/openapi.json", request.method(), request.uri().path()),
+            )
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// Serves the admin API on an already-bound listener until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdown: CancellationToken) -> std::io::Result<()> {
+    let listen = listener.local_addr()?;
+    if !listen.ip().is_loopback() {
+        tracing::warn!(
+            %listen,
+            token_file = %state.token.path().display(),
+            "The admin API listens beyond loopback: every call, reads included, needs the bearer token."
+        );
+    }
+    let app = router(state, listen, shutdown.clone());
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Whether a `Host` header names this machine's loopback: `127.0.0.1:9900`,
+/// `[::1]:9900`, `localhost:9900`.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = host_name(host);
+    name.eq_ignore_ascii_case("localhost")
+        || name.eq_ignore_ascii_case("localhost.")
+        || name.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+/// The host part of a `Host` header (port and IPv6 brackets removed).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    }
+}
+
+/// Paths anyone who may reach the listener can read without the token, also
+/// off loopback: the dashboard's static files (the page carries no token
+/// unless its peer owns the token file) and the API description.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/" | "/index.html" | "/app.js" | "/style.css" | "/favicon.svg" | "/api/v1/openapi.json")
+}
+
+/// Whether a request's `Origin` is its own (`scheme://Host`).
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+        return false;
+    };
+    !host.is_empty() && rest.eq_ignore_ascii_case(host)
+}
+
+/// Whether `token` is the own token of the replica this request protects:
+/// a replica may set or clear its own scale-in protection
+/// (`POST /api/v1/replicas/{its id}/protect`), and nothing else.
+fn replica_may(app: &Shared, request: &Request, token: &str) -> bool {
+    if request.method() != Method::POST {
+        return false;
+    }
+    let Some(id) = request.uri().path().strip_prefix("/api/v1/replicas/").and_then(|rest| rest.strip_suffix("/protect")) else {
+        return false;
+    };
+    !id.is_empty() && !id.contains('/') && app.state.services.values().any(|s| s.replica_token_is(id, token))
+}
+
+/// Every request passes here first: Host (DNS rebinding), Origin (CSRF and
+/// cross-site reads), the failed-attempt lockout, the bearer token, and the
+/// content type of a body. Order matters: nothing about the token is
+/// checked (or counted) for a request that is refused for where it comes
+/// from.
+async fn guard(State(app): State<App>, request: Request, next: Next) -> Response {
+    match check(&app, &request) {
+        Ok(()) => {
+            let mut response = next.run(request).await;
+            let headers = response.headers_mut();
+            headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+            headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+            headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+fn check(app: &Shared, request: &Request) -> Result<(), ApiError> {
+    let headers = request.headers();
+    let text = |name: &str| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let host = text(header::HOST.as_str()).unwrap_or("");
+    if app.loopback_only && !host.is_empty() && !is_loopback_host(host) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the Host header is not a loopback name; the admin API answers only to 127.0.0.1, [::1] or localhost",
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !same_origin(origin, host) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross-origin requests are refused: the admin API serves only its own dashboard",
+            ));
+        }
+    }
+    if text("sec-fetch-site") == Some("cross-site") {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "cross-site requests are refused"));
+    }
+
+    let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let path = request.uri().path();
+    let needs_token = mutating || (!app.loopback_only && !is_public(path));
+    let presented = headers.get(header::AUTHORIZATION);
+    match presented {
+        // No token, no guess: a plain 401 (never 429, the limiter is for
+        // guessers).
+        None if needs_token => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "this call needs `Authorization: Bearer <token>`; the token is in {}",
+                    app.state.token.path().display()
+                ),
+            ));
+        }
+        None => {}
+        Some(value) => {
+            let ip = request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<Peer>>()
+                .map(|c| c.0.remote.ip())
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            let now = Instant::now();
+            let mut limiter = app.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            // Locked out: refused whatever the token, so a guesser cannot
+            // tell a right guess from a wrong one.
+            if let Err(wait) = limiter.check(ip, now) {
+                let secs = wait.as_secs().max(1);
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many wrong tokens from {ip}; try again in {secs} s"),
+                )
+                .retry_after(secs));
+            }
+            let ok = value
+                .to_str()
+                .ok()
+                .and_then(auth::bearer)
+                .is_some_and(|t| app.state.token.matches(t) || replica_may(app, request, t));
+            if !ok {
+                let locked = limiter.fail(ip, now);
+                // Never echo what was presented: it may be a real token of
+                // another ebb.
+                tracing::warn!(client = %ip, "Admin API call with a wrong token refused.");
+                if let Some(wait) = locked {
+                    tracing::warn!(client = %ip, lockout_s = wait.as_secs(), "Too many wrong admin tokens; locking the client out.");
+                }
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    format!("wrong token; the token is in {}", app.state.token.path().display()),
+                ));
+            }
+        }
+    }
+
+    if mutating {
+        let has_body = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+            || headers.contains_key(header::TRANSFER_ENCODING);
+        let json = text(header::CONTENT_TYPE.as_str()).is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+        if has_body && !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send a JSON body with Content-Type: application/json",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in ["127.0.0.1:9900", "localhost:9900", "[::1]:9900", "127.0.0.2", "LOCALHOST", "localhost."] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in ["evil.example:9900", "10.0.0.1:9900", "[2001:db8::1]:80", "example.com", "localhost.evil.com"] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        assert!(same_origin("http://127.0.0.1:9900", "127.0.0.1:9900"));
+        assert!(same_origin("http://LOCALHOST:9900", "localhost:9900"));
+        assert!(!same_origin("http://127.0.0.1:9901", "127.0.0.1:9900"));
+        assert!(!same_origin("http://evil.example", "127.0.0.1:9900"));
+        assert!(!same_origin("null", "127.0.0.1:9900"));
+        assert!(!same_origin("http://127.0.0.1:9900", ""));
+    }
+}

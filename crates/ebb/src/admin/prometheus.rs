@@ -1,0 +1,482 @@
+//! `GET /metrics`: the fleet in the Prometheus text format (0.0.4), or
+//! OpenMetrics 1.0 when the scraper asks for it in `Accept` (Prometheus does).
+//!
+//! A fresh [`Registry`] is built at each scrape from the services' status
+//! snapshots, the balancer's atomic counters and the event log: no global
+//! registry, so parallel tests and several ebb instances in one process stay
+//! independent. Counters stay monotonic across scrapes because their
+//! sources are (per-replica atomics, and [`EventTally`], which counts each
+//! event once however long the bounded log keeps it).
+//!
+//! docs/metrics.md lists every metric; keep it in step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::App;
+use crate::controller::ServiceHandle;
+use crate::events::{Event, EventKind};
+
+type Labels = Vec<(&'static str, String)>;
+type GaugeF = Gauge<f64, AtomicU64>;
+
+/// Counts derived from the event log, each event counted once.
+#[derive(Debug, Default)]
+pub struct EventTally {
+    /// Highest event sequence number counted.
+    last_seq: u64,
+    /// (service, direction, policy) -> changes of desired capacity.
+    scaling: BTreeMap<(String, &'static str, String), u64>,
+    /// (service, kind) -> events.
+    kinds: BTreeMap<(String, String), u64>,
+}
+
+impl EventTally {
+    /// Counts the events not counted yet (`events` sorted by `seq`).
+    pub fn absorb(&mut self, events: &[Event]) {
+        for e in events {
+            if e.seq <= self.last_seq {
+                continue;
+            }
+            self.last_seq = e.seq;
+            let kind = match serde_json::to_value(e.kind) {
+                Ok(serde_json::Value::String(s)) => s,
+                _ => e.kind.as_str().to_string(),
+            };
+            *self.kinds.entry((e.service.clone(), kind)).or_default() += 1;
+            if e.kind == EventKind::Scaled {
+                if let (Some(from), Some(to)) = (e.from, e.to) {
+                    if from != to {
+                        let direction = if to > from { "out" } else { "in" };
+                        let key = (e.service.clone(), direction, policy_of(&e.reason));
+                        *self.scaling.entry(key).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+}
+
+/// The policy named in a `scaled` event's reason: `scale out 2 -> 3 by
+/// target-cpu: ...` -> `target-cpu`; a manual change (`desired 2 -> 3:
+/// manual ...`) -> `manual`.
+// lead: if `Event` gains a `policy` field, read it here instead of parsing.
+pub fn policy_of(reason: &str) -> String {
+    if reason.starts_with("scale ") || reason.starts_with("stay ") {
+        if let Some((_, rest)) = reason.split_once(" by ") {
+            let name = rest.split(':').next().unwrap_or("").trim();
+            if !name.is_empty() && !name.contains(' ') {
+                return name.to_string();
+            }
+        }
+    }
+    if reason.starts_with("desired ") {
+        return "manual".to_string();
+    }
+    "unknown".to_string()
+}
+
+/// One histogram series given as sum, count and per-bucket counts (the last
+/// bound `+Inf`), for data kept outside prometheus-client (the balancer's
+/// latency histograms).
+#[derive(Debug, Clone)]
+pub struct HistogramSeries {
+    pub labels: Labels,
+    pub sum: f64,
+    pub count: u64,
+    /// (upper bound, observations in this bucket only), ascending.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// A histogram family of [`HistogramSeries`], encoded as one metric family.
+#[derive(Debug)]
+pub struct ConstHistograms {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub unit: Option<Unit>,
+    pub series: Vec<HistogramSeries>,
+}
+
+impl prometheus_client::collector::Collector for ConstHistograms {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(self.name, self.help, self.unit.as_ref(), MetricType::Histogram)?;
+        for s in &self.series {
+            family.encode_family(&s.labels)?.encode_histogram::<NoLabelSet>(s.sum, s.count, &s.buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// Request latency histograms of one service, per replica.
+// lead: the balancer's latency histogram and queue time hook in here. Return
+// one `HistogramSeries` per replica (labels service, replica) from the
+// proxy's per-backend histogram (seconds; buckets e.g. 1 ms .. 10 s), and add
+// a second `ConstHistograms` "ebb_service_queue_seconds" in `build_registry`
+// the same way for time spent waiting for a replica. Empty until then.
+fn latency_series(_handle: &ServiceHandle) -> Vec<HistogramSeries> {
+    Vec::new()
+}
+
+/// Every ebb metric, registered on a fresh registry.
+struct Metrics {
+    service_desired: Family<Labels, Gauge>,
+    service_min: Family<Labels, Gauge>,
+    service_max: Family<Labels, Gauge>,
+    service_in_service: Family<Labels, Gauge>,
+    service_pending: Family<Labels, Gauge>,
+    service_version: Family<Labels, Gauge>,
+    service_holding: Family<Labels, Gauge>,
+    service_replicas: Family<Labels, Gauge>,
+    service_replicas_health: Family<Labels, Gauge>,
+    service_in_flight: Family<Labels, Gauge>,
+    service_latency: Family<Labels, GaugeF>,
+    service_cpu_mean: Family<Labels, GaugeF>,
+    scaling_actions: Family<Labels, Counter>,
+    health_transitions: Family<Labels, Counter>,
+    events: Family<Labels, Counter>,
+    replica_requests: Family<Labels, Counter>,
+    replica_connect_failures: Family<Labels, Counter>,
+    replica_in_flight: Family<Labels, Gauge>,
+    replica_cpu: Family<Labels, GaugeF>,
+    replica_memory: Family<Labels, Gauge>,
+    replica_healthy: Family<Labels, Gauge>,
+    replica_state: Family<Labels, Gauge>,
+    replica_age: Family<Labels, GaugeF>,
+    replica_protected: Family<Labels, Gauge>,
+    auth_failures: Counter,
+    auth_lockouts: Counter,
+}
+
+impl Metrics {
+    fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            service_desired: Family::default(),
+            service_min: Family::default(),
+            service_max: Family::default(),
+            service_in_service: Family::default(),
+            service_pending: Family::default(),
+            service_version: Family::default(),
+            service_holding: Family::default(),
+            service_replicas: Family::default(),
+            service_replicas_health: Family::default(),
+            service_in_flight: Family::default(),
+            service_latency: Family::default(),
+            service_cpu_mean: Family::default(),
+            scaling_actions: Family::default(),
+            health_transitions: Family::default(),
+            events: Family::default(),
+            replica_requests: Family::default(),
+            replica_connect_failures: Family::default(),
+            replica_in_flight: Family::default(),
+            replica_cpu: Family::default(),
+            replica_memory: Family::default(),
+            replica_healthy: Family::default(),
+            replica_state: Family::default(),
+            replica_age: Family::default(),
+            replica_protected: Family::default(),
+            auth_failures: Counter::default(),
+            auth_lockouts: Counter::default(),
+        };
+        let r = registry;
+        r.register("service_desired_replicas", "Desired capacity of the service", m.service_desired.clone());
+        r.register("service_min_replicas", "Lower bound of desired capacity", m.service_min.clone());
+        r.register("service_max_replicas", "Upper bound of desired capacity", m.service_max.clone());
+        r.register("service_in_service_replicas", "Replicas healthy and in the rotation", m.service_in_service.clone());
+        r.register("service_pending_replicas", "Replicas started but not yet in service", m.service_pending.clone());
+        r.register("service_version", "Current spec version of the service", m.service_version.clone());
+        r.register(
+            "service_holding",
+            "1 while something holds desired capacity (cooldown, stabilisation, max reached, crash-loop backoff)",
+            m.service_holding.clone(),
+        );
+        r.register("service_replicas", "Replicas by lifecycle state", m.service_replicas.clone());
+        r.register("service_replicas_by_health", "Replicas by health-check state", m.service_replicas_health.clone());
+        r.register("service_in_flight_requests", "Requests in flight to the service's replicas", m.service_in_flight.clone());
+        r.register_with_unit(
+            "service_latency",
+            "Request latency percentile over the last second (interim, until the latency histogram)",
+            Unit::Seconds,
+            m.service_latency.clone(),
+        );
+        r.register(
+            "service_cpu_mean_percent",
+            "Mean CPU of the service's replicas over the last second, percent of their allotment",
+            m.service_cpu_mean.clone(),
+        );
+        r.register(
+            "scaling_actions",
+            "Changes of desired capacity by direction (out, in) and the policy that made them (manual for the API and CLI)",
+            m.scaling_actions.clone(),
+        );
+        r.register(
+            "health_check_transitions",
+            "Replicas passing (healthy) or failing (unhealthy) enough consecutive health checks to change state",
+            m.health_transitions.clone(),
+        );
+        r.register("events", "Events recorded in the event log, by kind", m.events.clone());
+        r.register(
+            "replica_requests",
+            "Requests answered by a replica by status class (5xx, other = 1xx-4xx)",
+            m.replica_requests.clone(),
+        );
+        r.register(
+            "replica_connect_failures",
+            "Connection attempts to a replica that failed",
+            m.replica_connect_failures.clone(),
+        );
+        r.register("replica_in_flight_requests", "Requests sent to a replica and not yet answered", m.replica_in_flight.clone());
+        r.register("replica_cpu_percent", "CPU of a replica over the last second, percent of its allotment", m.replica_cpu.clone());
+        r.register_with_unit("replica_memory_rss", "Resident memory of a replica's processes", Unit::Bytes, m.replica_memory.clone());
+        r.register("replica_healthy", "1 if the replica is routable (in service, healthy, not leaving)", m.replica_healthy.clone());
+        r.register("replica_state", "1 for the replica's current lifecycle state", m.replica_state.clone());
+        r.register_with_unit("replica_age", "Time since the replica was started", Unit::Seconds, m.replica_age.clone());
+        r.register("replica_protected", "1 if the replica is protected from scale-in", m.replica_protected.clone());
+        r.register("admin_auth_failures", "Admin API calls refused for a wrong token", m.auth_failures.clone());
+        r.register(
+            "admin_auth_lockouts",
+            "Admin API calls refused because their client sent too many wrong tokens",
+            m.auth_lockouts.clone(),
+        );
+        m
+    }
+}
+
+fn svc(name: &str) -> Labels {
+    vec![("service", name.to_string())]
+}
+
+fn rep(service: &str, id: &str) -> Labels {
+    vec![("service", service.to_string()), ("replica", id.to_string())]
+}
+
+/// Builds the registry for one scrape.
+pub(crate) fn build_registry(app: &App) -> Registry {
+    let mut registry = Registry::with_prefix("ebb");
+    registry.register("build", "ebb's version", Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_string())]));
+    let m = Metrics::register(&mut registry);
+
+    {
+        let mut tally = app.tally.lock().unwrap_or_else(|p| p.into_inner());
+        let last = tally.last_seq();
+        tally.absorb(&app.state.events.list(None, last));
+        for ((service, direction, policy), n) in &tally.scaling {
+            let labels = vec![("service", service.clone()), ("direction", direction.to_string()), ("policy", policy.clone())];
+            m.scaling_actions.get_or_create(&labels).inc_by(*n);
+        }
+        for ((service, kind), n) in &tally.kinds {
+            m.events.get_or_create(&vec![("service", service.clone()), ("kind", kind.clone())]).inc_by(*n);
+            let result = match kind.as_str() {
+                "replica_in_service" => "healthy",
+                "replica_unhealthy" => "unhealthy",
+                _ => continue,
+            };
+            m.health_transitions.get_or_create(&vec![("service", service.clone()), ("result", result.to_string())]).inc_by(*n);
+        }
+    }
+    {
+        let limiter = app.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        m.auth_failures.inc_by(limiter.total_failures);
+        m.auth_lockouts.inc_by(limiter.total_lockouts);
+    }
+
+    let mut latency = Vec::new();
+    for handle in app.state.services.values() {
+        let status = handle.status();
+        let name = status.name.as_str();
+        let l = svc(name);
+        m.service_desired.get_or_create(&l).set(status.desired as i64);
+        m.service_min.get_or_create(&l).set(status.min as i64);
+        m.service_max.get_or_create(&l).set(status.max as i64);
+        m.service_in_service.get_or_create(&l).set(status.in_service as i64);
+        m.service_pending.get_or_create(&l).set(status.pending as i64);
+        m.service_version.get_or_create(&l).set(status.version as i64);
+        m.service_holding.get_or_create(&l).set(status.holding.is_some() as i64);
+        let mut by_state: BTreeMap<&str, i64> =
+            ["starting", "in_service", "draining", "stopped", "failed"].into_iter().map(|s| (s, 0)).collect();
+        let mut by_health: BTreeMap<String, i64> =
+            ["healthy", "unhealthy", "unknown"].into_iter().map(|s| (s.to_string(), 0)).collect();
+        let mut in_flight = 0i64;
+
+        // 5xx counts come from the balancer's Backend of each routable
+        // replica. lead: per-class counters (2xx/3xx/4xx) on Backend would
+        // let `class` split further; see ProxyStats for balancer-made answers.
+        let backends: HashMap<String, (u64, u64)> = handle
+            .proxy
+            .routable()
+            .iter()
+            .map(|b| (b.replica_id.clone(), (b.server_errors.load(Ordering::Relaxed), b.connect_failures.load(Ordering::Relaxed))))
+            .collect();
+
+        for r in &status.replicas {
+            let labels = rep(name, &r.id);
+            *by_state.entry(r.state.as_str()).or_default() += 1;
+            *by_health.entry(r.health.clone()).or_default() += 1;
+            in_flight += r.in_flight as i64;
+            let (server_errors, connect_failures) = {
+                let mut cache = app.replica_errors.lock().unwrap_or_else(|p| p.into_inner());
+                let key = (name.to_string(), r.id.clone());
+                match backends.get(&r.id) {
+                    Some(v) => {
+                        cache.insert(key, *v);
+                        *v
+                    }
+                    // Out of the rotation now: its last known counts.
+                    None => cache.get(&key).copied().unwrap_or((0, 0)),
+                }
+            };
+            let server_errors = server_errors.min(r.requests);
+            let class = |c: &str, n: u64| {
+                let mut l = labels.clone();
+                l.push(("class", c.to_string()));
+                m.replica_requests.get_or_create(&l).inc_by(n);
+            };
+            class("5xx", server_errors);
+            class("other", r.requests - server_errors);
+            m.replica_connect_failures.get_or_create(&labels).inc_by(connect_failures);
+            m.replica_in_flight.get_or_create(&labels).set(r.in_flight as i64);
+            if let Some(cpu) = r.cpu.filter(|c| c.is_finite()) {
+                m.replica_cpu.get_or_create(&labels).set(cpu);
+            }
+            if let Some(rss) = r.rss_bytes {
+                m.replica_memory.get_or_create(&labels).set(rss.min(i64::MAX as u64) as i64);
+            }
+            m.replica_healthy.get_or_create(&labels).set(r.healthy as i64);
+            let mut state = labels.clone();
+            state.push(("state", r.state.as_str().to_string()));
+            m.replica_state.get_or_create(&state).set(1);
+            m.replica_age.get_or_create(&labels).set(if r.age_s.is_finite() { r.age_s } else { 0.0 });
+            m.replica_protected.get_or_create(&labels).set(r.protected as i64);
+        }
+        {
+            // Forget replicas that are gone for good.
+            let mut cache = app.replica_errors.lock().unwrap_or_else(|p| p.into_inner());
+            cache.retain(|(service, id), _| service != name || status.replicas.iter().any(|r| &r.id == id));
+        }
+        for (state, n) in by_state {
+            let mut l = l.clone();
+            l.push(("state", state.to_string()));
+            m.service_replicas.get_or_create(&l).set(n);
+        }
+        for (health, n) in by_health {
+            let mut l = l.clone();
+            l.push(("health", health));
+            m.service_replicas_health.get_or_create(&l).set(n);
+        }
+        m.service_in_flight.get_or_create(&l).set(in_flight);
+        if let Some(last) = handle.history.since(crate::events::unix_ms(std::time::SystemTime::now()).saturating_sub(5_000)).last() {
+            for (q, v) in [("0.5", last.p50_ms), ("0.99", last.p99_ms)] {
+                if let Some(ms) = v.filter(|x| x.is_finite()) {
+                    let mut l = l.clone();
+                    l.push(("quantile", q.to_string()));
+                    m.service_latency.get_or_create(&l).set(ms / 1000.0);
+                }
+            }
+            if let Some(cpu) = last.cpu_mean.filter(|x| x.is_finite()) {
+                m.service_cpu_mean.get_or_create(&l).set(cpu);
+            }
+        }
+        latency.extend(latency_series(handle));
+    }
+    if !latency.is_empty() {
+        registry.register_collector(Box::new(ConstHistograms {
+            name: "replica_request_duration",
+            help: "Time from receiving a request to the end of the replica's response head",
+            unit: Some(Unit::Seconds),
+            series: latency,
+        }));
+    }
+    registry
+}
+
+/// Whether the scraper prefers OpenMetrics (Prometheus sends
+/// `application/openmetrics-text;version=1.0.0,...`).
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+    let registry = build_registry(&app);
+    let mut body = String::new();
+    let (result, content_type) = if wants_openmetrics(&headers) {
+        (
+            prometheus_client::encoding::text::encode(&mut body, &registry),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (prometheus_client::encoding::prometheus_text::encode(&mut body, &registry), prometheus_client::encoding::prometheus_text::CONTENT_TYPE)
+    };
+    match result {
+        Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response(),
+        Err(_) => super::ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{EventLog, NewEvent};
+
+    #[test]
+    fn policies_are_read_from_scaled_reasons() {
+        assert_eq!(policy_of("scale out 2 -> 3 by target-cpu: mean 92% vs 80%"), "target-cpu");
+        assert_eq!(policy_of("scale in 3 -> 2 by cpu-low: mean 12% < 60% for 10 periods; capped: min 2 reached"), "cpu-low");
+        assert_eq!(policy_of("desired 2 -> 3: manual (API)"), "manual");
+        assert_eq!(policy_of("something else"), "unknown");
+    }
+
+    #[test]
+    fn the_tally_counts_each_event_once_and_only_real_changes() {
+        let log = EventLog::new(100);
+        log.record(NewEvent::new("web", EventKind::Scaled, "desired 2 -> 3: manual (API)").change(2, 3));
+        log.record(NewEvent::new("web", EventKind::Scaled, "desired 3 -> 3: manual; capped: max 3 reached").change(3, 3));
+        log.record(NewEvent::new("web", EventKind::ReplicaInService, "in service").replica("web-1"));
+        let mut tally = EventTally::default();
+        tally.absorb(&log.list(None, 0));
+        tally.absorb(&log.list(None, 0));
+        log.record(NewEvent::new("web", EventKind::Scaled, "scale in 3 -> 2 by cpu-low: x").change(3, 2));
+        tally.absorb(&log.list(None, tally.last_seq()));
+        assert_eq!(tally.scaling.get(&("web".into(), "out", "manual".into())), Some(&1));
+        assert_eq!(tally.scaling.get(&("web".into(), "in", "cpu-low".into())), Some(&1));
+        assert_eq!(tally.scaling.len(), 2);
+        assert_eq!(tally.kinds.get(&("web".into(), "scaled".into())), Some(&3));
+        assert_eq!(tally.kinds.get(&("web".into(), "replica_in_service".into())), Some(&1));
+    }
+
+    #[test]
+    fn const_histograms_encode_as_one_family() {
+        let mut registry = Registry::with_prefix("ebb");
+        registry.register_collector(Box::new(ConstHistograms {
+            name: "replica_request_duration",
+            help: "latency",
+            unit: Some(Unit::Seconds),
+            series: vec![
+                HistogramSeries { labels: rep("web", "a"), sum: 0.5, count: 3, buckets: vec![(0.1, 2), (1.0, 1), (f64::INFINITY, 0)] },
+                HistogramSeries { labels: rep("web", "b"), sum: 0.0, count: 0, buckets: vec![(0.1, 0), (f64::INFINITY, 0)] },
+            ],
+        }));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        assert_eq!(out.matches("# TYPE").count(), 1, "{out}");
+        assert!(out.contains(r#"ebb_replica_request_duration_seconds_bucket{le="1.0",service="web",replica="a"} 3"#), "{out}");
+    }
+}

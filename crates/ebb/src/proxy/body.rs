@@ -1,0 +1,179 @@
+//! Response bodies: a backend's body, wrapped so that the request's
+//! bookkeeping ends exactly when the body does, or a small local body.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::conn_io::ActiveGuard;
+use super::upstream::{drive, Upstream};
+use super::Backend;
+
+/// One request dispatched to a backend. While it lives, the backend's
+/// `in_flight` counts it and the client connection counts it as active.
+/// Dropping it ends both; [`Dispatched::finish`] also returns the upstream
+/// connection to the backend's pool.
+pub(crate) struct Dispatched {
+    backend: Arc<Backend>,
+    /// The upstream connection, reusable once the response body has ended.
+    conn: Option<Upstream>,
+    _active: ActiveGuard,
+}
+
+impl Dispatched {
+    pub(crate) fn new(backend: Arc<Backend>, active: ActiveGuard) -> Self {
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        Dispatched { backend, conn: None, _active: active }
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    pub(crate) fn set_conn(&mut self, conn: Upstream) {
+        self.conn = Some(conn);
+    }
+
+    pub(crate) fn take_conn(&mut self) -> Option<Upstream> {
+        self.conn.take()
+    }
+
+    /// Moves this dispatch to another backend (retry after a connect
+    /// failure): the first one no longer counts it.
+    pub(crate) fn redirect(&mut self, backend: Arc<Backend>) {
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        let old = std::mem::replace(&mut self.backend, backend);
+        old.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.conn = None;
+    }
+
+    pub(crate) fn active(&self) -> &ActiveGuard {
+        &self._active
+    }
+
+    /// The response ended cleanly: the connection may serve another request.
+    fn finish(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.backend.checkin(conn);
+        }
+    }
+}
+
+impl Drop for Dispatched {
+    fn drop(&mut self) {
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The body of every response the balancer sends.
+pub struct ProxyBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Upstream { inner: Incoming, dispatched: Option<Dispatched> },
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub(crate) fn upstream(inner: Incoming, dispatched: Dispatched) -> Self {
+        let mut body = ProxyBody { kind: Kind::Upstream { inner, dispatched: Some(dispatched) } };
+        // A body known to be empty (HEAD, 204, 304, Content-Length: 0) may never
+        // be polled: settle now.
+        if let Kind::Upstream { inner, dispatched } = &mut body.kind {
+            if inner.is_end_stream() {
+                if let Some(d) = dispatched.take() {
+                    d.finish();
+                }
+            }
+        }
+        body
+    }
+
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        ProxyBody { kind: Kind::Full(if bytes.is_empty() { None } else { Some(bytes) }) }
+    }
+
+    pub(crate) fn empty() -> Self {
+        ProxyBody { kind: Kind::Full(None) }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream { inner, dispatched } => {
+                let mut polled = Pin::new(&mut *inner).poll_frame(cx);
+                if polled.is_pending() {
+                    // The upstream connection is driven from here: let it
+                    // read, then look again.
+                    if let Some(d) = dispatched.as_mut() {
+                        drive(&mut d.conn, cx);
+                        polled = Pin::new(&mut *inner).poll_frame(cx);
+                    }
+                }
+                match &polled {
+                    Poll::Ready(None) => {
+                        if let Some(mut d) = dispatched.take() {
+                            drive(&mut d.conn, cx);
+                            d.finish();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(_))) => {
+                        if inner.is_end_stream() {
+                            if let Some(mut d) = dispatched.take() {
+                                drive(&mut d.conn, cx);
+                                d.finish();
+                            }
+                        }
+                    }
+                    Poll::Ready(Some(Err(error))) => {
+                        tracing::debug!(%error, "Replica's response body failed.");
+                        if let Some(mut d) = dispatched.take() {
+                            d.conn = None;
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Kind::Upstream { inner, dispatched } = &mut self.kind {
+            if let Some(d) = dispatched.take() {
+                if inner.is_end_stream() {
+                    d.finish();
+                }
+                // else: dropped mid-body (client gone): the upstream
+                // connection is closed with `d`, never reused.
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The client connection's socket, wrapped: request framing is tracked as
+//! bytes are read ([`Framing`]), and the connection's two deadlines live here.
+//!
+//! - **Header read**: a request head must arrive whole within
+//!   `header_read_timeout`, counted from the connection's accept for the first
+//!   request and from the head's first byte for later ones. A slow sender
+//!   (slowloris) gets `408` and the connection is closed.
+//! - **Idle**: a keep-alive connection with no request in progress and no
+//!   byte received for `idle_timeout` is closed (EOF to hyper: a clean close).
+//!
+//! hyper has its own `header_read_timeout`, but it starts when hyper begins to
+//! wait for the next head, so it also caps how long a keep-alive connection
+//! may sit idle; keeping both deadlines here keeps them independent.
+//!
+//! The deadlines cost no clock read while requests arrive whole: the clock is
+//! read only when a read would block.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use super::framing::{Framing, Mode, Refusal};
+use super::ServiceProxy;
+
+/// What the connection's socket wrapper and its requests share.
+pub(crate) struct ConnShared {
+    pub(crate) proxy: Arc<ServiceProxy>,
+    /// The client's IP, ready to go into `X-Forwarded-For`.
+    pub(crate) peer_ip: HeaderValue,
+    /// The peer is in `trusted_proxies`.
+    pub(crate) trusted: bool,
+    /// Requests in progress on this connection (head received, response body
+    /// not finished). The idle deadline runs only at zero.
+    pub(crate) active: AtomicUsize,
+    /// HTTP/1 heads the service has been called for.
+    pub(crate) heads_served: AtomicU64,
+    /// The first refused head: `(index + 1) << 2 | reason`, 0 when none.
+    pub(crate) refused: AtomicU64,
+    /// The connection became a tunnel (101 sent): stop tracking and timing.
+    pub(crate) tunneled: AtomicBool,
+    /// For tunnels, which outlive their connection's task.
+    pub(crate) shutdown: CancellationToken,
+    /// The balancer is shutting down: finish and close.
+    stop: AtomicBool,
+    /// The connection task's waker (a task's waker always wakes that task,
+    /// so the first one is kept).
+    task: Mutex<Option<Waker>>,
+}
+
+impl ConnShared {
+    pub(crate) fn new(proxy: Arc<ServiceProxy>, peer: SocketAddr, shutdown: CancellationToken) -> Self {
+        let ip = peer.ip().to_canonical();
+        let trusted = proxy.config.trusted_proxies.iter().any(|t| t.to_canonical() == ip);
+        let peer_ip = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        ConnShared {
+            proxy,
+            peer_ip,
+            trusted,
+            active: AtomicUsize::new(0),
+            heads_served: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            tunneled: AtomicBool::new(false),
+            shutdown,
+            stop: AtomicBool::new(false),
+            task: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn set_task(&self, waker: &Waker) {
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(waker.clone());
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let waker = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// For an HTTP/1 request: counts it, and says whether the framing tracker
+    /// refused its head.
+    pub(crate) fn next_head_refusal(&self) -> Option<Refusal> {
+        let index = self.heads_served.fetch_add(1, Ordering::Relaxed);
+        let refused = self.refused.load(Ordering::Acquire);
+        if refused != 0 && refused >> 2 == index + 1 {
+            Refusal::from_code(refused & 3)
+        } else {
+            None
+        }
+    }
+}
+
+/// Marks one request in progress on a connection, until dropped.
+pub(crate) struct ActiveGuard(Arc<ConnShared>);
+
+impl ActiveGuard {
+    pub(crate) fn new(conn: Arc<ConnShared>) -> Self {
+        conn.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(conn)
+    }
+
+    pub(crate) fn conn(&self) -> &Arc<ConnShared> {
+        &self.0
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Release);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    Header,
+    Idle,
+}
+
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 45\r\n\r\n{\"error\":\"request head not received in time\"}";
+
+pub(crate) struct ConnIo {
+    tcp: TcpStream,
+    framing: Framing,
+    shared: Arc<ConnShared>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    /// The instant the sleep below is set for (always <= the deadline that
+    /// matters, so it fires in time; when it fires early it is pushed on).
+    timer: Pin<Box<Sleep>>,
+    timer_at: Instant,
+    accepted: Instant,
+    /// When a partial head was first seen waiting for more bytes.
+    head_since: Option<Instant>,
+    /// When the connection was first seen idle (no request, nothing to read).
+    idle_since: Option<Instant>,
+    /// Stopped tracking: a tunnel, or HTTP/2.
+    passthrough: bool,
+}
+
+impl ConnIo {
+    pub(crate) fn new(tcp: TcpStream, shared: Arc<ConnShared>) -> Self {
+        let config = &shared.proxy.config;
+        let header_timeout = config.header_read_timeout;
+        let idle_timeout = config.idle_timeout;
+        let accepted = Instant::now();
+        let timer_at = accepted + header_timeout.min(idle_timeout);
+        ConnIo {
+            tcp,
+            framing: Framing::new(config.max_header_bytes),
+            header_timeout,
+            idle_timeout,
+            timer: Box::pin(tokio::time::sleep_until(timer_at)),
+            timer_at,
+            accepted,
+            head_since: None,
+            idle_since: None,
+            passthrough: false,
+            shared,
+        }
+    }
+
+    fn on_bytes(&mut self, bytes: &[u8]) {
+        self.idle_since = None;
+        if self.passthrough {
+            return;
+        }
+        if self.shared.tunneled.load(Ordering::Relaxed) {
+            self.framing.stop();
+            self.passthrough = true;
+            return;
+        }
+        let before = self.framing.refused();
+        self.framing.feed(bytes);
+        if before.is_none() {
+            if let Some((index, why)) = self.framing.refused() {
+                self.shared.refused.store((index + 1) << 2 | why as u64, Ordering::Release);
+            }
+        }
+        if !self.framing.in_partial_head() {
+            self.head_since = None;
+        }
+        if self.framing.mode() != Mode::Http1 {
+            self.passthrough = true;
+        }
+    }
+
+    /// The deadline that applies while a read is blocked.
+    fn deadline(&mut self, now: Instant) -> (Instant, Deadline) {
+        let busy = self.shared.active.load(Ordering::Acquire) > 0;
+        if !self.passthrough && !busy && !self.shared.tunneled.load(Ordering::Relaxed) {
+            if self.framing.in_partial_head() {
+                let since = *self.head_since.get_or_insert(now);
+                return (since + self.header_timeout, Deadline::Header);
+            }
+            if self.framing.heads() == 0 && self.framing.mode() == Mode::Http1 {
+                // Nothing received yet: the first head is due from accept.
+                return (self.accepted + self.header_timeout, Deadline::Header);
+            }
+        }
+        if busy {
+            // A request is in progress; look again one idle period later.
+            self.idle_since = None;
+            return (now + self.idle_timeout, Deadline::Idle);
+        }
+        let since = *self.idle_since.get_or_insert(now);
+        (since + self.idle_timeout, Deadline::Idle)
+    }
+
+    /// Called when the socket has nothing to read: arms the timer, and
+    /// answers the read with a close when a deadline has passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.passthrough && self.shared.tunneled.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        let now = Instant::now();
+        let (deadline, kind) = self.deadline(now);
+        if self.timer_at > deadline {
+            self.timer.as_mut().reset(deadline);
+            self.timer_at = deadline;
+        }
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let busy = self.shared.active.load(Ordering::Acquire) > 0;
+                if busy {
+                    // Not idle after all: push the check one period on.
+                    let next = now + self.idle_timeout;
+                    self.timer.as_mut().reset(next);
+                    self.timer_at = next;
+                    continue;
+                }
+                return match kind {
+                    Deadline::Header if self.framing.in_partial_head() => {
+                        tracing::debug!("Client did not send a whole request head in time; closing.");
+                        let _ = self.tcp.try_write(REQUEST_TIMEOUT);
+                        self.framing.stop();
+                        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")))
+                    }
+                    // No request yet, or idle keep-alive: a clean EOF.
+                    _ => Poll::Ready(Ok(())),
+                };
+            }
+            self.timer.as_mut().reset(deadline);
+            self.timer_at = deadline;
+        }
+    }
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.tcp).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let filled = buf.filled();
+                if filled.len() > before {
+                    this.on_bytes(&filled[before..]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.poll_deadline(cx),
+        }
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}

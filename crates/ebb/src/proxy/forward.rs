@@ -1,0 +1,282 @@
+//! One request, from the client to a backend and back.
+//!
+//! 1. Refuse what must not go upstream (a head the framing tracker refused,
+//!    `CONNECT`), else make the request upstream-ready (hop-by-hop headers,
+//!    `X-Forwarded-*`, origin-form URI, HTTP/1.1).
+//! 2. Pick a backend from the routable snapshot (503 when there is none).
+//! 3. Get a ready connection to it *before* sending: a pooled idle one or a
+//!    new one. A failed connect is retried once on another backend: the
+//!    request never left, so this is always safe.
+//! 4. Send. A pooled connection found closed hands the unsent request back
+//!    (`TrySendError::into_request`): it goes out again on a fresh
+//!    connection. A request that was written is never sent again: upstream
+//!    errors after that are 502, no response head within `upstream_timeout`
+//!    is 504.
+//! 5. Answer with the backend's response, its body wrapped so the backend's
+//!    `in_flight` drops exactly when the body ends (or fails, or the client
+//!    goes away).
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::body::{Dispatched, ProxyBody};
+use super::conn_io::{ActiveGuard, ConnShared};
+use super::framing::Refusal;
+use super::headers::{is_upgrade_request, set_forwarded, strip_hop_by_hop};
+use super::upstream::{connect, send, ConnectError, SendError, Upstream};
+use super::{Backend, ServiceProxy};
+
+/// How many times one request may find a pooled connection closed before
+/// the balancer gives up on it (each time the request comes back unsent).
+const MAX_STALE_CONNECTIONS: u32 = 3;
+
+static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+static CLOSE: HeaderValue = HeaderValue::from_static("close");
+
+/// An answer made by the balancer itself: a short JSON body.
+pub(crate) fn local_error(proxy: &ServiceProxy, status: StatusCode, message: &str, close: bool) -> Response<ProxyBody> {
+    let body = if status == StatusCode::SERVICE_UNAVAILABLE && message == NO_REPLICA {
+        proxy.no_replica_body.clone()
+    } else {
+        Bytes::from(error_json(message, &proxy.service))
+    };
+    let mut response = Response::new(ProxyBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, APPLICATION_JSON.clone());
+    if close {
+        response.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+    }
+    response
+}
+
+pub(crate) const NO_REPLICA: &str = "no healthy replica";
+
+pub(crate) fn error_json(message: &str, service: &str) -> String {
+    serde_json::json!({ "error": message, "service": service }).to_string()
+}
+
+/// The service function: never fails, every problem is an HTTP answer.
+pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let proxy = &conn.proxy;
+    proxy.stats.requests.fetch_add(1, Ordering::Relaxed);
+
+    let http1 = req.version() <= Version::HTTP_11;
+    if http1 {
+        if let Some(refusal) = conn.next_head_refusal() {
+            proxy.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return Ok(match refusal {
+                Refusal::AmbiguousLength => local_error(
+                    proxy,
+                    StatusCode::BAD_REQUEST,
+                    "request has both Content-Length and Transfer-Encoding",
+                    true,
+                ),
+                Refusal::HeadTooLarge => local_error(
+                    proxy,
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request header fields too large",
+                    true,
+                ),
+            });
+        }
+    }
+    if req.method() == Method::CONNECT {
+        proxy.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        return Ok(local_error(proxy, StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported", false));
+    }
+
+    let active = ActiveGuard::new(conn.clone());
+    let upgrade = http1 && req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
+    let client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
+    prepare_request(&mut req, &conn, upgrade);
+
+    let Some(backend) = pick(proxy, None) else {
+        proxy.stats.no_backend.fetch_add(1, Ordering::Relaxed);
+        return Ok(local_error(proxy, StatusCode::SERVICE_UNAVAILABLE, NO_REPLICA, false));
+    };
+    let mut dispatched = Dispatched::new(backend, active);
+
+    // Steps 3 and 4.
+    let mut retried = false;
+    let mut stale = 0;
+    let mut fresh_only = false;
+    let response = loop {
+        let upstream = match ready_connection(dispatched.backend(), fresh_only || upgrade, proxy.config.connect_timeout, upgrade).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                let backend = dispatched.backend();
+                backend.connect_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(replica = %backend.replica_id, addr = %backend.addr, %error, "Could not connect to replica.");
+                if !retried {
+                    if let Some(other) = pick(proxy, Some(backend)) {
+                        retried = true;
+                        proxy.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        dispatched.redirect(other);
+                        fresh_only = false;
+                        continue;
+                    }
+                }
+                drop(dispatched);
+                return Ok(match error {
+                    ConnectError::TimedOut => {
+                        proxy.stats.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
+                        local_error(proxy, StatusCode::GATEWAY_TIMEOUT, "timed out connecting to a replica", false)
+                    }
+                    _ => {
+                        proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                        local_error(proxy, StatusCode::BAD_GATEWAY, "could not connect to a replica", false)
+                    }
+                });
+            }
+        };
+        let mut upstream = upstream;
+        match send(&mut upstream, req, proxy.config.upstream_timeout).await {
+            Ok(response) => {
+                dispatched.set_conn(upstream);
+                break response;
+            }
+            Err(SendError::Failed(mut error)) => match error.take_message() {
+                Some(unsent) if stale < MAX_STALE_CONNECTIONS => {
+                    // The connection closed before the request was written.
+                    stale += 1;
+                    req = unsent;
+                    fresh_only = true;
+                    continue;
+                }
+                _ => {
+                    let backend = dispatched.backend();
+                    tracing::debug!(replica = %backend.replica_id, error = %error.error(), "Replica failed the request.");
+                    drop(dispatched);
+                    proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                    return Ok(local_error(proxy, StatusCode::BAD_GATEWAY, "replica failed to answer", false));
+                }
+            },
+            Err(SendError::TimedOut) => {
+                // Dropping the connection closes it.
+                drop(dispatched);
+                proxy.stats.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
+                return Ok(local_error(proxy, StatusCode::GATEWAY_TIMEOUT, "replica did not answer in time", false));
+            }
+        }
+    };
+
+    // Step 5.
+    let backend = dispatched.backend();
+    backend.requests.fetch_add(1, Ordering::Relaxed);
+    if response.status().is_server_error() {
+        backend.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut response = response;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let (mut parts, _) = response.into_parts();
+            parts.version = Version::HTTP_11;
+            strip_hop_by_hop(&mut parts.headers, true);
+            dispatched.take_conn(); // the connection becomes the tunnel
+            dispatched.active().conn().tunneled.store(true, Ordering::Relaxed);
+            spawn_tunnel(client_upgrade, upstream_upgrade, dispatched);
+            return Ok(Response::from_parts(parts, ProxyBody::empty()));
+        }
+        // A 101 the client did not ask for cannot be relayed.
+        drop(dispatched);
+        proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+        return Ok(local_error(proxy, StatusCode::BAD_GATEWAY, "replica switched protocols unasked", false));
+    }
+    let (mut parts, body) = response.into_parts();
+    // The backend's HTTP version is not the client's: hyper answers each
+    // client in its own version (1.0, 1.1 or 2) from this.
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers, false);
+    Ok(Response::from_parts(parts, ProxyBody::upstream(body, dispatched)))
+}
+
+/// Hop-by-hop headers out, `X-Forwarded-*` in, origin-form URI, HTTP/1.1,
+/// and a `Host` for HTTP/2 clients (which send `:authority` instead).
+fn prepare_request(req: &mut Request<Incoming>, conn: &ConnShared, upgrade: bool) {
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    if let Some(authority) = authority {
+        // HTTP/2, or an absolute-form HTTP/1 request: the URI's authority
+        // wins over any Host header (RFC 9112 §3.2.2).
+        if let Ok(host) = HeaderValue::from_str(&authority) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+        let path = req.uri().path_and_query().cloned();
+        if let Some(path) = path {
+            *req.uri_mut() = Uri::from(path);
+        }
+    }
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    let host = headers.get(header::HOST).cloned();
+    set_forwarded(headers, &conn.peer_ip, conn.trusted, host);
+}
+
+/// A ready connection to `backend`: a pooled one (unless `fresh_only`) or a
+/// new one (with upgrade support for an upgrade request: never pooled).
+async fn ready_connection(
+    backend: &Backend,
+    fresh_only: bool,
+    connect_timeout: std::time::Duration,
+    upgrade: bool,
+) -> Result<Upstream, ConnectError> {
+    if !fresh_only {
+        if let Some(conn) = backend.checkout().await {
+            return Ok(conn);
+        }
+    }
+    connect(backend.addr, connect_timeout, upgrade).await
+}
+
+/// Picks a routable backend, skipping `exclude` (the one that just failed).
+fn pick(proxy: &ServiceProxy, exclude: Option<&Arc<Backend>>) -> Option<Arc<Backend>> {
+    let set = proxy.routable.load();
+    let n = set.len();
+    let skip = exclude.and_then(|e| set.iter().position(|b| Arc::ptr_eq(b, e)));
+    let candidates = n - skip.is_some() as usize;
+    if candidates == 0 {
+        return None;
+    }
+    // Candidate k is slot k of the set, with the excluded slot jumped over.
+    let slot = |k: usize| match skip {
+        Some(s) if k >= s => k + 1,
+        _ => k,
+    };
+    let k = super::choose(proxy, candidates, |k| set[slot(k)].in_flight.load(Ordering::Relaxed));
+    Some(set[slot(k)].clone())
+}
+
+/// Relays bytes both ways between the upgraded client and backend
+/// connections. The dispatch (and so `in_flight`) lasts as long as the tunnel.
+fn spawn_tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, dispatched: Dispatched) {
+    let shutdown = dispatched.active().conn().shutdown.child_token();
+    tokio::spawn(async move {
+        let (client, upstream) = tokio::join!(client, upstream);
+        match (client, upstream) {
+            (Ok(client), Ok(upstream)) => {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                tokio::select! {
+                    result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "Tunnel closed with an error.");
+                        }
+                    }
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            (client, upstream) => {
+                tracing::debug!(client_ok = client.is_ok(), upstream_ok = upstream.is_ok(), "Upgrade failed.");
+            }
+        }
+        drop(dispatched);
+    });
+}

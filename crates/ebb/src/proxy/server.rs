@@ -1,0 +1,238 @@
+//! The accept loop and one task per client connection.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::conn_io::{ConnIo, ConnShared};
+use super::forward::handle;
+use super::ServiceProxy;
+use ebb_core::config::ProxyConfig;
+
+/// hyper's HTTP/1 read buffer cannot be smaller than this.
+const MIN_BUF: usize = 8192;
+
+/// HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
+fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Both deadlines are kept by `ConnIo` (see there for why).
+        .header_read_timeout(None)
+        .keep_alive(true)
+        // A head that outgrows the read buffer gets hyper's own 431; the
+        // framing tracker enforces the exact `max_header_bytes` below that.
+        .max_buf_size(config.max_header_bytes.max(MIN_BUF));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    builder
+}
+
+/// The live client connections, so that shutdown can reach each one.
+///
+/// A connection task checks its own `stop` flag (one atomic load) on every
+/// poll, instead of polling a shared cancellation future whose every poll
+/// takes a lock shared by all connections.
+#[derive(Default)]
+struct Connections {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Arc<ConnShared>>>,
+}
+
+impl Connections {
+    fn add(&self, conn: Arc<ConnShared>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(id, conn);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Asks every live connection to finish what it is doing and close.
+    fn stop_all(&self) {
+        let live: Vec<Arc<ConnShared>> = self.live.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for conn in live {
+            conn.request_stop();
+        }
+    }
+}
+
+thread_local! {
+    /// Which balancer worker thread this is (0 outside them).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the balancer worker thread running the caller.
+pub(crate) fn worker_index() -> usize {
+    WORKER.with(|w| w.get())
+}
+
+/// One worker thread per core, unless `EBB_PROXY_THREADS` says otherwise.
+fn worker_threads() -> usize {
+    if let Some(n) = std::env::var("EBB_PROXY_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        if n > 0 {
+            return n.min(super::upstream::POOL_SHARDS);
+        }
+    }
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(super::upstream::POOL_SHARDS)
+}
+
+/// Serves on `listener` with one thread per core, each running its own
+/// single-threaded tokio runtime (like HAProxy's and nginx's workers). This
+/// task accepts and hands connections to the workers in turn; a worker keeps
+/// each connection it gets, its requests, its upstream connections and its
+/// timers on its thread. Nothing on a request's path crosses threads except
+/// the counters and the routable snapshot.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    proxy: Arc<ServiceProxy>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let builder = Arc::new(builder(&proxy.config));
+    let connections = Arc::new(Connections::default());
+    let mut workers = Vec::new();
+    let mut finished = Vec::new();
+    for index in 0..worker_threads() {
+        let (proxy, shutdown, builder, connections) =
+            (proxy.clone(), shutdown.clone(), builder.clone(), connections.clone());
+        let (hand, incoming) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+        let (done, worker_finished) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        let spawned = std::thread::Builder::new().name(format!("ebb-proxy-{index}")).spawn(move || {
+            let run = || -> std::io::Result<()> {
+                WORKER.with(|w| w.set(index));
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(worker(incoming, proxy, shutdown, builder, connections));
+                Ok(())
+            };
+            let _ = done.send(run());
+        });
+        if let Err(error) = spawned {
+            drop(workers); // the threads already started stop when their hand closes
+            return Err(error);
+        }
+        workers.push(hand);
+        finished.push(worker_finished);
+    }
+
+    let mut next = 0;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead
+                    // of spinning; the listener itself is still fine.
+                    tracing::warn!(service = %proxy.service, %error, "Balancer could not accept a connection.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "Could not hand a connection over.");
+                continue;
+            }
+        };
+        if workers[next].send((tcp, peer)).is_err() {
+            break; // a worker is gone (its runtime failed): stop
+        }
+        next = (next + 1) % workers.len();
+    }
+    drop(listener);
+    drop(workers);
+
+    let mut result = Ok(());
+    for worker_finished in finished {
+        let outcome =
+            worker_finished.await.unwrap_or_else(|_| Err(std::io::Error::other("balancer worker thread panicked")));
+        if let (Ok(()), Err(e)) = (&result, outcome) {
+            result = Err(e);
+        }
+    }
+    // Idle upstream connections belong to the workers' event loops, now gone.
+    for backend in proxy.routable().iter() {
+        backend.close_idle();
+    }
+    result
+}
+
+/// One worker thread: serves the connections it is handed until the hand
+/// closes (shutdown), then lets them finish.
+async fn worker(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    proxy: Arc<ServiceProxy>,
+    shutdown: CancellationToken,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    connections: Arc<Connections>,
+) {
+    let tasks = TaskTracker::new();
+    while let Some((tcp, peer)) = incoming.recv().await {
+        let tcp = match TcpStream::from_std(tcp) {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "Could not take a connection over.");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let shared = Arc::new(ConnShared::new(proxy.clone(), peer, shutdown.clone()));
+        let id = connections.add(shared.clone());
+        let builder = builder.clone();
+        let connections = connections.clone();
+        tasks.spawn(async move {
+            let io = TokioIo::new(ConnIo::new(tcp, shared.clone()));
+            let service = {
+                let shared = shared.clone();
+                service_fn(move |req| handle(shared.clone(), req))
+            };
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            tokio::pin!(conn);
+            let mut stopping = false;
+            let mut registered = false;
+            let result = std::future::poll_fn(|cx| {
+                if !stopping {
+                    if !registered {
+                        shared.set_task(cx.waker());
+                        registered = true;
+                    }
+                    if shared.stop_requested() {
+                        // Finish the request in progress (HTTP/1) or the
+                        // open streams (HTTP/2, after GOAWAY), take no more.
+                        conn.as_mut().graceful_shutdown();
+                        stopping = true;
+                    }
+                }
+                conn.as_mut().poll(cx)
+            })
+            .await;
+            connections.remove(id);
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "Client connection ended with an error.");
+            }
+        });
+    }
+    // Every connection handed over before the hand closed is registered.
+    connections.stop_all();
+    tasks.close();
+    tasks.wait().await;
+}

@@ -1,0 +1,159 @@
+//! Where the simulated traffic comes from: a trace file, or the metric
+//! history a running ebb recorded (`GET /api/v1/metrics`).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use ebb_core::config::Config;
+use ebb_core::sim::trace::parse_iso8601;
+use ebb_core::sim::Trace;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::controller::history::ServicePoint;
+
+/// Reads a trace file in any supported format; errors name the file and line.
+pub fn read_trace(path: &Path) -> Result<Trace, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("error: cannot read the trace {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    Trace::parse(&text, &path.display().to_string()).map_err(|e| format!("error: {e}"))
+}
+
+/// `--start`: RFC 3339 (`2026-01-05T08:00:00Z`) or Unix seconds.
+pub fn parse_start(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(unix) = text.parse::<i64>() {
+        return Ok(unix);
+    }
+    parse_iso8601(text).ok_or_else(|| format!("{text:?} is not an RFC 3339 time (2026-01-05T08:00:00Z) or Unix seconds"))
+}
+
+/// `--history SINCE`: Unix milliseconds of a duration ago (`2h`) or of an
+/// RFC 3339 time.
+pub fn parse_since(text: &str, now: SystemTime) -> Result<u64, String> {
+    let text = text.trim();
+    if let Some(unix) = parse_iso8601(text) {
+        return Ok(unix.max(0) as u64 * 1000);
+    }
+    let ago = humantime::parse_duration(text)
+        .map_err(|_| format!("--history {text:?}: expected a duration ago (2h, 30m) or an RFC 3339 time"))?;
+    let at = now.checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok(crate::events::unix_ms(at))
+}
+
+/// The requests per second the running ebb recorded for `service` since
+/// `since`, one rate per second. Seconds the history lacks (ebb was busy or
+/// restarting) repeat the rate before them.
+pub async fn history(config: &Config, service: &str, since: &str) -> anyhow::Result<Trace> {
+    let since_ms = parse_since(since, SystemTime::now()).map_err(|e| anyhow!(e))?;
+    let addr = config.admin.listen;
+    let path = format!(
+        "/api/v1/metrics?service={}&since={since_ms}",
+        percent_encoding::utf8_percent_encode(service, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let uri = format!("http://{addr}{path}");
+    let request = http::Request::get(&uri).body(Empty::new())?;
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .map_err(|_| anyhow!("--history: ebb at http://{addr} did not answer GET {path} within 30 s"))?
+        .map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+            anyhow!(
+                "--history reads the metrics a running ebb recorded, but nothing answers at http://{addr} ({cause}); start it with `ebb up`, or simulate a recorded trace with --trace"
+            )
+        })?;
+    let status = response.status();
+    let body = response.into_body().collect().await.context("--history: reading the metric history")?.to_bytes();
+    if status == http::StatusCode::NOT_FOUND {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
+        match message {
+            Some(m) => bail!("--history: {m}"),
+            None => bail!(
+                "--history: the ebb at http://{addr} does not serve GET /api/v1/metrics (404): it keeps no metric history; use --trace with a recorded trace (e.g. `ebb load --output-csv`)"
+            ),
+        }
+    }
+    if !status.is_success() {
+        bail!("--history: ebb at http://{addr} answered {status} to GET {path}: {}", String::from_utf8_lossy(&body));
+    }
+    let points: Vec<ServicePoint> =
+        serde_json::from_slice(&body).with_context(|| format!("--history: unexpected answer to GET {path}"))?;
+    trace_from_history(&points, service, since)
+}
+
+/// One rate per second from recorded points (`time_ms` is the end of each
+/// second). Missing seconds repeat the rate before them.
+pub fn trace_from_history(points: &[ServicePoint], service: &str, since: &str) -> anyhow::Result<Trace> {
+    let mut points: Vec<&ServicePoint> = points.iter().collect();
+    points.sort_by_key(|p| p.time_ms);
+    let Some(first) = points.first() else {
+        bail!("--history: ebb recorded no metrics for service {service} since {since} (it keeps the last 24 hours while it runs)");
+    };
+    let first_ms = first.time_ms;
+    let last = points.last().unwrap().time_ms;
+    let len = ((last - first_ms + 500) / 1000 + 1) as usize;
+    let mut rates: Vec<Option<f64>> = vec![None; len];
+    for p in &points {
+        let i = ((p.time_ms - first_ms + 500) / 1000) as usize;
+        rates[i.min(len - 1)] = Some(p.requests_per_s.max(0.0));
+    }
+    let mut previous = 0.0;
+    let rates = rates
+        .into_iter()
+        .map(|r| {
+            previous = r.unwrap_or(previous);
+            previous
+        })
+        .collect();
+    let mut trace = Trace::new(rates, format!("history of {service} since {since}"));
+    // The first point describes the second that ended at its time.
+    trace.start_unix = Some((first_ms / 1000) as i64 - 1);
+    Ok(trace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(time_ms: u64, rate: f64) -> ServicePoint {
+        ServicePoint {
+            time_ms,
+            desired: 1,
+            in_service: 1,
+            pending: 0,
+            requests_per_s: rate,
+            in_flight: 0,
+            p50_ms: None,
+            p99_ms: None,
+            cpu_mean: None,
+            replica_cpu: vec![],
+        }
+    }
+
+    #[test]
+    fn history_becomes_one_rate_per_second() {
+        let points = [point(10_000, 5.0), point(11_010, 6.0), point(13_000, 8.0)];
+        let t = trace_from_history(&points, "web", "1h").unwrap();
+        assert_eq!(t.rates, vec![5.0, 6.0, 6.0, 8.0], "the missing second repeats the one before");
+        assert_eq!(t.start_unix, Some(9));
+        assert!(trace_from_history(&[], "web", "1h").unwrap_err().to_string().contains("no metrics"));
+    }
+
+    #[test]
+    fn since_is_a_duration_ago_or_a_time() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        assert_eq!(parse_since("1h", now), Ok(6_400_000));
+        assert_eq!(parse_since("1970-01-01T00:00:10Z", now), Ok(10_000));
+        assert!(parse_since("yesterday", now).is_err());
+        assert_eq!(parse_start("2026-01-05T00:00:00Z"), Ok(1_767_571_200));
+        assert_eq!(parse_start("12"), Ok(12));
+    }
+}

@@ -1,0 +1,285 @@
+//! The text output (decision log and summary table), `--json` and `--csv`.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use ebb_core::sim::{Run, SimEvent, Summary};
+use serde::Serialize;
+
+use super::Plan;
+
+/// A number with at most `decimals` decimals, trailing zeros dropped:
+/// `12`, `12.5`, `0.333`.
+pub fn num(v: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { &s };
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// An event's time: RFC 3339 with milliseconds, as `ebb events` prints it,
+/// when the trace's wall-clock start is known; else `+HH:MM:SS` from the
+/// start of the trace.
+pub fn event_time(plan: &Plan, at: u64) -> String {
+    if plan.absolute_times {
+        let unix = plan.options.start_unix.saturating_add(at as i64);
+        let t = if unix >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(unix as u64)
+        } else {
+            SystemTime::UNIX_EPOCH
+        };
+        humantime::format_rfc3339_millis(t).to_string()
+    } else {
+        format!("+{:02}:{:02}:{:02}", at / 3600, at % 3600 / 60, at % 60)
+    }
+}
+
+/// One decision-log line, laid out exactly as `ebb events` lays out a live
+/// event: `{time}  {service:<8} {kind:<20} {replica or -} {from}->{to}  {reason}`.
+pub fn event_line(plan: &Plan, e: &SimEvent) -> String {
+    let change = match (e.from, e.to) {
+        (Some(from), Some(to)) => format!(" {from}->{to}"),
+        _ => String::new(),
+    };
+    format!(
+        "{}  {:<8} {:<20} {}{}  {}",
+        event_time(plan, e.at),
+        plan.service,
+        e.kind,
+        e.replica.as_deref().unwrap_or("-"),
+        change,
+        e.reason
+    )
+}
+
+/// A duration in ms for people: `460 ms`, `2.31 s`.
+fn latency(ms: Option<f64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 1000.0 => format!("{} ms", num(ms, 0)),
+        Some(ms) => format!("{} s", num(ms / 1000.0, 2)),
+    }
+}
+
+/// The summary as rows of cells: a header row with the policies, then one
+/// row per measure.
+pub fn summary_rows(runs: &[Run]) -> Vec<Vec<String>> {
+    let slo = runs.first().map(|r| r.summary.slo.to_string()).unwrap_or_default();
+    let p = runs.first().map(|r| num(r.summary.slo.percentile, 3)).unwrap_or_default();
+    type Cell = Box<dyn Fn(&Summary) -> String>;
+    let rows: Vec<(String, Cell)> = vec![
+        ("replica-hours".into(), Box::new(|s| num(s.replica_hours, 2))),
+        ("cost".into(), Box::new(|s| num(s.cost, 2))),
+        (format!("over SLO {slo}"), Box::new(|s| format!("{} s ({} %)", s.slo_violation_seconds, num(s.slo_violation_percent(), 2)))),
+        ("shed requests".into(), Box::new(|s| num(s.shed_requests.round(), 0))),
+        ("scaling actions".into(), Box::new(|s| format!("{} ({} out, {} in)", s.scaling_actions, s.scale_outs, s.scale_ins))),
+        ("flaps".into(), Box::new(|s| s.flaps.to_string())),
+        ("max replicas".into(), Box::new(|s| s.max_replicas.to_string())),
+        ("mean cpu".into(), Box::new(|s| format!("{} %", num(s.mean_cpu, 1)))),
+        (format!("worst p{p}"), Box::new(|s| latency(s.worst_latency_ms))),
+        ("failures".into(), Box::new(|s| s.failures.to_string())),
+    ];
+    let mut table: Vec<Vec<String>> =
+        vec![std::iter::once("policy".to_string()).chain(runs.iter().map(|r| r.policy.clone())).collect()];
+    for (label, cell) in &rows {
+        table.push(std::iter::once(label.clone()).chain(runs.iter().map(|r| cell(&r.summary))).collect());
+    }
+    table
+}
+
+/// The summary, one column per policy, one row per measure.
+pub fn summary_table(runs: &[Run]) -> String {
+    let table = summary_rows(runs);
+    let columns = table[0].len();
+    let widths: Vec<usize> =
+        (0..columns).map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &table {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let pad = widths[c] - cell.chars().count();
+            if c == 0 {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            } else {
+                line.push_str("   ");
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// One line about the inputs.
+pub fn header(plan: &Plan) -> String {
+    let t = &plan.trace;
+    let m = &plan.model;
+    let mut failures = String::new();
+    if m.saturation_cpu != 100.0 {
+        failures = format!(", {} % CPU when saturated", num(m.saturation_cpu, 1));
+    }
+    if m.failure_rate > 0.0 {
+        failures.push_str(&format!(", {} failures per replica-hour", num(m.failure_rate, 4)));
+    }
+    format!(
+        "ebb simulate: service {}, {} ({} s, peak {} req/s, {} requests); {} req/s per replica, boot {} ({}), queue limit {}{}, seed {}",
+        plan.service,
+        t.source,
+        t.len(),
+        num(t.peak(), 1),
+        num(t.total().round(), 0),
+        num(m.capacity, 3),
+        humantime::format_duration(m.boot),
+        plan.boot_note,
+        humantime::format_duration(m.queue_limit),
+        failures,
+        m.seed
+    )
+}
+
+/// The default output: the header, each policy's decision log, the summary.
+pub fn write_text(out: &mut impl Write, plan: &Plan, runs: &[Run], log: bool, wall_ms: f64) -> std::io::Result<()> {
+    writeln!(out, "{}", header(plan))?;
+    if log {
+        for run in runs {
+            writeln!(out)?;
+            writeln!(out, "== {} ({} events) ==", run.policy, run.events.len())?;
+            for e in &run.events {
+                writeln!(out, "{}", event_line(plan, e))?;
+            }
+        }
+    }
+    writeln!(out)?;
+    write!(out, "{}", summary_table(runs))?;
+    writeln!(out, "simulated {} s × {} polic{} in {} ms", plan.trace.len(), runs.len(), if runs.len() == 1 { "y" } else { "ies" }, num(wall_ms, 0))?;
+    Ok(())
+}
+
+/// `--json`: one object per policy.
+#[derive(Debug, Serialize)]
+pub struct JsonSummary {
+    pub policy: String,
+    pub service: String,
+    pub seconds: u64,
+    pub requests: f64,
+    pub replica_hours: f64,
+    pub cost: f64,
+    pub slo: String,
+    pub slo_violation_seconds: u64,
+    pub slo_violation_percent: f64,
+    pub shed_requests: f64,
+    pub scaling_actions: u32,
+    pub scale_outs: u32,
+    pub scale_ins: u32,
+    pub flaps: u32,
+    pub max_replicas: u32,
+    pub max_desired: u32,
+    pub failures: u32,
+    pub mean_cpu: f64,
+    pub worst_latency_ms: Option<f64>,
+    /// Wall time of this policy's run (not part of the simulated outcome).
+    pub wall_ms: f64,
+}
+
+fn round(v: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (v * f).round() / f
+}
+
+pub fn json_summary(plan: &Plan, run: &Run, wall_ms: f64) -> JsonSummary {
+    let s = &run.summary;
+    JsonSummary {
+        policy: run.policy.clone(),
+        service: plan.service.clone(),
+        seconds: s.seconds,
+        requests: round(s.offered_requests, 0),
+        replica_hours: round(s.replica_hours, 4),
+        cost: round(s.cost, 4),
+        slo: s.slo.to_string(),
+        slo_violation_seconds: s.slo_violation_seconds,
+        slo_violation_percent: round(s.slo_violation_percent(), 3),
+        shed_requests: round(s.shed_requests, 0),
+        scaling_actions: s.scaling_actions,
+        scale_outs: s.scale_outs,
+        scale_ins: s.scale_ins,
+        flaps: s.flaps,
+        max_replicas: s.max_replicas,
+        max_desired: s.max_desired,
+        failures: s.failures,
+        mean_cpu: round(s.mean_cpu, 2),
+        worst_latency_ms: s.worst_latency_ms.map(|v| round(v, 1)),
+        wall_ms: round(wall_ms, 1),
+    }
+}
+
+/// An object for one policy; an array (in the order of the policies: the
+/// config, then `--compare`, then `--preset`) for several.
+pub fn write_json(out: &mut impl Write, plan: &Plan, runs: &[Run], wall_ms: &[f64]) -> anyhow::Result<()> {
+    let all: Vec<JsonSummary> = runs.iter().zip(wall_ms).map(|(r, &ms)| json_summary(plan, r, ms)).collect();
+    if all.len() == 1 {
+        serde_json::to_writer_pretty(&mut *out, &all[0])?;
+    } else {
+        serde_json::to_writer_pretty(&mut *out, &all)?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// `--csv`: `second,rate,desired,in_service,cpu,p99_ms,queue_ms,shed`, one
+/// row per second; with several policies a first `policy` column, the
+/// policies one after the other.
+pub fn write_csv(out: &mut impl Write, runs: &[Run]) -> std::io::Result<()> {
+    let several = runs.len() > 1;
+    if several {
+        write!(out, "policy,")?;
+    }
+    writeln!(out, "second,rate,desired,in_service,cpu,p99_ms,queue_ms,shed")?;
+    for run in runs {
+        let policy = csv_field(&run.policy);
+        for s in &run.seconds {
+            if several {
+                write!(out, "{policy},")?;
+            }
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{},{}",
+                s.second,
+                num(s.rate, 3),
+                s.desired,
+                s.in_service,
+                num(s.cpu, 1),
+                s.p99_ms.map(|v| num(v, 1)).unwrap_or_default(),
+                num(s.queue_ms, 1),
+                num(s.shed, 3)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_drop_trailing_zeros() {
+        assert_eq!(num(12.0, 3), "12");
+        assert_eq!(num(12.50, 3), "12.5");
+        assert_eq!(num(-0.0001, 2), "0");
+        assert_eq!(num(1234.0, 0), "1234");
+    }
+}

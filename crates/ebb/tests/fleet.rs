@@ -1,0 +1,291 @@
+//! End to end: `ebb up` runs a fleet of demo-app replicas behind its balancer;
+//! what a user sees through the balancer, `ebb status`, `ebb scale` and
+//! `ebb down`.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+
+const BOOT: Duration = Duration::from_secs(30);
+
+#[test]
+fn a_fleet_of_two_serves_the_demo_app_contracts_through_the_balancer() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 2, max = 4, desired = 2 }", ""));
+    let replicas = ebb.wait_in_service(2, BOOT);
+    let ids: Vec<String> = replicas.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let ports: Vec<u16> = replicas.iter().map(|r| r["port"].as_u64().unwrap() as u16).collect();
+    let lb = ebb.listen;
+
+    let r = http(lb, "GET", "/", None).unwrap();
+    assert_eq!((r.status, r.json()), (400, serde_json::json!({"status": "invalid request"})));
+
+    let r = http(lb, "GET", "/gtg", None).unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, ""));
+
+    // Both replicas answer through the balancer, each with its own id.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let r = http(lb, "GET", "/gtg?details", None).unwrap();
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        assert_eq!(v["connected"], "true");
+        seen.insert(v["instance-id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen, ids.iter().cloned().collect(), "the balancer spreads requests over both replicas");
+
+    // POST through one replica, GET through the other: one shared store.
+    let first: std::net::SocketAddr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    let second: std::net::SocketAddr = format!("127.0.0.1:{}", ports[1]).parse().unwrap();
+    let r = http(first, "POST", "/candidate/John%20Smith", Some("")).unwrap();
+    assert_eq!((r.status, r.json()), (200, serde_json::json!({"CandidateName": "John Smith"})));
+    let r = http(second, "GET", "/candidate/John%20Smith", None).unwrap();
+    assert_eq!((r.status, r.json()), (200, serde_json::json!([{"CandidateName": "John Smith"}])));
+    let r = http(lb, "GET", "/candidates", None).unwrap();
+    assert_eq!((r.status, r.json()), (200, serde_json::json!([{"CandidateName": "John Smith"}])));
+    let r = http(lb, "GET", "/candidate/Nobody", None).unwrap();
+    assert_eq!((r.status, r.body.trim()), (404, "Not Found"));
+
+    let r = http(lb, "GET", "/api", None).unwrap();
+    assert_eq!(r.status, 200);
+    let api = r.json();
+    let object = api.as_object().unwrap();
+    assert_eq!(object.len(), 52);
+    for i in 0..52 {
+        let letter = object[&i.to_string()].as_str().unwrap();
+        assert!(letter.len() == 1 && letter.chars().all(|c| c.is_ascii_alphabetic()), "{letter:?}");
+    }
+
+    // `ebb status` shows the table a user reads.
+    let out = ebb.cli(&["status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for header in ["REPLICA", "STATE", "HEALTH", "PID", "PORT", "AGE", "CPU", "IN-FLIGHT", "REQUESTS"] {
+        assert!(table.contains(header), "{table}");
+    }
+    for id in &ids {
+        assert!(table.contains(id.as_str()), "{table}");
+    }
+    assert!(table.contains("in_service") && table.contains("healthy"), "{table}");
+
+    // `ebb status --json` has the documented shape.
+    let out = ebb.cli(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let service = &v["services"][0];
+    assert_eq!(service["name"], "web");
+    assert_eq!(service["desired"], 2);
+    assert_eq!(service["in_service"], 2);
+    let requests: u64 = service["replicas"].as_array().unwrap().iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+    assert!(requests >= 45, "requests served are counted per replica: {requests}");
+    for r in service["replicas"].as_array().unwrap() {
+        for key in ["id", "state", "healthy", "pid", "port", "version", "in_flight", "requests"] {
+            assert!(r.get(key).is_some(), "replica lacks {key}: {r}");
+        }
+    }
+}
+
+#[test]
+fn a_replica_killed_with_sigkill_leaves_the_rotation_and_is_replaced_without_client_errors() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 2, max = 4, desired = 2 }", ""));
+    let replicas = ebb.wait_in_service(2, BOOT);
+    let victim_id = replicas[0]["id"].as_str().unwrap().to_string();
+    let victim_pid = replicas[0]["pid"].as_u64().unwrap() as u32;
+
+    // A client doing idempotent GETs in a loop, counting every failure.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let client = {
+        let (stop, sent, failures, lb) = (stop.clone(), sent.clone(), failures.clone(), ebb.listen);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                sent.fetch_add(1, Ordering::Relaxed);
+                match http(lb, "GET", "/gtg?details", None) {
+                    Ok(r) if r.status == 200 => {}
+                    Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
+                    Err(e) => failures.lock().unwrap().push(e.to_string()),
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::process::Command::new("kill").args(["-KILL", &victim_pid.to_string()]).status().unwrap();
+    assert!(status.success());
+
+    // Replaced: the victim gone, two replicas in service again.
+    wait_for("the killed replica to leave", BOOT, || {
+        ebb.replicas().iter().all(|r| r["id"] != victim_id.as_str()).then_some(())
+    });
+    ebb.wait_in_service(2, BOOT);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+
+    let failures = failures.lock().unwrap();
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent > 50, "the client kept sending ({sent})");
+    assert!(failures.is_empty(), "{} of {sent} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+
+    let events = ebb.events();
+    let exited = events
+        .iter()
+        .find(|e| e["kind"] == "replica_exited" && e["replica"] == victim_id.as_str())
+        .unwrap_or_else(|| panic!("no exit event for {victim_id}: {events:#?}"));
+    assert!(exited["reason"].as_str().unwrap().contains("signal 9"), "{exited}");
+    assert!(!pid_alive(victim_pid));
+}
+
+#[test]
+fn ebb_down_drains_and_leaves_no_replica_process_behind() {
+    let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 4, desired = 3 }", ""));
+    ebb.wait_in_service(3, BOOT);
+    let pids = ebb.seen_pids();
+    assert_eq!(pids.len(), 3);
+    assert!(pids.iter().all(|p| pid_alive(*p)));
+
+    let out = ebb.cli(&["down"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped"));
+    assert_eq!(ebb.wait_exit(Duration::from_secs(30)), Some(0), "{}", ebb.up_log());
+    for pid in pids {
+        assert!(!pid_alive(pid), "replica pid {pid} is still running after `ebb down`");
+    }
+    // And the balancer no longer listens.
+    assert!(http(ebb.listen, "GET", "/gtg", None).is_err());
+    let out = ebb.cli(&["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sigterm_to_ebb_up_stops_everything_too() {
+    let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 2, desired = 2 }", ""));
+    ebb.wait_in_service(2, BOOT);
+    let pids = ebb.seen_pids();
+    let up_pid = {
+        let out = std::process::Command::new("pgrep").args(["-f", &format!("{} up", ebb.config.display())]).output();
+        out.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+    };
+    let up_pid = up_pid.expect("find ebb up's pid");
+    std::process::Command::new("kill").args(["-TERM", &up_pid]).status().unwrap();
+    assert_eq!(ebb.wait_exit(Duration::from_secs(30)), Some(0));
+    for pid in pids {
+        assert!(!pid_alive(pid), "replica pid {pid} survived SIGTERM to ebb up");
+    }
+}
+
+#[test]
+fn scale_sets_desired_within_bounds_and_records_an_event() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 3, desired = 1 }", ""));
+    ebb.wait_in_service(1, BOOT);
+
+    let out = ebb.cli(&["scale", "web", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web: desired 1 -> 3");
+    ebb.wait_in_service(3, BOOT);
+
+    let out = ebb.cli(&["scale", "web", "10"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "web: desired 3 -> 3; capped: max 3 reached (wanted 10)"
+    );
+
+    let out = ebb.cli(&["scale", "web", "1"]);
+    assert!(out.status.success());
+    ebb.wait_in_service(1, BOOT);
+
+    let out = ebb.cli(&["scale", "nosuch", "1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no service named \"nosuch\""));
+
+    let scaled: Vec<(u64, u64)> = ebb
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "scaled")
+        .map(|e| (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(scaled, vec![(1, 3), (3, 3), (3, 1)]);
+    let events = ebb.cli(&["events", "web"]);
+    let text = String::from_utf8_lossy(&events.stdout);
+    assert!(text.contains("scaled") && text.contains("desired 1 -> 3: manual (ebb scale)"), "{text}");
+    assert!(text.contains("desired 3 -> 3: manual (ebb scale); capped: max 3 reached (wanted 10)"), "{text}");
+    assert!(text.contains("replica_draining") && text.contains("scale-in"), "{text}");
+}
+
+#[test]
+fn a_command_that_keeps_crashing_backs_off_instead_of_looping_hot() {
+    let ebb = Ebb::start(|admin, listen| {
+        fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", "")
+            .replace("{ebb} demo-app --port $PORT", "echo boom >&2; exit 3")
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let events = ebb.events();
+    let starts = events.iter().filter(|e| e["kind"] == "replica_started").count();
+    assert!(starts >= 2, "it retried: {events:#?}");
+    // 0.5 s, 1 s, 2 s backoff: at most ~5 starts in 4 s, never hundreds.
+    assert!(starts <= 6, "{starts} starts in 4 s is a hot loop");
+    let exited = events.iter().find(|e| e["kind"] == "replica_exited").expect("an exit event");
+    assert!(exited["reason"].as_str().unwrap().contains("exited with status 3"), "{exited}");
+    assert!(events.iter().any(|e| e["kind"] == "backoff"), "{events:#?}");
+    let status = ebb.status();
+    let holding = status["services"][0]["holding"].as_str().unwrap_or("");
+    assert!(holding.is_empty() || holding.contains("crash-loop backoff"), "{holding}");
+    // The replica's stderr is in its log, for `ebb logs`.
+    let id = exited["replica"].as_str().unwrap();
+    let out = ebb.cli(&["logs", id]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "boom\n");
+}
+
+#[test]
+fn up_refuses_an_invalid_config_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ebb.toml");
+    let admin = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[service.web]\ncommand = \"sleep 100\"\nlisten = \"127.0.0.1:{}\"\nreplicas = {{ min = 2, max = 4, desired = 5 }}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(EBB).arg("-f").arg(&config).arg("up").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ebb.toml:7:"), "names file and line: {stderr}");
+    assert!(stderr.contains("desired"), "{stderr}");
+    assert!(!dir.path().join(".ebb").exists(), "nothing was created");
+
+    let out = std::process::Command::new(EBB).arg("validate").arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), stderr);
+}
+
+#[test]
+fn up_refuses_a_listen_address_in_use_and_starts_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ebb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{}\"\n\n[service.web]\ncommand = \"sleep 31.4159\"\nlisten = \"{taken_addr}\"\nreplicas = {{ min = 1, max = 1 }}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(EBB).arg("-f").arg(&config).arg("up").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&taken_addr.to_string()) && stderr.contains("in use"), "{stderr}");
+    assert!(stderr.contains("ebb.toml:6:10: error: [service.web] cannot listen on"), "names file, line, column and service: {stderr}");
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = std::process::Command::new("pgrep").args(["-f", "sleep 31.4159"]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "no replica was started: {}", String::from_utf8_lossy(&ps.stdout));
+}

@@ -1,0 +1,181 @@
+//! Zero-downtime lifecycle, end to end under continuous load from a client
+//! that counts every failure: deploys (rolling, blue-green, rolled back),
+//! protection and interruption.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+
+const BOOT: Duration = Duration::from_secs(30);
+
+/// GET clients in a loop, counting every failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(target: std::net::SocketAddr, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        match http(target, "GET", "/gtg?details", None) {
+                            Ok(r) if r.status == 200 => {}
+                            Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
+                            Err(e) => failures.lock().unwrap().push(e.to_string()),
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        Load { stop, sent, failures, threads }
+    }
+
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (self.sent.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
+    }
+}
+
+fn assert_no_failures(what: &str, sent: u64, failures: &[String]) {
+    eprintln!("{what}: {sent} requests sent, {} failed", failures.len());
+    assert!(sent > 100, "{what}: the client kept sending ({sent})");
+    assert!(
+        failures.is_empty(),
+        "{what}: {} of {sent} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+fn versions(ebb: &Ebb) -> Vec<u64> {
+    ebb.replicas().iter().map(|r| r["version"].as_u64().unwrap()).collect()
+}
+
+fn deploy_config(admin: std::net::SocketAddr, listen: std::net::SocketAddr, strategy: &str) -> String {
+    let mut config = fast_config(admin, listen, "{ min = 1, max = 6, desired = 3 }", "");
+    config.push_str(&format!(
+        "\n[service.web.deploy]\nstrategy = \"{strategy}\"\ndeploy_timeout = \"10s\"\nbake_time = \"1s\"\n"
+    ));
+    config
+}
+
+#[test]
+fn a_rolling_deploy_replaces_every_replica_with_zero_failed_requests() {
+    let ebb = Ebb::start(|admin, listen| deploy_config(admin, listen, "rolling"));
+    ebb.wait_in_service(3, BOOT);
+    let load = Load::start(ebb.listen, 4);
+    let out = ebb.cli(&["deploy", "web", "--env", "RELEASE=2"]);
+    let (sent, failures) = load.finish();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("rolling v1 -> v2"), "progress is shown: {stdout}");
+    assert!(stdout.contains("now on v2"), "{stdout}");
+    assert_no_failures("rolling deploy", sent, &failures);
+    ebb.wait_in_service(3, BOOT);
+    assert_eq!(versions(&ebb), vec![2, 2, 2]);
+    assert!(ebb.events().iter().any(|e| e["kind"] == "deploy_succeeded"));
+}
+
+#[test]
+fn a_blue_green_deploy_switches_traffic_at_once_with_zero_failed_requests() {
+    let ebb = Ebb::start(|admin, listen| deploy_config(admin, listen, "blue-green"));
+    ebb.wait_in_service(3, BOOT);
+    let load = Load::start(ebb.listen, 4);
+    let out = ebb.cli(&["deploy", "web", "--env", "RELEASE=2"]);
+    let (sent, failures) = load.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_no_failures("blue-green deploy", sent, &failures);
+    ebb.wait_in_service(3, BOOT);
+    assert_eq!(versions(&ebb), vec![2, 2, 2]);
+}
+
+#[test]
+fn a_deploy_that_never_becomes_healthy_is_rolled_back_and_exits_non_zero() {
+    let ebb = Ebb::start(|admin, listen| deploy_config(admin, listen, "rolling"));
+    ebb.wait_in_service(3, BOOT);
+    let load = Load::start(ebb.listen, 4);
+    // Starts, but never listens: it never passes a health check.
+    let out = ebb.cli(&["deploy", "web", "--command", "sleep 30"]);
+    let (sent, failures) = load.finish();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rolled back"), "{stderr}");
+    assert_no_failures("failed deploy", sent, &failures);
+    ebb.wait_in_service(3, BOOT);
+    assert!(versions(&ebb).iter().all(|v| *v != 2), "no replica of the failed version is left: {:?}", versions(&ebb));
+    assert!(ebb.events().iter().any(|e| e["kind"] == "deploy_rolled_back"));
+
+    // Nothing to roll back to, a deploy with nothing new: clear errors, nothing changed.
+    let out = ebb.cli(&["deploy", "web"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to deploy"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_protected_replica_is_never_chosen_for_scale_in_until_released() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 4, desired = 3 }", ""));
+    let replicas = ebb.wait_in_service(3, BOOT);
+    let keep = replicas[0]["id"].as_str().unwrap().to_string();
+    let out = ebb.cli(&["protect", &keep]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ebb.replicas().iter().any(|r| r["id"] == keep.as_str() && r["protected"] == true));
+
+    assert!(ebb.cli(&["scale", "web", "1"]).status.success());
+    let left = ebb.wait_in_service(1, BOOT);
+    assert_eq!(left[0]["id"], keep.as_str(), "the protected replica stayed");
+
+    // Protected and over desired: scale-in waits for it, and says so.
+    assert!(ebb.cli(&["scale", "web", "2"]).status.success());
+    ebb.wait_in_service(2, BOOT);
+    let out = ebb.cli(&["protect", &keep, "--off"]);
+    assert!(out.status.success());
+    assert!(ebb.cli(&["scale", "web", "1"]).status.success());
+    ebb.wait_in_service(1, BOOT);
+
+    let out = ebb.cli(&["protect", "web-nosuch"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("web-nosuch"));
+}
+
+#[test]
+fn an_interrupted_replica_is_replaced_before_it_stops_with_zero_failed_requests() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 4, desired = 2 }", ""));
+    let replicas = ebb.wait_in_service(2, BOOT);
+    let victim = replicas[0]["id"].as_str().unwrap().to_string();
+    let load = Load::start(ebb.listen, 4);
+    let out = ebb.cli(&["interrupt", &victim, "--notice", "60s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the interrupted replica to leave", BOOT, || {
+        ebb.replicas().iter().all(|r| r["id"] != victim.as_str()).then_some(())
+    });
+    let after = ebb.wait_in_service(2, BOOT);
+    let (sent, failures) = load.finish();
+    assert_no_failures("interruption", sent, &failures);
+    assert!(after.iter().all(|r| r["id"] != victim.as_str()));
+
+    // The replacement was in service before the interrupted replica drained.
+    let before: Vec<&str> = replicas.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let replacement = after.iter().map(|r| r["id"].as_str().unwrap()).find(|id| !before.contains(id)).unwrap();
+    let events = ebb.events();
+    let position = |kind: &str, replica: &str| {
+        events.iter().position(|e| e["kind"] == kind && e["replica"] == replica).unwrap_or_else(|| panic!("no {kind} for {replica}: {events:#?}"))
+    };
+    assert!(position("replica_in_service", replacement) < position("replica_draining", &victim), "{events:#?}");
+}

@@ -1,0 +1,743 @@
+//! The balancer, driven through its library API: every test binds its
+//! listeners on 127.0.0.1:0, runs small in-process hyper backends that echo
+//! what they received, and talks to the balancer with hyper clients or, for
+//! the malformed and slow requests, raw sockets.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ebb::proxy::{serve, Backend, ServiceProxy};
+use ebb_core::config::{BalanceAlgorithm, ProxyConfig};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+// ---------------------------------------------------------------- backends
+
+/// What a test backend saw.
+#[derive(Default)]
+struct Seen {
+    requests: AtomicUsize,
+    connections: AtomicUsize,
+}
+
+struct TestBackend {
+    addr: SocketAddr,
+    seen: Arc<Seen>,
+    _stop: tokio::task::JoinHandle<()>,
+}
+
+impl TestBackend {
+    fn requests(&self) -> usize {
+        self.seen.requests.load(Ordering::SeqCst)
+    }
+    fn connections(&self) -> usize {
+        self.seen.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// A body fed from a channel (for slow, streamed responses).
+struct ChanBody(mpsc::Receiver<Bytes>);
+
+impl Body for ChanBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+fn full(body: impl Into<Bytes>) -> BoxBody {
+    Full::new(body.into()).boxed_unsync()
+}
+
+fn headers_json(headers: &HeaderMap) -> Value {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in headers {
+        map.entry(k.as_str().to_owned()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    serde_json::to_value(map).unwrap()
+}
+
+async fn backend_handle(name: &'static str, seen: Arc<Seen>, mut req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+    seen.requests.fetch_add(1, Ordering::SeqCst);
+    match req.uri().path() {
+        "/slow" => {
+            // One chunk now, the rest much later (or never).
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from_static(b"first chunk\n")).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let _ = tx.send(Bytes::from_static(b"rest\n")).await;
+            });
+            Ok(Response::new(ChanBody(rx).boxed_unsync()))
+        }
+        "/delay" => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(Response::new(full("delayed")))
+        }
+        "/hang" => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(Response::new(full("late")))
+        }
+        "/hop" => Ok(Response::builder()
+            .header("connection", "x-resp-secret")
+            .header("x-resp-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-authenticate", "Basic")
+            .header("upgrade", "h2c")
+            .header("trailer", "x-t")
+            .header("x-resp-kept", "1")
+            .body(full("hop"))
+            .unwrap()),
+        "/ws" => {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let mut io = TokioIo::new(upgraded);
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        match io.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                let up: Vec<u8> = buf[..n].to_ascii_uppercase();
+                                if io.write_all(&up).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            Ok(Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "shout")
+                .body(full(""))
+                .unwrap())
+        }
+        _ => {
+            let method = req.method().to_string();
+            let uri = req.uri().to_string();
+            let version = format!("{:?}", req.version());
+            let headers = headers_json(req.headers());
+            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let json = serde_json::json!({
+                "backend": name, "method": method, "uri": uri, "version": version,
+                "headers": headers, "body": String::from_utf8_lossy(&body),
+            });
+            Ok(Response::builder()
+                .header("content-type", "application/json")
+                .body(full(json.to_string()))
+                .unwrap())
+        }
+    }
+}
+
+async fn start_backend(name: &'static str) -> TestBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let seen2 = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { break };
+            seen2.connections.fetch_add(1, Ordering::SeqCst);
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| backend_handle(name, seen.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    TestBackend { addr, seen, _stop: task }
+}
+
+/// An address where nothing listens (bound, then released).
+async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+// ---------------------------------------------------------------- balancer
+
+struct Balancer {
+    addr: SocketAddr,
+    proxy: Arc<ServiceProxy>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start_balancer(balance: BalanceAlgorithm, config: ProxyConfig, backends: Vec<Arc<Backend>>) -> Balancer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = ServiceProxy::new("web", balance, config);
+    proxy.set_routable(backends);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve(listener, proxy.clone(), shutdown.clone()));
+    Balancer { addr, proxy, shutdown, task }
+}
+
+fn backend(id: &str, b: &TestBackend) -> Arc<Backend> {
+    Arc::new(Backend::new(id, b.addr))
+}
+
+// ---------------------------------------------------------------- clients
+
+struct Got {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Got {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on a new connection.
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::get(path).header("host", "web.test");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Got { status: parts.status, headers: parts.headers, body }
+}
+
+/// Writes raw bytes, reads until the peer closes (or `limit` passes).
+async fn raw(addr: SocketAddr, request: &[u8], limit: Duration) -> (String, bool) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn least_outstanding_spreads_over_two_backends() {
+    let (a, b) = (start_backend("a").await, start_backend("b").await);
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a), backend("b", &b)]).await;
+    for _ in 0..100 {
+        assert_eq!(get(lb.addr, "/", &[]).await.status, 200);
+    }
+    assert_eq!(a.requests() + b.requests(), 100);
+    assert!(a.requests() >= 25 && b.requests() >= 25, "a {} b {}", a.requests(), b.requests());
+    // Sequential requests reuse pooled upstream connections (one pool per
+    // balancer worker thread).
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    assert!(a.connections() <= workers, "a's connections: {}", a.connections());
+    assert!(b.connections() <= workers, "b's connections: {}", b.connections());
+    assert_eq!(lb.proxy.stats.snapshot().requests, 100);
+}
+
+#[tokio::test]
+async fn least_outstanding_avoids_the_busy_backend() {
+    let (a, b) = (start_backend("a").await, start_backend("b").await);
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a), backend("b", &b)]).await;
+    // Park 5 slow responses somewhere, then check where new ones go.
+    let mut parked = Vec::new();
+    for _ in 0..5 {
+        let tcp = TcpStream::connect(lb.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let resp = send.send_request(Request::get("/slow").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        parked.push((send, resp));
+    }
+    let routable = lb.proxy.routable();
+    let loads: Vec<u64> = routable.iter().map(|b| b.in_flight()).collect();
+    assert_eq!(loads.iter().sum::<u64>(), 5, "{loads:?}");
+    assert!(loads.iter().all(|&l| l >= 2), "power of two choices balanced the slow ones: {loads:?}");
+    drop(parked);
+    wait_until("in_flight back to 0", Duration::from_secs(5), || routable.iter().all(|b| b.in_flight() == 0)).await;
+}
+
+#[tokio::test]
+async fn round_robin_alternates() {
+    let (a, b) = (start_backend("a").await, start_backend("b").await);
+    let lb = start_balancer(BalanceAlgorithm::RoundRobin, ProxyConfig::default(), vec![backend("a", &a), backend("b", &b)]).await;
+    let mut names = Vec::new();
+    for _ in 0..10 {
+        names.push(get(lb.addr, "/", &[]).await.json()["backend"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(a.requests(), 5);
+    assert_eq!(b.requests(), 5);
+    assert!(names.windows(2).all(|w| w[0] != w[1]), "{names:?}");
+}
+
+#[tokio::test]
+async fn only_routable_backends_receive_traffic() {
+    let (a, b) = (start_backend("a").await, start_backend("b").await);
+    let (ba, bb) = (backend("a", &a), backend("b", &b));
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![ba.clone()]).await;
+    for _ in 0..20 {
+        assert_eq!(get(lb.addr, "/", &[]).await.json()["backend"], "a");
+    }
+    lb.proxy.set_routable(vec![bb.clone()]);
+    for _ in 0..20 {
+        assert_eq!(get(lb.addr, "/", &[]).await.json()["backend"], "b");
+    }
+    assert_eq!((a.requests(), b.requests()), (20, 20));
+    assert_eq!((ba.requests(), bb.requests()), (20, 20));
+}
+
+#[tokio::test]
+async fn empty_set_answers_503_json_at_once() {
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![]).await;
+    let start = Instant::now();
+    let got = get(lb.addr, "/", &[]).await;
+    assert!(start.elapsed() < Duration::from_millis(500));
+    assert_eq!(got.status, 503);
+    assert_eq!(got.headers["content-type"], "application/json");
+    assert_eq!(got.json(), serde_json::json!({"error": "no healthy replica", "service": "web"}));
+    assert_eq!(lb.proxy.stats.snapshot().no_backend, 1);
+}
+
+#[tokio::test]
+async fn connect_failure_is_retried_on_the_other_backend() {
+    let live = start_backend("live").await;
+    let dead = Arc::new(Backend::new("dead", dead_addr().await));
+    let alive = backend("live", &live);
+    let lb = start_balancer(BalanceAlgorithm::RoundRobin, ProxyConfig::default(), vec![dead.clone(), alive.clone()]).await;
+    for _ in 0..10 {
+        let got = get(lb.addr, "/", &[]).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.json()["backend"], "live");
+    }
+    assert_eq!(live.requests(), 10);
+    assert_eq!(dead.connect_failures(), 5, "round robin sent every other request to the dead one first");
+    assert_eq!(lb.proxy.stats.snapshot().retries, 5);
+    assert_eq!(dead.in_flight(), 0);
+    assert_eq!(alive.in_flight(), 0);
+    assert_eq!(dead.requests(), 0);
+    assert_eq!(alive.requests(), 10);
+}
+
+#[tokio::test]
+async fn a_lone_dead_backend_gives_502_json() {
+    let dead = Arc::new(Backend::new("dead", dead_addr().await));
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![dead.clone()]).await;
+    let got = get(lb.addr, "/", &[]).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.json()["service"], "web");
+    assert_eq!(dead.connect_failures(), 1);
+    assert_eq!(dead.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn in_flight_is_exact_and_returns_to_zero() {
+    let a = start_backend("a").await;
+    let ba = backend("a", &a);
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![ba.clone()]).await;
+    for _ in 0..5 {
+        get(lb.addr, "/", &[]).await;
+    }
+    assert_eq!(ba.in_flight(), 0);
+    assert_eq!(ba.requests(), 5);
+
+    // A streamed response in progress counts; the client leaving mid-body
+    // ends it.
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    let conn_task = tokio::spawn(conn);
+    let resp = send.send_request(Request::get("/slow").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"first chunk\n");
+    assert_eq!(ba.in_flight(), 1);
+    drop(body);
+    drop(send);
+    conn_task.abort();
+    wait_until("in_flight back to 0 after the client left", Duration::from_secs(5), || ba.in_flight() == 0).await;
+
+    // The client leaving while the balancer still waits for the response
+    // head ends the dispatch too (without waiting for upstream_timeout).
+    let mut tcp = TcpStream::connect(lb.addr).await.unwrap();
+    tcp.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    wait_until("the hanging request is in flight", Duration::from_secs(5), || ba.in_flight() == 1).await;
+    drop(tcp);
+    wait_until("in_flight back to 0 after the client left early", Duration::from_secs(5), || ba.in_flight() == 0).await;
+
+    // Same over HEAD, whose (empty) body may never be polled.
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = send.send_request(Request::head("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_until("in_flight back to 0 after HEAD", Duration::from_secs(5), || ba.in_flight() == 0).await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_both_ways() {
+    let a = start_backend("a").await;
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a)]).await;
+    let (text, _) = raw(
+        lb.addr,
+        b"GET /echo HTTP/1.1\r\nHost: web.test\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\n\
+Proxy-Authorization: Basic eA==\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nUpgrade: h2c\r\nX-Kept: k\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let seen: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let headers = seen["headers"].as_object().unwrap();
+    for gone in ["connection", "x-secret", "keep-alive", "proxy-authorization", "proxy-connection", "te", "upgrade"] {
+        assert!(!headers.contains_key(gone), "{gone} reached the backend: {headers:?}");
+    }
+    assert_eq!(headers["x-kept"][0], "k");
+    assert_eq!(headers["host"][0], "web.test");
+
+    let got = get(lb.addr, "/hop", &[]).await;
+    assert_eq!(got.status, 200);
+    for gone in ["x-resp-secret", "keep-alive", "proxy-authenticate", "upgrade", "trailer"] {
+        assert!(!got.headers.contains_key(gone), "{gone} reached the client: {:?}", got.headers);
+    }
+    if let Some(c) = got.headers.get("connection") {
+        assert!(!c.to_str().unwrap().contains("x-resp-secret"));
+    }
+    assert_eq!(got.headers["x-resp-kept"], "1");
+}
+
+#[tokio::test]
+async fn forwarded_headers_overwritten_for_untrusted_appended_for_trusted() {
+    let a = start_backend("a").await;
+    let spoof = [("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "evil.test")];
+
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a)]).await;
+    let seen = get(lb.addr, "/", &spoof).await.json();
+    assert_eq!(seen["headers"]["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(seen["headers"]["x-forwarded-proto"], serde_json::json!(["http"]));
+    assert_eq!(seen["headers"]["x-forwarded-host"], serde_json::json!(["web.test"]));
+
+    let trusted = ProxyConfig { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, trusted, vec![backend("a", &a)]).await;
+    let seen = get(lb.addr, "/", &spoof).await.json();
+    assert_eq!(seen["headers"]["x-forwarded-for"], serde_json::json!(["1.2.3.4, 127.0.0.1"]));
+    assert_eq!(seen["headers"]["x-forwarded-proto"], serde_json::json!(["https"]));
+    assert_eq!(seen["headers"]["x-forwarded-host"], serde_json::json!(["evil.test"]));
+    let seen = get(lb.addr, "/", &[]).await.json();
+    assert_eq!(seen["headers"]["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(seen["headers"]["x-forwarded-proto"], serde_json::json!(["http"]));
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_400_and_never_forwarded() {
+    let a = start_backend("a").await;
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a)]).await;
+    for smuggle in [
+        &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+    ] {
+        let (text, closed) = raw(lb.addr, smuggle, Duration::from_secs(5)).await;
+        assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+        assert!(closed, "connection left open");
+        assert_eq!(text.matches("HTTP/1.1").count(), 1, "a pipelined request was answered: {text}");
+    }
+    // On a keep-alive connection, after a good request.
+    let (text, closed) = raw(
+        lb.addr,
+        b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains("HTTP/1.1 400 "), "{text}");
+    assert!(closed);
+    assert_eq!(a.requests(), 1, "the backend saw only the good request");
+    assert_eq!(lb.proxy.stats.snapshot().rejected, 3);
+}
+
+#[tokio::test]
+async fn a_slow_header_sender_is_cut_off() {
+    let a = start_backend("a").await;
+    let config = ProxyConfig { header_read_timeout: Duration::from_secs(1), ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("a", &a)]).await;
+    let start = Instant::now();
+    let mut tcp = TcpStream::connect(lb.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Keep trickling (slowloris) without ever finishing the head.
+    let trickle = async {
+        for i in 0..100 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if tcp.write_all(format!("X-{i}: y\r\n").as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), trickle).await.expect("the connection was never closed");
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest).await;
+    assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&rest));
+    assert_eq!(a.requests(), 0);
+
+    // A connection that sends nothing at all is closed too.
+    let start = Instant::now();
+    let (_, closed) = raw(lb.addr, b"", Duration::from_secs(4)).await;
+    assert!(closed && start.elapsed() < Duration::from_millis(2500));
+}
+
+#[tokio::test]
+async fn idle_and_header_deadlines_are_independent() {
+    let a = start_backend("a").await;
+    // Short header deadline, longer idle: a keep-alive connection outlives the
+    // header deadline between requests.
+    let config = ProxyConfig { header_read_timeout: Duration::from_millis(300), idle_timeout: Duration::from_secs(3), ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("a", &a)]).await;
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..2 {
+        let resp = send.send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        send.ready().await.expect("kept alive past the header deadline");
+    }
+
+    // Short idle: the connection is closed after it.
+    let config = ProxyConfig { idle_timeout: Duration::from_millis(500), ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("a", &a)]).await;
+    let start = Instant::now();
+    let (text, closed) = raw(lb.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(4)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(closed);
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(450) && elapsed < Duration::from_millis(2000), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn oversized_head_gets_431() {
+    let a = start_backend("a").await;
+    // Above hyper's buffer: hyper's own 431.
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a)]).await;
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let (text, closed) = raw(lb.addr, big.as_bytes(), Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+    assert!(closed);
+    // Below hyper's minimum buffer (8 KiB): the balancer's exact limit.
+    let config = ProxyConfig { max_header_bytes: 2048, ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("a", &a)]).await;
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(4096));
+    let (text, closed) = raw(lb.addr, big.as_bytes(), Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+    assert!(text.contains("\"error\":\"request header fields too large\""), "{text}");
+    assert!(closed);
+    // Too many header lines (hyper's limit is 100).
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..150 {
+        many.push_str(&format!("X-{i}: y\r\n"));
+    }
+    many.push_str("\r\n");
+    let (text, closed) = raw(lb.addr, many.as_bytes(), Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+    assert!(closed);
+    let ok = get(lb.addr, "/", &[("x-small", "1")]).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(a.requests(), 1);
+}
+
+#[tokio::test]
+async fn upgrade_passes_bytes_both_ways() {
+    let a = start_backend("a").await;
+    let ba = backend("a", &a);
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![ba.clone()]).await;
+    let mut tcp = TcpStream::connect(lb.addr).await.unwrap();
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: shout"), "{head}");
+    assert!(head.contains("connection: upgrade"), "{head}");
+    for word in ["hello", "tunnel"] {
+        tcp.write_all(word.as_bytes()).await.unwrap();
+        let mut back = vec![0u8; word.len()];
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut back)).await.unwrap().unwrap();
+        assert_eq!(back, word.to_ascii_uppercase().as_bytes());
+    }
+    assert_eq!(ba.in_flight(), 1, "an open tunnel counts as in flight");
+    drop(tcp);
+    wait_until("tunnel closed", Duration::from_secs(5), || ba.in_flight() == 0).await;
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let (a, b) = (start_backend("a").await, start_backend("b").await);
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a), backend("b", &b)]).await;
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let mut streams = Vec::new();
+    for i in 0..20 {
+        let mut send = send.clone();
+        streams.push(tokio::spawn(async move {
+            let req = Request::post(format!("http://web.test/h2/{i}?q=1"))
+                .header("x-forwarded-for", "6.6.6.6")
+                .body(Full::new(Bytes::from(format!("body {i}"))))
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let seen: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(seen["uri"], format!("/h2/{i}?q=1"));
+            assert_eq!(seen["version"], "HTTP/1.1");
+            assert_eq!(seen["headers"]["host"][0], "web.test");
+            assert_eq!(seen["headers"]["x-forwarded-for"][0], "127.0.0.1");
+            assert_eq!(seen["body"], format!("body {i}"));
+        }));
+    }
+    for s in streams {
+        s.await.unwrap();
+    }
+    assert_eq!(a.requests() + b.requests(), 20);
+}
+
+#[tokio::test]
+async fn upstream_timeout_is_504_and_upstream_failure_502() {
+    let a = start_backend("a").await;
+    let ba = backend("a", &a);
+    let config = ProxyConfig { upstream_timeout: Duration::from_millis(300), ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![ba.clone()]).await;
+    let got = get(lb.addr, "/hang", &[]).await;
+    assert_eq!(got.status, 504);
+    assert_eq!(got.headers["content-type"], "application/json");
+    assert_eq!(got.json()["service"], "web");
+    assert_eq!(ba.in_flight(), 0);
+
+    // On a reused upstream connection (same client connection, so the same
+    // worker and pool), whose timer an earlier request armed: the deadline
+    // still counts from this request.
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = send.send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let resp = send.send_request(Request::get("/hang").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert!(elapsed >= Duration::from_millis(280) && elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    assert_eq!(ba.in_flight(), 0);
+
+    // A backend that reads the request and hangs up without answering.
+    let rude = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rude_addr = rude.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = rude.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await;
+        }
+    });
+    let br = Arc::new(Backend::new("rude", rude_addr));
+    lb.proxy.set_routable(vec![br.clone()]);
+    let got = get(lb.addr, "/", &[]).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(br.in_flight(), 0);
+    assert_eq!(br.connect_failures(), 0, "the connect worked; the request was sent, so not retried");
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let a = start_backend("a").await;
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a)]).await;
+    let addr = lb.addr;
+    // An idle keep-alive connection and one that never sent anything must
+    // not hold shutdown up.
+    let idle = TcpStream::connect(addr).await.unwrap();
+    let (mut idle_send, idle_conn) = hyper::client::conn::http1::handshake(TokioIo::new(idle)).await.unwrap();
+    tokio::spawn(idle_conn);
+    let resp = idle_send.send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    let pending = tokio::spawn(async move { get(addr, "/delay", &[]).await });
+    wait_until("the request reached the backend", Duration::from_secs(5), || a.requests() == 2).await;
+    let start = Instant::now();
+    lb.shutdown.cancel();
+    let got = pending.await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(&got.body[..], b"delayed");
+    tokio::time::timeout(Duration::from_secs(5), lb.task).await.unwrap().unwrap().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(2), "shutdown took {:?}", start.elapsed());
+    assert!(TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+}
+
+#[tokio::test]
+async fn an_http10_backend_is_answered_to_the_client_in_its_own_version() {
+    // A backend speaking HTTP/1.0 and closing after each answer.
+    let old = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_addr = old.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = old.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    let bo = Arc::new(Backend::new("old", old_addr));
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![bo.clone()]).await;
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let resp = send.send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_11);
+        assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"ok");
+    }
+    assert_eq!(bo.requests(), 3);
+    assert_eq!(bo.in_flight(), 0);
+}

@@ -1,0 +1,218 @@
+//! End to end with real processes: the time-compressed story examples scale
+//! a fleet of demo-app replicas under `/work` load, and every change is an
+//! event that explains itself.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use support::*;
+
+/// The example config with this test's own ports and state directory.
+fn example(path: &str, admin: std::net::SocketAddr, listen: std::net::SocketAddr) -> String {
+    let text = std::fs::read_to_string(format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("state_dir") {
+            out.push_str("state_dir = \"state\"\n");
+        } else if trimmed.starts_with("listen") && out.trim_end().ends_with("[admin]") {
+            out.push_str(&format!("listen = \"{admin}\"\n"));
+        } else if trimmed.starts_with("listen") {
+            out.push_str(&format!("listen = \"{listen}\"\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Clients sending `/work` requests in a loop, counting every failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(target: std::net::SocketAddr, clients: usize, path: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        match http(target, "GET", path, None) {
+                            Ok(r) if r.status == 200 => {}
+                            Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
+                            Err(e) => failures.lock().unwrap().push(e.to_string()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, sent, failures, threads }
+    }
+
+    /// Stops the clients; returns (sent, failures).
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (self.sent.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
+    }
+}
+
+fn scaled_events(ebb: &Ebb) -> Vec<serde_json::Value> {
+    ebb.events().into_iter().filter(|e| e["kind"] == "scaled").collect()
+}
+
+fn time_of(event: &serde_json::Value) -> SystemTime {
+    humantime::parse_rfc3339(event["time"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn s1_step_scaling_grows_to_max_one_step_per_cooldown_under_load_and_shrinks_back_after() {
+    let ebb = Ebb::start(|admin, listen| example("examples/s1-flask-asg/ebb.fast.toml", admin, listen));
+    ebb.wait_in_service(2, Duration::from_secs(30));
+
+    // Enough /work to keep every replica's quarter-core budget busy.
+    let load_started = Instant::now();
+    let load = Load::start(ebb.listen, 12, "/work?cpu_ms=20");
+    let grown = wait_for("the fleet to reach max (4) under load", Duration::from_secs(60), || {
+        let s = ebb.status();
+        (s["services"][0]["desired"] == 4).then_some(())
+    });
+    let reaction = load_started.elapsed();
+    let _ = grown;
+    ebb.wait_in_service(4, Duration::from_secs(30));
+    let (sent, failures) = load.finish();
+    assert!(failures.is_empty(), "{} of {sent} requests failed under load: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+
+    // Back to min once the load is gone (cpu-low: 10 periods below 60 %).
+    wait_for("the fleet to shrink back to 2", Duration::from_secs(90), || {
+        (ebb.status()["services"][0]["desired"] == 2).then_some(())
+    });
+    ebb.wait_in_service(2, Duration::from_secs(30));
+
+    let scaled = scaled_events(&ebb);
+    let steps: Vec<(u64, u64)> =
+        scaled.iter().map(|e| (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap())).collect();
+    assert_eq!(steps, vec![(2, 3), (3, 4), (4, 3), (3, 2)], "one step at a time: {scaled:#?}");
+    for e in &scaled[..2] {
+        let reason = e["reason"].as_str().unwrap();
+        assert!(reason.contains("cpu-high") && reason.contains("60"), "scale-out names its alarm and threshold: {reason}");
+    }
+    for e in &scaled[2..] {
+        let reason = e["reason"].as_str().unwrap();
+        assert!(reason.contains("cpu-low"), "scale-in names its alarm: {reason}");
+    }
+    // The 4 s cooldown separates the steps in each direction.
+    for pair in [(&scaled[0], &scaled[1]), (&scaled[2], &scaled[3])] {
+        let gap = time_of(pair.1).duration_since(time_of(pair.0)).unwrap();
+        assert!(gap >= Duration::from_millis(3900), "steps {gap:?} apart, cooldown is 4 s");
+    }
+    // Scale-in drained replicas out of the rotation before stopping them.
+    let events = ebb.events();
+    assert_eq!(events.iter().filter(|e| e["kind"] == "replica_draining").count(), 2, "{events:#?}");
+    eprintln!("s1: load step to max desired in {reaction:?}; {sent} requests, 0 failed");
+}
+
+#[test]
+fn a_fleet_without_policies_holds_its_size_and_reports_cpu() {
+    let ebb = Ebb::start(|admin, listen| {
+        fast_config(admin, listen, "{ min = 1, max = 3, desired = 2 }", "cpu = 0.5")
+            .replace("{ebb} demo-app --port $PORT", "{ebb} demo-app --port $PORT --cpu-budget 0.25")
+    });
+    ebb.wait_in_service(2, Duration::from_secs(30));
+    let load = Load::start(ebb.listen, 6, "/work?cpu_ms=10");
+    // CPU is measured per replica, relative to its 0.5-core allotment: a
+    // replica capped at a quarter core reads about 50 %.
+    let cpu = wait_for("CPU readings under load", Duration::from_secs(20), || {
+        let replicas = ebb.replicas();
+        let cpus: Vec<f64> = replicas.iter().filter_map(|r| r["cpu"].as_f64()).collect();
+        (cpus.len() == 2 && cpus.iter().all(|c| *c > 30.0)).then_some(cpus)
+    });
+    assert!(cpu.iter().all(|c| *c < 75.0), "the budget caps each replica near 50 % of its allotment: {cpu:?}");
+    let (_, failures) = load.finish();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(ebb.status()["services"][0]["desired"], 2);
+    assert!(scaled_events(&ebb).is_empty());
+}
+
+/// One row of `ebb load --output-csv`.
+#[derive(Debug)]
+struct Row {
+    time_s: f64,
+    errors: u64,
+    p99_ms: Option<f64>,
+    in_service: Option<u64>,
+}
+
+fn read_csv(path: &std::path::Path) -> Vec<Row> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name}"));
+    let (t, e, p, s) = (col("time_s"), col("errors"), col("p99_ms"), col("in_service"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Row {
+                time_s: f[t].parse().unwrap(),
+                errors: f[e].parse().unwrap(),
+                p99_ms: f[p].parse().ok(),
+                in_service: f[s].parse().ok(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn s2_target_tracking_adds_replicas_as_an_ebb_load_ramp_rises_and_p99_recovers_after_each() {
+    let ebb = Ebb::start(|admin, listen| example("examples/s2-http-scale-out/ebb.fast.toml", admin, listen));
+    ebb.wait_in_service(1, Duration::from_secs(30));
+    let csv = ebb.dir.path().join("s2.csv");
+    // 5 ms of CPU per request on quarter-core replicas: ~50 req/s each at
+    // 100 % CPU, so 120 req/s needs 3 replicas at the 80 % target.
+    let out = std::process::Command::new(EBB)
+        .args(["load", &format!("http://{}/work?cpu_ms=5", ebb.listen)])
+        .args(["--stages", "8s:5->120,22s:120", "--timeout", "10s", "--json"])
+        .args(["--ebb", &format!("http://{}", ebb.admin)])
+        .arg("--output-csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["errors"], 0, "no request failed: {summary}");
+
+    let rows = read_csv(&csv);
+    let fleet: Vec<u64> = rows.iter().filter_map(|r| r.in_service).collect();
+    let peak = *fleet.iter().max().unwrap();
+    assert!(peak >= 3, "the fleet grew with the load: {fleet:?}");
+    assert!(fleet.windows(2).any(|w| w[1] > w[0]), "replicas were added during the run: {fleet:?}");
+    let scaled = scaled_events(&ebb);
+    assert!(scaled.iter().all(|e| e["reason"].as_str().unwrap().contains("cpu-80")), "{scaled:#?}");
+    assert!(scaled.iter().any(|e| e["to"].as_u64() > e["from"].as_u64()));
+
+    // After the last addition (plus boot and settling), p99 is back under 1 s.
+    let last_change = rows
+        .windows(2)
+        .filter(|w| w[1].in_service > w[0].in_service)
+        .map(|w| w[1].time_s)
+        .fold(0.0, f64::max);
+    let settled: Vec<f64> =
+        rows.iter().filter(|r| r.time_s > last_change + 4.0).filter_map(|r| r.p99_ms).collect();
+    assert!(!settled.is_empty(), "the run went on after the last addition: {rows:?}");
+    assert!(settled.iter().all(|p| *p < 1000.0), "p99 recovered under 1 s after scaling: {settled:?}");
+    assert!(rows.iter().all(|r| r.errors == 0));
+}

@@ -1,0 +1,351 @@
+//! `ebb simulate` end to end: the real binary on trace files, shapes,
+//! presets and compared configs; its outputs (decision log, summary, JSON,
+//! CSV, HTML report) and their determinism; bad input. The live-vs-sim
+//! fidelity check is at the end.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::*;
+
+/// A service with a time-compressed CPU target tracking policy.
+const CONFIG: &str = r#"
+[admin]
+listen = "127.0.0.1:19990"
+
+[service.web]
+command = "sleep 1000"
+listen = "127.0.0.1:19991"
+replicas = { min = 1, max = 20, desired = 2 }
+
+[service.web.health]
+interval = "1s"
+timeout = "500ms"
+healthy_threshold = 2
+
+[[service.web.scaling.target_tracking]]
+name = "cpu-80"
+metric = "cpu"
+target = 80
+window = "30s"
+scale_out_cooldown = "30s"
+scale_in_cooldown = "60s"
+scale_in_stabilization = "120s"
+"#;
+
+struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        let d = Dir { dir: tempfile::tempdir().unwrap() };
+        d.write("ebb.toml", CONFIG);
+        d
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn simulate(&self, args: &[&str]) -> Output {
+        Command::new(EBB).current_dir(self.dir.path()).arg("simulate").args(args).output().expect("run ebb simulate")
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.simulate(args);
+        assert!(
+            out.status.success(),
+            "ebb simulate {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects bad input (exit 2); returns stderr.
+    fn bad(&self, args: &[&str]) -> String {
+        let out = self.simulate(args);
+        assert_eq!(out.status.code(), Some(2), "ebb simulate {args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+const STEP: &str = "step:base=60,peak=300,at=300,hold=900,duration=2400";
+
+fn scaled_lines(stdout: &str) -> Vec<&str> {
+    stdout.lines().filter(|l| l.contains(" scaled ")).collect()
+}
+
+fn seconds_of(line: &str) -> u64 {
+    let t = line.split_whitespace().next().unwrap().trim_start_matches('+');
+    let p: Vec<u64> = t.split(':').map(|x| x.parse().unwrap()).collect();
+    p[0] * 3600 + p[1] * 60 + p[2]
+}
+
+#[test]
+fn the_decision_log_reads_like_ebb_events() {
+    let d = Dir::new();
+    let out = d.ok(&["--shape", STEP]);
+    let lines = scaled_lines(&out);
+    assert!(!lines.is_empty(), "{out}");
+    // `ebb events`: {time}  {service:<8} {kind:<20} {replica or -} {from}->{to}  {reason}
+    let first = lines[0];
+    let expected_prefix = format!("  {:<8} {:<20} - 2->3  scale out 2 -> 3 by cpu-80: target tracking cpu: mean ", "web", "scaled");
+    assert_eq!(&first[9..9 + expected_prefix.len()], expected_prefix, "{first}");
+    assert!(first.starts_with('+') && first.as_bytes()[3] == b':', "{first}");
+    assert!(out.starts_with("ebb simulate: service web, shape step:"), "{out}");
+    assert!(out.contains("boot 2s (2 health checks every 1s)"), "boot defaults to what the health checks need: {out}");
+    for label in ["replica-hours", "cost", "over SLO p99<1s", "shed requests", "scaling actions", "flaps", "max replicas"] {
+        assert!(out.contains(label), "summary has {label}: {out}");
+    }
+}
+
+/// A step makes the fleet scale out within the policy's window after it
+/// starts, and back in only after the stabilisation window once it ends.
+#[test]
+fn a_step_scales_out_after_the_window_and_in_after_the_stabilisation() {
+    let d = Dir::new();
+    let out = d.ok(&["--shape", STEP]);
+    let lines = scaled_lines(&out);
+    let first_out = lines.iter().find(|l| l.contains("scale out")).unwrap();
+    let t = seconds_of(first_out);
+    assert!(t > 300 && t <= 300 + 30, "within the 30 s window after the step at 300 s: {first_out}");
+    let first_in = lines.iter().find(|l| l.contains("scale in") && seconds_of(l) > 1200).unwrap();
+    let t = seconds_of(first_in);
+    assert!(t >= 1200 + 120, "after the 120 s stabilisation once the step ends at 1200 s: {first_in}");
+    d.ok(&["--shape", STEP, "--csv", "step.csv"]);
+    let csv = d.read("step.csv");
+    let desired_at = |s: usize| csv.lines().nth(1 + s).unwrap().split(',').nth(2).unwrap().to_string();
+    assert_eq!(desired_at(1199), "8", "settled where 300 req/s is 40 req/s (80 % of 50) per replica");
+    assert_eq!(desired_at(2399), "2", "back to what 60 req/s needs");
+}
+
+#[test]
+fn json_has_the_summary_fields() {
+    let d = Dir::new();
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["--shape", STEP, "--json", "--price", "0.1"])).unwrap();
+    for key in [
+        "replica_hours",
+        "cost",
+        "slo_violation_seconds",
+        "shed_requests",
+        "scaling_actions",
+        "max_replicas",
+        "wall_ms",
+        "flaps",
+        "policy",
+    ] {
+        assert!(json.get(key).is_some(), "{key} missing in {json:#}");
+    }
+    let hours = json["replica_hours"].as_f64().unwrap();
+    let cost = json["cost"].as_f64().unwrap();
+    assert!(hours > 2.0 * 2400.0 / 3600.0 - 0.01, "at least 2 replicas the whole time: {hours}");
+    assert!((cost - hours * 0.1).abs() < 0.001, "{cost} vs {hours}");
+    assert_eq!(json["policy"], "ebb.toml");
+    assert_eq!(json["seconds"], 2400);
+}
+
+#[test]
+fn csv_has_a_header_and_a_row_per_second() {
+    let d = Dir::new();
+    d.ok(&["--shape", "constant:rate=70,duration=90", "--csv", "out.csv"]);
+    let csv = d.read("out.csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "second,rate,desired,in_service,cpu,p99_ms,queue_ms,shed");
+    assert_eq!(lines.len(), 91);
+    assert_eq!(lines[1], "0,70,2,2,70,307,0,0", "2 replicas at 70 %: p99 = 20 ms × ln 100 / 0.3");
+    let last: Vec<&str> = lines[90].split(',').collect();
+    assert_eq!((last[0], last[1]), ("89", "70"));
+}
+
+#[test]
+fn presets_and_compare_run_side_by_side() {
+    let d = Dir::new();
+    d.write("tuned.toml", &CONFIG.replace("target = 80", "target = 60").replace("name = \"cpu-80\"", "name = \"cpu-60\""));
+    let args = ["--shape", STEP, "--compare", "tuned.toml", "--preset", "aws", "--preset", "hpa", "--preset", "kpa"];
+    let out = d.ok(&args);
+    let table_header = out.lines().find(|l| l.starts_with("policy ")).unwrap();
+    let names: Vec<&str> = table_header.split_whitespace().collect();
+    assert_eq!(names, ["policy", "ebb.toml", "tuned.toml", "aws", "hpa", "kpa"]);
+    for heading in ["== ebb.toml (", "== tuned.toml (", "== aws (", "== hpa (", "== kpa ("] {
+        assert!(out.contains(heading), "{heading}: {out}");
+    }
+    assert!(out.contains("by cpu-60: target tracking cpu"), "the compared config's own policy: {out}");
+    assert!(out.contains("by aws-out: alarm aws-out fired: 3 of 3 periods of 1 min"), "{out}");
+
+    let mut json_args = args.to_vec();
+    json_args.extend(["--json", "--csv", "all.csv", "--report", "all.html"]);
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&json_args)).unwrap();
+    let policies: Vec<&str> = json.as_array().unwrap().iter().map(|r| r["policy"].as_str().unwrap()).collect();
+    assert_eq!(policies, ["ebb.toml", "tuned.toml", "aws", "hpa", "kpa"]);
+    let tuned = &json[1];
+    assert!(tuned["max_desired"].as_u64() > json[0]["max_desired"].as_u64(), "a lower target needs more replicas: {json:#}");
+    let csv = d.read("all.csv");
+    assert!(csv.starts_with("policy,second,rate,desired,in_service,cpu,p99_ms,queue_ms,shed\nebb.toml,0,60,"));
+    assert_eq!(csv.lines().count(), 1 + 5 * 2400);
+    assert!(csv.contains("\nkpa,2399,"));
+    let html = d.read("all.html");
+    for name in ["ebb.toml", "tuned.toml", "aws", "hpa", "kpa"] {
+        assert!(html.contains(&format!("<th style=\"color:")) && html.contains(&format!(">{name}</th>")), "{name} in the table");
+    }
+}
+
+#[test]
+fn the_report_has_charts_markers_and_no_scripts() {
+    let d = Dir::new();
+    d.ok(&["--shape", STEP, "--preset", "hpa", "--report", "report.html"]);
+    let html = d.read("report.html");
+    assert!(html.starts_with("<!doctype html>"));
+    assert_eq!(html.matches("<svg ").count(), 4, "load, replicas, CPU, latency");
+    for id in ["id=\"load\"", "id=\"replicas\"", "id=\"cpu\"", "id=\"latency\""] {
+        assert!(html.contains(id), "{id}");
+    }
+    let markers = html.matches("class=\"marker\"").count();
+    let out = d.ok(&["--shape", STEP, "--preset", "hpa"]);
+    assert_eq!(markers, scaled_lines(&out).len(), "one marker per scaling event");
+    let marker = html.split("class=\"marker\"").nth(1).unwrap();
+    let title = &marker[marker.find("<title>").unwrap() + 7..marker.find("</title>").unwrap()];
+    assert!(title.starts_with("ebb.toml: +00:0") && title.contains("scaled") && title.contains("scale out 2 -&gt; 3 by cpu-80"), "{title}");
+    assert!(html.contains("SLO p99&lt;1s"), "the SLO line");
+    assert!(!html.contains("<script"), "no scripts");
+    let external = html.replace("http://www.w3.org/2000/svg", "");
+    assert!(!external.contains("http://") && !external.contains("https://"), "no external resources");
+}
+
+#[test]
+fn same_inputs_and_seed_give_byte_identical_outputs() {
+    let d = Dir::new();
+    let run = |n: u32| {
+        let (csv, html) = (format!("run{n}.csv"), format!("run{n}.html"));
+        let args = [
+            "--shape",
+            "diurnal:base=40,peak=600,duration=3h,noise=0.2",
+            "--failure-rate",
+            "0.5",
+            "--seed",
+            "42",
+            "--preset",
+            "kpa",
+            "--csv",
+            &csv,
+            "--report",
+            &html,
+        ];
+        let text = d.ok(&args);
+        let mut json_args = args.to_vec();
+        json_args.push("--json");
+        let mut json: serde_json::Value = serde_json::from_str(&d.ok(&json_args)).unwrap();
+        for run in json.as_array_mut().unwrap() {
+            run.as_object_mut().unwrap().remove("wall_ms").expect("wall_ms is there");
+        }
+        // The text output's last lines name the wall time and the files.
+        let text: Vec<String> = text.lines().filter(|l| !l.starts_with("simulated ") && !l.starts_with("per-second CSV") && !l.starts_with("report:")).map(String::from).collect();
+        (d.read(&csv), d.read(&html), json, text)
+    };
+    let a = run(1);
+    let b = run(2);
+    assert!(a.0 == b.0, "CSV differs");
+    assert!(a.1 == b.1, "HTML differs");
+    assert_eq!(a.2, b.2);
+    assert_eq!(a.3, b.3);
+    assert!(a.3.iter().any(|l| l.contains("replica_exited") && l.contains("simulated failure")), "failures were drawn");
+    let other_seed = d.ok(&["--shape", "diurnal:base=40,peak=600,duration=3h,noise=0.2", "--failure-rate", "0.5", "--seed", "43", "--csv", "run3.csv"]);
+    assert!(!other_seed.is_empty());
+    assert_ne!(d.read("run3.csv"), a.0, "another seed, another run");
+}
+
+#[test]
+fn trace_files_and_their_errors() {
+    let d = Dir::new();
+    let mut csv = String::from("second,rate\n");
+    for s in 0..600 {
+        csv.push_str(&format!("{s},{}\n", if s < 120 { 50 } else { 200 }));
+    }
+    d.write("day.csv", &csv);
+    let out = d.ok(&["--trace", "day.csv"]);
+    assert!(out.contains("ebb simulate: service web, day.csv (600 s, peak 200 req/s"), "{out}");
+
+    d.write("bad.csv", "second,rate\n0,10\n1,10,3\n");
+    let err = d.bad(&["--trace", "bad.csv"]);
+    assert_eq!(err.trim(), "error: bad.csv:3: malformed line: expected two columns `second,rate`, found \"1,10,3\"");
+    d.write("gap.csv", "0,10\n1,10\n2,10\n9,10\n");
+    let err = d.bad(&["--trace", "gap.csv"]);
+    assert!(err.contains("gap.csv:4: gap in the trace: second 9 follows second 2 (seconds 3 to 8 are missing)"), "{err}");
+    d.write("neg.csv", "0,10\n1,-5\n");
+    let err = d.bad(&["--trace", "neg.csv"]);
+    assert!(err.contains("neg.csv:2: negative rate -5"), "{err}");
+    let err = d.bad(&["--trace", "missing.csv"]);
+    assert!(err.starts_with("error: cannot read the trace missing.csv:"), "{err}");
+}
+
+#[test]
+fn access_logs_become_traces_with_their_own_clock() {
+    let d = Dir::new();
+    let mut log = String::new();
+    for s in 0..300u32 {
+        let n = if s < 60 { 20 } else { 150 };
+        for _ in 0..n {
+            log.push_str(&format!(
+                "10.0.0.1 - - [05/Jan/2026:{:02}:{:02}:{:02} +0000] \"GET /api HTTP/1.1\" 200 12 \"-\" \"hey/0.0.1\"\n",
+                8 + s / 3600,
+                s % 3600 / 60,
+                s % 60
+            ));
+        }
+    }
+    d.write("access.log", &log);
+    let out = d.ok(&["--trace", "access.log"]);
+    assert!(out.contains("access.log (access log) (300 s, peak 150 req/s"), "{out}");
+    let line = scaled_lines(&out)[0];
+    assert!(line.starts_with("2026-01-05T08:0") && line.contains(".000Z  web "), "times are the log's: {line}");
+}
+
+#[test]
+fn bad_arguments_get_clear_answers() {
+    let d = Dir::new();
+    let err = d.bad(&[]);
+    assert!(err.contains("no traffic to simulate: give --trace FILE, --shape NAME[:params] or --history SINCE"), "{err}");
+    let err = d.bad(&["--shape", "square"]);
+    assert!(err.contains("unknown shape \"square\""), "{err}");
+    let err = d.bad(&["--shape", "constant", "--slo", "fast"]);
+    assert!(err.contains("--slo \"fast\": expected pNN<DURATION"), "{err}");
+    let err = d.bad(&["--shape", "constant", "--capacity", "0"]);
+    assert!(err.contains("--capacity must be"), "{err}");
+    let err = d.bad(&["--shape", "constant", "--service", "api"]);
+    assert!(err.contains("has no service \"api\" (it has: web)"), "{err}");
+    let err = d.bad(&["--shape", "constant", "--compare", "nope.toml"]);
+    assert!(err.contains("nope.toml: error: cannot read the config file"), "{err}");
+    d.write("two.toml", &format!("{CONFIG}\n[service.api]\ncommand = \"x\"\nlisten = \"127.0.0.1:19992\"\n"));
+    let err = d.bad(&["-f", "two.toml", "--shape", "constant"]);
+    assert!(err.contains("has 2 services (api, web); choose one with --service NAME"), "{err}");
+    // Nothing listens on the config's admin address.
+    let err = d.bad(&["--history", "1h"]);
+    assert!(err.contains("--history reads the metrics a running ebb recorded, but nothing answers at http://127.0.0.1:19990"), "{err}");
+}
+
+#[test]
+fn what_if_bounds_go_beyond_the_config_limit() {
+    let d = Dir::new();
+    let json: serde_json::Value =
+        serde_json::from_str(&d.ok(&["--shape", "constant:rate=60000,duration=20m", "--max", "2000", "--json"])).unwrap();
+    assert!(json["max_desired"].as_u64().unwrap() > 1000, "{json:#}");
+    let err = d.bad(&["--shape", "constant", "--min", "5", "--max", "3"]);
+    assert!(err.contains("replicas min 5 is above max 3"), "{err}");
+}
+
+#[allow(dead_code)]
+fn unused(_: &Path) {}
