@@ -623,6 +623,8 @@ async fn http2_clients_are_served() {
         streams.push(tokio::spawn(async move {
             let req = Request::post(format!("http://web.test/h2/{i}?q=1"))
                 .header("x-forwarded-for", "6.6.6.6")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
                 .body(Full::new(Bytes::from(format!("body {i}"))))
                 .unwrap();
             let resp = send.send_request(req).await.unwrap();
@@ -635,6 +637,7 @@ async fn http2_clients_are_served() {
             assert_eq!(seen["headers"]["host"][0], "web.test");
             assert_eq!(seen["headers"]["x-forwarded-for"][0], "127.0.0.1");
             assert_eq!(seen["body"], format!("body {i}"));
+            assert_eq!(seen["headers"]["cookie"], serde_json::json!(["a=1; b=2"]), "one Cookie line for HTTP/1.1");
         }));
     }
     for s in streams {
@@ -740,4 +743,131 @@ async fn an_http10_backend_is_answered_to_the_client_in_its_own_version() {
     }
     assert_eq!(bo.requests(), 3);
     assert_eq!(bo.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn request_bodies_pass_on_reused_connections() {
+    let a = start_backend("a").await;
+    let ba = backend("a", &a);
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![ba.clone()]).await;
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, BoxBody>(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    for i in 0..20usize {
+        let text = format!("{i}:{}", "x".repeat(i * 1000));
+        let body: BoxBody = if i % 2 == 0 {
+            full(text.clone()) // Content-Length
+        } else {
+            // Chunked, in two pieces.
+            let (tx, rx) = mpsc::channel(2);
+            let (head, tail) = text.split_at(text.len() / 2);
+            tx.send(Bytes::from(head.to_owned())).await.unwrap();
+            tx.send(Bytes::from(tail.to_owned())).await.unwrap();
+            drop(tx);
+            ChanBody(rx).boxed_unsync()
+        };
+        let resp = send.send_request(Request::post("/echo").header("host", "x").body(body).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let seen: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(seen["body"].as_str().unwrap(), text, "request {i}");
+    }
+    assert_eq!(a.connections(), 1, "one client connection, one worker: one upstream connection");
+    assert_eq!(ba.in_flight(), 0);
+}
+
+/// A replica that dies mid-request: it reads each request, then closes the
+/// connection without answering. Counts the requests it swallowed.
+async fn start_swallowing_backend() -> (SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let swallowed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = swallowed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if let Ok(n) = tcp.read(&mut buf).await {
+                    if n > 0 {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                // Dropped: the connection closes with no response byte.
+            });
+        }
+    });
+    (addr, swallowed)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_lost_by_a_dying_replica_is_sent_once_more_elsewhere() {
+    let live = start_backend("live").await;
+    let (dying_addr, swallowed) = start_swallowing_backend().await;
+    let dying = Arc::new(Backend::new("dying", dying_addr));
+    let alive = backend("live", &live);
+    let lb = start_balancer(BalanceAlgorithm::RoundRobin, ProxyConfig::default(), vec![dying.clone(), alive.clone()]).await;
+    for _ in 0..6 {
+        let got = get(lb.addr, "/", &[]).await;
+        assert_eq!(got.status, 200, "GET is re-sent to the live replica");
+        assert_eq!(got.json()["backend"], "live");
+    }
+    assert_eq!(swallowed.load(std::sync::atomic::Ordering::SeqCst), 3, "every other request reached the dying one first");
+    assert_eq!(lb.proxy.stats.snapshot().retries, 3);
+    assert_eq!(dying.in_flight(), 0);
+    assert_eq!(alive.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_post_that_reached_a_replica_is_never_sent_twice() {
+    let live = start_backend("live").await;
+    let (dying_addr, swallowed) = start_swallowing_backend().await;
+    let dying = Arc::new(Backend::new("dying", dying_addr));
+    let lb = start_balancer(BalanceAlgorithm::RoundRobin, ProxyConfig::default(), vec![dying.clone(), backend("live", &live)]).await;
+    let request = b"POST /candidate/x HTTP/1.1\r\nHost: web.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    let (answer, _) = raw(lb.addr, request, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "the POST fails rather than run twice: {answer}");
+    assert_eq!(swallowed.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(live.requests(), 0, "the live replica never saw the POST");
+    assert_eq!(lb.proxy.stats.snapshot().retries, 0);
+}
+
+#[tokio::test]
+async fn pooled_connections_closed_by_the_backend_are_not_reused() {
+    // A backend that answers keep-alive, then closes each idle connection
+    // after 100 ms without saying so.
+    let quick = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let quick_addr = quick.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = quick.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            });
+        }
+    });
+    let bq = Arc::new(Backend::new("quick", quick_addr));
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![bq.clone()]).await;
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..4 {
+        let resp = send.send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"ok");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 4, "a new connection each time");
+    assert_eq!(lb.proxy.stats.snapshot().upstream_errors, 0);
+    assert_eq!(bq.in_flight(), 0);
 }

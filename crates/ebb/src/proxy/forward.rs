@@ -30,7 +30,7 @@ use super::body::{Dispatched, ProxyBody};
 use super::conn_io::{ActiveGuard, ConnShared};
 use super::framing::Refusal;
 use super::headers::{is_upgrade_request, set_forwarded, strip_hop_by_hop};
-use super::upstream::{connect, send, ConnectError, SendError, Upstream};
+use super::upstream::{connect, send, ConnectError, RequestBody, SendError, Upstream};
 use super::{Backend, ServiceProxy};
 
 /// How many times one request may find a pooled connection closed before
@@ -103,6 +103,16 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) ->
     };
     let mut dispatched = Dispatched::new(backend, active);
 
+    // A bodiless request with an idempotent method may be sent again to
+    // another replica if the first fails before answering: keep its head.
+    let replay = (!upgrade && is_idempotent(req.method()) && hyper::body::Body::is_end_stream(req.body())).then(|| RequestHead {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+    });
+    let mut req = req.map(RequestBody::Client);
+    let mut resent = false;
+
     // Steps 3 and 4.
     let mut retried = false;
     let mut stale = 0;
@@ -153,6 +163,19 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) ->
                 _ => {
                     let backend = dispatched.backend();
                     tracing::debug!(replica = %backend.replica_id, error = %error.error(), "Replica failed the request.");
+                    // Written, but no response byte came back. An idempotent
+                    // bodiless request is safe to send once more, elsewhere,
+                    // within the retry budget.
+                    if let Some(head) = replay.as_ref().filter(|_| !resent && within_retry_budget(proxy)) {
+                        if let Some(other) = pick(proxy, Some(backend)) {
+                            resent = true;
+                            proxy.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            dispatched.redirect(other);
+                            req = head.rebuild();
+                            fresh_only = false;
+                            continue;
+                        }
+                    }
                     drop(dispatched);
                     proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
                     return Ok(local_error(proxy, StatusCode::BAD_GATEWAY, "replica failed to answer", false));
@@ -198,6 +221,37 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) ->
     Ok(Response::from_parts(parts, ProxyBody::upstream(body, dispatched)))
 }
 
+/// Methods whose repetition has no further effect (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
+}
+
+/// Retries are capped at 20 % of requests (plus a floor of 10), so a
+/// failing fleet is not hammered with doubled traffic.
+fn within_retry_budget(proxy: &ServiceProxy) -> bool {
+    let requests = proxy.stats.requests.load(Ordering::Relaxed);
+    let retries = proxy.stats.retries.load(Ordering::Relaxed);
+    retries < 10 + requests / 5
+}
+
+/// What is needed to send a bodiless request again.
+struct RequestHead {
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl RequestHead {
+    fn rebuild(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
 /// Hop-by-hop headers out, `X-Forwarded-*` in, origin-form URI, HTTP/1.1,
 /// and a `Host` for HTTP/2 clients (which send `:authority` instead).
 fn prepare_request(req: &mut Request<Incoming>, conn: &ConnShared, upgrade: bool) {
@@ -213,11 +267,30 @@ fn prepare_request(req: &mut Request<Incoming>, conn: &ConnShared, upgrade: bool
             *req.uri_mut() = Uri::from(path);
         }
     }
+    let from_http2 = req.version() == Version::HTTP_2;
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
+    if from_http2 {
+        join_cookies(headers);
+    }
     strip_hop_by_hop(headers, upgrade);
     let host = headers.get(header::HOST).cloned();
     set_forwarded(headers, &conn.peer_ip, conn.trusted, host);
+}
+
+/// HTTP/2 clients may split `cookie` into several fields; HTTP/1.1 allows
+/// one, joined with `; ` (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else { return };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 /// A ready connection to `backend`: a pooled one (unless `fresh_only`) or a

@@ -29,7 +29,43 @@ use super::Backend;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-type Connection = http1::Connection<TokioIo<TcpStream>, Incoming>;
+type Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
+
+/// A request body going upstream: the client's, streamed, or empty (a
+/// request re-sent to another replica; only bodiless requests are re-sent).
+pub(crate) enum RequestBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut() {
+            RequestBody::Client(body) => std::pin::Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Empty => hyper::body::SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// Idle connections kept per backend and worker thread; more are closed when
 /// they come back.
@@ -69,7 +105,7 @@ impl std::fmt::Debug for Pool {
 
 /// A connection to one backend.
 pub(crate) struct Upstream {
-    pub(crate) send: http1::SendRequest<Incoming>,
+    pub(crate) send: http1::SendRequest<RequestBody>,
     /// The connection's I/O, driven by [`Upstream::poll_conn`]; `None` when
     /// it runs in its own task (upgrade connections).
     conn: Option<Pin<Box<Connection>>>,
@@ -155,7 +191,7 @@ pub(crate) enum SendError {
     /// sent: never retried).
     TimedOut,
     /// hyper's error; it holds the request if it was never written.
-    Failed(Box<hyper::client::conn::TrySendError<http::Request<Incoming>>>),
+    Failed(Box<hyper::client::conn::TrySendError<http::Request<RequestBody>>>),
 }
 
 /// Sends `req` on `up`, driving the connection until the response head (or
@@ -165,7 +201,7 @@ pub(crate) enum SendError {
 /// early: a request costs a clock read, not a timer registration.
 pub(crate) async fn send(
     up: &mut Upstream,
-    req: http::Request<Incoming>,
+    req: http::Request<RequestBody>,
     timeout: Duration,
 ) -> Result<http::Response<Incoming>, SendError> {
     let now = Instant::now();
