@@ -271,6 +271,14 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Peers whose `X-Forwarded-*` headers are kept and appended to.
     pub trusted_proxies: Vec<IpAddr>,
+    /// At most this many requests in flight per replica (HAProxy's
+    /// `maxconn`); more wait in the balancer's queue. `None`: no limit.
+    pub max_in_flight: Option<u32>,
+    /// At most this many requests wait for a replica; more get 503 at once.
+    pub max_queue: u32,
+    /// A request that waited this long for a replica gets 503 with
+    /// `Retry-After`, instead of hanging.
+    pub queue_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -282,6 +290,9 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(2),
             max_header_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
+            max_in_flight: None,
+            max_queue: 1000,
+            queue_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -871,3 +871,62 @@ async fn pooled_connections_closed_by_the_backend_are_not_reused() {
     assert_eq!(lb.proxy.stats.snapshot().upstream_errors, 0);
     assert_eq!(bq.in_flight(), 0);
 }
+
+#[tokio::test]
+async fn max_in_flight_queues_then_sheds_with_a_fast_503_and_retry_after() {
+    let b = start_backend("only").await;
+    let only = backend("only", &b);
+    let config = ProxyConfig {
+        max_in_flight: Some(1),
+        max_queue: 1,
+        queue_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![only.clone()]).await;
+    let addr = lb.addr;
+    // 1: takes the replica's only slot for 500 ms.
+    let first = tokio::spawn(async move { get(addr, "/delay", &[]).await });
+    wait_until("the first request to reach the replica", Duration::from_secs(2), || only.in_flight() == 1).await;
+    // 2: waits in the queue; 3: finds the queue full.
+    let started = std::time::Instant::now();
+    let second = tokio::spawn(async move { get(addr, "/", &[]).await });
+    wait_until("the second request to queue", Duration::from_secs(2), || lb.proxy.stats.snapshot().requests == 2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let third = get(addr, "/", &[]).await;
+    assert_eq!(third.status, 503, "queue full: shed at once");
+    assert!(started.elapsed() < Duration::from_millis(300));
+    assert_eq!(third.headers["retry-after"], "1");
+    assert_eq!(third.json()["error"], "every replica is at its limit and the queue is full");
+
+    let second = second.await.unwrap();
+    assert_eq!(second.status, 503, "waited its queue timeout, then a fast 503");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(290) && waited < Duration::from_millis(450), "{waited:?}");
+    assert_eq!(second.headers["retry-after"], "1");
+    assert_eq!(first.await.unwrap().status, 200, "the admitted request was not disturbed");
+    assert_eq!(b.requests(), 1, "the replica never got more than its limit");
+    assert_eq!(lb.proxy.stats.snapshot().shed, 2);
+
+}
+
+#[tokio::test]
+async fn a_queued_request_goes_through_when_a_slot_frees_in_time() {
+    let b = start_backend("only").await;
+    let only = backend("only", &b);
+    let config = ProxyConfig {
+        max_in_flight: Some(1),
+        max_queue: 10,
+        queue_timeout: Duration::from_secs(3),
+        ..ProxyConfig::default()
+    };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![only.clone()]).await;
+    let addr = lb.addr;
+    let first = tokio::spawn(async move { get(addr, "/delay", &[]).await });
+    wait_until("the first request to reach the replica", Duration::from_secs(2), || only.in_flight() == 1).await;
+    let started = std::time::Instant::now();
+    let second = get(addr, "/", &[]).await;
+    assert_eq!(second.status, 200, "admitted when the first finished");
+    assert!(started.elapsed() >= Duration::from_millis(300), "it waited for the slot: {:?}", started.elapsed());
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(lb.proxy.stats.snapshot().shed, 0);
+}

@@ -216,3 +216,51 @@ fn s2_target_tracking_adds_replicas_as_an_ebb_load_ramp_rises_and_p99_recovers_a
     assert!(settled.iter().all(|p| *p < 1000.0), "p99 recovered under 1 s after scaling: {settled:?}");
     assert!(rows.iter().all(|r| r.errors == 0));
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn s3_a_closed_burst_scales_out_without_killing_busy_replicas_and_sheds_fast() {
+    let ebb = Ebb::start(|admin, listen| example("examples/s3-ecs-django/ebb.fast.toml", admin, listen));
+    ebb.wait_in_service(1, Duration::from_secs(30));
+    let up_pid = ebb.up_pid();
+    // An ab-style closed burst: far more concurrency than one quarter-core
+    // replica (max_in_flight 8) can take.
+    let started = Instant::now();
+    let out = std::process::Command::new(EBB)
+        .args(["load", &format!("http://{}/work?cpu_ms=5", ebb.listen)])
+        .args(["-c", "300", "-z", "15s", "--timeout", "20s", "--json"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rss = rss_kb(up_pid);
+
+    // Every request either succeeded or got a fast 503 (never a hang, never
+    // another error): 503s come within the 5 s queue timeout.
+    let codes = summary["status_codes"].as_object().unwrap();
+    assert!(codes.keys().all(|c| c == "200" || c == "503"), "{codes:?}");
+    assert!(codes["200"].as_u64().unwrap() > 100, "{summary}");
+    assert!(summary["error_kinds"].as_object().is_none_or(|k| k.is_empty()), "no transport errors: {summary}");
+    assert!(summary["latency_ms"]["max"].as_f64().unwrap() < 5_000.0 + 2_000.0, "nothing waited much past the queue timeout: {summary}");
+    assert!(took < Duration::from_secs(30));
+
+    // The fleet scaled out, and no replica was replaced for being busy.
+    let events = ebb.events();
+    assert!(events.iter().any(|e| e["kind"] == "scaled" && e["to"].as_u64() > e["from"].as_u64()), "{events:#?}");
+    for kind in ["replica_unhealthy", "replica_exited"] {
+        assert!(!events.iter().any(|e| e["kind"] == kind), "a busy replica was {kind}: {events:#?}");
+    }
+    // ebb's memory stayed bounded under 300 open connections and a queue.
+    assert!(rss > 0 && rss < 200 * 1024, "ebb up RSS {rss} kB");
+    eprintln!("s3: {summary}\ns3: ebb up RSS {rss} kB");
+}

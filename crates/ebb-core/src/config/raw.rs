@@ -148,6 +148,9 @@ struct RawProxy {
     connect_timeout: Option<Spanned<Dur>>,
     max_header_bytes: Option<Spanned<Int>>,
     trusted_proxies: Option<IpList>,
+    max_in_flight: Option<Spanned<Int>>,
+    max_queue: Option<Spanned<Int>>,
+    queue_timeout: Option<Spanned<Dur>>,
 }
 
 mod lifecycle;
@@ -608,7 +611,33 @@ impl Check<'_> {
                 }
             }
         };
+        let max_in_flight = match raw.max_in_flight {
+            None => d.max_in_flight,
+            Some(raw) => match raw.get_ref().0 {
+                n @ 1..=100_000 => Some(n as u32),
+                n => {
+                    self.problem(
+                        raw.span(),
+                        format!("proxy.max_in_flight must be between 1 and 100000 requests per replica, not {n}; leave it out for no limit"),
+                    );
+                    None
+                }
+            },
+        };
+        let max_queue = match raw.max_queue {
+            None => d.max_queue,
+            Some(raw) => match raw.get_ref().0 {
+                n @ 0..=1_000_000 => n as u32,
+                n => {
+                    self.problem(raw.span(), format!("proxy.max_queue must be between 0 and 1000000 waiting requests, not {n}"));
+                    d.max_queue
+                }
+            },
+        };
         ProxyConfig {
+            max_in_flight,
+            max_queue,
+            queue_timeout: self.positive("proxy.queue_timeout", &raw.queue_timeout, d.queue_timeout),
             header_read_timeout: self.positive(
                 "proxy.header_read_timeout",
                 &raw.header_read_timeout,

@@ -823,12 +823,19 @@ impl ServiceController {
         sample.requests_per_s = Some(service_requests.saturating_sub(self.service_requests_at_last_sample.min(service_requests)) as f64);
         self.service_requests_at_last_sample = service_requests;
         sample.concurrency = Some(concurrency as f64);
+        // This second's latencies, as the balancer recorded them.
+        let latency = self.proxy.latency.take();
+        let queue = self.proxy.queue_time.take();
+        sample.p95_ms = latency.quantile_ms(0.95);
+        sample.p99_ms = latency.quantile_ms(0.99);
+        sample.queue_time_ms = queue.mean_ms();
+        let p50_ms = latency.quantile_ms(0.50);
         let replica_cpu: Vec<(String, f64)> =
             sample.replicas.iter().filter_map(|r| r.cpu_percent.map(|c| (r.id.clone(), c))).collect();
         let cpu_mean = (!replica_cpu.is_empty())
             .then(|| replica_cpu.iter().map(|(_, c)| c).sum::<f64>() / replica_cpu.len() as f64);
         let requests_per_s = sample.requests_per_s.unwrap_or(0.0);
-        let (p50_ms, p99_ms) = (None, sample.p99_ms);
+        let p99_ms = sample.p99_ms;
         self.autoscaler.observe(sample);
 
         let fleet = FleetView {

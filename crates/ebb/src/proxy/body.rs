@@ -66,6 +66,11 @@ impl Dispatched {
 impl Drop for Dispatched {
     fn drop(&mut self) {
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // A slot is free: wake one request queued under `max_in_flight`.
+        let proxy = &self._active.conn().proxy;
+        if proxy.config.max_in_flight.is_some() {
+            proxy.slot_freed.notify_one();
+        }
     }
 }
 

@@ -65,6 +65,7 @@ pub(crate) fn error_json(message: &str, service: &str) -> String {
 /// The service function: never fails, every problem is an HTTP answer.
 pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     let proxy = &conn.proxy;
+    let arrived = std::time::Instant::now();
     proxy.stats.requests.fetch_add(1, Ordering::Relaxed);
 
     let http1 = req.version() <= Version::HTTP_11;
@@ -97,7 +98,20 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) ->
     let client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
     prepare_request(&mut req, &conn, upgrade);
 
-    let Some(backend) = pick(proxy, None) else {
+    let picked = match proxy.config.max_in_flight {
+        None => pick(proxy, None),
+        Some(limit) => match super::admission::admit(proxy, limit).await {
+            super::admission::Admission::Admitted(backend) => Some(backend),
+            super::admission::Admission::NoReplica => None,
+            super::admission::Admission::Shed { why } => {
+                let mut response = local_error(proxy, StatusCode::SERVICE_UNAVAILABLE, why, false);
+                let after = super::admission::retry_after(proxy.config.queue_timeout);
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after));
+                return Ok(response);
+            }
+        },
+    };
+    let Some(backend) = picked else {
         proxy.stats.no_backend.fetch_add(1, Ordering::Relaxed);
         return Ok(local_error(proxy, StatusCode::SERVICE_UNAVAILABLE, NO_REPLICA, false));
     };
@@ -147,6 +161,7 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) ->
             }
         };
         let mut upstream = upstream;
+        proxy.queue_time.record(arrived.elapsed());
         match send(&mut upstream, req, proxy.config.upstream_timeout).await {
             Ok(response) => {
                 dispatched.set_conn(upstream);
@@ -191,6 +206,7 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) ->
     };
 
     // Step 5.
+    proxy.latency.record(arrived.elapsed());
     let backend = dispatched.backend();
     backend.requests.fetch_add(1, Ordering::Relaxed);
     if response.status().is_server_error() {

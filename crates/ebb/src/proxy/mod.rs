@@ -32,6 +32,7 @@ use bytes::Bytes;
 use ebb_core::balance::{pick_round_robin, pick_two_choices};
 use ebb_core::config::{BalanceAlgorithm, ProxyConfig};
 
+mod admission;
 mod body;
 mod conn_io;
 mod forward;
@@ -107,6 +108,8 @@ pub struct ProxyStats {
     /// Answered 504: connect timed out (after the retry), or no response head
     /// within `upstream_timeout`.
     pub upstream_timeouts: AtomicU64,
+    /// Answered 503 with `Retry-After`: queue full or queue timeout.
+    pub shed: AtomicU64,
     /// Refused by the balancer itself: ambiguous framing (400), oversized
     /// head (431), `CONNECT` (405).
     pub rejected: AtomicU64,
@@ -121,6 +124,7 @@ pub struct ProxyStatsSnapshot {
     pub upstream_errors: u64,
     pub upstream_timeouts: u64,
     pub rejected: u64,
+    pub shed: u64,
 }
 
 impl ProxyStats {
@@ -133,6 +137,7 @@ impl ProxyStats {
             upstream_errors: get(&self.upstream_errors),
             upstream_timeouts: get(&self.upstream_timeouts),
             rejected: get(&self.rejected),
+            shed: get(&self.shed),
         }
     }
 }
@@ -143,6 +148,17 @@ pub struct ServiceProxy {
     pub balance: BalanceAlgorithm,
     pub config: ProxyConfig,
     pub stats: ProxyStats,
+    /// Time from a request's arrival to its response head, every request
+    /// a replica answered (one atomic add each; the controller takes the
+    /// counts once a second for p50/p95/p99).
+    pub latency: crate::metrics::histogram::AtomicHistogram,
+    /// Time from arrival until a replica connection took the request:
+    /// how long it waited for a replica.
+    pub queue_time: crate::metrics::histogram::AtomicHistogram,
+    /// Requests waiting for a replica under `max_in_flight`.
+    pub(crate) queued: AtomicU64,
+    /// Wakes queued requests: a request ended or the routable set changed.
+    pub(crate) slot_freed: tokio::sync::Notify,
     routable: ArcSwap<Vec<Arc<Backend>>>,
     /// Round-robin position.
     next: AtomicU64,
@@ -159,6 +175,10 @@ impl ServiceProxy {
             balance,
             config,
             stats: ProxyStats::default(),
+            latency: Default::default(),
+            queue_time: Default::default(),
+            queued: AtomicU64::new(0),
+            slot_freed: tokio::sync::Notify::new(),
             routable: ArcSwap::from_pointee(Vec::new()),
             next: AtomicU64::new(0),
             no_replica_body,
@@ -168,6 +188,8 @@ impl ServiceProxy {
     /// Replaces the routable set in one atomic swap.
     pub fn set_routable(&self, backends: Vec<Arc<Backend>>) {
         self.routable.store(Arc::new(backends));
+        // Queued requests may fit on a new replica now.
+        self.slot_freed.notify_waiters();
     }
 
     /// The current routable set.

@@ -203,6 +203,11 @@ impl Ebb {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
+    /// The pid of the `ebb up` process.
+    pub fn up_pid(&self) -> u32 {
+        self.child.as_ref().expect("ebb up is running").id()
+    }
+
     pub fn up_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("ebb-up.log")).unwrap_or_default()
     }
