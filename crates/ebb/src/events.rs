@@ -36,6 +36,8 @@ pub enum EventKind {
     ReplicaUnprotected,
     /// Received an interruption notice (`ebb interrupt`, chaos).
     ReplicaInterrupted,
+    /// The external metric source could not be read.
+    MetricSourceFailed,
     DeployStarted,
     /// A step of a running deploy (launch, traffic switch, wait), with why.
     DeployStep,
@@ -63,6 +65,7 @@ impl EventKind {
             EventKind::ReplicaUnprotected => "replica_unprotected",
             EventKind::ReplicaInterrupted => "replica_interrupted",
             EventKind::Backoff => "backoff",
+            EventKind::MetricSourceFailed => "metric_source_failed",
             EventKind::DeployStarted => "deploy_started",
             EventKind::DeployStep => "deploy_step",
             EventKind::DeployRollingBack => "deploy_rolling_back",

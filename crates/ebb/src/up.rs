@@ -49,7 +49,11 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let admin_listener = bind(&config, config.admin.listen, "admin").await?;
     let mut service_listeners = Vec::new();
     for service in config.services.values() {
-        let listener = bind(&config, service.listen, &format!("service.{}", service.name)).await?;
+        // A worker pool has no balancer, so nothing to bind.
+        let listener = match service.kind.has_balancer() {
+            true => Some(bind(&config, service.listen, &format!("service.{}", service.name)).await?),
+            false => None,
+        };
         service_listeners.push((service.clone(), listener));
     }
 
@@ -68,14 +72,16 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     for (service, listener) in service_listeners {
         longest_drain = longest_drain.max(service.drain_timeout);
         let proxy = ServiceProxy::new(&service.name, service.balance, service.proxy.clone());
-        let name = service.name.clone();
-        let serving = proxy.clone();
-        let stop = proxies_stop.clone();
-        proxies.spawn(async move {
-            if let Err(error) = proxy::serve(listener, serving, stop).await {
-                tracing::error!(service = %name, %error, "Balancer stopped with an error.");
-            }
-        });
+        if let Some(listener) = listener {
+            let name = service.name.clone();
+            let serving = proxy.clone();
+            let stop = proxies_stop.clone();
+            proxies.spawn(async move {
+                if let Err(error) = proxy::serve(listener, serving, stop).await {
+                    tracing::error!(service = %name, %error, "Balancer stopped with an error.");
+                }
+            });
+        }
         let handle = controller::spawn_service(
             ServiceContext {
                 config: service.clone(),
@@ -88,9 +94,13 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
             controllers_stop.clone(),
             &controllers,
         );
+        let front = match service.kind.has_balancer() {
+            true => format!("http://{}", service.listen),
+            false => "worker pool, no balancer".to_string(),
+        };
         println!(
-            "ebb: service {} -> http://{} ({} replicas, min {}, max {})",
-            service.name, service.listen, service.replicas.desired, service.replicas.min, service.replicas.max
+            "ebb: service {} -> {front} ({} replicas, min {}, max {})",
+            service.name, service.replicas.desired, service.replicas.min, service.replicas.max
         );
         services.insert(service.name.clone(), handle);
     }

@@ -179,3 +179,93 @@ fn an_interrupted_replica_is_replaced_before_it_stops_with_zero_failed_requests(
     };
     assert!(position("replica_in_service", replacement) < position("replica_draining", &victim), "{events:#?}");
 }
+
+#[test]
+fn scale_in_from_eight_to_two_under_load_fails_no_request() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 8, desired = 8 }", ""));
+    ebb.wait_in_service(8, BOOT);
+    let load = Load::start(ebb.listen, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ebb.cli(&["scale", "web", "2"]).status.success());
+    ebb.wait_in_service(2, BOOT);
+    std::thread::sleep(Duration::from_millis(300));
+    let (sent, failures) = load.finish();
+    assert_no_failures("scale-in 8 -> 2", sent, &failures);
+    let drained = ebb.events().iter().filter(|e| e["kind"] == "replica_draining").count();
+    assert_eq!(drained, 6, "six replicas left the rotation before stopping");
+}
+
+#[test]
+fn kill_9_under_post_load_fails_at_most_the_requests_in_flight_and_loses_no_acknowledged_post() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 2, max = 4, desired = 2 }", ""));
+    let replicas = ebb.wait_in_service(2, BOOT);
+    let victim_pid = replicas[0]["pid"].as_u64().unwrap();
+    let clients = 4;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..clients)
+        .map(|t| {
+            let (stop, acknowledged, failures, lb) = (stop.clone(), acknowledged.clone(), failures.clone(), ebb.listen);
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let name = format!("c{t}-{i}");
+                    match http(lb, "POST", &format!("/candidate/{name}"), Some("")) {
+                        Ok(r) if r.status == 200 => acknowledged.lock().unwrap().push(name),
+                        Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    std::process::Command::new("kill").args(["-KILL", &victim_pid.to_string()]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    ebb.wait_in_service(2, BOOT);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    eprintln!("kill -9 under POST load: {} POSTs acknowledged, {} failed", acknowledged.len(), failures.len());
+    assert!(acknowledged.len() > 50);
+    assert!(failures.len() <= clients, "at most the {clients} requests in flight may fail: {failures:?}");
+    // Every acknowledged POST is stored (one shared store behind all replicas).
+    let stored = http(ebb.listen, "GET", "/candidates", None).unwrap().json();
+    let names: std::collections::HashSet<&str> =
+        stored.as_array().unwrap().iter().map(|c| c["CandidateName"].as_str().unwrap()).collect();
+    for name in &acknowledged {
+        assert!(names.contains(name.as_str()), "acknowledged POST {name} was lost");
+    }
+}
+
+#[test]
+fn a_protected_worker_is_never_stopped_by_scale_in_and_stops_once_released() {
+    let ebb = Ebb::start(|admin, _listen| {
+        format!(
+            "state_dir = \"state\"\n[admin]\nlisten = \"{admin}\"\n\n[service.scraper]\nkind = \"worker\"\ncommand = \"sleep 600\"\nreplicas = {{ min = 0, max = 3, desired = 2 }}\nstop_timeout = \"2s\"\n"
+        )
+    });
+    let workers = ebb.wait_in_service(2, BOOT);
+    let (a, b) = (workers[0]["id"].as_str().unwrap().to_string(), workers[1]["id"].as_str().unwrap().to_string());
+    for id in [&a, &b] {
+        assert!(ebb.cli(&["protect", id]).status.success());
+    }
+    assert!(ebb.cli(&["scale", "scraper", "0"]).status.success());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(ebb.replicas().len(), 2, "busy (protected) workers are never stopped by scale-in");
+    let holding = ebb.status()["services"][0]["holding"].as_str().unwrap_or("").to_string();
+    assert!(holding.contains("protected"), "status says why: {holding:?}");
+
+    assert!(ebb.cli(&["protect", &a, "--off"]).status.success());
+    let left = wait_for("the released worker to stop", BOOT, || {
+        let r = ebb.replicas();
+        (r.len() == 1).then_some(r)
+    });
+    assert_eq!(left[0]["id"], b.as_str(), "only the released worker left");
+    assert!(ebb.events().iter().any(|e| e["kind"] == "replica_stopped" && e["replica"] == a.as_str()));
+}

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use support::*;
@@ -347,5 +347,44 @@ fn what_if_bounds_go_beyond_the_config_limit() {
     assert!(err.contains("replicas min 5 is above max 3"), "{err}");
 }
 
-#[allow(dead_code)]
-fn unused(_: &Path) {}
+#[test]
+fn recorded_history_becomes_one_rate_per_second() {
+    use ebb::controller::history::ServicePoint;
+    use ebb::simulate::input::{parse_since, parse_start, trace_from_history};
+    use std::time::{Duration, SystemTime};
+    let point = |time_ms: u64, requests_per_s: f64| ServicePoint {
+        time_ms,
+        desired: 1,
+        in_service: 1,
+        pending: 0,
+        requests_per_s,
+        in_flight: 0,
+        p50_ms: None,
+        p99_ms: None,
+        cpu_mean: None,
+        replica_cpu: vec![],
+    };
+    let points = [point(10_000, 5.0), point(11_010, 6.0), point(13_000, 8.0)];
+    let t = trace_from_history(&points, "web", "1h").unwrap();
+    assert_eq!(t.rates, vec![5.0, 6.0, 6.0, 8.0], "the missing second repeats the one before");
+    assert_eq!(t.start_unix, Some(9));
+    assert!(trace_from_history(&[], "web", "1h").unwrap_err().to_string().contains("no metrics"));
+
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+    assert_eq!(parse_since("1h", now), Ok(6_400_000));
+    assert_eq!(parse_since("1970-01-01T00:00:10Z", now), Ok(10_000));
+    assert!(parse_since("yesterday", now).is_err());
+    assert_eq!(parse_start("2026-01-05T00:00:00Z"), Ok(1_767_571_200));
+    assert_eq!(parse_start("12"), Ok(12));
+}
+
+#[test]
+fn output_helpers() {
+    use ebb::simulate::html::esc;
+    use ebb::simulate::output::num;
+    assert_eq!(num(12.0, 3), "12");
+    assert_eq!(num(12.50, 3), "12.5");
+    assert_eq!(num(-0.0001, 2), "0");
+    assert_eq!(num(1234.0, 0), "1234");
+    assert_eq!(esc("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+}

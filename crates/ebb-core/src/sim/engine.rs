@@ -48,9 +48,10 @@ pub struct Policy {
 pub struct FleetModel {
     /// Requests per second one replica serves when saturated (μ).
     pub capacity: f64,
-    /// The CPU % a saturated replica reads: 100 for a replica that can use
-    /// its whole allotment; less when it saturates first (locks, I/O, a
-    /// runtime's pauses, a busy host). CPU = utilisation × this.
+    /// The CPU % a saturated replica reads: 100 for a replica that uses
+    /// exactly its allotment; less when it saturates first (locks, I/O, a
+    /// runtime's pauses, a busy host), more when nothing caps it at its
+    /// allotment. CPU = utilisation × this.
     pub saturation_cpu: f64,
     /// From start to in service (health checks passed), to the millisecond.
     pub boot: Duration,

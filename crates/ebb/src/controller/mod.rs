@@ -11,6 +11,7 @@
 //! so probes and commands are handled while a slow replica boots.
 
 pub mod history;
+pub mod metric_source;
 pub mod probe;
 
 use std::collections::BTreeMap;
@@ -215,6 +216,9 @@ pub fn spawn_service(ctx: ServiceContext, shutdown: CancellationToken, tracker: 
         replica_tokens: controller.replica_tokens.clone(),
     };
     tracker.spawn(sample_usage(snapshot_rx.clone(), tx.clone(), shutdown.clone()));
+    if let Some(source) = controller.config.metric_source.clone() {
+        tracker.spawn(read_metric_source(source, tx.clone(), shutdown.clone()));
+    }
     tracker.spawn(controller.run(rx, snapshot_tx, shutdown));
     handle
 }
@@ -238,6 +242,33 @@ async fn sample_usage(snapshot: watch::Receiver<Snapshot>, inbox: mpsc::Unbounde
     }
 }
 
+/// Reads the service's external metric (`[service.NAME.metric_source]`,
+/// e.g. a queue length) every `interval`, off the controller's loop.
+async fn read_metric_source(
+    source: ebb_core::config::MetricSource,
+    inbox: mpsc::UnboundedSender<Input>,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(source.interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        // A reading may take at most one interval (and never less than 1 s).
+        let limit = source.interval.max(Duration::from_secs(1));
+        let reading = match tokio::time::timeout(limit, metric_source::read(&source.reading)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no reading within {}", humantime::format_duration(limit))),
+        };
+        if inbox.send(Input::External { at: Instant::now(), reading }).is_err() {
+            return;
+        }
+    }
+}
+
+
 /// The closed set of things that wake a controller.
 #[derive(Debug)]
 enum Input {
@@ -248,6 +279,10 @@ enum Input {
     Stopped { replica: String, result: Result<ExitReason, String> },
     /// Once a second: CPU and memory by process group; time to decide.
     Usage { at: Instant, groups: std::collections::HashMap<i32, GroupUsage> },
+    /// A worker ran through its grace period: it is in service.
+    WorkerReady { replica: String },
+    /// A reading of the external metric source, or why it failed.
+    External { at: Instant, reading: Result<f64, String> },
 }
 
 /// One replica as the controller tracks it.
@@ -356,6 +391,10 @@ struct ServiceController {
     routes_only: Option<u64>,
     /// Last `Wait` reason recorded, so a wait is an event once.
     deploy_wait: Option<String>,
+    /// Latest external metric reading and when it was taken.
+    external: Option<(Instant, f64)>,
+    /// The metric source's last error, reported once until it recovers.
+    external_error: Option<String>,
 }
 
 /// What a version runs.
@@ -398,6 +437,8 @@ impl ServiceController {
             last_deploy: None,
             routes_only: None,
             deploy_wait: None,
+            external: None,
+            external_error: None,
         }
     }
 
@@ -482,7 +523,11 @@ impl ServiceController {
                 Input::Command(ControlCommand::Deploy { reply, .. } | ControlCommand::Rollback { reply }) => {
                     let _ = reply.send(Err(LifecycleError::ShuttingDown { service: self.name.clone() }));
                 }
-                Input::Probe { .. } | Input::Exited { .. } | Input::Usage { .. } => {}
+                Input::Probe { .. }
+                | Input::Exited { .. }
+                | Input::Usage { .. }
+                | Input::External { .. }
+                | Input::WorkerReady { .. } => {}
             }
             snapshot.send_replace(self.snapshot());
         }
@@ -526,6 +571,8 @@ impl ServiceController {
             Input::Probe { replica, outcome } => self.on_probe(&replica, outcome),
             Input::Exited { replica, reason } => self.on_exited(&replica, reason),
             Input::Usage { at, groups } => self.on_usage(at, &groups),
+            Input::External { at, reading } => self.on_external(at, reading),
+            Input::WorkerReady { replica } => self.on_worker_ready(&replica),
             Input::Stopped { replica, result } => {
                 let detail = match result {
                     Ok(reason) => reason.to_string(),
@@ -780,6 +827,44 @@ impl ServiceController {
         }
     }
 
+    fn on_worker_ready(&mut self, id: &str) {
+        let name = self.name.clone();
+        let Some(r) = self.replicas.iter_mut().find(|r| r.id == id) else { return };
+        if r.state != ReplicaState::Starting || r.stopping {
+            return;
+        }
+        // No health checks for a worker: mark it healthy directly.
+        while r.health.state() != Health::Healthy {
+            r.health.observe(true);
+        }
+        r.state = ReplicaState::InService;
+        r.ever_in_service = true;
+        r.in_service_since = Some(Instant::now());
+        self.failure_streak = 0;
+        self.hold_starts_until = None;
+        let why = format!("worker in service: still running after its {} grace period", humantime::format_duration(self.config.health.grace_period));
+        self.events.record(NewEvent::new(&name, EventKind::ReplicaInService, why).replica(id));
+    }
+
+    fn on_external(&mut self, at: Instant, reading: Result<f64, String>) {
+        match reading {
+            Ok(value) => {
+                self.external = Some((at, value));
+                self.external_error = None;
+            }
+            Err(error) => {
+                if self.external_error.as_deref() != Some(error.as_str()) {
+                    self.record(NewEvent::new(
+                        &self.name,
+                        EventKind::MetricSourceFailed,
+                        format!("metric source failed: {error}; policies on items_per_replica hold for lack of data"),
+                    ));
+                    self.external_error = Some(error);
+                }
+            }
+        }
+    }
+
     /// Once a second: turn readings into a sample, let the autoscaler decide,
     /// and apply its change (with the event that explains it).
     fn on_usage(&mut self, at: Instant, groups: &std::collections::HashMap<i32, GroupUsage>) {
@@ -823,6 +908,12 @@ impl ServiceController {
         sample.requests_per_s = Some(service_requests.saturating_sub(self.service_requests_at_last_sample.min(service_requests)) as f64);
         self.service_requests_at_last_sample = service_requests;
         sample.concurrency = Some(concurrency as f64);
+        // A reading older than three intervals is missing data, not a value.
+        if let (Some((taken, value)), Some(source)) = (self.external, &self.config.metric_source) {
+            if at.saturating_duration_since(taken) <= source.interval * 3 {
+                sample.external = Some(value);
+            }
+        }
         // This second's latencies, as the balancer recorded them.
         let latency = self.proxy.latency.take();
         let queue = self.proxy.queue_time.take();
@@ -854,6 +945,7 @@ impl ServiceController {
             self.record(NewEvent::new(&self.name, EventKind::Scaled, change.to_string()).change(change.from, change.to));
             self.desired = change.to;
         }
+        self.maybe_interrupt_at_random();
         self.history.push(history::ServicePoint {
             time_ms: crate::events::unix_ms(std::time::SystemTime::now()),
             desired: self.desired,
@@ -866,6 +958,27 @@ impl ServiceController {
             cpu_mean,
             replica_cpu,
         });
+    }
+
+    /// `[service.NAME.chaos]`: now and then, a random replica in service gets
+    /// an interruption notice, as a spot instance would (about once per
+    /// `interrupt_every`, checked once a second).
+    fn maybe_interrupt_at_random(&mut self) {
+        let Some(chaos) = self.config.chaos.clone() else { return };
+        if rand::random::<f64>() >= chaos.chance(SAMPLE_EVERY) {
+            return;
+        }
+        let candidates: Vec<String> = self
+            .replicas
+            .iter()
+            .filter(|r| r.is_capacity() && r.state == ReplicaState::InService && !r.protected)
+            .map(|r| r.id.clone())
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let victim = candidates[rand::random::<usize>() % candidates.len()].clone();
+        let _ = self.interrupt(&victim, chaos.notice);
     }
 
     fn in_service_count(&self) -> u32 {
@@ -919,7 +1032,24 @@ impl ServiceController {
     }
 
     /// Starts the probe loop and the exit watcher of a launched replica.
+    /// A worker has no balancer and need not listen: it is in service once
+    /// it has run for its grace period, and leaves when it exits.
     fn watch_replica(&self, id: String, running: RunningReplica, watchers: CancellationToken) {
+        if !self.config.kind.has_balancer() {
+            let inbox = self.inbox.clone();
+            let grace = self.config.health.grace_period;
+            let (probe_id, stop) = (id.clone(), watchers.clone());
+            self.tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(grace) => {
+                        let _ = inbox.send(Input::WorkerReady { replica: probe_id });
+                    }
+                }
+            });
+            self.watch_exit(id, running, watchers);
+            return;
+        }
         let health = self.config.health.clone();
         let inbox = self.inbox.clone();
         let addr = running.addr;
@@ -944,6 +1074,10 @@ impl ServiceController {
                 }
             }
         });
+        self.watch_exit(id, running, watchers);
+    }
+
+    fn watch_exit(&self, id: String, running: RunningReplica, watchers: CancellationToken) {
         let inbox = self.inbox.clone();
         self.tasks.spawn(async move {
             tokio::select! {

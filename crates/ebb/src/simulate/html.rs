@@ -454,17 +454,3 @@ pre { font-size: 12px; overflow-x: auto; background: #f9fafb; padding: 8px; }
 summary { cursor: pointer; }
 ";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nice_tops() {
-        assert_eq!(nice(0.9), 1.0);
-        assert_eq!(nice(1.2), 2.0);
-        assert_eq!(nice(230.0), 250.0);
-        assert_eq!(nice(260.0), 500.0);
-        assert_eq!(nice(1000.0), 1000.0);
-        assert_eq!(esc("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
-    }
-}

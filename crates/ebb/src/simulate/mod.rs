@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ebb_core::config::{Config, ReplicaBounds};
-use ebb_core::sim::{self, FleetModel, Policy, Preset, Run, SimOptions, Slo};
+use ebb_core::sim::{self, FleetModel, Policy, Preset, SimOptions, Slo};
 
 /// Exit code for bad input (config, arguments, trace), as elsewhere in ebb.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -65,8 +65,8 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "RPS_PER_REPLICA", default_value_t = 50.0)]
     pub capacity: f64,
 
-    /// The CPU % a saturated replica reads (100 unless it saturates before
-    /// it uses its whole allotment).
+    /// The CPU % a saturated replica reads: 100 unless it saturates before
+    /// it uses its whole allotment (less), or uses more than it (more).
     #[arg(long, value_name = "PERCENT", default_value_t = 100.0)]
     pub saturation_cpu: f64,
 
@@ -265,8 +265,8 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
     if !(args.capacity.is_finite() && args.capacity > 0.0) {
         return Err(bad("error: --capacity must be a number of requests per second above 0"));
     }
-    if !(args.saturation_cpu.is_finite() && args.saturation_cpu > 0.0 && args.saturation_cpu <= 100.0) {
-        return Err(bad("error: --saturation-cpu must be a percentage above 0, at most 100"));
+    if !(args.saturation_cpu.is_finite() && args.saturation_cpu > 0.0 && args.saturation_cpu <= 1000.0) {
+        return Err(bad("error: --saturation-cpu must be a percentage above 0 (at most 1000)"));
     }
     if !(args.failure_rate.is_finite() && args.failure_rate >= 0.0) {
         return Err(bad("error: --failure-rate must be 0 or more failures per replica-hour"));
@@ -373,9 +373,4 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
     }
 
     Ok(Plan { service: service_name, trace, model, options, policies, descriptions, absolute_times, boot_note })
-}
-
-/// The runs, in the order of `plan.policies`.
-pub fn simulate_all(plan: &Plan) -> Vec<Run> {
-    plan.policies.iter().map(|p| sim::simulate(p, &plan.model, &plan.trace, &plan.options)).collect()
 }

@@ -271,15 +271,3 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_drop_trailing_zeros() {
-        assert_eq!(num(12.0, 3), "12");
-        assert_eq!(num(12.50, 3), "12.5");
-        assert_eq!(num(-0.0001, 2), "0");
-        assert_eq!(num(1234.0, 0), "1234");
-    }
-}
