@@ -71,6 +71,14 @@ impl Load {
     }
 }
 
+/// These scenarios each keep most of a 2-core machine busy on purpose (the
+/// load *is* the test), so they run one at a time, not side by side.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn scaled_events(ebb: &Ebb) -> Vec<serde_json::Value> {
     ebb.events().into_iter().filter(|e| e["kind"] == "scaled").collect()
 }
@@ -81,6 +89,7 @@ fn time_of(event: &serde_json::Value) -> SystemTime {
 
 #[test]
 fn s1_step_scaling_grows_to_max_one_step_per_cooldown_under_load_and_shrinks_back_after() {
+    let _serial = one_at_a_time();
     let ebb = Ebb::start(|admin, listen| example("examples/s1-flask-asg/ebb.fast.toml", admin, listen));
     ebb.wait_in_service(2, Duration::from_secs(30));
 
@@ -128,6 +137,7 @@ fn s1_step_scaling_grows_to_max_one_step_per_cooldown_under_load_and_shrinks_bac
 
 #[test]
 fn a_fleet_without_policies_holds_its_size_and_reports_cpu() {
+    let _serial = one_at_a_time();
     let ebb = Ebb::start(|admin, listen| {
         fast_config(admin, listen, "{ min = 1, max = 3, desired = 2 }", "cpu = 0.5")
             .replace("{ebb} demo-app --port $PORT", "{ebb} demo-app --port $PORT --cpu-budget 0.25")
@@ -178,6 +188,7 @@ fn read_csv(path: &std::path::Path) -> Vec<Row> {
 
 #[test]
 fn s2_target_tracking_adds_replicas_as_an_ebb_load_ramp_rises_and_p99_recovers_after_each() {
+    let _serial = one_at_a_time();
     let ebb = Ebb::start(|admin, listen| example("examples/s2-http-scale-out/ebb.fast.toml", admin, listen));
     ebb.wait_in_service(1, Duration::from_secs(30));
     let csv = ebb.dir.path().join("s2.csv");
@@ -229,6 +240,7 @@ fn rss_kb(pid: u32) -> u64 {
 
 #[test]
 fn s3_a_closed_burst_scales_out_without_killing_busy_replicas_and_sheds_fast() {
+    let _serial = one_at_a_time();
     let ebb = Ebb::start(|admin, listen| example("examples/s3-ecs-django/ebb.fast.toml", admin, listen));
     ebb.wait_in_service(1, Duration::from_secs(30));
     let up_pid = ebb.up_pid();
