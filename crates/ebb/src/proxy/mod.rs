@@ -3,20 +3,24 @@
 //! **Architecture invariant:** the request path never waits for the control
 //! plane. It reads the routable set from an [`ArcSwap`] snapshot that the
 //! controller replaces whole, and counts per replica with atomics. The only
-//! lock is each backend's idle-connection pool (a `Vec` push or pop).
+//! lock is each backend's idle-connection pool (a push or pop, one pool per
+//! worker thread, so never contended).
 //!
 //! Layout:
 //! - this file: the public face — [`Backend`], [`ServiceProxy`], [`serve`],
 //!   [`run_static`] — and backend choice;
-//! - `server`: accept loop, one task per client connection (HTTP/1.1 and
-//!   HTTP/2 prior knowledge), graceful shutdown;
+//! - `server`: the accept loop, which deals connections to one worker thread
+//!   per core (each a single-threaded event loop that keeps a connection,
+//!   its requests, upstream connections and timers together), HTTP/1.1 and
+//!   HTTP/2 prior knowledge, graceful shutdown;
 //! - `conn_io`: the client socket wrapper: header-read and idle deadlines,
 //!   and the request-framing tracker's reports;
 //! - `framing`: that tracker (refuses `Content-Length` + `Transfer-Encoding`
 //!   and oversized heads);
 //! - `forward`: one request: pick, connect (retry once elsewhere), send,
 //!   relay, upgrade to a tunnel;
-//! - `upstream`: pooled HTTP/1.1 keep-alive connections per backend;
+//! - `upstream`: HTTP/1.1 keep-alive connections to backends, pooled per
+//!   backend and worker, driven by the request that uses them;
 //! - `body`: the response body wrapper that ends a request's bookkeeping
 //!   exactly when its body ends;
 //! - `headers`: hop-by-hop and `X-Forwarded-*` handling.
