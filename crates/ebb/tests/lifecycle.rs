@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,46 +12,6 @@ use support::*;
 
 const BOOT: Duration = Duration::from_secs(30);
 
-/// GET clients in a loop, counting every failure.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(target: std::net::SocketAddr, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        match http(target, "GET", "/gtg?details", None) {
-                            Ok(r) if r.status == 200 => {}
-                            Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
-                            Err(e) => failures.lock().unwrap().push(e.to_string()),
-                        }
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                })
-            })
-            .collect();
-        Load { stop, sent, failures, threads }
-    }
-
-    fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        (self.sent.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
-    }
-}
 
 fn assert_no_failures(what: &str, sent: u64, failures: &[String]) {
     eprintln!("{what}: {sent} requests sent, {} failed", failures.len());
@@ -80,7 +40,7 @@ fn deploy_config(admin: std::net::SocketAddr, listen: std::net::SocketAddr, stra
 fn a_rolling_deploy_replaces_every_replica_with_zero_failed_requests() {
     let ebb = Ebb::start(|admin, listen| deploy_config(admin, listen, "rolling"));
     ebb.wait_in_service(3, BOOT);
-    let load = Load::start(ebb.listen, 4);
+    let load = Load::start(ebb.listen, 4, "/gtg?details", Duration::from_millis(2));
     let out = ebb.cli(&["deploy", "web", "--env", "RELEASE=2"]);
     let (sent, failures) = load.finish();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -97,7 +57,7 @@ fn a_rolling_deploy_replaces_every_replica_with_zero_failed_requests() {
 fn a_blue_green_deploy_switches_traffic_at_once_with_zero_failed_requests() {
     let ebb = Ebb::start(|admin, listen| deploy_config(admin, listen, "blue-green"));
     ebb.wait_in_service(3, BOOT);
-    let load = Load::start(ebb.listen, 4);
+    let load = Load::start(ebb.listen, 4, "/gtg?details", Duration::from_millis(2));
     let out = ebb.cli(&["deploy", "web", "--env", "RELEASE=2"]);
     let (sent, failures) = load.finish();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -110,7 +70,7 @@ fn a_blue_green_deploy_switches_traffic_at_once_with_zero_failed_requests() {
 fn a_deploy_that_never_becomes_healthy_is_rolled_back_and_exits_non_zero() {
     let ebb = Ebb::start(|admin, listen| deploy_config(admin, listen, "rolling"));
     ebb.wait_in_service(3, BOOT);
-    let load = Load::start(ebb.listen, 4);
+    let load = Load::start(ebb.listen, 4, "/gtg?details", Duration::from_millis(2));
     // Starts, but never listens: it never passes a health check.
     let out = ebb.cli(&["deploy", "web", "--command", "sleep 30"]);
     let (sent, failures) = load.finish();
@@ -159,7 +119,7 @@ fn an_interrupted_replica_is_replaced_before_it_stops_with_zero_failed_requests(
     let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 4, desired = 2 }", ""));
     let replicas = ebb.wait_in_service(2, BOOT);
     let victim = replicas[0]["id"].as_str().unwrap().to_string();
-    let load = Load::start(ebb.listen, 4);
+    let load = Load::start(ebb.listen, 4, "/gtg?details", Duration::from_millis(2));
     let out = ebb.cli(&["interrupt", &victim, "--notice", "60s"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for("the interrupted replica to leave", BOOT, || {
@@ -184,7 +144,7 @@ fn an_interrupted_replica_is_replaced_before_it_stops_with_zero_failed_requests(
 fn scale_in_from_eight_to_two_under_load_fails_no_request() {
     let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 8, desired = 8 }", ""));
     ebb.wait_in_service(8, BOOT);
-    let load = Load::start(ebb.listen, 4);
+    let load = Load::start(ebb.listen, 4, "/gtg?details", Duration::from_millis(2));
     std::thread::sleep(Duration::from_millis(300));
     assert!(ebb.cli(&["scale", "web", "2"]).status.success());
     ebb.wait_in_service(2, BOOT);

@@ -10,6 +10,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const EBB: &str = env!("CARGO_BIN_EXE_ebb");
@@ -317,4 +319,47 @@ pub fn first_line(child: &mut Child) -> String {
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     line
+}
+
+/// Clients sending `GET path` in a loop (pausing `pause` between requests),
+/// counting every request and every failure (transport error or non-200).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(target: SocketAddr, clients: usize, path: &'static str, pause: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        match http(target, "GET", path, None) {
+                            Ok(r) if r.status == 200 => {}
+                            Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
+                            Err(e) => failures.lock().unwrap().push(e.to_string()),
+                        }
+                        std::thread::sleep(pause);
+                    }
+                })
+            })
+            .collect();
+        Load { stop, sent, failures, threads }
+    }
+
+    /// Stops the clients; returns (requests sent, failures).
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (self.sent.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
+    }
 }
