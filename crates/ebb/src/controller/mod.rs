@@ -1214,6 +1214,9 @@ impl ServiceController {
                 while backend.in_flight() > 0 && Instant::now() < deadline && !running.has_exited() {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                // Close the balancer's idle keep-alive connections to it
+                // before it is signalled, rather than let it reset them.
+                backend.close_idle();
             }
             let result = driver.stop(&running, stop_timeout).await.map_err(|e| e.to_string());
             let _ = inbox.send(Input::Stopped { replica, result });
