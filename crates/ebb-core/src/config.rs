@@ -63,8 +63,16 @@ pub struct ServiceConfig {
     pub name: String,
     /// A web service (behind its balancer) or a worker pool (no balancer).
     pub kind: ServiceKind,
-    /// How to start one replica.
+    /// How to start one replica. With a container driver it is the
+    /// container's command override, and an empty `Argv` means the image's
+    /// own command (the key was left out).
     pub command: CommandSpec,
+    /// Where replicas run: local processes, Docker containers, or the tasks
+    /// of a Docker Swarm service.
+    pub driver: DriverKind,
+    /// What a container replica runs (`image`, `container_port`, `cpus`,
+    /// `memory`); `Some` exactly when `driver` is docker or swarm.
+    pub container: Option<ContainerConfig>,
     /// The balancer's address for this service. A worker has no balancer:
     /// its `listen` is `127.0.0.1:0` and means nothing (check `kind`; do not
     /// bind it).
@@ -104,6 +112,61 @@ impl ServiceConfig {
     /// Upper bound on `replicas.max`: a guard against typos (`10000`), not a
     /// statement about what one machine can run.
     pub const MAX_REPLICAS: u32 = 1000;
+}
+
+/// `driver = "process" | "docker" | "swarm"`: where a service's replicas run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub enum DriverKind {
+    /// Local processes started from `command` (the default).
+    #[default]
+    Process,
+    /// Containers on the local Docker engine, one per replica.
+    Docker,
+    /// Tasks of a Docker Swarm service, on any node of the swarm.
+    Swarm,
+}
+
+impl DriverKind {
+    pub const ALL: [DriverKind; 3] = [DriverKind::Process, DriverKind::Docker, DriverKind::Swarm];
+
+    /// `process`, `docker` or `swarm`, as in `ebb.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::Process => "process",
+            DriverKind::Docker => "docker",
+            DriverKind::Swarm => "swarm",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<DriverKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Whether replicas are containers (and need a Docker engine).
+    pub fn is_container(self) -> bool {
+        self != DriverKind::Process
+    }
+}
+
+/// What a container replica runs (docker and swarm drivers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerConfig {
+    /// The image, already on the engine (ebb does not pull).
+    pub image: String,
+    /// The port the app listens on inside the container; ebb sets `PORT`
+    /// to it and publishes it on a host port the engine picks.
+    pub container_port: u16,
+    /// CPU limit in cores (`--cpus`); also the replica's `cpu` allotment.
+    pub cpus: Option<f64>,
+    /// Memory limit in bytes (`--memory`).
+    pub memory: Option<u64>,
+}
+
+impl ContainerConfig {
+    /// `container_port` when the file does not say.
+    pub const DEFAULT_CONTAINER_PORT: u16 = 8080;
+    /// Docker refuses memory limits below 6 MiB.
+    pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 }
 
 /// What a service is.

@@ -653,3 +653,40 @@ fn chaos_is_off_unless_asked_and_bounded() {
     let inline = parse(&format!("{MINIMAL}chaos = {{ interrupt_every = \"30s\", notice = \"10s\" }}\n"));
     assert_eq!(inline.services["web"].chaos.unwrap().notice, Duration::from_secs(10));
 }
+
+#[test]
+fn container_drivers_take_image_port_cpus_and_memory() {
+    let config = parse(
+        r#"
+[service.web]
+driver = "docker"
+image = "ebb-demo:latest"
+container_port = 9000
+cpus = 0.5
+memory = "256MiB"
+listen = "127.0.0.1:8080"
+
+[service.swarmed]
+driver = "swarm"
+image = "ebb-demo:v2"
+command = ["/ebb", "demo-app", "--host", "0.0.0.0"]
+listen = "127.0.0.1:8081"
+"#,
+    );
+    let web = &config.services["web"];
+    assert_eq!(web.driver, ebb_core::config::DriverKind::Docker);
+    let c = web.container.as_ref().unwrap();
+    assert_eq!((c.image.as_str(), c.container_port, c.cpus, c.memory), ("ebb-demo:latest", 9000, Some(0.5), Some(256 << 20)));
+    assert_eq!(web.cpu, 0.5, "a container's allotment is its cpus limit");
+    assert_eq!(web.command, ebb_core::config::CommandSpec::Argv(Vec::new()), "no command: the image's own");
+    let swarmed = &config.services["swarmed"];
+    assert_eq!(swarmed.driver, ebb_core::config::DriverKind::Swarm);
+    let c = swarmed.container.as_ref().unwrap();
+    assert_eq!((c.container_port, c.cpus, c.memory), (8080, None, None), "defaults");
+    assert_eq!(swarmed.cpu, 1.0);
+    assert_eq!(swarmed.command.clone(), ebb_core::config::CommandSpec::Argv(vec!["/ebb".into(), "demo-app".into(), "--host".into(), "0.0.0.0".into()]));
+    // The process driver is the default and has no container.
+    let plain = parse(MINIMAL);
+    assert_eq!(plain.services["web"].driver, ebb_core::config::DriverKind::Process);
+    assert!(plain.services["web"].container.is_none());
+}

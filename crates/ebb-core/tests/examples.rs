@@ -55,12 +55,15 @@ fn every_example_parses() {
                 continue;
             }
             addrs.push(service.listen.to_string());
-            assert_eq!(
-                service.command,
-                CommandSpec::Shell("{ebb} demo-app --port $PORT --cpu-budget 0.25".into()),
-                "{}",
-                file.display()
-            );
+            // The demo app under a quarter-core budget: as a local process,
+            // or inside the demo image (examples/docker).
+            let expected = match service.driver.is_container() {
+                false => CommandSpec::Shell("{ebb} demo-app --port $PORT --cpu-budget 0.25".into()),
+                true => CommandSpec::Argv(
+                    ["/ebb", "demo-app", "--host", "0.0.0.0", "--cpu-budget", "0.25"].map(String::from).to_vec(),
+                ),
+            };
+            assert_eq!(service.command, expected, "{}", file.display());
             assert_eq!(service.cpu, 0.25, "CPU % is relative to the demo's budget: {}", file.display());
             assert!(!service.scaling.is_fixed(), "{}", file.display());
         }

@@ -49,14 +49,18 @@ enum Command {
         desired: u32,
     },
     /// Roll out a new version of a service (rolling or blue-green), gated on
-    /// health and rolled back on failure; waits and shows progress. Exits 1
-    /// when the deploy was rolled back.
+    /// health and rolled back on failure; waits and shows progress. With no
+    /// --command/--env/--image, rolls out what ebb.toml says now. Exits 1
+    /// when the deploy was rolled back, 2 when it was refused.
     Deploy {
         /// The service, as named in the config.
         service: String,
         /// The new command (run through `sh -c`, `{ebb}` and `$PORT` work as in the config).
         #[arg(long)]
         command: Option<String>,
+        /// A new image (services with driver = "docker" or "swarm").
+        #[arg(long)]
+        image: Option<String>,
         /// Set an environment variable, NAME=value (repeatable).
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
@@ -237,7 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Events { service, follow, json } => events(&client, service.as_deref(), follow, json).await,
-        Command::Deploy { service, command, env, strategy, no_wait } => {
+        Command::Deploy { service, command, image, env, strategy, no_wait } => {
             let mut vars = serde_json::Map::new();
             for pair in &env {
                 match pair.split_once('=') {
@@ -254,11 +258,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(c) = command {
                 body["command"] = c.into();
             }
-            if let Some(s) = strategy {
-                body["strategy"] = s.into();
+            if let Some(i) = image {
+                body["image"] = i.into();
             }
-            let _: serde_json::Value =
-                client.send(http::Method::POST, &format!("/api/v1/services/{service}/deploy"), &body).await?;
+            if let Some(s) = strategy {
+                // The API spells it `blue_green` (JSON enum), the CLI `blue-green`.
+                body["strategy"] = s.replace('-', "_").into();
+            }
+            let sent: anyhow::Result<serde_json::Value> =
+                client.send(http::Method::POST, &format!("/api/v1/services/{service}/deploy"), &body).await;
+            if let Err(error) = sent {
+                return refused(error);
+            }
             if no_wait {
                 println!("{service}: deploy started; follow it with `ebb status` or `ebb events --follow`");
                 return Ok(ExitCode::SUCCESS);
@@ -266,9 +277,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             follow_deploy(&client, &service).await
         }
         Command::Rollback { service } => {
-            let _: serde_json::Value = client
+            let sent: anyhow::Result<serde_json::Value> = client
                 .send(http::Method::POST, &format!("/api/v1/services/{service}/rollback"), &serde_json::json!({}))
-                .await?;
+                .await;
+            if let Err(error) = sent {
+                return refused(error);
+            }
             follow_deploy(&client, &service).await
         }
         Command::Protect { replica, off } => {
@@ -294,6 +308,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { .. } | Command::Logs { .. } | Command::DemoApp(_) | Command::Proxy(_) | Command::Load(_) | Command::Simulate(_) => unreachable!("handled above"),
+    }
+}
+
+/// A deploy or rollback the admin API refused changed nothing: exit 2 (as
+/// for other bad input), with its message. Any other failure (ebb not
+/// running, no answer) leaves the outcome unknown: exit 1.
+fn refused(error: anyhow::Error) -> anyhow::Result<ExitCode> {
+    match error.downcast_ref::<crate::client::Refused>() {
+        Some(refusal) => {
+            eprintln!("error: {}; nothing changed", refusal.message);
+            Ok(ExitCode::from(EXIT_BAD_INPUT))
+        }
+        None => Err(error),
     }
 }
 

@@ -61,6 +61,15 @@ pub struct NotRunning {
     pub cause: String,
 }
 
+/// An error answer from the admin API (4xx/5xx with a JSON message): the
+/// request was refused and changed nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub status: u16,
+    pub message: String,
+}
+
 impl AdminClient {
     /// A client for the admin API at `addr`, presenting `token` (see
     /// [`read_token`]).
@@ -103,7 +112,7 @@ impl AdminClient {
                     bail!("{message} (cannot read the admin token {}: {why})", path.display());
                 }
             }
-            bail!("{message}");
+            return Err(anyhow::Error::new(Refused { status: status.as_u16(), message }));
         }
         serde_json::from_slice(&bytes).with_context(|| format!("unexpected answer from the admin API at {path}"))
     }

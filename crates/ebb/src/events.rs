@@ -22,6 +22,8 @@ pub enum EventKind {
     /// Desired capacity changed (manual scale, policy).
     Scaled,
     ReplicaStarted,
+    /// Found still running after ebb restarted, and taken over.
+    ReplicaAdopted,
     ReplicaStartFailed,
     /// Passed enough health checks to join the rotation.
     ReplicaInService,
@@ -55,6 +57,7 @@ impl EventKind {
         match self {
             EventKind::Scaled => "scaled",
             EventKind::ReplicaStarted => "replica_started",
+            EventKind::ReplicaAdopted => "replica_adopted",
             EventKind::ReplicaStartFailed => "replica_start_failed",
             EventKind::ReplicaInService => "replica_in_service",
             EventKind::ReplicaUnhealthy => "replica_unhealthy",
@@ -80,7 +83,7 @@ impl EventKind {
 /// One entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// Monotonic sequence number within this ebb run.
+    /// Monotonic sequence number; continues across restarts.
     pub seq: u64,
     /// RFC 3339, UTC, millisecond precision.
     pub time: String,
@@ -102,6 +105,11 @@ pub struct EventLog {
     ring: Mutex<Ring>,
     live: broadcast::Sender<Event>,
     capacity: usize,
+    /// Where events are kept across restarts, if anywhere.
+    store: Option<crate::state::StateStore>,
+    /// The last sequence number of an earlier run (0 for none): counters
+    /// of this run start after it.
+    resumed_after: u64,
 }
 
 struct Ring {
@@ -140,7 +148,22 @@ impl NewEvent {
 impl EventLog {
     pub fn new(capacity: usize) -> Self {
         let (live, _) = broadcast::channel(1024);
-        Self { ring: Mutex::new(Ring { next_seq: 1, events: VecDeque::new() }), live, capacity: capacity.max(1) }
+        Self { ring: Mutex::new(Ring { next_seq: 1, events: VecDeque::new() }), live, capacity: capacity.max(1), store: None, resumed_after: 0 }
+    }
+
+    /// A log that continues `restored` (oldest first, from the state store)
+    /// and writes every new event there too.
+    pub fn with_store(capacity: usize, store: crate::state::StateStore, restored: Vec<Event>) -> Self {
+        let mut log = Self::new(capacity);
+        {
+            let ring = log.ring.get_mut().unwrap_or_else(|p| p.into_inner());
+            ring.next_seq = restored.last().map(|e| e.seq + 1).unwrap_or(1);
+            log.resumed_after = ring.next_seq - 1;
+            let skip = restored.len().saturating_sub(log.capacity);
+            ring.events.extend(restored.into_iter().skip(skip));
+        }
+        log.store = Some(store);
+        log
     }
 
     pub fn record(&self, new: NewEvent) -> Event {
@@ -162,6 +185,10 @@ impl EventLog {
                 ring.events.pop_front();
             }
             ring.events.push_back(event.clone());
+            // Queued under the lock, so the store sees events in order.
+            if let Some(store) = &self.store {
+                store.record_event(&event);
+            }
             event
         };
         tracing::info!(
@@ -184,6 +211,11 @@ impl EventLog {
             .filter(|e| e.seq > after_seq && service.is_none_or(|s| e.service == s))
             .cloned()
             .collect()
+    }
+
+    /// The last sequence number an earlier run recorded (0 for none).
+    pub fn resumed_after(&self) -> u64 {
+        self.resumed_after
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

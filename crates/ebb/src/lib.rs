@@ -25,5 +25,6 @@ pub mod load;
 pub mod metrics;
 pub mod proxy;
 pub mod simulate;
+pub mod state;
 pub mod status;
 pub mod up;

@@ -9,22 +9,63 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ebb_core::config::Config;
+use ebb_core::config::{Config, DriverKind, ServiceConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
-use crate::controller::{self, ServiceContext};
-use crate::driver::{Driver, ProcessDriver};
+use crate::controller::{self, RestoredService, ServiceContext};
+use crate::driver::{DockerDriver, Driver, Engine, ProcessDriver, SwarmDriver};
 use crate::events::EventLog;
 use crate::proxy::{self, ServiceProxy};
+use crate::state::StateStore;
 
 /// How many events the in-memory log keeps.
 const EVENT_LOG_CAPACITY: usize = 10_000;
 
-/// Binds a listener; a failure is a config error located at its `listen` key.
+/// Listening sockets handed over by a supervisor (systemd socket
+/// activation: `LISTEN_PID`, `LISTEN_FDS`, fds from 3). The supervisor keeps
+/// them open while ebb restarts, so clients queue in the backlog instead of
+/// being refused. Each is used by the listener configured at its address.
+fn inherited_listeners() -> &'static std::sync::Mutex<Vec<std::net::TcpListener>> {
+    static INHERITED: std::sync::OnceLock<std::sync::Mutex<Vec<std::net::TcpListener>>> = std::sync::OnceLock::new();
+    INHERITED.get_or_init(|| {
+        let for_us = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+        let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<i32>().ok()).unwrap_or(0);
+        let mut listeners = Vec::new();
+        if for_us {
+            for fd in 3..3 + count {
+                use std::os::fd::FromRawFd;
+                // SAFETY: the supervisor passed these fds to this process
+                // (LISTEN_PID is ours) and nothing else in ebb uses them.
+                let passed = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+                // A duplicate is close-on-exec, so replicas never inherit
+                // the listening socket; the original fd is closed.
+                match passed.try_clone().and_then(|l| l.local_addr().map(|addr| (l, addr))) {
+                    Ok((listener, addr)) => {
+                        tracing::info!(%addr, fd, "Using a listening socket passed by the supervisor.");
+                        listeners.push(listener);
+                    }
+                    Err(error) => tracing::warn!(fd, %error, "Ignoring a passed fd that is not a TCP listener."),
+                }
+            }
+        }
+        std::sync::Mutex::new(listeners)
+    })
+}
+
+/// Binds a listener (or takes the one the supervisor passed for that
+/// address); a failure is a config error located at its `listen` key.
 /// `owner` is `"admin"` or `"service.NAME"`.
 async fn bind(config: &Config, addr: std::net::SocketAddr, owner: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let passed = {
+        let mut inherited = inherited_listeners().lock().unwrap_or_else(|p| p.into_inner());
+        inherited.iter().position(|l| l.local_addr().ok() == Some(addr)).map(|i| inherited.swap_remove(i))
+    };
+    if let Some(listener) = passed {
+        listener.set_nonblocking(true)?;
+        return Ok(tokio::net::TcpListener::from_std(listener)?);
+    }
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         let fix = if e.kind() == std::io::ErrorKind::AddrInUse {
             "; is ebb already running with this config (try `ebb status`)? Otherwise stop the program using it or change this address"
@@ -40,6 +81,10 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(config.state_dir.join("logs"))
         .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
     let state_dir = config.state_dir.canonicalize().unwrap_or_else(|_| config.state_dir.clone());
+
+    // What survives restarts. A state file ebb cannot read is refused here,
+    // before anything is bound or started, and left as it is.
+    let (store, mut restored) = StateStore::open(&state_dir, EVENT_LOG_CAPACITY)?;
 
     // The admin API's bearer token: created (mode 0600) at first start.
     let admin_token = Arc::new(admin::AdminToken::load_or_create(&state_dir)?);
@@ -58,8 +103,8 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     }
 
     let ebb_executable = std::env::current_exe().context("cannot find ebb's own executable for {ebb}")?;
-    let driver: Arc<dyn Driver> = Arc::new(ProcessDriver::new(ebb_executable));
-    let events = Arc::new(EventLog::new(EVENT_LOG_CAPACITY));
+    let drivers = drivers_for(&config, ebb_executable).await?;
+    let events = Arc::new(EventLog::with_store(EVENT_LOG_CAPACITY, store.clone(), std::mem::take(&mut restored.events)));
     let stop_requested = CancellationToken::new();
     let proxies_stop = CancellationToken::new();
     let controllers_stop = CancellationToken::new();
@@ -72,28 +117,40 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     for (service, listener) in service_listeners {
         longest_drain = longest_drain.max(service.drain_timeout);
         let proxy = ServiceProxy::new(&service.name, service.balance, service.proxy.clone());
-        if let Some(listener) = listener {
-            let name = service.name.clone();
-            let serving = proxy.clone();
-            let stop = proxies_stop.clone();
-            proxies.spawn(async move {
-                if let Err(error) = proxy::serve(listener, serving, stop).await {
-                    tracing::error!(service = %name, %error, "Balancer stopped with an error.");
-                }
-            });
-        }
         let handle = controller::spawn_service(
             ServiceContext {
                 config: service.clone(),
-                driver: driver.clone(),
-                proxy,
+                driver: drivers[&service.driver].clone(),
+                proxy: proxy.clone(),
                 events: events.clone(),
                 state_dir: state_dir.clone(),
                 admin_url: format!("http://{}", config.admin.listen),
+                store: Some(store.clone()),
+                restored: RestoredService {
+                    record: restored.services.remove(&service.name),
+                    replicas: restored.replicas.remove(&service.name).unwrap_or_default(),
+                    history: restored.history.remove(&service.name).unwrap_or_default(),
+                },
             },
             controllers_stop.clone(),
             &controllers,
         );
+        if let Some(listener) = listener {
+            let name = service.name.clone();
+            let stop = proxies_stop.clone();
+            let restored = handle.clone();
+            proxies.spawn(async move {
+                // Accept only once the controller has adopted the replicas an
+                // earlier run left: until then clients wait in the backlog.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = restored.restored() => {}
+                }
+                if let Err(error) = proxy::serve(listener, proxy, stop).await {
+                    tracing::error!(service = %name, %error, "Balancer stopped with an error.");
+                }
+            });
+        }
         let front = match service.kind.has_balancer() {
             true => format!("http://{}", service.listen),
             false => "worker pool, no balancer".to_string(),
@@ -108,7 +165,15 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     controllers.close();
 
     let admin_addr = admin_listener.local_addr()?;
-    let admin_state = AdminState { services: Arc::new(services), events, stop_requested: stop_requested.clone(), token: admin_token };
+    let admin_state =
+        AdminState {
+            services: Arc::new(services),
+            events,
+            stop_requested: stop_requested.clone(),
+            token: admin_token,
+            config_path: config.path.canonicalize().unwrap_or_else(|_| config.path.clone()),
+            state_dir: state_dir.clone(),
+        };
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop.clone()));
     println!("ebb: admin API and dashboard on http://{admin_addr}/; state in {}", state_dir.display());
     println!("ebb: `ebb status` shows the fleet, `ebb down` (or Ctrl-C) drains and stops it");
@@ -118,14 +183,62 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
 
     proxies_stop.cancel();
     if tokio::time::timeout(longest_drain + Duration::from_secs(1), proxies.wait()).await.is_err() {
-        tracing::warn!(?longest_drain, "Some client connections were still open after the drain timeout; closing them.");
+        tracing::warn!(
+            ?longest_drain,
+            "Some client connections were still open after the drain timeout; closing them."
+        );
     }
     controllers_stop.cancel();
     controllers.wait().await;
     admin_stop.cancel();
     let _ = admin_task.await;
+    store.close().await;
     println!("ebb: stopped");
     Ok(())
+}
+
+/// One driver per kind the config uses. A container driver needs the
+/// Docker engine to answer and every image to be there: checked here, after
+/// the listeners are bound and before any replica starts, so a missing
+/// engine or image is reported with nothing half-started.
+async fn drivers_for(
+    config: &Config,
+    ebb_executable: std::path::PathBuf,
+) -> anyhow::Result<BTreeMap<DriverKind, Arc<dyn Driver>>> {
+    let mut drivers: BTreeMap<DriverKind, Arc<dyn Driver>> = BTreeMap::new();
+    drivers.insert(DriverKind::Process, Arc::new(ProcessDriver::new(ebb_executable)));
+    let containers: Vec<&ServiceConfig> = config.services.values().filter(|s| s.driver.is_container()).collect();
+    if containers.is_empty() {
+        return Ok(drivers);
+    }
+    let names = |services: &[&ServiceConfig]| {
+        services
+            .iter()
+            .map(|s| format!("{} (driver = \"{}\")", s.name, s.driver.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let engine =
+        Engine::connect().await.map_err(|e| anyhow::anyhow!("service {} needs Docker, but {e}", names(&containers)))?;
+    // Swarm first: without a swarm, whether the image is here is moot.
+    let swarmed: Vec<&ServiceConfig> = containers.iter().copied().filter(|s| s.driver == DriverKind::Swarm).collect();
+    if !swarmed.is_empty() {
+        let swarm = SwarmDriver::new(engine.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("service {} needs a swarm, but {e}", names(&swarmed)))?;
+        drivers.insert(DriverKind::Swarm, Arc::new(swarm));
+    }
+    // The image on this engine: for a swarm, a task may run on another
+    // node, which must have it too (Swarm's rejection says so per task).
+    for service in &containers {
+        if let Some(container) = &service.container {
+            engine.check_image(&container.image).await.map_err(|e| anyhow::anyhow!("service {}: {e}", service.name))?;
+        }
+    }
+    if containers.iter().any(|s| s.driver == DriverKind::Docker) {
+        drivers.insert(DriverKind::Docker, Arc::new(DockerDriver::new(engine)));
+    }
+    Ok(drivers)
 }
 
 async fn wait_for_stop(stop_requested: &CancellationToken) {

@@ -126,6 +126,7 @@ fn a_replica_killed_with_sigkill_leaves_the_rotation_and_is_replaced_without_cli
 
     let failures = failures.lock().unwrap();
     let sent = sent.load(Ordering::Relaxed);
+    eprintln!("kill -9 under GET load: {sent} requests sent, {} failed", failures.len());
     assert!(sent > 50, "the client kept sending ({sent})");
     assert!(failures.is_empty(), "{} of {sent} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
 

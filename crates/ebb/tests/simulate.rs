@@ -1,7 +1,7 @@
 //! `ebb simulate` end to end: the real binary on trace files, shapes,
 //! presets and compared configs; its outputs (decision log, summary, JSON,
-//! CSV, HTML report) and their determinism; bad input. The live-vs-sim
-//! fidelity check is at the end.
+//! CSV, HTML report) and their determinism; bad input; `--calibrate`
+//! against a demo-app. The live-vs-sim fidelity check is in fidelity.rs.
 
 mod support;
 
@@ -200,7 +200,7 @@ fn presets_and_compare_run_side_by_side() {
     assert!(csv.contains("\nkpa,2399,"));
     let html = d.read("all.html");
     for name in ["ebb.toml", "tuned.toml", "aws", "hpa", "kpa"] {
-        assert!(html.contains(&format!("<th style=\"color:")) && html.contains(&format!(">{name}</th>")), "{name} in the table");
+        assert!(html.contains("<th style=\"color:") && html.contains(&format!(">{name}</th>")), "{name} in the table");
     }
 }
 
@@ -334,7 +334,39 @@ fn bad_arguments_get_clear_answers() {
     assert!(err.contains("has 2 services (api, web); choose one with --service NAME"), "{err}");
     // Nothing listens on the config's admin address.
     let err = d.bad(&["--history", "1h"]);
-    assert!(err.contains("--history reads the metrics a running ebb recorded, but nothing answers at http://127.0.0.1:19990"), "{err}");
+    assert!(err.contains("--history reads the metrics ebb recorded, but nothing answers at http://127.0.0.1:19990"), "{err}");
+    assert!(err.contains("and there is no state file in"), "{err}");
+}
+
+#[tokio::test]
+async fn history_is_read_from_the_state_file_when_ebb_is_not_running() {
+    use ebb::controller::history::ServicePoint;
+    let d = Dir::new();
+    let state_dir = d.path(".ebb");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let (store, _) = ebb::state::StateStore::open(&state_dir, 100).unwrap();
+    let now = ebb::events::unix_ms(std::time::SystemTime::now());
+    for s in 0..120u64 {
+        let rate = if s < 60 { 30.0 } else { 90.0 };
+        store.record_point(
+            "web",
+            &ServicePoint {
+                time_ms: now - (120 - s) * 1000,
+                desired: 2,
+                in_service: 2,
+                pending: 0,
+                requests_per_s: rate,
+                in_flight: 1,
+                p50_ms: None,
+                p99_ms: None,
+                cpu_mean: None,
+                replica_cpu: vec![],
+            },
+        );
+    }
+    store.close().await;
+    let out = d.ok(&["--history", "10m"]);
+    assert!(out.contains("120 s, peak 90 req/s"), "the recorded two minutes are replayed: {out}");
 }
 
 #[test]
@@ -387,4 +419,125 @@ fn output_helpers() {
     assert_eq!(num(-0.0001, 2), "0");
     assert_eq!(num(1234.0, 0), "1234");
     assert_eq!(esc("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+}
+
+/// A demo-app started by a test, killed when dropped.
+struct DemoApp {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl DemoApp {
+    fn start(cpu_budget: &str) -> DemoApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(EBB)
+            .args(["demo-app", "--port", "0", "--cpu-budget", cpu_budget, "--db"])
+            .arg(dir.path().join("demo.sqlite"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let line = first_line(&mut child);
+        let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}")).parse().unwrap();
+        DemoApp { child, addr, _dir: dir }
+    }
+}
+
+impl Drop for DemoApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Processes whose environment names a replica of `service`.
+fn replicas_of(service: &str) -> Vec<u32> {
+    let needle = format!("EBB_SERVICE={service}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| pid_alive(*pid))
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes())))
+        .collect()
+}
+
+/// `--calibrate` against a demo-app whose `/work` is capped at a quarter
+/// core: 10 ms of CPU per request makes 25 req/s. The boot is timed on
+/// replicas of the config's service, started and stopped by the command.
+#[test]
+fn calibrate_measures_capacity_and_boot_of_a_demo_app() {
+    let app = DemoApp::start("0.25");
+    let d = Dir::new();
+    let service = format!("calib{}", std::process::id());
+    d.write(
+        "app.toml",
+        &format!(
+            "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n[service.{service}]\ncommand = \"{{ebb}} demo-app --port $PORT --cpu-budget 0.25\"\nlisten = \"127.0.0.1:{}\"\nstop_timeout = \"2s\"\n[service.{service}.health]\npath = \"/gtg\"\ninterval = \"300ms\"\ntimeout = \"200ms\"\nhealthy_threshold = 2\n",
+            free_port(),
+            free_port()
+        ),
+    );
+    let url = format!("http://{}/work?cpu_ms=10", app.addr);
+    let started = std::time::Instant::now();
+    let out = d.simulate(&["-f", "app.toml", "--calibrate", &url, "--calibrate-duration", "12s", "--json"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let capacity = json["capacity"].as_f64().unwrap();
+    assert!((18.0..=28.0).contains(&capacity), "a quarter core at 10 ms a request serves about 25 req/s: {json:#}");
+    assert_eq!(json["capacity_limited_by"], "throughput", "{json:#}");
+    let steps = json["steps"].as_array().unwrap();
+    assert!(steps.len() >= 3 && steps[0]["connections"] == 1, "{json:#}");
+    let boot = &json["boot"];
+    assert_eq!(boot["starts"], 3, "{json:#}");
+    let ready = boot["ready_median_ms"].as_u64().unwrap();
+    assert!(ready > 0 && ready < 2000, "a demo-app answers its health check within 2 s: {json:#}");
+    // On the service's probe schedule (first after 200 ms, then every
+    // 300 ms, 2 passes): at least 500 ms.
+    let boot_ms = json["boot_ms"].as_u64().unwrap();
+    assert!((500..3000).contains(&boot_ms), "{json:#}");
+    let flags = json["flags"].as_str().unwrap();
+    let words: Vec<&str> = flags.split_whitespace().collect();
+    assert_eq!((words[0], words[2]), ("--capacity", "--boot"), "{flags}");
+    assert_eq!(words[1].parse::<f64>().unwrap(), capacity, "{flags}");
+    assert!(took < std::time::Duration::from_secs(40), "bounded in time: {took:?}");
+    assert!(replicas_of(&service).is_empty(), "every replica it started is gone");
+
+    // The text output: the table, the verdict and the flags, which
+    // `ebb simulate` then takes as they are.
+    let out = d.simulate(&["-f", "app.toml", "--calibrate", &url, "--calibrate-duration", "6s", "--calibrate-starts", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("connections") && text.contains("capacity ") && text.contains("boot "), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("calibrate: 1 connection"), "a progress line");
+    let flags = text.lines().find_map(|l| l.strip_prefix("simulate with: ")).unwrap_or_else(|| panic!("{text}"));
+    let mut args = vec!["-f", "app.toml", "--shape", "constant:rate=40,duration=60", "-q"];
+    args.extend(flags.split_whitespace());
+    d.ok(&args);
+    assert!(replicas_of(&service).is_empty());
+}
+
+#[test]
+fn calibrate_says_clearly_what_it_cannot_measure() {
+    let d = Dir::new();
+    let port = free_port();
+    let out = d.simulate(&["--calibrate", &format!("http://127.0.0.1:{port}/work")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot reach 127.0.0.1:{port}")) && err.contains("nothing was measured"), "{err}");
+
+    let err = d.bad(&["--calibrate", "ftp://example.com/"]);
+    assert!(err.contains("error: --calibrate: \"ftp://example.com/\": unsupported scheme"), "{err}");
+    let err = d.bad(&["--calibrate", &format!("http://127.0.0.1:{port}/"), "--calibrate-duration", "1s"]);
+    assert!(err.contains("--calibrate-duration must be between 2s and 10m"), "{err}");
+    let err = d.bad(&["--shape", "constant", "--calibrate-starts", "1"]);
+    assert!(err.contains("go with --calibrate URL"), "{err}");
+
+    let app = DemoApp::start("0.25");
+    let out = d.simulate(&["--calibrate", &format!("http://{}/nowhere", app.addr)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("GET /nowhere answered 404"), "{err}");
 }

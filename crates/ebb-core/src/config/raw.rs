@@ -33,10 +33,10 @@
 //! `Option<RawX>` field on the parent, and a `Check` method that takes
 //! `Option<RawX>` and returns the public type with its defaults.
 
-use super::value::{Addr, Balance, Command, Dur, EnvTable, Int, IpList, Number};
+use super::value::{Addr, Balance, Bytes, Command, Dur, EnvTable, Int, IpList, Number};
 use super::{
-    AdminConfig, CommandSpec, Config, ConfigError, HealthConfig, ProxyConfig, ReplicaBounds, ServiceConfig,
-    ServiceKind, StatusMatcher,
+    AdminConfig, CommandSpec, Config, ConfigError, ContainerConfig, DriverKind, HealthConfig, ProxyConfig,
+    ReplicaBounds, ServiceConfig, ServiceKind, StatusMatcher,
 };
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -104,6 +104,11 @@ impl<'de> Deserialize<'de> for Services {
 struct RawService {
     command: Option<Spanned<Command>>,
     kind: Option<Spanned<String>>,
+    driver: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
+    container_port: Option<Spanned<Int>>,
+    cpus: Option<Spanned<Number>>,
+    memory: Option<Spanned<Bytes>>,
     listen: Option<Spanned<Addr>>,
     replicas: Option<RawReplicas>,
     cpu: Option<Spanned<Number>>,
@@ -274,8 +279,27 @@ impl Check<'_> {
         self.service_name(name);
         let known_kind = self.kind(raw.kind.as_ref());
         let kind = known_kind.unwrap_or_default();
+        let known_driver = self.driver(raw.driver.as_ref());
+        // With an unknown driver, that error is the one to fix first.
+        let driver_unknown = raw.driver.is_some() && known_driver.is_none();
+        let driver = known_driver.unwrap_or_default();
         let command = match raw.command {
-            Some(command) => self.command(command),
+            Some(command) => {
+                let span = command.span();
+                let command = self.command(command);
+                if driver.is_container() && command_uses_ebb(&command) {
+                    self.problem(
+                        span,
+                        format!(
+                            "{{ebb}} is ebb's own executable on this machine, which a {} container cannot run; name the program inside the image (e.g. [\"/ebb\", \"demo-app\"]), or leave command out to run the image's own",
+                            driver.as_str()
+                        ),
+                    );
+                }
+                command
+            }
+            // A container runs its image's own command.
+            None if driver.is_container() || driver_unknown => CommandSpec::Argv(Vec::new()),
             None => {
                 self.problem(
                     name.span(),
@@ -314,6 +338,22 @@ impl Check<'_> {
             }
         };
         let replicas = self.replicas(raw.replicas.unwrap_or_default());
+        let cpu_span = raw.cpu.as_ref().map(|c| c.span());
+        let mut cpu = self.cpu(raw.cpu);
+        let container = match driver_unknown {
+            true => None,
+            false => self.container(name, driver, raw.image, raw.container_port, raw.cpus, raw.memory),
+        };
+        if let Some(cpus) = container.as_ref().and_then(|c| c.cpus) {
+            // A container's allotment is its limit: one number, not two.
+            if let Some(span) = cpu_span.filter(|_| cpu != cpus) {
+                self.problem(
+                    span,
+                    format!("cpu ({cpu}) differs from cpus ({cpus}); for a container, cpus is both the limit and the allotment CPU % is relative to: remove cpu"),
+                );
+            }
+            cpu = cpus;
+        }
         if !kind.has_balancer() {
             let kind_span = raw.kind.as_ref().map(|k| k.span());
             let what = [(raw.balance.is_some(), "balance"), (raw.proxy.is_some(), "a [proxy] table")];
@@ -338,9 +378,11 @@ impl Check<'_> {
             name: name.get_ref().clone(),
             kind,
             command,
+            driver,
+            container,
             listen,
             replicas,
-            cpu: self.cpu(raw.cpu),
+            cpu,
             env: self.env(raw.env.unwrap_or_default()),
             stop_timeout: duration(raw.stop_timeout, ServiceConfig::DEFAULT_STOP_TIMEOUT),
             drain_timeout: duration(raw.drain_timeout, ServiceConfig::DEFAULT_DRAIN_TIMEOUT),
@@ -352,6 +394,99 @@ impl Check<'_> {
             metric_source,
             chaos: raw.chaos.map(|c| self.chaos(name, c)),
         }
+    }
+
+    fn driver(&mut self, raw: Option<&Spanned<String>>) -> Option<DriverKind> {
+        let raw = raw?;
+        let kind = DriverKind::from_name(raw.get_ref());
+        if kind.is_none() {
+            self.problem(
+                raw.span(),
+                format!(r#"unknown driver {:?}; use "process" (local processes, the default), "docker" or "swarm""#, raw.get_ref()),
+            );
+        }
+        kind
+    }
+
+    /// `image`, `container_port`, `cpus`, `memory`: required or refused by
+    /// the driver.
+    fn container(
+        &mut self,
+        name: &Spanned<String>,
+        driver: DriverKind,
+        image: Option<Spanned<String>>,
+        port: Option<Spanned<Int>>,
+        cpus: Option<Spanned<Number>>,
+        memory: Option<Spanned<Bytes>>,
+    ) -> Option<ContainerConfig> {
+        if !driver.is_container() {
+            let written = [
+                ("image", image.as_ref().map(|v| v.span())),
+                ("container_port", port.as_ref().map(|v| v.span())),
+                ("cpus", cpus.as_ref().map(|v| v.span())),
+                ("memory", memory.as_ref().map(|v| v.span())),
+            ];
+            for (key, span) in written {
+                if let Some(span) = span {
+                    self.problem(
+                        span,
+                        format!(r#"{key} only applies to containers; add driver = "docker" (or "swarm") to service `{}`, or remove {key}"#, name.get_ref()),
+                    );
+                }
+            }
+            return None;
+        }
+        let image = match image {
+            None => {
+                self.problem(
+                    name.span(),
+                    format!(
+                        r#"service `{}` uses driver = "{}" but has no image; add the image to run, e.g. image = "ebb-demo:latest""#,
+                        name.get_ref(),
+                        driver.as_str()
+                    ),
+                );
+                String::new()
+            }
+            Some(image) => {
+                let i = image.get_ref();
+                if i.trim().is_empty() || i.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    self.problem(image.span(), r#"image must be an image reference with no spaces, e.g. "ebb-demo:latest""#);
+                }
+                image.into_inner()
+            }
+        };
+        let container_port = match port {
+            None => ContainerConfig::DEFAULT_CONTAINER_PORT,
+            Some(port) => {
+                let p = port.get_ref().0;
+                if !(1..=65535).contains(&p) {
+                    self.problem(port.span(), format!("container_port must be a port from 1 to 65535, not {p}"));
+                    ContainerConfig::DEFAULT_CONTAINER_PORT
+                } else {
+                    p as u16
+                }
+            }
+        };
+        let cpus = cpus.and_then(|c| {
+            let v = c.get_ref().0;
+            if !(v.is_finite() && v > 0.0) {
+                self.problem(c.span(), format!("cpus must be a number of cores above 0, e.g. 0.5 or 2, not {v}"));
+                None
+            } else {
+                Some(v)
+            }
+        });
+        let memory = memory.and_then(|m| {
+            let v = m.get_ref().0;
+            if v < ContainerConfig::MIN_MEMORY {
+                self.problem(m.span(), format!("memory ({v} bytes) is below Docker's minimum of 6MiB; raise it, e.g. memory = \"256MiB\""));
+                None
+            } else {
+                Some(v)
+            }
+        });
+        Some(ContainerConfig { image, container_port, cpus, memory })
     }
 
     fn service_name(&mut self, name: &Spanned<String>) {
@@ -848,6 +983,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// Whether a command names `{ebb}`, ebb's own executable on this machine.
+fn command_uses_ebb(command: &CommandSpec) -> bool {
+    match command {
+        CommandSpec::Shell(line) => line.contains("{ebb}"),
+        CommandSpec::Argv(argv) => argv.iter().any(|a| a.contains("{ebb}")),
+    }
 }
 
 #[cfg(test)]

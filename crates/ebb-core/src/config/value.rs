@@ -383,3 +383,74 @@ mod tests {
         assert!(from_str::<Balance>("random").unwrap_err().contains("least_outstanding"));
     }
 }
+
+/// A size in bytes: a whole number of bytes, or a string with a unit:
+/// `"512MiB"`, `"1GiB"`, `"256m"`, `"1g"` (k/m/g are binary units, as in
+/// `docker run --memory`), `"500MB"` (decimal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Bytes(pub u64);
+
+/// What every size error ends with.
+pub(super) const BYTES_HINT: &str = r#"expected a size like "512MiB", "1GiB" or "256m""#;
+
+struct BytesVisitor;
+
+impl BytesVisitor {
+    fn parse(text: &str) -> Option<u64> {
+        let t = text.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let number: f64 = number.parse().ok()?;
+        let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kib" => 1024.0,
+            "m" | "mib" => 1024.0 * 1024.0,
+            "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+            "kb" => 1e3,
+            "mb" => 1e6,
+            "gb" => 1e9,
+            _ => return None,
+        };
+        let bytes = number * factor;
+        (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+    }
+}
+
+impl Visitor<'_> for BytesVisitor {
+    type Value = Bytes;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"a size like "512MiB" or "1GiB""#)
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Bytes, E> {
+        Self::parse(s).map(Bytes).ok_or_else(|| E::custom(format!("{s:?} is not a size; {BYTES_HINT}")))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Bytes, E> {
+        u64::try_from(n).map(Bytes).map_err(|_| E::custom(format!("a size must be 0 or more, not {n}; {BYTES_HINT}")))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Bytes, E> {
+        Ok(Bytes(n))
+    }
+}
+
+deserialize_with!(Bytes, BytesVisitor, deserialize_any);
+
+#[cfg(test)]
+mod bytes_tests {
+    use super::BytesVisitor;
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!(BytesVisitor::parse("512MiB"), Some(512 << 20));
+        assert_eq!(BytesVisitor::parse("256m"), Some(256 << 20));
+        assert_eq!(BytesVisitor::parse("1g"), Some(1 << 30));
+        assert_eq!(BytesVisitor::parse("1.5GiB"), Some(3 << 29));
+        assert_eq!(BytesVisitor::parse("500MB"), Some(500_000_000));
+        assert_eq!(BytesVisitor::parse("4096"), Some(4096));
+        assert_eq!(BytesVisitor::parse("lots"), None);
+        assert_eq!(BytesVisitor::parse("12 parsecs"), None);
+    }
+}

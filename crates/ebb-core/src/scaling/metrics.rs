@@ -421,7 +421,7 @@ impl MetricHistory {
         {
             let [cpu, requests, in_flight, ..] = &mut values;
             for replica in &sample.replicas {
-                if !replica.in_service_since.is_some_and(|since| cutoff.is_some_and(|c| since <= c)) {
+                if replica.in_service_since.is_none_or(|since| cutoff.is_none_or(|c| since > c)) {
                     continue;
                 }
                 warm += 1;
@@ -566,7 +566,7 @@ pub(crate) fn number_trim(v: f64) -> String {
 /// A duration for people: `45 s`, `2 min`, `4 min 3 s`, `1 h 30 min`,
 /// `500 ms`; whole seconds are rounded up so nothing says `0 s left`.
 pub fn duration(d: Duration) -> String {
-    if !d.is_zero() && d < Duration::from_secs(1) && d.subsec_nanos() % 1_000_000 == 0 {
+    if !d.is_zero() && d < Duration::from_secs(1) && d.subsec_nanos().is_multiple_of(1_000_000) {
         return format!("{} ms", d.as_millis());
     }
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);

@@ -198,9 +198,7 @@ fn combined_time(line: &str) -> Option<i64> {
     let close = open + line[open..].find(']')?;
     let stamp = &line[open + 1..close];
     let (date_time, zone) = stamp.split_once(' ')?;
-    let mut parts = date_time.splitn(2, ':');
-    let date = parts.next()?;
-    let clock = parts.next()?;
+    let (date, clock) = date_time.split_once(':')?;
     let mut d = date.split('/');
     let day: u32 = d.next()?.parse().ok()?;
     let month = month_number(d.next()?)?;

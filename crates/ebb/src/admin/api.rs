@@ -243,6 +243,10 @@ pub struct DeployRequest {
     /// Default: the service's configured strategy.
     #[serde(default)]
     pub strategy: Option<DeployStrategy>,
+    /// A new image (docker and swarm drivers only).
+    #[serde(default)]
+    #[schema(example = "ebb-demo:v2")]
+    pub image: Option<String>,
     #[serde(default)]
     #[schema(max_length = 1000)]
     pub reason: Option<String>,
@@ -300,7 +304,8 @@ fn lifecycle_error(e: crate::controller::LifecycleError) -> ApiError {
         E::NoSuchReplica { .. } => StatusCode::NOT_FOUND,
         E::Leaving { .. } => StatusCode::CONFLICT,
         E::Refused { .. } => StatusCode::CONFLICT,
-        E::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        E::Invalid { .. } => StatusCode::BAD_REQUEST,
+        E::ShuttingDown { .. } | E::NotSaved { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
     ApiError::new(status, e.to_string())
 }
@@ -311,7 +316,7 @@ pub const DEFAULT_NOTICE_S: u64 = 120;
 /// One entry of the event log.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EventView {
-    /// Sequence number, increasing within one ebb run.
+    /// Sequence number, increasing (across restarts: the log is kept in the state file).
     pub seq: u64,
     /// RFC 3339, UTC, millisecond precision.
     #[schema(example = "2026-11-20T09:00:00.123Z")]
@@ -618,10 +623,7 @@ pub(crate) async fn set_desired(
     }
     check_reason(&body.reason)?;
     let reason = body.reason.unwrap_or_else(|| "manual (API)".to_string());
-    let outcome = handle
-        .set_desired(body.desired, reason)
-        .await
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("service {name} is shutting down")))?;
+    let outcome = handle.set_desired(body.desired, reason).await.map_err(lifecycle_error)?;
     Ok(Json(ScaleResult { service: outcome.service, from: outcome.from, to: outcome.to, clamped: outcome.clamped }))
 }
 
@@ -629,11 +631,11 @@ pub(crate) async fn set_desired(
 /// health, rolled back on failure).
 #[utoipa::path(post, path = "/api/v1/services/{name}/deploy", tag = "services",
     params(("name" = String, Path, description = "Service name", example = "web")),
-    request_body(content = Option<DeployRequest>, description = "What changes; no body redeploys the current spec"),
+    request_body(content = Option<DeployRequest>, description = "What changes; naming no change deploys what the config file says now"),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Deploy started; follow it in the event log", body = ServiceView),
-        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 400, description = "Malformed body, an empty command, or an env name that is not valid or is set by ebb", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
@@ -654,10 +656,44 @@ pub(crate) async fn deploy(
         DeployStrategy::Rolling => "rolling".to_string(),
         DeployStrategy::BlueGreen => "blue-green".to_string(),
     });
-    let request =
-        crate::controller::DeployRequest { command: request.command, env: request.env.unwrap_or_default(), strategy };
+    let names_a_change =
+        request.command.is_some() || request.image.is_some() || request.env.as_ref().is_some_and(|e| !e.is_empty());
+    // No change named: roll out what the config file says now.
+    let from_config = match names_a_change {
+        true => None,
+        false => Some(spec_in_config_file(&app.state.config_path, &name).await?),
+    };
+    let request = crate::controller::DeployRequest {
+        command: request.command,
+        env: request.env.unwrap_or_default(),
+        strategy,
+        image: request.image,
+        from_config,
+    };
     handle.deploy(request).await.map_err(lifecycle_error)?;
     Ok((StatusCode::ACCEPTED, Json(ServiceView::new(&handle.status()))).into_response())
+}
+
+/// Reads the config file `ebb up` was started with and returns `service`'s
+/// spec in it; an unreadable or invalid file is a 400 with the config error.
+async fn spec_in_config_file(path: &std::path::Path, service: &str) -> Result<crate::controller::ConfigSpec, ApiError> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the config file {} to deploy what it says: {e}", path.display()))
+    })?;
+    let config = ebb_core::config::Config::parse(&text, path).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("the config file is not valid, nothing was deployed:\n{e}"))
+    })?;
+    let Some(spec) = config.services.get(service) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("the config file {} no longer has service {service}; nothing was deployed", path.display()),
+        ));
+    };
+    Ok(crate::controller::ConfigSpec {
+        command: spec.command.clone(),
+        env: spec.env.clone(),
+        image: spec.container.as_ref().map(|c| c.image.clone()),
+    })
 }
 
 /// Rolls the service back to its previous spec version.
@@ -836,12 +872,13 @@ pub(crate) async fn list_events(
     params(MetricsQuery),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "One point per second, oldest first", body = [MetricsPoint]),
+        (status = 200, description = "Oldest first: one point per minute beyond the last 24 h (from the state file), one per second within them", body = [MetricsPoint]),
         (status = 400, description = "Malformed query, or no service named while there are several", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
         (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+        (status = 503, description = "The state file could not be read for older history", body = ErrorBody),
     ))]
 pub(crate) async fn metrics(
     State(app): State<App>,
@@ -866,7 +903,21 @@ pub(crate) async fn metrics(
             }
         }
     };
-    Ok(Json(handle.history.since(since_ms).iter().map(MetricsPoint::new).collect()))
+    let recent = handle.history.since(since_ms);
+    // Further back than memory holds (24 h): the state file's per-minute
+    // points, oldest first, then the per-second ones.
+    let oldest_in_memory = recent.first().map(|p| p.time_ms).unwrap_or(now_ms);
+    let mut points = Vec::new();
+    if since_ms + 60_000 < oldest_in_memory {
+        let (dir, name) = (app.state.state_dir.clone(), handle.name.clone());
+        let older = tokio::task::spawn_blocking(move || crate::state::read_minute_history(&dir, &name, since_ms))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the metric history: {e}")))?
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        points.extend(older.iter().filter(|p| p.time_ms + 60_000 <= oldest_in_memory).map(MetricsPoint::new));
+    }
+    points.extend(recent.iter().map(MetricsPoint::new));
+    Ok(Json(points))
 }
 
 /// Asks ebb to drain and stop everything (what `ebb down` does).

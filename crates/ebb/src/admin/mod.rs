@@ -68,6 +68,11 @@ pub struct AdminState {
     pub stop_requested: CancellationToken,
     /// The bearer token every mutating call must carry.
     pub token: Arc<AdminToken>,
+    /// The config file `ebb up` was started with: a deploy that names no
+    /// change rolls out what it says now.
+    pub config_path: std::path::PathBuf,
+    /// Where the state file is, for metric history older than the last 24 h.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// [`AdminState`] plus what the admin layer keeps for itself.
@@ -157,11 +162,13 @@ impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
 /// The admin router. `listen` is the listener's address (it decides whether
 /// reads need the token); `shutdown` ends event streams.
 pub fn router(state: AdminState, listen: SocketAddr, shutdown: CancellationToken) -> Router {
+    let resumed_after = state.events.resumed_after();
     let app: App = Arc::new(Shared {
         loopback_only: listen.ip().is_loopback(),
         state,
         limiter: Mutex::default(),
-        tally: Mutex::default(),
+        // Counters count this run's events, not the kept log of earlier runs.
+        tally: Mutex::new(prometheus::EventTally::after(resumed_after)),
         replica_errors: Mutex::default(),
         shutdown,
     });

@@ -67,6 +67,12 @@ impl EventTally {
         }
     }
 
+    /// A tally that counts only events after `seq` (those of this run,
+    /// when the log continues an earlier run's).
+    pub fn after(seq: u64) -> Self {
+        Self { last_seq: seq, ..Self::default() }
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
@@ -122,14 +128,26 @@ impl prometheus_client::collector::Collector for ConstHistograms {
     }
 }
 
-/// Request latency histograms of one service, per replica.
-// lead: the balancer's latency histogram and queue time hook in here. Return
-// one `HistogramSeries` per replica (labels service, replica) from the
-// proxy's per-backend histogram (seconds; buckets e.g. 1 ms .. 10 s), and add
-// a second `ConstHistograms` "ebb_service_queue_seconds" in `build_registry`
-// the same way for time spent waiting for a replica. Empty until then.
-fn latency_series(_handle: &ServiceHandle) -> Vec<HistogramSeries> {
-    Vec::new()
+/// Bucket bounds of the latency histograms, seconds.
+const LATENCY_BUCKETS_S: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+fn series(labels: Labels, counts: &crate::metrics::histogram::LatencyCounts) -> HistogramSeries {
+    let (sum, count, buckets) = counts.coarse_buckets(&LATENCY_BUCKETS_S);
+    HistogramSeries { labels, sum, count, buckets }
+}
+
+/// Request latency histograms of one service: per replica (since it
+/// joined) and for the whole service (since ebb started); and the service's
+/// queue time (waiting for a replica).
+fn latency_series(handle: &ServiceHandle) -> (Vec<HistogramSeries>, Vec<HistogramSeries>, Vec<HistogramSeries>) {
+    let replicas = handle
+        .backends()
+        .into_iter()
+        .map(|(id, backend)| series(rep(&handle.name, &id), &backend.latency.snapshot()))
+        .collect();
+    let total = handle.proxy.latency_total.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let queue = handle.proxy.queue_time_total.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    (replicas, vec![series(svc(&handle.name), &total)], vec![series(svc(&handle.name), &queue)])
 }
 
 /// Every ebb metric, registered on a fresh registry.
@@ -294,7 +312,7 @@ pub(crate) fn build_registry(app: &App) -> Registry {
         m.auth_lockouts.inc_by(limiter.total_lockouts);
     }
 
-    let mut latency = Vec::new();
+    let (mut latency, mut service_latency, mut queue_time) = (Vec::new(), Vec::new(), Vec::new());
     for handle in app.state.services.values() {
         let status = handle.status();
         let name = status.name.as_str();
@@ -390,15 +408,19 @@ pub(crate) fn build_registry(app: &App) -> Registry {
                 m.service_cpu_mean.get_or_create(&l).set(cpu);
             }
         }
-        latency.extend(latency_series(handle));
+        let (replicas, service, queue) = latency_series(handle);
+        latency.extend(replicas);
+        service_latency.extend(service);
+        queue_time.extend(queue);
     }
-    if !latency.is_empty() {
-        registry.register_collector(Box::new(ConstHistograms {
-            name: "replica_request_duration",
-            help: "Time from receiving a request to the end of the replica's response head",
-            unit: Some(Unit::Seconds),
-            series: latency,
-        }));
+    for (name, help, series) in [
+        ("replica_request_duration", "Time from receiving a request to the replica's response head, per replica since it joined", latency),
+        ("service_request_duration", "Time from receiving a request to the replica's response head, whole service since ebb started", service_latency),
+        ("service_queue_duration", "Time a request waited for a replica (max_in_flight queue, connect)", queue_time),
+    ] {
+        if !series.is_empty() {
+            registry.register_collector(Box::new(ConstHistograms { name, help, unit: Some(Unit::Seconds), series }));
+        }
     }
     registry
 }

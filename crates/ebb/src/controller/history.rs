@@ -48,6 +48,16 @@ impl MetricsHistory {
         points.push_back(point);
     }
 
+    /// Puts back points kept by the state store (oldest first).
+    pub fn restore(&self, restored: Vec<ServicePoint>) {
+        let mut points = self.points.lock().unwrap_or_else(|p| p.into_inner());
+        let skip = restored.len().saturating_sub(HISTORY_POINTS);
+        points.extend(restored.into_iter().skip(skip));
+        while points.len() > HISTORY_POINTS {
+            points.pop_front();
+        }
+    }
+
     /// Points with `time_ms > since_ms`, oldest first.
     pub fn since(&self, since_ms: u64) -> Vec<ServicePoint> {
         let points = self.points.lock().unwrap_or_else(|p| p.into_inner());

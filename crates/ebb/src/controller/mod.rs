@@ -13,6 +13,7 @@
 pub mod history;
 pub mod metric_source;
 pub mod probe;
+mod restart;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,10 +28,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::driver::{Driver, ExitReason, ReplicaSpec, RunningReplica};
+use crate::driver::{ContainerSpec, Driver, ExitReason, ReplicaSpec, RunningReplica};
 use crate::events::{EventKind, EventLog, NewEvent};
-use crate::metrics::cpu::{self, CpuMeter, GroupUsage};
+use crate::metrics::cpu::{CpuMeter, GroupUsage};
 use crate::proxy::{Backend, ServiceProxy};
+use crate::state::{ReplicaRecord, ServiceRecord, StateStore};
 use crate::status::{DeployStatus, ReplicaState, ReplicaStatus, ServiceStatus};
 
 /// How often the loop wakes without input (backoff expiry, status refresh).
@@ -71,6 +73,22 @@ pub struct DeployRequest {
     /// `rolling` or `blue-green`; the service's configured strategy when absent.
     #[serde(default)]
     pub strategy: Option<String>,
+    /// A new image (docker and swarm drivers): a new image tag is a new version.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The whole spec to roll out instead of changes to the current one:
+    /// what the config file says now (set by the admin API when a deploy
+    /// names no change).
+    #[serde(skip)]
+    pub from_config: Option<ConfigSpec>,
+}
+
+/// A service's spec as the config file has it now.
+#[derive(Debug, Clone)]
+pub struct ConfigSpec {
+    pub command: CommandSpec,
+    pub env: BTreeMap<String, String>,
+    pub image: Option<String>,
 }
 
 /// The result of a protect or interrupt request.
@@ -91,8 +109,16 @@ pub enum LifecycleError {
     Leaving { service: String, replica: String, state: String },
     #[error("service {service} is shutting down")]
     ShuttingDown { service: String },
+    /// Refused in the fleet's current state (another deploy runs, nothing to roll back to).
     #[error("service {service}: {message}")]
     Refused { service: String, message: String },
+    /// Applied, but the state file could not be written: it would not
+    /// survive a restart.
+    #[error("service {service}: the change was applied but could not be saved to the state file: {message}")]
+    NotSaved { service: String, message: String },
+    /// The request itself is malformed (an empty command, a bad env name).
+    #[error("service {service}: {message}")]
+    Invalid { service: String, message: String },
 }
 
 /// The result of a scale request.
@@ -117,6 +143,10 @@ pub struct ServiceHandle {
     /// Each live replica's own token (`EBB_REPLICA_TOKEN`): it allows that
     /// replica to protect itself, nothing else.
     replica_tokens: ReplicaTokens,
+    store: Option<StateStore>,
+    /// Cancelled once the replicas of an earlier run are adopted and the
+    /// first routable set is published.
+    restored: CancellationToken,
 }
 
 type ReplicaTokens = Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>;
@@ -127,6 +157,14 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl ServiceHandle {
+    /// Resolves once the controller has adopted what an earlier run left
+    /// and published its first routable set: the balancer starts accepting
+    /// then, so clients queued in the listen backlog during a restart are
+    /// not answered 503.
+    pub async fn restored(&self) {
+        self.restored.cancelled().await
+    }
+
     /// Current status, with live request counters read from the balancer.
     pub fn status(&self) -> ServiceStatus {
         self.snapshot.borrow().to_status()
@@ -136,6 +174,11 @@ impl ServiceHandle {
     pub fn replica_token_is(&self, replica: &str, token: &str) -> bool {
         let tokens = self.replica_tokens.read().unwrap_or_else(|p| p.into_inner());
         tokens.get(replica).is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+    }
+
+    /// The balancer's view of each current replica, by replica id.
+    pub fn backends(&self) -> Vec<(String, Arc<Backend>)> {
+        self.snapshot.borrow().backends.iter().map(|(id, b)| (id.clone(), b.clone())).collect()
     }
 
     /// Whether this service currently has a replica with that id.
@@ -176,15 +219,33 @@ impl ServiceHandle {
     ) -> Result<T, LifecycleError> {
         let gone = || LifecycleError::ShuttingDown { service: self.name.clone() };
         self.commands.send(Input::Command(cmd)).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        let answer = rx.await.map_err(|_| gone())?;
+        self.durable().await?;
+        answer
     }
 
-    /// Asks the controller to change desired capacity; `None` if it has stopped.
-    pub async fn set_desired(&self, desired: u32, reason: impl Into<String>) -> Option<ScaleOutcome> {
+    /// Waits until what the controller queued for the state file before it
+    /// answered is on disk: an acknowledged change survives a crash.
+    async fn durable(&self) -> Result<(), LifecycleError> {
+        match &self.store {
+            Some(store) => store
+                .sync()
+                .await
+                .map_err(|message| LifecycleError::NotSaved { service: self.name.clone(), message }),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks the controller to change desired capacity; answers once the
+    /// change is saved.
+    pub async fn set_desired(&self, desired: u32, reason: impl Into<String>) -> Result<ScaleOutcome, LifecycleError> {
         let (reply, rx) = oneshot::channel();
         let cmd = ControlCommand::SetDesired { desired, reason: reason.into(), reply };
-        self.commands.send(Input::Command(cmd)).ok()?;
-        rx.await.ok()
+        let gone = || LifecycleError::ShuttingDown { service: self.name.clone() };
+        self.commands.send(Input::Command(cmd)).map_err(|_| gone())?;
+        let outcome = rx.await.map_err(|_| gone())?;
+        self.durable().await?;
+        Ok(outcome)
     }
 }
 
@@ -198,6 +259,18 @@ pub struct ServiceContext {
     /// The admin API's base URL, given to replicas so they can protect
     /// themselves (`EBB_ADMIN_URL`).
     pub admin_url: String,
+    /// Where desired state, replicas and history are kept across restarts.
+    pub store: Option<StateStore>,
+    /// What the store held for this service when ebb started.
+    pub restored: RestoredService,
+}
+
+/// One service's part of what the state store held at start.
+#[derive(Debug, Default)]
+pub struct RestoredService {
+    pub record: Option<ServiceRecord>,
+    pub replicas: Vec<ReplicaRecord>,
+    pub history: Vec<history::ServicePoint>,
 }
 
 /// Starts the controller task of one service. It runs until `shutdown` is
@@ -214,8 +287,10 @@ pub fn spawn_service(ctx: ServiceContext, shutdown: CancellationToken, tracker: 
         snapshot: snapshot_rx.clone(),
         history: controller.history.clone(),
         replica_tokens: controller.replica_tokens.clone(),
+        store: controller.store.clone(),
+        restored: controller.restore_done.clone(),
     };
-    tracker.spawn(sample_usage(snapshot_rx.clone(), tx.clone(), shutdown.clone()));
+    tracker.spawn(sample_usage(controller.driver.clone(), snapshot_rx.clone(), tx.clone(), shutdown.clone()));
     if let Some(source) = controller.config.metric_source.clone() {
         tracker.spawn(read_metric_source(source, tx.clone(), shutdown.clone()));
     }
@@ -223,20 +298,31 @@ pub fn spawn_service(ctx: ServiceContext, shutdown: CancellationToken, tracker: 
     handle
 }
 
-/// Reads the CPU and memory of the service's replicas once a second, off the
-/// controller's loop (it scans `/proc`), and hands the readings in.
-async fn sample_usage(snapshot: watch::Receiver<Snapshot>, inbox: mpsc::UnboundedSender<Input>, stop: CancellationToken) {
+/// Reads the CPU and memory of the service's replicas once a second through
+/// the driver, off the controller's loop (it scans `/proc` or asks the
+/// engine), and hands the readings in.
+async fn sample_usage(
+    driver: Arc<dyn Driver>,
+    snapshot: watch::Receiver<Snapshot>,
+    inbox: mpsc::UnboundedSender<Input>,
+    stop: CancellationToken,
+) {
     let mut every = tokio::time::interval(SAMPLE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        // Samples are stamped with the tick's time, not the time the read
+        // finished: decisions then fall on whole seconds, as in `ebb
+        // simulate`, and a 3 s cooldown is not missed by a few ms of reading.
+        let at = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let pgids: Vec<i32> =
-            snapshot.borrow().service.replicas.iter().filter_map(|r| r.pid).map(|pid| pid as i32).collect();
-        let groups = tokio::task::spawn_blocking(move || cpu::read_groups(&pgids)).await.unwrap_or_default();
-        if inbox.send(Input::Usage { at: Instant::now(), groups }).is_err() {
+            at = every.tick() => at.into_std(),
+        };
+        let running = snapshot.borrow().running.clone();
+        let usage = tokio::select! {
+            _ = stop.cancelled() => return,
+            usage = driver.usage(&running) => usage,
+        };
+        if inbox.send(Input::Usage { at, usage }).is_err() {
             return;
         }
     }
@@ -277,8 +363,8 @@ enum Input {
     Started { replica: String, result: Result<RunningReplica, String> },
     Exited { replica: String, reason: ExitReason },
     Stopped { replica: String, result: Result<ExitReason, String> },
-    /// Once a second: CPU and memory by process group; time to decide.
-    Usage { at: Instant, groups: std::collections::HashMap<i32, GroupUsage> },
+    /// Once a second: CPU and memory by replica id; time to decide.
+    Usage { at: Instant, usage: std::collections::HashMap<String, GroupUsage> },
     /// A worker ran through its grace period: it is in service.
     WorkerReady { replica: String },
     /// A reading of the external metric source, or why it failed.
@@ -290,6 +376,8 @@ struct Replica {
     id: String,
     version: u64,
     started_at: Instant,
+    /// Unix milliseconds at start, for the state file.
+    started_ms: u64,
     state: ReplicaState,
     /// `None` while the driver is still launching it.
     running: Option<RunningReplica>,
@@ -337,6 +425,8 @@ struct Snapshot {
     service: ServiceStatus,
     /// Live counters, read when the status is asked for.
     backends: BTreeMap<String, Arc<Backend>>,
+    /// The replicas the driver runs, for the usage sampler.
+    running: Vec<RunningReplica>,
 }
 
 impl Snapshot {
@@ -395,19 +485,41 @@ struct ServiceController {
     external: Option<(Instant, f64)>,
     /// The metric source's last error, reported once until it recovers.
     external_error: Option<String>,
+    store: Option<StateStore>,
+    /// What was last written to the store, to write only changes.
+    saved_service: Option<ServiceRecord>,
+    saved_fingerprint: Option<restart::ServiceFingerprint>,
+    saved_replicas: std::collections::HashMap<String, ReplicaRecord>,
+    /// Replica records from the store, consumed by adoption at start.
+    restored_replicas: Vec<ReplicaRecord>,
+    /// Set once `run` has restored and adopted: before that nothing is saved.
+    restored: bool,
+    restore_done: CancellationToken,
+    /// While a deploy runs: why its replicas failed (id, what happened), so
+    /// the rollback reason says why, not only who. At most a few.
+    deploy_failures: Vec<(String, String)>,
 }
 
 /// What a version runs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct VersionSpec {
+    #[serde(with = "restart::command_serde")]
     command: CommandSpec,
     env: BTreeMap<String, String>,
+    /// The image a container replica of this version runs (`None`: the
+    /// process driver).
+    #[serde(default)]
+    image: Option<String>,
 }
 
 impl ServiceController {
     fn new(ctx: ServiceContext, inbox: mpsc::UnboundedSender<Input>) -> Self {
         let ctx_scaling = ctx.config.scaling.clone();
-        let first_spec = VersionSpec { command: ctx.config.command.clone(), env: ctx.config.env.clone() };
+        let first_spec = VersionSpec {
+            command: ctx.config.command.clone(),
+            env: ctx.config.env.clone(),
+            image: ctx.config.container.as_ref().map(|c| c.image.clone()),
+        };
         let bounds = ctx.config.replicas;
         Self {
             name: ctx.config.name.clone(),
@@ -439,7 +551,16 @@ impl ServiceController {
             deploy_wait: None,
             external: None,
             external_error: None,
+            store: ctx.store,
+            saved_service: None,
+            saved_fingerprint: None,
+            saved_replicas: Default::default(),
+            restored_replicas: Vec::new(),
+            restored: false,
+            restore_done: CancellationToken::new(),
+            deploy_failures: Vec::new(),
         }
+        .with_restored(ctx.restored)
     }
 
     /// The autoscaler's clock: time since this controller started.
@@ -453,19 +574,27 @@ impl ServiceController {
         snapshot: watch::Sender<Snapshot>,
         shutdown: CancellationToken,
     ) {
+        let adopted = self.adopt_survivors().await;
+        let start = match adopted {
+            0 => "starting".to_string(),
+            n => format!("resuming with {n} replicas adopted from the previous run; keeping"),
+        };
         self.record(NewEvent::new(
             &self.name,
             EventKind::FleetStarting,
             format!(
-                "starting {} replicas (min {}, max {}) with the {} driver",
+                "{start} {} replicas (min {}, max {}) with the {} driver",
                 self.desired,
                 self.config.replicas.min,
                 self.config.replicas.max,
                 self.driver.name()
             ),
         ));
+        self.restored = true;
         self.reconcile();
+        self.persist();
         snapshot.send_replace(self.snapshot());
+        self.restore_done.cancel();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -478,6 +607,7 @@ impl ServiceController {
                 _ = tick.tick() => {}
             }
             self.reconcile();
+            self.persist();
             snapshot.send_replace(self.snapshot());
         }
         self.shut_down(&mut rx, &snapshot).await;
@@ -508,7 +638,10 @@ impl ServiceController {
                     self.retire(&replica, "ebb is shutting down");
                 }
                 Input::Started { replica, result: Err(_) } => self.forget(&replica),
-                Input::Stopped { .. } => self.handle(input),
+                Input::Stopped { .. } => {
+                    self.handle(input);
+                    self.persist_replicas();
+                }
                 Input::Command(ControlCommand::SetDesired { reply, .. }) => {
                     let _ = reply.send(ScaleOutcome {
                         service: self.name.clone(),
@@ -553,24 +686,31 @@ impl ServiceController {
         match input {
             Input::Command(ControlCommand::SetDesired { desired, reason, reply }) => {
                 let outcome = self.set_desired(desired, &reason);
+                self.persist();
                 let _ = reply.send(outcome);
             }
             Input::Command(ControlCommand::Protect { replica, protected, reply }) => {
-                let _ = reply.send(self.protect(&replica, protected));
+                let outcome = self.protect(&replica, protected);
+                self.persist();
+                let _ = reply.send(outcome);
             }
             Input::Command(ControlCommand::Interrupt { replica, notice, reply }) => {
                 let _ = reply.send(self.interrupt(&replica, notice));
             }
             Input::Command(ControlCommand::Deploy { request, reply }) => {
-                let _ = reply.send(self.start_deploy(request));
+                let outcome = self.start_deploy(request);
+                self.persist();
+                let _ = reply.send(outcome);
             }
             Input::Command(ControlCommand::Rollback { reply }) => {
-                let _ = reply.send(self.rollback());
+                let outcome = self.rollback();
+                self.persist();
+                let _ = reply.send(outcome);
             }
             Input::Started { replica, result } => self.on_started(&replica, result),
             Input::Probe { replica, outcome } => self.on_probe(&replica, outcome),
             Input::Exited { replica, reason } => self.on_exited(&replica, reason),
-            Input::Usage { at, groups } => self.on_usage(at, &groups),
+            Input::Usage { at, usage } => self.on_usage(at, &usage),
             Input::External { at, reading } => self.on_external(at, reading),
             Input::WorkerReady { replica } => self.on_worker_ready(&replica),
             Input::Stopped { replica, result } => {
@@ -659,6 +799,10 @@ impl ServiceController {
         LifecycleError::Refused { service: self.name.clone(), message: message.into() }
     }
 
+    fn invalid(&self, message: impl Into<String>) -> LifecycleError {
+        LifecycleError::Invalid { service: self.name.clone(), message: message.into() }
+    }
+
     fn start_deploy(&mut self, request: DeployRequest) -> Result<DeployStatus, LifecycleError> {
         if let Some(deploy) = &self.deploy {
             return Err(self.refused(format!(
@@ -672,29 +816,47 @@ impl ServiceController {
             None => self.config.deploy.clone(),
             Some(name) => match Strategy::from_name(name) {
                 Some(strategy) => self.config.deploy.clone().with_strategy(strategy),
-                None => return Err(self.refused(format!("unknown strategy {name:?}; use rolling or blue-green"))),
+                None => return Err(self.invalid(format!("unknown strategy {name:?}; use rolling or blue-green"))),
             },
         };
         let current = self.specs[&self.version].clone();
         let mut next = current.clone();
+        if let Some(spec) = request.from_config {
+            next = VersionSpec { command: spec.command, env: spec.env, image: spec.image };
+            if next == current {
+                return Err(self.refused(format!(
+                    "nothing to deploy: v{} already runs what the config file says for {}; edit it, or pass --command, --image or --env",
+                    self.version, self.name
+                )));
+            }
+        }
         if let Some(command) = request.command {
             if command.trim().is_empty() {
-                return Err(self.refused("the new command is empty"));
+                return Err(self.invalid("the new command is empty"));
             }
             next.command = CommandSpec::Shell(command);
         }
+        if let Some(image) = request.image {
+            if next.image.is_none() {
+                return Err(self.refused("--image applies to services with driver = \"docker\" or \"swarm\"; this one runs local processes"));
+            }
+            if image.trim().is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(self.refused(format!("image {image:?} is not an image reference, e.g. ebb-demo:v2")));
+            }
+            next.image = Some(image);
+        }
         for (key, value) in request.env {
             if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
-                return Err(self.refused(format!("env {key:?} is not a valid variable; write NAME=value")));
+                return Err(self.invalid(format!("env {key:?} is not a valid variable; write NAME=value")));
             }
             if key == "PORT" || key.starts_with("EBB_") {
-                return Err(self.refused(format!("env {key} is set by ebb for each replica; use another name")));
+                return Err(self.invalid(format!("env {key} is set by ebb for each replica; use another name")));
             }
             next.env.insert(key, value);
         }
         if next == current {
             return Err(self.refused(format!(
-                "nothing to deploy: v{} already runs this command and environment; pass --command or --env",
+                "nothing to deploy: v{} already runs this command, image and environment; pass --command, --image or --env",
                 self.version
             )));
         }
@@ -709,6 +871,7 @@ impl ServiceController {
         ));
         self.deploy = Some(deploy);
         self.deploy_wait = None;
+        self.deploy_failures.clear();
         self.step_deploy();
         Ok(self.deploy_status().expect("deploy just started"))
     }
@@ -726,7 +889,10 @@ impl ServiceController {
         }
         // No deploy running: deploy the version before this one again.
         let Some(previous) = self.specs.range(..self.version).next_back().map(|(v, spec)| (*v, spec.clone())) else {
-            return Err(self.refused(format!("nothing to roll back to: v{} is the only version", self.version)));
+            return Err(self.refused(format!(
+                "nothing to roll back to: no deploy is running and no version came before v{}",
+                self.version
+            )));
         };
         let from = self.version;
         let to = self.specs.keys().next_back().copied().unwrap_or(from) + 1;
@@ -739,6 +905,7 @@ impl ServiceController {
         ));
         self.deploy = Some(deploy);
         self.deploy_wait = None;
+        self.deploy_failures.clear();
         self.step_deploy();
         Ok(self.deploy_status().or_else(|| self.last_deploy.clone()).expect("a deploy ran"))
     }
@@ -764,7 +931,20 @@ impl ServiceController {
 
     fn deploy_status(&self) -> Option<DeployStatus> {
         let deploy = self.deploy.as_ref()?;
-        Some(Self::describe_deploy(deploy, &self.deploy_views()))
+        let mut status = Self::describe_deploy(deploy, &self.deploy_views());
+        status.rollback_reason = status.rollback_reason.map(|r| self.with_failure_causes(r));
+        Some(status)
+    }
+
+    /// The planner names the replica that failed (`web-7 (v4) failed during
+    /// the deploy`); add what happened to it and where its output is.
+    fn with_failure_causes(&self, mut reason: String) -> String {
+        for (id, cause) in &self.deploy_failures {
+            if reason.contains(&format!("{id} (v")) && !reason.contains(cause.as_str()) {
+                reason.push_str(&format!("; {id} {cause} (its output: `ebb logs {id}`)"));
+            }
+        }
+        reason
     }
 
     fn describe_deploy(deploy: &Deploy, views: &[ReplicaView]) -> DeployStatus {
@@ -811,7 +991,10 @@ impl ServiceController {
                 }
                 DeployAction::Finish { outcome, reason } => {
                     let deploy = self.deploy.take().expect("finishing a running deploy");
-                    let status = Self::describe_deploy(&deploy, &views);
+                    let mut status = Self::describe_deploy(&deploy, &views);
+                    status.rollback_reason = status.rollback_reason.map(|r| self.with_failure_causes(r));
+                    let reason = self.with_failure_causes(reason);
+                    self.deploy_failures.clear();
                     self.version = deploy.target_version();
                     self.routes_only = None;
                     self.published_routable.clear();
@@ -867,22 +1050,21 @@ impl ServiceController {
 
     /// Once a second: turn readings into a sample, let the autoscaler decide,
     /// and apply its change (with the event that explains it).
-    fn on_usage(&mut self, at: Instant, groups: &std::collections::HashMap<i32, GroupUsage>) {
+    fn on_usage(&mut self, at: Instant, usage_by_replica: &std::collections::HashMap<String, GroupUsage>) {
         let now = at.saturating_duration_since(self.origin);
         let origin = self.origin;
         let allotment = self.config.cpu;
         let mut sample = ServiceSample::new(now);
-        let mut live_pgids = Vec::new();
+        let mut live_ids = Vec::new();
         let mut concurrency = 0u64;
         let mut service_requests = 0u64;
         for r in self.replicas.iter_mut().filter(|r| r.is_active() && !r.stopping) {
             let mut replica = ReplicaSample::new(&r.id, r.in_service_since.map(|t| t.saturating_duration_since(origin)));
-            if let Some(pid) = r.running.as_ref().and_then(|x| x.pid) {
-                let pgid = pid as i32;
-                live_pgids.push(pgid);
-                match groups.get(&pgid) {
+            if r.running.is_some() {
+                live_ids.push(r.id.clone());
+                match usage_by_replica.get(&r.id) {
                     Some(usage) => {
-                        r.cpu_percent = self.cpu_meter.utilisation(pgid, at, usage, allotment);
+                        r.cpu_percent = self.cpu_meter.utilisation(&r.id, at, usage, allotment);
                         r.rss_bytes = Some(usage.rss_bytes);
                     }
                     None => {
@@ -903,7 +1085,7 @@ impl ServiceController {
             }
             sample.replicas.push(replica);
         }
-        self.cpu_meter.retain(&live_pgids);
+        self.cpu_meter.retain(&live_ids);
         // Requests of replicas that left are gone from the sum; never negative.
         sample.requests_per_s = Some(service_requests.saturating_sub(self.service_requests_at_last_sample.min(service_requests)) as f64);
         self.service_requests_at_last_sample = service_requests;
@@ -917,6 +1099,8 @@ impl ServiceController {
         // This second's latencies, as the balancer recorded them.
         let latency = self.proxy.latency.take();
         let queue = self.proxy.queue_time.take();
+        self.proxy.latency_total.lock().unwrap_or_else(|p| p.into_inner()).merge(&latency);
+        self.proxy.queue_time_total.lock().unwrap_or_else(|p| p.into_inner()).merge(&queue);
         sample.p95_ms = latency.quantile_ms(0.95);
         sample.p99_ms = latency.quantile_ms(0.99);
         sample.queue_time_ms = queue.mean_ms();
@@ -946,7 +1130,7 @@ impl ServiceController {
             self.desired = change.to;
         }
         self.maybe_interrupt_at_random();
-        self.history.push(history::ServicePoint {
+        self.push_history(history::ServicePoint {
             time_ms: crate::events::unix_ms(std::time::SystemTime::now()),
             desired: self.desired,
             in_service: fleet.in_service,
@@ -964,7 +1148,7 @@ impl ServiceController {
     /// an interruption notice, as a spot instance would (about once per
     /// `interrupt_every`, checked once a second).
     fn maybe_interrupt_at_random(&mut self) {
-        let Some(chaos) = self.config.chaos.clone() else { return };
+        let Some(chaos) = self.config.chaos else { return };
         if rand::random::<f64>() >= chaos.chance(SAMPLE_EVERY) {
             return;
         }
@@ -1127,6 +1311,9 @@ impl ServiceController {
                 );
                 let never_served = !r.ever_in_service;
                 r.state = ReplicaState::Failed;
+                if self.deploy.is_some() && self.deploy_failures.len() < 8 {
+                    self.deploy_failures.push((id.to_string(), why.clone()));
+                }
                 self.events.record(NewEvent::new(&name, EventKind::ReplicaUnhealthy, why).replica(id));
                 if never_served {
                     self.count_failure();
@@ -1146,6 +1333,9 @@ impl ServiceController {
         let never_served = !r.ever_in_service;
         let age = r.started_at.elapsed().as_secs_f64();
         r.state = ReplicaState::Failed;
+        if self.deploy.is_some() && self.deploy_failures.len() < 8 {
+            self.deploy_failures.push((id.to_string(), format!("{reason} after {age:.1} s")));
+        }
         self.events.record(
             NewEvent::new(&name, EventKind::ReplicaExited, format!("replica {reason} after {age:.1} s; replacing it")).replica(id),
         );
@@ -1314,11 +1504,13 @@ impl ServiceController {
             env,
             state_dir: self.state_dir.clone(),
             log_path: self.state_dir.join("logs").join(format!("{id}.log")),
+            container: ContainerSpec::from_config(&self.config, spec.image.as_deref()),
         };
         self.replicas.push(Replica {
             id: id.clone(),
             version,
             started_at: Instant::now(),
+            started_ms: crate::events::unix_ms(std::time::SystemTime::now()),
             state: ReplicaState::Starting,
             running: None,
             backend: None,
@@ -1419,7 +1611,8 @@ impl ServiceController {
             replicas,
         };
         let backends = self.replicas.iter().filter_map(|r| r.backend.clone().map(|b| (r.id.clone(), b))).collect();
-        Snapshot { service, backends }
+        let running = self.replicas.iter().filter(|r| !r.stopping).filter_map(|r| r.running.clone()).collect();
+        Snapshot { service, backends, running }
     }
 }
 

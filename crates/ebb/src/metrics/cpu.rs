@@ -1,22 +1,24 @@
-//! CPU and memory of a replica's whole process group, read from `/proc`.
+//! CPU and memory of a replica: [`read_groups`] reads a process group's
+//! totals from `/proc` (the process driver's `usage`), and [`CpuMeter`]
+//! turns any driver's cumulative readings into utilisation.
 //!
-//! A replica is a process group (the process driver starts each in its own),
-//! so its CPU is the sum over every process whose pgrp is the replica's
-//! pgid: `sh -c` wrappers, workers and all. Utilisation is the CPU time used
-//! between two samples over the wall time between them, relative to the
-//! replica's allotment (`cpu` in the config), like AWS's `CPUUtilization`.
+//! A process-driver replica is a process group, so its CPU is the sum over
+//! every process whose pgrp is the replica's pgid: `sh -c` wrappers, workers
+//! and all. Utilisation is the CPU time used between two samples over the
+//! wall time between them, relative to the replica's allotment (`cpu` in the
+//! config), like AWS's `CPUUtilization`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// One reading of a process group's totals.
+/// One reading of a replica's totals (a process group's, or a container's).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GroupUsage {
     /// utime + stime of every live process in the group, in seconds.
     pub cpu_seconds: f64,
     /// Resident memory of the group, in bytes.
     pub rss_bytes: u64,
-    /// Processes found in the group.
+    /// Processes found in the group (or in the container).
     pub processes: u32,
 }
 
@@ -78,18 +80,18 @@ pub fn read_groups(pgids: &[i32]) -> HashMap<i32, GroupUsage> {
     out
 }
 
-/// Turns successive readings into utilisation percentages.
+/// Turns successive readings into utilisation percentages, per replica id.
 #[derive(Debug, Default)]
 pub struct CpuMeter {
-    last: HashMap<i32, (Instant, f64)>,
+    last: HashMap<String, (Instant, f64)>,
 }
 
 impl CpuMeter {
-    /// Utilisation of the group since the previous call, as a percentage of
-    /// `allotment_cores` (100 % = the whole allotment busy). `None` on the
+    /// Utilisation of the replica since the previous call, as a percentage
+    /// of `allotment_cores` (100 % = the whole allotment busy). `None` on the
     /// first reading or when no time has passed: there is no rate yet.
-    pub fn utilisation(&mut self, pgid: i32, now: Instant, usage: &GroupUsage, allotment_cores: f64) -> Option<f64> {
-        let previous = self.last.insert(pgid, (now, usage.cpu_seconds));
+    pub fn utilisation(&mut self, replica: &str, now: Instant, usage: &GroupUsage, allotment_cores: f64) -> Option<f64> {
+        let previous = self.last.insert(replica.to_string(), (now, usage.cpu_seconds));
         let (then, cpu_then) = previous?;
         let wall = now.checked_duration_since(then).unwrap_or(Duration::ZERO).as_secs_f64();
         if wall <= 0.0 || allotment_cores <= 0.0 {
@@ -100,9 +102,9 @@ impl CpuMeter {
         Some(used / wall / allotment_cores * 100.0)
     }
 
-    /// Forgets groups that are no longer watched.
-    pub fn retain(&mut self, live: &[i32]) {
-        self.last.retain(|pgid, _| live.contains(pgid));
+    /// Forgets replicas that are no longer watched.
+    pub fn retain(&mut self, live: &[String]) {
+        self.last.retain(|id, _| live.contains(id));
     }
 }
 
@@ -122,12 +124,12 @@ mod tests {
         let mut meter = CpuMeter::default();
         let t0 = Instant::now();
         let usage = |s| GroupUsage { cpu_seconds: s, rss_bytes: 0, processes: 1 };
-        assert_eq!(meter.utilisation(7, t0, &usage(10.0), 0.5), None, "no rate from one reading");
+        assert_eq!(meter.utilisation("web-1", t0, &usage(10.0), 0.5), None, "no rate from one reading");
         // 0.25 s of CPU in 1 s on half a core = 50 %.
-        let u = meter.utilisation(7, t0 + Duration::from_secs(1), &usage(10.25), 0.5).unwrap();
+        let u = meter.utilisation("web-1", t0 + Duration::from_secs(1), &usage(10.25), 0.5).unwrap();
         assert!((u - 50.0).abs() < 1e-9, "{u}");
         // A process left the group: usage never goes negative.
-        let u = meter.utilisation(7, t0 + Duration::from_secs(2), &usage(9.0), 0.5).unwrap();
+        let u = meter.utilisation("web-1", t0 + Duration::from_secs(2), &usage(9.0), 0.5).unwrap();
         assert_eq!(u, 0.0);
     }
 

@@ -60,6 +60,11 @@ impl AtomicHistogram {
         self.buckets[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The counts so far, leaving them in place (for cumulative totals).
+    pub fn snapshot(&self) -> LatencyCounts {
+        LatencyCounts { buckets: self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect() }
+    }
+
     /// Takes the counts recorded since the last call, leaving zeros.
     pub fn take(&self) -> LatencyCounts {
         LatencyCounts { buckets: self.buckets.iter().map(|b| b.swap(0, Ordering::Relaxed)).collect() }
@@ -104,6 +109,24 @@ impl LatencyCounts {
             }
         }
         None
+    }
+
+    /// Folds the fine buckets into coarse ones with the given upper bounds
+    /// (seconds, ascending; `+Inf` is added): returns (sum in seconds,
+    /// count, per-bucket counts), as a Prometheus histogram wants them.
+    /// Each fine bucket goes whole into the first bound at or above its
+    /// ceiling, so a count may land one coarse bucket high, never low.
+    pub fn coarse_buckets(&self, bounds_s: &[f64]) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut out: Vec<(f64, u64)> = bounds_s.iter().map(|b| (*b, 0)).collect();
+        out.push((f64::INFINITY, 0));
+        let mut sum = 0.0;
+        for (i, n) in self.buckets.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let seconds = bucket_ceiling(i) as f64 / 1e6;
+            sum += seconds * *n as f64;
+            let slot = out.iter().position(|(bound, _)| seconds <= *bound).unwrap_or(out.len() - 1);
+            out[slot].1 += n;
+        }
+        (sum, self.count(), out)
     }
 
     /// Mean in milliseconds (bucket ceilings), `None` when empty.

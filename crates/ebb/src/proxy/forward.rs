@@ -206,8 +206,10 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) ->
     };
 
     // Step 5.
-    proxy.latency.record(arrived.elapsed());
+    let elapsed = arrived.elapsed();
+    proxy.latency.record(elapsed);
     let backend = dispatched.backend();
+    backend.latency.record(elapsed);
     backend.requests.fetch_add(1, Ordering::Relaxed);
     if response.status().is_server_error() {
         backend.server_errors.fetch_add(1, Ordering::Relaxed);

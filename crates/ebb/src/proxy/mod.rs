@@ -62,6 +62,9 @@ pub struct Backend {
     pub server_errors: AtomicU64,
     /// Connection attempts that failed (refused, reset, timed out).
     pub connect_failures: AtomicU64,
+    /// Latency of every request this replica answered, since it joined
+    /// (never reset: Prometheus wants cumulative histograms).
+    pub latency: crate::metrics::histogram::AtomicHistogram,
     /// Idle keep-alive connections to this replica (LIFO, so the warmest is
     /// reused first).
     pool: upstream::Pool,
@@ -76,6 +79,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             server_errors: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            latency: Default::default(),
             pool: upstream::Pool::new(),
         }
     }
@@ -159,6 +163,10 @@ pub struct ServiceProxy {
     /// Time from arrival until a replica connection took the request:
     /// how long it waited for a replica.
     pub queue_time: crate::metrics::histogram::AtomicHistogram,
+    /// Every second's `latency` and `queue_time`, added up since start by
+    /// the controller (for Prometheus, off the request path).
+    pub latency_total: std::sync::Mutex<crate::metrics::histogram::LatencyCounts>,
+    pub queue_time_total: std::sync::Mutex<crate::metrics::histogram::LatencyCounts>,
     /// Requests waiting for a replica under `max_in_flight`.
     pub(crate) queued: AtomicU64,
     /// Wakes queued requests: a request ended or the routable set changed.
@@ -181,6 +189,8 @@ impl ServiceProxy {
             stats: ProxyStats::default(),
             latency: Default::default(),
             queue_time: Default::default(),
+            latency_total: Default::default(),
+            queue_time_total: Default::default(),
             queued: AtomicU64::new(0),
             slot_freed: tokio::sync::Notify::new(),
             routable: ArcSwap::from_pointee(Vec::new()),

@@ -122,9 +122,9 @@ fn render_chart(out: &mut String, plan: &Plan, chart: &Chart<'_>) {
     let x = |t: f64| LEFT + t / seconds * plot_w;
     let y = |v: f64| TOP + plot_h - v.clamp(0.0, y_max) / y_max * plot_h;
 
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<figure id=\"{}\"><svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\" aria-label=\"{}\">\n",
+        "<figure id=\"{}\"><svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\" aria-label=\"{}\">",
         chart.id,
         esc(&chart.title)
     );

@@ -44,9 +44,11 @@ pub fn parse_since(text: &str, now: SystemTime) -> Result<u64, String> {
     Ok(crate::events::unix_ms(at))
 }
 
-/// The requests per second the running ebb recorded for `service` since
-/// `since`, one rate per second. Seconds the history lacks (ebb was busy or
-/// restarting) repeat the rate before them.
+/// The requests per second ebb recorded for `service` since `since`, one
+/// rate per second: from the running ebb's admin API, or, when none
+/// answers, from its state file (per second for 24 h, per minute beyond).
+/// Seconds the history lacks (ebb was busy or stopped) repeat the rate
+/// before them.
 pub async fn history(config: &Config, service: &str, since: &str) -> anyhow::Result<Trace> {
     let since_ms = parse_since(since, SystemTime::now()).map_err(|e| anyhow!(e))?;
     let addr = config.admin.listen;
@@ -61,13 +63,21 @@ pub async fn history(config: &Config, service: &str, since: &str) -> anyhow::Res
     let request = http::Request::get(&uri).body(Empty::new())?;
     let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
         .await
-        .map_err(|_| anyhow!("--history: ebb at http://{addr} did not answer GET {path} within 30 s"))?
-        .map_err(|e| {
+        .map_err(|_| anyhow!("--history: ebb at http://{addr} did not answer GET {path} within 30 s"))?;
+    let response = match response {
+        Ok(response) => response,
+        Err(e) => {
+            // No ebb running: read what it kept in its state file.
+            if let Some(points) = crate::state::read_history(&config.state_dir, service, since_ms)? {
+                return trace_from_history(&points, service, since);
+            }
             let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
-            anyhow!(
-                "--history reads the metrics a running ebb recorded, but nothing answers at http://{addr} ({cause}); start it with `ebb up`, or simulate a recorded trace with --trace"
-            )
-        })?;
+            bail!(
+                "--history reads the metrics ebb recorded, but nothing answers at http://{addr} ({cause}) and there is no state file in {}; start it with `ebb up`, or simulate a recorded trace with --trace",
+                config.state_dir.display()
+            );
+        }
+    };
     let status = response.status();
     let body = response.into_body().collect().await.context("--history: reading the metric history")?.to_bytes();
     if status == http::StatusCode::NOT_FOUND {

@@ -8,8 +8,12 @@
 //!   or a running ebb's recorded history (`GET /api/v1/metrics`);
 //! - [`output`]: the decision log (worded as `ebb events` prints it), the
 //!   summary table, `--json`, `--csv`;
-//! - [`html`]: the `--report` page, hand-written SVG charts, no scripts.
+//! - [`html`]: the `--report` page, hand-written SVG charts, no scripts;
+//! - [`calibrate`]: `--calibrate URL`, which measures a replica's capacity
+//!   (with `ebb load`'s client) and boot time (with the process driver and
+//!   the health checks) instead of guessing them.
 
+pub mod calibrate;
 pub mod html;
 pub mod input;
 pub mod output;
@@ -35,13 +39,19 @@ Traffic (one of):
                     step:base=50,peak=400,at=5m,hold=30m,duration=1h   diurnal:base=20,peak=200,peak_at=14h
   --history SINCE   what the running ebb recorded for the service (e.g. 2h, or 2026-01-05T08:00:00Z)
 
+Or measure the model instead of simulating:
+  --calibrate URL   ramp load against URL (one replica) for its capacity and, with -f ebb.toml,
+                    start the service's replica a few times for its boot time; prints the flags
+
 Examples:
   ebb simulate --shape step:base=50,peak=400,at=5m                  # what does my policy do on a step?
   ebb simulate --trace day.csv --preset aws --preset hpa --report day.html
   ebb simulate -f ebb.toml --trace access.log --compare tuned.toml --csv run.csv
   ebb simulate --shape diurnal:peak=40000 --max 1000 --json
+  ebb simulate -f ebb.toml --calibrate http://127.0.0.1:8081/work?cpu_ms=10   # measure --capacity and --boot
 
-Exit status: 0 when the simulation ran, 2 for bad input (config, arguments, trace).")]
+Exit status: 0 when the simulation (or calibration) ran, 2 for bad input (config, arguments, trace),
+1 when --calibrate could not measure (the URL does not answer, errors, a replica that does not boot).")]
 pub struct SimulateArgs {
     /// The service whose policy to simulate (needed when the config has several).
     #[arg(long, value_name = "NAME")]
@@ -143,6 +153,27 @@ pub struct SimulateArgs {
     /// Print only the summary, not the decision log.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Measure instead of simulating: ramp load against URL (one replica,
+    /// e.g. http://127.0.0.1:8081/work) with ebb load's client, doubling the
+    /// connections until throughput stops rising or p99 crosses the --slo
+    /// threshold, for --capacity; and with a config (-f, --service), start
+    /// one replica a few times and time it to its first passing health
+    /// check, for --boot. Prints the flags to paste (--json: an object).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["trace", "shape", "history", "compare", "preset", "report", "csv", "quiet"])]
+    pub calibrate: Option<String>,
+
+    /// With --calibrate: the longest the load ramp may run (it stops
+    /// sooner once throughput stops rising), and the longest one replica
+    /// may take to pass a health check [default: 20s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub calibrate_duration: Option<Duration>,
+
+    /// With --calibrate and a config: how many times to start a replica
+    /// to time its boot (the median counts); 0 does not start any
+    /// [default: 3].
+    #[arg(long, value_name = "N")]
+    pub calibrate_starts: Option<u32>,
 }
 
 /// A duration: `5m`, `1h30m`, `500ms`, or bare seconds (`300`).
@@ -179,6 +210,13 @@ pub struct Plan {
 
 /// `ebb simulate`.
 pub async fn run(args: SimulateArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.calibrate {
+        return calibrate::run(&args, url, config_path).await;
+    }
+    if args.calibrate_duration.is_some() || args.calibrate_starts.is_some() {
+        eprintln!("error: --calibrate-duration and --calibrate-starts go with --calibrate URL");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
     let plan = match plan(&args, config_path).await {
         Ok(plan) => plan,
         Err(error) => {
@@ -226,6 +264,31 @@ pub async fn run(args: SimulateArgs, config_path: &Path) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// The service to simulate (or calibrate): `--service`, or the config's
+/// only one.
+fn choose_service(config: &Config, service: Option<&str>, config_path: &Path) -> anyhow::Result<String> {
+    let name = match service {
+        Some(name) => name.to_string(),
+        None if config.services.len() == 1 => config.services.keys().next().unwrap().clone(),
+        None => {
+            return Err(bad(format!(
+                "error: {} has {} services ({}); choose one with --service NAME",
+                config_path.display(),
+                config.services.len(),
+                config.services.keys().cloned().collect::<Vec<_>>().join(", ")
+            )))
+        }
+    };
+    if !config.services.contains_key(&name) {
+        return Err(bad(format!(
+            "error: {} has no service {name:?} (it has: {})",
+            config_path.display(),
+            config.services.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(name)
+}
+
 fn load_config(path: &Path) -> anyhow::Result<Config> {
     let source = std::fs::read_to_string(path).map_err(|e| {
         bad(format!("{}: error: cannot read the config file: {e}; create one (see docs/config.md) or pass -f FILE", path.display()))
@@ -241,25 +304,8 @@ fn file_name(path: &Path) -> String {
 /// it is known good.
 pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Plan> {
     let config = load_config(config_path)?;
-    let service_name = match &args.service {
-        Some(name) => name.clone(),
-        None if config.services.len() == 1 => config.services.keys().next().unwrap().clone(),
-        None => {
-            return Err(bad(format!(
-                "error: {} has {} services ({}); choose one with --service NAME",
-                config_path.display(),
-                config.services.len(),
-                config.services.keys().cloned().collect::<Vec<_>>().join(", ")
-            )))
-        }
-    };
-    let Some(service) = config.services.get(&service_name) else {
-        return Err(bad(format!(
-            "error: {} has no service {service_name:?} (it has: {})",
-            config_path.display(),
-            config.services.keys().cloned().collect::<Vec<_>>().join(", ")
-        )));
-    };
+    let service_name = choose_service(&config, args.service.as_deref(), config_path)?;
+    let service = &config.services[&service_name];
 
     let slo = Slo::parse(&args.slo).map_err(|e| bad(format!("error: {e}")))?;
     if !(args.capacity.is_finite() && args.capacity > 0.0) {

@@ -16,8 +16,25 @@ use std::time::{Duration, Instant};
 
 pub const EBB: &str = env!("CARGO_BIN_EXE_ebb");
 
-/// A free loopback port (bound and released; good enough for tests).
+/// A free loopback port for a test listener, bound and released.
+///
+/// Picked below the kernel's ephemeral range (32768+): a port taken from
+/// that range can be reused as the local port of any outgoing connection
+/// (load tests open thousands) between the check here and ebb's bind, and
+/// ebb then fails with "address in use". Each test process starts at its
+/// own offset so parallel tests and test binaries rarely meet.
 pub fn free_port() -> u16 {
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+        let port = (FIRST + (base + n * 37) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -173,22 +190,45 @@ impl Ebb {
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("ebb.toml");
         std::fs::write(&config, make(admin, listen)).unwrap();
-        let log = std::fs::File::create(dir.path().join("ebb-up.log")).unwrap();
-        let child = Command::new(EBB)
-            .arg("-f")
-            .arg(&config)
-            .arg("up")
-            .env("EBB_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn ebb up");
-        let ebb = Ebb { dir, config, admin, listen, child: Some(child), seen_pids: Default::default() };
-        wait_for("the admin API to answer", Duration::from_secs(20), || {
-            http(ebb.admin, "GET", "/api/v1/status", None).ok().filter(|r| r.status == 200)
-        });
+        let child = spawn_up(dir.path(), &config);
+        let mut ebb = Ebb { dir, config, admin, listen, child: Some(child), seen_pids: Default::default() };
+        ebb.wait_admin();
         ebb
+    }
+
+    /// Waits until the admin API answers. If `ebb up` exits first, the
+    /// test fails at once with its log instead of after a silent timeout.
+    fn wait_admin(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if http(self.admin, "GET", "/api/v1/status", None).is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                panic!("ebb up exited ({status}) before its admin API answered:\n{}", self.up_log());
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after 20s waiting for the admin API to answer; ebb up's log:\n{}", self.up_log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills `ebb up` with SIGKILL, as a crash would: its replicas live on
+    /// in their own process groups.
+    pub fn kill_up(&mut self) {
+        let mut child = self.child.take().expect("ebb up is running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts `ebb up` again on the same config and state directory and
+    /// waits until its admin API answers.
+    pub fn restart_up(&mut self) {
+        assert!(self.child.is_none(), "ebb up is still running");
+        self.child = Some(spawn_up(self.dir.path(), &self.config));
+        self.wait_admin();
     }
 
     /// The admin API's bearer token, as `ebb up` wrote it in the state
@@ -274,6 +314,54 @@ impl Ebb {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// An example config from the repository (`path` relative to its root)
+/// with this test's own ports and state directory, and `image` in place of
+/// the example's (container examples).
+pub fn example_config(path: &str, image: Option<&str>, admin: SocketAddr, listen: SocketAddr) -> String {
+    let text = std::fs::read_to_string(format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("state_dir") {
+            out.push_str("state_dir = \"state\"\n");
+        } else if trimmed.starts_with("listen") && out.trim_end().ends_with("[admin]") {
+            out.push_str(&format!("listen = \"{admin}\"\n"));
+        } else if trimmed.starts_with("listen") {
+            out.push_str(&format!("listen = \"{listen}\"\n"));
+        } else if let (true, Some(image)) = (trimmed.starts_with("image"), image) {
+            out.push_str(&format!("image = \"{image}\"\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Spawns `ebb -f CONFIG up`, its output appended to `DIR/ebb-up.log`.
+pub fn spawn_up(dir: &Path, config: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("ebb-up.log")).unwrap();
+    Command::new(EBB)
+        .arg("-f")
+        .arg(config)
+        .arg("up")
+        .env("EBB_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn ebb up")
+}
+
+/// A replica's environment variable, read from `/proc/<pid>/environ`.
+pub fn replica_env(pid: u64, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
 }
 
 pub fn pid_alive(pid: u32) -> bool {

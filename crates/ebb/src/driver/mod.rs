@@ -1,0 +1,229 @@
+//! Drivers: where replicas run.
+//!
+//! A [`Driver`] starts a replica from a [`ReplicaSpec`], tells when it exits,
+//! stops it (polite signal, `stop_timeout`, then force), finds the replicas
+//! an earlier ebb run left running (`discover`, `adopt`), and reports their
+//! CPU and memory (`usage`). The controller only talks to this trait, so the
+//! Docker and Swarm drivers slot in beside the [`ProcessDriver`] without
+//! touching the rest.
+//!
+//! - `process.rs`: [`ProcessDriver`], one local process group per replica.
+//! - `docker.rs`: [`DockerDriver`], one container per replica on the local
+//!   Docker engine.
+//! - `swarm.rs`: [`SwarmDriver`], the tasks of a Swarm service whose replica
+//!   count ebb sets.
+
+pub mod docker;
+mod process;
+pub mod swarm;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use ebb_core::config::CommandSpec;
+use tokio::sync::watch;
+
+pub use crate::metrics::cpu::GroupUsage;
+pub use docker::{DockerDriver, Engine};
+pub use process::ProcessDriver;
+pub use swarm::SwarmDriver;
+
+/// A boxed future, so the trait stays object-safe (`Arc<dyn Driver>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything a driver needs to start one replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaSpec {
+    pub service: String,
+    pub replica_id: String,
+    /// Deploy version of the spec this replica runs.
+    pub version: u64,
+    pub command: CommandSpec,
+    /// The service's `env`, before ebb adds `PORT`, `EBB_SERVICE`, `EBB_REPLICA_ID`.
+    pub env: BTreeMap<String, String>,
+    /// ebb's state directory (replicas may keep shared files there).
+    pub state_dir: PathBuf,
+    /// Where the replica's stdout and stderr go.
+    pub log_path: PathBuf,
+    /// What a container replica runs (docker and swarm drivers); `None` for
+    /// the process driver.
+    pub container: Option<ContainerSpec>,
+}
+
+/// The container side of a [`ReplicaSpec`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    /// The image, already on the engine (ebb does not pull).
+    pub image: String,
+    /// The port the app listens on inside; `PORT` is set to it.
+    pub container_port: u16,
+    /// CPU limit in cores.
+    pub cpus: Option<f64>,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// The engine's own stop timeout for the container (`docker stop`
+    /// without `-t` waits this long too).
+    pub stop_timeout: Duration,
+}
+
+impl ContainerSpec {
+    /// The container part of a service's config, running `image` instead of
+    /// the configured one when a deploy changed it.
+    pub fn from_config(service: &ebb_core::config::ServiceConfig, image: Option<&str>) -> Option<ContainerSpec> {
+        let c = service.container.as_ref()?;
+        Some(ContainerSpec {
+            image: image.unwrap_or(&c.image).to_string(),
+            container_port: c.container_port,
+            cpus: c.cpus,
+            memory: c.memory,
+            stop_timeout: service.stop_timeout,
+        })
+    }
+}
+
+/// How a replica ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// Exited on its own with a status code.
+    Exited(i32),
+    /// Killed by a signal (number), e.g. 9 for SIGKILL.
+    Signaled(i32),
+    /// The driver lost track of it (wait failed), or cannot know how it
+    /// ended (an adopted process is not ebb's child).
+    Unknown(String),
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitReason::Exited(code) => write!(f, "exited with status {code}"),
+            ExitReason::Signaled(sig) => {
+                let name = nix::sys::signal::Signal::try_from(*sig).map(|s| s.as_str()).unwrap_or("unknown signal");
+                write!(f, "killed by signal {sig} ({name})")
+            }
+            ExitReason::Unknown(why) => write!(f, "lost: {why}"),
+        }
+    }
+}
+
+/// How ebb recognises a replica after its own restart; persisted in the
+/// state store as JSON (`{"kind":"process","pid":..,"start_ticks":..}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReplicaHandle {
+    /// Process group leader; `start_ticks` = field 22 of `/proc/<pid>/stat`
+    /// (so a recycled pid never matches).
+    Process { pid: u32, start_ticks: u64 },
+    /// A Docker container, by its full id.
+    Container { id: String },
+    /// A task of a Swarm service (`service` is the Swarm service's name);
+    /// `container` is its container's id once it runs.
+    Swarm { service: String, task: String, container: Option<String> },
+}
+
+/// A replica the driver started (or adopted) and is watching.
+#[derive(Debug, Clone)]
+pub struct RunningReplica {
+    pub replica_id: String,
+    /// Where the balancer and health checks reach it.
+    pub addr: SocketAddr,
+    /// OS process id (process driver), if any; for status.
+    pub pid: Option<u32>,
+    /// How to find it again after ebb restarts.
+    pub handle: ReplicaHandle,
+    /// Becomes `Some` once the replica has exited, for whatever reason.
+    pub exit: watch::Receiver<Option<ExitReason>>,
+}
+
+impl RunningReplica {
+    /// A replica taken over by `adopt`: what discovery found, and the
+    /// driver's exit watch from now on.
+    pub fn adopted(found: &FoundReplica, pid: Option<u32>, exit: watch::Receiver<Option<ExitReason>>) -> Self {
+        Self { replica_id: found.replica_id.clone(), addr: found.addr, pid, handle: found.handle.clone(), exit }
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    /// Resolves once the replica has exited.
+    pub async fn exited(&self) -> ExitReason {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return rx.borrow().clone().unwrap_or_else(|| ExitReason::Unknown("watcher gone".into()));
+            }
+        }
+    }
+}
+
+/// A replica found running that an earlier ebb run (same state dir) started.
+#[derive(Debug, Clone)]
+pub struct FoundReplica {
+    pub service: String,
+    pub replica_id: String,
+    pub version: u64,
+    pub addr: SocketAddr,
+    pub handle: ReplicaHandle,
+}
+
+/// Why a driver could not do what was asked; carries the replica's identity.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("replica {replica}: could not start `{command}`: {source}")]
+    Spawn { replica: String, command: String, source: std::io::Error },
+    #[error("replica {replica}: no free port: {source}")]
+    Port { replica: String, source: std::io::Error },
+    #[error("replica {replica}: could not open log file {}: {source}", path.display())]
+    Log { replica: String, path: PathBuf, source: std::io::Error },
+    #[error("replica {replica}: could not signal process group {pgid}: {source}")]
+    Signal { replica: String, pgid: u32, source: nix::Error },
+    #[error("replica {replica}: cannot adopt it: {why}")]
+    Adopt { replica: String, why: String },
+    #[error("service {service}: cannot look for running replicas: {why}")]
+    Discover { service: String, why: String },
+    #[error("service {service}, replica {replica}: {message}")]
+    Container { service: String, replica: String, message: String },
+}
+
+/// Where replicas run. Implementations: [`ProcessDriver`] (local process
+/// groups); Docker containers and Swarm services.
+pub trait Driver: Send + Sync {
+    /// Short name for status and events ("process", "docker", ...).
+    fn name(&self) -> &'static str;
+
+    /// Starts one replica. Returns once it has been launched (not once it is
+    /// healthy: health checks decide that).
+    fn start<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<RunningReplica, DriverError>>;
+
+    /// Stops a replica: polite signal, up to `timeout` to exit, then force.
+    /// Resolves when it is gone. Stopping an exited replica is a no-op.
+    fn stop<'a>(
+        &'a self,
+        replica: &'a RunningReplica,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ExitReason, DriverError>>;
+
+    /// Every replica of `service` still running that belongs to this ebb
+    /// (same state dir).
+    fn discover<'a>(
+        &'a self,
+        service: &'a str,
+        state_dir: &'a Path,
+    ) -> BoxFuture<'a, Result<Vec<FoundReplica>, DriverError>>;
+
+    /// Takes over a found replica (watches its exit from now on; `stop`
+    /// works on it). Errors if it no longer matches its handle.
+    fn adopt<'a>(&'a self, found: &'a FoundReplica) -> BoxFuture<'a, Result<RunningReplica, DriverError>>;
+
+    /// Cumulative CPU seconds and resident bytes per replica id; replicas it
+    /// cannot read are absent.
+    fn usage<'a>(&'a self, replicas: &'a [RunningReplica]) -> BoxFuture<'a, HashMap<String, GroupUsage>>;
+}

@@ -1,0 +1,448 @@
+//! [`ProcessDriver`]: each replica is a local process in its own process
+//! group, listening on a free loopback port passed in `PORT`.
+//!
+//! A replica's environment (`EBB_STATE_DIR`, `EBB_SERVICE`,
+//! `EBB_REPLICA_ID`, `EBB_VERSION`, `PORT`) is also how a restarted ebb
+//! recognises it: `discover` scans `/proc` for group leaders whose
+//! `environ` names this state dir and service. An adopted replica is not
+//! ebb's child, so its exit is seen by polling `/proc/<pid>` and its exit
+//! status is not known.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use ebb_core::config::CommandSpec;
+use tokio::sync::watch;
+
+use super::{
+    BoxFuture, Driver, DriverError, ExitReason, FoundReplica, GroupUsage, ReplicaHandle, ReplicaSpec, RunningReplica,
+};
+use crate::metrics::cpu;
+
+/// How often an adopted replica's `/proc` entry is checked.
+const ADOPTED_POLL: Duration = Duration::from_millis(200);
+
+/// Runs each replica as a local process in its own process group, listening
+/// on a free loopback port passed in `PORT`.
+#[derive(Debug, Clone)]
+pub struct ProcessDriver {
+    /// ebb's own executable, substituted for `{ebb}` in commands.
+    ebb_executable: PathBuf,
+    host: IpAddr,
+}
+
+impl ProcessDriver {
+    pub fn new(ebb_executable: PathBuf) -> Self {
+        Self { ebb_executable, host: IpAddr::V4(Ipv4Addr::LOCALHOST) }
+    }
+
+    fn command_for(&self, spec: &ReplicaSpec) -> (tokio::process::Command, String) {
+        let ebb = self.ebb_executable.to_string_lossy();
+        match &spec.command {
+            CommandSpec::Shell(line) => {
+                let line = line.replace("{ebb}", &shell_quote(&ebb));
+                let mut cmd = tokio::process::Command::new("/bin/sh");
+                cmd.arg("-c").arg(&line);
+                (cmd, line)
+            }
+            CommandSpec::Argv(argv) => {
+                let argv: Vec<String> = argv.iter().map(|a| a.replace("{ebb}", &ebb)).collect();
+                let mut cmd = tokio::process::Command::new(&argv[0]);
+                cmd.args(&argv[1..]);
+                (cmd, argv.join(" "))
+            }
+        }
+    }
+}
+
+/// Quotes a path for `sh -c` so `{ebb}` survives spaces in the install path.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Finds a free loopback port by binding port 0 and releasing it. The replica
+/// binds it a moment later; a clash shows up as a failed start and is retried.
+fn free_port(host: IpAddr) -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind(SocketAddr::new(host, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl Driver for ProcessDriver {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn start<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<RunningReplica, DriverError>> {
+        Box::pin(async move {
+            let replica = spec.replica_id.clone();
+            let port = free_port(self.host).map_err(|source| DriverError::Port { replica: replica.clone(), source })?;
+            let log = open_log(&spec.log_path).map_err(|source| DriverError::Log {
+                replica: replica.clone(),
+                path: spec.log_path.clone(),
+                source,
+            })?;
+            let log_err = log.try_clone().map_err(|source| DriverError::Log {
+                replica: replica.clone(),
+                path: spec.log_path.clone(),
+                source,
+            })?;
+            let (mut cmd, shown) = self.command_for(spec);
+            cmd.envs(&spec.env)
+                .env("PORT", port.to_string())
+                .env("EBB_SERVICE", &spec.service)
+                .env("EBB_REPLICA_ID", &spec.replica_id)
+                .env("EBB_VERSION", spec.version.to_string())
+                .env("EBB_STATE_DIR", &spec.state_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log))
+                .stderr(Stdio::from(log_err))
+                // Own process group: a terminal's Ctrl-C reaches ebb only (ebb
+                // drains replicas itself), and stop signals the whole group,
+                // including anything `sh -c` started.
+                .process_group(0)
+                .kill_on_drop(false);
+            let mut child = cmd.spawn().map_err(|source| DriverError::Spawn {
+                replica: replica.clone(),
+                command: shown,
+                source,
+            })?;
+            let pid = child.id();
+            // Read at once: the process exists (unreaped) until we wait() it.
+            let start_ticks = pid.and_then(proc_stat).map(|st| st.start_ticks).unwrap_or(0);
+            let handle = ReplicaHandle::Process { pid: pid.unwrap_or(0), start_ticks };
+            let (tx, rx) = watch::channel(None);
+            tokio::spawn(async move {
+                let reason = match child.wait().await {
+                    Ok(status) => {
+                        use std::os::unix::process::ExitStatusExt;
+                        match (status.code(), status.signal()) {
+                            (Some(code), _) => ExitReason::Exited(code),
+                            (None, Some(sig)) => ExitReason::Signaled(sig),
+                            _ => ExitReason::Unknown(format!("{status}")),
+                        }
+                    }
+                    Err(e) => ExitReason::Unknown(e.to_string()),
+                };
+                let _ = tx.send(Some(reason));
+            });
+            Ok(RunningReplica { replica_id: replica, addr: SocketAddr::new(self.host, port), pid, handle, exit: rx })
+        })
+    }
+
+    fn stop<'a>(
+        &'a self,
+        replica: &'a RunningReplica,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ExitReason, DriverError>> {
+        Box::pin(async move {
+            let Some(pid) = replica.pid else {
+                return Ok(replica.exited().await);
+            };
+            let group = nix::unistd::Pid::from_raw(pid as i32);
+            let signal_group = |sig| match nix::sys::signal::killpg(group, sig) {
+                // ESRCH: the group is already gone — that is what we wanted.
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+                Err(source) => Err(DriverError::Signal { replica: replica.replica_id.clone(), pgid: pid, source }),
+            };
+            if !replica.has_exited() {
+                signal_group(nix::sys::signal::Signal::SIGTERM)?;
+            }
+            let reason = match tokio::time::timeout(timeout, replica.exited()).await {
+                Ok(reason) => reason,
+                Err(_) => {
+                    tracing::warn!(replica = %replica.replica_id, ?timeout, "Replica ignored SIGTERM; sending SIGKILL.");
+                    signal_group(nix::sys::signal::Signal::SIGKILL)?;
+                    replica.exited().await
+                }
+            };
+            // The group leader is gone; make sure nothing it started lingers
+            // (e.g. a child of `sh -c` that ignored SIGTERM).
+            signal_group(nix::sys::signal::Signal::SIGKILL)?;
+            Ok(reason)
+        })
+    }
+
+    fn discover<'a>(
+        &'a self,
+        service: &'a str,
+        state_dir: &'a Path,
+    ) -> BoxFuture<'a, Result<Vec<FoundReplica>, DriverError>> {
+        Box::pin(async move {
+            let (name, dir, host) = (service.to_string(), state_dir.to_path_buf(), self.host);
+            tokio::task::spawn_blocking(move || scan_for_replicas(&name, &dir, host))
+                .await
+                .map_err(|e| DriverError::Discover { service: service.to_string(), why: e.to_string() })
+        })
+    }
+
+    fn adopt<'a>(&'a self, found: &'a FoundReplica) -> BoxFuture<'a, Result<RunningReplica, DriverError>> {
+        Box::pin(async move {
+            let adopt_error = |why: String| DriverError::Adopt { replica: found.replica_id.clone(), why };
+            let ReplicaHandle::Process { pid, start_ticks } = found.handle.clone() else {
+                return Err(adopt_error(format!("the process driver cannot adopt {:?}", found.handle)));
+            };
+            if !is_alive(pid, start_ticks) {
+                return Err(adopt_error(format!("process {pid} (started at tick {start_ticks}) is no longer running")));
+            }
+            let (tx, rx) = watch::channel(None);
+            tokio::spawn(async move {
+                // Not our child: poll until the process is gone (or a zombie
+                // waiting for its new parent), or nobody watches any more.
+                loop {
+                    tokio::time::sleep(ADOPTED_POLL).await;
+                    if tx.is_closed() {
+                        return;
+                    }
+                    if !is_alive(pid, start_ticks) {
+                        let why = format!(
+                            "process {pid} is gone; its exit status is unknown (adopted from an earlier ebb run)"
+                        );
+                        let _ = tx.send(Some(ExitReason::Unknown(why)));
+                        return;
+                    }
+                }
+            });
+            Ok(RunningReplica::adopted(found, Some(pid), rx))
+        })
+    }
+
+    fn usage<'a>(&'a self, replicas: &'a [RunningReplica]) -> BoxFuture<'a, HashMap<String, GroupUsage>> {
+        Box::pin(async move {
+            let groups: Vec<(i32, String)> = replicas
+                .iter()
+                .filter_map(|r| match r.handle {
+                    ReplicaHandle::Process { pid, .. } if pid != 0 => Some((pid as i32, r.replica_id.clone())),
+                    _ => None,
+                })
+                .collect();
+            if groups.is_empty() {
+                return HashMap::new();
+            }
+            let pgids: Vec<i32> = groups.iter().map(|(pgid, _)| *pgid).collect();
+            let read = tokio::task::spawn_blocking(move || cpu::read_groups(&pgids)).await.unwrap_or_default();
+            groups.into_iter().filter_map(|(pgid, id)| read.get(&pgid).map(|u| (id, *u))).collect()
+        })
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` adoption needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    state: char,
+    pgrp: i32,
+    /// Field 22: when the process started, in clock ticks since boot.
+    start_ticks: u64,
+}
+
+/// Parses `/proc/<pid>/stat` (fields counted after the last `)`: the
+/// command name may contain spaces and parentheses).
+fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    let after = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).copied();
+    Some(ProcStat {
+        state: field(3)?.chars().next()?,
+        pgrp: field(5)?.parse().ok()?,
+        start_ticks: field(22)?.parse().ok()?,
+    })
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    parse_proc_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Whether `pid` is still the process that started at `start_ticks`, and
+/// has not exited (a zombie has).
+fn is_alive(pid: u32, start_ticks: u64) -> bool {
+    proc_stat(pid).is_some_and(|st| st.start_ticks == start_ticks && !matches!(st.state, 'Z' | 'X' | 'x'))
+}
+
+/// The `NAME=value` pairs of `/proc/<pid>/environ`.
+fn proc_environ(pid: u32) -> Option<HashMap<String, String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = std::str::from_utf8(kv).ok()?;
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect(),
+    )
+}
+
+/// Group leaders (pgid == pid) whose environment says they are replicas of
+/// `service` started by an ebb with this state dir.
+fn scan_for_replicas(service: &str, state_dir: &Path, host: IpAddr) -> Vec<FoundReplica> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return found };
+    let state_dir = state_dir.to_string_lossy();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(stat) = proc_stat(pid) else { continue };
+        if stat.pgrp != pid as i32 || matches!(stat.state, 'Z' | 'X' | 'x') {
+            continue;
+        }
+        // Other users' processes cannot be read: they are not ours anyway.
+        let Some(env) = proc_environ(pid) else { continue };
+        if env.get("EBB_STATE_DIR").map(String::as_str) != Some(&*state_dir)
+            || env.get("EBB_SERVICE").map(String::as_str) != Some(service)
+        {
+            continue;
+        }
+        let (Some(replica_id), Some(version), Some(port)) = (
+            env.get("EBB_REPLICA_ID").cloned(),
+            env.get("EBB_VERSION").and_then(|v| v.parse::<u64>().ok()),
+            env.get("PORT").and_then(|p| p.parse::<u16>().ok()),
+        ) else {
+            continue;
+        };
+        found.push(FoundReplica {
+            service: service.to_string(),
+            replica_id,
+            version,
+            addr: SocketAddr::new(host, port),
+            handle: ReplicaHandle::Process { pid, start_ticks: stat.start_ticks },
+        });
+    }
+    found.sort_by(|a, b| a.replica_id.cmp(&b.replica_id));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn parses_proc_stat_start_ticks_and_group() {
+        let line = "4242 (my (weird) app) S 1 4240 4240 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 12345 1000000 321 18446744073709551615";
+        let stat = parse_proc_stat(line).unwrap();
+        assert_eq!(stat, ProcStat { state: 'S', pgrp: 4240, start_ticks: 12345 });
+    }
+
+    #[test]
+    fn handles_serialise_with_a_kind_tag() {
+        let h = ReplicaHandle::Process { pid: 42, start_ticks: 7 };
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, r#"{"kind":"process","pid":42,"start_ticks":7}"#);
+        assert_eq!(serde_json::from_str::<ReplicaHandle>(&json).unwrap(), h);
+        let c = ReplicaHandle::Container { id: "abc".into() };
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"kind":"container","id":"abc"}"#);
+    }
+
+    #[test]
+    fn shell_quote_keeps_plain_paths_and_quotes_the_rest() {
+        assert_eq!(shell_quote("/usr/bin/ebb"), "/usr/bin/ebb");
+        assert_eq!(shell_quote("/opt/my apps/ebb"), "'/opt/my apps/ebb'");
+        assert_eq!(shell_quote("/tmp/it's"), r"'/tmp/it'\''s'");
+    }
+
+    fn spec(dir: &Path, command: CommandSpec) -> ReplicaSpec {
+        ReplicaSpec {
+            service: "web".into(),
+            replica_id: "web-test".into(),
+            version: 1,
+            command,
+            env: BTreeMap::from([("GREETING".into(), "hi".into())]),
+            state_dir: dir.to_path_buf(),
+            log_path: dir.join("logs/web-test.log"),
+            container: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn process_driver_passes_env_and_logs_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = ProcessDriver::new("/bin/echo".into());
+        let spec =
+            spec(dir.path(), CommandSpec::Shell("{ebb} \"$GREETING $EBB_SERVICE $EBB_REPLICA_ID port=$PORT\"".into()));
+        let replica = driver.start(&spec).await.unwrap();
+        assert_eq!(replica.exited().await, ExitReason::Exited(0));
+        let log = std::fs::read_to_string(&spec.log_path).unwrap();
+        assert_eq!(log, format!("hi web web-test port={}\n", replica.addr.port()));
+    }
+
+    #[tokio::test]
+    async fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = ProcessDriver::new("/bin/true".into());
+        let spec =
+            spec(dir.path(), CommandSpec::Shell("trap '' TERM; echo ready; while true; do sleep 0.05; done".into()));
+        let replica = driver.start(&spec).await.unwrap();
+        // Wait until the trap is installed.
+        for _ in 0..100 {
+            if std::fs::read_to_string(&spec.log_path).unwrap_or_default().contains("ready") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let reason = driver.stop(&replica, Duration::from_millis(300)).await.unwrap();
+        assert_eq!(reason, ExitReason::Signaled(9));
+    }
+
+    #[tokio::test]
+    async fn stop_is_polite_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = ProcessDriver::new("/bin/true".into());
+        let spec = spec(dir.path(), CommandSpec::Argv(vec!["sleep".into(), "30".into()]));
+        let replica = driver.start(&spec).await.unwrap();
+        let reason = driver.stop(&replica, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(reason, ExitReason::Signaled(15));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_names_the_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = ProcessDriver::new("/bin/true".into());
+        let spec = spec(dir.path(), CommandSpec::Argv(vec!["/nonexistent/program".into()]));
+        let err = driver.start(&spec).await.unwrap_err().to_string();
+        assert!(err.contains("replica web-test") && err.contains("/nonexistent/program"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_new_driver_discovers_adopts_and_stops_a_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ProcessDriver::new("/bin/true".into());
+        let spec = spec(dir.path(), CommandSpec::Shell("exec sleep 30".into()));
+        let started = first.start(&spec).await.unwrap();
+        let second = ProcessDriver::new("/bin/true".into());
+        // Until the child has exec'd, its environ is still the parent's.
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = second.discover("web", dir.path()).await.unwrap();
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].replica_id.as_str(), found[0].version, found[0].addr), ("web-test", 1, started.addr));
+        assert_eq!(found[0].handle, started.handle);
+        assert!(second.discover("other", dir.path()).await.unwrap().is_empty());
+        assert!(second.discover("web", Path::new("/elsewhere")).await.unwrap().is_empty());
+        let adopted = second.adopt(&found[0]).await.unwrap();
+        let usage = second.usage(std::slice::from_ref(&adopted)).await;
+        assert!(usage.get("web-test").is_some_and(|u| u.rss_bytes > 0), "{usage:?}");
+        let reason = second.stop(&adopted, Duration::from_secs(5)).await.unwrap();
+        assert!(matches!(reason, ExitReason::Unknown(_)), "{reason:?}");
+        assert_eq!(started.exited().await, ExitReason::Signaled(15));
+        // Gone: adopting it again is refused, naming the replica.
+        let err = second.adopt(&found[0]).await.unwrap_err().to_string();
+        assert!(err.contains("replica web-test"), "{err}");
+    }
+}

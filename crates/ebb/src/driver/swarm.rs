@@ -1,0 +1,703 @@
+//! [`SwarmDriver`]: replicas are the tasks of a Docker Swarm service whose
+//! replica count ebb sets. Swarm has no autoscaler of its own; ebb is it.
+//!
+//! **Design** (`docs/swarm.md` tells users the same):
+//!
+//! - One Swarm service per ebb service *and version*, named
+//!   `ebb-<service>-v<version>-<hash of the state dir>`, in replicated mode,
+//!   labelled like the docker driver's containers. Its port is published in
+//!   **host mode** on a port the engine picks, so a task's endpoint is its
+//!   node's address + that port: ebb balances to tasks on any node directly,
+//!   with its own health checks and metrics (no routing mesh in between).
+//! - **Restart policy `none`.** ebb replaces a task that fails, after its
+//!   own health checks, exactly as for processes; Swarm restarting tasks
+//!   behind ebb's back would change endpoints under the balancer.
+//! - **Start** = replica count + 1 (under a per-service lock), then wait for
+//!   the new task to run and read its endpoint; a task Swarm rejects (no
+//!   such image on the node, no room) is an error naming the service and
+//!   replica, and the count goes back down.
+//! - **Stop: ebb picks who leaves, not Swarm.** Scaling a Swarm service
+//!   down lets Swarm choose the task (it prefers non-running ones, then the
+//!   nodes with the most copies), so ebb first drains the replica it chose
+//!   (as always), then stops that task's container (stop signal,
+//!   `stop_timeout`, SIGKILL; with restart `none` Swarm does not replace it),
+//!   and only then lowers the count: Swarm then has nothing running to
+//!   remove. This needs the container's engine: ebb runs on a manager node
+//!   and reaches tasks on its own node; for a task on another node it
+//!   lowers the count and lets Swarm choose (documented gap).
+//! - **Deploys are ebb's**, not Swarm's rolling update: a new version is a
+//!   new Swarm service, and ebb's planner starts, health-gates, switches
+//!   traffic (rolling or blue-green) and rolls back, as for every driver.
+//!   Swarm's update would replace tasks without ebb's health gate and move
+//!   endpoints under the balancer.
+//! - **Adoption:** tasks are found by the service labels; the replica id of
+//!   each task is kept in `<state_dir>/swarm-replicas.json`.
+//! - **Usage** is read from the engine of ebb's own node (tasks elsewhere
+//!   are absent from the sample: policies average what they can read).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit,
+    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::query_parameters::{
+    ListServicesOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptionsBuilder,
+};
+use tokio::sync::{watch, Mutex};
+
+use super::docker::{
+    container_cmd, exit_reason_from_status, message_of, service_of, short, status_of, stop_container, usage_of,
+    whole_seconds, Engine, LABEL_CONTAINER_PORT, LABEL_SERVICE, LABEL_STATE_DIR, LABEL_VERSION,
+};
+use super::{
+    BoxFuture, Driver, DriverError, ExitReason, FoundReplica, GroupUsage, ReplicaHandle, ReplicaSpec, RunningReplica,
+};
+
+/// How long a new task may take to run (image on the node, scheduling).
+const TASK_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often task states are polled.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Runs each replica as a task of a Swarm service (see the module doc).
+pub struct SwarmDriver {
+    engine: Engine,
+    /// One lock per Swarm service: count changes and task claims in order.
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Serialises the task -> replica id files.
+    ids_lock: std::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for SwarmDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwarmDriver").field("engine", &self.engine).finish()
+    }
+}
+
+impl SwarmDriver {
+    /// Checks that the engine is a swarm manager: only a manager can set a
+    /// service's replica count.
+    pub async fn new(engine: Engine) -> Result<SwarmDriver, String> {
+        let info = engine
+            .docker
+            .info()
+            .await
+            .map_err(|e| format!("cannot read the Docker engine's info: {}", message_of(&e)))?;
+        let swarm = info.swarm.unwrap_or_default();
+        let state = swarm.local_node_state.map(|s| s.to_string()).unwrap_or_default();
+        if state != "active" {
+            return Err(format!(
+                "the Docker engine at {} is not in a swarm (state {state:?}); run `docker swarm init` (or join one as a manager) first",
+                engine.endpoint
+            ));
+        }
+        if swarm.control_available != Some(true) {
+            return Err(format!(
+                "the Docker engine at {} is a swarm worker; ebb must run on a manager node to set replica counts (`docker node promote`)",
+                engine.endpoint
+            ));
+        }
+        Ok(SwarmDriver { engine, locks: Default::default(), ids_lock: Default::default() })
+    }
+
+    fn lock_for(&self, service: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(service.to_string()).or_default().clone()
+    }
+
+    fn error(&self, spec: &ReplicaSpec, message: impl Into<String>) -> DriverError {
+        DriverError::Container {
+            service: spec.service.clone(),
+            replica: spec.replica_id.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// The Swarm service's spec for one version of an ebb service.
+    fn service_spec(&self, spec: &ReplicaSpec, name: &str) -> Result<ServiceSpec, DriverError> {
+        let Some(container) = &spec.container else {
+            return Err(self.error(spec, "the swarm driver needs an image (driver = \"swarm\" with image = ...)"));
+        };
+        let labels = HashMap::from([
+            (LABEL_SERVICE.to_string(), spec.service.clone()),
+            (LABEL_VERSION.to_string(), spec.version.to_string()),
+            (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
+            (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
+        ]);
+        // One spec for every task: per-replica values (the replica token,
+        // the loopback admin URL) cannot be in it.
+        let mut env: Vec<String> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "EBB_REPLICA_TOKEN" | "EBB_ADMIN_URL"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.push(format!("PORT={}", container.container_port));
+        env.push(format!("EBB_SERVICE={}", spec.service));
+        env.push("EBB_REPLICA_ID={{.Task.Name}}".to_string());
+        env.push(format!("EBB_VERSION={}", spec.version));
+        Ok(ServiceSpec {
+            name: Some(name.to_string()),
+            labels: Some(labels.clone()),
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some(container.image.clone()),
+                    labels: Some(labels),
+                    // Swarm's `command` is the entrypoint; `args` is CMD, as
+                    // the docker driver's command override.
+                    args: container_cmd(&spec.command),
+                    env: Some(env),
+                    stop_grace_period: Some(whole_seconds(container.stop_timeout) * 1_000_000_000),
+                    ..Default::default()
+                }),
+                resources: Some(TaskSpecResources {
+                    limits: Some(Limit {
+                        nano_cpus: container.cpus.map(|c| (c * 1e9).round() as i64),
+                        memory_bytes: container.memory.map(|m| m as i64),
+                        pids: None,
+                    }),
+                    ..Default::default()
+                }),
+                restart_policy: Some(TaskSpecRestartPolicy {
+                    condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            mode: Some(ServiceSpecMode {
+                replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
+                ..Default::default()
+            }),
+            endpoint_spec: Some(EndpointSpec {
+                ports: Some(vec![EndpointPortConfig {
+                    protocol: Some(EndpointPortConfigProtocolEnum::TCP),
+                    target_port: Some(container.container_port as i64),
+                    publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Adds `delta` to the service's replica count; returns the new count.
+    /// Swarm refuses an update based on a stale object version ("update
+    /// out of sequence", e.g. just after the service was created or while
+    /// it records task changes): read it again and retry.
+    async fn change_count(&self, name: &str, delta: i64) -> Result<i64, String> {
+        let mut attempt = 0;
+        loop {
+            match self.try_change_count(name, delta).await {
+                Err(e) if e.contains("out of sequence") && attempt < 10 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_change_count(&self, name: &str, delta: i64) -> Result<i64, String> {
+        let service = self.engine.docker.inspect_service(name, None).await.map_err(|e| message_of(&e))?;
+        let version = service.version.and_then(|v| v.index).unwrap_or(0);
+        let mut spec = service.spec.unwrap_or_default();
+        let mode = spec.mode.get_or_insert_with(Default::default);
+        let replicated = mode.replicated.get_or_insert_with(Default::default);
+        let count = (replicated.replicas.unwrap_or(0) + delta).max(0);
+        replicated.replicas = Some(count);
+        let options = UpdateServiceOptionsBuilder::new().version(version as i32).build();
+        self.engine.docker.update_service(name, spec, options, None).await.map_err(|e| message_of(&e))?;
+        Ok(count)
+    }
+
+    async fn tasks_of(&self, name: &str) -> Result<Vec<Task>, String> {
+        let filters = HashMap::from([("service", vec![name.to_string()])]);
+        let options = ListTasksOptionsBuilder::new().filters(&filters).build();
+        self.engine.docker.list_tasks(Some(options)).await.map_err(|e| message_of(&e))
+    }
+
+    /// The address a task is reached at: its node's address and the port
+    /// published for it.
+    async fn endpoint(&self, task: &Task, container_port: u16) -> Option<SocketAddr> {
+        let port = task
+            .status
+            .as_ref()?
+            .port_status
+            .as_ref()?
+            .ports
+            .as_ref()?
+            .iter()
+            .find(|p| p.target_port == Some(container_port as i64))?
+            .published_port? as u16;
+        let node = self.engine.docker.inspect_node(task.node_id.as_deref()?).await.ok()?;
+        let ip = node
+            .status
+            .and_then(|s| s.addr)
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .filter(|ip| !ip.is_unspecified())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        Some(SocketAddr::new(ip, port))
+    }
+
+    fn ids_path(state_dir: &Path) -> PathBuf {
+        state_dir.join("swarm-replicas.json")
+    }
+
+    /// Task id -> replica id, as recorded for this state dir.
+    fn read_ids(&self, state_dir: &Path) -> BTreeMap<String, String> {
+        let _guard = self.ids_lock.lock().unwrap_or_else(|p| p.into_inner());
+        std::fs::read_to_string(Self::ids_path(state_dir))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
+
+    fn write_id(&self, state_dir: &Path, task: &str, replica: Option<&str>) {
+        let _guard = self.ids_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let path = Self::ids_path(state_dir);
+        let mut ids: BTreeMap<String, String> =
+            std::fs::read_to_string(&path).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
+        match replica {
+            Some(replica) => ids.insert(task.to_string(), replica.to_string()),
+            None => ids.remove(task),
+        };
+        let _ = std::fs::create_dir_all(state_dir);
+        if let Err(e) = std::fs::write(&path, serde_json::to_string_pretty(&ids).unwrap_or_default()) {
+            tracing::warn!(path = %path.display(), error = %e, "Could not record which task is which replica.");
+        }
+    }
+
+    /// Watches a task: its end (polled) and its output (followed into the
+    /// replica's log file).
+    fn watch(
+        &self,
+        task: &str,
+        replica_id: &str,
+        log_path: &Path,
+        since: Option<i32>,
+    ) -> watch::Receiver<Option<ExitReason>> {
+        let (tx, rx) = watch::channel(None);
+        let docker = self.engine.docker.clone();
+        let task_id = task.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+                let reason = match docker.inspect_task(&task_id).await {
+                    Err(e) if status_of(&e) == Some(404) => Some(ExitReason::Unknown("its task was removed".into())),
+                    Err(_) => None,
+                    Ok(task) => task_end(&task),
+                };
+                if let Some(reason) = reason {
+                    let _ = tx.send(Some(reason));
+                    return;
+                }
+            }
+        });
+        let docker = self.engine.docker.clone();
+        let (task_id, replica, path) = (task.to_string(), replica_id.to_string(), log_path.to_path_buf());
+        tokio::spawn(async move {
+            let logs = docker.task_logs(&task_id, Some(super::docker::follow_options(since)));
+            let result = super::docker::append_output(logs, &path).await;
+            if let Err(e) = result {
+                tracing::warn!(%replica, error = %e, "Could not copy the task's output to its log file.");
+            }
+        });
+        rx
+    }
+
+    /// Scale-in bookkeeping after a task has ended: one fewer replica, and
+    /// no Swarm service left behind once none runs.
+    ///
+    /// The service is deleted only once Swarm has settled after the count
+    /// change: deleting a service while its orchestrator is still removing
+    /// tasks crashes Docker 20.10's swarmkit (a nil task in
+    /// `SetServiceTasksRemove` takes the whole daemon down).
+    async fn release_slot(&self, name: &str) -> Result<(), String> {
+        let count = self.change_count(name, -1).await?;
+        if count == 0 {
+            self.wait_until_settled(name).await;
+            match self.engine.docker.delete_service(name).await {
+                Err(e) if status_of(&e) != Some(404) => return Err(message_of(&e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SwarmDriver {
+    /// Waits (up to [`SETTLE_MAX`]) until no task of the service is meant
+    /// to run, those Swarm removes are gone, and three readings
+    /// [`SETTLE_POLL`] apart agree.
+    async fn wait_until_settled(&self, name: &str) {
+        let deadline = Instant::now() + SETTLE_MAX;
+        let mut previous: Option<Vec<String>> = None;
+        let mut steady = 0;
+        while Instant::now() < deadline {
+            tokio::time::sleep(SETTLE_POLL).await;
+            let Ok(tasks) = self.tasks_of(name).await else { return };
+            let busy = tasks.iter().any(|t| {
+                matches!(t.desired_state, Some(TaskState::RUNNING) | Some(TaskState::READY) | Some(TaskState::REMOVE))
+            });
+            let now: Vec<String> = tasks
+                .iter()
+                .map(|t| format!("{:?}/{:?}/{:?}", t.id, t.desired_state, t.status.as_ref().and_then(|s| s.state)))
+                .collect();
+            if !busy && previous.as_ref() == Some(&now) {
+                steady += 1;
+                if steady >= 2 {
+                    return;
+                }
+            } else {
+                steady = 0;
+            }
+            previous = Some(now);
+        }
+        tracing::warn!(service = %name, "Swarm had not settled after {} s; deleting the service anyway.", SETTLE_MAX.as_secs());
+    }
+}
+
+/// How long to wait for Swarm to settle before deleting a service, and how
+/// often to look.
+const SETTLE_MAX: Duration = Duration::from_secs(15);
+const SETTLE_POLL: Duration = Duration::from_millis(500);
+
+/// Whether a task has ended, and how.
+fn task_end(task: &Task) -> Option<ExitReason> {
+    let status = task.status.as_ref()?;
+    let state = status.state?;
+    let code = status.container_status.as_ref().and_then(|c| c.exit_code);
+    match state {
+        TaskState::COMPLETE | TaskState::FAILED => Some(exit_reason_from_status(code.unwrap_or(0))),
+        TaskState::SHUTDOWN | TaskState::REJECTED | TaskState::REMOVE | TaskState::ORPHANED => Some(match code {
+            Some(code) if state == TaskState::SHUTDOWN => exit_reason_from_status(code),
+            _ => ExitReason::Unknown(format!(
+                "Swarm reports the task {state}: {}",
+                status.err.clone().or(status.message.clone()).unwrap_or_default()
+            )),
+        }),
+        _ if matches!(task.desired_state, Some(TaskState::SHUTDOWN) | Some(TaskState::REMOVE)) => {
+            // Swarm gave up on it (its node left or went down).
+            Some(ExitReason::Unknown(format!("Swarm shut the task down (it was {state})")))
+        }
+        _ => None,
+    }
+}
+
+/// A short, stable hash of the state dir: two ebbs on one swarm never share
+/// a Swarm service.
+fn state_hash(state_dir: &Path) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in state_dir.to_string_lossy().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{:06x}", h & 0xff_ffff)
+}
+
+/// The Swarm service of one version of an ebb service.
+pub fn swarm_service_name(service: &str, version: u64, state_dir: &Path) -> String {
+    let service: String = service.chars().take(40).collect();
+    format!("ebb-{service}-v{version}-{}", state_hash(state_dir))
+}
+
+impl Driver for SwarmDriver {
+    fn name(&self) -> &'static str {
+        "swarm"
+    }
+
+    fn start<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<RunningReplica, DriverError>> {
+        Box::pin(async move {
+            let name = swarm_service_name(&spec.service, spec.version, &spec.state_dir);
+            let container_port = spec.container.as_ref().map(|c| c.container_port).unwrap_or(8080);
+            let lock = self.lock_for(&name);
+            let _held = lock.lock().await;
+            // The Swarm service of this version, created at its first replica.
+            if let Err(e) = self.engine.docker.inspect_service(&name, None).await {
+                if status_of(&e) != Some(404) {
+                    return Err(self.error(spec, format!("cannot inspect Swarm service {name}: {}", message_of(&e))));
+                }
+                let service_spec = self.service_spec(spec, &name)?;
+                self.engine
+                    .docker
+                    .create_service(service_spec, None)
+                    .await
+                    .map_err(|e| self.error(spec, format!("cannot create Swarm service {name}: {}", message_of(&e))))?;
+            }
+            let known: Vec<String> = self
+                .tasks_of(&name)
+                .await
+                .map_err(|e| self.error(spec, format!("cannot list the tasks of {name}: {e}")))?
+                .into_iter()
+                .filter_map(|t| t.id)
+                .collect();
+            self.change_count(&name, 1)
+                .await
+                .map_err(|e| self.error(spec, format!("cannot scale Swarm service {name}: {e}")))?;
+            let deadline = Instant::now() + TASK_START_TIMEOUT;
+            let failure = loop {
+                tokio::time::sleep(POLL).await;
+                let tasks = match self.tasks_of(&name).await {
+                    Ok(tasks) => tasks,
+                    Err(e) => break format!("cannot list the tasks of {name}: {e}"),
+                };
+                let new = tasks.into_iter().find(|t| t.id.as_ref().is_some_and(|id| !known.contains(id)));
+                if let Some(task) = new {
+                    let id = task.id.clone().unwrap_or_default();
+                    let state = task.status.as_ref().and_then(|s| s.state);
+                    if state == Some(TaskState::RUNNING) {
+                        let container = task
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.container_status.as_ref())
+                            .and_then(|c| c.container_id.clone());
+                        match self.endpoint(&task, container_port).await {
+                            Some(addr) => {
+                                self.write_id(&spec.state_dir, &id, Some(&spec.replica_id));
+                                let exit = self.watch(&id, &spec.replica_id, &spec.log_path, None);
+                                return Ok(RunningReplica {
+                                    replica_id: spec.replica_id.clone(),
+                                    addr,
+                                    pid: None,
+                                    handle: ReplicaHandle::Swarm { service: name.clone(), task: id, container },
+                                    exit,
+                                });
+                            }
+                            None => {
+                                break format!(
+                                    "task {} of {name} runs but has no published port for {container_port}/tcp",
+                                    short(&id)
+                                )
+                            }
+                        }
+                    }
+                    if let Some(reason) = task_end(&task) {
+                        let why =
+                            task.status.as_ref().and_then(|s| s.err.clone()).unwrap_or_else(|| reason.to_string());
+                        break format!("Swarm could not run task {} of {name}: {why}", short(&id));
+                    }
+                }
+                if Instant::now() > deadline {
+                    break format!("no task of {name} was running after {} s", TASK_START_TIMEOUT.as_secs());
+                }
+            };
+            // Nothing half-started: the count goes back (and the service
+            // goes when nothing of it runs).
+            if let Err(e) = self.release_slot(&name).await {
+                tracing::warn!(replica = %spec.replica_id, error = %e, "Could not scale the Swarm service back after a failed start.");
+            }
+            Err(self.error(spec, failure))
+        })
+    }
+
+    fn stop<'a>(
+        &'a self,
+        replica: &'a RunningReplica,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ExitReason, DriverError>> {
+        Box::pin(async move {
+            let ReplicaHandle::Swarm { service: name, task, container } = &replica.handle else {
+                return Err(DriverError::Adopt {
+                    replica: replica.replica_id.clone(),
+                    why: format!("the swarm driver cannot stop {:?}", replica.handle),
+                });
+            };
+            let error = |message: String| DriverError::Container {
+                service: service_of(&replica.replica_id),
+                replica: replica.replica_id.clone(),
+                message,
+            };
+            let lock = self.lock_for(name);
+            let _held = lock.lock().await;
+            // Where this task's replica id is recorded (read before the
+            // service may go).
+            let state_dir = self
+                .engine
+                .docker
+                .inspect_service(name, None)
+                .await
+                .ok()
+                .and_then(|s| s.spec?.labels?.get(LABEL_STATE_DIR).cloned())
+                .map(PathBuf::from);
+            let local = match container {
+                Some(id) => self.engine.docker.inspect_container(id, None).await.is_ok(),
+                None => false,
+            };
+            let reason = if local {
+                // ebb's choice: this task's container stops (and with
+                // restart none, stays stopped); then the count drops.
+                // Swarm removes the container with the task: removing it
+                // here, under Swarm's feet, is not safe.
+                let id = container.as_deref().unwrap_or_default();
+                let reason = stop_container(&self.engine.docker, replica, id, timeout).await.map_err(error)?;
+                self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))?;
+                reason
+            } else if replica.has_exited() {
+                self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))?;
+                replica.exited().await
+            } else {
+                // On another node: Swarm picks which task leaves.
+                tracing::warn!(replica = %replica.replica_id, task = %short(task), "The task runs on another node; lowering the count and letting Swarm choose which task leaves.");
+                self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))?;
+                match tokio::time::timeout(timeout + Duration::from_secs(15), replica.exited()).await {
+                    Ok(reason) => reason,
+                    Err(_) => return Err(error(format!("Swarm removed another task of {name} than {}", short(task)))),
+                }
+            };
+            if let Some(dir) = state_dir {
+                self.write_id(&dir, task, None);
+            }
+            Ok(reason)
+        })
+    }
+
+    fn discover<'a>(
+        &'a self,
+        service: &'a str,
+        state_dir: &'a Path,
+    ) -> BoxFuture<'a, Result<Vec<FoundReplica>, DriverError>> {
+        Box::pin(async move {
+            let why = |e: String| DriverError::Discover { service: service.to_string(), why: e };
+            let filters = HashMap::from([(
+                "label",
+                vec![
+                    format!("{LABEL_SERVICE}={service}"),
+                    format!("{LABEL_STATE_DIR}={}", state_dir.to_string_lossy()),
+                ],
+            )]);
+            let options = ListServicesOptionsBuilder::new().filters(&filters).build();
+            let services = self.engine.docker.list_services(Some(options)).await.map_err(|e| why(message_of(&e)))?;
+            let ids = self.read_ids(state_dir);
+            let mut found = Vec::new();
+            for s in services {
+                let spec = s.spec.unwrap_or_default();
+                let (Some(name), Some(labels)) = (spec.name, spec.labels) else { continue };
+                let (Some(version), Some(port)) = (
+                    labels.get(LABEL_VERSION).and_then(|v| v.parse::<u64>().ok()),
+                    labels.get(LABEL_CONTAINER_PORT).and_then(|p| p.parse::<u16>().ok()),
+                ) else {
+                    continue;
+                };
+                for task in self.tasks_of(&name).await.map_err(why)? {
+                    let running = task.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+                        && task.desired_state == Some(TaskState::RUNNING);
+                    let Some(id) = task.id.clone().filter(|_| running) else { continue };
+                    let Some(addr) = self.endpoint(&task, port).await else { continue };
+                    let container = task
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.container_status.as_ref())
+                        .and_then(|c| c.container_id.clone());
+                    let replica_id =
+                        ids.get(&id).cloned().unwrap_or_else(|| format!("{service}-{}", &id[..id.len().min(6)]));
+                    found.push(FoundReplica {
+                        service: service.to_string(),
+                        replica_id,
+                        version,
+                        addr,
+                        handle: ReplicaHandle::Swarm { service: name.clone(), task: id, container },
+                    });
+                }
+            }
+            found.sort_by(|a, b| a.replica_id.cmp(&b.replica_id));
+            Ok(found)
+        })
+    }
+
+    fn adopt<'a>(&'a self, found: &'a FoundReplica) -> BoxFuture<'a, Result<RunningReplica, DriverError>> {
+        Box::pin(async move {
+            let adopt_error = |why: String| DriverError::Adopt { replica: found.replica_id.clone(), why };
+            let ReplicaHandle::Swarm { task, .. } = &found.handle else {
+                return Err(adopt_error(format!("the swarm driver cannot adopt {:?}", found.handle)));
+            };
+            let current = self
+                .engine
+                .docker
+                .inspect_task(task)
+                .await
+                .map_err(|e| adopt_error(format!("task {}: {}", short(task), message_of(&e))))?;
+            if task_end(&current).is_some() || current.status.as_ref().and_then(|s| s.state) != Some(TaskState::RUNNING)
+            {
+                return Err(adopt_error(format!("task {} is no longer running", short(task))));
+            }
+            let state_dir = current
+                .spec
+                .and_then(|s| s.container_spec)
+                .and_then(|c| c.labels)
+                .and_then(|l| l.get(LABEL_STATE_DIR).cloned())
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            let now = Some((crate::events::unix_ms(std::time::SystemTime::now()) / 1000) as i32);
+            let log_path = state_dir.join("logs").join(format!("{}.log", found.replica_id));
+            self.write_id(&state_dir, task, Some(&found.replica_id));
+            let exit = self.watch(task, &found.replica_id, &log_path, now);
+            Ok(RunningReplica::adopted(found, None, exit))
+        })
+    }
+
+    fn usage<'a>(&'a self, replicas: &'a [RunningReplica]) -> BoxFuture<'a, HashMap<String, GroupUsage>> {
+        Box::pin(async move {
+            // Tasks on this node: their containers' stats, as the docker driver.
+            let as_containers: Vec<RunningReplica> = replicas
+                .iter()
+                .filter_map(|r| match &r.handle {
+                    ReplicaHandle::Swarm { container: Some(id), .. } => {
+                        let mut c = r.clone();
+                        c.handle = ReplicaHandle::Container { id: id.clone() };
+                        Some(c)
+                    }
+                    _ => None,
+                })
+                .collect();
+            usage_of(&self.engine.docker, &as_containers).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(state: &str, desired: &str, exit_code: Option<i64>, err: Option<&str>) -> Task {
+        let mut status = serde_json::json!({ "State": state });
+        if let Some(code) = exit_code {
+            status["ContainerStatus"] = serde_json::json!({ "ContainerID": "abc", "ExitCode": code });
+        }
+        if let Some(err) = err {
+            status["Err"] = err.into();
+        }
+        serde_json::from_value(serde_json::json!({ "ID": "t1", "Status": status, "DesiredState": desired })).unwrap()
+    }
+
+    #[test]
+    fn a_task_ends_when_swarm_says_so() {
+        assert_eq!(task_end(&task("running", "running", None, None)), None);
+        assert_eq!(task_end(&task("starting", "running", None, None)), None);
+        assert_eq!(task_end(&task("complete", "shutdown", Some(0), None)), Some(ExitReason::Exited(0)));
+        assert_eq!(task_end(&task("failed", "shutdown", Some(137), None)), Some(ExitReason::Signaled(9)));
+        let rejected = task_end(&task("rejected", "shutdown", None, Some("No such image: x:1"))).unwrap();
+        assert!(rejected.to_string().contains("No such image: x:1"), "{rejected}");
+        // Its node went away: still "running" as last reported, but Swarm
+        // has shut it down.
+        let lost = task_end(&task("running", "shutdown", None, None)).unwrap();
+        assert!(matches!(lost, ExitReason::Unknown(_)), "{lost:?}");
+    }
+
+    #[test]
+    fn service_names_are_per_version_and_state_dir() {
+        let a = swarm_service_name("api", 1, Path::new("/srv/a/.ebb"));
+        assert!(a.starts_with("ebb-api-v1-") && a.len() == "ebb-api-v1-".len() + 6, "{a}");
+        assert_ne!(a, swarm_service_name("api", 1, Path::new("/srv/b/.ebb")));
+        assert_ne!(a, swarm_service_name("api", 2, Path::new("/srv/a/.ebb")));
+        assert!(swarm_service_name(&"x".repeat(63), 1, Path::new("/")).len() <= 63);
+    }
+}
