@@ -103,7 +103,13 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     }
 
     let ebb_executable = std::env::current_exe().context("cannot find ebb's own executable for {ebb}")?;
-    let drivers = drivers_for(&config, ebb_executable).await?;
+    let (drivers, docker_gateway) = drivers_for(&config, ebb_executable).await?;
+    // Containers cannot dial ebb's loopback admin address; they protect
+    // themselves through the replica gate on the Docker bridge instead.
+    let replica_gate = match docker_gateway {
+        Some(gateway) => open_replica_gate(config.admin.listen, gateway).await,
+        None => None,
+    };
     let events = Arc::new(EventLog::with_store(EVENT_LOG_CAPACITY, store.clone(), std::mem::take(&mut restored.events)));
     let stop_requested = CancellationToken::new();
     let proxies_stop = CancellationToken::new();
@@ -124,7 +130,10 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
                 proxy: proxy.clone(),
                 events: events.clone(),
                 state_dir: state_dir.clone(),
-                admin_url: format!("http://{}", config.admin.listen),
+                admin_url: match (&replica_gate, service.driver) {
+                    (Some(gate), DriverKind::Docker) => gate.url.clone(),
+                    _ => format!("http://{}", config.admin.listen),
+                },
                 store: Some(store.clone()),
                 restored: RestoredService {
                     record: restored.services.remove(&service.name),
@@ -174,6 +183,9 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
             config_path: config.path.canonicalize().unwrap_or_else(|_| config.path.clone()),
             state_dir: state_dir.clone(),
         };
+    let gate_task = replica_gate.and_then(|gate| gate.listener).map(|listener| {
+        tokio::spawn(admin::serve_replica_gate(listener, admin_state.clone(), admin_stop.clone()))
+    });
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop.clone()));
     println!("ebb: admin API and dashboard on http://{admin_addr}/; state in {}", state_dir.display());
     println!("ebb: `ebb status` shows the fleet, `ebb down` (or Ctrl-C) drains and stops it");
@@ -192,24 +204,63 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     controllers.wait().await;
     admin_stop.cancel();
     let _ = admin_task.await;
+    if let Some(task) = gate_task {
+        let _ = task.await;
+    }
     store.close().await;
     println!("ebb: stopped");
     Ok(())
 }
 
-/// One driver per kind the config uses. A container driver needs the
-/// Docker engine to answer and every image to be there: checked here, after
-/// the listeners are bound and before any replica starts, so a missing
-/// engine or image is reported with nothing half-started.
+/// Where containers reach ebb to protect themselves.
+struct ReplicaGate {
+    /// `EBB_ADMIN_URL` for a docker replica.
+    url: String,
+    /// The gate's own listener; `None` when the admin API itself already
+    /// listens on every address (containers reach it directly).
+    listener: Option<tokio::net::TcpListener>,
+}
+
+/// Binds the replica gate on the Docker bridge's gateway address, at the
+/// admin API's port so the URL stays the same across restarts (adopted
+/// containers keep the environment they were created with). Failing to
+/// bind is not fatal: the fleet runs, only self-protection from inside a
+/// container does not, and the log says so.
+async fn open_replica_gate(admin: std::net::SocketAddr, gateway: std::net::IpAddr) -> Option<ReplicaGate> {
+    let at = std::net::SocketAddr::new(gateway, admin.port());
+    let url = format!("http://{at}");
+    if admin.ip().is_unspecified() {
+        return Some(ReplicaGate { url, listener: None });
+    }
+    match tokio::net::TcpListener::bind(at).await {
+        Ok(listener) => {
+            tracing::info!(%at, "Replica gate for containers: POST /api/v1/replicas/{{id}}/protect with the replica's own token.");
+            Some(ReplicaGate { url, listener: Some(listener) })
+        }
+        Err(error) => {
+            tracing::warn!(
+                %at, %error,
+                "Cannot open the replica gate: containers cannot protect themselves (`ebb protect` from the host still works)."
+            );
+            None
+        }
+    }
+}
+
+/// One driver per kind the config uses, and the Docker bridge's gateway
+/// address when a service runs on the docker driver. A container driver
+/// needs the Docker engine to answer and every image to be there: checked
+/// here, after the listeners are bound and before any replica starts, so a
+/// missing engine or image is reported with nothing half-started.
 async fn drivers_for(
     config: &Config,
     ebb_executable: std::path::PathBuf,
-) -> anyhow::Result<BTreeMap<DriverKind, Arc<dyn Driver>>> {
+) -> anyhow::Result<(BTreeMap<DriverKind, Arc<dyn Driver>>, Option<std::net::IpAddr>)> {
     let mut drivers: BTreeMap<DriverKind, Arc<dyn Driver>> = BTreeMap::new();
     drivers.insert(DriverKind::Process, Arc::new(ProcessDriver::new(ebb_executable)));
     let containers: Vec<&ServiceConfig> = config.services.values().filter(|s| s.driver.is_container()).collect();
     if containers.is_empty() {
-        return Ok(drivers);
+        return Ok((drivers, None));
     }
     let names = |services: &[&ServiceConfig]| {
         services
@@ -235,10 +286,12 @@ async fn drivers_for(
             engine.check_image(&container.image).await.map_err(|e| anyhow::anyhow!("service {}: {e}", service.name))?;
         }
     }
+    let mut gateway = None;
     if containers.iter().any(|s| s.driver == DriverKind::Docker) {
+        gateway = engine.bridge_gateway().await;
         drivers.insert(DriverKind::Docker, Arc::new(DockerDriver::new(engine)));
     }
-    Ok(drivers)
+    Ok((drivers, gateway))
 }
 
 async fn wait_for_stop(stop_requested: &CancellationToken) {

@@ -466,12 +466,14 @@ fn s2_on_the_docker_driver_scales_out_under_ebb_load_and_back_in() {
 #[test]
 fn after_kill_9_ebb_adopts_its_docker_containers() {
     let Some(image) = TestImage::build() else { return };
-    adopts_after_kill_9("examples/docker/ebb.fast.toml", &image.tag);
+    adopts_after_kill_9("examples/docker/ebb.fast.toml", &image.tag, true);
 }
 
 /// Runs `path` with `image`, scales to 2, kills `ebb up` with SIGKILL,
-/// starts it again: the same replicas and containers, adopted.
-fn adopts_after_kill_9(path: &str, image: &str) {
+/// starts it again: the same replicas and containers, adopted. With
+/// `self_protecting`, a container protects itself before the kill and lifts
+/// it after, through the replica gate.
+fn adopts_after_kill_9(path: &str, image: &str, self_protecting: bool) {
     let mut ebb = Ebb::start(|admin, listen| example_config(path, Some(image), admin, listen));
     let state = ebb.dir.path().join("state").canonicalize().unwrap();
     let _cleanup = DockerLeftovers { state_dir: Some(state.clone()) };
@@ -481,6 +483,14 @@ fn adopts_after_kill_9(path: &str, image: &str) {
     let mut containers = containers_of(&state);
     containers.sort();
     assert_eq!(containers.len(), 2, "{containers:?}");
+
+    // A docker replica protects itself from inside its container, through
+    // the replica gate its EBB_ADMIN_URL names.
+    let first = before[0]["id"].as_str().unwrap().to_string();
+    if self_protecting {
+        assert_eq!(protect_from_inside(&first, &first, true), 200, "{}", ebb.up_log());
+        assert_eq!(ebb.replicas().iter().find(|r| r["id"] == first.as_str()).unwrap()["protected"], true);
+    }
 
     ebb.kill_up();
     ebb.restart_up();
@@ -498,6 +508,28 @@ fn adopts_after_kill_9(path: &str, image: &str) {
     assert_eq!(adopted, 2, "{:#?}", ebb.events());
     for _ in 0..20 {
         assert_eq!(http(ebb.listen, "GET", "/gtg", None).unwrap().status, 200);
+    }
+    if self_protecting {
+        // The protection survived the restart, and the adopted container's
+        // URL still reaches the new ebb: it lifts its own protection.
+        let protected = |id: &str| ebb.replicas().iter().find(|r| r["id"] == id).unwrap()["protected"].clone();
+        assert_eq!(protected(&first), true);
+        assert_eq!(protect_from_inside(&first, &first, false), 200, "{}", ebb.up_log());
+        assert_eq!(protected(&first), false);
+        // Its token protects nothing else, and the gate serves nothing else.
+        let other = after.iter().map(|r| r["id"].as_str().unwrap()).find(|id| *id != first).unwrap().to_string();
+        assert_eq!(protect_from_inside(&first, &other, true), 401);
+        assert_eq!(protected(&other), false);
+        let (url, _) = replica_admin_env(&first);
+        assert!(!url.contains("127.0.0.1"), "a container cannot dial the host's loopback: {url}");
+        let gate: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+        let admin_token = format!("Bearer {}", ebb.token());
+        let status = http_with_headers(gate, "GET", "/api/v1/status", None, &[("Authorization", &admin_token)]).unwrap();
+        assert_eq!(status.status, 401, "the gate serves nothing else, not even to the admin token: {}", status.body);
+        let body = r#"{"protected": true}"#;
+        let path = format!("/api/v1/replicas/{other}/protect");
+        let with_admin = http_with_headers(gate, "POST", &path, Some(body), &[("Authorization", &admin_token)]).unwrap();
+        assert_eq!(with_admin.status, 401, "the admin token is no use at the gate: {}", with_admin.body);
     }
     stop_cleanly(&mut ebb);
     assert!(containers_of(&state).is_empty(), "ebb down removed the adopted containers");
@@ -613,7 +645,8 @@ fn swarm_driver_conforms_and_s2_scales_out_and_back_in_on_it() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(conformance(Kind::Swarm { image: image.tag.clone() }));
     drop(runtime);
-    adopts_after_kill_9("examples/docker/ebb.swarm.toml", &image.tag);
+    // Swarm tasks share one environment: no per-replica token (docs/swarm.md).
+    adopts_after_kill_9("examples/docker/ebb.swarm.toml", &image.tag, false);
     // A new image is a new version, hence a new Swarm service; the old
     // version's service goes once its last task has.
     deploy_with_a_new_image("swarm", &image);
@@ -660,6 +693,39 @@ impl Drop for SwarmMode {
 // ---------------------------------------------------------------------------
 // Docker test fixtures.
 // ---------------------------------------------------------------------------
+
+/// A docker replica's `EBB_ADMIN_URL` and `EBB_REPLICA_TOKEN`, as its
+/// container was created with them.
+fn replica_admin_env(replica: &str) -> (String, String) {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{json .Config.Env}}", &format!("ebb-{replica}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let env: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    let var = |name: &str| {
+        env.iter().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).unwrap_or_else(|| panic!("{name} in {env:?}")).to_string()
+    };
+    (var("EBB_ADMIN_URL"), var("EBB_REPLICA_TOKEN"))
+}
+
+/// From inside replica `inside`'s container (its network, its environment's
+/// URL and token), sets the protection of replica `target`; the HTTP status
+/// ebb answered. The image has no curl: `ebb load -n 1` sends the call.
+fn protect_from_inside(inside: &str, target: &str, protected: bool) -> u16 {
+    let (url, token) = replica_admin_env(inside);
+    let out = Command::new("docker")
+        .args(["exec", &format!("ebb-{inside}"), "/ebb", "load", "-n", "1", "-c", "1", "--json", "-m", "POST"])
+        .args(["-H", &format!("Authorization: Bearer {token}"), "-T", "application/json"])
+        .args(["-d", &format!(r#"{{"protected": {protected}}}"#), &format!("{url}/api/v1/replicas/{target}/protect")])
+        .output()
+        .unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    let codes = summary["status_codes"].as_object().unwrap_or_else(|| panic!("no answer from {url}: {summary}"));
+    assert_eq!(codes.len(), 1, "{summary}");
+    codes.keys().next().unwrap().parse().unwrap()
+}
 
 /// Whether a Docker engine answers; prints `SKIP:` when not.
 pub fn docker_available() -> bool {

@@ -28,6 +28,9 @@
 //!   (defeats CSRF and cross-site reads); a request body must be JSON;
 //! - a replica's own token (`EBB_REPLICA_TOKEN`) is accepted only to
 //!   protect or unprotect that replica;
+//! - containers reach ebb through the *replica gate*, a second listener on
+//!   the Docker bridge's gateway address that serves only that call and
+//!   accepts only replica tokens ([`replica_gate_router`]);
 //! - the dashboard page embeds the token only for a loopback connection whose
 //!   socket belongs to the token file's owner.
 
@@ -80,6 +83,9 @@ pub(crate) struct Shared {
     pub state: AdminState,
     /// The listener is loopback-only: reads need no token.
     pub loopback_only: bool,
+    /// The replica gate: a listener containers reach, which serves a
+    /// replica's own protect call and nothing else.
+    pub replica_gate: bool,
     pub limiter: Mutex<auth::FailureLimiter>,
     /// Counts of scaling actions and other events, kept monotonic for
     /// Prometheus even when the bounded event log forgets old entries.
@@ -162,16 +168,7 @@ impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
 /// The admin router. `listen` is the listener's address (it decides whether
 /// reads need the token); `shutdown` ends event streams.
 pub fn router(state: AdminState, listen: SocketAddr, shutdown: CancellationToken) -> Router {
-    let resumed_after = state.events.resumed_after();
-    let app: App = Arc::new(Shared {
-        loopback_only: listen.ip().is_loopback(),
-        state,
-        limiter: Mutex::default(),
-        // Counters count this run's events, not the kept log of earlier runs.
-        tally: Mutex::new(prometheus::EventTally::after(resumed_after)),
-        replica_errors: Mutex::default(),
-        shutdown,
-    });
+    let app = shared(state, listen.ip().is_loopback(), false, shutdown);
     api::routes()
         .merge(dashboard::routes())
         .route("/metrics", axum::routing::get(prometheus::metrics))
@@ -184,6 +181,50 @@ pub fn router(state: AdminState, listen: SocketAddr, shutdown: CancellationToken
         })
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
+}
+
+/// The replica gate's router: `POST /api/v1/replicas/{id}/protect` with
+/// that replica's own token (`EBB_REPLICA_TOKEN`), nothing else — not even
+/// the admin token, so a listener that containers reach exposes no more
+/// than what a replica may do to itself.
+pub fn replica_gate_router(state: AdminState, shutdown: CancellationToken) -> Router {
+    let app = shared(state, false, true, shutdown);
+    Router::new()
+        .route("/api/v1/replicas/{id}/protect", axum::routing::post(api::protect))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "this address serves only POST /api/v1/replicas/{id}/protect")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this address serves only POST /api/v1/replicas/{id}/protect")
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// Serves the replica gate on an already-bound listener until `shutdown`.
+pub async fn serve_replica_gate(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = replica_gate_router(state, shutdown.clone());
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+fn shared(state: AdminState, loopback_only: bool, replica_gate: bool, shutdown: CancellationToken) -> App {
+    let resumed_after = state.events.resumed_after();
+    Arc::new(Shared {
+        loopback_only,
+        replica_gate,
+        state,
+        limiter: Mutex::default(),
+        // Counters count this run's events, not the kept log of earlier runs.
+        tally: Mutex::new(prometheus::EventTally::after(resumed_after)),
+        replica_errors: Mutex::default(),
+        shutdown,
+    })
 }
 
 /// Serves the admin API on an already-bound listener until `shutdown`.
@@ -292,19 +333,20 @@ fn check(app: &Shared, request: &Request) -> Result<(), ApiError> {
 
     let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let path = request.uri().path();
-    let needs_token = mutating || (!app.loopback_only && !is_public(path));
+    let needs_token = mutating || (!app.loopback_only && !is_public(path)) || app.replica_gate;
     let presented = headers.get(header::AUTHORIZATION);
     match presented {
         // No token, no guess: a plain 401 (never 429, the limiter is for
         // guessers).
         None if needs_token => {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                format!(
+            let message = match app.replica_gate {
+                true => "this call needs `Authorization: Bearer $EBB_REPLICA_TOKEN`".to_string(),
+                false => format!(
                     "this call needs `Authorization: Bearer <token>`; the token is in {}",
                     app.state.token.path().display()
                 ),
-            ));
+            };
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, message));
         }
         None => {}
         Some(value) => {
@@ -329,7 +371,7 @@ fn check(app: &Shared, request: &Request) -> Result<(), ApiError> {
                 .to_str()
                 .ok()
                 .and_then(auth::bearer)
-                .is_some_and(|t| app.state.token.matches(t) || replica_may(app, request, t));
+                .is_some_and(|t| (!app.replica_gate && app.state.token.matches(t)) || replica_may(app, request, t));
             if !ok {
                 let locked = limiter.fail(ip, now);
                 // Never echo what was presented: it may be a real token of
@@ -338,10 +380,11 @@ fn check(app: &Shared, request: &Request) -> Result<(), ApiError> {
                 if let Some(wait) = locked {
                     tracing::warn!(client = %ip, lockout_s = wait.as_secs(), "Too many wrong admin tokens; locking the client out.");
                 }
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    format!("wrong token; the token is in {}", app.state.token.path().display()),
-                ));
+                let message = match app.replica_gate {
+                    true => "wrong token; this address accepts only a replica's own EBB_REPLICA_TOKEN, to protect that replica".to_string(),
+                    false => format!("wrong token; the token is in {}", app.state.token.path().display()),
+                };
+                return Err(ApiError::new(StatusCode::UNAUTHORIZED, message));
             }
         }
     }

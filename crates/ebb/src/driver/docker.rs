@@ -104,6 +104,33 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The address of this host on the engine's default `bridge` network
+    /// (its gateway, usually 172.17.0.1): what a container on that network
+    /// dials to reach a listener on the host. `None` when the engine has no
+    /// such network (e.g. a remote or rootless engine with another layout).
+    pub async fn bridge_gateway(&self) -> Option<IpAddr> {
+        let network = self.docker.inspect_network("bridge", None).await.ok()?;
+        let configs = network.ipam?.config?;
+        let gateway = configs.iter().find_map(|c| c.gateway.as_deref()?.parse().ok());
+        // Engines often leave the default bridge's gateway out of its IPAM
+        // config; it is then the subnet's first address (docker0's).
+        gateway.or_else(|| configs.iter().find_map(|c| first_host(c.subnet.as_deref()?)))
+    }
+}
+
+/// The first host address of an IPv4 subnet: `172.17.0.0/16` → 172.17.0.1.
+fn first_host(subnet: &str) -> Option<IpAddr> {
+    let (network, bits) = subnet.split_once('/')?;
+    let network: Ipv4Addr = network.parse().ok()?;
+    let bits: u32 = bits.parse().ok()?;
+    if bits > 30 {
+        return None;
+    }
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    Some(IpAddr::V4(Ipv4Addr::from((u32::from(network) & mask) + 1)))
+}
+
 fn missing_image(image: &str, endpoint: &str) -> String {
     format!(
         "image {image:?} is not on the Docker engine at {endpoint}; ebb does not pull images: build it (examples/docker/build-image {image}) or `docker pull {image}` first"
@@ -584,6 +611,16 @@ pub(crate) fn service_of(replica_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bridge_gateway_defaults_to_the_subnets_first_address() {
+        assert_eq!(first_host("172.17.0.0/16"), Some("172.17.0.1".parse().unwrap()));
+        assert_eq!(first_host("10.9.8.64/26"), Some("10.9.8.65".parse().unwrap()));
+        assert_eq!(first_host("192.168.5.77/24"), Some("192.168.5.1".parse().unwrap()));
+        assert_eq!(first_host("fd00::/64"), None);
+        assert_eq!(first_host("10.0.0.0/32"), None);
+        assert_eq!(first_host("nonsense"), None);
+    }
 
     /// A one-shot stats answer from Docker 20.10 (API 1.41, cgroup v1).
     const STATS_V1: &str = r#"{"read":"2026-11-25T01:05:00Z","preread":"0001-01-01T00:00:00Z",
