@@ -326,6 +326,10 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     /// An idle keep-alive client connection is closed after this.
     pub idle_timeout: Duration,
+    /// A client sending a request body must send its next bytes within this
+    /// (nginx's `client_body_timeout`): a trickled body gets 408 and the
+    /// connection is closed.
+    pub body_timeout: Duration,
     /// A replica must answer (response head) within this, else 504.
     pub upstream_timeout: Duration,
     /// Connecting to a replica must succeed within this, else retry elsewhere.
@@ -349,6 +353,7 @@ impl Default for ProxyConfig {
         Self {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
             upstream_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
             max_header_bytes: 64 * 1024,

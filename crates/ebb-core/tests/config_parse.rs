@@ -92,8 +92,8 @@ fn a_minimal_service_gets_every_default() {
     let p = &web.proxy;
     let d = ProxyConfig::default();
     assert_eq!(
-        (p.header_read_timeout, p.idle_timeout, p.upstream_timeout, p.connect_timeout, p.max_header_bytes),
-        (d.header_read_timeout, d.idle_timeout, d.upstream_timeout, d.connect_timeout, d.max_header_bytes)
+        (p.header_read_timeout, p.idle_timeout, p.body_timeout, p.upstream_timeout, p.connect_timeout, p.max_header_bytes),
+        (d.header_read_timeout, d.idle_timeout, d.body_timeout, d.upstream_timeout, d.connect_timeout, d.max_header_bytes)
     );
     assert!(p.trusted_proxies.is_empty());
 }
@@ -156,6 +156,7 @@ grace_period = "0s"
 [service.api.proxy]
 header_read_timeout = "3s"
 idle_timeout = "90s"
+body_timeout = "15s"
 upstream_timeout = "29s"
 connect_timeout = "250ms"
 max_header_bytes = 1024
@@ -184,6 +185,7 @@ listen = "127.0.0.1:0"
     assert_eq!(api.health.timeout, Duration::from_millis(900));
     assert_eq!((api.health.healthy_threshold, api.health.unhealthy_threshold), (1, 10));
     assert!(api.health.matcher.matches(204));
+    assert_eq!(api.proxy.body_timeout, Duration::from_secs(15));
     assert_eq!(api.proxy.upstream_timeout, Duration::from_secs(29));
     assert_eq!(api.proxy.connect_timeout, Duration::from_millis(250));
     assert_eq!(api.proxy.max_header_bytes, 1024);

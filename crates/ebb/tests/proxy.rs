@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 struct Seen {
     requests: AtomicUsize,
     connections: AtomicUsize,
+    /// Request bodies that ended in an error (the request never finished).
+    broken_bodies: AtomicUsize,
 }
 
 struct TestBackend {
@@ -136,7 +138,13 @@ async fn backend_handle(name: &'static str, seen: Arc<Seen>, mut req: Request<In
             let uri = req.uri().to_string();
             let version = format!("{:?}", req.version());
             let headers = headers_json(req.headers());
-            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let body = match req.into_body().collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(_) => {
+                    seen.broken_bodies.fetch_add(1, Ordering::SeqCst);
+                    Bytes::new()
+                }
+            };
             let json = serde_json::json!({
                 "backend": name, "method": method, "uri": uri, "version": version,
                 "headers": headers, "body": String::from_utf8_lossy(&body),
@@ -520,6 +528,53 @@ async fn a_slow_header_sender_is_cut_off() {
     let start = Instant::now();
     let (_, closed) = raw(lb.addr, b"", Duration::from_secs(4)).await;
     assert!(closed && start.elapsed() < Duration::from_millis(2500));
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_and_never_reaches_the_replica_whole() {
+    let a = start_backend("a").await;
+    let config = ProxyConfig { body_timeout: Duration::from_millis(400), ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("a", &a)]).await;
+
+    // A sized body and a chunked one, each stalled after a few bytes.
+    let stalled: [&[u8]; 2] = [
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    ];
+    for (i, request) in stalled.into_iter().enumerate() {
+        let start = Instant::now();
+        let (text, closed) = raw(lb.addr, request, Duration::from_secs(5)).await;
+        let elapsed = start.elapsed();
+        assert!(closed, "the connection is closed");
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("request body not received in time") && text.matches("HTTP/1.1").count() == 1, "{text}");
+        assert!(elapsed >= Duration::from_millis(350) && elapsed < Duration::from_millis(2500), "{elapsed:?}");
+        // The replica saw the request start and its body break off: it never
+        // takes a part for the whole.
+        wait_until("the replica to see the body break off", Duration::from_secs(2), || {
+            a.seen.broken_bodies.load(Ordering::SeqCst) == i + 1
+        })
+        .await;
+    }
+
+    // A slow but steady upload is fine: the deadline is between reads.
+    let mut tcp = TcpStream::connect(lb.addr).await.unwrap();
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nConnection: close\r\n\r\n").await.unwrap();
+    for byte in b"12345678" {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        tcp.write_all(&[*byte]).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""body":"12345678""#), "{answer}");
+
+    // The balancer and its pooled connections to the replica are fine after.
+    for _ in 0..5 {
+        assert_eq!(get(lb.addr, "/after", &[]).await.status, 200);
+    }
+    assert_eq!(a.seen.broken_bodies.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

@@ -149,6 +149,7 @@ struct RawHealth {
 struct RawProxy {
     header_read_timeout: Option<Spanned<Dur>>,
     idle_timeout: Option<Spanned<Dur>>,
+    body_timeout: Option<Spanned<Dur>>,
     upstream_timeout: Option<Spanned<Dur>>,
     connect_timeout: Option<Spanned<Dur>>,
     max_header_bytes: Option<Spanned<Int>>,
@@ -779,6 +780,7 @@ impl Check<'_> {
                 d.header_read_timeout,
             ),
             idle_timeout: self.positive("proxy.idle_timeout", &raw.idle_timeout, d.idle_timeout),
+            body_timeout: self.positive("proxy.body_timeout", &raw.body_timeout, d.body_timeout),
             upstream_timeout: self.positive("proxy.upstream_timeout", &raw.upstream_timeout, d.upstream_timeout),
             connect_timeout: self.positive("proxy.connect_timeout", &raw.connect_timeout, d.connect_timeout),
             max_header_bytes,

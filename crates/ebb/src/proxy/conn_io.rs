@@ -5,6 +5,11 @@
 //!   `header_read_timeout`, counted from the connection's accept for the first
 //!   request and from the head's first byte for later ones. A slow sender
 //!   (slowloris) gets `408` and the connection is closed.
+//! - **Body**: while a request body is being received, the client's next
+//!   bytes must arrive within `body_timeout` (time between reads, as nginx's
+//!   `client_body_timeout`). A stalled body gets `408` (if no response has
+//!   started) and the connection is closed: the read fails, so hyper aborts
+//!   the request and the replica's connection is dropped, never reused.
 //! - **Idle**: a keep-alive connection with no request in progress and no
 //!   byte received for `idle_timeout` is closed (EOF to hyper: a clean close).
 //!
@@ -129,8 +134,11 @@ impl Drop for ActiveGuard {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Deadline {
     Header,
+    Body,
     Idle,
 }
+
+const BODY_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 45\r\n\r\n{\"error\":\"request body not received in time\"}";
 
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 45\r\n\r\n{\"error\":\"request head not received in time\"}";
 
@@ -140,6 +148,7 @@ pub(crate) struct ConnIo {
     shared: Arc<ConnShared>,
     header_timeout: Duration,
     idle_timeout: Duration,
+    body_timeout: Duration,
     /// The instant the sleep below is set for (always <= the deadline that
     /// matters, so it fires in time; when it fires early it is pushed on).
     timer: Pin<Box<Sleep>>,
@@ -149,6 +158,14 @@ pub(crate) struct ConnIo {
     head_since: Option<Instant>,
     /// When the connection was first seen idle (no request, nothing to read).
     idle_since: Option<Instant>,
+    /// When a read mid-body was first seen waiting for more bytes.
+    body_since: Option<Instant>,
+    /// `framing.heads()` when bytes were last written to the client: equal
+    /// to the current count once a response to the latest head has begun.
+    written_at_head: Option<u64>,
+    /// The body deadline closed the connection: nothing more may be written
+    /// after the 408.
+    timed_out: bool,
     /// Stopped tracking: a tunnel, or HTTP/2.
     passthrough: bool,
 }
@@ -158,6 +175,7 @@ impl ConnIo {
         let config = &shared.proxy.config;
         let header_timeout = config.header_read_timeout;
         let idle_timeout = config.idle_timeout;
+        let body_timeout = config.body_timeout;
         let accepted = Instant::now();
         let timer_at = accepted + header_timeout.min(idle_timeout);
         ConnIo {
@@ -165,11 +183,15 @@ impl ConnIo {
             framing: Framing::new(config.max_header_bytes),
             header_timeout,
             idle_timeout,
+            body_timeout,
             timer: Box::pin(tokio::time::sleep_until(timer_at)),
             timer_at,
             accepted,
             head_since: None,
             idle_since: None,
+            body_since: None,
+            written_at_head: None,
+            timed_out: false,
             passthrough: false,
             shared,
         }
@@ -177,6 +199,7 @@ impl ConnIo {
 
     fn on_bytes(&mut self, bytes: &[u8]) {
         self.idle_since = None;
+        self.body_since = None;
         if self.passthrough {
             return;
         }
@@ -203,6 +226,10 @@ impl ConnIo {
     /// The deadline that applies while a read is blocked.
     fn deadline(&mut self, now: Instant) -> (Instant, Deadline) {
         let busy = self.shared.active.load(Ordering::Acquire) > 0;
+        if !self.passthrough && self.framing.in_partial_body() && !self.shared.tunneled.load(Ordering::Relaxed) {
+            let since = *self.body_since.get_or_insert(now);
+            return (since + self.body_timeout, Deadline::Body);
+        }
         if !self.passthrough && !busy && !self.shared.tunneled.load(Ordering::Relaxed) {
             if self.framing.in_partial_head() {
                 let since = *self.head_since.get_or_insert(now);
@@ -239,6 +266,15 @@ impl ConnIo {
                 return Poll::Pending;
             }
             let now = Instant::now();
+            if now >= deadline && kind == Deadline::Body {
+                tracing::debug!("Client stalled in the middle of a request body; closing.");
+                if self.written_at_head != Some(self.framing.heads()) {
+                    let _ = self.tcp.try_write(BODY_TIMEOUT);
+                }
+                self.framing.stop();
+                self.timed_out = true;
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request body not received in time")));
+            }
             if now >= deadline {
                 let busy = self.shared.active.load(Ordering::Acquire) > 0;
                 if busy {
@@ -283,9 +319,30 @@ impl AsyncRead for ConnIo {
     }
 }
 
+impl ConnIo {
+    /// Bookkeeping after a write: a response to the latest head has begun.
+    fn on_written(&mut self, result: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = result {
+            if *n > 0 {
+                self.written_at_head = Some(self.framing.heads());
+            }
+        }
+    }
+
+    fn closed_after_timeout() -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection closed: request body not received in time")))
+    }
+}
+
 impl AsyncWrite for ConnIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.timed_out {
+            return Self::closed_after_timeout();
+        }
+        let result = Pin::new(&mut this.tcp).poll_write(cx, buf);
+        this.on_written(&result);
+        result
     }
 
     fn poll_write_vectored(
@@ -293,7 +350,13 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.timed_out {
+            return Self::closed_after_timeout();
+        }
+        let result = Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
+        this.on_written(&result);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -141,6 +141,22 @@ impl Framing {
             && matches!(self.state, State::RequestLine | State::LineStart | State::Name | State::Value)
     }
 
+    /// True while a request body (sized or chunked, trailers included) has
+    /// been announced by a head but not wholly read.
+    pub(crate) fn in_partial_body(&self) -> bool {
+        self.mode == Mode::Http1
+            && matches!(
+                self.state,
+                State::Body(_)
+                    | State::ChunkSize
+                    | State::ChunkExt
+                    | State::ChunkData(_)
+                    | State::ChunkDataEnd
+                    | State::TrailerLineStart
+                    | State::TrailerLine
+            )
+    }
+
     /// Request heads completed so far.
     pub(crate) fn heads(&self) -> u64 {
         self.heads

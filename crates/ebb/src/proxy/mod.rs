@@ -13,7 +13,7 @@
 //!   per core (each a single-threaded event loop that keeps a connection,
 //!   its requests, upstream connections and timers together), HTTP/1.1 and
 //!   HTTP/2 prior knowledge, graceful shutdown;
-//! - `conn_io`: the client socket wrapper: header-read and idle deadlines,
+//! - `conn_io`: the client socket wrapper: header-read, body and idle deadlines,
 //!   and the request-framing tracker's reports;
 //! - `framing`: that tracker (refuses `Content-Length` + `Transfer-Encoding`
 //!   and oversized heads);
