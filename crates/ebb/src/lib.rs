@@ -28,3 +28,19 @@ pub mod simulate;
 pub mod state;
 pub mod status;
 pub mod up;
+
+/// Ctrl-C or SIGTERM: what ends `ebb up`, `ebb load` and a calibration.
+pub(crate) async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

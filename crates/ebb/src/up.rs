@@ -295,19 +295,8 @@ async fn drivers_for(
 }
 
 async fn wait_for_stop(stop_requested: &CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
     tokio::select! {
         _ = stop_requested.cancelled() => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+        _ = crate::stop_signal() => {}
     }
 }

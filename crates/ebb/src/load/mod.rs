@@ -450,7 +450,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 
     let mut interval = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let signal = shutdown_signal();
+    let signal = crate::stop_signal();
     tokio::pin!(signal);
     let interrupted = loop {
         tokio::select! {
@@ -524,22 +524,6 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 fn unreachable(url: &str, why: String) -> anyhow::Result<ExitCode> {
     eprintln!("error: {url}: {why}; nothing was sent (is the server running, and is the URL right?)");
     Ok(ExitCode::FAILURE)
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Runs the workers on one OS thread per core, each with its own

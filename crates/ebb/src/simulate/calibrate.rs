@@ -331,7 +331,7 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
             // kills the replica it started and removes its scratch directory.
             let measured = tokio::select! {
                 measured = measure_boot(config, name, starts, duration, &mut progress) => measured,
-                _ = interrupted() => Err("interrupted: the replica being timed was stopped".to_string()),
+                _ = crate::stop_signal() => Err("interrupted: the replica being timed was stopped".to_string()),
             };
             progress.done();
             Some(measured.map_err(failed)?)
@@ -455,21 +455,6 @@ struct BootJson<'a> {
     health_checks: String,
 }
 
-/// Ctrl-C or SIGTERM.
-async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
 
 /// The config and service to time, when there is a config to read.
 fn boot_service(args: &SimulateArgs, config_path: &Path) -> Result<Option<(Config, String)>, Fail> {
