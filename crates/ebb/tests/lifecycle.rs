@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -227,7 +227,29 @@ fn a_protected_worker_is_never_stopped_by_scale_in_and_stops_once_released() {
         (r.len() == 1).then_some(r)
     });
     assert_eq!(left[0]["id"], b.as_str(), "only the released worker left");
-    assert!(ebb.events().iter().any(|e| e["kind"] == "replica_stopped" && e["replica"] == a.as_str()));
+    let stopped = ebb.events().into_iter().find(|e| e["kind"] == "replica_stopped" && e["replica"] == a.as_str());
+    let stopped = stopped.unwrap_or_else(|| panic!("{:#?}", ebb.events()));
+    assert_eq!(stopped["reason"], "replica stopped (ended by SIGTERM, as asked)");
+}
+
+/// A replica that ignores SIGTERM is killed after `stop_timeout`, and its
+/// `replica_stopped` event says so (the fix is in the app or the timeout).
+#[test]
+fn a_replica_that_ignores_sigterm_is_killed_after_stop_timeout_and_the_event_says_so() {
+    let ebb = Ebb::start(|admin, _listen| {
+        format!(
+            "state_dir = \"state\"\n[admin]\nlisten = \"{admin}\"\n\n[service.stubborn]\nkind = \"worker\"\ncommand = \"trap '' TERM; while :; do sleep 0.1; done\"\nreplicas = {{ min = 0, max = 1, desired = 1 }}\nstop_timeout = \"1s\"\n"
+        )
+    });
+    let workers = ebb.wait_in_service(1, BOOT);
+    let id = workers[0]["id"].as_str().unwrap().to_string();
+    let asked = Instant::now();
+    assert!(ebb.cli(&["scale", "stubborn", "0"]).status.success());
+    let stopped = wait_for("the stubborn replica to be stopped", BOOT, || {
+        ebb.events().into_iter().find(|e| e["kind"] == "replica_stopped" && e["replica"] == id.as_str())
+    });
+    assert!(asked.elapsed() >= Duration::from_millis(900), "SIGKILL only after stop_timeout: {:?}", asked.elapsed());
+    assert_eq!(stopped["reason"], "replica stopped (killed with SIGKILL: still running 1s after SIGTERM (stop_timeout))");
 }
 
 /// What a refused request must leave as it was: desired, version, the

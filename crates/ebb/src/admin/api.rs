@@ -326,7 +326,7 @@ pub struct EventView {
     /// What happened: `scaled`, `replica_started`, `replica_start_failed`,
     /// `replica_in_service`, `replica_unhealthy`, `replica_exited`,
     /// `replica_draining`, `replica_stopped`, `backoff`, `fleet_starting`,
-    /// `fleet_stopping`, ...
+    /// `fleet_stopping`, ... (every kind: docs/events.md)
     #[schema(example = "scaled")]
     pub kind: String,
     /// Desired capacity before and after, for `scaled` events.

@@ -395,6 +395,8 @@ struct Replica {
     watchers: CancellationToken,
     /// ebb asked it to stop: its exit is expected, not a failure.
     stopping: bool,
+    /// It exited on its own (before any stop): its stop only cleans up.
+    exited: bool,
     /// Scale-in protection: never chosen to leave while set.
     protected: bool,
     /// An interruption notice: replaced, then retired by this time at the latest.
@@ -714,8 +716,11 @@ impl ServiceController {
             Input::External { at, reading } => self.on_external(at, reading),
             Input::WorkerReady { replica } => self.on_worker_ready(&replica),
             Input::Stopped { replica, result } => {
+                let exited = self.replica_mut(&replica).is_some_and(|r| r.exited);
                 let detail = match result {
-                    Ok(reason) => reason.to_string(),
+                    // Its own exit was reported when it happened.
+                    Ok(reason) if exited => reason.to_string(),
+                    Ok(reason) => stop_detail(&reason, self.config.stop_timeout),
                     Err(error) => format!("stop failed: {error}"),
                 };
                 if let Some(r) = self.replica_mut(&replica) {
@@ -1333,6 +1338,7 @@ impl ServiceController {
         let never_served = !r.ever_in_service;
         let age = r.started_at.elapsed().as_secs_f64();
         r.state = ReplicaState::Failed;
+        r.exited = true;
         if self.deploy.is_some() && self.deploy_failures.len() < 8 {
             self.deploy_failures.push((id.to_string(), format!("{reason} after {age:.1} s")));
         }
@@ -1522,6 +1528,7 @@ impl ServiceController {
             requests_at_last_sample: 0,
             watchers: CancellationToken::new(),
             stopping: false,
+            exited: false,
             protected: false,
             interrupt_deadline: None,
             ever_in_service: false,
@@ -1621,9 +1628,35 @@ fn random_suffix() -> String {
     format!("{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
+/// How a replica that ebb stopped ended, in the words of a stop: SIGTERM is
+/// what ebb sent, so dying of it is the expected end (a `sh -c` wrapper
+/// does); SIGKILL means it outlived `stop_timeout`.
+fn stop_detail(reason: &ExitReason, stop_timeout: Duration) -> String {
+    match reason {
+        ExitReason::Signaled(15) => "ended by SIGTERM, as asked".to_string(),
+        ExitReason::Signaled(9) => format!(
+            "killed with SIGKILL: still running {} after SIGTERM (stop_timeout)",
+            humantime::format_duration(stop_timeout)
+        ),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stop_says_how_the_replica_ended_in_the_words_of_a_stop() {
+        let timeout = Duration::from_secs(10);
+        assert_eq!(stop_detail(&ExitReason::Signaled(15), timeout), "ended by SIGTERM, as asked");
+        assert_eq!(
+            stop_detail(&ExitReason::Signaled(9), timeout),
+            "killed with SIGKILL: still running 10s after SIGTERM (stop_timeout)"
+        );
+        assert_eq!(stop_detail(&ExitReason::Exited(0), timeout), "exited with status 0");
+        assert_eq!(stop_detail(&ExitReason::Signaled(6), timeout), "killed by signal 6 (SIGABRT)");
+    }
 
     #[test]
     fn constant_time_eq_compares_whole_secrets() {

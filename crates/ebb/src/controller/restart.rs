@@ -363,6 +363,7 @@ impl ServiceController {
             requests_at_last_sample: 0,
             watchers: watchers.clone(),
             stopping: false,
+            exited: false,
             protected: record.is_some_and(|r| r.protected),
             interrupt_deadline: None,
             ever_in_service: in_service,
