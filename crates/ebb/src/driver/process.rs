@@ -67,9 +67,25 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Finds a free loopback port by binding port 0 and releasing it. The replica
-/// binds it a moment later; a clash shows up as a failed start and is retried.
+/// Replica ports come from here, as Nomad's dynamic ports do: below Linux's
+/// ephemeral range (32768+). A port from that range, free when checked, can
+/// be taken as the local port of any outgoing connection (ebb's balancer
+/// opens them by the thousand) before the replica binds it; the replica
+/// would then fail to start, and a deploy would roll back for nothing.
+pub const REPLICA_PORTS: std::ops::RangeInclusive<u16> = 20_000..=32_000;
+
+/// Finds a free port for a replica by binding and releasing it, starting at
+/// a random place in [`REPLICA_PORTS`]; the replica binds it a moment later.
+/// When the whole range is taken, any free port the kernel gives.
 fn free_port(host: IpAddr) -> std::io::Result<u16> {
+    let (first, span) = (u32::from(*REPLICA_PORTS.start()), u32::from(REPLICA_PORTS.end() - REPLICA_PORTS.start()) + 1);
+    let start = rand::random::<u32>() % span;
+    for n in 0..span {
+        let port = (first + (start + n) % span) as u16;
+        if std::net::TcpListener::bind(SocketAddr::new(host, port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = std::net::TcpListener::bind(SocketAddr::new(host, 0))?;
     Ok(listener.local_addr()?.port())
 }
@@ -326,6 +342,23 @@ fn scan_for_replicas(service: &str, state_dir: &Path, host: IpAddr) -> Vec<Found
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replica_ports_stay_below_the_ephemeral_range() {
+        let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32_768);
+        assert!(*REPLICA_PORTS.end() < ephemeral_start);
+        let host: IpAddr = "127.0.0.1".parse().unwrap();
+        let ports: Vec<u16> = (0..20).map(|_| free_port(host).unwrap()).collect();
+        assert!(ports.iter().all(|p| REPLICA_PORTS.contains(p)), "{ports:?}");
+        // Random starts: twenty picks are not all the same port.
+        assert!(ports.iter().any(|p| *p != ports[0]), "{ports:?}");
+        for port in ports {
+            std::net::TcpListener::bind((host, port)).expect("the picked port is free");
+        }
+    }
     use std::collections::BTreeMap;
 
     #[test]

@@ -21,11 +21,12 @@ pub const EBB: &str = env!("CARGO_BIN_EXE_ebb");
 /// Picked below the kernel's ephemeral range (32768+): a port taken from
 /// that range can be reused as the local port of any outgoing connection
 /// (load tests open thousands) between the check here and ebb's bind, and
-/// ebb then fails with "address in use". Each test process starts at its
-/// own offset so parallel tests and test binaries rarely meet.
+/// ebb then fails with "address in use". And below the process driver's
+/// replica ports (20000–32000), which parallel tests' replicas take. Each
+/// test process starts at its own offset so test binaries rarely meet.
 pub fn free_port() -> u16 {
-    const FIRST: u32 = 20_000;
-    const SPAN: u32 = 12_000;
+    const FIRST: u32 = 15_000;
+    const SPAN: u32 = 5_000;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let base = std::process::id().wrapping_mul(7_919) % SPAN;
     for _ in 0..SPAN {
