@@ -519,6 +519,31 @@ fn calibrate_measures_capacity_and_boot_of_a_demo_app() {
     assert!(replicas_of(&service).is_empty());
 }
 
+/// Pointed at one of ebb's balancers, calibrate measures the whole fleet
+/// and divides by its replicas in service: the flag is still per replica.
+#[test]
+fn calibrate_through_a_balancer_gives_the_capacity_per_replica() {
+    let ebb = Ebb::start(|admin, listen| {
+        fast_config(admin, listen, "{ min = 2, max = 2, desired = 2 }", "")
+            .replace("demo-app --port $PORT", "demo-app --port $PORT --cpu-budget 0.25")
+    });
+    ebb.wait_in_service(2, std::time::Duration::from_secs(20));
+    let url = format!("http://{}/work?cpu_ms=10", ebb.listen);
+    let out = Command::new(EBB)
+        .current_dir(ebb.dir.path())
+        .args(["simulate", "-f", "ebb.toml", "--calibrate", &url, "--calibrate-duration", "12s", "--calibrate-starts", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let through = &json["through_balancer"];
+    assert_eq!(through["service"], "web", "{json:#}");
+    assert_eq!((through["in_service_before"].as_u64(), through["in_service_after"].as_u64()), (Some(2), Some(2)), "{json:#}");
+    let (total, each) = (through["total_rps"].as_f64().unwrap(), json["capacity"].as_f64().unwrap());
+    assert!((each - total / 2.0).abs() <= 0.1, "per replica is the fleet's rate / 2: {json:#}");
+    assert!((18.0..=28.0).contains(&each), "a quarter core at 10 ms a request serves about 25 req/s per replica: {json:#}");
+}
+
 #[test]
 fn calibrate_says_clearly_what_it_cannot_measure() {
     let d = Dir::new();

@@ -100,12 +100,17 @@ fn view_of(services: &[ServiceDoc], target: SocketAddr) -> FleetView {
 /// admin API named in `./ebb.toml` (if there is one) and the default one,
 /// and answers only when a service listens on the target's address.
 pub async fn detect(target: SocketAddr) -> Option<Admin> {
+    detect_with(target, Path::new("ebb.toml")).await
+}
+
+/// [`detect`], asking the admin API named in `config` (if it parses).
+pub async fn detect_with(target: SocketAddr, config: &Path) -> Option<Admin> {
     if !target.ip().is_loopback() {
         return None;
     }
     let mut candidates = Vec::new();
-    if let Ok(text) = std::fs::read_to_string("ebb.toml") {
-        if let Ok(config) = ebb_core::config::Config::parse(&text, Path::new("ebb.toml")) {
+    if let Ok(text) = std::fs::read_to_string(config) {
+        if let Ok(config) = ebb_core::config::Config::parse(&text, config) {
             candidates.push(config.admin.listen);
         }
     }

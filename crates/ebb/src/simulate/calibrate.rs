@@ -294,6 +294,13 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
         Ok(_) => {}
     }
 
+    // Through one of ebb's balancers, the ramp measures the whole fleet:
+    // the capacity per replica is that divided by the replicas in service.
+    let balancer = match crate::load::fleet::detect_with(addr, config_path).await {
+        Some(admin) => admin.view(addr).await.ok().filter(|v| v.in_service > 0).map(|v| (admin, v)),
+        None => None,
+    };
+
     let bound = slo.threshold;
     let step_length = (duration / 8).clamp(Duration::from_secs(2), Duration::from_secs(5));
     let mut progress = Progress::new();
@@ -318,7 +325,24 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
     .map_err(|e| bad(format!("error: --calibrate: {e}")))?;
     let capacity = ramp(target, step_length, duration, bound, &mut progress).await;
     progress.done();
-    let capacity = capacity.map_err(failed)?;
+    let mut capacity = capacity.map_err(failed)?;
+    let through = match &balancer {
+        Some((admin, before)) => {
+            let after = admin.view(addr).await.map(|v| v.in_service).unwrap_or(before.in_service);
+            // The fleet may have scaled during the ramp: dividing by the
+            // larger count keeps the per-replica figure on the safe side.
+            let replicas = before.in_service.max(after);
+            let through = Through {
+                service: before.label.clone(),
+                in_service_before: before.in_service,
+                in_service_after: after,
+                total_rps: round(capacity.rps, 1),
+            };
+            capacity.rps /= f64::from(replicas);
+            Some(through)
+        }
+        None => None,
+    };
 
     // Boot time is timed with the process driver; a container service's
     // boot includes the engine's and is not measured here.
@@ -362,6 +386,7 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
             capacity: (capacity.rps * 10.0).round() / 10.0,
             capacity_limited_by: capacity.limit,
             capacity_connections: capacity.connections,
+            through_balancer: through.as_ref(),
             p99_bound_ms: bound.as_secs_f64() * 1000.0,
             steps: &capacity.steps,
             boot_ms: boot.as_ref().map(|b| b.in_service.as_millis() as u64),
@@ -399,6 +424,24 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
         if capacity.connections == 1 { "" } else { "s" },
         capacity.limit.describe(bound)
     ));
+    if let Some(t) = &through {
+        let replicas = t.in_service_before.max(t.in_service_after);
+        out.push_str(&format!(
+            "           the URL is service {}'s balancer: {} req/s for the fleet / {} replica{} in service{}\n",
+            t.service,
+            capacity_flag(t.total_rps),
+            replicas,
+            if replicas == 1 { "" } else { "s" },
+            if t.in_service_before != t.in_service_after {
+                format!(
+                    " (the fleet scaled from {} to {} during the ramp: the figure is approximate; calibrate against one replica's own address for an exact one)",
+                    t.in_service_before, t.in_service_after
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
     if let Some(b) = &boot {
         let each: Vec<String> = b.ready.iter().map(|d| ms(*d)).collect();
         out.push_str(&format!(
@@ -428,6 +471,16 @@ fn health_note(h: &ebb_core::config::HealthConfig) -> String {
     )
 }
 
+/// The URL was one of ebb's balancers: the ramp measured the fleet.
+#[derive(Debug, Serialize)]
+struct Through {
+    service: String,
+    in_service_before: u32,
+    in_service_after: u32,
+    /// What the ramp measured, for the whole fleet.
+    total_rps: f64,
+}
+
 #[derive(Serialize)]
 struct Json<'a> {
     url: &'a str,
@@ -435,6 +488,9 @@ struct Json<'a> {
     capacity: f64,
     capacity_limited_by: Limit,
     capacity_connections: u32,
+    /// Set when the URL is one of ebb's balancers: `capacity` is then the
+    /// fleet's rate divided by its replicas in service.
+    through_balancer: Option<&'a Through>,
     p99_bound_ms: f64,
     steps: &'a [Step],
     /// Start to in service (the flag's value), when measured.
