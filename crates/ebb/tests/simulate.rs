@@ -502,6 +502,9 @@ fn calibrate_measures_capacity_and_boot_of_a_demo_app() {
     let words: Vec<&str> = flags.split_whitespace().collect();
     assert_eq!((words[0], words[2]), ("--capacity", "--boot"), "{flags}");
     assert_eq!(words[1].parse::<f64>().unwrap(), capacity, "{flags}");
+    // Not ebb's replica: no CPU samples to read, and the note says so.
+    assert_eq!(json["saturation_cpu"], serde_json::Value::Null, "{json:#}");
+    assert!(json["note"].as_str().unwrap_or("").contains("saturation cpu not measured"), "{json:#}");
     assert!(took < std::time::Duration::from_secs(40), "bounded in time: {took:?}");
     assert!(replicas_of(&service).is_empty(), "every replica it started is gone");
 
@@ -542,6 +545,13 @@ fn calibrate_through_a_balancer_gives_the_capacity_per_replica() {
     let (total, each) = (through["total_rps"].as_f64().unwrap(), json["capacity"].as_f64().unwrap());
     assert!((each - total / 2.0).abs() <= 0.1, "per replica is the fleet's rate / 2: {json:#}");
     assert!((18.0..=28.0).contains(&each), "a quarter core at 10 ms a request serves about 25 req/s per replica: {json:#}");
+    // ebb's own CPU samples: a replica capped at a quarter core saturates
+    // at about 25 % of its allotment (cpu = 1), which a CPU policy must know.
+    let saturation = json["saturation_cpu"].as_f64().unwrap_or_else(|| panic!("{json:#}"));
+    assert!((12.0..=40.0).contains(&saturation), "{json:#}");
+    let flags = json["flags"].as_str().unwrap();
+    let flag = flags.split("--saturation-cpu ").nth(1).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok());
+    assert_eq!(flag, Some(saturation), "{flags}");
 }
 
 #[test]

@@ -27,6 +27,29 @@ struct ServiceDoc {
     desired: u32,
     #[serde(default)]
     in_service: u32,
+    #[serde(default)]
+    replicas: Vec<ReplicaDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReplicaDoc {
+    id: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    port: Option<u16>,
+    /// Last second's CPU, % of the service's `cpu` allotment.
+    #[serde(default)]
+    cpu: Option<f64>,
+}
+
+/// What a loopback address is in a running ebb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behind {
+    /// A service's balancer.
+    Balancer { service: String },
+    /// One replica's own address.
+    Replica { service: String, replica: String },
 }
 
 /// What the live view and the CSV show about the fleet.
@@ -76,6 +99,39 @@ impl Admin {
     pub async fn view(&self, target: SocketAddr) -> Result<FleetView, String> {
         Ok(view_of(&self.services(Duration::from_millis(900)).await?, target))
     }
+
+    /// Last second's CPU (% of the allotment) of what `behind` names: the
+    /// mean over a service's replicas in service, or one replica's. `None`
+    /// while ebb has no sample.
+    pub async fn cpu(&self, behind: &Behind) -> Result<Option<f64>, String> {
+        Ok(cpu_of(&self.services(Duration::from_millis(900)).await?, behind))
+    }
+}
+
+fn cpu_of(services: &[ServiceDoc], behind: &Behind) -> Option<f64> {
+    let (name, only) = match behind {
+        Behind::Balancer { service } => (service, None),
+        Behind::Replica { service, replica } => (service, Some(replica)),
+    };
+    let service = services.iter().find(|s| &s.name == name)?;
+    let readings: Vec<f64> = service
+        .replicas
+        .iter()
+        .filter(|r| only.map_or(r.state == "in_service", |id| &r.id == id))
+        .filter_map(|r| r.cpu)
+        .collect();
+    (!readings.is_empty()).then(|| readings.iter().sum::<f64>() / readings.len() as f64)
+}
+
+/// A service listening on `target`, else a replica whose port it is.
+fn behind_of(services: &[ServiceDoc], target: SocketAddr) -> Option<Behind> {
+    if let Some(s) = services.iter().find(|s| listens_on(s, target)) {
+        return Some(Behind::Balancer { service: s.name.clone() });
+    }
+    services.iter().find_map(|s| {
+        let r = s.replicas.iter().find(|r| r.port == Some(target.port()))?;
+        Some(Behind::Replica { service: s.name.clone(), replica: r.id.clone() })
+    })
 }
 
 fn listens_on(service: &ServiceDoc, target: SocketAddr) -> bool {
@@ -100,11 +156,16 @@ fn view_of(services: &[ServiceDoc], target: SocketAddr) -> FleetView {
 /// admin API named in `./ebb.toml` (if there is one) and the default one,
 /// and answers only when a service listens on the target's address.
 pub async fn detect(target: SocketAddr) -> Option<Admin> {
-    detect_with(target, Path::new("ebb.toml")).await
+    match what_is(target, Path::new("ebb.toml")).await? {
+        (admin, Behind::Balancer { .. }) => Some(admin),
+        (_, Behind::Replica { .. }) => None,
+    }
 }
 
-/// [`detect`], asking the admin API named in `config` (if it parses).
-pub async fn detect_with(target: SocketAddr, config: &Path) -> Option<Admin> {
+/// Whether a loopback `target` is one of a local ebb's balancers or
+/// replicas, asking the admin API named in `config` (if it parses), then the
+/// default one.
+pub async fn what_is(target: SocketAddr, config: &Path) -> Option<(Admin, Behind)> {
     if !target.ip().is_loopback() {
         return None;
     }
@@ -121,13 +182,14 @@ pub async fn detect_with(target: SocketAddr, config: &Path) -> Option<Admin> {
     for addr in candidates {
         let admin = Admin::at(addr);
         if let Ok(services) = admin.services(Duration::from_millis(300)).await {
-            if services.iter().any(|s| listens_on(s, target)) {
-                return Some(admin);
+            if let Some(behind) = behind_of(&services, target) {
+                return Some((admin, behind));
             }
         }
     }
     None
 }
+
 
 /// Polls the admin API once a second until dropped; `latest` holds the
 /// last answer (`None` while the admin API does not answer).
@@ -169,7 +231,33 @@ mod tests {
     use super::*;
 
     fn svc(name: &str, listen: &str, desired: u32, in_service: u32) -> ServiceDoc {
-        ServiceDoc { name: name.into(), listen: listen.into(), desired, in_service }
+        ServiceDoc { name: name.into(), listen: listen.into(), desired, in_service, replicas: Vec::new() }
+    }
+
+    fn replica(id: &str, state: &str, port: u16, cpu: Option<f64>) -> ReplicaDoc {
+        ReplicaDoc { id: id.into(), state: state.into(), port: Some(port), cpu }
+    }
+
+    #[test]
+    fn a_target_is_a_balancer_or_a_replica_and_cpu_is_read_for_it() {
+        let mut web = svc("web", "127.0.0.1:8080", 3, 2);
+        web.replicas = vec![
+            replica("web-a", "in_service", 20001, Some(20.0)),
+            replica("web-b", "in_service", 20002, Some(30.0)),
+            replica("web-c", "starting", 20003, Some(90.0)),
+        ];
+        let services = [web];
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let balancer = Behind::Balancer { service: "web".into() };
+        assert_eq!(behind_of(&services, at("127.0.0.1:8080")), Some(balancer.clone()));
+        let one = Behind::Replica { service: "web".into(), replica: "web-b".into() };
+        assert_eq!(behind_of(&services, at("127.0.0.1:20002")), Some(one.clone()));
+        assert_eq!(behind_of(&services, at("127.0.0.1:9999")), None);
+        // The balancer: the mean of the replicas in service (not starting).
+        assert_eq!(cpu_of(&services, &balancer), Some(25.0));
+        assert_eq!(cpu_of(&services, &one), Some(30.0));
+        let unknown = Behind::Replica { service: "web".into(), replica: "web-z".into() };
+        assert_eq!(cpu_of(&services, &unknown), None);
     }
 
     #[test]

@@ -34,6 +34,7 @@ use super::output::num;
 use super::SimulateArgs;
 use crate::controller::probe;
 use crate::driver::{Driver, ProcessDriver, ReplicaSpec, RunningReplica};
+use crate::load::fleet::{Admin, Behind};
 use crate::load::http::{exchange, get_once, parse_url, RequestSpec, Target, Timer};
 use crate::load::stats::{Collector, Shards};
 
@@ -68,6 +69,10 @@ pub struct Step {
     pub p99_ms: Option<f64>,
     /// Transport failures and answers of 400 or more.
     pub errors: u64,
+    /// ebb's CPU sample of the replica (or the mean of the replicas behind
+    /// the balancer) at the end of the step, % of the `cpu` allotment;
+    /// `None` when the URL is not ebb's.
+    pub cpu_percent: Option<f64>,
 }
 
 /// Why the ramp stopped, which says what the capacity is.
@@ -87,6 +92,17 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// Its name, as `capacity_limited_by` spells it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Limit::Throughput => "throughput",
+            Limit::Latency => "latency",
+            Limit::Errors => "errors",
+            Limit::Duration => "duration",
+            Limit::Connections => "connections",
+        }
+    }
+
     fn describe(self, bound: Duration) -> String {
         match self {
             Limit::Throughput => "throughput stopped rising (two doublings of the connections added less than 5 %)".into(),
@@ -106,6 +122,9 @@ pub struct Capacity {
     pub rps: f64,
     pub connections: u32,
     pub limit: Limit,
+    /// The CPU ebb read at that step: what a saturated replica reads
+    /// (`--saturation-cpu`), when the URL is ebb's.
+    pub saturation_cpu: Option<f64>,
 }
 
 /// Picks the capacity from the steps measured so far (the index of the
@@ -294,11 +313,15 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
         Ok(_) => {}
     }
 
-    // Through one of ebb's balancers, the ramp measures the whole fleet:
+    // A balancer or a replica of a running ebb: its CPU samples give the
+    // saturation CPU. Through a balancer the ramp measures the whole fleet:
     // the capacity per replica is that divided by the replicas in service.
-    let balancer = match crate::load::fleet::detect_with(addr, config_path).await {
-        Some(admin) => admin.view(addr).await.ok().filter(|v| v.in_service > 0).map(|v| (admin, v)),
-        None => None,
+    let known = crate::load::fleet::what_is(addr, config_path).await;
+    let balancer = match &known {
+        Some((admin, Behind::Balancer { .. })) => {
+            admin.view(addr).await.ok().filter(|v| v.in_service > 0).map(|v| (admin.clone(), v))
+        }
+        _ => None,
     };
 
     let bound = slo.threshold;
@@ -323,7 +346,7 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
         },
     )
     .map_err(|e| bad(format!("error: --calibrate: {e}")))?;
-    let capacity = ramp(target, step_length, duration, bound, &mut progress).await;
+    let capacity = ramp(target, step_length, duration, bound, known.as_ref(), &mut progress).await;
     progress.done();
     let mut capacity = capacity.map_err(failed)?;
     let through = match &balancer {
@@ -364,6 +387,12 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
     };
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut flags = format!("--capacity {}", capacity_flag(capacity.rps));
+    // Only a saturated replica's CPU is its saturation CPU: a ramp cut
+    // short by time, connections, latency or errors may not have got there.
+    let saturation_cpu = capacity.saturation_cpu.filter(|_| capacity.limit == Limit::Throughput);
+    if let Some(cpu) = saturation_cpu {
+        flags.push_str(&format!(" --saturation-cpu {}", num(cpu.max(0.1), 1)));
+    }
     if let Some(b) = &boot {
         flags.push_str(&format!(" --boot {}", boot_flag(b.in_service)));
     }
@@ -379,6 +408,21 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
         )),
         _ => None,
     };
+    let cpu_note = match (&known, saturation_cpu) {
+        (_, Some(_)) => None,
+        (None, None) => Some(
+            "saturation cpu not measured: the URL is not a balancer or replica of a running ebb (read the CPU `ebb status` shows for a saturated replica)"
+                .to_string(),
+        ),
+        (Some(_), None) => Some(format!(
+            "saturation cpu not measured: the capacity was limited by {}, not by a saturated replica",
+            capacity.limit.as_str()
+        )),
+    };
+    let note = match (note, cpu_note) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
 
     if args.json {
         let json = Json {
@@ -386,6 +430,7 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
             capacity: (capacity.rps * 10.0).round() / 10.0,
             capacity_limited_by: capacity.limit,
             capacity_connections: capacity.connections,
+            saturation_cpu,
             through_balancer: through.as_ref(),
             p99_bound_ms: bound.as_secs_f64() * 1000.0,
             steps: &capacity.steps,
@@ -442,6 +487,12 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
             }
         ));
     }
+    if let Some(cpu) = saturation_cpu {
+        out.push_str(&format!(
+            "cpu        a saturated replica reads {} % of its cpu allotment (ebb's own sample at that step)\n",
+            num(cpu, 1)
+        ));
+    }
     if let Some(b) = &boot {
         let each: Vec<String> = b.ready.iter().map(|d| ms(*d)).collect();
         out.push_str(&format!(
@@ -488,6 +539,9 @@ struct Json<'a> {
     capacity: f64,
     capacity_limited_by: Limit,
     capacity_connections: u32,
+    /// The CPU % ebb read at the capacity step (`--saturation-cpu`), when
+    /// the URL is ebb's and the ramp ended on a saturated replica.
+    saturation_cpu: Option<f64>,
     /// Set when the URL is one of ebb's balancers: `capacity` is then the
     /// fleet's rate divided by its replicas in service.
     through_balancer: Option<&'a Through>,
@@ -539,6 +593,7 @@ async fn ramp(
     step: Duration,
     duration: Duration,
     bound: Duration,
+    cpu_from: Option<&(Admin, Behind)>,
     progress: &mut Progress,
 ) -> Result<Capacity, String> {
     let target = Arc::new(target);
@@ -587,12 +642,19 @@ async fn ramp(
         let tick = collector.tick(start.elapsed().as_secs_f64());
         let (good_after, client_after) = good_and_4xx(&collector);
         let good = good_after - good_before;
+        // ebb samples CPU once a second: the newest sample is from this
+        // step's loaded part (a step lasts 2 s or more, a fifth settling).
+        let cpu = match cpu_from {
+            Some((admin, behind)) => admin.cpu(behind).await.ok().flatten().map(|c| round(c, 1)),
+            None => None,
+        };
         let s = Step {
             connections,
             seconds: round(tick.length_s, 3),
             rps: round(good as f64 / tick.length_s.max(1e-9), 2),
             p99_ms: tick.p99_ms.map(|p| round(p, 1)),
             errors: tick.errors + (client_after - client_before),
+            cpu_percent: cpu,
         };
         progress.show(&format!(
             "calibrate: {} connection{}: {} req/s, p99 {}, {} errors",
@@ -638,7 +700,13 @@ async fn ramp(
         });
     };
     let chosen = &steps[best];
-    Ok(Capacity { rps: chosen.rps, connections: chosen.connections, limit, steps })
+    Ok(Capacity {
+        rps: chosen.rps,
+        connections: chosen.connections,
+        limit,
+        saturation_cpu: chosen.cpu_percent,
+        steps,
+    })
 }
 
 /// Stops (SIGKILL to its process group) a replica that was started and
@@ -772,7 +840,7 @@ mod tests {
     use super::*;
 
     fn step(connections: u32, rps: f64, p99_ms: f64) -> Step {
-        Step { connections, seconds: 2.0, rps, p99_ms: Some(p99_ms), errors: 0 }
+        Step { connections, seconds: 2.0, rps, p99_ms: Some(p99_ms), errors: 0, cpu_percent: None }
     }
 
     #[test]
