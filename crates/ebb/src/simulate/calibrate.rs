@@ -456,10 +456,21 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
         seconds(step_length),
         humantime::format_duration(bound)
     ));
-    out.push_str(&format!("{:>11}  {:>9}  {:>10}  {:>6}\n", "connections", "req/s", "p99", "errors"));
+    // The CPU column only when ebb's samples were read.
+    let with_cpu = capacity.steps.iter().any(|s| s.cpu_percent.is_some());
+    let cpu_column = |v: String| if with_cpu { format!("  {v:>6}") } else { String::new() };
+    out.push_str(&format!(
+        "{:>11}  {:>9}  {:>10}  {:>6}{}\n",
+        "connections",
+        "req/s",
+        "p99",
+        "errors",
+        cpu_column("cpu".into())
+    ));
     for s in &capacity.steps {
         let p99 = s.p99_ms.map(|p| ms(Duration::from_secs_f64(p / 1000.0))).unwrap_or_else(|| "-".into());
-        out.push_str(&format!("{:>11}  {:>9}  {:>10}  {:>6}\n", s.connections, num(s.rps, 1), p99, s.errors));
+        let cpu = cpu_column(s.cpu_percent.map(|c| format!("{} %", num(c, 0))).unwrap_or_else(|| "-".into()));
+        out.push_str(&format!("{:>11}  {:>9}  {:>10}  {:>6}{cpu}\n", s.connections, num(s.rps, 1), p99, s.errors));
     }
     out.push('\n');
     out.push_str(&format!(
