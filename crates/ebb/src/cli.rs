@@ -168,7 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = match &cli.command {
         Command::DemoApp(args) => return crate::demo_app::run(args.clone()).await.map(|()| ExitCode::SUCCESS),
         Command::Proxy(args) => return crate::proxy::run_static(args.clone()).await.map(|()| ExitCode::SUCCESS),
-        Command::Load(args) => return crate::load::run(args.clone()).await,
+        Command::Load(args) => return crate::load::run(args.clone(), &cli.file).await,
         Command::Simulate(args) => return crate::simulate::run(args.clone(), &cli.file).await,
         Command::Validate { file } => {
             let path = file.as_ref().unwrap_or(&cli.file);

@@ -153,10 +153,10 @@ fn view_of(services: &[ServiceDoc], target: SocketAddr) -> FleetView {
 }
 
 /// Without `--ebb`: is the target one of a local ebb's balancers? Asks the
-/// admin API named in `./ebb.toml` (if there is one) and the default one,
+/// admin API named in `config` (`-f`, `./ebb.toml` by default) and the default one,
 /// and answers only when a service listens on the target's address.
-pub async fn detect(target: SocketAddr) -> Option<Admin> {
-    match what_is(target, Path::new("ebb.toml")).await? {
+pub async fn detect(target: SocketAddr, config: &Path) -> Option<Admin> {
+    match what_is(target, config).await? {
         (admin, Behind::Balancer { .. }) => Some(admin),
         (_, Behind::Replica { .. }) => None,
     }

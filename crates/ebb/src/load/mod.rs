@@ -310,7 +310,7 @@ fn plan(args: &LoadArgs) -> Result<Plan, BadInput> {
 
 /// Runs `ebb load`; prints the summary. Errors that are the user's (bad
 /// arguments, unreadable files) are reported here with exit code 2.
-pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: LoadArgs, config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let bad = |message: String| {
         eprintln!("error: {message}");
         Ok(ExitCode::from(EXIT_BAD_INPUT))
@@ -351,7 +351,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 
     let admin = match admin {
         Some(admin) => Some(admin),
-        None => fleet::detect(addr).await,
+        None => fleet::detect(addr, config).await,
     };
     let mut notes = Vec::new();
     let poller = match admin {

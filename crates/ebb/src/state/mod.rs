@@ -289,9 +289,18 @@ fn read_all(conn: &Connection) -> Result<Restored, String> {
     Ok(restored)
 }
 
+/// A failed batch is tried again after these pauses before the store
+/// gives up (a busy or briefly full disk).
+const RETRY_PAUSES: [std::time::Duration; 2] = [std::time::Duration::from_millis(100), std::time::Duration::from_secs(1)];
+
 fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: PathBuf, keep_events: i64) {
     let mut last_prune_ms = 0u64;
     let mut closing = None;
+    // Once a batch is lost, every later sync says so: what was lost may be
+    // what a later caller's answer depends on (its write can have gone in
+    // the lost batch while its sync comes in the next), and the controller
+    // does not write unchanged records again.
+    let mut broken: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -301,12 +310,39 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: PathBuf, keep_
             }
         }
         let mut waiting = Vec::new();
-        let result = apply(&mut conn, batch, &mut waiting, &mut closing, keep_events).map_err(|e| e.to_string());
-        if let Err(error) = &result {
-            tracing::error!(path = %path.display(), %error, "Could not write the state file.");
+        let mut writes = Vec::with_capacity(batch.len());
+        for op in batch {
+            match op {
+                Op::Sync(reply) => waiting.push(reply),
+                // Ops queued after a close are dropped with the channel.
+                Op::Close(reply) => {
+                    closing = Some(reply);
+                    break;
+                }
+                write => writes.push(write),
+            }
         }
+        let mut result = apply(&mut conn, &writes, keep_events);
+        for pause in RETRY_PAUSES {
+            if result.is_ok() {
+                break;
+            }
+            std::thread::sleep(pause);
+            result = apply(&mut conn, &writes, keep_events);
+        }
+        if let Err(error) = result {
+            tracing::error!(
+                path = %path.display(), %error,
+                "Could not write the state file: changes from now on are not saved and every change the admin API is asked for answers 503. Fix the cause (disk full? permissions?) and restart ebb."
+            );
+            broken.get_or_insert(error.to_string());
+        }
+        let answer = match &broken {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        };
         for tx in waiting {
-            let _ = tx.send(result.clone());
+            let _ = tx.send(answer.clone());
         }
         if closing.is_some() {
             break;
@@ -326,27 +362,22 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: PathBuf, keep_
     }
 }
 
-fn apply(
-    conn: &mut Connection,
-    batch: Vec<Op>,
-    waiting: &mut Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
-    closing: &mut Option<tokio::sync::oneshot::Sender<()>>,
-    keep_events: i64,
-) -> rusqlite::Result<()> {
+/// Writes one batch in one transaction: all of it or none.
+fn apply(conn: &mut Connection, writes: &[Op], keep_events: i64) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut wrote_events = false;
-    for op in batch {
+    for op in writes {
         match op {
             Op::Service(record) => {
                 tx.execute(
                     "INSERT OR REPLACE INTO services (name, record) VALUES (?1, ?2)",
-                    params![record.name, to_json(&*record)],
+                    params![record.name, to_json(&**record)],
                 )?;
             }
             Op::Replica(record) => {
                 tx.execute(
                     "INSERT OR REPLACE INTO replicas (id, service, record) VALUES (?1, ?2, ?3)",
-                    params![record.id, record.service, to_json(&*record)],
+                    params![record.id, record.service, to_json(&**record)],
                 )?;
             }
             Op::ForgetReplica(id) => {
@@ -355,22 +386,17 @@ fn apply(
             Op::Event(event) => {
                 tx.execute(
                     "INSERT OR REPLACE INTO events (seq, event) VALUES (?1, ?2)",
-                    params![event.seq as i64, to_json(&*event)],
+                    params![event.seq as i64, to_json(&**event)],
                 )?;
                 wrote_events = true;
             }
             Op::Point(service, point) => {
                 tx.execute(
                     "INSERT OR REPLACE INTO history_second (service, time_ms, point) VALUES (?1, ?2, ?3)",
-                    params![service, point.time_ms as i64, to_json(&*point)],
+                    params![service, point.time_ms as i64, to_json(&**point)],
                 )?;
             }
-            Op::Sync(reply) => waiting.push(reply),
-            // Ops queued after a close are dropped with the channel.
-            Op::Close(reply) => {
-                *closing = Some(reply);
-                break;
-            }
+            Op::Sync(_) | Op::Close(_) => {}
         }
     }
     if wrote_events {

@@ -155,3 +155,24 @@ async fn history_older_than_a_day_is_folded_into_minutes() {
     assert_eq!(minutes[0].desired, 4, "the minute keeps its highest capacity");
     assert_eq!(minutes[0].p99_ms, Some(30.0), "and its worst p99");
 }
+
+/// A lost write is never answered as saved: not by the sync that follows
+/// it, and not by any later one (the lost record is not written again).
+#[tokio::test]
+async fn once_a_write_is_lost_every_later_sync_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = StateStore::open(dir.path(), 100).unwrap();
+    store.save_replica(replica("web-1", "web"));
+    store.sync().await.expect("a healthy store saves");
+    // Break the file under the writer: every replica write fails from now.
+    let other = Connection::open(store.path()).unwrap();
+    other.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    other.execute_batch("DROP TABLE replicas").unwrap();
+    store.save_replica(replica("web-2", "web"));
+    let lost = store.sync().await.expect_err("the write was lost");
+    assert!(lost.contains("replicas"), "{lost}");
+    // A later write that works does not make the lost one saved.
+    store.record_event(&event(1));
+    assert_eq!(store.sync().await, Err(lost));
+    store.close().await;
+}
