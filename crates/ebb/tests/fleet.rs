@@ -290,3 +290,25 @@ fn up_refuses_a_listen_address_in_use_and_starts_nothing() {
     let ps = std::process::Command::new("pgrep").args(["-f", "sleep 31.4159"]).output().unwrap();
     assert!(ps.stdout.is_empty(), "no replica was started: {}", String::from_utf8_lossy(&ps.stdout));
 }
+
+/// A second `ebb up` on a state directory in use is refused before it
+/// binds or starts anything, and names the first one's pid; the first
+/// keeps its fleet.
+#[test]
+fn a_second_ebb_up_on_the_same_state_directory_is_refused_and_changes_nothing() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 2, max = 2, desired = 2 }", ""));
+    let before = ebb.wait_in_service(2, Duration::from_secs(20));
+    // Another config (other ports), the same state directory.
+    let other = ebb.dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&ebb.config).unwrap();
+    let text = text
+        .replace(&ebb.admin.to_string(), &format!("127.0.0.1:{}", free_port()))
+        .replace(&ebb.listen.to_string(), &format!("127.0.0.1:{}", free_port()));
+    std::fs::write(&other, text).unwrap();
+    let out = std::process::Command::new(EBB).arg("-f").arg(&other).arg("up").output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("another ebb (pid {})", ebb.up_pid())) && stderr.contains("state directory"), "{stderr}");
+    let ids = |rs: &[serde_json::Value]| rs.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(&ebb.replicas()), ids(&before), "the first ebb's fleet is untouched");
+}

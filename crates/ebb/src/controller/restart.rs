@@ -24,6 +24,10 @@ use crate::proxy::Backend;
 use crate::state::{ReplicaRecord, ServiceRecord};
 use crate::status::ReplicaState;
 
+/// `discover` is asked this many times, a second apart, before the
+/// previous run's replicas are left to the next restart.
+const DISCOVER_ATTEMPTS: u32 = 5;
+
 /// What decides whether the service record must be rebuilt.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct ServiceFingerprint {
@@ -137,7 +141,14 @@ impl ServiceController {
             desired: self.desired,
             version: self.version,
             config_desired: self.config.replicas.desired,
-            specs: self.specs.range(first_kept..).map(|(v, spec)| (*v, spec_json(spec))).collect(),
+            // The newest versions, and always the current one (after many
+            // rolled-back deploys it is older than all of them).
+            specs: self
+                .specs
+                .iter()
+                .filter(|(v, _)| **v >= first_kept || **v == self.version)
+                .map(|(v, spec)| (*v, spec_json(spec)))
+                .collect(),
             config_spec: spec_json(&self.config_spec()),
             last_deploy: self.last_deploy.as_ref().and_then(|d| serde_json::to_value(d).ok()),
         }
@@ -234,12 +245,41 @@ impl ServiceController {
         // What the store holds is what is saved: replicas not adopted are
         // forgotten by the first `persist`.
         self.saved_replicas = known.clone();
-        let found = match self.driver.discover(&self.name, &self.state_dir).await {
-            Ok(found) => found,
-            Err(error) => {
-                tracing::warn!(service = %self.name, %error, "Could not look for replicas left by the previous run.");
-                Vec::new()
+        let mut found = None;
+        for attempt in 1..=DISCOVER_ATTEMPTS {
+            match self.driver.discover(&self.name, &self.state_dir).await {
+                Ok(list) => {
+                    found = Some(list);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(service = %self.name, %error, attempt, "Could not look for replicas left by the previous run.");
+                    if attempt < DISCOVER_ATTEMPTS {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
             }
+        }
+        let Some(found) = found else {
+            // Nothing is known about them: not dead, not adopted. Their
+            // records stay in the file for the next run to find them, and
+            // the event says where to look.
+            self.saved_replicas.clear();
+            if !known.is_empty() {
+                let mut ids: Vec<&str> = known.keys().map(String::as_str).collect();
+                ids.sort();
+                self.record(NewEvent::new(
+                    &self.name,
+                    EventKind::ReplicaExited,
+                    format!(
+                        "could not list the replicas the previous run left ({} driver); {} may still be running ({}): new ones are started, and the next restart adopts or stops the old ones",
+                        self.driver.name(),
+                        ids.len(),
+                        ids.join(", ")
+                    ),
+                ));
+            }
+            return 0;
         };
         let mut candidates = Vec::new();
         for found in found {
@@ -248,7 +288,17 @@ impl ServiceController {
             match self.driver.adopt(&found).await {
                 Ok(running) => candidates.push((found, record.filter(|_| matches), running)),
                 Err(error) => {
-                    tracing::warn!(service = %self.name, replica = %found.replica_id, %error, "Could not adopt a replica.")
+                    // Left running and not tracked in this run: keep its
+                    // record, so the next restart tries again.
+                    self.saved_replicas.remove(&found.replica_id);
+                    self.record(
+                        NewEvent::new(
+                            &self.name,
+                            EventKind::ReplicaExited,
+                            format!("found running ({}) but could not take it over: {error}; left as it is, the next restart tries again", found.addr),
+                        )
+                        .replica(&found.replica_id),
+                    );
                 }
             }
         }
@@ -264,8 +314,10 @@ impl ServiceController {
             }
         }
         let mut outcomes = HashMap::new();
-        while let Some(Ok((index, outcome))) = checks.join_next().await {
-            outcomes.insert(index, outcome);
+        while let Some(joined) = checks.join_next().await {
+            if let Ok((index, outcome)) = joined {
+                outcomes.insert(index, outcome);
+            }
         }
         let mut adopted = 0;
         for (index, (found, record, running)) in candidates.into_iter().enumerate() {
@@ -300,6 +352,19 @@ impl ServiceController {
                         r.state = ReplicaState::Failed;
                     }
                     self.retire(&id, "failed its health check after ebb restarted");
+                }
+                // A web replica whose check never answered (the probe task
+                // failed) is not taken for healthy.
+                (Some(record), None) if web => {
+                    self.take_over(&found, running, Some(&record), false);
+                    self.record(
+                        NewEvent::new(&self.name, EventKind::ReplicaUnhealthy, "still running after ebb restarted, but its health check could not run; replaced")
+                            .replica(&id),
+                    );
+                    if let Some(r) = self.replica_mut(&id) {
+                        r.state = ReplicaState::Failed;
+                    }
+                    self.retire(&id, "its health check could not run after ebb restarted");
                 }
                 (Some(record), outcome) => {
                     self.take_over(&found, running, Some(&record), true);

@@ -54,6 +54,11 @@ pub enum StateError {
     Newer { path: PathBuf, found: i64 },
     #[error("the state file {path} could not be written: {cause}")]
     Write { path: PathBuf, cause: String },
+    #[error(
+        "another ebb ({holder}) is running with the state directory {dir}; two would adopt and stop each other's replicas. \
+         Stop it (`ebb status`, `ebb down`), or give this config its own state_dir"
+    )]
+    Locked { dir: PathBuf, holder: String },
 }
 
 /// What a service needs to come back as it was.
@@ -136,6 +141,7 @@ impl StateStore {
     /// starts the writer thread. `keep_events` bounds the stored event log.
     pub fn open(state_dir: &Path, keep_events: usize) -> Result<(StateStore, Restored), StateError> {
         let path = state_dir.join(STATE_FILE);
+        let lock = lock_state_dir(state_dir)?;
         let mut conn = open_checked(&path)?;
         // What is older than 24 h is folded into minutes first, so memory
         // gets only the last day, one point a second.
@@ -147,7 +153,7 @@ impl StateStore {
         let thread_path = path.clone();
         std::thread::Builder::new()
             .name("ebb-state".into())
-            .spawn(move || write_loop(conn, rx, thread_path, keep_events.max(1) as i64))
+            .spawn(move || write_loop(conn, lock, rx, thread_path, keep_events.max(1) as i64))
             .map_err(|e| StateError::Write { path: path.clone(), cause: e.to_string() })?;
         Ok((StateStore { ops, path }, restored))
     }
@@ -195,6 +201,39 @@ impl StateStore {
     fn send(&self, op: Op) {
         // The writer only stops when every handle is gone.
         let _ = self.ops.send(op);
+    }
+}
+
+/// Takes `<state_dir>/state.lock` (flock, exclusive, non-blocking) and
+/// writes this pid in it, for the message another ebb gets.
+fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StateError> {
+    use std::io::{Read, Seek, Write};
+    let path = state_dir.join("state.lock");
+    let write_error = |e: &dyn std::fmt::Display| StateError::Write { path: path.clone(), cause: e.to_string() };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| write_error(&e))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let pid = std::process::id().to_string();
+            let written = lock.set_len(0).and_then(|()| lock.rewind()).and_then(|()| lock.write_all(pid.as_bytes()));
+            written.map_err(|e| write_error(&e))?;
+            Ok(lock)
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "pid unknown".to_string(),
+                pid => format!("pid {pid}"),
+            };
+            Err(StateError::Locked { dir: state_dir.to_path_buf(), holder })
+        }
+        Err((_, errno)) => Err(write_error(&errno)),
     }
 }
 
@@ -293,7 +332,16 @@ fn read_all(conn: &Connection) -> Result<Restored, String> {
 /// gives up (a busy or briefly full disk).
 const RETRY_PAUSES: [std::time::Duration; 2] = [std::time::Duration::from_millis(100), std::time::Duration::from_secs(1)];
 
-fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: PathBuf, keep_events: i64) {
+/// The writer thread. It holds the state directory's lock for as long as it
+/// runs; the kernel drops it when ebb dies, however it dies (the file is
+/// close-on-exec, so replicas do not inherit it).
+fn write_loop(
+    mut conn: Connection,
+    lock: nix::fcntl::Flock<std::fs::File>,
+    rx: mpsc::Receiver<Op>,
+    path: PathBuf,
+    keep_events: i64,
+) {
     let mut last_prune_ms = 0u64;
     let mut closing = None;
     // Once a batch is lost, every later sync says so: what was lost may be
@@ -357,6 +405,8 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: PathBuf, keep_
         }
     }
     drop(conn);
+    // Released before a close is answered: whoever waited may open it next.
+    drop(lock);
     if let Some(tx) = closing {
         let _ = tx.send(());
     }
@@ -413,7 +463,9 @@ fn to_json<T: Serialize>(value: &T) -> String {
 /// (means of the numbers, max of the counts), and drops minutes older than
 /// 30 days.
 fn fold_history(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<()> {
-    let cutoff = now_ms.saturating_sub(SECOND_RETENTION_MS) as i64;
+    // Whole minutes only: a minute folded in two parts would average its
+    // first part's mean in as one sample.
+    let cutoff = (now_ms.saturating_sub(SECOND_RETENTION_MS) / 60_000 * 60_000) as i64;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let old: Vec<(String, String)> = {
         let mut stmt = tx.prepare("SELECT service, point FROM history_second WHERE time_ms < ?1 ORDER BY service, time_ms")?;

@@ -176,3 +176,19 @@ async fn once_a_write_is_lost_every_later_sync_says_so() {
     assert_eq!(store.sync().await, Err(lost));
     store.close().await;
 }
+
+/// Two ebbs on one state directory would adopt and stop each other's
+/// replicas: the second is refused, with the first one's pid, until the
+/// first is gone.
+#[tokio::test]
+async fn a_second_ebb_on_the_same_state_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = StateStore::open(dir.path(), 100).unwrap();
+    let refused = StateStore::open(dir.path(), 100).expect_err("the directory is taken");
+    let message = refused.to_string();
+    assert!(matches!(refused, StateError::Locked { .. }), "{message}");
+    assert!(message.contains(&format!("pid {}", std::process::id())) && message.contains("state_dir"), "{message}");
+    store.close().await;
+    let (again, _) = StateStore::open(dir.path(), 100).expect("free once the first is closed");
+    again.close().await;
+}
