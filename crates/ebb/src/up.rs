@@ -107,8 +107,15 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     // Containers cannot dial ebb's loopback admin address; they protect
     // themselves through the replica gate on the Docker bridge instead.
     let replica_gate = match docker_gateway {
-        Some(gateway) => open_replica_gate(config.admin.listen, gateway).await,
-        None => None,
+        Some(gateway) => open_replica_gate(admin_listener.local_addr()?, gateway).await,
+        None => {
+            if config.services.values().any(|s| s.driver == DriverKind::Docker) {
+                tracing::warn!(
+                    "The Docker engine has no default bridge network with a gateway address: containers cannot reach ebb to protect themselves (`ebb protect` from the host still works)."
+                );
+            }
+            None
+        }
     };
     let events = Arc::new(EventLog::with_store(EVENT_LOG_CAPACITY, store.clone(), std::mem::take(&mut restored.events)));
     let stop_requested = CancellationToken::new();

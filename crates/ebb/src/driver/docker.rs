@@ -433,14 +433,17 @@ pub(crate) async fn stop_and_remove(
     id: &str,
     timeout: Duration,
 ) -> Result<ExitReason, String> {
-    let reason = stop_container(docker, replica, id, timeout).await?;
+    // A stop that failed still ends in a forced removal (which kills): a
+    // container ebb forgets must not keep running.
+    let reason = match stop_container(docker, replica, id, timeout).await {
+        Ok(reason) => reason,
+        Err(stop_failed) => ExitReason::Unknown(format!("{stop_failed}; removed by force")),
+    };
     let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
     match docker.remove_container(id, Some(options)).await {
         Ok(()) => Ok(reason),
         Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => Ok(reason),
-        Err(e) => {
-            Err(format!("container {} stopped ({reason}) but could not be removed: {}", short(id), message_of(&e)))
-        }
+        Err(e) => Err(format!("container {} ended ({reason}) but could not be removed: {}", short(id), message_of(&e))),
     }
 }
 
@@ -454,6 +457,9 @@ pub(crate) async fn stop_container(
 ) -> Result<ExitReason, String> {
     if !replica.has_exited() {
         let options = StopContainerOptionsBuilder::new().t(whole_seconds(timeout) as i32).build();
+        // The engine answers once the container has stopped: up to the
+        // stop timeout, beyond bollard's default request timeout (120 s).
+        let docker = docker.clone().with_timeout(timeout + Duration::from_secs(30));
         match docker.stop_container(id, Some(options)).await {
             // 304: already stopped; 404: already gone.
             Ok(()) => {}
@@ -474,7 +480,8 @@ pub(crate) async fn stop_container(
 
 /// The first 12 characters of a container id, as `docker ps` shows it.
 pub(crate) fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    // By characters: an id from a hand-edited state file may not be ASCII.
+    id.char_indices().nth(12).map_or(id, |(end, _)| &id[..end])
 }
 
 impl Driver for DockerDriver {

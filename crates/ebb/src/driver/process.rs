@@ -182,11 +182,18 @@ impl Driver for ProcessDriver {
                 Err(_) => {
                     tracing::warn!(replica = %replica.replica_id, ?timeout, "Replica ignored SIGTERM; sending SIGKILL.");
                     signal_group(nix::sys::signal::Signal::SIGKILL)?;
-                    replica.exited().await
+                    // Bounded: a process in uninterruptible sleep (D state)
+                    // must not hold `ebb down` for ever.
+                    match tokio::time::timeout(Duration::from_secs(10), replica.exited()).await {
+                        Ok(reason) => reason,
+                        Err(_) => ExitReason::Unknown("still not gone 10 s after SIGKILL (stuck in the kernel?)".into()),
+                    }
                 }
             };
             // The group leader is gone; make sure nothing it started lingers
-            // (e.g. a child of `sh -c` that ignored SIGTERM).
+            // (e.g. a child of `sh -c` that ignored SIGTERM). Safe after the
+            // leader is reaped: Linux never hands out a pid that is still
+            // some group's id, and an empty group answers ESRCH.
             signal_group(nix::sys::signal::Signal::SIGKILL)?;
             Ok(reason)
         })

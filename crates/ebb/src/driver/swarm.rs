@@ -538,9 +538,11 @@ impl Driver for SwarmDriver {
                 // Swarm removes the container with the task: removing it
                 // here, under Swarm's feet, is not safe.
                 let id = container.as_deref().unwrap_or_default();
-                let reason = stop_container(&self.engine.docker, replica, id, timeout).await.map_err(error)?;
+                // The slot is released even when the stop failed: the
+                // count must come down, or the service never reaches 0.
+                let stopped = stop_container(&self.engine.docker, replica, id, timeout).await;
                 self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))?;
-                reason
+                stopped.map_err(error)?
             } else if replica.has_exited() {
                 self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))?;
                 replica.exited().await
@@ -598,7 +600,7 @@ impl Driver for SwarmDriver {
                         .and_then(|s| s.container_status.as_ref())
                         .and_then(|c| c.container_id.clone());
                     let replica_id =
-                        ids.get(&id).cloned().unwrap_or_else(|| format!("{service}-{}", &id[..id.len().min(6)]));
+                        ids.get(&id).cloned().unwrap_or_else(|| format!("{service}-{}", id.chars().take(6).collect::<String>()));
                     found.push(FoundReplica {
                         service: service.to_string(),
                         replica_id,
