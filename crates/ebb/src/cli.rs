@@ -114,7 +114,7 @@ enum Command {
     },
     /// Check a config file without starting anything.
     Validate {
-        /// The file to check (defaults to -f's value).
+        /// The file to check (defaults to `ebb -f FILE validate`'s FILE, or ebb.toml).
         file: Option<PathBuf>,
     },
     /// Run the built-in demo application (the seed stories' workload).
@@ -412,8 +412,13 @@ pub fn render_status(status: &FleetStatus) -> String {
         if let Some(holding) = &service.holding {
             out.push_str(&format!("  holding: {holding}\n"));
         }
-        let header = ["REPLICA", "STATE", "HEALTH", "PID", "PORT", "AGE", "CPU", "IN-FLIGHT", "REQUESTS"];
-        let rows: Vec<[String; 9]> = service
+        match (&service.deploy, &service.last_deploy) {
+            (Some(deploy), _) => out.push_str(&format!("  deploy: {}\n", deploy.progress)),
+            (None, Some(last)) => out.push_str(&format!("  last deploy: {}\n", last.progress)),
+            (None, None) => {}
+        }
+        let header = ["REPLICA", "STATE", "HEALTH", "PID", "PORT", "AGE", "CPU", "IN-FLIGHT", "REQUESTS", "PROTECTED"];
+        let rows: Vec<[String; 10]> = service
             .replicas
             .iter()
             .map(|r| {
@@ -427,6 +432,7 @@ pub fn render_status(status: &FleetStatus) -> String {
                     r.cpu.map(|c| format!("{c:.0}%")).unwrap_or_else(|| "-".into()),
                     r.in_flight.to_string(),
                     r.requests.to_string(),
+                    if r.protected { "yes" } else { "-" }.to_string(),
                 ]
             })
             .collect();

@@ -63,7 +63,7 @@ fn a_fleet_of_two_serves_the_demo_app_contracts_through_the_balancer() {
     let out = ebb.cli(&["status"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
-    for header in ["REPLICA", "STATE", "HEALTH", "PID", "PORT", "AGE", "CPU", "IN-FLIGHT", "REQUESTS"] {
+    for header in ["REPLICA", "STATE", "HEALTH", "PID", "PORT", "AGE", "CPU", "IN-FLIGHT", "REQUESTS", "PROTECTED"] {
         assert!(table.contains(header), "{table}");
     }
     for id in &ids {

@@ -51,6 +51,12 @@ fn a_rolling_deploy_replaces_every_replica_with_zero_failed_requests() {
     ebb.wait_in_service(3, BOOT);
     assert_eq!(versions(&ebb), vec![2, 2, 2]);
     assert!(ebb.events().iter().any(|e| e["kind"] == "deploy_succeeded"));
+
+    // Through the API, the caller's reason is kept with the event.
+    let r = ebb.admin_call("POST", "/api/v1/services/web/rollback", Some(r#"{"reason": "RELEASE=2 breaks checkout"}"#));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let started = ebb.events().into_iter().filter(|e| e["kind"] == "deploy_started").last().unwrap();
+    assert_eq!(started["reason"], "rollback: deploy v2 -> v3 with the spec of v1: RELEASE=2 breaks checkout");
 }
 
 #[test]
@@ -220,6 +226,9 @@ fn a_protected_worker_is_never_stopped_by_scale_in_and_stops_once_released() {
     assert_eq!(ebb.replicas().len(), 2, "busy (protected) workers are never stopped by scale-in");
     let holding = ebb.status()["services"][0]["holding"].as_str().unwrap_or("").to_string();
     assert!(holding.contains("protected"), "status says why: {holding:?}");
+    let table = String::from_utf8(ebb.cli(&["status"]).stdout).unwrap();
+    let row = |id: &str| table.lines().find(|l| l.trim_start().starts_with(id)).unwrap_or_else(|| panic!("{table}")).to_string();
+    assert!(row(&a).trim_end().ends_with("yes") && row(&b).trim_end().ends_with("yes"), "the table shows protection: {table}");
 
     assert!(ebb.cli(&["protect", &a, "--off"]).status.success());
     let left = wait_for("the released worker to stop", BOOT, || {

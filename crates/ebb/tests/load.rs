@@ -512,14 +512,20 @@ async fn an_ebb_balancer_is_recognised() {
     let config = format!("[admin]\nlisten = \"{admin_addr}\"\n\n[service.web]\ncommand = \"true\"\nlisten = \"{}\"\n", target.addr);
     std::fs::write(dir.path().join("ebb.toml"), config).unwrap();
     let run = ebb_load_in(dir.path(), &["-n", "20", "--json", &target.url()]).await;
-    admin_task.abort();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("following web through ebb's admin API"), "{}", run.stderr);
     assert_eq!(run.json()["fleet"]["service"], "web");
+    // A config elsewhere, named with -f as for every command.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::rename(dir.path().join("ebb.toml"), elsewhere.path().join("fleet.toml")).unwrap();
+    let config = elsewhere.path().join("fleet.toml");
+    let run = ebb_load_in(dir.path(), &["-f", config.to_str().unwrap(), "-n", "5", "--json", &target.url()]).await;
+    assert_eq!(run.json()["fleet"]["service"], "web", "{}", run.stderr);
     // Another target on the same machine is not mistaken for it.
     let other = Server::ok().await;
     let run = ebb_load_in(dir.path(), &["-n", "5", "--json", &other.url()]).await;
     assert_eq!(run.json()["fleet"], Value::Null);
+    admin_task.abort();
 }
 
 /// The open model bounds what is outstanding: at most -c in flight and -c

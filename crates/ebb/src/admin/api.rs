@@ -669,6 +669,7 @@ pub(crate) async fn deploy(
         strategy,
         image: request.image,
         from_config,
+        reason: request.reason,
     };
     handle.deploy(request).await.map_err(lifecycle_error)?;
     Ok((StatusCode::ACCEPTED, Json(ServiceView::new(&handle.status()))).into_response())
@@ -720,7 +721,7 @@ pub(crate) async fn rollback(
     let handle = service(&app, &name)?;
     let request: ReasonRequest = optional_json(&body, r#"{"reason": "bad deploy"}"#)?;
     check_reason(&request.reason)?;
-    handle.rollback().await.map_err(lifecycle_error)?;
+    handle.rollback(request.reason).await.map_err(lifecycle_error)?;
     Ok((StatusCode::ACCEPTED, Json(ServiceView::new(&handle.status()))).into_response())
 }
 

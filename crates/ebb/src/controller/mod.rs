@@ -57,7 +57,7 @@ pub enum ControlCommand {
     Deploy { request: DeployRequest, reply: oneshot::Sender<Result<DeployStatus, LifecycleError>> },
     /// Switch back: abort the running deploy (or its bake time), or deploy
     /// the previous version again.
-    Rollback { reply: oneshot::Sender<Result<DeployStatus, LifecycleError>> },
+    Rollback { reason: Option<String>, reply: oneshot::Sender<Result<DeployStatus, LifecycleError>> },
 }
 
 /// What a deploy changes; what it does not name stays as it is.
@@ -81,6 +81,9 @@ pub struct DeployRequest {
     /// names no change).
     #[serde(skip)]
     pub from_config: Option<ConfigSpec>,
+    /// Why, in the user's words: recorded in the `deploy_started` event.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// A service's spec as the config file has it now.
@@ -207,9 +210,9 @@ impl ServiceHandle {
     }
 
     /// Rolls back the running deploy, or deploys the previous version again.
-    pub async fn rollback(&self) -> Result<DeployStatus, LifecycleError> {
+    pub async fn rollback(&self, reason: Option<String>) -> Result<DeployStatus, LifecycleError> {
         let (reply, rx) = oneshot::channel();
-        self.ask(ControlCommand::Rollback { reply }, rx).await
+        self.ask(ControlCommand::Rollback { reason, reply }, rx).await
     }
 
     async fn ask<T>(
@@ -655,7 +658,7 @@ impl ServiceController {
                 Input::Command(ControlCommand::Protect { reply, .. } | ControlCommand::Interrupt { reply, .. }) => {
                     let _ = reply.send(Err(LifecycleError::ShuttingDown { service: self.name.clone() }));
                 }
-                Input::Command(ControlCommand::Deploy { reply, .. } | ControlCommand::Rollback { reply }) => {
+                Input::Command(ControlCommand::Deploy { reply, .. } | ControlCommand::Rollback { reply, .. }) => {
                     let _ = reply.send(Err(LifecycleError::ShuttingDown { service: self.name.clone() }));
                 }
                 Input::Probe { .. }
@@ -704,8 +707,8 @@ impl ServiceController {
                 self.persist();
                 let _ = reply.send(outcome);
             }
-            Input::Command(ControlCommand::Rollback { reply }) => {
-                let outcome = self.rollback();
+            Input::Command(ControlCommand::Rollback { reason, reply }) => {
+                let outcome = self.rollback(reason.as_deref());
                 self.persist();
                 let _ = reply.send(outcome);
             }
@@ -872,7 +875,7 @@ impl ServiceController {
         self.record(NewEvent::new(
             &self.name,
             EventKind::DeployStarted,
-            format!("deploy v{from} -> v{to} ({}) started", config.strategy.as_str()),
+            format!("deploy v{from} -> v{to} ({}) started{}", config.strategy.as_str(), because(request.reason.as_deref())),
         ));
         self.deploy = Some(deploy);
         self.deploy_wait = None;
@@ -881,14 +884,18 @@ impl ServiceController {
         Ok(self.deploy_status().expect("deploy just started"))
     }
 
-    fn rollback(&mut self) -> Result<DeployStatus, LifecycleError> {
+    fn rollback(&mut self, reason: Option<&str>) -> Result<DeployStatus, LifecycleError> {
         let now = self.now();
         if let Some(deploy) = &mut self.deploy {
             deploy.rollback(now, "ebb rollback").map_err(|e| LifecycleError::Refused {
                 service: self.name.clone(),
                 message: e.message,
             })?;
-            self.record(NewEvent::new(&self.name, EventKind::DeployRollingBack, "rolling back: ebb rollback"));
+            self.record(NewEvent::new(
+                &self.name,
+                EventKind::DeployRollingBack,
+                format!("rolling back: ebb rollback{}", because(reason)),
+            ));
             self.step_deploy();
             return Ok(self.deploy_status().or_else(|| self.last_deploy.clone()).expect("a deploy ran"));
         }
@@ -906,7 +913,7 @@ impl ServiceController {
         self.record(NewEvent::new(
             &self.name,
             EventKind::DeployStarted,
-            format!("rollback: deploy v{from} -> v{to} with the spec of v{}", previous.0),
+            format!("rollback: deploy v{from} -> v{to} with the spec of v{}{}", previous.0, because(reason)),
         ));
         self.deploy = Some(deploy);
         self.deploy_wait = None;
@@ -1626,6 +1633,14 @@ impl ServiceController {
 /// Six hex digits: short enough to type in `ebb logs`, unique enough per run.
 fn random_suffix() -> String {
     format!("{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+/// A user's reason, as it follows an event's own text: `: reason`.
+fn because(reason: Option<&str>) -> String {
+    match reason.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(reason) => format!(": {reason}"),
+        None => String::new(),
+    }
 }
 
 /// How a replica that ebb stopped ended, in the words of a stop: SIGTERM is
