@@ -177,6 +177,24 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         );
         services.insert(service.name.clone(), handle);
     }
+    // Replicas of services no longer in the config: ebb does not know how
+    // they should end, so it leaves them running, keeps their records (put
+    // the service back and they are adopted), and says where they are.
+    for (name, replicas) in &restored.replicas {
+        if replicas.is_empty() {
+            continue;
+        }
+        let list: Vec<String> = replicas.iter().map(|r| format!("{} ({}, {})", r.id, r.addr, r.handle)).collect();
+        tracing::warn!(service = %name, replicas = %list.join(", "),
+            "The previous run left replicas of a service that is no longer in the config; they are left running. Put the service back to adopt them, or stop them by hand.");
+        eprintln!(
+            "ebb: warning: service {name} is no longer in {}, but the previous run left {} replica{} of it running: {}; they are left as they are (put the service back to adopt them, or stop them by hand)",
+            config.path.display(),
+            replicas.len(),
+            if replicas.len() == 1 { "" } else { "s" },
+            list.join(", ")
+        );
+    }
     proxies.close();
     controllers.close();
 

@@ -350,3 +350,33 @@ async fn history_older_than_a_day_is_served_per_minute_from_the_state_file() {
     assert_eq!(points[4]["desired"], 1);
     assert_eq!(points[5]["desired"], 2, "each minute keeps what it needed");
 }
+
+/// A service removed from the config while ebb was down: its replicas are
+/// left running (ebb does not know how they should end), named in a
+/// warning, and adopted again once the service is back.
+#[test]
+fn replicas_of_a_service_removed_from_the_config_are_left_running_and_named() {
+    let worker = "\n[service.batch]\nkind = \"worker\"\ncommand = \"sleep 600\"\nreplicas = { min = 1, max = 1, desired = 1 }\nstop_timeout = \"1s\"\n";
+    let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", "") + worker);
+    let batch = wait_for("the batch worker", BOOT, || {
+        let status = ebb.status();
+        let s = status["services"].as_array().unwrap().iter().find(|s| s["name"] == "batch").cloned()?;
+        s["replicas"].as_array()?.first().map(|r| (r["id"].as_str().unwrap().to_string(), r["pid"].as_u64().unwrap() as u32))
+    });
+    ebb.kill_up();
+    let with_both = std::fs::read_to_string(&ebb.config).unwrap();
+    std::fs::write(&ebb.config, with_both.replace(worker, "")).unwrap();
+    ebb.restart_up();
+    wait_for("the warning", BOOT, || ebb.up_log().contains("service batch is no longer in").then_some(()));
+    assert!(ebb.up_log().contains(&batch.0), "the warning names the replica: {}", ebb.up_log());
+    assert!(pid_alive(batch.1), "left running");
+
+    // Back in the config: adopted, not started twice.
+    ebb.kill_up();
+    std::fs::write(&ebb.config, &with_both).unwrap();
+    ebb.restart_up();
+    let adopted = wait_for("the batch worker to be adopted", BOOT, || {
+        ebb.events().into_iter().find(|e| e["kind"] == "replica_adopted" && e["replica"] == batch.0.as_str())
+    });
+    assert_eq!(adopted["service"], "batch");
+}

@@ -192,3 +192,26 @@ async fn a_second_ebb_on_the_same_state_directory_is_refused() {
     let (again, _) = StateStore::open(dir.path(), 100).expect("free once the first is closed");
     again.close().await;
 }
+
+/// An event or metric point ebb cannot read does not keep it from starting:
+/// it is skipped, and everything else comes back.
+#[tokio::test]
+async fn an_unreadable_event_or_point_is_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = StateStore::open(dir.path(), 100).unwrap();
+    store.save_replica(replica("web-1", "web"));
+    store.record_event(&event(1));
+    store.sync().await.unwrap();
+    store.close().await;
+    let other = Connection::open(dir.path().join(STATE_FILE)).unwrap();
+    other.execute_batch(
+        "INSERT INTO events (seq, event) VALUES (2, '{\"not\": \"an event\"}');
+         INSERT INTO history_second (service, time_ms, point) VALUES ('web', 1, '{\"requests_per_s\": null}');",
+    )
+    .unwrap();
+    drop(other);
+    let (store, restored) = StateStore::open(dir.path(), 100).expect("opens despite the bad rows");
+    assert_eq!(restored.events.len(), 1);
+    assert_eq!(restored.replicas["web"].len(), 1);
+    store.close().await;
+}
