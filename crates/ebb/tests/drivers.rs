@@ -535,6 +535,32 @@ fn adopts_after_kill_9(path: &str, image: &str, self_protecting: bool) {
     assert!(containers_of(&state).is_empty(), "ebb down removed the adopted containers");
 }
 
+/// A container that died while ebb was down is reported, replaced, and
+/// its stopped container removed: nothing is left behind.
+#[test]
+fn a_container_that_died_while_ebb_was_down_is_replaced_and_removed() {
+    let Some(image) = TestImage::build() else { return };
+    let mut ebb = Ebb::start(|admin, listen| example_config("examples/docker/ebb.fast.toml", Some(&image.tag), admin, listen));
+    let state = ebb.dir.path().join("state").canonicalize().unwrap();
+    let _cleanup = DockerLeftovers { state_dir: Some(state.clone()) };
+    let before = ebb.wait_in_service(1, Duration::from_secs(60));
+    let dead = before[0]["id"].as_str().unwrap().to_string();
+    ebb.kill_up();
+    let out = Command::new("docker").args(["kill", &format!("ebb-{dead}")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ebb.restart_up();
+    let after = ebb.wait_in_service(1, Duration::from_secs(60));
+    assert_ne!(after[0]["id"], dead.as_str(), "replaced");
+    assert!(
+        ebb.events().iter().any(|e| e["kind"] == "replica_exited" && e["replica"] == dead.as_str()),
+        "{:#?}",
+        ebb.events()
+    );
+    assert_eq!(containers_of(&state).len(), 1, "the dead container was removed, only the new one is left");
+    stop_cleanly(&mut ebb);
+    assert!(containers_of(&state).is_empty());
+}
+
 /// A deploy with a new image is a new version: a rolling deploy replaces
 /// every container with one of the new tag, with no failed request.
 #[test]

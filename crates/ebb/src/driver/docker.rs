@@ -290,7 +290,19 @@ impl DockerDriver {
         .await;
         match result {
             Ok(addr) => Ok((id, addr)),
-            Err(error) => {
+            Err(mut error) => {
+                // What it printed before it died goes with it when it is
+                // removed: keep it in the replica's log first.
+                let options = LogsOptionsBuilder::new().follow(false).stdout(true).stderr(true).build();
+                let copied =
+                    tokio::time::timeout(Duration::from_secs(2), append_output(self.engine.docker.logs(&id, Some(options)), &spec.log_path))
+                        .await;
+                let has_output = std::fs::metadata(&spec.log_path).is_ok_and(|m| m.len() > 0);
+                if matches!(copied, Ok(Ok(()))) && has_output {
+                    if let DriverError::Container { message, .. } = &mut error {
+                        message.push_str(&format!(" (its output: `ebb logs {}`)", spec.replica_id));
+                    }
+                }
                 if let Err(e) = self.remove(&id).await {
                     tracing::warn!(replica = %spec.replica_id, container = %id, error = %e, "Could not remove a container that failed to start.");
                 }
@@ -536,7 +548,10 @@ impl Driver for DockerDriver {
                     format!("{LABEL_STATE_DIR}={}", state_dir.to_string_lossy()),
                 ],
             )]);
-            let options = ListContainersOptionsBuilder::new().all(false).filters(&filters).build();
+            // All of them, stopped ones too: a container that exited while
+            // ebb was down (or whose removal failed) is removed here, not
+            // left behind.
+            let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
             let containers =
                 self.engine.docker.list_containers(Some(options)).await.map_err(|e| DriverError::Discover {
                     service: service.to_string(),
@@ -544,6 +559,15 @@ impl Driver for DockerDriver {
                 })?;
             let mut found = Vec::new();
             for c in containers {
+                let running = c.state.as_ref().is_some_and(|s| s.to_string() == "running");
+                if !running {
+                    if let Some(id) = &c.id {
+                        if let Err(e) = self.remove(id).await {
+                            tracing::warn!(%service, container = %short(id), error = %message_of(&e), "Could not remove a stopped container of an earlier run.");
+                        }
+                    }
+                    continue;
+                }
                 let labels = c.labels.unwrap_or_default();
                 let (Some(id), Some(replica_id), Some(version), Some(port)) = (
                     c.id,

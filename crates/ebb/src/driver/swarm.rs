@@ -377,7 +377,16 @@ fn task_end(task: &Task) -> Option<ExitReason> {
     let state = status.state?;
     let code = status.container_status.as_ref().and_then(|c| c.exit_code);
     match state {
-        TaskState::COMPLETE | TaskState::FAILED => Some(exit_reason_from_status(code.unwrap_or(0))),
+        TaskState::COMPLETE | TaskState::FAILED => Some(match code {
+            Some(code) => exit_reason_from_status(code),
+            // COMPLETE means it exited 0; a FAILED task without a code never
+            // ran far enough to have one (e.g. its container could not start).
+            None if state == TaskState::COMPLETE => ExitReason::Exited(0),
+            None => ExitReason::Unknown(format!(
+                "Swarm reports the task failed: {}",
+                status.err.clone().or(status.message.clone()).unwrap_or_default()
+            )),
+        }),
         TaskState::SHUTDOWN | TaskState::REJECTED | TaskState::REMOVE | TaskState::ORPHANED => Some(match code {
             Some(code) if state == TaskState::SHUTDOWN => exit_reason_from_status(code),
             _ => ExitReason::Unknown(format!(
