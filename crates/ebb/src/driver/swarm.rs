@@ -236,11 +236,20 @@ impl SwarmDriver {
             .find(|p| p.target_port == Some(container_port as i64))?
             .published_port? as u16;
         let node = self.engine.docker.inspect_node(task.node_id.as_deref()?).await.ok()?;
-        let ip = node
-            .status
-            .and_then(|s| s.addr)
-            .and_then(|a| a.parse::<IpAddr>().ok())
-            .filter(|ip| !ip.is_unspecified())
+        // A manager often reports its status address as 0.0.0.0 or
+        // 127.0.0.1 (moby#35437); its manager address (`ip:2377`) names
+        // the host the others reach it at. Loopback only when nothing else
+        // is known (a single-node swarm).
+        let usable = |ip: &IpAddr| !ip.is_unspecified() && !ip.is_loopback();
+        let status_ip = node.status.and_then(|s| s.addr).and_then(|a| a.parse::<IpAddr>().ok());
+        let manager_ip = node
+            .manager_status
+            .and_then(|m| m.addr)
+            .and_then(|a| a.parse::<SocketAddr>().ok().map(|s| s.ip()).or_else(|| a.parse::<IpAddr>().ok()));
+        let ip = status_ip
+            .filter(usable)
+            .or(manager_ip.filter(usable))
+            .or(status_ip.filter(|ip| !ip.is_unspecified()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         Some(SocketAddr::new(ip, port))
     }
@@ -335,6 +344,24 @@ impl SwarmDriver {
 }
 
 impl SwarmDriver {
+    /// Deletes a Swarm service whose count is 0: one created for a first
+    /// replica that never got its slot.
+    async fn delete_if_unused(&self, name: &str) {
+        let replicas = self
+            .engine
+            .docker
+            .inspect_service(name, None)
+            .await
+            .ok()
+            .and_then(|s| s.spec?.mode?.replicated?.replicas);
+        if replicas == Some(0) {
+            self.wait_until_settled(name).await;
+            if let Err(e) = self.engine.docker.delete_service(name).await {
+                tracing::warn!(service = %name, error = %message_of(&e), "Could not delete an unused Swarm service.");
+            }
+        }
+    }
+
     /// Waits (up to [`SETTLE_MAX`]) until no task of the service is meant
     /// to run, those Swarm removes are gone, and three readings
     /// [`SETTLE_POLL`] apart agree.
@@ -442,17 +469,22 @@ impl Driver for SwarmDriver {
                     .await
                     .map_err(|e| self.error(spec, format!("cannot create Swarm service {name}: {}", message_of(&e))))?;
             }
-            let known: Vec<String> = self
-                .tasks_of(&name)
-                .await
-                .map_err(|e| self.error(spec, format!("cannot list the tasks of {name}: {e}")))?
-                .into_iter()
-                .filter_map(|t| t.id)
-                .collect();
-            self.change_count(&name, 1)
-                .await
-                .map_err(|e| self.error(spec, format!("cannot scale Swarm service {name}: {e}")))?;
+            let known: Vec<String> = match self.tasks_of(&name).await {
+                Ok(tasks) => tasks.into_iter().filter_map(|t| t.id).collect(),
+                Err(e) => {
+                    self.delete_if_unused(&name).await;
+                    return Err(self.error(spec, format!("cannot list the tasks of {name}: {e}")));
+                }
+            };
+            if let Err(e) = self.change_count(&name, 1).await {
+                self.delete_if_unused(&name).await;
+                return Err(self.error(spec, format!("cannot scale Swarm service {name}: {e}")));
+            }
             let deadline = Instant::now() + TASK_START_TIMEOUT;
+            // A new task that runs but cannot be used: stopped before the
+            // count goes back, so Swarm removes that one and not a replica
+            // that serves.
+            let mut unusable: Option<String> = None;
             let failure = loop {
                 tokio::time::sleep(POLL).await;
                 let tasks = match self.tasks_of(&name).await {
@@ -481,11 +513,15 @@ impl Driver for SwarmDriver {
                                     exit,
                                 });
                             }
+                            // Asked again until the deadline: the node's
+                            // address may not be readable at once.
+                            None if Instant::now() <= deadline => continue,
                             None => {
+                                unusable = container;
                                 break format!(
                                     "task {} of {name} runs but has no published port for {container_port}/tcp",
                                     short(&id)
-                                )
+                                );
                             }
                         }
                     }
@@ -501,6 +537,12 @@ impl Driver for SwarmDriver {
             };
             // Nothing half-started: the count goes back (and the service
             // goes when nothing of it runs).
+            if let Some(container) = &unusable {
+                let options = bollard::query_parameters::StopContainerOptionsBuilder::new().t(0).build();
+                if let Err(e) = self.engine.docker.stop_container(container, Some(options)).await {
+                    tracing::warn!(replica = %spec.replica_id, error = %message_of(&e), "Could not stop an unusable task's container (it may run on another node).");
+                }
+            }
             if let Err(e) = self.release_slot(&name).await {
                 tracing::warn!(replica = %spec.replica_id, error = %e, "Could not scale the Swarm service back after a failed start.");
             }
