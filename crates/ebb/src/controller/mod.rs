@@ -409,6 +409,32 @@ struct Replica {
 }
 
 impl Replica {
+    /// A replica being launched (`Starting`, nothing known about it yet);
+    /// adoption fills in what it knows on top.
+    fn new(id: String, version: u64, started_at: Instant, started_ms: u64, health: HealthTracker) -> Self {
+        Replica {
+            id,
+            version,
+            started_at,
+            started_ms,
+            state: ReplicaState::Starting,
+            running: None,
+            backend: None,
+            health,
+            last_probe: None,
+            in_service_since: None,
+            cpu_percent: None,
+            rss_bytes: None,
+            requests_at_last_sample: 0,
+            watchers: CancellationToken::new(),
+            stopping: false,
+            exited: false,
+            protected: false,
+            interrupt_deadline: None,
+            ever_in_service: false,
+        }
+    }
+
     fn is_active(&self) -> bool {
         matches!(self.state, ReplicaState::Starting | ReplicaState::InService)
     }
@@ -517,14 +543,21 @@ struct VersionSpec {
     image: Option<String>,
 }
 
+impl VersionSpec {
+    /// What a service's config says to run now.
+    fn from_config(config: &ServiceConfig) -> Self {
+        VersionSpec {
+            command: config.command.clone(),
+            env: config.env.clone(),
+            image: config.container.as_ref().map(|c| c.image.clone()),
+        }
+    }
+}
+
 impl ServiceController {
     fn new(ctx: ServiceContext, inbox: mpsc::UnboundedSender<Input>) -> Self {
         let ctx_scaling = ctx.config.scaling.clone();
-        let first_spec = VersionSpec {
-            command: ctx.config.command.clone(),
-            env: ctx.config.env.clone(),
-            image: ctx.config.container.as_ref().map(|c| c.image.clone()),
-        };
+        let first_spec = VersionSpec::from_config(&ctx.config);
         let bounds = ctx.config.replicas;
         Self {
             name: ctx.config.name.clone(),
@@ -1519,27 +1552,14 @@ impl ServiceController {
             log_path: self.state_dir.join("logs").join(format!("{id}.log")),
             container: ContainerSpec::from_config(&self.config, spec.image.as_deref()),
         };
-        self.replicas.push(Replica {
-            id: id.clone(),
+        let health = HealthTracker::new(self.config.health.healthy_threshold, self.config.health.unhealthy_threshold);
+        self.replicas.push(Replica::new(
+            id.clone(),
             version,
-            started_at: Instant::now(),
-            started_ms: crate::events::unix_ms(std::time::SystemTime::now()),
-            state: ReplicaState::Starting,
-            running: None,
-            backend: None,
-            health: HealthTracker::new(self.config.health.healthy_threshold, self.config.health.unhealthy_threshold),
-            last_probe: None,
-            in_service_since: None,
-            cpu_percent: None,
-            rss_bytes: None,
-            requests_at_last_sample: 0,
-            watchers: CancellationToken::new(),
-            stopping: false,
-            exited: false,
-            protected: false,
-            interrupt_deadline: None,
-            ever_in_service: false,
-        });
+            Instant::now(),
+            crate::events::unix_ms(std::time::SystemTime::now()),
+            health,
+        ));
         let driver = self.driver.clone();
         let inbox = self.inbox.clone();
         self.tasks.spawn(async move {

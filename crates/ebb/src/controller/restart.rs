@@ -76,11 +76,7 @@ fn spec_json(spec: &VersionSpec) -> serde_json::Value {
 impl ServiceController {
     /// The config's own spec (what `ebb.toml` says now).
     fn config_spec(&self) -> VersionSpec {
-        VersionSpec {
-            command: self.config.command.clone(),
-            env: self.config.env.clone(),
-            image: self.config.container.as_ref().map(|c| c.image.clone()),
-        }
+        VersionSpec::from_config(&self.config)
     }
 
     /// Applies what the store held: metric history, desired capacity, the
@@ -412,26 +408,16 @@ impl ServiceController {
             self.replica_tokens.write().unwrap_or_else(|p| p.into_inner()).insert(found.replica_id.clone(), token);
         }
         let watchers = CancellationToken::new();
+        let version = record.map(|r| r.version).unwrap_or(found.version);
         self.replicas.push(Replica {
-            id: found.replica_id.clone(),
-            version: record.map(|r| r.version).unwrap_or(found.version),
-            started_at,
-            started_ms,
             state: if in_service { ReplicaState::InService } else { ReplicaState::Starting },
             running: Some(running.clone()),
             backend,
-            health,
-            last_probe: None,
             in_service_since: in_service.then(Instant::now),
-            cpu_percent: None,
-            rss_bytes: None,
-            requests_at_last_sample: 0,
             watchers: watchers.clone(),
-            stopping: false,
-            exited: false,
             protected: record.is_some_and(|r| r.protected),
-            interrupt_deadline: None,
             ever_in_service: in_service,
+            ..Replica::new(found.replica_id.clone(), version, started_at, started_ms, health)
         });
         self.watch_replica(found.replica_id.clone(), running, watchers);
     }
