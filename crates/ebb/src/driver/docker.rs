@@ -201,11 +201,7 @@ impl DockerDriver {
     }
 
     fn error(&self, spec: &ReplicaSpec, message: impl Into<String>) -> DriverError {
-        DriverError::Container {
-            service: spec.service.clone(),
-            replica: spec.replica_id.clone(),
-            message: message.into(),
-        }
+        DriverError::container(spec, message)
     }
 
     /// Removes a container, ignoring "already gone".
@@ -238,7 +234,7 @@ impl DockerDriver {
                 port_key.clone(),
                 Some(vec![PortBinding { host_ip: Some(self.host.to_string()), host_port: Some(String::new()) }]),
             )])),
-            nano_cpus: container.cpus.map(|c| (c * 1e9).round() as i64),
+            nano_cpus: container.nano_cpus(),
             memory: container.memory.map(|m| m as i64),
             ..Default::default()
         };

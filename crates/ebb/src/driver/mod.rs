@@ -71,6 +71,11 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// The CPU limit as the engine takes it (billionths of a core).
+    pub fn nano_cpus(&self) -> Option<i64> {
+        self.cpus.map(|c| (c * 1e9).round() as i64)
+    }
+
     /// The container part of a service's config, running `image` instead of
     /// the configured one when a deploy changed it.
     pub fn from_config(service: &ebb_core::config::ServiceConfig, image: Option<&str>) -> Option<ContainerSpec> {
@@ -191,6 +196,13 @@ pub enum DriverError {
     Discover { service: String, why: String },
     #[error("service {service}, replica {replica}: {message}")]
     Container { service: String, replica: String, message: String },
+}
+
+impl DriverError {
+    /// A container engine's error about one replica of `spec`.
+    pub fn container(spec: &ReplicaSpec, message: impl Into<String>) -> Self {
+        DriverError::Container { service: spec.service.clone(), replica: spec.replica_id.clone(), message: message.into() }
+    }
 }
 
 /// Where replicas run. Implementations: [`ProcessDriver`] (local process

@@ -111,11 +111,7 @@ impl SwarmDriver {
     }
 
     fn error(&self, spec: &ReplicaSpec, message: impl Into<String>) -> DriverError {
-        DriverError::Container {
-            service: spec.service.clone(),
-            replica: spec.replica_id.clone(),
-            message: message.into(),
-        }
+        DriverError::container(spec, message)
     }
 
     /// The Swarm service's spec for one version of an ebb service.
@@ -157,7 +153,7 @@ impl SwarmDriver {
                 }),
                 resources: Some(TaskSpecResources {
                     limits: Some(Limit {
-                        nano_cpus: container.cpus.map(|c| (c * 1e9).round() as i64),
+                        nano_cpus: container.nano_cpus(),
                         memory_bytes: container.memory.map(|m| m as i64),
                         pids: None,
                     }),
