@@ -35,7 +35,7 @@ enum Command {
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
-    /// Show every service and replica: state, health, pid, port, age, in-flight, requests.
+    /// Show every service and replica: state, health, pid, port, age, CPU, in-flight, requests, protection; and a running deploy.
     Status {
         /// Print the status document as JSON.
         #[arg(long)]
