@@ -278,30 +278,34 @@ async fn docker_driver_names_the_service_and_replica_for_a_missing_image_and_lea
     assert_eq!(containers_of(&state), Vec::<String>::new(), "nothing half-started is left");
 }
 
+/// Writes a config with one container service `api` (`driver`, `image`,
+/// balancer on `listen`) and runs `ebb up` once with `env`: it must refuse.
+/// Returns the test's directory (the state dir is `state` in it) and what
+/// ebb printed on stderr.
+fn refused_up(driver: &str, image: &str, listen: u16, env: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ebb.toml");
+    let admin = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[service.api]\ndriver = \"{driver}\"\nimage = \"{image}\"\nlisten = \"127.0.0.1:{listen}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(EBB).arg("-f").arg(&config).arg("up").envs(env.iter().copied()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    (dir, stderr)
+}
+
 /// `ebb up` with a docker service and no engine: a clear error naming the
 /// service, before anything starts. Needs no engine at all.
 #[test]
 fn up_with_an_unreachable_engine_fails_before_starting_anything() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ebb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n[service.api]\ndriver = \"docker\"\nimage = \"ebb-demo:latest\"\nlisten = \"127.0.0.1:{}\"\n",
-            free_port(),
-            free_port()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(EBB)
-        .arg("-f")
-        .arg(&config)
-        .arg("up")
-        .env("DOCKER_HOST", format!("unix://{}/no-docker.sock", dir.path().display()))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let nowhere = tempfile::tempdir().unwrap();
+    let host = format!("unix://{}/no-docker.sock", nowhere.path().display());
+    let (dir, stderr) = refused_up("docker", "ebb-demo:latest", free_port(), &[("DOCKER_HOST", &host)]);
     assert!(
         stderr.contains("service api") && stderr.contains("needs Docker") && stderr.contains("is Docker running"),
         "{stderr}"
@@ -316,20 +320,7 @@ fn up_with_an_unreachable_engine_fails_before_starting_anything() {
 #[test]
 fn up_with_a_port_clash_names_the_service_before_starting_anything() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ebb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n[service.api]\ndriver = \"docker\"\nimage = \"ebb-demo:latest\"\nlisten = \"127.0.0.1:{port}\"\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(EBB).arg("-f").arg(&config).arg("up").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let (dir, stderr) = refused_up("docker", "ebb-demo:latest", taken.local_addr().unwrap().port(), &[]);
     assert!(stderr.contains("[service.api] cannot listen on") && stderr.contains("ebb.toml:7:"), "{stderr}");
     if docker_available() {
         assert_eq!(containers_of(&dir.path().join("state").canonicalize().unwrap()), Vec::<String>::new());
@@ -349,20 +340,7 @@ fn up_with_a_swarm_service_and_no_swarm_says_to_init_one() {
         println!("SKIP: this engine is in a swarm (or joining one); nothing to check here");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ebb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n[service.api]\ndriver = \"swarm\"\nimage = \"ebb-demo:latest\"\nlisten = \"127.0.0.1:{}\"\n",
-            free_port(),
-            free_port()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(EBB).arg("-f").arg(&config).arg("up").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let (_dir, stderr) = refused_up("swarm", "ebb-demo:latest", free_port(), &[]);
     assert!(stderr.contains("service api (driver = \"swarm\") needs a swarm") && stderr.contains("docker swarm init"), "{stderr}");
 }
 
@@ -372,20 +350,7 @@ fn up_with_a_missing_image_names_the_service_before_starting_anything() {
     if !docker_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ebb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n[service.api]\ndriver = \"docker\"\nimage = \"ebb-test-no-such-image:never\"\nlisten = \"127.0.0.1:{}\"\n",
-            free_port(),
-            free_port()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(EBB).arg("-f").arg(&config).arg("up").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let (dir, stderr) = refused_up("docker", "ebb-test-no-such-image:never", free_port(), &[]);
     assert!(
         stderr.contains("service api")
             && stderr.contains("ebb-test-no-such-image:never")
