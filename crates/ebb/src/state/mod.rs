@@ -544,18 +544,10 @@ pub fn read_history(state_dir: &Path, service: &str, since_ms: u64) -> Result<Op
     if !path.exists() {
         return Ok(None);
     }
-    let mut points = read_minute_history(state_dir, service, since_ms)?;
-    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| unreadable(&path, e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| unreadable(&path, e))?;
-    let mut stmt = conn
-        .prepare("SELECT point FROM history_second WHERE service = ?1 AND time_ms > ?2 ORDER BY time_ms")
-        .map_err(|e| unreadable(&path, e))?;
-    let rows = stmt.query_map(params![service, since_ms as i64], |r| r.get::<_, String>(0)).map_err(|e| unreadable(&path, e))?;
+    let conn = open_read_only(&path)?;
+    let mut points = query_points(&conn, &path, "history_minute", "minute_ms", service, since_ms)?;
     let first_second = points.len();
-    for text in rows {
-        let text = text.map_err(|e| unreadable(&path, e))?;
-        points.push(serde_json::from_str(&text).map_err(|e| unreadable(&path, e))?);
-    }
+    points.extend(query_points(&conn, &path, "history_second", "time_ms", service, since_ms)?);
     // A minute not yet folded overlaps the seconds: keep the seconds.
     if let Some(first) = points.get(first_second).map(|p| p.time_ms) {
         points.retain(|p| p.time_ms >= first || p.time_ms + 60_000 <= first);
@@ -567,18 +559,33 @@ pub fn read_history(state_dir: &Path, service: &str, since_ms: u64) -> Result<Op
 /// tools that look further back than the in-memory ring.
 pub fn read_minute_history(state_dir: &Path, service: &str, since_ms: u64) -> Result<Vec<ServicePoint>, StateError> {
     let path = state_dir.join(STATE_FILE);
-    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| unreadable(&path, e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| unreadable(&path, e))?;
-    let mut stmt = conn
-        .prepare("SELECT point FROM history_minute WHERE service = ?1 AND minute_ms > ?2 ORDER BY minute_ms")
-        .map_err(|e| unreadable(&path, e))?;
-    let rows = stmt
-        .query_map(params![service, since_ms as i64], |r| r.get::<_, String>(0))
-        .map_err(|e| unreadable(&path, e))?;
+    query_points(&open_read_only(&path)?, &path, "history_minute", "minute_ms", service, since_ms)
+}
+
+fn open_read_only(path: &Path) -> Result<Connection, StateError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| unreadable(path, e))?;
+    // The running ebb may be writing.
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| unreadable(path, e))?;
+    Ok(conn)
+}
+
+/// A service's points from one history table after `since_ms`, oldest
+/// first. `table` and `time_column` are this module's own names.
+fn query_points(
+    conn: &Connection,
+    path: &Path,
+    table: &str,
+    time_column: &str,
+    service: &str,
+    since_ms: u64,
+) -> Result<Vec<ServicePoint>, StateError> {
+    let sql = format!("SELECT point FROM {table} WHERE service = ?1 AND {time_column} > ?2 ORDER BY {time_column}");
+    let mut stmt = conn.prepare(&sql).map_err(|e| unreadable(path, e))?;
+    let rows = stmt.query_map(params![service, since_ms as i64], |r| r.get::<_, String>(0)).map_err(|e| unreadable(path, e))?;
     let mut out = Vec::new();
     for text in rows {
-        let text = text.map_err(|e| unreadable(&path, e))?;
-        out.push(serde_json::from_str(&text).map_err(|e| unreadable(&path, e))?);
+        let text = text.map_err(|e| unreadable(path, e))?;
+        out.push(serde_json::from_str(&text).map_err(|e| unreadable(path, e))?);
     }
     Ok(out)
 }
