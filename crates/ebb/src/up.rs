@@ -102,6 +102,11 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         service_listeners.push((service.clone(), listener));
     }
 
+    if let Some(warning) = crowded_cores(&config, std::thread::available_parallelism().map_or(1, |n| n.get())) {
+        tracing::warn!("{warning}");
+        eprintln!("ebb: warning: {warning}");
+    }
+
     let ebb_executable = std::env::current_exe().context("cannot find ebb's own executable for {ebb}")?;
     let (drivers, docker_gateway) = drivers_for(&config, ebb_executable).await?;
     // Containers cannot dial ebb's loopback admin address; they protect
@@ -237,6 +242,27 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Worker pools that can keep every core of this machine busy while a web
+/// service runs beside them on it: even at idle CPU priority that
+/// multiplies the web tier's p99 (docs/benchmarks.md, S4). `None` when the
+/// fleet leaves a core free, or has no web service on this machine.
+fn crowded_cores(config: &Config, cores: usize) -> Option<String> {
+    let local = |s: &&ServiceConfig| s.driver != DriverKind::Swarm;
+    let web = config.services.values().filter(local).any(|s| s.kind.has_balancer());
+    let pools: Vec<&ServiceConfig> = config.services.values().filter(local).filter(|s| !s.kind.has_balancer()).collect();
+    let cpu: f64 = pools.iter().map(|s| f64::from(s.replicas.max) * s.cpu).sum();
+    if !web || pools.is_empty() || cpu < cores as f64 {
+        return None;
+    }
+    let names: Vec<&str> = pools.iter().map(|s| s.name.as_str()).collect();
+    Some(format!(
+        "worker pool{} {} may use {} cores at max (replicas.max × cpu) on this machine of {cores}; when every core is busy, the web services' p99 grows several-fold even at idle priority. Keep the pools' max below {cores} cores to leave one to the web tier (docs/benchmarks.md, S4)",
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", "),
+        cpu
+    ))
+}
+
 /// Where containers reach ebb to protect themselves.
 struct ReplicaGate {
     /// `EBB_ADMIN_URL` for a docker replica.
@@ -323,5 +349,33 @@ async fn wait_for_stop(stop_requested: &CancellationToken) {
     tokio::select! {
         _ = stop_requested.cancelled() => {}
         _ = crate::stop_signal() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(worker_max: u32, worker_cpu: &str, with_web: bool) -> Config {
+        let web = if with_web {
+            "[service.web]\ncommand = \"true\"\nlisten = \"127.0.0.1:18999\"\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "{web}[service.scraper]\nkind = \"worker\"\ncommand = \"true\"\ncpu = {worker_cpu}\nreplicas = {{ min = 1, max = {worker_max}, desired = 1 }}\n"
+        );
+        Config::parse(&text, std::path::Path::new("ebb.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_worker_pool_that_can_fill_every_core_beside_a_web_tier_is_flagged() {
+        let warning = crowded_cores(&config(3, "1.0", true), 2).expect("3 cores of work on 2");
+        assert!(warning.contains("worker pool scraper may use 3 cores") && warning.contains("machine of 2"), "{warning}");
+        assert!(crowded_cores(&config(2, "1.0", true), 2).is_some(), "every core busy");
+        // A core left free, or no web tier to protect: nothing to say.
+        assert_eq!(crowded_cores(&config(1, "1.0", true), 2), None);
+        assert_eq!(crowded_cores(&config(3, "0.5", true), 2), None);
+        assert_eq!(crowded_cores(&config(8, "1.0", false), 2), None);
     }
 }
