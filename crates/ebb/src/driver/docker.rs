@@ -610,7 +610,9 @@ impl Driver for DockerDriver {
             if inspected.state.and_then(|s| s.running) != Some(true) {
                 return Err(adopt_error(format!("container {} is no longer running", short(id))));
             }
-            // Only output from now on: what came before is in the log already.
+            // Only output from now on: what came before ebb died is in the
+            // log already; what the container printed while ebb was down is
+            // only in `docker logs`.
             let now = Some((crate::events::unix_ms(std::time::SystemTime::now()) / 1000) as i32);
             let log_path = found_log_path(found, &labels);
             let exit = self.watch(id, &found.replica_id, &log_path, now);

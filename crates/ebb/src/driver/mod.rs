@@ -216,7 +216,9 @@ pub trait Driver: Send + Sync {
     fn start<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<RunningReplica, DriverError>>;
 
     /// Stops a replica: polite signal, up to `timeout` to exit, then force.
-    /// Resolves when it is gone. Stopping an exited replica is a no-op.
+    /// Resolves when it is gone. Call it for an exited replica too: it still
+    /// cleans up what is left (the process group, the container, the
+    /// Swarm task's slot).
     fn stop<'a>(
         &'a self,
         replica: &'a RunningReplica,
