@@ -466,8 +466,13 @@ fn replicas_of(service: &str) -> Vec<u32> {
 /// `--calibrate` against a demo-app whose `/work` is capped at a quarter
 /// core: 10 ms of CPU per request makes 25 req/s. The boot is timed on
 /// replicas of the config's service, started and stopped by the command.
+/// The calibration tests measure real capacity: one at a time, so they do
+/// not share the two cores with each other.
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn calibrate_measures_capacity_and_boot_of_a_demo_app() {
+    let _serial = MEASURING.lock().unwrap_or_else(|p| p.into_inner());
     let app = DemoApp::start("0.25");
     let d = Dir::new();
     let service = format!("calib{}", std::process::id());
@@ -526,6 +531,7 @@ fn calibrate_measures_capacity_and_boot_of_a_demo_app() {
 /// and divides by its replicas in service: the flag is still per replica.
 #[test]
 fn calibrate_through_a_balancer_gives_the_capacity_per_replica() {
+    let _serial = MEASURING.lock().unwrap_or_else(|p| p.into_inner());
     let ebb = Ebb::start(|admin, listen| {
         fast_config(admin, listen, "{ min = 2, max = 2, desired = 2 }", "")
             .replace("demo-app --port $PORT", "demo-app --port $PORT --cpu-budget 0.25")
