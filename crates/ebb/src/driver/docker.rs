@@ -204,15 +204,8 @@ impl DockerDriver {
         DriverError::container(spec, message)
     }
 
-    /// Removes a container, ignoring "already gone".
     async fn remove(&self, id: &str) -> Result<(), DockerError> {
-        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-        match self.engine.docker.remove_container(id, Some(options)).await {
-            Err(e) if status_of(&e) == Some(404) => Ok(()),
-            // 409: removal already in progress.
-            Err(e) if status_of(&e) == Some(409) => Ok(()),
-            other => other,
-        }
+        remove_container(&self.engine.docker, id).await
     }
 
     /// Creates, starts and inspects; on any failure after the create, the
@@ -447,11 +440,19 @@ pub(crate) async fn stop_and_remove(
         Ok(reason) => reason,
         Err(stop_failed) => ExitReason::Unknown(format!("{stop_failed}; removed by force")),
     };
+    match remove_container(docker, id).await {
+        Ok(()) => Ok(reason),
+        Err(e) => Err(format!("container {} ended ({reason}) but could not be removed: {}", short(id), message_of(&e))),
+    }
+}
+
+/// Removes a container by force (killing it if it runs), ignoring "already
+/// gone" (404) and "removal already in progress" (409).
+async fn remove_container(docker: &Docker, id: &str) -> Result<(), DockerError> {
     let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
     match docker.remove_container(id, Some(options)).await {
-        Ok(()) => Ok(reason),
-        Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => Ok(reason),
-        Err(e) => Err(format!("container {} ended ({reason}) but could not be removed: {}", short(id), message_of(&e))),
+        Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => Ok(()),
+        other => other,
     }
 }
 
