@@ -1,8 +1,9 @@
 //! [`Autoscaler`]: one per service; runs every policy and combines them.
 
 use super::decision::{Cap, Change, Decision, Hold, HoldKind, Outcome, Vote};
-use super::metrics::{duration, MetricHistory, ServiceSample};
-use super::scheduled::{self, Schedule};
+use super::metrics::{duration, Metric, MetricHistory, ServiceSample};
+use super::saturation::{HostFull, Saturation, HOST_WINDOW};
+use super::scheduled::{self, Firing, Schedule};
 use super::target::{recommend, Recommendation, TargetState};
 use super::{Bounds, ChangeLog, Context, FleetView, ScalingConfig, Time};
 use crate::config::ReplicaBounds;
@@ -22,6 +23,9 @@ pub struct Autoscaler {
     log: ChangeLog,
     /// Burst mode is on until this time.
     burst_until: Option<Time>,
+    /// A scheduled scale-in that fired while the fleet was saturated: it
+    /// applies once the saturation guard lifts.
+    deferred: Option<Firing>,
 }
 
 impl Autoscaler {
@@ -29,11 +33,12 @@ impl Autoscaler {
         let rate_periods =
             config.target_tracking.iter().flat_map(|t| [t.scale_out_rate.period, t.scale_in_rate.period]);
         Self {
-            history: MetricHistory::new(config.history_needed(), config.warmup),
+            history: MetricHistory::new(config.history_kept(), config.warmup),
             schedule: Schedule::new(bounds.into()),
             targets: vec![TargetState::default(); config.target_tracking.len()],
             log: ChangeLog::new(rate_periods.max().unwrap_or(Duration::ZERO)),
             burst_until: None,
+            deferred: None,
             config: config.clone(),
         }
     }
@@ -97,15 +102,46 @@ impl Autoscaler {
         let bounds = self.schedule.bounds;
         let mut decision = Decision { at: now, desired, bounds, change: None, holding: None, votes: Vec::new() };
 
-        // 1. A scheduled desired capacity fired.
-        if let Some(firing) = fired {
+        // What the balancer and the host say (a fixed fleet has no policy
+        // for them to temper).
+        let scaling = !self.config.is_fixed();
+        let sat_config = self.config.saturation;
+        let saturation = scaling.then(|| {
+            let demand = self.history.demand(now, sat_config.history_needed());
+            Saturation::assess(&demand, now, &sat_config, self.log.last_increase())
+        });
+        let guard = saturation.as_ref().and_then(|s| s.guard(now, &sat_config));
+        let host_full = scaling.then(|| HostFull::assess(&self.history.host(now, HOST_WINDOW), now)).flatten();
+
+        // 1. A scheduled desired capacity fired (or one deferred while
+        //    saturated). A scheduled scale-in waits for the guard to lift.
+        let mut objections = Vec::new();
+        let firing = match fired {
+            Some(firing) => {
+                self.deferred = None; // a newer firing supersedes a deferred one
+                Some(firing)
+            }
+            None => self.deferred.take(),
+        };
+        if let Some(firing) = firing {
             let action = &self.config.scheduled[firing.action];
             let want = action.desired.unwrap_or(desired);
             let to = bounds.clamp(want);
-            if to != desired {
-                let capped = (to != want).then(|| if want > to { Cap::max(want, to) } else { Cap::min(want, to) });
-                let reason = scheduled::describe(action, firing.at);
-                return self.apply(decision, Change { from: desired, to, policy: action.name.clone(), reason, capped });
+            match &guard {
+                Some(hold) if to < desired => {
+                    let mut hold = hold.clone();
+                    hold.why =
+                        format!("{} (scheduled action {} wants {to}, applied once it lifts)", hold.why, action.name);
+                    objections.push(hold);
+                    self.deferred = Some(firing);
+                }
+                _ if to != desired => {
+                    let capped = (to != want).then(|| if want > to { Cap::max(want, to) } else { Cap::min(want, to) });
+                    let reason = scheduled::describe(action, firing.at);
+                    return self
+                        .apply(decision, Change { from: desired, to, policy: action.name.clone(), reason, capped });
+                }
+                _ => {}
             }
         }
 
@@ -126,22 +162,49 @@ impl Autoscaler {
             return self.apply(decision, Change { from: desired, to, policy, reason, capped });
         }
 
-        // 3. The policies vote.
+        // 3. The policies vote, and demand sizing when requests queue.
         let capacity = desired.max(fleet.in_service.saturating_add(fleet.pending));
         let burst = self.burst(now, desired, capacity);
-        let mut votes = Vec::with_capacity(self.config.target_tracking.len() + self.config.step.len());
+        let mut votes = Vec::with_capacity(self.config.target_tracking.len() + self.config.step.len() + 1);
+        let mut metrics = Vec::with_capacity(votes.capacity());
         for (i, policy) in self.config.target_tracking.iter().enumerate() {
             let burst = burst.as_ref().map(|(recs, left)| (recs[i].clone(), *left));
             let ctx = Context { now, desired, capacity, history: &self.history, log: &self.log, burst };
             votes.push(self.targets[i].vote(policy, &ctx));
+            metrics.push(Some(policy.metric));
         }
         for policy in &self.config.step {
             let ctx = Context { now, desired, capacity, history: &self.history, log: &self.log, burst: None };
             votes.push(policy.vote(&ctx));
+            metrics.push(Some(policy.alarm.metric));
+        }
+        if let Some(vote) = saturation.as_ref().and_then(|s| s.vote(&sat_config, desired, capacity)) {
+            votes.push(vote);
+            metrics.push(None);
+        }
+
+        // A full host: growing adds no capacity, and CPU readings are a
+        // share of a full host, not headroom.
+        if let Some(full) = &host_full {
+            for (vote, metric) in votes.iter_mut().zip(&metrics) {
+                match vote.outcome {
+                    Outcome::Scale(n) if n > desired => {
+                        vote.outcome = Outcome::Stay(Some(full.scale_out_hold(Some((&vote.policy, n)))));
+                        vote.capped = None;
+                    }
+                    Outcome::Scale(n) if n < desired && *metric == Some(Metric::Cpu) => {
+                        vote.outcome = Outcome::Stay(Some(full.contended_hold()));
+                        vote.capped = None;
+                    }
+                    _ => {}
+                }
+            }
         }
 
         // Service-wide objections to scale-in.
-        let mut objections = Vec::new();
+        if let Some(hold) = guard.filter(|_| objections.is_empty()) {
+            objections.push(hold);
+        }
         if let Some((_, left)) = &burst {
             objections.push(Hold {
                 kind: HoldKind::Burst,

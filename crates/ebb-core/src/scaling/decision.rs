@@ -152,8 +152,14 @@ impl fmt::Display for Hold {
 /// decision reports the first kind in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum HoldKind {
+    /// ebb's host is full: more local replicas would not add capacity, and
+    /// CPU readings are contended.
+    HostFull,
     /// A policy wants more but `max` is reached.
     MaxReached,
+    /// Requests are queued or shed (or were, within the settle time): no
+    /// scale-in.
+    Saturated,
     /// A policy wants fewer but `min` is reached.
     MinReached,
     /// Metrics are missing; missing is never counted as zero load.
@@ -174,6 +180,9 @@ pub enum HoldKind {
     ScaleInDisabled,
     /// The metric is within the tolerance band around its target.
     Tolerance,
+    /// The metric is off target, but the policy's window (or rounding)
+    /// says the count is right: the numbers that decide, shown.
+    Window,
     /// A policy asks to scale in, another wants to keep the count.
     Objection,
 }
@@ -182,7 +191,9 @@ impl HoldKind {
     /// A stable name for JSON and filters: `lack_of_data`, `cooldown`...
     pub fn as_str(self) -> &'static str {
         match self {
+            HoldKind::HostFull => "host_full",
             HoldKind::MaxReached => "max_reached",
+            HoldKind::Saturated => "saturated",
             HoldKind::MinReached => "min_reached",
             HoldKind::LackOfData => "lack_of_data",
             HoldKind::Cooldown => "cooldown",
@@ -193,6 +204,7 @@ impl HoldKind {
             HoldKind::WarmingUp => "warming_up",
             HoldKind::ScaleInDisabled => "scale_in_disabled",
             HoldKind::Tolerance => "tolerance",
+            HoldKind::Window => "window",
             HoldKind::Objection => "objection",
         }
     }

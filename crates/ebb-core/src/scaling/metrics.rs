@@ -220,6 +220,12 @@ pub struct ServiceSample {
     /// for `items_per_replica`; `None` when there is no source or the
     /// reading failed.
     pub external: Option<f64>,
+    /// What the balancer saw of demand (offered, queued, shed); `None`
+    /// for a service without a balancer (a worker pool).
+    pub demand: Option<super::Demand>,
+    /// ebb's host, when the replicas run on it (process and docker
+    /// drivers); `None` when they run elsewhere (Swarm) or it was not read.
+    pub host: Option<super::HostSample>,
 }
 
 impl ServiceSample {
@@ -258,6 +264,8 @@ impl ServiceSample {
 struct Point {
     at: Time,
     values: [Datapoints; 7],
+    demand: Option<super::Demand>,
+    host: Option<super::HostSample>,
 }
 
 /// One metric's datapoints in one sample, in replica order, run-length
@@ -446,7 +454,7 @@ impl MetricHistory {
             };
         }
         self.first_at.get_or_insert(at);
-        self.points.push_back(Point { at, values });
+        self.points.push_back(Point { at, values, demand: sample.demand, host: sample.host });
         self.latest = Some(sample);
         self.latest_reporting = reporting;
         let cap = (self.keep.as_secs() + 2) * Self::MAX_SAMPLES_PER_SECOND;
@@ -473,6 +481,17 @@ impl MetricHistory {
         self.points.range(start..end)
     }
 
+    /// The balancer's demand per second within `span` before `now`
+    /// (`now - span < at <= now`), oldest first.
+    pub fn demand(&self, now: Time, span: Duration) -> Vec<(Time, super::Demand)> {
+        self.between(now.saturating_sub(span), now).filter_map(|p| p.demand.map(|d| (p.at, d))).collect()
+    }
+
+    /// The host per second within `span` before `now`, oldest first.
+    pub fn host(&self, now: Time, span: Duration) -> Vec<(Time, super::HostSample)> {
+        self.between(now.saturating_sub(span), now).filter_map(|p| p.host.map(|h| (p.at, h))).collect()
+    }
+
     /// Datapoints of `metric` from samples with `after < at <= until`.
     pub fn datapoints(&self, metric: Metric, after: Time, until: Time) -> Vec<f64> {
         self.between(after, until).flat_map(|p| p.values[metric.slot()].iter()).collect()
@@ -481,7 +500,13 @@ impl MetricHistory {
     /// The statistic of `metric` over the datapoints of samples with
     /// `after < at <= until`, from each sample's running count, sum, min
     /// and max (percentiles sort the runs); `None` without datapoints.
-    fn statistic_between(&self, metric: Metric, statistic: Statistic, after: Time, until: Time) -> Option<(f64, usize)> {
+    fn statistic_between(
+        &self,
+        metric: Metric,
+        statistic: Statistic,
+        after: Time,
+        until: Time,
+    ) -> Option<(f64, usize)> {
         let slot = metric.slot();
         let points = || self.between(after, until).map(|p| &p.values[slot]).filter(|d| d.count > 0);
         let count: usize = points().map(|d| d.count as usize).sum();
@@ -500,10 +525,12 @@ impl MetricHistory {
                 let rank = ((p / 100.0) * count as f64).ceil() as usize;
                 let rank = rank.clamp(1, count);
                 let mut seen = 0usize;
-                runs.iter().find(|&&(_, n)| {
-                    seen += n as usize;
-                    seen >= rank
-                })?.0
+                runs.iter()
+                    .find(|&&(_, n)| {
+                        seen += n as usize;
+                        seen >= rank
+                    })?
+                    .0
             }
         };
         Some((value, count))

@@ -47,6 +47,7 @@ pub mod cron;
 pub mod decision;
 pub mod metrics;
 pub mod pick;
+pub mod saturation;
 pub mod scheduled;
 pub mod step;
 pub mod target;
@@ -58,6 +59,7 @@ pub use cron::{CivilTime, Cron, CronError};
 pub use decision::{Cap, CapKind, Change, Decision, Direction, Hold, HoldKind, Outcome, Vote};
 pub use metrics::{Metric, MetricHistory, NoData, Observation, ReplicaSample, Reporting, ServiceSample, Statistic};
 pub use pick::{pick_for_scale_in, ScaleInCandidate};
+pub use saturation::{Demand, HostFull, HostSample, Saturation, SaturationConfig};
 pub use scheduled::ScheduledAction;
 pub use step::{check_steps, AdjustmentType, Alarm, AlarmState, Comparison, StepAdjustment, StepPolicy};
 pub use target::{RateLimit, Recommendation, TargetTracking};
@@ -83,6 +85,9 @@ pub struct ScalingConfig {
     pub scheduled: Vec<ScheduledAction>,
     /// Burst (panic) mode for the target tracking policies; off when `None`.
     pub burst: Option<Burst>,
+    /// What the balancer's view of demand does: the scale-in guard and
+    /// demand sizing (see [`saturation`]).
+    pub saturation: SaturationConfig,
 }
 
 impl ScalingConfig {
@@ -104,6 +109,13 @@ impl ScalingConfig {
         let alarms = self.step.iter().map(|s| s.alarm.span());
         let burst = self.burst.iter().map(|b| b.window);
         windows.chain(alarms).chain(burst).max().unwrap_or(Duration::ZERO)
+    }
+
+    /// What [`MetricHistory`] keeps: the policies' spans, and at least
+    /// what the saturation rules read when there is any policy.
+    fn history_kept(&self) -> Duration {
+        let saturation = if self.is_fixed() { Duration::ZERO } else { self.saturation.history_needed() };
+        self.history_needed().max(saturation)
     }
 }
 

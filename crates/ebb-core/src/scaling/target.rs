@@ -307,9 +307,12 @@ impl TargetState {
             return vote(Outcome::Scale(rec.count.min(limit)), rec.reason, capped);
         }
         if rec.count == desired {
-            let outcome = match rec.hold {
-                Some(kind) => hold(kind, hold_why(kind, policy, &obs), None),
-                None => Outcome::Stay(None),
+            let outcome = match (rec.hold, window_hold(policy, ctx, &obs)) {
+                // Off target, but the window (or rounding) says the count
+                // is right: show the numbers that decide.
+                (Some(HoldKind::Tolerance) | None, Some(why)) => hold(HoldKind::Window, why, None),
+                (Some(kind), _) => hold(kind, hold_why(kind, policy, &obs), None),
+                (None, None) => Outcome::Stay(None),
             };
             return vote(outcome, rec.reason, None);
         }
@@ -394,6 +397,43 @@ fn hold_why(kind: HoldKind, policy: &TargetTracking, obs: &Observation) -> Strin
         ),
         _ => format!("{} {value} vs target {target}", policy.metric),
     }
+}
+
+/// The last seconds this policy's window is compared with: a short look
+/// at what the metric does now.
+const RECENT: Duration = Duration::from_secs(10);
+
+/// Why a policy stays although its metric is off target, when it is
+/// (the first that applies):
+/// - the last 10 s are above the target band but the window's mean is not
+///   (a long window catches up slowly; it may not even be full yet);
+/// - the window is below target, but rounding up keeps the count
+///   (`ceil(1 × 40 / 80) = 1`).
+fn window_hold(policy: &TargetTracking, ctx: &Context<'_>, obs: &Observation) -> Option<String> {
+    let metric = policy.metric;
+    let target = metric.show_target(policy.target);
+    let band = policy.tolerance + 1e-9;
+    let ratio = obs.value / policy.target;
+    let below = (ratio < 1.0 - band).then(|| {
+        format!(
+            "{metric} {} is below target {target}, but {} is the fewest replicas that keep it under target",
+            metric.show(obs.value),
+            ctx.desired
+        )
+    });
+    let recent = (policy.window > RECENT).then(|| ctx.history.observe(metric, ctx.now, RECENT).ok()).flatten();
+    let Some(recent) = recent.filter(|r| r.value / policy.target > 1.0 + band) else { return below };
+    let seen = ctx.history.first_at().map_or(Duration::ZERO, |first| ctx.now.saturating_sub(first));
+    let filling =
+        if seen < policy.window { format!(", only {} of it seen so far", duration(seen)) } else { String::new() };
+    Some(format!(
+        "{metric} {} in the last {} is above target {target}, but {} decides on the mean over {} ({}{filling})",
+        metric.show(recent.value),
+        duration(RECENT),
+        policy.name,
+        duration(policy.window),
+        metric.show(obs.value)
+    ))
 }
 
 /// Time left of a period that started at `since`, if any.

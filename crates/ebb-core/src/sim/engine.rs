@@ -29,7 +29,7 @@ use super::summary::{Slo, Summary};
 use super::trace::Trace;
 use crate::config::ReplicaBounds;
 use crate::scaling::{
-    pick_for_scale_in, Autoscaler, FleetView, ReplicaSample, ScaleInCandidate, ScalingConfig, ServiceSample,
+    pick_for_scale_in, Autoscaler, Demand, FleetView, ReplicaSample, ScaleInCandidate, ScalingConfig, ServiceSample,
 };
 use std::time::Duration;
 
@@ -60,6 +60,11 @@ pub struct FleetModel {
     /// A request waits at most this long in the backlog before it is shed.
     pub queue_limit: Duration,
     pub seed: u64,
+    /// The balancer's `max_in_flight`. With it, requests beyond the limit
+    /// wait in ebb's queue, where the saturation rules see them; without
+    /// it (as live) they wait inside the replicas and the balancer has no
+    /// queue to read.
+    pub max_in_flight: Option<u32>,
 }
 
 impl Default for FleetModel {
@@ -71,6 +76,7 @@ impl Default for FleetModel {
             failure_rate: 0.0,
             queue_limit: Duration::from_secs(10),
             seed: 0,
+            max_in_flight: None,
         }
     }
 }
@@ -248,6 +254,7 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
         sample.p95_ms = flow.latency_ms(0.95);
         sample.p99_ms = flow.latency_ms(0.99);
         sample.queue_time_ms = (in_service > 0).then_some(flow.queue_ms);
+        sample.demand = Some(balancer_view(&flow, model.max_in_flight, rate, serving, in_service as u32));
         autoscaler.observe(sample);
 
         // 4. The decision, and the fleet converging to it.
@@ -292,6 +299,32 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
     }
     let summary = Summary::new(&policy.name, &seconds, &events, options.slo, options.price, options.flap_window);
     Run { policy: policy.name.clone(), seconds, events, summary }
+}
+
+/// What a live balancer would count in the second: with `max_in_flight`,
+/// each replica holds at most the limit and the rest (the backlog and any
+/// excess) waits in the balancer's queue; without it the requests wait in
+/// the replicas and the balancer's queue is empty, as live.
+fn balancer_view(flow: &Flow, limit: Option<u32>, offered: f64, serving: f64, routable: u32) -> Demand {
+    let concurrency = flow.in_flight_per_replica * serving + flow.backlog;
+    let (in_flight, queued, at_limit) = match limit {
+        Some(limit) => {
+            let held = (f64::from(limit) * serving).min(concurrency);
+            let full = flow.in_flight_per_replica + flow.backlog / serving.max(1.0) >= f64::from(limit);
+            (held, concurrency - held, if full { routable } else { 0 })
+        }
+        None => (concurrency, 0.0, 0),
+    };
+    Demand {
+        offered_per_s: offered,
+        served_per_s: flow.served,
+        queued: queued.round() as u32,
+        shed: if limit.is_some() { flow.shed.round() as u32 } else { 0 },
+        in_flight: in_flight.round() as u32,
+        routable,
+        at_limit,
+        limit,
+    }
 }
 
 /// The replicas that leave at `now` (ms), chosen by [`pick_for_scale_in`]
@@ -365,7 +398,11 @@ mod tests {
         // The 10 s window's mean leaves the tolerance band 5 s after the step.
         let first = &run.events[0];
         assert_eq!((first.at, first.kind, first.from, first.to), (65, "scaled", Some(1), Some(2)));
-        assert!(first.reason.starts_with("scale out 1 -> 2 by target-cpu: target tracking cpu: mean 90.0%"), "{}", first.reason);
+        assert!(
+            first.reason.starts_with("scale out 1 -> 2 by target-cpu: target tracking cpu: mean 90.0%"),
+            "{}",
+            first.reason
+        );
         // Saturated replicas show 100 %: ×1.25 per cooldown, overshooting
         // while the backlog drains, then settling where 400 req/s is 80 %.
         assert!(run.seconds.iter().map(|s| s.desired).max().unwrap() > 10);

@@ -25,8 +25,8 @@
 //!   per tick, scale-up by up to 1000×.
 
 use crate::scaling::{
-    AdjustmentType, Alarm, Burst, Comparison, Metric, RateLimit, ScalingConfig, Statistic, StepAdjustment,
-    StepPolicy, TargetTracking,
+    AdjustmentType, Alarm, Burst, Comparison, Metric, RateLimit, SaturationConfig, ScalingConfig, Statistic,
+    StepAdjustment, StepPolicy, TargetTracking,
 };
 use std::time::Duration;
 
@@ -77,6 +77,9 @@ impl Preset {
             step: Vec::new(),
             scheduled: service.scheduled.clone(),
             burst: None,
+            // The anchors have no view of a balancer's queue: emulate them
+            // faithfully, without ebb's saturation rules.
+            saturation: SaturationConfig { hold_scale_in: false, scale_out: false, ..Default::default() },
         };
         match self {
             Preset::Aws => config.step = aws_alarms(metric, target),
@@ -103,7 +106,8 @@ impl Preset {
                 t.scale_out_rate = RateLimit { percent: 99_900.0, replicas: 0, period: tick };
                 t.scale_in_rate = RateLimit { percent: 50.0, replicas: 0, period: tick };
                 config.target_tracking.push(t);
-                config.burst = Some(Burst { window: Duration::from_secs(6), threshold: 2.0, duration: Duration::from_secs(60) });
+                config.burst =
+                    Some(Burst { window: Duration::from_secs(6), threshold: 2.0, duration: Duration::from_secs(60) });
             }
         }
         config

@@ -11,7 +11,8 @@
 
 use ebb_core::config::{Config, ReplicaBounds, ScalingConfig};
 use ebb_core::scaling::{
-    pick_for_scale_in, Autoscaler, Change, Decision, FleetView, ReplicaSample, ScaleInCandidate, ServiceSample, Time,
+    pick_for_scale_in, Autoscaler, Change, Decision, Demand, FleetView, HostSample, ReplicaSample, ScaleInCandidate,
+    ServiceSample, Time,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -66,6 +67,11 @@ pub struct Sim {
     /// `/proc` unreadable: every replica's CPU is missing.
     pub cpu_missing: bool,
     pub deploying: bool,
+    /// What the balancer sees each second: requests queued (and in flight,
+    /// with `limit`); `routable` follows the replicas in service.
+    pub queue: Option<Demand>,
+    /// ebb's host each second; `None`: replicas run elsewhere.
+    pub host: Option<HostSample>,
     /// Every change, with its time.
     pub changes: Vec<(Time, Change)>,
     pub last: Option<Decision>,
@@ -89,6 +95,8 @@ impl Sim {
             latency_s: 0.05,
             cpu_missing: false,
             deploying: false,
+            queue: None,
+            host: None,
             changes: Vec::new(),
             last: None,
             story: Vec::new(),
@@ -145,6 +153,13 @@ impl Sim {
         }
         sample.requests_per_s = Some(self.requests);
         sample.concurrency = Some(self.requests * self.latency_s);
+        sample.demand = Some(match self.queue {
+            Some(q) => Demand { routable: n, at_limit: if q.queued > 0 { n } else { q.at_limit }, ..q },
+            None => {
+                Demand { offered_per_s: self.requests, served_per_s: self.requests, routable: n, ..Default::default() }
+            }
+        });
+        sample.host = self.host;
         self.scaler.observe(sample);
         let fleet = FleetView {
             desired: self.desired,

@@ -356,6 +356,7 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
         failure_rate: args.failure_rate,
         queue_limit: args.queue_limit,
         seed: args.seed,
+        max_in_flight: service.proxy.max_in_flight,
     };
     let options = SimOptions {
         service: service_name.clone(),

@@ -14,8 +14,8 @@ use crate::config::value::{Dur, Int, Number};
 use crate::config::{ReplicaBounds, ServiceConfig};
 use crate::scaling::metrics::duration as human;
 use crate::scaling::{
-    check_steps, AdjustmentType, Alarm, Burst, Comparison, Cron, Metric, RateLimit, ScalingConfig, ScheduledAction,
-    Statistic, StepAdjustment, StepPolicy, TargetTracking,
+    check_steps, AdjustmentType, Alarm, Burst, Comparison, Cron, Metric, RateLimit, SaturationConfig, ScalingConfig,
+    ScheduledAction, Statistic, StepAdjustment, StepPolicy, TargetTracking,
 };
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -31,6 +31,19 @@ pub(super) struct RawScaling {
     step: Option<Vec<Spanned<RawStep>>>,
     scheduled: Option<Vec<Spanned<RawScheduled>>>,
     burst: Option<RawBurst>,
+    saturation: Option<RawSaturation>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"a saturation table like { hold_scale_in = true, settle = "5s", scale_out = true, scale_out_after = "3s" }"#
+)]
+struct RawSaturation {
+    hold_scale_in: Option<bool>,
+    settle: Option<Spanned<Dur>>,
+    scale_out: Option<bool>,
+    scale_out_after: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize)]
@@ -113,7 +126,7 @@ struct RawBurst {
 }
 
 /// Names the autoscaler uses itself in events.
-const RESERVED_NAMES: [&str; 2] = ["manual", "bounds"];
+const RESERVED_NAMES: [&str; 3] = ["manual", "bounds", SaturationConfig::POLICY];
 
 fn metric_list() -> String {
     Metric::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
@@ -146,12 +159,51 @@ impl Check<'_> {
             .map(|(i, a)| self.scheduled(i, a, bounds, &mut names))
             .collect();
         let burst = raw.burst.map(|b| self.burst(service, b, target_tracking.is_empty()));
+        let saturation = raw.saturation.map_or_else(SaturationConfig::default, |s| self.saturation(s));
         ScalingConfig {
             warmup: raw.warmup.map(|w| w.into_inner().0).unwrap_or(Duration::ZERO),
             target_tracking,
             step,
             scheduled,
             burst,
+            saturation,
+        }
+    }
+
+    /// `[service.NAME.scaling.saturation]`: the guard is on unless the
+    /// table turns it off by name (`hold_scale_in = false`).
+    fn saturation(&mut self, raw: RawSaturation) -> SaturationConfig {
+        let d = SaturationConfig::default();
+        let settle = match raw.settle {
+            None => d.settle,
+            Some(v) => {
+                let settle = v.get_ref().0;
+                if settle > ScalingConfig::MAX_HISTORY {
+                    self.problem(
+                        v.span(),
+                        format!(
+                            "saturation.settle ({}) is longer than the {} of metric history ebb keeps; shorten it",
+                            human(settle),
+                            human(ScalingConfig::MAX_HISTORY)
+                        ),
+                    );
+                    d.settle
+                } else {
+                    settle
+                }
+            }
+        };
+        let scale_out_after = self.history_span(
+            "saturation.scale_out_after",
+            raw.scale_out_after.as_ref(),
+            d.scale_out_after,
+            "demand sizing waits that long for requests to keep queueing",
+        );
+        SaturationConfig {
+            hold_scale_in: raw.hold_scale_in.unwrap_or(d.hold_scale_in),
+            settle,
+            scale_out: raw.scale_out.unwrap_or(d.scale_out),
+            scale_out_after,
         }
     }
 
