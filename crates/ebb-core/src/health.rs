@@ -186,7 +186,9 @@ mod tests {
     #[test]
     fn matcher_accepts_codes_and_ranges() {
         let m = StatusMatcher::parse("200,300-310").unwrap();
-        for (code, want) in [(200, true), (201, false), (299, false), (300, true), (305, true), (310, true), (311, false), (500, false)] {
+        for (code, want) in
+            [(200, true), (201, false), (299, false), (300, true), (305, true), (310, true), (311, false), (500, false)]
+        {
             assert_eq!(m.matches(code), want, "code {code}");
         }
     }

@@ -92,8 +92,22 @@ fn a_minimal_service_gets_every_default() {
     let p = &web.proxy;
     let d = ProxyConfig::default();
     assert_eq!(
-        (p.header_read_timeout, p.idle_timeout, p.body_timeout, p.upstream_timeout, p.connect_timeout, p.max_header_bytes),
-        (d.header_read_timeout, d.idle_timeout, d.body_timeout, d.upstream_timeout, d.connect_timeout, d.max_header_bytes)
+        (
+            p.header_read_timeout,
+            p.idle_timeout,
+            p.body_timeout,
+            p.upstream_timeout,
+            p.connect_timeout,
+            p.max_header_bytes
+        ),
+        (
+            d.header_read_timeout,
+            d.idle_timeout,
+            d.body_timeout,
+            d.upstream_timeout,
+            d.connect_timeout,
+            d.max_header_bytes
+        )
     );
     assert!(p.trusted_proxies.is_empty());
 }
@@ -678,7 +692,10 @@ listen = "127.0.0.1:8081"
     let web = &config.services["web"];
     assert_eq!(web.driver, ebb_core::config::DriverKind::Docker);
     let c = web.container.as_ref().unwrap();
-    assert_eq!((c.image.as_str(), c.container_port, c.cpus, c.memory), ("ebb-demo:latest", 9000, Some(0.5), Some(256 << 20)));
+    assert_eq!(
+        (c.image.as_str(), c.container_port, c.cpus, c.memory),
+        ("ebb-demo:latest", 9000, Some(0.5), Some(256 << 20))
+    );
     assert_eq!(web.cpu, 0.5, "a container's allotment is its cpus limit");
     assert_eq!(web.command, ebb_core::config::CommandSpec::Argv(Vec::new()), "no command: the image's own");
     let swarmed = &config.services["swarmed"];
@@ -686,7 +703,10 @@ listen = "127.0.0.1:8081"
     let c = swarmed.container.as_ref().unwrap();
     assert_eq!((c.container_port, c.cpus, c.memory), (8080, None, None), "defaults");
     assert_eq!(swarmed.cpu, 1.0);
-    assert_eq!(swarmed.command.clone(), ebb_core::config::CommandSpec::Argv(vec!["/ebb".into(), "demo-app".into(), "--host".into(), "0.0.0.0".into()]));
+    assert_eq!(
+        swarmed.command.clone(),
+        ebb_core::config::CommandSpec::Argv(vec!["/ebb".into(), "demo-app".into(), "--host".into(), "0.0.0.0".into()])
+    );
     // The process driver is the default and has no container.
     let plain = parse(MINIMAL);
     assert_eq!(plain.services["web"].driver, ebb_core::config::DriverKind::Process);

@@ -86,10 +86,14 @@ fn presets_run_through_the_same_engine() {
     let service = cpu_policy();
     let model = FleetModel { capacity: 50.0, boot: s(30), ..Default::default() };
     for preset in Preset::ALL {
-        let policy = Policy { name: preset.name().into(), scaling: preset.scaling(&service.scaling), ..service.clone() };
+        let policy =
+            Policy { name: preset.name().into(), scaling: preset.scaling(&service.scaling), ..service.clone() };
         let run = simulate(&policy, &model, &trace, &SimOptions::default());
         let first = run.events.first().unwrap_or_else(|| panic!("{} never scales", preset.name()));
-        assert!(first.reason.contains(&format!("by {}", if preset == Preset::Aws { "aws-out" } else { preset.name() })), "{first:?}");
+        assert!(
+            first.reason.contains(&format!("by {}", if preset == Preset::Aws { "aws-out" } else { preset.name() })),
+            "{first:?}"
+        );
         assert!(run.summary.max_desired >= 10, "{}: {}", preset.name(), run.summary.max_desired);
         if preset == Preset::Aws {
             // 3 one-minute periods above the target: the oldest may start

@@ -71,5 +71,7 @@ https 2026-01-05T08:00:02.5Z app/my-lb/50dc6c495c0c9188 192.168.131.39:2817 10.0
     assert_eq!(t.rates, vec![1.0, 0.0, 1.0]);
     assert_eq!(t.start_unix, Some(1_767_571_200 + 8 * 3600));
     let bad = format!("{log}h2 yesterday app/x\n");
-    assert!(Trace::parse(&bad, "alb.log").unwrap_err().starts_with("alb.log:3: malformed line: not an ALB access log line"));
+    assert!(Trace::parse(&bad, "alb.log")
+        .unwrap_err()
+        .starts_with("alb.log:3: malformed line: not an ALB access log line"));
 }

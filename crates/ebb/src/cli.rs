@@ -73,9 +73,7 @@ enum Command {
     },
     /// Switch a service back: abort the running deploy (or its bake time) at
     /// once, or deploy the previous version again.
-    Rollback {
-        service: String,
-    },
+    Rollback { service: String },
     /// Protect a replica from scale-in (and from deploy replacement) until released.
     Protect {
         /// Replica id, as shown by `ebb status`.
@@ -159,7 +157,10 @@ pub fn main() -> ExitCode {
 /// Reads and validates a config file; errors are already user-ready.
 fn load_config(path: &Path) -> Result<Config, String> {
     let source = std::fs::read_to_string(path).map_err(|e| {
-        format!("{}: error: cannot read the config file: {e}; create one (see docs/config.md) or pass -f FILE", path.display())
+        format!(
+            "{}: error: cannot read the config file: {e}; create one (see docs/config.md) or pass -f FILE",
+            path.display()
+        )
     })?;
     Config::parse(&source, path).map_err(|e| e.to_string())
 }
@@ -232,7 +233,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Scale { service, desired } => {
             let outcome: crate::controller::ScaleOutcome = client
-                .send(http::Method::PUT, &format!("/api/v1/services/{service}/desired"), &serde_json::json!({ "desired": desired, "reason": "manual (ebb scale)" }))
+                .send(
+                    http::Method::PUT,
+                    &format!("/api/v1/services/{service}/desired"),
+                    &serde_json::json!({ "desired": desired, "reason": "manual (ebb scale)" }),
+                )
                 .await?;
             match &outcome.clamped {
                 Some(why) => println!("{}: desired {} -> {}; capped: {why}", outcome.service, outcome.from, outcome.to),
@@ -307,7 +312,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{replica}: {}", outcome["message"].as_str().unwrap_or("done"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { .. } | Command::Logs { .. } | Command::DemoApp(_) | Command::Proxy(_) | Command::Load(_) | Command::Simulate(_) => unreachable!("handled above"),
+        Command::Validate { .. }
+        | Command::Logs { .. }
+        | Command::DemoApp(_)
+        | Command::Proxy(_)
+        | Command::Load(_)
+        | Command::Simulate(_) => unreachable!("handled above"),
     }
 }
 
@@ -516,7 +526,10 @@ async fn logs(config: &Config, replica: &str, follow: bool) -> anyhow::Result<Ex
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: no log for replica {replica} at {}: {e} (see `ebb status` for replica ids)", path.display());
+            eprintln!(
+                "error: no log for replica {replica} at {}: {e} (see `ebb status` for replica ids)",
+                path.display()
+            );
             return Ok(ExitCode::FAILURE);
         }
     };

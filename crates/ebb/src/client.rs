@@ -28,7 +28,10 @@ pub enum AdminCredential {
     Token(String),
     /// The token file could not be read: mutating calls will be refused,
     /// and the error says why.
-    Unreadable { path: PathBuf, why: String },
+    Unreadable {
+        path: PathBuf,
+        why: String,
+    },
 }
 
 impl std::fmt::Debug for AdminCredential {
@@ -79,7 +82,12 @@ impl AdminClient {
         Self { addr, http: Client::builder(TokioExecutor::new()).build(connector), token }
     }
 
-    async fn call(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
         let mut request = http::Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
         if body.is_some() {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
@@ -100,7 +108,12 @@ impl AdminClient {
         Ok((status, body))
     }
 
-    async fn json<T: DeserializeOwned>(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<T> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<T> {
         let (status, bytes) = self.call(method, path, body).await?;
         if !status.is_success() {
             let message = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -121,7 +134,12 @@ impl AdminClient {
         self.json(http::Method::GET, path, None).await
     }
 
-    pub async fn send<B: Serialize, T: DeserializeOwned>(&self, method: http::Method, path: &str, body: &B) -> anyhow::Result<T> {
+    pub async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         self.json(method, path, Some(serde_json::to_vec(body)?)).await
     }
 }

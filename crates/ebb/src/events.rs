@@ -148,7 +148,13 @@ impl NewEvent {
 impl EventLog {
     pub fn new(capacity: usize) -> Self {
         let (live, _) = broadcast::channel(1024);
-        Self { ring: Mutex::new(Ring { next_seq: 1, events: VecDeque::new() }), live, capacity: capacity.max(1), store: None, resumed_after: 0 }
+        Self {
+            ring: Mutex::new(Ring { next_seq: 1, events: VecDeque::new() }),
+            live,
+            capacity: capacity.max(1),
+            store: None,
+            resumed_after: 0,
+        }
     }
 
     /// A log that continues `restored` (oldest first, from the state store)
@@ -206,11 +212,7 @@ impl EventLog {
     /// Events after `after_seq` (0 for all kept), optionally for one service.
     pub fn list(&self, service: Option<&str>, after_seq: u64) -> Vec<Event> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.events
-            .iter()
-            .filter(|e| e.seq > after_seq && service.is_none_or(|s| e.service == s))
-            .cloned()
-            .collect()
+        ring.events.iter().filter(|e| e.seq > after_seq && service.is_none_or(|s| e.service == s)).cloned().collect()
     }
 
     /// The last sequence number an earlier run recorded (0 for none).

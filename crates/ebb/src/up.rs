@@ -122,7 +122,8 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
             None
         }
     };
-    let events = Arc::new(EventLog::with_store(EVENT_LOG_CAPACITY, store.clone(), std::mem::take(&mut restored.events)));
+    let events =
+        Arc::new(EventLog::with_store(EVENT_LOG_CAPACITY, store.clone(), std::mem::take(&mut restored.events)));
     let stop_requested = CancellationToken::new();
     let proxies_stop = CancellationToken::new();
     let controllers_stop = CancellationToken::new();
@@ -204,18 +205,17 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     controllers.close();
 
     let admin_addr = admin_listener.local_addr()?;
-    let admin_state =
-        AdminState {
-            services: Arc::new(services),
-            events,
-            stop_requested: stop_requested.clone(),
-            token: admin_token,
-            config_path: config.path.canonicalize().unwrap_or_else(|_| config.path.clone()),
-            state_dir: state_dir.clone(),
-        };
-    let gate_task = replica_gate.and_then(|gate| gate.listener).map(|listener| {
-        tokio::spawn(admin::serve_replica_gate(listener, admin_state.clone(), admin_stop.clone()))
-    });
+    let admin_state = AdminState {
+        services: Arc::new(services),
+        events,
+        stop_requested: stop_requested.clone(),
+        token: admin_token,
+        config_path: config.path.canonicalize().unwrap_or_else(|_| config.path.clone()),
+        state_dir: state_dir.clone(),
+    };
+    let gate_task = replica_gate
+        .and_then(|gate| gate.listener)
+        .map(|listener| tokio::spawn(admin::serve_replica_gate(listener, admin_state.clone(), admin_stop.clone())));
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop.clone()));
     println!("ebb: admin API and dashboard on http://{admin_addr}/; state in {}", state_dir.display());
     println!("ebb: `ebb status` shows the fleet, `ebb down` (or Ctrl-C) drains and stops it");
@@ -249,7 +249,8 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
 fn crowded_cores(config: &Config, cores: usize) -> Option<String> {
     let local = |s: &&ServiceConfig| s.driver != DriverKind::Swarm;
     let web = config.services.values().filter(local).any(|s| s.kind.has_balancer());
-    let pools: Vec<&ServiceConfig> = config.services.values().filter(local).filter(|s| !s.kind.has_balancer()).collect();
+    let pools: Vec<&ServiceConfig> =
+        config.services.values().filter(local).filter(|s| !s.kind.has_balancer()).collect();
     let cpu: f64 = pools.iter().map(|s| f64::from(s.replicas.max) * s.cpu).sum();
     if !web || pools.is_empty() || cpu < cores as f64 {
         return None;
@@ -357,11 +358,7 @@ mod tests {
     use super::*;
 
     fn config(worker_max: u32, worker_cpu: &str, with_web: bool) -> Config {
-        let web = if with_web {
-            "[service.web]\ncommand = \"true\"\nlisten = \"127.0.0.1:18999\"\n"
-        } else {
-            ""
-        };
+        let web = if with_web { "[service.web]\ncommand = \"true\"\nlisten = \"127.0.0.1:18999\"\n" } else { "" };
         let text = format!(
             "{web}[service.scraper]\nkind = \"worker\"\ncommand = \"true\"\ncpu = {worker_cpu}\nreplicas = {{ min = 1, max = {worker_max}, desired = 1 }}\n"
         );
@@ -371,7 +368,10 @@ mod tests {
     #[test]
     fn a_worker_pool_that_can_fill_every_core_beside_a_web_tier_is_flagged() {
         let warning = crowded_cores(&config(3, "1.0", true), 2).expect("3 cores of work on 2");
-        assert!(warning.contains("worker pool scraper may use 3 cores") && warning.contains("machine of 2"), "{warning}");
+        assert!(
+            warning.contains("worker pool scraper may use 3 cores") && warning.contains("machine of 2"),
+            "{warning}"
+        );
         assert!(crowded_cores(&config(2, "1.0", true), 2).is_some(), "every core busy");
         // A core left free, or no web tier to protect: nothing to say.
         assert_eq!(crowded_cores(&config(1, "1.0", true), 2), None);

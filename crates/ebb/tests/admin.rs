@@ -74,11 +74,22 @@ fn every_endpoint_answers_with_the_right_status() {
     assert!(r.json()["error"].as_str().unwrap().contains("admin.token"), "the error says where the token is");
     let wrong = bearer(&"0".repeat(64));
     assert_error(&call(&ebb, "PUT", "/api/v1/services/web/desired", Some(scale), &[("Authorization", &wrong)]), 401);
-    assert_error(&call(&ebb, "PUT", "/api/v1/services/web/desired", Some(scale), &[("Authorization", "Basic YWRtaW4=")]), 401);
+    assert_error(
+        &call(&ebb, "PUT", "/api/v1/services/web/desired", Some(scale), &[("Authorization", "Basic YWRtaW4=")]),
+        401,
+    );
     assert_eq!(ebb.replicas().len(), 2, "nothing changed");
 
     // Bad input -> 4xx, never 5xx.
-    for bad in ["{", r#"{"desired": -1}"#, r#"{"desired": "3"}"#, r#"{"count": 3}"#, r#"{"desired": 3, "extra": 1}"#, "[]", r#"{"desired": 2000000}"#] {
+    for bad in [
+        "{",
+        r#"{"desired": -1}"#,
+        r#"{"desired": "3"}"#,
+        r#"{"count": 3}"#,
+        r#"{"desired": 3, "extra": 1}"#,
+        "[]",
+        r#"{"desired": 2000000}"#,
+    ] {
         assert_error(&call(&ebb, "PUT", "/api/v1/services/web/desired", Some(bad), &with_token), 400);
     }
     let long_reason = format!(r#"{{"desired": 2, "reason": "{}"}}"#, "x".repeat(1001));
@@ -94,7 +105,10 @@ fn every_endpoint_answers_with_the_right_status() {
     let r = call(&ebb, "PUT", "/api/v1/services/web/desired", Some(r#"{"desired": 3, "reason": "test"}"#), &with_token);
     assert_eq!(r.status, 200, "{}", r.body);
     let outcome = r.json();
-    assert_eq!((outcome["service"].as_str(), outcome["from"].as_u64(), outcome["to"].as_u64()), (Some("web"), Some(2), Some(3)));
+    assert_eq!(
+        (outcome["service"].as_str(), outcome["from"].as_u64(), outcome["to"].as_u64()),
+        (Some("web"), Some(2), Some(3))
+    );
     assert!(outcome["clamped"].is_null());
     // Floats that are whole numbers are integers too (JSON Schema says so).
     let r = call(&ebb, "PUT", "/api/v1/services/web/desired", Some(r#"{"desired": 3.0}"#), &with_token);
@@ -124,7 +138,10 @@ fn every_endpoint_answers_with_the_right_status() {
     for bad in ["", "{}", r#"{"protected": "yes"}"#, "nope"] {
         assert_error(&call(&ebb, "POST", &protect, Some(bad), &with_token), 400);
     }
-    assert_error(&call(&ebb, "POST", "/api/v1/replicas/web-nope/protect", Some(r#"{"protected": true}"#), &with_token), 404);
+    assert_error(
+        &call(&ebb, "POST", "/api/v1/replicas/web-nope/protect", Some(r#"{"protected": true}"#), &with_token),
+        404,
+    );
     let r = call(&ebb, "POST", &protect, Some(r#"{"protected": true}"#), &with_token);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["replica"], id.as_str());
@@ -160,7 +177,10 @@ fn every_endpoint_answers_with_the_right_status() {
     // Events: list, filters, errors.
     let events = call(&ebb, "GET", "/api/v1/events", None, &[]).json();
     let events = events.as_array().unwrap();
-    assert!(events.iter().any(|e| e["kind"] == "scaled" && e["to"] == 3 && e["reason"].as_str().unwrap().contains("test")), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["kind"] == "scaled" && e["to"] == 3 && e["reason"].as_str().unwrap().contains("test")),
+        "{events:?}"
+    );
     let last = events.last().unwrap()["seq"].as_u64().unwrap();
     let after = call(&ebb, "GET", &format!("/api/v1/events?service=web&after={last}"), None, &[]).json();
     assert!(after.as_array().unwrap().iter().all(|e| e["seq"].as_u64().unwrap() > last));
@@ -178,7 +198,18 @@ fn every_endpoint_answers_with_the_right_status() {
         (v.as_array().unwrap().len() >= 2).then_some(v)
     });
     let p = &points.as_array().unwrap()[0];
-    for key in ["time_ms", "desired", "in_service", "pending", "requests_per_s", "in_flight", "p50_ms", "p99_ms", "cpu_mean", "replica_cpu"] {
+    for key in [
+        "time_ms",
+        "desired",
+        "in_service",
+        "pending",
+        "requests_per_s",
+        "in_flight",
+        "p50_ms",
+        "p99_ms",
+        "cpu_mean",
+        "replica_cpu",
+    ] {
         assert!(p.get(key).is_some(), "point lacks {key}: {p}");
     }
     let newest = points.as_array().unwrap().last().unwrap()["time_ms"].as_u64().unwrap();
@@ -196,10 +227,20 @@ fn every_endpoint_answers_with_the_right_status() {
     assert!(r.header("allow").is_some_and(|a| a.contains("GET")), "{:?}", r.headers);
 
     // Browser safety: foreign Host (DNS rebinding), foreign Origin (CSRF).
-    let rebinding = format!("GET /api/v1/status HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n\r\n", ebb.admin.port());
+    let rebinding =
+        format!("GET /api/v1/status HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n\r\n", ebb.admin.port());
     assert_error(&http_raw(ebb.admin, &rebinding).unwrap(), 403);
     assert_error(&call(&ebb, "GET", "/api/v1/status", None, &[("Origin", "http://evil.example")]), 403);
-    assert_error(&call(&ebb, "PUT", "/api/v1/services/web/desired", Some(scale), &[("Authorization", &auth), ("Origin", "http://evil.example")]), 403);
+    assert_error(
+        &call(
+            &ebb,
+            "PUT",
+            "/api/v1/services/web/desired",
+            Some(scale),
+            &[("Authorization", &auth), ("Origin", "http://evil.example")],
+        ),
+        403,
+    );
     let own = format!("http://{}", ebb.admin);
     assert_eq!(call(&ebb, "GET", "/api/v1/status", None, &[("Origin", &own)]).status, 200);
 
@@ -208,9 +249,14 @@ fn every_endpoint_answers_with_the_right_status() {
     let page = call(&ebb, "GET", "/", None, &[]);
     assert_eq!(page.status, 200);
     assert!(page.header("content-type").is_some_and(|c| c.starts_with("text/html")));
-    assert!(page.header("content-security-policy").is_some_and(|c| c.contains("script-src 'self'") && c.contains("frame-ancestors 'none'")));
+    assert!(page
+        .header("content-security-policy")
+        .is_some_and(|c| c.contains("script-src 'self'") && c.contains("frame-ancestors 'none'")));
     assert_eq!(page.header("cache-control"), Some("no-store"));
-    assert!(page.body.contains(&format!(r#"<meta name="ebb-token" content="{token}">"#)), "the page should carry the token for its owner");
+    assert!(
+        page.body.contains(&format!(r#"<meta name="ebb-token" content="{token}">"#)),
+        "the page should carry the token for its owner"
+    );
     for asset in ["/app.js", "/style.css", "/favicon.svg"] {
         assert_eq!(call(&ebb, "GET", asset, None, &[]).status, 200, "{asset}");
     }
@@ -339,7 +385,8 @@ fn the_event_stream_delivers_a_scaled_event() {
     // Last-Event-ID resumes after that event: nothing before it again.
     let seq = event["seq"].as_u64().unwrap();
     let mut resumed = TcpStream::connect(ebb.admin).unwrap();
-    write!(resumed, "GET /api/v1/events?follow=1 HTTP/1.1\r\nHost: {}\r\nLast-Event-ID: {seq}\r\n\r\n", ebb.admin).unwrap();
+    write!(resumed, "GET /api/v1/events?follow=1 HTTP/1.1\r\nHost: {}\r\nLast-Event-ID: {seq}\r\n\r\n", ebb.admin)
+        .unwrap();
     let text = read_stream(&mut resumed, Duration::from_secs(5), |t| t.contains("\"kind\":\"replica_started\""));
     assert!(!text.contains("\"kind\":\"scaled\""), "{text}");
 }
@@ -380,7 +427,9 @@ fn openapi_document_lists_every_endpoint() {
     }
     assert_eq!(paths.len(), expected.len(), "an undocumented path? {:?}", paths.keys().collect::<Vec<_>>());
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for s in ["ErrorBody", "ServiceView", "ReplicaView", "EventView", "MetricsPoint", "SetDesiredRequest", "ProtectRequest"] {
+    for s in
+        ["ErrorBody", "ServiceView", "ReplicaView", "EventView", "MetricsPoint", "SetDesiredRequest", "ProtectRequest"]
+    {
         assert!(schemas.contains_key(s), "missing schema {s}");
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
@@ -405,14 +454,22 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     ebb.wait_in_service(1, Duration::from_secs(20));
     let token = ebb.token();
     let mut args: Vec<String> = [
-        "-m", "schemathesis.cli", "run",
-        "--checks", "all",
-        "--max-examples", "12",
-        "--request-timeout", "5",
-        "--seed", "20261124",
-        "--generation-database", "none",
+        "-m",
+        "schemathesis.cli",
+        "run",
+        "--checks",
+        "all",
+        "--max-examples",
+        "12",
+        "--request-timeout",
+        "5",
+        "--seed",
+        "20261124",
+        "--generation-database",
+        "none",
         "--no-color",
-        "--exclude-path", "/api/v1/shutdown",
+        "--exclude-path",
+        "/api/v1/shutdown",
     ]
     .into_iter()
     .map(String::from)
@@ -493,8 +550,18 @@ fn prometheus_metrics_parse_with_a_real_parser() {
 
     let plain = call(&ebb, "GET", "/metrics", None, &[]);
     assert_eq!(plain.status, 200);
-    assert!(plain.header("content-type").is_some_and(|c| c.starts_with("text/plain; version=0.0.4")), "{:?}", plain.headers);
-    let om = call(&ebb, "GET", "/metrics", None, &[("Accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")]);
+    assert!(
+        plain.header("content-type").is_some_and(|c| c.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        plain.headers
+    );
+    let om = call(
+        &ebb,
+        "GET",
+        "/metrics",
+        None,
+        &[("Accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")],
+    );
     assert!(om.header("content-type").is_some_and(|c| c.starts_with("application/openmetrics-text")));
     assert!(om.body.trim_end().ends_with("# EOF"));
 
@@ -518,8 +585,10 @@ fn prometheus_metrics_parse_with_a_real_parser() {
         return;
     }
     let dir = ebb.dir.path();
-    let prom = parse_with_python(&plain.body, false, dir).unwrap_or_else(|e| panic!("the Prometheus parser refused /metrics: {e}\n{}", plain.body));
-    let open = parse_with_python(&om.body, true, dir).unwrap_or_else(|e| panic!("the OpenMetrics parser refused /metrics: {e}\n{}", om.body));
+    let prom = parse_with_python(&plain.body, false, dir)
+        .unwrap_or_else(|e| panic!("the Prometheus parser refused /metrics: {e}\n{}", plain.body));
+    let open = parse_with_python(&om.body, true, dir)
+        .unwrap_or_else(|e| panic!("the OpenMetrics parser refused /metrics: {e}\n{}", om.body));
     // The value of the sample `type name{labels}` (parsers print 3 or 3.0).
     let value = |lines: &[String], sample: &str| -> Option<f64> {
         lines.iter().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
@@ -527,8 +596,16 @@ fn prometheus_metrics_parse_with_a_real_parser() {
     for lines in [&prom, &open] {
         assert_eq!(value(lines, "gauge ebb_service_desired_replicas{service=web}"), Some(3.0), "{lines:#?}");
         assert_eq!(value(lines, "gauge ebb_service_in_service_replicas{service=web}"), Some(3.0), "{lines:#?}");
-        assert_eq!(value(lines, "counter ebb_scaling_actions_total{direction=out,policy=manual,service=web}"), Some(1.0), "{lines:#?}");
-        assert_eq!(value(lines, "counter ebb_health_check_transitions_total{result=healthy,service=web}"), Some(3.0), "{lines:#?}");
+        assert_eq!(
+            value(lines, "counter ebb_scaling_actions_total{direction=out,policy=manual,service=web}"),
+            Some(1.0),
+            "{lines:#?}"
+        );
+        assert_eq!(
+            value(lines, "counter ebb_health_check_transitions_total{result=healthy,service=web}"),
+            Some(3.0),
+            "{lines:#?}"
+        );
         assert!(lines.iter().any(|l| l.starts_with("gauge ebb_replica_memory_rss_bytes{replica=")), "{lines:#?}");
         assert!(lines.iter().any(|l| l.starts_with("gauge ebb_replica_cpu_percent{replica=")), "{lines:#?}");
     }
@@ -543,13 +620,23 @@ fn prometheus_metrics_parse_with_a_real_parser() {
     // Latency histograms: the service's counts every request answered, its
     // +Inf bucket equals its count, and each replica has its own.
     for lines in [&prom, &open] {
-        let count = value(lines, "histogram ebb_service_request_duration_seconds_count{service=web}").unwrap_or_else(|| panic!("{lines:#?}"));
+        let count = value(lines, "histogram ebb_service_request_duration_seconds_count{service=web}")
+            .unwrap_or_else(|| panic!("{lines:#?}"));
         assert!(count >= 20.0, "service latency count {count}");
-        assert_eq!(value(lines, "histogram ebb_service_request_duration_seconds_bucket{le=+Inf,service=web}"), Some(count));
+        assert_eq!(
+            value(lines, "histogram ebb_service_request_duration_seconds_bucket{le=+Inf,service=web}"),
+            Some(count)
+        );
         let fast = value(lines, "histogram ebb_service_request_duration_seconds_bucket{le=0.25,service=web}").unwrap();
         assert!(fast >= 20.0, "health checks answer in well under 250 ms: {fast}");
-        assert!(lines.iter().any(|l| l.starts_with("histogram ebb_replica_request_duration_seconds_count{replica=")), "{lines:#?}");
-        assert!(value(lines, "histogram ebb_service_queue_duration_seconds_count{service=web}").is_some(), "{lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("histogram ebb_replica_request_duration_seconds_count{replica=")),
+            "{lines:#?}"
+        );
+        assert!(
+            value(lines, "histogram ebb_service_queue_duration_seconds_count{service=web}").is_some(),
+            "{lines:#?}"
+        );
     }
     println!("parsed {} Prometheus and {} OpenMetrics samples", prom.len(), open.len());
 }

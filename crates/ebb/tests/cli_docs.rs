@@ -6,8 +6,21 @@ use std::process::Command;
 
 const EBB: &str = env!("CARGO_BIN_EXE_ebb");
 const COMMANDS: &[&str] = &[
-    "up", "down", "status", "scale", "deploy", "rollback", "protect", "interrupt", "events", "logs", "validate",
-    "demo-app", "proxy", "load", "simulate",
+    "up",
+    "down",
+    "status",
+    "scale",
+    "deploy",
+    "rollback",
+    "protect",
+    "interrupt",
+    "events",
+    "logs",
+    "validate",
+    "demo-app",
+    "proxy",
+    "load",
+    "simulate",
 ];
 
 fn help(args: &[&str]) -> String {

@@ -152,7 +152,9 @@ fn the_dashboard_scales_the_fleet_in_a_real_browser() {
     // The page's scale is the fleet's scale.
     ebb.wait_in_service(3, Duration::from_secs(5));
     assert!(
-        ebb.events().iter().any(|e| e["kind"] == "scaled" && e["to"] == 3 && e["reason"].as_str().unwrap_or("").contains("dashboard")),
+        ebb.events()
+            .iter()
+            .any(|e| e["kind"] == "scaled" && e["to"] == 3 && e["reason"].as_str().unwrap_or("").contains("dashboard")),
         "the scale is recorded as coming from the dashboard"
     );
 }
@@ -195,7 +197,8 @@ async fn drive(client: &Client, admin: SocketAddr, shots: &Path) -> Result<(), S
     .await;
     let tooltip = eventually("a scaling marker on the replicas graph", Duration::from_secs(10), || async {
         let marker = client.find(Locator::Css("#c-replicas polygon.marker title")).await.ok()?;
-        let text = client.execute("return arguments[0].textContent", vec![serde_json::to_value(&marker).ok()?]).await.ok()?;
+        let text =
+            client.execute("return arguments[0].textContent", vec![serde_json::to_value(&marker).ok()?]).await.ok()?;
         text.as_str().filter(|t| t.contains("2 → 3")).map(str::to_string)
     })
     .await;

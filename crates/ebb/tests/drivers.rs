@@ -111,7 +111,12 @@ impl Kind {
                 // Swarm removes a task's container itself, a moment after
                 // the task is gone.
                 let patience = if matches!(self, Kind::Swarm { .. }) { 60 } else { 0 };
-                (0..patience).all(|_| exists() && { std::thread::sleep(Duration::from_millis(250)); true }) && exists()
+                (0..patience).all(|_| {
+                    exists() && {
+                        std::thread::sleep(Duration::from_millis(250));
+                        true
+                    }
+                }) && exists()
             }
         }
     }
@@ -201,7 +206,11 @@ async fn conformance(kind: Kind) {
     // Another test's replica may get the freed port at once: what must not
     // answer there is this one.
     let after = get(a.addr, "/gtg?details").await;
-    assert!(after.as_ref().map_or(true, |r| r.body != details), "{name}: conf-a still answers at {}: {after:?}", a.addr);
+    assert!(
+        after.as_ref().map_or(true, |r| r.body != details),
+        "{name}: conf-a still answers at {}: {after:?}",
+        a.addr
+    );
     assert!(!kind.left_behind(&a), "{name}: stop leaves nothing behind");
     assert!(
         std::fs::read_to_string(state.join("logs/conf-a.log")).unwrap().contains("listening on"),
@@ -221,10 +230,7 @@ async fn conformance(kind: Kind) {
     assert!(restarted.discover("conf", Path::new("/elsewhere")).await.unwrap().is_empty(), "{name}: nor another ebb's");
     let adopted = restarted.adopt(&found[0]).await.unwrap_or_else(|e| panic!("{name}: adopt: {e}"));
     assert_eq!(adopted.addr, b.addr);
-    assert!(
-        usage(&*restarted, &adopted, name).await.rss_bytes > 0,
-        "{name}: usage of an adopted replica"
-    );
+    assert!(usage(&*restarted, &adopted, name).await.rss_bytes > 0, "{name}: usage of an adopted replica");
     let reason =
         restarted.stop(&adopted, Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("{name}: stop adopted: {e}"));
     assert!(matches!(reason, ExitReason::Exited(0) | ExitReason::Unknown(_)), "{name}: {reason:?}");
@@ -341,7 +347,10 @@ fn up_with_a_swarm_service_and_no_swarm_says_to_init_one() {
         return;
     }
     let (_dir, stderr) = refused_up("swarm", "ebb-demo:latest", free_port(), &[]);
-    assert!(stderr.contains("service api (driver = \"swarm\") needs a swarm") && stderr.contains("docker swarm init"), "{stderr}");
+    assert!(
+        stderr.contains("service api (driver = \"swarm\") needs a swarm") && stderr.contains("docker swarm init"),
+        "{stderr}"
+    );
 }
 
 /// `ebb up` with a docker service whose image is not on the engine.
@@ -402,7 +411,10 @@ fn s2_scales_out_and_back_in(path: &str, image: &str, leftovers: impl Fn(&Path) 
         (status["services"][0]["desired"] == 1 && ebb.replicas().len() == 1).then_some(())
     });
     let events = ebb.events();
-    assert!(events.iter().any(|e| e["kind"] == "scaled" && e["to"].as_u64() < e["from"].as_u64()), "scale-in was an event");
+    assert!(
+        events.iter().any(|e| e["kind"] == "scaled" && e["to"].as_u64() < e["from"].as_u64()),
+        "scale-in was an event"
+    );
     wait_for("the retired replicas' containers to be removed", Duration::from_secs(30), || {
         (leftovers(&state).len() == 1).then_some(())
     });
@@ -410,7 +422,9 @@ fn s2_scales_out_and_back_in(path: &str, image: &str, leftovers: impl Fn(&Path) 
     // while to settle before ebb deletes its service (the guard's drop
     // would SIGKILL ebb after 20 s and leave the service behind).
     stop_cleanly(&mut ebb);
-    wait_for("ebb down to remove every container", Duration::from_secs(30), || leftovers(&state).is_empty().then_some(()));
+    wait_for("ebb down to remove every container", Duration::from_secs(30), || {
+        leftovers(&state).is_empty().then_some(())
+    });
 }
 
 /// `ebb down`, then waits (up to a minute) for `ebb up` to exit.
@@ -489,11 +503,13 @@ fn adopts_after_kill_9(path: &str, image: &str, self_protecting: bool) {
         assert!(!url.contains("127.0.0.1"), "a container cannot dial the host's loopback: {url}");
         let gate: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
         let admin_token = format!("Bearer {}", ebb.token());
-        let status = http_with_headers(gate, "GET", "/api/v1/status", None, &[("Authorization", &admin_token)]).unwrap();
+        let status =
+            http_with_headers(gate, "GET", "/api/v1/status", None, &[("Authorization", &admin_token)]).unwrap();
         assert_eq!(status.status, 401, "the gate serves nothing else, not even to the admin token: {}", status.body);
         let body = r#"{"protected": true}"#;
         let path = format!("/api/v1/replicas/{other}/protect");
-        let with_admin = http_with_headers(gate, "POST", &path, Some(body), &[("Authorization", &admin_token)]).unwrap();
+        let with_admin =
+            http_with_headers(gate, "POST", &path, Some(body), &[("Authorization", &admin_token)]).unwrap();
         assert_eq!(with_admin.status, 401, "the admin token is no use at the gate: {}", with_admin.body);
     }
     stop_cleanly(&mut ebb);
@@ -505,7 +521,8 @@ fn adopts_after_kill_9(path: &str, image: &str, self_protecting: bool) {
 #[test]
 fn a_container_that_died_while_ebb_was_down_is_replaced_and_removed() {
     let Some(image) = TestImage::build() else { return };
-    let mut ebb = Ebb::start(|admin, listen| example_config("examples/docker/ebb.fast.toml", Some(&image.tag), admin, listen));
+    let mut ebb =
+        Ebb::start(|admin, listen| example_config("examples/docker/ebb.fast.toml", Some(&image.tag), admin, listen));
     let state = ebb.dir.path().join("state").canonicalize().unwrap();
     let _cleanup = DockerLeftovers { state_dir: Some(state.clone()) };
     let before = ebb.wait_in_service(1, Duration::from_secs(60));
@@ -695,7 +712,10 @@ fn replica_admin_env(replica: &str) -> (String, String) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let env: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
     let var = |name: &str| {
-        env.iter().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).unwrap_or_else(|| panic!("{name} in {env:?}")).to_string()
+        env.iter()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{name} in {env:?}"))
+            .to_string()
     };
     (var("EBB_ADMIN_URL"), var("EBB_REPLICA_TOKEN"))
 }
@@ -711,8 +731,9 @@ fn protect_from_inside(inside: &str, target: &str, protected: bool) -> u16 {
         .args(["-d", &format!(r#"{{"protected": {protected}}}"#), &format!("{url}/api/v1/replicas/{target}/protect")])
         .output()
         .unwrap();
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
     let codes = summary["status_codes"].as_object().unwrap_or_else(|| panic!("no answer from {url}: {summary}"));
     assert_eq!(codes.len(), 1, "{summary}");
     codes.keys().next().unwrap().parse().unwrap()

@@ -94,7 +94,8 @@ fn sim_decisions(log: &str) -> Vec<Decision> {
 fn per_second(csv: &str, time: &str, desired: &str, offset: f64) -> BTreeMap<i64, i64> {
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name} in {header:?}"));
+    let col =
+        |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name} in {header:?}"));
     let (t, d) = (col(time), col(desired));
     lines
         .filter_map(|l| {
@@ -168,7 +169,10 @@ fn live_and_simulated_timelines_agree_on_a_step() {
         let diff = (live_desired - sim_desired).abs();
         equal += (diff == 0) as u32;
         let near = changes.iter().any(|t| (0.0..WINDOW).contains(&(*s as f64 + 1.0 - t)));
-        table.push_str(&format!("{s:6}  {live_desired:4}  {sim_desired:3}{}\n", if near { "  (after a change)" } else { "" }));
+        table.push_str(&format!(
+            "{s:6}  {live_desired:4}  {sim_desired:3}{}\n",
+            if near { "  (after a change)" } else { "" }
+        ));
         if !near {
             compared += 1;
             worst = worst.max(diff);
@@ -186,13 +190,21 @@ fn live_and_simulated_timelines_agree_on_a_step() {
         equal,
         simulated.keys().filter(|s| live.contains_key(s)).count(),
         lags.join(", "),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
     );
     eprintln!("{report}");
 
     let expected = [(1, 2), (2, 3), (3, 4), (4, 3), (3, 2), (2, 1)];
     assert_eq!(seq(&sim_changes), expected, "the simulated path up and down\n{sim_log}");
     assert!(compared >= 20, "enough seconds outside the windows to compare\n{report}");
-    assert!(off.is_empty(), "desired differs by more than 1 at seconds {off:?} outside the windows after changes\n{report}");
+    assert!(
+        off.is_empty(),
+        "desired differs by more than 1 at seconds {off:?} outside the windows after changes\n{report}"
+    );
     assert_eq!(seq(&live_changes), seq(&sim_changes), "the same decision sequence live and simulated\n{report}");
 }

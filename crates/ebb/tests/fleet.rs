@@ -128,7 +128,12 @@ fn a_replica_killed_with_sigkill_leaves_the_rotation_and_is_replaced_without_cli
     let sent = sent.load(Ordering::Relaxed);
     eprintln!("kill -9 under GET load: {sent} requests sent, {} failed", failures.len());
     assert!(sent > 50, "the client kept sending ({sent})");
-    assert!(failures.is_empty(), "{} of {sent} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
 
     let events = ebb.events();
     let exited = events
@@ -190,10 +195,7 @@ fn scale_sets_desired_within_bounds_and_records_an_event() {
 
     let out = ebb.cli(&["scale", "web", "10"]);
     assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "web: desired 3 -> 3; capped: max 3 reached (wanted 10)"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web: desired 3 -> 3; capped: max 3 reached (wanted 10)");
 
     let out = ebb.cli(&["scale", "web", "1"]);
     assert!(out.status.success());
@@ -285,7 +287,10 @@ fn up_refuses_a_listen_address_in_use_and_starts_nothing() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&taken_addr.to_string()) && stderr.contains("in use"), "{stderr}");
-    assert!(stderr.contains("ebb.toml:6:10: error: [service.web] cannot listen on"), "names file, line, column and service: {stderr}");
+    assert!(
+        stderr.contains("ebb.toml:6:10: error: [service.web] cannot listen on"),
+        "names file, line, column and service: {stderr}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let ps = std::process::Command::new("pgrep").args(["-f", "sleep 31.4159"]).output().unwrap();
     assert!(ps.stdout.is_empty(), "no replica was started: {}", String::from_utf8_lossy(&ps.stdout));
@@ -308,7 +313,10 @@ fn a_second_ebb_up_on_the_same_state_directory_is_refused_and_changes_nothing() 
     let out = std::process::Command::new(EBB).arg("-f").arg(&other).arg("up").output().unwrap();
     assert_ne!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("another ebb (pid {})", ebb.up_pid())) && stderr.contains("state directory"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another ebb (pid {})", ebb.up_pid())) && stderr.contains("state directory"),
+        "{stderr}"
+    );
     let ids = |rs: &[serde_json::Value]| rs.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(ids(&ebb.replicas()), ids(&before), "the first ebb's fleet is untouched");
 }

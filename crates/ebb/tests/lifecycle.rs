@@ -12,7 +12,6 @@ use support::*;
 
 const BOOT: Duration = Duration::from_secs(30);
 
-
 fn assert_no_failures(what: &str, sent: u64, failures: &[String]) {
     eprintln!("{what}: {sent} requests sent, {} failed", failures.len());
     assert!(sent > 100, "{what}: the client kept sending ({sent})");
@@ -91,7 +90,11 @@ fn a_deploy_that_never_becomes_healthy_is_rolled_back_and_exits_non_zero() {
     // Nothing to roll back to, a deploy with nothing new: clear errors, nothing changed.
     let out = ebb.cli(&["deploy", "web"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to deploy"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to deploy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -141,7 +144,10 @@ fn an_interrupted_replica_is_replaced_before_it_stops_with_zero_failed_requests(
     let replacement = after.iter().map(|r| r["id"].as_str().unwrap()).find(|id| !before.contains(id)).unwrap();
     let events = ebb.events();
     let position = |kind: &str, replica: &str| {
-        events.iter().position(|e| e["kind"] == kind && e["replica"] == replica).unwrap_or_else(|| panic!("no {kind} for {replica}: {events:#?}"))
+        events
+            .iter()
+            .position(|e| e["kind"] == kind && e["replica"] == replica)
+            .unwrap_or_else(|| panic!("no {kind} for {replica}: {events:#?}"))
     };
     assert!(position("replica_in_service", replacement) < position("replica_draining", &victim), "{events:#?}");
 }
@@ -227,8 +233,13 @@ fn a_protected_worker_is_never_stopped_by_scale_in_and_stops_once_released() {
     let holding = ebb.status()["services"][0]["holding"].as_str().unwrap_or("").to_string();
     assert!(holding.contains("protected"), "status says why: {holding:?}");
     let table = String::from_utf8(ebb.cli(&["status"]).stdout).unwrap();
-    let row = |id: &str| table.lines().find(|l| l.trim_start().starts_with(id)).unwrap_or_else(|| panic!("{table}")).to_string();
-    assert!(row(&a).trim_end().ends_with("yes") && row(&b).trim_end().ends_with("yes"), "the table shows protection: {table}");
+    let row = |id: &str| {
+        table.lines().find(|l| l.trim_start().starts_with(id)).unwrap_or_else(|| panic!("{table}")).to_string()
+    };
+    assert!(
+        row(&a).trim_end().ends_with("yes") && row(&b).trim_end().ends_with("yes"),
+        "the table shows protection: {table}"
+    );
 
     assert!(ebb.cli(&["protect", &a, "--off"]).status.success());
     let left = wait_for("the released worker to stop", BOOT, || {
@@ -258,7 +269,10 @@ fn a_replica_that_ignores_sigterm_is_killed_after_stop_timeout_and_the_event_say
         ebb.events().into_iter().find(|e| e["kind"] == "replica_stopped" && e["replica"] == id.as_str())
     });
     assert!(asked.elapsed() >= Duration::from_millis(900), "SIGKILL only after stop_timeout: {:?}", asked.elapsed());
-    assert_eq!(stopped["reason"], "replica stopped (killed with SIGKILL: still running 1s after SIGTERM (stop_timeout))");
+    assert_eq!(
+        stopped["reason"],
+        "replica stopped (killed with SIGKILL: still running 1s after SIGTERM (stop_timeout))"
+    );
 }
 
 /// What a refused request must leave as it was: desired, version, the
@@ -350,7 +364,10 @@ fn bad_deploy_rollback_and_replica_requests_are_refused_and_change_nothing() {
     let r = ebb.admin_call("POST", deploy, Some(r#"{"env": {"RELEASE": "3"}}"#));
     assert_api_refused(&r, 409, "a deploy is already running (v1 -> v2)");
     assert_cli_refused(&ebb.cli(&["deploy", "web", "--env", "RELEASE=3"]), "a deploy is already running (v1 -> v2)");
-    assert_cli_refused(&ebb.cli(&["deploy", "web", "--strategy", "blue-green", "--env", "RELEASE=3"]), "already running");
+    assert_cli_refused(
+        &ebb.cli(&["deploy", "web", "--strategy", "blue-green", "--env", "RELEASE=3"]),
+        "already running",
+    );
     assert_eq!(fingerprint(&ebb), running, "the running deploy is untouched");
 
     // `ebb rollback` ends it (exit 1: rolled back, saying why); then there
@@ -375,7 +392,8 @@ fn a_deploy_whose_command_does_not_start_is_rolled_back_and_says_why() {
     let err = stderr(&out);
     // The exit message names the replica, what happened and where its output is.
     assert!(err.contains("rolled back to v1") && err.contains("exited with status 127"), "{err}");
-    let failed = err.split("ebb logs ").nth(1).and_then(|s| s.split('`').next()).unwrap_or_else(|| panic!("{err}")).to_string();
+    let failed =
+        err.split("ebb logs ").nth(1).and_then(|s| s.split('`').next()).unwrap_or_else(|| panic!("{err}")).to_string();
     let logs = ebb.cli(&["logs", &failed]);
     assert!(String::from_utf8_lossy(&logs.stdout).contains("not found"), "{failed}: {:?}", logs);
     let events = ebb.events();
@@ -447,13 +465,12 @@ scale_in_stabilization = "0s"
 
     // The youngest worker would leave first (scale-in takes the youngest);
     // it is busy, so it protects itself, and the queue empties.
-    let busy = workers
-        .iter()
-        .min_by(|a, b| a["age_s"].as_f64().unwrap().total_cmp(&b["age_s"].as_f64().unwrap()))
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let busy =
+        workers.iter().min_by(|a, b| a["age_s"].as_f64().unwrap().total_cmp(&b["age_s"].as_f64().unwrap())).unwrap()
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
     assert!(ebb.cli(&["protect", &busy]).status.success());
     std::fs::write(&queue, "0\n").unwrap();
     let left = pool(1);
@@ -488,7 +505,10 @@ fn the_s4_example_workers_protect_themselves_and_no_busy_worker_is_stopped() {
             .replace("state_dir = \".ebb-fast\"", "state_dir = \"state\"")
             .replace("examples/s4-scraper/scrape-queue.txt", &queue.display().to_string())
             .replace("JOB_SECONDS = \"5\"", "JOB_SECONDS = \"1\"");
-        assert!(text.contains("JOB_SECONDS = \"1\"") && text.contains("state_dir = \"state\""), "the example changed: {text}");
+        assert!(
+            text.contains("JOB_SECONDS = \"1\"") && text.contains("state_dir = \"state\""),
+            "the example changed: {text}"
+        );
         text
     });
     let workers = || {
@@ -496,7 +516,9 @@ fn the_s4_example_workers_protect_themselves_and_no_busy_worker_is_stopped() {
         let pool = status["services"].as_array().unwrap().iter().find(|s| s["name"] == "scraper").unwrap().clone();
         pool["replicas"].as_array().unwrap().clone()
     };
-    wait_for("one worker in service", BOOT, || (workers().iter().filter(|w| w["state"] == "in_service").count() == 1).then_some(()));
+    wait_for("one worker in service", BOOT, || {
+        (workers().iter().filter(|w| w["state"] == "in_service").count() == 1).then_some(())
+    });
 
     // 30 pages: 3 workers, each busy (protected) with one page at a time.
     std::fs::write(&queue, "30\n").unwrap();
@@ -558,7 +580,8 @@ fn a_deploy_with_no_option_rolls_out_what_the_config_file_says_now() {
     assert_eq!(versions(&ebb), vec![1, 1, 1]);
 
     // A good edit rolls out, under load, with no failed request.
-    std::fs::write(&ebb.config, original.replace("[service.web]\n", "[service.web]\nenv = { RELEASE = \"2\" }\n")).unwrap();
+    std::fs::write(&ebb.config, original.replace("[service.web]\n", "[service.web]\nenv = { RELEASE = \"2\" }\n"))
+        .unwrap();
     let load = Load::start(ebb.listen, 4, "/gtg?details", Duration::from_millis(2));
     let out = ebb.cli(&["deploy", "web"]);
     let (sent, failures) = load.finish();

@@ -80,7 +80,8 @@ impl Server {
                                 .iter()
                                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                                 .collect();
-                            let body = request.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                            let body =
+                                request.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
                             *seen.last.lock().unwrap() = Some((method, headers, body));
                             let Reply { status, delay } = reply(n, first.elapsed());
                             if !delay.is_zero() {
@@ -121,7 +122,8 @@ struct Run {
 
 impl Run {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
 }
 
@@ -177,7 +179,18 @@ async fn n_is_exact_and_json_has_every_field() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(server.requests(), 537);
     let v = run.json();
-    for key in ["requests", "ok", "errors", "duration_s", "rps", "latency_ms", "status_codes", "error_kinds", "dropped", "model"] {
+    for key in [
+        "requests",
+        "ok",
+        "errors",
+        "duration_s",
+        "rps",
+        "latency_ms",
+        "status_codes",
+        "error_kinds",
+        "dropped",
+        "model",
+    ] {
         assert!(v.get(key).is_some(), "no {key:?} in {v}");
     }
     for key in ["p50", "p90", "p95", "p99", "p999", "max"] {
@@ -201,7 +214,14 @@ async fn c_bounds_the_requests_in_flight() {
     let connections = server.seen.connections.load(Ordering::SeqCst);
     assert!(connections <= 8, "{connections} connections for 7 workers");
     // The text summary, hey-like.
-    for part in ["Summary:", "Requests/sec:", "Latency distribution:", "99% in", "Status code distribution:", "[200] 140 responses"] {
+    for part in [
+        "Summary:",
+        "Requests/sec:",
+        "Latency distribution:",
+        "99% in",
+        "Status code distribution:",
+        "[200] 140 responses",
+    ] {
         assert!(run.stdout.contains(part), "no {part:?} in:\n{}", run.stdout);
     }
 }
@@ -271,7 +291,9 @@ async fn trace_is_replayed() {
     let trace = dir.path().join("day.csv");
     std::fs::write(&trace, "second,rate\n0,50\n1,150\n2,0\n").unwrap();
     let csv = dir.path().join("run.csv");
-    let run = ebb_load(&["--trace", trace.to_str().unwrap(), "--output-csv", csv.to_str().unwrap(), "--json", &server.url()]).await;
+    let run =
+        ebb_load(&["--trace", trace.to_str().unwrap(), "--output-csv", csv.to_str().unwrap(), "--json", &server.url()])
+            .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(server.requests(), 200);
     let rows = csv_rows(&csv);
@@ -303,7 +325,17 @@ async fn csv_has_one_row_per_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_codes_are_counted_and_5xx_are_errors() {
-    let server = Server::start(|n, _| Reply { status: if n % 4 == 0 { 503 } else if n % 5 == 0 { 404 } else { 200 }, delay: Duration::ZERO }).await;
+    let server = Server::start(|n, _| Reply {
+        status: if n % 4 == 0 {
+            503
+        } else if n % 5 == 0 {
+            404
+        } else {
+            200
+        },
+        delay: Duration::ZERO,
+    })
+    .await;
     let run = ebb_load(&["-n", "100", "-c", "4", "--json", &server.url()]).await;
     assert_eq!(run.code, 0, "5xx responses are results, not a failure to send: {}", run.stderr);
     let v = run.json();
@@ -311,12 +343,20 @@ async fn status_codes_are_counted_and_5xx_are_errors() {
     assert_eq!(v["status_codes"], serde_json::json!({"200": 60, "404": 15, "503": 25}));
     assert_eq!((num(&v, "ok"), num(&v, "errors")), (75.0, 25.0));
     let text = ebb_load(&["-n", "100", "-c", "4", &server.url()]).await;
-    assert!(text.stdout.contains("[503] 25 responses") && text.stdout.contains("Error distribution:"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("[503] 25 responses") && text.stdout.contains("Error distribution:"),
+        "{}",
+        text.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_are_errors() {
-    let server = Server::start(|n, _| Reply { status: 200, delay: if n % 2 == 0 { Duration::from_secs(2) } else { Duration::ZERO } }).await;
+    let server = Server::start(|n, _| Reply {
+        status: 200,
+        delay: if n % 2 == 0 { Duration::from_secs(2) } else { Duration::ZERO },
+    })
+    .await;
     let started = std::time::Instant::now();
     let run = ebb_load(&["-n", "10", "-c", "5", "--timeout", "200ms", "--json", &server.url()]).await;
     assert!(started.elapsed() < Duration::from_secs(2), "timed-out requests were waited for");
@@ -338,7 +378,22 @@ async fn method_headers_and_body_are_sent() {
     let body_file = dir.path().join("body.json");
     std::fs::write(&body_file, br#"{"from":"file"}"#).unwrap();
     let url = format!("{}candidate/ada?x=1", server.url());
-    let run = ebb_load(&["-n", "3", "-m", "POST", "-H", "X-Test: one", "-H", "X-Test: two", "-T", "application/json", "-D", body_file.to_str().unwrap(), &url]).await;
+    let run = ebb_load(&[
+        "-n",
+        "3",
+        "-m",
+        "POST",
+        "-H",
+        "X-Test: one",
+        "-H",
+        "X-Test: two",
+        "-T",
+        "application/json",
+        "-D",
+        body_file.to_str().unwrap(),
+        &url,
+    ])
+    .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let (method, headers, body) = server.seen.last.lock().unwrap().clone().unwrap();
     assert_eq!(method, "POST");
@@ -393,7 +448,10 @@ async fn bad_input_is_one_line_and_exit_2() {
         (vec!["--rate", "0", "http://127.0.0.1:9/"], "--rate must be"),
         (vec!["-q", "-1", "http://127.0.0.1:9/"], "-q must be"),
         (vec!["-n", "0", "http://127.0.0.1:9/"], "-n must be at least 1"),
-        (vec!["--stages", "30s:0->200,2x:200", "http://127.0.0.1:9/"], "stage 2 (\"2x:200\") at column 12: bad duration \"2x\""),
+        (
+            vec!["--stages", "30s:0->200,2x:200", "http://127.0.0.1:9/"],
+            "stage 2 (\"2x:200\") at column 12: bad duration \"2x\"",
+        ),
         (vec!["--trace", &trace, "http://127.0.0.1:9/"], "bad.csv:3: rate \"ten\" is not a number"),
         (vec!["--trace", "/nonexistent/day.csv", "http://127.0.0.1:9/"], "cannot read the file"),
         (vec!["-H", "NoColon", "http://127.0.0.1:9/"], "expected \"Name: value\""),
@@ -404,11 +462,19 @@ async fn bad_input_is_one_line_and_exit_2() {
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
         let lines: Vec<&str> = run.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: not one line: {}", run.stderr);
-        assert!(lines[0].starts_with("error: ") && lines[0].contains(expected), "{args:?}: {:?} lacks {expected:?}", lines[0]);
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(expected),
+            "{args:?}: {:?} lacks {expected:?}",
+            lines[0]
+        );
         assert!(run.stdout.is_empty(), "{args:?}");
     }
     // Argument errors that clap catches also exit 2.
-    for args in [vec!["--rate", "5", "-q", "5", "http://127.0.0.1:9/"], vec!["-z", "10x", "http://127.0.0.1:9/"], vec!["-c", "-3", "http://127.0.0.1:9/"]] {
+    for args in [
+        vec!["--rate", "5", "-q", "5", "http://127.0.0.1:9/"],
+        vec!["-z", "10x", "http://127.0.0.1:9/"],
+        vec!["-c", "-3", "http://127.0.0.1:9/"],
+    ] {
         let run = ebb_load(&args).await;
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
     }
@@ -469,7 +535,19 @@ async fn fleet_is_followed_through_the_admin_api() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("run.csv");
     let admin_url = format!("http://{admin_addr}");
-    let run = ebb_load(&["--rate", "50", "-z", "2s", "--ebb", &admin_url, "--output-csv", csv.to_str().unwrap(), "--json", &target.url()]).await;
+    let run = ebb_load(&[
+        "--rate",
+        "50",
+        "-z",
+        "2s",
+        "--ebb",
+        &admin_url,
+        "--output-csv",
+        csv.to_str().unwrap(),
+        "--json",
+        &target.url(),
+    ])
+    .await;
     admin_task.abort();
     assert_eq!(run.code, 0, "{}", run.stderr);
     let v = run.json();
@@ -494,7 +572,10 @@ async fn ctrl_c_stops_with_a_summary() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output()).await.expect("stopped on Ctrl-C").unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+        .await
+        .expect("stopped on Ctrl-C")
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("interrupted"), "{stdout}");
@@ -509,7 +590,10 @@ async fn an_ebb_balancer_is_recognised() {
     let target = Server::ok().await;
     let (admin_addr, _polls, admin_task) = fake_admin(target.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = format!("[admin]\nlisten = \"{admin_addr}\"\n\n[service.web]\ncommand = \"true\"\nlisten = \"{}\"\n", target.addr);
+    let config = format!(
+        "[admin]\nlisten = \"{admin_addr}\"\n\n[service.web]\ncommand = \"true\"\nlisten = \"{}\"\n",
+        target.addr
+    );
     std::fs::write(dir.path().join("ebb.toml"), config).unwrap();
     let run = ebb_load_in(dir.path(), &["-n", "20", "--json", &target.url()]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);

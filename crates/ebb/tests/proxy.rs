@@ -76,7 +76,11 @@ fn headers_json(headers: &HeaderMap) -> Value {
     serde_json::to_value(map).unwrap()
 }
 
-async fn backend_handle(name: &'static str, seen: Arc<Seen>, mut req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+async fn backend_handle(
+    name: &'static str,
+    seen: Arc<Seen>,
+    mut req: Request<Incoming>,
+) -> Result<Response<BoxBody>, Infallible> {
     seen.requests.fetch_add(1, Ordering::SeqCst);
     match req.uri().path() {
         "/slow" => {
@@ -149,10 +153,7 @@ async fn backend_handle(name: &'static str, seen: Arc<Seen>, mut req: Request<In
                 "backend": name, "method": method, "uri": uri, "version": version,
                 "headers": headers, "body": String::from_utf8_lossy(&body),
             });
-            Ok(Response::builder()
-                .header("content-type", "application/json")
-                .body(full(json.to_string()))
-                .unwrap())
+            Ok(Response::builder().header("content-type", "application/json").body(full(json.to_string())).unwrap())
         }
     }
 }
@@ -269,7 +270,12 @@ async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool)
 #[tokio::test]
 async fn least_outstanding_spreads_over_two_backends() {
     let (a, b) = (start_backend("a").await, start_backend("b").await);
-    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a), backend("b", &b)]).await;
+    let lb = start_balancer(
+        BalanceAlgorithm::LeastOutstanding,
+        ProxyConfig::default(),
+        vec![backend("a", &a), backend("b", &b)],
+    )
+    .await;
     for _ in 0..100 {
         assert_eq!(get(lb.addr, "/", &[]).await.status, 200);
     }
@@ -286,14 +292,22 @@ async fn least_outstanding_spreads_over_two_backends() {
 #[tokio::test]
 async fn least_outstanding_avoids_the_busy_backend() {
     let (a, b) = (start_backend("a").await, start_backend("b").await);
-    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a), backend("b", &b)]).await;
+    let lb = start_balancer(
+        BalanceAlgorithm::LeastOutstanding,
+        ProxyConfig::default(),
+        vec![backend("a", &a), backend("b", &b)],
+    )
+    .await;
     // Park 5 slow responses somewhere, then check where new ones go.
     let mut parked = Vec::new();
     for _ in 0..5 {
         let tcp = TcpStream::connect(lb.addr).await.unwrap();
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
         tokio::spawn(conn);
-        let resp = send.send_request(Request::get("/slow").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        let resp = send
+            .send_request(Request::get("/slow").header("host", "x").body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
         parked.push((send, resp));
     }
     let routable = lb.proxy.routable();
@@ -307,7 +321,9 @@ async fn least_outstanding_avoids_the_busy_backend() {
 #[tokio::test]
 async fn round_robin_alternates() {
     let (a, b) = (start_backend("a").await, start_backend("b").await);
-    let lb = start_balancer(BalanceAlgorithm::RoundRobin, ProxyConfig::default(), vec![backend("a", &a), backend("b", &b)]).await;
+    let lb =
+        start_balancer(BalanceAlgorithm::RoundRobin, ProxyConfig::default(), vec![backend("a", &a), backend("b", &b)])
+            .await;
     let mut names = Vec::new();
     for _ in 0..10 {
         names.push(get(lb.addr, "/", &[]).await.json()["backend"].as_str().unwrap().to_owned());
@@ -350,7 +366,8 @@ async fn connect_failure_is_retried_on_the_other_backend() {
     let live = start_backend("live").await;
     let dead = Arc::new(Backend::new("dead", dead_addr().await));
     let alive = backend("live", &live);
-    let lb = start_balancer(BalanceAlgorithm::RoundRobin, ProxyConfig::default(), vec![dead.clone(), alive.clone()]).await;
+    let lb =
+        start_balancer(BalanceAlgorithm::RoundRobin, ProxyConfig::default(), vec![dead.clone(), alive.clone()]).await;
     for _ in 0..10 {
         let got = get(lb.addr, "/", &[]).await;
         assert_eq!(got.status, 200);
@@ -392,7 +409,10 @@ async fn in_flight_is_exact_and_returns_to_zero() {
     let tcp = TcpStream::connect(lb.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     let conn_task = tokio::spawn(conn);
-    let resp = send.send_request(Request::get("/slow").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let resp = send
+        .send_request(Request::get("/slow").header("host", "x").body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&first[..], b"first chunk\n");
@@ -414,7 +434,8 @@ async fn in_flight_is_exact_and_returns_to_zero() {
     let tcp = TcpStream::connect(lb.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
-    let resp = send.send_request(Request::head("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let resp =
+        send.send_request(Request::head("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
     wait_until("in_flight back to 0 after HEAD", Duration::from_secs(5), || ba.in_flight() == 0).await;
 }
@@ -582,13 +603,20 @@ async fn idle_and_header_deadlines_are_independent() {
     let a = start_backend("a").await;
     // Short header deadline, longer idle: a keep-alive connection outlives the
     // header deadline between requests.
-    let config = ProxyConfig { header_read_timeout: Duration::from_millis(300), idle_timeout: Duration::from_secs(3), ..ProxyConfig::default() };
+    let config = ProxyConfig {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(3),
+        ..ProxyConfig::default()
+    };
     let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("a", &a)]).await;
     let tcp = TcpStream::connect(lb.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
     for _ in 0..2 {
-        let resp = send.send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        let resp = send
+            .send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         resp.into_body().collect().await.unwrap();
         tokio::time::sleep(Duration::from_millis(800)).await;
@@ -668,7 +696,12 @@ async fn upgrade_passes_bytes_both_ways() {
 #[tokio::test]
 async fn http2_clients_are_served() {
     let (a, b) = (start_backend("a").await, start_backend("b").await);
-    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a), backend("b", &b)]).await;
+    let lb = start_balancer(
+        BalanceAlgorithm::LeastOutstanding,
+        ProxyConfig::default(),
+        vec![backend("a", &a), backend("b", &b)],
+    )
+    .await;
     let tcp = TcpStream::connect(lb.addr).await.unwrap();
     let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
@@ -719,12 +752,16 @@ async fn upstream_timeout_is_504_and_upstream_failure_502() {
     let tcp = TcpStream::connect(lb.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
-    let resp = send.send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let resp =
+        send.send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
     resp.into_body().collect().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let start = Instant::now();
-    let resp = send.send_request(Request::get("/hang").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let resp = send
+        .send_request(Request::get("/hang").header("host", "x").body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
     let elapsed = start.elapsed();
     assert_eq!(resp.status(), 504);
     assert!(elapsed >= Duration::from_millis(280) && elapsed < Duration::from_millis(1500), "{elapsed:?}");
@@ -757,7 +794,10 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let idle = TcpStream::connect(addr).await.unwrap();
     let (mut idle_send, idle_conn) = hyper::client::conn::http1::handshake(TokioIo::new(idle)).await.unwrap();
     tokio::spawn(idle_conn);
-    let resp = idle_send.send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let resp = idle_send
+        .send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
     resp.into_body().collect().await.unwrap();
     let _silent = TcpStream::connect(addr).await.unwrap();
     let pending = tokio::spawn(async move { get(addr, "/delay", &[]).await });
@@ -792,7 +832,10 @@ async fn an_http10_backend_is_answered_to_the_client_in_its_own_version() {
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
     for _ in 0..3 {
-        let resp = send.send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        let resp = send
+            .send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.version(), http::Version::HTTP_11);
         assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"ok");
     }
@@ -860,13 +903,18 @@ async fn an_idempotent_request_lost_by_a_dying_replica_is_sent_once_more_elsewhe
     let (dying_addr, swallowed) = start_swallowing_backend().await;
     let dying = Arc::new(Backend::new("dying", dying_addr));
     let alive = backend("live", &live);
-    let lb = start_balancer(BalanceAlgorithm::RoundRobin, ProxyConfig::default(), vec![dying.clone(), alive.clone()]).await;
+    let lb =
+        start_balancer(BalanceAlgorithm::RoundRobin, ProxyConfig::default(), vec![dying.clone(), alive.clone()]).await;
     for _ in 0..6 {
         let got = get(lb.addr, "/", &[]).await;
         assert_eq!(got.status, 200, "GET is re-sent to the live replica");
         assert_eq!(got.json()["backend"], "live");
     }
-    assert_eq!(swallowed.load(std::sync::atomic::Ordering::SeqCst), 3, "every other request reached the dying one first");
+    assert_eq!(
+        swallowed.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "every other request reached the dying one first"
+    );
     assert_eq!(lb.proxy.stats.snapshot().retries, 3);
     assert_eq!(dying.in_flight(), 0);
     assert_eq!(alive.in_flight(), 0);
@@ -877,7 +925,12 @@ async fn a_post_that_reached_a_replica_is_never_sent_twice() {
     let live = start_backend("live").await;
     let (dying_addr, swallowed) = start_swallowing_backend().await;
     let dying = Arc::new(Backend::new("dying", dying_addr));
-    let lb = start_balancer(BalanceAlgorithm::RoundRobin, ProxyConfig::default(), vec![dying.clone(), backend("live", &live)]).await;
+    let lb = start_balancer(
+        BalanceAlgorithm::RoundRobin,
+        ProxyConfig::default(),
+        vec![dying.clone(), backend("live", &live)],
+    )
+    .await;
     let request = b"POST /candidate/x HTTP/1.1\r\nHost: web.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
     let (answer, _) = raw(lb.addr, request, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 502"), "the POST fails rather than run twice: {answer}");
@@ -917,7 +970,10 @@ async fn pooled_connections_closed_by_the_backend_are_not_reused() {
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
     for _ in 0..4 {
-        let resp = send.send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        let resp = send
+            .send_request(Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"ok");
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -961,7 +1017,6 @@ async fn max_in_flight_queues_then_sheds_with_a_fast_503_and_retry_after() {
     assert_eq!(first.await.unwrap().status, 200, "the admitted request was not disturbed");
     assert_eq!(b.requests(), 1, "the replica never got more than its limit");
     assert_eq!(lb.proxy.stats.snapshot().shed, 2);
-
 }
 
 #[tokio::test]

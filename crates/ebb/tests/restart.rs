@@ -52,7 +52,8 @@ fn after_kill_9_a_new_ebb_adopts_every_replica_and_restores_desired_state() {
     assert_eq!(scaled.status, 200, "{}", scaled.body);
     let before = ebb.wait_in_service(3, BOOT);
     let protected_id = before[0]["id"].as_str().unwrap().to_string();
-    let protect = ebb.admin_call("POST", &format!("/api/v1/replicas/{protected_id}/protect"), Some(r#"{"protected": true}"#));
+    let protect =
+        ebb.admin_call("POST", &format!("/api/v1/replicas/{protected_id}/protect"), Some(r#"{"protected": true}"#));
     assert_eq!(protect.status, 200, "{}", protect.body);
     let state_dir = ebb.dir.path().join("state");
     let groups_before = replica_groups(&state_dir);
@@ -145,12 +146,16 @@ fn a_replica_that_died_while_ebb_was_down_is_replaced_and_an_unknown_one_is_stop
     ebb.restart_up();
     let after = wait_for("two replicas in service, the dead one replaced", BOOT, || {
         let replicas = ebb.replicas();
-        let serving: Vec<_> = replicas.iter().filter(|r| r["state"] == "in_service" && r["healthy"] == true).cloned().collect();
+        let serving: Vec<_> =
+            replicas.iter().filter(|r| r["state"] == "in_service" && r["healthy"] == true).cloned().collect();
         (serving.len() == 2 && replicas.len() == 2).then_some(serving)
     });
     let after_ids = ids(&after);
     assert!(!after_ids.contains(&dead), "the dead replica is not back: {after_ids:?}");
-    assert!(after_ids.contains(&before[1]["id"].as_str().unwrap().to_string()), "the survivor is adopted: {after_ids:?}");
+    assert!(
+        after_ids.contains(&before[1]["id"].as_str().unwrap().to_string()),
+        "the survivor is adopted: {after_ids:?}"
+    );
     let events = ebb.events();
     assert!(
         events.iter().any(|e| e["kind"] == "replica_exited"
@@ -212,12 +217,7 @@ fn an_unreadable_state_file_is_refused_and_left_untouched() {
     let state_file = dir.path().join("state/state.db");
     let garbage = b"not a database\n".repeat(500);
     std::fs::write(&state_file, &garbage).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .arg("-f")
-        .arg(&config)
-        .arg("up")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb")).arg("-f").arg(&config).arg("up").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "ebb up must refuse: {stderr}");
     assert!(stderr.contains("state.db") && stderr.contains("will not overwrite"), "{stderr}");
@@ -292,7 +292,8 @@ fn with_socket_activation_clients_arriving_during_a_restart_are_queued_not_refus
     assert!(failures.is_empty(), "{} of {sent} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
 
     // Clean up like `ebb down` would.
-    let down = std::process::Command::new(env!("CARGO_BIN_EXE_ebb")).arg("-f").arg(&config).arg("down").output().unwrap();
+    let down =
+        std::process::Command::new(env!("CARGO_BIN_EXE_ebb")).arg("-f").arg(&config).arg("down").output().unwrap();
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     let deadline = Instant::now() + Duration::from_secs(30);
     while up.try_wait().unwrap().is_none() && Instant::now() < deadline {
@@ -357,11 +358,15 @@ async fn history_older_than_a_day_is_served_per_minute_from_the_state_file() {
 #[test]
 fn replicas_of_a_service_removed_from_the_config_are_left_running_and_named() {
     let worker = "\n[service.batch]\nkind = \"worker\"\ncommand = \"sleep 600\"\nreplicas = { min = 1, max = 1, desired = 1 }\nstop_timeout = \"1s\"\n";
-    let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", "") + worker);
+    let mut ebb =
+        Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", "") + worker);
     let batch = wait_for("the batch worker", BOOT, || {
         let status = ebb.status();
         let s = status["services"].as_array().unwrap().iter().find(|s| s["name"] == "batch").cloned()?;
-        s["replicas"].as_array()?.first().map(|r| (r["id"].as_str().unwrap().to_string(), r["pid"].as_u64().unwrap() as u32))
+        s["replicas"]
+            .as_array()?
+            .first()
+            .map(|r| (r["id"].as_str().unwrap().to_string(), r["pid"].as_u64().unwrap() as u32))
     });
     ebb.kill_up();
     let with_both = std::fs::read_to_string(&ebb.config).unwrap();

@@ -65,7 +65,10 @@ fn s1_step_scaling_grows_to_max_one_step_per_cooldown_under_load_and_shrinks_bac
     assert_eq!(steps, vec![(2, 3), (3, 4), (4, 3), (3, 2)], "one step at a time: {scaled:#?}");
     for e in &scaled[..2] {
         let reason = e["reason"].as_str().unwrap();
-        assert!(reason.contains("cpu-high") && reason.contains("60"), "scale-out names its alarm and threshold: {reason}");
+        assert!(
+            reason.contains("cpu-high") && reason.contains("60"),
+            "scale-out names its alarm and threshold: {reason}"
+        );
     }
     for e in &scaled[2..] {
         let reason = e["reason"].as_str().unwrap();
@@ -140,7 +143,8 @@ fn read_csv(path: &std::path::Path) -> Vec<Row> {
 #[test]
 fn s2_target_tracking_adds_replicas_as_an_ebb_load_ramp_rises_and_p99_recovers_after_each() {
     let _serial = one_at_a_time();
-    let ebb = Ebb::start(|admin, listen| example_config("examples/s2-http-scale-out/ebb.fast.toml", None, admin, listen));
+    let ebb =
+        Ebb::start(|admin, listen| example_config("examples/s2-http-scale-out/ebb.fast.toml", None, admin, listen));
     ebb.wait_in_service(1, Duration::from_secs(30));
     let csv = ebb.dir.path().join("s2.csv");
     // 5 ms of CPU per request on quarter-core replicas: ~50 req/s each at
@@ -175,7 +179,10 @@ fn s2_target_tracking_adds_replicas_as_an_ebb_load_ramp_rises_and_p99_recovers_a
         let until = additions.get(k + 1).copied().unwrap_or(f64::MAX);
         let settled: Vec<f64> =
             rows.iter().filter(|r| r.time_s > t + 4.0 && r.time_s <= until).filter_map(|r| r.p99_ms).collect();
-        assert!(settled.iter().all(|p| *p < 1000.0), "p99 recovered under 1 s after the addition at {t} s: {settled:?}");
+        assert!(
+            settled.iter().all(|p| *p < 1000.0),
+            "p99 recovered under 1 s after the addition at {t} s: {settled:?}"
+        );
         checked += settled.len();
     }
     assert!(checked >= 5, "the run went on long enough after additions to see p99 settle: {rows:?}");
@@ -217,7 +224,10 @@ fn s3_a_closed_burst_scales_out_without_killing_busy_replicas_and_sheds_fast() {
     assert!(codes.keys().all(|c| c == "200" || c == "503"), "{codes:?}");
     assert!(codes["200"].as_u64().unwrap() > 100, "{summary}");
     assert!(summary["error_kinds"].as_object().is_none_or(|k| k.is_empty()), "no transport errors: {summary}");
-    assert!(summary["latency_ms"]["max"].as_f64().unwrap() < 5_000.0 + 2_000.0, "nothing waited much past the queue timeout: {summary}");
+    assert!(
+        summary["latency_ms"]["max"].as_f64().unwrap() < 5_000.0 + 2_000.0,
+        "nothing waited much past the queue timeout: {summary}"
+    );
     assert!(took < Duration::from_secs(30));
 
     // The fleet scaled out, and no replica was replaced for being busy.

@@ -104,12 +104,15 @@ fn the_decision_log_reads_like_ebb_events() {
     assert!(!lines.is_empty(), "{out}");
     // `ebb events`: {time}  {service:<8} {kind:<20} {replica or -} {from}->{to}  {reason}
     let first = lines[0];
-    let expected_prefix = format!("  {:<8} {:<20} - 2->3  scale out 2 -> 3 by cpu-80: target tracking cpu: mean ", "web", "scaled");
+    let expected_prefix =
+        format!("  {:<8} {:<20} - 2->3  scale out 2 -> 3 by cpu-80: target tracking cpu: mean ", "web", "scaled");
     assert_eq!(&first[9..9 + expected_prefix.len()], expected_prefix, "{first}");
     assert!(first.starts_with('+') && first.as_bytes()[3] == b':', "{first}");
     assert!(out.starts_with("ebb simulate: service web, shape step:"), "{out}");
     assert!(out.contains("boot 2s (2 health checks every 1s)"), "boot defaults to what the health checks need: {out}");
-    for label in ["replica-hours", "cost", "over SLO p99<1s", "shed requests", "scaling actions", "flaps", "max replicas"] {
+    for label in
+        ["replica-hours", "cost", "over SLO p99<1s", "shed requests", "scaling actions", "flaps", "max replicas"]
+    {
         assert!(out.contains(label), "summary has {label}: {out}");
     }
 }
@@ -175,7 +178,10 @@ fn csv_has_a_header_and_a_row_per_second() {
 #[test]
 fn presets_and_compare_run_side_by_side() {
     let d = Dir::new();
-    d.write("tuned.toml", &CONFIG.replace("target = 80", "target = 60").replace("name = \"cpu-80\"", "name = \"cpu-60\""));
+    d.write(
+        "tuned.toml",
+        &CONFIG.replace("target = 80", "target = 60").replace("name = \"cpu-80\"", "name = \"cpu-60\""),
+    );
     let args = ["--shape", STEP, "--compare", "tuned.toml", "--preset", "aws", "--preset", "hpa", "--preset", "kpa"];
     let out = d.ok(&args);
     let table_header = out.lines().find(|l| l.starts_with("policy ")).unwrap();
@@ -193,7 +199,10 @@ fn presets_and_compare_run_side_by_side() {
     let policies: Vec<&str> = json.as_array().unwrap().iter().map(|r| r["policy"].as_str().unwrap()).collect();
     assert_eq!(policies, ["ebb.toml", "tuned.toml", "aws", "hpa", "kpa"]);
     let tuned = &json[1];
-    assert!(tuned["max_desired"].as_u64() > json[0]["max_desired"].as_u64(), "a lower target needs more replicas: {json:#}");
+    assert!(
+        tuned["max_desired"].as_u64() > json[0]["max_desired"].as_u64(),
+        "a lower target needs more replicas: {json:#}"
+    );
     let csv = d.read("all.csv");
     assert!(csv.starts_with("policy,second,rate,desired,in_service,cpu,p99_ms,queue_ms,shed\nebb.toml,0,60,"));
     assert_eq!(csv.lines().count(), 1 + 5 * 2400);
@@ -219,7 +228,12 @@ fn the_report_has_charts_markers_and_no_scripts() {
     assert_eq!(markers, scaled_lines(&out).len(), "one marker per scaling event");
     let marker = html.split("class=\"marker\"").nth(1).unwrap();
     let title = &marker[marker.find("<title>").unwrap() + 7..marker.find("</title>").unwrap()];
-    assert!(title.starts_with("ebb.toml: +00:0") && title.contains("scaled") && title.contains("scale out 2 -&gt; 3 by cpu-80"), "{title}");
+    assert!(
+        title.starts_with("ebb.toml: +00:0")
+            && title.contains("scaled")
+            && title.contains("scale out 2 -&gt; 3 by cpu-80"),
+        "{title}"
+    );
     assert!(html.contains("SLO p99&lt;1s"), "the SLO line");
     assert!(!html.contains("<script"), "no scripts");
     let external = html.replace("http://www.w3.org/2000/svg", "");
@@ -253,7 +267,11 @@ fn same_inputs_and_seed_give_byte_identical_outputs() {
             run.as_object_mut().unwrap().remove("wall_ms").expect("wall_ms is there");
         }
         // The text output's last lines name the wall time and the files.
-        let text: Vec<String> = text.lines().filter(|l| !l.starts_with("simulated ") && !l.starts_with("per-second CSV") && !l.starts_with("report:")).map(String::from).collect();
+        let text: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with("simulated ") && !l.starts_with("per-second CSV") && !l.starts_with("report:"))
+            .map(String::from)
+            .collect();
         (d.read(&csv), d.read(&html), json, text)
     };
     let a = run(1);
@@ -263,7 +281,16 @@ fn same_inputs_and_seed_give_byte_identical_outputs() {
     assert_eq!(a.2, b.2);
     assert_eq!(a.3, b.3);
     assert!(a.3.iter().any(|l| l.contains("replica_exited") && l.contains("simulated failure")), "failures were drawn");
-    let other_seed = d.ok(&["--shape", "diurnal:base=40,peak=600,duration=3h,noise=0.2", "--failure-rate", "0.5", "--seed", "43", "--csv", "run3.csv"]);
+    let other_seed = d.ok(&[
+        "--shape",
+        "diurnal:base=40,peak=600,duration=3h,noise=0.2",
+        "--failure-rate",
+        "0.5",
+        "--seed",
+        "43",
+        "--csv",
+        "run3.csv",
+    ]);
     assert!(!other_seed.is_empty());
     assert_ne!(d.read("run3.csv"), a.0, "another seed, another run");
 }
@@ -284,7 +311,10 @@ fn trace_files_and_their_errors() {
     assert_eq!(err.trim(), "error: bad.csv:3: malformed line: expected two columns `second,rate`, found \"1,10,3\"");
     d.write("gap.csv", "0,10\n1,10\n2,10\n9,10\n");
     let err = d.bad(&["--trace", "gap.csv"]);
-    assert!(err.contains("gap.csv:4: gap in the trace: second 9 follows second 2 (seconds 3 to 8 are missing)"), "{err}");
+    assert!(
+        err.contains("gap.csv:4: gap in the trace: second 9 follows second 2 (seconds 3 to 8 are missing)"),
+        "{err}"
+    );
     d.write("neg.csv", "0,10\n1,-5\n");
     let err = d.bad(&["--trace", "neg.csv"]);
     assert!(err.contains("neg.csv:2: negative rate -5"), "{err}");
@@ -318,7 +348,10 @@ fn access_logs_become_traces_with_their_own_clock() {
 fn bad_arguments_get_clear_answers() {
     let d = Dir::new();
     let err = d.bad(&[]);
-    assert!(err.contains("no traffic to simulate: give --trace FILE, --shape NAME[:params] or --history SINCE"), "{err}");
+    assert!(
+        err.contains("no traffic to simulate: give --trace FILE, --shape NAME[:params] or --history SINCE"),
+        "{err}"
+    );
     let err = d.bad(&["--shape", "square"]);
     assert!(err.contains("unknown shape \"square\""), "{err}");
     let err = d.bad(&["--shape", "constant", "--slo", "fast"]);
@@ -334,7 +367,10 @@ fn bad_arguments_get_clear_answers() {
     assert!(err.contains("has 2 services (api, web); choose one with --service NAME"), "{err}");
     // Nothing listens on the config's admin address.
     let err = d.bad(&["--history", "1h"]);
-    assert!(err.contains("--history reads the metrics ebb recorded, but nothing answers at http://127.0.0.1:19990"), "{err}");
+    assert!(
+        err.contains("--history reads the metrics ebb recorded, but nothing answers at http://127.0.0.1:19990"),
+        "{err}"
+    );
     assert!(err.contains("and there is no state file in"), "{err}");
 }
 
@@ -373,7 +409,8 @@ async fn history_is_read_from_the_state_file_when_ebb_is_not_running() {
 fn what_if_bounds_go_beyond_the_config_limit() {
     let d = Dir::new();
     let json: serde_json::Value =
-        serde_json::from_str(&d.ok(&["--shape", "constant:rate=60000,duration=20m", "--max", "2000", "--json"])).unwrap();
+        serde_json::from_str(&d.ok(&["--shape", "constant:rate=60000,duration=20m", "--max", "2000", "--json"]))
+            .unwrap();
     assert!(json["max_desired"].as_u64().unwrap() > 1000, "{json:#}");
     let err = d.bad(&["--shape", "constant", "--min", "5", "--max", "3"]);
     assert!(err.contains("replicas min 5 is above max 3"), "{err}");
@@ -459,7 +496,10 @@ fn replicas_of(service: &str) -> Vec<u32> {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| pid_alive(*pid))
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes())))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
         .collect()
 }
 
@@ -515,7 +555,8 @@ fn calibrate_measures_capacity_and_boot_of_a_demo_app() {
 
     // The text output: the table, the verdict and the flags, which
     // `ebb simulate` then takes as they are.
-    let out = d.simulate(&["-f", "app.toml", "--calibrate", &url, "--calibrate-duration", "6s", "--calibrate-starts", "1"]);
+    let out =
+        d.simulate(&["-f", "app.toml", "--calibrate", &url, "--calibrate-duration", "6s", "--calibrate-starts", "1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("connections") && text.contains("capacity ") && text.contains("boot "), "{text}");
@@ -540,17 +581,35 @@ fn calibrate_through_a_balancer_gives_the_capacity_per_replica() {
     let url = format!("http://{}/work?cpu_ms=10", ebb.listen);
     let out = Command::new(EBB)
         .current_dir(ebb.dir.path())
-        .args(["simulate", "-f", "ebb.toml", "--calibrate", &url, "--calibrate-duration", "12s", "--calibrate-starts", "0", "--json"])
+        .args([
+            "simulate",
+            "-f",
+            "ebb.toml",
+            "--calibrate",
+            &url,
+            "--calibrate-duration",
+            "12s",
+            "--calibrate-starts",
+            "0",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let through = &json["through_balancer"];
     assert_eq!(through["service"], "web", "{json:#}");
-    assert_eq!((through["in_service_before"].as_u64(), through["in_service_after"].as_u64()), (Some(2), Some(2)), "{json:#}");
+    assert_eq!(
+        (through["in_service_before"].as_u64(), through["in_service_after"].as_u64()),
+        (Some(2), Some(2)),
+        "{json:#}"
+    );
     let (total, each) = (through["total_rps"].as_f64().unwrap(), json["capacity"].as_f64().unwrap());
     assert!((each - total / 2.0).abs() <= 0.1, "per replica is the fleet's rate / 2: {json:#}");
-    assert!((18.0..=28.0).contains(&each), "a quarter core at 10 ms a request serves about 25 req/s per replica: {json:#}");
+    assert!(
+        (18.0..=28.0).contains(&each),
+        "a quarter core at 10 ms a request serves about 25 req/s per replica: {json:#}"
+    );
     // ebb's own CPU samples: a replica capped at a quarter core saturates
     // at about 25 % of its allotment (cpu = 1), which a CPU policy must know.
     let saturation = json["saturation_cpu"].as_f64().unwrap_or_else(|| panic!("{json:#}"));

@@ -403,7 +403,10 @@ impl Check<'_> {
         if kind.is_none() {
             self.problem(
                 raw.span(),
-                format!(r#"unknown driver {:?}; use "process" (local processes, the default), "docker" or "swarm""#, raw.get_ref()),
+                format!(
+                    r#"unknown driver {:?}; use "process" (local processes, the default), "docker" or "swarm""#,
+                    raw.get_ref()
+                ),
             );
         }
         kind
@@ -452,7 +455,10 @@ impl Check<'_> {
             Some(image) => {
                 let i = image.get_ref();
                 if i.trim().is_empty() || i.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    self.problem(image.span(), r#"image must be an image reference with no spaces, e.g. "ebb-demo:latest""#);
+                    self.problem(
+                        image.span(),
+                        r#"image must be an image reference with no spaces, e.g. "ebb-demo:latest""#,
+                    );
                 }
                 image.into_inner()
             }
@@ -481,7 +487,10 @@ impl Check<'_> {
         let memory = memory.and_then(|m| {
             let v = m.get_ref().0;
             if v < ContainerConfig::MIN_MEMORY {
-                self.problem(m.span(), format!("memory ({v} bytes) is below Docker's minimum of 6MiB; raise it, e.g. memory = \"256MiB\""));
+                self.problem(
+                    m.span(),
+                    format!("memory ({v} bytes) is below Docker's minimum of 6MiB; raise it, e.g. memory = \"256MiB\""),
+                );
                 None
             } else {
                 Some(v)
@@ -765,7 +774,10 @@ impl Check<'_> {
             Some(raw) => match raw.get_ref().0 {
                 n @ 0..=1_000_000 => n as u32,
                 n => {
-                    self.problem(raw.span(), format!("proxy.max_queue must be between 0 and 1000000 waiting requests, not {n}"));
+                    self.problem(
+                        raw.span(),
+                        format!("proxy.max_queue must be between 0 and 1000000 waiting requests, not {n}"),
+                    );
                     d.max_queue
                 }
             },

@@ -137,9 +137,9 @@ impl Params<'_> {
                 return Ok(x.floor());
             }
         }
-        humantime::parse_duration(v)
-            .map(|d| d.as_secs() as f64)
-            .map_err(|_| format!("shape {}: {key}={v:?} is not a time (seconds, or a duration such as 5m or 1h30m)", self.shape))
+        humantime::parse_duration(v).map(|d| d.as_secs() as f64).map_err(|_| {
+            format!("shape {}: {key}={v:?} is not a time (seconds, or a duration such as 5m or 1h30m)", self.shape)
+        })
     }
 }
 

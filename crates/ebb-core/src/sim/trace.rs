@@ -78,8 +78,8 @@ impl Trace {
                 continue;
             }
             let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            let header = std::mem::replace(&mut first_line, false)
-                && fields.first().is_some_and(|f| f.parse::<f64>().is_err());
+            let header =
+                std::mem::replace(&mut first_line, false) && fields.first().is_some_and(|f| f.parse::<f64>().is_err());
             if header {
                 continue; // `second,rate`
             }

@@ -473,7 +473,9 @@ fn whole_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 fn whole_opt_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<serde_json::Number>::deserialize(d)? {
         None => Ok(None),
-        Some(n) => whole_u64(&n).map(Some).ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, not {n}"))),
+        Some(n) => {
+            whole_u64(&n).map(Some).ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, not {n}")))
+        }
     }
 }
 
@@ -544,7 +546,6 @@ fn replica<'a>(app: &'a App, id: &str) -> Result<(&'a ServiceHandle, ReplicaView
 pub(crate) fn fleet(app: &App) -> FleetView {
     FleetView { services: app.state.services.values().map(|s| ServiceView::new(&s.status())).collect() }
 }
-
 
 // ------------------------------------------------------------ handlers
 
@@ -679,7 +680,10 @@ pub(crate) async fn deploy(
 /// spec in it; an unreadable or invalid file is a 400 with the config error.
 async fn spec_in_config_file(path: &std::path::Path, service: &str) -> Result<crate::controller::ConfigSpec, ApiError> {
     let text = tokio::fs::read_to_string(path).await.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the config file {} to deploy what it says: {e}", path.display()))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the config file {} to deploy what it says: {e}", path.display()),
+        )
     })?;
     let config = ebb_core::config::Config::parse(&text, path).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("the config file is not valid, nothing was deployed:\n{e}"))
@@ -855,9 +859,7 @@ pub(crate) async fn list_events(
         }
     }
     match q.follow {
-        Some(Follow::One | Follow::True) => {
-            Ok(super::stream::events(&app, q.service, after))
-        }
+        Some(Follow::One | Follow::True) => Ok(super::stream::events(&app, q.service, after)),
         _ => {
             let events: Vec<EventView> =
                 app.state.events.list(q.service.as_deref(), after).iter().map(EventView::new).collect();
@@ -995,7 +997,8 @@ mod tests {
     #[test]
     fn events_keep_their_field_names() {
         let log = crate::events::EventLog::new(4);
-        let e = log.record(crate::events::NewEvent::new("web", crate::events::EventKind::Scaled, "manual").change(2, 3));
+        let e =
+            log.record(crate::events::NewEvent::new("web", crate::events::EventKind::Scaled, "manual").change(2, 3));
         let view = serde_json::to_value(EventView::new(&e)).unwrap();
         let raw = serde_json::to_value(&e).unwrap();
         let missing: Vec<_> = keys(&raw).difference(&keys(&view)).cloned().collect();

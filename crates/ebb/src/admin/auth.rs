@@ -331,7 +331,12 @@ mod tests {
     fn comparison_and_bearer_parsing() {
         let token = AdminToken::from_secret("abcdef0123456789abcdef0123456789");
         assert!(token.matches("abcdef0123456789abcdef0123456789"));
-        for wrong in ["", "abcdef0123456789abcdef012345678", "abcdef0123456789abcdef01234567890", "Abcdef0123456789abcdef0123456789"] {
+        for wrong in [
+            "",
+            "abcdef0123456789abcdef012345678",
+            "abcdef0123456789abcdef01234567890",
+            "Abcdef0123456789abcdef0123456789",
+        ] {
             assert!(!token.matches(wrong), "{wrong:?}");
         }
         assert_eq!(bearer("Bearer abc"), Some("abc"));
@@ -365,10 +370,7 @@ mod tests {
     #[test]
     fn proc_net_tcp_addresses() {
         assert_eq!(parse_proc_addr("0100007F:1F90"), Some("127.0.0.1:8080".parse().unwrap()));
-        assert_eq!(
-            parse_proc_addr("00000000000000000000000001000000:0050"),
-            Some("[::1]:80".parse().unwrap())
-        );
+        assert_eq!(parse_proc_addr("00000000000000000000000001000000:0050"), Some("[::1]:80".parse().unwrap()));
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
             0: 0100007F:9C40 0100007F:2694 01 00000000:00000000 00:00000000 00000000  1000        0 12345 1 0 20 4 30 10 -1\n";
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();

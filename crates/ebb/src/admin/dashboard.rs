@@ -53,11 +53,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// Whether this request may be handed the token inside the page.
 fn may_embed_token(app: &App, request: &Request) -> bool {
-    let host_ok = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(is_loopback_host);
+    let host_ok = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).is_some_and(is_loopback_host);
     let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<Peer>>().copied() else {
         return false;
     };

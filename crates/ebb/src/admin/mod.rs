@@ -228,7 +228,11 @@ fn shared(state: AdminState, loopback_only: bool, replica_gate: bool, shutdown: 
 }
 
 /// Serves the admin API on an already-bound listener until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let listen = listener.local_addr()?;
     if !listen.ip().is_loopback() {
         tracing::warn!(
@@ -283,7 +287,9 @@ fn replica_may(app: &Shared, request: &Request, token: &str) -> bool {
     if request.method() != Method::POST {
         return false;
     }
-    let Some(id) = request.uri().path().strip_prefix("/api/v1/replicas/").and_then(|rest| rest.strip_suffix("/protect")) else {
+    let Some(id) =
+        request.uri().path().strip_prefix("/api/v1/replicas/").and_then(|rest| rest.strip_suffix("/protect"))
+    else {
         return false;
     };
     !id.is_empty() && !id.contains('/') && app.state.services.values().any(|s| s.replica_token_is(id, token))
@@ -390,14 +396,11 @@ fn check(app: &Shared, request: &Request) -> Result<(), ApiError> {
     }
 
     if mutating {
-        let has_body = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0")
-            || headers.contains_key(header::TRANSFER_ENCODING);
-        let json = text(header::CONTENT_TYPE.as_str()).is_some_and(|v| {
-            v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
+        let has_body =
+            headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0")
+                || headers.contains_key(header::TRANSFER_ENCODING);
+        let json = text(header::CONTENT_TYPE.as_str())
+            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
         if has_body && !json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

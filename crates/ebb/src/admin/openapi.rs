@@ -115,8 +115,7 @@ pub fn document_json() -> String {
             Ok(v) => v,
             Err(e) => return format!("{{\"error\": \"cannot render the OpenAPI document: {e}\"}}"),
         };
-        if let Some(stream) =
-            value.pointer_mut("/paths/~1api~1v1~1events/get/responses/200/content/text~1event-stream")
+        if let Some(stream) = value.pointer_mut("/paths/~1api~1v1~1events/get/responses/200/content/text~1event-stream")
         {
             stream["schema"] = sse_event_schema();
         }

@@ -224,7 +224,11 @@ impl Metrics {
         );
         r.register("service_replicas", "Replicas by lifecycle state", m.service_replicas.clone());
         r.register("service_replicas_by_health", "Replicas by health-check state", m.service_replicas_health.clone());
-        r.register("service_in_flight_requests", "Requests in flight to the service's replicas", m.service_in_flight.clone());
+        r.register(
+            "service_in_flight_requests",
+            "Requests in flight to the service's replicas",
+            m.service_in_flight.clone(),
+        );
         r.register_with_unit(
             "service_latency",
             "Request latency percentile over the last second (interim, until the latency histogram)",
@@ -257,10 +261,27 @@ impl Metrics {
             "Connection attempts to a replica that failed",
             m.replica_connect_failures.clone(),
         );
-        r.register("replica_in_flight_requests", "Requests sent to a replica and not yet answered", m.replica_in_flight.clone());
-        r.register("replica_cpu_percent", "CPU of a replica over the last second, percent of its allotment", m.replica_cpu.clone());
-        r.register_with_unit("replica_memory_rss", "Resident memory of a replica's processes", Unit::Bytes, m.replica_memory.clone());
-        r.register("replica_healthy", "1 if the replica is routable (in service, healthy, not leaving)", m.replica_healthy.clone());
+        r.register(
+            "replica_in_flight_requests",
+            "Requests sent to a replica and not yet answered",
+            m.replica_in_flight.clone(),
+        );
+        r.register(
+            "replica_cpu_percent",
+            "CPU of a replica over the last second, percent of its allotment",
+            m.replica_cpu.clone(),
+        );
+        r.register_with_unit(
+            "replica_memory_rss",
+            "Resident memory of a replica's processes",
+            Unit::Bytes,
+            m.replica_memory.clone(),
+        );
+        r.register(
+            "replica_healthy",
+            "1 if the replica is routable (in service, healthy, not leaving)",
+            m.replica_healthy.clone(),
+        );
         r.register("replica_state", "1 for the replica's current lifecycle state", m.replica_state.clone());
         r.register_with_unit("replica_age", "Time since the replica was started", Unit::Seconds, m.replica_age.clone());
         r.register("replica_protected", "1 if the replica is protected from scale-in", m.replica_protected.clone());
@@ -293,7 +314,8 @@ pub(crate) fn build_registry(app: &App) -> Registry {
         let last = tally.last_seq();
         tally.absorb(&app.state.events.list(None, last));
         for ((service, direction, policy), n) in &tally.scaling {
-            let labels = vec![("service", service.clone()), ("direction", direction.to_string()), ("policy", policy.clone())];
+            let labels =
+                vec![("service", service.clone()), ("direction", direction.to_string()), ("policy", policy.clone())];
             m.scaling_actions.get_or_create(&labels).inc_by(*n);
         }
         for ((service, kind), n) in &tally.kinds {
@@ -303,7 +325,9 @@ pub(crate) fn build_registry(app: &App) -> Registry {
                 "replica_unhealthy" => "unhealthy",
                 _ => continue,
             };
-            m.health_transitions.get_or_create(&vec![("service", service.clone()), ("result", result.to_string())]).inc_by(*n);
+            m.health_transitions
+                .get_or_create(&vec![("service", service.clone()), ("result", result.to_string())])
+                .inc_by(*n);
         }
     }
     {
@@ -337,7 +361,12 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             .proxy
             .routable()
             .iter()
-            .map(|b| (b.replica_id.clone(), (b.server_errors.load(Ordering::Relaxed), b.connect_failures.load(Ordering::Relaxed))))
+            .map(|b| {
+                (
+                    b.replica_id.clone(),
+                    (b.server_errors.load(Ordering::Relaxed), b.connect_failures.load(Ordering::Relaxed)),
+                )
+            })
             .collect();
 
         for r in &status.replicas {
@@ -396,7 +425,9 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             m.service_replicas_health.get_or_create(&l).set(n);
         }
         m.service_in_flight.get_or_create(&l).set(in_flight);
-        if let Some(last) = handle.history.since(crate::events::unix_ms(std::time::SystemTime::now()).saturating_sub(5_000)).last() {
+        if let Some(last) =
+            handle.history.since(crate::events::unix_ms(std::time::SystemTime::now()).saturating_sub(5_000)).last()
+        {
             for (q, v) in [("0.5", last.p50_ms), ("0.99", last.p99_ms)] {
                 if let Some(ms) = v.filter(|x| x.is_finite()) {
                     let mut l = l.clone();
@@ -414,8 +445,16 @@ pub(crate) fn build_registry(app: &App) -> Registry {
         queue_time.extend(queue);
     }
     for (name, help, series) in [
-        ("replica_request_duration", "Time from receiving a request to the replica's response head, per replica since it joined", latency),
-        ("service_request_duration", "Time from receiving a request to the replica's response head, whole service since ebb started", service_latency),
+        (
+            "replica_request_duration",
+            "Time from receiving a request to the replica's response head, per replica since it joined",
+            latency,
+        ),
+        (
+            "service_request_duration",
+            "Time from receiving a request to the replica's response head, whole service since ebb started",
+            service_latency,
+        ),
         ("service_queue_duration", "Time a request waited for a replica (max_in_flight queue, connect)", queue_time),
     ] {
         if !series.is_empty() {
@@ -445,11 +484,15 @@ pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Respo
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )
     } else {
-        (prometheus_client::encoding::prometheus_text::encode(&mut body, &registry), prometheus_client::encoding::prometheus_text::CONTENT_TYPE)
+        (
+            prometheus_client::encoding::prometheus_text::encode(&mut body, &registry),
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )
     };
     match result {
         Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response(),
-        Err(_) => super::ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics").into_response(),
+        Err(_) => super::ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics")
+            .into_response(),
     }
 }
 
@@ -461,7 +504,10 @@ mod tests {
     #[test]
     fn policies_are_read_from_scaled_reasons() {
         assert_eq!(policy_of("scale out 2 -> 3 by target-cpu: mean 92% vs 80%"), "target-cpu");
-        assert_eq!(policy_of("scale in 3 -> 2 by cpu-low: mean 12% < 60% for 10 periods; capped: min 2 reached"), "cpu-low");
+        assert_eq!(
+            policy_of("scale in 3 -> 2 by cpu-low: mean 12% < 60% for 10 periods; capped: min 2 reached"),
+            "cpu-low"
+        );
         assert_eq!(policy_of("desired 2 -> 3: manual (API)"), "manual");
         assert_eq!(policy_of("something else"), "unknown");
     }
@@ -470,7 +516,9 @@ mod tests {
     fn the_tally_counts_each_event_once_and_only_real_changes() {
         let log = EventLog::new(100);
         log.record(NewEvent::new("web", EventKind::Scaled, "desired 2 -> 3: manual (API)").change(2, 3));
-        log.record(NewEvent::new("web", EventKind::Scaled, "desired 3 -> 3: manual; capped: max 3 reached").change(3, 3));
+        log.record(
+            NewEvent::new("web", EventKind::Scaled, "desired 3 -> 3: manual; capped: max 3 reached").change(3, 3),
+        );
         log.record(NewEvent::new("web", EventKind::ReplicaInService, "in service").replica("web-1"));
         let mut tally = EventTally::default();
         tally.absorb(&log.list(None, 0));
@@ -492,13 +540,26 @@ mod tests {
             help: "latency",
             unit: Some(Unit::Seconds),
             series: vec![
-                HistogramSeries { labels: rep("web", "a"), sum: 0.5, count: 3, buckets: vec![(0.1, 2), (1.0, 1), (f64::INFINITY, 0)] },
-                HistogramSeries { labels: rep("web", "b"), sum: 0.0, count: 0, buckets: vec![(0.1, 0), (f64::INFINITY, 0)] },
+                HistogramSeries {
+                    labels: rep("web", "a"),
+                    sum: 0.5,
+                    count: 3,
+                    buckets: vec![(0.1, 2), (1.0, 1), (f64::INFINITY, 0)],
+                },
+                HistogramSeries {
+                    labels: rep("web", "b"),
+                    sum: 0.0,
+                    count: 0,
+                    buckets: vec![(0.1, 0), (f64::INFINITY, 0)],
+                },
             ],
         }));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         assert_eq!(out.matches("# TYPE").count(), 1, "{out}");
-        assert!(out.contains(r#"ebb_replica_request_duration_seconds_bucket{le="1.0",service="web",replica="a"} 3"#), "{out}");
+        assert!(
+            out.contains(r#"ebb_replica_request_duration_seconds_bucket{le="1.0",service="web",replica="a"} 3"#),
+            "{out}"
+        );
     }
 }

@@ -231,10 +231,9 @@ impl ServiceHandle {
     /// answered is on disk: an acknowledged change survives a crash.
     async fn durable(&self) -> Result<(), LifecycleError> {
         match &self.store {
-            Some(store) => store
-                .sync()
-                .await
-                .map_err(|message| LifecycleError::NotSaved { service: self.name.clone(), message }),
+            Some(store) => {
+                store.sync().await.map_err(|message| LifecycleError::NotSaved { service: self.name.clone(), message })
+            }
             None => Ok(()),
         }
     }
@@ -357,21 +356,40 @@ async fn read_metric_source(
     }
 }
 
-
 /// The closed set of things that wake a controller.
 #[derive(Debug)]
 enum Input {
     Command(ControlCommand),
-    Probe { replica: String, outcome: probe::ProbeOutcome },
-    Started { replica: String, result: Result<RunningReplica, String> },
-    Exited { replica: String, reason: ExitReason },
-    Stopped { replica: String, result: Result<ExitReason, String> },
+    Probe {
+        replica: String,
+        outcome: probe::ProbeOutcome,
+    },
+    Started {
+        replica: String,
+        result: Result<RunningReplica, String>,
+    },
+    Exited {
+        replica: String,
+        reason: ExitReason,
+    },
+    Stopped {
+        replica: String,
+        result: Result<ExitReason, String>,
+    },
     /// Once a second: CPU and memory by replica id; time to decide.
-    Usage { at: Instant, usage: std::collections::HashMap<String, GroupUsage> },
+    Usage {
+        at: Instant,
+        usage: std::collections::HashMap<String, GroupUsage>,
+    },
     /// A worker ran through its grace period: it is in service.
-    WorkerReady { replica: String },
+    WorkerReady {
+        replica: String,
+    },
     /// A reading of the external metric source, or why it failed.
-    External { at: Instant, reading: Result<f64, String> },
+    External {
+        at: Instant,
+        reading: Result<f64, String>,
+    },
 }
 
 /// One replica as the controller tracks it.
@@ -763,7 +781,10 @@ impl ServiceController {
                     r.watchers.cancel();
                 }
                 self.forget(&replica);
-                self.record(NewEvent::new(&self.name, EventKind::ReplicaStopped, format!("replica stopped ({detail})")).replica(&replica));
+                self.record(
+                    NewEvent::new(&self.name, EventKind::ReplicaStopped, format!("replica stopped ({detail})"))
+                        .replica(&replica),
+                );
             }
         }
     }
@@ -879,7 +900,9 @@ impl ServiceController {
         }
         if let Some(image) = request.image {
             if next.image.is_none() {
-                return Err(self.refused("--image applies to services with driver = \"docker\" or \"swarm\"; this one runs local processes"));
+                return Err(self.refused(
+                    "--image applies to services with driver = \"docker\" or \"swarm\"; this one runs local processes",
+                ));
             }
             if image.trim().is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(self.refused(format!("image {image:?} is not an image reference, e.g. ebb-demo:v2")));
@@ -908,7 +931,11 @@ impl ServiceController {
         self.record(NewEvent::new(
             &self.name,
             EventKind::DeployStarted,
-            format!("deploy v{from} -> v{to} ({}) started{}", config.strategy.as_str(), because(request.reason.as_deref())),
+            format!(
+                "deploy v{from} -> v{to} ({}) started{}",
+                config.strategy.as_str(),
+                because(request.reason.as_deref())
+            ),
         ));
         self.deploy = Some(deploy);
         self.deploy_wait = None;
@@ -920,10 +947,9 @@ impl ServiceController {
     fn rollback(&mut self, reason: Option<&str>) -> Result<DeployStatus, LifecycleError> {
         let now = self.now();
         if let Some(deploy) = &mut self.deploy {
-            deploy.rollback(now, "ebb rollback").map_err(|e| LifecycleError::Refused {
-                service: self.name.clone(),
-                message: e.message,
-            })?;
+            deploy
+                .rollback(now, "ebb rollback")
+                .map_err(|e| LifecycleError::Refused { service: self.name.clone(), message: e.message })?;
             self.record(NewEvent::new(
                 &self.name,
                 EventKind::DeployRollingBack,
@@ -967,7 +993,8 @@ impl ServiceController {
                     ReplicaState::InService => ReplicaPhase::InService,
                     ReplicaState::Draining | ReplicaState::Stopped => ReplicaPhase::Leaving,
                 };
-                let mut view = ReplicaView::new(&r.id, r.version, state, r.started_at.saturating_duration_since(origin));
+                let mut view =
+                    ReplicaView::new(&r.id, r.version, state, r.started_at.saturating_duration_since(origin));
                 view.protected = r.protected;
                 view
             })
@@ -1070,7 +1097,10 @@ impl ServiceController {
         r.in_service_since = Some(Instant::now());
         self.failure_streak = 0;
         self.hold_starts_until = None;
-        let why = format!("worker in service: still running after its {} grace period", humantime::format_duration(self.config.health.grace_period));
+        let why = format!(
+            "worker in service: still running after its {} grace period",
+            humantime::format_duration(self.config.health.grace_period)
+        );
         self.events.record(NewEvent::new(&name, EventKind::ReplicaInService, why).replica(id));
     }
 
@@ -1104,7 +1134,8 @@ impl ServiceController {
         let mut concurrency = 0u64;
         let mut service_requests = 0u64;
         for r in self.replicas.iter_mut().filter(|r| r.is_active() && !r.stopping) {
-            let mut replica = ReplicaSample::new(&r.id, r.in_service_since.map(|t| t.saturating_duration_since(origin)));
+            let mut replica =
+                ReplicaSample::new(&r.id, r.in_service_since.map(|t| t.saturating_duration_since(origin)));
             if r.running.is_some() {
                 live_ids.push(r.id.clone());
                 match usage_by_replica.get(&r.id) {
@@ -1132,7 +1163,8 @@ impl ServiceController {
         }
         self.cpu_meter.retain(&live_ids);
         // Requests of replicas that left are gone from the sum; never negative.
-        sample.requests_per_s = Some(service_requests.saturating_sub(self.service_requests_at_last_sample.min(service_requests)) as f64);
+        sample.requests_per_s =
+            Some(service_requests.saturating_sub(self.service_requests_at_last_sample.min(service_requests)) as f64);
         self.service_requests_at_last_sample = service_requests;
         sample.concurrency = Some(concurrency as f64);
         // A reading older than three intervals is missing data, not a value.
@@ -1164,14 +1196,14 @@ impl ServiceController {
             pending: self.pending_count(),
             deploying: self.deploy.is_some(),
         };
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let wall =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let decision = self.autoscaler.decide(now, wall, &fleet);
         self.policy_hold = decision.holding.as_ref().map(|h| h.to_string());
         if let Some(change) = decision.change {
-            self.record(NewEvent::new(&self.name, EventKind::Scaled, change.to_string()).change(change.from, change.to));
+            self.record(
+                NewEvent::new(&self.name, EventKind::Scaled, change.to_string()).change(change.from, change.to),
+            );
             self.desired = change.to;
         }
         self.maybe_interrupt_at_random();
@@ -1248,12 +1280,17 @@ impl ServiceController {
                     let reason = format!("replica {id} of the new version failed to start: {error}");
                     if let Some(deploy) = self.deploy.as_mut() {
                         if deploy.rollback(now, reason.clone()).is_ok() {
-                            self.events.record(NewEvent::new(&name, EventKind::DeployRollingBack, format!("rolling back: {reason}")));
+                            self.events.record(NewEvent::new(
+                                &name,
+                                EventKind::DeployRollingBack,
+                                format!("rolling back: {reason}"),
+                            ));
                         }
                     }
                 }
                 self.events.record(
-                    NewEvent::new(&name, EventKind::ReplicaStartFailed, format!("replica failed to start: {error}")).replica(id),
+                    NewEvent::new(&name, EventKind::ReplicaStartFailed, format!("replica failed to start: {error}"))
+                        .replica(id),
                 );
                 self.count_failure();
             }
@@ -1343,7 +1380,11 @@ impl ServiceController {
                     if first { "in service" } else { "healthy again, back in the rotation" },
                     flip.consecutive,
                     outcome.detail,
-                    if first { format!(", {:.1} s after start", r.started_at.elapsed().as_secs_f64()) } else { String::new() }
+                    if first {
+                        format!(", {:.1} s after start", r.started_at.elapsed().as_secs_f64())
+                    } else {
+                        String::new()
+                    }
                 );
                 self.failure_streak = 0;
                 self.hold_starts_until = None;
@@ -1383,7 +1424,8 @@ impl ServiceController {
             self.deploy_failures.push((id.to_string(), format!("{reason} after {age:.1} s")));
         }
         self.events.record(
-            NewEvent::new(&name, EventKind::ReplicaExited, format!("replica {reason} after {age:.1} s; replacing it")).replica(id),
+            NewEvent::new(&name, EventKind::ReplicaExited, format!("replica {reason} after {age:.1} s; replacing it"))
+                .replica(id),
         );
         if never_served {
             self.count_failure();
@@ -1435,7 +1477,10 @@ impl ServiceController {
             NewEvent::new(
                 &name,
                 EventKind::ReplicaDraining,
-                format!("leaving the rotation ({why}); {in_flight} requests in flight, drain timeout {}", humantime::format_duration(drain_timeout)),
+                format!(
+                    "leaving the rotation ({why}); {in_flight} requests in flight, drain timeout {}",
+                    humantime::format_duration(drain_timeout)
+                ),
             )
             .replica(id),
         );
@@ -1536,7 +1581,8 @@ impl ServiceController {
 
     fn launch_version(&mut self, version: u64) {
         let id = format!("{}-{}", self.name, random_suffix());
-        let spec = self.specs.get(&version).or_else(|| self.specs.get(&self.version)).cloned().expect("v1 always exists");
+        let spec =
+            self.specs.get(&version).or_else(|| self.specs.get(&self.version)).cloned().expect("v1 always exists");
         let token = format!("{:032x}", rand::random::<u128>());
         let mut env = spec.env.clone();
         env.insert("EBB_ADMIN_URL".into(), self.admin_url.clone());

@@ -45,7 +45,8 @@ pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration, matcher: &St
 async fn get_status(addr: SocketAddr, path: &str) -> Result<u16, String> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     let conn = tokio::spawn(conn);
     let request = http::Request::get(path)
         .header(http::header::HOST, addr.to_string())

@@ -105,7 +105,9 @@ impl ServiceController {
                 Ok(spec) => {
                     specs.insert(*version, spec);
                 }
-                Err(error) => tracing::warn!(service = %self.name, version, %error, "Ignoring a stored spec ebb cannot read."),
+                Err(error) => {
+                    tracing::warn!(service = %self.name, version, %error, "Ignoring a stored spec ebb cannot read.")
+                }
             }
         }
         if specs.contains_key(&record.version) {
@@ -115,7 +117,9 @@ impl ServiceController {
             tracing::warn!(service = %self.name, version = record.version, "The stored current version has no readable spec; starting from ebb.toml's.");
         }
         self.last_deploy = record.last_deploy.clone().and_then(|v| serde_json::from_value(v).ok());
-        if spec_json(&self.config_spec()) != record.config_spec && self.specs.get(&self.version) != Some(&self.config_spec()) {
+        if spec_json(&self.config_spec()) != record.config_spec
+            && self.specs.get(&self.version) != Some(&self.config_spec())
+        {
             self.record(NewEvent::new(
                 &self.name,
                 EventKind::DeployStep,
@@ -280,7 +284,8 @@ impl ServiceController {
         let mut candidates = Vec::new();
         for found in found {
             let record = known.remove(&found.replica_id);
-            let matches = record.as_ref().is_some_and(|r| serde_json::to_value(&found.handle).ok().as_ref() == Some(&r.handle));
+            let matches =
+                record.as_ref().is_some_and(|r| serde_json::to_value(&found.handle).ok().as_ref() == Some(&r.handle));
             match self.driver.adopt(&found).await {
                 Ok(running) => candidates.push((found, record.filter(|_| matches), running)),
                 Err(error) => {
@@ -306,7 +311,9 @@ impl ServiceController {
         for (index, (_, record, running)) in candidates.iter().enumerate() {
             if record.is_some() && web {
                 let (addr, health) = (running.addr, health.clone());
-                checks.spawn(async move { (index, probe::probe(addr, &health.path, health.timeout, &health.matcher).await) });
+                checks.spawn(async move {
+                    (index, probe::probe(addr, &health.path, health.timeout, &health.matcher).await)
+                });
             }
         }
         let mut outcomes = HashMap::new();
@@ -340,7 +347,10 @@ impl ServiceController {
                         NewEvent::new(
                             &self.name,
                             EventKind::ReplicaUnhealthy,
-                            format!("still running after ebb restarted, but failed its health check ({}); replaced", outcome.detail),
+                            format!(
+                                "still running after ebb restarted, but failed its health check ({}); replaced",
+                                outcome.detail
+                            ),
                         )
                         .replica(&id),
                     );
@@ -354,8 +364,12 @@ impl ServiceController {
                 (Some(record), None) if web => {
                     self.take_over(&found, running, Some(&record), false);
                     self.record(
-                        NewEvent::new(&self.name, EventKind::ReplicaUnhealthy, "still running after ebb restarted, but its health check could not run; replaced")
-                            .replica(&id),
+                        NewEvent::new(
+                            &self.name,
+                            EventKind::ReplicaUnhealthy,
+                            "still running after ebb restarted, but its health check could not run; replaced",
+                        )
+                        .replica(&id),
                     );
                     if let Some(r) = self.replica_mut(&id) {
                         r.state = ReplicaState::Failed;
@@ -369,7 +383,10 @@ impl ServiceController {
                         NewEvent::new(
                             &self.name,
                             EventKind::ReplicaAdopted,
-                            format!("adopted from the previous run (v{}, {}){check}: in service", record.version, found.addr),
+                            format!(
+                                "adopted from the previous run (v{}, {}){check}: in service",
+                                record.version, found.addr
+                            ),
                         )
                         .replica(&id),
                     );
@@ -382,7 +399,10 @@ impl ServiceController {
                 NewEvent::new(
                     &self.name,
                     EventKind::ReplicaExited,
-                    format!("exited while ebb was not running (was v{} at {}); it is replaced", record.version, record.addr),
+                    format!(
+                        "exited while ebb was not running (was v{} at {}); it is replaced",
+                        record.version, record.addr
+                    ),
                 )
                 .replica(&record.id),
             );
@@ -392,12 +412,19 @@ impl ServiceController {
 
     /// Adds an adopted replica to the fleet, in service when `in_service`,
     /// and starts watching it like one this run started.
-    fn take_over(&mut self, found: &FoundReplica, running: RunningReplica, record: Option<&ReplicaRecord>, in_service: bool) {
+    fn take_over(
+        &mut self,
+        found: &FoundReplica,
+        running: RunningReplica,
+        record: Option<&ReplicaRecord>,
+        in_service: bool,
+    ) {
         let now_ms = unix_ms(SystemTime::now());
         let started_ms = record.map(|r| r.started_ms).unwrap_or(now_ms);
         let age = Duration::from_millis(now_ms.saturating_sub(started_ms));
         let started_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        let mut health = HealthTracker::new(self.config.health.healthy_threshold, self.config.health.unhealthy_threshold);
+        let mut health =
+            HealthTracker::new(self.config.health.healthy_threshold, self.config.health.unhealthy_threshold);
         if in_service {
             for _ in 0..self.config.health.healthy_threshold.max(1) {
                 health.observe(true);

@@ -283,9 +283,11 @@ impl DockerDriver {
                 // What it printed before it died goes with it when it is
                 // removed: keep it in the replica's log first.
                 let options = LogsOptionsBuilder::new().follow(false).stdout(true).stderr(true).build();
-                let copied =
-                    tokio::time::timeout(Duration::from_secs(2), append_output(self.engine.docker.logs(&id, Some(options)), &spec.log_path))
-                        .await;
+                let copied = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    append_output(self.engine.docker.logs(&id, Some(options)), &spec.log_path),
+                )
+                .await;
                 let has_output = std::fs::metadata(&spec.log_path).is_ok_and(|m| m.len() > 0);
                 if matches!(copied, Ok(Ok(()))) && has_output {
                     if let DriverError::Container { message, .. } = &mut error {

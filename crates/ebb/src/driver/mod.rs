@@ -201,7 +201,11 @@ pub enum DriverError {
 impl DriverError {
     /// A container engine's error about one replica of `spec`.
     pub fn container(spec: &ReplicaSpec, message: impl Into<String>) -> Self {
-        DriverError::Container { service: spec.service.clone(), replica: spec.replica_id.clone(), message: message.into() }
+        DriverError::Container {
+            service: spec.service.clone(),
+            replica: spec.replica_id.clone(),
+            message: message.into(),
+        }
     }
 }
 

@@ -186,7 +186,9 @@ impl Driver for ProcessDriver {
                     // must not hold `ebb down` for ever.
                     match tokio::time::timeout(Duration::from_secs(10), replica.exited()).await {
                         Ok(reason) => reason,
-                        Err(_) => ExitReason::Unknown("still not gone 10 s after SIGKILL (stuck in the kernel?)".into()),
+                        Err(_) => {
+                            ExitReason::Unknown("still not gone 10 s after SIGKILL (stuck in the kernel?)".into())
+                        }
                     }
                 }
             };

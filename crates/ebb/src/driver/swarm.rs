@@ -46,9 +46,7 @@ use bollard::models::{
     ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecResources,
     TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
-use bollard::query_parameters::{
-    ListServicesOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptionsBuilder,
-};
+use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptionsBuilder};
 use tokio::sync::{watch, Mutex};
 
 use super::docker::{
@@ -343,13 +341,8 @@ impl SwarmDriver {
     /// Deletes a Swarm service whose count is 0: one created for a first
     /// replica that never got its slot.
     async fn delete_if_unused(&self, name: &str) {
-        let replicas = self
-            .engine
-            .docker
-            .inspect_service(name, None)
-            .await
-            .ok()
-            .and_then(|s| s.spec?.mode?.replicated?.replicas);
+        let replicas =
+            self.engine.docker.inspect_service(name, None).await.ok().and_then(|s| s.spec?.mode?.replicated?.replicas);
         if replicas == Some(0) {
             self.wait_until_settled(name).await;
             if let Err(e) = self.engine.docker.delete_service(name).await {
@@ -646,8 +639,10 @@ impl Driver for SwarmDriver {
                         .as_ref()
                         .and_then(|s| s.container_status.as_ref())
                         .and_then(|c| c.container_id.clone());
-                    let replica_id =
-                        ids.get(&id).cloned().unwrap_or_else(|| format!("{service}-{}", id.chars().take(6).collect::<String>()));
+                    let replica_id = ids
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("{service}-{}", id.chars().take(6).collect::<String>()));
                     found.push(FoundReplica {
                         service: service.to_string(),
                         replica_id,

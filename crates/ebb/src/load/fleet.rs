@@ -91,7 +91,8 @@ impl Admin {
         if status != 200 {
             return Err(format!("GET {}/api/v1/status answered {status}", self.url));
         }
-        let doc: StatusDoc = serde_json::from_slice(&body).map_err(|e| format!("{}/api/v1/status: not an ebb status document ({e})", self.url))?;
+        let doc: StatusDoc = serde_json::from_slice(&body)
+            .map_err(|e| format!("{}/api/v1/status: not an ebb status document ({e})", self.url))?;
         Ok(doc.services)
     }
 
@@ -189,7 +190,6 @@ pub async fn what_is(target: SocketAddr, config: &Path) -> Option<(Admin, Behind
     }
     None
 }
-
 
 /// Polls the admin API once a second until dropped; `latest` holds the
 /// last answer (`None` while the admin API does not answer).

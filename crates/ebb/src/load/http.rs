@@ -48,7 +48,8 @@ pub struct ParsedUrl {
 /// `http://`. Errors are one line for the user.
 pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
     let full = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
-    let uri: Uri = full.parse().map_err(|e| format!("malformed URL {url:?}: {e} (expected e.g. http://127.0.0.1:8080/path)"))?;
+    let uri: Uri =
+        full.parse().map_err(|e| format!("malformed URL {url:?}: {e} (expected e.g. http://127.0.0.1:8080/path)"))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
@@ -56,7 +57,9 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
         }
         other => return Err(format!("{url:?}: unsupported scheme {:?} (use http://)", other.unwrap_or(""))),
     }
-    let authority = uri.authority().ok_or_else(|| format!("malformed URL {url:?}: no host (expected e.g. http://127.0.0.1:8080/path)"))?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("malformed URL {url:?}: no host (expected e.g. http://127.0.0.1:8080/path)"))?;
     let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
     if host.is_empty() {
         return Err(format!("malformed URL {url:?}: no host (expected e.g. http://127.0.0.1:8080/path)"));
@@ -97,20 +100,30 @@ pub struct RequestSpec<'a> {
 impl Target {
     /// Builds the request template; errors are one line for the user.
     pub fn new(url: &str, parsed: &ParsedUrl, addr: SocketAddr, spec: RequestSpec<'_>) -> Result<Target, String> {
-        let method = Method::from_bytes(spec.method.as_bytes()).map_err(|_| format!("-m {:?} is not an HTTP method", spec.method))?;
+        let method = Method::from_bytes(spec.method.as_bytes())
+            .map_err(|_| format!("-m {:?} is not an HTTP method", spec.method))?;
         let mut headers = HeaderMap::new();
-        headers.insert(http::header::HOST, HeaderValue::from_str(&parsed.authority).map_err(|e| format!("bad host: {e}"))?);
-        headers.insert(http::header::USER_AGENT, HeaderValue::from_static(concat!("ebb-load/", env!("CARGO_PKG_VERSION"))));
+        headers.insert(
+            http::header::HOST,
+            HeaderValue::from_str(&parsed.authority).map_err(|e| format!("bad host: {e}"))?,
+        );
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(concat!("ebb-load/", env!("CARGO_PKG_VERSION"))),
+        );
         if let Some(ct) = spec.content_type {
-            let value = HeaderValue::from_str(ct).map_err(|_| format!("-T {ct:?} is not a valid Content-Type value"))?;
+            let value =
+                HeaderValue::from_str(ct).map_err(|_| format!("-T {ct:?} is not a valid Content-Type value"))?;
             headers.insert(http::header::CONTENT_TYPE, value);
         }
         for raw in spec.headers {
             let (name, value) = raw
                 .split_once(':')
                 .ok_or_else(|| format!("-H {raw:?}: expected \"Name: value\", e.g. -H 'Accept: application/json'"))?;
-            let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("-H {raw:?}: {:?} is not a header name", name.trim()))?;
-            let value = HeaderValue::from_str(value.trim()).map_err(|_| format!("-H {raw:?}: the value is not a valid header value"))?;
+            let name = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| format!("-H {raw:?}: {:?} is not a header name", name.trim()))?;
+            let value = HeaderValue::from_str(value.trim())
+                .map_err(|_| format!("-H {raw:?}: the value is not a valid header value"))?;
             if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
                 return Err(format!("-H {raw:?}: ebb load sets {name} itself from the body"));
             }
@@ -198,7 +211,11 @@ impl Failure {
     pub fn before_sending(self) -> bool {
         matches!(
             self,
-            Failure::ConnectRefused | Failure::ConnectTimedOut | Failure::ConnectNoPorts | Failure::ConnectNoFiles | Failure::ConnectOther
+            Failure::ConnectRefused
+                | Failure::ConnectTimedOut
+                | Failure::ConnectNoPorts
+                | Failure::ConnectNoFiles
+                | Failure::ConnectOther
         )
     }
 
@@ -230,9 +247,9 @@ impl Failure {
         while let Some(s) = source {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 return match io.kind() {
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionAborted => {
-                        Failure::Reset
-                    }
+                    std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted => Failure::Reset,
                     std::io::ErrorKind::UnexpectedEof => Failure::ClosedEarly,
                     _ => Failure::Other,
                 };
@@ -247,7 +264,10 @@ impl Failure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// A complete response: its status and body size.
-    Response { status: u16, bytes: u64 },
+    Response {
+        status: u16,
+        bytes: u64,
+    },
     Failed(Failure),
 }
 
@@ -321,7 +341,12 @@ impl Timer {
 /// in `slot` when it can be reused. Gives up at `deadline` (the request's
 /// start + `--timeout`); a request that times out loses its connection
 /// (HTTP/1.1 cannot reuse it mid-response).
-pub async fn exchange(target: &Target, slot: &mut Option<Conn>, timer: &mut Timer, deadline: Option<Instant>) -> Outcome {
+pub async fn exchange(
+    target: &Target,
+    slot: &mut Option<Conn>,
+    timer: &mut Timer,
+    deadline: Option<Instant>,
+) -> Outcome {
     let expired = async {
         match deadline {
             Some(deadline) => timer.expired(deadline).await,
@@ -387,7 +412,8 @@ pub async fn get_once(addr: SocketAddr, authority: &str, path: &str, limit: Dura
     let work = async {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
-        let (mut sender, driver) = http1::Builder::new().handshake::<_, Full<Bytes>>(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+        let (mut sender, driver) =
+            http1::Builder::new().handshake::<_, Full<Bytes>>(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
         let request = Request::builder()
             .uri(path)
             .header(http::header::HOST, authority)
@@ -410,7 +436,9 @@ pub async fn get_once(addr: SocketAddr, authority: &str, path: &str, limit: Dura
             }
         }
     };
-    tokio::time::timeout(limit, work).await.map_err(|_| format!("no answer within {}", humantime::format_duration(limit)))?
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| format!("no answer within {}", humantime::format_duration(limit)))?
 }
 
 #[cfg(test)]
@@ -420,7 +448,10 @@ mod tests {
     #[test]
     fn urls() {
         let u = parse_url("http://127.0.0.1:8080/api?x=1").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.authority.as_str(), u.path.to_string().as_str()), ("127.0.0.1", 8080, "127.0.0.1:8080", "/api?x=1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.authority.as_str(), u.path.to_string().as_str()),
+            ("127.0.0.1", 8080, "127.0.0.1:8080", "/api?x=1")
+        );
         let u = parse_url("localhost").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.path.to_string().as_str()), ("localhost", 80, "/"));
         let u = parse_url("http://[::1]:9000").unwrap();
@@ -444,7 +475,8 @@ mod tests {
             keepalive: false,
             timeout: None,
         };
-        let headers: &'static [String] = Box::leak(Box::new(["Host: example".to_string(), "X-A: 1".into(), "X-A: 2".into()]));
+        let headers: &'static [String] =
+            Box::leak(Box::new(["Host: example".to_string(), "X-A: 1".into(), "X-A: 2".into()]));
         let t = Target::new("u", &parsed, addr, spec(headers)).unwrap();
         let r = t.request();
         assert_eq!(r.method(), Method::POST);

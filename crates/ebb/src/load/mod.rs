@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use self::http::{exchange, parse_url, RequestSpec, Target, Timer};
 use self::report::{Bound, Csv, Live, Summary};
@@ -203,7 +203,10 @@ impl Plan {
         let keepalive = if self.target.keepalive() { "" } else { ", no keep-alive" };
         match &self.model {
             Model::Closed { workers, worker_rate: None } => {
-                format!("closed, {workers} worker{} (connections), {bound}{keepalive}", if *workers == 1 { "" } else { "s" })
+                format!(
+                    "closed, {workers} worker{} (connections), {bound}{keepalive}",
+                    if *workers == 1 { "" } else { "s" }
+                )
             }
             Model::Closed { workers, worker_rate: Some(q) } => {
                 format!("closed, {workers} workers at most {q} req/s each, {bound}{keepalive}")
@@ -232,7 +235,9 @@ impl<T: Into<String>> From<T> for BadInput {
 
 fn positive(flag: &str, value: Option<f64>) -> Result<Option<f64>, BadInput> {
     match value {
-        Some(v) if !(v.is_finite() && v > 0.0) => Err(format!("{flag} must be a number of requests per second > 0 (got {v})").into()),
+        Some(v) if !(v.is_finite() && v > 0.0) => {
+            Err(format!("{flag} must be a number of requests per second > 0 (got {v})").into())
+        }
         other => Ok(other),
     }
 }
@@ -259,7 +264,8 @@ fn plan(args: &LoadArgs) -> Result<Plan, BadInput> {
         (Some(rate), _, _) => Some(Shape::constant(rate, args.duration)),
         (None, Some(stages), _) => Some(Shape::parse_stages(stages).map_err(|e| format!("--stages {stages:?}: {e}"))?),
         (None, None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("--trace {}: cannot read the file: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--trace {}: cannot read the file: {e}", path.display()))?;
             Some(Shape::parse_trace(&text, &path.display().to_string()).map_err(|e| format!("--trace {e}"))?)
         }
         (None, None, None) => None,
@@ -278,7 +284,9 @@ fn plan(args: &LoadArgs) -> Result<Plan, BadInput> {
     };
     let body = match (&args.body, &args.body_file) {
         (Some(text), _) => Bytes::from(text.clone().into_bytes()),
-        (None, Some(path)) => Bytes::from(std::fs::read(path).map_err(|e| format!("-D {}: cannot read the file: {e}", path.display()))?),
+        (None, Some(path)) => {
+            Bytes::from(std::fs::read(path).map_err(|e| format!("-D {}: cannot read the file: {e}", path.display()))?)
+        }
         (None, None) => Bytes::new(),
     };
     let timeout = (!args.timeout.is_zero()).then_some(args.timeout);
@@ -346,7 +354,9 @@ pub async fn run(args: LoadArgs, config: &std::path::Path) -> anyhow::Result<Exi
     match tokio::time::timeout(connect_limit, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return unreachable(&args.url, format!("cannot connect to {addr}: {e}")),
-        Err(_) => return unreachable(&args.url, format!("cannot connect to {addr}: no answer within {connect_limit:?}")),
+        Err(_) => {
+            return unreachable(&args.url, format!("cannot connect to {addr}: no answer within {connect_limit:?}"))
+        }
     }
 
     let admin = match admin {
@@ -362,7 +372,9 @@ pub async fn run(args: LoadArgs, config: &std::path::Path) -> anyhow::Result<Exi
                     Some(view)
                 }
                 Err(e) => {
-                    notes.push(format!("warning: ebb's admin API does not answer yet ({e}); fleet columns stay empty until it does"));
+                    notes.push(format!(
+                        "warning: ebb's admin API does not answer yet ({e}); fleet columns stay empty until it does"
+                    ));
                     None
                 }
             };
@@ -425,7 +437,10 @@ pub async fn run(args: LoadArgs, config: &std::path::Path) -> anyhow::Result<Exi
             let queue = Arc::new(OpenQueue::new(*max_in_flight as usize, dropped.clone()));
             let (shape_for_dispatch, limit, count) = (shape.clone(), plan.limit, *max_in_flight as usize);
             let for_dispatch = queue.clone();
-            dispatcher = Some(tokio::spawn(async move { dispatch(&shape_for_dispatch, limit, start, &for_dispatch, count).await }));
+            dispatcher =
+                Some(tokio::spawn(
+                    async move { dispatch(&shape_for_dispatch, limit, start, &for_dispatch, count).await },
+                ));
             let (target, shards) = (target.clone(), shards.clone());
             Engine::start(plan.threads, *max_in_flight as usize, move |id| {
                 let (target, shards, queue) = (target.clone(), shards.clone(), queue.clone());
@@ -804,7 +819,9 @@ mod tests {
 
     #[test]
     fn bad_input_is_one_clear_line() {
-        assert!(plan_of("--rate -5 http://127.0.0.1:1/").unwrap_err().starts_with("--rate must be a number of requests per second > 0 (got -5)"));
+        assert!(plan_of("--rate -5 http://127.0.0.1:1/")
+            .unwrap_err()
+            .starts_with("--rate must be a number of requests per second > 0 (got -5)"));
         assert!(plan_of("--rate 0 http://127.0.0.1:1/").unwrap_err().starts_with("--rate must be"));
         assert!(plan_of("-q 0 http://127.0.0.1:1/").unwrap_err().starts_with("-q must be"));
         assert_eq!(plan_of("-n 0 http://127.0.0.1:1/").unwrap_err(), "-n must be at least 1");
@@ -812,8 +829,12 @@ mod tests {
         assert_eq!(plan_of("-z 0s http://127.0.0.1:1/").unwrap_err(), "-z must be longer than 0s");
         assert!(plan_of("http://").unwrap_err().starts_with("malformed URL"));
         assert!(plan_of("--stages 10s:x http://127.0.0.1:1/").unwrap_err().starts_with("--stages \"10s:x\": stage 1"));
-        assert!(plan_of("--trace /nonexistent/trace.csv http://127.0.0.1:1/").unwrap_err().starts_with("--trace /nonexistent/trace.csv: cannot read"));
-        assert!(plan_of("-D /nonexistent/body http://127.0.0.1:1/").unwrap_err().starts_with("-D /nonexistent/body: cannot read"));
+        assert!(plan_of("--trace /nonexistent/trace.csv http://127.0.0.1:1/")
+            .unwrap_err()
+            .starts_with("--trace /nonexistent/trace.csv: cannot read"));
+        assert!(plan_of("-D /nonexistent/body http://127.0.0.1:1/")
+            .unwrap_err()
+            .starts_with("-D /nonexistent/body: cannot read"));
         assert!(plan_of("-m BAD\u{7f} http://127.0.0.1:1/").is_err());
     }
 

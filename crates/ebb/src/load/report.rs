@@ -142,7 +142,8 @@ pub const CSV_HEADER: &str = "time_s,sent,ok,errors,rps,p50_ms,p99_ms,in_service
 
 impl Csv {
     pub fn create(path: &Path) -> Result<Csv, String> {
-        let file = std::fs::File::create(path).map_err(|e| format!("--output-csv {}: cannot create the file: {e}", path.display()))?;
+        let file = std::fs::File::create(path)
+            .map_err(|e| format!("--output-csv {}: cannot create the file: {e}", path.display()))?;
         let mut csv = Csv { file: std::io::BufWriter::new(file) };
         csv.line(CSV_HEADER);
         Ok(csv)
@@ -215,8 +216,10 @@ impl Summary<'_> {
         latency.insert("max".into(), json!(round3(if h.is_empty() { 0.0 } else { ms(h.max()) })));
         latency.insert("min".into(), json!(round3(if h.is_empty() { 0.0 } else { ms(h.min()) })));
         latency.insert("mean".into(), json!(round3(if h.is_empty() { 0.0 } else { h.mean() / 1000.0 })));
-        let status: serde_json::Map<String, serde_json::Value> = t.status.iter().map(|(code, n)| (code.to_string(), json!(n))).collect();
-        let failures: serde_json::Map<String, serde_json::Value> = t.failures.iter().map(|(f, n)| (f.label().to_string(), json!(n))).collect();
+        let status: serde_json::Map<String, serde_json::Value> =
+            t.status.iter().map(|(code, n)| (code.to_string(), json!(n))).collect();
+        let failures: serde_json::Map<String, serde_json::Value> =
+            t.failures.iter().map(|(f, n)| (f.label().to_string(), json!(n))).collect();
         json!({
             "url": self.url,
             "model": self.model,
@@ -243,7 +246,8 @@ impl Summary<'_> {
         let t = self.totals;
         let h = &t.latency;
         let mut out = String::new();
-        let _ = writeln!(out, "\nSummary:{}", if self.interrupted { " (interrupted: what ran before Ctrl-C)" } else { "" });
+        let _ =
+            writeln!(out, "\nSummary:{}", if self.interrupted { " (interrupted: what ran before Ctrl-C)" } else { "" });
         let _ = writeln!(out, "  Target:       {}", self.url);
         let _ = writeln!(out, "  Model:        {}", self.description);
         let _ = writeln!(out, "  Total:        {:.4} secs", self.duration.as_secs_f64());
@@ -288,7 +292,8 @@ impl Summary<'_> {
             }
         }
         if let Some(f) = &self.fleet {
-            let _ = writeln!(out, "\nFleet at the end ({}): {} in service, {} desired", f.label, f.in_service, f.desired);
+            let _ =
+                writeln!(out, "\nFleet at the end ({}): {} in service, {} desired", f.label, f.in_service, f.desired);
         }
         out
     }
@@ -330,10 +335,8 @@ mod tests {
             h.record(v).unwrap();
         }
         let text = render_histogram(&h);
-        let total: u64 = text
-            .lines()
-            .map(|l| l.split('[').nth(1).unwrap().split(']').next().unwrap().parse::<u64>().unwrap())
-            .sum();
+        let total: u64 =
+            text.lines().map(|l| l.split('[').nth(1).unwrap().split(']').next().unwrap().parse::<u64>().unwrap()).sum();
         assert_eq!(total, 5, "{text}");
         assert_eq!(text.lines().count(), 11);
     }

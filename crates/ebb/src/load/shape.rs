@@ -380,7 +380,9 @@ mod tests {
             Shape::parse_trace("0,10\n1,2,3\n", "day.csv").unwrap_err(),
             "day.csv:2: expected two columns `second,rate`, found \"1,2,3\""
         );
-        assert!(Shape::parse_trace("0,10\n5,1\n4,1\n", "d").unwrap_err().starts_with("d:3: second 4 does not come after"));
+        assert!(Shape::parse_trace("0,10\n5,1\n4,1\n", "d")
+            .unwrap_err()
+            .starts_with("d:3: second 4 does not come after"));
         assert!(Shape::parse_trace("0,10\nx,1\n", "d").unwrap_err().starts_with("d:2: second \"x\" is not a number"));
         assert_eq!(Shape::parse_trace("# nothing\n", "d").unwrap_err(), "d: no `second,rate` rows");
     }

@@ -215,7 +215,8 @@ impl Collector {
             p99_ms: percentile(0.99),
             done_total: ok + errors,
         };
-        (self.last_sent, self.last_ok, self.last_errors, self.last_dropped, self.last_time) = (sent, ok, errors, dropped, now_s);
+        (self.last_sent, self.last_ok, self.last_errors, self.last_dropped, self.last_time) =
+            (sent, ok, errors, dropped, now_s);
         tick
     }
 
@@ -234,7 +235,8 @@ impl Collector {
             }
             bytes += d.bytes;
         }
-        let mut failures: Vec<(Failure, u64)> = Failure::ALL.iter().copied().zip(failures).filter(|(_, n)| *n > 0).collect();
+        let mut failures: Vec<(Failure, u64)> =
+            Failure::ALL.iter().copied().zip(failures).filter(|(_, n)| *n > 0).collect();
         failures.sort_by(|a, b| b.1.cmp(&a.1));
         Totals {
             sent: self.last_sent,

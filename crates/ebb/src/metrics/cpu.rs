@@ -90,7 +90,13 @@ impl CpuMeter {
     /// Utilisation of the replica since the previous call, as a percentage
     /// of `allotment_cores` (100 % = the whole allotment busy). `None` on the
     /// first reading or when no time has passed: there is no rate yet.
-    pub fn utilisation(&mut self, replica: &str, now: Instant, usage: &GroupUsage, allotment_cores: f64) -> Option<f64> {
+    pub fn utilisation(
+        &mut self,
+        replica: &str,
+        now: Instant,
+        usage: &GroupUsage,
+        allotment_cores: f64,
+    ) -> Option<f64> {
         let previous = self.last.insert(replica.to_string(), (now, usage.cpu_seconds));
         let (then, cpu_then) = previous?;
         let wall = now.checked_duration_since(then).unwrap_or(Duration::ZERO).as_secs_f64();

@@ -24,7 +24,9 @@ pub(crate) enum Admission {
     /// No replica is routable at all (and the request was not queued).
     NoReplica,
     /// Waited too long, or the queue is full.
-    Shed { why: &'static str },
+    Shed {
+        why: &'static str,
+    },
 }
 
 /// Counts a waiting request for as long as it waits (even if the client

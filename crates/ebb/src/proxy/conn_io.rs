@@ -330,7 +330,10 @@ impl ConnIo {
     }
 
     fn closed_after_timeout() -> Poll<io::Result<usize>> {
-        Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection closed: request body not received in time")))
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "connection closed: request body not received in time",
+        )))
     }
 }
 

@@ -63,7 +63,10 @@ pub(crate) fn error_json(message: &str, service: &str) -> String {
 }
 
 /// The service function: never fails, every problem is an HTTP answer.
-pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub(crate) async fn handle(
+    conn: Arc<ConnShared>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let proxy = &conn.proxy;
     let arrived = std::time::Instant::now();
     proxy.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -119,11 +122,8 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) ->
 
     // A bodiless request with an idempotent method may be sent again to
     // another replica if the first fails before answering: keep its head.
-    let replay = (!upgrade && is_idempotent(req.method()) && hyper::body::Body::is_end_stream(req.body())).then(|| RequestHead {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        headers: req.headers().clone(),
-    });
+    let replay = (!upgrade && is_idempotent(req.method()) && hyper::body::Body::is_end_stream(req.body()))
+        .then(|| RequestHead { method: req.method().clone(), uri: req.uri().clone(), headers: req.headers().clone() });
     let mut req = req.map(RequestBody::Client);
     let mut resent = false;
 
@@ -132,7 +132,14 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, mut req: Request<Incoming>) ->
     let mut stale = 0;
     let mut fresh_only = false;
     let response = loop {
-        let upstream = match ready_connection(dispatched.backend(), fresh_only || upgrade, proxy.config.connect_timeout, upgrade).await {
+        let upstream = match ready_connection(
+            dispatched.backend(),
+            fresh_only || upgrade,
+            proxy.config.connect_timeout,
+            upgrade,
+        )
+        .await
+        {
             Ok(conn) => conn,
             Err(error) => {
                 let backend = dispatched.backend();

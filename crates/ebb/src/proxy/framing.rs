@@ -332,7 +332,8 @@ impl Framing {
                     self.state = State::LineStart;
                 } else if self.header == Header::ContentLength {
                     match b {
-                        b'0'..=b'9' => match self.length.checked_mul(10).and_then(|l| l.checked_add((b - b'0') as u64)) {
+                        b'0'..=b'9' => match self.length.checked_mul(10).and_then(|l| l.checked_add((b - b'0') as u64))
+                        {
                             Some(l) => {
                                 self.length = l;
                                 self.length_digits = true;

@@ -69,9 +69,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// an `Upgrade` header and `upgrade` among the `Connection` tokens.
 pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-        })
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")))
 }
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host`.
@@ -177,7 +178,8 @@ mod tests {
 
     #[test]
     fn forwarded_untrusted_overwrites() {
-        let mut m = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "evil")]);
+        let mut m =
+            map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "evil")]);
         set_forwarded(&mut m, &HeaderValue::from_static("10.0.0.1"), false, Some(HeaderValue::from_static("web")));
         assert_eq!(m["x-forwarded-for"], "10.0.0.1");
         assert_eq!(m["x-forwarded-proto"], "http");
@@ -186,7 +188,8 @@ mod tests {
 
     #[test]
     fn forwarded_trusted_appends() {
-        let mut m = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-for", "5.6.7.8"), ("x-forwarded-proto", "https")]);
+        let mut m =
+            map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-for", "5.6.7.8"), ("x-forwarded-proto", "https")]);
         set_forwarded(&mut m, &HeaderValue::from_static("10.0.0.1"), true, Some(HeaderValue::from_static("web")));
         assert_eq!(m["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.1");
         assert_eq!(m["x-forwarded-proto"], "https");

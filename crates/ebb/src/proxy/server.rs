@@ -67,7 +67,8 @@ impl Connections {
 
     /// Asks every live connection to finish what it is doing and close.
     fn stop_all(&self) {
-        let live: Vec<Arc<ConnShared>> = self.live.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let live: Vec<Arc<ConnShared>> =
+            self.live.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         for conn in live {
             conn.request_stop();
         }

@@ -576,7 +576,6 @@ struct BootJson<'a> {
     health_checks: String,
 }
 
-
 /// The config and service to time, when there is a config to read.
 fn boot_service(args: &SimulateArgs, config_path: &Path) -> Result<Option<(Config, String)>, Fail> {
     if !config_path.exists() {
@@ -711,13 +710,7 @@ async fn ramp(
         });
     };
     let chosen = &steps[best];
-    Ok(Capacity {
-        rps: chosen.rps,
-        connections: chosen.connections,
-        limit,
-        saturation_cpu: chosen.cpu_percent,
-        steps,
-    })
+    Ok(Capacity { rps: chosen.rps, connections: chosen.connections, limit, saturation_cpu: chosen.cpu_percent, steps })
 }
 
 /// Stops (SIGKILL to its process group) a replica that was started and

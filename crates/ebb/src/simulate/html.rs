@@ -112,12 +112,8 @@ fn render_chart(out: &mut String, plan: &Plan, chart: &Chart<'_>) {
     let seconds = plan.trace.len().max(1) as f64;
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let data_max = chart
-        .series
-        .iter()
-        .flat_map(|s| s.values.iter().copied())
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
+    let data_max =
+        chart.series.iter().flat_map(|s| s.values.iter().copied()).filter(|v| v.is_finite()).fold(0.0, f64::max);
     let y_max = chart.y_max.unwrap_or_else(|| nice(data_max.max(chart.line.as_ref().map_or(0.0, |l| l.0)) * 1.05));
     let x = |t: f64| LEFT + t / seconds * plot_w;
     let y = |v: f64| TOP + plot_h - v.clamp(0.0, y_max) / y_max * plot_h;
@@ -164,7 +160,10 @@ fn render_chart(out: &mut String, plan: &Plan, chart: &Chart<'_>) {
         );
     }
     // Time ticks.
-    let steps = [1u64, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400, 172_800, 604_800];
+    let steps = [
+        1u64, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400, 172_800,
+        604_800,
+    ];
     let step = steps.iter().copied().find(|&s| seconds / s as f64 <= 8.0).unwrap_or(604_800);
     let mut t = 0;
     while (t as f64) <= seconds {
@@ -242,7 +241,12 @@ fn render_chart(out: &mut String, plan: &Plan, chart: &Chart<'_>) {
         } else {
             format!("M{xx:.1} {:.1}L{:.1} {:.1}L{:.1} {:.1}Z", yy + 6.0, xx - 4.5, yy - 2.0, xx + 4.5, yy - 2.0)
         };
-        let _ = writeln!(out, "<path class=\"marker\" d=\"{d}\" fill=\"{}\"><title>{}</title></path>", m.colour, esc(&m.title));
+        let _ = writeln!(
+            out,
+            "<path class=\"marker\" d=\"{d}\" fill=\"{}\"><title>{}</title></path>",
+            m.colour,
+            esc(&m.title)
+        );
     }
     let _ = writeln!(out, "</svg></figure>");
 }
@@ -453,4 +457,3 @@ svg text.slo-label { fill: #dc2626; }
 pre { font-size: 12px; overflow-x: auto; background: #f9fafb; padding: 8px; }
 summary { cursor: pointer; }
 ";
-

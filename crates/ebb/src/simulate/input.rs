@@ -28,7 +28,8 @@ pub fn parse_start(text: &str) -> Result<i64, String> {
     if let Ok(unix) = text.parse::<i64>() {
         return Ok(unix);
     }
-    parse_iso8601(text).ok_or_else(|| format!("{text:?} is not an RFC 3339 time (2026-01-05T08:00:00Z) or Unix seconds"))
+    parse_iso8601(text)
+        .ok_or_else(|| format!("{text:?} is not an RFC 3339 time (2026-01-05T08:00:00Z) or Unix seconds"))
 }
 
 /// `--history SINCE`: Unix milliseconds of a duration ago (`2h`) or of an
@@ -128,4 +129,3 @@ pub fn trace_from_history(points: &[ServicePoint], service: &str, since: &str) -
     trace.start_unix = Some((first_ms / 1000) as i64 - 1);
     Ok(trace)
 }
-

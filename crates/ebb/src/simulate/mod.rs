@@ -291,7 +291,10 @@ fn choose_service(config: &Config, service: Option<&str>, config_path: &Path) ->
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {
     let source = std::fs::read_to_string(path).map_err(|e| {
-        bad(format!("{}: error: cannot read the config file: {e}; create one (see docs/config.md) or pass -f FILE", path.display()))
+        bad(format!(
+            "{}: error: cannot read the config file: {e}; create one (see docs/config.md) or pass -f FILE",
+            path.display()
+        ))
     })?;
     Config::parse(&source, path).map_err(|e| bad(e.to_string()))
 }
@@ -323,10 +326,16 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
 
     let trace = match (&args.trace, &args.shape, &args.history) {
         (Some(path), None, None) => input::read_trace(path).map_err(bad)?,
-        (None, Some(spec), None) => sim::parse_shape(spec, args.seed).map_err(|e| bad(format!("error: --shape: {e}")))?,
-        (None, None, Some(since)) => input::history(&config, &service_name, since).await.map_err(|e| bad(format!("error: {e:#}")))?,
+        (None, Some(spec), None) => {
+            sim::parse_shape(spec, args.seed).map_err(|e| bad(format!("error: --shape: {e}")))?
+        }
+        (None, None, Some(since)) => {
+            input::history(&config, &service_name, since).await.map_err(|e| bad(format!("error: {e:#}")))?
+        }
         (None, None, None) => {
-            return Err(bad("error: no traffic to simulate: give --trace FILE, --shape NAME[:params] or --history SINCE"))
+            return Err(bad(
+                "error: no traffic to simulate: give --trace FILE, --shape NAME[:params] or --history SINCE",
+            ))
         }
         _ => return Err(bad("error: give only one of --trace, --shape and --history")),
     };
@@ -358,13 +367,8 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
         seed: args.seed,
         max_in_flight: service.proxy.max_in_flight,
     };
-    let options = SimOptions {
-        service: service_name.clone(),
-        start_unix,
-        slo,
-        price: args.price,
-        flap_window: args.flap_window,
-    };
+    let options =
+        SimOptions { service: service_name.clone(), start_unix, slo, price: args.price, flap_window: args.flap_window };
 
     let bounds = |b: ReplicaBounds| -> anyhow::Result<ReplicaBounds> {
         let min = args.min.unwrap_or(b.min);
@@ -386,7 +390,11 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
         name
     };
     let describe = |scaling: &ebb_core::config::ScalingConfig| {
-        let mut parts: Vec<String> = scaling.target_tracking.iter().map(|t| format!("{} (target tracking {} {})", t.name, t.metric, t.metric.show_target(t.target))).collect();
+        let mut parts: Vec<String> = scaling
+            .target_tracking
+            .iter()
+            .map(|t| format!("{} (target tracking {} {})", t.name, t.metric, t.metric.show_target(t.target)))
+            .collect();
         parts.extend(scaling.step.iter().map(|s| format!("{} (step: {})", s.name, s.alarm)));
         parts.extend(scaling.scheduled.iter().map(|s| format!("{} (scheduled `{}`)", s.name, s.cron)));
         if parts.is_empty() {
@@ -415,7 +423,12 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
         let preset = Preset::from_name(preset).expect("clap checked the name");
         let name = name_of(preset.name().to_string(), &policies);
         let (metric, target) = Preset::tracked(&service.scaling);
-        descriptions.push(format!("{}: {} (on {metric} {})", preset.name(), preset.describe(), metric.show_target(target)));
+        descriptions.push(format!(
+            "{}: {} (on {metric} {})",
+            preset.name(),
+            preset.describe(),
+            metric.show_target(target)
+        ));
         policies.push(Policy { name, scaling: preset.scaling(&service.scaling), bounds: bounds(service.replicas)? });
     }
 

@@ -26,11 +26,8 @@ pub fn num(v: f64, decimals: usize) -> String {
 pub fn event_time(plan: &Plan, at: u64) -> String {
     if plan.absolute_times {
         let unix = plan.options.start_unix.saturating_add(at as i64);
-        let t = if unix >= 0 {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(unix as u64)
-        } else {
-            SystemTime::UNIX_EPOCH
-        };
+        let t =
+            if unix >= 0 { SystemTime::UNIX_EPOCH + Duration::from_secs(unix as u64) } else { SystemTime::UNIX_EPOCH };
         humantime::format_rfc3339_millis(t).to_string()
     } else {
         format!("+{:02}:{:02}:{:02}", at / 3600, at % 3600 / 60, at % 60)
@@ -73,9 +70,15 @@ pub fn summary_rows(runs: &[Run]) -> Vec<Vec<String>> {
     let rows: Vec<(String, Cell)> = vec![
         ("replica-hours".into(), Box::new(|s| num(s.replica_hours, 2))),
         ("cost".into(), Box::new(|s| num(s.cost, 2))),
-        (format!("over SLO {slo}"), Box::new(|s| format!("{} s ({} %)", s.slo_violation_seconds, num(s.slo_violation_percent(), 2)))),
+        (
+            format!("over SLO {slo}"),
+            Box::new(|s| format!("{} s ({} %)", s.slo_violation_seconds, num(s.slo_violation_percent(), 2))),
+        ),
         ("shed requests".into(), Box::new(|s| num(s.shed_requests.round(), 0))),
-        ("scaling actions".into(), Box::new(|s| format!("{} ({} out, {} in)", s.scaling_actions, s.scale_outs, s.scale_ins))),
+        (
+            "scaling actions".into(),
+            Box::new(|s| format!("{} ({} out, {} in)", s.scaling_actions, s.scale_outs, s.scale_ins)),
+        ),
         ("flaps".into(), Box::new(|s| s.flaps.to_string())),
         ("max replicas".into(), Box::new(|s| s.max_replicas.to_string())),
         ("mean cpu".into(), Box::new(|s| format!("{} %", num(s.mean_cpu, 1)))),
@@ -157,7 +160,14 @@ pub fn write_text(out: &mut impl Write, plan: &Plan, runs: &[Run], log: bool, wa
     }
     writeln!(out)?;
     write!(out, "{}", summary_table(runs))?;
-    writeln!(out, "simulated {} s × {} polic{} in {} ms", plan.trace.len(), runs.len(), if runs.len() == 1 { "y" } else { "ies" }, num(wall_ms, 0))?;
+    writeln!(
+        out,
+        "simulated {} s × {} polic{} in {} ms",
+        plan.trace.len(),
+        runs.len(),
+        if runs.len() == 1 { "y" } else { "ies" },
+        num(wall_ms, 0)
+    )?;
     Ok(())
 }
 
@@ -270,4 +280,3 @@ fn csv_field(text: &str) -> String {
         text.to_string()
     }
 }
-

@@ -309,7 +309,8 @@ fn read_all(conn: &Connection) -> Result<Restored, String> {
     }
     let query = |sql: &str| -> Result<Vec<(String, String)>, String> {
         let mut stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(|e| e.to_string())?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(|e| e.to_string())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
     };
     let mut restored = Restored::default();
@@ -342,7 +343,8 @@ fn read_all(conn: &Connection) -> Result<Restored, String> {
 
 /// A failed batch is tried again after these pauses before the store
 /// gives up (a busy or briefly full disk).
-const RETRY_PAUSES: [std::time::Duration; 2] = [std::time::Duration::from_millis(100), std::time::Duration::from_secs(1)];
+const RETRY_PAUSES: [std::time::Duration; 2] =
+    [std::time::Duration::from_millis(100), std::time::Duration::from_secs(1)];
 
 /// The writer thread. It holds the state directory's lock for as long as it
 /// runs; the kernel drops it when ebb dies, however it dies (the file is
@@ -480,7 +482,8 @@ fn fold_history(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<()> {
     let cutoff = (now_ms.saturating_sub(SECOND_RETENTION_MS) / 60_000 * 60_000) as i64;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let old: Vec<(String, String)> = {
-        let mut stmt = tx.prepare("SELECT service, point FROM history_second WHERE time_ms < ?1 ORDER BY service, time_ms")?;
+        let mut stmt =
+            tx.prepare("SELECT service, point FROM history_second WHERE time_ms < ?1 ORDER BY service, time_ms")?;
         let rows = stmt.query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<Result<_, _>>()?
     };
@@ -581,7 +584,9 @@ fn query_points(
 ) -> Result<Vec<ServicePoint>, StateError> {
     let sql = format!("SELECT point FROM {table} WHERE service = ?1 AND {time_column} > ?2 ORDER BY {time_column}");
     let mut stmt = conn.prepare(&sql).map_err(|e| unreadable(path, e))?;
-    let rows = stmt.query_map(params![service, since_ms as i64], |r| r.get::<_, String>(0)).map_err(|e| unreadable(path, e))?;
+    let rows = stmt
+        .query_map(params![service, since_ms as i64], |r| r.get::<_, String>(0))
+        .map_err(|e| unreadable(path, e))?;
     let mut out = Vec::new();
     for text in rows {
         let text = text.map_err(|e| unreadable(path, e))?;

@@ -107,7 +107,10 @@ fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
 fn another_programs_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(STATE_FILE);
-    Connection::open(&path).unwrap().execute_batch("CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('mine');").unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('mine');")
+        .unwrap();
     let message = StateStore::open(dir.path(), 10).unwrap_err().to_string();
     assert!(message.contains("not one of ebb's"), "{message}");
     let left: String = Connection::open(&path).unwrap().query_row("SELECT text FROM notes", [], |r| r.get(0)).unwrap();
@@ -126,7 +129,10 @@ async fn a_newer_schema_is_refused_and_never_overwritten() {
     Connection::open(&path).unwrap().execute_batch(&format!("PRAGMA user_version = {};", SCHEMA_VERSION + 1)).unwrap();
     let before = std::fs::read(&path).unwrap();
     let message = StateStore::open(dir.path(), 10).unwrap_err().to_string();
-    assert!(message.contains("newer ebb") && message.contains(&format!("schema version {}", SCHEMA_VERSION + 1)), "{message}");
+    assert!(
+        message.contains("newer ebb") && message.contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+        "{message}"
+    );
     assert!(std::fs::read(&path).unwrap() == before, "the file must be untouched");
 }
 
@@ -204,11 +210,12 @@ async fn an_unreadable_event_or_point_is_skipped_not_fatal() {
     store.sync().await.unwrap();
     store.close().await;
     let other = Connection::open(dir.path().join(STATE_FILE)).unwrap();
-    other.execute_batch(
-        "INSERT INTO events (seq, event) VALUES (2, '{\"not\": \"an event\"}');
+    other
+        .execute_batch(
+            "INSERT INTO events (seq, event) VALUES (2, '{\"not\": \"an event\"}');
          INSERT INTO history_second (service, time_ms, point) VALUES ('web', 1, '{\"requests_per_s\": null}');",
-    )
-    .unwrap();
+        )
+        .unwrap();
     drop(other);
     let (store, restored) = StateStore::open(dir.path(), 100).expect("opens despite the bad rows");
     assert_eq!(restored.events.len(), 1);
