@@ -182,6 +182,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         if config.services.len() == 1 { "" } else { "s" },
                         config.services.keys().cloned().collect::<Vec<_>>().join(", ")
                     );
+                    for warning in crate::up::host_warnings(&config) {
+                        eprintln!("{}: warning: {warning}", path.display());
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(message) => {
@@ -394,6 +397,25 @@ async fn down(client: &AdminClient, timeout: Duration) -> anyhow::Result<ExitCod
     }
 }
 
+/// `traffic: offered 250 req/s, served 98 req/s; queued 152 (4 of 4 at their limit of 8), shed 12/s, queue time 480 ms — saturated`
+fn demand_line(service: &crate::status::ServiceStatus) -> Option<String> {
+    let d = service.saturation.as_ref()?;
+    let mut line = format!("traffic: offered {:.0} req/s, served {:.0} req/s", d.offered_per_s, d.served_per_s);
+    if let Some(limit) = d.limit {
+        line.push_str(&format!("; queued {} ({} of {} at their limit of {limit})", d.queued, d.at_limit, d.routable));
+    }
+    if d.shed_per_s > 0 {
+        line.push_str(&format!(", shed {}/s", d.shed_per_s));
+    }
+    if let Some(ms) = d.queue_time_ms.filter(|ms| *ms >= 1.0) {
+        line.push_str(&format!(", queue time {ms:.0} ms"));
+    }
+    if d.saturated {
+        line.push_str(" — saturated");
+    }
+    Some(line)
+}
+
 fn format_age(seconds: f64) -> String {
     let s = seconds as u64;
     match s {
@@ -421,6 +443,15 @@ pub fn render_status(status: &FleetStatus) -> String {
         ));
         if let Some(holding) = &service.holding {
             out.push_str(&format!("  holding: {holding}\n"));
+        }
+        if let Some(line) = demand_line(service) {
+            out.push_str(&format!("  {line}\n"));
+        }
+        if let Some(host) = service.host.as_ref().filter(|h| h.full) {
+            let message = host.message.clone().unwrap_or_else(|| "host full".into());
+            out.push_str(&format!(
+                "  {message}: more local replicas would not add capacity; CPU readings are contended\n"
+            ));
         }
         match (&service.deploy, &service.last_deploy) {
             (Some(deploy), _) => out.push_str(&format!("  deploy: {}\n", deploy.progress)),

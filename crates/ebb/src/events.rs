@@ -48,6 +48,11 @@ pub enum EventKind {
     DeployRolledBack,
     /// Starts are being delayed because replicas keep failing.
     Backoff,
+    /// Requests began to queue or be shed at the balancer, or stopped.
+    Saturated,
+    /// ebb's host became full (more local replicas add no capacity), or
+    /// has room again.
+    HostFull,
     FleetStarting,
     FleetStopping,
 }
@@ -68,6 +73,8 @@ impl EventKind {
             EventKind::ReplicaUnprotected => "replica_unprotected",
             EventKind::ReplicaInterrupted => "replica_interrupted",
             EventKind::Backoff => "backoff",
+            EventKind::Saturated => "saturated",
+            EventKind::HostFull => "host_full",
             EventKind::MetricSourceFailed => "metric_source_failed",
             EventKind::DeployStarted => "deploy_started",
             EventKind::DeployStep => "deploy_step",

@@ -34,6 +34,52 @@ pub struct ServiceStatus {
     #[serde(default)]
     pub last_deploy: Option<DeployStatus>,
     pub replicas: Vec<ReplicaStatus>,
+    /// What the balancer saw of demand in the last second; `null` for a
+    /// worker pool.
+    #[serde(default)]
+    pub saturation: Option<SaturationStatus>,
+    /// ebb's host, for a service whose replicas run on it; `null` on Swarm.
+    #[serde(default)]
+    pub host: Option<HostStatus>,
+}
+
+/// The balancer's view of demand over the last second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SaturationStatus {
+    /// Requests that arrived, whatever became of them.
+    pub offered_per_s: f64,
+    /// Requests a replica answered.
+    pub served_per_s: f64,
+    /// The most requests waiting in the queue at once.
+    pub queued: u32,
+    /// Requests turned away with 503 (queue full or queue timeout).
+    pub shed_per_s: u32,
+    /// Requests in flight at replicas.
+    pub in_flight: u32,
+    pub routable: u32,
+    /// Replicas holding `max_in_flight` requests.
+    pub at_limit: u32,
+    /// `max_in_flight`, when set.
+    pub limit: Option<u32>,
+    /// Mean time requests waited for a replica, ms.
+    pub queue_time_ms: Option<f64>,
+    /// Requests queued or shed in the second.
+    pub saturated: bool,
+}
+
+/// ebb's host over the last second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub cpus: f64,
+    pub busy_cpus: f64,
+    /// Share of time a runnable task waited for a CPU (0–1), where the
+    /// kernel reports it.
+    pub pressure: Option<f64>,
+    /// Busy ≥ 90 % over 5 s: more local replicas add no capacity, CPU
+    /// readings are contended.
+    pub full: bool,
+    /// `host full: 2.0 of 2 CPUs busy …`, when full.
+    pub message: Option<String>,
 }
 
 /// A deploy's progress, as `ebb deploy` prints it while it waits.

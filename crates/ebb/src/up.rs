@@ -17,6 +17,7 @@ use crate::admin::{self, AdminState};
 use crate::controller::{self, RestoredService, ServiceContext};
 use crate::driver::{DockerDriver, Driver, Engine, ProcessDriver, SwarmDriver};
 use crate::events::EventLog;
+use crate::metrics::host::HostMonitor;
 use crate::proxy::{self, ServiceProxy};
 use crate::state::StateStore;
 
@@ -102,7 +103,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         service_listeners.push((service.clone(), listener));
     }
 
-    if let Some(warning) = crowded_cores(&config, std::thread::available_parallelism().map_or(1, |n| n.get())) {
+    for warning in host_warnings(&config) {
         tracing::warn!("{warning}");
         eprintln!("ebb: warning: {warning}");
     }
@@ -131,6 +132,11 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let proxies = TaskTracker::new();
     let controllers = TaskTracker::new();
 
+    // One reading of the host a second, for every service whose replicas
+    // run here.
+    let host = Arc::new(HostMonitor::default());
+    controllers.spawn(host.clone().run(controllers_stop.clone()));
+
     let mut services = BTreeMap::new();
     let mut longest_drain = Duration::ZERO;
     for (service, listener) in service_listeners {
@@ -153,6 +159,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
                     replicas: restored.replicas.remove(&service.name).unwrap_or_default(),
                     history: restored.history.remove(&service.name).unwrap_or_default(),
                 },
+                host: (service.driver != DriverKind::Swarm).then(|| host.clone()),
             },
             controllers_stop.clone(),
             &controllers,
@@ -240,6 +247,38 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     store.close().await;
     println!("ebb: stopped");
     Ok(())
+}
+
+/// What `ebb up` and `ebb validate` warn about this host: worker pools
+/// that crowd the web tier, web services that cannot scale to their max.
+pub fn host_warnings(config: &Config) -> Vec<String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut warnings: Vec<String> = crowded_cores(config, cores).into_iter().collect();
+    warnings.extend(web_services_beyond_the_host(config, cores));
+    warnings
+}
+
+/// Web services on this host (process and docker drivers) whose `max ×
+/// cpu` is more than its CPUs: past the host, more replicas add no
+/// capacity. A warning, not an error: the user may mean it (a max for
+/// another host, cpu as a share rather than a reservation).
+fn web_services_beyond_the_host(config: &Config, cores: usize) -> Vec<String> {
+    config
+        .services
+        .values()
+        .filter(|s| s.driver != DriverKind::Swarm && s.kind.has_balancer())
+        .filter(|s| f64::from(s.replicas.max) * s.cpu > cores as f64 + 1e-9)
+        .map(|s| {
+            let fits = ((cores as f64 / s.cpu) + 1e-9).floor().max(1.0) as u32;
+            format!(
+                "service {} may ask for {} CPUs at max (replicas.max {} × cpu {}) on this host of {cores}: past about {fits} replicas, more local replicas add no capacity, and ebb holds scale-out when the host is full. Lower max to {fits}, lower cpu per replica, or run it on Swarm (docs/policies.md, \"The host is a level of capacity\")",
+                s.name,
+                f64::from(s.replicas.max) * s.cpu,
+                s.replicas.max,
+                s.cpu,
+            )
+        })
+        .collect()
 }
 
 /// Worker pools that can keep every core of this machine busy while a web
@@ -377,5 +416,20 @@ mod tests {
         assert_eq!(crowded_cores(&config(1, "1.0", true), 2), None);
         assert_eq!(crowded_cores(&config(3, "0.5", true), 2), None);
         assert_eq!(crowded_cores(&config(8, "1.0", false), 2), None);
+    }
+
+    #[test]
+    fn a_web_service_that_can_outgrow_the_host_is_flagged_with_the_numbers() {
+        let text = "[service.api]\ncommand = \"app\"\nlisten = \"127.0.0.1:18081\"\ncpu = 0.25\nreplicas = { min = 1, max = 20, desired = 1 }\n";
+        let config = Config::parse(text, std::path::Path::new("ebb.toml")).unwrap();
+        let warnings = web_services_beyond_the_host(&config, 2);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("service api may ask for 5 CPUs at max (replicas.max 20 × cpu 0.25) on this host of 2: past about 8 replicas"),
+            "{}",
+            warnings[0]
+        );
+        assert!(warnings[0].contains("Lower max to 8"), "{}", warnings[0]);
+        assert!(web_services_beyond_the_host(&config, 8).is_empty(), "5 CPUs fit on 8");
     }
 }

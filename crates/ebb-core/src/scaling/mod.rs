@@ -112,10 +112,10 @@ impl ScalingConfig {
     }
 
     /// What [`MetricHistory`] keeps: the policies' spans, and at least
-    /// what the saturation rules read when there is any policy.
+    /// what the saturation rules read (status shows a full host even for a
+    /// fixed fleet).
     fn history_kept(&self) -> Duration {
-        let saturation = if self.is_fixed() { Duration::ZERO } else { self.saturation.history_needed() };
-        self.history_needed().max(saturation)
+        self.history_needed().max(self.saturation.history_needed())
     }
 }
 

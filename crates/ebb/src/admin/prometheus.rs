@@ -178,6 +178,14 @@ struct Metrics {
     replica_protected: Family<Labels, Gauge>,
     auth_failures: Counter,
     auth_lockouts: Counter,
+    service_offered: Family<Labels, Counter>,
+    service_shed: Family<Labels, Counter>,
+    service_queued: Family<Labels, Gauge>,
+    service_at_limit: Family<Labels, Gauge>,
+    service_saturated: Family<Labels, Gauge>,
+    host_full: Family<Labels, Gauge>,
+    host_busy: Family<Labels, GaugeF>,
+    host_cpus: Family<Labels, GaugeF>,
 }
 
 impl Metrics {
@@ -209,6 +217,14 @@ impl Metrics {
             replica_protected: Family::default(),
             auth_failures: Counter::default(),
             auth_lockouts: Counter::default(),
+            service_offered: Family::default(),
+            service_shed: Family::default(),
+            service_queued: Family::default(),
+            service_at_limit: Family::default(),
+            service_saturated: Family::default(),
+            host_full: Family::default(),
+            host_busy: Family::default(),
+            host_cpus: Family::default(),
         };
         let r = registry;
         r.register("service_desired_replicas", "Desired capacity of the service", m.service_desired.clone());
@@ -223,6 +239,42 @@ impl Metrics {
             m.service_holding.clone(),
         );
         r.register("service_replicas", "Replicas by lifecycle state", m.service_replicas.clone());
+        r.register(
+            "service_offered_requests",
+            "Requests that arrived at the service's balancer, whatever became of them (offered load)",
+            m.service_offered.clone(),
+        );
+        r.register(
+            "service_shed_requests",
+            "Requests the balancer answered 503 with Retry-After: queue full, or waited past queue_timeout",
+            m.service_shed.clone(),
+        );
+        r.register(
+            "service_queued_requests",
+            "The most requests waiting in the balancer's queue at once in the last second",
+            m.service_queued.clone(),
+        );
+        r.register(
+            "service_replicas_at_limit",
+            "Routable replicas holding max_in_flight requests",
+            m.service_at_limit.clone(),
+        );
+        r.register(
+            "service_saturated",
+            "1 while requests queue or are shed at the balancer (no scale-in while 1, nor for the settle time after)",
+            m.service_saturated.clone(),
+        );
+        r.register(
+            "host_full",
+            "1 while ebb's host is full (CPUs busy >= 90% over 5 s): more local replicas add no capacity",
+            m.host_full.clone(),
+        );
+        r.register(
+            "host_busy_cpus",
+            "CPUs' worth of time busy on ebb's host over the last second",
+            m.host_busy.clone(),
+        );
+        r.register("host_cpus", "CPUs ebb may use on its host", m.host_cpus.clone());
         r.register("service_replicas_by_health", "Replicas by health-check state", m.service_replicas_health.clone());
         r.register(
             "service_in_flight_requests",
@@ -348,6 +400,19 @@ pub(crate) fn build_registry(app: &App) -> Registry {
         m.service_pending.get_or_create(&l).set(status.pending as i64);
         m.service_version.get_or_create(&l).set(status.version as i64);
         m.service_holding.get_or_create(&l).set(status.holding.is_some() as i64);
+        if let Some(d) = &status.saturation {
+            let stats = handle.proxy.stats.snapshot();
+            m.service_offered.get_or_create(&l).inc_by(stats.requests);
+            m.service_shed.get_or_create(&l).inc_by(stats.shed);
+            m.service_queued.get_or_create(&l).set(i64::from(d.queued));
+            m.service_at_limit.get_or_create(&l).set(i64::from(d.at_limit));
+            m.service_saturated.get_or_create(&l).set(d.saturated as i64);
+        }
+        if let Some(h) = &status.host {
+            m.host_full.get_or_create(&l).set(h.full as i64);
+            m.host_busy.get_or_create(&l).set(h.busy_cpus);
+            m.host_cpus.get_or_create(&l).set(h.cpus);
+        }
         let mut by_state: BTreeMap<&str, i64> =
             ["starting", "in_service", "draining", "stopped", "failed"].into_iter().map(|s| (s, 0)).collect();
         let mut by_health: BTreeMap<String, i64> =

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use ebb_core::config::{CommandSpec, ServiceConfig};
 use ebb_core::deploy::{Deploy, DeployAction, Outcome, ReplicaPhase, ReplicaView, Strategy};
 use ebb_core::health::{Health, HealthTracker};
-use ebb_core::scaling::{self, Autoscaler, FleetView, ReplicaSample, ScaleInCandidate, ServiceSample};
+use ebb_core::scaling::{
+    self, Autoscaler, Demand, FleetView, HostFull, ReplicaSample, ScaleInCandidate, ServiceSample,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,9 +33,10 @@ use tokio_util::task::TaskTracker;
 use crate::driver::{ContainerSpec, Driver, ExitReason, ReplicaSpec, RunningReplica};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::metrics::cpu::{CpuMeter, GroupUsage};
+use crate::metrics::host::HostMonitor;
 use crate::proxy::{Backend, ServiceProxy};
 use crate::state::{ReplicaRecord, ServiceRecord, StateStore};
-use crate::status::{DeployStatus, ReplicaState, ReplicaStatus, ServiceStatus};
+use crate::status::{DeployStatus, HostStatus, ReplicaState, ReplicaStatus, SaturationStatus, ServiceStatus};
 
 /// How often the loop wakes without input (backoff expiry, status refresh).
 const TICK: Duration = Duration::from_millis(250);
@@ -265,6 +268,8 @@ pub struct ServiceContext {
     pub store: Option<StateStore>,
     /// What the store held for this service when ebb started.
     pub restored: RestoredService,
+    /// ebb's host, when this service's replicas run on it (not on Swarm).
+    pub host: Option<Arc<HostMonitor>>,
 }
 
 /// One service's part of what the state store held at start.
@@ -518,6 +523,17 @@ struct ServiceController {
     cpu_meter: CpuMeter,
     /// Service-wide `requests` total at the last sample.
     service_requests_at_last_sample: u64,
+    /// The balancer's arrivals and shed counters at the last sample.
+    offered_at_last_sample: u64,
+    shed_at_last_sample: u64,
+    host: Option<Arc<HostMonitor>>,
+    /// The last second's demand and host, for status.
+    last_demand: Option<SaturationStatus>,
+    last_host: Option<HostStatus>,
+    /// Whether the last second was saturated / the host full, so each
+    /// turn is an event once.
+    was_saturated: bool,
+    was_host_full: bool,
     history: Arc<history::MetricsHistory>,
     replica_tokens: ReplicaTokens,
     admin_url: String,
@@ -597,6 +613,13 @@ impl ServiceController {
             policy_hold: None,
             cpu_meter: CpuMeter::default(),
             service_requests_at_last_sample: 0,
+            offered_at_last_sample: 0,
+            shed_at_last_sample: 0,
+            host: ctx.host,
+            last_demand: None,
+            last_host: None,
+            was_saturated: false,
+            was_host_full: false,
             history: Arc::default(),
             replica_tokens: Arc::default(),
             admin_url: ctx.admin_url,
@@ -1188,7 +1211,12 @@ impl ServiceController {
             .then(|| replica_cpu.iter().map(|(_, c)| c).sum::<f64>() / replica_cpu.len() as f64);
         let requests_per_s = sample.requests_per_s.unwrap_or(0.0);
         let p99_ms = sample.p99_ms;
+        sample.demand = self.config.kind.has_balancer().then(|| self.read_demand(requests_per_s));
+        sample.host = self.host.as_ref().and_then(|h| h.latest());
+        let queue_time_ms = sample.queue_time_ms;
+        self.note_saturation(now, sample.demand, queue_time_ms);
         self.autoscaler.observe(sample);
+        self.note_host(now);
 
         let fleet = FleetView {
             desired: self.desired,
@@ -1218,6 +1246,84 @@ impl ServiceController {
             p99_ms,
             cpu_mean,
             replica_cpu,
+        });
+    }
+
+    /// The balancer's counters for the second that just ended.
+    fn read_demand(&mut self, served_per_s: f64) -> Demand {
+        let stats = self.proxy.stats.snapshot();
+        let offered = stats.requests.saturating_sub(self.offered_at_last_sample);
+        let shed = stats.shed.saturating_sub(self.shed_at_last_sample);
+        (self.offered_at_last_sample, self.shed_at_last_sample) = (stats.requests, stats.shed);
+        let (routable, at_limit, in_flight) = self.proxy.load();
+        Demand {
+            offered_per_s: offered as f64,
+            served_per_s,
+            queued: self.proxy.take_queued_peak().min(u64::from(u32::MAX)) as u32,
+            shed: shed.min(u64::from(u32::MAX)) as u32,
+            in_flight: in_flight.min(u64::from(u32::MAX)) as u32,
+            routable,
+            at_limit,
+            limit: self.config.proxy.max_in_flight,
+        }
+    }
+
+    /// Keeps the second's demand for status, and records an event when
+    /// requests start or stop queueing.
+    fn note_saturation(&mut self, _now: scaling::Time, demand: Option<Demand>, queue_time_ms: Option<f64>) {
+        let Some(d) = demand else { return };
+        let saturated = d.is_saturated();
+        if saturated != self.was_saturated {
+            let text = if saturated {
+                format!(
+                    "saturated: {d}; offered {:.0} req/s, served {:.0} req/s; no scale-in until it clears",
+                    d.offered_per_s, d.served_per_s
+                )
+            } else {
+                "saturation cleared: no request queued or shed in the last second".to_string()
+            };
+            self.record(NewEvent::new(&self.name, EventKind::Saturated, text));
+            self.was_saturated = saturated;
+        }
+        self.last_demand = Some(SaturationStatus {
+            offered_per_s: d.offered_per_s,
+            served_per_s: d.served_per_s,
+            queued: d.queued,
+            shed_per_s: d.shed,
+            in_flight: d.in_flight,
+            routable: d.routable,
+            at_limit: d.at_limit,
+            limit: d.limit,
+            queue_time_ms,
+            saturated,
+        });
+    }
+
+    /// Keeps the host's state for status, and records an event when it
+    /// becomes full or has room again.
+    fn note_host(&mut self, now: scaling::Time) {
+        let Some(latest) = self.host.as_ref().and_then(|h| h.latest()) else {
+            self.last_host = None;
+            return;
+        };
+        let full = HostFull::assess(&self.autoscaler.history().host(now, scaling::saturation::HOST_WINDOW), now);
+        if full.is_some() != self.was_host_full {
+            let text = match &full {
+                Some(f) => format!(
+                    "{}; more local replicas would not add capacity — lower cpu per replica, raise the host, or run on Swarm",
+                    f.describe()
+                ),
+                None => format!("host has room again: {:.1} of {} CPUs busy", latest.busy_cpus, latest.cpus),
+            };
+            self.record(NewEvent::new(&self.name, EventKind::HostFull, text));
+            self.was_host_full = full.is_some();
+        }
+        self.last_host = Some(HostStatus {
+            cpus: latest.cpus,
+            busy_cpus: latest.busy_cpus,
+            pressure: latest.pressure,
+            full: full.is_some(),
+            message: full.map(|f| f.describe()),
         });
     }
 
@@ -1689,6 +1795,8 @@ impl ServiceController {
             deploy: self.deploy_status(),
             last_deploy: self.last_deploy.clone(),
             replicas,
+            saturation: self.last_demand.clone(),
+            host: self.last_host.clone(),
         };
         let backends = self.replicas.iter().filter_map(|r| r.backend.clone().map(|b| (r.id.clone(), b))).collect();
         let running = self.replicas.iter().filter(|r| !r.stopping).filter_map(|r| r.running.clone()).collect();

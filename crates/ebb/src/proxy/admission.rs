@@ -42,7 +42,10 @@ impl<'a> Waiting<'a> {
                 return None;
             }
             match proxy.queued.compare_exchange_weak(now, now + 1, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return Some(Waiting(proxy)),
+                Ok(_) => {
+                    proxy.queued_peak.fetch_max(now + 1, Ordering::Relaxed);
+                    return Some(Waiting(proxy));
+                }
                 Err(actual) => now = actual,
             }
         }

@@ -169,6 +169,10 @@ pub struct ServiceProxy {
     pub queue_time_total: std::sync::Mutex<crate::metrics::histogram::LatencyCounts>,
     /// Requests waiting for a replica under `max_in_flight`.
     pub(crate) queued: AtomicU64,
+    /// The most requests waiting at once since the controller last took
+    /// it (once a second): a queue that fills and drains within a second
+    /// is still seen.
+    pub(crate) queued_peak: AtomicU64,
     /// Wakes queued requests: a request ended or the routable set changed.
     pub(crate) slot_freed: tokio::sync::Notify,
     routable: ArcSwap<Vec<Arc<Backend>>>,
@@ -192,11 +196,33 @@ impl ServiceProxy {
             latency_total: Default::default(),
             queue_time_total: Default::default(),
             queued: AtomicU64::new(0),
+            queued_peak: AtomicU64::new(0),
             slot_freed: tokio::sync::Notify::new(),
             routable: ArcSwap::from_pointee(Vec::new()),
             next: AtomicU64::new(0),
             no_replica_body,
         })
+    }
+
+    /// Requests waiting in the queue right now.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The most requests that waited at once since the last call (at
+    /// least those waiting now); resets the peak.
+    pub fn take_queued_peak(&self) -> u64 {
+        let now = self.queued();
+        self.queued_peak.swap(now, Ordering::Relaxed).max(now)
+    }
+
+    /// Routable replicas, how many of them hold `max_in_flight` requests
+    /// (0 without a limit), and the requests in flight at all of them.
+    pub fn load(&self) -> (u32, u32, u64) {
+        let routable = self.routable();
+        let limit = self.config.max_in_flight.map(u64::from);
+        let at_limit = routable.iter().filter(|b| limit.is_some_and(|l| b.in_flight() >= l)).count();
+        (routable.len() as u32, at_limit as u32, routable.iter().map(|b| b.in_flight()).sum())
     }
 
     /// Replaces the routable set in one atomic swap.
