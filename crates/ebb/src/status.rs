@@ -44,7 +44,7 @@ pub struct ServiceStatus {
 }
 
 /// The balancer's view of demand over the last second.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SaturationStatus {
     /// Requests that arrived, whatever became of them.
     pub offered_per_s: f64,
@@ -68,7 +68,7 @@ pub struct SaturationStatus {
 }
 
 /// ebb's host over the last second.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostStatus {
     pub cpus: f64,
     pub busy_cpus: f64,

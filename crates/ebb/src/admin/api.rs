@@ -165,6 +165,12 @@ pub struct ServiceView {
     /// The last deploy that finished (succeeded or rolled back).
     pub last_deploy: Option<crate::status::DeployStatus>,
     pub replicas: Vec<ReplicaView>,
+    /// What the balancer saw of demand in the last second (offered,
+    /// served, queued, shed); `null` for a worker pool.
+    pub saturation: Option<crate::status::SaturationStatus>,
+    /// ebb's host over the last second, for a service whose replicas run
+    /// on it; `null` on Swarm.
+    pub host: Option<crate::status::HostStatus>,
 }
 
 impl ServiceView {
@@ -180,6 +186,8 @@ impl ServiceView {
             pending: s.pending,
             version: s.version,
             holding: s.holding.clone(),
+            saturation: s.saturation.clone(),
+            host: s.host.clone(),
             deploy: s.deploy.clone(),
             last_deploy: s.last_deploy.clone(),
             replicas: s.replicas.iter().map(|r| ReplicaView::new(&s.name, r)).collect(),

@@ -54,6 +54,8 @@ use super::ErrorBody;
         api::MetricsPoint,
         api::ShutdownView,
         crate::status::DeployStatus,
+        crate::status::SaturationStatus,
+        crate::status::HostStatus,
     )),
     modifiers(&BearerScheme),
     tags(
