@@ -331,6 +331,7 @@ async fn history_older_than_a_day_is_served_per_minute_from_the_state_file() {
                     p99_ms: Some(2.0),
                     cpu_mean: Some(5.0),
                     replica_cpu: vec![],
+                    traffic: None,
                 },
             );
         }

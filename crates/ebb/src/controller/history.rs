@@ -32,6 +32,27 @@ pub struct ServicePoint {
     pub cpu_mean: Option<f64>,
     /// CPU by replica id.
     pub replica_cpu: Vec<(String, f64)>,
+    /// What the balancer saw of demand; `None` for a worker pool (and in
+    /// points kept by an ebb before saturation was recorded).
+    #[serde(default)]
+    pub traffic: Option<PointTraffic>,
+}
+
+/// One second of the balancer's view of demand and of the host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PointTraffic {
+    /// Requests that arrived, whatever became of them.
+    pub offered_per_s: f64,
+    /// The most requests waiting in the queue at once.
+    pub queued: u32,
+    /// Requests turned away with 503.
+    pub shed_per_s: u32,
+    /// Mean time requests waited for a replica, ms.
+    pub queue_ms: Option<f64>,
+    pub saturated: bool,
+    /// ebb's host was full (only for a service on ebb's host).
+    #[serde(default)]
+    pub host_full: bool,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +103,7 @@ mod tests {
             p99_ms: Some(5.0),
             cpu_mean: Some(40.0),
             replica_cpu: vec![],
+            traffic: None,
         }
     }
 

@@ -1246,6 +1246,14 @@ impl ServiceController {
             p99_ms,
             cpu_mean,
             replica_cpu,
+            traffic: self.last_demand.as_ref().map(|d| history::PointTraffic {
+                offered_per_s: d.offered_per_s,
+                queued: d.queued,
+                shed_per_s: d.shed_per_s,
+                queue_ms: d.queue_time_ms,
+                saturated: d.saturated,
+                host_full: self.last_host.as_ref().is_some_and(|h| h.full),
+            }),
         });
     }
 

@@ -535,7 +535,24 @@ fn fold_points(minute_ms: u64, points: &[ServicePoint]) -> ServicePoint {
         p99_ms: points.iter().filter_map(|p| p.p99_ms).reduce(f64::max),
         cpu_mean: mean(points.iter().filter_map(|p| p.cpu_mean).collect()),
         replica_cpu: Vec::new(),
+        traffic: fold_traffic(points),
     }
+}
+
+/// Traffic over a minute: mean rates, the longest queue, saturated or host
+/// full if any second was.
+fn fold_traffic(points: &[ServicePoint]) -> Option<crate::controller::history::PointTraffic> {
+    let seconds: Vec<&crate::controller::history::PointTraffic> =
+        points.iter().filter_map(|p| p.traffic.as_ref()).collect();
+    let n = seconds.len();
+    (n > 0).then(|| crate::controller::history::PointTraffic {
+        offered_per_s: seconds.iter().map(|t| t.offered_per_s).sum::<f64>() / n as f64,
+        queued: seconds.iter().map(|t| t.queued).max().unwrap_or(0),
+        shed_per_s: (seconds.iter().map(|t| u64::from(t.shed_per_s)).sum::<u64>() / n as u64) as u32,
+        queue_ms: seconds.iter().filter_map(|t| t.queue_ms).reduce(f64::max),
+        saturated: seconds.iter().any(|t| t.saturated),
+        host_full: seconds.iter().any(|t| t.host_full),
+    })
 }
 
 /// Reads a service's recorded history since `since_ms` straight from the

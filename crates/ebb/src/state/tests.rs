@@ -51,6 +51,7 @@ fn point(time_ms: u64, desired: u32, p99: f64) -> ServicePoint {
         p99_ms: Some(p99),
         cpu_mean: Some(50.0),
         replica_cpu: vec![("web-1".into(), 50.0)],
+        traffic: None,
     }
 }
 
