@@ -135,6 +135,22 @@ fn a_full_host_holds_scale_out_and_says_so() {
     assert!(swarm.desired > 8, "{}", swarm.told());
 }
 
+/// At 82 % of their allotments the replicas sit "within the band", but the
+/// host is full: status says host full, not a calm fleet (S2's 3 minutes
+/// of "within ±10 %").
+#[test]
+fn a_full_host_is_said_even_when_the_policy_is_content() {
+    let mut sim = fleet_of("examples/s2-http-scale-out/ebb.fast.toml", 8);
+    sim.host = FULL_HOST;
+    sim.demand = 8.0 * 82.0;
+    sim.run_until(20);
+    assert!(sim.changes.is_empty(), "{}", sim.told());
+    let hold = sim.last.as_ref().unwrap().holding.clone().unwrap();
+    assert_eq!(hold.kind, HoldKind::HostFull);
+    assert!(hold.why.starts_with("host full: 2.0 of 2 CPUs busy"), "{hold}");
+    assert!(hold.why.ends_with("; cpu 82.0% is within ±10% of target 80%"), "{hold}");
+}
+
 /// A CPU reading taken while the host is full is contended: 30 % of an
 /// allotment the host could not give is not headroom.
 #[test]

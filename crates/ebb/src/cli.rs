@@ -574,3 +574,67 @@ async fn logs(config: &Config, replica: &str, follow: bool) -> anyhow::Result<Ex
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{HostStatus, SaturationStatus, ServiceStatus};
+
+    fn service() -> ServiceStatus {
+        serde_json::from_value(serde_json::json!({
+            "name": "web", "listen": "127.0.0.1:8080", "driver": "process",
+            "desired": 4, "min": 1, "max": 5, "in_service": 4, "pending": 0, "version": 1,
+            "holding": "saturated — 152 requests queued, 4 of 4 replicas at their limit of 8",
+            "replicas": []
+        }))
+        .unwrap()
+    }
+
+    /// `ebb status` shows what the balancer sees and a full host, beside
+    /// the hold they explain.
+    #[test]
+    fn status_shows_the_traffic_line_and_a_full_host() {
+        let mut web = service();
+        web.saturation = Some(SaturationStatus {
+            offered_per_s: 412.0,
+            served_per_s: 98.0,
+            queued: 152,
+            shed_per_s: 12,
+            in_flight: 32,
+            routable: 4,
+            at_limit: 4,
+            limit: Some(8),
+            queue_time_ms: Some(480.4),
+            saturated: true,
+        });
+        web.host = Some(HostStatus {
+            cpus: 2.0,
+            busy_cpus: 1.98,
+            pressure: Some(0.46),
+            full: true,
+            message: Some("host full: 2.0 of 2 CPUs busy (CPU pressure 46%)".into()),
+        });
+        let text = render_status(&FleetStatus { services: vec![web] });
+        assert!(
+            text.contains("  holding: saturated — 152 requests queued, 4 of 4 replicas at their limit of 8\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  traffic: offered 412 req/s, served 98 req/s; queued 152 (4 of 4 at their limit of 8), shed 12/s, queue time 480 ms — saturated\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  host full: 2.0 of 2 CPUs busy (CPU pressure 46%): more local replicas would not add capacity"
+            ),
+            "{text}"
+        );
+
+        let mut calm = service();
+        calm.holding = None;
+        calm.saturation = Some(SaturationStatus { offered_per_s: 5.0, served_per_s: 5.0, ..Default::default() });
+        let text = render_status(&FleetStatus { services: vec![calm] });
+        assert!(text.contains("  traffic: offered 5 req/s, served 5 req/s\n"), "{text}");
+        assert!(!text.contains("host full"), "{text}");
+    }
+}

@@ -222,7 +222,17 @@ impl Autoscaler {
             });
         }
 
-        let (change, holding) = combine(&votes, desired, bounds, objections);
+        let (change, mut holding) = combine(&votes, desired, bounds, objections);
+        // A full host is the most telling reason there is: say it even when
+        // the policies are content (82 % "within the band" of an allotment
+        // the host cannot give is not a calm fleet).
+        if let Some(full) = host_full.filter(|_| holding.as_ref().is_none_or(|h| h.kind != HoldKind::HostFull)) {
+            let mut hold = full.scale_out_hold(None);
+            if let Some(other) = &holding {
+                hold.why = format!("{}; {other}", hold.why);
+            }
+            holding = Some(hold);
+        }
         decision.votes = votes;
         decision.holding = holding;
         match change {
