@@ -30,6 +30,7 @@
 
 use super::decision::{Hold, HoldKind, Outcome, Vote};
 use super::metrics::{duration, number};
+use super::target::plural;
 use super::target::ceil_count;
 use super::Time;
 use std::fmt;
@@ -214,14 +215,6 @@ fn number_cpus(cpus: f64) -> String {
         format!("{cpus:.0}")
     } else {
         format!("{cpus:.1}")
-    }
-}
-
-fn plural(n: u32) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
     }
 }
 

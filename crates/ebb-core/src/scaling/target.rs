@@ -237,7 +237,7 @@ pub fn recommend(obs: &Observation, target: f64, tolerance: f64, desired: u32, c
     Recommendation { count: count.min(desired), hold: None, reason }
 }
 
-fn plural(n: u32) -> &'static str {
+pub(super) fn plural(n: u32) -> &'static str {
     if n == 1 {
         ""
     } else {
