@@ -132,3 +132,36 @@ fn the_example_configs_simulate() {
         assert_eq!(run.seconds.last().unwrap().desired, service.replicas.min, "{example} scales back in");
     }
 }
+
+/// With `max_in_flight`, the simulated balancer has a queue, as live: a
+/// step far beyond the fleet queues requests, demand sizing grows the fleet
+/// before the CPU window has caught up, and no scale-in happens while the
+/// backlog lasts. Without the limit (as live without one) the same run
+/// scales on CPU alone.
+#[test]
+fn a_simulated_queue_drives_demand_sizing_and_holds_scale_in() {
+    let mut rates = vec![40.0; 30];
+    rates.extend(vec![600.0; 60]);
+    rates.extend(vec![40.0; 200]);
+    let trace = Trace::new(rates, "step");
+    let limited = FleetModel { capacity: 50.0, boot: s(2), max_in_flight: Some(8), ..Default::default() };
+    let run = simulate(&cpu_policy(), &limited, &trace, &SimOptions::default());
+    let first = &run.events[0];
+    assert!(
+        first.reason.starts_with("scale out 2 -> 6 by saturation: saturation: requests queued for 3 s"),
+        "{}",
+        first.reason
+    );
+    assert!(first.at <= 34, "3 s after the step at 30 s, not after the 30 s CPU window: {}", first.at);
+    // While the backlog lasts, nothing shrinks.
+    for sec in &run.seconds {
+        if sec.queue_ms > 0.0 {
+            let shrank = run.events.iter().any(|e| e.at == u64::from(sec.second) + 1 && e.to < e.from);
+            assert!(!shrank, "scale-in at {} s with a backlog", sec.second + 1);
+        }
+    }
+
+    let unlimited = FleetModel { max_in_flight: None, ..limited };
+    let run = simulate(&cpu_policy(), &unlimited, &trace, &SimOptions::default());
+    assert!(run.events.iter().all(|e| !e.reason.contains("by saturation")), "no balancer queue, no demand sizing");
+}

@@ -1214,7 +1214,7 @@ impl ServiceController {
         sample.demand = self.config.kind.has_balancer().then(|| self.read_demand(requests_per_s));
         sample.host = self.host.as_ref().and_then(|h| h.latest());
         let queue_time_ms = sample.queue_time_ms;
-        self.note_saturation(now, sample.demand, queue_time_ms);
+        self.note_saturation(sample.demand, queue_time_ms);
         self.autoscaler.observe(sample);
         self.note_host(now);
 
@@ -1278,7 +1278,7 @@ impl ServiceController {
 
     /// Keeps the second's demand for status, and records an event when
     /// requests start or stop queueing.
-    fn note_saturation(&mut self, _now: scaling::Time, demand: Option<Demand>, queue_time_ms: Option<f64>) {
+    fn note_saturation(&mut self, demand: Option<Demand>, queue_time_ms: Option<f64>) {
         let Some(d) = demand else { return };
         let saturated = d.is_saturated();
         if saturated != self.was_saturated {
