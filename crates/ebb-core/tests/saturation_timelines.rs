@@ -209,3 +209,23 @@ fn a_long_window_that_has_not_caught_up_says_so() {
         "cpu 100.0% in the last 10 s is above target 80%, but prod-backend-web-cpu decides on the mean over 1 min (60.0%, only 29 s of it seen so far)"
     );
 }
+
+/// Story S1's step policy needs 2 periods of 30 s above 60 %: in the
+/// first period of a load step nothing may change yet, and status says
+/// what the alarm waits for instead of nothing.
+#[test]
+fn an_alarm_that_has_not_fired_yet_says_what_it_waits_for() {
+    let (config, bounds) = example("examples/s1-flask-asg/ebb.toml");
+    let mut sim = Sim::new(&config, bounds);
+    sim.demand = 2.0 * 30.0;
+    sim.run_until(60);
+    sim.demand = 2.0 * 95.0;
+    sim.run_until(90); // the first period of the step has ended
+    assert!(sim.changes.is_empty(), "{}", sim.told());
+    let hold = sim.last.as_ref().unwrap().holding.clone().expect("a reason while cpu is above the threshold");
+    assert_eq!(hold.kind, HoldKind::Window, "{hold}");
+    assert!(
+        hold.why.starts_with("alarm cpu-high breached in 1 of 2 periods of 30 s (fires at 2): cpu 95.0%"),
+        "{hold}"
+    );
+}

@@ -340,7 +340,12 @@ fn combine(votes: &[Vote], desired: u32, bounds: Bounds, objections: Vec<Hold>) 
         hold.why = format!("{} ({} wants {n})", hold.why, vote.policy);
         return (None, Some(hold));
     }
-    (None, most_telling(holds))
+    // Nothing holds a change: say what a policy is still waiting for, if any.
+    let pending = votes.iter().filter_map(|v| match &v.outcome {
+        Outcome::Pending(hold) => Some(hold.clone()),
+        _ => None,
+    });
+    (None, most_telling(holds).or_else(|| most_telling(pending.collect())))
 }
 
 /// The first hold of the kind that tells most (see [`HoldKind`]).

@@ -220,6 +220,10 @@ pub enum Outcome {
     Stay(Option<Hold>),
     /// No opinion: a step policy whose alarm is not firing.
     Abstain,
+    /// No opinion yet, with what it waits for: an alarm whose threshold is
+    /// breached in some periods but not yet in enough to fire. Not an
+    /// objection to scale-in; shown when nothing else holds.
+    Pending(Hold),
 }
 
 /// One policy's verdict on one decision.
@@ -241,6 +245,7 @@ impl fmt::Display for Vote {
             Outcome::Stay(Some(hold)) => write!(f, "{}: stay ({hold}): {}", self.policy, self.reason)?,
             Outcome::Stay(None) => write!(f, "{}: stay: {}", self.policy, self.reason)?,
             Outcome::Abstain => write!(f, "{}: no opinion: {}", self.policy, self.reason)?,
+            Outcome::Pending(hold) => write!(f, "{}: waiting ({hold}): {}", self.policy, self.reason)?,
         }
         if let Some(cap) = &self.capped {
             write!(f, "; capped: {cap}")?;

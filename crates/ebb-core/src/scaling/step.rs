@@ -85,6 +85,22 @@ impl StepPolicy {
                 let hold = Hold { kind: HoldKind::LackOfData, policy: Some(self.name.clone()), why, remaining: None };
                 return vote(Outcome::Stay(Some(hold)), format!("alarm {} undecided: {seen}", self.name));
             }
+            if state.breaching > 0 {
+                // Breached, but not in enough periods yet: say so, so a
+                // replica at 120 % never shows a fleet with no reason.
+                let why = format!(
+                    "alarm {} breached in {} of {} periods of {} (fires at {}): {} {}",
+                    self.name,
+                    state.breaching,
+                    alarm.evaluation_periods,
+                    duration(alarm.period),
+                    alarm.datapoints_to_alarm,
+                    alarm.metric,
+                    periods.first().map_or("missing", String::as_str)
+                );
+                let hold = Hold { kind: HoldKind::Window, policy: Some(self.name.clone()), why, remaining: None };
+                return vote(Outcome::Pending(hold), format!("alarm {} pending: {seen}", self.name));
+            }
             return vote(Outcome::Abstain, format!("alarm {} OK: {seen}", self.name));
         }
         let Some(value) = state.value else {
