@@ -607,7 +607,11 @@
     for (const band of bands) {
       const x1 = Math.max(pad.l, x(band.from));
       const x2 = Math.min(w - pad.r, x(band.to));
-      if (x2 > x1) nodes.push(svgEl('rect', { class: `band ${band.cls}`, x: x1, y: pad.t, width: x2 - x1, height: y(0) - pad.t }));
+      if (x2 <= x1) continue;
+      // Saturated: the whole height; host full: a strip along the axis, so
+      // both read where they overlap.
+      const strip = band.cls === 'host' ? 6 : y(0) - pad.t;
+      nodes.push(svgEl('rect', { class: `band ${band.cls}`, x: x1, y: y(0) - strip, width: x2 - x1, height: strip }));
     }
     const ticks = integer && top <= 8 ? Array.from({ length: top + 1 }, (_, i) => i) : [0, 0.25, 0.5, 0.75, 1].map((f) => f * top);
     for (const v of ticks) {
