@@ -290,11 +290,6 @@
     }));
   }
 
-  function lastPoint(svc) {
-    const list = state.points.get(svc.name) || [];
-    return list[list.length - 1];
-  }
-
   // The points of the last `ms` (the cards read 10 s, not one second: a
   // single second is noisy, and a screenshot's own CPU use shows in it).
   const CARD_MS = 10 * 1000;
