@@ -1,8 +1,13 @@
 //! The dashboard in a real browser: Debian's chromium, headless, driven
 //! through chromedriver (WebDriver) with fantoccini. It loads the page, sees
 //! the replicas, sets desired to 3 through the page's control, sees the
-//! third replica appear, and saves screenshots to `target/ebb-dashboard.png`
-//! (laptop) and `target/ebb-dashboard-phone.png` (a CI artifact).
+//! third replica appear and the scaling marker on every graph, clicks a
+//! marker and reads its reason in the list, then saturates the fleet
+//! (`max_in_flight = 1`, more concurrent clients than replicas) and sees the
+//! banner, offered vs served and the queue time, and the banner go away
+//! once the load stops. It saves screenshots (taken while saturated) to
+//! `target/ebb-dashboard.png` (laptop) and `target/ebb-dashboard-phone.png`
+//! (a CI artifact).
 //!
 //! Prints a `SKIP:` line when chromium or chromedriver is missing
 //! (`scripts/install-test-deps` installs both; CI runs that first).
@@ -77,6 +82,26 @@ fn traffic(listen: SocketAddr, duration: Duration) -> std::thread::JoinHandle<()
     })
 }
 
+/// Saturates the fleet (bounded: it stops after `duration`): `clients`
+/// concurrent loops of slow requests against replicas that each take one
+/// at a time, so requests queue at the balancer (and, past `max_queue`, are
+/// shed).
+fn saturate(listen: SocketAddr, clients: usize, duration: Duration) -> Vec<std::thread::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let end = Instant::now() + duration;
+                while Instant::now() < end {
+                    match http(listen, "GET", "/work?sleep_ms=150", None) {
+                        Ok(r) if r.status == 200 => {}
+                        _ => std::thread::sleep(Duration::from_millis(40)),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -114,7 +139,10 @@ fn the_dashboard_scales_the_fleet_in_a_real_browser() {
         println!("SKIP: dashboard browser test: chromium and chromedriver are needed (Debian: chromium, chromium-driver; scripts/install-test-deps installs them)");
         return;
     };
-    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 4, desired = 2 }", ""));
+    // One request at a time per replica, two may wait: a few concurrent
+    // clients saturate the fleet at once (queued, then shed).
+    let proxy = "\n[service.web.proxy]\nmax_in_flight = 1\nmax_queue = 2\nqueue_timeout = \"2s\"";
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 4, desired = 2 }", proxy));
     ebb.wait_in_service(2, Duration::from_secs(20));
     let load = traffic(ebb.listen, Duration::from_secs(25));
 
@@ -142,15 +170,19 @@ fn the_dashboard_scales_the_fleet_in_a_real_browser() {
             .connect(&format!("http://{}", driver.addr))
             .await
             .expect("a WebDriver session with chromium");
-        let outcome = drive(&client, admin, &shots).await;
+        let outcome = drive(&client, admin, ebb.listen, &shots).await;
         let _ = client.close().await;
         outcome
     });
     let _ = load.join();
     drop(driver);
     result.unwrap_or_else(|e| panic!("{e}\n--- ebb up ---\n{}", ebb.up_log()));
-    // The page's scale is the fleet's scale.
-    ebb.wait_in_service(3, Duration::from_secs(5));
+    // The page's scale is the fleet's scale (saturation may have added a
+    // fourth replica since: demand sizing scales out on a queue).
+    wait_for("3 or more replicas in service", Duration::from_secs(5), || {
+        let n = ebb.replicas().iter().filter(|r| r["state"] == "in_service").count();
+        (n >= 3).then_some(())
+    });
     assert!(
         ebb.events()
             .iter()
@@ -159,7 +191,46 @@ fn the_dashboard_scales_the_fleet_in_a_real_browser() {
     );
 }
 
-async fn drive(client: &Client, admin: SocketAddr, shots: &Path) -> Result<(), String> {
+/// The text of the first element `css` finds, via textContent (WebDriver's
+/// text is empty for SVG and for hidden elements).
+async fn text_of(client: &Client, css: &str) -> Option<String> {
+    let script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : null";
+    client.execute(script, vec![css.into()]).await.ok()?.as_str().map(str::to_string)
+}
+
+/// The banner: `Some((kind, text))` while it shows, `None` when hidden.
+async fn banner(client: &Client) -> Result<Option<(String, String)>, String> {
+    let script = "const b = document.getElementById('banner'); \
+                  return b.hidden || b.offsetParent === null ? null : [b.dataset.kind, b.textContent]";
+    let v = client.execute(script, vec![]).await.map_err(|e| e.to_string())?;
+    Ok(v.as_array().map(|a| {
+        (
+            a[0].as_str().unwrap_or("").to_string(),
+            a[1].as_str().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" "),
+        )
+    }))
+}
+
+/// Whether ebb's status says the host is full (the banner then shows for
+/// that, rightly, on a busy test machine).
+fn host_full(admin: SocketAddr) -> bool {
+    http(admin, "GET", "/api/v1/status", None)
+        .ok()
+        .map(|r| r.json()["services"][0]["host"]["full"] == true)
+        .unwrap_or(false)
+}
+
+/// The banner is hidden, or shows only that the host is full (and status
+/// agrees).
+async fn banner_quiet(client: &Client, admin: SocketAddr) -> Option<()> {
+    match banner(client).await.ok()? {
+        None => Some(()),
+        Some((kind, _)) if kind == "host" && host_full(admin) => Some(()),
+        Some(_) => None,
+    }
+}
+
+async fn drive(client: &Client, admin: SocketAddr, listen: SocketAddr, shots: &Path) -> Result<(), String> {
     client.goto(&format!("http://{admin}/")).await.map_err(|e| e.to_string())?;
     assert_eq!(client.title().await.map_err(|e| e.to_string())?, "ebb");
 
@@ -169,6 +240,8 @@ async fn drive(client: &Client, admin: SocketAddr, shots: &Path) -> Result<(), S
         (rows_in_service(client).await == 2).then_some(())
     })
     .await;
+    // Nothing queues: no banner.
+    eventually("no banner on a calm fleet", Duration::from_secs(10), || banner_quiet(client, admin)).await;
     let set = client.find(Locator::Id("desired-set")).await.map_err(|e| e.to_string())?;
     assert!(set.is_enabled().await.map_err(|e| e.to_string())?, "the controls should be unlocked");
 
@@ -204,23 +277,76 @@ async fn drive(client: &Client, admin: SocketAddr, shots: &Path) -> Result<(), S
     .await;
     assert!(tooltip.contains("dashboard"), "the marker explains the change: {tooltip}");
 
-    // Let the graphs fill a little, then take the pictures.
-    eventually("request-rate points on the graph", Duration::from_secs(15), || async {
-        let path = client.find(Locator::Css("#c-rps path.line")).await.ok()?;
-        let d = path.attr("d").await.ok()??;
-        (d.matches('L').count() >= 8).then_some(())
+    // The same marker is on every graph, not only the replicas one.
+    let seq = eventually("the 2 → 3 marker on every graph", Duration::from_secs(10), || async {
+        let script = "const m = [...document.querySelectorAll('#c-replicas polygon.marker')]\
+                        .find((m) => m.textContent.includes('2 → 3')); \
+                      if (!m) return null; const seq = m.getAttribute('data-seq'); \
+                      const charts = ['c-rps', 'c-latency', 'c-cpu', 'c-replicas'] \
+                        .filter((id) => document.querySelector(`#${id} polygon.marker[data-seq=\"${seq}\"]`)); \
+                      return charts.length === 4 ? seq : null";
+        client.execute(script, vec![]).await.ok()?.as_str().map(str::to_string)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Click it on the request graph: its event is picked in the list under
+    // the graphs, with the whole reason.
+    let marker_css = format!(r#"#c-rps polygon.marker[data-seq="{seq}"]"#);
+    let picked = format!(r#"#scaling-events li.selected[data-seq="{seq}"]"#);
+    let reason = eventually("the clicked marker's event picked in the list", Duration::from_secs(10), || async {
+        if let Ok(marker) = client.find(Locator::Css(&marker_css)).await {
+            let _ = marker.click().await; // may go stale as the graph redraws; try again
+        }
+        text_of(client, &picked).await
+    })
+    .await;
+    println!("clicked marker {seq}: {reason}");
+    assert!(reason.contains("2 → 3") && reason.contains("dashboard"), "the list shows the reason: {reason}");
+
+    // Saturate the fleet: three replicas taking one request at a time, eight
+    // clients. The banner says so with the numbers; the request graph shows
+    // offered beside served, the latency graph the queue time.
+    let load = saturate(listen, 8, Duration::from_secs(12));
+    let (kind, text) = eventually("the saturation banner", Duration::from_secs(10), || async {
+        banner(client).await.ok()?.filter(|(kind, _)| kind == "saturated")
+    })
+    .await;
+    println!("banner ({kind}): {text}");
+    assert!(text.contains("Saturated") && text.contains("queued"), "the banner gives the numbers: {text}");
+    assert!(text.contains("offered") && text.contains("served"), "the banner gives the rates: {text}");
+    for (chart, series) in [("c-rps", "served"), ("c-rps", "offered"), ("c-rps", "queued"), ("c-latency", "queue")] {
+        eventually(&format!("the {series} series on #{chart}"), Duration::from_secs(10), || async {
+            let path =
+                client.find(Locator::Css(&format!(r#"#{chart} path.line[data-series="{series}"]"#))).await.ok()?;
+            path.attr("d").await.ok()?.filter(|d| d.contains('L')).map(|_| ())
+        })
+        .await;
+    }
+    eventually("a saturated band on the graphs", Duration::from_secs(10), || async {
+        client.find(Locator::Css("#c-rps rect.band.sat")).await.ok().map(|_| ())
+    })
+    .await;
+    let cards = text_of(client, ".summary").await.unwrap_or_default();
+    assert!(cards.matches("10 s avg").count() >= 3, "the cards say they average 10 s: {cards}");
+
+    // Take the pictures while it is saturated: that is the story to read.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     std::fs::create_dir_all(shots).map_err(|e| e.to_string())?;
     let laptop = shots.join("ebb-dashboard.png");
     let png = client.screenshot().await.map_err(|e| e.to_string())?;
     std::fs::write(&laptop, &png).map_err(|e| e.to_string())?;
-    client.set_window_size(390, 1800).await.map_err(|e| e.to_string())?;
+    client.set_window_size(390, 2600).await.map_err(|e| e.to_string())?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let phone = shots.join("ebb-dashboard-phone.png");
     let png = client.screenshot().await.map_err(|e| e.to_string())?;
     std::fs::write(&phone, &png).map_err(|e| e.to_string())?;
     println!("screenshots: {} and {}", laptop.display(), phone.display());
+
+    // Once the load stops and the settle time has passed, the banner goes.
+    for worker in load {
+        let _ = worker.join();
+    }
+    eventually("the banner to go once the queue is gone", Duration::from_secs(20), || banner_quiet(client, admin))
+        .await;
     Ok(())
 }

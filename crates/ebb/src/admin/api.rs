@@ -383,6 +383,28 @@ pub struct MetricsPoint {
     pub cpu_mean: Option<f64>,
     /// CPU by replica, % of the allotment: `[["web-3f9a1c", 42.5], ...]`.
     pub replica_cpu: Vec<(String, f64)>,
+    /// What the balancer saw of demand in this second (offered, queued,
+    /// shed, queue time) and whether the host was full; `null` for a worker
+    /// pool and for points kept before ebb recorded it.
+    pub traffic: Option<MetricsTraffic>,
+}
+
+/// One second of the balancer's view of demand, and of the host.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MetricsTraffic {
+    /// Requests that arrived, whatever became of them (served, still
+    /// queued, or shed).
+    pub offered_per_s: f64,
+    /// The most requests waiting in the balancer's queue at once.
+    pub queued: u32,
+    /// Requests turned away with 503 (queue full or queue timeout).
+    pub shed_per_s: u32,
+    /// Mean time requests waited for a replica, ms.
+    pub queue_ms: Option<f64>,
+    /// Requests queued or shed in this second.
+    pub saturated: bool,
+    /// ebb's host was full (more local replicas add no capacity).
+    pub host_full: bool,
 }
 
 impl MetricsPoint {
@@ -399,6 +421,14 @@ impl MetricsPoint {
             p99_ms: finite(p.p99_ms),
             cpu_mean: finite(p.cpu_mean),
             replica_cpu: p.replica_cpu.iter().filter(|(_, c)| c.is_finite()).cloned().collect(),
+            traffic: p.traffic.as_ref().map(|t| MetricsTraffic {
+                offered_per_s: if t.offered_per_s.is_finite() { t.offered_per_s } else { 0.0 },
+                queued: t.queued,
+                shed_per_s: t.shed_per_s,
+                queue_ms: finite(t.queue_ms),
+                saturated: t.saturated,
+                host_full: t.host_full,
+            }),
         }
     }
 }
@@ -1000,6 +1030,43 @@ mod tests {
         let back: crate::status::FleetStatus =
             serde_json::from_value(serde_json::to_value(FleetView { services: vec![view] }).unwrap()).unwrap();
         assert_eq!(back.services[0].replicas[0].id, "web-1");
+    }
+
+    /// A field added to the history's points must reach the metrics API
+    /// too (the dashboard draws from it).
+    #[test]
+    fn metrics_points_carry_every_history_field() {
+        let point = crate::controller::history::ServicePoint {
+            time_ms: 1_000,
+            desired: 2,
+            in_service: 2,
+            pending: 0,
+            requests_per_s: 25.0,
+            in_flight: 2,
+            p50_ms: Some(150.0),
+            p99_ms: Some(f64::NAN),
+            cpu_mean: Some(3.0),
+            replica_cpu: vec![("web-1".into(), 3.0)],
+            traffic: Some(crate::controller::history::PointTraffic {
+                offered_per_s: 61.0,
+                queued: 2,
+                shed_per_s: 31,
+                queue_ms: Some(12.5),
+                saturated: true,
+                host_full: false,
+            }),
+        };
+        let raw = serde_json::to_value(&point).unwrap();
+        let view = serde_json::to_value(MetricsPoint::new(&point)).unwrap();
+        let missing: Vec<_> = keys(&raw).difference(&keys(&view)).cloned().collect();
+        assert!(missing.is_empty(), "MetricsPoint lacks {missing:?}");
+        let missing: Vec<_> = keys(&raw["traffic"]).difference(&keys(&view["traffic"])).cloned().collect();
+        assert!(missing.is_empty(), "MetricsTraffic lacks {missing:?}");
+        assert_eq!(view["traffic"]["offered_per_s"], 61.0);
+        assert_eq!(view["traffic"]["saturated"], true);
+        assert!(view["p99_ms"].is_null(), "NaN is no number");
+        let old = crate::controller::history::ServicePoint { traffic: None, ..point };
+        assert!(serde_json::to_value(MetricsPoint::new(&old)).unwrap()["traffic"].is_null());
     }
 
     #[test]

@@ -81,3 +81,31 @@ async fn index(State(app): State<App>, request: Request) -> Response {
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page's conventions: values reach the page as text, never as
+    /// HTML, and no inline script or style (the CSP refuses them).
+    #[test]
+    fn the_page_puts_values_in_as_text() {
+        assert!(!APP_JS.contains("innerHTML") && !APP_JS.contains("outerHTML"), "app.js must use textContent");
+        assert!(!APP_JS.contains("insertAdjacentHTML") && !APP_JS.contains("document.write"));
+        assert!(!INDEX_HTML.contains("<script>") && !INDEX_HTML.contains("style="), "no inline script or style");
+    }
+
+    /// The saturation / host-full banner is an alert, hidden until needed;
+    /// the scaling list and the series the charts draw are there.
+    #[test]
+    fn the_page_has_the_banner_and_the_scaling_list() {
+        let banner = INDEX_HTML.lines().find(|l| l.contains(r#"id="banner""#)).expect("a banner");
+        assert!(banner.contains(r#"role="alert""#) && banner.contains("hidden"), "{banner}");
+        assert!(INDEX_HTML.contains(r#"id="scaling-events""#));
+        assert_eq!(INDEX_HTML.matches("10 s avg").count(), 3, "the cards say they average 10 s");
+        for series in ["'offered'", "'served'", "'shed'", "'queued'", "'queue'"] {
+            assert!(APP_JS.contains(&format!("key: {series}")), "app.js draws {series}");
+        }
+        assert!(STYLE_CSS.contains("[hidden] { display: none !important; }"), "hidden wins over display");
+    }
+}

@@ -52,6 +52,7 @@ use super::ErrorBody;
         api::ReplicaActionResult,
         api::EventView,
         api::MetricsPoint,
+        api::MetricsTraffic,
         api::ShutdownView,
         crate::status::DeployStatus,
         crate::status::SaturationStatus,

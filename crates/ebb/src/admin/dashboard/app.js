@@ -26,6 +26,7 @@
     colors: new Map(), // replica id -> colour
     desiredDirty: false,
     hover: new Map(), // chart id -> x in px
+    selected: null, // seq of the scaling/deploy event picked on a graph or in the list
   };
 
   // ------------------------------------------------------------ helpers
@@ -266,6 +267,7 @@
     renderSummary(svc);
     renderTable(svc);
     renderCharts(svc);
+    renderScalingEvents();
   }
 
   function renderTabs() {
@@ -288,28 +290,106 @@
     }));
   }
 
-  function lastPoint(svc) {
+  // The points of the last `ms` (the cards read 10 s, not one second: a
+  // single second is noisy, and a screenshot's own CPU use shows in it).
+  const CARD_MS = 10 * 1000;
+  function recentPoints(svc, ms = CARD_MS) {
     const list = state.points.get(svc.name) || [];
-    return list[list.length - 1];
+    if (!list.length) return [];
+    const end = list[list.length - 1].time_ms;
+    return list.filter((p) => p.time_ms > end - ms);
   }
+  const mean = (xs) => {
+    const v = xs.filter((x) => x != null && isFinite(x));
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
+  };
 
   function renderSummary(svc) {
-    const p = lastPoint(svc);
+    const recent = recentPoints(svc);
+    const avg = (f) => mean(recent.map(f));
+    const rps = avg((p) => p.requests_per_s);
+    const offered = avg((p) => (p.traffic ? p.traffic.offered_per_s : null));
+    const p99 = avg((p) => p.p99_ms);
+    const p50 = avg((p) => p.p50_ms);
+    const cpu = avg((p) => p.cpu_mean);
+    const inFlight = svc.replicas.reduce((n, r) => n + r.in_flight, 0);
     $('#s-desired').textContent = svc.desired;
     $('#s-bounds').textContent = `min ${svc.min} · max ${svc.max}`;
     $('#s-in-service').textContent = svc.in_service;
     $('#s-pending').textContent = svc.pending ? `${svc.pending} pending` : 'none pending';
-    $('#s-rps').textContent = p ? fmtNum(p.requests_per_s) : '–';
-    $('#s-inflight').textContent = `${svc.replicas.reduce((n, r) => n + r.in_flight, 0)} in flight`;
-    $('#s-p99').textContent = p && p.p99_ms != null ? `${fmtNum(p.p99_ms)} ms` : '–';
-    $('#s-p50').textContent = p && p.p50_ms != null ? `p50 ${fmtNum(p.p50_ms)} ms` : 'no data';
-    $('#s-cpu').textContent = p && p.cpu_mean != null ? `${fmtNum(p.cpu_mean, 0)}%` : '–';
+    $('#s-rps').textContent = recent.length ? fmtNum(rps) : '–';
+    $('#s-rps').title = 'requests answered per second, mean of the last 10 s';
+    const sat = svc.saturation;
+    const now = sat && sat.queued ? `${sat.queued} queued` : `${inFlight} in flight`;
+    $('#s-inflight').textContent = offered != null ? `offered ${fmtNum(offered, 0)} · ${now}` : now;
+    $('#s-inflight').title = 'offered: requests that arrived per second (10 s avg), served or not; then queued or in flight now';
+    $('#s-p99').textContent = p99 != null ? `${fmtNum(p99)} ms` : '–';
+    $('#s-p50').textContent = p50 != null ? `p50 ${fmtNum(p50)} ms` : 'no data';
+    $('#s-cpu').textContent = cpu != null ? `${fmtNum(cpu, 0)}%` : '–';
     $('#s-version').textContent = `version ${svc.version} · ${svc.driver}`;
     const holding = $('#holding');
     holding.hidden = !svc.holding;
     holding.textContent = svc.holding ? `Holding: ${svc.holding}` : '';
     if (!state.desiredDirty && document.activeElement !== desiredInput) desiredInput.value = svc.desired;
     desiredInput.max = String(svc.max);
+    renderBanner(svc);
+  }
+
+  // The banner: the fleet is saturated (or settling after it), or the host
+  // is full. Hidden otherwise.
+  const SETTLE_MS = 5000; // the default settle time, when status has no holding line
+  function renderBanner(svc) {
+    const sat = svc.saturation;
+    const host = svc.host;
+    const holding = svc.holding || '';
+    const holdPart = (word) => holding.split('; ').find((h) => h.includes(word));
+    const lines = []; // [title, text]
+    let kind = '';
+    if (sat && sat.saturated) {
+      kind = 'saturated';
+      const parts = [`${sat.queued} request${sat.queued === 1 ? '' : 's'} queued`];
+      if (sat.limit != null) parts.push(`${sat.at_limit} of ${sat.routable} replicas at their limit of ${sat.limit}`);
+      if (sat.shed_per_s) parts.push(`${sat.shed_per_s} shed/s`);
+      parts.push(`offered ${fmtNum(sat.offered_per_s)} req/s, served ${fmtNum(sat.served_per_s)} req/s`);
+      if (sat.queue_time_ms != null) parts.push(`queue time ${fmtNum(sat.queue_time_ms)} ms`);
+      lines.push(['Saturated', `${parts.join(', ')}.`]);
+    } else {
+      const settling = holdPart('settling after saturation');
+      const recent = recentPoints(svc, SETTLE_MS).some((p) => p.traffic && p.traffic.saturated);
+      if (settling || recent) {
+        kind = 'settling';
+        lines.push(['Settling after saturation', settling ? `${settling}.` : 'requests queued or were shed in the last few seconds; no scale-in until it settles.']);
+      }
+    }
+    if (host && host.full) {
+      kind = kind || 'host';
+      let text = holdPart('host full') || host.message || `${fmtNum(host.busy_cpus)} of ${fmtNum(host.cpus)} CPUs busy`;
+      text = text.replace(/^host full:\s*/, '');
+      if (!text.includes('would not add capacity')) {
+        text += '; more local replicas would not add capacity — lower cpu per replica, raise the host, or run on Swarm';
+      }
+      lines.push(['Host full', `${text}.`]);
+    }
+    const banner = $('#banner');
+    banner.hidden = !kind;
+    banner.dataset.kind = kind;
+    banner.className = `banner ${kind === 'host' ? 'host' : ''}`;
+    // The rows change only when the conditions do (an alert is announced);
+    // the numbers under them change every second, quietly.
+    const box = $('#banner-lines');
+    const titles = lines.map(([title]) => title).join('|');
+    if (box.dataset.titles !== titles) {
+      box.dataset.titles = titles;
+      box.replaceChildren(...lines.map(([title]) => {
+        const row = el('p', { class: `line ${title === 'Host full' ? 'host' : ''}` });
+        row.append(el('strong', {}, title), document.createTextNode(' '), el('span', { 'aria-live': 'off' }));
+        return row;
+      }));
+    }
+    lines.forEach(([, text], i) => { box.children[i].lastChild.textContent = text; });
+    $('#banner-more').textContent = kind === 'saturated' && holdPart('saturated —')
+      ? 'The autoscaler holds: no scale-in while requests queue, nor for a few seconds after.'
+      : '';
   }
 
   function badge(cls, text) {
@@ -370,6 +450,8 @@
     scaled: 'scaled',
     replica_unhealthy: 'bad', replica_exited: 'bad', replica_start_failed: 'bad', backoff: 'bad',
     replica_in_service: 'good',
+    deploy_started: 'deploy', deploy_succeeded: 'deploy', deploy_rolling_back: 'bad', deploy_rolled_back: 'bad',
+    saturated: 'warn', host_full: 'warn',
   };
 
   function eventItem(e, isNew) {
@@ -396,7 +478,79 @@
       while (list.childElementCount > SHOWN_EVENTS) list.lastElementChild.remove();
     }
     $('#events-count').textContent = `${state.events.filter(mine).length} kept`;
+    renderScalingEvents();
   }
+
+  // ----------------------------------------------- scaling and deploys
+  // The events drawn as markers on every graph, and listed with their
+  // whole reason under the graphs (a marker's reason is one click away,
+  // never hover only).
+  const DEPLOY_KINDS = new Set(['deploy_started', 'deploy_succeeded', 'deploy_rolling_back', 'deploy_rolled_back']);
+  const isMarked = (e) => (e.kind === 'scaled' && e.to != null && e.from !== e.to) || DEPLOY_KINDS.has(e.kind);
+  const SHOWN_MARKED = 100;
+
+  function markedEvents(name) {
+    return state.events.filter((e) => e.service === name && isMarked(e) && isFinite(Date.parse(e.time)));
+  }
+
+  function markerOf(e) {
+    const deploy = e.kind !== 'scaled';
+    const dir = deploy ? 'deploy' : e.to > e.from ? 'out' : 'in';
+    const what = deploy ? e.kind.replace(/_/g, ' ') : `${e.from} → ${e.to}`;
+    return { t: Date.parse(e.time), v: deploy ? null : e.to, dir, seq: e.seq, title: `${fmtTime(Date.parse(e.time))} ${what}: ${e.reason}` };
+  }
+
+  const GLYPH = { out: '▲', in: '▼', deploy: '◆' };
+
+  function renderScalingEvents() {
+    const list = $('#scaling-events');
+    const shown = markedEvents(state.current).slice(-SHOWN_MARKED).reverse();
+    const key = `${state.current}|${state.selected}|${shown.map((e) => e.seq).join(',')}`;
+    if (list.dataset.key === key) return;
+    list.dataset.key = key;
+    if (!shown.length) {
+      list.replaceChildren(el('li', { class: 'empty-msg' }, 'No scaling or deploy yet: each one appears here, with why, and as a marker on the graphs.'));
+      return;
+    }
+    list.replaceChildren(...shown.map((e) => {
+      const m = markerOf(e);
+      const selected = e.seq === state.selected;
+      const li = el('li', { 'data-seq': String(e.seq), 'data-kind': e.kind, class: selected ? 'selected' : '', tabindex: '0' });
+      if (selected) li.setAttribute('aria-current', 'true');
+      const t = Date.parse(e.time);
+      li.append(el('time', { datetime: e.time, title: e.time }, fmtTime(t)));
+      const kind = el('span', { class: `kind ${KIND_CLASS[e.kind] || ''}` });
+      kind.append(el('span', { class: `glyph ${m.dir === 'deploy' ? 'deploy' : ''}`, 'aria-hidden': 'true' }, GLYPH[m.dir]), document.createTextNode(e.kind.replace(/_/g, ' ')));
+      li.append(kind);
+      const why = el('span', { class: 'why' });
+      if (e.kind === 'scaled') why.append(el('span', { class: 'change' }, `${e.from} → ${e.to}`));
+      why.append(document.createTextNode(e.reason));
+      li.append(why);
+      return li;
+    }));
+  }
+
+  // Picks an event: its markers stand out on every graph, its line in the
+  // list is highlighted and scrolled into view.
+  function select(seq, scroll) {
+    state.selected = state.selected === seq && !scroll ? null : seq;
+    renderScalingEvents();
+    const svc = currentService();
+    if (svc) renderCharts(svc);
+    if (scroll && state.selected != null) {
+      const li = document.querySelector(`#scaling-events li[data-seq="${state.selected}"]`);
+      if (li) li.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+    }
+  }
+
+  $('#scaling-events').addEventListener('click', (e) => {
+    const li = e.target.closest('li[data-seq]');
+    if (li) select(Number(li.dataset.seq), false);
+  });
+  $('#scaling-events').addEventListener('keydown', (e) => {
+    const li = e.target.closest('li[data-seq]');
+    if (li && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); select(Number(li.dataset.seq), false); }
+  });
 
   // ------------------------------------------------------------ charts
   // The smallest top of the y axis at or above v whose quarters are round.
@@ -408,26 +562,63 @@
     return 40 * p;
   }
 
-  // series: [{name, color, data: [[t, v|null]], step, area}]; markers: [{t, v, dir, title}]
-  function drawChart(svg, { series, markers = [], unit = '', yMax, integer = false, now, emptyText }) {
+  // series: [{name, key, color, data: [[t, v|null]], step, area, dashed, dotted, right, unit}]
+  // markers: [{t, v|null, dir: 'out'|'in'|'deploy', title, seq}] (v null: at the top)
+  // bands: [{from, to, cls}] shaded time ranges (saturated, host full)
+  //
+  // The plot is redrawn each time; the markers live in their own layer and
+  // are updated in place, so a marker keeps its focus and stays clickable.
+  function drawChart(svg, { series, markers = [], bands = [], unit = '', yMax, integer = false, now, emptyText }) {
     const w = Math.max(200, svg.clientWidth || 400);
     const h = Math.max(120, svg.clientHeight || 190);
-    const pad = { l: 40, r: 12, t: 10, b: 22 };
+    const rightSeries = series.filter((s) => s.right);
+    const pad = { l: 40, r: rightSeries.length ? 34 : 12, t: 10, b: 22 };
     svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+    let plot = svg.querySelector(':scope > g.plot');
+    let layer = svg.querySelector(':scope > g.markers');
+    let tip = svg.querySelector(':scope > g.tip');
+    if (!plot || !layer || !tip) {
+      plot = svgEl('g', { class: 'plot' });
+      layer = svgEl('g', { class: 'markers' });
+      tip = svgEl('g', { class: 'tip' });
+      svg.replaceChildren(plot, layer, tip);
+    }
     const all = series.flatMap((s) => s.data);
     const end = now || (all.length ? Math.max(...all.map((d) => d[0])) : Date.now());
     const first = all.length ? Math.min(...all.map((d) => d[0])) : end;
     const start = Math.min(first, end - MIN_SPAN_MS);
-    const values = all.map((d) => d[1]).filter((v) => v != null && isFinite(v)).concat(markers.map((m) => m.v));
-    let top = yMax != null ? yMax : niceMax(Math.max(0, ...values) * 1.1);
+    const finite = (v) => v != null && isFinite(v);
+    const leftValues = series.filter((s) => !s.right).flatMap((s) => s.data.map((d) => d[1])).filter(finite)
+      .concat(markers.map((m) => m.v).filter(finite));
+    const rightValues = rightSeries.flatMap((s) => s.data.map((d) => d[1])).filter(finite);
+    const values = leftValues.concat(rightValues);
+    let top = yMax != null ? yMax : niceMax(Math.max(0, ...leftValues) * 1.1);
     if (integer) top = Math.max(1, Math.ceil(top));
+    const topR = Math.max(4, niceMax(Math.max(0, ...rightValues) * 1.1));
     const x = (t) => pad.l + ((t - start) / Math.max(1, end - start)) * (w - pad.l - pad.r);
     const y = (v) => pad.t + (1 - v / top) * (h - pad.t - pad.b);
+    const yR = (v) => pad.t + (1 - v / topR) * (h - pad.t - pad.b);
     const nodes = [];
+    for (const band of bands) {
+      const x1 = Math.max(pad.l, x(band.from));
+      const x2 = Math.min(w - pad.r, x(band.to));
+      if (x2 <= x1) continue;
+      // Saturated: the whole height; host full: a strip along the axis, so
+      // both read where they overlap.
+      const strip = band.cls === 'host' ? 6 : y(0) - pad.t;
+      nodes.push(svgEl('rect', { class: `band ${band.cls}`, x: x1, y: y(0) - strip, width: x2 - x1, height: strip }));
+    }
     const ticks = integer && top <= 8 ? Array.from({ length: top + 1 }, (_, i) => i) : [0, 0.25, 0.5, 0.75, 1].map((f) => f * top);
     for (const v of ticks) {
       nodes.push(svgEl('line', { class: 'grid', x1: pad.l, x2: w - pad.r, y1: y(v), y2: y(v) }));
       nodes.push(svgEl('text', { x: pad.l - 6, y: y(v) + 4, 'text-anchor': 'end' }, integer ? String(Math.round(v)) : fmtNum(v, top < 4 ? 2 : top < 40 ? 1 : 0)));
+    }
+    if (rightSeries.length) {
+      for (const f of [0, 0.5, 1]) {
+        const label = svgEl('text', { class: 'axis-r', x: w - pad.r + 5, y: yR(f * topR) + 4, 'text-anchor': 'start' }, fmtNum(f * topR, 0));
+        label.style.fill = rightSeries[0].color;
+        nodes.push(label);
+      }
     }
     const xticks = Math.max(2, Math.min(6, Math.floor((w - pad.l - pad.r) / 90)));
     for (let i = 0; i <= xticks; i++) {
@@ -435,47 +626,67 @@
       nodes.push(svgEl('text', { x: x(t), y: h - 6, 'text-anchor': i === 0 ? 'start' : i === xticks ? 'end' : 'middle' }, fmtTime(t)));
     }
     nodes.push(svgEl('line', { class: 'axis', x1: pad.l, x2: w - pad.r, y1: y(0), y2: y(0) }));
-    for (const m of markers) {
-      if (m.t < start) continue;
-      nodes.push(svgEl('line', { class: 'marker-line', x1: x(m.t), x2: x(m.t), y1: pad.t, y2: y(0) }));
+    const shownMarkers = markers.filter((m) => m.t >= start && m.t <= end + 2000);
+    for (const m of shownMarkers) {
+      const cls = `marker-line${m.dir === 'deploy' ? ' deploy' : ''}${m.seq === state.selected ? ' selected' : ''}`;
+      nodes.push(svgEl('line', { class: cls, x1: x(m.t), x2: x(m.t), y1: pad.t, y2: y(0) }));
     }
     for (const s of series) {
+      const sy = s.right ? yR : y;
       let d = '';
       let prev = null;
       for (const [t, v] of s.data) {
-        if (v == null || !isFinite(v)) { prev = null; continue; }
-        if (prev === null) d += `M${x(t).toFixed(1)},${y(v).toFixed(1)}`;
-        else if (s.step) d += `H${x(t).toFixed(1)}V${y(v).toFixed(1)}`;
-        else d += `L${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+        if (!finite(v)) { prev = null; continue; }
+        if (prev === null) d += `M${x(t).toFixed(1)},${sy(v).toFixed(1)}`;
+        else if (s.step) d += `H${x(t).toFixed(1)}V${sy(v).toFixed(1)}`;
+        else d += `L${x(t).toFixed(1)},${sy(v).toFixed(1)}`;
         prev = v;
       }
       if (!d) continue;
       if (s.area) {
-        const pts = s.data.filter(([, v]) => v != null && isFinite(v));
-        const a = `${d}L${x(pts[pts.length - 1][0]).toFixed(1)},${y(0)}L${x(pts[0][0]).toFixed(1)},${y(0)}Z`;
-        nodes.push(svgEl('path', { class: 'area', d: a, fill: s.color }));
+        const pts = s.data.filter(([, v]) => finite(v));
+        const a = `${d}L${x(pts[pts.length - 1][0]).toFixed(1)},${sy(0)}L${x(pts[0][0]).toFixed(1)},${sy(0)}Z`;
+        nodes.push(svgEl('path', { class: 'area', d: a, fill: s.color, 'data-series': s.key || s.name }));
       }
-      const path = svgEl('path', { class: s.dashed ? 'line dashed' : 'line', d, stroke: s.color });
+      const path = svgEl('path', { class: `line${s.dashed ? ' dashed' : ''}${s.dotted ? ' dotted' : ''}`, d, stroke: s.color, 'data-series': s.key || s.name });
       path.append(svgEl('title', {}, s.name));
       nodes.push(path);
-    }
-    for (const m of markers) {
-      if (m.t < start) continue;
-      const cx = x(m.t);
-      const cy = y(m.v);
-      const r = 6;
-      const pts = m.dir === 'in'
-        ? `${cx - r},${cy - r + 1} ${cx + r},${cy - r + 1} ${cx},${cy + r}`
-        : `${cx - r},${cy + r - 1} ${cx + r},${cy + r - 1} ${cx},${cy - r}`;
-      const tri = svgEl('polygon', { class: 'marker', points: pts, 'data-seq': String(m.seq) });
-      tri.append(svgEl('title', {}, m.title));
-      nodes.push(tri);
     }
     if (!values.length) {
       const why = all.length ? (emptyText || 'no data in this window') : 'waiting for data…';
       nodes.push(svgEl('text', { class: 'empty', x: (pad.l + w - pad.r) / 2, y: h / 2, 'text-anchor': 'middle' }, why));
     }
+    plot.replaceChildren(...nodes);
+
+    // Markers: ▲ scaled out, ▼ scaled in (at the new desired count on the
+    // replicas graph, at the top elsewhere), ◆ a deploy.
+    const existing = new Map([...layer.children].map((n) => [n.getAttribute('data-seq'), n]));
+    for (const m of shownMarkers) {
+      const cx = x(m.t);
+      const cy = finite(m.v) ? y(m.v) : pad.t + 5;
+      const r = m.seq === state.selected ? 7.5 : 6;
+      const pts = m.dir === 'deploy'
+        ? `${cx},${cy - r} ${cx + r},${cy} ${cx},${cy + r} ${cx - r},${cy}`
+        : m.dir === 'in'
+          ? `${cx - r},${cy - r + 1} ${cx + r},${cy - r + 1} ${cx},${cy + r}`
+          : `${cx - r},${cy + r - 1} ${cx + r},${cy + r - 1} ${cx},${cy - r}`;
+      let node = existing.get(String(m.seq));
+      if (node) {
+        existing.delete(String(m.seq));
+      } else {
+        node = svgEl('polygon', { 'data-seq': String(m.seq), tabindex: '0', role: 'button' });
+        node.append(svgEl('title'));
+        layer.append(node);
+      }
+      node.setAttribute('points', pts);
+      node.setAttribute('class', `marker ${m.dir}${m.seq === state.selected ? ' selected' : ''}`);
+      node.setAttribute('aria-label', `${m.title} (show in the list)`);
+      node.firstChild.textContent = m.title;
+    }
+    for (const n of existing.values()) n.remove();
+
     // Hover read-out: the values of the second under the pointer.
+    const tipNodes = [];
     const hx = state.hover.get(svg.id);
     if (hx != null && all.length && hx >= pad.l && hx <= w - pad.r) {
       const t = start + ((hx - pad.l) / (w - pad.l - pad.r)) * (end - start);
@@ -483,16 +694,16 @@
       for (const s of series) {
         let best = null;
         for (const d of s.data) if (best === null || Math.abs(d[0] - t) < Math.abs(best[0] - t)) best = d;
-        if (best && best[1] != null) lines.push(`${s.name}: ${integer ? best[1] : fmtNum(best[1])}${unit}`);
+        if (best && best[1] != null) lines.push(`${s.name}: ${integer ? best[1] : fmtNum(best[1])}${s.unit != null ? s.unit : unit}`);
       }
-      nodes.push(svgEl('line', { class: 'hover-line', x1: hx, x2: hx, y1: pad.t, y2: y(0) }));
+      tipNodes.push(svgEl('line', { class: 'hover-line', x1: hx, x2: hx, y1: pad.t, y2: y(0) }));
       const shown = lines.slice(0, 7);
       const boxW = Math.max(...shown.map((l) => l.length)) * 6.4 + 12;
       const bx = hx + boxW + 12 > w ? hx - boxW - 8 : hx + 8;
-      nodes.push(svgEl('rect', { class: 'tip-box', x: bx, y: pad.t, width: boxW, height: shown.length * 14 + 8, rx: 6 }));
-      shown.forEach((l, i) => nodes.push(svgEl('text', { class: 'tip-text', x: bx + 6, y: pad.t + 15 + i * 14 }, l)));
+      tipNodes.push(svgEl('rect', { class: 'tip-box', x: bx, y: pad.t, width: boxW, height: shown.length * 14 + 8, rx: 6 }));
+      shown.forEach((l, i) => tipNodes.push(svgEl('text', { class: 'tip-text', x: bx + 6, y: pad.t + 15 + i * 14 }, l)));
     }
-    svg.replaceChildren(...nodes);
+    tip.replaceChildren(...tipNodes);
     if (!svg.dataset.hooked) {
       svg.dataset.hooked = '1';
       svg.addEventListener('mousemove', (e) => {
@@ -506,33 +717,76 @@
         const svc = currentService();
         if (svc) renderCharts(svc);
       });
+      // A marker's reason on click (or Enter): its event in the list.
+      svg.addEventListener('click', (e) => {
+        const marker = e.target.closest('.marker[data-seq]');
+        if (marker) select(Number(marker.getAttribute('data-seq')), true);
+      });
+      svg.addEventListener('keydown', (e) => {
+        const marker = e.target.closest('.marker[data-seq]');
+        if (marker && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); select(Number(marker.getAttribute('data-seq')), true); }
+      });
     }
+  }
+
+  // Runs of seconds where `test(point)` holds, as [from, to] time ranges.
+  function runs(pts, test, cls) {
+    const out = [];
+    for (const p of pts) {
+      if (!test(p)) continue;
+      const from = p.time_ms - 1000;
+      const last = out[out.length - 1];
+      if (last && from - last.to <= 1500) last.to = p.time_ms;
+      else out.push({ from, to: p.time_ms, cls });
+    }
+    return out;
   }
 
   function renderCharts(svc) {
     const pts = state.points.get(svc.name) || [];
     const now = pts.length ? pts[pts.length - 1].time_ms : state.now;
     const css = getComputedStyle(document.documentElement);
-    const c1 = css.getPropertyValue('--c1').trim() || '#1f6feb';
-    const c2 = css.getPropertyValue('--c2').trim() || '#e8590c';
+    const color = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
+    const c1 = color('--c1', '#1f6feb');
+    const c2 = color('--c2', '#e8590c');
+    const c3 = color('--c3', '#0d9488');
+    const bad = color('--bad', '#d92d20');
+    const traffic = (f) => pts.map((p) => [p.time_ms, p.traffic ? f(p.traffic) : null]);
+    const bands = runs(pts, (p) => p.traffic && p.traffic.saturated, 'sat')
+      .concat(runs(pts, (p) => p.traffic && p.traffic.host_full, 'host'));
+    const marked = markedEvents(svc.name).map(markerOf).filter((m) => !now || m.t >= now - WINDOW_MS);
+    // Off the replicas graph, every marker sits at the top of the plot.
+    const top = marked.map((m) => ({ ...m, v: null }));
     drawChart($('#c-rps'), {
       now,
       unit: ' req/s',
-      series: [{ name: 'requests/s', color: c1, area: true, data: pts.map((p) => [p.time_ms, p.requests_per_s]) }],
+      bands,
+      markers: top,
+      series: [
+        { name: 'served', key: 'served', color: c1, area: true, data: pts.map((p) => [p.time_ms, p.requests_per_s]) },
+        { name: 'offered', key: 'offered', color: c2, data: traffic((t) => t.offered_per_s) },
+        { name: 'shed', key: 'shed', color: bad, area: true, dotted: true, data: traffic((t) => t.shed_per_s) },
+        { name: 'queued', key: 'queued', color: c3, dashed: true, right: true, unit: ' requests', data: traffic((t) => t.queued) },
+      ],
     });
     drawChart($('#c-latency'), {
       now,
       unit: ' ms',
+      bands,
+      markers: top,
       emptyText: 'no latency data in this window',
       series: [
-        { name: 'p50', color: c1, data: pts.map((p) => [p.time_ms, p.p50_ms]) },
-        { name: 'p99', color: c2, data: pts.map((p) => [p.time_ms, p.p99_ms]) },
+        { name: 'p50', key: 'p50', color: c1, data: pts.map((p) => [p.time_ms, p.p50_ms]) },
+        { name: 'p99', key: 'p99', color: c2, data: pts.map((p) => [p.time_ms, p.p99_ms]) },
+        { name: 'queue time', key: 'queue', color: c3, dashed: true, data: traffic((t) => t.queue_ms) },
       ],
     });
     const ids = [...new Set(pts.flatMap((p) => Object.keys(p.replica_cpu || {})))];
     drawChart($('#c-cpu'), {
       now,
       unit: '%',
+      bands,
+      markers: top,
       yMax: Math.max(100, niceMax(Math.max(0, ...pts.flatMap((p) => Object.values(p.replica_cpu || {}))) * 1.1)),
       series: ids.map((id) => ({ name: id, color: colorOf(id), data: pts.map((p) => [p.time_ms, p.replica_cpu && id in p.replica_cpu ? p.replica_cpu[id] : null]) })),
     });
@@ -542,19 +796,16 @@
       s.append(swatch(colorOf(id)), document.createTextNode(id));
       return s;
     }));
-    const markers = state.events
-      .filter((e) => e.service === svc.name && e.kind === 'scaled' && e.to != null && e.from !== e.to)
-      .map((e) => ({ t: Date.parse(e.time), v: e.to, dir: e.to > e.from ? 'out' : 'in', title: `${fmtTime(Date.parse(e.time))} ${e.from} → ${e.to}: ${e.reason}`, seq: e.seq }))
-      .filter((m) => isFinite(m.t) && (!now || m.t >= now - WINDOW_MS));
     drawChart($('#c-replicas'), {
       now,
       integer: true,
+      bands,
       yMax: Math.max(svc.max, ...pts.map((p) => Math.max(p.desired, p.in_service))),
       series: [
-        { name: 'in service', color: c2, step: true, area: true, data: pts.map((p) => [p.time_ms, p.in_service]) },
-        { name: 'desired', color: c1, step: true, dashed: true, data: pts.map((p) => [p.time_ms, p.desired]) },
+        { name: 'in service', key: 'in_service', color: c2, step: true, area: true, data: pts.map((p) => [p.time_ms, p.in_service]) },
+        { name: 'desired', key: 'desired', color: c1, step: true, dashed: true, data: pts.map((p) => [p.time_ms, p.desired]) },
       ],
-      markers,
+      markers: marked,
     });
   }
 
