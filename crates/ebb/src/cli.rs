@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Start the fleet(s), their balancers and the admin API; run until Ctrl-C or `ebb down`.
     Up,
-    /// Ask the running ebb to drain and stop everything, and wait until it has.
+    /// Ask the running ebb to drain and stop everything, and wait until it has exited (its state directory is free).
     Down {
         /// Give up waiting after this long.
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
@@ -91,6 +91,10 @@ enum Command {
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         notice: Duration,
     },
+    /// Print a one-time link that signs a browser in to the dashboard (it
+    /// works once, within 60 s, and sets a session cookie; the page never
+    /// receives the admin token).
+    Dashboard,
     /// Print the event log: why the fleet changed.
     Events {
         /// Only this service's events.
@@ -112,7 +116,7 @@ enum Command {
     },
     /// Check a config file without starting anything.
     Validate {
-        /// The file to check (defaults to `ebb -f FILE validate`'s FILE, or ebb.toml).
+        /// The file to check, a regular file of at most 4 MiB (defaults to `ebb -f FILE validate`'s FILE, or ebb.toml).
         file: Option<PathBuf>,
     },
     /// Run the built-in demo application (the seed stories' workload).
@@ -145,23 +149,23 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Dropping a runtime waits for every blocking task without limit: one
+    // stuck in I/O must not keep a stopped ebb alive (`ebb down` waits for
+    // the exit).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
 }
 
 /// Reads and validates a config file; errors are already user-ready.
 fn load_config(path: &Path) -> Result<Config, String> {
-    let source = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "{}: error: cannot read the config file: {e}; create one (see docs/config.md) or pass -f FILE",
-            path.display()
-        )
-    })?;
+    let source = crate::config_file::read(path).map_err(|e| e.to_string())?;
     Config::parse(&source, path).map_err(|e| e.to_string())
 }
 
@@ -224,7 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(error) => Err(error),
             },
         },
-        Command::Down { timeout } => down(&client, timeout).await,
+        Command::Down { timeout } => down(&client, &config.state_dir, timeout).await,
         Command::Status { json } => {
             let status: FleetStatus = client.get("/api/v1/status").await?;
             if json {
@@ -249,6 +253,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Events { service, follow, json } => events(&client, service.as_deref(), follow, json).await,
+        Command::Dashboard => {
+            let login: serde_json::Value =
+                client.send(http::Method::POST, "/api/v1/dashboard/login", &serde_json::json!({})).await?;
+            let url = login["url"].as_str().context("the admin API sent no login link")?;
+            println!("Open this link in your browser within {} s (it works once):", login["expires_in_s"]);
+            println!("{url}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Deploy { service, command, image, env, strategy, no_wait } => {
             let mut vars = serde_json::Map::new();
             for pair in &env {
@@ -370,30 +382,41 @@ async fn follow_deploy(client: &AdminClient, service: &str) -> anyhow::Result<Ex
     }
 }
 
-async fn down(client: &AdminClient, timeout: Duration) -> anyhow::Result<ExitCode> {
-    let _: serde_json::Value = client.send(http::Method::POST, "/api/v1/shutdown", &serde_json::json!({})).await?;
+/// Asks ebb to drain and stop, then waits until it has **exited**: its
+/// admin API no longer answers, its state directory's lock is free (a new
+/// `ebb up` would start), and its process is gone when it runs here. A
+/// closed admin listener alone is not enough: ebb closes it before it has
+/// finished.
+async fn down(client: &AdminClient, state_dir: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let answer: serde_json::Value = client.send(http::Method::POST, "/api/v1/shutdown", &serde_json::json!({})).await?;
+    let pid = answer["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
     println!("ebb: stopping (balancers finish in-flight requests, then replicas drain and stop)");
     let started = Instant::now();
     let mut last_count = None;
+    let mut api_closed = false;
     loop {
-        match client.get::<FleetStatus>("/api/v1/status").await {
-            Ok(status) => {
-                let remaining: usize = status.services.iter().map(|s| s.replicas.len()).sum();
-                if last_count != Some(remaining) {
-                    println!("ebb: {remaining} replica{} still running", if remaining == 1 { "" } else { "s" });
-                    last_count = Some(remaining);
+        if !api_closed {
+            match client.get::<FleetStatus>("/api/v1/status").await {
+                Ok(status) => {
+                    let remaining: usize = status.services.iter().map(|s| s.replicas.len()).sum();
+                    if last_count != Some(remaining) {
+                        println!("ebb: {remaining} replica{} still running", if remaining == 1 { "" } else { "s" });
+                        last_count = Some(remaining);
+                    }
                 }
+                Err(e) if e.downcast_ref::<NotRunning>().is_some() => api_closed = true,
+                Err(_) => {}
             }
-            Err(e) if e.downcast_ref::<NotRunning>().is_some() => {
-                println!("ebb: stopped");
-                return Ok(ExitCode::SUCCESS);
-            }
-            Err(_) => {}
+        }
+        if api_closed && !crate::state::state_dir_in_use(state_dir) && !pid.is_some_and(process_running) {
+            println!("ebb: stopped");
+            return Ok(ExitCode::SUCCESS);
         }
         if started.elapsed() > timeout {
-            bail!("ebb is still stopping after {}; check `ebb status`", humantime::format_duration(timeout));
+            let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            bail!("ebb{who} is still stopping after {}; check `ebb status`", humantime::format_duration(timeout));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -414,6 +437,15 @@ fn demand_line(service: &crate::status::ServiceStatus) -> Option<String> {
         line.push_str(" — saturated");
     }
     Some(line)
+}
+
+/// Whether `pid` is a live process on this machine (a zombie has exited;
+/// no `/proc` entry: gone, or not on this machine).
+fn process_running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // `pid (comm) S ...`: the state follows the last `)`.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    state.is_some_and(|s| s != 'Z' && s != 'X')
 }
 
 fn format_age(seconds: f64) -> String {
@@ -521,7 +553,8 @@ fn render_event(e: &Event) -> String {
         e.kind.as_str(),
         e.replica.as_deref().unwrap_or("-"),
         change,
-        e.reason
+        // Escaped again here: an event kept by an older ebb may hold them.
+        crate::events::escape_controls(&e.reason)
     )
 }
 

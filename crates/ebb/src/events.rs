@@ -191,7 +191,10 @@ impl EventLog {
                 kind: new.kind,
                 from: new.from,
                 to: new.to,
-                reason: new.reason,
+                // Stored escaped: a reason that quotes outside text (a
+                // command, a probe's answer) cannot forge a line of
+                // `ebb events` or send a terminal escape.
+                reason: escape_controls(&new.reason).into_owned(),
             };
             ring.next_seq += 1;
             if ring.events.len() == self.capacity {
@@ -232,9 +235,38 @@ impl EventLog {
     }
 }
 
+/// `text` with every control character (C0, DEL, C1) written as an escape
+/// (`\n`, `\t`, `\r`, `\u{1b}`), so it prints on one line and inert.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_are_stored_with_control_characters_escaped() {
+        let log = EventLog::new(4);
+        let forged = "deploy v2\n2026-01-01T00:00:00.000Z  web      scaled  - 2->0  \u{1b}[2Jowned\0";
+        let e = log.record(NewEvent::new("web", EventKind::Scaled, forged));
+        assert_eq!(e.reason, "deploy v2\\n2026-01-01T00:00:00.000Z  web      scaled  - 2->0  \\u{1b}[2Jowned\\u{0}");
+        assert!(!log.list(None, 0)[0].reason.chars().any(char::is_control));
+        assert_eq!(escape_controls("plain ✓ text"), std::borrow::Cow::Borrowed("plain ✓ text"));
+    }
 
     #[test]
     fn the_ring_is_bounded_and_keeps_the_newest() {

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod cli;
 pub mod client;
+pub mod config_file;
 pub mod controller;
 pub mod demo_app;
 pub mod driver;

@@ -79,8 +79,7 @@ async fn bind(config: &Config, addr: std::net::SocketAddr, owner: &str) -> anyho
 
 /// Runs the fleet described by `config` until a stop is requested.
 pub async fn up(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(config.state_dir.join("logs"))
-        .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
+    prepare_state_dir(&config.state_dir)?;
     let state_dir = config.state_dir.canonicalize().unwrap_or_else(|_| config.state_dir.clone());
 
     // What survives restarts. A state file ebb cannot read is refused here,
@@ -218,13 +217,16 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         stop_requested: stop_requested.clone(),
         token: admin_token,
         config_path: config.path.canonicalize().unwrap_or_else(|_| config.path.clone()),
-        state_dir: state_dir.clone(),
+        store: store.clone(),
     };
     let gate_task = replica_gate
         .and_then(|gate| gate.listener)
         .map(|listener| tokio::spawn(admin::serve_replica_gate(listener, admin_state.clone(), admin_stop.clone())));
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop.clone()));
-    println!("ebb: admin API and dashboard on http://{admin_addr}/; state in {}", state_dir.display());
+    println!(
+        "ebb: admin API and dashboard on http://{admin_addr}/ (`ebb dashboard` prints a login link); state in {}",
+        state_dir.display()
+    );
     println!("ebb: `ebb status` shows the fleet, `ebb down` (or Ctrl-C) drains and stops it");
 
     wait_for_stop(&stop_requested).await;
@@ -279,6 +281,33 @@ fn web_services_beyond_the_host(config: &Config, cores: usize) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Creates the state directory and its `logs/` private (`0700`): they hold
+/// the admin token, the replicas' own tokens and every replica's output.
+/// A directory that exists is not changed, but one that other users may
+/// enter is reported. A `logs/` ebb cannot write is not fatal: replicas
+/// then write to ebb's stderr (the process driver says so).
+fn prepare_state_dir(state_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let mode = std::fs::metadata(state_dir).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o700);
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %state_dir.display(),
+            mode = format!("{mode:04o}"),
+            "The state directory is open to other users; `chmod 700` it (ebb creates it 0700)."
+        );
+    }
+    let logs = state_dir.join("logs");
+    if let Err(error) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&logs) {
+        tracing::warn!(dir = %logs.display(), %error, "Cannot create the replicas' log directory.");
+    }
+    Ok(())
 }
 
 /// Worker pools that can keep every core of this machine busy while a web

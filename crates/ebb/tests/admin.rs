@@ -244,8 +244,8 @@ fn every_endpoint_answers_with_the_right_status() {
     let own = format!("http://{}", ebb.admin);
     assert_eq!(call(&ebb, "GET", "/api/v1/status", None, &[("Origin", &own)]).status, 200);
 
-    // The dashboard: HTML with a strict CSP; it carries the token for us
-    // (same user as the token file, loopback).
+    // The dashboard: HTML with a strict CSP; it never carries the token,
+    // not even for the token file's owner on loopback.
     let page = call(&ebb, "GET", "/", None, &[]);
     assert_eq!(page.status, 200);
     assert!(page.header("content-type").is_some_and(|c| c.starts_with("text/html")));
@@ -253,10 +253,7 @@ fn every_endpoint_answers_with_the_right_status() {
         .header("content-security-policy")
         .is_some_and(|c| c.contains("script-src 'self'") && c.contains("frame-ancestors 'none'")));
     assert_eq!(page.header("cache-control"), Some("no-store"));
-    assert!(
-        page.body.contains(&format!(r#"<meta name="ebb-token" content="{token}">"#)),
-        "the page should carry the token for its owner"
-    );
+    assert!(!page.body.contains(&token), "the page must not carry the token");
     for asset in ["/app.js", "/style.css", "/favicon.svg"] {
         assert_eq!(call(&ebb, "GET", asset, None, &[]).status, 200, "{asset}");
     }
@@ -310,7 +307,7 @@ fn the_cli_sends_the_token() {
 }
 
 #[test]
-fn wrong_tokens_are_locked_out() {
+fn wrong_tokens_are_locked_out_but_never_the_right_one() {
     let ebb = start("{ min = 1, max = 2, desired = 1 }");
     let token = ebb.token();
     let right = bearer(&token);
@@ -320,18 +317,40 @@ fn wrong_tokens_are_locked_out() {
         let r = call(&ebb, "PUT", "/api/v1/services/web/desired", body, &[("Authorization", &wrong)]);
         assert_error(&r, 401);
     }
-    // Locked out now: even the right token gets 429, with Retry-After.
-    let r = call(&ebb, "PUT", "/api/v1/services/web/desired", body, &[("Authorization", &right)]);
+    // Locked out now: another wrong token gets 429, with Retry-After, and
+    // only after a second (each guess costs the guesser time)...
+    let wrong = bearer(&"f".repeat(64));
+    let sent = Instant::now();
+    let r = call(&ebb, "PUT", "/api/v1/services/web/desired", body, &[("Authorization", &wrong)]);
+    assert!(sent.elapsed() >= Duration::from_millis(900), "answered after {:?}", sent.elapsed());
     assert_error(&r, 429);
     let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
+    // ...but wrong tokens never lock the right one out (nor slow it): the
+    // operator's calls and the CLI go on working from the same address.
+    let sent = Instant::now();
+    let r = call(
+        &ebb,
+        "PUT",
+        "/api/v1/services/web/desired",
+        Some(r#"{"desired": 2, "reason": "during a lockout"}"#),
+        &[("Authorization", &right)],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(sent.elapsed() < Duration::from_millis(900), "the right token waited {:?}", sent.elapsed());
+    assert_eq!(r.json()["to"], 2);
     let r = call(&ebb, "GET", "/api/v1/status", None, &[("Authorization", &right)]);
-    assert_error(&r, 429);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let out = ebb.cli(&["scale", "web", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // And the lockout still holds for guesses.
+    assert_error(&call(&ebb, "PUT", "/api/v1/services/web/desired", body, &[("Authorization", &wrong)]), 429);
     // A call without a token is no guess: a plain 401, and open reads work.
     assert_error(&call(&ebb, "PUT", "/api/v1/services/web/desired", body, &[]), 401);
     assert_eq!(call(&ebb, "GET", "/api/v1/status", None, &[]).status, 200);
     let metrics = call(&ebb, "GET", "/metrics", None, &[]).body;
     assert!(metrics.contains("ebb_admin_auth_failures_total 10"), "{metrics}");
+    assert!(metrics.contains("ebb_admin_auth_lockouts_total 2"), "{metrics}");
     assert!(!ebb.up_log().contains(&token), "the token must never be logged");
 }
 
@@ -413,6 +432,7 @@ fn openapi_document_lists_every_endpoint() {
         ("get", "/api/v1/events"),
         ("get", "/api/v1/metrics"),
         ("post", "/api/v1/shutdown"),
+        ("post", "/api/v1/dashboard/login"),
         ("get", "/api/v1/openapi.json"),
     ];
     for (method, path) in expected {
@@ -663,4 +683,150 @@ fn a_replica_token_protects_only_its_own_replica() {
     assert_error(&call(&ebb, "POST", "/api/v1/shutdown", Some("{}"), &with_own), 401);
     let off = Some(r#"{"protected": false}"#);
     assert_eq!(call(&ebb, "POST", &format!("/api/v1/replicas/{me}/protect"), off, &with_own).status, 200);
+}
+
+/// Bodies are checked before anything is applied: malformed JSON, another
+/// type, or too large is refused with a JSON error, and the fleet runs on
+/// unchanged (issue 13, item 12).
+#[test]
+fn refused_bodies_change_nothing() {
+    let ebb = start("{ min = 1, max = 3, desired = 2 }");
+    let replicas = ebb.wait_in_service(2, Duration::from_secs(20));
+    let auth = bearer(&ebb.token());
+    let with_token = [("Authorization", auth.as_str())];
+    let events_before = ebb.events().len();
+
+    // Shutdown: only nothing or `{}` stops the fleet.
+    let big = format!(r#"{{"pad": "{}"}}"#, "x".repeat(3 * 1024 * 1024));
+    for (bad, status) in
+        [("{", 400), ("hello", 400), ("[]", 400), ("\"stop\"", 400), (r#"{"now": true}"#, 400), (big.as_str(), 413)]
+    {
+        let r = call(&ebb, "POST", "/api/v1/shutdown", Some(bad), &with_token);
+        assert_error(&r, status);
+        assert_eq!(call(&ebb, "GET", "/api/v1/status", None, &[]).status, 200, "ebb still answers after {:.20}", bad);
+    }
+    // Every mutating endpoint reads its body the same way.
+    let id = replicas[0]["id"].as_str().unwrap();
+    for path in [
+        format!("/api/v1/replicas/{id}/interrupt"),
+        format!("/api/v1/replicas/{id}/protect"),
+        "/api/v1/services/web/deploy".into(),
+        "/api/v1/services/web/rollback".into(),
+    ] {
+        for bad in ["[]", "{", "[{\"notice_s\": 1}]"] {
+            assert_error(&call(&ebb, "POST", &path, Some(bad), &with_token), 400);
+        }
+        assert_error(&call(&ebb, "POST", &path, Some(&big), &with_token), 413);
+    }
+    assert_error(&call(&ebb, "PUT", "/api/v1/services/web/desired", Some(&big), &with_token), 413);
+
+    // Control characters in what a deploy runs or what an event says.
+    let deploy = "/api/v1/services/web/deploy";
+    for bad in [
+        r#"{"command": "{ebb} demo-app --port $PORT\u0000"}"#,
+        r#"{"command": "echo \u001b]0;owned\u0007"}"#,
+        r#"{"env": {"A": "x\u0000y"}}"#,
+        r#"{"env": {"A\u001b": "x"}}"#,
+        r#"{"env": {"A": "1"}, "reason": "ok\n2026-01-01T00:00:00.000Z  web  scaled  - 2->0  forged"}"#,
+    ] {
+        let r = call(&ebb, "POST", deploy, Some(bad), &with_token);
+        assert_error(&r, 400);
+        assert!(r.json()["error"].as_str().unwrap().contains("control character"), "{}", r.body);
+    }
+    let r = call(
+        &ebb,
+        "PUT",
+        "/api/v1/services/web/desired",
+        Some(r#"{"desired": 3, "reason": "\u001b[2J"}"#),
+        &with_token,
+    );
+    assert_error(&r, 400);
+
+    // Nothing was applied: same replicas, desired, version, and no event.
+    std::thread::sleep(Duration::from_millis(500));
+    let web = call(&ebb, "GET", "/api/v1/services/web", None, &[]).json();
+    assert_eq!((web["desired"].as_u64(), web["version"].as_u64()), (Some(2), Some(1)), "{web}");
+    let now: Vec<_> = ebb.wait_in_service(2, Duration::from_secs(5)).iter().map(|r| r["id"].clone()).collect();
+    let before: Vec<_> = replicas.iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(now, before, "no replica was interrupted or replaced");
+    let events = ebb.events();
+    assert_eq!(events.len(), events_before, "no event: {:#?}", &events[events_before..]);
+
+    // `{}` (or no body) still stops it.
+    let r = call(&ebb, "POST", "/api/v1/shutdown", Some("{}"), &with_token);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let mut ebb = ebb;
+    assert_eq!(ebb.wait_exit(Duration::from_secs(30)), Some(0));
+}
+
+/// The admin token is never handed out to a request that carries no
+/// credential: a replica (same user, loopback) fetching the dashboard gets
+/// no secret; the dashboard signs in with the one-time link `ebb dashboard`
+/// prints, which sets an `HttpOnly; SameSite=Strict` session cookie
+/// (issue 13, item 10).
+#[test]
+fn the_dashboard_signs_in_with_a_login_link_and_never_gets_the_token() {
+    let ebb = Ebb::start(|admin, listen| {
+        fast_config(admin, listen, "{ min = 1, max = 3, desired = 1 }", "").replace(
+            r#"command = "{ebb} demo-app --port $PORT""#,
+            r#"command = 'curl -s -o "$EBB_STATE_DIR/page-seen-by-replica.html" "$EBB_ADMIN_URL/"; exec {ebb} demo-app --port $PORT'"#,
+        )
+    });
+    ebb.wait_in_service(1, Duration::from_secs(20));
+    let token = ebb.token();
+
+    // What a replica gets from the admin port with a plain GET.
+    let seen = ebb.dir.path().join("state/page-seen-by-replica.html");
+    let page = wait_for("the replica's fetch of the dashboard", Duration::from_secs(10), || {
+        std::fs::read_to_string(&seen).ok()
+    });
+    assert!(page.contains("<title>ebb</title>"), "{page}");
+    assert!(!page.contains(&token), "a replica was handed the admin token");
+    assert!(page.contains(r#"<meta name="ebb-session" content="">"#), "{page}");
+
+    // A login link: made only with the token, works once.
+    assert_error(&call(&ebb, "POST", "/api/v1/dashboard/login", None, &[]), 401);
+    let out = ebb.cli(&["dashboard"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let url = stdout.lines().find(|l| l.starts_with("http://")).unwrap_or_else(|| panic!("no link: {stdout}"));
+    assert!(!url.contains(&token), "the link is not the token");
+    let path = url.strip_prefix(&format!("http://{}", ebb.admin)).unwrap_or_else(|| panic!("{url}"));
+    let r = call(&ebb, "GET", path, None, &[]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/"));
+    let set_cookie = r.header("set-cookie").expect("a session cookie").to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains(&token), "the cookie is not the token");
+    assert_error(&call(&ebb, "GET", path, None, &[]), 403);
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+
+    // The signed-in page knows it may change things, and it can.
+    let page = call(&ebb, "GET", "/", None, &[("Cookie", &cookie)]);
+    assert!(page.body.contains(r#"<meta name="ebb-session" content="cookie">"#), "{}", page.body);
+    assert!(!page.body.contains(&token));
+    let own = format!("http://{}", ebb.admin);
+    let scale = Some(r#"{"desired": 2, "reason": "dashboard session"}"#);
+    let r = call(&ebb, "PUT", "/api/v1/services/web/desired", scale, &[("Cookie", &cookie), ("Origin", &own)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Only from the page itself, and only with a live session.
+    assert_error(&call(&ebb, "PUT", "/api/v1/services/web/desired", scale, &[("Cookie", &cookie)]), 403);
+    assert_error(
+        &call(
+            &ebb,
+            "PUT",
+            "/api/v1/services/web/desired",
+            scale,
+            &[("Cookie", &cookie), ("Origin", "http://evil.example")],
+        ),
+        403,
+    );
+    let forged = format!("{}={}", cookie.split('=').next().unwrap(), "0".repeat(64));
+    assert_error(
+        &call(&ebb, "PUT", "/api/v1/services/web/desired", scale, &[("Cookie", &forged), ("Origin", &own)]),
+        401,
+    );
+    assert!(!ebb.up_log().contains(&token), "the token must never be logged");
 }

@@ -14,6 +14,7 @@ const COMMANDS: &[&str] = &[
     "rollback",
     "protect",
     "interrupt",
+    "dashboard",
     "events",
     "logs",
     "validate",

@@ -149,7 +149,14 @@ fn the_dashboard_scales_the_fleet_in_a_real_browser() {
     let profile = tempfile::tempdir().unwrap();
     let driver = Chromedriver::start(&chromedriver, &ebb.dir.path().join("chromedriver.log"));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let admin = ebb.admin;
+    // Signed in as a user does: the one-time link `ebb dashboard` prints.
+    let out = ebb.cli(&["dashboard"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let login = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("http://"))
+        .expect("a login link")
+        .to_string();
     let shots = target_dir();
     let result = runtime.block_on(async {
         let mut caps = serde_json::Map::new();
@@ -170,7 +177,7 @@ fn the_dashboard_scales_the_fleet_in_a_real_browser() {
             .connect(&format!("http://{}", driver.addr))
             .await
             .expect("a WebDriver session with chromium");
-        let outcome = drive(&client, admin, ebb.listen, &shots).await;
+        let outcome = drive(&client, &login, ebb.admin, ebb.listen, &shots).await;
         let _ = client.close().await;
         outcome
     });
@@ -230,12 +237,21 @@ async fn banner_quiet(client: &Client, admin: SocketAddr) -> Option<()> {
     }
 }
 
-async fn drive(client: &Client, admin: SocketAddr, listen: SocketAddr, shots: &Path) -> Result<(), String> {
-    client.goto(&format!("http://{admin}/")).await.map_err(|e| e.to_string())?;
+async fn drive(
+    client: &Client,
+    login: &str,
+    admin: SocketAddr,
+    listen: SocketAddr,
+    shots: &Path,
+) -> Result<(), String> {
+    // The link sets the session cookie and leads to the dashboard.
+    client.goto(login).await.map_err(|e| e.to_string())?;
     assert_eq!(client.title().await.map_err(|e| e.to_string())?, "ebb");
+    let at = client.current_url().await.map_err(|e| e.to_string())?;
+    assert_eq!(at.path(), "/", "the login link leads to the dashboard: {at}");
 
-    // The replicas are there, and the controls are unlocked (the page got
-    // the token because this browser runs as the token file's owner).
+    // The replicas are there, and the controls are unlocked (by the session
+    // cookie: the page itself never holds the token).
     eventually("two replicas in service in the table", Duration::from_secs(20), || async {
         (rows_in_service(client).await == 2).then_some(())
     })

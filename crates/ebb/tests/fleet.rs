@@ -320,3 +320,105 @@ fn a_second_ebb_up_on_the_same_state_directory_is_refused_and_changes_nothing() 
     let ids = |rs: &[serde_json::Value]| rs.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(ids(&ebb.replicas()), ids(&before), "the first ebb's fleet is untouched");
 }
+
+/// A client that sends half a request to the admin API neither holds its
+/// connection for ever nor keeps `ebb up` alive after `ebb down`; and
+/// `ebb down` returns only once ebb has exited (issue 13, item 5).
+#[test]
+fn half_sent_admin_requests_neither_outlive_ebb_down_nor_their_deadline() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 2, desired = 1 }", ""));
+    ebb.wait_in_service(1, BOOT);
+
+    // Half a head: the connection is closed once the header-read deadline
+    // (10 s) passes, without waiting for the client.
+    let mut slow = TcpStream::connect(ebb.admin).unwrap();
+    slow.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let sent = Instant::now();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let held = sent.elapsed();
+    assert!(held >= Duration::from_secs(9) && held < Duration::from_secs(15), "closed after {held:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // Half a head and half a body, held open across `ebb down`.
+    let mut head = TcpStream::connect(ebb.admin).unwrap();
+    head.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").unwrap();
+    let mut body = TcpStream::connect(ebb.admin).unwrap();
+    write!(
+        body,
+        "PUT /api/v1/services/web/desired HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"desired\"",
+        ebb.admin,
+        ebb.token()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let out = ebb.cli(&["down"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ebb: stopped"));
+    // `ebb down` returned only once `ebb up` had exited: no slack here.
+    assert_eq!(ebb.wait_exit(Duration::ZERO), Some(0), "ebb down returned before ebb up exited");
+    // Within drain_timeout (5 s) + a few seconds, whatever the clients did.
+    assert!(took < Duration::from_secs(5 + 5), "ebb down took {took:?}");
+    drop((head, body));
+
+    // The state directory is free at once: a new `ebb up` starts.
+    ebb.restart_up();
+    ebb.wait_in_service(1, BOOT);
+}
+
+/// The state directory and the replicas' logs are not readable by other
+/// users (issue 13, item 13).
+#[test]
+fn the_state_directory_and_replica_logs_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 2, desired = 1 }", ""));
+    let replicas = ebb.wait_in_service(1, BOOT);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let state = ebb.dir.path().join("state");
+    assert_eq!(mode(&state), 0o700, "state directory");
+    assert_eq!(mode(&state.join("logs")), 0o700, "log directory");
+    let log = state.join("logs").join(format!("{}.log", replicas[0]["id"].as_str().unwrap()));
+    assert_eq!(mode(&log), 0o640, "replica log {}", log.display());
+}
+
+/// `ebb validate` refuses a device, a FIFO or a huge file at once, with a
+/// message, instead of reading for ever (issue 13, item 13).
+#[test]
+fn validate_refuses_what_is_not_a_config_file() {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let big = dir.path().join("big.toml");
+    std::fs::File::create(&big).unwrap().set_len(64 * 1024 * 1024).unwrap();
+    for (path, says) in [
+        (std::path::PathBuf::from("/dev/zero"), "a character device, not a regular file"),
+        (fifo, "a FIFO"),
+        (big, "larger than 4 MiB"),
+    ] {
+        let mut child =
+            Command::new(EBB).arg("validate").arg(&path).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ebb validate {} did not return within 10 s", path.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+        assert!(stderr.contains(says) && stderr.contains(&*path.to_string_lossy()), "{}: {stderr}", path.display());
+    }
+}

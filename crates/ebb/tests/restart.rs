@@ -386,3 +386,73 @@ fn replicas_of_a_service_removed_from_the_config_are_left_running_and_named() {
     });
     assert_eq!(adopted["service"], "batch");
 }
+
+/// Makes files immutable (`chattr +i`: the one thing that stops root from
+/// writing them) until dropped.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    /// `None` when this machine cannot (not root, or a file system without
+    /// the attribute, such as tmpfs).
+    fn set(paths: Vec<std::path::PathBuf>) -> Option<Immutable> {
+        let mut guard = Immutable(Vec::new());
+        for path in paths {
+            let ok = std::process::Command::new("chattr").arg("+i").arg(&path).status().is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+            guard.0.push(path);
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::process::Command::new("chattr").arg("-i").arg(path).status();
+        }
+    }
+}
+
+/// A state directory that fails under a running ebb (issue 13, item 3):
+/// the state file, its WAL and `logs/` become unwritable, dirty pages are
+/// flushed, then the fleet is scaled. ebb neither crashes (SIGBUS from a
+/// memory-mapped WAL index, as before) nor stops serving: the change is
+/// applied, the API answers 503 "could not be saved", and the new replica
+/// starts although it cannot get a log file.
+#[test]
+fn a_state_directory_that_fails_under_ebb_neither_crashes_it_nor_stops_serving() {
+    let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 3, desired = 1 }", ""));
+    ebb.wait_in_service(1, BOOT);
+    let state = ebb.dir.path().join("state");
+    let paths: Vec<_> = ["state.db", "state.db-wal", "state.db-shm", "logs"]
+        .iter()
+        .map(|name| state.join(name))
+        .filter(|p| p.exists())
+        .collect();
+    let Some(immutable) = Immutable::set(paths) else {
+        println!("SKIP: cannot make files immutable here (needs root and a file system with chattr +i)");
+        return;
+    };
+    // Clean pages of a memory-mapped file fault on their next write: that
+    // is where the SIGBUS came from.
+    assert!(std::process::Command::new("sync").status().unwrap().success());
+
+    let r = ebb.admin_call("PUT", "/api/v1/services/web/desired", Some(r#"{"desired": 2, "reason": "disk test"}"#));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("could not be saved"), "{}", r.body);
+    // Applied, and serving: the new replica starts without its log file.
+    assert_eq!(web(&ebb)["desired"], 2);
+    ebb.wait_in_service(2, BOOT);
+    for _ in 0..20 {
+        assert_eq!(http(ebb.listen, "GET", "/gtg", None).unwrap().status, 200);
+    }
+    assert!(ebb.up_log().contains("output goes to ebb's own stderr"), "{}", ebb.up_log());
+    if let Some(status) = ebb.exit_status() {
+        panic!("ebb up died ({status}):\n{}", ebb.up_log());
+    }
+    drop(immutable);
+    let out = ebb.cli(&["down"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

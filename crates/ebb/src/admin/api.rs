@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::body::{check_text, Text};
 use super::{ApiError, App, ErrorBody};
 use crate::controller::ServiceHandle;
 use crate::status::{ReplicaStatus, ServiceStatus};
@@ -46,6 +47,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/metrics", get(metrics))
         .route("/api/v1/shutdown", post(shutdown))
+        .route("/api/v1/dashboard/login", post(dashboard_login))
         .route("/api/v1/openapi.json", get(openapi_json))
 }
 
@@ -209,9 +211,10 @@ pub struct SetDesiredRequest {
     #[schema(example = 3, maximum = 1000000)]
     #[serde(deserialize_with = "whole_u32")]
     pub desired: u32,
-    /// Free text recorded in the event (default `manual (API)`).
+    /// Free text recorded in the event (default `manual (API)`); one line,
+    /// no control characters.
     #[serde(default)]
-    #[schema(max_length = 1000, example = "traffic expected at 9:00")]
+    #[schema(max_length = 1000, example = "traffic expected at 9:00", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub reason: Option<String>,
 }
 
@@ -241,23 +244,38 @@ pub enum DeployStrategy {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
-    /// The new command (default: the current one, e.g. to restart every replica).
+    /// The new command (default: the current one, e.g. to restart every
+    /// replica); newlines and tabs allowed, no other control character.
     #[serde(default)]
-    #[schema(example = "{ebb} demo-app --port $PORT")]
+    #[schema(example = "{ebb} demo-app --port $PORT", pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
     pub command: Option<String>,
-    /// Environment variables to set (merged over the current ones).
+    /// Environment variables to set (merged over the current ones); no
+    /// control character in a name, only newlines and tabs in a value.
     #[serde(default)]
+    #[schema(schema_with = env_schema)]
     pub env: Option<BTreeMap<String, String>>,
     /// Default: the service's configured strategy.
     #[serde(default)]
     pub strategy: Option<DeployStrategy>,
     /// A new image (docker and swarm drivers only).
     #[serde(default)]
-    #[schema(example = "ebb-demo:v2")]
+    #[schema(example = "ebb-demo:v2", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub image: Option<String>,
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub reason: Option<String>,
+}
+
+/// The schema of a deploy's `env`: names and values as [`check_text`] and
+/// the controller accept them (a name is not empty and has no `=`).
+fn env_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let string = |pattern: &str| ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern));
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::Object, Type::Null]))
+        .property_names(Some(string(r"^[^=\u0000-\u001F\u007F-\u009F]+$")))
+        .additional_properties(Some(string(r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")))
+        .build()
 }
 
 /// Body of `POST /api/v1/services/{name}/rollback` and
@@ -265,9 +283,9 @@ pub struct DeployRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonRequest {
-    /// Free text recorded in the event.
+    /// Free text recorded in the event; one line, no control characters.
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub reason: Option<String>,
 }
 
@@ -438,6 +456,10 @@ impl MetricsPoint {
 pub struct ShutdownView {
     #[schema(example = "stopping")]
     pub status: String,
+    /// The ebb process that is stopping: `ebb down` returns once it has
+    /// exited.
+    #[schema(example = 4242)]
+    pub pid: u32,
 }
 
 /// `?follow=` values.
@@ -536,12 +558,15 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>, example: &str) -> Result<T
     })
 }
 
-/// An optional JSON body: empty (or `null`) means `T::default()`.
+/// An optional JSON body: empty (or `null`) means `T::default()`; anything
+/// else must be an object (`[]` is not "no body": serde would read it as a
+/// struct with every field left out).
 fn optional_json<T: DeserializeOwned + Default>(body: &Bytes, example: &str) -> Result<T, ApiError> {
     let text = body.trim_ascii();
     if text.is_empty() || text == b"null" {
         return Ok(T::default());
     }
+    super::body::check_shape(text)?;
     serde_json::from_slice(body).map_err(|e| bad_request(format!("expected no body or a body like {example}: {e}")))
 }
 
@@ -559,8 +584,26 @@ fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
         Some(r) if r.chars().count() > MAX_REASON => {
             Err(bad_request(format!("reason is too long ({} characters, at most {MAX_REASON})", r.chars().count())))
         }
-        _ => Ok(()),
+        Some(r) => check_text("reason", r, Text::Line),
+        None => Ok(()),
     }
+}
+
+/// A deploy's command, image and environment: no NUL or control character
+/// (newlines and tabs are fine in a command or a value), before anything is
+/// started.
+fn check_deploy_text(request: &DeployRequest) -> Result<(), ApiError> {
+    if let Some(command) = &request.command {
+        check_text("command", command, Text::Script)?;
+    }
+    if let Some(image) = &request.image {
+        check_text("image", image, Text::Line)?;
+    }
+    for (name, value) in request.env.iter().flatten() {
+        check_text("an env name", name, Text::Line)?;
+        check_text(&format!("env {name}"), value, Text::Script)?;
+    }
+    Ok(())
 }
 
 fn service<'a>(app: &'a App, name: &str) -> Result<&'a ServiceHandle, ApiError> {
@@ -679,6 +722,7 @@ pub(crate) async fn set_desired(
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
         (status = 409, description = "A deploy is already running", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "Too many wrong tokens", body = ErrorBody),
     ))]
@@ -691,6 +735,7 @@ pub(crate) async fn deploy(
     let handle = service(&app, &name)?;
     let request: DeployRequest = optional_json(&body, r#"{"command": "...", "strategy": "rolling"}"#)?;
     check_reason(&request.reason)?;
+    check_deploy_text(&request)?;
     let strategy = request.strategy.map(|s| match s {
         DeployStrategy::Rolling => "rolling".to_string(),
         DeployStrategy::BlueGreen => "blue-green".to_string(),
@@ -717,12 +762,11 @@ pub(crate) async fn deploy(
 /// Reads the config file `ebb up` was started with and returns `service`'s
 /// spec in it; an unreadable or invalid file is a 400 with the config error.
 async fn spec_in_config_file(path: &std::path::Path, service: &str) -> Result<crate::controller::ConfigSpec, ApiError> {
-    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the config file {} to deploy what it says: {e}", path.display()),
-        )
-    })?;
+    let owned = path.to_path_buf();
+    let text = tokio::task::spawn_blocking(move || crate::config_file::read(&owned))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the config file: {e}")))?
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("cannot deploy what the config file says: {e}")))?;
     let config = ebb_core::config::Config::parse(&text, path).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("the config file is not valid, nothing was deployed:\n{e}"))
     })?;
@@ -751,6 +795,7 @@ async fn spec_in_config_file(path: &std::path::Path, service: &str) -> Result<cr
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
         (status = 409, description = "Nothing to roll back to", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "Too many wrong tokens", body = ErrorBody),
     ))]
@@ -843,6 +888,7 @@ pub(crate) async fn protect(
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
         (status = 404, description = "No such replica", body = ErrorBody),
         (status = 409, description = "The replica is already leaving", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "Too many wrong tokens", body = ErrorBody),
         (status = 503, description = "The service is shutting down", body = ErrorBody),
@@ -950,10 +996,11 @@ pub(crate) async fn metrics(
     let oldest_in_memory = recent.first().map(|p| p.time_ms).unwrap_or(now_ms);
     let mut points = Vec::new();
     if since_ms + 60_000 < oldest_in_memory {
-        let (dir, name) = (app.state.state_dir.clone(), handle.name.clone());
-        let older = tokio::task::spawn_blocking(move || crate::state::read_minute_history(&dir, &name, since_ms))
+        let older = app
+            .state
+            .store
+            .minute_history(&handle.name, since_ms)
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the metric history: {e}")))?
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         points.extend(older.iter().filter(|p| p.time_ms + 60_000 <= oldest_in_memory).map(MetricsPoint::new));
     }
@@ -961,20 +1008,70 @@ pub(crate) async fn metrics(
     Ok(Json(points))
 }
 
+/// Body of `POST /api/v1/shutdown` (optional): an empty object, nothing
+/// else, so a stray or garbled request never stops the fleet.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownRequest {}
+
 /// Asks ebb to drain and stop everything (what `ebb down` does).
 #[utoipa::path(post, path = "/api/v1/shutdown", tag = "fleet",
-    request_body(content = Option<Object>, description = "Ignored; send `{}` or nothing"),
+    request_body(content = Option<ShutdownRequest>, description = "Nothing, or `{}`"),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Stopping", body = ShutdownView),
+        (status = 400, description = "A body that is not `{}`: nothing is stopped", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "Too many wrong tokens", body = ErrorBody),
     ))]
-pub(crate) async fn shutdown(State(app): State<App>) -> impl IntoResponse {
+pub(crate) async fn shutdown(State(app): State<App>, body: Bytes) -> Result<Response, ApiError> {
+    let _: ShutdownRequest = optional_json(&body, "{}")?;
     app.state.stop_requested.cancel();
-    (StatusCode::ACCEPTED, Json(ShutdownView { status: "stopping".into() }))
+    Ok((StatusCode::ACCEPTED, Json(ShutdownView { status: "stopping".into(), pid: std::process::id() }))
+        .into_response())
+}
+
+/// A one-time link that signs a browser in to the dashboard.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DashboardLogin {
+    /// Open it within `expires_in_s`; it works once and sets an `HttpOnly`,
+    /// `SameSite=Strict` session cookie.
+    #[schema(example = "http://127.0.0.1:9900/login?ticket=5f0c…")]
+    pub url: String,
+    pub expires_in_s: u64,
+}
+
+/// Makes a one-time login link for the dashboard (what `ebb dashboard`
+/// prints): the dashboard never receives the admin token itself.
+#[utoipa::path(post, path = "/api/v1/dashboard/login", tag = "fleet",
+    request_body(content = Option<ShutdownRequest>, description = "Nothing, or `{}`"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "A login link", body = DashboardLogin),
+        (status = 400, description = "A body that is not `{}`", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn dashboard_login(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let _: ShutdownRequest = optional_json(&body, "{}")?;
+    let ticket = app.sessions.lock().unwrap_or_else(|p| p.into_inner()).issue_ticket(std::time::Instant::now());
+    // The address the caller reached ebb at (the guard has checked it).
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    let login = DashboardLogin {
+        url: format!("http://{host}/login?ticket={ticket}"),
+        expires_in_s: super::session::TICKET_TTL.as_secs(),
+    };
+    Ok((StatusCode::CREATED, Json(login)).into_response())
 }
 
 /// This API's OpenAPI 3.1 document.

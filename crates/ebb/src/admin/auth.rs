@@ -1,6 +1,5 @@
-//! The admin API's bearer token, its constant-time check, the limiter of
-//! failed attempts, and the peer-uid lookup that decides whether the
-//! dashboard page may carry the token.
+//! The admin API's bearer token, its constant-time check, and the limiter
+//! of failed attempts.
 //!
 //! The token is 256 random bits from the operating system (`OsRng`), stored
 //! as 64 hex digits in `<state_dir>/admin.token`, created with mode 0600 in
@@ -11,8 +10,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,9 +31,6 @@ pub fn token_path(state_dir: &Path) -> PathBuf {
 pub struct AdminToken {
     secret: String,
     path: PathBuf,
-    /// Owner of the token file: only connections from this user may be
-    /// handed the token by the dashboard page.
-    owner_uid: u32,
 }
 
 impl fmt::Debug for AdminToken {
@@ -91,8 +87,7 @@ impl AdminToken {
         file.write_all(secret.as_bytes()).map_err(err)?;
         file.write_all(b"\n").map_err(err)?;
         file.sync_all().map_err(err)?;
-        let owner_uid = file.metadata().map_err(err)?.uid();
-        Ok(AdminToken { secret, path, owner_uid })
+        Ok(AdminToken { secret, path })
     }
 
     fn load(path: PathBuf) -> Result<AdminToken, TokenError> {
@@ -106,20 +101,16 @@ impl AdminToken {
         if secret.len() < 32 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(TokenError::Malformed { path });
         }
-        Ok(AdminToken { secret, path, owner_uid: meta.uid() })
+        Ok(AdminToken { secret, path })
     }
 
     /// A token held in memory only (tests).
     pub fn from_secret(secret: impl Into<String>) -> AdminToken {
-        AdminToken { secret: secret.into(), path: PathBuf::new(), owner_uid: u32::MAX }
+        AdminToken { secret: secret.into(), path: PathBuf::new() }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub fn owner_uid(&self) -> u32 {
-        self.owner_uid
     }
 
     /// Whether `presented` is the token, in time independent of where they
@@ -128,8 +119,8 @@ impl AdminToken {
         constant_time_eq(self.secret.as_bytes(), presented.as_bytes())
     }
 
-    /// The secret itself: only for the dashboard page served to the token
-    /// file's owner. Never log it.
+    /// The secret itself, for tests. Never log it, never serve it.
+    #[cfg(test)]
     pub(crate) fn reveal(&self) -> &str {
         &self.secret
     }
@@ -158,9 +149,11 @@ pub fn bearer(value: &str) -> Option<&str> {
 }
 
 /// Failed attempts per client address: after [`FailureLimiter::MAX_FAILURES`]
-/// wrong tokens within [`FailureLimiter::WINDOW`], that address gets 429 on
-/// every authenticated call for [`FailureLimiter::LOCKOUT`] (with the right
-/// token too: a guesser must not learn that a guess was right).
+/// wrong tokens within [`FailureLimiter::WINDOW`], that address gets 429 for
+/// every wrong token for [`FailureLimiter::LOCKOUT`], answered after
+/// [`FailureLimiter::LOCKED_OUT_DELAY`]. The guard consults it
+/// only for a wrong token: the right one is always served, so no local
+/// process can lock the operator out.
 ///
 /// Time is an argument, so the behaviour is tested without sleeping.
 #[derive(Debug, Default)]
@@ -182,6 +175,9 @@ impl FailureLimiter {
     pub const MAX_FAILURES: usize = 10;
     pub const WINDOW: Duration = Duration::from_secs(60);
     pub const LOCKOUT: Duration = Duration::from_secs(60);
+    /// How long a wrong token waits for its 429 while its address is locked
+    /// out (a tarpit: each guess costs the guesser a second).
+    pub const LOCKED_OUT_DELAY: Duration = Duration::from_secs(1);
     /// Clients remembered at most (bounded memory under a spray of sources).
     const MAX_CLIENTS: usize = 4096;
 
@@ -231,59 +227,6 @@ impl FailureLimiter {
             self.clients.retain(|_, c| c.locked_until.is_some());
         }
     }
-}
-
-/// The uid owning the client end of a loopback TCP connection, from
-/// `/proc/net/tcp{,6}` (Linux). `local` is our end, `peer` theirs. `None`
-/// when it cannot be told (not Linux, not found).
-pub fn peer_uid(local: SocketAddr, peer: SocketAddr) -> Option<u32> {
-    let tables = ["/proc/net/tcp", "/proc/net/tcp6"];
-    tables.iter().find_map(|t| std::fs::read_to_string(t).ok().and_then(|text| find_uid(&text, peer, local)))
-}
-
-/// Finds the socket whose local end is `sock` and remote end is `remote` in
-/// a `/proc/net/tcp`-format table and returns its uid.
-fn find_uid(table: &str, sock: SocketAddr, remote: SocketAddr) -> Option<u32> {
-    for line in table.lines().skip(1) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() < 8 {
-            continue;
-        }
-        let (Some(l), Some(r)) = (parse_proc_addr(cols[1]), parse_proc_addr(cols[2])) else { continue };
-        if same_endpoint(l, sock) && same_endpoint(r, remote) {
-            return cols[7].parse().ok();
-        }
-    }
-    None
-}
-
-/// Equal addresses, treating `::ffff:a.b.c.d` as `a.b.c.d`.
-fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
-    let canon = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
-    a.port() == b.port() && canon(a.ip()) == canon(b.ip())
-}
-
-/// `0100007F:1F90` (IPv4, each 32-bit word in host order) or the 32-hex-digit
-/// IPv6 form.
-fn parse_proc_addr(s: &str) -> Option<SocketAddr> {
-    let (ip_hex, port_hex) = s.split_once(':')?;
-    let port = u16::from_str_radix(port_hex, 16).ok()?;
-    let word = |h: &str| u32::from_str_radix(h, 16).ok().map(|w| w.to_ne_bytes());
-    let ip = match ip_hex.len() {
-        8 => IpAddr::from(word(ip_hex)?),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(&ip_hex[i * 8..i * 8 + 8])?);
-            }
-            IpAddr::from(bytes)
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]
@@ -365,27 +308,5 @@ mod tests {
         for i in 0..30 {
             assert_eq!(slow.fail(ip, t0 + Duration::from_secs(i * 7)), None);
         }
-    }
-
-    #[test]
-    fn proc_net_tcp_addresses() {
-        assert_eq!(parse_proc_addr("0100007F:1F90"), Some("127.0.0.1:8080".parse().unwrap()));
-        assert_eq!(parse_proc_addr("00000000000000000000000001000000:0050"), Some("[::1]:80".parse().unwrap()));
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
-            0: 0100007F:9C40 0100007F:2694 01 00000000:00000000 00:00000000 00000000  1000        0 12345 1 0 20 4 30 10 -1\n";
-        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let ours: SocketAddr = "127.0.0.1:9876".parse().unwrap();
-        assert_eq!(find_uid(table, peer, ours), Some(1000));
-        assert_eq!(find_uid(table, ours, peer), None);
-    }
-
-    #[test]
-    fn peer_uid_finds_our_own_connection() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, peer) = listener.accept().unwrap();
-        assert_eq!(peer, client.local_addr().unwrap());
-        let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
-        assert_eq!(peer_uid(server.local_addr().unwrap(), peer), me);
     }
 }

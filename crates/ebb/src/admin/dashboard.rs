@@ -3,28 +3,26 @@
 //! `/api/v1/status` and `/api/v1/metrics` once a second, follows
 //! `/api/v1/events?follow=1`, and draws its graphs as SVG.
 //!
-//! **The token.** The page's controls (set desired, protect, roll back) call
-//! mutating endpoints, which need the bearer token. The page carries it (in
-//! a `<meta>` tag) only when all of these hold:
-//! - the connection comes from a loopback address and its `Host` is a
-//!   loopback name (so a DNS-rebinding page, whose Host is its own name,
-//!   never gets it; the guard refuses such requests anyway);
-//! - the client's socket belongs to the user who owns the token file
-//!   (looked up in `/proc/net/tcp`), so another local user cannot fetch it
-//!   from the page when the file's 0600 mode keeps them from reading it.
-//!
-//! Otherwise the page loads without it and asks for the token (kept in the
-//! tab's `sessionStorage`). The page is served with a strict
+//! **Signing in.** The page's controls (set desired, protect, roll back)
+//! call mutating endpoints. The page never carries the admin token: every
+//! replica runs as ebb's user and can fetch `/` from loopback, so a page that
+//! embedded it would hand any replica (or an SSRF in one) the power to deploy
+//! any command. Instead `ebb dashboard` prints a one-time login link
+//! (`/login?ticket=…`, [`super::session`]); opening it sets an `HttpOnly;
+//! SameSite=Strict` session cookie and the page's controls unlock (the page
+//! says so with `<meta name="ebb-session" content="cookie">`; the script
+//! never sees a secret). A token pasted into the page still works (kept in
+//! the tab's `sessionStorage`). The page is served with a strict
 //! Content-Security-Policy (scripts only from this origin, no framing) and
 //! `Cache-Control: no-store`. docs/api.md has the whole threat model.
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use super::{auth, is_loopback_host, App, Peer};
+use super::{ApiError, App};
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
@@ -41,6 +39,41 @@ pub(crate) fn routes() -> Router<App> {
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
         .route("/favicon.svg", get(|| async { asset("image/svg+xml", FAVICON_SVG) }))
+        .route("/login", get(login))
+}
+
+/// `?ticket=` of a login link.
+#[derive(Debug, serde::Deserialize)]
+struct LoginQuery {
+    ticket: Option<String>,
+}
+
+/// Spends a login link's ticket: sets the session cookie and sends the
+/// browser to the dashboard (303, so a reload does not try the spent link).
+async fn login(
+    State(app): State<App>,
+    query: Result<Query<LoginQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let ticket = query.ok().and_then(|Query(q)| q.ticket).unwrap_or_default();
+    let session = app.sessions.lock().unwrap_or_else(|p| p.into_inner()).redeem(&ticket, std::time::Instant::now());
+    let Some(session) = session else {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this login link has been used or has expired (they work once, for 60 s); run `ebb dashboard` for a new one",
+        )
+        .into_response();
+    };
+    let cookie = format!(
+        "{}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        app.cookie,
+        super::session::SESSION_TTL.as_secs()
+    );
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    tracing::info!("The dashboard signed in with a login link.");
+    response
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -51,26 +84,15 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
-/// Whether this request may be handed the token inside the page.
-fn may_embed_token(app: &App, request: &Request) -> bool {
-    let host_ok = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).is_some_and(is_loopback_host);
-    let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<Peer>>().copied() else {
-        return false;
-    };
-    host_ok
-        && peer.remote.ip().is_loopback()
-        && auth::peer_uid(peer.local, peer.remote).is_some_and(|uid| uid == app.state.token.owner_uid())
-}
-
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 async fn index(State(app): State<App>, request: Request) -> Response {
-    let token = if may_embed_token(&app, &request) { app.state.token.reveal() } else { "" };
+    let session = if super::has_session(&app, request.headers()) { "cookie" } else { "" };
     let reads = if app.loopback_only { "open" } else { "token" };
     let page = INDEX_HTML
-        .replace("{{token}}", &html_escape(token))
+        .replace("{{session}}", &html_escape(session))
         .replace("{{reads}}", reads)
         .replace("{{version}}", env!("CARGO_PKG_VERSION"));
     let mut response = page.into_response();

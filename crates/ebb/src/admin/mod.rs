@@ -7,9 +7,14 @@
 //! - `mod.rs` (this file): shared state, the router, the request guard
 //!   (Host, Origin, rate limit, token, content type) and the JSON error.
 //! - [`auth`]: the bearer token file, constant-time comparison, the limiter of
-//!   failed attempts, the peer-uid lookup for the dashboard.
+//!   failed attempts.
+//! - [`session`]: the dashboard's one-time login links and session cookies.
 //! - [`api`]: the `/api/v1` handlers and the JSON shapes they speak.
+//! - [`body`]: request bodies read once, bounded in size and time, and
+//!   checked for shape and control characters.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers (utoipa).
+//! - [`server`]: the accept loop, with header-read and idle deadlines and a
+//!   shutdown bounded in time.
 //! - [`stream`]: the Server-Sent Events stream of the event log.
 //! - [`prometheus`]: `/metrics` in the Prometheus / OpenMetrics text format.
 //! - [`dashboard`]: the embedded HTML/CSS/JS page.
@@ -21,24 +26,30 @@
 //! - every mutating call needs `Authorization: Bearer <token>` (the token is
 //!   in `<state_dir>/admin.token`, mode 0600); reads need it too when the
 //!   listener is not loopback-only;
-//! - ten wrong tokens within a minute from one address lock that address out
-//!   (429) for a minute;
+//! - ten wrong tokens within a minute from one address lock that address's
+//!   wrong tokens out (429) for a minute; the right token is always served;
 //! - on a loopback listener the `Host` must be a loopback name (defeats DNS
 //!   rebinding); a request carrying an `Origin` other than its own is refused
-//!   (defeats CSRF and cross-site reads); a request body must be JSON;
+//!   (defeats CSRF and cross-site reads); a request body must be empty or
+//!   one JSON object of at most 2 MiB, and free text holds no control
+//!   characters ([`body`]);
 //! - a replica's own token (`EBB_REPLICA_TOKEN`) is accepted only to
 //!   protect or unprotect that replica;
 //! - containers reach ebb through the *replica gate*, a second listener on
 //!   the Docker bridge's gateway address that serves only that call and
 //!   accepts only replica tokens ([`replica_gate_router`]);
-//! - the dashboard page embeds the token only for a loopback connection whose
-//!   socket belongs to the token file's owner.
+//! - the token is never handed out: the dashboard signs in with a one-time
+//!   login link from `ebb dashboard`, which sets an `HttpOnly;
+//!   SameSite=Strict` session cookie ([`session`]).
 
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod dashboard;
 pub mod openapi;
 pub mod prometheus;
+pub mod server;
+pub mod session;
 pub mod stream;
 
 use std::collections::BTreeMap;
@@ -74,8 +85,9 @@ pub struct AdminState {
     /// The config file `ebb up` was started with: a deploy that names no
     /// change rolls out what it says now.
     pub config_path: std::path::PathBuf,
-    /// Where the state file is, for metric history older than the last 24 h.
-    pub state_dir: std::path::PathBuf,
+    /// The state store, for metric history older than the last 24 h (read
+    /// through its writer: ebb holds the file exclusively).
+    pub store: crate::state::StateStore,
 }
 
 /// [`AdminState`] plus what the admin layer keeps for itself.
@@ -87,6 +99,10 @@ pub(crate) struct Shared {
     /// replica's own protect call and nothing else.
     pub replica_gate: bool,
     pub limiter: Mutex<auth::FailureLimiter>,
+    /// Dashboard login tickets and sessions ([`session`]).
+    pub sessions: Mutex<session::Sessions>,
+    /// The session cookie's name (it carries the listener's port).
+    pub cookie: String,
     /// Counts of scaling actions and other events, kept monotonic for
     /// Prometheus even when the bounded event log forgets old entries.
     pub tally: Mutex<prometheus::EventTally>,
@@ -149,8 +165,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Both ends of an admin connection (the peer for the rate limiter, both for
-/// the dashboard's peer-uid check).
+/// Both ends of an admin connection (the peer's address is what the limiter
+/// of wrong tokens counts).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
     pub local: SocketAddr,
@@ -168,7 +184,7 @@ impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
 /// The admin router. `listen` is the listener's address (it decides whether
 /// reads need the token); `shutdown` ends event streams.
 pub fn router(state: AdminState, listen: SocketAddr, shutdown: CancellationToken) -> Router {
-    let app = shared(state, listen.ip().is_loopback(), false, shutdown);
+    let app = shared(state, listen, false, shutdown);
     api::routes()
         .merge(dashboard::routes())
         .route("/metrics", axum::routing::get(prometheus::metrics))
@@ -188,7 +204,7 @@ pub fn router(state: AdminState, listen: SocketAddr, shutdown: CancellationToken
 /// the admin token, so a listener that containers reach exposes no more
 /// than what a replica may do to itself.
 pub fn replica_gate_router(state: AdminState, shutdown: CancellationToken) -> Router {
-    let app = shared(state, false, true, shutdown);
+    let app = shared(state, std::net::SocketAddr::from(([0, 0, 0, 0], 0)), true, shutdown);
     Router::new()
         .route("/api/v1/replicas/{id}/protect", axum::routing::post(api::protect))
         .fallback(|| async {
@@ -208,18 +224,18 @@ pub async fn serve_replica_gate(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = replica_gate_router(state, shutdown.clone());
-    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    server::serve(listener, app, shutdown).await
 }
 
-fn shared(state: AdminState, loopback_only: bool, replica_gate: bool, shutdown: CancellationToken) -> App {
+fn shared(state: AdminState, listen: SocketAddr, replica_gate: bool, shutdown: CancellationToken) -> App {
     let resumed_after = state.events.resumed_after();
     Arc::new(Shared {
-        loopback_only,
+        loopback_only: !replica_gate && listen.ip().is_loopback(),
         replica_gate,
         state,
         limiter: Mutex::default(),
+        sessions: Mutex::default(),
+        cookie: session::cookie_name(listen.port()),
         // Counters count this run's events, not the kept log of earlier runs.
         tally: Mutex::new(prometheus::EventTally::after(resumed_after)),
         replica_errors: Mutex::default(),
@@ -242,9 +258,7 @@ pub async fn serve(
         );
     }
     let app = router(state, listen, shutdown.clone());
-    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    server::serve(listener, app, shutdown).await
 }
 
 /// Whether a `Host` header names this machine's loopback: `127.0.0.1:9900`,
@@ -269,7 +283,23 @@ fn host_name(host: &str) -> &str {
 /// off loopback: the dashboard's static files (the page carries no token
 /// unless its peer owns the token file) and the API description.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/" | "/index.html" | "/app.js" | "/style.css" | "/favicon.svg" | "/api/v1/openapi.json")
+    matches!(path, "/" | "/index.html" | "/app.js" | "/style.css" | "/favicon.svg" | "/login" | "/api/v1/openapi.json")
+}
+
+/// Whether the request carries a live dashboard session cookie (never on
+/// the replica gate).
+pub(crate) fn has_session(app: &Shared, headers: &axum::http::HeaderMap) -> bool {
+    if app.replica_gate {
+        return false;
+    }
+    let sessions = app.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|h| session::cookie_value(h, &app.cookie))
+        .any(|secret| sessions.is_valid(secret, now))
 }
 
 /// Whether a request's `Origin` is its own (`scheme://Host`).
@@ -301,8 +331,15 @@ fn replica_may(app: &Shared, request: &Request, token: &str) -> bool {
 /// checked (or counted) for a request that is refused for where it comes
 /// from.
 async fn guard(State(app): State<App>, request: Request, next: Next) -> Response {
-    match check(&app, &request) {
-        Ok(()) => {
+    let checked = match check(&app, &request) {
+        // A body is read (bounded in size and time) and its shape checked
+        // only once the caller may make the call.
+        Ok(()) if is_mutating(request.method()) => body::buffered(request).await,
+        Ok(()) => Ok(request),
+        Err(error) => Err(error),
+    };
+    match checked {
+        Ok(request) => {
             let mut response = next.run(request).await;
             let headers = response.headers_mut();
             headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
@@ -310,8 +347,21 @@ async fn guard(State(app): State<App>, request: Request, next: Next) -> Response
             headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
             response
         }
-        Err(error) => error.into_response(),
+        Err(error) => {
+            // A wrong token from a locked-out address is answered slowly:
+            // a guesser's next guess waits, the right token never does.
+            if error.status() == StatusCode::TOO_MANY_REQUESTS {
+                tokio::time::sleep(auth::FailureLimiter::LOCKED_OUT_DELAY).await;
+            }
+            error.into_response()
+        }
     }
+}
+
+/// Whether a call may change something (and so needs the token and may
+/// carry a body).
+fn is_mutating(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 fn check(app: &Shared, request: &Request) -> Result<(), ApiError> {
@@ -337,18 +387,29 @@ fn check(app: &Shared, request: &Request) -> Result<(), ApiError> {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "cross-site requests are refused"));
     }
 
-    let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let mutating = is_mutating(request.method());
     let path = request.uri().path();
     let needs_token = mutating || (!app.loopback_only && !is_public(path)) || app.replica_gate;
     let presented = headers.get(header::AUTHORIZATION);
+    let session = presented.is_none() && has_session(app, headers);
     match presented {
+        // The dashboard signed in with a login link. Its changes must come
+        // from its own page: a browser sends `Origin` with every fetch
+        // that changes something (and a foreign one was refused above).
+        None if session && mutating && !headers.contains_key(header::ORIGIN) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a dashboard session changes things only from the dashboard page (no Origin header)",
+            ));
+        }
+        None if session => {}
         // No token, no guess: a plain 401 (never 429, the limiter is for
         // guessers).
         None if needs_token => {
             let message = match app.replica_gate {
                 true => "this call needs `Authorization: Bearer $EBB_REPLICA_TOKEN`".to_string(),
                 false => format!(
-                    "this call needs `Authorization: Bearer <token>`; the token is in {}",
+                    "this call needs `Authorization: Bearer <token>`; the token is in {} (for the dashboard: open the link `ebb dashboard` prints)",
                     app.state.token.path().display()
                 ),
             };
@@ -361,24 +422,27 @@ fn check(app: &Shared, request: &Request) -> Result<(), ApiError> {
                 .get::<axum::extract::ConnectInfo<Peer>>()
                 .map(|c| c.0.remote.ip())
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-            let now = Instant::now();
-            let mut limiter = app.limiter.lock().unwrap_or_else(|p| p.into_inner());
-            // Locked out: refused whatever the token, so a guesser cannot
-            // tell a right guess from a wrong one.
-            if let Err(wait) = limiter.check(ip, now) {
-                let secs = wait.as_secs().max(1);
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("too many wrong tokens from {ip}; try again in {secs} s"),
-                )
-                .retry_after(secs));
-            }
+            // The right token is always served, lockout or not: every
+            // local process shares 127.0.0.1, so a lockout that held the
+            // right token too would let any of them lock the operator out.
+            // Guessing stays hopeless (2^256 tokens); the lockout turns
+            // guesses into 429s and keeps them out of the log.
             let ok = value
                 .to_str()
                 .ok()
                 .and_then(auth::bearer)
                 .is_some_and(|t| (!app.replica_gate && app.state.token.matches(t)) || replica_may(app, request, t));
             if !ok {
+                let now = Instant::now();
+                let mut limiter = app.limiter.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(wait) = limiter.check(ip, now) {
+                    let secs = wait.as_secs().max(1);
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!("too many wrong tokens from {ip}; try again in {secs} s"),
+                    )
+                    .retry_after(secs));
+                }
                 let locked = limiter.fail(ip, now);
                 // Never echo what was presented: it may be a real token of
                 // another ebb.

@@ -34,6 +34,7 @@ use super::ErrorBody;
         api::list_events,
         api::metrics,
         api::shutdown,
+        api::dashboard_login,
         api::openapi_json,
     ),
     components(schemas(
@@ -54,6 +55,8 @@ use super::ErrorBody;
         api::MetricsPoint,
         api::MetricsTraffic,
         api::ShutdownView,
+        api::ShutdownRequest,
+        api::DashboardLogin,
         crate::status::DeployStatus,
         crate::status::SaturationStatus,
         crate::status::HostStatus,

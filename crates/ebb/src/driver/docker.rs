@@ -384,7 +384,8 @@ pub(super) async fn append_output(
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await?;
     }
-    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
+    // 0640, like the process driver's logs: output may hold secrets.
+    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).mode(0o640).open(path).await?;
     let mut logs = std::pin::pin!(logs);
     while let Some(chunk) = logs.next().await {
         match chunk {

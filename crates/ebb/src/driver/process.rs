@@ -90,11 +90,40 @@ fn free_port(host: IpAddr) -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A replica's log file: created `0640` (its output may hold secrets; the
+/// directory is created `0700`).
 fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o640).open(path)
+}
+
+/// Where a replica's stdout and stderr go: its log file, or, when that
+/// cannot be opened (a full disk, a read-only or broken `logs/`), ebb's own
+/// stderr, so the replica still starts and its output is not lost (it lands
+/// in the terminal or the journal beside ebb's log). A warning names the
+/// replica, the file and the reason.
+fn replica_output(spec: &ReplicaSpec) -> Result<(Stdio, Stdio), DriverError> {
+    let log_error = |source| DriverError::Log { replica: spec.replica_id.clone(), path: spec.log_path.clone(), source };
+    let file = match open_log(&spec.log_path) {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::warn!(
+                replica = %spec.replica_id,
+                log = %spec.log_path.display(),
+                %error,
+                "Cannot open the replica's log file; its output goes to ebb's own stderr instead (`ebb logs` has nothing for it)."
+            );
+            use std::os::fd::AsFd;
+            let stderr = std::io::stderr().as_fd().try_clone_to_owned().map_err(log_error)?;
+            let stderr_too = stderr.try_clone().map_err(log_error)?;
+            return Ok((Stdio::from(stderr), Stdio::from(stderr_too)));
+        }
+    };
+    let file_too = file.try_clone().map_err(log_error)?;
+    Ok((Stdio::from(file), Stdio::from(file_too)))
 }
 
 impl Driver for ProcessDriver {
@@ -106,16 +135,7 @@ impl Driver for ProcessDriver {
         Box::pin(async move {
             let replica = spec.replica_id.clone();
             let port = free_port(self.host).map_err(|source| DriverError::Port { replica: replica.clone(), source })?;
-            let log = open_log(&spec.log_path).map_err(|source| DriverError::Log {
-                replica: replica.clone(),
-                path: spec.log_path.clone(),
-                source,
-            })?;
-            let log_err = log.try_clone().map_err(|source| DriverError::Log {
-                replica: replica.clone(),
-                path: spec.log_path.clone(),
-                source,
-            })?;
+            let (stdout, stderr) = replica_output(spec)?;
             let (mut cmd, shown) = self.command_for(spec);
             cmd.envs(&spec.env)
                 .env("PORT", port.to_string())
@@ -124,8 +144,8 @@ impl Driver for ProcessDriver {
                 .env("EBB_VERSION", spec.version.to_string())
                 .env("EBB_STATE_DIR", &spec.state_dir)
                 .stdin(Stdio::null())
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::from(log_err))
+                .stdout(stdout)
+                .stderr(stderr)
                 // Own process group: a terminal's Ctrl-C reaches ebb only (ebb
                 // drains replicas itself), and stop signals the whole group,
                 // including anything `sh -c` started.
@@ -417,6 +437,32 @@ mod tests {
         assert_eq!(replica.exited().await, ExitReason::Exited(0));
         let log = std::fs::read_to_string(&spec.log_path).unwrap();
         assert_eq!(log, format!("hi web web-test port={}\n", replica.addr.port()));
+    }
+
+    #[tokio::test]
+    async fn logs_are_private_to_ebb_and_its_group() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let driver = ProcessDriver::new("/bin/echo".into());
+        let spec = spec(dir.path(), CommandSpec::Shell("{ebb} hello".into()));
+        let replica = driver.start(&spec).await.unwrap();
+        assert_eq!(replica.exited().await, ExitReason::Exited(0));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&spec.log_path), 0o640, "log file");
+        assert_eq!(mode(&dir.path().join("logs")), 0o700, "log directory");
+    }
+
+    #[tokio::test]
+    async fn a_replica_starts_when_its_log_cannot_be_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        // `logs` is a file, not a directory: no log file can be made there
+        // (for root too, whom file modes do not stop).
+        std::fs::write(dir.path().join("logs"), "not a directory").unwrap();
+        let driver = ProcessDriver::new("/bin/echo".into());
+        let spec = spec(dir.path(), CommandSpec::Shell("{ebb} to stderr instead".into()));
+        let replica = driver.start(&spec).await.expect("the replica starts without its log file");
+        assert_eq!(replica.exited().await, ExitReason::Exited(0));
+        assert_eq!(std::fs::read_to_string(dir.path().join("logs")).unwrap(), "not a directory");
     }
 
     #[tokio::test]

@@ -171,7 +171,7 @@ pub async fn what_is(target: SocketAddr, config: &Path) -> Option<(Admin, Behind
         return None;
     }
     let mut candidates = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(config) {
+    if let Ok(text) = crate::config_file::read(config) {
         if let Ok(config) = ebb_core::config::Config::parse(&text, config) {
             candidates.push(config.admin.listen);
         }

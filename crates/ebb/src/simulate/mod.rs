@@ -290,12 +290,7 @@ fn choose_service(config: &Config, service: Option<&str>, config_path: &Path) ->
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {
-    let source = std::fs::read_to_string(path).map_err(|e| {
-        bad(format!(
-            "{}: error: cannot read the config file: {e}; create one (see docs/config.md) or pass -f FILE",
-            path.display()
-        ))
-    })?;
+    let source = crate::config_file::read(path).map_err(|e| bad(e.to_string()))?;
     Config::parse(&source, path).map_err(|e| bad(e.to_string()))
 }
 

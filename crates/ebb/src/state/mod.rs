@@ -1,6 +1,7 @@
 //! The state store: what must survive ebb's own death.
 //!
-//! One SQLite file, `<state_dir>/state.db` (WAL, `synchronous = FULL`), holds
+//! One SQLite file, `<state_dir>/state.db` (WAL in exclusive locking mode,
+//! so no memory-mapped `-shm` file; `synchronous = FULL`), holds
 //! per service the desired capacity and the specs of its versions; per
 //! replica how to recognise it after a restart (driver handle, address,
 //! version, protection); the event log (bounded); and the metric history
@@ -119,6 +120,12 @@ enum Op {
     Event(Box<Event>),
     Point(String, Box<ServicePoint>),
     Sync(tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// Reads a service's per-minute history after `since_ms`: the writer's
+    /// connection is the only one while ebb runs (it holds the file's lock).
+    MinuteHistory(String, u64, tokio::sync::oneshot::Sender<Result<Vec<ServicePoint>, StateError>>),
+    /// Runs SQL on the writer's connection (tests break the file with it).
+    #[cfg(test)]
+    Exec(String),
     /// Commit, close the file (checkpointing the WAL), then answer.
     Close(tokio::sync::oneshot::Sender<()>),
 }
@@ -190,6 +197,21 @@ impl StateStore {
         rx.await.unwrap_or_else(|_| Err("the state writer has stopped".into()))
     }
 
+    /// A service's per-minute history after `since_ms` (beyond the last
+    /// 24 h), oldest first, read by the writer after what is queued.
+    pub async fn minute_history(&self, service: &str, since_ms: u64) -> Result<Vec<ServicePoint>, StateError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Op::MinuteHistory(service.to_string(), since_ms, tx));
+        rx.await.unwrap_or_else(|_| {
+            Err(StateError::Write { path: self.path.clone(), cause: "the state writer has stopped".into() })
+        })
+    }
+
+    #[cfg(test)]
+    fn exec(&self, sql: &str) {
+        self.send(Op::Exec(sql.to_string()));
+    }
+
     /// Commits what is queued and closes the file; later writes through
     /// any handle are dropped. Resolves once the file is closed.
     pub async fn close(&self) {
@@ -204,11 +226,25 @@ impl StateStore {
     }
 }
 
+/// The lock file an ebb holds for as long as its state writer runs.
+pub const LOCK_FILE: &str = "state.lock";
+
+/// Whether an ebb (this or another process) holds `<state_dir>`'s lock
+/// right now: what `ebb down` waits on, since the lock goes only when that
+/// ebb has closed its state file and is exiting (or has died).
+pub fn state_dir_in_use(state_dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(state_dir.join(LOCK_FILE)) else { return false };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_released_on_drop) => false,
+        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
 /// Takes `<state_dir>/state.lock` (flock, exclusive, non-blocking) and
 /// writes this pid in it, for the message another ebb gets.
 fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StateError> {
     use std::io::{Read, Seek, Write};
-    let path = state_dir.join("state.lock");
+    let path = state_dir.join(LOCK_FILE);
     let write_error = |e: &dyn std::fmt::Display| StateError::Write { path: path.clone(), cause: e.to_string() };
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -257,6 +293,14 @@ fn open_checked(path: &Path) -> Result<Connection, StateError> {
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| unreadable(path, e))?;
+    // Before the first access: in exclusive locking mode SQLite keeps the
+    // WAL index in heap memory instead of a memory-mapped `state.db-shm`.
+    // A shared-memory file that cannot be written (a full disk, a file made
+    // read-only or immutable) then fails a write with an error, which the
+    // store reports (503 "could not be saved"), instead of killing ebb
+    // with SIGBUS. ebb already owns the directory (`state.lock`), so no
+    // other process needs to share the file while it runs.
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(|e| unreadable(path, e))?;
     // A writer of an earlier run may still be closing the file.
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| unreadable(path, e))?;
     // Reading the header pragmas is the first access: garbage fails here,
@@ -372,10 +416,18 @@ fn write_loop(
             }
         }
         let mut waiting = Vec::new();
+        let mut reads = Vec::new();
         let mut writes = Vec::with_capacity(batch.len());
         for op in batch {
             match op {
                 Op::Sync(reply) => waiting.push(reply),
+                Op::MinuteHistory(service, since_ms, reply) => reads.push((service, since_ms, reply)),
+                #[cfg(test)]
+                Op::Exec(sql) => {
+                    if let Err(error) = conn.execute_batch(&sql) {
+                        tracing::warn!(%error, "Test SQL failed.");
+                    }
+                }
                 // Ops queued after a close are dropped with the channel.
                 Op::Close(reply) => {
                     closing = Some(reply);
@@ -405,6 +457,9 @@ fn write_loop(
         };
         for tx in waiting {
             let _ = tx.send(answer.clone());
+        }
+        for (service, since_ms, tx) in reads {
+            let _ = tx.send(query_points(&conn, &path, "history_minute", "minute_ms", &service, since_ms));
         }
         if closing.is_some() {
             break;
@@ -460,7 +515,9 @@ fn apply(conn: &mut Connection, writes: &[Op], keep_events: i64) -> rusqlite::Re
                     params![service, point.time_ms as i64, to_json(&**point)],
                 )?;
             }
-            Op::Sync(_) | Op::Close(_) => {}
+            Op::Sync(_) | Op::Close(_) | Op::MinuteHistory(..) => {}
+            #[cfg(test)]
+            Op::Exec(_) => {}
         }
     }
     if wrote_events {
@@ -575,8 +632,9 @@ pub fn read_history(state_dir: &Path, service: &str, since_ms: u64) -> Result<Op
     Ok(Some(points))
 }
 
-/// Reads the per-minute history of a service (beyond the last 24 h), for
-/// tools that look further back than the in-memory ring.
+/// Reads the per-minute history of a service (beyond the last 24 h) from
+/// the file of an ebb that is not running ([`StateStore::minute_history`]
+/// while it runs: it holds the file exclusively).
 pub fn read_minute_history(state_dir: &Path, service: &str, since_ms: u64) -> Result<Vec<ServicePoint>, StateError> {
     let path = state_dir.join(STATE_FILE);
     query_points(&open_read_only(&path)?, &path, "history_minute", "minute_ms", service, since_ms)

@@ -156,11 +156,18 @@ async fn history_older_than_a_day_is_folded_into_minutes() {
     drop(conn);
     let (_store, restored) = StateStore::open(dir.path(), 10).unwrap();
     assert_eq!(restored.history["web"].len(), 1, "only the last day stays per second");
-    let minutes = read_minute_history(dir.path(), "web", 0).unwrap();
+    let minutes = _store.minute_history("web", 0).await.unwrap();
+    assert_eq!(minutes, read_minute_history_closed(dir.path(), _store).await);
     assert_eq!(minutes.len(), 1);
     assert_eq!(minutes[0].time_ms, old_minute);
     assert_eq!(minutes[0].desired, 4, "the minute keeps its highest capacity");
     assert_eq!(minutes[0].p99_ms, Some(30.0), "and its worst p99");
+}
+
+/// Once the store is closed, the file reads the same from outside.
+async fn read_minute_history_closed(dir: &std::path::Path, store: StateStore) -> Vec<ServicePoint> {
+    store.close().await;
+    read_minute_history(dir, "web", 0).unwrap()
 }
 
 /// A lost write is never answered as saved: not by the sync that follows
@@ -172,9 +179,7 @@ async fn once_a_write_is_lost_every_later_sync_says_so() {
     store.save_replica(replica("web-1", "web"));
     store.sync().await.expect("a healthy store saves");
     // Break the file under the writer: every replica write fails from now.
-    let other = Connection::open(store.path()).unwrap();
-    other.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-    other.execute_batch("DROP TABLE replicas").unwrap();
+    store.exec("DROP TABLE replicas");
     store.save_replica(replica("web-2", "web"));
     let lost = store.sync().await.expect_err("the write was lost");
     assert!(lost.contains("replicas"), "{lost}");
@@ -221,5 +226,29 @@ async fn an_unreadable_event_or_point_is_skipped_not_fatal() {
     let (store, restored) = StateStore::open(dir.path(), 100).expect("opens despite the bad rows");
     assert_eq!(restored.events.len(), 1);
     assert_eq!(restored.replicas["web"].len(), 1);
+    store.close().await;
+}
+
+/// The WAL index lives in memory, never in a memory-mapped `state.db-shm`:
+/// a shared-memory file that cannot be made (here a directory stands in
+/// its place, which stops root too) neither keeps the store from opening
+/// nor from writing, and none is created.
+#[tokio::test]
+async fn the_store_needs_no_shared_memory_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = dir.path().join(format!("{STATE_FILE}-shm"));
+    std::fs::create_dir(&shm).unwrap();
+    let (store, _) = StateStore::open(dir.path(), 100).expect("opens without a -shm file");
+    store.save_service(service("web", 3));
+    store.record_event(&event(1));
+    store.sync().await.expect("writes without a -shm file");
+    store.close().await;
+    assert!(shm.is_dir(), "left as it was");
+    std::fs::remove_dir(&shm).unwrap();
+    let (store, restored) = StateStore::open(dir.path(), 100).unwrap();
+    assert_eq!(restored.services["web"], service("web", 3));
+    store.save_service(service("web", 4));
+    store.sync().await.unwrap();
+    assert!(!shm.exists(), "no memory-mapped WAL index is ever created");
     store.close().await;
 }

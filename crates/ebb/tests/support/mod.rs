@@ -299,6 +299,14 @@ impl Ebb {
         self.seen_pids.borrow().clone()
     }
 
+    /// How `ebb up` ended, if it has (a signal shows as such); `None` while
+    /// it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().unwrap()?;
+        self.child = None;
+        Some(status)
+    }
+
     /// Waits for `ebb up` to exit and returns its status code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let child = self.child.as_mut().unwrap();

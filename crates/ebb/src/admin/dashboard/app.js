@@ -16,7 +16,10 @@
 
   const meta = (name) => (document.querySelector(`meta[name="${name}"]`) || {}).content || '';
   const state = {
-    token: meta('ebb-token') || sessionStorage.getItem('ebb-token') || '',
+    token: sessionStorage.getItem('ebb-token') || '',
+    // Signed in with a login link: the session cookie (HttpOnly, never
+    // seen here) goes with every same-origin fetch.
+    session: meta('ebb-session') === 'cookie',
     readsNeedToken: meta('ebb-reads') === 'token',
     services: [],
     current: new URLSearchParams(location.search).get('service'),
@@ -85,7 +88,7 @@
     if (!response.ok) {
       const error = new Error((data && data.error) || `${response.status} ${response.statusText}`);
       error.status = response.status;
-      if (response.status === 401) showTokenBox(true);
+      if (response.status === 401) { state.session = false; showTokenBox(true); }
       throw error;
     }
     return data;
@@ -103,9 +106,10 @@
   }
 
   // -------------------------------------------------------------- token
+  const canControl = () => Boolean(state.token || state.session);
   function showTokenBox(show) {
     $('#token-box').hidden = !show;
-    const locked = !state.token;
+    const locked = !canControl();
     for (const b of document.querySelectorAll('.controls button, .controls input')) {
       b.disabled = locked;
       b.title = locked ? 'needs the admin token' : '';
@@ -422,7 +426,7 @@
         'data-on': String(r.protected),
         'aria-pressed': String(r.protected),
       }, r.protected ? 'Protected' : 'Protect');
-      if (!state.token) { button.disabled = true; button.title = 'needs the admin token'; }
+      if (!canControl()) { button.disabled = true; button.title = 'needs the admin token'; }
       prot.append(button);
       tr.append(
         id,
@@ -812,7 +816,7 @@
   window.addEventListener('resize', () => { const svc = currentService(); if (svc) renderCharts(svc); });
 
   // -------------------------------------------------------------- start
-  showTokenBox(!state.token);
+  showTokenBox(!canControl());
   poll();
   setInterval(poll, 1000);
   follow();
