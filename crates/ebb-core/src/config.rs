@@ -18,6 +18,7 @@ use std::time::Duration;
 pub use crate::balance::BalanceAlgorithm;
 pub use crate::deploy::{DeployConfig, Strategy as DeployStrategy};
 pub use crate::health::StatusMatcher;
+pub use crate::outlier::OutlierConfig;
 pub use crate::scaling::ScalingConfig;
 
 /// A whole, validated config file.
@@ -346,6 +347,10 @@ pub struct ProxyConfig {
     /// A request that waited this long for a replica gets 503 with
     /// `Retry-After`, instead of hanging.
     pub queue_timeout: Duration,
+    /// Passive outlier detection (`[service.NAME.proxy.outlier]`): a
+    /// replica that fails the requests it gets leaves the rotation for a
+    /// while. On by default.
+    pub outlier: OutlierConfig,
 }
 
 impl Default for ProxyConfig {
@@ -361,6 +366,7 @@ impl Default for ProxyConfig {
             max_in_flight: None,
             max_queue: 1000,
             queue_timeout: Duration::from_secs(5),
+            outlier: OutlierConfig::default(),
         }
     }
 }
