@@ -424,7 +424,7 @@ fn trips(config: &OutlierConfig, outcomes: &Outcomes, window: &VecDeque<(Time, u
     }
     let (requests, failed) = window.iter().fold((0, 0), |(r, f), (_, wr, wf)| (r + wr, f + wf));
     let enough = requests >= u64::from(config.failure_min_requests.max(1));
-    (enough && failed as f64 * 100.0 >= config.failure_percent * requests as f64).then(|| Reason::FailureRatio {
+    (enough && failed as f64 * 100.0 >= config.failure_percent * requests as f64).then_some(Reason::FailureRatio {
         failed,
         requests,
         window: config.failure_window,

@@ -38,6 +38,14 @@ pub enum EventKind {
     ReplicaUnprotected,
     /// Received an interruption notice (`ebb interrupt`, chaos).
     ReplicaInterrupted,
+    /// Failed the requests it got (outlier detection): out of the rotation
+    /// for a while, still healthy and in service.
+    ReplicaEjected,
+    /// Its ejection is over: back in the rotation.
+    ReplicaReturned,
+    /// Fails like an outlier, but ejecting it would take too much of the
+    /// fleet (`max_ejection_percent`, never the last replica): it stays.
+    ReplicaOutlierSpared,
     /// The external metric source could not be read.
     MetricSourceFailed,
     DeployStarted,
@@ -72,6 +80,9 @@ impl EventKind {
             EventKind::ReplicaProtected => "replica_protected",
             EventKind::ReplicaUnprotected => "replica_unprotected",
             EventKind::ReplicaInterrupted => "replica_interrupted",
+            EventKind::ReplicaEjected => "replica_ejected",
+            EventKind::ReplicaReturned => "replica_returned",
+            EventKind::ReplicaOutlierSpared => "replica_outlier_spared",
             EventKind::Backoff => "backoff",
             EventKind::Saturated => "saturated",
             EventKind::HostFull => "host_full",
