@@ -736,3 +736,11 @@ fn outlier_detection_is_on_by_default_and_every_key_can_be_set() {
     let one = &one.services["web"].proxy.outlier;
     assert_eq!((one.consecutive_5xx, one.base_ejection_time), (2, Duration::from_secs(30)));
 }
+
+#[test]
+fn max_connections_is_derived_unless_set() {
+    let web = parse(MINIMAL).services.remove("web").unwrap();
+    assert_eq!(web.proxy.max_connections, None, "ebb up derives it from the open-file limit");
+    let set = parse(&format!("{MINIMAL}proxy.max_connections = 5000\n"));
+    assert_eq!(set.services["web"].proxy.max_connections, Some(5000));
+}

@@ -29,6 +29,9 @@ pub enum EventKind {
     ReplicaInService,
     /// Failed enough health checks to leave the rotation.
     ReplicaUnhealthy,
+    /// Health checks could not run for ebb's own reason (out of file
+    /// descriptors...): they are not counted, health holds.
+    HealthCheckSkipped,
     /// Exited without ebb asking it to.
     ReplicaExited,
     /// Left the rotation and is finishing its in-flight requests.
@@ -74,6 +77,7 @@ impl EventKind {
             EventKind::ReplicaStartFailed => "replica_start_failed",
             EventKind::ReplicaInService => "replica_in_service",
             EventKind::ReplicaUnhealthy => "replica_unhealthy",
+            EventKind::HealthCheckSkipped => "health_check_skipped",
             EventKind::ReplicaExited => "replica_exited",
             EventKind::ReplicaDraining => "replica_draining",
             EventKind::ReplicaStopped => "replica_stopped",

@@ -159,6 +159,7 @@ struct RawProxy {
     max_in_flight: Option<Spanned<Int>>,
     max_queue: Option<Spanned<Int>>,
     queue_timeout: Option<Spanned<Dur>>,
+    max_connections: Option<Spanned<Int>>,
     outlier: Option<outlier::RawOutlier>,
 }
 
@@ -786,7 +787,21 @@ impl Check<'_> {
                 }
             },
         };
+        let max_connections = match raw.max_connections {
+            None => d.max_connections,
+            Some(raw) => match raw.get_ref().0 {
+                n @ 1..=1_000_000 => Some(n as u32),
+                n => {
+                    self.problem(
+                        raw.span(),
+                        format!("proxy.max_connections must be between 1 and 1000000 client connections, not {n}; leave it out to derive it from the open-file limit"),
+                    );
+                    None
+                }
+            },
+        };
         ProxyConfig {
+            max_connections,
             max_in_flight,
             max_queue,
             queue_timeout: self.positive("proxy.queue_timeout", &raw.queue_timeout, d.queue_timeout),

@@ -529,6 +529,10 @@ struct ServiceController {
     hold_starts_until: Option<Instant>,
     /// Routable ids last published, to swap the snapshot only on change.
     published_routable: Vec<String>,
+    /// Health checks are failing for ebb's own reason (out of file
+    /// descriptors...): why, and how many were skipped. Said once per
+    /// episode.
+    probe_fault: Option<(String, u64)>,
     tasks: TaskTracker,
     /// The scaling brain (pure); fed one sample a second.
     autoscaler: Autoscaler,
@@ -629,6 +633,7 @@ impl ServiceController {
             failure_streak: 0,
             hold_starts_until: None,
             published_routable: Vec::new(),
+            probe_fault: None,
             tasks: TaskTracker::new(),
             autoscaler: Autoscaler::new(&ctx_scaling, bounds),
             outlier: OutlierDetector::new(outlier),
@@ -1505,6 +1510,16 @@ impl ServiceController {
             return;
         }
         r.last_probe = Some(outcome.detail.clone());
+        if outcome.ebb_fault {
+            // Not the replica's failure: its health holds.
+            let health = r.health.state();
+            self.on_probe_fault(id, health, &outcome.detail);
+            return;
+        }
+        if let Some((why, skipped)) = self.probe_fault.take() {
+            tracing::info!(service = %name, skipped, last = %why, "Health checks run again.");
+        }
+        let Some(r) = self.replicas.iter_mut().find(|r| r.id == id) else { return };
         // Within the grace period a failing probe is not held against a
         // booting replica; passes still count so it can join early.
         if !outcome.passed && r.started_at.elapsed() < grace {
@@ -1549,6 +1564,28 @@ impl ServiceController {
                 self.retire(id, "failed its health checks");
             }
             Health::Unknown => {}
+        }
+    }
+
+    /// A health check that could not run for ebb's own reason: logged, an
+    /// event the first time, never counted against the replica.
+    fn on_probe_fault(&mut self, id: &str, health: Health, detail: &str) {
+        tracing::warn!(service = %self.name, replica = %id, %detail, "Health check could not run for ebb's own reason; the replica's health holds.");
+        match &mut self.probe_fault {
+            Some((_, skipped)) => *skipped += 1,
+            None => {
+                self.probe_fault = Some((detail.to_string(), 1));
+                self.record(
+                    NewEvent::new(
+                        &self.name,
+                        EventKind::HealthCheckSkipped,
+                        format!(
+                            "health check could not run for ebb's own reason ({detail}); not counted against the replica, which stays {health}; see docs/balancer.md#file-descriptors"
+                        ),
+                    )
+                    .replica(id),
+                );
+            }
         }
     }
 
