@@ -1745,7 +1745,9 @@ impl ServiceController {
                 id: r.id.clone(),
                 protected: r.protected,
                 current_version: r.version == self.version,
-                in_service: r.state == ReplicaState::InService,
+                // An ejected replica is failing its requests: the first to
+                // go, like one not yet serving.
+                in_service: r.state == ReplicaState::InService && r.ejection.is_none(),
                 in_flight: r.backend.as_ref().map(|b| b.in_flight()).unwrap_or(0),
                 age: r.started_at.elapsed(),
             })

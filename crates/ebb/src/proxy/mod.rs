@@ -373,7 +373,13 @@ pub async fn run_static(args: StaticProxyArgs) -> anyhow::Result<()> {
         StaticBalance::LeastOutstanding => BalanceAlgorithm::LeastOutstanding,
         StaticBalance::RoundRobin => BalanceAlgorithm::RoundRobin,
     };
-    let proxy = ServiceProxy::new("proxy", balance, ProxyConfig::default());
+    // As `ebb up` does: the whole open-file limit, and a client cap that
+    // keeps a reserve of it (see `fd_limit`).
+    let limit = crate::fd_limit::raise().map(|l| l.soft).unwrap_or(1024);
+    let max_connections = crate::fd_limit::default_max_connections(limit, 1);
+    tracing::info!(open_file_limit = limit, max_connections, "Client connection cap.");
+    let config = ProxyConfig { max_connections: Some(max_connections), ..ProxyConfig::default() };
+    let proxy = ServiceProxy::new("proxy", balance, config);
     proxy.set_routable(
         args.backends
             .iter()
