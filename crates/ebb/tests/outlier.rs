@@ -67,10 +67,10 @@ healthy_threshold = 2
 unhealthy_threshold = 3
 matcher = "200"
 
-# The defaults but a short base ejection time, so the test sees an
-# ejection end, a repeat ejection twice as long, and a return.
+# The defaults but a shorter base ejection time, so the test need not
+# wait 30 s for the return (one ejection still covers the 10 s of load).
 [service.web.proxy.outlier]
-base_ejection_time = "3s"
+base_ejection_time = "15s"
 "#,
         script = script.display()
     )
@@ -107,7 +107,7 @@ fn a_replica_that_answers_500_to_everything_is_ejected_and_returns_when_it_recov
     let table = String::from_utf8_lossy(&ebb.cli(&["status"]).stdout).into_owned();
     let row = table.lines().find(|l| l.trim_start().starts_with(bad.as_str())).unwrap_or_default();
     assert!(row.contains("ejected") && row.contains("healthy"), "{table}");
-    assert!(table.contains(&format!("{bad} ejected for 3 s: ")), "{table}");
+    assert!(table.contains(&format!("{bad} ejected for 15 s: ")), "{table}");
 
     std::thread::sleep(Duration::from_secs(10));
     let (sent, failures) = load.finish();
@@ -117,7 +117,7 @@ fn a_replica_that_answers_500_to_everything_is_ejected_and_returns_when_it_recov
         failures.len(),
         share * 100.0
     );
-    assert!(sent > 1000, "the load ran: {sent} requests");
+    assert!(sent > 300, "the load ran: {sent} requests");
     assert!(
         share <= 0.02,
         "{:.2} % of {sent} requests failed (goal ≤ 2 %): {:?}",
@@ -126,19 +126,18 @@ fn a_replica_that_answers_500_to_everything_is_ejected_and_returns_when_it_recov
     );
     assert!(failures.iter().all(|f| f.starts_with("500")), "only the broken replica's answers: {failures:?}");
 
-    // The events say what happened with the numbers: ejected for 3 s, back,
-    // still failing so ejected for 6 s. The good replica was never touched.
+    // The event says what happened with the numbers. The good replica was
+    // never touched. (Repeat ejections, longer each time, are timelines in
+    // crates/ebb-core/tests/outlier.rs.)
     let ejections = events_of(&ebb, "replica_ejected", &bad);
-    assert!(ejections.len() >= 2, "{ejections:#?}");
+    assert_eq!(ejections.len(), 1, "{ejections:#?}");
     assert!(
-        ejections[0].starts_with(&format!("{bad} ejected for 3 s: "))
+        ejections[0].starts_with(&format!("{bad} ejected for 15 s: "))
             && ejections[0].contains("consecutive 5xx responses (consecutive_5xx = 5)")
             && ejections[0].contains("1 of 2 replicas ejected"),
         "{}",
         ejections[0]
     );
-    assert!(ejections[1].starts_with(&format!("{bad} ejected for 6 s: ")), "{}", ejections[1]);
-    assert!(!events_of(&ebb, "replica_returned", &bad).is_empty());
     assert!(events_of(&ebb, "replica_ejected", &good).is_empty());
     // Health is a separate fact: nothing went unhealthy, nothing was replaced.
     let events = ebb.events();
@@ -146,12 +145,13 @@ fn a_replica_that_answers_500_to_everything_is_ejected_and_returns_when_it_recov
     let now: Vec<u64> = ebb.replicas().iter().map(|r| r["pid"].as_u64().unwrap()).collect();
     assert_eq!(now, pids, "no replica was replaced");
 
-    // Fixed: once its ejection ends it returns and takes requests again.
+    // Fixed: once its ejection ends it returns and takes requests again,
+    // and is not ejected again for the streak it had before.
     std::fs::write(work.path().join("healed"), "").unwrap();
-    let returns = events_of(&ebb, "replica_returned", &bad).len();
-    wait_for("the fixed replica to return", Duration::from_secs(20), || {
-        (events_of(&ebb, "replica_returned", &bad).len() > returns).then_some(())
+    let returned = wait_for("the fixed replica to return", Duration::from_secs(20), || {
+        events_of(&ebb, "replica_returned", &bad).pop()
     });
+    assert!(returned.starts_with(&format!("{bad} back in the rotation after 15 s ejected for consecutive 5xx; ejected again, it would be out for 30 s")), "{returned}");
     let mut answered_by = std::collections::BTreeMap::<String, u32>::new();
     for _ in 0..100 {
         let r = http(ebb.listen, "GET", "/", None).unwrap();
