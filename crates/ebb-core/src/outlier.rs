@@ -28,6 +28,9 @@
 //! ejected at once, with a floor of one, and never the last one: a fleet
 //! that fails everywhere keeps serving (health checks and deploys deal with
 //! that), and ejecting everything would turn some errors into all errors.
+//! When the fleet shrinks under an ejection (the others fail their health
+//! checks or leave) so that none is left in the rotation, the ejection
+//! that would end first is cut short.
 //!
 //! Ejection is not health: an ejected replica stays healthy and in service,
 //! it is only out of the rotation. Its health checks go on, and if they
@@ -209,8 +212,9 @@ impl Ejection {
 pub enum OutlierEvent {
     /// Out of the rotation until `ejection.until`.
     Ejected { replica: String, ejection: Ejection },
-    /// Its ejection is over: back in the rotation.
-    Returned { replica: String, ejection: Ejection, next: Duration },
+    /// Its ejection is over: back in the rotation. `cut_short` when it
+    /// ended early because no other replica was left in the rotation.
+    Returned { replica: String, ejection: Ejection, next: Duration, cut_short: Option<Duration> },
     /// It fails the rules but ejecting it would take more than
     /// `max_ejection_percent` of the fleet (or its last replica): it stays.
     /// Said once until it stops failing the rules.
@@ -240,10 +244,17 @@ impl fmt::Display for OutlierEvent {
                 e.ejected,
                 e.fleet,
             ),
-            OutlierEvent::Returned { replica, ejection: e, next } => write!(
+            OutlierEvent::Returned { replica, ejection: e, next, cut_short: None } => write!(
                 f,
                 "{replica} back in the rotation after {} ejected for {}; ejected again, it would be out for {}",
                 human(e.length()),
+                short_reason(&e.reason),
+                human(*next),
+            ),
+            OutlierEvent::Returned { replica, ejection: e, next, cut_short: Some(left) } => write!(
+                f,
+                "{replica} back in the rotation {} early (ejected for {}): no other replica is left in the rotation, and ejection never takes the last; ejected again, it would be out for {}",
+                human(*left),
                 short_reason(&e.reason),
                 human(*next),
             ),
@@ -352,6 +363,7 @@ impl OutlierDetector {
                     replica: id.to_string(),
                     ejection,
                     next: config.ejection_time(tracked.ejections + 1),
+                    cut_short: None,
                 });
             }
             // A replica that behaves for a whole base ejection time earns
@@ -361,6 +373,32 @@ impl OutlierDetector {
                     tracked.ejections -= 1;
                     tracked.settled_since += config.base_ejection_time;
                 }
+            }
+        }
+
+        // Never the last: if the fleet shrank under the ejected (a replica
+        // left, or failed its health checks) and none is left in the
+        // rotation, the ejection that would end first ends now.
+        let still_ejected = self.replicas.values().filter(|t| t.ejected.is_some()).count();
+        if !fleet.is_empty() && still_ejected >= fleet.len() {
+            let first = self
+                .replicas
+                .iter()
+                .filter_map(|(id, t)| t.ejected.as_ref().map(|e| (e.until, id.clone())))
+                .min()
+                .map(|(_, id)| id);
+            if let Some(id) = first {
+                let tracked = self.replicas.get_mut(&id).expect("found above");
+                let ejection = tracked.ejected.take().expect("ejected");
+                tracked.settled_since = now;
+                tracked.window.clear();
+                tracked.spared = false;
+                events.push(OutlierEvent::Returned {
+                    replica: id,
+                    cut_short: Some(ejection.remaining(now)),
+                    ejection,
+                    next: config.ejection_time(tracked.ejections + 1),
+                });
             }
         }
 

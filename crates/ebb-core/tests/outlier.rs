@@ -206,6 +206,29 @@ fn a_return_frees_room_under_the_cap_in_the_same_step() {
     assert_eq!((returned(&events), ejected(&events)), (vec!["web-1"], vec!["web-2"]), "{events:#?}");
 }
 
+/// web-1 is ejected; then web-2, the only other replica, fails its health
+/// checks and leaves. web-1 comes back at once rather than leave nobody in
+/// the rotation; still failing, it is spared, not ejected again.
+#[test]
+fn when_the_others_leave_an_ejected_replica_returns_early() {
+    let mut d = OutlierDetector::new(OutlierConfig::default());
+    let bad = second(10, 10, 10);
+    assert_eq!(ejected(&d.step(secs(1), &[("web-1", bad), ("web-2", quiet())])), ["web-1"]);
+    let events = d.step(secs(5), &[("web-1", quiet())]);
+    assert_eq!(returned(&events), ["web-1"]);
+    assert_eq!(
+        events[0].to_string(),
+        "web-1 back in the rotation 26 s early (ejected for consecutive 5xx): no other replica is left in the rotation, and ejection never takes the last; ejected again, it would be out for 1 min"
+    );
+    assert!(!d.is_ejected("web-1"));
+    let events = d.step(secs(6), &[("web-1", bad)]);
+    assert!(matches!(&events[..], [OutlierEvent::Spared { .. }]), "{events:?}");
+    // A replacement joins: web-1 may be ejected again, for longer.
+    let events = d.step(secs(7), &[("web-1", bad), ("web-3", quiet())]);
+    assert_eq!(ejected(&events), ["web-1"]);
+    assert!(events[0].to_string().starts_with("web-1 ejected for 1 min: "), "{}", events[0]);
+}
+
 #[test]
 fn replicas_that_leave_are_forgotten_and_disabled_ejects_nothing() {
     let mut d = OutlierDetector::new(OutlierConfig::default());
