@@ -1567,12 +1567,17 @@ impl ServiceController {
         }
     }
 
-    /// A health check that could not run for ebb's own reason: logged, an
-    /// event the first time, never counted against the replica.
+    /// A health check that could not run for ebb's own reason: an event
+    /// the first time (until checks run again), never counted against the
+    /// replica.
     fn on_probe_fault(&mut self, id: &str, health: Health, detail: &str) {
-        tracing::warn!(service = %self.name, replica = %id, %detail, "Health check could not run for ebb's own reason; the replica's health holds.");
         match &mut self.probe_fault {
-            Some((_, skipped)) => *skipped += 1,
+            // The event below said it (and is logged); one line per
+            // skipped check would flood the log while the shortage lasts.
+            Some((_, skipped)) => {
+                *skipped += 1;
+                tracing::debug!(service = %self.name, replica = %id, %detail, "Health check skipped.");
+            }
             None => {
                 self.probe_fault = Some((detail.to_string(), 1));
                 self.record(
