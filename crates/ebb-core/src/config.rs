@@ -18,6 +18,7 @@ use std::time::Duration;
 pub use crate::balance::BalanceAlgorithm;
 pub use crate::deploy::{DeployConfig, Strategy as DeployStrategy};
 pub use crate::health::StatusMatcher;
+pub use crate::outlier::OutlierConfig;
 pub use crate::scaling::ScalingConfig;
 
 /// A whole, validated config file.
@@ -346,6 +347,16 @@ pub struct ProxyConfig {
     /// A request that waited this long for a replica gets 503 with
     /// `Retry-After`, instead of hanging.
     pub queue_timeout: Duration,
+    /// At most this many client connections open at once on this
+    /// listener (HAProxy's `maxconn`); more wait in the kernel's listen
+    /// backlog until one closes. `None`: derived by `ebb up` from the
+    /// open-file limit, so descriptors stay free for health checks and
+    /// replicas.
+    pub max_connections: Option<u32>,
+    /// Passive outlier detection (`[service.NAME.proxy.outlier]`): a
+    /// replica that fails the requests it gets leaves the rotation for a
+    /// while. On by default.
+    pub outlier: OutlierConfig,
 }
 
 impl Default for ProxyConfig {
@@ -361,6 +372,8 @@ impl Default for ProxyConfig {
             max_in_flight: None,
             max_queue: 1000,
             queue_timeout: Duration::from_secs(5),
+            max_connections: None,
+            outlier: OutlierConfig::default(),
         }
     }
 }

@@ -9,6 +9,9 @@
 //!   file/line/column errors.
 //! - [`health`]: the consecutive-counter health state machine and the ALB-style
 //!   status matcher.
+//! - [`outlier`]: passive outlier detection: which replicas leave the
+//!   rotation for a while because they fail their requests, and when they
+//!   return.
 //! - [`balance`]: choosing a replica for a request (least outstanding with
 //!   power-of-two-choices, round robin).
 //! - [`scaling`]: the autoscaler: metric windows, target tracking, step
@@ -24,5 +27,6 @@ pub mod balance;
 pub mod config;
 pub mod deploy;
 pub mod health;
+pub mod outlier;
 pub mod scaling;
 pub mod sim;

@@ -712,3 +712,35 @@ listen = "127.0.0.1:8081"
     assert_eq!(plain.services["web"].driver, ebb_core::config::DriverKind::Process);
     assert!(plain.services["web"].container.is_none());
 }
+
+#[test]
+fn outlier_detection_is_on_by_default_and_every_key_can_be_set() {
+    let web = parse(MINIMAL).services.remove("web").unwrap();
+    assert_eq!(web.proxy.outlier, ebb_core::outlier::OutlierConfig::default());
+    assert!(web.proxy.outlier.enabled);
+
+    let set = parse(&format!(
+        "{MINIMAL}[service.web.proxy.outlier]\nenabled = false\nconsecutive_5xx = 3\nconsecutive_gateway_failures = 2\nfailure_percent = 25.5\nfailure_window = \"30s\"\nfailure_min_requests = 100\nbase_ejection_time = \"5s\"\nmax_ejection_time = \"1m\"\nmax_ejection_percent = 10\n"
+    ));
+    let o = &set.services["web"].proxy.outlier;
+    assert_eq!(
+        (o.enabled, o.consecutive_5xx, o.consecutive_gateway_failures, o.failure_percent, o.failure_min_requests),
+        (false, 3, 2, 25.5, 100)
+    );
+    assert_eq!(
+        (o.failure_window, o.base_ejection_time, o.max_ejection_time, o.max_ejection_percent),
+        (Duration::from_secs(30), Duration::from_secs(5), Duration::from_secs(60), 10)
+    );
+    // Only what is written changes.
+    let one = parse(&format!("{MINIMAL}proxy.outlier = {{ consecutive_5xx = 2 }}\n"));
+    let one = &one.services["web"].proxy.outlier;
+    assert_eq!((one.consecutive_5xx, one.base_ejection_time), (2, Duration::from_secs(30)));
+}
+
+#[test]
+fn max_connections_is_derived_unless_set() {
+    let web = parse(MINIMAL).services.remove("web").unwrap();
+    assert_eq!(web.proxy.max_connections, None, "ebb up derives it from the open-file limit");
+    let set = parse(&format!("{MINIMAL}proxy.max_connections = 5000\n"));
+    assert_eq!(set.services["web"].proxy.max_connections, Some(5000));
+}

@@ -497,7 +497,9 @@ pub fn render_status(status: &FleetStatus) -> String {
             .map(|r| {
                 [
                     r.id.clone(),
-                    r.state.as_str().to_string(),
+                    // Ejection is a pause in the rotation, not a health
+                    // verdict: the HEALTH column still says healthy.
+                    if r.ejected { "ejected" } else { r.state.as_str() }.to_string(),
                     r.health.clone(),
                     r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                     r.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
@@ -536,6 +538,10 @@ pub fn render_status(status: &FleetStatus) -> String {
         }
         if rows.is_empty() {
             out.push_str("  (no replicas)\n");
+        }
+        for r in service.replicas.iter().filter(|r| r.ejected) {
+            let why = r.ejection.as_deref().unwrap_or("ejected");
+            out.push_str(&format!("  {} {why}\n", r.id));
         }
     }
     out

@@ -29,6 +29,9 @@ pub enum EventKind {
     ReplicaInService,
     /// Failed enough health checks to leave the rotation.
     ReplicaUnhealthy,
+    /// Health checks could not run for ebb's own reason (out of file
+    /// descriptors...): they are not counted, health holds.
+    HealthCheckSkipped,
     /// Exited without ebb asking it to.
     ReplicaExited,
     /// Left the rotation and is finishing its in-flight requests.
@@ -38,6 +41,14 @@ pub enum EventKind {
     ReplicaUnprotected,
     /// Received an interruption notice (`ebb interrupt`, chaos).
     ReplicaInterrupted,
+    /// Failed the requests it got (outlier detection): out of the rotation
+    /// for a while, still healthy and in service.
+    ReplicaEjected,
+    /// Its ejection is over: back in the rotation.
+    ReplicaReturned,
+    /// Fails like an outlier, but ejecting it would take too much of the
+    /// fleet (`max_ejection_percent`, never the last replica): it stays.
+    ReplicaOutlierSpared,
     /// The external metric source could not be read.
     MetricSourceFailed,
     DeployStarted,
@@ -66,12 +77,16 @@ impl EventKind {
             EventKind::ReplicaStartFailed => "replica_start_failed",
             EventKind::ReplicaInService => "replica_in_service",
             EventKind::ReplicaUnhealthy => "replica_unhealthy",
+            EventKind::HealthCheckSkipped => "health_check_skipped",
             EventKind::ReplicaExited => "replica_exited",
             EventKind::ReplicaDraining => "replica_draining",
             EventKind::ReplicaStopped => "replica_stopped",
             EventKind::ReplicaProtected => "replica_protected",
             EventKind::ReplicaUnprotected => "replica_unprotected",
             EventKind::ReplicaInterrupted => "replica_interrupted",
+            EventKind::ReplicaEjected => "replica_ejected",
+            EventKind::ReplicaReturned => "replica_returned",
+            EventKind::ReplicaOutlierSpared => "replica_outlier_spared",
             EventKind::Backoff => "backoff",
             EventKind::Saturated => "saturated",
             EventKind::HostFull => "host_full",

@@ -10,6 +10,8 @@
 //! - [`admin`]: the admin HTTP API on loopback (status, scale, shutdown).
 //! - [`events`]: the event log — every change with its reason.
 //! - [`status`]: the status document shared by the admin API and the CLI.
+//! - [`fd_limit`]: the open-file limit raised at start, and the client
+//!   connection budget derived from it.
 //! - [`up`]: `ebb up`, wiring it all together, and the shutdown order.
 //! - [`cli`] and [`client`]: the `ebb` command line and its admin API client.
 //! - [`demo_app`]: the built-in workload of the seed stories (`ebb demo-app`).
@@ -22,6 +24,7 @@ pub mod controller;
 pub mod demo_app;
 pub mod driver;
 pub mod events;
+pub mod fd_limit;
 pub mod load;
 pub mod metrics;
 pub mod proxy;

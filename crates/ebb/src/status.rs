@@ -129,7 +129,8 @@ impl ReplicaState {
 pub struct ReplicaStatus {
     pub id: String,
     pub state: ReplicaState,
-    /// Routable: passed its health checks and not failed since.
+    /// Passed its health checks and not failed since, in service and not
+    /// leaving. An ejected replica is still healthy: see `ejected`.
     pub healthy: bool,
     /// `unknown`, `healthy` or `unhealthy`, with the last probe's result.
     pub health: String,
@@ -147,6 +148,13 @@ pub struct ReplicaStatus {
     /// Scale-in protection: never chosen to leave while set.
     #[serde(default)]
     pub protected: bool,
+    /// Out of the rotation for failing its requests (outlier detection);
+    /// still healthy and in service.
+    #[serde(default)]
+    pub ejected: bool,
+    /// Why and for how long, while ejected.
+    #[serde(default)]
+    pub ejection: Option<String>,
     /// Seconds since the replica was started.
     pub age_s: f64,
 }

@@ -77,8 +77,39 @@ async fn bind(config: &Config, addr: std::net::SocketAddr, owner: &str) -> anyho
     })
 }
 
+/// Raises the open-file limit as far as it goes, says so, and gives each
+/// balancer without a `max_connections` its share of the descriptors left
+/// after a reserve (see `fd_limit`).
+fn budget_descriptors(config: &mut Config) {
+    let limit = match crate::fd_limit::raise() {
+        Ok(limit) => {
+            if limit.soft > limit.inherited {
+                tracing::info!(
+                    from = limit.inherited,
+                    to = limit.soft,
+                    "Raised the open-file limit (RLIMIT_NOFILE) to its hard limit."
+                );
+            } else {
+                tracing::info!(limit = limit.soft, "Open-file limit (RLIMIT_NOFILE).");
+            }
+            limit.soft
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Could not read or raise the open-file limit; assuming 1024.");
+            1024
+        }
+    };
+    let listeners = config.services.values().filter(|s| s.kind.has_balancer()).count();
+    let default = crate::fd_limit::default_max_connections(limit, listeners);
+    for service in config.services.values_mut().filter(|s| s.kind.has_balancer()) {
+        let max = *service.proxy.max_connections.get_or_insert(default);
+        tracing::info!(service = %service.name, max_connections = max, open_file_limit = limit, "Client connection cap.");
+    }
+}
+
 /// Runs the fleet described by `config` until a stop is requested.
-pub async fn up(config: Config) -> anyhow::Result<()> {
+pub async fn up(mut config: Config) -> anyhow::Result<()> {
+    budget_descriptors(&mut config);
     prepare_state_dir(&config.state_dir)?;
     let state_dir = config.state_dir.canonicalize().unwrap_or_else(|_| config.state_dir.clone());
 

@@ -24,6 +24,8 @@
 //! `crate::scaling`, next to the code that uses them. The lifecycle tables
 //! (`kind`, `[service.NAME.deploy]`, `metric_source`, `chaos`) are in
 //! `raw/lifecycle.rs` the same way; `DeployConfig` lives in `crate::deploy`.
+//! `[service.NAME.proxy.outlier]` is in `raw/outlier.rs`; `OutlierConfig`
+//! lives in `crate::outlier`.
 //!
 //! **Adding a key:** add an `Option<Spanned<T>>` field to its `Raw*` struct
 //! (until then `deny_unknown_fields` rejects it), a plain field to the public
@@ -157,9 +159,12 @@ struct RawProxy {
     max_in_flight: Option<Spanned<Int>>,
     max_queue: Option<Spanned<Int>>,
     queue_timeout: Option<Spanned<Dur>>,
+    max_connections: Option<Spanned<Int>>,
+    outlier: Option<outlier::RawOutlier>,
 }
 
 mod lifecycle;
+mod outlier;
 mod scaling;
 
 // ---------------------------------------------------------------------------
@@ -782,7 +787,21 @@ impl Check<'_> {
                 }
             },
         };
+        let max_connections = match raw.max_connections {
+            None => d.max_connections,
+            Some(raw) => match raw.get_ref().0 {
+                n @ 1..=1_000_000 => Some(n as u32),
+                n => {
+                    self.problem(
+                        raw.span(),
+                        format!("proxy.max_connections must be between 1 and 1000000 client connections, not {n}; leave it out to derive it from the open-file limit"),
+                    );
+                    None
+                }
+            },
+        };
         ProxyConfig {
+            max_connections,
             max_in_flight,
             max_queue,
             queue_timeout: self.positive("proxy.queue_timeout", &raw.queue_timeout, d.queue_timeout),
@@ -797,6 +816,7 @@ impl Check<'_> {
             connect_timeout: self.positive("proxy.connect_timeout", &raw.connect_timeout, d.connect_timeout),
             max_header_bytes,
             trusted_proxies: raw.trusted_proxies.map(|l| l.0).unwrap_or(d.trusted_proxies),
+            outlier: raw.outlier.map_or(d.outlier, |o| self.outlier(o)),
         }
     }
 

@@ -90,7 +90,8 @@ pub struct ReplicaView {
     #[schema(example = "web")]
     pub service: String,
     pub state: ReplicaStateView,
-    /// Routable: in service, passed its health checks, not leaving.
+    /// In service, passed its health checks, not leaving. An ejected
+    /// replica is still healthy; it is out of the rotation (`ejected`).
     pub healthy: bool,
     /// `unknown`, `healthy` or `unhealthy`.
     #[schema(example = "healthy")]
@@ -115,6 +116,12 @@ pub struct ReplicaView {
     pub age_s: f64,
     /// Protected from scale-in.
     pub protected: bool,
+    /// Out of the rotation for failing its requests (passive outlier
+    /// detection); still healthy and in service.
+    pub ejected: bool,
+    /// Why and for how long, while ejected.
+    #[schema(example = "ejected for 30 s: 5 consecutive 5xx responses (consecutive_5xx = 5); back in 28 s")]
+    pub ejection: Option<String>,
 }
 
 impl ReplicaView {
@@ -135,6 +142,8 @@ impl ReplicaView {
             rss_bytes: r.rss_bytes,
             age_s: if r.age_s.is_finite() { r.age_s } else { 0.0 },
             protected: r.protected,
+            ejected: r.ejected,
+            ejection: r.ejection.clone(),
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod history;
 pub mod metric_source;
+mod outlier;
 pub mod probe;
 mod restart;
 
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use ebb_core::config::{CommandSpec, ServiceConfig};
 use ebb_core::deploy::{Deploy, DeployAction, Outcome, ReplicaPhase, ReplicaView, Strategy};
 use ebb_core::health::{Health, HealthTracker};
+use ebb_core::outlier::{Ejection, Outcomes, OutlierConfig, OutlierDetector};
 use ebb_core::scaling::{
     self, Autoscaler, Demand, FleetView, HostFull, ReplicaSample, ScaleInCandidate, ServiceSample,
 };
@@ -417,6 +419,11 @@ struct Replica {
     rss_bytes: Option<u64>,
     /// `requests` counter at the last sample, for the per-second rate.
     requests_at_last_sample: u64,
+    /// The balancer's totals for it at the last outlier look.
+    outcomes_seen: Outcomes,
+    /// Out of the rotation for failing its requests, until then (a copy
+    /// of the outlier detector's verdict).
+    ejection: Option<Ejection>,
     /// Cancels the probe and exit-watch tasks when the replica leaves.
     watchers: CancellationToken,
     /// ebb asked it to stop: its exit is expected, not a failure.
@@ -449,6 +456,8 @@ impl Replica {
             cpu_percent: None,
             rss_bytes: None,
             requests_at_last_sample: 0,
+            outcomes_seen: Outcomes::default(),
+            ejection: None,
             watchers: CancellationToken::new(),
             stopping: false,
             exited: false,
@@ -468,8 +477,15 @@ impl Replica {
         self.is_active() && !self.stopping && self.interrupt_deadline.is_none()
     }
 
-    fn routable(&self) -> bool {
+    /// In service and healthy, with a balancer backend: it would take
+    /// requests but for an ejection.
+    fn serving(&self) -> bool {
         self.state == ReplicaState::InService && self.health.state() == Health::Healthy && self.backend.is_some()
+    }
+
+    /// In the rotation: serving and not ejected by outlier detection.
+    fn routable(&self) -> bool {
+        self.serving() && self.ejection.is_none()
     }
 }
 
@@ -513,9 +529,15 @@ struct ServiceController {
     hold_starts_until: Option<Instant>,
     /// Routable ids last published, to swap the snapshot only on change.
     published_routable: Vec<String>,
+    /// Health checks are failing for ebb's own reason (out of file
+    /// descriptors...): why, and how many were skipped. Said once per
+    /// episode.
+    probe_fault: Option<(String, u64)>,
     tasks: TaskTracker,
     /// The scaling brain (pure); fed one sample a second.
     autoscaler: Autoscaler,
+    /// Passive outlier detection (pure); fed the balancer's counts.
+    outlier: OutlierDetector,
     /// Origin of the autoscaler's time axis.
     origin: Instant,
     /// Why the autoscaler is holding, from its last decision.
@@ -593,6 +615,10 @@ impl ServiceController {
         let ctx_scaling = ctx.config.scaling.clone();
         let first_spec = VersionSpec::from_config(&ctx.config);
         let bounds = ctx.config.replicas;
+        let outlier = match ctx.config.kind.has_balancer() {
+            true => ctx.config.proxy.outlier.clone(),
+            false => OutlierConfig::off(),
+        };
         Self {
             name: ctx.config.name.clone(),
             desired: ctx.config.replicas.desired,
@@ -607,8 +633,10 @@ impl ServiceController {
             failure_streak: 0,
             hold_starts_until: None,
             published_routable: Vec::new(),
+            probe_fault: None,
             tasks: TaskTracker::new(),
             autoscaler: Autoscaler::new(&ctx_scaling, bounds),
+            outlier: OutlierDetector::new(outlier),
             origin: Instant::now(),
             policy_hold: None,
             cpu_meter: CpuMeter::default(),
@@ -676,6 +704,7 @@ impl ServiceController {
         self.restore_done.cancel();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let proxy = self.proxy.clone();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -683,6 +712,7 @@ impl ServiceController {
                     Some(input) => self.handle(input),
                     None => break,
                 },
+                _ = proxy.outlier_suspect.notified() => self.look_for_outliers(),
                 _ = tick.tick() => {}
             }
             self.reconcile();
@@ -1149,6 +1179,7 @@ impl ServiceController {
     /// Once a second: turn readings into a sample, let the autoscaler decide,
     /// and apply its change (with the event that explains it).
     fn on_usage(&mut self, at: Instant, usage_by_replica: &std::collections::HashMap<String, GroupUsage>) {
+        self.look_for_outliers();
         let now = at.saturating_duration_since(self.origin);
         let origin = self.origin;
         let allotment = self.config.cpu;
@@ -1356,8 +1387,10 @@ impl ServiceController {
         let _ = self.interrupt(&victim, chaos.notice);
     }
 
+    /// In service and healthy, ejected or not: an ejection is a pause
+    /// in the rotation, not a loss of capacity to replace.
     fn in_service_count(&self) -> u32 {
-        self.replicas.iter().filter(|r| r.routable() && !r.stopping).count() as u32
+        self.replicas.iter().filter(|r| r.serving() && !r.stopping).count() as u32
     }
 
     fn pending_count(&self) -> u32 {
@@ -1477,6 +1510,16 @@ impl ServiceController {
             return;
         }
         r.last_probe = Some(outcome.detail.clone());
+        if outcome.ebb_fault {
+            // Not the replica's failure: its health holds.
+            let health = r.health.state();
+            self.on_probe_fault(id, health, &outcome.detail);
+            return;
+        }
+        if let Some((why, skipped)) = self.probe_fault.take() {
+            tracing::info!(service = %name, skipped, last = %why, "Health checks run again.");
+        }
+        let Some(r) = self.replicas.iter_mut().find(|r| r.id == id) else { return };
         // Within the grace period a failing probe is not held against a
         // booting replica; passes still count so it can join early.
         if !outcome.passed && r.started_at.elapsed() < grace {
@@ -1521,6 +1564,33 @@ impl ServiceController {
                 self.retire(id, "failed its health checks");
             }
             Health::Unknown => {}
+        }
+    }
+
+    /// A health check that could not run for ebb's own reason: an event
+    /// the first time (until checks run again), never counted against the
+    /// replica.
+    fn on_probe_fault(&mut self, id: &str, health: Health, detail: &str) {
+        match &mut self.probe_fault {
+            // The event below said it (and is logged); one line per
+            // skipped check would flood the log while the shortage lasts.
+            Some((_, skipped)) => {
+                *skipped += 1;
+                tracing::debug!(service = %self.name, replica = %id, %detail, "Health check skipped.");
+            }
+            None => {
+                self.probe_fault = Some((detail.to_string(), 1));
+                self.record(
+                    NewEvent::new(
+                        &self.name,
+                        EventKind::HealthCheckSkipped,
+                        format!(
+                            "health check could not run for ebb's own reason ({detail}); not counted against the replica, which stays {health}; see docs/balancer.md#file-descriptors"
+                        ),
+                    )
+                    .replica(id),
+                );
+            }
         }
     }
 
@@ -1647,7 +1717,7 @@ impl ServiceController {
     /// their deadline, whichever comes first.
     fn release_interrupted(&mut self) {
         let now = Instant::now();
-        let capacity_in_service = self.replicas.iter().filter(|r| r.is_capacity() && r.routable()).count() as u32;
+        let capacity_in_service = self.replicas.iter().filter(|r| r.is_capacity() && r.serving()).count() as u32;
         let leaving: Vec<(String, &'static str)> = self
             .replicas
             .iter()
@@ -1680,7 +1750,9 @@ impl ServiceController {
                 id: r.id.clone(),
                 protected: r.protected,
                 current_version: r.version == self.version,
-                in_service: r.state == ReplicaState::InService,
+                // An ejected replica is failing its requests: the first to
+                // go, like one not yet serving.
+                in_service: r.state == ReplicaState::InService && r.ejection.is_none(),
                 in_flight: r.backend.as_ref().map(|b| b.in_flight()).unwrap_or(0),
                 age: r.started_at.elapsed(),
             })
@@ -1775,7 +1847,16 @@ impl ServiceController {
             .map(|r| ReplicaStatus {
                 id: r.id.clone(),
                 state: r.state,
-                healthy: r.routable() && !r.stopping,
+                healthy: r.serving() && !r.stopping,
+                ejected: r.ejection.is_some(),
+                ejection: r.ejection.as_ref().map(|e| {
+                    format!(
+                        "ejected for {}: {}; back in {:.0} s",
+                        ebb_core::scaling::metrics::duration(e.length()),
+                        e.reason,
+                        e.remaining(self.now()).as_secs_f64().ceil()
+                    )
+                }),
                 health: r.health.state().to_string(),
                 last_probe: r.last_probe.clone(),
                 pid: r.running.as_ref().and_then(|x| x.pid),

@@ -341,6 +341,24 @@ impl ServiceController {
                     );
                     self.retire(&id, "not in the state file");
                 }
+                // The check could not run for ebb's own reason (out of
+                // descriptors): no verdict, so adopt it and let the probe
+                // loop decide; it joins the rotation once it passes.
+                (Some(record), Some(outcome)) if outcome.ebb_fault => {
+                    self.take_over(&found, running, Some(&record), false);
+                    self.record(
+                        NewEvent::new(
+                            &self.name,
+                            EventKind::ReplicaAdopted,
+                            format!(
+                                "adopted from the previous run (v{}, {}); its health check could not run for ebb's own reason ({}): in the rotation once a check passes",
+                                record.version, found.addr, outcome.detail
+                            ),
+                        )
+                        .replica(&id),
+                    );
+                    adopted += 1;
+                }
                 (Some(record), Some(outcome)) if !outcome.passed => {
                     self.take_over(&found, running, Some(&record), false);
                     self.record(

@@ -143,7 +143,7 @@ pub(crate) async fn handle(
             Ok(conn) => conn,
             Err(error) => {
                 let backend = dispatched.backend();
-                backend.connect_failures.fetch_add(1, Ordering::Relaxed);
+                proxy.count_gateway_failure(backend, true);
                 tracing::debug!(replica = %backend.replica_id, addr = %backend.addr, %error, "Could not connect to replica.");
                 if !retried {
                     if let Some(other) = pick(proxy, Some(backend)) {
@@ -184,6 +184,7 @@ pub(crate) async fn handle(
                 }
                 _ => {
                     let backend = dispatched.backend();
+                    proxy.count_gateway_failure(backend, false);
                     tracing::debug!(replica = %backend.replica_id, error = %error.error(), "Replica failed the request.");
                     // Written, but no response byte came back. An idempotent
                     // bodiless request is safe to send once more, elsewhere,
@@ -204,6 +205,7 @@ pub(crate) async fn handle(
                 }
             },
             Err(SendError::TimedOut) => {
+                proxy.count_gateway_failure(dispatched.backend(), false);
                 // Dropping the connection closes it.
                 drop(dispatched);
                 proxy.stats.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -217,10 +219,7 @@ pub(crate) async fn handle(
     proxy.latency.record(elapsed);
     let backend = dispatched.backend();
     backend.latency.record(elapsed);
-    backend.requests.fetch_add(1, Ordering::Relaxed);
-    if response.status().is_server_error() {
-        backend.server_errors.fetch_add(1, Ordering::Relaxed);
-    }
+    proxy.count_answer(backend, response.status());
     let mut response = response;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {

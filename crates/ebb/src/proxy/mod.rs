@@ -28,13 +28,14 @@
 //! The user-facing description is `docs/balancer.md`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use ebb_core::balance::{pick_round_robin, pick_two_choices};
 use ebb_core::config::{BalanceAlgorithm, ProxyConfig};
+use ebb_core::outlier::{Outcomes, Streak};
 
 mod admission;
 mod body;
@@ -62,6 +63,13 @@ pub struct Backend {
     pub server_errors: AtomicU64,
     /// Connection attempts that failed (refused, reset, timed out).
     pub connect_failures: AtomicU64,
+    /// Requests it never answered: connect failures, a connection closed
+    /// before the answer, no answer within `upstream_timeout`.
+    pub gateway_failures: AtomicU64,
+    /// 5xx responses in a row, and gateway failures in a row (what outlier
+    /// detection reads; the controller resets them when an ejection ends).
+    consecutive_5xx: AtomicU32,
+    consecutive_gateway_failures: AtomicU32,
     /// Latency of every request this replica answered, since it joined
     /// (never reset: Prometheus wants cumulative histograms).
     pub latency: crate::metrics::histogram::AtomicHistogram,
@@ -79,6 +87,9 @@ impl Backend {
             requests: AtomicU64::new(0),
             server_errors: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            gateway_failures: AtomicU64::new(0),
+            consecutive_5xx: AtomicU32::new(0),
+            consecutive_gateway_failures: AtomicU32::new(0),
             latency: Default::default(),
             pool: upstream::Pool::new(),
         }
@@ -98,6 +109,25 @@ impl Backend {
 
     pub fn connect_failures(&self) -> u64 {
         self.connect_failures.load(Ordering::Relaxed)
+    }
+
+    /// Its totals and current streaks, as outlier detection reads them
+    /// (the totals are cumulative: the controller takes differences).
+    pub fn outcomes(&self) -> Outcomes {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Outcomes {
+            answered: get(&self.requests),
+            server_errors: get(&self.server_errors),
+            gateway_failures: get(&self.gateway_failures),
+            consecutive_5xx: self.consecutive_5xx.load(Ordering::Relaxed),
+            consecutive_gateway_failures: self.consecutive_gateway_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Starts its streaks over (an ejection ended: it gets a fresh chance).
+    pub fn reset_streaks(&self) {
+        self.consecutive_5xx.store(0, Ordering::Relaxed);
+        self.consecutive_gateway_failures.store(0, Ordering::Relaxed);
     }
 }
 
@@ -175,6 +205,10 @@ pub struct ServiceProxy {
     pub(crate) queued_peak: AtomicU64,
     /// Wakes queued requests: a request ended or the routable set changed.
     pub(crate) slot_freed: tokio::sync::Notify,
+    /// Wakes the controller when a replica's failure streak reaches a
+    /// threshold of outlier detection, so it is ejected within
+    /// milliseconds rather than at the next second.
+    pub outlier_suspect: tokio::sync::Notify,
     routable: ArcSwap<Vec<Arc<Backend>>>,
     /// Round-robin position.
     next: AtomicU64,
@@ -198,6 +232,7 @@ impl ServiceProxy {
             queued: AtomicU64::new(0),
             queued_peak: AtomicU64::new(0),
             slot_freed: tokio::sync::Notify::new(),
+            outlier_suspect: tokio::sync::Notify::new(),
             routable: ArcSwap::from_pointee(Vec::new()),
             next: AtomicU64::new(0),
             no_replica_body,
@@ -235,6 +270,39 @@ impl ServiceProxy {
     /// The current routable set.
     pub fn routable(&self) -> Arc<Vec<Arc<Backend>>> {
         self.routable.load_full()
+    }
+
+    /// A replica answered with `status`: count it, and keep its 5xx streak.
+    pub(crate) fn count_answer(&self, backend: &Backend, status: http::StatusCode) {
+        backend.requests.fetch_add(1, Ordering::Relaxed);
+        // Any answer means the connection worked.
+        backend.consecutive_gateway_failures.store(0, Ordering::Relaxed);
+        if status.is_server_error() {
+            backend.server_errors.fetch_add(1, Ordering::Relaxed);
+            let streak = backend.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
+            self.maybe_suspect(Streak::ServerErrors, streak);
+        } else {
+            backend.consecutive_5xx.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A request to a replica got no answer: it could not connect
+    /// (`connect`), or the replica closed or did not answer in time.
+    pub(crate) fn count_gateway_failure(&self, backend: &Backend, connect: bool) {
+        if connect {
+            backend.connect_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        backend.gateway_failures.fetch_add(1, Ordering::Relaxed);
+        let streak = backend.consecutive_gateway_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.maybe_suspect(Streak::GatewayFailures, streak);
+    }
+
+    /// Whether a streak is worth waking the controller for is the core's
+    /// call; the ejection itself is decided there too.
+    fn maybe_suspect(&self, streak: Streak, count: u32) {
+        if self.config.outlier.streak_worth_a_look(streak, count) {
+            self.outlier_suspect.notify_one();
+        }
     }
 }
 
@@ -305,7 +373,13 @@ pub async fn run_static(args: StaticProxyArgs) -> anyhow::Result<()> {
         StaticBalance::LeastOutstanding => BalanceAlgorithm::LeastOutstanding,
         StaticBalance::RoundRobin => BalanceAlgorithm::RoundRobin,
     };
-    let proxy = ServiceProxy::new("proxy", balance, ProxyConfig::default());
+    // As `ebb up` does: the whole open-file limit, and a client cap that
+    // keeps a reserve of it (see `fd_limit`).
+    let limit = crate::fd_limit::raise().map(|l| l.soft).unwrap_or(1024);
+    let max_connections = crate::fd_limit::default_max_connections(limit, 1);
+    tracing::info!(open_file_limit = limit, max_connections, "Client connection cap.");
+    let config = ProxyConfig { max_connections: Some(max_connections), ..ProxyConfig::default() };
+    let proxy = ServiceProxy::new("proxy", balance, config);
     proxy.set_routable(
         args.backends
             .iter()

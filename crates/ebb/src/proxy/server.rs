@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,9 +52,25 @@ fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 struct Connections {
     next: AtomicU64,
     live: Mutex<HashMap<u64, Arc<ConnShared>>>,
+    /// Accepted and not yet closed (counted from the accept, before a
+    /// worker registers it), for `max_connections`.
+    open: AtomicUsize,
+    /// A connection closed: the accept loop may take another.
+    closed: tokio::sync::Notify,
 }
 
 impl Connections {
+    fn accepted(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        // A stored permit, so a close between the loop's check and its
+        // wait is not missed.
+        self.closed.notify_one();
+    }
+
     fn add(&self, conn: Arc<ConnShared>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(id, conn);
@@ -132,25 +148,56 @@ pub(crate) async fn serve(
         finished.push(worker_finished);
     }
 
+    let max_connections = proxy.config.max_connections.map_or(usize::MAX, |n| n as usize);
+    let mut at_cap = false;
+    let mut accept_errors = AcceptBackoff::default();
     let mut next = 0;
     loop {
+        // HAProxy's maxconn: at the cap, stop accepting; clients wait in
+        // the kernel's backlog until a connection closes, and descriptors
+        // stay free for health checks and replicas.
+        if connections.open.load(Ordering::Relaxed) >= max_connections {
+            if !at_cap {
+                at_cap = true;
+                tracing::warn!(
+                    service = %proxy.service,
+                    max_connections,
+                    "Balancer reached max_connections: new clients wait in the listen backlog until a connection closes."
+                );
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = connections.closed.notified() => continue,
+            }
+        }
+        if at_cap {
+            at_cap = false;
+            tracing::info!(service = %proxy.service, max_connections, "Balancer below max_connections again: accepting.");
+        }
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    accept_errors.recovered(&proxy.service);
+                    accepted
+                }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead
                     // of spinning; the listener itself is still fine.
-                    tracing::warn!(service = %proxy.service, %error, "Balancer could not accept a connection.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    let pause = accept_errors.failed(&proxy.service, &error);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
                 }
             },
         };
+        connections.accepted();
         let tcp = match tcp.into_std() {
             Ok(tcp) => tcp,
             Err(error) => {
                 tracing::debug!(%peer, %error, "Could not hand a connection over.");
+                connections.closed();
                 continue;
             }
         };
@@ -192,6 +239,7 @@ async fn worker(
             Ok(tcp) => tcp,
             Err(error) => {
                 tracing::debug!(%peer, %error, "Could not take a connection over.");
+                connections.closed();
                 continue;
             }
         };
@@ -227,6 +275,7 @@ async fn worker(
             })
             .await;
             connections.remove(id);
+            connections.closed();
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "Client connection ended with an error.");
             }
@@ -236,4 +285,51 @@ async fn worker(
     connections.stop_all();
     tasks.close();
     tasks.wait().await;
+}
+
+/// Failed accepts (EMFILE and the like): a pause that doubles from 10 ms to
+/// 1 s while they last, and one log line per episode instead of one per
+/// try.
+#[derive(Default)]
+struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn failed(&mut self, service: &str, error: &std::io::Error) -> Duration {
+        if self.failures == 0 {
+            tracing::warn!(
+                service,
+                %error,
+                "Balancer could not accept a connection; backing off until it can (see docs/balancer.md#file-descriptors)."
+            );
+        }
+        self.failures = self.failures.saturating_add(1);
+        (Self::FIRST * 2u32.saturating_pow(self.failures.min(8) - 1)).min(Self::MAX)
+    }
+
+    fn recovered(&mut self, service: &str) {
+        if self.failures > 0 {
+            tracing::info!(service, failed_accepts = self.failures, "Balancer accepts connections again.");
+            self.failures = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_up_to_a_second_and_starts_over() {
+        let mut b = AcceptBackoff::default();
+        let error = std::io::Error::from_raw_os_error(24);
+        let pauses: Vec<u64> = (0..9).map(|_| b.failed("web", &error).as_millis() as u64).collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.recovered("web");
+        assert_eq!(b.failed("web", &error), Duration::from_millis(10));
+    }
 }

@@ -185,12 +185,18 @@ grace_period = "0s"
 impl Ebb {
     /// Writes the config produced by `make(admin, listen)` and starts `ebb up`.
     pub fn start(make: impl FnOnce(SocketAddr, SocketAddr) -> String) -> Ebb {
+        Self::start_under(&[], make)
+    }
+
+    /// Like [`Ebb::start`], with `ebb up` run under a wrapper command such
+    /// as `["prlimit", "--nofile=256:256"]`.
+    pub fn start_under(wrapper: &[&str], make: impl FnOnce(SocketAddr, SocketAddr) -> String) -> Ebb {
         let dir = tempfile::tempdir().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("ebb.toml");
         std::fs::write(&config, make(admin, listen)).unwrap();
-        let child = spawn_up(dir.path(), &config);
+        let child = spawn_up_under(wrapper, dir.path(), &config);
         let mut ebb = Ebb { dir, config, admin, listen, child: Some(child), seen_pids: Default::default() };
         ebb.wait_admin();
         ebb
@@ -350,8 +356,22 @@ pub fn example_config(path: &str, image: Option<&str>, admin: SocketAddr, listen
 
 /// Spawns `ebb -f CONFIG up`, its output appended to `DIR/ebb-up.log`.
 pub fn spawn_up(dir: &Path, config: &Path) -> Child {
+    spawn_up_under(&[], dir, config)
+}
+
+/// [`spawn_up`] under a wrapper command (`prlimit ...`), which must exec
+/// ebb so that the child is ebb itself.
+pub fn spawn_up_under(wrapper: &[&str], dir: &Path, config: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("ebb-up.log")).unwrap();
-    Command::new(EBB)
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(EBB);
+            c
+        }
+        None => Command::new(EBB),
+    };
+    command
         .arg("-f")
         .arg(config)
         .arg("up")
