@@ -333,11 +333,16 @@ pub struct ProxyConfig {
     pub body_timeout: Duration,
     /// A replica must answer (response head) within this, else 504.
     pub upstream_timeout: Duration,
+    /// A client must take the balancer's next bytes within this (time
+    /// between two successful writes, nginx's `send_timeout`); a client that
+    /// stops reading is cut and the replica's request is ended.
+    pub send_timeout: Duration,
     /// Connecting to a replica must succeed within this, else retry elsewhere.
     pub connect_timeout: Duration,
     /// Largest request head accepted; larger gets 431.
     pub max_header_bytes: usize,
-    /// Peers whose `X-Forwarded-*` headers are kept and appended to.
+    /// Peers whose client-address headers (`X-Forwarded-*`, `Forwarded`,
+    /// `X-Real-IP`) are kept and appended to.
     pub trusted_proxies: Vec<IpAddr>,
     /// At most this many requests in flight per replica (HAProxy's
     /// `maxconn`); more wait in the balancer's queue. `None`: no limit.
@@ -366,6 +371,7 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             upstream_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
             max_header_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),

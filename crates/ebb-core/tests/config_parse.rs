@@ -109,6 +109,7 @@ fn a_minimal_service_gets_every_default() {
             d.max_header_bytes
         )
     );
+    assert_eq!(p.send_timeout, d.send_timeout);
     assert!(p.trusted_proxies.is_empty());
 }
 
@@ -172,6 +173,7 @@ header_read_timeout = "3s"
 idle_timeout = "90s"
 body_timeout = "15s"
 upstream_timeout = "29s"
+send_timeout = "7s"
 connect_timeout = "250ms"
 max_header_bytes = 1024
 trusted_proxies = ["127.0.0.1", "::1", "10.0.0.7"]
@@ -201,6 +203,7 @@ listen = "127.0.0.1:0"
     assert!(api.health.matcher.matches(204));
     assert_eq!(api.proxy.body_timeout, Duration::from_secs(15));
     assert_eq!(api.proxy.upstream_timeout, Duration::from_secs(29));
+    assert_eq!(api.proxy.send_timeout, Duration::from_secs(7));
     assert_eq!(api.proxy.connect_timeout, Duration::from_millis(250));
     assert_eq!(api.proxy.max_header_bytes, 1024);
     assert_eq!(api.proxy.trusted_proxies.len(), 3);

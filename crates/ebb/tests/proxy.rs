@@ -25,6 +25,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/attack.rs"]
+mod attack;
+
 // ---------------------------------------------------------------- backends
 
 /// What a test backend saw.
@@ -34,6 +37,38 @@ struct Seen {
     connections: AtomicUsize,
     /// Request bodies that ended in an error (the request never finished).
     broken_bodies: AtomicUsize,
+    /// `/big` responses dropped before their end (the balancer went away).
+    cut_responses: AtomicUsize,
+}
+
+/// `/big`: 256 MiB made on demand, 64 KiB at a time, so a test backend
+/// holds no more than a chunk however slowly it is read.
+struct BigBody {
+    left: usize,
+    seen: Arc<Seen>,
+}
+
+static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+impl Body for BigBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(CHUNK.len());
+        self.left -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n])))))
+    }
+}
+
+impl Drop for BigBody {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            self.seen.cut_responses.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 struct TestBackend {
@@ -93,6 +128,7 @@ async fn backend_handle(
             });
             Ok(Response::new(ChanBody(rx).boxed_unsync()))
         }
+        "/big" => Ok(Response::new(BigBody { left: 256 << 20, seen }.boxed_unsync())),
         "/delay" => {
             tokio::time::sleep(Duration::from_millis(500)).await;
             Ok(Response::new(full("delayed")))
@@ -494,6 +530,35 @@ async fn forwarded_headers_overwritten_for_untrusted_appended_for_trusted() {
 }
 
 #[tokio::test]
+async fn forwarded_and_x_real_ip_cannot_be_spoofed_except_by_trusted_proxies() {
+    let a = start_backend("a").await;
+    let spoof = [
+        ("forwarded", "for=1.2.3.4;proto=https"),
+        ("x-real-ip", "1.2.3.4"),
+        // Listing them in Connection does not remove ebb's own values.
+        ("connection", "forwarded, x-real-ip"),
+    ];
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a)]).await;
+    let seen = get(lb.addr, "/", &spoof).await.json();
+    assert_eq!(seen["headers"]["forwarded"], serde_json::json!(["for=127.0.0.1;host=\"web.test\";proto=http"]));
+    assert_eq!(seen["headers"]["x-real-ip"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(seen["headers"]["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    // Nothing sent: ebb's values all the same.
+    let seen = get(lb.addr, "/", &[]).await.json();
+    assert_eq!(seen["headers"]["forwarded"], serde_json::json!(["for=127.0.0.1;host=\"web.test\";proto=http"]));
+    assert_eq!(seen["headers"]["x-real-ip"], serde_json::json!(["127.0.0.1"]));
+
+    let trusted = ProxyConfig { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, trusted, vec![backend("a", &a)]).await;
+    let seen = get(lb.addr, "/", &spoof[..2]).await.json();
+    assert_eq!(
+        seen["headers"]["forwarded"],
+        serde_json::json!(["for=1.2.3.4;proto=https, for=127.0.0.1;host=\"web.test\";proto=http"])
+    );
+    assert_eq!(seen["headers"]["x-real-ip"], serde_json::json!(["1.2.3.4"]));
+}
+
+#[tokio::test]
 async fn content_length_with_transfer_encoding_is_400_and_never_forwarded() {
     let a = start_backend("a").await;
     let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a)]).await;
@@ -518,6 +583,285 @@ async fn content_length_with_transfer_encoding_is_400_and_never_forwarded() {
     assert!(closed);
     assert_eq!(a.requests(), 1, "the backend saw only the good request");
     assert_eq!(lb.proxy.stats.snapshot().rejected, 3);
+}
+
+#[tokio::test]
+async fn attack_table_gets_the_expected_answers_and_never_blames_the_replica() {
+    let a = start_backend("a").await;
+    let ba = backend("a", &a);
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![ba.clone()]).await;
+    let seen = a.seen.clone();
+    let whole = move || seen.requests.load(Ordering::SeqCst) - seen.broken_bodies.load(Ordering::SeqCst);
+    let failures = attack::run(lb.addr, attack::CASES, || a.requests(), whole).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        attack::CASES.len(),
+        failures.join("\n")
+    );
+    // What the client broke is never a replica failure.
+    let stats = lb.proxy.stats.snapshot();
+    assert_eq!((stats.upstream_errors, stats.upstream_timeouts), (0, 0), "{stats:?}");
+    let broken = attack::CASES.iter().filter(|c| c.replica == attack::Replica::Broken).count() as u64;
+    assert_eq!(stats.client_errors, broken, "{stats:?}");
+    assert_eq!(ba.server_errors(), 0);
+    assert_eq!(ba.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn host_reaches_the_replica_once_and_whole() {
+    let a = start_backend("a").await;
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a)]).await;
+    // `Connection` naming Host (or the length) removes neither.
+    let (text, _) = raw(
+        lb.addr,
+        b"POST /echo HTTP/1.1\r\nHost: web.test:8080\r\nConnection: close, Host, Content-Length\r\nContent-Length: 2\r\n\r\nhi",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let seen: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(seen["headers"]["host"], serde_json::json!(["web.test:8080"]));
+    assert_eq!(seen["headers"]["x-forwarded-host"], serde_json::json!(["web.test:8080"]));
+    assert_eq!(seen["body"], "hi");
+
+    // Host poisoning: a second Host is refused before anything goes up, even
+    // after a good request on the same connection.
+    let (text, closed) = raw(
+        lb.addr,
+        b"GET /ok HTTP/1.1\r\nHost: web.test\r\n\r\nGET /poison HTTP/1.1\r\nHost: web.test\r\nHost: evil.test\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains("HTTP/1.1 400 ") && text.contains("more than one Host header"), "{text}");
+    assert!(closed);
+    assert_eq!(a.requests(), 2, "the replica saw only the good requests");
+    assert_eq!(lb.proxy.stats.snapshot().rejected, 1);
+}
+
+#[tokio::test]
+async fn a_too_large_content_length_is_answered_in_order_after_a_pipelined_request() {
+    let a = start_backend("a").await;
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a)]).await;
+    for length in ["9223372036854775808", "18446744073709551614", "18446744073709551615"] {
+        let request = format!(
+            "GET /delay HTTP/1.1\r\nHost: web.test\r\n\r\nPOST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: {length}\r\n\r\nbody"
+        );
+        let before = a.requests();
+        let (text, closed) = raw(lb.addr, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(text.starts_with("HTTP/1.1 200 "), "{length}: {text}");
+        let second = text.find("HTTP/1.1 400 ").unwrap_or_else(|| panic!("{length}: {text}"));
+        assert!(text[..second].ends_with("delayed"), "{length}: the 400 came after the first answer: {text}");
+        assert!(text.contains("request Content-Length is too large"), "{length}: {text}");
+        assert_eq!(text.matches("HTTP/1.1").count(), 2, "{length}: {text}");
+        assert!(closed);
+        assert_eq!(a.requests() - before, 1, "{length}: only the GET reached the replica");
+    }
+    // The largest length that fits still goes through (as a stalled body).
+    let config = ProxyConfig { body_timeout: Duration::from_millis(300), ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("a", &a)]).await;
+    let (text, _) = raw(
+        lb.addr,
+        b"POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 9223372036854775807\r\n\r\nabc",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_the_clients_408_never_a_504_charged_to_the_replica() {
+    let a = start_backend("a").await;
+    let ba = backend("a", &a);
+    // The upstream deadline is the shorter one: it used to win the race.
+    let config = ProxyConfig {
+        body_timeout: Duration::from_millis(600),
+        upstream_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![ba.clone()]).await;
+    for request in [
+        &b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"[..],
+        &b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"[..],
+    ] {
+        let start = Instant::now();
+        let (text, closed) = raw(lb.addr, request, Duration::from_secs(5)).await;
+        assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+        assert!(closed);
+        assert!(start.elapsed() >= Duration::from_millis(550), "{:?}", start.elapsed());
+    }
+    let stats = lb.proxy.stats.snapshot();
+    assert_eq!(stats.upstream_timeouts, 0, "{stats:?}");
+    assert_eq!(stats.upstream_errors, 0, "{stats:?}");
+    assert_eq!(stats.client_errors, 2, "{stats:?}");
+    assert_eq!(ba.in_flight(), 0);
+
+    // A slow but steady upload that outlasts upstream_timeout is fine: the
+    // replica is not waited for while the client is.
+    let mut tcp = TcpStream::connect(lb.addr).await.unwrap();
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nConnection: close\r\n\r\n").await.unwrap();
+    for byte in b"123456" {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        tcp.write_all(&[*byte]).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""body":"123456""#), "{answer}");
+
+    // A replica that takes the whole body and never answers still gets its
+    // 504, counted from the body's end.
+    let start = Instant::now();
+    let (text, _) = raw(
+        lb.addr,
+        b"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 504 "), "{text}");
+    assert!(start.elapsed() < Duration::from_millis(1500), "{:?}", start.elapsed());
+    assert_eq!(lb.proxy.stats.snapshot().upstream_timeouts, 1);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_send_timeout_and_frees_the_replica() {
+    let a = start_backend("a").await;
+    let ba = backend("a", &a);
+    let config = ProxyConfig { send_timeout: Duration::from_millis(500), ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![ba.clone()]).await;
+
+    // A reader that pauses, but never as long as send_timeout, is never cut:
+    // the deadline is between two writes, not for the whole response. (It
+    // drains what is there after each pause: Linux lets a blocked writer go
+    // on only once a third of its send buffer is free.)
+    let mut steady = TcpStream::connect(lb.addr).await.unwrap();
+    steady.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        while let Ok(n) = steady.try_read(&mut buf) {
+            assert!(n > 0, "closed");
+            got += n;
+        }
+    }
+    assert!(got > 0);
+    assert_eq!(lb.proxy.stats.snapshot().send_timeouts, 0);
+    assert_eq!(ba.in_flight(), 1, "still streaming to the steady reader");
+    drop(steady);
+    wait_until("the steady reader's request to end", Duration::from_secs(5), || ba.in_flight() == 0).await;
+
+    // A client that reads nothing: once the socket buffers are full, the
+    // balancer's writes block; send_timeout later it is cut.
+    let mut stalled = TcpStream::connect(lb.addr).await.unwrap();
+    stalled.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    wait_until("the request to reach the replica", Duration::from_secs(5), || a.requests() == 2).await;
+    let start = Instant::now();
+    wait_until("the replica's request to end", Duration::from_secs(10), || ba.in_flight() == 0).await;
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+    assert_eq!(lb.proxy.stats.snapshot().send_timeouts, 1);
+    wait_until("the replica to see its response cut", Duration::from_secs(5), || {
+        a.seen.cut_responses.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    // The client finds its connection closed after what was buffered.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was closed");
+    assert!(rest.len() < 256 << 20, "the response was cut short");
+
+    // The balancer serves on.
+    assert_eq!(get(lb.addr, "/after", &[]).await.status, 200);
+}
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `ebb proxy` (the real binary) in front of `to`; stopped when dropped.
+struct EbbProxy {
+    addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl Drop for EbbProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_ebb_proxy(to: SocketAddr) -> EbbProxy {
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["proxy", "--listen", &addr.to_string(), "--to", &to.to_string()])
+        .env("EBB_PROXY_THREADS", "2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proxy = EbbProxy { addr, child };
+    let start = Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "ebb proxy did not start");
+        assert!(proxy.child.try_wait().unwrap().is_none(), "ebb proxy exited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy
+}
+
+/// The attack table against the real binary, as any listener would run it.
+#[tokio::test]
+async fn attack_table_against_the_ebb_proxy_binary() {
+    let a = start_backend("a").await;
+    let proxy = start_ebb_proxy(a.addr).await;
+    let seen = a.seen.clone();
+    let whole = move || seen.requests.load(Ordering::SeqCst) - seen.broken_bodies.load(Ordering::SeqCst);
+    let failures = attack::run(proxy.addr, attack::CASES, || a.requests(), whole).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        attack::CASES.len(),
+        failures.join("\n")
+    );
+}
+
+/// Issue 13 item 2 measured ~440 KiB per client that stops reading. The
+/// balancer now holds about what hyper buffers on each side (64 KiB each
+/// with the defaults); the kernel's socket buffers are not in its RSS.
+#[tokio::test]
+async fn clients_that_stop_reading_hold_bounded_memory_in_ebb_proxy() {
+    const CLIENTS: usize = 200;
+    let a = start_backend("a").await;
+    let proxy = start_ebb_proxy(a.addr).await;
+    let (addr, pid) = (proxy.addr, proxy.child.id());
+    // Warm up (pools, worker threads), then measure.
+    assert_eq!(get(addr, "/", &[]).await.status, 200);
+    let before = rss_kib(pid);
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        clients.push(tcp);
+    }
+    wait_until("every request to reach the replica", Duration::from_secs(20), || a.requests() == CLIENTS + 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // buffers fill
+    let after = rss_kib(pid);
+    let per_client = after.saturating_sub(before) / CLIENTS as u64;
+    println!("ebb proxy RSS: {before} KiB idle, {after} KiB with {CLIENTS} stalled readers: {per_client} KiB each");
+    assert!(per_client < 320, "{per_client} KiB per stalled reader ({before} -> {after} KiB)");
+    drop(clients);
 }
 
 #[tokio::test]
@@ -691,6 +1035,86 @@ async fn upgrade_passes_bytes_both_ways() {
     assert_eq!(ba.in_flight(), 1, "an open tunnel counts as in flight");
     drop(tcp);
     wait_until("tunnel closed", Duration::from_secs(5), || ba.in_flight() == 0).await;
+}
+
+#[tokio::test]
+async fn a_stalled_http2_request_body_is_the_clients_408_on_that_stream() {
+    let a = start_backend("a").await;
+    let config = ProxyConfig {
+        body_timeout: Duration::from_millis(500),
+        upstream_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("a", &a)]).await;
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(Bytes::from_static(b"first part")).await.unwrap();
+    let req = Request::post("http://web.test/upload").body(ChanBody(rx)).unwrap();
+    let start = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req)).await.expect("an answer").unwrap();
+    assert_eq!(resp.status(), 408);
+    assert!(start.elapsed() >= Duration::from_millis(450), "{:?}", start.elapsed());
+    drop(tx);
+    let stats = lb.proxy.stats.snapshot();
+    assert_eq!((stats.upstream_timeouts, stats.upstream_errors, stats.client_errors), (0, 0, 1), "{stats:?}");
+    // The connection serves the next stream.
+    let req = Request::get("http://web.test/after").body(ChanBody(mpsc::channel(1).1)).unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn an_http2_client_that_stops_taking_a_stream_is_cut_after_send_timeout() {
+    let a = start_backend("a").await;
+    let ba = backend("a", &a);
+    let config = ProxyConfig { send_timeout: Duration::from_millis(500), ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![ba.clone()]).await;
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    // The client's connection keeps reading the socket, but this body is
+    // never read: once its window is used up, ebb can send no more on it.
+    let req = Request::get("http://web.test/big").body(ChanBody(mpsc::channel(1).1)).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let start = Instant::now();
+    wait_until("the replica's request to end", Duration::from_secs(10), || ba.in_flight() == 0).await;
+    assert!(start.elapsed() >= Duration::from_millis(450), "{:?}", start.elapsed());
+    assert_eq!(lb.proxy.stats.snapshot().send_timeouts, 1);
+    wait_until("the replica to see its response cut", Duration::from_secs(5), || {
+        a.seen.cut_responses.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The whole connection is closed (nothing on the body's side can end one
+    // stream alone).
+    tokio::time::timeout(Duration::from_secs(5), conn).await.expect("the client connection ended").unwrap().ok();
+    drop(resp);
+
+    // A stream the client keeps taking is never cut, however long it lasts.
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://web.test/big").body(ChanBody(mpsc::channel(1).1)).unwrap();
+    let mut body = send.send_request(req).await.unwrap().into_body();
+    let (start, mut got, mut frames) = (Instant::now(), 0, 0);
+    while start.elapsed() < Duration::from_millis(1500) {
+        match body.frame().await {
+            Some(frame) => got += frame.expect("no error").data_ref().map_or(0, |d| d.len()),
+            None => break,
+        }
+        frames += 1;
+        if frames % 50 == 0 {
+            // A pause shorter than send_timeout.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    assert!(got > 0);
+    assert_eq!(lb.proxy.stats.snapshot().send_timeouts, 1, "only the stalled stream was cut");
+    assert_eq!(a.seen.cut_responses.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

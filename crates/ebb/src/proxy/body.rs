@@ -10,6 +10,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::conn_io::ActiveGuard;
+use super::stall::StallWatch;
 use super::upstream::{drive, Upstream};
 use super::Backend;
 
@@ -80,16 +81,18 @@ pub struct ProxyBody {
 }
 
 enum Kind {
-    Upstream { inner: Incoming, dispatched: Option<Dispatched> },
+    Upstream { inner: Incoming, dispatched: Option<Dispatched>, stall: Option<StallWatch> },
     Full(Option<Bytes>),
 }
 
 impl ProxyBody {
-    pub(crate) fn upstream(inner: Incoming, dispatched: Dispatched) -> Self {
-        let mut body = ProxyBody { kind: Kind::Upstream { inner, dispatched: Some(dispatched) } };
+    /// `stall`: for an HTTP/2 client, the watch that cuts it if it stops
+    /// taking this body (see `stall.rs`).
+    pub(crate) fn upstream(inner: Incoming, dispatched: Dispatched, stall: Option<StallWatch>) -> Self {
+        let mut body = ProxyBody { kind: Kind::Upstream { inner, dispatched: Some(dispatched), stall } };
         // A body known to be empty (HEAD, 204, 304, Content-Length: 0) may never
         // be polled: settle now.
-        if let Kind::Upstream { inner, dispatched } = &mut body.kind {
+        if let Kind::Upstream { inner, dispatched, .. } = &mut body.kind {
             if inner.is_end_stream() {
                 if let Some(d) = dispatched.take() {
                     d.finish();
@@ -115,7 +118,10 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { inner, dispatched } => {
+            Kind::Upstream { inner, dispatched, stall } => {
+                if let Some(stall) = stall.as_ref() {
+                    stall.polled();
+                }
                 let mut polled = Pin::new(&mut *inner).poll_frame(cx);
                 if polled.is_pending() {
                     // The upstream connection is driven from here: let it
@@ -138,6 +144,8 @@ impl Body for ProxyBody {
                                 drive(&mut d.conn, cx);
                                 d.finish();
                             }
+                        } else if let Some(stall) = stall.as_mut() {
+                            stall.handed_over();
                         }
                     }
                     Poll::Ready(Some(Err(error))) => {
@@ -171,7 +179,7 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        if let Kind::Upstream { inner, dispatched } = &mut self.kind {
+        if let Kind::Upstream { inner, dispatched, .. } = &mut self.kind {
             if let Some(d) = dispatched.take() {
                 if inner.is_end_stream() {
                     d.finish();

@@ -12,6 +12,15 @@
 //!   the request and the replica's connection is dropped, never reused.
 //! - **Idle**: a keep-alive connection with no request in progress and no
 //!   byte received for `idle_timeout` is closed (EOF to hyper: a clean close).
+//! - **Send**: while the client does not take the bytes ebb writes (the
+//!   socket is full), the next write must succeed within `send_timeout`
+//!   (time between two successful writes, as nginx's `send_timeout`). Past
+//!   it the write fails: hyper drops the connection, and with it the
+//!   response body, so the replica's request ends (its upstream connection
+//!   is closed and its `in_flight` slot freed) instead of waiting for a
+//!   client that stopped reading. This also bounds memory: hyper buffers at
+//!   most `max_buf_size` per connection and stops pulling the replica's body
+//!   when its buffer is full, so a slow reader holds that and no more.
 //!
 //! hyper has its own `header_read_timeout`, but it starts when hyper begins to
 //! wait for the next head, so it also caps how long a keep-alive connection
@@ -35,7 +44,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{Framing, Mode, Refusal};
+use super::framing::{Framing, Mode, Refusal, CUT_HEAD_END};
 use super::ServiceProxy;
 
 /// What the connection's socket wrapper and its requests share.
@@ -58,6 +67,9 @@ pub(crate) struct ConnShared {
     pub(crate) shutdown: CancellationToken,
     /// The balancer is shutting down: finish and close.
     stop: AtomicBool,
+    /// Close now, whatever is in progress (a client that stopped taking an
+    /// HTTP/2 stream, see `stall.rs`).
+    cut: AtomicBool,
     /// The connection task's waker (a task's waker always wakes that task,
     /// so the first one is kept).
     task: Mutex<Option<Waker>>,
@@ -78,6 +90,7 @@ impl ConnShared {
             tunneled: AtomicBool::new(false),
             shutdown,
             stop: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
             task: Mutex::new(None),
         }
     }
@@ -92,6 +105,22 @@ impl ConnShared {
 
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.wake_task();
+    }
+
+    /// Asks the connection task to close the connection at once. True the
+    /// first time.
+    pub(crate) fn cut(&self) -> bool {
+        let first = !self.cut.swap(true, Ordering::SeqCst);
+        self.wake_task();
+        first
+    }
+
+    pub(crate) fn cut_requested(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+
+    fn wake_task(&self) {
         let waker = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(waker) = waker {
             waker.wake();
@@ -168,6 +197,16 @@ pub(crate) struct ConnIo {
     timed_out: bool,
     /// Stopped tracking: a tunnel, or HTTP/2.
     passthrough: bool,
+    send_timeout: Duration,
+    /// Since when writes have been blocked by a client that does not read.
+    write_blocked_since: Option<Instant>,
+    /// The send deadline's timer (made on the first blocked write).
+    write_timer: Option<Pin<Box<Sleep>>>,
+    /// The send deadline passed: every later write fails.
+    send_timed_out: bool,
+    /// The tracker cut the stream: hyper gets `cut_end`, then nothing.
+    cut: bool,
+    cut_end: &'static [u8],
 }
 
 impl ConnIo {
@@ -193,23 +232,31 @@ impl ConnIo {
             written_at_head: None,
             timed_out: false,
             passthrough: false,
+            send_timeout: config.send_timeout,
+            write_blocked_since: None,
+            write_timer: None,
+            send_timed_out: false,
+            cut: false,
+            cut_end: &[],
             shared,
         }
     }
 
-    fn on_bytes(&mut self, bytes: &[u8]) {
+    /// Feeds the tracker; `Some(n)`: only the first `n` bytes may reach
+    /// hyper (the stream is cut, see `framing.rs`).
+    fn on_bytes(&mut self, bytes: &[u8]) -> Option<usize> {
         self.idle_since = None;
         self.body_since = None;
         if self.passthrough {
-            return;
+            return None;
         }
         if self.shared.tunneled.load(Ordering::Relaxed) {
             self.framing.stop();
             self.passthrough = true;
-            return;
+            return None;
         }
         let before = self.framing.refused();
-        self.framing.feed(bytes);
+        let cut = self.framing.feed(bytes);
         if before.is_none() {
             if let Some((index, why)) = self.framing.refused() {
                 self.shared.refused.store((index + 1) << 2 | why as u64, Ordering::Release);
@@ -221,6 +268,14 @@ impl ConnIo {
         if self.framing.mode() != Mode::Http1 {
             self.passthrough = true;
         }
+        cut
+    }
+
+    /// Hands hyper what is left of the end of a cut head.
+    fn put_cut_end(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.cut_end.len().min(buf.remaining());
+        buf.put_slice(&self.cut_end[..n]);
+        self.cut_end = &self.cut_end[n..];
     }
 
     /// The deadline that applies while a read is blocked.
@@ -304,12 +359,25 @@ impl ConnIo {
 impl AsyncRead for ConnIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.cut {
+            // The client's stream ended at a cut: the rest is never read.
+            if !this.cut_end.is_empty() {
+                this.put_cut_end(buf);
+                return Poll::Ready(Ok(()));
+            }
+            return this.poll_deadline(cx);
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.tcp).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let filled = buf.filled();
                 if filled.len() > before {
-                    this.on_bytes(&filled[before..]);
+                    if let Some(keep) = this.on_bytes(&filled[before..]) {
+                        buf.set_filled(before + keep);
+                        this.cut = true;
+                        this.cut_end = CUT_HEAD_END;
+                        this.put_cut_end(buf);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -320,32 +388,58 @@ impl AsyncRead for ConnIo {
 }
 
 impl ConnIo {
-    /// Bookkeeping after a write: a response to the latest head has begun.
-    fn on_written(&mut self, result: &Poll<io::Result<usize>>) {
-        if let Poll::Ready(Ok(n)) = result {
-            if *n > 0 {
+    /// Bookkeeping after a write: a response to the latest head has begun,
+    /// and the client is reading (the send deadline restarts). A blocked
+    /// write is held to the send deadline.
+    fn on_written(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match result {
+            Poll::Ready(Ok(n)) if n > 0 => {
                 self.written_at_head = Some(self.framing.heads());
+                self.write_blocked_since = None;
+                Poll::Ready(Ok(n))
             }
+            Poll::Pending => self.poll_send_deadline(cx),
+            other => other,
         }
     }
 
+    /// A write would block: pending until the socket takes bytes again, or
+    /// an error once `send_timeout` has passed since it first blocked.
+    fn poll_send_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let now = Instant::now();
+        let deadline = *self.write_blocked_since.get_or_insert(now) + self.send_timeout;
+        if now < deadline {
+            let timer = self.write_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        tracing::debug!(timeout = ?self.send_timeout, "Client stopped reading the response; closing.");
+        self.send_timed_out = true;
+        // Counted once per connection, whether this or a stalled HTTP/2
+        // stream (stall.rs) noticed first.
+        if self.shared.cut() {
+            self.shared.proxy.stats.send_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client did not read the response in time")))
+    }
+
     fn closed_after_timeout() -> Poll<io::Result<usize>> {
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::BrokenPipe,
-            "connection closed: request body not received in time",
-        )))
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection closed after a timeout")))
     }
 }
 
 impl AsyncWrite for ConnIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.timed_out {
+        if this.timed_out || this.send_timed_out {
             return Self::closed_after_timeout();
         }
         let result = Pin::new(&mut this.tcp).poll_write(cx, buf);
-        this.on_written(&result);
-        result
+        this.on_written(cx, result)
     }
 
     fn poll_write_vectored(
@@ -354,12 +448,11 @@ impl AsyncWrite for ConnIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.timed_out {
+        if this.timed_out || this.send_timed_out {
             return Self::closed_after_timeout();
         }
         let result = Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
-        this.on_written(&result);
-        result
+        this.on_written(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,8 +1,10 @@
 //! One request, from the client to a backend and back.
 //!
 //! 1. Refuse what must not go upstream (a head the framing tracker refused,
-//!    `CONNECT`), else make the request upstream-ready (hop-by-hop headers,
-//!    `X-Forwarded-*`, origin-form URI, HTTP/1.1).
+//!    `CONNECT`, a head that breaks the `Host` / `Transfer-Encoding` /
+//!    `Content-Length` rules of `checks.rs`), else make the request
+//!    upstream-ready (hop-by-hop headers, client-address headers,
+//!    origin-form URI, HTTP/1.1).
 //! 2. Pick a backend from the routable snapshot (503 when there is none).
 //! 3. Get a ready connection to it *before* sending: a pooled idle one or a
 //!    new one. A failed connect is retried once on another backend: the
@@ -27,10 +29,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{Dispatched, ProxyBody};
+use super::checks::check_head;
 use super::conn_io::{ActiveGuard, ConnShared};
 use super::framing::Refusal;
 use super::headers::{is_upgrade_request, set_forwarded, strip_hop_by_hop};
-use super::upstream::{connect, send, ConnectError, RequestBody, SendError, Upstream};
+use super::stall::StallWatch;
+use super::upstream::{connect, send, BodyWatch, ClientBodyFailure, ConnectError, RequestBody, SendError, Upstream};
 use super::{Backend, ServiceProxy};
 
 /// How many times one request may find a pooled connection closed before
@@ -82,6 +86,12 @@ pub(crate) async fn handle(
                     "request has both Content-Length and Transfer-Encoding",
                     true,
                 ),
+                Refusal::LengthTooLarge => local_error(
+                    proxy,
+                    StatusCode::BAD_REQUEST,
+                    super::checks::Rejection::ContentLengthTooLarge.message(),
+                    true,
+                ),
                 Refusal::HeadTooLarge => local_error(
                     proxy,
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -94,6 +104,12 @@ pub(crate) async fn handle(
     if req.method() == Method::CONNECT {
         proxy.stats.rejected.fetch_add(1, Ordering::Relaxed);
         return Ok(local_error(proxy, StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported", false));
+    }
+    let authority = req.uri().authority().map(|a| a.as_str());
+    if let Err(rejection) = check_head(req.version(), req.headers(), authority) {
+        proxy.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer = ?conn.peer_ip, reason = rejection.message(), "Refused a request head.");
+        return Ok(local_error(proxy, rejection.status(), rejection.message(), true));
     }
 
     let active = ActiveGuard::new(conn.clone());
@@ -124,7 +140,11 @@ pub(crate) async fn handle(
     // another replica if the first fails before answering: keep its head.
     let replay = (!upgrade && is_idempotent(req.method()) && hyper::body::Body::is_end_stream(req.body()))
         .then(|| RequestHead { method: req.method().clone(), uri: req.uri().clone(), headers: req.headers().clone() });
-    let mut req = req.map(RequestBody::Client);
+    // A body is watched on its way up (a bodiless request costs nothing).
+    // An HTTP/2 stream's body has no socket deadline: the watch keeps it.
+    let client_limit = (!http1).then_some(proxy.config.body_timeout);
+    let watch = (!hyper::body::Body::is_end_stream(req.body())).then(|| Arc::new(BodyWatch::new(client_limit)));
+    let mut req = req.map(|body| RequestBody::Client(body, watch.clone()));
     let mut resent = false;
 
     // Steps 3 and 4.
@@ -169,7 +189,7 @@ pub(crate) async fn handle(
         };
         let mut upstream = upstream;
         proxy.queue_time.record(arrived.elapsed());
-        match send(&mut upstream, req, proxy.config.upstream_timeout).await {
+        match send(&mut upstream, req, proxy.config.upstream_timeout, watch.as_deref()).await {
             Ok(response) => {
                 dispatched.set_conn(upstream);
                 break response;
@@ -183,6 +203,12 @@ pub(crate) async fn handle(
                     continue;
                 }
                 _ => {
+                    if let Some(failure) = watch.as_ref().and_then(|w| w.failure()) {
+                        // The client broke its own body: not the replica's
+                        // fault (the replica sees the body break off).
+                        drop(dispatched);
+                        return Ok(client_body_failed(proxy, failure, http1));
+                    }
                     let backend = dispatched.backend();
                     proxy.count_gateway_failure(backend, false);
                     tracing::debug!(replica = %backend.replica_id, error = %error.error(), "Replica failed the request.");
@@ -208,6 +234,9 @@ pub(crate) async fn handle(
                 proxy.count_gateway_failure(dispatched.backend(), false);
                 // Dropping the connection closes it.
                 drop(dispatched);
+                if let Some(failure) = watch.as_ref().and_then(|w| w.failure()) {
+                    return Ok(client_body_failed(proxy, failure, http1));
+                }
                 proxy.stats.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
                 return Ok(local_error(proxy, StatusCode::GATEWAY_TIMEOUT, "replica did not answer in time", false));
             }
@@ -242,7 +271,22 @@ pub(crate) async fn handle(
     // client in its own version (1.0, 1.1 or 2) from this.
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, false);
-    Ok(Response::from_parts(parts, ProxyBody::upstream(body, dispatched)))
+    let stall = (!http1).then(|| StallWatch::new(conn.clone(), proxy.config.send_timeout));
+    Ok(Response::from_parts(parts, ProxyBody::upstream(body, dispatched, stall)))
+}
+
+/// The answer when the client broke its request body on the way upstream:
+/// 408 for a stall (for HTTP/1 the connection wrapper has already sent it
+/// and this one is never written), else 400. An HTTP/1 connection is closed
+/// (its framing is lost); for HTTP/2 only the stream ends.
+fn client_body_failed(proxy: &ServiceProxy, failure: ClientBodyFailure, http1: bool) -> Response<ProxyBody> {
+    proxy.stats.client_errors.fetch_add(1, Ordering::Relaxed);
+    let (status, message) = match failure {
+        ClientBodyFailure::TimedOut => (StatusCode::REQUEST_TIMEOUT, "request body not received in time"),
+        ClientBodyFailure::Malformed => (StatusCode::BAD_REQUEST, "malformed request body"),
+        ClientBodyFailure::Gone => (StatusCode::BAD_REQUEST, "request body ended early"),
+    };
+    local_error(proxy, status, message, http1)
 }
 
 /// Methods whose repetition has no further effect (RFC 9110 §9.2.2).
@@ -276,7 +320,7 @@ impl RequestHead {
     }
 }
 
-/// Hop-by-hop headers out, `X-Forwarded-*` in, origin-form URI, HTTP/1.1,
+/// Hop-by-hop headers out, client-address headers in, origin-form URI, HTTP/1.1,
 /// and a `Host` for HTTP/2 clients (which send `:authority` instead).
 fn prepare_request(req: &mut Request<Incoming>, conn: &ConnShared, upgrade: bool) {
     let authority = req.uri().authority().map(|a| a.as_str().to_owned());

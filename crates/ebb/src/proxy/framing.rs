@@ -18,6 +18,15 @@
 //! When it meets something it cannot follow (a malformed length, a chunk size
 //! that does not parse), hyper rejects that request with 400 and closes the
 //! connection anyway, so the tracker just stops ([`Mode::Off`]).
+//!
+//! One refusal cannot wait for the end of the head: a `Content-Length` above
+//! 2^63 − 1. hyper would answer the two largest values (2^64 − 2 and
+//! 2^64 − 1) with its own 431 and pass the others on. So at the digit that
+//! makes the length too large the tracker *cuts* the stream: [`Framing::feed`]
+//! says how many of the bytes hyper may still see, the connection wrapper
+//! ends the head right there (`\r\n\r\n`) and gives hyper nothing more, and
+//! hyper hands that truncated head to the service in its turn (after any
+//! earlier pipelined request), where the refusal is answered with 400.
 
 /// Why a request head must be refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +35,9 @@ pub(crate) enum Refusal {
     AmbiguousLength = 1,
     /// The head is longer than `max_header_bytes`: 431, connection closed.
     HeadTooLarge = 2,
+    /// A `Content-Length` above 2^63 − 1: 400, connection closed. The head
+    /// is cut at the offending digit (see the module doc).
+    LengthTooLarge = 3,
 }
 
 impl Refusal {
@@ -33,6 +45,7 @@ impl Refusal {
         match code {
             1 => Some(Refusal::AmbiguousLength),
             2 => Some(Refusal::HeadTooLarge),
+            3 => Some(Refusal::LengthTooLarge),
             _ => None,
         }
     }
@@ -75,6 +88,11 @@ enum Header {
 }
 
 const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0";
+/// What ends a head that was cut short (see [`Framing::feed`]).
+pub(crate) const CUT_HEAD_END: &[u8] = b"\r\n\r\n";
+/// The largest `Content-Length` passed on: many servers read the length
+/// as an `i64`.
+const MAX_LENGTH: u64 = i64::MAX as u64;
 const NAME_BUF: usize = 17; // "transfer-encoding".len()
 
 /// Tracks request framing over the bytes of one client connection.
@@ -99,6 +117,8 @@ pub(crate) struct Framing {
     header: Header,
     /// How much of the request line still matches the HTTP/2 preface.
     preface_match: usize,
+    /// Set by a byte that cuts the stream (see [`Framing::feed`]).
+    cut: bool,
     // --- the chunked body being skipped ---
     chunk: u64,
     chunk_digits: bool,
@@ -121,6 +141,7 @@ impl Framing {
             name_len: 0,
             header: Header::Other,
             preface_match: 0,
+            cut: false,
             chunk: 0,
             chunk_digits: false,
         }
@@ -173,10 +194,17 @@ impl Framing {
     }
 
     /// Feeds bytes just read from the client, in order.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
+    ///
+    /// Returns `Some(n)` when the stream must be cut: hyper may see only the
+    /// first `n` of these bytes, then [`CUT_HEAD_END`], then nothing more
+    /// (the refused head is answered and the connection closed). Tracking
+    /// has stopped by then.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        let total = bytes.len();
+        let mut bytes = bytes;
         while !bytes.is_empty() {
             if self.mode != Mode::Http1 {
-                return;
+                return None;
             }
             match self.state {
                 State::Body(left) => {
@@ -196,9 +224,13 @@ impl Framing {
                 _ => {}
             }
             let b = bytes[0];
-            bytes = &bytes[1..];
             self.byte(b);
+            if self.cut {
+                return Some(total - bytes.len());
+            }
+            bytes = &bytes[1..];
         }
+        None
     }
 
     fn byte(&mut self, b: u8) {
@@ -334,11 +366,11 @@ impl Framing {
                     match b {
                         b'0'..=b'9' => match self.length.checked_mul(10).and_then(|l| l.checked_add((b - b'0') as u64))
                         {
-                            Some(l) => {
+                            Some(l) if l <= MAX_LENGTH => {
                                 self.length = l;
                                 self.length_digits = true;
                             }
-                            None => self.lose_track(),
+                            _ => self.cut_head(Refusal::LengthTooLarge),
                         },
                         b' ' | b'\t' | b'\r' => {}
                         _ => self.lose_track(),
@@ -354,6 +386,19 @@ impl Framing {
             self.name[self.name_len] = b.to_ascii_lowercase();
         }
         self.name_len = self.name_len.saturating_add(1);
+    }
+
+    /// Refuses the head being read before its end, and cuts the stream just
+    /// before the current byte (the head counts as complete: hyper will see
+    /// it end with [`CUT_HEAD_END`]).
+    fn cut_head(&mut self, refusal: Refusal) {
+        let index = self.heads;
+        self.heads += 1;
+        if self.refused.is_none() {
+            self.refused = Some((index, refusal));
+        }
+        self.cut = true;
+        self.stop();
     }
 
     fn end_head(&mut self) {
@@ -458,6 +503,121 @@ POST /y HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nabcd
         let mut f = Framing::new(1024);
         f.feed(b"PRI * HTTP/1.1\r\n\r\n");
         assert_eq!(f.mode(), Mode::Http1);
+    }
+
+    #[test]
+    fn a_length_above_i64_max_cuts_the_head_at_the_offending_digit() {
+        let ok = b"POST / HTTP/1.1\r\nContent-Length: 9223372036854775807\r\n\r\n";
+        let mut f = Framing::new(1024);
+        assert_eq!(f.feed(ok), None);
+        assert_eq!(f.refused(), None);
+        assert!(f.in_partial_body());
+
+        for value in ["9223372036854775808", "18446744073709551615", "18446744073709551616", "99999999999999999999999"]
+        {
+            let head = format!(
+                "GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: {value}\r\nX-After: 1\r\n\r\n"
+            );
+            let first_digit = head.find(value).unwrap();
+            for step in [1, 5, 1000] {
+                let mut f = Framing::new(1024);
+                let mut seen = 0;
+                let mut cut_at = None;
+                for piece in head.as_bytes().chunks(step) {
+                    if let Some(n) = f.feed(piece) {
+                        cut_at = Some(seen + n);
+                        break;
+                    }
+                    seen += piece.len();
+                }
+                let cut_at = cut_at.unwrap_or_else(|| panic!("{value} step {step}: no cut"));
+                // hyper sees the digits that still fit, then the head's end.
+                let kept = &head[first_digit..cut_at];
+                assert!(kept.parse::<u64>().unwrap() <= i64::MAX as u64, "{value}: {kept}");
+                assert!(value.starts_with(kept), "{value}: {kept}");
+                assert_eq!(f.refused(), Some((1, Refusal::LengthTooLarge)), "{value} step {step}");
+                assert_eq!(f.heads(), 2);
+                assert_eq!(f.mode(), Mode::Off);
+                assert_eq!(f.feed(b"more"), None, "nothing after a cut");
+            }
+        }
+    }
+
+    /// A seeded generator of request heads, pipelined and mutated (bytes
+    /// flipped, dropped, duplicated, digits inserted), fed in random splits:
+    /// the tracker never panics and its reports stay consistent.
+    #[test]
+    fn random_and_mutated_heads_never_panic() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let pieces: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\n",
+            b"POST /x HTTP/1.1\r\n",
+            b"PRI * HTTP/2.0\r\n",
+            b"Host: a\r\n",
+            b"Content-Length: 5\r\n",
+            b"Content-Length: 18446744073709551615\r\n",
+            b"content-length:9223372036854775808\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"transfer-encoding: gzip, chunked\r\n",
+            b"X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+            b"\r\n",
+            b"\n",
+            b"hello",
+            b"5\r\nabcde\r\n",
+            b"ffffffffffffffffffff\r\n",
+            b"0\r\n\r\n",
+            b"3;ext=\"x\"\r\nabc\r\n",
+            b":",
+            b" ",
+            b"\x00\xff",
+        ];
+        for _ in 0..3000 {
+            let mut input = Vec::new();
+            for _ in 0..(next() % 24) {
+                input.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            for _ in 0..(next() % 6) {
+                if input.is_empty() {
+                    break;
+                }
+                let at = (next() % input.len() as u64) as usize;
+                match next() % 4 {
+                    0 => input[at] = next() as u8,
+                    1 => {
+                        input.remove(at);
+                    }
+                    2 => input.insert(at, input[at]),
+                    _ => input.insert(at, b'0' + (next() % 10) as u8),
+                }
+            }
+            let mut f = Framing::new(64 + (next() % 512) as usize);
+            let mut rest = &input[..];
+            let mut heads = 0;
+            while !rest.is_empty() {
+                let n = 1 + (next() % 40) as usize;
+                let (piece, tail) = rest.split_at(n.min(rest.len()));
+                rest = tail;
+                let cut = f.feed(piece);
+                assert!(f.heads() >= heads, "head count went back");
+                heads = f.heads();
+                if let Some((index, _)) = f.refused() {
+                    assert!(index < f.heads());
+                    assert_ne!(f.mode(), Mode::Http1, "tracking goes on after a refusal");
+                }
+                if let Some(n) = cut {
+                    assert!(n < piece.len(), "a cut keeps fewer bytes than were fed");
+                    assert_eq!(f.refused().map(|r| r.1), Some(Refusal::LengthTooLarge));
+                    break;
+                }
+                let _ = (f.in_partial_head(), f.in_partial_body());
+            }
+        }
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! Header hygiene: hop-by-hop headers and `X-Forwarded-*`.
+//! Header hygiene: hop-by-hop headers, and the headers that say who the
+//! client is (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub(crate) static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -12,9 +15,27 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub(crate) static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
 pub(crate) static CONNECTION_UPGRADE: HeaderValue = HeaderValue::from_static("upgrade");
 
+/// End-to-end headers that `Connection` cannot remove: the message's target
+/// and framing (`Host`, `Content-Length`, `Content-Type`) and the client
+/// address headers ebb vouches for. RFC 9110 §7.6.1 lets a sender name any
+/// header in `Connection`; a client must not use that to make a replica see
+/// a request without its `Host` (or a trusted proxy's view of the client
+/// without its `X-Forwarded-For`).
+fn is_protected(name: &HeaderName) -> bool {
+    name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::CONTENT_TYPE
+        || name == X_FORWARDED_FOR
+        || name == X_FORWARDED_PROTO
+        || name == X_FORWARDED_HOST
+        || name == FORWARDED
+        || name == X_REAL_IP
+}
+
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): the fixed list and every
-/// header named in `Connection`. With `keep_upgrade` (an upgrade request or a
-/// 101 answer), `Upgrade` stays and `Connection` is set to `upgrade`.
+/// header named in `Connection` (except the [protected](is_protected) ones).
+/// With `keep_upgrade` (an upgrade request or a 101 answer), `Upgrade` stays
+/// and `Connection` is set to `upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if let Some(first) = headers.get(header::CONNECTION) {
         // The common cases ("keep-alive", "close", "upgrade") name headers that
@@ -31,8 +52,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 {
                     continue;
                 }
-                if let Ok(name) = HeaderName::from_bytes(token) {
-                    named.push(name);
+                match HeaderName::from_bytes(token) {
+                    Ok(name) if is_protected(&name) => {
+                        tracing::debug!(header = %name, "Connection names an end-to-end header; kept.");
+                    }
+                    Ok(name) => named.push(name),
+                    Err(_) => {}
                 }
             }
         };
@@ -75,13 +100,74 @@ pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
             .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")))
 }
 
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host`.
+/// Sets the headers that tell a replica who the client is: `X-Forwarded-For`,
+/// `-Proto`, `-Host`, `Forwarded` (RFC 7239) and `X-Real-IP`.
 ///
 /// From an untrusted peer, whatever the client sent is replaced: the peer's
-/// address, `http`, and the `Host` it asked for. From a trusted proxy, the
-/// peer is appended to its `X-Forwarded-For` and its `-Proto`/`-Host` are kept
-/// (filled in when missing).
+/// address, `http`, and the `Host` it asked for; `Forwarded` becomes ebb's
+/// own element (`for=10.0.0.7;host="web.test";proto=http`). From a trusted
+/// proxy, the peer is appended to its `X-Forwarded-For`, ebb's element to its
+/// `Forwarded`, and its `-Proto`/`-Host`/`X-Real-IP` are kept (filled in when
+/// missing).
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted: bool, host: Option<HeaderValue>) {
+    let element = forwarded_element(peer, host.as_ref());
+    if trusted {
+        append_list(headers, &FORWARDED, &element);
+        if !headers.contains_key(&X_REAL_IP) {
+            headers.insert(X_REAL_IP.clone(), peer.clone());
+        }
+    } else {
+        headers.insert(FORWARDED.clone(), element);
+        headers.insert(X_REAL_IP.clone(), peer.clone());
+    }
+    set_x_forwarded(headers, peer, trusted, host);
+}
+
+/// One `Forwarded` element for this hop: `for=` the peer (an IPv6 address
+/// quoted in brackets, RFC 7239 §6), `host=` the requested host (quoted: it
+/// may hold a `:`), `proto=http`.
+fn forwarded_element(peer: &HeaderValue, host: Option<&HeaderValue>) -> HeaderValue {
+    let mut value = Vec::with_capacity(64);
+    value.extend_from_slice(b"for=");
+    if peer.as_bytes().contains(&b':') {
+        value.extend_from_slice(b"\"[");
+        value.extend_from_slice(peer.as_bytes());
+        value.extend_from_slice(b"]\"");
+    } else {
+        value.extend_from_slice(peer.as_bytes());
+    }
+    // A valid Host (checks.rs) holds no quote or backslash; be safe anyway.
+    if let Some(host) = host.filter(|h| !h.as_bytes().iter().any(|&b| b == b'"' || b == b'\\')) {
+        value.extend_from_slice(b";host=\"");
+        value.extend_from_slice(host.as_bytes());
+        value.push(b'"');
+    }
+    value.extend_from_slice(b";proto=http");
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+        .unwrap_or_else(|_| HeaderValue::from_static("for=unknown;proto=http"))
+}
+
+/// Replaces every `name` line with one: the old values and `tail`, joined
+/// with `, ` (or `tail` alone).
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, tail: &HeaderValue) {
+    let mut joined: Vec<u8> = Vec::new();
+    for value in headers.get_all(name) {
+        joined.extend_from_slice(value.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    if joined.is_empty() {
+        headers.insert(name.clone(), tail.clone());
+        return;
+    }
+    joined.extend_from_slice(tail.as_bytes());
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+        Ok(value) => headers.insert(name.clone(), value),
+        Err(_) => headers.insert(name.clone(), tail.clone()),
+    };
+}
+
+/// `X-Forwarded-For`, `-Proto` and `-Host` (see [`set_forwarded`]).
+fn set_x_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted: bool, host: Option<HeaderValue>) {
     if trusted {
         let mut values = headers.get_all(&X_FORWARDED_FOR).iter();
         match (values.next(), values.next()) {
@@ -164,6 +250,67 @@ mod tests {
         strip_hop_by_hop(&mut m, false);
         assert_eq!(m.len(), 1, "{m:?}");
         assert_eq!(m["x-kept"], "3");
+    }
+
+    #[test]
+    fn connection_cannot_strip_end_to_end_essentials() {
+        let mut m = map(&[
+            ("connection", "Host, content-length, Content-Type, x-forwarded-for, forwarded, x-real-ip, x-gone"),
+            ("host", "web.test"),
+            ("content-length", "3"),
+            ("content-type", "text/plain"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-gone", "1"),
+        ]);
+        strip_hop_by_hop(&mut m, false);
+        assert!(!m.contains_key("x-gone") && !m.contains_key("connection"), "{m:?}");
+        for kept in ["host", "content-length", "content-type", "x-forwarded-for", "forwarded", "x-real-ip"] {
+            assert!(m.contains_key(kept), "{kept} was stripped: {m:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_and_real_ip_untrusted_overwritten() {
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("10.0.0.1", Some("web"), "for=10.0.0.1;host=\"web\";proto=http"),
+            ("10.0.0.1", Some("web:8080"), "for=10.0.0.1;host=\"web:8080\";proto=http"),
+            ("::1", Some("[::1]:80"), "for=\"[::1]\";host=\"[::1]:80\";proto=http"),
+            ("10.0.0.1", None, "for=10.0.0.1;proto=http"),
+        ];
+        for (peer, host, want) in cases {
+            let mut m = map(&[
+                ("forwarded", "for=6.6.6.6;proto=https"),
+                ("forwarded", "for=7.7.7.7"),
+                ("x-real-ip", "6.6.6.6"),
+            ]);
+            let host = host.map(|h| HeaderValue::from_str(h).unwrap());
+            set_forwarded(&mut m, &HeaderValue::from_str(peer).unwrap(), false, host);
+            let forwarded: Vec<_> = m.get_all("forwarded").iter().collect();
+            assert_eq!(forwarded, [*want], "{peer} {m:?}");
+            let real: Vec<_> = m.get_all("x-real-ip").iter().collect();
+            assert_eq!(real, [*peer]);
+        }
+        // Nothing sent: set all the same.
+        let mut m = HeaderMap::new();
+        set_forwarded(&mut m, &HeaderValue::from_static("10.0.0.1"), false, Some(HeaderValue::from_static("web")));
+        assert_eq!(m["forwarded"], "for=10.0.0.1;host=\"web\";proto=http");
+        assert_eq!(m["x-real-ip"], "10.0.0.1");
+    }
+
+    #[test]
+    fn forwarded_and_real_ip_trusted_kept_and_appended() {
+        let mut m =
+            map(&[("forwarded", "for=1.2.3.4;proto=https"), ("forwarded", "for=5.6.7.8"), ("x-real-ip", "1.2.3.4")]);
+        set_forwarded(&mut m, &HeaderValue::from_static("10.0.0.1"), true, Some(HeaderValue::from_static("web")));
+        assert_eq!(m["forwarded"], "for=1.2.3.4;proto=https, for=5.6.7.8, for=10.0.0.1;host=\"web\";proto=http");
+        assert_eq!(m.get_all("forwarded").iter().count(), 1);
+        assert_eq!(m["x-real-ip"], "1.2.3.4");
+        let mut m = HeaderMap::new();
+        set_forwarded(&mut m, &HeaderValue::from_static("10.0.0.1"), true, None);
+        assert_eq!(m["forwarded"], "for=10.0.0.1;proto=http");
+        assert_eq!(m["x-real-ip"], "10.0.0.1");
     }
 
     #[test]

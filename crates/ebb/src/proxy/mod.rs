@@ -13,17 +13,21 @@
 //!   per core (each a single-threaded event loop that keeps a connection,
 //!   its requests, upstream connections and timers together), HTTP/1.1 and
 //!   HTTP/2 prior knowledge, graceful shutdown;
-//! - `conn_io`: the client socket wrapper: header-read, body and idle deadlines,
-//!   and the request-framing tracker's reports;
-//! - `framing`: that tracker (refuses `Content-Length` + `Transfer-Encoding`
-//!   and oversized heads);
+//! - `conn_io`: the client socket wrapper: header-read, body, idle and send
+//!   deadlines, and the request-framing tracker's reports;
+//! - `framing`: that tracker (refuses `Content-Length` + `Transfer-Encoding`,
+//!   oversized heads, and lengths above 2^63 − 1);
 //! - `forward`: one request: pick, connect (retry once elsewhere), send,
 //!   relay, upgrade to a tunnel;
 //! - `upstream`: HTTP/1.1 keep-alive connections to backends, pooled per
 //!   backend and worker, driven by the request that uses them;
 //! - `body`: the response body wrapper that ends a request's bookkeeping
 //!   exactly when its body ends;
-//! - `headers`: hop-by-hop and `X-Forwarded-*` handling.
+//! - `stall`: `send_timeout` for an HTTP/2 stream the client stopped taking;
+//! - `checks`: the `Host`, `Transfer-Encoding` and `Content-Length` rules a
+//!   parsed request head must pass;
+//! - `headers`: hop-by-hop and client-address (`X-Forwarded-*`, `Forwarded`,
+//!   `X-Real-IP`) handling.
 //!
 //! The user-facing description is `docs/balancer.md`.
 
@@ -39,11 +43,13 @@ use ebb_core::outlier::{Outcomes, Streak};
 
 mod admission;
 mod body;
+mod checks;
 mod conn_io;
 mod forward;
 mod framing;
 mod headers;
 mod server;
+mod stall;
 mod upstream;
 
 pub use body::ProxyBody;
@@ -148,9 +154,17 @@ pub struct ProxyStats {
     pub upstream_timeouts: AtomicU64,
     /// Answered 503 with `Retry-After`: queue full or queue timeout.
     pub shed: AtomicU64,
-    /// Refused by the balancer itself: ambiguous framing (400), oversized
+    /// Refused by the balancer itself: ambiguous framing, `Host`,
+    /// `Transfer-Encoding` or `Content-Length` problems (400, 501), oversized
     /// head (431), `CONNECT` (405).
     pub rejected: AtomicU64,
+    /// The client broke its request body after it was dispatched (malformed
+    /// chunks, stalled past `body_timeout`, or gone): 400 or 408, never
+    /// counted against the replica.
+    pub client_errors: AtomicU64,
+    /// Client connections cut because the client stopped reading (the socket,
+    /// or an HTTP/2 stream) for `send_timeout`.
+    pub send_timeouts: AtomicU64,
 }
 
 /// A copy of [`ProxyStats`] at one instant.
@@ -162,6 +176,8 @@ pub struct ProxyStatsSnapshot {
     pub upstream_errors: u64,
     pub upstream_timeouts: u64,
     pub rejected: u64,
+    pub client_errors: u64,
+    pub send_timeouts: u64,
     pub shed: u64,
 }
 
@@ -175,6 +191,8 @@ impl ProxyStats {
             upstream_errors: get(&self.upstream_errors),
             upstream_timeouts: get(&self.upstream_timeouts),
             rejected: get(&self.rejected),
+            client_errors: get(&self.client_errors),
+            send_timeouts: get(&self.send_timeouts),
             shed: get(&self.shed),
         }
     }

@@ -23,6 +23,9 @@ use ebb_core::config::ProxyConfig;
 /// hyper's HTTP/1 read buffer cannot be smaller than this.
 const MIN_BUF: usize = 8192;
 
+/// The most an HTTP/2 stream buffers towards the client.
+const H2_STREAM_SEND_BUF: usize = 64 * 1024;
+
 /// HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
 fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -39,7 +42,10 @@ fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        // What one stream may queue for a client that opened a large window
+        // but does not read (hyper's default is 400 KiB, times 256 streams).
+        .max_send_buf_size(H2_STREAM_SEND_BUF);
     builder
 }
 
@@ -259,6 +265,10 @@ async fn worker(
             let mut stopping = false;
             let mut registered = false;
             let result = std::future::poll_fn(|cx| {
+                if shared.cut_requested() {
+                    // Dropping the connection ends its streams and requests.
+                    return std::task::Poll::Ready(Err("client stopped taking a stream (send_timeout)".into()));
+                }
                 if !stopping {
                     if !registered {
                         shared.set_task(cx.waker());

@@ -27,15 +27,164 @@ use tokio::time::{Instant, Sleep};
 use super::server::worker_index;
 use super::Backend;
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 type Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
 
-/// A request body going upstream: the client's, streamed, or empty (a
-/// request re-sent to another replica; only bodiless requests are re-sent).
+/// A request body going upstream: the client's, streamed (with what the
+/// balancer learns about it on the way), or empty (a request re-sent to
+/// another replica; only bodiless requests are re-sent).
 pub(crate) enum RequestBody {
-    Client(Incoming),
+    Client(Incoming, Option<Arc<BodyWatch>>),
     Empty,
+}
+
+/// How the client broke its request body. This is the client's fault, never
+/// the replica's: answered 400 or 408, and not counted as a replica error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientBodyFailure {
+    /// Bad chunked framing (a chunk size that does not parse or overflows,
+    /// a missing CRLF...).
+    Malformed,
+    /// The client stalled for `body_timeout` (the connection wrapper has
+    /// already answered 408 and closed).
+    TimedOut,
+    /// The client closed or reset the connection mid-body.
+    Gone,
+}
+
+/// What the balancer sees of a client's request body while it streams
+/// upstream, shared by the body (which records) and [`send`] (which reads).
+///
+/// It keeps the two deadlines apart: while the body waits for the client,
+/// the client's `body_timeout` runs and `upstream_timeout` does not, so a
+/// stalled upload ends in the client's 408, never in a 504 charged to the
+/// replica. A replica that stops reading the body still gets its 504: the
+/// body is then not polled at all, so it is not waiting for the client.
+///
+/// For HTTP/1 the connection wrapper (`conn_io.rs`) enforces `body_timeout`
+/// on the socket. An HTTP/2 stream has no such wrapper, so the watch
+/// enforces it itself (`client_limit`).
+#[derive(Debug, Default)]
+pub(crate) struct BodyWatch {
+    times: Mutex<WatchTimes>,
+    /// 0: none, else a [`ClientBodyFailure`] + 1.
+    failure: AtomicU8,
+    /// How long the body may wait for the client before it counts as
+    /// stalled; `None` when someone else enforces it.
+    client_limit: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct WatchTimes {
+    /// Since when the body has been waiting for the client's next bytes.
+    waiting_since: Option<Instant>,
+    /// When the body last stopped waiting for the client.
+    resumed: Option<Instant>,
+}
+
+impl BodyWatch {
+    /// `client_limit`: see the field.
+    pub(crate) fn new(client_limit: Option<Duration>) -> Self {
+        BodyWatch { client_limit, ..BodyWatch::default() }
+    }
+
+    fn times(&self) -> std::sync::MutexGuard<'_, WatchTimes> {
+        self.times.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn failure(&self) -> Option<ClientBodyFailure> {
+        match self.failure.load(Ordering::Relaxed) {
+            1 => Some(ClientBodyFailure::Malformed),
+            2 => Some(ClientBodyFailure::TimedOut),
+            3 => Some(ClientBodyFailure::Gone),
+            _ => None,
+        }
+    }
+
+    fn record_failure(&self, error: &hyper::Error) {
+        let failure = classify_body_error(error);
+        tracing::debug!(%error, ?failure, "Client's request body failed.");
+        self.set_failure(failure);
+    }
+
+    fn set_failure(&self, failure: ClientBodyFailure) {
+        let code = match failure {
+            ClientBodyFailure::Malformed => 1,
+            ClientBodyFailure::TimedOut => 2,
+            ClientBodyFailure::Gone => 3,
+        };
+        let _ = self.failure.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn observe<T>(&self, polled: &Poll<Option<Result<T, hyper::Error>>>) {
+        match polled {
+            Poll::Pending => {
+                let mut times = self.times();
+                if times.waiting_since.is_none() {
+                    times.waiting_since = Some(Instant::now());
+                }
+            }
+            Poll::Ready(Some(Err(error))) => {
+                self.times().waiting_since = None;
+                self.record_failure(error);
+            }
+            Poll::Ready(_) => {
+                let mut times = self.times();
+                if times.waiting_since.take().is_some() {
+                    times.resumed = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// When the replica's response head is due, given `deadline` (dispatch +
+    /// `upstream_timeout`), at `now`: never while the body waits for the
+    /// client, and at least `timeout` after the body last stopped waiting.
+    /// A body that waited for the client past `client_limit` is recorded as
+    /// stalled, and due at once.
+    fn response_due(&self, deadline: Instant, timeout: Duration, now: Instant) -> Instant {
+        let times = self.times();
+        if let Some(since) = times.waiting_since {
+            return match self.client_limit {
+                Some(limit) if now >= since + limit => {
+                    drop(times);
+                    self.set_failure(ClientBodyFailure::TimedOut);
+                    now
+                }
+                Some(limit) => since + limit,
+                None => now + timeout,
+            };
+        }
+        match times.resumed {
+            Some(resumed) => deadline.max(resumed + timeout),
+            None => deadline,
+        }
+    }
+}
+
+/// Sorts a client body error (as hyper's server reports it) by whose fault
+/// it is and what to answer.
+fn classify_body_error(error: &hyper::Error) -> ClientBodyFailure {
+    if error.is_incomplete_message() {
+        return ClientBodyFailure::Gone;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::TimedOut => ClientBodyFailure::TimedOut,
+                std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe => ClientBodyFailure::Gone,
+                _ => ClientBodyFailure::Malformed,
+            };
+        }
+        source = cause.source();
+    }
+    ClientBodyFailure::Malformed
 }
 
 impl hyper::body::Body for RequestBody {
@@ -47,25 +196,37 @@ impl hyper::body::Body for RequestBody {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         match self.get_mut() {
-            RequestBody::Client(body) => std::pin::Pin::new(body).poll_frame(cx),
+            RequestBody::Client(body, watch) => {
+                let polled = std::pin::Pin::new(body).poll_frame(cx);
+                if let Some(watch) = watch {
+                    watch.observe(&polled);
+                }
+                polled
+            }
             RequestBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Client(body, _) => body.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         match self {
-            RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Client(body, _) => body.size_hint(),
             RequestBody::Empty => hyper::body::SizeHint::with_exact(0),
         }
     }
 }
+
+/// The most a connection to a replica buffers from it (hyper's default is
+/// about 400 KiB). A response body is read from the replica only as fast as
+/// the client takes it, so with a client that reads slowly this is what the
+/// connection holds; a response head larger than this is a 502.
+const UPSTREAM_BUF: usize = 64 * 1024;
 
 /// Idle connections kept per backend and worker thread; more are closed when
 /// they come back.
@@ -173,7 +334,11 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration, upgrades: bool)
         Ok(Ok(tcp)) => tcp,
     };
     let _ = tcp.set_nodelay(true);
-    let (send, conn) = http1::Builder::new().handshake(TokioIo::new(tcp)).await.map_err(ConnectError::Handshake)?;
+    let (send, conn) = http1::Builder::new()
+        .max_buf_size(UPSTREAM_BUF)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .map_err(ConnectError::Handshake)?;
     if upgrades {
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {
@@ -195,7 +360,8 @@ pub(crate) enum SendError {
 }
 
 /// Sends `req` on `up`, driving the connection until the response head (or
-/// an error) arrives, or `timeout` passes.
+/// an error) arrives, or `timeout` passes (not counting time the request
+/// body spends waiting for the client: see [`BodyWatch`]).
 ///
 /// The deadline uses the connection's own timer, re-armed only when it fires
 /// early: a request costs a clock read, not a timer registration.
@@ -203,31 +369,41 @@ pub(crate) async fn send(
     up: &mut Upstream,
     req: http::Request<RequestBody>,
     timeout: Duration,
+    watch: Option<&BodyWatch>,
 ) -> Result<http::Response<Incoming>, SendError> {
     let now = Instant::now();
     up.last_used = Some(now);
     let deadline = now + timeout;
     let mut response = std::pin::pin!(up.send.try_send_request(req));
+    let mut checked_timer = false;
     std::future::poll_fn(|cx| {
         up.poll_conn(cx);
         if let Poll::Ready(result) = response.as_mut().poll(cx) {
             return Poll::Ready(result.map_err(|e| SendError::Failed(Box::new(e))));
         }
         let timer = up.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep_until(deadline)), deadline));
-        if timer.1 > deadline {
-            timer.0.as_mut().reset(deadline);
-            timer.1 = deadline;
+        // Once per request: the timer may be set later, for an earlier
+        // request on this connection. (Later polls keep any postponement.)
+        if !checked_timer {
+            checked_timer = true;
+            if timer.1 > deadline {
+                timer.0.as_mut().reset(deadline);
+                timer.1 = deadline;
+            }
         }
         loop {
             if timer.0.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            let due = watch.map_or(deadline, |w| w.response_due(deadline, timeout, now));
+            if now >= due {
                 return Poll::Ready(Err(SendError::TimedOut));
             }
-            // Set for an earlier request: move it on and wait again.
-            timer.0.as_mut().reset(deadline);
-            timer.1 = deadline;
+            // Set for an earlier request, or the body waited for the client:
+            // move it on and wait again.
+            timer.0.as_mut().reset(due);
+            timer.1 = due;
         }
     })
     .await
@@ -293,5 +469,53 @@ impl Backend {
 pub(crate) fn drive(up: &mut Option<Upstream>, cx: &mut Context<'_>) {
     if let Some(up) = up.as_mut() {
         up.poll_conn(cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PENDING: Poll<Option<Result<(), hyper::Error>>> = Poll::Pending;
+    const FRAME: Poll<Option<Result<(), hyper::Error>>> = Poll::Ready(Some(Ok(())));
+
+    #[test]
+    fn the_response_deadline_never_runs_while_the_body_waits_for_the_client() {
+        let timeout = Duration::from_secs(60);
+        let now = Instant::now();
+        let deadline = now + timeout;
+
+        // Nothing waited: the dispatch deadline.
+        let watch = BodyWatch::new(None);
+        assert_eq!(watch.response_due(deadline, timeout, now), deadline);
+        watch.observe(&FRAME);
+        assert_eq!(watch.response_due(deadline, timeout, now), deadline);
+
+        // Waiting for the client (HTTP/1: the socket keeps body_timeout):
+        // always a full period away, whenever it is asked.
+        watch.observe(&PENDING);
+        let later = now + Duration::from_secs(600);
+        assert_eq!(watch.response_due(deadline, timeout, later), later + timeout);
+        assert_eq!(watch.failure(), None);
+
+        // The client sent more: the replica has a full period from then.
+        watch.observe(&FRAME);
+        let resumed = watch.times().resumed.expect("resumed");
+        assert_eq!(watch.response_due(deadline, timeout, later), deadline.max(resumed + timeout));
+        assert!(watch.response_due(deadline, timeout, later) >= resumed + timeout);
+    }
+
+    #[test]
+    fn an_http2_body_waiting_past_its_limit_is_the_clients_timeout() {
+        let (timeout, limit) = (Duration::from_secs(60), Duration::from_secs(5));
+        let watch = BodyWatch::new(Some(limit));
+        watch.observe(&PENDING);
+        let since = watch.times().waiting_since.expect("waiting");
+        let deadline = since + timeout;
+        assert_eq!(watch.response_due(deadline, timeout, since), since + limit);
+        assert_eq!(watch.failure(), None);
+        let past = since + limit;
+        assert_eq!(watch.response_due(deadline, timeout, past), past, "due at once");
+        assert_eq!(watch.failure(), Some(ClientBodyFailure::TimedOut));
     }
 }
