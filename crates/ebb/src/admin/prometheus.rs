@@ -186,6 +186,12 @@ struct Metrics {
     host_full: Family<Labels, Gauge>,
     host_busy: Family<Labels, GaugeF>,
     host_cpus: Family<Labels, GaugeF>,
+    service_connections: Family<Labels, Gauge>,
+    service_max_connections: Family<Labels, Gauge>,
+    service_connection_cap: Family<Labels, Counter>,
+    service_client_errors: Family<Labels, Counter>,
+    service_send_timeouts: Family<Labels, Counter>,
+    replica_ejected: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -225,6 +231,12 @@ impl Metrics {
             host_full: Family::default(),
             host_busy: Family::default(),
             host_cpus: Family::default(),
+            service_connections: Family::default(),
+            service_max_connections: Family::default(),
+            service_connection_cap: Family::default(),
+            service_client_errors: Family::default(),
+            service_send_timeouts: Family::default(),
+            replica_ejected: Family::default(),
         };
         let r = registry;
         r.register("service_desired_replicas", "Desired capacity of the service", m.service_desired.clone());
@@ -275,6 +287,36 @@ impl Metrics {
             m.host_busy.clone(),
         );
         r.register("host_cpus", "CPUs ebb may use on its host", m.host_cpus.clone());
+        r.register(
+            "service_client_connections",
+            "Client connections open at the service's balancer",
+            m.service_connections.clone(),
+        );
+        r.register(
+            "service_max_connections",
+            "The balancer's cap on client connections (max_connections); at the cap new clients wait in the listen backlog",
+            m.service_max_connections.clone(),
+        );
+        r.register(
+            "service_connection_cap_reached",
+            "Times the balancer reached max_connections and stopped accepting",
+            m.service_connection_cap.clone(),
+        );
+        r.register(
+            "service_client_errors",
+            "Requests whose client broke or stalled its body (400, 408): never counted against a replica",
+            m.service_client_errors.clone(),
+        );
+        r.register(
+            "service_send_timeouts",
+            "Client connections cut because the client stopped reading for send_timeout",
+            m.service_send_timeouts.clone(),
+        );
+        r.register(
+            "replica_ejected",
+            "1 while passive outlier detection keeps the replica out of the rotation",
+            m.replica_ejected.clone(),
+        );
         r.register("service_replicas_by_health", "Replicas by health-check state", m.service_replicas_health.clone());
         r.register(
             "service_in_flight_requests",
@@ -400,6 +442,17 @@ pub(crate) fn build_registry(app: &App) -> Registry {
         m.service_pending.get_or_create(&l).set(status.pending as i64);
         m.service_version.get_or_create(&l).set(status.version as i64);
         m.service_holding.get_or_create(&l).set(status.holding.is_some() as i64);
+        if status.saturation.is_some() {
+            let p = &handle.proxy;
+            let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            m.service_connections.get_or_create(&l).set(get(&p.stats.open_connections).min(i64::MAX as u64) as i64);
+            if let Some(max) = p.config.max_connections {
+                m.service_max_connections.get_or_create(&l).set(i64::from(max));
+            }
+            m.service_connection_cap.get_or_create(&l).inc_by(get(&p.stats.connection_cap_reached));
+            m.service_client_errors.get_or_create(&l).inc_by(get(&p.stats.client_errors));
+            m.service_send_timeouts.get_or_create(&l).inc_by(get(&p.stats.send_timeouts));
+        }
         if let Some(d) = &status.saturation {
             let stats = handle.proxy.stats.snapshot();
             m.service_offered.get_or_create(&l).inc_by(stats.requests);
@@ -473,6 +526,7 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             m.replica_state.get_or_create(&state).set(1);
             m.replica_age.get_or_create(&labels).set(if r.age_s.is_finite() { r.age_s } else { 0.0 });
             m.replica_protected.get_or_create(&labels).set(r.protected as i64);
+            m.replica_ejected.get_or_create(&labels).set(r.ejected as i64);
         }
         {
             // Forget replicas that are gone for good.

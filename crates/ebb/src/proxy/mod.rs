@@ -165,6 +165,10 @@ pub struct ProxyStats {
     /// Client connections cut because the client stopped reading (the socket,
     /// or an HTTP/2 stream) for `send_timeout`.
     pub send_timeouts: AtomicU64,
+    /// Client connections open now (a gauge).
+    pub open_connections: AtomicU64,
+    /// Times the balancer reached `max_connections` and stopped accepting.
+    pub connection_cap_reached: AtomicU64,
 }
 
 /// A copy of [`ProxyStats`] at one instant.

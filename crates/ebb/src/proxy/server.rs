@@ -63,15 +63,23 @@ struct Connections {
     open: AtomicUsize,
     /// A connection closed: the accept loop may take another.
     closed: tokio::sync::Notify,
+    /// Where the open count is published (Prometheus).
+    stats: Option<Arc<ServiceProxy>>,
 }
 
 impl Connections {
     fn accepted(&self) {
         self.open.fetch_add(1, Ordering::Relaxed);
+        if let Some(proxy) = &self.stats {
+            proxy.stats.open_connections.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn closed(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(proxy) = &self.stats {
+            proxy.stats.open_connections.fetch_sub(1, Ordering::Relaxed);
+        }
         // A stored permit, so a close between the loop's check and its
         // wait is not missed.
         self.closed.notify_one();
@@ -129,7 +137,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let builder = Arc::new(builder(&proxy.config));
-    let connections = Arc::new(Connections::default());
+    let connections = Arc::new(Connections { stats: Some(proxy.clone()), ..Connections::default() });
     let mut workers = Vec::new();
     let mut finished = Vec::new();
     for index in 0..worker_threads() {
@@ -165,6 +173,7 @@ pub(crate) async fn serve(
         if connections.open.load(Ordering::Relaxed) >= max_connections {
             if !at_cap {
                 at_cap = true;
+                proxy.stats.connection_cap_reached.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     service = %proxy.service,
                     max_connections,
