@@ -1464,3 +1464,147 @@ async fn a_queued_request_goes_through_when_a_slot_frees_in_time() {
     assert_eq!(first.await.unwrap().status, 200);
     assert_eq!(lb.proxy.stats.snapshot().shed, 0);
 }
+
+// ---------------------------------------------------------------- HTTP/2 floods
+
+#[path = "support/h2flood.rs"]
+mod h2flood;
+
+use h2flood::Flood;
+
+/// GOAWAY error codes.
+const NO_ERROR: u32 = 0;
+const ENHANCE_YOUR_CALM: u32 = 11;
+
+/// One HTTP/2 request on a new connection, its status.
+async fn h2_get(addr: SocketAddr, path: &str) -> StatusCode {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://web.test{path}")).body(Full::new(Bytes::new())).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status();
+    resp.into_body().collect().await.unwrap();
+    status
+}
+
+/// Runs `flood` (requests for `path`) against `ebb proxy` and checks what
+/// every flood owes: the connection is closed with a GOAWAY carrying `code`
+/// within `close_within`, at most `max_requests` of its requests reach the
+/// replica, ebb's memory stays flat, and other clients are served all along.
+async fn flood_is_bounded(flood: Flood, path: &str, code: u32, close_within: Duration, max_requests: usize) {
+    let a = start_backend("a").await;
+    let proxy = start_ebb_proxy(a.addr).await;
+    let (addr, pid) = (proxy.addr, proxy.child.id());
+    assert_eq!(h2_get(addr, "/").await, 200); // warm up both protocols
+    assert_eq!(get(addr, "/", &[]).await.status, 200);
+    let (warm, before) = (a.requests(), rss_kib(pid));
+
+    // A normal client, all along the flood.
+    let stop = CancellationToken::new();
+    let normal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut served = 0;
+            while !stop.is_cancelled() {
+                assert_eq!(get(addr, "/normal", &[]).await.status, 200, "a normal client during the flood");
+                served += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            served
+        }
+    });
+    let out = h2flood::flood(addr, flood, path, 1_000_000, Duration::from_secs(10)).await;
+    let peak = rss_kib(pid);
+    stop.cancel();
+    let served_during = normal.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await; // let `/delay` requests end
+    let flood_requests = a.requests() - warm - served_during;
+    println!(
+        "{flood:?}: {out:?}; {flood_requests} flood requests reached the replica; RSS {before} -> {peak} KiB; {served_during} normal requests served meanwhile"
+    );
+    assert!(out.closed, "{flood:?}: the connection was not closed: {out:?}");
+    assert_eq!(out.goaway, Some(code), "{flood:?}: GOAWAY code: {out:?}");
+    assert!(out.elapsed < close_within, "{flood:?}: closed after {:?}", out.elapsed);
+    assert!(flood_requests <= max_requests, "{flood:?}: {flood_requests} requests reached the replica");
+    assert!(peak < before + 8 * 1024, "{flood:?}: RSS {before} -> {peak} KiB");
+    assert!(served_during > 0, "{flood:?}: no normal request was served during the flood");
+    assert_eq!(h2_get(addr, "/after").await, 200, "{flood:?}: an HTTP/2 client after the flood");
+    assert_eq!(get(addr, "/after", &[]).await.status, 200, "{flood:?}: an HTTP/1.1 client after the flood");
+}
+
+/// CVE-2023-44487 as published: resets in the same write as their HEADERS,
+/// so the streams are reset before they are taken up (h2's pending-accept
+/// limit).
+#[tokio::test]
+async fn http2_rapid_reset_is_cut_before_reaching_the_replica() {
+    flood_is_bounded(Flood::RapidReset, "/delay", ENHANCE_YOUR_CALM, Duration::from_secs(2), 20).await;
+}
+
+/// Rapid reset paced so each stream is taken up (its request sent to the
+/// replica) before it is reset: h2 never stops it; ebb's reset count does.
+#[tokio::test]
+async fn http2_paced_rapid_reset_is_cut_after_a_hundred_resets() {
+    // 100 resets (`RESET_FLOOR` in proxy/h2_flood.rs), and the streams of
+    // the write in progress and the next one.
+    flood_is_bounded(Flood::PacedReset, "/delay", NO_ERROR, Duration::from_secs(4), 120).await;
+}
+
+/// More streams than allowed, each left open on a replica that does not
+/// answer: the excess is refused, too many refusals close the connection;
+/// the replica sees at most the allowed streams (100).
+#[tokio::test]
+async fn http2_stream_flood_is_refused_then_cut() {
+    flood_is_bounded(Flood::Streams, "/hang", ENHANCE_YOUR_CALM, Duration::from_secs(4), 100).await;
+}
+
+#[tokio::test]
+async fn http2_settings_flood_is_cut() {
+    flood_is_bounded(Flood::Settings, "/", NO_ERROR, Duration::from_secs(3), 0).await;
+}
+
+#[tokio::test]
+async fn http2_ping_flood_is_cut() {
+    flood_is_bounded(Flood::Pings, "/", NO_ERROR, Duration::from_secs(3), 0).await;
+}
+
+#[tokio::test]
+async fn http2_window_update_flood_is_cut() {
+    flood_is_bounded(Flood::WindowUpdates, "/", NO_ERROR, Duration::from_secs(3), 0).await;
+}
+
+/// A header list that grows over CONTINUATION frames without end.
+#[tokio::test]
+async fn http2_header_list_bomb_is_cut() {
+    flood_is_bounded(Flood::HeaderBomb, "/", ENHANCE_YOUR_CALM, Duration::from_secs(2), 0).await;
+}
+
+#[tokio::test]
+async fn http2_empty_continuation_flood_is_cut() {
+    flood_is_bounded(Flood::EmptyContinuations, "/", ENHANCE_YOUR_CALM, Duration::from_secs(2), 0).await;
+}
+
+#[tokio::test]
+async fn http2_empty_data_flood_is_cut() {
+    flood_is_bounded(Flood::EmptyData, "/", ENHANCE_YOUR_CALM, Duration::from_secs(2), 1).await;
+}
+
+/// The whole table against the library's balancer: every flood is closed,
+/// and the ones that h2 does not bound itself are counted (`http2_floods`).
+#[tokio::test]
+async fn every_http2_flood_is_closed_and_ebbs_own_bounds_are_counted() {
+    let a = start_backend("a").await;
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a)]).await;
+    for &flood in h2flood::FLOODS {
+        let before = lb.proxy.stats.snapshot().http2_floods;
+        let out = h2flood::flood(lb.addr, flood, "/", 1_000_000, Duration::from_secs(5)).await;
+        assert!(out.closed && out.goaway.is_some(), "{flood:?}: {out:?}");
+        // Which limit a burst crosses first (h2's or ebb's) depends on how
+        // reads fall; these four cross only ebb's. Once per connection.
+        let ebbs_own = matches!(flood, Flood::PacedReset | Flood::Settings | Flood::Pings | Flood::WindowUpdates);
+        let counted = lb.proxy.stats.snapshot().http2_floods - before;
+        assert!(counted <= 1 && (counted == 1 || !ebbs_own), "{flood:?}: counted {counted} times");
+    }
+    assert_eq!(h2_get(lb.addr, "/after").await, 200);
+}

@@ -47,6 +47,7 @@ mod checks;
 mod conn_io;
 mod forward;
 mod framing;
+mod h2_flood;
 mod headers;
 mod server;
 mod stall;
@@ -165,6 +166,8 @@ pub struct ProxyStats {
     /// Client connections cut because the client stopped reading (the socket,
     /// or an HTTP/2 stream) for `send_timeout`.
     pub send_timeouts: AtomicU64,
+    /// HTTP/2 client connections closed for flooding (see `h2_flood.rs`).
+    pub http2_floods: AtomicU64,
 }
 
 /// A copy of [`ProxyStats`] at one instant.
@@ -178,6 +181,7 @@ pub struct ProxyStatsSnapshot {
     pub rejected: u64,
     pub client_errors: u64,
     pub send_timeouts: u64,
+    pub http2_floods: u64,
     pub shed: u64,
 }
 
@@ -193,6 +197,7 @@ impl ProxyStats {
             rejected: get(&self.rejected),
             client_errors: get(&self.client_errors),
             send_timeouts: get(&self.send_timeouts),
+            http2_floods: get(&self.http2_floods),
             shed: get(&self.shed),
         }
     }
