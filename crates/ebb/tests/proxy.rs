@@ -1608,3 +1608,136 @@ async fn every_http2_flood_is_closed_and_ebbs_own_bounds_are_counted() {
     }
     assert_eq!(h2_get(lb.addr, "/after").await, 200);
 }
+
+// ---------------------------------------------------------------- request buffering
+
+/// A slow uploader (20 bytes over 1.9 s, on HTTP/1.1 with
+/// `Content-Length`) and, once it has started, another client's GET, in
+/// front of one replica with `max_in_flight = 1`. Returns how long the GET
+/// took, whether the upload was still going when it was answered, and the
+/// body the replica got from the uploader.
+async fn slow_upload_and_a_get(request_buffering: usize, content_length: usize) -> (Duration, bool, String) {
+    let b = start_backend("only").await;
+    let only = backend("only", &b);
+    let config = ProxyConfig { max_in_flight: Some(1), request_buffering, ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![only.clone()]).await;
+    let addr = lb.addr;
+    let uploaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let uploader = tokio::spawn({
+        let uploaded = uploaded.clone();
+        async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let head = format!("POST /upload HTTP/1.1\r\nHost: web.test\r\nContent-Length: {content_length}\r\n\r\n");
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            for i in 0..content_length {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(2000 / content_length as u64)).await;
+                }
+                tcp.write_all(&[b'a' + (i % 26) as u8]).await.unwrap();
+            }
+            uploaded.store(true, Ordering::SeqCst);
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), async {
+                let mut buf = [0u8; 4096];
+                while !answer.ends_with(b"}") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => answer.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await
+            .unwrap();
+            let answer = String::from_utf8_lossy(&answer).into_owned();
+            let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+            serde_json::from_str::<Value>(body).unwrap()["body"].as_str().unwrap().to_owned()
+        }
+    });
+    wait_until("the upload to start", Duration::from_secs(2), || lb.proxy.stats.snapshot().requests == 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let other = get(addr, "/", &[]).await;
+    let took = started.elapsed();
+    let during = !uploaded.load(Ordering::SeqCst);
+    assert_eq!(other.status, 200);
+    let body = uploader.await.unwrap();
+    assert!(only.in_flight() == 0);
+    (took, during, body)
+}
+
+const UPLOADED: &str = "abcdefghijklmnopqrst";
+
+/// With `request_buffering`, a slow upload holds no replica slot: another
+/// client is served while it trickles in, and the replica gets it whole.
+#[tokio::test]
+async fn a_slow_upload_under_request_buffering_does_not_hold_the_replicas_slot() {
+    let (took, during, body) = slow_upload_and_a_get(64 * 1024, UPLOADED.len()).await;
+    println!("buffered: the other request took {took:?}");
+    assert!(during, "the other request was answered while the upload went on");
+    assert!(took < Duration::from_millis(500), "the other request took {took:?}");
+    assert_eq!(body, UPLOADED);
+}
+
+/// Without it (the default), the upload holds the only slot until it ends:
+/// the other client waits.
+#[tokio::test]
+async fn a_slow_upload_without_request_buffering_holds_the_replicas_slot() {
+    let (took, _, body) = slow_upload_and_a_get(0, UPLOADED.len()).await;
+    println!("streamed: the other request took {took:?}");
+    // It started 200 ms into the 1.9 s upload, and waited for its end.
+    assert!(took > Duration::from_millis(1000), "the other request took {took:?}");
+    assert_eq!(body, UPLOADED);
+}
+
+/// A body announced larger than `request_buffering` streams as without it.
+#[tokio::test]
+async fn a_body_larger_than_request_buffering_streams() {
+    let (took, _, body) = slow_upload_and_a_get(10, UPLOADED.len()).await;
+    assert!(took > Duration::from_millis(1000), "the other request took {took:?}");
+    assert_eq!(body, UPLOADED);
+}
+
+/// A chunked body larger than `request_buffering` is read ahead up to it,
+/// then streams on after the part already read: the replica gets it whole.
+#[tokio::test]
+async fn a_chunked_body_past_request_buffering_reaches_the_replica_whole() {
+    let b = start_backend("only").await;
+    let config = ProxyConfig { request_buffering: 8, ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("only", &b)]).await;
+    let request = b"POST /c HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
+5\r\nabcde\r\n5\r\nfghij\r\n5\r\nklmno\r\n0\r\n\r\n";
+    let (answer, closed) = raw(lb.addr, request, Duration::from_secs(5)).await;
+    assert!(closed && answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen: Value = serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(seen["body"], "abcdefghijklmno");
+}
+
+/// An HTTP/2 body read ahead is held to `body_timeout` here (no socket
+/// deadline applies to one stream): a stalled one is the client's 408 and
+/// never reaches the replica.
+#[tokio::test]
+async fn a_stalled_http2_body_under_request_buffering_is_408_and_never_reaches_the_replica() {
+    let b = start_backend("only").await;
+    let config = ProxyConfig {
+        request_buffering: 64 * 1024,
+        body_timeout: Duration::from_millis(500),
+        ..ProxyConfig::default()
+    };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("only", &b)]).await;
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    tx.send(Bytes::from_static(b"part")).await.unwrap();
+    let req = Request::post("http://web.test/stalled").body(ChanBody(rx)).unwrap();
+    let started = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(3), send.send_request(req))
+        .await
+        .expect("an answer within body_timeout")
+        .unwrap();
+    assert_eq!(resp.status(), 408);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(b.requests(), 0, "the replica never saw the stalled request");
+    drop(tx);
+}

@@ -43,6 +43,7 @@ use ebb_core::outlier::{Outcomes, Streak};
 
 mod admission;
 mod body;
+mod buffering;
 mod checks;
 mod conn_io;
 mod forward;
