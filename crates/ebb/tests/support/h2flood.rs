@@ -233,11 +233,10 @@ pub async fn flood(addr: SocketAddr, flood: Flood, path: &str, max_rounds: u32, 
             later.extend(flood.after(outcome.rounds));
             outcome.rounds += 1;
         }
-        failed = tokio::time::timeout(Duration::from_secs(1), tx.write_all(&batch)).await.map_or(false, |r| r.is_err());
+        failed = tokio::time::timeout(Duration::from_secs(1), tx.write_all(&batch)).await.is_ok_and(|r| r.is_err());
         tokio::time::sleep(pause).await;
         if !failed && !later.is_empty() {
-            failed =
-                tokio::time::timeout(Duration::from_secs(1), tx.write_all(&later)).await.map_or(false, |r| r.is_err());
+            failed = tokio::time::timeout(Duration::from_secs(1), tx.write_all(&later)).await.is_ok_and(|r| r.is_err());
         }
         tokio::task::yield_now().await;
     }
