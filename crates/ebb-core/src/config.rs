@@ -358,6 +358,10 @@ pub struct ProxyConfig {
     /// open-file limit, so descriptors stay free for health checks and
     /// replicas.
     pub max_connections: Option<u32>,
+    /// A request body up to this many bytes is read whole before a replica
+    /// is picked (nginx's request buffering), so a slow upload does not hold
+    /// a replica's slot; larger bodies stream. 0: off, every body streams.
+    pub request_buffering: usize,
     /// Passive outlier detection (`[service.NAME.proxy.outlier]`): a
     /// replica that fails the requests it gets leaves the rotation for a
     /// while. On by default.
@@ -379,6 +383,7 @@ impl Default for ProxyConfig {
             max_queue: 1000,
             queue_timeout: Duration::from_secs(5),
             max_connections: None,
+            request_buffering: 0,
             outlier: OutlierConfig::default(),
         }
     }

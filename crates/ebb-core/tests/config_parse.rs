@@ -177,6 +177,7 @@ send_timeout = "7s"
 connect_timeout = "250ms"
 max_header_bytes = 1024
 trusted_proxies = ["127.0.0.1", "::1", "10.0.0.7"]
+request_buffering = "64KiB"
 
 [service.worker_2]
 command = "sleep infinity"
@@ -207,6 +208,8 @@ listen = "127.0.0.1:0"
     assert_eq!(api.proxy.connect_timeout, Duration::from_millis(250));
     assert_eq!(api.proxy.max_header_bytes, 1024);
     assert_eq!(api.proxy.trusted_proxies.len(), 3);
+    assert_eq!(api.proxy.request_buffering, 64 * 1024);
+    assert_eq!(config.services["worker_2"].proxy.request_buffering, 0, "off by default");
 }
 
 /// The reference page's examples are real: every complete file in it parses,

@@ -1464,3 +1464,280 @@ async fn a_queued_request_goes_through_when_a_slot_frees_in_time() {
     assert_eq!(first.await.unwrap().status, 200);
     assert_eq!(lb.proxy.stats.snapshot().shed, 0);
 }
+
+// ---------------------------------------------------------------- HTTP/2 floods
+
+#[path = "support/h2flood.rs"]
+mod h2flood;
+
+use h2flood::Flood;
+
+/// GOAWAY error codes.
+const NO_ERROR: u32 = 0;
+const ENHANCE_YOUR_CALM: u32 = 11;
+
+/// One HTTP/2 request on a new connection, its status.
+async fn h2_get(addr: SocketAddr, path: &str) -> StatusCode {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://web.test{path}")).body(Full::new(Bytes::new())).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status();
+    resp.into_body().collect().await.unwrap();
+    status
+}
+
+/// Runs `flood` (requests for `path`) against `ebb proxy` and checks what
+/// every flood owes: the connection is closed with a GOAWAY carrying `code`
+/// within `close_within`, at most `max_requests` of its requests reach the
+/// replica, ebb's memory stays flat, and other clients are served all along.
+async fn flood_is_bounded(flood: Flood, path: &str, code: u32, close_within: Duration, max_requests: usize) {
+    let a = start_backend("a").await;
+    let proxy = start_ebb_proxy(a.addr).await;
+    let (addr, pid) = (proxy.addr, proxy.child.id());
+    assert_eq!(h2_get(addr, "/").await, 200); // warm up both protocols
+    assert_eq!(get(addr, "/", &[]).await.status, 200);
+    let (warm, before) = (a.requests(), rss_kib(pid));
+
+    // A normal client, all along the flood.
+    let stop = CancellationToken::new();
+    let normal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut served = 0;
+            while !stop.is_cancelled() {
+                assert_eq!(get(addr, "/normal", &[]).await.status, 200, "a normal client during the flood");
+                served += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            served
+        }
+    });
+    let out = h2flood::flood(addr, flood, path, 1_000_000, Duration::from_secs(10)).await;
+    let peak = rss_kib(pid);
+    stop.cancel();
+    let served_during = normal.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await; // let `/delay` requests end
+    let flood_requests = a.requests() - warm - served_during;
+    println!(
+        "{flood:?}: {out:?}; {flood_requests} flood requests reached the replica; RSS {before} -> {peak} KiB; {served_during} normal requests served meanwhile"
+    );
+    assert!(out.closed, "{flood:?}: the connection was not closed: {out:?}");
+    assert_eq!(out.goaway, Some(code), "{flood:?}: GOAWAY code: {out:?}");
+    assert!(out.elapsed < close_within, "{flood:?}: closed after {:?}", out.elapsed);
+    assert!(flood_requests <= max_requests, "{flood:?}: {flood_requests} requests reached the replica");
+    assert!(peak < before + 8 * 1024, "{flood:?}: RSS {before} -> {peak} KiB");
+    assert!(served_during > 0, "{flood:?}: no normal request was served during the flood");
+    assert_eq!(h2_get(addr, "/after").await, 200, "{flood:?}: an HTTP/2 client after the flood");
+    assert_eq!(get(addr, "/after", &[]).await.status, 200, "{flood:?}: an HTTP/1.1 client after the flood");
+}
+
+/// CVE-2023-44487 as published: resets in the same write as their HEADERS,
+/// so the streams are reset before they are taken up (h2's pending-accept
+/// limit).
+#[tokio::test]
+async fn http2_rapid_reset_is_cut_before_reaching_the_replica() {
+    flood_is_bounded(Flood::RapidReset, "/delay", ENHANCE_YOUR_CALM, Duration::from_secs(2), 20).await;
+}
+
+/// Rapid reset paced so each stream is taken up (its request sent to the
+/// replica) before it is reset: h2 never stops it; ebb's reset count does.
+#[tokio::test]
+async fn http2_paced_rapid_reset_is_cut_after_a_hundred_resets() {
+    // 100 resets (`RESET_FLOOR` in proxy/h2_flood.rs), and the streams of
+    // the write in progress and the next one.
+    flood_is_bounded(Flood::PacedReset, "/delay", NO_ERROR, Duration::from_secs(4), 120).await;
+}
+
+/// More streams than allowed, each left open on a replica that does not
+/// answer: the excess is refused, too many refusals close the connection;
+/// the replica sees at most the allowed streams (100).
+#[tokio::test]
+async fn http2_stream_flood_is_refused_then_cut() {
+    flood_is_bounded(Flood::Streams, "/hang", ENHANCE_YOUR_CALM, Duration::from_secs(4), 100).await;
+}
+
+#[tokio::test]
+async fn http2_settings_flood_is_cut() {
+    flood_is_bounded(Flood::Settings, "/", NO_ERROR, Duration::from_secs(3), 0).await;
+}
+
+#[tokio::test]
+async fn http2_ping_flood_is_cut() {
+    flood_is_bounded(Flood::Pings, "/", NO_ERROR, Duration::from_secs(3), 0).await;
+}
+
+#[tokio::test]
+async fn http2_window_update_flood_is_cut() {
+    flood_is_bounded(Flood::WindowUpdates, "/", NO_ERROR, Duration::from_secs(3), 0).await;
+}
+
+/// A header list that grows over CONTINUATION frames without end.
+#[tokio::test]
+async fn http2_header_list_bomb_is_cut() {
+    flood_is_bounded(Flood::HeaderBomb, "/", ENHANCE_YOUR_CALM, Duration::from_secs(2), 0).await;
+}
+
+#[tokio::test]
+async fn http2_empty_continuation_flood_is_cut() {
+    flood_is_bounded(Flood::EmptyContinuations, "/", ENHANCE_YOUR_CALM, Duration::from_secs(2), 0).await;
+}
+
+#[tokio::test]
+async fn http2_empty_data_flood_is_cut() {
+    flood_is_bounded(Flood::EmptyData, "/", ENHANCE_YOUR_CALM, Duration::from_secs(2), 1).await;
+}
+
+/// The whole table against the library's balancer: every flood is closed,
+/// and the ones that h2 does not bound itself are counted (`http2_floods`).
+#[tokio::test]
+async fn every_http2_flood_is_closed_and_ebbs_own_bounds_are_counted() {
+    let a = start_backend("a").await;
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, ProxyConfig::default(), vec![backend("a", &a)]).await;
+    for &flood in h2flood::FLOODS {
+        let before = lb.proxy.stats.snapshot().http2_floods;
+        let out = h2flood::flood(lb.addr, flood, "/", 1_000_000, Duration::from_secs(5)).await;
+        assert!(out.closed && out.goaway.is_some(), "{flood:?}: {out:?}");
+        // Which limit a burst crosses first (h2's or ebb's) depends on how
+        // reads fall; these four cross only ebb's. Once per connection.
+        let ebbs_own = matches!(flood, Flood::PacedReset | Flood::Settings | Flood::Pings | Flood::WindowUpdates);
+        let counted = lb.proxy.stats.snapshot().http2_floods - before;
+        assert!(counted <= 1 && (counted == 1 || !ebbs_own), "{flood:?}: counted {counted} times");
+    }
+    assert_eq!(h2_get(lb.addr, "/after").await, 200);
+}
+
+// ---------------------------------------------------------------- request buffering
+
+/// A slow uploader (20 bytes over 1.9 s, on HTTP/1.1 with
+/// `Content-Length`) and, once it has started, another client's GET, in
+/// front of one replica with `max_in_flight = 1`. Returns how long the GET
+/// took, whether the upload was still going when it was answered, and the
+/// body the replica got from the uploader.
+async fn slow_upload_and_a_get(request_buffering: usize, content_length: usize) -> (Duration, bool, String) {
+    let b = start_backend("only").await;
+    let only = backend("only", &b);
+    let config = ProxyConfig { max_in_flight: Some(1), request_buffering, ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![only.clone()]).await;
+    let addr = lb.addr;
+    let uploaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let uploader = tokio::spawn({
+        let uploaded = uploaded.clone();
+        async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let head = format!("POST /upload HTTP/1.1\r\nHost: web.test\r\nContent-Length: {content_length}\r\n\r\n");
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            for i in 0..content_length {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(2000 / content_length as u64)).await;
+                }
+                tcp.write_all(&[b'a' + (i % 26) as u8]).await.unwrap();
+            }
+            uploaded.store(true, Ordering::SeqCst);
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), async {
+                let mut buf = [0u8; 4096];
+                while !answer.ends_with(b"}") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => answer.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await
+            .unwrap();
+            let answer = String::from_utf8_lossy(&answer).into_owned();
+            let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+            serde_json::from_str::<Value>(body).unwrap()["body"].as_str().unwrap().to_owned()
+        }
+    });
+    wait_until("the upload to start", Duration::from_secs(2), || lb.proxy.stats.snapshot().requests == 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let other = get(addr, "/", &[]).await;
+    let took = started.elapsed();
+    let during = !uploaded.load(Ordering::SeqCst);
+    assert_eq!(other.status, 200);
+    let body = uploader.await.unwrap();
+    assert!(only.in_flight() == 0);
+    (took, during, body)
+}
+
+const UPLOADED: &str = "abcdefghijklmnopqrst";
+
+/// With `request_buffering`, a slow upload holds no replica slot: another
+/// client is served while it trickles in, and the replica gets it whole.
+#[tokio::test]
+async fn a_slow_upload_under_request_buffering_does_not_hold_the_replicas_slot() {
+    let (took, during, body) = slow_upload_and_a_get(64 * 1024, UPLOADED.len()).await;
+    println!("buffered: the other request took {took:?}");
+    assert!(during, "the other request was answered while the upload went on");
+    assert!(took < Duration::from_millis(500), "the other request took {took:?}");
+    assert_eq!(body, UPLOADED);
+}
+
+/// Without it (the default), the upload holds the only slot until it ends:
+/// the other client waits.
+#[tokio::test]
+async fn a_slow_upload_without_request_buffering_holds_the_replicas_slot() {
+    let (took, _, body) = slow_upload_and_a_get(0, UPLOADED.len()).await;
+    println!("streamed: the other request took {took:?}");
+    // It started 200 ms into the 1.9 s upload, and waited for its end.
+    assert!(took > Duration::from_millis(1000), "the other request took {took:?}");
+    assert_eq!(body, UPLOADED);
+}
+
+/// A body announced larger than `request_buffering` streams as without it.
+#[tokio::test]
+async fn a_body_larger_than_request_buffering_streams() {
+    let (took, _, body) = slow_upload_and_a_get(10, UPLOADED.len()).await;
+    assert!(took > Duration::from_millis(1000), "the other request took {took:?}");
+    assert_eq!(body, UPLOADED);
+}
+
+/// A chunked body larger than `request_buffering` is read ahead up to it,
+/// then streams on after the part already read: the replica gets it whole.
+#[tokio::test]
+async fn a_chunked_body_past_request_buffering_reaches_the_replica_whole() {
+    let b = start_backend("only").await;
+    let config = ProxyConfig { request_buffering: 8, ..ProxyConfig::default() };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("only", &b)]).await;
+    let request = b"POST /c HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
+5\r\nabcde\r\n5\r\nfghij\r\n5\r\nklmno\r\n0\r\n\r\n";
+    let (answer, closed) = raw(lb.addr, request, Duration::from_secs(5)).await;
+    assert!(closed && answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen: Value = serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(seen["body"], "abcdefghijklmno");
+}
+
+/// An HTTP/2 body read ahead is held to `body_timeout` here (no socket
+/// deadline applies to one stream): a stalled one is the client's 408 and
+/// never reaches the replica.
+#[tokio::test]
+async fn a_stalled_http2_body_under_request_buffering_is_408_and_never_reaches_the_replica() {
+    let b = start_backend("only").await;
+    let config = ProxyConfig {
+        request_buffering: 64 * 1024,
+        body_timeout: Duration::from_millis(500),
+        ..ProxyConfig::default()
+    };
+    let lb = start_balancer(BalanceAlgorithm::LeastOutstanding, config, vec![backend("only", &b)]).await;
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    tx.send(Bytes::from_static(b"part")).await.unwrap();
+    let req = Request::post("http://web.test/stalled").body(ChanBody(rx)).unwrap();
+    let started = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(3), send.send_request(req))
+        .await
+        .expect("an answer within body_timeout")
+        .unwrap();
+    assert_eq!(resp.status(), 408);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(b.requests(), 0, "the replica never saw the stalled request");
+    drop(tx);
+}

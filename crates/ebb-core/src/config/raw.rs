@@ -161,8 +161,12 @@ struct RawProxy {
     max_queue: Option<Spanned<Int>>,
     queue_timeout: Option<Spanned<Dur>>,
     max_connections: Option<Spanned<Int>>,
+    request_buffering: Option<Spanned<Bytes>>,
     outlier: Option<outlier::RawOutlier>,
 }
+
+/// The most `request_buffering` may hold per request.
+const MAX_REQUEST_BUFFERING: u64 = 16 << 20;
 
 mod lifecycle;
 mod outlier;
@@ -801,9 +805,23 @@ impl Check<'_> {
                 }
             },
         };
+        let request_buffering = match raw.request_buffering {
+            None => d.request_buffering,
+            Some(raw) => match raw.get_ref().0 {
+                n @ 0..=MAX_REQUEST_BUFFERING => n as usize,
+                n => {
+                    self.problem(
+                        raw.span(),
+                        format!("proxy.request_buffering must be at most 16MiB (each request may hold that much in memory), not {n} bytes; 0 turns it off"),
+                    );
+                    d.request_buffering
+                }
+            },
+        };
         ProxyConfig {
             max_connections,
             max_in_flight,
+            request_buffering,
             max_queue,
             queue_timeout: self.positive("proxy.queue_timeout", &raw.queue_timeout, d.queue_timeout),
             header_read_timeout: self.positive(

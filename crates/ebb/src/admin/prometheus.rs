@@ -191,6 +191,7 @@ struct Metrics {
     service_connection_cap: Family<Labels, Counter>,
     service_client_errors: Family<Labels, Counter>,
     service_send_timeouts: Family<Labels, Counter>,
+    service_http2_floods: Family<Labels, Counter>,
     replica_ejected: Family<Labels, Gauge>,
 }
 
@@ -236,6 +237,7 @@ impl Metrics {
             service_connection_cap: Family::default(),
             service_client_errors: Family::default(),
             service_send_timeouts: Family::default(),
+            service_http2_floods: Family::default(),
             replica_ejected: Family::default(),
         };
         let r = registry;
@@ -311,6 +313,11 @@ impl Metrics {
             "service_send_timeouts",
             "Client connections cut because the client stopped reading for send_timeout",
             m.service_send_timeouts.clone(),
+        );
+        r.register(
+            "service_http2_floods",
+            "HTTP/2 client connections closed for flooding (resets or control frames past ebb's bounds)",
+            m.service_http2_floods.clone(),
         );
         r.register(
             "replica_ejected",
@@ -452,6 +459,7 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             m.service_connection_cap.get_or_create(&l).inc_by(get(&p.stats.connection_cap_reached));
             m.service_client_errors.get_or_create(&l).inc_by(get(&p.stats.client_errors));
             m.service_send_timeouts.get_or_create(&l).inc_by(get(&p.stats.send_timeouts));
+            m.service_http2_floods.get_or_create(&l).inc_by(get(&p.stats.http2_floods));
         }
         if let Some(d) = &status.saturation {
             let stats = handle.proxy.stats.snapshot();

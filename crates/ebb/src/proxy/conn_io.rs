@@ -45,6 +45,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{Framing, Mode, Refusal, CUT_HEAD_END};
+use super::h2_flood::{Flood, FloodGuard};
 use super::ServiceProxy;
 
 /// What the connection's socket wrapper and its requests share.
@@ -207,7 +208,18 @@ pub(crate) struct ConnIo {
     /// The tracker cut the stream: hyper gets `cut_end`, then nothing.
     cut: bool,
     cut_end: &'static [u8],
+    /// Bytes read from the client so far.
+    read_total: u64,
+    /// An HTTP/2 connection's flood counters.
+    h2: Option<FloodGuard>,
+    /// The connection flooded: nothing more is read, and it is closed when
+    /// this fires (the GOAWAY has had time to go out).
+    flood_cut: Option<Pin<Box<Sleep>>>,
 }
+
+/// How long a flooding HTTP/2 connection has to take its GOAWAY before it
+/// is closed.
+const FLOOD_GRACE: Duration = Duration::from_secs(1);
 
 impl ConnIo {
     pub(crate) fn new(tcp: TcpStream, shared: Arc<ConnShared>) -> Self {
@@ -238,6 +250,9 @@ impl ConnIo {
             send_timed_out: false,
             cut: false,
             cut_end: &[],
+            read_total: 0,
+            h2: None,
+            flood_cut: None,
             shared,
         }
     }
@@ -356,9 +371,56 @@ impl ConnIo {
     }
 }
 
+impl ConnIo {
+    /// Counts an HTTP/2 client's frames; `Some(n)`: only the first `n` of
+    /// these bytes may reach hyper, the connection flooded.
+    fn on_h2_bytes(&mut self, bytes: &[u8]) -> Option<usize> {
+        let before = self.read_total;
+        self.read_total += bytes.len() as u64;
+        if self.h2.is_none() {
+            if self.framing.mode() != Mode::Http2 {
+                return None;
+            }
+            self.h2 = Some(FloodGuard::new(before));
+        }
+        let guard = self.h2.as_mut()?;
+        let (at, why) = guard.feed(bytes)?;
+        let (streams, resets, control) = (guard.streams, guard.resets, guard.control);
+        self.flooded(why, streams, resets, control);
+        Some(at)
+    }
+
+    /// An HTTP/2 client flooded: GOAWAY, read nothing more, close soon.
+    fn flooded(&mut self, why: Flood, streams: u64, resets: u64, control: u64) {
+        tracing::warn!(
+            service = %self.shared.proxy.service,
+            client = ?self.shared.peer_ip,
+            flood = why.as_str(),
+            streams,
+            resets,
+            control_frames = control,
+            "HTTP/2 client flooded; closing its connection (see docs/balancer.md#http2-floods)."
+        );
+        self.shared.proxy.stats.http2_floods.fetch_add(1, Ordering::Relaxed);
+        self.shared.request_stop();
+        self.flood_cut = Some(Box::pin(tokio::time::sleep(FLOOD_GRACE)));
+    }
+
+    /// After a flood: pending until the grace is over, then an error that
+    /// drops the connection.
+    fn poll_flood_cut(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let timer = self.flood_cut.as_mut().expect("only after a flood");
+        std::task::ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "HTTP/2 flood")))
+    }
+}
+
 impl AsyncRead for ConnIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.flood_cut.is_some() {
+            return this.poll_flood_cut(cx);
+        }
         if this.cut {
             // The client's stream ended at a cut: the rest is never read.
             if !this.cut_end.is_empty() {
@@ -377,6 +439,12 @@ impl AsyncRead for ConnIo {
                         this.cut = true;
                         this.cut_end = CUT_HEAD_END;
                         this.put_cut_end(buf);
+                    } else if let Some(keep) = this.on_h2_bytes(&buf.filled()[before..]) {
+                        buf.set_filled(before + keep);
+                        if keep == 0 {
+                            // Nothing to hand over; an empty read would be EOF.
+                            return this.poll_flood_cut(cx);
+                        }
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -394,6 +462,9 @@ impl ConnIo {
     fn on_written(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         match result {
             Poll::Ready(Ok(n)) if n > 0 => {
+                if let Some(guard) = &mut self.h2 {
+                    guard.sent(n);
+                }
                 self.written_at_head = Some(self.framing.heads());
                 self.write_blocked_since = None;
                 Poll::Ready(Ok(n))

@@ -5,6 +5,8 @@
 //!    `Content-Length` rules of `checks.rs`), else make the request
 //!    upstream-ready (hop-by-hop headers, client-address headers,
 //!    origin-form URI, HTTP/1.1).
+//!    With `request_buffering`, a small body is then read whole
+//!    (`buffering.rs`), so a slow upload holds no replica slot.
 //! 2. Pick a backend from the routable snapshot (503 when there is none).
 //! 3. Get a ready connection to it *before* sending: a pooled idle one or a
 //!    new one. A failed connect is retried once on another backend: the
@@ -29,6 +31,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{Dispatched, ProxyBody};
+use super::buffering::{read_ahead, ReadAhead};
 use super::checks::check_head;
 use super::conn_io::{ActiveGuard, ConnShared};
 use super::framing::Refusal;
@@ -117,6 +120,20 @@ pub(crate) async fn handle(
     let client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
     prepare_request(&mut req, &conn, upgrade);
 
+    // Read a small body whole before a replica slot is taken (see
+    // `buffering.rs`); an HTTP/2 stream's reads are timed here.
+    let (parts, body) = req.into_parts();
+    let limit = proxy.config.request_buffering;
+    let read_ahead = if limit > 0 && !upgrade && !hyper::body::Body::is_end_stream(&body) {
+        match read_ahead(body, limit, (!http1).then_some(proxy.config.body_timeout)).await {
+            Ok(read) => read,
+            Err(failure) => return Ok(client_body_failed(proxy, failure, http1)),
+        }
+    } else {
+        ReadAhead::None(body)
+    };
+    let req = Request::from_parts(parts, ());
+
     let picked = match proxy.config.max_in_flight {
         None => pick(proxy, None),
         Some(limit) => match super::admission::admit(proxy, limit).await {
@@ -136,15 +153,28 @@ pub(crate) async fn handle(
     };
     let mut dispatched = Dispatched::new(backend, active);
 
+    // A body still coming from the client is watched on its way up (a
+    // bodiless or read-ahead request costs nothing). An HTTP/2 stream's body
+    // has no socket deadline: the watch keeps it.
+    let client_limit = (!http1).then_some(proxy.config.body_timeout);
+    let new_watch =
+        |client: &Incoming| (!hyper::body::Body::is_end_stream(client)).then(|| Arc::new(BodyWatch::new(client_limit)));
+    let (body, watch) = match read_ahead {
+        ReadAhead::None(client) => {
+            let watch = new_watch(&client);
+            (RequestBody::Client(client, watch.clone()), watch)
+        }
+        ReadAhead::Whole(frames) => (RequestBody::Buffered(frames, None), None),
+        ReadAhead::Partial(frames, client) => {
+            let watch = new_watch(&client);
+            (RequestBody::Buffered(frames, Some(Box::new(RequestBody::Client(client, watch.clone())))), watch)
+        }
+    };
     // A bodiless request with an idempotent method may be sent again to
     // another replica if the first fails before answering: keep its head.
-    let replay = (!upgrade && is_idempotent(req.method()) && hyper::body::Body::is_end_stream(req.body()))
+    let replay = (!upgrade && is_idempotent(req.method()) && hyper::body::Body::is_end_stream(&body))
         .then(|| RequestHead { method: req.method().clone(), uri: req.uri().clone(), headers: req.headers().clone() });
-    // A body is watched on its way up (a bodiless request costs nothing).
-    // An HTTP/2 stream's body has no socket deadline: the watch keeps it.
-    let client_limit = (!http1).then_some(proxy.config.body_timeout);
-    let watch = (!hyper::body::Body::is_end_stream(req.body())).then(|| Arc::new(BodyWatch::new(client_limit)));
-    let mut req = req.map(|body| RequestBody::Client(body, watch.clone()));
+    let mut req = req.map(|()| body);
     let mut resent = false;
 
     // Steps 3 and 4.

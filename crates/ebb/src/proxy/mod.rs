@@ -43,10 +43,12 @@ use ebb_core::outlier::{Outcomes, Streak};
 
 mod admission;
 mod body;
+mod buffering;
 mod checks;
 mod conn_io;
 mod forward;
 mod framing;
+mod h2_flood;
 mod headers;
 mod server;
 mod stall;
@@ -169,6 +171,8 @@ pub struct ProxyStats {
     pub open_connections: AtomicU64,
     /// Times the balancer reached `max_connections` and stopped accepting.
     pub connection_cap_reached: AtomicU64,
+    /// HTTP/2 client connections closed for flooding (see `h2_flood.rs`).
+    pub http2_floods: AtomicU64,
 }
 
 /// A copy of [`ProxyStats`] at one instant.
@@ -182,6 +186,7 @@ pub struct ProxyStatsSnapshot {
     pub rejected: u64,
     pub client_errors: u64,
     pub send_timeouts: u64,
+    pub http2_floods: u64,
     pub shed: u64,
 }
 
@@ -197,6 +202,7 @@ impl ProxyStats {
             rejected: get(&self.rejected),
             client_errors: get(&self.client_errors),
             send_timeouts: get(&self.send_timeouts),
+            http2_floods: get(&self.http2_floods),
             shed: get(&self.shed),
         }
     }

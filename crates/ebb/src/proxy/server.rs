@@ -26,6 +26,20 @@ const MIN_BUF: usize = 8192;
 /// The most an HTTP/2 stream buffers towards the client.
 const H2_STREAM_SEND_BUF: usize = 64 * 1024;
 
+/// Streams one HTTP/2 client may have open at once (HAProxy's default; the
+/// RFC asks for at least 100). Past it, new streams are refused.
+const H2_MAX_STREAMS: u32 = 100;
+
+/// Streams ebb may reset because of the client's errors (refused past
+/// `H2_MAX_STREAMS`, malformed) before the connection is closed with
+/// GOAWAY (ENHANCE_YOUR_CALM). hyper's default is 1024.
+const H2_MAX_ERROR_RESETS: usize = 200;
+
+/// Streams the client may reset before they were taken up, before the
+/// connection is closed the same way (h2's default). Resets after a stream
+/// was taken up are counted by `h2_flood.rs`.
+const H2_MAX_PENDING_RESETS: usize = 20;
+
 /// HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
 fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -42,9 +56,11 @@ fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_local_error_reset_streams(H2_MAX_ERROR_RESETS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         // What one stream may queue for a client that opened a large window
-        // but does not read (hyper's default is 400 KiB, times 256 streams).
+        // but does not read (hyper's default is 400 KiB, times 100 streams).
         .max_send_buf_size(H2_STREAM_SEND_BUF);
     builder
 }

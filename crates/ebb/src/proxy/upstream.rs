@@ -37,6 +37,9 @@ type Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
 /// another replica; only bodiless requests are re-sent).
 pub(crate) enum RequestBody {
     Client(Incoming, Option<Arc<BodyWatch>>),
+    /// Frames read ahead (`request_buffering`), then the rest of the
+    /// client's body, if there is more.
+    Buffered(std::collections::VecDeque<hyper::body::Frame<bytes::Bytes>>, Option<Box<RequestBody>>),
     Empty,
 }
 
@@ -166,7 +169,7 @@ impl BodyWatch {
 
 /// Sorts a client body error (as hyper's server reports it) by whose fault
 /// it is and what to answer.
-fn classify_body_error(error: &hyper::Error) -> ClientBodyFailure {
+pub(crate) fn classify_body_error(error: &hyper::Error) -> ClientBodyFailure {
     if error.is_incomplete_message() {
         return ClientBodyFailure::Gone;
     }
@@ -203,6 +206,13 @@ impl hyper::body::Body for RequestBody {
                 }
                 polled
             }
+            RequestBody::Buffered(frames, rest) => match frames.pop_front() {
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None => match rest {
+                    Some(rest) => std::pin::Pin::new(rest.as_mut()).poll_frame(cx),
+                    None => Poll::Ready(None),
+                },
+            },
             RequestBody::Empty => Poll::Ready(None),
         }
     }
@@ -210,6 +220,7 @@ impl hyper::body::Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Client(body, _) => body.is_end_stream(),
+            RequestBody::Buffered(frames, rest) => frames.is_empty() && rest.as_ref().is_none_or(|r| r.is_end_stream()),
             RequestBody::Empty => true,
         }
     }
@@ -217,6 +228,16 @@ impl hyper::body::Body for RequestBody {
     fn size_hint(&self) -> hyper::body::SizeHint {
         match self {
             RequestBody::Client(body, _) => body.size_hint(),
+            RequestBody::Buffered(frames, rest) => {
+                let held: u64 = frames.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
+                let rest = rest.as_ref().map_or(hyper::body::SizeHint::with_exact(0), |r| r.size_hint());
+                let mut hint = hyper::body::SizeHint::new();
+                hint.set_lower(held + rest.lower());
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(held + upper);
+                }
+                hint
+            }
             RequestBody::Empty => hyper::body::SizeHint::with_exact(0),
         }
     }
