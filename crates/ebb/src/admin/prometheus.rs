@@ -449,18 +449,7 @@ pub(crate) fn build_registry(app: &App) -> Registry {
         m.service_pending.get_or_create(&l).set(status.pending as i64);
         m.service_version.get_or_create(&l).set(status.version as i64);
         m.service_holding.get_or_create(&l).set(status.holding.is_some() as i64);
-        if status.saturation.is_some() {
-            let p = &handle.proxy;
-            let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-            m.service_connections.get_or_create(&l).set(get(&p.stats.open_connections).min(i64::MAX as u64) as i64);
-            if let Some(max) = p.config.max_connections {
-                m.service_max_connections.get_or_create(&l).set(i64::from(max));
-            }
-            m.service_connection_cap.get_or_create(&l).inc_by(get(&p.stats.connection_cap_reached));
-            m.service_client_errors.get_or_create(&l).inc_by(get(&p.stats.client_errors));
-            m.service_send_timeouts.get_or_create(&l).inc_by(get(&p.stats.send_timeouts));
-            m.service_http2_floods.get_or_create(&l).inc_by(get(&p.stats.http2_floods));
-        }
+        // The balancer's own counters, read once (a worker pool has none).
         if let Some(d) = &status.saturation {
             let stats = handle.proxy.stats.snapshot();
             m.service_offered.get_or_create(&l).inc_by(stats.requests);
@@ -468,6 +457,14 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             m.service_queued.get_or_create(&l).set(i64::from(d.queued));
             m.service_at_limit.get_or_create(&l).set(i64::from(d.at_limit));
             m.service_saturated.get_or_create(&l).set(d.saturated as i64);
+            m.service_connections.get_or_create(&l).set(stats.open_connections.min(i64::MAX as u64) as i64);
+            if let Some(max) = handle.proxy.config.max_connections {
+                m.service_max_connections.get_or_create(&l).set(i64::from(max));
+            }
+            m.service_connection_cap.get_or_create(&l).inc_by(stats.connection_cap_reached);
+            m.service_client_errors.get_or_create(&l).inc_by(stats.client_errors);
+            m.service_send_timeouts.get_or_create(&l).inc_by(stats.send_timeouts);
+            m.service_http2_floods.get_or_create(&l).inc_by(stats.http2_floods);
         }
         if let Some(h) = &status.host {
             m.host_full.get_or_create(&l).set(h.full as i64);

@@ -188,6 +188,8 @@ pub struct ProxyStatsSnapshot {
     pub send_timeouts: u64,
     pub http2_floods: u64,
     pub shed: u64,
+    pub open_connections: u64,
+    pub connection_cap_reached: u64,
 }
 
 impl ProxyStats {
@@ -204,6 +206,8 @@ impl ProxyStats {
             send_timeouts: get(&self.send_timeouts),
             http2_floods: get(&self.http2_floods),
             shed: get(&self.shed),
+            open_connections: get(&self.open_connections),
+            connection_cap_reached: get(&self.connection_cap_reached),
         }
     }
 }
