@@ -30,8 +30,8 @@
 
 use super::decision::{Hold, HoldKind, Outcome, Vote};
 use super::metrics::{duration, number};
-use super::target::plural;
 use super::target::ceil_count;
+use super::target::plural;
 use super::Time;
 use std::fmt;
 use std::time::Duration;

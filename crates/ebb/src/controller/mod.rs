@@ -10,11 +10,17 @@
 //! Starts, drains and stops run as tasks that report back through the inbox,
 //! so probes and commands are handled while a slow replica boots.
 
+mod command;
+mod handle;
 pub mod history;
 pub mod metric_source;
 mod outlier;
 pub mod probe;
 mod restart;
+
+pub use command::{ConfigSpec, ControlCommand, DeployRequest, LifecycleError, ReplicaOutcome, ScaleOutcome};
+use handle::ReplicaTokens;
+pub use handle::ServiceHandle;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,7 +34,7 @@ use ebb_core::outlier::{Ejection, Outcomes, OutlierConfig, OutlierDetector};
 use ebb_core::scaling::{
     self, Autoscaler, Demand, FleetView, HostFull, ReplicaSample, ScaleInCandidate, ServiceSample,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,214 +53,6 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Crash-loop backoff bounds.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-/// A request to a service's controller from the admin API.
-#[derive(Debug)]
-pub enum ControlCommand {
-    /// Set desired capacity (clamped to the service's bounds).
-    SetDesired { desired: u32, reason: String, reply: oneshot::Sender<ScaleOutcome> },
-    /// Set or clear a replica's scale-in protection.
-    Protect { replica: String, protected: bool, reply: oneshot::Sender<Result<ReplicaOutcome, LifecycleError>> },
-    /// A spot-style interruption notice: replace the replica, then let it go
-    /// before `notice` runs out.
-    Interrupt { replica: String, notice: Duration, reply: oneshot::Sender<Result<ReplicaOutcome, LifecycleError>> },
-    /// Roll out a new version of the spec.
-    Deploy { request: DeployRequest, reply: oneshot::Sender<Result<DeployStatus, LifecycleError>> },
-    /// Switch back: abort the running deploy (or its bake time), or deploy
-    /// the previous version again.
-    Rollback { reason: Option<String>, reply: oneshot::Sender<Result<DeployStatus, LifecycleError>> },
-}
-
-/// What a deploy changes; what it does not name stays as it is.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployRequest {
-    /// A new command (run through `sh -c`, as in the config).
-    #[serde(default)]
-    pub command: Option<String>,
-    /// Environment variables to set (added to or replacing the current ones).
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// `rolling` or `blue-green`; the service's configured strategy when absent.
-    #[serde(default)]
-    pub strategy: Option<String>,
-    /// A new image (docker and swarm drivers): a new image tag is a new version.
-    #[serde(default)]
-    pub image: Option<String>,
-    /// The whole spec to roll out instead of changes to the current one:
-    /// what the config file says now (set by the admin API when a deploy
-    /// names no change).
-    #[serde(skip)]
-    pub from_config: Option<ConfigSpec>,
-    /// Why, in the user's words: recorded in the `deploy_started` event.
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-/// A service's spec as the config file has it now.
-#[derive(Debug, Clone)]
-pub struct ConfigSpec {
-    pub command: CommandSpec,
-    pub env: BTreeMap<String, String>,
-    pub image: Option<String>,
-}
-
-/// The result of a protect or interrupt request.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ReplicaOutcome {
-    pub service: String,
-    pub replica: String,
-    /// What happened, in words (also recorded as an event).
-    pub message: String,
-}
-
-/// Why a lifecycle request was refused; nothing was changed.
-#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum LifecycleError {
-    #[error("service {service} has no replica {replica:?}; see `ebb status`")]
-    NoSuchReplica { service: String, replica: String },
-    #[error("replica {replica} of {service} is already leaving ({state}); nothing to do")]
-    Leaving { service: String, replica: String, state: String },
-    #[error("service {service} is shutting down")]
-    ShuttingDown { service: String },
-    /// Refused in the fleet's current state (another deploy runs, nothing to roll back to).
-    #[error("service {service}: {message}")]
-    Refused { service: String, message: String },
-    /// Applied, but the state file could not be written: it would not
-    /// survive a restart.
-    #[error("service {service}: the change was applied but could not be saved to the state file: {message}")]
-    NotSaved { service: String, message: String },
-    /// The request itself is malformed (an empty command, a bad env name).
-    #[error("service {service}: {message}")]
-    Invalid { service: String, message: String },
-}
-
-/// The result of a scale request.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ScaleOutcome {
-    pub service: String,
-    pub from: u32,
-    pub to: u32,
-    /// Set when the request was clamped to the bounds in force, saying how.
-    pub clamped: Option<String>,
-}
-
-/// The handle the rest of ebb holds on one running service.
-#[derive(Clone)]
-pub struct ServiceHandle {
-    pub name: String,
-    pub proxy: Arc<ServiceProxy>,
-    commands: mpsc::UnboundedSender<Input>,
-    snapshot: watch::Receiver<Snapshot>,
-    /// One point a second for the last 24 h.
-    pub history: Arc<history::MetricsHistory>,
-    /// Each live replica's own token (`EBB_REPLICA_TOKEN`): it allows that
-    /// replica to protect itself, nothing else.
-    replica_tokens: ReplicaTokens,
-    store: Option<StateStore>,
-    /// Cancelled once the replicas of an earlier run are adopted and the
-    /// first routable set is published.
-    restored: CancellationToken,
-}
-
-type ReplicaTokens = Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>;
-
-/// Compares secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl ServiceHandle {
-    /// Resolves once the controller has adopted what an earlier run left
-    /// and published its first routable set: the balancer starts accepting
-    /// then, so clients queued in the listen backlog during a restart are
-    /// not answered 503.
-    pub async fn restored(&self) {
-        self.restored.cancelled().await
-    }
-
-    /// Current status, with live request counters read from the balancer.
-    pub fn status(&self) -> ServiceStatus {
-        self.snapshot.borrow().to_status()
-    }
-
-    /// Whether `token` is the per-replica token ebb gave `replica`.
-    pub fn replica_token_is(&self, replica: &str, token: &str) -> bool {
-        let tokens = self.replica_tokens.read().unwrap_or_else(|p| p.into_inner());
-        tokens.get(replica).is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
-    }
-
-    /// The balancer's view of each current replica, by replica id.
-    pub fn backends(&self) -> Vec<(String, Arc<Backend>)> {
-        self.snapshot.borrow().backends.iter().map(|(id, b)| (id.clone(), b.clone())).collect()
-    }
-
-    /// Whether this service currently has a replica with that id.
-    pub fn has_replica(&self, replica: &str) -> bool {
-        self.snapshot.borrow().service.replicas.iter().any(|r| r.id == replica)
-    }
-
-    /// Sets or clears scale-in protection on one of this service's replicas.
-    pub async fn protect(&self, replica: &str, protected: bool) -> Result<ReplicaOutcome, LifecycleError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = ControlCommand::Protect { replica: replica.to_string(), protected, reply };
-        self.ask(cmd, rx).await
-    }
-
-    /// Delivers an interruption notice to one of this service's replicas.
-    pub async fn interrupt(&self, replica: &str, notice: Duration) -> Result<ReplicaOutcome, LifecycleError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = ControlCommand::Interrupt { replica: replica.to_string(), notice, reply };
-        self.ask(cmd, rx).await
-    }
-
-    /// Starts a deploy; returns once it has started (follow it in the status).
-    pub async fn deploy(&self, request: DeployRequest) -> Result<DeployStatus, LifecycleError> {
-        let (reply, rx) = oneshot::channel();
-        self.ask(ControlCommand::Deploy { request, reply }, rx).await
-    }
-
-    /// Rolls back the running deploy, or deploys the previous version again.
-    pub async fn rollback(&self, reason: Option<String>) -> Result<DeployStatus, LifecycleError> {
-        let (reply, rx) = oneshot::channel();
-        self.ask(ControlCommand::Rollback { reason, reply }, rx).await
-    }
-
-    async fn ask<T>(
-        &self,
-        cmd: ControlCommand,
-        rx: oneshot::Receiver<Result<T, LifecycleError>>,
-    ) -> Result<T, LifecycleError> {
-        let gone = || LifecycleError::ShuttingDown { service: self.name.clone() };
-        self.commands.send(Input::Command(cmd)).map_err(|_| gone())?;
-        let answer = rx.await.map_err(|_| gone())?;
-        self.durable().await?;
-        answer
-    }
-
-    /// Waits until what the controller queued for the state file before it
-    /// answered is on disk: an acknowledged change survives a crash.
-    async fn durable(&self) -> Result<(), LifecycleError> {
-        match &self.store {
-            Some(store) => {
-                store.sync().await.map_err(|message| LifecycleError::NotSaved { service: self.name.clone(), message })
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Asks the controller to change desired capacity; answers once the
-    /// change is saved.
-    pub async fn set_desired(&self, desired: u32, reason: impl Into<String>) -> Result<ScaleOutcome, LifecycleError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = ControlCommand::SetDesired { desired, reason: reason.into(), reply };
-        let gone = || LifecycleError::ShuttingDown { service: self.name.clone() };
-        self.commands.send(Input::Command(cmd)).map_err(|_| gone())?;
-        let outcome = rx.await.map_err(|_| gone())?;
-        self.durable().await?;
-        Ok(outcome)
-    }
-}
 
 /// Everything a service's controller task needs.
 pub struct ServiceContext {
@@ -1934,13 +1732,5 @@ mod tests {
         );
         assert_eq!(stop_detail(&ExitReason::Exited(0), timeout), "exited with status 0");
         assert_eq!(stop_detail(&ExitReason::Signaled(6), timeout), "killed by signal 6 (SIGABRT)");
-    }
-
-    #[test]
-    fn constant_time_eq_compares_whole_secrets() {
-        assert!(constant_time_eq(b"abc123", b"abc123"));
-        assert!(!constant_time_eq(b"abc123", b"abc124"));
-        assert!(!constant_time_eq(b"abc", b"abc123"));
-        assert!(constant_time_eq(b"", b""));
     }
 }
