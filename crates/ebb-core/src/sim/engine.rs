@@ -31,7 +31,7 @@ use super::rng::Rng;
 use super::summary::{Slo, Summary};
 use super::trace::Trace;
 use crate::config::ReplicaBounds;
-use crate::fleet::{self, CrashLoop, FleetAction, FleetInput, ReplicaFacts, ReplicaPhase};
+use crate::fleet::{self, CrashLoop, FleetAction, FleetInput, ReplicaFacts, ReplicaPhase, RetireReason};
 use crate::scaling::{Autoscaler, Demand, FleetView, ReplicaSample, ScalingConfig, ServiceSample};
 use std::time::Duration;
 
@@ -59,6 +59,12 @@ pub struct FleetModel {
     pub boot: Duration,
     /// Failures (crashes, spot interruptions) per replica-hour; 0 for none.
     pub failure_rate: f64,
+    /// The notice a failure gives: zero, it is a crash (the replica is
+    /// gone at once); otherwise a spot-style interruption notice: a
+    /// replica in service keeps serving while its replacement boots, and
+    /// leaves once the replacement is in service or the notice runs out,
+    /// by the live rule ([`fleet::leave_by`], [`fleet::chaos_victim`]).
+    pub interruption_notice: Duration,
     /// A request waits at most this long in the backlog before it is shed.
     pub queue_limit: Duration,
     pub seed: u64,
@@ -76,6 +82,7 @@ impl Default for FleetModel {
             saturation_cpu: 100.0,
             boot: Duration::from_secs(5),
             failure_rate: 0.0,
+            interruption_notice: Duration::ZERO,
             queue_limit: Duration::from_secs(10),
             seed: 0,
             max_in_flight: None,
@@ -171,6 +178,8 @@ struct Replica {
     in_service_at: u64,
     /// Its reaching service was told to the crash-loop tracker.
     reached_service: bool,
+    /// Under an interruption notice: leaves by then at the latest, ms.
+    interrupted_until: Option<u64>,
 }
 
 /// The simulated fleet: replicas sorted by `in_service_at` (starts are
@@ -186,7 +195,13 @@ struct Fleet {
 impl Fleet {
     fn start(&mut self, at: u64, ready: u64) {
         let id = format!("{}-{}", self.service, self.next_number);
-        self.replicas.push(Replica { id, started: at, in_service_at: ready, reached_service: false });
+        self.replicas.push(Replica {
+            id,
+            started: at,
+            in_service_at: ready,
+            reached_service: false,
+            interrupted_until: None,
+        });
         self.next_number += 1;
     }
 
@@ -198,22 +213,74 @@ impl Fleet {
         }
     }
 
-    /// One pass of the live planner at `now` (ms): launches start booting,
-    /// retired replicas leave at once. `in_flight` is each in-service
-    /// replica's requests in flight, as the balancer would count them.
-    fn converge(&mut self, now: u64, desired: u32, in_flight: u64) {
-        let facts: Vec<ReplicaFacts> = self
-            .replicas
+    /// The replica at `index` crashes at `now` (ms): gone at once; one
+    /// that never reached service counts toward crash-loop backoff.
+    fn crash(&mut self, index: usize, now: u64, events: &mut Vec<SimEvent>) {
+        let victim = self.replicas.remove(index);
+        let second = now / 1000;
+        events.push(SimEvent {
+            at: second,
+            kind: "replica_exited",
+            replica: Some(victim.id.clone()),
+            from: None,
+            to: None,
+            reason: format!(
+                "replica interrupted (simulated failure) after {:.1} s; replacing it",
+                now.saturating_sub(victim.started) as f64 / 1000.0
+            ),
+        });
+        if victim.in_service_at > now {
+            if let Some(backoff) = self.crash_loop.failed_before_service(Duration::from_millis(now)) {
+                let reason = backoff.to_string();
+                events.push(SimEvent { at: second, kind: "backoff", replica: None, from: None, to: None, reason });
+            }
+        }
+    }
+
+    /// A spot-style interruption notice at `now` (ms) for a replica in
+    /// service, chosen as live chaos chooses (`pick` is a random number).
+    fn interrupt(&mut self, pick: u64, now: u64, notice: Duration, events: &mut Vec<SimEvent>) {
+        let facts = self.facts(now, 0);
+        let Some(victim) = fleet::chaos_victim(&facts, 1.0, 0.0, pick).map(str::to_string) else { return };
+        drop(facts);
+        // Nothing to drain or stop in the model: it may serve to the end.
+        let leave_by = fleet::leave_by(Duration::from_millis(now), notice, Duration::ZERO, Duration::ZERO);
+        let r = self.replicas.iter_mut().find(|r| r.id == victim).expect("the victim is in the fleet");
+        r.interrupted_until = Some(leave_by.as_millis() as u64);
+        let notice = humantime::format_duration(notice);
+        events.push(SimEvent {
+            at: now / 1000,
+            kind: "replica_interrupted",
+            replica: Some(victim),
+            from: None,
+            to: None,
+            reason: format!(
+                "interruption notice ({notice}, simulated failure): starting a replacement; this replica leaves once it is in service, or in {notice} at the latest"
+            ),
+        });
+    }
+
+    /// What the planner knows of each replica at `now` (ms).
+    fn facts(&self, now: u64, in_flight: u64) -> Vec<ReplicaFacts<'_>> {
+        self.replicas
             .iter()
             .map(|r| {
                 let serving = r.in_service_at <= now;
                 let phase = if serving { ReplicaPhase::InService } else { ReplicaPhase::Starting };
                 ReplicaFacts {
                     in_flight: if serving { in_flight } else { 0 },
+                    interrupted_until: r.interrupted_until.map(Duration::from_millis),
                     ..ReplicaFacts::new(&r.id, 1, phase, Duration::from_millis(r.started))
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// One pass of the live planner at `now` (ms): launches start booting,
+    /// retired replicas leave at once. `in_flight` is each in-service
+    /// replica's requests in flight, as the balancer would count them.
+    fn converge(&mut self, now: u64, desired: u32, in_flight: u64, events: &mut Vec<SimEvent>) {
+        let facts = self.facts(now, in_flight);
         let input = FleetInput {
             now: Duration::from_millis(now),
             desired,
@@ -227,7 +294,21 @@ impl Fleet {
         for action in actions {
             match action {
                 FleetAction::Launch { count, .. } => (0..count).for_each(|_| self.start(now, now + self.boot)),
-                FleetAction::Retire { id, .. } => leaving.push(id),
+                FleetAction::Retire { id, reason } => {
+                    // Scale-in is told by its `scaled` event; a release
+                    // under notice is an event of its own, as live.
+                    if reason != RetireReason::ScaleIn {
+                        events.push(SimEvent {
+                            at: now / 1000,
+                            kind: "replica_draining",
+                            replica: Some(id.clone()),
+                            from: None,
+                            to: None,
+                            reason: format!("leaving the rotation ({reason})"),
+                        });
+                    }
+                    leaving.push(id);
+                }
                 FleetAction::HoldStarts { .. } => {}
             }
         }
@@ -270,33 +351,14 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
             let mean = fleet.replicas.len() as f64 * model.failure_rate / 3600.0;
             let failures = rng.poisson(mean).min(fleet.replicas.len() as u64);
             for _ in 0..failures {
-                let victim = fleet.replicas.remove(rng.below(fleet.replicas.len()));
-                events.push(SimEvent {
-                    at: s,
-                    kind: "replica_exited",
-                    replica: Some(victim.id.clone()),
-                    from: None,
-                    to: None,
-                    reason: format!(
-                        "replica interrupted (simulated failure) after {:.1} s; replacing it",
-                        begin_ms.saturating_sub(victim.started) as f64 / 1000.0
-                    ),
-                });
-                if victim.in_service_at > begin_ms {
-                    if let Some(backoff) = fleet.crash_loop.failed_before_service(Duration::from_millis(begin_ms)) {
-                        events.push(SimEvent {
-                            at: s,
-                            kind: "backoff",
-                            replica: None,
-                            from: None,
-                            to: None,
-                            reason: backoff.to_string(),
-                        });
-                    }
+                if model.interruption_notice.is_zero() {
+                    fleet.crash(rng.below(fleet.replicas.len()), begin_ms, &mut events);
+                } else {
+                    fleet.interrupt(rng.next_u64(), begin_ms, model.interruption_notice, &mut events);
                 }
             }
             if failures > 0 {
-                fleet.converge(begin_ms, desired, 0);
+                fleet.converge(begin_ms, desired, 0, &mut events);
             }
         }
 
@@ -351,7 +413,7 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
             });
             desired = change.to;
         }
-        fleet.converge(end_ms, desired, flow.in_flight_per_replica.round() as u64);
+        fleet.converge(end_ms, desired, flow.in_flight_per_replica.round() as u64, &mut events);
 
         seconds.push(Second {
             second: s as u32,
@@ -465,15 +527,35 @@ mod tests {
         let ids = |fleet: &Fleet| fleet.replicas.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
         let starts = [(1, 3), (2, 4), (3, 5), (4, 6), (5, 7), (9, 20)];
         let mut fleet = fleet_of(&starts);
-        fleet.converge(ms(10), 5, 3);
+        fleet.converge(ms(10), 5, 3, &mut Vec::new());
         assert_eq!(ids(&fleet), ["web-1", "web-2", "web-3", "web-4", "web-5"], "booting first");
         let mut fleet = fleet_of(&starts);
-        fleet.converge(ms(10), 3, 3);
+        fleet.converge(ms(10), 3, 3, &mut Vec::new());
         assert_eq!(ids(&fleet), ["web-1", "web-2", "web-3"]);
         // web-4 and web-5 the same age: the id decides.
         let mut fleet = fleet_of(&[(1, 3), (2, 4), (3, 5), (5, 6), (5, 7), (9, 20)]);
-        fleet.converge(ms(10), 4, 3);
+        fleet.converge(ms(10), 4, 3, &mut Vec::new());
         assert_eq!(ids(&fleet), ["web-1", "web-2", "web-3", "web-5"], "web-4 sorts before web-5");
+    }
+
+    #[test]
+    fn with_a_notice_an_interrupted_replica_serves_until_its_replacement_does() {
+        let trace = Trace::new(vec![100.0; 3600], "flat");
+        let crash = FleetModel { failure_rate: 2.0, seed: 5, ..Default::default() };
+        let notice = FleetModel { interruption_notice: Duration::from_secs(120), ..crash };
+        let crashed = simulate(&policy(4, 4), &crash, &trace, &SimOptions::default());
+        let noticed = simulate(&policy(4, 4), &notice, &trace, &SimOptions::default());
+        assert!(
+            crashed.seconds.iter().any(|s| s.in_service < 4),
+            "a crash costs a replica until its replacement boots"
+        );
+        assert!(noticed.seconds.iter().all(|s| s.in_service >= 4), "a notice never does");
+        assert!(noticed.summary.failures > 0);
+        let interrupted = noticed.events.iter().find(|e| e.kind == "replica_interrupted").unwrap();
+        let left = noticed.events.iter().find(|e| e.kind == "replica_draining").unwrap();
+        assert_eq!(left.replica, interrupted.replica);
+        assert_eq!(left.reason, "leaving the rotation (interruption notice: replacement in service)");
+        assert_eq!(left.at - interrupted.at, 5, "once its replacement has booted (5 s)");
     }
 
     #[test]
