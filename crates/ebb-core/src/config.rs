@@ -32,10 +32,16 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Services by name, in name order.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// `[listener.NAME]` tables by name: addresses that route to one or more
+    /// services, with TLS. A service's own `listen` is not here (it is the
+    /// short form of a plain listener serving that service alone).
+    pub listeners: BTreeMap<String, ListenerConfig>,
     /// The text parsed, so errors found later (a port in use) can point
     /// into it.
     source: String,
-    /// Where each `listen` was written: `"admin"` or `"service.NAME"`.
+    /// Where each `listen` (and each listener's `http`, `tls` file) was
+    /// written: `"admin"`, `"service.NAME"`, `"listener.NAME"`,
+    /// `"listener.NAME.http"`, `"listener.NAME.tls.I.cert"` / `.key`.
     listen_spans: BTreeMap<String, std::ops::Range<usize>>,
 }
 
@@ -76,8 +82,14 @@ pub struct ServiceConfig {
     pub container: Option<ContainerConfig>,
     /// The balancer's address for this service. A worker has no balancer:
     /// its `listen` is `127.0.0.1:0` and means nothing (check `kind`; do not
-    /// bind it).
+    /// bind it). Neither does a web service reached only through
+    /// `[listener.NAME]` routes: see `own_listen`.
     pub listen: SocketAddr,
+    /// Whether `listen` is this service's own address (the short form of a
+    /// plain listener, bound by `ebb up`): true for a web service that has
+    /// `listen`, false for a worker and for a web service without one (it
+    /// is reached through a listener's routes).
+    pub own_listen: bool,
     pub replicas: ReplicaBounds,
     /// Cores allotted to one replica; CPU % is relative to this.
     pub cpu: f64,
@@ -389,6 +401,51 @@ impl Default for ProxyConfig {
     }
 }
 
+/// `[listener.NAME]`: one address serving one or more services by routing
+/// rules, optionally over TLS.
+///
+/// Settings are split by what they are about: a listener owns the client
+/// connections, so the connection settings of its `[listener.NAME.proxy]`
+/// apply (`header_read_timeout`, `idle_timeout`, `body_timeout`,
+/// `send_timeout`, `max_header_bytes`, `trusted_proxies`,
+/// `max_connections`, and the HTTP/2 limits derived from them); each request,
+/// once routed, follows its service's own per-request settings
+/// (`max_in_flight`, `max_queue`, `queue_timeout`, `upstream_timeout`,
+/// `connect_timeout`, `request_buffering`, retries, outlier detection).
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// A plain-HTTP address beside a TLS listener: every request there is
+    /// redirected (308) to `https://HOST{path}` on this listener.
+    pub http: Option<SocketAddr>,
+    /// Certificates to serve; `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// `Strict-Transport-Security: max-age=…` on every TLS answer.
+    pub hsts: Option<Duration>,
+    /// The routing rules, in file order (first match wins).
+    pub routes: crate::routing::RouteTable,
+    /// The connection settings (see above); the per-request fields are the
+    /// defaults and unused.
+    pub proxy: ProxyConfig,
+}
+
+/// `tls = { cert = …, key = … }` or `[[listener.NAME.tls.certs]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// In file order; the first is served when a client's SNI names none of
+    /// them (or it sends none).
+    pub certs: Vec<CertFiles>,
+}
+
+/// One certificate chain and its private key, as PEM files (paths already
+/// resolved against the config file's directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A config error, already located: renders as
 /// `ebb.toml:12:9: error: ... ` followed by the offending line and a caret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -454,6 +511,18 @@ impl Config {
     /// messages and to resolve `state_dir`.
     pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
         raw::parse(source, path)
+    }
+
+    /// An error about a file or address found after parsing (a certificate
+    /// that does not load), at the key `owner` names (see `listen_spans`).
+    pub fn key_error(&self, owner: &str, message: impl Into<String>) -> ConfigError {
+        self.listen_error(owner, message)
+    }
+
+    /// A warning at a key, rendered like an error (`file:line:col:
+    /// warning: …`, the line and a caret).
+    pub fn key_warning(&self, owner: &str, message: impl Into<String>) -> String {
+        self.key_error(owner, message).to_string().replacen(": error: ", ": warning: ", 1)
     }
 
     /// An error about a `listen` address found after parsing (e.g. the port

@@ -22,6 +22,8 @@
 //!   replicas are routable.
 //! - [`deploy`]: the deploy planner: the steps of a rolling or blue-green
 //!   deploy, health-gated with automatic rollback, as actions with reasons.
+//! - [`routing`]: a listener's routing rules (host, path prefix, methods,
+//!   headers; first match wins) and the request facts they read.
 //! - [`sim`]: the simulator engine (`ebb simulate`): traffic traces and
 //!   shapes, a fleet and queueing model, and the same autoscaler run in
 //!   virtual time.
@@ -32,5 +34,6 @@ pub mod deploy;
 pub mod fleet;
 pub mod health;
 pub mod outlier;
+pub mod routing;
 pub mod scaling;
 pub mod sim;

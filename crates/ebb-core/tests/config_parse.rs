@@ -750,3 +750,64 @@ fn max_connections_is_derived_unless_set() {
     let set = parse(&format!("{MINIMAL}proxy.max_connections = 5000\n"));
     assert_eq!(set.services["web"].proxy.max_connections, Some(5000));
 }
+
+#[test]
+fn a_listener_routes_to_services_that_need_no_listen_of_their_own() {
+    let config = Config::parse(
+        r#"
+[service.api]
+command = "api --port $PORT"
+
+[service.web]
+command = "web --port $PORT"
+listen = "127.0.0.1:8081"
+
+[listener.public]
+listen = "0.0.0.0:8443"
+http = "0.0.0.0:8080"
+tls = { cert = "certs/site.pem", key = "certs/site.key" }
+hsts = "365d"
+
+[listener.public.proxy]
+idle_timeout = "20s"
+max_connections = 500
+
+[[listener.public.route]]
+host = "API.example.com"
+methods = ["GET", "POST"]
+headers = { "X-Canary" = "1" }
+service = "api"
+
+[[listener.public.route]]
+path_prefix = "/static/"
+service = "web"
+
+[[listener.public.route]]
+service = "web"
+"#,
+        Path::new("/srv/app/ebb.toml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.services["api"].own_listen, "routed only: no listener of its own");
+    assert!(config.services["web"].own_listen);
+    let public = &config.listeners["public"];
+    assert_eq!(public.listen, addr("0.0.0.0:8443"));
+    assert_eq!(public.http, Some(addr("0.0.0.0:8080")));
+    assert_eq!(public.hsts, Some(Duration::from_secs(365 * 86400)));
+    let tls = public.tls.as_ref().unwrap();
+    assert_eq!(tls.certs[0].cert, PathBuf::from("/srv/app/certs/site.pem"), "relative to the config file");
+    assert_eq!(public.proxy.idle_timeout, Duration::from_secs(20));
+    assert_eq!(public.proxy.max_connections, Some(500));
+    let routes = &public.routes.routes;
+    assert_eq!(routes.len(), 3);
+    assert_eq!(routes[0].describe(), "host api.example.com, methods GET,POST, header x-canary: 1");
+    assert!(routes[2].is_default());
+    assert_eq!(public.routes.services(), ["api", "web"]);
+}
+
+#[test]
+fn configs_without_listeners_have_none() {
+    let config = parse(MINIMAL);
+    assert!(config.listeners.is_empty());
+    assert!(config.services["web"].own_listen);
+}

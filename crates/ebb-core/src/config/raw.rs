@@ -52,7 +52,8 @@ use std::time::Duration;
 
 pub(super) fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(source).map_err(|e| toml_error(path, source, &e))?;
-    let mut check = Check { file: path, source, problems: Vec::new(), facts: Facts::default() };
+    let mut check =
+        Check { file: path, source, problems: Vec::new(), facts: Facts::default(), routed: Default::default() };
     let config = check.config(raw)?;
     check.finish(config)
 }
@@ -68,6 +69,8 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     service: Services,
+    #[serde(default)]
+    listener: listener::Listeners,
 }
 
 #[derive(Deserialize, Default)]
@@ -169,6 +172,7 @@ struct RawProxy {
 const MAX_REQUEST_BUFFERING: u64 = 16 << 20;
 
 mod lifecycle;
+mod listener;
 mod outlier;
 mod scaling;
 
@@ -193,6 +197,8 @@ struct Check<'a> {
     problems: Vec<(Range<usize>, String)>,
     /// What the service being checked is, for the checks of its tables.
     facts: Facts,
+    /// Services some `[listener.NAME]` routes to: they need no `listen`.
+    routed: std::collections::BTreeSet<String>,
 }
 
 /// Facts about the service being checked that its tables' checks need.
@@ -237,6 +243,7 @@ impl Check<'_> {
         // Every listener in file order; the implicit admin default comes first.
         let mut listeners =
             vec![Listener { addr: admin.listen, span: admin_listen.as_ref().map(|a| a.span()), owner: Owner::Admin }];
+        self.routed = raw.listener.routed_services();
         let mut services = BTreeMap::new();
         for (name, raw) in raw.service.0 {
             let listen_span = raw.listen.as_ref().map(|l| l.span());
@@ -250,16 +257,20 @@ impl Check<'_> {
             }
             services.insert(service.name.clone(), service);
         }
-        let listen_spans = listeners
+        let (listener_configs, file_spans) = self.listener_tables(raw.listener, &services, &mut listeners);
+        let mut listen_spans: BTreeMap<String, Range<usize>> = listeners
             .iter()
             .filter_map(|l| {
                 let key = match &l.owner {
                     Owner::Admin => "admin".to_string(),
                     Owner::Service(name) => format!("service.{name}"),
+                    Owner::Listener(name) => format!("listener.{name}"),
+                    Owner::Redirect(name) => format!("listener.{name}.http"),
                 };
                 l.span.clone().map(|span| (key, span))
             })
             .collect();
+        listen_spans.extend(file_spans);
         self.listeners(listeners);
 
         Ok(Config {
@@ -267,6 +278,7 @@ impl Check<'_> {
             state_dir,
             admin,
             services,
+            listeners: listener_configs,
             source: self.source.to_string(),
             listen_spans,
         })
@@ -322,6 +334,7 @@ impl Check<'_> {
                 CommandSpec::Argv(Vec::new())
             }
         };
+        let own_listen = kind.has_balancer() && raw.listen.is_some();
         let listen = match raw.listen {
             Some(listen) if !kind.has_balancer() => {
                 self.problem(
@@ -335,13 +348,16 @@ impl Check<'_> {
             }
             Some(listen) => listen.into_inner().0,
             // A worker has no balancer; nothing binds this. With an unknown
-            // kind, that error is the one to fix first.
-            None if !kind.has_balancer() || known_kind.is_none() => SocketAddr::from(([127, 0, 0, 1], 0)),
+            // kind, that error is the one to fix first. A service a listener
+            // routes to is reached there.
+            None if !kind.has_balancer() || known_kind.is_none() || self.routed.contains(name.get_ref()) => {
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
             None => {
                 self.problem(
                     name.span(),
                     format!(
-                        r#"service `{}` has no listen address; add the balancer's address for it, e.g. listen = "127.0.0.1:8080""#,
+                        r#"service `{}` has no listen address; add the balancer's address for it, e.g. listen = "127.0.0.1:8080", or route to it from a [listener.NAME] table"#,
                         name.get_ref()
                     ),
                 );
@@ -392,6 +408,7 @@ impl Check<'_> {
             driver,
             container,
             listen,
+            own_listen,
             replicas,
             cpu,
             env: self.env(raw.env.unwrap_or_default()),
@@ -862,12 +879,13 @@ impl Check<'_> {
         for (i, later) in listeners.iter().enumerate() {
             let Some(span) = later.span.clone() else { continue };
             let Some(first) = listeners[..i].iter().find(|l| overlaps(l.addr, later.addr)) else { continue };
+            let line = |s: &Option<Range<usize>>| s.as_ref().map_or(0, |s| self.line_of(s));
             let whose = match (&first.owner, &first.span) {
                 (Owner::Admin, None) => "the admin API (its default address)".to_string(),
                 (Owner::Admin, Some(s)) => format!("the admin API (line {})", self.line_of(s)),
-                (Owner::Service(n), s) => {
-                    format!("service `{n}` (line {})", s.as_ref().map_or(0, |s| self.line_of(s)))
-                }
+                (Owner::Service(n), s) => format!("service `{n}` (line {})", line(s)),
+                (Owner::Listener(n), s) => format!("listener `{n}` (line {})", line(s)),
+                (Owner::Redirect(n), s) => format!("the http address of listener `{n}` (line {})", line(s)),
             };
             let clash = if first.addr == later.addr {
                 format!("{} is already used by {whose}", later.addr)
@@ -897,6 +915,10 @@ struct Listener {
 enum Owner {
     Admin,
     Service(String),
+    /// A `[listener.NAME]`'s `listen`.
+    Listener(String),
+    /// A `[listener.NAME]`'s `http` (the redirect to HTTPS).
+    Redirect(String),
 }
 
 /// Whether binding both addresses would clash: same port, and the same IP
