@@ -179,6 +179,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = file.as_ref().unwrap_or(&cli.file);
             return Ok(match load_config(path) {
                 Ok(config) => {
+                    // Certificate files are read as `ebb up` reads them.
+                    match crate::tls::check_config(&config) {
+                        Ok((_, warnings)) => warnings.iter().for_each(|w| eprintln!("{w}")),
+                        Err(error) => {
+                            eprintln!("{error}");
+                            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+                        }
+                    }
                     println!(
                         "{}: ok ({} service{}: {})",
                         path.display(),

@@ -31,6 +31,7 @@ pub mod proxy;
 pub mod simulate;
 pub mod state;
 pub mod status;
+pub mod tls;
 pub mod up;
 
 /// Ctrl-C or SIGTERM: what ends `ebb up`, `ebb load` and a calibration.

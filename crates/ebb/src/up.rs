@@ -18,7 +18,7 @@ use crate::controller::{self, RestoredService, ServiceContext};
 use crate::driver::{DockerDriver, Driver, Engine, ProcessDriver, SwarmDriver};
 use crate::events::EventLog;
 use crate::metrics::host::HostMonitor;
-use crate::proxy::{self, ServiceProxy};
+use crate::proxy::{self, Front, ServiceProxy};
 use crate::state::StateStore;
 
 /// How many events the in-memory log keeps.
@@ -99,11 +99,18 @@ fn budget_descriptors(config: &mut Config) {
             1024
         }
     };
-    let listeners = config.services.values().filter(|s| s.kind.has_balancer()).count();
-    let default = crate::fd_limit::default_max_connections(limit, listeners);
+    let listeners = config.services.values().filter(|s| s.kind.has_balancer() && s.own_listen).count()
+        + config.listeners.values().map(|l| 1 + usize::from(l.http.is_some())).sum::<usize>();
+    let default = crate::fd_limit::default_max_connections(limit, listeners.max(1));
     for service in config.services.values_mut().filter(|s| s.kind.has_balancer()) {
         let max = *service.proxy.max_connections.get_or_insert(default);
-        tracing::info!(service = %service.name, max_connections = max, open_file_limit = limit, "Client connection cap.");
+        if service.own_listen {
+            tracing::info!(service = %service.name, max_connections = max, open_file_limit = limit, "Client connection cap.");
+        }
+    }
+    for listener in config.listeners.values_mut() {
+        let max = *listener.proxy.max_connections.get_or_insert(default);
+        tracing::info!(listener = %listener.name, max_connections = max, open_file_limit = limit, "Client connection cap.");
     }
 }
 
@@ -120,17 +127,35 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     // The admin API's bearer token: created (mode 0600) at first start.
     let admin_token = Arc::new(admin::AdminToken::load_or_create(&state_dir)?);
 
+    // Certificate files are read before anything is bound: a bad file is
+    // an error at its key in ebb.toml, an expired one a warning.
+    let (tls_states, tls_warnings) = crate::tls::check_config(&config)?;
+    for warning in tls_warnings {
+        tracing::warn!("{warning}");
+        eprintln!("ebb: {warning}");
+    }
+
     // Bind everything before starting anything: a clash is reported with
     // nothing half-started.
     let admin_listener = bind(&config, config.admin.listen, "admin").await?;
     let mut service_listeners = Vec::new();
     for service in config.services.values() {
-        // A worker pool has no balancer, so nothing to bind.
-        let listener = match service.kind.has_balancer() {
+        // A worker pool has no balancer, so nothing to bind; a service
+        // reached only through [listener.NAME] routes has no listen.
+        let listener = match service.kind.has_balancer() && service.own_listen {
             true => Some(bind(&config, service.listen, &format!("service.{}", service.name)).await?),
             false => None,
         };
         service_listeners.push((service.clone(), listener));
+    }
+    let mut listener_sockets = Vec::new();
+    for listener in config.listeners.values() {
+        let main = bind(&config, listener.listen, &format!("listener.{}", listener.name)).await?;
+        let http = match listener.http {
+            Some(addr) => Some(bind(&config, addr, &format!("listener.{}.http", listener.name)).await?),
+            None => None,
+        };
+        listener_sockets.push((listener.clone(), main, http));
     }
 
     for warning in host_warnings(&config) {
@@ -168,10 +193,12 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     controllers.spawn(host.clone().run(controllers_stop.clone()));
 
     let mut services = BTreeMap::new();
+    let mut service_proxies = BTreeMap::new();
     let mut longest_drain = Duration::ZERO;
     for (service, listener) in service_listeners {
         longest_drain = longest_drain.max(service.drain_timeout);
         let proxy = ServiceProxy::new(&service.name, service.balance, service.proxy.clone());
+        service_proxies.insert(service.name.clone(), proxy.clone());
         let handle = controller::spawn_service(
             ServiceContext {
                 config: service.clone(),
@@ -210,9 +237,16 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
                 }
             });
         }
-        let front = match service.kind.has_balancer() {
-            true => format!("http://{}", service.listen),
-            false => "worker pool, no balancer".to_string(),
+        let routed: Vec<&str> = config
+            .listeners
+            .values()
+            .filter(|l| l.routes.routes.iter().any(|r| r.service == service.name))
+            .map(|l| l.name.as_str())
+            .collect();
+        let front = match (service.kind.has_balancer(), service.own_listen) {
+            (true, true) => format!("http://{}", service.listen),
+            (true, false) => format!("listener {}", routed.join(", ")),
+            (false, _) => "worker pool, no balancer".to_string(),
         };
         println!(
             "ebb: service {} -> {front} ({} replicas, min {}, max {})",
@@ -238,6 +272,44 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
             list.join(", ")
         );
     }
+    // Listeners: each routes to services started above, and accepts once
+    // all of them have adopted what an earlier run left.
+    for (listener, main, http) in listener_sockets {
+        let tls = crate::tls::state_of(&tls_states, &listener).cloned();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let front = Front::listener(&listener, &service_proxies, tls);
+        let routed: Vec<_> = listener.routes.services().iter().map(|s| services[*s].clone()).collect();
+        let mut sockets = vec![(main, front)];
+        if let Some(http) = http {
+            sockets.push((http, Front::redirect(&listener)));
+        }
+        for (socket, front) in sockets {
+            let stop = proxies_stop.clone();
+            let routed = routed.clone();
+            proxies.spawn(async move {
+                for handle in &routed {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = handle.restored() => {}
+                    }
+                }
+                let label = front.label.clone();
+                if let Err(error) = proxy::serve_front(socket, front, stop).await {
+                    tracing::error!(front = %label, %error, "Balancer stopped with an error.");
+                }
+            });
+        }
+        let redirect = listener.http.map(|h| format!(", http://{h} redirects to it")).unwrap_or_default();
+        println!(
+            "ebb: listener {} -> {scheme}://{}{redirect} ({} route{} to {})",
+            listener.name,
+            listener.listen,
+            listener.routes.routes.len(),
+            if listener.routes.routes.len() == 1 { "" } else { "s" },
+            listener.routes.services().join(", ")
+        );
+    }
+    proxies.spawn(crate::tls::watch(tls_states.clone(), proxies_stop.clone()));
     proxies.close();
     controllers.close();
 

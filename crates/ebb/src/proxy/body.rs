@@ -23,12 +23,15 @@ pub(crate) struct Dispatched {
     /// The upstream connection, reusable once the response body has ended.
     conn: Option<Upstream>,
     _active: ActiveGuard,
+    /// The service's balancer (a listener's connection may carry requests
+    /// to several).
+    proxy: Arc<super::ServiceProxy>,
 }
 
 impl Dispatched {
-    pub(crate) fn new(backend: Arc<Backend>, active: ActiveGuard) -> Self {
+    pub(crate) fn new(backend: Arc<Backend>, active: ActiveGuard, proxy: Arc<super::ServiceProxy>) -> Self {
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        Dispatched { backend, conn: None, _active: active }
+        Dispatched { backend, conn: None, _active: active, proxy }
     }
 
     pub(crate) fn backend(&self) -> &Arc<Backend> {
@@ -68,7 +71,7 @@ impl Drop for Dispatched {
     fn drop(&mut self) {
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
         // A slot is free: wake one request queued under `max_in_flight`.
-        let proxy = &self._active.conn().proxy;
+        let proxy = &self.proxy;
         if proxy.config.max_in_flight.is_some() {
             proxy.slot_freed.notify_one();
         }

@@ -45,12 +45,54 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{Framing, Mode, Refusal, CUT_HEAD_END};
+use super::front::Front;
 use super::h2_flood::{Flood, FloodGuard};
-use super::ServiceProxy;
+
+/// The client's byte stream: a TCP socket, or TLS over one.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Writes a short last answer (a 408) if the socket takes it now; never
+    /// waits.
+    fn write_now(&mut self, bytes: &[u8]);
+}
+
+impl ClientStream for TcpStream {
+    fn write_now(&mut self, bytes: &[u8]) {
+        let _ = self.try_write(bytes);
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn write_now(&mut self, bytes: &[u8]) {
+        use std::io::Write as _;
+        let (tcp, tls) = self.get_mut();
+        if tls.writer().write_all(bytes).is_err() {
+            return;
+        }
+        /// The socket as a `Write` that never blocks.
+        struct TryWrite<'a>(&'a TcpStream);
+        impl std::io::Write for TryWrite<'_> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.try_write(buf)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut TryWrite(tcp)) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+    }
+}
 
 /// What the connection's socket wrapper and its requests share.
 pub(crate) struct ConnShared {
-    pub(crate) proxy: Arc<ServiceProxy>,
+    /// What the listening socket serves (its connection settings, routes).
+    pub(crate) front: Arc<Front>,
+    /// The client connected over TLS (`X-Forwarded-Proto: https`).
+    pub(crate) tls: bool,
     /// The client's IP, ready to go into `X-Forwarded-For`.
     pub(crate) peer_ip: HeaderValue,
     /// The peer is in `trusted_proxies`.
@@ -77,12 +119,13 @@ pub(crate) struct ConnShared {
 }
 
 impl ConnShared {
-    pub(crate) fn new(proxy: Arc<ServiceProxy>, peer: SocketAddr, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(front: Arc<Front>, peer: SocketAddr, tls: bool, shutdown: CancellationToken) -> Self {
         let ip = peer.ip().to_canonical();
-        let trusted = proxy.config.trusted_proxies.iter().any(|t| t.to_canonical() == ip);
+        let trusted = front.config.trusted_proxies.iter().any(|t| t.to_canonical() == ip);
         let peer_ip = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
         ConnShared {
-            proxy,
+            front,
+            tls,
             peer_ip,
             trusted,
             active: AtomicUsize::new(0),
@@ -172,8 +215,8 @@ const BODY_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\
 
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 45\r\n\r\n{\"error\":\"request head not received in time\"}";
 
-pub(crate) struct ConnIo {
-    tcp: TcpStream,
+pub(crate) struct ConnIo<S = TcpStream> {
+    tcp: S,
     framing: Framing,
     shared: Arc<ConnShared>,
     header_timeout: Duration,
@@ -221,9 +264,9 @@ pub(crate) struct ConnIo {
 /// is closed.
 const FLOOD_GRACE: Duration = Duration::from_secs(1);
 
-impl ConnIo {
-    pub(crate) fn new(tcp: TcpStream, shared: Arc<ConnShared>) -> Self {
-        let config = &shared.proxy.config;
+impl<S: ClientStream> ConnIo<S> {
+    pub(crate) fn new(tcp: S, shared: Arc<ConnShared>) -> Self {
+        let config = &shared.front.config;
         let header_timeout = config.header_read_timeout;
         let idle_timeout = config.idle_timeout;
         let body_timeout = config.body_timeout;
@@ -339,7 +382,7 @@ impl ConnIo {
             if now >= deadline && kind == Deadline::Body {
                 tracing::debug!("Client stalled in the middle of a request body; closing.");
                 if self.written_at_head != Some(self.framing.heads()) {
-                    let _ = self.tcp.try_write(BODY_TIMEOUT);
+                    self.tcp.write_now(BODY_TIMEOUT);
                 }
                 self.framing.stop();
                 self.timed_out = true;
@@ -357,7 +400,7 @@ impl ConnIo {
                 return match kind {
                     Deadline::Header if self.framing.in_partial_head() => {
                         tracing::debug!("Client did not send a whole request head in time; closing.");
-                        let _ = self.tcp.try_write(REQUEST_TIMEOUT);
+                        self.tcp.write_now(REQUEST_TIMEOUT);
                         self.framing.stop();
                         Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")))
                     }
@@ -371,7 +414,7 @@ impl ConnIo {
     }
 }
 
-impl ConnIo {
+impl<S: ClientStream> ConnIo<S> {
     /// Counts an HTTP/2 client's frames; `Some(n)`: only the first `n` of
     /// these bytes may reach hyper, the connection flooded.
     fn on_h2_bytes(&mut self, bytes: &[u8]) -> Option<usize> {
@@ -393,7 +436,7 @@ impl ConnIo {
     /// An HTTP/2 client flooded: GOAWAY, read nothing more, close soon.
     fn flooded(&mut self, why: Flood, streams: u64, resets: u64, control: u64) {
         tracing::warn!(
-            service = %self.shared.proxy.service,
+            front = %self.shared.front.label,
             client = ?self.shared.peer_ip,
             flood = why.as_str(),
             streams,
@@ -401,7 +444,7 @@ impl ConnIo {
             control_frames = control,
             "HTTP/2 client flooded; closing its connection (see docs/balancer.md#http2-floods)."
         );
-        self.shared.proxy.stats.http2_floods.fetch_add(1, Ordering::Relaxed);
+        self.shared.front.stats().http2_floods.fetch_add(1, Ordering::Relaxed);
         self.shared.request_stop();
         self.flood_cut = Some(Box::pin(tokio::time::sleep(FLOOD_GRACE)));
     }
@@ -415,7 +458,7 @@ impl ConnIo {
     }
 }
 
-impl AsyncRead for ConnIo {
+impl<S: ClientStream> AsyncRead for ConnIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.flood_cut.is_some() {
@@ -455,7 +498,7 @@ impl AsyncRead for ConnIo {
     }
 }
 
-impl ConnIo {
+impl<S: ClientStream> ConnIo<S> {
     /// Bookkeeping after a write: a response to the latest head has begun,
     /// and the client is reading (the send deadline restarts). A blocked
     /// write is held to the send deadline.
@@ -493,7 +536,7 @@ impl ConnIo {
         // Counted once per connection, whether this or a stalled HTTP/2
         // stream (stall.rs) noticed first.
         if self.shared.cut() {
-            self.shared.proxy.stats.send_timeouts.fetch_add(1, Ordering::Relaxed);
+            self.shared.front.stats().send_timeouts.fetch_add(1, Ordering::Relaxed);
         }
         Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client did not read the response in time")))
     }
@@ -503,7 +546,7 @@ impl ConnIo {
     }
 }
 
-impl AsyncWrite for ConnIo {
+impl<S: ClientStream> AsyncWrite for ConnIo<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.timed_out || this.send_timed_out {

@@ -35,7 +35,8 @@ use super::buffering::{read_ahead, ReadAhead};
 use super::checks::check_head;
 use super::conn_io::{ActiveGuard, ConnShared};
 use super::framing::Refusal;
-use super::headers::{is_upgrade_request, set_forwarded, strip_hop_by_hop};
+use super::front::Target;
+use super::headers::{is_upgrade_request, set_forwarded_as, strip_hop_by_hop};
 use super::stall::StallWatch;
 use super::upstream::{connect, send, BodyWatch, ClientBodyFailure, ConnectError, RequestBody, SendError, Upstream};
 use super::{Backend, ServiceProxy};
@@ -49,18 +50,16 @@ static CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// An answer made by the balancer itself: a short JSON body.
 pub(crate) fn local_error(proxy: &ServiceProxy, status: StatusCode, message: &str, close: bool) -> Response<ProxyBody> {
-    let body = if status == StatusCode::SERVICE_UNAVAILABLE && message == NO_REPLICA {
-        proxy.no_replica_body.clone()
-    } else {
-        Bytes::from(error_json(message, &proxy.service))
-    };
-    let mut response = Response::new(ProxyBody::full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, APPLICATION_JSON.clone());
-    if close {
-        response.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+    if status == StatusCode::SERVICE_UNAVAILABLE && message == NO_REPLICA {
+        let mut response = Response::new(ProxyBody::full(proxy.no_replica_body.clone()));
+        *response.status_mut() = status;
+        response.headers_mut().insert(header::CONTENT_TYPE, APPLICATION_JSON.clone());
+        if close {
+            response.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+        }
+        return response;
     }
-    response
+    local_error_of("service", &proxy.service, status, message, close)
 }
 
 pub(crate) const NO_REPLICA: &str = "no healthy replica";
@@ -70,49 +69,85 @@ pub(crate) fn error_json(message: &str, service: &str) -> String {
 }
 
 /// The service function: never fails, every problem is an HTTP answer.
-pub(crate) async fn handle(
-    conn: Arc<ConnShared>,
-    mut req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let proxy = &conn.proxy;
-    let arrived = std::time::Instant::now();
-    proxy.stats.requests.fetch_add(1, Ordering::Relaxed);
+/// Routes the request (a listener's rules) and forwards it to the chosen
+/// service's balancer, or gives the front's own answer (no route: 404; the
+/// plain-HTTP address of a TLS listener: 308), after the same hygiene.
+pub(crate) async fn handle(conn: Arc<ConnShared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    // Every HTTP/1 head is counted, routed or not, so the framing
+    // tracker's refusals stay matched to their heads.
+    let refusal = if req.version() <= Version::HTTP_11 { conn.next_head_refusal() } else { None };
+    let front = conn.front.clone();
+    let mut response = match front.route(&req) {
+        Target::Service(proxy) => match forward(conn, proxy.clone(), req, refusal).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        Target::Local(answer) => match refused(&req, refusal) {
+            Some((status, message, close)) => {
+                front.stats().rejected.fetch_add(1, Ordering::Relaxed);
+                local_error_of("listener", &front.name, status, message, close)
+            }
+            None => answer,
+        },
+    };
+    front.finish(&mut response);
+    Ok(response)
+}
 
-    let http1 = req.version() <= Version::HTTP_11;
-    if http1 {
-        if let Some(refusal) = conn.next_head_refusal() {
-            proxy.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            return Ok(match refusal {
-                Refusal::AmbiguousLength => local_error(
-                    proxy,
-                    StatusCode::BAD_REQUEST,
-                    "request has both Content-Length and Transfer-Encoding",
-                    true,
-                ),
-                Refusal::LengthTooLarge => local_error(
-                    proxy,
-                    StatusCode::BAD_REQUEST,
-                    super::checks::Rejection::ContentLengthTooLarge.message(),
-                    true,
-                ),
-                Refusal::HeadTooLarge => local_error(
-                    proxy,
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "request header fields too large",
-                    true,
-                ),
-            });
-        }
+/// Why a request must not go upstream, if it must not: the answer's
+/// status, message, and whether the connection closes after it.
+fn refused<B>(req: &Request<B>, refusal: Option<Refusal>) -> Option<(StatusCode, &'static str, bool)> {
+    if let Some(refusal) = refusal {
+        return Some(match refusal {
+            Refusal::AmbiguousLength => {
+                (StatusCode::BAD_REQUEST, "request has both Content-Length and Transfer-Encoding", true)
+            }
+            Refusal::LengthTooLarge => {
+                (StatusCode::BAD_REQUEST, super::checks::Rejection::ContentLengthTooLarge.message(), true)
+            }
+            Refusal::HeadTooLarge => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request header fields too large", true)
+            }
+        });
     }
     if req.method() == Method::CONNECT {
-        proxy.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        return Ok(local_error(proxy, StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported", false));
+        return Some((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported", false));
     }
     let authority = req.uri().authority().map(|a| a.as_str());
     if let Err(rejection) = check_head(req.version(), req.headers(), authority) {
+        return Some((rejection.status(), rejection.message(), true));
+    }
+    None
+}
+
+/// An answer of the balancer's own, naming who gave it (`"service"` or
+/// `"listener"`).
+fn local_error_of(key: &str, name: &str, status: StatusCode, message: &str, close: bool) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "error": message, key: name }).to_string();
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, APPLICATION_JSON.clone());
+    if close {
+        response.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+    }
+    response
+}
+
+/// One request to one service's balancer, after the hygiene checks.
+async fn forward(
+    conn: Arc<ConnShared>,
+    proxy: Arc<ServiceProxy>,
+    mut req: Request<Incoming>,
+    refusal: Option<Refusal>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let proxy = &proxy;
+    let arrived = std::time::Instant::now();
+    proxy.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let http1 = req.version() <= Version::HTTP_11;
+    if let Some((status, message, close)) = refused(&req, refusal) {
         proxy.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(peer = ?conn.peer_ip, reason = rejection.message(), "Refused a request head.");
-        return Ok(local_error(proxy, rejection.status(), rejection.message(), true));
+        tracing::debug!(peer = ?conn.peer_ip, reason = message, "Refused a request head.");
+        return Ok(local_error(proxy, status, message, close));
     }
 
     let active = ActiveGuard::new(conn.clone());
@@ -125,7 +160,7 @@ pub(crate) async fn handle(
     let (parts, body) = req.into_parts();
     let limit = proxy.config.request_buffering;
     let read_ahead = if limit > 0 && !upgrade && !hyper::body::Body::is_end_stream(&body) {
-        match read_ahead(body, limit, (!http1).then_some(proxy.config.body_timeout)).await {
+        match read_ahead(body, limit, (!http1).then_some(conn.front.config.body_timeout)).await {
             Ok(read) => read,
             Err(failure) => return Ok(client_body_failed(proxy, failure, http1)),
         }
@@ -151,12 +186,12 @@ pub(crate) async fn handle(
         proxy.stats.no_backend.fetch_add(1, Ordering::Relaxed);
         return Ok(local_error(proxy, StatusCode::SERVICE_UNAVAILABLE, NO_REPLICA, false));
     };
-    let mut dispatched = Dispatched::new(backend, active);
+    let mut dispatched = Dispatched::new(backend, active, proxy.clone());
 
     // A body still coming from the client is watched on its way up (a
     // bodiless or read-ahead request costs nothing). An HTTP/2 stream's body
     // has no socket deadline: the watch keeps it.
-    let client_limit = (!http1).then_some(proxy.config.body_timeout);
+    let client_limit = (!http1).then_some(conn.front.config.body_timeout);
     let new_watch =
         |client: &Incoming| (!hyper::body::Body::is_end_stream(client)).then(|| Arc::new(BodyWatch::new(client_limit)));
     let (body, watch) = match read_ahead {
@@ -301,7 +336,7 @@ pub(crate) async fn handle(
     // client in its own version (1.0, 1.1 or 2) from this.
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, false);
-    let stall = (!http1).then(|| StallWatch::new(conn.clone(), proxy.config.send_timeout));
+    let stall = (!http1).then(|| StallWatch::new(conn.clone(), conn.front.config.send_timeout));
     Ok(Response::from_parts(parts, ProxyBody::upstream(body, dispatched, stall)))
 }
 
@@ -373,7 +408,7 @@ fn prepare_request(req: &mut Request<Incoming>, conn: &ConnShared, upgrade: bool
     }
     strip_hop_by_hop(headers, upgrade);
     let host = headers.get(header::HOST).cloned();
-    set_forwarded(headers, &conn.peer_ip, conn.trusted, host);
+    set_forwarded_as(headers, &conn.peer_ip, conn.trusted, host, conn.tls);
 }
 
 /// HTTP/2 clients may split `cookie` into several fields; HTTP/1.1 allows

@@ -13,6 +13,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// ebb terminates plain HTTP only.
 pub(crate) static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+pub(crate) static PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
 pub(crate) static CONNECTION_UPGRADE: HeaderValue = HeaderValue::from_static("upgrade");
 
 /// End-to-end headers that `Connection` cannot remove: the message's target
@@ -109,8 +110,21 @@ pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
 /// proxy, the peer is appended to its `X-Forwarded-For`, ebb's element to its
 /// `Forwarded`, and its `-Proto`/`-Host`/`X-Real-IP` are kept (filled in when
 /// missing).
+#[cfg(test)]
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted: bool, host: Option<HeaderValue>) {
-    let element = forwarded_element(peer, host.as_ref());
+    set_forwarded_as(headers, peer, trusted, host, false)
+}
+
+/// [`set_forwarded`] for a client that came over plain HTTP or, with
+/// `https`, over TLS (`proto=https`, `X-Forwarded-Proto: https`).
+pub(crate) fn set_forwarded_as(
+    headers: &mut HeaderMap,
+    peer: &HeaderValue,
+    trusted: bool,
+    host: Option<HeaderValue>,
+    https: bool,
+) {
+    let element = forwarded_element(peer, host.as_ref(), https);
     if trusted {
         append_list(headers, &FORWARDED, &element);
         if !headers.contains_key(&X_REAL_IP) {
@@ -120,13 +134,13 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted
         headers.insert(FORWARDED.clone(), element);
         headers.insert(X_REAL_IP.clone(), peer.clone());
     }
-    set_x_forwarded(headers, peer, trusted, host);
+    set_x_forwarded(headers, peer, trusted, host, https);
 }
 
 /// One `Forwarded` element for this hop: `for=` the peer (an IPv6 address
 /// quoted in brackets, RFC 7239 §6), `host=` the requested host (quoted: it
 /// may hold a `:`), `proto=http`.
-fn forwarded_element(peer: &HeaderValue, host: Option<&HeaderValue>) -> HeaderValue {
+fn forwarded_element(peer: &HeaderValue, host: Option<&HeaderValue>, https: bool) -> HeaderValue {
     let mut value = Vec::with_capacity(64);
     value.extend_from_slice(b"for=");
     if peer.as_bytes().contains(&b':') {
@@ -142,7 +156,7 @@ fn forwarded_element(peer: &HeaderValue, host: Option<&HeaderValue>) -> HeaderVa
         value.extend_from_slice(host.as_bytes());
         value.push(b'"');
     }
-    value.extend_from_slice(b";proto=http");
+    value.extend_from_slice(if https { b";proto=https" } else { b";proto=http" });
     HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
         .unwrap_or_else(|_| HeaderValue::from_static("for=unknown;proto=http"))
 }
@@ -167,7 +181,8 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, tail: &HeaderValue) {
 }
 
 /// `X-Forwarded-For`, `-Proto` and `-Host` (see [`set_forwarded`]).
-fn set_x_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted: bool, host: Option<HeaderValue>) {
+fn set_x_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted: bool, host: Option<HeaderValue>, https: bool) {
+    let proto = if https { &PROTO_HTTPS } else { &PROTO_HTTP };
     if trusted {
         let mut values = headers.get_all(&X_FORWARDED_FOR).iter();
         match (values.next(), values.next()) {
@@ -198,7 +213,7 @@ fn set_x_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted: bool, h
             }
         }
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), PROTO_HTTP.clone());
+            headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
         }
         if !headers.contains_key(&X_FORWARDED_HOST) {
             if let Some(host) = host {
@@ -207,7 +222,7 @@ fn set_x_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted: bool, h
         }
     } else {
         headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
-        headers.insert(X_FORWARDED_PROTO.clone(), PROTO_HTTP.clone());
+        headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
         match host {
             Some(host) => {
                 headers.insert(X_FORWARDED_HOST.clone(), host);

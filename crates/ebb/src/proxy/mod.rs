@@ -17,7 +17,10 @@
 //!   deadlines, and the request-framing tracker's reports;
 //! - `framing`: that tracker (refuses `Content-Length` + `Transfer-Encoding`,
 //!   oversized heads, and lengths above 2^63 − 1);
-//! - `forward`: one request: pick, connect (retry once elsewhere), send,
+//! - `front`: what a listening socket serves: one service (its own
+//!   `listen`), a `[listener.NAME]`'s routes (and TLS, HSTS), or the 308
+//!   redirect of its plain `http` address;
+//! - `forward`: one request: route, pick, connect (retry once elsewhere), send,
 //!   relay, upgrade to a tunnel;
 //! - `upstream`: HTTP/1.1 keep-alive connections to backends, pooled per
 //!   backend and worker, driven by the request that uses them;
@@ -48,6 +51,7 @@ mod checks;
 mod conn_io;
 mod forward;
 mod framing;
+mod front;
 mod h2_flood;
 mod headers;
 mod server;
@@ -55,6 +59,7 @@ mod stall;
 mod upstream;
 
 pub use body::ProxyBody;
+pub use front::Front;
 
 /// One replica as the balancer sees it. Created by the controller when the
 /// replica starts and kept (with its counters) until it is gone; it is routable
@@ -455,14 +460,25 @@ pub async fn run_static(args: StaticProxyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the balancer on an already-bound listener until `shutdown` fires,
-/// then stops accepting and lets in-flight requests finish.
+/// Serves one service's balancer on an already-bound listener (its own
+/// `listen`) until `shutdown` fires, then stops accepting and lets
+/// in-flight requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     proxy: Arc<ServiceProxy>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    server::serve(listener, proxy, shutdown).await
+    server::serve(listener, Front::service(proxy), shutdown).await
+}
+
+/// [`serve`] for any front: a `[listener.NAME]` (routes, TLS) or its
+/// redirecting `http` address.
+pub async fn serve_front(
+    listener: tokio::net::TcpListener,
+    front: Arc<Front>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    server::serve(listener, front, shutdown).await
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::conn_io::{ConnIo, ConnShared};
+use super::conn_io::{ClientStream, ConnIo, ConnShared};
 use super::forward::handle;
-use super::ServiceProxy;
+use super::front::Front;
 use ebb_core::config::ProxyConfig;
 
 /// hyper's HTTP/1 read buffer cannot be smaller than this.
@@ -80,21 +80,21 @@ struct Connections {
     /// A connection closed: the accept loop may take another.
     closed: tokio::sync::Notify,
     /// Where the open count is published (Prometheus).
-    stats: Option<Arc<ServiceProxy>>,
+    stats: Option<Arc<Front>>,
 }
 
 impl Connections {
     fn accepted(&self) {
         self.open.fetch_add(1, Ordering::Relaxed);
-        if let Some(proxy) = &self.stats {
-            proxy.stats.open_connections.fetch_add(1, Ordering::Relaxed);
+        if let Some(front) = &self.stats {
+            front.stats().open_connections.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn closed(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(proxy) = &self.stats {
-            proxy.stats.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(front) = &self.stats {
+            front.stats().open_connections.fetch_sub(1, Ordering::Relaxed);
         }
         // A stored permit, so a close between the loop's check and its
         // wait is not missed.
@@ -149,23 +149,23 @@ fn worker_threads() -> usize {
 /// the counters and the routable snapshot.
 pub(crate) async fn serve(
     listener: TcpListener,
-    proxy: Arc<ServiceProxy>,
+    front: Arc<Front>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let builder = Arc::new(builder(&proxy.config));
-    let connections = Arc::new(Connections { stats: Some(proxy.clone()), ..Connections::default() });
+    let builder = Arc::new(builder(&front.config));
+    let connections = Arc::new(Connections { stats: Some(front.clone()), ..Connections::default() });
     let mut workers = Vec::new();
     let mut finished = Vec::new();
     for index in 0..worker_threads() {
-        let (proxy, shutdown, builder, connections) =
-            (proxy.clone(), shutdown.clone(), builder.clone(), connections.clone());
+        let (front, shutdown, builder, connections) =
+            (front.clone(), shutdown.clone(), builder.clone(), connections.clone());
         let (hand, incoming) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
         let (done, worker_finished) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         let spawned = std::thread::Builder::new().name(format!("ebb-proxy-{index}")).spawn(move || {
             let run = || -> std::io::Result<()> {
                 WORKER.with(|w| w.set(index));
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                runtime.block_on(worker(incoming, proxy, shutdown, builder, connections));
+                runtime.block_on(worker(incoming, front, shutdown, builder, connections));
                 Ok(())
             };
             let _ = done.send(run());
@@ -178,7 +178,7 @@ pub(crate) async fn serve(
         finished.push(worker_finished);
     }
 
-    let max_connections = proxy.config.max_connections.map_or(usize::MAX, |n| n as usize);
+    let max_connections = front.config.max_connections.map_or(usize::MAX, |n| n as usize);
     let mut at_cap = false;
     let mut accept_errors = AcceptBackoff::default();
     let mut next = 0;
@@ -189,9 +189,9 @@ pub(crate) async fn serve(
         if connections.open.load(Ordering::Relaxed) >= max_connections {
             if !at_cap {
                 at_cap = true;
-                proxy.stats.connection_cap_reached.fetch_add(1, Ordering::Relaxed);
+                front.stats().connection_cap_reached.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    service = %proxy.service,
+                    front = %front.label,
                     max_connections,
                     "Balancer reached max_connections: new clients wait in the listen backlog until a connection closes."
                 );
@@ -203,19 +203,19 @@ pub(crate) async fn serve(
         }
         if at_cap {
             at_cap = false;
-            tracing::info!(service = %proxy.service, max_connections, "Balancer below max_connections again: accepting.");
+            tracing::info!(front = %front.label, max_connections, "Balancer below max_connections again: accepting.");
         }
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
-                    accept_errors.recovered(&proxy.service);
+                    accept_errors.recovered(&front.label);
                     accepted
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead
                     // of spinning; the listener itself is still fine.
-                    let pause = accept_errors.failed(&proxy.service, &error);
+                    let pause = accept_errors.failed(&front.label, &error);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(pause) => continue,
@@ -249,8 +249,10 @@ pub(crate) async fn serve(
         }
     }
     // Idle upstream connections belong to the workers' event loops, now gone.
-    for backend in proxy.routable().iter() {
-        backend.close_idle();
+    for proxy in front.services() {
+        for backend in proxy.routable().iter() {
+            backend.close_idle();
+        }
     }
     result
 }
@@ -259,7 +261,7 @@ pub(crate) async fn serve(
 /// closes (shutdown), then lets them finish.
 async fn worker(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
-    proxy: Arc<ServiceProxy>,
+    front: Arc<Front>,
     shutdown: CancellationToken,
     builder: Arc<auto::Builder<TokioExecutor>>,
     connections: Arc<Connections>,
@@ -275,51 +277,73 @@ async fn worker(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let shared = Arc::new(ConnShared::new(proxy.clone(), peer, shutdown.clone()));
+        let tls = front.tls.as_ref().map(|tls| tls.acceptor());
+        let shared = Arc::new(ConnShared::new(front.clone(), peer, tls.is_some(), shutdown.clone()));
         let id = connections.add(shared.clone());
         let builder = builder.clone();
         let connections = connections.clone();
+        let handshake_timeout = front.config.header_read_timeout;
         tasks.spawn(async move {
-            let io = TokioIo::new(ConnIo::new(tcp, shared.clone()));
-            let service = {
-                let shared = shared.clone();
-                service_fn(move |req| handle(shared.clone(), req))
-            };
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(conn);
-            let mut stopping = false;
-            let mut registered = false;
-            let result = std::future::poll_fn(|cx| {
-                if shared.cut_requested() {
-                    // Dropping the connection ends its streams and requests.
-                    return std::task::Poll::Ready(Err("client stopped taking a stream (send_timeout)".into()));
-                }
-                if !stopping {
-                    if !registered {
-                        shared.set_task(cx.waker());
-                        registered = true;
-                    }
-                    if shared.stop_requested() {
-                        // Finish the request in progress (HTTP/1) or the
-                        // open streams (HTTP/2, after GOAWAY), take no more.
-                        conn.as_mut().graceful_shutdown();
-                        stopping = true;
-                    }
-                }
-                conn.as_mut().poll(cx)
-            })
-            .await;
+            match tls {
+                None => serve_connection(tcp, shared, &builder, peer).await,
+                // The handshake is held to the header-read deadline: a
+                // client that opens a connection and sends nothing (or
+                // garbage) is closed like a slow HTTP client.
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, shared, &builder, peer).await,
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed."),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time; closing."),
+                },
+            }
             connections.remove(id);
             connections.closed();
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "Client connection ended with an error.");
-            }
         });
     }
     // Every connection handed over before the hand closed is registered.
     connections.stop_all();
     tasks.close();
     tasks.wait().await;
+}
+
+/// Serves one client connection (plain or TLS) until it closes.
+async fn serve_connection<S: ClientStream>(
+    stream: S,
+    shared: Arc<ConnShared>,
+    builder: &auto::Builder<TokioExecutor>,
+    peer: SocketAddr,
+) {
+    let io = TokioIo::new(ConnIo::new(stream, shared.clone()));
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |req| handle(shared.clone(), req))
+    };
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    let mut registered = false;
+    let result = std::future::poll_fn(|cx| {
+        if shared.cut_requested() {
+            // Dropping the connection ends its streams and requests.
+            return std::task::Poll::Ready(Err("client stopped taking a stream (send_timeout)".into()));
+        }
+        if !stopping {
+            if !registered {
+                shared.set_task(cx.waker());
+                registered = true;
+            }
+            if shared.stop_requested() {
+                // Finish the request in progress (HTTP/1) or the
+                // open streams (HTTP/2, after GOAWAY), take no more.
+                conn.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "Client connection ended with an error.");
+    }
 }
 
 /// Failed accepts (EMFILE and the like): a pause that doubles from 10 ms to

@@ -52,7 +52,7 @@ impl Wake for StallState {
         if stalled {
             tracing::debug!(timeout = ?self.timeout, "HTTP/2 client stopped taking a stream; closing the connection.");
             if self.conn.cut() {
-                self.conn.proxy.stats.send_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.conn.front.stats().send_timeouts.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -1,0 +1,221 @@
+//! What one listening socket serves: a [`Front`].
+//!
+//! - a service's own `listen` (the short form): every request goes to that
+//!   service, and the connection settings and counters are the service's;
+//! - a `[listener.NAME]`: each request is routed by the listener's rules
+//!   (`ebb_core::routing`) to one service's balancer, with the listener's
+//!   connection settings (deadlines, header size, `max_connections`,
+//!   trusted proxies) and the service's per-request ones (admission,
+//!   retries, upstream timeouts, outlier detection); optionally over TLS;
+//! - a TLS listener's `http` address: every request is redirected (308) to
+//!   the same host and path over HTTPS. (ACME HTTP-01 challenges will be
+//!   answered here, before the redirect: see [`Front::answer_locally`].)
+//!
+//! Connection-level counters (open connections, the cap, HTTP/2 floods,
+//! send timeouts) go to the service of a short-form listener, and to the
+//! listener's own [`ProxyStats`] otherwise; everything about a routed
+//! request counts at its service, whichever listener it came through.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ebb_core::config::ProxyConfig;
+use ebb_core::routing::{RequestFacts, RouteTable};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+use super::body::ProxyBody;
+use super::{ProxyStats, ServiceProxy};
+use crate::tls::TlsState;
+
+/// One listening socket's configuration and targets.
+pub struct Front {
+    /// `listener NAME`, `listener NAME (http)` or `service NAME`, for logs.
+    pub label: String,
+    /// The listener's (or service's) name, for answers' JSON.
+    pub name: String,
+    /// The connection settings (the service's own for the short form).
+    pub config: ProxyConfig,
+    targets: Targets,
+    /// Certificates, when this front speaks TLS.
+    pub(crate) tls: Option<Arc<TlsState>>,
+    /// `Strict-Transport-Security` for every answer, on a TLS front.
+    pub(crate) hsts: Option<HeaderValue>,
+    /// Connection counters of a listener (unused for the short form).
+    own_stats: ProxyStats,
+    /// Requests that matched no route (answered 404).
+    pub unrouted: AtomicU64,
+}
+
+enum Targets {
+    /// A service's own listen.
+    One(Arc<ServiceProxy>),
+    /// A listener's routes; `services[i]` serves `table.routes[i]`.
+    Routes { name: String, table: RouteTable, services: Vec<Arc<ServiceProxy>> },
+    /// A TLS listener's plain-HTTP address: 308 to HTTPS on `https_port`.
+    Redirect { https_port: u16 },
+}
+
+/// Where a request goes.
+pub(crate) enum Target<'a> {
+    Service(&'a Arc<ServiceProxy>),
+    /// Answered by the front itself (no route, a redirect).
+    Local(Response<ProxyBody>),
+}
+
+static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+impl Front {
+    /// The short form: `[service.NAME] listen = …`.
+    pub fn service(proxy: Arc<ServiceProxy>) -> Arc<Front> {
+        Arc::new(Front {
+            label: format!("service {}", proxy.service),
+            name: proxy.service.clone(),
+            config: proxy.config.clone(),
+            targets: Targets::One(proxy),
+            tls: None,
+            hsts: None,
+            own_stats: ProxyStats::default(),
+            unrouted: AtomicU64::new(0),
+        })
+    }
+
+    /// A `[listener.NAME]`: `services` holds the proxy of every service its
+    /// routes name. Panics if one is missing (the config was validated).
+    pub fn listener(
+        listener: &ebb_core::config::ListenerConfig,
+        services: &std::collections::BTreeMap<String, Arc<ServiceProxy>>,
+        tls: Option<Arc<TlsState>>,
+    ) -> Arc<Front> {
+        let targets = listener.routes.routes.iter().map(|r| services[&r.service].clone()).collect();
+        let hsts = listener
+            .hsts
+            .filter(|_| tls.is_some())
+            .and_then(|d| HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok());
+        Arc::new(Front {
+            label: format!("listener {}", listener.name),
+            name: listener.name.clone(),
+            config: listener.proxy.clone(),
+            targets: Targets::Routes { name: listener.name.clone(), table: listener.routes.clone(), services: targets },
+            tls,
+            hsts,
+            own_stats: ProxyStats::default(),
+            unrouted: AtomicU64::new(0),
+        })
+    }
+
+    /// A TLS listener's `http` address.
+    pub fn redirect(listener: &ebb_core::config::ListenerConfig) -> Arc<Front> {
+        Arc::new(Front {
+            label: format!("listener {} (http)", listener.name),
+            name: listener.name.clone(),
+            config: listener.proxy.clone(),
+            targets: Targets::Redirect { https_port: listener.listen.port() },
+            tls: None,
+            hsts: None,
+            own_stats: ProxyStats::default(),
+            unrouted: AtomicU64::new(0),
+        })
+    }
+
+    /// Where connection-level counters go.
+    pub fn stats(&self) -> &ProxyStats {
+        match &self.targets {
+            Targets::One(proxy) => &proxy.stats,
+            _ => &self.own_stats,
+        }
+    }
+
+    /// Every service this front can send requests to.
+    pub(crate) fn services(&self) -> Vec<Arc<ServiceProxy>> {
+        match &self.targets {
+            Targets::One(proxy) => vec![proxy.clone()],
+            Targets::Routes { services, .. } => services.clone(),
+            Targets::Redirect { .. } => Vec::new(),
+        }
+    }
+
+    /// The service a request goes to, or the answer the front gives itself.
+    pub(crate) fn route<B>(&self, req: &Request<B>) -> Target<'_> {
+        match &self.targets {
+            Targets::One(proxy) => Target::Service(proxy),
+            Targets::Routes { name, table, services } => {
+                let host = request_host(req);
+                let headers = req.headers();
+                let header =
+                    |name: &str, value: &str| headers.get_all(name).iter().any(|v| v.as_bytes() == value.as_bytes());
+                let facts =
+                    RequestFacts { host, path: req.uri().path(), method: req.method().as_str(), header: &header };
+                match table.find(&facts) {
+                    Some(i) => Target::Service(&services[i]),
+                    None => {
+                        self.own_stats.requests.fetch_add(1, Ordering::Relaxed);
+                        self.unrouted.fetch_add(1, Ordering::Relaxed);
+                        let message = format!(
+                            "no route on listener {name} for host {} path {}",
+                            host.unwrap_or("(none)"),
+                            req.uri().path()
+                        );
+                        Target::Local(json_answer(
+                            StatusCode::NOT_FOUND,
+                            serde_json::json!({ "error": message, "listener": name }),
+                        ))
+                    }
+                }
+            }
+            Targets::Redirect { https_port } => {
+                self.own_stats.requests.fetch_add(1, Ordering::Relaxed);
+                Target::Local(self.answer_locally(req, *https_port))
+            }
+        }
+    }
+
+    /// The plain-HTTP address's answer: a 308 to the same host, path and
+    /// query over HTTPS. (An ACME HTTP-01 challenge,
+    /// `/.well-known/acme-challenge/TOKEN`, is to be answered here first.)
+    fn answer_locally<B>(&self, req: &Request<B>, https_port: u16) -> Response<ProxyBody> {
+        let Some(host) = request_host(req) else {
+            return json_answer(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": "no Host header: cannot redirect to https" }),
+            );
+        };
+        let name = ebb_core::routing::normalize_host(host);
+        let authority = match https_port {
+            443 => name,
+            port => format!("{name}:{port}"),
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("https://{authority}{path}");
+        match HeaderValue::from_str(&location) {
+            Ok(location) => {
+                let mut response = Response::new(ProxyBody::empty());
+                *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                response.headers_mut().insert(header::LOCATION, location);
+                response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+                response
+            }
+            Err(_) => json_answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "bad Host header" })),
+        }
+    }
+
+    /// Adds what this front adds to every answer (HSTS over TLS).
+    pub(crate) fn finish(&self, response: &mut Response<ProxyBody>) {
+        if let Some(hsts) = &self.hsts {
+            response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+    }
+}
+
+/// `:authority` (HTTP/2, absolute-form) or `Host`.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+fn json_answer(status: StatusCode, body: serde_json::Value) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, APPLICATION_JSON.clone());
+    response
+}

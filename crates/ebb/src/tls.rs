@@ -1,0 +1,316 @@
+//! TLS termination for `[listener.NAME]`: certificate files, SNI, reload.
+//!
+//! - **Loading** ([`load`]): each `cert` is a PEM chain (leaf first), each
+//!   `key` a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) that must match
+//!   the leaf. The leaf's names (its DNS SANs, else its CN) and not-after
+//!   date are read for SNI and status. Errors name the file and the fix;
+//!   `ebb up` and `ebb validate` place them at the key in `ebb.toml`
+//!   ([`check_config`]). An expired certificate is a warning, not an error
+//!   (a renewed file may be on its way; clients will refuse it meanwhile).
+//! - **SNI** ([`CertResolver`]): the certificate whose names hold the
+//!   client's server name exactly, else one with a matching wildcard
+//!   (`*.example.com` covers one label), else the first certificate of the
+//!   listener (also for clients that send no SNI).
+//! - **Reload** ([`watch`]): the files are polled every few seconds (their
+//!   size, modification time and inode) and reloaded on change, and on
+//!   SIGHUP. The new set replaces the old in one atomic swap: handshakes
+//!   after it get the new certificates, connections already open keep
+//!   theirs. A file that does not load keeps the old set in service and is
+//!   logged as a warning naming the file and why.
+//!
+//! rustls with the ring provider: TLS 1.2 and 1.3, ALPN `h2` and
+//! `http/1.1` (HTTP/2 to clients; replicas still get pooled HTTP/1.1).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use ebb_core::config::{CertFiles, Config, ConfigError, ListenerConfig};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// How often certificate files are checked for changes, unless
+/// `EBB_TLS_POLL_MS` says otherwise (tests).
+const POLL: Duration = Duration::from_secs(3);
+
+/// One certificate as loaded.
+#[derive(Debug)]
+pub struct LoadedCert {
+    pub files: CertFiles,
+    /// DNS names (lower case) it is valid for, wildcards as `*.example.com`.
+    pub names: Vec<String>,
+    pub not_after: SystemTime,
+    key: Arc<CertifiedKey>,
+}
+
+impl LoadedCert {
+    /// `2027-01-01T00:00:00Z`.
+    pub fn not_after_text(&self) -> String {
+        humantime::format_rfc3339_seconds(self.not_after).to_string()
+    }
+}
+
+/// Why a certificate pair did not load: which file, and what to do.
+#[derive(Debug)]
+pub struct CertError {
+    /// Index of the pair in the listener's list.
+    pub index: usize,
+    /// `"cert"` or `"key"`.
+    pub which: &'static str,
+    pub message: String,
+}
+
+/// Reads and checks one listener's certificate files.
+pub fn load(files: &[CertFiles]) -> Result<Vec<LoadedCert>, CertError> {
+    files.iter().enumerate().map(|(index, f)| load_one(index, f)).collect()
+}
+
+fn load_one(index: usize, files: &CertFiles) -> Result<LoadedCert, CertError> {
+    let fail = |which, message: String| CertError { index, which, message };
+    let read = |path: &Path, which| {
+        std::fs::read(path).map_err(|e| fail(which, format!("cannot read {}: {e}", path.display())))
+    };
+    let pem = read(&files.cert, "cert")?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail("cert", format!("{} is not a PEM certificate chain ({e})", files.cert.display())))?;
+    if chain.is_empty() {
+        return Err(fail(
+            "cert",
+            format!(
+                "{} holds no certificate; it must be PEM with -----BEGIN CERTIFICATE----- blocks, the site's certificate first",
+                files.cert.display()
+            ),
+        ));
+    }
+    let (names, not_after) = describe(&chain[0]).map_err(|why| {
+        fail("cert", format!("{}: the first certificate cannot be read: {why}", files.cert.display()))
+    })?;
+    let key_pem = read(&files.key, "key")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        fail(
+            "key",
+            format!(
+                "{} is not a PEM private key ({e}); it must hold a -----BEGIN PRIVATE KEY----- (or RSA / EC PRIVATE KEY) block",
+                files.key.display()
+            ),
+        )
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => fail(
+            "key",
+            format!(
+                "{} does not match the certificate in {}; give the key that was made with this certificate",
+                files.key.display(),
+                files.cert.display()
+            ),
+        ),
+        e => fail("key", format!("{} cannot be used: {e}", files.key.display())),
+    })?;
+    Ok(LoadedCert { files: files.clone(), names, not_after, key: Arc::new(certified) })
+}
+
+/// The leaf's DNS names and not-after date.
+fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, SystemTime), String> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(dns) = name {
+                names.push(dns.trim_end_matches('.').to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        names.extend(
+            cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(|s| s.to_ascii_lowercase()),
+        );
+    }
+    let seconds = cert.validity().not_after.timestamp();
+    let not_after = match u64::try_from(seconds) {
+        Ok(s) => SystemTime::UNIX_EPOCH + Duration::from_secs(s),
+        Err(_) => SystemTime::UNIX_EPOCH,
+    };
+    Ok((names, not_after))
+}
+
+/// Picks a certificate by SNI among the current set.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: ArcSwap<Vec<LoadedCert>>,
+}
+
+impl CertResolver {
+    fn choose(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let certs = self.current.load();
+        let chosen = server_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()).and_then(|name| {
+            let exact = certs.iter().find(|c| c.names.iter().any(|n| *n == name));
+            exact.or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                let wildcard = format!("*.{parent}");
+                certs.iter().find(|c| c.names.contains(&wildcard))
+            })
+        });
+        chosen.or(certs.first()).map(|c| c.key.clone())
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.choose(hello.server_name())
+    }
+}
+
+/// A TLS listener's state: its files, the certificates in service, and the
+/// rustls configuration (made once; the resolver swaps certificates).
+pub struct TlsState {
+    pub listener: String,
+    files: Vec<CertFiles>,
+    resolver: Arc<CertResolver>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The last reload's error, if the files on disk do not load now.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl TlsState {
+    /// Loads a listener's certificates; the error says which file failed.
+    pub fn new(listener: &str, files: &[CertFiles]) -> Result<Arc<TlsState>, CertError> {
+        let certs = load(files)?;
+        let resolver = Arc::new(CertResolver { current: ArcSwap::from_pointee(certs) });
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| CertError { index: 0, which: "cert", message: e.to_string() })?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(TlsState {
+            listener: listener.to_string(),
+            files: files.to_vec(),
+            resolver,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            last_error: std::sync::Mutex::new(None),
+        }))
+    }
+
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor.clone()
+    }
+
+    /// The certificates in service now.
+    pub fn certs(&self) -> Arc<Vec<LoadedCert>> {
+        self.resolver.current.load_full()
+    }
+
+    /// Loads the files again; on success the new certificates serve every
+    /// handshake from now on, on failure the old ones stay.
+    pub fn reload(&self) -> Result<(), String> {
+        match load(&self.files) {
+            Ok(certs) => {
+                for cert in certs.iter().filter(|c| c.not_after < SystemTime::now()) {
+                    tracing::warn!(listener = %self.listener, file = %cert.files.cert.display(), not_after = %cert.not_after_text(), "Reloaded certificate has expired.");
+                }
+                self.resolver.current.store(Arc::new(certs));
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                tracing::info!(listener = %self.listener, "Reloaded TLS certificates: new connections get them.");
+                Ok(())
+            }
+            Err(error) => {
+                let message = error.message;
+                tracing::warn!(
+                    listener = %self.listener,
+                    error = %message,
+                    "TLS certificate files changed but do not load; still serving the previous certificates."
+                );
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+                Err(message)
+            }
+        }
+    }
+
+    /// What identifies the files' current contents (size, mtime, inode).
+    fn stamp(&self) -> Vec<Option<(u64, SystemTime, u64)>> {
+        use std::os::unix::fs::MetadataExt;
+        self.files
+            .iter()
+            .flat_map(|f| [&f.cert, &f.key])
+            .map(|p| {
+                std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.ino()))
+            })
+            .collect()
+    }
+}
+
+/// Reloads every TLS listener's certificates when their files change, and
+/// on SIGHUP, until `stop`.
+pub async fn watch(states: Vec<Arc<TlsState>>, stop: tokio_util::sync::CancellationToken) {
+    if states.is_empty() {
+        return;
+    }
+    let poll =
+        std::env::var("EBB_TLS_POLL_MS").ok().and_then(|v| v.parse::<u64>().ok()).map_or(POLL, Duration::from_millis);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut stamps: Vec<_> = states.iter().map(|s| s.stamp()).collect();
+    loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let forced = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(poll) => false,
+            _ = hangup => true,
+        };
+        if forced {
+            tracing::info!("SIGHUP: reloading TLS certificate files.");
+        }
+        for (state, stamp) in states.iter().zip(stamps.iter_mut()) {
+            let now = state.stamp();
+            if forced || now != *stamp {
+                *stamp = now;
+                let _ = state.reload();
+            }
+        }
+    }
+}
+
+/// Loads every listener's certificate files, as `ebb up` and `ebb validate`
+/// do before anything starts: the first failure is an error at its key in
+/// the config file; expired certificates are warnings (rendered the same
+/// way, as `warning:`).
+pub fn check_config(config: &Config) -> Result<(Vec<Arc<TlsState>>, Vec<String>), ConfigError> {
+    let mut states = Vec::new();
+    let mut warnings = Vec::new();
+    for listener in config.listeners.values() {
+        let Some(tls) = &listener.tls else { continue };
+        let state = TlsState::new(&listener.name, &tls.certs).map_err(|e| {
+            config.key_error(&format!("listener.{}.tls.{}.{}", listener.name, e.index, e.which), e.message)
+        })?;
+        for (i, cert) in state.certs().iter().enumerate() {
+            if cert.not_after < SystemTime::now() {
+                warnings.push(config.key_warning(
+                    &format!("listener.{}.tls.{i}.cert", listener.name),
+                    format!(
+                        "the certificate in {} expired on {}: clients will refuse it; put a renewed certificate in its place (ebb reloads it without a restart)",
+                        cert.files.cert.display(),
+                        cert.not_after_text()
+                    ),
+                ));
+            }
+        }
+        states.push(state);
+    }
+    Ok((states, warnings))
+}
+
+/// The state of `listener` among `states`.
+pub fn state_of<'a>(states: &'a [Arc<TlsState>], listener: &ListenerConfig) -> Option<&'a Arc<TlsState>> {
+    states.iter().find(|s| s.listener == listener.name)
+}
