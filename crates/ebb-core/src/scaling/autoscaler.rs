@@ -6,7 +6,6 @@ use super::saturation::{HostFull, Saturation, HOST_WINDOW};
 use super::scheduled::{self, Firing, Schedule};
 use super::target::{recommend, Recommendation, TargetState};
 use super::{Bounds, ChangeLog, Context, FleetView, ScalingConfig, Time};
-use crate::config::ReplicaBounds;
 use std::time::Duration;
 
 /// The scaling brain of one service: its metric history, policy state and
@@ -29,12 +28,12 @@ pub struct Autoscaler {
 }
 
 impl Autoscaler {
-    pub fn new(config: &ScalingConfig, bounds: ReplicaBounds) -> Self {
+    pub fn new(config: &ScalingConfig, bounds: Bounds) -> Self {
         let rate_periods =
             config.target_tracking.iter().flat_map(|t| [t.scale_out_rate.period, t.scale_in_rate.period]);
         Self {
             history: MetricHistory::new(config.history_kept(), config.warmup),
-            schedule: Schedule::new(bounds.into()),
+            schedule: Schedule::new(bounds),
             targets: vec![TargetState::default(); config.target_tracking.len()],
             log: ChangeLog::new(rate_periods.max().unwrap_or(Duration::ZERO)),
             burst_until: None,

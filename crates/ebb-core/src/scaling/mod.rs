@@ -139,8 +139,9 @@ impl Default for Burst {
     }
 }
 
-/// The bounds of desired capacity in force: the service's `replicas`, or
-/// what a scheduled action set.
+/// The bounds of desired capacity: the service's `replicas` (config,
+/// simulator), or what a scheduled action set (in force). The one bounds
+/// type of the core, with the one clamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Bounds {
     pub min: u32,
@@ -148,14 +149,11 @@ pub struct Bounds {
 }
 
 impl Bounds {
+    /// Clamps a requested count into `[min, max]`. Config validation keeps
+    /// `min <= max`; should bounds ever cross anyway, `min` wins rather
+    /// than a panic (`u32::clamp` panics when max < min).
     pub fn clamp(&self, n: u32) -> u32 {
         n.clamp(self.min, self.max.max(self.min))
-    }
-}
-
-impl From<crate::config::ReplicaBounds> for Bounds {
-    fn from(b: crate::config::ReplicaBounds) -> Self {
-        Bounds { min: b.min, max: b.max }
     }
 }
 
@@ -245,4 +243,17 @@ pub(crate) struct Context<'a> {
     /// While burst mode is on (target tracking only): this policy's
     /// recommendation on the burst window, and how long burst lasts.
     pub burst: Option<(Option<Recommendation>, Duration)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bounds;
+
+    #[test]
+    fn bounds_clamp_and_never_panic() {
+        let b = Bounds { min: 2, max: 5 };
+        assert_eq!((b.clamp(0), b.clamp(3), b.clamp(9)), (2, 3, 5));
+        // Crossed bounds (validation forbids them) give min, not a panic.
+        assert_eq!(Bounds { min: 4, max: 1 }.clamp(9), 4);
+    }
 }

@@ -412,7 +412,7 @@ impl ServiceController {
     fn new(ctx: ServiceContext, inbox: mpsc::UnboundedSender<Input>) -> Self {
         let ctx_scaling = ctx.config.scaling.clone();
         let first_spec = VersionSpec::from_config(&ctx.config);
-        let bounds = ctx.config.replicas;
+        let bounds = ctx.config.replicas.bounds;
         let outlier = match ctx.config.kind.has_balancer() {
             true => ctx.config.proxy.outlier.clone(),
             false => OutlierConfig::off(),
@@ -490,8 +490,8 @@ impl ServiceController {
             format!(
                 "{start} {} replicas (min {}, max {}) with the {} driver",
                 self.desired,
-                self.config.replicas.min,
-                self.config.replicas.max,
+                self.config.replicas.bounds.min,
+                self.config.replicas.bounds.max,
                 self.driver.name()
             ),
         ));

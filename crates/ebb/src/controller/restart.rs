@@ -88,7 +88,7 @@ impl ServiceController {
         let Some(record) = restored.record else { return self };
         let bounds = self.autoscaler.bounds();
         if record.config_desired == self.config.replicas.desired {
-            self.desired = record.desired.clamp(bounds.min, bounds.max);
+            self.desired = bounds.clamp(record.desired);
         } else {
             self.record(NewEvent::new(
                 &self.name,
