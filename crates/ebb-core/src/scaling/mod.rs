@@ -56,7 +56,7 @@ mod autoscaler;
 
 pub use autoscaler::Autoscaler;
 pub use cron::{CivilTime, Cron, CronError};
-pub use decision::{Cap, CapKind, Change, Decision, Direction, Hold, HoldKind, Outcome, Vote};
+pub use decision::{Cap, CapKind, Change, Decision, Direction, Hold, HoldKind, PolicyOutcome, Vote};
 pub use metrics::{Metric, MetricHistory, NoData, Observation, ReplicaSample, Reporting, ServiceSample, Statistic};
 pub use pick::{pick_for_scale_in, ScaleInCandidate};
 pub use saturation::{Demand, HostFull, HostSample, Saturation, SaturationConfig};

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ebb_core::config::{CommandSpec, ServiceConfig};
-use ebb_core::deploy::{Deploy, DeployAction, Outcome, ReplicaPhase, ReplicaView, Strategy};
+use ebb_core::deploy::{Deploy, DeployAction, DeployOutcome, ReplicaPhase, ReplicaView, Strategy};
 use ebb_core::health::{Health, HealthTracker};
 use ebb_core::outlier::{Ejection, Outcomes, OutlierConfig, OutlierDetector};
 use ebb_core::scaling::{
@@ -922,8 +922,8 @@ impl ServiceController {
                     self.routes_only = None;
                     self.published_routable.clear();
                     let kind = match outcome {
-                        Outcome::Succeeded => EventKind::DeploySucceeded,
-                        Outcome::RolledBack { .. } => EventKind::DeployRolledBack,
+                        DeployOutcome::Succeeded => EventKind::DeploySucceeded,
+                        DeployOutcome::RolledBack { .. } => EventKind::DeployRolledBack,
                     };
                     self.record(NewEvent::new(&self.name, kind, reason));
                     self.last_deploy = Some(status);
