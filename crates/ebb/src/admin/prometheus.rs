@@ -550,7 +550,7 @@ pub(crate) fn build_registry(app: &App) -> Registry {
         }
         m.service_in_flight.get_or_create(&l).set(in_flight);
         if let Some(last) =
-            handle.history.since(crate::events::unix_ms(std::time::SystemTime::now()).saturating_sub(5_000)).last()
+            handle.history.since(crate::clock::unix_ms(std::time::SystemTime::now()).saturating_sub(5_000)).last()
         {
             for (q, v) in [("0.5", last.p50_ms), ("0.99", last.p99_ms)] {
                 if let Some(ms) = v.filter(|x| x.is_finite()) {

@@ -12,7 +12,6 @@
 
 mod command;
 mod handle;
-pub mod history;
 pub mod metric_source;
 mod outlier;
 pub mod probe;
@@ -41,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use crate::driver::{ContainerSpec, Driver, ExitReason, ReplicaSpec, RunningReplica};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::metrics::cpu::{CpuMeter, GroupUsage};
+use crate::metrics::history;
 use crate::metrics::host::HostMonitor;
 use crate::proxy::{Backend, ServiceProxy};
 use crate::state::{ReplicaRecord, ServiceRecord, StateStore};
@@ -1065,7 +1065,7 @@ impl ServiceController {
         }
         self.maybe_interrupt_at_random();
         self.push_history(history::ServicePoint {
-            time_ms: crate::events::unix_ms(std::time::SystemTime::now()),
+            time_ms: crate::clock::unix_ms(std::time::SystemTime::now()),
             desired: self.desired,
             in_service: fleet.in_service,
             pending: fleet.pending,
@@ -1587,7 +1587,7 @@ impl ServiceController {
             id.clone(),
             version,
             Instant::now(),
-            crate::events::unix_ms(std::time::SystemTime::now()),
+            crate::clock::unix_ms(std::time::SystemTime::now()),
             health,
         ));
         let driver = self.driver.clone();
