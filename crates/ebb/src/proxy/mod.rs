@@ -53,6 +53,7 @@ mod headers;
 mod server;
 mod stall;
 mod upstream;
+mod worker;
 
 pub use body::ProxyBody;
 
