@@ -145,8 +145,8 @@ fn latency_series(handle: &ServiceHandle) -> (Vec<HistogramSeries>, Vec<Histogra
         .into_iter()
         .map(|(id, backend)| series(rep(&handle.name, &id), &backend.latency.snapshot()))
         .collect();
-    let total = handle.proxy.latency_total.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let queue = handle.proxy.queue_time_total.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let total = handle.proxy.latency_total();
+    let queue = handle.proxy.queue_time_total();
     (replicas, vec![series(svc(&handle.name), &total)], vec![series(svc(&handle.name), &queue)])
 }
 

@@ -42,7 +42,7 @@ use crate::events::{EventKind, EventLog, NewEvent};
 use crate::metrics::cpu::{CpuMeter, GroupUsage};
 use crate::metrics::history;
 use crate::metrics::host::HostMonitor;
-use crate::proxy::{Backend, ServiceProxy};
+use crate::proxy::{Backend, SecondLatencies, ServiceProxy};
 use crate::state::{ReplicaRecord, ServiceRecord, StateStore};
 use crate::status::{DeployStatus, HostStatus, ReplicaState, ReplicaStatus, SaturationStatus, ServiceStatus};
 
@@ -1026,10 +1026,7 @@ impl ServiceController {
             }
         }
         // This second's latencies, as the balancer recorded them.
-        let latency = self.proxy.latency.take();
-        let queue = self.proxy.queue_time.take();
-        self.proxy.latency_total.lock().unwrap_or_else(|p| p.into_inner()).merge(&latency);
-        self.proxy.queue_time_total.lock().unwrap_or_else(|p| p.into_inner()).merge(&queue);
+        let SecondLatencies { latency, queue_time: queue } = self.proxy.take_second();
         sample.p95_ms = latency.quantile_ms(0.95);
         sample.p99_ms = latency.quantile_ms(0.99);
         sample.queue_time_ms = queue.mean_ms();
