@@ -505,6 +505,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn take_second_empties_the_second_and_keeps_the_totals() {
+        let proxy = ServiceProxy::new("web", BalanceAlgorithm::RoundRobin, ProxyConfig::default());
+        proxy.latency.record(std::time::Duration::from_millis(5));
+        proxy.queue_time.record(std::time::Duration::from_millis(1));
+        let first = proxy.take_second();
+        assert_eq!((first.latency.count(), first.queue_time.count()), (1, 1));
+        proxy.latency.record(std::time::Duration::from_millis(7));
+        let second = proxy.take_second();
+        assert_eq!((second.latency.count(), second.queue_time.count()), (1, 0), "taken, not left in place");
+        assert_eq!((proxy.latency_total().count(), proxy.queue_time_total().count()), (2, 1));
+    }
+
+    #[test]
     fn two_choices_matches_the_core_function() {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = || {
