@@ -28,10 +28,11 @@ use std::time::{Duration, Instant};
 
 use ebb_core::config::{CommandSpec, ServiceConfig};
 use ebb_core::deploy::{Deploy, DeployAction, DeployOutcome, ReplicaPhase, ReplicaView, Strategy};
+use ebb_core::fleet::{pick_for_scale_in, ScaleInCandidate};
 use ebb_core::health::{Health, HealthTracker};
 use ebb_core::outlier::{Ejection, Outcomes, OutlierConfig, OutlierDetector};
 use ebb_core::scaling::{
-    self, Autoscaler, Demand, FleetView, HostFull, ReplicaSample, ScaleInCandidate, ServiceSample,
+    self, Autoscaler, Demand, FleetView, HostFull, ReplicaSample, ServiceSample,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -1552,7 +1553,7 @@ impl ServiceController {
                 age: r.started_at.elapsed(),
             })
             .collect();
-        scaling::pick_for_scale_in(&candidates, count).into_iter().map(|c| c.id.clone()).collect()
+        pick_for_scale_in(&candidates, count).into_iter().map(|c| c.id.clone()).collect()
     }
 
     /// Launches one replica of the current version.
