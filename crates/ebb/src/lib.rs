@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config_file;
 pub mod controller;
 pub mod demo_app;

@@ -2,7 +2,7 @@
 //!
 //! The response types here are the API's contract: they are built from the
 //! controller's Rust types (`crate::status`, `crate::events`,
-//! `controller::history`) field by field, so a field added there reaches the
+//! `metrics::history`) field by field, so a field added there reaches the
 //! API only when it is added here (a unit test below fails until it is).
 //! Every handler carries a `#[utoipa::path]` that feeds `openapi.json`.
 
@@ -435,7 +435,7 @@ pub struct MetricsTraffic {
 }
 
 impl MetricsPoint {
-    fn new(p: &crate::controller::history::ServicePoint) -> Self {
+    fn new(p: &crate::metrics::history::ServicePoint) -> Self {
         let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
         MetricsPoint {
             time_ms: p.time_ms,
@@ -981,7 +981,7 @@ pub(crate) async fn metrics(
     q: Result<Query<MetricsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<MetricsPoint>>, ApiError> {
     let q = query(q)?;
-    let now_ms = crate::events::unix_ms(std::time::SystemTime::now());
+    let now_ms = crate::clock::unix_ms(std::time::SystemTime::now());
     let since_ms = match q.since {
         Some(_) => non_negative("since", q.since)?,
         None => now_ms.saturating_sub(DEFAULT_METRICS_WINDOW_MS),
@@ -1142,7 +1142,7 @@ mod tests {
     /// too (the dashboard draws from it).
     #[test]
     fn metrics_points_carry_every_history_field() {
-        let point = crate::controller::history::ServicePoint {
+        let point = crate::metrics::history::ServicePoint {
             time_ms: 1_000,
             desired: 2,
             in_service: 2,
@@ -1153,7 +1153,7 @@ mod tests {
             p99_ms: Some(f64::NAN),
             cpu_mean: Some(3.0),
             replica_cpu: vec![("web-1".into(), 3.0)],
-            traffic: Some(crate::controller::history::PointTraffic {
+            traffic: Some(crate::metrics::history::PointTraffic {
                 offered_per_s: 61.0,
                 queued: 2,
                 shed_per_s: 31,
@@ -1171,7 +1171,7 @@ mod tests {
         assert_eq!(view["traffic"]["offered_per_s"], 61.0);
         assert_eq!(view["traffic"]["saturated"], true);
         assert!(view["p99_ms"].is_null(), "NaN is no number");
-        let old = crate::controller::history::ServicePoint { traffic: None, ..point };
+        let old = crate::metrics::history::ServicePoint { traffic: None, ..point };
         assert!(serde_json::to_value(MetricsPoint::new(&old)).unwrap()["traffic"].is_null());
     }
 
