@@ -469,10 +469,20 @@ fn format_age(seconds: f64) -> String {
 pub fn render_status(status: &FleetStatus) -> String {
     let mut out = String::new();
     for service in &status.services {
+        // A service reached only through listeners has no address of its own.
+        let via: Vec<&str> = status
+            .listeners
+            .iter()
+            .filter(|l| l.routes.iter().any(|r| r.service == service.name))
+            .map(|l| l.name.as_str())
+            .collect();
+        let front = match service.listen.ends_with(":0") && !via.is_empty() {
+            true => format!("via listener {}", via.join(", ")),
+            false => format!("http://{}", service.listen),
+        };
         out.push_str(&format!(
-            "service {}  http://{}  driver {}  desired {} (min {}, max {})  in service {}  pending {}  version {}\n",
+            "service {}  {front}  driver {}  desired {} (min {}, max {})  in service {}  pending {}  version {}\n",
             service.name,
-            service.listen,
             service.driver,
             service.desired,
             service.min,
@@ -551,6 +561,38 @@ pub fn render_status(status: &FleetStatus) -> String {
             let why = r.ejection.as_deref().unwrap_or("ejected");
             out.push_str(&format!("  {} {why}\n", r.id));
         }
+    }
+    for listener in &status.listeners {
+        out.push_str(&render_listener(listener));
+    }
+    out
+}
+
+/// A listener: its addresses, certificates and routes.
+fn render_listener(l: &crate::status::ListenerStatus) -> String {
+    let scheme = if l.tls { "https" } else { "http" };
+    let mut out = format!("listener {}  {scheme}://{}", l.name, l.listen);
+    if let Some(http) = &l.http {
+        out.push_str(&format!("  (http://{http} redirects to it)"));
+    }
+    out.push_str(&format!("  tls {}\n", if l.tls { "on" } else { "off" }));
+    for cert in &l.certificates {
+        let expired = if cert.expired { "  EXPIRED" } else { "" };
+        out.push_str(&format!(
+            "  certificate {}  not after {}{expired}  ({})\n",
+            cert.names.join(", "),
+            cert.not_after,
+            cert.file
+        ));
+    }
+    if let Some(error) = &l.tls_error {
+        out.push_str(&format!("  certificate reload failed (still serving the previous ones): {error}\n"));
+    }
+    for (i, route) in l.routes.iter().enumerate() {
+        out.push_str(&format!("  route {}  {} -> {}\n", i + 1, route.rule, route.service));
+    }
+    if l.unrouted > 0 {
+        out.push_str(&format!("  {} requests matched no route (404)\n", l.unrouted));
     }
     out
 }
@@ -661,7 +703,7 @@ mod tests {
             full: true,
             message: Some("host full: 2.0 of 2 CPUs busy (CPU pressure 46%)".into()),
         });
-        let text = render_status(&FleetStatus { services: vec![web] });
+        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new() });
         assert!(
             text.contains("  holding: saturated — 152 requests queued, 4 of 4 replicas at their limit of 8\n"),
             "{text}"
@@ -680,7 +722,7 @@ mod tests {
         let mut calm = service();
         calm.holding = None;
         calm.saturation = Some(SaturationStatus { offered_per_s: 5.0, served_per_s: 5.0, ..Default::default() });
-        let text = render_status(&FleetStatus { services: vec![calm] });
+        let text = render_status(&FleetStatus { services: vec![calm], listeners: Vec::new() });
         assert!(text.contains("  traffic: offered 5 req/s, served 5 req/s\n"), "{text}");
         assert!(!text.contains("host full"), "{text}");
     }

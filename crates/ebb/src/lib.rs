@@ -26,6 +26,7 @@ pub mod demo_app;
 pub mod driver;
 pub mod events;
 pub mod fd_limit;
+pub mod listeners;
 pub mod load;
 pub mod metrics;
 pub mod proxy;

@@ -6,6 +6,51 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FleetStatus {
     pub services: Vec<ServiceStatus>,
+    /// The `[listener.NAME]` tables: address, TLS, routes.
+    #[serde(default)]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One `[listener.NAME]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ListenerStatus {
+    pub name: String,
+    /// The address it listens on.
+    pub listen: String,
+    /// The plain-HTTP address that redirects to it, if any.
+    pub http: Option<String>,
+    /// Whether it terminates TLS.
+    pub tls: bool,
+    /// The certificates it serves (the first is the default), empty
+    /// without TLS.
+    pub certificates: Vec<CertificateStatus>,
+    /// The last reload of the certificate files failed with this (the
+    /// previous certificates are still served).
+    pub tls_error: Option<String>,
+    /// The routes, in order (first match wins).
+    pub routes: Vec<RouteStatus>,
+    /// Requests that matched no route (answered 404) since start.
+    pub unrouted: u64,
+}
+
+/// A certificate a listener serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CertificateStatus {
+    /// The DNS names it is valid for (wildcards as `*.example.com`).
+    pub names: Vec<String>,
+    /// RFC 3339, UTC.
+    pub not_after: String,
+    pub expired: bool,
+    /// The certificate file.
+    pub file: String,
+}
+
+/// One routing rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RouteStatus {
+    /// `host api.example.com, path /v1/*`, or `default`.
+    pub rule: String,
+    pub service: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

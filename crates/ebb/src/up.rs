@@ -272,12 +272,14 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
             list.join(", ")
         );
     }
+    let mut listener_board = crate::listeners::ListenerBoard::default();
     // Listeners: each routes to services started above, and accepts once
     // all of them have adopted what an earlier run left.
     for (listener, main, http) in listener_sockets {
         let tls = crate::tls::state_of(&tls_states, &listener).cloned();
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let front = Front::listener(&listener, &service_proxies, tls);
+        let front = Front::listener(&listener, &service_proxies, tls.clone());
+        listener_board.add(listener.clone(), tls, front.clone());
         let routed: Vec<_> = listener.routes.services().iter().map(|s| services[*s].clone()).collect();
         let mut sockets = vec![(main, front)];
         if let Some(http) = http {
@@ -321,6 +323,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
         token: admin_token,
         config_path: config.path.canonicalize().unwrap_or_else(|_| config.path.clone()),
         store: store.clone(),
+        listeners: Arc::new(listener_board),
     };
     let gate_task = replica_gate
         .and_then(|gate| gate.listener)

@@ -210,6 +210,8 @@ impl ServiceView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FleetView {
     pub services: Vec<ServiceView>,
+    /// The `[listener.NAME]` tables: address, TLS certificates, routes.
+    pub listeners: Vec<crate::status::ListenerStatus>,
 }
 
 /// Body of `PUT /api/v1/services/{name}/desired`.
@@ -634,7 +636,10 @@ fn replica<'a>(app: &'a App, id: &str) -> Result<(&'a ServiceHandle, ReplicaView
 }
 
 pub(crate) fn fleet(app: &App) -> FleetView {
-    FleetView { services: app.state.services.values().map(|s| ServiceView::new(&s.status())).collect() }
+    FleetView {
+        services: app.state.services.values().map(|s| ServiceView::new(&s.status())).collect(),
+        listeners: app.state.listeners.status(),
+    }
 }
 
 // ------------------------------------------------------------ handlers
@@ -1133,8 +1138,10 @@ mod tests {
         // NaN never reaches JSON as a number the schema does not allow.
         assert!(view_json["replicas"][0]["cpu"].is_null());
         // And the CLI can still read what the API sends.
-        let back: crate::status::FleetStatus =
-            serde_json::from_value(serde_json::to_value(FleetView { services: vec![view] }).unwrap()).unwrap();
+        let back: crate::status::FleetStatus = serde_json::from_value(
+            serde_json::to_value(FleetView { services: vec![view], listeners: Vec::new() }).unwrap(),
+        )
+        .unwrap();
         assert_eq!(back.services[0].replicas[0].id, "web-1");
     }
 

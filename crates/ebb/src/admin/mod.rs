@@ -88,6 +88,8 @@ pub struct AdminState {
     /// The state store, for metric history older than the last 24 h (read
     /// through its writer: ebb holds the file exclusively).
     pub store: crate::state::StateStore,
+    /// The `[listener.NAME]` tables, for status.
+    pub listeners: Arc<crate::listeners::ListenerBoard>,
 }
 
 /// [`AdminState`] plus what the admin layer keeps for itself.

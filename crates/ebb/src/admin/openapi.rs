@@ -60,6 +60,9 @@ use super::ErrorBody;
         crate::status::DeployStatus,
         crate::status::SaturationStatus,
         crate::status::HostStatus,
+        crate::status::ListenerStatus,
+        crate::status::CertificateStatus,
+        crate::status::RouteStatus,
     )),
     modifiers(&BearerScheme),
     tags(
