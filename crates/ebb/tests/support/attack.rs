@@ -189,10 +189,26 @@ pub async fn run(
     replica_requests: impl Fn() -> usize,
     replica_whole: impl Fn() -> usize,
 ) -> Vec<String> {
+    let connect = || async move { tokio::net::TcpStream::connect(addr).await.expect("connect to the listener") };
+    run_on(connect, cases, replica_requests, replica_whole).await
+}
+
+/// [`run`] over any stream `connect` opens (a TLS connection, say).
+pub async fn run_on<S, F, Fut>(
+    connect: F,
+    cases: &[Case],
+    replica_requests: impl Fn() -> usize,
+    replica_whole: impl Fn() -> usize,
+) -> Vec<String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
     let mut failures = Vec::new();
     for case in cases {
         let (requests, whole) = (replica_requests(), replica_whole());
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the listener");
+        let stream = connect().await;
         let got = run_case(stream, case, Duration::from_secs(5)).await;
         // What the replica saw: a body it saw break off may take a moment to
         // be counted, so look again for a while before calling it wrong.
