@@ -54,7 +54,9 @@ fn every_example_parses() {
                 assert!(!service.scaling.is_fixed(), "{}", file.display());
                 continue;
             }
-            addrs.push(service.listen.to_string());
+            if service.own_listen {
+                addrs.push(service.listen.to_string());
+            }
             // The demo app under a quarter-core budget: as a local process,
             // or inside the demo image (examples/docker).
             let expected = match service.driver.is_container() {
@@ -66,6 +68,10 @@ fn every_example_parses() {
             assert_eq!(service.command, expected, "{}", file.display());
             assert_eq!(service.cpu, 0.25, "CPU % is relative to the demo's budget: {}", file.display());
             assert!(!service.scaling.is_fixed(), "{}", file.display());
+        }
+        for listener in config.listeners.values() {
+            addrs.push(listener.listen.to_string());
+            addrs.extend(listener.http.map(|h| h.to_string()));
         }
         for addr in addrs {
             if let Some(other) = listeners.insert(addr.clone(), file.clone()) {
@@ -160,4 +166,19 @@ fn fast_variants_only_compress_time() {
             assert!(f.scale_in_stabilization < s.scale_in_stabilization);
         }
     }
+}
+
+/// The listener example: one address, host and path routes to `api`, the
+/// default to `web`; `api` is reached through the listener only.
+#[test]
+fn listener_routes_example_routes_by_host_and_path() {
+    let config = load(&examples_dir().join("listener-routes/ebb.toml"));
+    let public = &config.listeners["public"];
+    let rules: Vec<(String, &str)> = public.routes.routes.iter().map(|r| (r.describe(), r.service.as_str())).collect();
+    assert_eq!(
+        rules,
+        [("host api.localhost".to_string(), "api"), ("path /api/*".to_string(), "api"), ("default".to_string(), "web")]
+    );
+    assert!(!config.services["api"].own_listen && !config.services["web"].own_listen);
+    assert!(public.tls.is_none(), "the shipped file runs without certificate files; README.md shows TLS");
 }
