@@ -893,7 +893,7 @@ impl Check<'_> {
                 format!("{} overlaps {} of {whose}", later.addr, first.addr)
             };
             let fix = match (&later.owner, &first.owner, &first.span) {
-                (Owner::Service(_), Owner::Admin, None) => {
+                (Owner::Service(_) | Owner::Listener(_) | Owner::Redirect(_), Owner::Admin, None) => {
                     r#"pick another port, or move the admin API with [admin] listen = "127.0.0.1:9901""#
                 }
                 (Owner::Admin, ..) => "give the admin API another port",
