@@ -81,6 +81,20 @@ impl Front {
         })
     }
 
+    /// One service over TLS (`ebb proxy --tls-cert`).
+    pub fn service_over_tls(proxy: Arc<ServiceProxy>, tls: Arc<TlsState>) -> Arc<Front> {
+        Arc::new(Front {
+            label: format!("service {}", proxy.service),
+            name: proxy.service.clone(),
+            config: proxy.config.clone(),
+            targets: Targets::One(proxy),
+            tls: Some(tls),
+            hsts: None,
+            own_stats: ProxyStats::default(),
+            unrouted: AtomicU64::new(0),
+        })
+    }
+
     /// A `[listener.NAME]`: `services` holds the proxy of every service its
     /// routes name. Panics if one is missing (the config was validated).
     pub fn listener(

@@ -426,6 +426,12 @@ pub struct StaticProxyArgs {
     /// How to spread requests over the backends.
     #[arg(long, value_enum, default_value_t = StaticBalance::LeastOutstanding)]
     pub balance: StaticBalance,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// `--balance` values.
@@ -459,6 +465,14 @@ pub async fn run_static(args: StaticProxyArgs) -> anyhow::Result<()> {
             .map(|(i, addr)| Arc::new(Backend::new(format!("backend-{}", i + 1), *addr)))
             .collect(),
     );
+    let front = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = [ebb_core::config::CertFiles { cert: cert.clone(), key: key.clone() }];
+            let tls = crate::tls::TlsState::new("proxy", &files).map_err(|e| anyhow::anyhow!(e.message))?;
+            Front::service_over_tls(proxy.clone(), tls)
+        }
+        _ => Front::service(proxy.clone()),
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -471,7 +485,7 @@ pub async fn run_static(args: StaticProxyArgs) -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let serving = tokio::spawn(serve(listener, proxy.clone(), shutdown.clone()));
+    let serving = tokio::spawn(serve_front(listener, front, shutdown.clone()));
     tokio::select! {
         _ = sigterm.recv() => {}
         _ = sigint.recv() => {}
