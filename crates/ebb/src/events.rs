@@ -1,7 +1,8 @@
 //! The event log: every change to a fleet, with the reason that caused it.
 //!
-//! Events are kept in a bounded in-memory ring (the store keeps them across
-//! restarts later), broadcast to live followers, and logged through `tracing`.
+//! Events are kept in a bounded in-memory ring (and, through an
+//! [`EventStore`], in the state file across restarts), broadcast to live
+//! followers, and logged through `tracing`.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
