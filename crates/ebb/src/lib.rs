@@ -3,6 +3,11 @@
 //! Layout (see ARCHITECTURE.md for the full map):
 //! - [`proxy`]: the data plane — one HTTP balancer per service, routing on an
 //!   atomically swapped snapshot of routable replicas.
+//!   A `[listener.NAME]` routes each request to one service's balancer
+//!   (`proxy::Front`).
+//! - [`tls`]: TLS termination for listeners: certificate files, SNI,
+//!   reload on change.
+//! - [`listeners`]: the running listeners, for status.
 //! - [`driver`]: where replicas run (local processes, Docker containers,
 //!   Swarm tasks), behind one trait.
 //! - [`controller`]: the executor of each service — gathers the facts about
