@@ -149,7 +149,7 @@ impl CertResolver {
     fn choose(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let certs = self.current.load();
         let chosen = server_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()).and_then(|name| {
-            let exact = certs.iter().find(|c| c.names.iter().any(|n| *n == name));
+            let exact = certs.iter().find(|c| c.names.contains(&name));
             exact.or_else(|| {
                 let (_, parent) = name.split_once('.')?;
                 let wildcard = format!("*.{parent}");

@@ -614,19 +614,17 @@ async fn echo_backend() -> (SocketAddr, Arc<Seen>) {
 
 /// A TLS listener routing everything to one service with one echo replica.
 async fn tls_front(dir: &Path, backend: SocketAddr) -> (SocketAddr, Arc<ebb::proxy::ServiceProxy>) {
-    let text = format!(
-        r#"[service.web]
+    let text = r#"[service.web]
 command = "web"
 
 [listener.public]
 listen = "127.0.0.1:0"
-tls = {{ cert = "site.pem", key = "site.key" }}
+tls = { cert = "site.pem", key = "site.key" }
 
 [[listener.public.route]]
 service = "web"
-"#
-    );
-    let config = ebb_core::config::Config::parse(&text, &dir.join("ebb.toml")).unwrap();
+"#;
+    let config = ebb_core::config::Config::parse(text, &dir.join("ebb.toml")).unwrap();
     let listener = &config.listeners["public"];
     let tls = ebb::tls::TlsState::new("public", &listener.tls.as_ref().unwrap().certs).unwrap();
     let proxy = ebb::proxy::ServiceProxy::new(

@@ -87,7 +87,7 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, req: Request<Incoming>) -> Res
                 front.stats().rejected.fetch_add(1, Ordering::Relaxed);
                 local_error_of("listener", &front.name, status, message, close)
             }
-            None => answer,
+            None => *answer,
         },
     };
     front.finish(&mut response);

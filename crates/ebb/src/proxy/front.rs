@@ -61,7 +61,7 @@ enum Targets {
 pub(crate) enum Target<'a> {
     Service(&'a Arc<ServiceProxy>),
     /// Answered by the front itself (no route, a redirect).
-    Local(Response<ProxyBody>),
+    Local(Box<Response<ProxyBody>>),
 }
 
 static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -171,16 +171,16 @@ impl Front {
                             host.unwrap_or("(none)"),
                             req.uri().path()
                         );
-                        Target::Local(json_answer(
+                        Target::Local(Box::new(json_answer(
                             StatusCode::NOT_FOUND,
                             serde_json::json!({ "error": message, "listener": name }),
-                        ))
+                        )))
                     }
                 }
             }
             Targets::Redirect { https_port } => {
                 self.own_stats.requests.fetch_add(1, Ordering::Relaxed);
-                Target::Local(self.answer_locally(req, *https_port))
+                Target::Local(Box::new(self.answer_locally(req, *https_port)))
             }
         }
     }

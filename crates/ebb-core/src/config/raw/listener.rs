@@ -94,6 +94,10 @@ struct RawRoute {
     service: Option<Spanned<String>>,
 }
 
+/// Where keys found while checking listeners were written, by name
+/// (`listener.NAME.tls.0.cert`), for errors found after parsing.
+type KeySpans = Vec<(String, Range<usize>)>;
+
 impl Check<'_> {
     /// Checks every `[listener.NAME]`, adds its addresses to `addresses`
     /// (for the overlap check), and returns the listeners and the spans of
@@ -103,7 +107,7 @@ impl Check<'_> {
         raw: Listeners,
         services: &BTreeMap<String, ServiceConfig>,
         addresses: &mut Vec<Listener>,
-    ) -> (BTreeMap<String, ListenerConfig>, Vec<(String, Range<usize>)>) {
+    ) -> (BTreeMap<String, ListenerConfig>, KeySpans) {
         let mut listeners = BTreeMap::new();
         let mut spans = Vec::new();
         for (name, raw) in raw.0 {
