@@ -314,3 +314,74 @@ pub fn check_config(config: &Config) -> Result<(Vec<Arc<TlsState>>, Vec<String>)
 pub fn state_of<'a>(states: &'a [Arc<TlsState>], listener: &ListenerConfig) -> Option<&'a Arc<TlsState>> {
     states.iter().find(|s| s.listener == listener.name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a self-signed certificate for `names` and its key into `dir`.
+    fn pair(dir: &Path, file: &str, names: &[&str]) -> CertFiles {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let files = CertFiles { cert: dir.join(format!("{file}.pem")), key: dir.join(format!("{file}.key")) };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+
+    fn chosen(state: &TlsState, sni: Option<&str>) -> Vec<String> {
+        let key = state.resolver.choose(sni).unwrap();
+        let certs = state.certs();
+        certs.iter().find(|c| Arc::ptr_eq(&c.key, &key)).unwrap().names.clone()
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            pair(dir.path(), "www", &["www.example.test"]),
+            pair(dir.path(), "wild", &["*.example.test"]),
+            pair(dir.path(), "api", &["api.example.test"]),
+        ];
+        let state = TlsState::new("public", &files).unwrap();
+        assert_eq!(chosen(&state, Some("API.example.test.")), ["api.example.test"]);
+        assert_eq!(chosen(&state, Some("shop.example.test")), ["*.example.test"]);
+        assert_eq!(chosen(&state, Some("a.shop.example.test")), ["www.example.test"], "one label only");
+        assert_eq!(chosen(&state, Some("other.test")), ["www.example.test"]);
+        assert_eq!(chosen(&state, None), ["www.example.test"]);
+    }
+
+    #[test]
+    fn a_reload_that_fails_keeps_the_certificates_in_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [pair(dir.path(), "site", &["site.test"])];
+        let state = TlsState::new("public", &files).unwrap();
+        let before = state.certs()[0].key.clone();
+        std::fs::write(&files[0].key, "garbage").unwrap();
+        let error = state.reload().unwrap_err();
+        assert!(error.contains("site.key is not a PEM private key"), "{error}");
+        assert!(Arc::ptr_eq(&state.certs()[0].key, &before));
+        assert_eq!(state.last_error.lock().unwrap().as_deref(), Some(error.as_str()));
+        // A good pair again: served, and the error is gone.
+        pair(dir.path(), "site", &["renewed.test"]);
+        state.reload().unwrap();
+        assert_eq!(state.certs()[0].names, ["renewed.test"]);
+        assert!(state.last_error.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn load_errors_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = pair(dir.path(), "a", &["a.test"]);
+        let b = pair(dir.path(), "b", &["b.test"]);
+        let mixed = CertFiles { cert: a.cert.clone(), key: b.key.clone() };
+        let e = load(&[a.clone(), mixed]).unwrap_err();
+        assert_eq!((e.index, e.which), (1, "key"));
+        assert!(e.message.contains("b.key does not match the certificate in"), "{}", e.message);
+        let missing = CertFiles { cert: dir.path().join("none.pem"), key: a.key.clone() };
+        let e = load(&[missing]).unwrap_err();
+        assert_eq!((e.index, e.which), (0, "cert"));
+        assert!(e.message.starts_with("cannot read"), "{}", e.message);
+    }
+}

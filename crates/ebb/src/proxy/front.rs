@@ -233,3 +233,50 @@ fn json_answer(status: StatusCode, body: serde_json::Value) -> Response<ProxyBod
     response.headers_mut().insert(header::CONTENT_TYPE, APPLICATION_JSON.clone());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redirect(https_port: u16) -> Front {
+        Front {
+            label: "listener public (http)".into(),
+            name: "public".into(),
+            config: ProxyConfig::default(),
+            targets: Targets::Redirect { https_port },
+            tls: None,
+            hsts: None,
+            own_stats: ProxyStats::default(),
+            unrouted: AtomicU64::new(0),
+        }
+    }
+
+    fn location(front: &Front, req: Request<()>) -> (u16, Option<String>) {
+        let Target::Local(answer) = front.route(&req) else { panic!("a redirect front answers itself") };
+        let location = answer.headers().get(header::LOCATION).map(|l| l.to_str().unwrap().to_string());
+        (answer.status().as_u16(), location)
+    }
+
+    #[test]
+    fn plain_http_is_redirected_to_the_same_host_and_path_over_https() {
+        let get = |host: Option<&str>, uri: &str| {
+            let mut req = Request::get(uri);
+            if let Some(host) = host {
+                req = req.header(header::HOST, host);
+            }
+            req.body(()).unwrap()
+        };
+        let on_443 = redirect(443);
+        assert_eq!(
+            location(&on_443, get(Some("Shop.Example.com:80"), "/a/b?c=d&e")),
+            (308, Some("https://shop.example.com/a/b?c=d&e".into())),
+            "host without its port, the default HTTPS port left out, the query kept"
+        );
+        assert_eq!(
+            location(&redirect(8443), get(Some("shop.test"), "/")),
+            (308, Some("https://shop.test:8443/".into()))
+        );
+        assert_eq!(location(&on_443, get(None, "/")).0, 400, "no Host: nowhere to redirect to");
+        assert_eq!(on_443.stats().requests.load(Ordering::Relaxed), 2);
+    }
+}
