@@ -1,10 +1,8 @@
 //! The `/api/v1` handlers and the JSON they speak.
 //!
 //! The bodies and answers are [`crate::wire`]'s types, shared with the
-//! client; the metric points are built here from `controller::history`
-//! field by field, so a field added there reaches the API only when it is
-//! added here (a unit test below fails until it is). Every handler carries
-//! a `#[utoipa::path]` that feeds `openapi.json`.
+//! client (the metric history's points are `controller::history`'s own).
+//! Every handler carries a `#[utoipa::path]` that feeds `openapi.json`.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -14,11 +12,12 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::{check_text, Text};
 use super::{ApiError, App, ErrorBody};
+use crate::controller::history::ServicePoint;
 use crate::controller::ServiceHandle;
 use crate::wire::{
     DashboardLogin, DeployRequest, EventView, FleetStatus, InterruptRequest, ProtectRequest, ReasonRequest,
@@ -68,75 +67,6 @@ fn lifecycle_error(e: crate::controller::LifecycleError) -> ApiError {
 
 /// Default interruption notice (what a spot reclaim gives).
 pub const DEFAULT_NOTICE_S: u64 = 120;
-
-/// One second of one service.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MetricsPoint {
-    /// End of the second, Unix milliseconds.
-    pub time_ms: u64,
-    pub desired: u32,
-    pub in_service: u32,
-    pub pending: u32,
-    /// Requests answered in this second, all replicas.
-    pub requests_per_s: f64,
-    /// Requests in flight at the end of the second.
-    pub in_flight: u64,
-    /// Latency percentiles of the requests answered in this second.
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    /// Mean CPU of the replicas that reported, % of their allotment.
-    pub cpu_mean: Option<f64>,
-    /// CPU by replica, % of the allotment: `[["web-3f9a1c", 42.5], ...]`.
-    pub replica_cpu: Vec<(String, f64)>,
-    /// What the balancer saw of demand in this second (offered, queued,
-    /// shed, queue time) and whether the host was full; `null` for a worker
-    /// pool and for points kept before ebb recorded it.
-    pub traffic: Option<MetricsTraffic>,
-}
-
-/// One second of the balancer's view of demand, and of the host.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MetricsTraffic {
-    /// Requests that arrived, whatever became of them (served, still
-    /// queued, or shed).
-    pub offered_per_s: f64,
-    /// The most requests waiting in the balancer's queue at once.
-    pub queued: u32,
-    /// Requests turned away with 503 (queue full or queue timeout).
-    pub shed_per_s: u32,
-    /// Mean time requests waited for a replica, ms.
-    pub queue_ms: Option<f64>,
-    /// Requests queued or shed in this second.
-    pub saturated: bool,
-    /// ebb's host was full (more local replicas add no capacity).
-    pub host_full: bool,
-}
-
-impl MetricsPoint {
-    fn new(p: &crate::controller::history::ServicePoint) -> Self {
-        let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
-        MetricsPoint {
-            time_ms: p.time_ms,
-            desired: p.desired,
-            in_service: p.in_service,
-            pending: p.pending,
-            requests_per_s: if p.requests_per_s.is_finite() { p.requests_per_s } else { 0.0 },
-            in_flight: p.in_flight,
-            p50_ms: finite(p.p50_ms),
-            p99_ms: finite(p.p99_ms),
-            cpu_mean: finite(p.cpu_mean),
-            replica_cpu: p.replica_cpu.iter().filter(|(_, c)| c.is_finite()).cloned().collect(),
-            traffic: p.traffic.as_ref().map(|t| MetricsTraffic {
-                offered_per_s: if t.offered_per_s.is_finite() { t.offered_per_s } else { 0.0 },
-                queued: t.queued,
-                shed_per_s: t.shed_per_s,
-                queue_ms: finite(t.queue_ms),
-                saturated: t.saturated,
-                host_full: t.host_full,
-            }),
-        }
-    }
-}
 
 /// `?follow=` values.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -601,7 +531,7 @@ pub(crate) async fn list_events(
     params(MetricsQuery),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "Oldest first: one point per minute beyond the last 24 h (from the state file), one per second within them", body = [MetricsPoint]),
+        (status = 200, description = "Oldest first: one point per minute beyond the last 24 h (from the state file), one per second within them", body = [ServicePoint]),
         (status = 400, description = "Malformed query, or no service named while there are several", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
@@ -612,7 +542,7 @@ pub(crate) async fn list_events(
 pub(crate) async fn metrics(
     State(app): State<App>,
     q: Result<Query<MetricsQuery>, QueryRejection>,
-) -> Result<Json<Vec<MetricsPoint>>, ApiError> {
+) -> Result<Json<Vec<ServicePoint>>, ApiError> {
     let q = query(q)?;
     let now_ms = crate::events::unix_ms(std::time::SystemTime::now());
     let since_ms = match q.since {
@@ -644,9 +574,9 @@ pub(crate) async fn metrics(
             .minute_history(&handle.name, since_ms)
             .await
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        points.extend(older.iter().filter(|p| p.time_ms + 60_000 <= oldest_in_memory).map(MetricsPoint::new));
+        points.extend(older.iter().filter(|p| p.time_ms + 60_000 <= oldest_in_memory).map(ServicePoint::finite));
     }
-    points.extend(recent.iter().map(MetricsPoint::new));
+    points.extend(recent.iter().map(ServicePoint::finite));
     Ok(Json(points))
 }
 
@@ -748,8 +678,8 @@ mod tests {
         assert_eq!(listed, replica);
     }
 
-    /// A field added to the history's points must reach the metrics API
-    /// too (the dashboard draws from it).
+    /// The metrics API serves the history's points whole (the dashboard
+    /// draws from them), with no NaN where the schema says number.
     #[test]
     fn metrics_points_carry_every_history_field() {
         let point = crate::controller::history::ServicePoint {
@@ -773,7 +703,7 @@ mod tests {
             }),
         };
         let raw = serde_json::to_value(&point).unwrap();
-        let view = serde_json::to_value(MetricsPoint::new(&point)).unwrap();
+        let view = serde_json::to_value(point.finite()).unwrap();
         let missing: Vec<_> = keys(&raw).difference(&keys(&view)).cloned().collect();
         assert!(missing.is_empty(), "MetricsPoint lacks {missing:?}");
         let missing: Vec<_> = keys(&raw["traffic"]).difference(&keys(&view["traffic"])).cloned().collect();
@@ -782,7 +712,7 @@ mod tests {
         assert_eq!(view["traffic"]["saturated"], true);
         assert!(view["p99_ms"].is_null(), "NaN is no number");
         let old = crate::controller::history::ServicePoint { traffic: None, ..point };
-        assert!(serde_json::to_value(MetricsPoint::new(&old)).unwrap()["traffic"].is_null());
+        assert!(serde_json::to_value(old.finite()).unwrap()["traffic"].is_null());
     }
 
     #[test]

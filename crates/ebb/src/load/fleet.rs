@@ -244,11 +244,12 @@ mod tests {
         assert_eq!(view_of(&services, elsewhere), FleetSummary { label: "fleet".into(), desired: 5, in_service: 4 });
     }
 
-    /// What a newer ebb adds is ignored.
+    /// What another version of ebb adds is ignored, and what it leaves out
+    /// reads as a default.
     #[test]
     fn the_status_document_is_read_leniently() {
         let doc: crate::wire::FleetStatus = serde_json::from_str(
-            r#"{"services":[{"name":"web","listen":"127.0.0.1:8080","driver":"process","desired":2,"min":1,"max":4,"in_service":1,"pending":1,"version":1,"new":1,"replicas":[]}],"extra":true}"#,
+            r#"{"services":[{"name":"web","listen":"127.0.0.1:8080","desired":2,"in_service":1,"pending":1,"replicas":[]}],"extra":true}"#,
         )
         .unwrap();
         assert_eq!(doc.services[0].in_service, 1);

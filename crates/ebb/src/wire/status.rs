@@ -15,25 +15,41 @@ pub struct FleetStatus {
 /// One service: its bounds, counts and replicas.
 // Serialized by hand (below) only to name the service in each replica, as
 // the API always has: the controller's snapshot does not repeat it.
+// Read leniently (a count left out reads as 0), so `ebb load --ebb` follows
+// an ebb of another version; the schema still requires them all.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[schema(as = ServiceView)]
 pub struct ServiceStatus {
     #[schema(example = "web")]
     pub name: String,
     /// The balancer's address.
-    #[schema(example = "127.0.0.1:8080")]
+    #[serde(default)]
+    #[schema(example = "127.0.0.1:8080", required = true)]
     pub listen: String,
     /// Where replicas run: `process`, later `docker`, `swarm`.
-    #[schema(example = "process")]
+    #[serde(default)]
+    #[schema(example = "process", required = true)]
     pub driver: String,
+    #[serde(default)]
+    #[schema(required = true)]
     pub desired: u32,
+    #[serde(default)]
+    #[schema(required = true)]
     pub min: u32,
+    #[serde(default)]
+    #[schema(required = true)]
     pub max: u32,
     /// Replicas healthy and in the rotation.
+    #[serde(default)]
+    #[schema(required = true)]
     pub in_service: u32,
     /// Replicas started but not yet in service.
+    #[serde(default)]
+    #[schema(required = true)]
     pub pending: u32,
     /// The current spec version.
+    #[serde(default)]
+    #[schema(required = true)]
     pub version: u64,
     /// Why the fleet is not changing although something might want it to
     /// (cooldown, stabilisation, max reached, crash-loop backoff, ...).
@@ -42,7 +58,8 @@ pub struct ServiceStatus {
     pub deploy: Option<DeployStatus>,
     /// The last deploy that finished (succeeded or rolled back).
     pub last_deploy: Option<DeployStatus>,
-    #[schema(value_type = Vec<ServiceReplica>)]
+    #[serde(default)]
+    #[schema(value_type = Vec<ServiceReplica>, required = true)]
     pub replicas: Vec<ReplicaStatus>,
     /// What the balancer saw of demand in the last second (offered,
     /// served, queued, shed); `null` for a worker pool.
