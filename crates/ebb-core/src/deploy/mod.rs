@@ -44,7 +44,7 @@
 //! which, and until when), then finishes without them. They stay as extra
 //! replicas above desired capacity, and the reconciler retires them as soon
 //! as they are released (scale-in takes old versions first and never a
-//! protected replica: [`crate::scaling::pick_for_scale_in`]).
+//! protected replica: [`crate::fleet::pick_for_scale_in`]).
 //!
 //! **Blue-green**: traffic stays on the old version (a [`DeployAction::Route`]
 //! to it) while a full new set of `desired` replicas starts; when all of them
@@ -206,20 +206,7 @@ impl Default for DeployConfig {
     }
 }
 
-/// Where a replica is in its life, as the planner needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReplicaPhase {
-    /// Launched, not yet in service (booting, or not yet healthy).
-    Starting,
-    /// Passed its health checks; serving (or able to serve).
-    InService,
-    /// Crashed, or failed its health checks: the controller stops it. Not
-    /// capacity. A failed replica of the new version rolls a deploy back.
-    Failed,
-    /// Asked to leave (out of the rotation, draining or stopping), or under
-    /// an interruption notice: gone, as far as capacity goes.
-    Leaving,
-}
+pub use crate::fleet::ReplicaPhase;
 
 /// One replica, as the controller sees it when it asks for a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +241,7 @@ pub enum DeployAction {
     /// `Route` or the deploy's `Finish`; [`Deploy::routes_only`] says the same.
     Route { only_version: Option<u64>, reason: String },
     /// The deploy is over (exactly once).
-    Finish { outcome: Outcome, reason: String },
+    Finish { outcome: DeployOutcome, reason: String },
     /// Nothing to do now; what the deploy is waiting for, and the deadline
     /// after which it acts on its own (roll back, stop waiting), if any. The
     /// reason is stable while the fleet does not change, so the controller
@@ -290,18 +277,18 @@ impl fmt::Display for DeployAction {
 
 /// How a deploy ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum DeployOutcome {
     /// The new version serves.
     Succeeded,
     /// The previous version serves again; `reason` says why (the trigger).
     RolledBack { reason: String },
 }
 
-impl fmt::Display for Outcome {
+impl fmt::Display for DeployOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Succeeded => f.write_str("deploy succeeded"),
-            Outcome::RolledBack { .. } => f.write_str("deploy rolled back"),
+            DeployOutcome::Succeeded => f.write_str("deploy succeeded"),
+            DeployOutcome::RolledBack { .. } => f.write_str("deploy rolled back"),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The `/api/v1` handlers and the JSON they speak.
 //!
 //! The bodies and answers are [`crate::wire`]'s types, shared with the
-//! client (the metric history's points are `controller::history`'s own).
+//! client (the metric history's points are `metrics::history`'s own).
 //! Every handler carries a `#[utoipa::path]` that feeds `openapi.json`.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -17,8 +17,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::{check_text, Text};
 use super::{ApiError, App, ErrorBody};
-use crate::controller::history::ServicePoint;
 use crate::controller::ServiceHandle;
+use crate::metrics::history::ServicePoint;
 use crate::wire::{
     DashboardLogin, DeployRequest, EventView, FleetStatus, InterruptRequest, ProtectRequest, ReasonRequest,
     ReplicaOutcome, ScaleOutcome, ServiceReplica, ServiceStatus, SetDesiredRequest, ShutdownRequest, ShutdownView,
@@ -544,7 +544,7 @@ pub(crate) async fn metrics(
     q: Result<Query<MetricsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ServicePoint>>, ApiError> {
     let q = query(q)?;
-    let now_ms = crate::events::unix_ms(std::time::SystemTime::now());
+    let now_ms = crate::clock::unix_ms(std::time::SystemTime::now());
     let since_ms = match q.since {
         Some(_) => non_negative("since", q.since)?,
         None => now_ms.saturating_sub(DEFAULT_METRICS_WINDOW_MS),
@@ -682,7 +682,7 @@ mod tests {
     /// draws from them), with no NaN where the schema says number.
     #[test]
     fn metrics_points_carry_every_history_field() {
-        let point = crate::controller::history::ServicePoint {
+        let point = crate::metrics::history::ServicePoint {
             time_ms: 1_000,
             desired: 2,
             in_service: 2,
@@ -693,7 +693,7 @@ mod tests {
             p99_ms: Some(f64::NAN),
             cpu_mean: Some(3.0),
             replica_cpu: vec![("web-1".into(), 3.0)],
-            traffic: Some(crate::controller::history::PointTraffic {
+            traffic: Some(crate::metrics::history::PointTraffic {
                 offered_per_s: 61.0,
                 queued: 2,
                 shed_per_s: 31,
@@ -711,7 +711,7 @@ mod tests {
         assert_eq!(view["traffic"]["offered_per_s"], 61.0);
         assert_eq!(view["traffic"]["saturated"], true);
         assert!(view["p99_ms"].is_null(), "NaN is no number");
-        let old = crate::controller::history::ServicePoint { traffic: None, ..point };
+        let old = crate::metrics::history::ServicePoint { traffic: None, ..point };
         assert!(serde_json::to_value(old.finite()).unwrap()["traffic"].is_null());
     }
 

@@ -12,7 +12,6 @@
 
 mod command;
 mod handle;
-pub mod history;
 pub mod metric_source;
 mod outlier;
 pub mod probe;
@@ -28,11 +27,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ebb_core::config::{CommandSpec, ServiceConfig};
-use ebb_core::deploy::{Deploy, DeployAction, Outcome, ReplicaPhase, ReplicaView};
+use ebb_core::deploy::{Deploy, DeployAction, DeployOutcome, ReplicaPhase, ReplicaView};
+use ebb_core::fleet::{pick_for_scale_in, ScaleInCandidate};
 use ebb_core::health::{Health, HealthTracker};
 use ebb_core::outlier::{Ejection, Outcomes, OutlierConfig, OutlierDetector};
 use ebb_core::scaling::{
-    self, Autoscaler, Demand, FleetView, HostFull, ReplicaSample, ScaleInCandidate, ServiceSample,
+    self, Autoscaler, Demand, FleetView, HostFull, ReplicaSample, ServiceSample,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -41,8 +41,9 @@ use tokio_util::task::TaskTracker;
 use crate::driver::{ContainerSpec, Driver, ExitReason, ReplicaSpec, RunningReplica};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::metrics::cpu::{CpuMeter, GroupUsage};
+use crate::metrics::history;
 use crate::metrics::host::HostMonitor;
-use crate::proxy::{Backend, ServiceProxy};
+use crate::proxy::{Backend, SecondLatencies, ServiceProxy};
 use crate::state::{ReplicaRecord, ServiceRecord, StateStore};
 use crate::status::{DeployStatus, HostStatus, ReplicaState, ReplicaStatus, SaturationStatus, ServiceStatus};
 
@@ -412,7 +413,7 @@ impl ServiceController {
     fn new(ctx: ServiceContext, inbox: mpsc::UnboundedSender<Input>) -> Self {
         let ctx_scaling = ctx.config.scaling.clone();
         let first_spec = VersionSpec::from_config(&ctx.config);
-        let bounds = ctx.config.replicas;
+        let bounds = ctx.config.replicas.bounds;
         let outlier = match ctx.config.kind.has_balancer() {
             true => ctx.config.proxy.outlier.clone(),
             false => OutlierConfig::off(),
@@ -490,8 +491,8 @@ impl ServiceController {
             format!(
                 "{start} {} replicas (min {}, max {}) with the {} driver",
                 self.desired,
-                self.config.replicas.min,
-                self.config.replicas.max,
+                self.config.replicas.bounds.min,
+                self.config.replicas.bounds.max,
                 self.driver.name()
             ),
         ));
@@ -920,8 +921,8 @@ impl ServiceController {
                     self.routes_only = None;
                     self.published_routable.clear();
                     let kind = match outcome {
-                        Outcome::Succeeded => EventKind::DeploySucceeded,
-                        Outcome::RolledBack { .. } => EventKind::DeployRolledBack,
+                        DeployOutcome::Succeeded => EventKind::DeploySucceeded,
+                        DeployOutcome::RolledBack { .. } => EventKind::DeployRolledBack,
                     };
                     self.record(NewEvent::new(&self.name, kind, reason));
                     self.last_deploy = Some(status);
@@ -1024,10 +1025,7 @@ impl ServiceController {
             }
         }
         // This second's latencies, as the balancer recorded them.
-        let latency = self.proxy.latency.take();
-        let queue = self.proxy.queue_time.take();
-        self.proxy.latency_total.lock().unwrap_or_else(|p| p.into_inner()).merge(&latency);
-        self.proxy.queue_time_total.lock().unwrap_or_else(|p| p.into_inner()).merge(&queue);
+        let SecondLatencies { latency, queue_time: queue } = self.proxy.take_second();
         sample.p95_ms = latency.quantile_ms(0.95);
         sample.p99_ms = latency.quantile_ms(0.99);
         sample.queue_time_ms = queue.mean_ms();
@@ -1063,7 +1061,7 @@ impl ServiceController {
         }
         self.maybe_interrupt_at_random();
         self.push_history(history::ServicePoint {
-            time_ms: crate::events::unix_ms(std::time::SystemTime::now()),
+            time_ms: crate::clock::unix_ms(std::time::SystemTime::now()),
             desired: self.desired,
             in_service: fleet.in_service,
             pending: fleet.pending,
@@ -1553,7 +1551,7 @@ impl ServiceController {
                 age: r.started_at.elapsed(),
             })
             .collect();
-        scaling::pick_for_scale_in(&candidates, count).into_iter().map(|c| c.id.clone()).collect()
+        pick_for_scale_in(&candidates, count).into_iter().map(|c| c.id.clone()).collect()
     }
 
     /// Launches one replica of the current version.
@@ -1585,7 +1583,7 @@ impl ServiceController {
             id.clone(),
             version,
             Instant::now(),
-            crate::events::unix_ms(std::time::SystemTime::now()),
+            crate::clock::unix_ms(std::time::SystemTime::now()),
             health,
         ));
         let driver = self.driver.clone();

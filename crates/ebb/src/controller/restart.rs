@@ -17,9 +17,11 @@ use std::time::{Duration, Instant, SystemTime};
 use ebb_core::health::HealthTracker;
 use tokio_util::sync::CancellationToken;
 
-use super::{history, probe, Replica, RestoredService, ServiceController, VersionSpec};
+use super::{probe, Replica, RestoredService, ServiceController, VersionSpec};
+use crate::clock::unix_ms;
 use crate::driver::{FoundReplica, RunningReplica};
-use crate::events::{unix_ms, EventKind, NewEvent};
+use crate::events::{EventKind, NewEvent};
+use crate::metrics::history;
 use crate::proxy::Backend;
 use crate::state::{ReplicaRecord, ServiceRecord};
 use crate::status::ReplicaState;
@@ -88,7 +90,7 @@ impl ServiceController {
         let Some(record) = restored.record else { return self };
         let bounds = self.autoscaler.bounds();
         if record.config_desired == self.config.replicas.desired {
-            self.desired = record.desired.clamp(bounds.min, bounds.max);
+            self.desired = bounds.clamp(record.desired);
         } else {
             self.record(NewEvent::new(
                 &self.name,

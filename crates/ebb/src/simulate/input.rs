@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::controller::history::ServicePoint;
+use crate::metrics::history::ServicePoint;
 
 /// Reads a trace file in any supported format; errors name the file and line.
 pub fn read_trace(path: &Path) -> Result<Trace, String> {
@@ -42,7 +42,7 @@ pub fn parse_since(text: &str, now: SystemTime) -> Result<u64, String> {
     let ago = humantime::parse_duration(text)
         .map_err(|_| format!("--history {text:?}: expected a duration ago (2h, 30m) or an RFC 3339 time"))?;
     let at = now.checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH);
-    Ok(crate::events::unix_ms(at))
+    Ok(crate::clock::unix_ms(at))
 }
 
 /// The requests per second ebb recorded for `service` since `since`, one

@@ -4,6 +4,10 @@
 //! A bounded ring in memory: one point a second for the last 24 hours.
 //! Written once a second by the controller, read by API handlers; the lock
 //! is held only to push or copy out, never on the request path.
+//!
+//! A leaf (std and serde only): the controller writes it, `state` persists
+//! it, the admin API and `simulate --history` read it, and none of them
+//! has to import another for it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
