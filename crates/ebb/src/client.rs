@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::events::Event;
+use crate::metrics::history::ServicePoint;
 use crate::wire::{
     DashboardLogin, DeployRequest, ErrorBody, FleetStatus, InterruptRequest, ProtectRequest, ReasonRequest,
     ReplicaOutcome, ScaleOutcome, ServiceStatus, SetDesiredRequest, ShutdownRequest, ShutdownView,
@@ -86,6 +87,9 @@ pub struct NotRunning {
 pub struct Refused {
     pub status: u16,
     pub message: String,
+    /// The message is the API's own (`{"error": ...}`); false when
+    /// something else answered, e.g. an older ebb without that route.
+    pub from_api: bool,
 }
 
 /// Why an admin API call failed; typed until a caller makes it a message.
@@ -202,6 +206,13 @@ impl AdminClient {
         self.get(&path).await
     }
 
+    /// `GET /api/v1/metrics`: one service's points since `since_ms` (Unix
+    /// milliseconds), oldest first.
+    pub async fn metrics(&self, service: &str, since_ms: u64) -> Answer<Vec<ServicePoint>> {
+        let service = percent_encoding::utf8_percent_encode(service, percent_encoding::NON_ALPHANUMERIC);
+        self.get(&format!("/api/v1/metrics?service={service}&since={since_ms}")).await
+    }
+
     /// `POST /api/v1/shutdown`: ebb drains and stops everything.
     pub async fn shutdown(&self) -> Answer<ShutdownView> {
         self.send(Method::POST, "/api/v1/shutdown", &ShutdownRequest {}).await
@@ -249,16 +260,16 @@ impl AdminClient {
     async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Answer<T> {
         let (status, bytes) = self.call(method, path, body).await?;
         if !status.is_success() {
-            let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => body.error,
-                Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+            let (message, from_api) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => (body.error, true),
+                Err(_) => (String::from_utf8_lossy(&bytes).into_owned(), false),
             };
             if status == StatusCode::UNAUTHORIZED {
                 if let AdminCredential::Unreadable { path, why } = &self.token {
                     return Err(ClientError::NoToken { message, path: path.clone(), why: why.clone() });
                 }
             }
-            return Err(ClientError::Refused(Refused { status: status.as_u16(), message }));
+            return Err(ClientError::Refused(Refused { status: status.as_u16(), message, from_api }));
         }
         serde_json::from_slice(&bytes).map_err(|source| ClientError::Unexpected { path: path.to_string(), source })
     }
