@@ -17,7 +17,7 @@
 //! - [`admin`]: the admin HTTP API (status, scale, deploy, events, metrics,
 //!   dashboard).
 //! - [`events`]: the event log — every change with its reason.
-//! - [`status`]: the status document shared by the admin API and the CLI.
+//! - [`wire`]: the admin API's JSON (status document, request bodies, answers), shared by the API, the CLI and `ebb load`.
 //! - [`fd_limit`]: the open-file limit raised at start, and the client
 //!   connection budget derived from it.
 //! - [`up`]: `ebb up`, wiring it all together, and the shutdown order.
@@ -43,6 +43,7 @@ pub mod state;
 pub mod status;
 pub mod tls;
 pub mod up;
+pub mod wire;
 
 /// Ctrl-C or SIGTERM: what ends `ebb up`, `ebb load` and a calibration.
 pub(crate) async fn stop_signal() {

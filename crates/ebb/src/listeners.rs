@@ -7,8 +7,8 @@ use std::sync::Arc;
 use ebb_core::config::ListenerConfig;
 
 use crate::proxy::Front;
-use crate::status::{CertificateStatus, ListenerStatus, RouteStatus};
 use crate::tls::TlsState;
+use crate::wire::{CertificateStatus, ListenerStatus, RouteStatus};
 
 /// Every listener of a running ebb.
 #[derive(Default)]

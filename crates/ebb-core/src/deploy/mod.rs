@@ -103,12 +103,18 @@ use std::fmt;
 use std::time::Duration;
 
 /// How a deploy replaces replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+///
+/// In JSON (the admin API) it is `rolling` or `blue_green`, as the API has
+/// always spelled it; `blue-green`, the config's and the CLI's spelling, is
+/// read too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// A few at a time, within `max_surge` / `max_unavailable`.
     #[default]
     Rolling,
     /// A full new set, then one traffic switch, then the old set goes.
+    #[serde(alias = "blue-green")]
     BlueGreen,
 }
 

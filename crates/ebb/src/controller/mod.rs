@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ebb_core::config::{CommandSpec, ServiceConfig};
-use ebb_core::deploy::{Deploy, DeployAction, DeployOutcome, ReplicaPhase, ReplicaView, Strategy};
+use ebb_core::deploy::{Deploy, DeployAction, DeployOutcome, ReplicaPhase, ReplicaView};
 use ebb_core::fleet::{pick_for_scale_in, ScaleInCandidate};
 use ebb_core::health::{Health, HealthTracker};
 use ebb_core::outlier::{Ejection, Outcomes, OutlierConfig, OutlierDetector};
@@ -724,12 +724,10 @@ impl ServiceController {
                 self.name
             )));
         }
-        let config = match request.strategy.as_deref() {
+        // Already a `Strategy`: an unknown name is refused where the JSON is read.
+        let config = match request.strategy {
             None => self.config.deploy.clone(),
-            Some(name) => match Strategy::from_name(name) {
-                Some(strategy) => self.config.deploy.clone().with_strategy(strategy),
-                None => return Err(self.invalid(format!("unknown strategy {name:?}; use rolling or blue-green"))),
-            },
+            Some(strategy) => self.config.deploy.clone().with_strategy(strategy),
         };
         let current = self.specs[&self.version].clone();
         let mut next = current.clone();
