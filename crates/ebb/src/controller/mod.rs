@@ -31,7 +31,9 @@ use ebb_core::deploy::{Deploy, DeployAction, DeployOutcome, ReplicaPhase, Replic
 use ebb_core::fleet::{pick_for_scale_in, ScaleInCandidate};
 use ebb_core::health::{Health, HealthTracker};
 use ebb_core::outlier::{Ejection, Outcomes, OutlierConfig, OutlierDetector};
-use ebb_core::scaling::{self, Autoscaler, Demand, FleetView, HostFull, ReplicaSample, ServiceSample};
+use ebb_core::scaling::{
+    self, Autoscaler, Demand, FleetView, HostFull, ReplicaSample, ServiceSample,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
