@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::command::ControlCommand;
+use super::command::{ControlCommand, LifecycleError, ScaleOutcome};
 use super::publish::Snapshot;
 use super::{metric_source, probe, SAMPLE_EVERY};
 use crate::driver::{Driver, DriverError, ExitReason, RunningReplica};
@@ -104,6 +104,23 @@ pub(super) async fn read_metric_source(
         };
         if inbox.send(Input::External { at: Instant::now(), reading }).is_err() {
             return;
+        }
+    }
+}
+
+/// Answers a command that arrives while the service shuts down: nothing is
+/// changed any more.
+pub(super) fn refuse_while_shutting_down(command: ControlCommand, service: String) {
+    match command {
+        ControlCommand::SetDesired { reply, .. } => {
+            let clamped = Some("ebb is shutting down".into());
+            let _ = reply.send(ScaleOutcome { service, from: 0, to: 0, clamped });
+        }
+        ControlCommand::Protect { reply, .. } | ControlCommand::Interrupt { reply, .. } => {
+            let _ = reply.send(Err(LifecycleError::ShuttingDown { service }));
+        }
+        ControlCommand::Deploy { reply, .. } | ControlCommand::Rollback { reply, .. } => {
+            let _ = reply.send(Err(LifecycleError::ShuttingDown { service }));
         }
     }
 }

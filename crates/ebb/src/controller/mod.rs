@@ -11,7 +11,7 @@
 //! so probes and commands are handled while a slow replica boots.
 //!
 //! The controller is a composition of parts, each owning its state, that
-//! share the service's [`Shared`] context:
+//! share the service's `Shared` context (`context.rs`):
 //! - `input.rs`: the [`Input`]s and the background readers (usage, metric source);
 //! - `replicas.rs`: each replica as tracked, and the set of them with their tokens;
 //! - `reconcile.rs`: the fleet rules (counts to desired, crash-loop backoff,
@@ -26,6 +26,7 @@
 
 mod adopt;
 mod command;
+mod context;
 mod deploy;
 mod handle;
 mod health;
@@ -42,56 +43,25 @@ mod restart;
 mod sampler;
 
 pub use command::{ConfigSpec, ControlCommand, DeployRequest, LifecycleError, ReplicaOutcome, ScaleOutcome};
+use context::Shared;
+pub use context::{RestoredService, ServiceContext};
 pub use handle::ServiceHandle;
 use input::Input;
 use publish::Snapshot;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ebb_core::config::ServiceConfig;
-use ebb_core::scaling;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::driver::{Driver, DriverError};
-use crate::events::{EventKind, EventLog, NewEvent};
-use crate::metrics::host::HostMonitor;
-use crate::proxy::ServiceProxy;
-use crate::state::{ReplicaRecord, ServiceRecord, StateStore};
+use crate::driver::DriverError;
+use crate::events::{EventKind, NewEvent};
 
 /// How often the loop wakes without input (backoff expiry, status refresh).
 const TICK: Duration = Duration::from_millis(250);
 /// Metrics resolution: one sample, and one scaling decision, per second.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
-/// Everything a service's controller task needs.
-pub struct ServiceContext {
-    pub config: ServiceConfig,
-    pub driver: Arc<dyn Driver>,
-    pub proxy: Arc<ServiceProxy>,
-    pub events: Arc<EventLog>,
-    pub state_dir: PathBuf,
-    /// The admin API's base URL, given to replicas so they can protect
-    /// themselves (`EBB_ADMIN_URL`).
-    pub admin_url: String,
-    /// Where desired state, replicas and history are kept across restarts.
-    pub store: Option<StateStore>,
-    /// What the store held for this service when ebb started.
-    pub restored: RestoredService,
-    /// ebb's host, when this service's replicas run on it (not on Swarm).
-    pub host: Option<Arc<HostMonitor>>,
-}
-
-/// One service's part of what the state store held at start.
-#[derive(Debug, Default)]
-pub struct RestoredService {
-    pub record: Option<ServiceRecord>,
-    pub replicas: Vec<ReplicaRecord>,
-    pub history: Vec<history::ServicePoint>,
-}
 
 /// Starts the controller task of one service. It runs until `shutdown` is
 /// cancelled, then drains and stops every replica and finishes; wait for that
@@ -121,28 +91,6 @@ pub fn spawn_service(ctx: ServiceContext, shutdown: CancellationToken, tracker: 
     }
     tracker.spawn(controller.run(rx, snapshot_tx, shutdown));
     handle
-}
-
-/// What every part of a service's controller reads: who it is, its config,
-/// where events go, its balancer, and its clock.
-struct Shared {
-    name: String,
-    config: ServiceConfig,
-    proxy: Arc<ServiceProxy>,
-    events: Arc<EventLog>,
-    /// Origin of the autoscaler's and the deploy planner's time axis.
-    origin: Instant,
-}
-
-impl Shared {
-    /// The core's clock: time since this controller started.
-    fn now(&self) -> scaling::Time {
-        self.origin.elapsed()
-    }
-
-    fn record(&self, event: NewEvent) {
-        self.events.record(event);
-    }
 }
 
 /// One service's controller: its parts, each owning its own state.
@@ -270,16 +218,7 @@ impl ServiceController {
                     self.handle(input);
                     self.restorer.persist_replicas(&self.ctx, &self.fleet.replicas);
                 }
-                Input::Command(ControlCommand::SetDesired { reply, .. }) => {
-                    let clamped = Some("ebb is shutting down".into());
-                    let _ = reply.send(ScaleOutcome { service, from: 0, to: 0, clamped });
-                }
-                Input::Command(ControlCommand::Protect { reply, .. } | ControlCommand::Interrupt { reply, .. }) => {
-                    let _ = reply.send(Err(LifecycleError::ShuttingDown { service }));
-                }
-                Input::Command(ControlCommand::Deploy { reply, .. } | ControlCommand::Rollback { reply, .. }) => {
-                    let _ = reply.send(Err(LifecycleError::ShuttingDown { service }));
-                }
+                Input::Command(command) => input::refuse_while_shutting_down(command, service),
                 Input::Probe { .. }
                 | Input::Exited { .. }
                 | Input::Usage { .. }
