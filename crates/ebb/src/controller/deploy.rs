@@ -42,12 +42,14 @@ impl VersionSpec {
 
 /// The versions of one service and its deploys.
 pub(super) struct Deployer {
-    /// The version new replicas run outside a deploy.
+    /// The version new replicas run outside a deploy. This, the specs and
+    /// the last deploy are set from the state store at start.
     pub(super) version: u64,
     /// The spec of every version this run has known (v1 = the config's).
     pub(super) specs: BTreeMap<u64, VersionSpec>,
     /// The running deploy; while set, it alone launches and retires.
     running: Option<Deploy>,
+    /// How the last deploy ended, for status.
     pub(super) last: Option<DeployStatus>,
     /// Blue-green: only this version is routable.
     routes_only: Option<u64>,
@@ -69,14 +71,6 @@ impl Deployer {
             wait: None,
             failures: Vec::new(),
         }
-    }
-
-    pub(super) fn version(&self) -> u64 {
-        self.version
-    }
-
-    pub(super) fn last(&self) -> Option<&DeployStatus> {
-        self.last.as_ref()
     }
 
     pub(super) fn is_running(&self) -> bool {

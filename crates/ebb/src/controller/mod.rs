@@ -304,7 +304,14 @@ impl ServiceController {
             NewEvent::new(&self.ctx.name, EventKind::ReplicaStartFailed, format!("replica failed to start: {error}"))
                 .replica(id),
         );
-        self.backoff.count_failure(&self.ctx);
+        self.count_failure();
+    }
+
+    /// A replica failed before ever serving: crash-loop backoff counts it.
+    fn count_failure(&mut self) {
+        if let Some(backing_off) = self.backoff.count_failure(Instant::now()) {
+            self.ctx.record(NewEvent::new(&self.ctx.name, EventKind::Backoff, backing_off.to_string()));
+        }
     }
 
     /// A replica failed: the deploy learns why, backoff counts it if it
@@ -312,7 +319,7 @@ impl ServiceController {
     fn replace(&mut self, failure: lifecycle::Failure, why: &str) {
         self.deploy.note_failure(&failure.id, &failure.cause);
         if failure.never_served {
-            self.backoff.count_failure(&self.ctx);
+            self.count_failure();
         }
         self.retire(&failure.id, why);
     }
@@ -326,7 +333,7 @@ impl ServiceController {
             // The deploy planner alone launches and retires while it runs.
             self.deploy.step(&self.ctx, &mut self.fleet, self.desired);
         } else {
-            let version = self.deploy.version();
+            let version = self.deploy.version;
             match reconcile::to_desired(&self.fleet.replicas, self.desired, version, &self.backoff, Instant::now()) {
                 reconcile::ToDesired::Launch(count) => {
                     for _ in 0..count {

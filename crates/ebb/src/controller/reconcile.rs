@@ -13,8 +13,7 @@ use ebb_core::config::ChaosConfig;
 use ebb_core::scaling::{self, ScaleInCandidate};
 
 use super::replicas::{Replica, ReplicaSet};
-use super::{Shared, SAMPLE_EVERY};
-use crate::events::{EventKind, NewEvent};
+use super::SAMPLE_EVERY;
 use crate::status::ReplicaState;
 
 /// Crash-loop backoff bounds.
@@ -58,6 +57,25 @@ pub(super) fn to_desired(
     }
 }
 
+/// Starts are held back for `delay` after `streak` failures in a row; its
+/// `Display` is the event text.
+#[derive(Debug, PartialEq)]
+pub(super) struct BackingOff {
+    pub(super) streak: u32,
+    pub(super) delay: Duration,
+}
+
+impl std::fmt::Display for BackingOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} replicas in a row failed before reaching service; next start in {}",
+            self.streak,
+            humantime::format_duration(self.delay)
+        )
+    }
+}
+
 /// Crash-loop backoff: replicas that fail in a row without one reaching
 /// service hold further starts back, longer each time.
 #[derive(Debug, Default)]
@@ -69,23 +87,17 @@ pub(super) struct Backoff {
 }
 
 impl Backoff {
-    /// A replica failed before ever serving: back off further starts.
-    pub(super) fn count_failure(&mut self, ctx: &Shared) {
+    /// A replica failed before ever serving: from the second in a row,
+    /// further starts are held back, twice as long each time.
+    pub(super) fn count_failure(&mut self, now: Instant) -> Option<BackingOff> {
         self.failure_streak += 1;
-        if self.failure_streak >= 2 {
-            let factor = 1u32 << (self.failure_streak - 2).min(10);
-            let delay = (BACKOFF_FIRST * factor).min(BACKOFF_MAX);
-            self.hold_starts_until = Some(Instant::now() + delay);
-            ctx.record(NewEvent::new(
-                &ctx.name,
-                EventKind::Backoff,
-                format!(
-                    "{} replicas in a row failed before reaching service; next start in {}",
-                    self.failure_streak,
-                    humantime::format_duration(delay)
-                ),
-            ));
+        if self.failure_streak < 2 {
+            return None;
         }
+        let factor = 1u32 << (self.failure_streak - 2).min(10);
+        let delay = (BACKOFF_FIRST * factor).min(BACKOFF_MAX);
+        self.hold_starts_until = Some(now + delay);
+        Some(BackingOff { streak: self.failure_streak, delay })
     }
 
     /// A replica reached service: the crash loop, if any, is over.
@@ -210,4 +222,81 @@ pub(super) fn maybe_interrupt_at_random(
     }
     let victim = candidates[rand::random::<usize>() % candidates.len()].clone();
     Some((victim, chaos.notice))
+}
+
+#[cfg(test)]
+mod tests {
+    use ebb_core::health::HealthTracker;
+
+    use super::*;
+
+    fn replica(id: &str, version: u64, state: ReplicaState) -> Replica {
+        let mut r = Replica::new(id.into(), version, Instant::now(), 0, HealthTracker::new(1, 1));
+        r.state = state;
+        r
+    }
+
+    fn set(replicas: Vec<Replica>) -> ReplicaSet {
+        let mut set = ReplicaSet::default();
+        for r in replicas {
+            set.push(r);
+        }
+        set
+    }
+
+    #[test]
+    fn backoff_starts_at_the_second_failure_in_a_row_and_doubles_up_to_its_bound() {
+        let now = Instant::now();
+        let mut backoff = Backoff::default();
+        assert_eq!(backoff.count_failure(now), None, "one failure is not a loop");
+        assert!(!backoff.holds(now));
+        let delays: Vec<Duration> = (0..9).map(|_| backoff.count_failure(now).unwrap().delay).collect();
+        let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        assert!(backoff.holds(now));
+        assert_eq!(
+            BackingOff { streak: 3, delay: Duration::from_secs(1) }.to_string(),
+            "3 replicas in a row failed before reaching service; next start in 1s"
+        );
+        backoff.reset();
+        assert!(!backoff.holds(now));
+        assert_eq!(backoff.count_failure(now), None, "reaching service ends the streak");
+    }
+
+    #[test]
+    fn to_desired_counts_capacity_and_holds_starts_during_backoff() {
+        let now = Instant::now();
+        let mut leaving = replica("web-3", 1, ReplicaState::InService);
+        leaving.stopping = true;
+        let mut interrupted = replica("web-4", 1, ReplicaState::InService);
+        interrupted.interrupt_deadline = Some(now);
+        let replicas = set(vec![
+            replica("web-1", 1, ReplicaState::InService),
+            replica("web-2", 1, ReplicaState::Starting),
+            leaving,
+            interrupted,
+        ]);
+        let steady = Backoff::default();
+        assert_eq!(to_desired(&replicas, 2, 1, &steady, now), ToDesired::Steady, "leaving or interrupted do not count");
+        assert_eq!(to_desired(&replicas, 5, 1, &steady, now), ToDesired::Launch(3));
+        assert_eq!(
+            to_desired(&replicas, 1, 1, &steady, now),
+            ToDesired::Retire(vec!["web-2".into()]),
+            "not yet serving first"
+        );
+        let mut held = Backoff::default();
+        held.count_failure(now);
+        held.count_failure(now);
+        assert_eq!(to_desired(&replicas, 5, 1, &held, now), ToDesired::Steady);
+    }
+
+    #[test]
+    fn routing_follows_the_deploy_blue_green_first() {
+        let idle = Routing { current: 2, only: None, deploying: false };
+        assert!(idle.routes_version(2) && !idle.routes_version(1));
+        let rolling = Routing { current: 2, only: None, deploying: true };
+        assert!(rolling.routes_version(1) && rolling.routes_version(3));
+        let switched = Routing { current: 2, only: Some(3), deploying: true };
+        assert!(switched.routes_version(3) && !switched.routes_version(2));
+    }
 }
