@@ -15,8 +15,11 @@
 //! - [`balance`]: choosing a replica for a request (least outstanding with
 //!   power-of-two-choices, round robin).
 //! - [`scaling`]: the autoscaler: metric windows, target tracking, step
-//!   scaling with alarms, scheduled actions, cooldowns, warm-up, and which
-//!   replica leaves on scale-in; every decision explained as data.
+//!   scaling with alarms, scheduled actions, cooldowns, warm-up, saturation;
+//!   every decision explained as data.
+//! - [`fleet`]: the fleet planner: how many replicas to launch or retire,
+//!   which one leaves, crash-loop backoff, interruption notices, which
+//!   replicas are routable.
 //! - [`deploy`]: the deploy planner: the steps of a rolling or blue-green
 //!   deploy, health-gated with automatic rollback, as actions with reasons.
 //! - [`sim`]: the simulator engine (`ebb simulate`): traffic traces and
@@ -26,6 +29,7 @@
 pub mod balance;
 pub mod config;
 pub mod deploy;
+pub mod fleet;
 pub mod health;
 pub mod outlier;
 pub mod scaling;

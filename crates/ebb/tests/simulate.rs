@@ -296,6 +296,34 @@ fn same_inputs_and_seed_give_byte_identical_outputs() {
 }
 
 #[test]
+fn spot_interruptions_with_a_notice_replace_before_they_leave() {
+    let d = Dir::new();
+    let args = ["--shape", "constant:rate=60,duration=2h", "--failure-rate", "2", "--boot", "20s", "--seed", "3"];
+    let crashes = d.ok(&args);
+    let mut with_notice = args.to_vec();
+    with_notice.extend(["--interruption-notice", "2m", "--csv", "notice.csv"]);
+    let notices = d.ok(&with_notice);
+    assert!(notices.contains("2 failures per replica-hour (2m notice)"), "{notices}");
+    assert!(crashes.contains(" replica_exited ") && !crashes.contains("replica_interrupted"), "{crashes}");
+    let interrupted: Vec<&str> = notices.lines().filter(|l| l.contains(" replica_interrupted ")).collect();
+    assert!(!interrupted.is_empty(), "{notices}");
+    assert!(
+        interrupted[0].contains("interruption notice (2m, simulated failure): starting a replacement"),
+        "{notices}"
+    );
+    let released = notices.lines().filter(|l| l.contains("(interruption notice: replacement in service)")).count();
+    assert_eq!(released, interrupted.len(), "each leaves once its replacement serves:\n{notices}");
+    // Never below the 2 desired replicas in service (the header is skipped).
+    let csv = d.read("notice.csv");
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = header.iter().position(|h| *h == "in_service").expect("an in_service column");
+    for row in csv.lines().skip(1) {
+        let in_service: u32 = row.split(',').nth(column).unwrap().parse().unwrap();
+        assert!(in_service >= 2, "{row}");
+    }
+}
+
+#[test]
 fn trace_files_and_their_errors() {
     let d = Dir::new();
     let mut csv = String::from("second,rate\n");

@@ -44,7 +44,7 @@
 //! which, and until when), then finishes without them. They stay as extra
 //! replicas above desired capacity, and the reconciler retires them as soon
 //! as they are released (scale-in takes old versions first and never a
-//! protected replica: [`crate::scaling::pick_for_scale_in`]).
+//! protected replica: [`crate::fleet::pick_for_scale_in`]).
 //!
 //! **Blue-green**: traffic stays on the old version (a [`DeployAction::Route`]
 //! to it) while a full new set of `desired` replicas starts; when all of them
@@ -200,20 +200,7 @@ impl Default for DeployConfig {
     }
 }
 
-/// Where a replica is in its life, as the planner needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReplicaPhase {
-    /// Launched, not yet in service (booting, or not yet healthy).
-    Starting,
-    /// Passed its health checks; serving (or able to serve).
-    InService,
-    /// Crashed, or failed its health checks: the controller stops it. Not
-    /// capacity. A failed replica of the new version rolls a deploy back.
-    Failed,
-    /// Asked to leave (out of the rotation, draining or stopping), or under
-    /// an interruption notice: gone, as far as capacity goes.
-    Leaving,
-}
+pub use crate::fleet::ReplicaPhase;
 
 /// One replica, as the controller sees it when it asks for a step.
 #[derive(Debug, Clone, PartialEq, Eq)]

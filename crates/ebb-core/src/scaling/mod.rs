@@ -29,7 +29,6 @@
 //!   policy asks for more, scale in only when none objects, and then to the
 //!   largest count asked for (the safest wins).
 //! - [`decision`]: the answer as data (`Decision`, `Change`, `Hold`, `Vote`).
-//! - [`pick`]: which replicas leave on scale-in.
 //!
 //! Conventions shared by every policy:
 //!
@@ -46,7 +45,6 @@
 pub mod cron;
 pub mod decision;
 pub mod metrics;
-pub mod pick;
 pub mod saturation;
 pub mod scheduled;
 pub mod step;
@@ -58,7 +56,6 @@ pub use autoscaler::Autoscaler;
 pub use cron::{CivilTime, Cron, CronError};
 pub use decision::{Cap, CapKind, Change, Decision, Direction, Hold, HoldKind, Outcome, Vote};
 pub use metrics::{Metric, MetricHistory, NoData, Observation, ReplicaSample, Reporting, ServiceSample, Statistic};
-pub use pick::{pick_for_scale_in, ScaleInCandidate};
 pub use saturation::{Demand, HostFull, HostSample, Saturation, SaturationConfig};
 pub use scheduled::ScheduledAction;
 pub use step::{check_steps, AdjustmentType, Alarm, AlarmState, Comparison, StepAdjustment, StepPolicy};

@@ -4,8 +4,9 @@
 //!
 //! 1. replicas whose boot has ended join the rotation (one that joins
 //!    during the second serves for the rest of it); simulated failures
-//!    (a Poisson draw from `failure_rate`) remove replicas, and the
-//!    reconciler replaces them at once, as live;
+//!    (a Poisson draw from `failure_rate`) remove replicas, and the fleet
+//!    planner replaces them at once, as live (with crash-loop backoff when
+//!    replicas fail in a row before reaching service);
 //! 2. the [queueing model](super::queue) turns the offered rate, the
 //!    backlog and the replicas in service into the second's numbers;
 //! 3. at its end, `s + 1`, the sample the live controller would read goes
@@ -13,13 +14,15 @@
 //!    as the controller sees it (`desired`, in service, pending) and the
 //!    wall clock `start_unix + s + 1`;
 //! 4. a change becomes a `scaled` event worded by [`Change`]'s `Display`,
-//!    exactly as `ebb events` shows it, and the fleet converges: new
-//!    replicas start booting, leaving ones (picked by
-//!    [`pick_for_scale_in`]) drain at once.
+//!    exactly as `ebb events` shows it, and the fleet converges through
+//!    [`fleet::plan`], the live controller's planner: new replicas start
+//!    booting, leaving ones (picked by [`fleet::pick_for_scale_in`]) drain
+//!    at once.
 //!
-//! The work per second is one pass over the replicas (building the sample;
-//! the autoscaler's own pass over it) with no allocation per replica:
-//! samples carry empty replica ids, which the policies never read.
+//! The work per second is a few passes over the replicas (building the
+//! sample, the autoscaler's pass over it, the planner's facts) with no
+//! allocation per replica: ids are made once, when a replica starts, and
+//! samples carry empty ids, which the policies never read.
 //!
 //! [`Change`]: crate::scaling::Change
 
@@ -28,9 +31,8 @@ use super::rng::Rng;
 use super::summary::{Slo, Summary};
 use super::trace::Trace;
 use crate::config::ReplicaBounds;
-use crate::scaling::{
-    pick_for_scale_in, Autoscaler, Demand, FleetView, ReplicaSample, ScaleInCandidate, ScalingConfig, ServiceSample,
-};
+use crate::fleet::{self, CrashLoop, FleetAction, FleetInput, ReplicaFacts, ReplicaPhase, RetireReason};
+use crate::scaling::{Autoscaler, Demand, FleetView, ReplicaSample, ScalingConfig, ServiceSample};
 use std::time::Duration;
 
 /// A policy to simulate: a service's scaling config and bounds.
@@ -57,6 +59,12 @@ pub struct FleetModel {
     pub boot: Duration,
     /// Failures (crashes, spot interruptions) per replica-hour; 0 for none.
     pub failure_rate: f64,
+    /// The notice a failure gives: zero, it is a crash (the replica is
+    /// gone at once); otherwise a spot-style interruption notice: a
+    /// replica in service keeps serving while its replacement boots, and
+    /// leaves once the replacement is in service or the notice runs out,
+    /// by the live rule ([`fleet::leave_by`], [`fleet::chaos_victim`]).
+    pub interruption_notice: Duration,
     /// A request waits at most this long in the backlog before it is shed.
     pub queue_limit: Duration,
     pub seed: u64,
@@ -74,6 +82,7 @@ impl Default for FleetModel {
             saturation_cpu: 100.0,
             boot: Duration::from_secs(5),
             failure_rate: 0.0,
+            interruption_notice: Duration::ZERO,
             queue_limit: Duration::from_secs(10),
             seed: 0,
             max_in_flight: None,
@@ -159,14 +168,154 @@ pub struct Run {
     pub summary: Summary,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Replica {
-    /// Its id is `{service}-{number}`.
-    number: u32,
+    /// `{service}-{number}`, as live ids read.
+    id: String,
     /// When it started, ms of virtual time.
     started: u64,
     /// When it joins the rotation (`started + boot`), ms.
     in_service_at: u64,
+    /// Its reaching service was told to the crash-loop tracker.
+    reached_service: bool,
+    /// Under an interruption notice: leaves by then at the latest, ms.
+    interrupted_until: Option<u64>,
+}
+
+/// The simulated fleet: replicas sorted by `in_service_at` (starts are
+/// appended and boot is constant), so those in service are a prefix.
+struct Fleet {
+    replicas: Vec<Replica>,
+    next_number: u32,
+    service: String,
+    boot: u64,
+    crash_loop: CrashLoop,
+}
+
+impl Fleet {
+    fn start(&mut self, at: u64, ready: u64) {
+        let id = format!("{}-{}", self.service, self.next_number);
+        self.replicas.push(Replica {
+            id,
+            started: at,
+            in_service_at: ready,
+            reached_service: false,
+            interrupted_until: None,
+        });
+        self.next_number += 1;
+    }
+
+    /// Replicas that reached service by `now` break a crash loop, as live.
+    fn note_in_service(&mut self, now: u64) {
+        for r in self.replicas.iter_mut().filter(|r| r.in_service_at <= now && !r.reached_service) {
+            r.reached_service = true;
+            self.crash_loop.reached_service();
+        }
+    }
+
+    /// The replica at `index` crashes at `now` (ms): gone at once; one
+    /// that never reached service counts toward crash-loop backoff.
+    fn crash(&mut self, index: usize, now: u64, events: &mut Vec<SimEvent>) {
+        let victim = self.replicas.remove(index);
+        let second = now / 1000;
+        events.push(SimEvent {
+            at: second,
+            kind: "replica_exited",
+            replica: Some(victim.id.clone()),
+            from: None,
+            to: None,
+            reason: format!(
+                "replica interrupted (simulated failure) after {:.1} s; replacing it",
+                now.saturating_sub(victim.started) as f64 / 1000.0
+            ),
+        });
+        if victim.in_service_at > now {
+            if let Some(backoff) = self.crash_loop.failed_before_service(Duration::from_millis(now)) {
+                let reason = backoff.to_string();
+                events.push(SimEvent { at: second, kind: "backoff", replica: None, from: None, to: None, reason });
+            }
+        }
+    }
+
+    /// A spot-style interruption notice at `now` (ms) for a replica in
+    /// service, chosen as live chaos chooses (`pick` is a random number).
+    fn interrupt(&mut self, pick: u64, now: u64, notice: Duration, events: &mut Vec<SimEvent>) {
+        let facts = self.facts(now, 0);
+        let Some(victim) = fleet::chaos_victim(&facts, 1.0, 0.0, pick).map(str::to_string) else { return };
+        drop(facts);
+        // Nothing to drain or stop in the model: it may serve to the end.
+        let leave_by = fleet::leave_by(Duration::from_millis(now), notice, Duration::ZERO, Duration::ZERO);
+        let r = self.replicas.iter_mut().find(|r| r.id == victim).expect("the victim is in the fleet");
+        r.interrupted_until = Some(leave_by.as_millis() as u64);
+        let notice = humantime::format_duration(notice);
+        events.push(SimEvent {
+            at: now / 1000,
+            kind: "replica_interrupted",
+            replica: Some(victim),
+            from: None,
+            to: None,
+            reason: format!(
+                "interruption notice ({notice}, simulated failure): starting a replacement; this replica leaves once it is in service, or in {notice} at the latest"
+            ),
+        });
+    }
+
+    /// What the planner knows of each replica at `now` (ms).
+    fn facts(&self, now: u64, in_flight: u64) -> Vec<ReplicaFacts<'_>> {
+        self.replicas
+            .iter()
+            .map(|r| {
+                let serving = r.in_service_at <= now;
+                let phase = if serving { ReplicaPhase::InService } else { ReplicaPhase::Starting };
+                ReplicaFacts {
+                    in_flight: if serving { in_flight } else { 0 },
+                    interrupted_until: r.interrupted_until.map(Duration::from_millis),
+                    ..ReplicaFacts::new(&r.id, 1, phase, Duration::from_millis(r.started))
+                }
+            })
+            .collect()
+    }
+
+    /// One pass of the live planner at `now` (ms): launches start booting,
+    /// retired replicas leave at once. `in_flight` is each in-service
+    /// replica's requests in flight, as the balancer would count them.
+    fn converge(&mut self, now: u64, desired: u32, in_flight: u64, events: &mut Vec<SimEvent>) {
+        let facts = self.facts(now, in_flight);
+        let input = FleetInput {
+            now: Duration::from_millis(now),
+            desired,
+            current_version: 1,
+            deploying: false,
+            replicas: &facts,
+        };
+        let actions = fleet::plan(&input, &self.crash_loop);
+        drop(facts);
+        let mut leaving = Vec::new();
+        for action in actions {
+            match action {
+                FleetAction::Launch { count, .. } => (0..count).for_each(|_| self.start(now, now + self.boot)),
+                FleetAction::Retire { id, reason } => {
+                    // Scale-in is told by its `scaled` event; a release
+                    // under notice is an event of its own, as live.
+                    if reason != RetireReason::ScaleIn {
+                        events.push(SimEvent {
+                            at: now / 1000,
+                            kind: "replica_draining",
+                            replica: Some(id.clone()),
+                            from: None,
+                            to: None,
+                            reason: format!("leaving the rotation ({reason})"),
+                        });
+                    }
+                    leaving.push(id);
+                }
+                FleetAction::HoldStarts { .. } => {}
+            }
+        }
+        if !leaving.is_empty() {
+            self.replicas.retain(|r| !leaving.contains(&r.id));
+        }
+    }
 }
 
 /// Runs `policy` against `trace` on the `model` fleet.
@@ -176,20 +325,18 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
     let queue_limit_s = model.queue_limit.as_secs_f64();
     let quantile = options.slo.quantile();
     let mut rng = Rng::new(model.seed);
-    let id = |n: u32| format!("{}-{n}", options.service);
 
     let mut desired = policy.bounds.clamp(policy.bounds.desired);
-    // Sorted by `in_service_at` (starts are appended, boot is constant):
-    // the replicas in service are a prefix.
-    let mut replicas: Vec<Replica> = Vec::new();
-    let mut next_number = 1u32;
-    let mut start = |replicas: &mut Vec<Replica>, at: u64, ready: u64| {
-        replicas.push(Replica { number: next_number, started: at, in_service_at: ready });
-        next_number += 1;
+    let mut fleet = Fleet {
+        replicas: Vec::new(),
+        next_number: 1,
+        service: options.service.clone(),
+        boot,
+        crash_loop: CrashLoop::default(),
     };
     // The trace starts with the fleet already in service.
     for _ in 0..desired {
-        start(&mut replicas, 0, 0);
+        fleet.start(0, 0);
     }
 
     let mut seconds = Vec::with_capacity(trace.len());
@@ -199,31 +346,26 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
         let s = s as u64;
         let (begin_ms, end_ms) = (s * 1000, s * 1000 + 1000);
         // 1. Failures during this second, replaced at once.
-        if model.failure_rate > 0.0 && !replicas.is_empty() {
-            let mean = replicas.len() as f64 * model.failure_rate / 3600.0;
-            let failures = rng.poisson(mean).min(replicas.len() as u64);
+        fleet.note_in_service(begin_ms);
+        if model.failure_rate > 0.0 && !fleet.replicas.is_empty() {
+            let mean = fleet.replicas.len() as f64 * model.failure_rate / 3600.0;
+            let failures = rng.poisson(mean).min(fleet.replicas.len() as u64);
             for _ in 0..failures {
-                let victim = replicas.remove(rng.below(replicas.len()));
-                events.push(SimEvent {
-                    at: s,
-                    kind: "replica_exited",
-                    replica: Some(id(victim.number)),
-                    from: None,
-                    to: None,
-                    reason: format!(
-                        "replica interrupted (simulated failure) after {:.1} s; replacing it",
-                        begin_ms.saturating_sub(victim.started) as f64 / 1000.0
-                    ),
-                });
+                if model.interruption_notice.is_zero() {
+                    fleet.crash(rng.below(fleet.replicas.len()), begin_ms, &mut events);
+                } else {
+                    fleet.interrupt(rng.next_u64(), begin_ms, model.interruption_notice, &mut events);
+                }
             }
-            for _ in replicas.len()..desired as usize {
-                start(&mut replicas, begin_ms, begin_ms + boot);
+            if failures > 0 {
+                fleet.converge(begin_ms, desired, 0, &mut events);
             }
         }
 
         // 2. The second's flow. A replica that joins during the second
         //    serves for the rest of it: it counts as that fraction of a
         //    replica, and reports that fraction of a full one's numbers.
+        let replicas = &fleet.replicas;
         let whole = replicas.partition_point(|r| r.in_service_at <= begin_ms);
         let in_service = replicas.partition_point(|r| r.in_service_at < end_ms);
         let part = |r: &Replica| (end_ms - r.in_service_at) as f64 / 1000.0;
@@ -258,8 +400,8 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
         autoscaler.observe(sample);
 
         // 4. The decision, and the fleet converging to it.
-        let fleet = FleetView { desired, in_service: in_service as u32, pending: pending as u32, deploying: false };
-        let decision = autoscaler.decide(at, options.start_unix.saturating_add(s as i64 + 1), &fleet);
+        let view = FleetView { desired, in_service: in_service as u32, pending: pending as u32, deploying: false };
+        let decision = autoscaler.decide(at, options.start_unix.saturating_add(s as i64 + 1), &view);
         if let Some(change) = decision.change {
             events.push(SimEvent {
                 at: s + 1,
@@ -271,16 +413,7 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
             });
             desired = change.to;
         }
-        if replicas.len() < desired as usize {
-            for _ in replicas.len()..desired as usize {
-                start(&mut replicas, end_ms, end_ms + boot);
-            }
-        } else if replicas.len() > desired as usize {
-            let count = replicas.len() - desired as usize;
-            let in_flight = flow.in_flight_per_replica.round() as u64;
-            let leaving = scale_in(&replicas, count, end_ms, in_flight, &id);
-            replicas.retain(|r| !leaving.contains(&r.number));
-        }
+        fleet.converge(end_ms, desired, flow.in_flight_per_replica.round() as u64, &mut events);
 
         seconds.push(Second {
             second: s as u32,
@@ -325,47 +458,6 @@ fn balancer_view(flow: &Flow, limit: Option<u32>, offered: f64, serving: f64, ro
         at_limit,
         limit,
     }
-}
-
-/// The replicas that leave at `now` (ms), chosen by [`pick_for_scale_in`]
-/// as live.
-///
-/// Only the replicas it could pick are offered to it: every booting one,
-/// and the `count` youngest in service with any of the same age. The rest
-/// are older in-service replicas, identical to these in every other key
-/// (same version, same in-flight count), so the core would never prefer
-/// them; leaving them out keeps a scale-in of a 10,000-replica fleet from
-/// formatting 10,000 ids.
-fn scale_in(replicas: &[Replica], count: usize, now: u64, in_flight: u64, id: &dyn Fn(u32) -> String) -> Vec<u32> {
-    let in_service = replicas.partition_point(|r| r.in_service_at <= now);
-    let mut first = in_service.saturating_sub(count);
-    if let Some(boundary) = replicas.get(first) {
-        while first > 0 && replicas[first - 1].started == boundary.started {
-            first -= 1;
-        }
-    }
-    let candidates: Vec<ScaleInCandidate> = replicas[first..]
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let serving = first + i < in_service;
-            ScaleInCandidate {
-                id: id(r.number),
-                protected: false,
-                current_version: true,
-                in_service: serving,
-                in_flight: if serving { in_flight } else { 0 },
-                age: Duration::from_millis(now - r.started),
-            }
-        })
-        .collect();
-    let picked = pick_for_scale_in(&candidates, count);
-    let mut numbers: Vec<u32> = picked
-        .iter()
-        .map(|c| replicas[first + candidates.iter().position(|x| std::ptr::eq(x, *c)).unwrap()].number)
-        .collect();
-    numbers.sort_unstable();
-    numbers
 }
 
 #[cfg(test)]
@@ -418,15 +510,52 @@ mod tests {
 
     #[test]
     fn the_youngest_replicas_leave_first() {
-        let ms = |secs: u32| u64::from(secs) * 1000;
-        let mut replicas: Vec<Replica> =
-            (1..=5).map(|n| Replica { number: n, started: ms(n), in_service_at: ms(n + 2) }).collect();
-        replicas.push(Replica { number: 6, started: ms(9), in_service_at: ms(20) });
-        let id = |n: u32| format!("web-{n}");
-        assert_eq!(scale_in(&replicas, 1, ms(10), 3, &id), vec![6], "booting first");
-        assert_eq!(scale_in(&replicas, 3, ms(10), 3, &id), vec![4, 5, 6]);
-        replicas[3].started = ms(5); // 4 and 5 the same age: the id decides
-        assert_eq!(scale_in(&replicas, 2, ms(10), 3, &id), vec![4, 6], "web-4 sorts before web-5");
+        let ms = |secs: u64| secs * 1000;
+        let fleet_of = |starts: &[(u64, u64)]| {
+            let mut fleet = Fleet {
+                replicas: Vec::new(),
+                next_number: 1,
+                service: "web".into(),
+                boot: 0,
+                crash_loop: CrashLoop::default(),
+            };
+            for &(started, ready) in starts {
+                fleet.start(ms(started), ms(ready));
+            }
+            fleet
+        };
+        let ids = |fleet: &Fleet| fleet.replicas.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let starts = [(1, 3), (2, 4), (3, 5), (4, 6), (5, 7), (9, 20)];
+        let mut fleet = fleet_of(&starts);
+        fleet.converge(ms(10), 5, 3, &mut Vec::new());
+        assert_eq!(ids(&fleet), ["web-1", "web-2", "web-3", "web-4", "web-5"], "booting first");
+        let mut fleet = fleet_of(&starts);
+        fleet.converge(ms(10), 3, 3, &mut Vec::new());
+        assert_eq!(ids(&fleet), ["web-1", "web-2", "web-3"]);
+        // web-4 and web-5 the same age: the id decides.
+        let mut fleet = fleet_of(&[(1, 3), (2, 4), (3, 5), (5, 6), (5, 7), (9, 20)]);
+        fleet.converge(ms(10), 4, 3, &mut Vec::new());
+        assert_eq!(ids(&fleet), ["web-1", "web-2", "web-3", "web-5"], "web-4 sorts before web-5");
+    }
+
+    #[test]
+    fn with_a_notice_an_interrupted_replica_serves_until_its_replacement_does() {
+        let trace = Trace::new(vec![100.0; 3600], "flat");
+        let crash = FleetModel { failure_rate: 2.0, seed: 5, ..Default::default() };
+        let notice = FleetModel { interruption_notice: Duration::from_secs(120), ..crash };
+        let crashed = simulate(&policy(4, 4), &crash, &trace, &SimOptions::default());
+        let noticed = simulate(&policy(4, 4), &notice, &trace, &SimOptions::default());
+        assert!(
+            crashed.seconds.iter().any(|s| s.in_service < 4),
+            "a crash costs a replica until its replacement boots"
+        );
+        assert!(noticed.seconds.iter().all(|s| s.in_service >= 4), "a notice never does");
+        assert!(noticed.summary.failures > 0);
+        let interrupted = noticed.events.iter().find(|e| e.kind == "replica_interrupted").unwrap();
+        let left = noticed.events.iter().find(|e| e.kind == "replica_draining").unwrap();
+        assert_eq!(left.replica, interrupted.replica);
+        assert_eq!(left.reason, "leaving the rotation (interruption notice: replacement in service)");
+        assert_eq!(left.at - interrupted.at, 5, "once its replacement has booted (5 s)");
     }
 
     #[test]

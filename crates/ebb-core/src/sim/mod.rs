@@ -7,9 +7,9 @@
 //! would have read, and calls the very same
 //! [`Autoscaler`](crate::scaling::Autoscaler) (`observe`, then `decide`)
 //! that `ebb up` calls; the changes it returns become the decision log,
-//! worded by the same `Display` impls as live events. Replicas that leave
-//! are chosen by [`pick_for_scale_in`](crate::scaling::pick_for_scale_in),
-//! as live. Nothing here reads a clock or does I/O: time is a count of
+//! worded by the same `Display` impls as live events. The fleet follows
+//! the same [fleet planner](crate::fleet) as live: what to launch, which
+//! replica leaves, crash-loop backoff. Nothing here reads a clock or does I/O: time is a count of
 //! seconds from 0, the wall clock handed to scheduled actions is
 //! `start_unix + seconds`, and randomness (failures, noise) comes from a
 //! seeded generator, so the same inputs and seed give the same run.

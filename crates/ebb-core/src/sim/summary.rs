@@ -175,7 +175,7 @@ impl Summary {
                     }
                     last = Some((e.at, out));
                 }
-                _ if e.kind == "replica_exited" => s.failures += 1,
+                _ if e.kind == "replica_exited" || e.kind == "replica_interrupted" => s.failures += 1,
                 _ => {}
             }
         }

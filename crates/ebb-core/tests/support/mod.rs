@@ -10,9 +10,9 @@
 #![allow(dead_code)]
 
 use ebb_core::config::{Config, ReplicaBounds, ScalingConfig};
+use ebb_core::fleet::{self, CrashLoop, FleetAction, FleetInput, ReplicaFacts, ReplicaPhase};
 use ebb_core::scaling::{
-    pick_for_scale_in, Autoscaler, Change, Decision, Demand, FleetView, HostSample, ReplicaSample, ScaleInCandidate,
-    ServiceSample, Time,
+    Autoscaler, Change, Decision, Demand, FleetView, HostSample, ReplicaSample, ServiceSample, Time,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -183,31 +183,33 @@ impl Sim {
 
     fn apply(&mut self, change: Change) {
         self.story.push(format!("t={:>4}s {change}", self.now.as_secs()));
-        if change.to > self.desired {
-            for _ in self.desired..change.to {
-                self.start_replica();
-            }
-        } else if change.to < self.desired {
-            let candidates: Vec<ScaleInCandidate> = self
-                .replicas
-                .iter()
-                .map(|r| ScaleInCandidate {
-                    id: r.id.clone(),
-                    protected: false,
-                    current_version: true,
-                    in_service: r.in_service_since.is_some(),
-                    in_flight: 0,
-                    age: self.now - r.started,
-                })
-                .collect();
-            let leaving: Vec<String> = pick_for_scale_in(&candidates, (self.desired - change.to) as usize)
-                .into_iter()
-                .map(|c| c.id.clone())
-                .collect();
-            self.replicas.retain(|r| !leaving.contains(&r.id));
-        }
         self.desired = change.to;
+        self.reconcile();
         self.changes.push((self.now, change));
+    }
+
+    /// The fleet converges on desired through the same planner as the live
+    /// controller: launches start booting, retired replicas leave at once.
+    fn reconcile(&mut self) {
+        let facts: Vec<ReplicaFacts> = self
+            .replicas
+            .iter()
+            .map(|r| {
+                let phase = if r.in_service_since.is_some() { ReplicaPhase::InService } else { ReplicaPhase::Starting };
+                ReplicaFacts::new(&r.id, 1, phase, r.started)
+            })
+            .collect();
+        let input =
+            FleetInput { now: self.now, desired: self.desired, current_version: 1, deploying: false, replicas: &facts };
+        let mut leaving = Vec::new();
+        for action in fleet::plan(&input, &CrashLoop::default()) {
+            match action {
+                FleetAction::Launch { count, .. } => (0..count).for_each(|_| self.start_replica()),
+                FleetAction::Retire { id, .. } => leaving.push(id),
+                FleetAction::HoldStarts { .. } => unreachable!("nothing fails in this model"),
+            }
+        }
+        self.replicas.retain(|r| !leaving.contains(&r.id));
     }
 
     /// `ebb scale web N`.

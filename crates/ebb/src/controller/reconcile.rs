@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use ebb_core::config::ChaosConfig;
-use ebb_core::scaling::{self, ScaleInCandidate};
+use ebb_core::fleet::{self, ScaleInCandidate};
 
 use super::replicas::{Replica, ReplicaSet};
 use super::SAMPLE_EVERY;
@@ -165,7 +165,7 @@ pub(super) fn scale_in_candidates(replicas: &ReplicaSet, current_version: u64) -
 /// in flight, then the youngest).
 pub(super) fn pick_for_scale_in(replicas: &ReplicaSet, current_version: u64, count: usize) -> Vec<String> {
     let candidates = scale_in_candidates(replicas, current_version);
-    scaling::pick_for_scale_in(&candidates, count).into_iter().map(|c| c.id.clone()).collect()
+    fleet::pick_for_scale_in(&candidates, count).into_iter().map(|c| c.id.clone()).collect()
 }
 
 /// Which version(s) may take traffic: during a blue-green switch the

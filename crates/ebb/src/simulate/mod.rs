@@ -90,6 +90,12 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "PER_REPLICA_HOUR", default_value_t = 0.0)]
     pub failure_rate: f64,
 
+    /// The notice each failure gives, as a spot interruption does (e.g.
+    /// 2m): the replica keeps serving until its replacement is in service
+    /// or the notice runs out [default: 0, failures are crashes].
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub interruption_notice: Duration,
+
     /// A request waits at most this long for a replica; beyond, it is shed.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub queue_limit: Duration,
@@ -358,6 +364,7 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
         saturation_cpu: args.saturation_cpu,
         boot,
         failure_rate: args.failure_rate,
+        interruption_notice: args.interruption_notice,
         queue_limit: args.queue_limit,
         seed: args.seed,
         max_in_flight: service.proxy.max_in_flight,

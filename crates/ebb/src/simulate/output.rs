@@ -129,6 +129,9 @@ pub fn header(plan: &Plan) -> String {
     }
     if m.failure_rate > 0.0 {
         failures.push_str(&format!(", {} failures per replica-hour", num(m.failure_rate, 4)));
+        if !m.interruption_notice.is_zero() {
+            failures.push_str(&format!(" ({} notice)", humantime::format_duration(m.interruption_notice)));
+        }
     }
     format!(
         "ebb simulate: service {}, {} ({} s, peak {} req/s, {} requests); {} req/s per replica, boot {} ({}), queue limit {}{}, seed {}",
