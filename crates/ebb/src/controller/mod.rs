@@ -101,11 +101,18 @@ struct ServiceController {
     desired: u32,
     /// The replicas, and launching, watching and retiring them.
     fleet: lifecycle::Fleet,
+    /// Crash-loop backoff: holds starts after failures in a row.
     backoff: reconcile::Backoff,
+    /// Probe results into health flips.
     health: health::HealthChecks,
+    /// The versions, and the running deploy (it alone launches and
+    /// retires while it runs).
     deploy: deploy::Deployer,
+    /// Once a second: the sample, the autoscaler's decision.
     sampler: sampler::Sampler,
+    /// Ejections from the balancer's per-replica counts.
     outliers: outlier::Outliers,
+    /// The state store: restored at start, changes saved after each input.
     restorer: restart::Restorer,
 }
 
@@ -140,6 +147,9 @@ impl ServiceController {
         controller
     }
 
+    /// Adopts what an earlier run left, then for each input: handle it
+    /// (the parts update their state and act), reconcile, save what
+    /// changed, publish the snapshot. Shuts down when told to.
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Input>,
