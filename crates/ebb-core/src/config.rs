@@ -19,7 +19,7 @@ pub use crate::balance::BalanceAlgorithm;
 pub use crate::deploy::{DeployConfig, Strategy as DeployStrategy};
 pub use crate::health::StatusMatcher;
 pub use crate::outlier::OutlierConfig;
-pub use crate::scaling::ScalingConfig;
+pub use crate::scaling::{Bounds, ScalingConfig};
 
 /// A whole, validated config file.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ pub struct ServiceConfig {
     /// its `listen` is `127.0.0.1:0` and means nothing (check `kind`; do not
     /// bind it).
     pub listen: SocketAddr,
-    pub replicas: ReplicaBounds,
+    pub replicas: Replicas,
     /// Cores allotted to one replica; CPU % is relative to this.
     pub cpu: f64,
     /// Extra environment for every replica.
@@ -277,18 +277,13 @@ pub enum CommandSpec {
     Argv(Vec<String>),
 }
 
+/// `replicas = { min, max, desired }`: the bounds, and where a fresh
+/// fleet starts inside them (validated: `min <= desired <= max`). Only the
+/// bounds go on to scaling; `desired` is a starting point, not a bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplicaBounds {
-    pub min: u32,
-    pub max: u32,
+pub struct Replicas {
+    pub bounds: Bounds,
     pub desired: u32,
-}
-
-impl ReplicaBounds {
-    /// Clamps a requested count into `[min, max]`.
-    pub fn clamp(&self, n: u32) -> u32 {
-        n.clamp(self.min, self.max)
-    }
 }
 
 /// Active health checks, with AWS ALB target-group semantics.

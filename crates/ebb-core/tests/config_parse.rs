@@ -1,7 +1,7 @@
 //! `ebb.toml` that should parse: defaults, the shipped default file, story
 //! S1's settings, and a no-panic sweep over damaged input.
 
-use ebb_core::config::{BalanceAlgorithm, CommandSpec, Config, HealthConfig, ProxyConfig, ReplicaBounds};
+use ebb_core::config::{BalanceAlgorithm, Bounds, CommandSpec, Config, HealthConfig, ProxyConfig, Replicas};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,7 +31,7 @@ fn the_shipped_default_config_parses() {
     assert_eq!(web.name, "web");
     assert_eq!(web.command, CommandSpec::Shell("{ebb} demo-app --port $PORT".into()), "{{ebb}} is kept for the driver");
     assert_eq!(web.listen, addr("127.0.0.1:8080"));
-    assert_eq!(web.replicas, ReplicaBounds { min: 2, max: 4, desired: 2 });
+    assert_eq!(web.replicas, Replicas { bounds: Bounds { min: 2, max: 4 }, desired: 2 });
     assert_eq!(web.env.get("GREETING").map(String::as_str), Some("hello"));
 }
 
@@ -68,7 +68,7 @@ fn a_minimal_service_gets_every_default() {
     assert_eq!(config.state_dir, PathBuf::from(".ebb"), "relative to a file in the current directory");
     assert_eq!(config.admin.listen, addr("127.0.0.1:9900"));
     let web = &config.services["web"];
-    assert_eq!(web.replicas, ReplicaBounds { min: 1, max: 1, desired: 1 });
+    assert_eq!(web.replicas, Replicas { bounds: Bounds { min: 1, max: 1 }, desired: 1 });
     assert_eq!(web.cpu, 1.0);
     assert!(web.env.is_empty());
     assert_eq!(web.stop_timeout, Duration::from_secs(10));
@@ -126,7 +126,7 @@ fn replica_bounds_fill_in_from_what_is_given() {
     ] {
         let config = parse(&format!("{MINIMAL}replicas = {replicas}\n"));
         let r = config.services["web"].replicas;
-        assert_eq!((r.min, r.max, r.desired), want, "replicas = {replicas}");
+        assert_eq!((r.bounds.min, r.bounds.max, r.desired), want, "replicas = {replicas}");
     }
 }
 
@@ -136,7 +136,7 @@ fn dotted_keys_and_inline_tables_mean_the_same() {
     let inline = parse(&format!("{MINIMAL}replicas = {{ min = 2, max = 3 }}\nhealth = {{ path = \"/up\" }}\n"));
     for config in [dotted, inline] {
         let web = &config.services["web"];
-        assert_eq!(web.replicas, ReplicaBounds { min: 2, max: 3, desired: 2 });
+        assert_eq!(web.replicas, Replicas { bounds: Bounds { min: 2, max: 3 }, desired: 2 });
         assert_eq!(web.health.path, "/up");
     }
 }
@@ -193,7 +193,7 @@ listen = "127.0.0.1:0"
         CommandSpec::Argv(vec!["{ebb}".into(), "demo-app".into(), "--port".into(), "$PORT".into()])
     );
     assert_eq!(api.listen, addr("[::1]:8081"));
-    assert_eq!(api.replicas, ReplicaBounds { min: 1, max: 20, desired: 5 });
+    assert_eq!(api.replicas, Replicas { bounds: Bounds { min: 1, max: 20 }, desired: 5 });
     assert_eq!(api.cpu, 0.5);
     assert_eq!(api.env.len(), 2);
     assert_eq!(api.stop_timeout, Duration::from_millis(500));

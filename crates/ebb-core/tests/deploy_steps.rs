@@ -3,7 +3,7 @@
 //! tests), plus the exact wording of the reasons and the rules around
 //! `rollback`, idempotence and `Finish`.
 
-use ebb_core::deploy::{Deploy, DeployAction, DeployConfig, Outcome, Phase, ReplicaPhase, ReplicaView, Strategy};
+use ebb_core::deploy::{Deploy, DeployAction, DeployConfig, DeployOutcome, Phase, ReplicaPhase, ReplicaView, Strategy};
 use std::time::Duration;
 
 use ReplicaPhase::{Failed, InService, Leaving, Starting};
@@ -35,8 +35,8 @@ fn short(a: &DeployAction) -> String {
         DeployAction::Retire { id, .. } => format!("retire {id}"),
         DeployAction::Route { only_version: Some(v), .. } => format!("route v{v}"),
         DeployAction::Route { only_version: None, .. } => "route all".into(),
-        DeployAction::Finish { outcome: Outcome::Succeeded, .. } => "finish succeeded".into(),
-        DeployAction::Finish { outcome: Outcome::RolledBack { .. }, .. } => "finish rolled back".into(),
+        DeployAction::Finish { outcome: DeployOutcome::Succeeded, .. } => "finish succeeded".into(),
+        DeployAction::Finish { outcome: DeployOutcome::RolledBack { .. }, .. } => "finish rolled back".into(),
         DeployAction::Wait { .. } => "wait".into(),
     }
 }
@@ -230,7 +230,7 @@ fn rollback_requests() {
     assert_eq!(shorts(&d.step(s(7), 2, &fleet)), ["wait"]);
     fleet[4].state = InService;
     assert_eq!(shorts(&d.step(s(8), 2, &fleet)), ["retire web-3", "finish rolled back"]);
-    assert_eq!(d.outcome(), Some(&Outcome::RolledBack { reason: "requested by ebb rollback".into() }));
+    assert_eq!(d.outcome(), Some(&DeployOutcome::RolledBack { reason: "requested by ebb rollback".into() }));
     assert_eq!(d.target_version(), 1);
 
     // Blue-green: within the bake time, refused after it.

@@ -6,7 +6,7 @@
 //! orders, driven by a seeded xorshift so every failure reproduces from its
 //! seed.
 
-use ebb_core::deploy::{Deploy, DeployAction, DeployConfig, Outcome, Phase, ReplicaPhase, ReplicaView, Strategy};
+use ebb_core::deploy::{Deploy, DeployAction, DeployConfig, DeployOutcome, Phase, ReplicaPhase, ReplicaView, Strategy};
 use std::time::Duration;
 
 use ReplicaPhase::{Failed, InService, Leaving, Starting};
@@ -24,7 +24,7 @@ struct Sim {
     deploy: Deploy,
     /// Every action with its time, for messages.
     log: Vec<(Duration, DeployAction)>,
-    finishes: Vec<Outcome>,
+    finishes: Vec<DeployOutcome>,
     route: Option<u64>,
 }
 
@@ -115,7 +115,7 @@ impl Sim {
                 DeployAction::Retire { id, .. } => format!("retire {id}"),
                 DeployAction::Route { only_version: Some(v), .. } => format!("route v{v}"),
                 DeployAction::Route { only_version: None, .. } => "route all".into(),
-                DeployAction::Finish { outcome: Outcome::Succeeded, .. } => "finish succeeded".into(),
+                DeployAction::Finish { outcome: DeployOutcome::Succeeded, .. } => "finish succeeded".into(),
                 DeployAction::Finish { .. } => "finish rolled back".into(),
                 DeployAction::Wait { .. } => "wait".into(),
             })
@@ -154,7 +154,7 @@ fn rolling_four_replicas_one_at_a_time() {
             vec!["retire web-4", "finish succeeded"],
         ]
     );
-    assert_eq!(sim.finishes, [Outcome::Succeeded]);
+    assert_eq!(sim.finishes, [DeployOutcome::Succeeded]);
     sim.drained();
     assert_eq!(sim.versions_live(), [2, 2, 2, 2]);
     assert!(sim.step().is_empty(), "nothing after Finish");
@@ -220,7 +220,7 @@ fn rollback_on_timeout() {
     let actions = sim.step();
     assert_eq!(Sim::shorts(&actions), ["retire web-4", "retire web-5", "finish rolled back"]);
     let reason = "web-4 (v2) not in service 10 min after its start (deploy_timeout)";
-    assert_eq!(sim.finishes, [Outcome::RolledBack { reason: reason.into() }]);
+    assert_eq!(sim.finishes, [DeployOutcome::RolledBack { reason: reason.into() }]);
     sim.drained();
     assert_eq!(sim.versions_live(), [1, 1, 1]);
     assert_eq!(sim.in_service(), 3);
@@ -258,7 +258,7 @@ fn rollback_on_a_failed_replica_while_rolling() {
             break;
         }
     }
-    assert!(matches!(sim.finishes[..], [Outcome::RolledBack { .. }]), "{}", sim.transcript());
+    assert!(matches!(sim.finishes[..], [DeployOutcome::RolledBack { .. }]), "{}", sim.transcript());
     sim.drained();
     sim.all_in_service();
     assert_eq!(sim.versions_live(), [1, 1, 1, 1]);
@@ -337,7 +337,7 @@ fn user_rollback_while_rolling() {
             break;
         }
     }
-    assert_eq!(sim.finishes, [Outcome::RolledBack { reason: "requested by ebb rollback".into() }]);
+    assert_eq!(sim.finishes, [DeployOutcome::RolledBack { reason: "requested by ebb rollback".into() }]);
     assert_eq!(sim.versions_live(), [1, 1, 1]);
 }
 
@@ -405,7 +405,7 @@ fn scale_out_mid_deploy_launches_the_new_version() {
         sim.drained();
         sim.step();
     }
-    assert_eq!(sim.finishes, [Outcome::Succeeded]);
+    assert_eq!(sim.finishes, [DeployOutcome::Succeeded]);
     sim.drained();
     assert_eq!(sim.versions_live(), [2, 2, 2, 2, 2]);
 
@@ -565,7 +565,7 @@ fn capacity_holds_over_random_event_orders() {
             sim.step();
             assert!(sim.in_service() >= floor, "{}", ctx(&sim));
         }
-        assert_eq!(sim.finishes, [Outcome::Succeeded], "{}", ctx(&sim));
+        assert_eq!(sim.finishes, [DeployOutcome::Succeeded], "{}", ctx(&sim));
         assert!(sim.step().is_empty());
         let stale: Vec<&ReplicaView> = sim
             .replicas
@@ -661,7 +661,7 @@ fn every_deploy_finishes_once_even_when_things_fail() {
             _ => None,
         });
         let incomplete = finish.is_some_and(|r| r.contains("incomplete after deploy_timeout"));
-        if let (Outcome::RolledBack { .. }, false) = (&sim.finishes[0], incomplete) {
+        if let (DeployOutcome::RolledBack { .. }, false) = (&sim.finishes[0], incomplete) {
             rolled_back += 1;
             let stale: Vec<&ReplicaView> = sim
                 .replicas

@@ -84,7 +84,7 @@ fn every_example_parses() {
 #[test]
 fn s1_is_the_story_one_to_one() {
     let web = service("s1-flask-asg", "ebb.toml");
-    assert_eq!((web.replicas.min, web.replicas.max, web.replicas.desired), (2, 4, 2));
+    assert_eq!((web.replicas.bounds.min, web.replicas.bounds.max, web.replicas.desired), (2, 4, 2));
     let h = &web.health;
     assert_eq!((h.path.as_str(), h.interval, h.timeout), ("/gtg", Duration::from_secs(10), Duration::from_secs(5)));
     assert_eq!((h.healthy_threshold, h.unhealthy_threshold, h.matcher.as_str()), (3, 2, "200,300-310"));
@@ -117,7 +117,7 @@ fn s1_is_the_story_one_to_one() {
 fn s2_and_s3_are_the_stories_one_to_one() {
     for (example, max) in [("s2-http-scale-out", 20), ("s3-ecs-django", 5)] {
         let svc = service(example, "ebb.toml");
-        assert_eq!((svc.replicas.min, svc.replicas.max, svc.replicas.desired), (1, max, 1), "{example}");
+        assert_eq!((svc.replicas.bounds.min, svc.replicas.bounds.max, svc.replicas.desired), (1, max, 1), "{example}");
         let [tt] = &svc.scaling.target_tracking[..] else { panic!("{example}: one target tracking policy") };
         assert_eq!((tt.metric, tt.target), (Metric::Cpu, 80.0), "{example}");
         assert!(svc.scaling.step.is_empty(), "{example}");

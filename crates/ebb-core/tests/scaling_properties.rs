@@ -10,7 +10,7 @@
 //!   decides exactly as the original).
 
 mod support;
-use ebb_core::config::{ReplicaBounds, ScalingConfig};
+use ebb_core::config::{Replicas, ScalingConfig};
 use ebb_core::scaling::{Direction, Time};
 use std::time::Duration;
 use support::*;
@@ -18,7 +18,7 @@ use support::*;
 const SEEDS: u64 = 24;
 const TICKS: u64 = 1200;
 
-fn configs() -> Vec<(&'static str, ScalingConfig, ReplicaBounds)> {
+fn configs() -> Vec<(&'static str, ScalingConfig, Replicas)> {
     let tt = scaling(
         r#"[service.web.scaling]
 warmup = "5s"
@@ -95,7 +95,7 @@ cooldown = "10s"
 
 /// One random timeline; checks the invariants at every tick and returns
 /// the transcript of every decision.
-fn run(name: &str, config: &ScalingConfig, bounds: ReplicaBounds, seed: u64) -> Vec<String> {
+fn run(name: &str, config: &ScalingConfig, bounds: Replicas, seed: u64) -> Vec<String> {
     let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ name.len() as u64);
     let mut sim = Sim::new(config, bounds);
     sim.boot = secs(rng.below(15));

@@ -266,7 +266,7 @@ fn a_replica_without_numbers_counts_at_target_for_scale_in() {
         r.cpu_percent = cpu;
         sample.replicas.push(r);
     }
-    let mut scaler = ebb_core::scaling::Autoscaler::new(&config, bounds);
+    let mut scaler = ebb_core::scaling::Autoscaler::new(&config, bounds.bounds);
     scaler.observe(sample);
     let fleet = ebb_core::scaling::FleetView { desired: 4, in_service: 4, pending: 0, deploying: false };
     let d = scaler.decide(secs(2), MONDAY, &fleet);

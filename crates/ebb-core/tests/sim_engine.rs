@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ebb_core::config::{Config, ReplicaBounds};
+use ebb_core::config::{Bounds, Config, Replicas};
 use ebb_core::scaling::{Autoscaler, FleetView, Metric, ReplicaSample, ScalingConfig, ServiceSample, TargetTracking};
 use ebb_core::sim::{parse_shape, simulate, FleetModel, Policy, Preset, SimOptions, Trace};
 
@@ -20,7 +20,7 @@ fn cpu_policy() -> Policy {
     Policy {
         name: "cpu".into(),
         scaling: ScalingConfig { target_tracking: vec![t], ..Default::default() },
-        bounds: ReplicaBounds { min: 1, max: 50, desired: 2 },
+        replicas: Replicas { bounds: Bounds { min: 1, max: 50 }, desired: 2 },
     }
 }
 
@@ -34,7 +34,7 @@ fn the_engine_asks_the_same_autoscaler() {
 
     // By hand: 2 replicas in service since 0 at 90 % (90 of 100 req/s).
     let policy = cpu_policy();
-    let mut autoscaler = Autoscaler::new(&policy.scaling, policy.bounds);
+    let mut autoscaler = Autoscaler::new(&policy.scaling, policy.replicas.bounds);
     let mut first = None;
     for t in 1..=5 {
         let mut sample = ServiceSample::new(s(t));
@@ -124,12 +124,12 @@ fn the_example_configs_simulate() {
         let text = std::fs::read_to_string(&path).unwrap();
         let config = Config::parse(&text, std::path::Path::new(&path)).unwrap();
         let (name, service) = config.services.iter().next().unwrap();
-        let policy = Policy { name: example.into(), scaling: service.scaling.clone(), bounds: service.replicas };
+        let policy = Policy { name: example.into(), scaling: service.scaling.clone(), replicas: service.replicas };
         let trace = parse_shape("step:base=20,peak=400,at=5m,hold=30m,duration=2h", 0).unwrap();
         let options = SimOptions { service: name.clone(), ..Default::default() };
         let run = simulate(&policy, &FleetModel::default(), &trace, &options);
-        assert!(run.summary.max_desired > service.replicas.min, "{example} scales out: {:?}", run.summary);
-        assert_eq!(run.seconds.last().unwrap().desired, service.replicas.min, "{example} scales back in");
+        assert!(run.summary.max_desired > service.replicas.bounds.min, "{example} scales out: {:?}", run.summary);
+        assert_eq!(run.seconds.last().unwrap().desired, service.replicas.bounds.min, "{example} scales back in");
     }
 }
 

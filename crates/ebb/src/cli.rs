@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use ebb_core::config::{Config, ConfigError};
+use ebb_core::deploy::Strategy;
 
-use crate::client::{AdminClient, NotRunning};
+use crate::client::{AdminClient, ClientError};
 use crate::events::Event;
-use crate::status::FleetStatus;
+use crate::wire::{DeployRequest, FleetStatus, ServiceStatus};
 
 /// ebb runs a web application as an elastic fleet of replicas behind its own
 /// load balancer, and grows and shrinks the fleet with the traffic.
@@ -65,8 +67,8 @@ enum Command {
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
         /// Override the configured strategy.
-        #[arg(long, value_parser = ["rolling", "blue-green"])]
-        strategy: Option<String>,
+        #[arg(long, value_parser = strategy_parser())]
+        strategy: Option<Strategy>,
         /// Return once the deploy has started instead of waiting for it.
         #[arg(long)]
         no_wait: bool,
@@ -127,6 +129,13 @@ enum Command {
     Load(crate::load::LoadArgs),
     /// Replay traffic (a trace, an access log, a shape, or recorded history) against the scaling policy in virtual time, with the same autoscaler as `ebb up`.
     Simulate(crate::simulate::SimulateArgs),
+}
+
+/// `--strategy`: the names `ebb.toml` uses, read straight into the one
+/// [`Strategy`] type the API and the controller use too.
+fn strategy_parser() -> impl TypedValueParser<Value = Strategy> {
+    PossibleValuesParser::new(Strategy::ALL.map(Strategy::as_str))
+        .map(|name| Strategy::from_name(&name).expect("clap checked the name"))
 }
 
 /// Exit codes: 0 ok, 1 the operation failed, 2 bad input (config, arguments).
@@ -230,7 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Down { timeout } => down(&client, &config.state_dir, timeout).await,
         Command::Status { json } => {
-            let status: FleetStatus = client.get("/api/v1/status").await?;
+            let status = client.status().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -239,13 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Scale { service, desired } => {
-            let outcome: crate::controller::ScaleOutcome = client
-                .send(
-                    http::Method::PUT,
-                    &format!("/api/v1/services/{service}/desired"),
-                    &serde_json::json!({ "desired": desired, "reason": "manual (ebb scale)" }),
-                )
-                .await?;
+            let outcome = client.scale(&service, desired, "manual (ebb scale)").await?;
             match &outcome.clamped {
                 Some(why) => println!("{}: desired {} -> {}; capped: {why}", outcome.service, outcome.from, outcome.to),
                 None => println!("{}: desired {} -> {}", outcome.service, outcome.from, outcome.to),
@@ -254,19 +257,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Events { service, follow, json } => events(&client, service.as_deref(), follow, json).await,
         Command::Dashboard => {
-            let login: serde_json::Value =
-                client.send(http::Method::POST, "/api/v1/dashboard/login", &serde_json::json!({})).await?;
-            let url = login["url"].as_str().context("the admin API sent no login link")?;
-            println!("Open this link in your browser within {} s (it works once):", login["expires_in_s"]);
-            println!("{url}");
+            let login = client.dashboard_login().await?;
+            println!("Open this link in your browser within {} s (it works once):", login.expires_in_s);
+            println!("{}", login.url);
             Ok(ExitCode::SUCCESS)
         }
         Command::Deploy { service, command, image, env, strategy, no_wait } => {
-            let mut vars = serde_json::Map::new();
+            let mut request = DeployRequest { command, image, strategy, ..DeployRequest::default() };
             for pair in &env {
                 match pair.split_once('=') {
                     Some((k, v)) if !k.is_empty() => {
-                        vars.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+                        request.env.insert(k.to_string(), v.to_string());
                     }
                     _ => {
                         eprintln!("error: --env {pair:?} is not NAME=value");
@@ -274,20 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            let mut body = serde_json::json!({ "env": vars });
-            if let Some(c) = command {
-                body["command"] = c.into();
-            }
-            if let Some(i) = image {
-                body["image"] = i.into();
-            }
-            if let Some(s) = strategy {
-                // The API spells it `blue_green` (JSON enum), the CLI `blue-green`.
-                body["strategy"] = s.replace('-', "_").into();
-            }
-            let sent: anyhow::Result<serde_json::Value> =
-                client.send(http::Method::POST, &format!("/api/v1/services/{service}/deploy"), &body).await;
-            if let Err(error) = sent {
+            if let Err(error) = client.deploy(&service, &request).await {
                 return refused(error);
             }
             if no_wait {
@@ -297,34 +285,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             follow_deploy(&client, &service).await
         }
         Command::Rollback { service } => {
-            let sent: anyhow::Result<serde_json::Value> = client
-                .send(http::Method::POST, &format!("/api/v1/services/{service}/rollback"), &serde_json::json!({}))
-                .await;
-            if let Err(error) = sent {
+            if let Err(error) = client.rollback(&service, None).await {
                 return refused(error);
             }
             follow_deploy(&client, &service).await
         }
         Command::Protect { replica, off } => {
-            let outcome: serde_json::Value = client
-                .send(
-                    http::Method::POST,
-                    &format!("/api/v1/replicas/{replica}/protect"),
-                    &serde_json::json!({ "protected": !off }),
-                )
-                .await?;
-            println!("{replica}: {}", outcome["message"].as_str().unwrap_or("done"));
+            let outcome = client.protect(&replica, !off).await?;
+            println!("{replica}: {}", outcome.message);
             Ok(ExitCode::SUCCESS)
         }
         Command::Interrupt { replica, notice } => {
-            let outcome: serde_json::Value = client
-                .send(
-                    http::Method::POST,
-                    &format!("/api/v1/replicas/{replica}/interrupt"),
-                    &serde_json::json!({ "notice_s": notice.as_secs() }),
-                )
-                .await?;
-            println!("{replica}: {}", outcome["message"].as_str().unwrap_or("done"));
+            let outcome = client.interrupt(&replica, notice).await?;
+            println!("{replica}: {}", outcome.message);
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { .. }
@@ -339,13 +312,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// A deploy or rollback the admin API refused changed nothing: exit 2 (as
 /// for other bad input), with its message. Any other failure (ebb not
 /// running, no answer) leaves the outcome unknown: exit 1.
-fn refused(error: anyhow::Error) -> anyhow::Result<ExitCode> {
-    match error.downcast_ref::<crate::client::Refused>() {
+fn refused(error: ClientError) -> anyhow::Result<ExitCode> {
+    match error.refusal() {
         Some(refusal) => {
             eprintln!("error: {}; nothing changed", refusal.message);
             Ok(ExitCode::from(EXIT_BAD_INPUT))
         }
-        None => Err(error),
+        None => Err(error.into()),
     }
 }
 
@@ -354,7 +327,7 @@ fn refused(error: anyhow::Error) -> anyhow::Result<ExitCode> {
 async fn follow_deploy(client: &AdminClient, service: &str) -> anyhow::Result<ExitCode> {
     let mut last = String::new();
     loop {
-        let status: crate::status::ServiceStatus = client.get(&format!("/api/v1/services/{service}")).await?;
+        let status = client.service(service).await?;
         let current = status.deploy.as_ref().or(status.last_deploy.as_ref());
         if let Some(deploy) = current {
             if deploy.progress != last {
@@ -388,15 +361,14 @@ async fn follow_deploy(client: &AdminClient, service: &str) -> anyhow::Result<Ex
 /// closed admin listener alone is not enough: ebb closes it before it has
 /// finished.
 async fn down(client: &AdminClient, state_dir: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
-    let answer: serde_json::Value = client.send(http::Method::POST, "/api/v1/shutdown", &serde_json::json!({})).await?;
-    let pid = answer["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
+    let pid = client.shutdown().await?.pid;
     println!("ebb: stopping (balancers finish in-flight requests, then replicas drain and stop)");
     let started = Instant::now();
     let mut last_count = None;
     let mut api_closed = false;
     loop {
         if !api_closed {
-            match client.get::<FleetStatus>("/api/v1/status").await {
+            match client.status().await {
                 Ok(status) => {
                     let remaining: usize = status.services.iter().map(|s| s.replicas.len()).sum();
                     if last_count != Some(remaining) {
@@ -404,24 +376,26 @@ async fn down(client: &AdminClient, state_dir: &Path, timeout: Duration) -> anyh
                         last_count = Some(remaining);
                     }
                 }
-                Err(e) if e.downcast_ref::<NotRunning>().is_some() => api_closed = true,
+                Err(ClientError::NotRunning(_)) => api_closed = true,
                 Err(_) => {}
             }
         }
-        if api_closed && !crate::state::state_dir_in_use(state_dir) && !pid.is_some_and(process_running) {
+        if api_closed && !crate::state::state_dir_in_use(state_dir) && !process_running(pid) {
             println!("ebb: stopped");
             return Ok(ExitCode::SUCCESS);
         }
         if started.elapsed() > timeout {
-            let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-            bail!("ebb{who} is still stopping after {}; check `ebb status`", humantime::format_duration(timeout));
+            bail!(
+                "ebb (pid {pid}) is still stopping after {}; check `ebb status`",
+                humantime::format_duration(timeout)
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// `traffic: offered 250 req/s, served 98 req/s; queued 152 (4 of 4 at their limit of 8), shed 12/s, queue time 480 ms — saturated`
-fn demand_line(service: &crate::status::ServiceStatus) -> Option<String> {
+fn demand_line(service: &ServiceStatus) -> Option<String> {
     let d = service.saturation.as_ref()?;
     let mut line = format!("traffic: offered {:.0} req/s, served {:.0} req/s", d.offered_per_s, d.served_per_s);
     if let Some(limit) = d.limit {
@@ -568,11 +542,7 @@ async fn events(client: &AdminClient, service: Option<&str>, follow: bool, json:
     let mut after = 0;
     let mut stdout = std::io::stdout();
     loop {
-        let mut path = format!("/api/v1/events?after={after}");
-        if let Some(s) = service {
-            path.push_str(&format!("&service={s}"));
-        }
-        let batch: Vec<Event> = client.get(&path).await?;
+        let batch = client.events(service, after).await?;
         for event in &batch {
             after = after.max(event.seq);
             let line = if json { serde_json::to_string(event)? } else { render_event(event) };
@@ -617,7 +587,7 @@ async fn logs(config: &Config, replica: &str, follow: bool) -> anyhow::Result<Ex
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{HostStatus, SaturationStatus, ServiceStatus};
+    use crate::wire::{HostStatus, SaturationStatus};
 
     fn service() -> ServiceStatus {
         serde_json::from_value(serde_json::json!({

@@ -1,4 +1,6 @@
-//! The CLI's client for the admin API of a running ebb.
+//! The typed client of a running ebb's admin API, for the CLI and `ebb load
+//! --ebb`: one method per call, sending and returning [`crate::wire`]'s
+//! types, so no caller builds JSON or knows a path or a status code.
 //!
 //! It sends the bearer token from `<state_dir>/admin.token` (written by
 //! `ebb up`) with every call; the token never appears in its messages.
@@ -7,25 +9,38 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
+use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::events::Event;
+use crate::metrics::history::ServicePoint;
+use crate::wire::{
+    DashboardLogin, DeployRequest, ErrorBody, FleetStatus, InterruptRequest, ProtectRequest, ReasonRequest,
+    ReplicaOutcome, ScaleOutcome, ServiceStatus, SetDesiredRequest, ShutdownRequest, ShutdownView,
+};
+
 /// Talks to `ebb up`'s admin API.
+#[derive(Clone)]
 pub struct AdminClient {
     addr: SocketAddr,
     http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     token: AdminCredential,
+    /// How long a call may take, answer included.
+    answer_within: Duration,
 }
 
 /// The token the CLI presents, or why it has none.
 #[derive(Clone)]
 pub enum AdminCredential {
     Token(String),
+    /// None, on purpose: for reads from a loopback-only admin listener
+    /// (`ebb load --ebb`), which need no token.
+    None,
     /// The token file could not be read: mutating calls will be refused,
     /// and the error says why.
     Unreadable {
@@ -38,6 +53,7 @@ impl std::fmt::Debug for AdminCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AdminCredential::Token(_) => f.write_str("Token(<redacted>)"),
+            AdminCredential::None => f.write_str("None"),
             AdminCredential::Unreadable { path, why } => write!(f, "Unreadable({}: {why})", path.display()),
         }
     }
@@ -71,6 +87,54 @@ pub struct NotRunning {
 pub struct Refused {
     pub status: u16,
     pub message: String,
+    /// The message is the API's own (`{"error": ...}`); false when
+    /// something else answered, e.g. an older ebb without that route.
+    pub from_api: bool,
+}
+
+/// Why an admin API call failed; typed until a caller makes it a message.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
+    #[error("ebb at http://{addr} did not answer within {}", in_words(*.limit))]
+    NoAnswer { addr: SocketAddr, limit: Duration },
+    /// An error answer (the API's `{"error": ...}` body).
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// A 401 while the token file could not be read: that is the reason.
+    #[error("{message} (cannot read the admin token {}: {why})", path.display())]
+    NoToken { message: String, path: PathBuf, why: String },
+    #[error("cannot send {path} to the admin API: {message}")]
+    Request { path: String, message: String },
+    #[error("reading the admin API's answer: {0}")]
+    Read(String),
+    #[error("unexpected answer from the admin API at {path}")]
+    Unexpected {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ClientError {
+    /// The API's refusal, if that is what this is.
+    pub fn refusal(&self) -> Option<&Refused> {
+        match self {
+            ClientError::Refused(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+type Answer<T> = Result<T, ClientError>;
+
+/// `30 s`, `900 ms`.
+fn in_words(limit: Duration) -> String {
+    match limit.subsec_millis() {
+        0 => format!("{} s", limit.as_secs()),
+        _ => format!("{} ms", limit.as_millis()),
+    }
 }
 
 impl AdminClient {
@@ -79,15 +143,97 @@ impl AdminClient {
     pub fn new(addr: SocketAddr, token: AdminCredential) -> Self {
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        Self { addr, http: Client::builder(TokioExecutor::new()).build(connector), token }
+        let http = Client::builder(TokioExecutor::new()).build(connector);
+        Self { addr, http, token, answer_within: Duration::from_secs(30) }
     }
 
-    async fn call(
-        &self,
-        method: http::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    /// The same client, giving up on a call after `limit` (30 s by default).
+    pub fn answer_within(mut self, limit: Duration) -> Self {
+        self.answer_within = limit;
+        self
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `GET /api/v1/status`: every service and its replicas.
+    pub async fn status(&self) -> Answer<FleetStatus> {
+        self.get("/api/v1/status").await
+    }
+
+    /// `GET /api/v1/services/{name}`.
+    pub async fn service(&self, name: &str) -> Answer<ServiceStatus> {
+        self.get(&format!("/api/v1/services/{name}")).await
+    }
+
+    /// `PUT /api/v1/services/{name}/desired`.
+    pub async fn scale(&self, name: &str, desired: u32, reason: &str) -> Answer<ScaleOutcome> {
+        let body = SetDesiredRequest { desired, reason: Some(reason.to_string()) };
+        self.send(Method::PUT, &format!("/api/v1/services/{name}/desired"), &body).await
+    }
+
+    /// `POST /api/v1/services/{name}/deploy`: answers once the deploy has started.
+    pub async fn deploy(&self, name: &str, request: &DeployRequest) -> Answer<ServiceStatus> {
+        self.send(Method::POST, &format!("/api/v1/services/{name}/deploy"), request).await
+    }
+
+    /// `POST /api/v1/services/{name}/rollback`.
+    pub async fn rollback(&self, name: &str, reason: Option<&str>) -> Answer<ServiceStatus> {
+        let body = ReasonRequest { reason: reason.map(str::to_string) };
+        self.send(Method::POST, &format!("/api/v1/services/{name}/rollback"), &body).await
+    }
+
+    /// `POST /api/v1/replicas/{id}/protect`.
+    pub async fn protect(&self, replica: &str, protected: bool) -> Answer<ReplicaOutcome> {
+        self.send(Method::POST, &format!("/api/v1/replicas/{replica}/protect"), &ProtectRequest { protected }).await
+    }
+
+    /// `POST /api/v1/replicas/{id}/interrupt`, with `notice` in whole seconds.
+    pub async fn interrupt(&self, replica: &str, notice: Duration) -> Answer<ReplicaOutcome> {
+        let body = InterruptRequest { notice_s: Some(notice.as_secs()) };
+        self.send(Method::POST, &format!("/api/v1/replicas/{replica}/interrupt"), &body).await
+    }
+
+    /// `GET /api/v1/events`: events after sequence number `after`, oldest
+    /// first, of one service or all. Read as the event log's own type (the
+    /// API serves the same JSON), so they print as the log keeps them.
+    pub async fn events(&self, service: Option<&str>, after: u64) -> Answer<Vec<Event>> {
+        let mut path = format!("/api/v1/events?after={after}");
+        if let Some(s) = service {
+            path.push_str(&format!("&service={s}"));
+        }
+        self.get(&path).await
+    }
+
+    /// `GET /api/v1/metrics`: one service's points since `since_ms` (Unix
+    /// milliseconds), oldest first.
+    pub async fn metrics(&self, service: &str, since_ms: u64) -> Answer<Vec<ServicePoint>> {
+        let service = percent_encoding::utf8_percent_encode(service, percent_encoding::NON_ALPHANUMERIC);
+        self.get(&format!("/api/v1/metrics?service={service}&since={since_ms}")).await
+    }
+
+    /// `POST /api/v1/shutdown`: ebb drains and stops everything.
+    pub async fn shutdown(&self) -> Answer<ShutdownView> {
+        self.send(Method::POST, "/api/v1/shutdown", &ShutdownRequest {}).await
+    }
+
+    /// `POST /api/v1/dashboard/login`: a one-time link for a browser.
+    pub async fn dashboard_login(&self) -> Answer<DashboardLogin> {
+        self.send(Method::POST, "/api/v1/dashboard/login", &ShutdownRequest {}).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Answer<T> {
+        self.json(Method::GET, path, None).await
+    }
+
+    async fn send<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: &B) -> Answer<T> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| ClientError::Request { path: path.to_string(), message: e.to_string() })?;
+        self.json(method, path, Some(body)).await
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Answer<(StatusCode, Bytes)> {
         let mut request = http::Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
         if body.is_some() {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
@@ -95,51 +241,36 @@ impl AdminClient {
         if let AdminCredential::Token(token) = &self.token {
             request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let response = tokio::time::timeout(Duration::from_secs(30), self.http.request(request))
-            .await
-            .map_err(|_| anyhow!("ebb at http://{} did not answer within 30 s", self.addr))?
-            .map_err(|e| {
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Request { path: path.to_string(), message: e.to_string() })?;
+        let limit = self.answer_within;
+        let answer = async {
+            let response = self.http.request(request).await.map_err(|e| {
                 let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
-                anyhow::Error::new(NotRunning { addr: self.addr, cause })
+                ClientError::NotRunning(NotRunning { addr: self.addr, cause })
             })?;
-        let status = response.status();
-        let body = response.into_body().collect().await.context("reading the admin API's answer")?.to_bytes();
-        Ok((status, body))
+            let status = response.status();
+            let body = response.into_body().collect().await.map_err(|e| ClientError::Read(e.to_string()))?;
+            Ok((status, body.to_bytes()))
+        };
+        tokio::time::timeout(limit, answer).await.map_err(|_| ClientError::NoAnswer { addr: self.addr, limit })?
     }
 
-    async fn json<T: DeserializeOwned>(
-        &self,
-        method: http::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> anyhow::Result<T> {
+    async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Answer<T> {
         let (status, bytes) = self.call(method, path, body).await?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            if status == http::StatusCode::UNAUTHORIZED {
+            let (message, from_api) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => (body.error, true),
+                Err(_) => (String::from_utf8_lossy(&bytes).into_owned(), false),
+            };
+            if status == StatusCode::UNAUTHORIZED {
                 if let AdminCredential::Unreadable { path, why } = &self.token {
-                    bail!("{message} (cannot read the admin token {}: {why})", path.display());
+                    return Err(ClientError::NoToken { message, path: path.clone(), why: why.clone() });
                 }
             }
-            return Err(anyhow::Error::new(Refused { status: status.as_u16(), message }));
+            return Err(ClientError::Refused(Refused { status: status.as_u16(), message, from_api }));
         }
-        serde_json::from_slice(&bytes).with_context(|| format!("unexpected answer from the admin API at {path}"))
-    }
-
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.json(http::Method::GET, path, None).await
-    }
-
-    pub async fn send<B: Serialize, T: DeserializeOwned>(
-        &self,
-        method: http::Method,
-        path: &str,
-        body: &B,
-    ) -> anyhow::Result<T> {
-        self.json(method, path, Some(serde_json::to_vec(body)?)).await
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Unexpected { path: path.to_string(), source })
     }
 }

@@ -1,7 +1,8 @@
 //! The event log: every change to a fleet, with the reason that caused it.
 //!
-//! Events are kept in a bounded in-memory ring (the store keeps them across
-//! restarts later), broadcast to live followers, and logged through `tracing`.
+//! Events are kept in a bounded in-memory ring (and, through an
+//! [`EventStore`], in the state file across restarts), broadcast to live
+//! followers, and logged through `tracing`.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -9,11 +10,6 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-
-/// Milliseconds since the Unix epoch (0 for times before it).
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// What happened. Serialized in snake_case (`replica_started`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,13 +118,21 @@ pub struct Event {
     pub reason: String,
 }
 
+/// Where an [`EventLog`] keeps its events across restarts: the state store
+/// (`state::StateStore` implements it). A trait so that the log needs
+/// nothing from `state`, which needs `Event` from here.
+pub trait EventStore: Send + Sync {
+    /// Queues `event` for writing; called in order, under the log's lock.
+    fn record_event(&self, event: &Event);
+}
+
 /// Bounded, shared event log.
 pub struct EventLog {
     ring: Mutex<Ring>,
     live: broadcast::Sender<Event>,
     capacity: usize,
     /// Where events are kept across restarts, if anywhere.
-    store: Option<crate::state::StateStore>,
+    store: Option<Box<dyn EventStore>>,
     /// The last sequence number of an earlier run (0 for none): counters
     /// of this run start after it.
     resumed_after: u64,
@@ -181,7 +185,7 @@ impl EventLog {
 
     /// A log that continues `restored` (oldest first, from the state store)
     /// and writes every new event there too.
-    pub fn with_store(capacity: usize, store: crate::state::StateStore, restored: Vec<Event>) -> Self {
+    pub fn with_store(capacity: usize, store: impl EventStore + 'static, restored: Vec<Event>) -> Self {
         let mut log = Self::new(capacity);
         {
             let ring = log.ring.get_mut().unwrap_or_else(|p| p.into_inner());
@@ -190,7 +194,7 @@ impl EventLog {
             let skip = restored.len().saturating_sub(log.capacity);
             ring.events.extend(restored.into_iter().skip(skip));
         }
-        log.store = Some(store);
+        log.store = Some(Box::new(store));
         log
     }
 

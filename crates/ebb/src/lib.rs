@@ -3,13 +3,16 @@
 //! Layout (see ARCHITECTURE.md for the full map):
 //! - [`proxy`]: the data plane — one HTTP balancer per service, routing on an
 //!   atomically swapped snapshot of routable replicas.
-//! - [`driver`]: where replicas run (local processes now; Docker/Swarm later),
-//!   behind one trait.
-//! - [`controller`]: the reconciler — keeps each service at its desired count,
-//!   runs health checks, replaces failed replicas, drains on the way out.
-//! - [`admin`]: the admin HTTP API on loopback (status, scale, shutdown).
+//! - [`driver`]: where replicas run (local processes, Docker containers,
+//!   Swarm tasks), behind one trait.
+//! - [`controller`]: the executor of each service — gathers the facts about
+//!   its replicas, asks the pure core (`ebb_core::fleet`, `scaling`,
+//!   `deploy`, `outlier`) what to do, and does it: starts, probes, drains,
+//!   stops, publishes the routable set and the status.
+//! - [`admin`]: the admin HTTP API (status, scale, deploy, events, metrics,
+//!   dashboard).
 //! - [`events`]: the event log — every change with its reason.
-//! - [`status`]: the status document shared by the admin API and the CLI.
+//! - [`wire`]: the admin API's JSON (status document, request bodies, answers), shared by the API, the CLI and `ebb load`.
 //! - [`fd_limit`]: the open-file limit raised at start, and the client
 //!   connection budget derived from it.
 //! - [`up`]: `ebb up`, wiring it all together, and the shutdown order.
@@ -19,6 +22,7 @@
 pub mod admin;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config_file;
 pub mod controller;
 pub mod demo_app;
@@ -32,6 +36,7 @@ pub mod simulate;
 pub mod state;
 pub mod status;
 pub mod up;
+pub mod wire;
 
 /// Ctrl-C or SIGTERM: what ends `ebb up`, `ebb load` and a calibration.
 pub(crate) async fn stop_signal() {

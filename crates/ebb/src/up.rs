@@ -216,7 +216,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
         };
         println!(
             "ebb: service {} -> {front} ({} replicas, min {}, max {})",
-            service.name, service.replicas.desired, service.replicas.min, service.replicas.max
+            service.name, service.replicas.desired, service.replicas.bounds.min, service.replicas.bounds.max
         );
         services.insert(service.name.clone(), handle);
     }
@@ -300,14 +300,14 @@ fn web_services_beyond_the_host(config: &Config, cores: usize) -> Vec<String> {
         .services
         .values()
         .filter(|s| s.driver != DriverKind::Swarm && s.kind.has_balancer())
-        .filter(|s| f64::from(s.replicas.max) * s.cpu > cores as f64 + 1e-9)
+        .filter(|s| f64::from(s.replicas.bounds.max) * s.cpu > cores as f64 + 1e-9)
         .map(|s| {
             let fits = ((cores as f64 / s.cpu) + 1e-9).floor().max(1.0) as u32;
             format!(
                 "service {} may ask for {} CPUs at max (replicas.max {} × cpu {}) on this host of {cores}: past about {fits} replicas, more local replicas add no capacity, and ebb holds scale-out when the host is full. Lower max to {fits}, lower cpu per replica, or run it on Swarm (docs/policies.md, \"The host is a level of capacity\")",
                 s.name,
-                f64::from(s.replicas.max) * s.cpu,
-                s.replicas.max,
+                f64::from(s.replicas.bounds.max) * s.cpu,
+                s.replicas.bounds.max,
                 s.cpu,
             )
         })
@@ -350,7 +350,7 @@ fn crowded_cores(config: &Config, cores: usize) -> Option<String> {
     let web = config.services.values().filter(local).any(|s| s.kind.has_balancer());
     let pools: Vec<&ServiceConfig> =
         config.services.values().filter(local).filter(|s| !s.kind.has_balancer()).collect();
-    let cpu: f64 = pools.iter().map(|s| f64::from(s.replicas.max) * s.cpu).sum();
+    let cpu: f64 = pools.iter().map(|s| f64::from(s.replicas.bounds.max) * s.cpu).sum();
     if !web || pools.is_empty() || cpu < cores as f64 {
         return None;
     }

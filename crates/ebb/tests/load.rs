@@ -302,6 +302,54 @@ async fn trace_is_replayed() {
     assert!((40..=60).contains(&sent[0]) && (135..=165).contains(&sent[1]) && sent[2] <= 15, "{sent:?}");
 }
 
+/// `ebb load --trace` and `ebb simulate --trace` read one format with one
+/// reader: the same files pass, and fail with the same `file:line` message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_and_simulate_read_the_same_trace_files() {
+    let server = Server::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write(
+        "ebb.toml",
+        "[admin]\nlisten = \"127.0.0.1:19980\"\n\n[service.web]\ncommand = \"sleep 1000\"\nlisten = \"127.0.0.1:19981\"\nreplicas = { min = 1, max = 4, desired = 1 }\n",
+    );
+    write("good.csv", "second,rate\n# warm-up\n0,20\n1,40\n\n2,0\n");
+    write("gap.csv", "second,rate\n0,20\n3,40\n");
+    write("bad.csv", "second,rate\n0,20\n1,20,3\n");
+    let simulate = |file: &str| {
+        std::process::Command::new(EBB)
+            .current_dir(dir.path())
+            .args(["-f", "ebb.toml", "simulate", "-q", "--trace", file])
+            .env("EBB_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+
+    let live = ebb_load_in(dir.path(), &["--trace", "good.csv", "--json", &server.url()]).await;
+    assert_eq!(live.code, 0, "{}", live.stderr);
+    assert_eq!(server.requests(), 60, "20 then 40 then 0 req/s, one second each");
+    let sim = simulate("good.csv");
+    assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stderr));
+    let out = String::from_utf8_lossy(&sim.stdout);
+    assert!(out.contains("good.csv (3 s, peak 40 req/s"), "{out}");
+
+    for (file, message) in [
+        (
+            "gap.csv",
+            "gap.csv:3: gap in the trace: second 3 follows second 0 (seconds 1 to 2 are missing); give one row per second, with rate 0 where there were no requests",
+        ),
+        ("bad.csv", "bad.csv:3: malformed line: expected two columns `second,rate`, found \"1,20,3\""),
+    ] {
+        let live = ebb_load_in(dir.path(), &["--trace", file, &server.url()]).await;
+        assert_eq!(live.code, 2, "{file}: {}", live.stderr);
+        assert_eq!(live.stderr.trim(), format!("error: --trace {message}"), "{file}");
+        let sim = simulate(file);
+        assert_eq!(sim.status.code(), Some(2), "{file}");
+        assert_eq!(String::from_utf8_lossy(&sim.stderr).trim(), format!("error: {message}"), "{file}");
+    }
+    assert_eq!(server.requests(), 60, "a refused trace sends nothing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_has_one_row_per_second() {
     let server = Server::ok().await;
@@ -452,7 +500,7 @@ async fn bad_input_is_one_line_and_exit_2() {
             vec!["--stages", "30s:0->200,2x:200", "http://127.0.0.1:9/"],
             "stage 2 (\"2x:200\") at column 12: bad duration \"2x\"",
         ),
-        (vec!["--trace", &trace, "http://127.0.0.1:9/"], "bad.csv:3: rate \"ten\" is not a number"),
+        (vec!["--trace", &trace, "http://127.0.0.1:9/"], "bad.csv:3: malformed line: rate \"ten\" is not a number"),
         (vec!["--trace", "/nonexistent/day.csv", "http://127.0.0.1:9/"], "cannot read the file"),
         (vec!["-H", "NoColon", "http://127.0.0.1:9/"], "expected \"Name: value\""),
         (vec!["--ebb", "ftp://x", "http://127.0.0.1:9/"], "--ebb"),

@@ -306,14 +306,14 @@ fn with_socket_activation_clients_arriving_during_a_restart_are_queued_not_refus
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_older_than_a_day_is_served_per_minute_from_the_state_file() {
-    use ebb::controller::history::ServicePoint;
+    use ebb::metrics::history::ServicePoint;
     let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 2, desired = 1 }", ""));
     ebb.wait_in_service(1, BOOT);
     ebb.kill_up();
     // Two days ago, ten minutes of per-second points, written while ebb is
     // down (as if it had run then).
     let state_dir = ebb.dir.path().join("state");
-    let now = ebb::events::unix_ms(std::time::SystemTime::now());
+    let now = ebb::clock::unix_ms(std::time::SystemTime::now());
     let start = (now - 2 * 24 * 3600 * 1000) / 60_000 * 60_000;
     {
         let (store, _) = ebb::state::StateStore::open(&state_dir, 100).unwrap();

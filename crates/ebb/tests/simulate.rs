@@ -404,12 +404,12 @@ fn bad_arguments_get_clear_answers() {
 
 #[tokio::test]
 async fn history_is_read_from_the_state_file_when_ebb_is_not_running() {
-    use ebb::controller::history::ServicePoint;
+    use ebb::metrics::history::ServicePoint;
     let d = Dir::new();
     let state_dir = d.path(".ebb");
     std::fs::create_dir_all(&state_dir).unwrap();
     let (store, _) = ebb::state::StateStore::open(&state_dir, 100).unwrap();
-    let now = ebb::events::unix_ms(std::time::SystemTime::now());
+    let now = ebb::clock::unix_ms(std::time::SystemTime::now());
     for s in 0..120u64 {
         let rate = if s < 60 { 30.0 } else { 90.0 };
         store.record_point(
@@ -447,7 +447,7 @@ fn what_if_bounds_go_beyond_the_config_limit() {
 
 #[test]
 fn recorded_history_becomes_one_rate_per_second() {
-    use ebb::controller::history::ServicePoint;
+    use ebb::metrics::history::ServicePoint;
     use ebb::simulate::input::{parse_since, parse_start, trace_from_history};
     use std::time::{Duration, SystemTime};
     let point = |time_ms: u64, requests_per_s: f64| ServicePoint {

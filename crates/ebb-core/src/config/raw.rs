@@ -37,8 +37,8 @@
 
 use super::value::{Addr, Balance, Bytes, Command, Dur, EnvTable, Int, IpList, Number};
 use super::{
-    AdminConfig, CommandSpec, Config, ConfigError, ContainerConfig, DriverKind, HealthConfig, ProxyConfig,
-    ReplicaBounds, ServiceConfig, ServiceKind, StatusMatcher,
+    AdminConfig, Bounds, CommandSpec, Config, ConfigError, ContainerConfig, DriverKind, HealthConfig, ProxyConfig,
+    Replicas, ServiceConfig, ServiceKind, StatusMatcher,
 };
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -380,7 +380,7 @@ impl Check<'_> {
             name: name.get_ref().clone(),
             kind,
             has_metric_source: raw.metric_source.is_some(),
-            min_replicas: replicas.min,
+            min_replicas: replicas.bounds.min,
         };
         let metric_source = raw.metric_source.map(|m| self.metric_source(name, m));
         let health = self.health(raw.health.unwrap_or_default());
@@ -400,7 +400,7 @@ impl Check<'_> {
             health,
             balance: raw.balance.map(|b| b.0).unwrap_or_default(),
             proxy: self.proxy(raw.proxy.unwrap_or_default()),
-            scaling: self.scaling(name, raw.scaling, replicas),
+            scaling: self.scaling(name, raw.scaling, replicas.bounds),
             deploy,
             metric_source,
             chaos: raw.chaos.map(|c| self.chaos(name, c)),
@@ -563,7 +563,7 @@ impl Check<'_> {
         }
     }
 
-    fn replicas(&mut self, raw: RawReplicas) -> ReplicaBounds {
+    fn replicas(&mut self, raw: RawReplicas) -> Replicas {
         let max_allowed = ServiceConfig::MAX_REPLICAS as i64;
         let mut in_range = true;
         for (key, value) in [("min", &raw.min), ("max", &raw.max), ("desired", &raw.desired)] {
@@ -585,7 +585,7 @@ impl Check<'_> {
         let min = value(&raw.min).unwrap_or(1);
         let desired = value(&raw.desired).unwrap_or(min);
         let max = value(&raw.max).unwrap_or(min.max(desired));
-        let fallback = ReplicaBounds { min: 1, max: 1, desired: 1 };
+        let fallback = Replicas { bounds: Bounds { min: 1, max: 1 }, desired: 1 };
         if !in_range {
             return fallback;
         }
@@ -629,7 +629,7 @@ impl Check<'_> {
             }
         } else {
             // In range 0..=MAX_REPLICAS, checked above.
-            return ReplicaBounds { min: min as u32, max: max as u32, desired: desired as u32 };
+            return Replicas { bounds: Bounds { min: min as u32, max: max as u32 }, desired: desired as u32 };
         }
         fallback
     }

@@ -103,12 +103,18 @@ use std::fmt;
 use std::time::Duration;
 
 /// How a deploy replaces replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+///
+/// In JSON (the admin API) it is `rolling` or `blue_green`, as the API has
+/// always spelled it; `blue-green`, the config's and the CLI's spelling, is
+/// read too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// A few at a time, within `max_surge` / `max_unavailable`.
     #[default]
     Rolling,
     /// A full new set, then one traffic switch, then the old set goes.
+    #[serde(alias = "blue-green")]
     BlueGreen,
 }
 
@@ -235,7 +241,7 @@ pub enum DeployAction {
     /// `Route` or the deploy's `Finish`; [`Deploy::routes_only`] says the same.
     Route { only_version: Option<u64>, reason: String },
     /// The deploy is over (exactly once).
-    Finish { outcome: Outcome, reason: String },
+    Finish { outcome: DeployOutcome, reason: String },
     /// Nothing to do now; what the deploy is waiting for, and the deadline
     /// after which it acts on its own (roll back, stop waiting), if any. The
     /// reason is stable while the fleet does not change, so the controller
@@ -271,18 +277,18 @@ impl fmt::Display for DeployAction {
 
 /// How a deploy ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum DeployOutcome {
     /// The new version serves.
     Succeeded,
     /// The previous version serves again; `reason` says why (the trigger).
     RolledBack { reason: String },
 }
 
-impl fmt::Display for Outcome {
+impl fmt::Display for DeployOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Succeeded => f.write_str("deploy succeeded"),
-            Outcome::RolledBack { .. } => f.write_str("deploy rolled back"),
+            DeployOutcome::Succeeded => f.write_str("deploy succeeded"),
+            DeployOutcome::RolledBack { .. } => f.write_str("deploy rolled back"),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! bake time over, are protected replicas still holding the end. The rules
 //! are in the module doc (`deploy/mod.rs`).
 
-use super::{human, n_replicas, span, DeployAction, DeployConfig, Outcome, Phase, Progress, ReplicaPhase};
+use super::{human, n_replicas, span, DeployAction, DeployConfig, DeployOutcome, Phase, Progress, ReplicaPhase};
 use super::{ReplicaView, RollbackRefused, Strategy};
 use crate::scaling::Time;
 use std::collections::BTreeSet;
@@ -35,7 +35,7 @@ pub struct Deploy {
     /// traffic switch. The bake time counts from here.
     took_over: Option<Time>,
     rollback: Option<Rollback>,
-    outcome: Option<Outcome>,
+    outcome: Option<DeployOutcome>,
     /// Every replica id seen, so a new one can be matched to a launch.
     seen: BTreeSet<String>,
     /// Launches asked for and not yet seen in a view: (version, when).
@@ -240,7 +240,7 @@ impl Deploy {
     }
 
     /// How it ended; `None` while it runs.
-    pub fn outcome(&self) -> Option<&Outcome> {
+    pub fn outcome(&self) -> Option<&DeployOutcome> {
         self.outcome.as_ref()
     }
 
@@ -386,7 +386,7 @@ impl Deploy {
                 human(self.config.protected_wait)
             );
         }
-        self.finish(Outcome::Succeeded, reason, out);
+        self.finish(DeployOutcome::Succeeded, reason, out);
         None
     }
 
@@ -420,7 +420,7 @@ impl Deploy {
                 if !protected.is_empty() {
                     reason += &format!("; protected {} kept: retired when released", list(&protected));
                 }
-                self.finish(Outcome::RolledBack { reason: rb.reason }, reason, out);
+                self.finish(DeployOutcome::RolledBack { reason: rb.reason }, reason, out);
                 return None;
             }
             return Some((self.waiting_for_protected(&who, &protected), Some(protected_until.min(deadline))));
@@ -433,7 +433,7 @@ impl Deploy {
                 c.in_service(),
                 n_replicas(left)
             );
-            self.finish(Outcome::RolledBack { reason: rb.reason }, reason, out);
+            self.finish(DeployOutcome::RolledBack { reason: rb.reason }, reason, out);
             return None;
         }
         let why = format!(
@@ -560,10 +560,10 @@ impl Deploy {
         }
     }
 
-    fn finish(&mut self, outcome: Outcome, reason: String, out: &mut Vec<DeployAction>) {
+    fn finish(&mut self, outcome: DeployOutcome, reason: String, out: &mut Vec<DeployAction>) {
         self.phase = match &outcome {
-            Outcome::Succeeded => Phase::Succeeded,
-            Outcome::RolledBack { reason } => Phase::RolledBack { reason: reason.clone() },
+            DeployOutcome::Succeeded => Phase::Succeeded,
+            DeployOutcome::RolledBack { reason } => Phase::RolledBack { reason: reason.clone() },
         };
         self.outcome = Some(outcome.clone());
         out.push(DeployAction::Finish { outcome, reason });

@@ -1,12 +1,11 @@
 //! [`Autoscaler`]: one per service; runs every policy and combines them.
 
-use super::decision::{Cap, Change, Decision, Hold, HoldKind, Outcome, Vote};
+use super::decision::{Cap, Change, Decision, Hold, HoldKind, PolicyOutcome, Vote};
 use super::metrics::{duration, Metric, MetricHistory, ServiceSample};
 use super::saturation::{HostFull, Saturation, HOST_WINDOW};
 use super::scheduled::{self, Firing, Schedule};
 use super::target::{recommend, Recommendation, TargetState};
 use super::{Bounds, ChangeLog, Context, FleetView, ScalingConfig, Time};
-use crate::config::ReplicaBounds;
 use std::time::Duration;
 
 /// The scaling brain of one service: its metric history, policy state and
@@ -29,12 +28,12 @@ pub struct Autoscaler {
 }
 
 impl Autoscaler {
-    pub fn new(config: &ScalingConfig, bounds: ReplicaBounds) -> Self {
+    pub fn new(config: &ScalingConfig, bounds: Bounds) -> Self {
         let rate_periods =
             config.target_tracking.iter().flat_map(|t| [t.scale_out_rate.period, t.scale_in_rate.period]);
         Self {
             history: MetricHistory::new(config.history_kept(), config.warmup),
-            schedule: Schedule::new(bounds.into()),
+            schedule: Schedule::new(bounds),
             targets: vec![TargetState::default(); config.target_tracking.len()],
             log: ChangeLog::new(rate_periods.max().unwrap_or(Duration::ZERO)),
             burst_until: None,
@@ -188,12 +187,12 @@ impl Autoscaler {
         if let Some(full) = &host_full {
             for (vote, metric) in votes.iter_mut().zip(&metrics) {
                 match vote.outcome {
-                    Outcome::Scale(n) if n > desired => {
-                        vote.outcome = Outcome::Stay(Some(full.scale_out_hold(Some((&vote.policy, n)))));
+                    PolicyOutcome::Scale(n) if n > desired => {
+                        vote.outcome = PolicyOutcome::Stay(Some(full.scale_out_hold(Some((&vote.policy, n)))));
                         vote.capped = None;
                     }
-                    Outcome::Scale(n) if n < desired && *metric == Some(Metric::Cpu) => {
-                        vote.outcome = Outcome::Stay(Some(full.contended_hold()));
+                    PolicyOutcome::Scale(n) if n < desired && *metric == Some(Metric::Cpu) => {
+                        vote.outcome = PolicyOutcome::Stay(Some(full.contended_hold()));
                         vote.capped = None;
                     }
                     _ => {}
@@ -283,7 +282,7 @@ fn combine(votes: &[Vote], desired: u32, bounds: Bounds, objections: Vec<Hold>) 
         capped: capped.or_else(|| vote.capped.clone()),
     };
     let wants = |v: &Vote| match v.outcome {
-        Outcome::Scale(n) => Some(n),
+        PolicyOutcome::Scale(n) => Some(n),
         _ => None,
     };
     // The first vote with the largest count, so ties go to config order.
@@ -312,7 +311,7 @@ fn combine(votes: &[Vote], desired: u32, bounds: Bounds, objections: Vec<Hold>) 
     let mut holds: Vec<Hold> = objections;
     let mut objectors = holds.len();
     for v in votes {
-        if let Outcome::Stay(hold) = &v.outcome {
+        if let PolicyOutcome::Stay(hold) = &v.outcome {
             objectors += 1;
             holds.extend(hold.clone());
         }
@@ -329,7 +328,7 @@ fn combine(votes: &[Vote], desired: u32, bounds: Bounds, objections: Vec<Hold>) 
         }
         if holds.is_empty() {
             // Objected to by a policy content with the count as it is.
-            let objector = votes.iter().find(|v| matches!(v.outcome, Outcome::Stay(None)));
+            let objector = votes.iter().find(|v| matches!(v.outcome, PolicyOutcome::Stay(None)));
             let name = objector.map_or("another policy", |v| v.policy.as_str());
             let why = format!("{} wants {n}, but {name} wants to stay at {desired}", vote.policy);
             let policy = objector.map(|v| v.policy.clone());
@@ -342,7 +341,7 @@ fn combine(votes: &[Vote], desired: u32, bounds: Bounds, objections: Vec<Hold>) 
     }
     // Nothing holds a change: say what a policy is still waiting for, if any.
     let pending = votes.iter().filter_map(|v| match &v.outcome {
-        Outcome::Pending(hold) => Some(hold.clone()),
+        PolicyOutcome::Pending(hold) => Some(hold.clone()),
         _ => None,
     });
     (None, most_telling(holds).or_else(|| most_telling(pending.collect())))
@@ -358,7 +357,7 @@ fn most_telling(mut holds: Vec<Hold>) -> Option<Hold> {
 mod tests {
     use super::*;
 
-    fn vote(policy: &str, outcome: Outcome) -> Vote {
+    fn vote(policy: &str, outcome: PolicyOutcome) -> Vote {
         Vote { policy: policy.into(), outcome, reason: format!("{policy} says so"), capped: None }
     }
 
@@ -370,7 +369,11 @@ mod tests {
 
     #[test]
     fn scale_out_if_any_asks_for_more() {
-        let votes = [vote("a", Outcome::Scale(5)), vote("b", Outcome::Scale(7)), vote("c", Outcome::Scale(2))];
+        let votes = [
+            vote("a", PolicyOutcome::Scale(5)),
+            vote("b", PolicyOutcome::Scale(7)),
+            vote("c", PolicyOutcome::Scale(2)),
+        ];
         let (change, hold) = combine(&votes, 4, BOUNDS, vec![]);
         let change = change.unwrap();
         assert_eq!((change.to, change.policy.as_str(), hold), (7, "b", None));
@@ -378,13 +381,14 @@ mod tests {
 
     #[test]
     fn scale_in_only_when_none_objects() {
-        let votes = [vote("a", Outcome::Scale(3)), vote("b", Outcome::Stay(None))];
+        let votes = [vote("a", PolicyOutcome::Scale(3)), vote("b", PolicyOutcome::Stay(None))];
         let (change, held) = combine(&votes, 4, BOUNDS, vec![]);
         assert_eq!(change, None);
         let held = held.unwrap();
         assert_eq!((held.kind, held.why.as_str()), (HoldKind::Objection, "a wants 3, but b wants to stay at 4"));
 
-        let votes = [vote("a", Outcome::Scale(3)), vote("b", Outcome::Abstain), vote("c", Outcome::Scale(2))];
+        let votes =
+            [vote("a", PolicyOutcome::Scale(3)), vote("b", PolicyOutcome::Abstain), vote("c", PolicyOutcome::Scale(2))];
         let change = combine(&votes, 4, BOUNDS, vec![]).0.unwrap();
         assert_eq!((change.to, change.policy.as_str()), (3, "a"), "the largest count wins");
 
@@ -397,25 +401,25 @@ mod tests {
 
     #[test]
     fn clamps_say_what_capped() {
-        let change = combine(&[vote("a", Outcome::Scale(40))], 4, BOUNDS, vec![]).0.unwrap();
+        let change = combine(&[vote("a", PolicyOutcome::Scale(40))], 4, BOUNDS, vec![]).0.unwrap();
         assert_eq!((change.to, change.capped.unwrap().note.as_str()), (10, "max 10 reached (wanted 40)"));
-        let (change, hold) = combine(&[vote("a", Outcome::Scale(40))], 10, BOUNDS, vec![]);
+        let (change, hold) = combine(&[vote("a", PolicyOutcome::Scale(40))], 10, BOUNDS, vec![]);
         assert_eq!(change, None);
         assert_eq!(hold.unwrap().to_string(), "max reached: a wants 40, max is 10");
-        let change = combine(&[vote("a", Outcome::Scale(0))], 4, BOUNDS, vec![]).0.unwrap();
+        let change = combine(&[vote("a", PolicyOutcome::Scale(0))], 4, BOUNDS, vec![]).0.unwrap();
         assert_eq!((change.to, change.capped.unwrap().kind), (2, super::super::CapKind::Min));
-        let hold = combine(&[vote("a", Outcome::Scale(1))], 2, BOUNDS, vec![]).1.unwrap();
+        let hold = combine(&[vote("a", PolicyOutcome::Scale(1))], 2, BOUNDS, vec![]).1.unwrap();
         assert_eq!(hold.kind, HoldKind::MinReached);
     }
 
     #[test]
     fn the_most_telling_hold_is_reported() {
         let votes = [
-            vote("a", Outcome::Stay(Some(hold(HoldKind::Tolerance, "within tolerance")))),
-            vote("b", Outcome::Stay(Some(hold(HoldKind::Cooldown, "cooldown of b")))),
-            vote("c", Outcome::Stay(Some(hold(HoldKind::Stabilization, "stabilisation")))),
+            vote("a", PolicyOutcome::Stay(Some(hold(HoldKind::Tolerance, "within tolerance")))),
+            vote("b", PolicyOutcome::Stay(Some(hold(HoldKind::Cooldown, "cooldown of b")))),
+            vote("c", PolicyOutcome::Stay(Some(hold(HoldKind::Stabilization, "stabilisation")))),
         ];
         assert_eq!(combine(&votes, 4, BOUNDS, vec![]).1.unwrap().why, "cooldown of b");
-        assert_eq!(combine(&[vote("a", Outcome::Abstain)], 4, BOUNDS, vec![]), (None, None), "steady");
+        assert_eq!(combine(&[vote("a", PolicyOutcome::Abstain)], 4, BOUNDS, vec![]), (None, None), "steady");
     }
 }

@@ -212,7 +212,7 @@ impl HoldKind {
 
 /// What one policy wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum PolicyOutcome {
     /// Move desired capacity to this count now.
     Scale(u32),
     /// Keep the current count (this objects to a scale-in), with why when
@@ -230,7 +230,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vote {
     pub policy: String,
-    pub outcome: Outcome,
+    pub outcome: PolicyOutcome,
     /// The numbers behind it.
     pub reason: String,
     /// When the policy itself limited its count (rate limit).
@@ -241,11 +241,11 @@ impl fmt::Display for Vote {
     /// `target-cpu: scale to 4: <reason>` / `cpu-low: stay (cooldown of cpu-low, 43 s left): <reason>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.outcome {
-            Outcome::Scale(n) => write!(f, "{}: scale to {n}: {}", self.policy, self.reason)?,
-            Outcome::Stay(Some(hold)) => write!(f, "{}: stay ({hold}): {}", self.policy, self.reason)?,
-            Outcome::Stay(None) => write!(f, "{}: stay: {}", self.policy, self.reason)?,
-            Outcome::Abstain => write!(f, "{}: no opinion: {}", self.policy, self.reason)?,
-            Outcome::Pending(hold) => write!(f, "{}: waiting ({hold}): {}", self.policy, self.reason)?,
+            PolicyOutcome::Scale(n) => write!(f, "{}: scale to {n}: {}", self.policy, self.reason)?,
+            PolicyOutcome::Stay(Some(hold)) => write!(f, "{}: stay ({hold}): {}", self.policy, self.reason)?,
+            PolicyOutcome::Stay(None) => write!(f, "{}: stay: {}", self.policy, self.reason)?,
+            PolicyOutcome::Abstain => write!(f, "{}: no opinion: {}", self.policy, self.reason)?,
+            PolicyOutcome::Pending(hold) => write!(f, "{}: waiting ({hold}): {}", self.policy, self.reason)?,
         }
         if let Some(cap) = &self.capped {
             write!(f, "; capped: {cap}")?;

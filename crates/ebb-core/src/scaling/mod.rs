@@ -54,7 +54,7 @@ mod autoscaler;
 
 pub use autoscaler::Autoscaler;
 pub use cron::{CivilTime, Cron, CronError};
-pub use decision::{Cap, CapKind, Change, Decision, Direction, Hold, HoldKind, Outcome, Vote};
+pub use decision::{Cap, CapKind, Change, Decision, Direction, Hold, HoldKind, PolicyOutcome, Vote};
 pub use metrics::{Metric, MetricHistory, NoData, Observation, ReplicaSample, Reporting, ServiceSample, Statistic};
 pub use saturation::{Demand, HostFull, HostSample, Saturation, SaturationConfig};
 pub use scheduled::ScheduledAction;
@@ -136,8 +136,9 @@ impl Default for Burst {
     }
 }
 
-/// The bounds of desired capacity in force: the service's `replicas`, or
-/// what a scheduled action set.
+/// The bounds of desired capacity: the service's `replicas` (config,
+/// simulator), or what a scheduled action set (in force). The one bounds
+/// type of the core, with the one clamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Bounds {
     pub min: u32,
@@ -145,14 +146,11 @@ pub struct Bounds {
 }
 
 impl Bounds {
+    /// Clamps a requested count into `[min, max]`. Config validation keeps
+    /// `min <= max`; should bounds ever cross anyway, `min` wins rather
+    /// than a panic (`u32::clamp` panics when max < min).
     pub fn clamp(&self, n: u32) -> u32 {
         n.clamp(self.min, self.max.max(self.min))
-    }
-}
-
-impl From<crate::config::ReplicaBounds> for Bounds {
-    fn from(b: crate::config::ReplicaBounds) -> Self {
-        Bounds { min: b.min, max: b.max }
     }
 }
 
@@ -242,4 +240,17 @@ pub(crate) struct Context<'a> {
     /// While burst mode is on (target tracking only): this policy's
     /// recommendation on the burst window, and how long burst lasts.
     pub burst: Option<(Option<Recommendation>, Duration)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bounds;
+
+    #[test]
+    fn bounds_clamp_and_never_panic() {
+        let b = Bounds { min: 2, max: 5 };
+        assert_eq!((b.clamp(0), b.clamp(3), b.clamp(9)), (2, 3, 5));
+        // Crossed bounds (validation forbids them) give min, not a panic.
+        assert_eq!(Bounds { min: 4, max: 1 }.clamp(9), 4);
+    }
 }

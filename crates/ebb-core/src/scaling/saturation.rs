@@ -28,7 +28,7 @@
 //!    CPU policy scales in on it. Replicas that run elsewhere (Swarm) are
 //!    sampled without a host and are not limited by it.
 
-use super::decision::{Hold, HoldKind, Outcome, Vote};
+use super::decision::{Hold, HoldKind, PolicyOutcome, Vote};
 use super::metrics::{duration, number};
 use super::target::ceil_count;
 use super::target::plural;
@@ -285,7 +285,7 @@ impl Saturation {
             let why =
                 format!("saturated, but the {capacity} replicas starting or in service cover the demand ({needed})");
             let hold = Hold { kind: HoldKind::WarmingUp, policy: Some(policy.clone()), why, remaining: None };
-            return Some(Vote { policy, outcome: Outcome::Stay(Some(hold)), reason, capped: None });
+            return Some(Vote { policy, outcome: PolicyOutcome::Stay(Some(hold)), reason, capped: None });
         }
         // Growth per decision: max(×2, +4), as HPA's default behaviour.
         let limit = capacity.saturating_mul(2).max(capacity.saturating_add(4)).max(desired + 1);
@@ -295,7 +295,7 @@ impl Saturation {
             limit,
             note: format!("demand sizing grows at most max(×2, +4) from {capacity}: {limit} (wanted {needed})"),
         });
-        Some(Vote { policy, outcome: Outcome::Scale(needed.min(limit)), reason, capped })
+        Some(Vote { policy, outcome: PolicyOutcome::Scale(needed.min(limit)), reason, capped })
     }
 }
 
@@ -369,13 +369,13 @@ mod tests {
         assert!(!sat.sustained, "2 s of 3");
         let sat = Saturation::assess(&samples, s(4), &CONFIG, None);
         let vote = sat.vote(&CONFIG, 4, 4).unwrap();
-        assert_eq!(vote.outcome, Outcome::Scale(8), "13 needed, at most max(×2, +4) from 4");
+        assert_eq!(vote.outcome, PolicyOutcome::Scale(8), "13 needed, at most max(×2, +4) from 4");
         assert!(vote.reason.starts_with("saturation: requests queued for 3 s"), "{}", vote.reason);
         let sat = Saturation::assess(&samples, s(4), &CONFIG, Some(s(2)));
         assert!(!sat.sustained, "the scale-out at 2 s gets a whole window to act");
         let sat = Saturation::assess(&samples, s(4), &CONFIG, None);
         assert!(
-            matches!(sat.vote(&CONFIG, 4, 13).unwrap().outcome, Outcome::Stay(Some(_))),
+            matches!(sat.vote(&CONFIG, 4, 13).unwrap().outcome, PolicyOutcome::Stay(Some(_))),
             "starting replicas cover it"
         );
     }

@@ -19,7 +19,7 @@
 //! for an alarm above the threshold a step holds `lower <= value -
 //! threshold < upper`; below it, `lower < value - threshold <= upper`.
 
-use super::decision::{Hold, HoldKind, Outcome, Vote};
+use super::decision::{Hold, HoldKind, PolicyOutcome, Vote};
 use super::metrics::{duration, number, number_trim, Metric, MetricHistory, Statistic};
 use super::target::remaining;
 use super::Context;
@@ -83,7 +83,7 @@ impl StepPolicy {
                     self.name
                 );
                 let hold = Hold { kind: HoldKind::LackOfData, policy: Some(self.name.clone()), why, remaining: None };
-                return vote(Outcome::Stay(Some(hold)), format!("alarm {} undecided: {seen}", self.name));
+                return vote(PolicyOutcome::Stay(Some(hold)), format!("alarm {} undecided: {seen}", self.name));
             }
             if state.breaching > 0 {
                 // Breached, but not in enough periods yet: say so, so a
@@ -99,15 +99,18 @@ impl StepPolicy {
                     periods.first().map_or("missing", String::as_str)
                 );
                 let hold = Hold { kind: HoldKind::Window, policy: Some(self.name.clone()), why, remaining: None };
-                return vote(Outcome::Pending(hold), format!("alarm {} pending: {seen}", self.name));
+                return vote(PolicyOutcome::Pending(hold), format!("alarm {} pending: {seen}", self.name));
             }
-            return vote(Outcome::Abstain, format!("alarm {} OK: {seen}", self.name));
+            return vote(PolicyOutcome::Abstain, format!("alarm {} OK: {seen}", self.name));
         }
         let Some(value) = state.value else {
-            return vote(Outcome::Abstain, format!("alarm {} has no breaching value: {seen}", self.name));
+            return vote(PolicyOutcome::Abstain, format!("alarm {} has no breaching value: {seen}", self.name));
         };
         let Some(step) = self.step_for(value) else {
-            return vote(Outcome::Abstain, format!("alarm {} fired but no step covers {value}: {seen}", self.name));
+            return vote(
+                PolicyOutcome::Abstain,
+                format!("alarm {} fired but no step covers {value}: {seen}", self.name),
+            );
         };
         let to = self.apply(step, ctx.desired);
         let reason = format!(
@@ -119,14 +122,14 @@ impl StepPolicy {
             self.describe_adjustment(step, ctx.desired, to)
         );
         if to == ctx.desired {
-            return vote(Outcome::Stay(None), reason);
+            return vote(PolicyOutcome::Stay(None), reason);
         }
         if let Some(left) = remaining(ctx.log.last_change(), self.cooldown, ctx.now) {
             let why = format!("cooldown of {}", self.name);
             let hold = Hold { kind: HoldKind::Cooldown, policy: Some(self.name.clone()), why, remaining: Some(left) };
-            return vote(Outcome::Stay(Some(hold)), reason);
+            return vote(PolicyOutcome::Stay(Some(hold)), reason);
         }
-        vote(Outcome::Scale(to), reason)
+        vote(PolicyOutcome::Scale(to), reason)
     }
 
     fn describe_adjustment(&self, step: &StepAdjustment, from: u32, to: u32) -> String {

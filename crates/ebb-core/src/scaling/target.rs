@@ -13,7 +13,7 @@
 //! stabilisation window (the highest recommendation over the window wins,
 //! so the fleet never flips direction within it), rate limits, burst mode.
 
-use super::decision::{Cap, CapKind, Hold, HoldKind, Outcome, Vote};
+use super::decision::{Cap, CapKind, Hold, HoldKind, PolicyOutcome, Vote};
 use super::metrics::{duration, number, number_trim, Metric, Observation};
 use super::{Context, Time};
 use std::collections::VecDeque;
@@ -260,7 +260,7 @@ impl TargetState {
     pub(super) fn vote(&mut self, policy: &TargetTracking, ctx: &Context<'_>) -> Vote {
         let vote = |outcome, reason: String, capped| Vote { policy: policy.name.clone(), outcome, reason, capped };
         let hold = |kind, why: String, remaining| {
-            Outcome::Stay(Some(Hold { kind, policy: Some(policy.name.clone()), why, remaining }))
+            PolicyOutcome::Stay(Some(Hold { kind, policy: Some(policy.name.clone()), why, remaining }))
         };
         let (now, desired) = (ctx.now, ctx.desired);
         if !std::mem::replace(&mut self.started, true) {
@@ -304,7 +304,7 @@ impl TargetState {
                 limit,
                 note: format!("rate limit {} from {base} allows {limit} (wanted {})", rate.describe(true), rec.count),
             });
-            return vote(Outcome::Scale(rec.count.min(limit)), rec.reason, capped);
+            return vote(PolicyOutcome::Scale(rec.count.min(limit)), rec.reason, capped);
         }
         if rec.count == desired {
             let outcome = match (rec.hold, window_hold(policy, ctx, &obs)) {
@@ -312,7 +312,7 @@ impl TargetState {
                 // is right: show the numbers that decide.
                 (Some(HoldKind::Tolerance) | None, Some(why)) => hold(HoldKind::Window, why, None),
                 (Some(kind), _) => hold(kind, hold_why(kind, policy, &obs), None),
-                (None, None) => Outcome::Stay(None),
+                (None, None) => PolicyOutcome::Stay(None),
             };
             return vote(outcome, rec.reason, None);
         }
@@ -369,7 +369,7 @@ impl TargetState {
             limit,
             note: format!("rate limit {} from {base} allows {limit} (wanted {stable})", rate.describe(false)),
         });
-        vote(Outcome::Scale(stable.max(limit)), reason, capped)
+        vote(PolicyOutcome::Scale(stable.max(limit)), reason, capped)
     }
 
     fn remember(&mut self, now: Time, count: u32, window: Duration) {

@@ -30,18 +30,18 @@ use super::queue::Flow;
 use super::rng::Rng;
 use super::summary::{Slo, Summary};
 use super::trace::Trace;
-use crate::config::ReplicaBounds;
+use crate::config::Replicas;
 use crate::fleet::{self, CrashLoop, FleetAction, FleetInput, ReplicaFacts, ReplicaPhase, RetireReason};
 use crate::scaling::{Autoscaler, Demand, FleetView, ReplicaSample, ScalingConfig, ServiceSample};
 use std::time::Duration;
 
-/// A policy to simulate: a service's scaling config and bounds.
+/// A policy to simulate: a service's scaling config and replicas.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Names the run in tables and charts: the config file, or a preset.
     pub name: String,
     pub scaling: ScalingConfig,
-    pub bounds: ReplicaBounds,
+    pub replicas: Replicas,
 }
 
 /// The fleet: how much a replica serves, how long it takes to boot, how
@@ -320,13 +320,13 @@ impl Fleet {
 
 /// Runs `policy` against `trace` on the `model` fleet.
 pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &SimOptions) -> Run {
-    let mut autoscaler = Autoscaler::new(&policy.scaling, policy.bounds);
+    let mut autoscaler = Autoscaler::new(&policy.scaling, policy.replicas.bounds);
     let boot = model.boot.as_millis() as u64;
     let queue_limit_s = model.queue_limit.as_secs_f64();
     let quantile = options.slo.quantile();
     let mut rng = Rng::new(model.seed);
 
-    let mut desired = policy.bounds.clamp(policy.bounds.desired);
+    let mut desired = policy.replicas.bounds.clamp(policy.replicas.desired);
     let mut fleet = Fleet {
         replicas: Vec::new(),
         next_number: 1,
@@ -463,7 +463,7 @@ fn balancer_view(flow: &Flow, limit: Option<u32>, offered: f64, serving: f64, ro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scaling::{Metric, TargetTracking};
+    use crate::scaling::{Bounds, Metric, TargetTracking};
 
     fn policy(min: u32, max: u32) -> Policy {
         let mut t = TargetTracking::new(Metric::Cpu, 80.0);
@@ -474,7 +474,7 @@ mod tests {
         Policy {
             name: "test".into(),
             scaling: ScalingConfig { target_tracking: vec![t], ..Default::default() },
-            bounds: ReplicaBounds { min, max, desired: min },
+            replicas: Replicas { bounds: Bounds { min, max }, desired: min },
         }
     }
 

@@ -4,9 +4,12 @@
 //!
 //! Three formats, told apart by their first non-blank line:
 //!
-//! - **CSV** `second,rate` (the format of `ebb load --trace`): one row per
-//!   second, in order, with no gap; an optional header line; blank lines
-//!   and `#` comments are skipped. Seconds count from the first row.
+//! - **CSV** `second,rate`: one row per second, in order, with no gap; an
+//!   optional header line; blank lines and `#` comments are skipped.
+//!   Seconds count from the first row. `parse_csv` is also the reader of
+//!   `ebb load --trace`, so one file means the same load to both commands.
+//!   A gap is refused rather than filled: a missing second may mean "no
+//!   requests" as well as "the same rate", and a wrong guess would be silent.
 //! - **Access log**, nginx/Apache *combined* (or common) format:
 //!   `… [10/Oct/2026:13:55:36 +0000] "GET / HTTP/1.1" …`: each line is one
 //!   request, counted in the second of its time stamp.

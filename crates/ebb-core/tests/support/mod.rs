@@ -9,7 +9,7 @@
 //! replica cannot show more); leaving is instant.
 #![allow(dead_code)]
 
-use ebb_core::config::{Config, ReplicaBounds, ScalingConfig};
+use ebb_core::config::{Config, Replicas, ScalingConfig};
 use ebb_core::fleet::{self, CrashLoop, FleetAction, FleetInput, ReplicaFacts, ReplicaPhase};
 use ebb_core::scaling::{
     Autoscaler, Change, Decision, Demand, FleetView, HostSample, ReplicaSample, ServiceSample, Time,
@@ -25,7 +25,7 @@ pub fn secs(s: u64) -> Time {
 }
 
 /// The scaling config and bounds of the first service of an example file.
-pub fn example(path: &str) -> (ScalingConfig, ReplicaBounds) {
+pub fn example(path: &str) -> (ScalingConfig, Replicas) {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path);
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let config = Config::parse(&text, &file).unwrap_or_else(|e| panic!("{e}"));
@@ -34,7 +34,7 @@ pub fn example(path: &str) -> (ScalingConfig, ReplicaBounds) {
 }
 
 /// A service's scaling config from a `[service.web.scaling]` snippet.
-pub fn scaling(snippet: &str, replicas: &str) -> (ScalingConfig, ReplicaBounds) {
+pub fn scaling(snippet: &str, replicas: &str) -> (ScalingConfig, Replicas) {
     let text =
         format!("[service.web]\ncommand = \"app\"\nlisten = \"127.0.0.1:8080\"\nreplicas = {replicas}\n\n{snippet}");
     let config = Config::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"));
@@ -82,9 +82,9 @@ pub struct Sim {
 
 impl Sim {
     /// A fleet of `bounds.desired` replicas, in service at t = 0.
-    pub fn new(config: &ScalingConfig, bounds: ReplicaBounds) -> Sim {
+    pub fn new(config: &ScalingConfig, bounds: Replicas) -> Sim {
         let mut sim = Sim {
-            scaler: Autoscaler::new(config, bounds),
+            scaler: Autoscaler::new(config, bounds.bounds),
             now: Time::ZERO,
             wall: MONDAY,
             desired: bounds.desired,

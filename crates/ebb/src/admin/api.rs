@@ -1,12 +1,8 @@
 //! The `/api/v1` handlers and the JSON they speak.
 //!
-//! The response types here are the API's contract: they are built from the
-//! controller's Rust types (`crate::status`, `crate::events`,
-//! `controller::history`) field by field, so a field added there reaches the
-//! API only when it is added here (a unit test below fails until it is).
+//! The bodies and answers are [`crate::wire`]'s types, shared with the
+//! client (the metric history's points are `metrics::history`'s own).
 //! Every handler carries a `#[utoipa::path]` that feeds `openapi.json`.
-
-use std::collections::BTreeMap;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -16,13 +12,17 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::{check_text, Text};
 use super::{ApiError, App, ErrorBody};
 use crate::controller::ServiceHandle;
-use crate::status::{ReplicaStatus, ServiceStatus};
+use crate::metrics::history::ServicePoint;
+use crate::wire::{
+    DashboardLogin, DeployRequest, EventView, FleetStatus, InterruptRequest, ProtectRequest, ReasonRequest,
+    ReplicaOutcome, ScaleOutcome, ServiceReplica, ServiceStatus, SetDesiredRequest, ShutdownRequest, ShutdownView,
+};
 
 /// Longest free-text `reason` accepted (it is stored in the event log).
 pub const MAX_REASON: usize = 1000;
@@ -53,286 +53,6 @@ pub(crate) fn routes() -> Router<App> {
 
 // ---------------------------------------------------------------- shapes
 
-/// Lifecycle state of a replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplicaStateView {
-    /// Launched, not yet passed its health checks.
-    Starting,
-    /// Passed its health checks; in the rotation while healthy.
-    InService,
-    /// Out of the rotation, finishing in-flight requests before it stops.
-    Draining,
-    Stopped,
-    /// Exited or failed health checks; being replaced.
-    Failed,
-}
-
-impl From<crate::status::ReplicaState> for ReplicaStateView {
-    fn from(s: crate::status::ReplicaState) -> Self {
-        use crate::status::ReplicaState as S;
-        match s {
-            S::Starting => Self::Starting,
-            S::InService => Self::InService,
-            S::Draining => Self::Draining,
-            S::Stopped => Self::Stopped,
-            S::Failed => Self::Failed,
-        }
-    }
-}
-
-/// One replica.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ReplicaView {
-    #[schema(example = "web-3f9a1c")]
-    pub id: String,
-    /// The service it belongs to.
-    #[schema(example = "web")]
-    pub service: String,
-    pub state: ReplicaStateView,
-    /// In service, passed its health checks, not leaving. An ejected
-    /// replica is still healthy; it is out of the rotation (`ejected`).
-    pub healthy: bool,
-    /// `unknown`, `healthy` or `unhealthy`.
-    #[schema(example = "healthy")]
-    pub health: String,
-    /// The last health check's result.
-    #[schema(example = "200 OK in 1.2 ms")]
-    pub last_probe: Option<String>,
-    pub pid: Option<u32>,
-    pub port: Option<u16>,
-    /// The spec version it runs (incremented by each deploy).
-    pub version: u64,
-    /// Requests sent to it and not yet answered.
-    pub in_flight: u64,
-    /// Requests it has answered since it started.
-    pub requests: u64,
-    /// CPU over the last second, percent of the replica's allotment; `null`
-    /// until there are two readings.
-    pub cpu: Option<f64>,
-    /// Resident memory of its processes.
-    pub rss_bytes: Option<u64>,
-    /// Seconds since it was started.
-    pub age_s: f64,
-    /// Protected from scale-in.
-    pub protected: bool,
-    /// Out of the rotation for failing its requests (passive outlier
-    /// detection); still healthy and in service.
-    pub ejected: bool,
-    /// Why and for how long, while ejected.
-    #[schema(example = "ejected for 30 s: 5 consecutive 5xx responses (consecutive_5xx = 5); back in 28 s")]
-    pub ejection: Option<String>,
-}
-
-impl ReplicaView {
-    fn new(service: &str, r: &ReplicaStatus) -> Self {
-        ReplicaView {
-            id: r.id.clone(),
-            service: service.to_string(),
-            state: r.state.into(),
-            healthy: r.healthy,
-            health: r.health.clone(),
-            last_probe: r.last_probe.clone(),
-            pid: r.pid,
-            port: r.port,
-            version: r.version,
-            in_flight: r.in_flight,
-            requests: r.requests,
-            cpu: r.cpu.filter(|c| c.is_finite()),
-            rss_bytes: r.rss_bytes,
-            age_s: if r.age_s.is_finite() { r.age_s } else { 0.0 },
-            protected: r.protected,
-            ejected: r.ejected,
-            ejection: r.ejection.clone(),
-        }
-    }
-}
-
-/// One service: its bounds, counts and replicas.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ServiceView {
-    #[schema(example = "web")]
-    pub name: String,
-    /// The balancer's address.
-    #[schema(example = "127.0.0.1:8080")]
-    pub listen: String,
-    /// Where replicas run: `process`, later `docker`, `swarm`.
-    #[schema(example = "process")]
-    pub driver: String,
-    pub desired: u32,
-    pub min: u32,
-    pub max: u32,
-    /// Replicas healthy and in the rotation.
-    pub in_service: u32,
-    /// Replicas started but not yet in service.
-    pub pending: u32,
-    /// The current spec version.
-    pub version: u64,
-    /// Why the fleet is not changing although something might want it to
-    /// (cooldown, stabilisation, max reached, crash-loop backoff, ...).
-    pub holding: Option<String>,
-    /// The running deploy, if any.
-    pub deploy: Option<crate::status::DeployStatus>,
-    /// The last deploy that finished (succeeded or rolled back).
-    pub last_deploy: Option<crate::status::DeployStatus>,
-    pub replicas: Vec<ReplicaView>,
-    /// What the balancer saw of demand in the last second (offered,
-    /// served, queued, shed); `null` for a worker pool.
-    pub saturation: Option<crate::status::SaturationStatus>,
-    /// ebb's host over the last second, for a service whose replicas run
-    /// on it; `null` on Swarm.
-    pub host: Option<crate::status::HostStatus>,
-}
-
-impl ServiceView {
-    pub fn new(s: &ServiceStatus) -> Self {
-        ServiceView {
-            name: s.name.clone(),
-            listen: s.listen.clone(),
-            driver: s.driver.clone(),
-            desired: s.desired,
-            min: s.min,
-            max: s.max,
-            in_service: s.in_service,
-            pending: s.pending,
-            version: s.version,
-            holding: s.holding.clone(),
-            saturation: s.saturation.clone(),
-            host: s.host.clone(),
-            deploy: s.deploy.clone(),
-            last_deploy: s.last_deploy.clone(),
-            replicas: s.replicas.iter().map(|r| ReplicaView::new(&s.name, r)).collect(),
-        }
-    }
-}
-
-/// Every service (what `ebb status` prints).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FleetView {
-    pub services: Vec<ServiceView>,
-}
-
-/// Body of `PUT /api/v1/services/{name}/desired`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SetDesiredRequest {
-    /// The new desired capacity; clamped to the service's min and max.
-    #[schema(example = 3, maximum = 1000000)]
-    #[serde(deserialize_with = "whole_u32")]
-    pub desired: u32,
-    /// Free text recorded in the event (default `manual (API)`); one line,
-    /// no control characters.
-    #[serde(default)]
-    #[schema(max_length = 1000, example = "traffic expected at 9:00", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
-    pub reason: Option<String>,
-}
-
-/// The result of a scale request.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ScaleResult {
-    pub service: String,
-    /// Desired capacity before.
-    pub from: u32,
-    /// Desired capacity now.
-    pub to: u32,
-    /// Set when the request was clamped to the bounds in force, saying how.
-    pub clamped: Option<String>,
-}
-
-/// How a deploy replaces replicas.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DeployStrategy {
-    /// Replace a few replicas at a time, each new one healthy before an old one leaves.
-    Rolling,
-    /// Start a whole new fleet, wait until it is healthy, move traffic, retire the old.
-    BlueGreen,
-}
-
-/// Body of `POST /api/v1/services/{name}/deploy`: what changes in the spec.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeployRequest {
-    /// The new command (default: the current one, e.g. to restart every
-    /// replica); newlines and tabs allowed, no other control character.
-    #[serde(default)]
-    #[schema(example = "{ebb} demo-app --port $PORT", pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
-    pub command: Option<String>,
-    /// Environment variables to set (merged over the current ones); no
-    /// control character in a name, only newlines and tabs in a value.
-    #[serde(default)]
-    #[schema(schema_with = env_schema)]
-    pub env: Option<BTreeMap<String, String>>,
-    /// Default: the service's configured strategy.
-    #[serde(default)]
-    pub strategy: Option<DeployStrategy>,
-    /// A new image (docker and swarm drivers only).
-    #[serde(default)]
-    #[schema(example = "ebb-demo:v2", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
-    pub image: Option<String>,
-    #[serde(default)]
-    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
-    pub reason: Option<String>,
-}
-
-/// The schema of a deploy's `env`: names and values as [`check_text`] and
-/// the controller accept them (a name is not empty and has no `=`).
-fn env_schema() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    let string = |pattern: &str| ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern));
-    ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::Object, Type::Null]))
-        .property_names(Some(string(r"^[^=\u0000-\u001F\u007F-\u009F]+$")))
-        .additional_properties(Some(string(r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")))
-        .build()
-}
-
-/// Body of `POST /api/v1/services/{name}/rollback` and
-/// `POST /api/v1/replicas/{id}/interrupt` (optional).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReasonRequest {
-    /// Free text recorded in the event; one line, no control characters.
-    #[serde(default)]
-    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
-    pub reason: Option<String>,
-}
-
-/// Body of `POST /api/v1/replicas/{id}/protect`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProtectRequest {
-    /// `true` to protect the replica from scale-in, `false` to lift it.
-    pub protected: bool,
-}
-
-/// Body of `POST /api/v1/replicas/{id}/interrupt` (optional).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InterruptRequest {
-    /// Seconds of notice, as a spot reclaim gives (default 120): a
-    /// replacement starts at once, and the replica leaves when the
-    /// replacement is in service, or in time to drain before the notice ends.
-    #[serde(default, deserialize_with = "whole_opt_u64")]
-    #[schema(minimum = 0, maximum = 86400, example = 120)]
-    pub notice_s: Option<u64>,
-}
-
-/// What a protect or interrupt request did.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ReplicaActionResult {
-    pub service: String,
-    pub replica: String,
-    /// What happened, in words (also recorded as an event).
-    pub message: String,
-}
-
-impl From<crate::controller::ReplicaOutcome> for ReplicaActionResult {
-    fn from(o: crate::controller::ReplicaOutcome) -> Self {
-        ReplicaActionResult { service: o.service, replica: o.replica, message: o.message }
-    }
-}
-
 fn lifecycle_error(e: crate::controller::LifecycleError) -> ApiError {
     use crate::controller::LifecycleError as E;
     let status = match &e {
@@ -347,129 +67,6 @@ fn lifecycle_error(e: crate::controller::LifecycleError) -> ApiError {
 
 /// Default interruption notice (what a spot reclaim gives).
 pub const DEFAULT_NOTICE_S: u64 = 120;
-
-/// One entry of the event log.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct EventView {
-    /// Sequence number, increasing (across restarts: the log is kept in the state file).
-    pub seq: u64,
-    /// RFC 3339, UTC, millisecond precision.
-    #[schema(example = "2026-11-20T09:00:00.123Z")]
-    pub time: String,
-    pub service: String,
-    pub replica: Option<String>,
-    /// What happened: `scaled`, `replica_started`, `replica_start_failed`,
-    /// `replica_in_service`, `replica_unhealthy`, `replica_exited`,
-    /// `replica_draining`, `replica_stopped`, `backoff`, `fleet_starting`,
-    /// `fleet_stopping`, ... (every kind: docs/events.md)
-    #[schema(example = "scaled")]
-    pub kind: String,
-    /// Desired capacity before and after, for `scaled` events.
-    pub from: Option<u32>,
-    pub to: Option<u32>,
-    /// Why, with the numbers that decided it.
-    #[schema(example = "scale out 2 -> 3 by target-cpu: mean 92.4% over 2 warm replicas vs target 80%")]
-    pub reason: String,
-}
-
-impl EventView {
-    pub fn new(e: &crate::events::Event) -> Self {
-        let kind = match serde_json::to_value(e.kind) {
-            Ok(serde_json::Value::String(s)) => s,
-            _ => e.kind.as_str().to_string(),
-        };
-        EventView {
-            seq: e.seq,
-            time: e.time.clone(),
-            service: e.service.clone(),
-            replica: e.replica.clone(),
-            kind,
-            from: e.from,
-            to: e.to,
-            reason: e.reason.clone(),
-        }
-    }
-}
-
-/// One second of one service.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MetricsPoint {
-    /// End of the second, Unix milliseconds.
-    pub time_ms: u64,
-    pub desired: u32,
-    pub in_service: u32,
-    pub pending: u32,
-    /// Requests answered in this second, all replicas.
-    pub requests_per_s: f64,
-    /// Requests in flight at the end of the second.
-    pub in_flight: u64,
-    /// Latency percentiles of the requests answered in this second.
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    /// Mean CPU of the replicas that reported, % of their allotment.
-    pub cpu_mean: Option<f64>,
-    /// CPU by replica, % of the allotment: `[["web-3f9a1c", 42.5], ...]`.
-    pub replica_cpu: Vec<(String, f64)>,
-    /// What the balancer saw of demand in this second (offered, queued,
-    /// shed, queue time) and whether the host was full; `null` for a worker
-    /// pool and for points kept before ebb recorded it.
-    pub traffic: Option<MetricsTraffic>,
-}
-
-/// One second of the balancer's view of demand, and of the host.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MetricsTraffic {
-    /// Requests that arrived, whatever became of them (served, still
-    /// queued, or shed).
-    pub offered_per_s: f64,
-    /// The most requests waiting in the balancer's queue at once.
-    pub queued: u32,
-    /// Requests turned away with 503 (queue full or queue timeout).
-    pub shed_per_s: u32,
-    /// Mean time requests waited for a replica, ms.
-    pub queue_ms: Option<f64>,
-    /// Requests queued or shed in this second.
-    pub saturated: bool,
-    /// ebb's host was full (more local replicas add no capacity).
-    pub host_full: bool,
-}
-
-impl MetricsPoint {
-    fn new(p: &crate::controller::history::ServicePoint) -> Self {
-        let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
-        MetricsPoint {
-            time_ms: p.time_ms,
-            desired: p.desired,
-            in_service: p.in_service,
-            pending: p.pending,
-            requests_per_s: if p.requests_per_s.is_finite() { p.requests_per_s } else { 0.0 },
-            in_flight: p.in_flight,
-            p50_ms: finite(p.p50_ms),
-            p99_ms: finite(p.p99_ms),
-            cpu_mean: finite(p.cpu_mean),
-            replica_cpu: p.replica_cpu.iter().filter(|(_, c)| c.is_finite()).cloned().collect(),
-            traffic: p.traffic.as_ref().map(|t| MetricsTraffic {
-                offered_per_s: if t.offered_per_s.is_finite() { t.offered_per_s } else { 0.0 },
-                queued: t.queued,
-                shed_per_s: t.shed_per_s,
-                queue_ms: finite(t.queue_ms),
-                saturated: t.saturated,
-                host_full: t.host_full,
-            }),
-        }
-    }
-}
-
-/// Answer of `POST /api/v1/shutdown`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ShutdownView {
-    #[schema(example = "stopping")]
-    pub status: String,
-    /// The ebb process that is stopping: `ebb down` returns once it has
-    /// exited.
-    #[schema(example = 4242)]
-    pub pid: u32,
-}
 
 /// `?follow=` values.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -526,27 +123,6 @@ pub struct MetricsQuery {
 }
 
 // ------------------------------------------------------------- helpers
-
-/// A whole number, also when written `3.0` (JSON Schema's `integer` allows it).
-fn whole_u64(n: &serde_json::Number) -> Option<u64> {
-    n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19).map(|f| f as u64))
-}
-
-fn whole_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
-    whole_u64(&n)
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number from 0 to {}, not {n}", u32::MAX)))
-}
-
-fn whole_opt_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    match Option::<serde_json::Number>::deserialize(d)? {
-        None => Ok(None),
-        Some(n) => {
-            whole_u64(&n).map(Some).ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, not {n}")))
-        }
-    }
-}
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -608,7 +184,7 @@ fn check_deploy_text(request: &DeployRequest) -> Result<(), ApiError> {
     if let Some(image) = &request.image {
         check_text("image", image, Text::Line)?;
     }
-    for (name, value) in request.env.iter().flatten() {
+    for (name, value) in &request.env {
         check_text("an env name", name, Text::Line)?;
         check_text(&format!("env {name}"), value, Text::Script)?;
     }
@@ -623,18 +199,18 @@ fn service<'a>(app: &'a App, name: &str) -> Result<&'a ServiceHandle, ApiError> 
 }
 
 /// The replica with this id and its service's handle.
-fn replica<'a>(app: &'a App, id: &str) -> Result<(&'a ServiceHandle, ReplicaView), ApiError> {
+fn replica<'a>(app: &'a App, id: &str) -> Result<(&'a ServiceHandle, ServiceReplica), ApiError> {
     for handle in app.state.services.values() {
         let status = handle.status();
         if let Some(r) = status.replicas.iter().find(|r| r.id == id) {
-            return Ok((handle, ReplicaView::new(&status.name, r)));
+            return Ok((handle, ServiceReplica::new(&status.name, r)));
         }
     }
     Err(ApiError::new(StatusCode::NOT_FOUND, format!("no replica {id:?}; `GET /api/v1/replicas` lists them")))
 }
 
-pub(crate) fn fleet(app: &App) -> FleetView {
-    FleetView { services: app.state.services.values().map(|s| ServiceView::new(&s.status())).collect() }
+pub(crate) fn fleet(app: &App) -> FleetStatus {
+    FleetStatus { services: app.state.services.values().map(|s| s.status()).collect() }
 }
 
 // ------------------------------------------------------------ handlers
@@ -643,12 +219,12 @@ pub(crate) fn fleet(app: &App) -> FleetView {
 #[utoipa::path(get, path = "/api/v1/status", tag = "services",
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "The fleet", body = FleetView),
+        (status = 200, description = "The fleet", body = FleetStatus),
         (status = 401, description = "Token missing or wrong (needed off loopback, or when one is sent)", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
         (status = 429, description = "Too many wrong tokens from this address", body = ErrorBody),
     ))]
-pub(crate) async fn status(State(app): State<App>) -> Json<FleetView> {
+pub(crate) async fn status(State(app): State<App>) -> Json<FleetStatus> {
     Json(fleet(&app))
 }
 
@@ -656,12 +232,12 @@ pub(crate) async fn status(State(app): State<App>) -> Json<FleetView> {
 #[utoipa::path(get, path = "/api/v1/services", tag = "services",
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "Every service", body = [ServiceView]),
+        (status = 200, description = "Every service", body = [ServiceStatus]),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
         (status = 429, description = "Too many wrong tokens", body = ErrorBody),
     ))]
-pub(crate) async fn list_services(State(app): State<App>) -> Json<Vec<ServiceView>> {
+pub(crate) async fn list_services(State(app): State<App>) -> Json<Vec<ServiceStatus>> {
     Json(fleet(&app).services)
 }
 
@@ -670,7 +246,7 @@ pub(crate) async fn list_services(State(app): State<App>) -> Json<Vec<ServiceVie
     params(("name" = String, Path, description = "Service name", example = "web")),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "The service", body = ServiceView),
+        (status = 200, description = "The service", body = ServiceStatus),
         (status = 400, description = "Malformed path", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
@@ -680,9 +256,9 @@ pub(crate) async fn list_services(State(app): State<App>) -> Json<Vec<ServiceVie
 pub(crate) async fn get_service(
     State(app): State<App>,
     name: Result<Path<String>, PathRejection>,
-) -> Result<Json<ServiceView>, ApiError> {
+) -> Result<Json<ServiceStatus>, ApiError> {
     let name = path_param(name)?;
-    Ok(Json(ServiceView::new(&service(&app, &name)?.status())))
+    Ok(Json(service(&app, &name)?.status()))
 }
 
 /// Sets desired capacity (clamped to min/max, recorded as a `scaled` event).
@@ -691,7 +267,7 @@ pub(crate) async fn get_service(
     request_body = SetDesiredRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Desired capacity set (see `clamped`)", body = ScaleResult),
+        (status = 200, description = "Desired capacity set (see `clamped`)", body = ScaleOutcome),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
@@ -705,7 +281,7 @@ pub(crate) async fn set_desired(
     State(app): State<App>,
     name: Result<Path<String>, PathRejection>,
     body: Result<Json<SetDesiredRequest>, JsonRejection>,
-) -> Result<Json<ScaleResult>, ApiError> {
+) -> Result<Json<ScaleOutcome>, ApiError> {
     let name = path_param(name)?;
     let handle = service(&app, &name)?;
     let body = json_body(body, r#"{"desired": 3}"#)?;
@@ -715,7 +291,7 @@ pub(crate) async fn set_desired(
     check_reason(&body.reason)?;
     let reason = body.reason.unwrap_or_else(|| "manual (API)".to_string());
     let outcome = handle.set_desired(body.desired, reason).await.map_err(lifecycle_error)?;
-    Ok(Json(ScaleResult { service: outcome.service, from: outcome.from, to: outcome.to, clamped: outcome.clamped }))
+    Ok(Json(outcome))
 }
 
 /// Starts a deploy of a new spec version (rolling or blue-green, gated on
@@ -725,7 +301,7 @@ pub(crate) async fn set_desired(
     request_body(content = Option<DeployRequest>, description = "What changes; naming no change deploys what the config file says now"),
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "Deploy started; follow it in the event log", body = ServiceView),
+        (status = 202, description = "Deploy started; follow it in the event log", body = ServiceStatus),
         (status = 400, description = "Malformed body, an empty command, or an env name that is not valid or is set by ebb", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
@@ -745,27 +321,13 @@ pub(crate) async fn deploy(
     let request: DeployRequest = optional_json(&body, r#"{"command": "...", "strategy": "rolling"}"#)?;
     check_reason(&request.reason)?;
     check_deploy_text(&request)?;
-    let strategy = request.strategy.map(|s| match s {
-        DeployStrategy::Rolling => "rolling".to_string(),
-        DeployStrategy::BlueGreen => "blue-green".to_string(),
-    });
-    let names_a_change =
-        request.command.is_some() || request.image.is_some() || request.env.as_ref().is_some_and(|e| !e.is_empty());
     // No change named: roll out what the config file says now.
-    let from_config = match names_a_change {
+    let from_config = match request.names_a_change() {
         true => None,
         false => Some(spec_in_config_file(&app.state.config_path, &name).await?),
     };
-    let request = crate::controller::DeployRequest {
-        command: request.command,
-        env: request.env.unwrap_or_default(),
-        strategy,
-        image: request.image,
-        from_config,
-        reason: request.reason,
-    };
-    handle.deploy(request).await.map_err(lifecycle_error)?;
-    Ok((StatusCode::ACCEPTED, Json(ServiceView::new(&handle.status()))).into_response())
+    handle.deploy(DeployRequest { from_config, ..request }).await.map_err(lifecycle_error)?;
+    Ok((StatusCode::ACCEPTED, Json(handle.status())).into_response())
 }
 
 /// Reads the config file `ebb up` was started with and returns `service`'s
@@ -798,7 +360,7 @@ async fn spec_in_config_file(path: &std::path::Path, service: &str) -> Result<cr
     request_body(content = Option<ReasonRequest>, description = "Optional reason"),
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "Rollback started; follow it in the event log", body = ServiceView),
+        (status = 202, description = "Rollback started; follow it in the event log", body = ServiceStatus),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
@@ -818,20 +380,21 @@ pub(crate) async fn rollback(
     let request: ReasonRequest = optional_json(&body, r#"{"reason": "bad deploy"}"#)?;
     check_reason(&request.reason)?;
     handle.rollback(request.reason).await.map_err(lifecycle_error)?;
-    Ok((StatusCode::ACCEPTED, Json(ServiceView::new(&handle.status()))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(handle.status())).into_response())
 }
 
 /// Every replica of every service.
 #[utoipa::path(get, path = "/api/v1/replicas", tag = "replicas",
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "Every replica", body = [ReplicaView]),
+        (status = 200, description = "Every replica", body = [ServiceReplica]),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
         (status = 429, description = "Too many wrong tokens", body = ErrorBody),
     ))]
-pub(crate) async fn list_replicas(State(app): State<App>) -> Json<Vec<ReplicaView>> {
-    Json(fleet(&app).services.into_iter().flat_map(|s| s.replicas).collect())
+pub(crate) async fn list_replicas(State(app): State<App>) -> Json<Vec<ServiceReplica>> {
+    let fleet = fleet(&app);
+    Json(fleet.services.iter().flat_map(|s| s.replicas.iter().map(|r| ServiceReplica::new(&s.name, r))).collect())
 }
 
 /// One replica.
@@ -839,7 +402,7 @@ pub(crate) async fn list_replicas(State(app): State<App>) -> Json<Vec<ReplicaVie
     params(("id" = String, Path, description = "Replica id", example = "web-3f9a1c")),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "The replica", body = ReplicaView),
+        (status = 200, description = "The replica", body = ServiceReplica),
         (status = 400, description = "Malformed path", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
@@ -849,7 +412,7 @@ pub(crate) async fn list_replicas(State(app): State<App>) -> Json<Vec<ReplicaVie
 pub(crate) async fn get_replica(
     State(app): State<App>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<ReplicaView>, ApiError> {
+) -> Result<Json<ServiceReplica>, ApiError> {
     let id = path_param(id)?;
     Ok(Json(replica(&app, &id)?.1))
 }
@@ -861,7 +424,7 @@ pub(crate) async fn get_replica(
     request_body = ProtectRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Protection set", body = ReplicaActionResult),
+        (status = 200, description = "Protection set", body = ReplicaOutcome),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
@@ -876,12 +439,12 @@ pub(crate) async fn protect(
     State(app): State<App>,
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<ProtectRequest>, JsonRejection>,
-) -> Result<Json<ReplicaActionResult>, ApiError> {
+) -> Result<Json<ReplicaOutcome>, ApiError> {
     let id = path_param(id)?;
     let (handle, _replica) = replica(&app, &id)?;
     let request = json_body(body, r#"{"protected": true}"#)?;
     let outcome = handle.protect(&id, request.protected).await.map_err(lifecycle_error)?;
-    Ok(Json(outcome.into()))
+    Ok(Json(outcome))
 }
 
 /// Interrupts a replica the way a spot reclaim does: a replacement starts,
@@ -891,7 +454,7 @@ pub(crate) async fn protect(
     request_body(content = Option<InterruptRequest>, description = "Optional notice"),
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "Interruption started", body = ReplicaActionResult),
+        (status = 202, description = "Interruption started", body = ReplicaOutcome),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
@@ -915,7 +478,7 @@ pub(crate) async fn interrupt(
         return Err(bad_request(format!("notice_s is {notice_s}; at most 86400 (a day)")));
     }
     let outcome = handle.interrupt(&id, std::time::Duration::from_secs(notice_s)).await.map_err(lifecycle_error)?;
-    Ok((StatusCode::ACCEPTED, Json(ReplicaActionResult::from(outcome))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
 }
 
 /// The event log: why the fleet changed. `?follow=1` streams it.
@@ -968,7 +531,7 @@ pub(crate) async fn list_events(
     params(MetricsQuery),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "Oldest first: one point per minute beyond the last 24 h (from the state file), one per second within them", body = [MetricsPoint]),
+        (status = 200, description = "Oldest first: one point per minute beyond the last 24 h (from the state file), one per second within them", body = [ServicePoint]),
         (status = 400, description = "Malformed query, or no service named while there are several", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
@@ -979,9 +542,9 @@ pub(crate) async fn list_events(
 pub(crate) async fn metrics(
     State(app): State<App>,
     q: Result<Query<MetricsQuery>, QueryRejection>,
-) -> Result<Json<Vec<MetricsPoint>>, ApiError> {
+) -> Result<Json<Vec<ServicePoint>>, ApiError> {
     let q = query(q)?;
-    let now_ms = crate::events::unix_ms(std::time::SystemTime::now());
+    let now_ms = crate::clock::unix_ms(std::time::SystemTime::now());
     let since_ms = match q.since {
         Some(_) => non_negative("since", q.since)?,
         None => now_ms.saturating_sub(DEFAULT_METRICS_WINDOW_MS),
@@ -1011,17 +574,11 @@ pub(crate) async fn metrics(
             .minute_history(&handle.name, since_ms)
             .await
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        points.extend(older.iter().filter(|p| p.time_ms + 60_000 <= oldest_in_memory).map(MetricsPoint::new));
+        points.extend(older.iter().filter(|p| p.time_ms + 60_000 <= oldest_in_memory).map(ServicePoint::finite));
     }
-    points.extend(recent.iter().map(MetricsPoint::new));
+    points.extend(recent.iter().map(ServicePoint::finite));
     Ok(Json(points))
 }
-
-/// Body of `POST /api/v1/shutdown` (optional): an empty object, nothing
-/// else, so a stray or garbled request never stops the fleet.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ShutdownRequest {}
 
 /// Asks ebb to drain and stop everything (what `ebb down` does).
 #[utoipa::path(post, path = "/api/v1/shutdown", tag = "fleet",
@@ -1041,16 +598,6 @@ pub(crate) async fn shutdown(State(app): State<App>, body: Bytes) -> Result<Resp
     app.state.stop_requested.cancel();
     Ok((StatusCode::ACCEPTED, Json(ShutdownView { status: "stopping".into(), pid: std::process::id() }))
         .into_response())
-}
-
-/// A one-time link that signs a browser in to the dashboard.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DashboardLogin {
-    /// Open it within `expires_in_s`; it works once and sets an `HttpOnly`,
-    /// `SameSite=Strict` session cookie.
-    #[schema(example = "http://127.0.0.1:9900/login?ticket=5f0c…")]
-    pub url: String,
-    pub expires_in_s: u64,
 }
 
 /// Makes a one-time login link for the dashboard (what `ebb dashboard`
@@ -1095,10 +642,7 @@ pub(crate) async fn openapi_json() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::ServiceStatus;
 
-    /// Built from JSON so a field added to the status types does not stop
-    /// this module's tests from compiling (it fails them instead).
     fn sample_service() -> ServiceStatus {
         serde_json::from_value(serde_json::json!({
             "name": "web", "listen": "127.0.0.1:8080", "driver": "process",
@@ -1109,40 +653,36 @@ mod tests {
                 "cpu": null, "rss_bytes": 4, "age_s": 1.0
             }]
         }))
-        .expect("the status document gained a field: add it to this sample and to ServiceView/ReplicaView")
+        .unwrap()
     }
 
     fn keys(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
         v.as_object().unwrap().keys().cloned().collect()
     }
 
-    /// A field added to the status document must be added to the API's
-    /// view too (or deliberately left out here).
+    /// The API names each replica's service, as it always has, and the
+    /// client reads back what it serves.
     #[test]
-    fn views_carry_every_status_field() {
+    fn the_status_document_names_each_replicas_service() {
         let mut status = sample_service();
         status.replicas[0].cpu = Some(f64::NAN);
-        let view = ServiceView::new(&status);
-        let status_json = serde_json::to_value(&status).unwrap();
-        let view_json = serde_json::to_value(&view).unwrap();
-        let missing: Vec<_> = keys(&status_json).difference(&keys(&view_json)).cloned().collect();
-        assert!(missing.is_empty(), "ServiceView lacks {missing:?}");
-        let missing: Vec<_> =
-            keys(&status_json["replicas"][0]).difference(&keys(&view_json["replicas"][0])).cloned().collect();
-        assert!(missing.is_empty(), "ReplicaView lacks {missing:?}");
+        let json = serde_json::to_value(FleetStatus { services: vec![status] }).unwrap();
+        let replica = json["services"][0]["replicas"][0].clone();
+        assert_eq!(replica["service"], "web");
+        assert_eq!(replica["id"], "web-1");
         // NaN never reaches JSON as a number the schema does not allow.
-        assert!(view_json["replicas"][0]["cpu"].is_null());
-        // And the CLI can still read what the API sends.
-        let back: crate::status::FleetStatus =
-            serde_json::from_value(serde_json::to_value(FleetView { services: vec![view] }).unwrap()).unwrap();
+        assert!(replica["cpu"].is_null());
+        let back: FleetStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back.services[0].replicas[0].id, "web-1");
+        let listed = serde_json::to_value(ServiceReplica::new("web", &back.services[0].replicas[0])).unwrap();
+        assert_eq!(listed, replica);
     }
 
-    /// A field added to the history's points must reach the metrics API
-    /// too (the dashboard draws from it).
+    /// The metrics API serves the history's points whole (the dashboard
+    /// draws from them), with no NaN where the schema says number.
     #[test]
     fn metrics_points_carry_every_history_field() {
-        let point = crate::controller::history::ServicePoint {
+        let point = crate::metrics::history::ServicePoint {
             time_ms: 1_000,
             desired: 2,
             in_service: 2,
@@ -1153,7 +693,7 @@ mod tests {
             p99_ms: Some(f64::NAN),
             cpu_mean: Some(3.0),
             replica_cpu: vec![("web-1".into(), 3.0)],
-            traffic: Some(crate::controller::history::PointTraffic {
+            traffic: Some(crate::metrics::history::PointTraffic {
                 offered_per_s: 61.0,
                 queued: 2,
                 shed_per_s: 31,
@@ -1163,7 +703,7 @@ mod tests {
             }),
         };
         let raw = serde_json::to_value(&point).unwrap();
-        let view = serde_json::to_value(MetricsPoint::new(&point)).unwrap();
+        let view = serde_json::to_value(point.finite()).unwrap();
         let missing: Vec<_> = keys(&raw).difference(&keys(&view)).cloned().collect();
         assert!(missing.is_empty(), "MetricsPoint lacks {missing:?}");
         let missing: Vec<_> = keys(&raw["traffic"]).difference(&keys(&view["traffic"])).cloned().collect();
@@ -1171,8 +711,8 @@ mod tests {
         assert_eq!(view["traffic"]["offered_per_s"], 61.0);
         assert_eq!(view["traffic"]["saturated"], true);
         assert!(view["p99_ms"].is_null(), "NaN is no number");
-        let old = crate::controller::history::ServicePoint { traffic: None, ..point };
-        assert!(serde_json::to_value(MetricsPoint::new(&old)).unwrap()["traffic"].is_null());
+        let old = crate::metrics::history::ServicePoint { traffic: None, ..point };
+        assert!(serde_json::to_value(old.finite()).unwrap()["traffic"].is_null());
     }
 
     #[test]

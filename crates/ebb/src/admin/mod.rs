@@ -64,9 +64,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use utoipa::ToSchema;
 
 use crate::controller::ServiceHandle;
 use crate::events::EventLog;
@@ -125,16 +123,7 @@ pub struct ApiError {
     retry_after: Option<u64>,
 }
 
-/// The body of every error answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong and, where there is one, the fix.
-    #[schema(example = "no service named \"api\"; services: web")]
-    pub error: String,
-    /// The HTTP status code, repeated for clients that only see the body.
-    #[schema(example = 404)]
-    pub status: u16,
-}
+pub use crate::wire::ErrorBody;
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {

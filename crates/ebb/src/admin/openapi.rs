@@ -10,6 +10,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::api;
 use super::ErrorBody;
+use crate::wire;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,27 +40,27 @@ use super::ErrorBody;
     ),
     components(schemas(
         ErrorBody,
-        api::FleetView,
-        api::ServiceView,
-        api::ReplicaView,
-        api::ReplicaStateView,
-        api::SetDesiredRequest,
-        api::ScaleResult,
-        api::DeployRequest,
-        api::DeployStrategy,
-        api::ReasonRequest,
-        api::ProtectRequest,
-        api::InterruptRequest,
-        api::ReplicaActionResult,
-        api::EventView,
-        api::MetricsPoint,
-        api::MetricsTraffic,
-        api::ShutdownView,
-        api::ShutdownRequest,
-        api::DashboardLogin,
-        crate::status::DeployStatus,
-        crate::status::SaturationStatus,
-        crate::status::HostStatus,
+        wire::FleetStatus,
+        wire::ServiceStatus,
+        wire::ServiceReplica,
+        wire::ReplicaStatus,
+        wire::ReplicaState,
+        wire::SetDesiredRequest,
+        wire::ScaleOutcome,
+        wire::DeployRequest,
+        wire::ReasonRequest,
+        wire::ProtectRequest,
+        wire::InterruptRequest,
+        wire::ReplicaOutcome,
+        wire::EventView,
+        crate::metrics::history::ServicePoint,
+        crate::metrics::history::PointTraffic,
+        wire::ShutdownView,
+        wire::ShutdownRequest,
+        wire::DashboardLogin,
+        wire::DeployStatus,
+        wire::SaturationStatus,
+        wire::HostStatus,
     )),
     modifiers(&BearerScheme),
     tags(
@@ -91,7 +92,7 @@ impl Modify for BearerScheme {
 
 /// One Server-Sent Event of `GET /api/v1/events?follow=1`, as OpenAPI 3.1
 /// describes an event stream (the `schema` of `text/event-stream` is one
-/// event): `data` is an [`api::EventView`] as JSON. utoipa has no words for
+/// event): `data` is a [`wire::EventView`] as JSON. utoipa has no words for
 /// `contentSchema`, so it is written here.
 fn sse_event_schema() -> serde_json::Value {
     serde_json::json!({

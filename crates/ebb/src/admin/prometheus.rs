@@ -145,8 +145,8 @@ fn latency_series(handle: &ServiceHandle) -> (Vec<HistogramSeries>, Vec<Histogra
         .into_iter()
         .map(|(id, backend)| series(rep(&handle.name, &id), &backend.latency.snapshot()))
         .collect();
-    let total = handle.proxy.latency_total.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let queue = handle.proxy.queue_time_total.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let total = handle.proxy.latency_total();
+    let queue = handle.proxy.queue_time_total();
     (replicas, vec![series(svc(&handle.name), &total)], vec![series(svc(&handle.name), &queue)])
 }
 
@@ -550,7 +550,7 @@ pub(crate) fn build_registry(app: &App) -> Registry {
         }
         m.service_in_flight.get_or_create(&l).set(in_flight);
         if let Some(last) =
-            handle.history.since(crate::events::unix_ms(std::time::SystemTime::now()).saturating_sub(5_000)).last()
+            handle.history.since(crate::clock::unix_ms(std::time::SystemTime::now()).saturating_sub(5_000)).last()
         {
             for (q, v) in [("0.5", last.p50_ms), ("0.99", last.p99_ms)] {
                 if let Some(ms) = v.filter(|x| x.is_finite()) {

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use hyper::body::Frame;
 use tokio::sync::{broadcast, mpsc};
 
-use super::api::EventView;
 use super::App;
+use crate::wire::EventView;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 

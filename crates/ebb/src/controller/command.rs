@@ -6,7 +6,9 @@ use std::time::Duration;
 use ebb_core::config::CommandSpec;
 use tokio::sync::oneshot;
 
-use crate::status::DeployStatus;
+// The serde types a command carries or answers are the admin API's JSON.
+use crate::wire::DeployStatus;
+pub use crate::wire::{DeployRequest, ReplicaOutcome, ScaleOutcome};
 
 /// A request to a service's controller from the admin API.
 #[derive(Debug)]
@@ -25,32 +27,6 @@ pub enum ControlCommand {
     Rollback { reason: Option<String>, reply: oneshot::Sender<Result<DeployStatus, LifecycleError>> },
 }
 
-/// What a deploy changes; what it does not name stays as it is.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployRequest {
-    /// A new command (run through `sh -c`, as in the config).
-    #[serde(default)]
-    pub command: Option<String>,
-    /// Environment variables to set (added to or replacing the current ones).
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// `rolling` or `blue-green`; the service's configured strategy when absent.
-    #[serde(default)]
-    pub strategy: Option<String>,
-    /// A new image (docker and swarm drivers): a new image tag is a new version.
-    #[serde(default)]
-    pub image: Option<String>,
-    /// The whole spec to roll out instead of changes to the current one:
-    /// what the config file says now (set by the admin API when a deploy
-    /// names no change).
-    #[serde(skip)]
-    pub from_config: Option<ConfigSpec>,
-    /// Why, in the user's words: recorded in the `deploy_started` event.
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
 /// A service's spec as the config file has it now.
 #[derive(Debug, Clone)]
 pub struct ConfigSpec {
@@ -59,17 +35,8 @@ pub struct ConfigSpec {
     pub image: Option<String>,
 }
 
-/// The result of a protect or interrupt request.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ReplicaOutcome {
-    pub service: String,
-    pub replica: String,
-    /// What happened, in words (also recorded as an event).
-    pub message: String,
-}
-
 /// Why a lifecycle request was refused; nothing was changed.
-#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LifecycleError {
     #[error("service {service} has no replica {replica:?}; see `ebb status`")]
     NoSuchReplica { service: String, replica: String },
@@ -87,14 +54,4 @@ pub enum LifecycleError {
     /// The request itself is malformed (an empty command, a bad env name).
     #[error("service {service}: {message}")]
     Invalid { service: String, message: String },
-}
-
-/// The result of a scale request.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ScaleOutcome {
-    pub service: String,
-    pub from: u32,
-    pub to: u32,
-    /// Set when the request was clamped to the bounds in force, saying how.
-    pub clamped: Option<String>,
 }

@@ -10,9 +10,9 @@ use std::time::Instant;
 use ebb_core::config::ServiceConfig;
 use ebb_core::scaling;
 
-use super::history;
 use crate::driver::Driver;
 use crate::events::{EventLog, NewEvent};
+use crate::metrics::history;
 use crate::metrics::host::HostMonitor;
 use crate::proxy::ServiceProxy;
 use crate::state::{ReplicaRecord, ServiceRecord, StateStore};

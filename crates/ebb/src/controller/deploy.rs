@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use ebb_core::config::{CommandSpec, ServiceConfig};
-use ebb_core::deploy::{Deploy, DeployAction, Outcome, ReplicaPhase, ReplicaView, Strategy};
+use ebb_core::deploy::{Deploy, DeployAction, DeployOutcome, ReplicaPhase, ReplicaView};
 
 use super::command::{DeployRequest, LifecycleError};
 use super::lifecycle::Fleet;
@@ -123,12 +123,10 @@ impl Deployer {
                 ),
             ));
         }
-        let config = match request.strategy.as_deref() {
+        // Already a `Strategy`: an unknown name is refused where the JSON is read.
+        let config = match request.strategy {
             None => ctx.config.deploy.clone(),
-            Some(name) => match Strategy::from_name(name) {
-                Some(strategy) => ctx.config.deploy.clone().with_strategy(strategy),
-                None => return Err(invalid(ctx, format!("unknown strategy {name:?}; use rolling or blue-green"))),
-            },
+            Some(strategy) => ctx.config.deploy.clone().with_strategy(strategy),
         };
         let current = self.specs[&self.version].clone();
         let mut next = current.clone();
@@ -319,8 +317,8 @@ impl Deployer {
                     self.routes_only = None;
                     fleet.routes.invalidate();
                     let kind = match outcome {
-                        Outcome::Succeeded => EventKind::DeploySucceeded,
-                        Outcome::RolledBack { .. } => EventKind::DeployRolledBack,
+                        DeployOutcome::Succeeded => EventKind::DeploySucceeded,
+                        DeployOutcome::RolledBack { .. } => EventKind::DeployRolledBack,
                     };
                     ctx.record(NewEvent::new(&ctx.name, kind, reason));
                     self.last = Some(status);

@@ -9,8 +9,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::command::{ControlCommand, DeployRequest, LifecycleError, ReplicaOutcome, ScaleOutcome};
-use super::{history, Input, Snapshot};
+use super::{Input, Snapshot};
 use crate::admin::auth::constant_time_eq;
+use crate::metrics::history;
 use crate::proxy::{Backend, ServiceProxy};
 use crate::state::StateStore;
 use crate::status::{DeployStatus, ServiceStatus};

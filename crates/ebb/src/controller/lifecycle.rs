@@ -109,7 +109,7 @@ impl Fleet {
             id.clone(),
             version,
             Instant::now(),
-            crate::events::unix_ms(std::time::SystemTime::now()),
+            crate::clock::unix_ms(std::time::SystemTime::now()),
             health,
         ));
         let driver = self.driver.clone();

@@ -30,7 +30,6 @@ mod context;
 mod deploy;
 mod handle;
 mod health;
-pub mod history;
 mod input;
 mod lifecycle;
 pub mod metric_source;
@@ -167,8 +166,8 @@ impl ServiceController {
             format!(
                 "{start} {} replicas (min {}, max {}) with the {} driver",
                 self.desired,
-                self.ctx.config.replicas.min,
-                self.ctx.config.replicas.max,
+                self.ctx.config.replicas.bounds.min,
+                self.ctx.config.replicas.bounds.max,
                 self.fleet.driver_name()
             ),
         ));

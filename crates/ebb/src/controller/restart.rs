@@ -12,8 +12,9 @@ use super::deploy::{Deployer, VersionSpec};
 use super::lifecycle::Fleet;
 use super::reconcile::Routing;
 use super::replicas::ReplicaSet;
-use super::{adopt, history, RestoredService, Shared};
+use super::{adopt, RestoredService, Shared};
 use crate::events::{EventKind, NewEvent};
+use crate::metrics::history;
 use crate::state::{ReplicaRecord, ServiceRecord, StateStore};
 
 /// What decides whether the service record must be rebuilt.
@@ -120,7 +121,7 @@ impl Restorer {
         self.restored_replicas = restored.replicas;
         let Some(record) = restored.record else { return };
         if record.config_desired == ctx.config.replicas.desired {
-            *desired = record.desired.clamp(bounds.min, bounds.max);
+            *desired = bounds.clamp(record.desired);
         } else {
             ctx.record(NewEvent::new(
                 &ctx.name,

@@ -13,10 +13,12 @@ use ebb_core::scaling::{self, Autoscaler, Bounds, Demand, FleetView, HostFull, R
 
 use super::command::ScaleOutcome;
 use super::replicas::ReplicaSet;
-use super::{history, reconcile, Shared};
+use super::{reconcile, Shared};
 use crate::events::{EventKind, NewEvent};
 use crate::metrics::cpu::{CpuMeter, GroupUsage};
+use crate::metrics::history;
 use crate::metrics::host::HostMonitor;
+use crate::proxy::SecondLatencies;
 use crate::status::{HostStatus, SaturationStatus};
 
 /// The scaling side of one service's controller.
@@ -48,7 +50,7 @@ pub(super) struct Sampler {
 impl Sampler {
     pub(super) fn new(config: &ServiceConfig, host: Option<Arc<HostMonitor>>) -> Self {
         Sampler {
-            autoscaler: Autoscaler::new(&config.scaling, config.replicas),
+            autoscaler: Autoscaler::new(&config.scaling, config.replicas.bounds),
             policy_hold: None,
             cpu_meter: CpuMeter::default(),
             service_requests_at_last_sample: 0,
@@ -180,11 +182,7 @@ impl Sampler {
             }
         }
         // This second's latencies, as the balancer recorded them.
-        let proxy = &ctx.proxy;
-        let latency = proxy.latency.take();
-        let queue = proxy.queue_time.take();
-        proxy.latency_total.lock().unwrap_or_else(|p| p.into_inner()).merge(&latency);
-        proxy.queue_time_total.lock().unwrap_or_else(|p| p.into_inner()).merge(&queue);
+        let SecondLatencies { latency, queue_time: queue } = ctx.proxy.take_second();
         sample.p95_ms = latency.quantile_ms(0.95);
         sample.p99_ms = latency.quantile_ms(0.99);
         sample.queue_time_ms = queue.mean_ms();
@@ -220,7 +218,7 @@ impl Sampler {
             let _ = replicas.interrupt(ctx, &victim, notice);
         }
         history::ServicePoint {
-            time_ms: crate::events::unix_ms(std::time::SystemTime::now()),
+            time_ms: crate::clock::unix_ms(std::time::SystemTime::now()),
             desired: *desired,
             in_service: fleet.in_service,
             pending: fleet.pending,

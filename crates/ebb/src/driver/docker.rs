@@ -617,7 +617,7 @@ impl Driver for DockerDriver {
             // Only output from now on: what came before ebb died is in the
             // log already; what the container printed while ebb was down is
             // only in `docker logs`.
-            let now = Some((crate::events::unix_ms(std::time::SystemTime::now()) / 1000) as i32);
+            let now = Some((crate::clock::unix_ms(std::time::SystemTime::now()) / 1000) as i32);
             let log_path = found_log_path(found, &labels);
             let exit = self.watch(id, &found.replica_id, &log_path, now);
             Ok(RunningReplica::adopted(found, None, exit))

@@ -680,7 +680,7 @@ impl Driver for SwarmDriver {
                 .and_then(|l| l.get(LABEL_STATE_DIR).cloned())
                 .map(PathBuf::from)
                 .unwrap_or_default();
-            let now = Some((crate::events::unix_ms(std::time::SystemTime::now()) / 1000) as i32);
+            let now = Some((crate::clock::unix_ms(std::time::SystemTime::now()) / 1000) as i32);
             let log_path = state_dir.join("logs").join(format!("{}.log", found.replica_id));
             self.write_id(&state_dir, task, Some(&found.replica_id));
             let exit = self.watch(task, &found.replica_id, &log_path, now);

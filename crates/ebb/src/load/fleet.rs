@@ -1,47 +1,16 @@
 //! Following an ebb fleet while the load runs: its desired and in-service
 //! replicas, read once a second from the admin API (`GET /api/v1/status`),
-//! so the scaling is visible next to the latency it answers.
+//! so the scaling is visible next to the latency it answers, through the
+//! same typed client as the CLI.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use super::http::{get_once, parse_url};
-
-/// The part of the status document `ebb load` reads. Only these fields, each
-/// with a default where it may be missing, so a newer ebb still works.
-#[derive(Debug, Deserialize)]
-struct StatusDoc {
-    services: Vec<ServiceDoc>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ServiceDoc {
-    name: String,
-    #[serde(default)]
-    listen: String,
-    #[serde(default)]
-    desired: u32,
-    #[serde(default)]
-    in_service: u32,
-    #[serde(default)]
-    replicas: Vec<ReplicaDoc>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ReplicaDoc {
-    id: String,
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    port: Option<u16>,
-    /// Last second's CPU, % of the service's `cpu` allotment.
-    #[serde(default)]
-    cpu: Option<f64>,
-}
+use super::http::parse_url;
+use crate::client::{AdminClient, AdminCredential};
+use crate::wire::{ReplicaState, ServiceStatus};
 
 /// What a loopback address is in a running ebb.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +23,7 @@ pub enum Behind {
 
 /// What the live view and the CSV show about the fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FleetView {
+pub struct FleetSummary {
     /// The service behind the target, or `fleet` (all services summed) when
     /// none of them listens on the target's address.
     pub label: String,
@@ -63,11 +32,12 @@ pub struct FleetView {
 }
 
 /// A running ebb's admin API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Admin {
     pub url: String,
-    addr: SocketAddr,
-    authority: String,
+    /// Presents no token: `ebb load` only reads, which a loopback-only
+    /// admin listener allows without one.
+    client: AdminClient,
 }
 
 impl Admin {
@@ -79,25 +49,20 @@ impl Admin {
             .ok()
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| format!("--ebb {url:?}: cannot resolve {}", parsed.host))?;
-        Ok(Admin { url: format!("http://{}", parsed.authority), addr, authority: parsed.authority })
+        Ok(Admin { url: format!("http://{}", parsed.authority), client: AdminClient::new(addr, AdminCredential::None) })
     }
 
     fn at(addr: SocketAddr) -> Admin {
-        Admin { url: format!("http://{addr}"), addr, authority: addr.to_string() }
+        Admin { url: format!("http://{addr}"), client: AdminClient::new(addr, AdminCredential::None) }
     }
 
-    async fn services(&self, limit: Duration) -> Result<Vec<ServiceDoc>, String> {
-        let (status, body) = get_once(self.addr, &self.authority, "/api/v1/status", limit).await?;
-        if status != 200 {
-            return Err(format!("GET {}/api/v1/status answered {status}", self.url));
-        }
-        let doc: StatusDoc = serde_json::from_slice(&body)
-            .map_err(|e| format!("{}/api/v1/status: not an ebb status document ({e})", self.url))?;
-        Ok(doc.services)
+    async fn services(&self, limit: Duration) -> Result<Vec<ServiceStatus>, String> {
+        let status = self.client.clone().answer_within(limit).status().await;
+        Ok(status.map_err(|e| format!("GET {}/api/v1/status: {e}", self.url))?.services)
     }
 
     /// The fleet as seen now.
-    pub async fn view(&self, target: SocketAddr) -> Result<FleetView, String> {
+    pub async fn view(&self, target: SocketAddr) -> Result<FleetSummary, String> {
         Ok(view_of(&self.services(Duration::from_millis(900)).await?, target))
     }
 
@@ -109,7 +74,7 @@ impl Admin {
     }
 }
 
-fn cpu_of(services: &[ServiceDoc], behind: &Behind) -> Option<f64> {
+fn cpu_of(services: &[ServiceStatus], behind: &Behind) -> Option<f64> {
     let (name, only) = match behind {
         Behind::Balancer { service } => (service, None),
         Behind::Replica { service, replica } => (service, Some(replica)),
@@ -118,14 +83,14 @@ fn cpu_of(services: &[ServiceDoc], behind: &Behind) -> Option<f64> {
     let readings: Vec<f64> = service
         .replicas
         .iter()
-        .filter(|r| only.map_or(r.state == "in_service", |id| &r.id == id))
+        .filter(|r| only.map_or(r.state == ReplicaState::InService, |id| &r.id == id))
         .filter_map(|r| r.cpu)
         .collect();
     (!readings.is_empty()).then(|| readings.iter().sum::<f64>() / readings.len() as f64)
 }
 
 /// A service listening on `target`, else a replica whose port it is.
-fn behind_of(services: &[ServiceDoc], target: SocketAddr) -> Option<Behind> {
+fn behind_of(services: &[ServiceStatus], target: SocketAddr) -> Option<Behind> {
     if let Some(s) = services.iter().find(|s| listens_on(s, target)) {
         return Some(Behind::Balancer { service: s.name.clone() });
     }
@@ -135,17 +100,17 @@ fn behind_of(services: &[ServiceDoc], target: SocketAddr) -> Option<Behind> {
     })
 }
 
-fn listens_on(service: &ServiceDoc, target: SocketAddr) -> bool {
+fn listens_on(service: &ServiceStatus, target: SocketAddr) -> bool {
     match service.listen.parse::<SocketAddr>() {
         Ok(listen) => listen == target || (listen.ip().is_unspecified() && listen.port() == target.port()),
         Err(_) => false,
     }
 }
 
-fn view_of(services: &[ServiceDoc], target: SocketAddr) -> FleetView {
+fn view_of(services: &[ServiceStatus], target: SocketAddr) -> FleetSummary {
     match services.iter().find(|s| listens_on(s, target)) {
-        Some(s) => FleetView { label: s.name.clone(), desired: s.desired, in_service: s.in_service },
-        None => FleetView {
+        Some(s) => FleetSummary { label: s.name.clone(), desired: s.desired, in_service: s.in_service },
+        None => FleetSummary {
             label: if services.len() == 1 { services[0].name.clone() } else { "fleet".into() },
             desired: services.iter().map(|s| s.desired).sum(),
             in_service: services.iter().map(|s| s.in_service).sum(),
@@ -194,12 +159,12 @@ pub async fn what_is(target: SocketAddr, config: &Path) -> Option<(Admin, Behind
 /// Polls the admin API once a second until dropped; `latest` holds the
 /// last answer (`None` while the admin API does not answer).
 pub struct Poller {
-    pub latest: Arc<Mutex<Option<FleetView>>>,
+    pub latest: Arc<Mutex<Option<FleetSummary>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Poller {
-    pub fn start(admin: Admin, target: SocketAddr, first: Option<FleetView>) -> Poller {
+    pub fn start(admin: Admin, target: SocketAddr, first: Option<FleetSummary>) -> Poller {
         let latest = Arc::new(Mutex::new(first));
         let shared = latest.clone();
         let task = tokio::spawn(async move {
@@ -215,7 +180,7 @@ impl Poller {
         Poller { latest, task }
     }
 
-    pub fn get(&self) -> Option<FleetView> {
+    pub fn get(&self) -> Option<FleetSummary> {
         self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -230,12 +195,20 @@ impl Drop for Poller {
 mod tests {
     use super::*;
 
-    fn svc(name: &str, listen: &str, desired: u32, in_service: u32) -> ServiceDoc {
-        ServiceDoc { name: name.into(), listen: listen.into(), desired, in_service, replicas: Vec::new() }
+    fn svc(name: &str, listen: &str, desired: u32, in_service: u32) -> ServiceStatus {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "listen": listen, "driver": "process", "desired": desired, "min": 0, "max": 9,
+            "in_service": in_service, "pending": 0, "version": 1, "replicas": []
+        }))
+        .unwrap()
     }
 
-    fn replica(id: &str, state: &str, port: u16, cpu: Option<f64>) -> ReplicaDoc {
-        ReplicaDoc { id: id.into(), state: state.into(), port: Some(port), cpu }
+    fn replica(id: &str, state: &str, port: u16, cpu: Option<f64>) -> crate::wire::ReplicaStatus {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "state": state, "healthy": true, "health": "healthy", "pid": null, "port": port,
+            "version": 1, "in_flight": 0, "requests": 0, "cpu": cpu, "rss_bytes": null, "age_s": 1.0
+        }))
+        .unwrap()
     }
 
     #[test]
@@ -264,16 +237,18 @@ mod tests {
     fn the_service_on_the_target_address_wins() {
         let target: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let services = [svc("api", "127.0.0.1:8081", 1, 1), svc("web", "127.0.0.1:8080", 4, 3)];
-        assert_eq!(view_of(&services, target), FleetView { label: "web".into(), desired: 4, in_service: 3 });
+        assert_eq!(view_of(&services, target), FleetSummary { label: "web".into(), desired: 4, in_service: 3 });
         let any = [svc("web", "0.0.0.0:8080", 2, 2)];
         assert_eq!(view_of(&any, target).label, "web");
         let elsewhere: SocketAddr = "127.0.0.1:9999".parse().unwrap();
-        assert_eq!(view_of(&services, elsewhere), FleetView { label: "fleet".into(), desired: 5, in_service: 4 });
+        assert_eq!(view_of(&services, elsewhere), FleetSummary { label: "fleet".into(), desired: 5, in_service: 4 });
     }
 
+    /// What another version of ebb adds is ignored, and what it leaves out
+    /// reads as a default.
     #[test]
     fn the_status_document_is_read_leniently() {
-        let doc: StatusDoc = serde_json::from_str(
+        let doc: crate::wire::FleetStatus = serde_json::from_str(
             r#"{"services":[{"name":"web","listen":"127.0.0.1:8080","desired":2,"in_service":1,"pending":1,"replicas":[]}],"extra":true}"#,
         )
         .unwrap();

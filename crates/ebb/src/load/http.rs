@@ -262,7 +262,7 @@ impl Failure {
 
 /// The result of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RequestOutcome {
     /// A complete response: its status and body size.
     Response {
         status: u16,
@@ -346,7 +346,7 @@ pub async fn exchange(
     slot: &mut Option<Conn>,
     timer: &mut Timer,
     deadline: Option<Instant>,
-) -> Outcome {
+) -> RequestOutcome {
     let expired = async {
         match deadline {
             Some(deadline) => timer.expired(deadline).await,
@@ -366,9 +366,9 @@ pub async fn exchange(
             // Boxed: connecting is rare, and keeps this future small.
             opened = Box::pin(Conn::open(target.addr)) => match opened {
                 Ok(conn) => *slot = Some(conn),
-                Err(failure) => return Outcome::Failed(failure),
+                Err(failure) => return RequestOutcome::Failed(failure),
             },
-            _ = &mut expired => return Outcome::Failed(Failure::Timeout),
+            _ = &mut expired => return RequestOutcome::Failed(Failure::Timeout),
         }
     }
     let conn = slot.as_mut().expect("connected above");
@@ -386,7 +386,7 @@ pub async fn exchange(
                     bytes += data.len() as u64;
                 }
             }
-            Ok::<_, hyper::Error>(Outcome::Response { status, bytes })
+            Ok::<_, hyper::Error>(RequestOutcome::Response { status, bytes })
         };
         tokio::pin!(work);
         loop {
@@ -395,12 +395,13 @@ pub async fn exchange(
                 // `work` in the same poll.
                 biased;
                 _ = driver.as_mut(), if !*finished => *finished = true,
-                result = &mut work => break result.unwrap_or_else(|e| Outcome::Failed(Failure::from_hyper(&e))),
-                _ = &mut expired => break Outcome::Failed(Failure::Timeout),
+                result = &mut work => break result.unwrap_or_else(|e| RequestOutcome::Failed(Failure::from_hyper(&e))),
+                _ = &mut expired => break RequestOutcome::Failed(Failure::Timeout),
             }
         }
     };
-    let reusable = target.keepalive && matches!(outcome, Outcome::Response { .. }) && !*finished && !sender.is_closed();
+    let reusable =
+        target.keepalive && matches!(outcome, RequestOutcome::Response { .. }) && !*finished && !sender.is_closed();
     if !reusable {
         *slot = None;
     }

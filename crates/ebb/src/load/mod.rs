@@ -132,7 +132,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "STAGES", conflicts_with_all = ["rate", "worker_rate", "trace"])]
     pub stages: Option<String>,
 
-    /// Open model: replay a CSV of `second,rate` rows (each rate holds until the next row).
+    /// Open model: replay a CSV of `second,rate` rows, one per second with no gap (as `ebb simulate --trace`).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["rate", "worker_rate"])]
     pub trace: Option<PathBuf>,
 
@@ -266,7 +266,9 @@ fn plan(args: &LoadArgs) -> Result<Plan, BadInput> {
         (None, None, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("--trace {}: cannot read the file: {e}", path.display()))?;
-            Some(Shape::parse_trace(&text, &path.display().to_string()).map_err(|e| format!("--trace {e}"))?)
+            let trace = ebb_core::sim::Trace::parse_csv(&text, &path.display().to_string())
+                .map_err(|e| format!("--trace {e}"))?;
+            Some(Shape::from_trace(&trace).map_err(|e| format!("--trace {e}"))?)
         }
         (None, None, None) => None,
     };

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use super::fleet::FleetView;
+use super::fleet::FleetSummary;
 use super::stats::{Tick, Totals};
 
 /// Milliseconds with a precision that suits their size.
@@ -35,7 +35,7 @@ fn fmt_secs(s: f64) -> String {
     }
 }
 
-fn fleet_text(fleet: &Option<FleetView>) -> String {
+fn fleet_text(fleet: &Option<FleetSummary>) -> String {
     match fleet {
         Some(f) => format!("  {}: {} in service / {} desired", f.label, f.in_service, f.desired),
         None => String::new(),
@@ -84,7 +84,7 @@ impl Live {
         }
     }
 
-    pub fn update(&self, tick: &Tick, target_rps: Option<f64>, total_s: f64, fleet: &Option<FleetView>) {
+    pub fn update(&self, tick: &Tick, target_rps: Option<f64>, total_s: f64, fleet: &Option<FleetSummary>) {
         let latency = match (tick.p50_ms, tick.p99_ms) {
             (Some(p50), Some(p99)) => format!("p50 {}  p99 {}", fmt_ms(p50), fmt_ms(p99)),
             _ => "p50 -  p99 -".into(),
@@ -154,7 +154,7 @@ impl Csv {
         let _ = self.file.flush();
     }
 
-    pub fn row(&mut self, tick: &Tick, target_rps: Option<f64>, fleet: &Option<FleetView>) {
+    pub fn row(&mut self, tick: &Tick, target_rps: Option<f64>, fleet: &Option<FleetSummary>) {
         let opt = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
         let line = format!(
             "{:.3},{},{},{},{:.1},{},{},{},{},{},{}",
@@ -185,7 +185,7 @@ pub struct Summary<'a> {
     pub duration: Duration,
     pub interrupted: bool,
     pub totals: &'a Totals,
-    pub fleet: Option<FleetView>,
+    pub fleet: Option<FleetSummary>,
 }
 
 const QUANTILES: [(&str, &str, f64); 5] =

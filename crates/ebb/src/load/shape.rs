@@ -1,5 +1,6 @@
 //! Traffic shapes for the open model: a constant rate, `--stages` (ramps and
-//! holds) and `--trace` (a recorded `second,rate` CSV).
+//! holds) and `--trace` (a recorded `second,rate` CSV, read by the
+//! simulator's reader).
 //!
 //! A shape is a list of segments whose rate changes linearly from `from` to
 //! `to` over `duration`. The number of requests due by time `t` is the
@@ -134,56 +135,13 @@ impl Shape {
         Ok(shape)
     }
 
-    /// Parses a `--trace` file: CSV rows `second,rate` (an optional header
-    /// line, blank lines and `#` comments are skipped). Seconds count from
-    /// the first row and must increase; each row's rate holds until the next
-    /// row, and the last row lasts one second. Errors carry `name:line:`.
-    pub fn parse_trace(text: &str, name: &str) -> Result<Shape, String> {
-        let mut rows: Vec<(f64, f64)> = Vec::new();
-        let mut seen_data = false;
-        for (number, line) in text.lines().enumerate() {
-            let line_no = number + 1;
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            let first_is_number = fields[0].parse::<f64>().is_ok();
-            if !seen_data && !first_is_number {
-                seen_data = true; // a header line, e.g. `second,rate`
-                continue;
-            }
-            seen_data = true;
-            if fields.len() != 2 {
-                return Err(format!("{name}:{line_no}: expected two columns `second,rate`, found {:?}", line));
-            }
-            let second: f64 = fields[0]
-                .parse()
-                .ok()
-                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                .ok_or_else(|| format!("{name}:{line_no}: second {:?} is not a number ≥ 0", fields[0]))?;
-            let rate = parse_rate(fields[1]).map_err(|e| format!("{name}:{line_no}: {e}"))?;
-            if let Some(&(previous, _)) = rows.last() {
-                if second <= previous {
-                    return Err(format!(
-                        "{name}:{line_no}: second {} does not come after the previous row's {} (rows must be in increasing time)",
-                        fields[0], previous
-                    ));
-                }
-            }
-            rows.push((second, rate));
-        }
-        if rows.is_empty() {
-            return Err(format!("{name}: no `second,rate` rows"));
-        }
-        let mut pieces = Vec::with_capacity(rows.len());
-        for (k, &(second, rate)) in rows.iter().enumerate() {
-            let until = rows.get(k + 1).map_or(second + 1.0, |next| next.0);
-            pieces.push((until - second, rate, rate));
-        }
-        let shape = Shape::from_pieces(pieces);
+    /// A `--trace` file's shape: one second per row at that row's rate. The
+    /// file is read by `ebb_core::sim::Trace::parse_csv`, the reader of
+    /// `ebb simulate --trace` too, so one file means the same to both.
+    pub fn from_trace(trace: &ebb_core::sim::Trace) -> Result<Shape, String> {
+        let shape = Shape::from_pieces(trace.rates.iter().map(|&rate| (1.0, rate, rate)));
         if shape.expected_requests() < 1.0 {
-            return Err(format!("{name}: the trace adds up to no request at all (every rate is 0)"));
+            return Err(format!("{}: the trace adds up to no request at all (every rate is 0)", trace.source));
         }
         Ok(shape)
     }
@@ -350,10 +308,13 @@ mod tests {
         assert!(e.contains("no request at all"), "{e}");
     }
 
+    fn trace(text: &str) -> Result<Shape, String> {
+        Shape::from_trace(&ebb_core::sim::Trace::parse_csv(text, "day.csv")?)
+    }
+
     #[test]
-    fn trace_holds_each_rate_until_the_next_row() {
-        let text = "second,rate\n# a comment\n0,10\n\n2,30\n3,0\n5,20\n";
-        let shape = Shape::parse_trace(text, "day.csv").unwrap();
+    fn trace_rows_are_one_second_each() {
+        let shape = trace("second,rate\n# a comment\n0,10\n\n1,10\n2,30\n3,0\n4,0\n5,20\n").unwrap();
         assert_eq!(shape.duration(), 6.0);
         assert_eq!(shape.expected_requests(), 10.0 * 2.0 + 30.0 + 0.0 + 20.0);
         assert_eq!(requests_in(&shape, 0.0, 1.0), 10);
@@ -365,26 +326,20 @@ mod tests {
 
     #[test]
     fn trace_seconds_count_from_the_first_row() {
-        let shape = Shape::parse_trace("1700000000,5\n1700000001,7\n", "t.csv").unwrap();
+        let shape = trace("1700000000,5\n1700000001,7\n").unwrap();
         assert_eq!(shape.duration(), 2.0);
         assert_eq!(shape.expected_requests(), 12.0);
     }
 
     #[test]
     fn trace_errors_carry_the_line_number() {
+        // The reader's own messages are tested in ebb-core (sim_trace.rs).
+        assert!(trace("second,rate\n0,10\n1,-3\n").unwrap_err().starts_with("day.csv:3: negative rate -3"));
+        assert!(trace("0,10\n2,30\n").unwrap_err().starts_with("day.csv:2: gap in the trace"));
         assert_eq!(
-            Shape::parse_trace("second,rate\n0,10\n1,-3\n", "day.csv").unwrap_err(),
-            "day.csv:3: rate \"-3\" must be a number ≥ 0 (requests per second)"
+            trace("0,0\n1,0\n").unwrap_err(),
+            "day.csv: the trace adds up to no request at all (every rate is 0)"
         );
-        assert_eq!(
-            Shape::parse_trace("0,10\n1,2,3\n", "day.csv").unwrap_err(),
-            "day.csv:2: expected two columns `second,rate`, found \"1,2,3\""
-        );
-        assert!(Shape::parse_trace("0,10\n5,1\n4,1\n", "d")
-            .unwrap_err()
-            .starts_with("d:3: second 4 does not come after"));
-        assert!(Shape::parse_trace("0,10\nx,1\n", "d").unwrap_err().starts_with("d:2: second \"x\" is not a number"));
-        assert_eq!(Shape::parse_trace("# nothing\n", "d").unwrap_err(), "d: no `second,rate` rows");
     }
 
     #[test]

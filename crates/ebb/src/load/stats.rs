@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::http::{Failure, Outcome};
+use super::http::{Failure, RequestOutcome};
 
 /// Response status codes are counted in a table indexed by code.
 const STATUS_SLOTS: usize = 600;
@@ -67,10 +67,10 @@ impl Shard {
     /// Records a finished request. `latency` counts from the request's start
     /// (in the open model, its scheduled start). "ok" is a response with a
     /// status below 500; errors are transport failures and 5xx responses.
-    pub fn record(&self, outcome: Outcome, latency: Duration) {
+    pub fn record(&self, outcome: RequestOutcome, latency: Duration) {
         let mut d = self.data.lock().unwrap_or_else(|p| p.into_inner());
         match outcome {
-            Outcome::Response { status, bytes } => {
+            RequestOutcome::Response { status, bytes } => {
                 let micros = (latency.as_micros() as u64).max(1);
                 if d.second.record(micros).is_err() {
                     d.second.saturating_record(micros);
@@ -83,7 +83,7 @@ impl Shard {
                     d.errors += 1;
                 }
             }
-            Outcome::Failed(failure) => {
+            RequestOutcome::Failed(failure) => {
                 d.failures[failure.index()] += 1;
                 d.errors += 1;
             }
@@ -263,16 +263,16 @@ mod tests {
         for w in 0..4 {
             let s = shards.for_worker(w);
             s.sent();
-            s.record(Outcome::Response { status: 200, bytes: 10 }, Duration::from_millis(2));
+            s.record(RequestOutcome::Response { status: 200, bytes: 10 }, Duration::from_millis(2));
         }
         shards.for_worker(0).sent();
-        shards.for_worker(0).record(Outcome::Response { status: 503, bytes: 0 }, Duration::from_millis(100));
+        shards.for_worker(0).record(RequestOutcome::Response { status: 503, bytes: 0 }, Duration::from_millis(100));
         let t1 = c.tick(1.0);
         assert_eq!((t1.sent, t1.ok, t1.errors, t1.done_total), (5, 4, 1, 5));
         assert!((1.99..=2.01).contains(&t1.p50_ms.unwrap()));
         assert!((99.0..=101.0).contains(&t1.p99_ms.unwrap()));
         shards.for_worker(1).sent();
-        shards.for_worker(1).record(Outcome::Failed(Failure::Timeout), Duration::from_secs(1));
+        shards.for_worker(1).record(RequestOutcome::Failed(Failure::Timeout), Duration::from_secs(1));
         dropped.store(3, Ordering::Relaxed);
         let t2 = c.tick(1.5);
         assert_eq!((t2.sent, t2.ok, t2.errors, t2.dropped, t2.p50_ms), (1, 0, 1, 3, None));

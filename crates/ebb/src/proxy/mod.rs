@@ -41,6 +41,8 @@ use ebb_core::balance::{pick_round_robin, pick_two_choices};
 use ebb_core::config::{BalanceAlgorithm, ProxyConfig};
 use ebb_core::outlier::{Outcomes, Streak};
 
+use crate::metrics::histogram::{AtomicHistogram, LatencyCounts};
+
 mod admission;
 mod body;
 mod buffering;
@@ -53,6 +55,7 @@ mod headers;
 mod server;
 mod stall;
 mod upstream;
+mod worker;
 
 pub use body::ProxyBody;
 
@@ -212,6 +215,17 @@ impl ProxyStats {
     }
 }
 
+/// One second of the balancer's histograms, from
+/// [`ServiceProxy::take_second`].
+pub struct SecondLatencies {
+    pub latency: LatencyCounts,
+    pub queue_time: LatencyCounts,
+}
+
+fn lock(m: &std::sync::Mutex<LatencyCounts>) -> std::sync::MutexGuard<'_, LatencyCounts> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The balancer of one service.
 pub struct ServiceProxy {
     pub service: String,
@@ -220,15 +234,17 @@ pub struct ServiceProxy {
     pub stats: ProxyStats,
     /// Time from a request's arrival to its response head, every request
     /// a replica answered (one atomic add each; the controller takes the
-    /// counts once a second for p50/p95/p99).
-    pub latency: crate::metrics::histogram::AtomicHistogram,
+    /// counts once a second, [`take_second`](Self::take_second), for
+    /// p50/p95/p99).
+    latency: AtomicHistogram,
     /// Time from arrival until a replica connection took the request:
     /// how long it waited for a replica.
-    pub queue_time: crate::metrics::histogram::AtomicHistogram,
+    queue_time: AtomicHistogram,
     /// Every second's `latency` and `queue_time`, added up since start by
-    /// the controller (for Prometheus, off the request path).
-    pub latency_total: std::sync::Mutex<crate::metrics::histogram::LatencyCounts>,
-    pub queue_time_total: std::sync::Mutex<crate::metrics::histogram::LatencyCounts>,
+    /// `take_second` (for Prometheus, off the request path). Private: only
+    /// `take_second` drains the seconds, so none is lost from the totals.
+    latency_total: std::sync::Mutex<LatencyCounts>,
+    queue_time_total: std::sync::Mutex<LatencyCounts>,
     /// Requests waiting for a replica under `max_in_flight`.
     pub(crate) queued: AtomicU64,
     /// The most requests waiting at once since the controller last took
@@ -269,6 +285,25 @@ impl ServiceProxy {
             next: AtomicU64::new(0),
             no_replica_body,
         })
+    }
+
+    /// Takes the latency and queue-time histograms of the second just
+    /// ended (the controller, once a second) and adds them to the totals.
+    pub fn take_second(&self) -> SecondLatencies {
+        let second = SecondLatencies { latency: self.latency.take(), queue_time: self.queue_time.take() };
+        lock(&self.latency_total).merge(&second.latency);
+        lock(&self.queue_time_total).merge(&second.queue_time);
+        second
+    }
+
+    /// Every request's latency since ebb started.
+    pub fn latency_total(&self) -> LatencyCounts {
+        lock(&self.latency_total).clone()
+    }
+
+    /// Every request's wait for a replica since ebb started.
+    pub fn queue_time_total(&self) -> LatencyCounts {
+        lock(&self.queue_time_total).clone()
     }
 
     /// Requests waiting in the queue right now.
@@ -468,6 +503,19 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_second_empties_the_second_and_keeps_the_totals() {
+        let proxy = ServiceProxy::new("web", BalanceAlgorithm::RoundRobin, ProxyConfig::default());
+        proxy.latency.record(std::time::Duration::from_millis(5));
+        proxy.queue_time.record(std::time::Duration::from_millis(1));
+        let first = proxy.take_second();
+        assert_eq!((first.latency.count(), first.queue_time.count()), (1, 1));
+        proxy.latency.record(std::time::Duration::from_millis(7));
+        let second = proxy.take_second();
+        assert_eq!((second.latency.count(), second.queue_time.count()), (1, 0), "taken, not left in place");
+        assert_eq!((proxy.latency_total().count(), proxy.queue_time_total().count()), (2, 1));
+    }
 
     #[test]
     fn two_choices_matches_the_core_function() {

@@ -1,6 +1,5 @@
 //! The accept loop and one task per client connection.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::conn_io::{ConnIo, ConnShared};
 use super::forward::handle;
+use super::worker;
 use super::ServiceProxy;
 use ebb_core::config::ProxyConfig;
 
@@ -121,26 +121,6 @@ impl Connections {
     }
 }
 
-thread_local! {
-    /// Which balancer worker thread this is (0 outside them).
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The index of the balancer worker thread running the caller.
-pub(crate) fn worker_index() -> usize {
-    WORKER.with(|w| w.get())
-}
-
-/// One worker thread per core, unless `EBB_PROXY_THREADS` says otherwise.
-fn worker_threads() -> usize {
-    if let Some(n) = std::env::var("EBB_PROXY_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {
-        if n > 0 {
-            return n.min(super::upstream::POOL_SHARDS);
-        }
-    }
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(super::upstream::POOL_SHARDS)
-}
-
 /// Serves on `listener` with one thread per core, each running its own
 /// single-threaded tokio runtime (like HAProxy's and nginx's workers). This
 /// task accepts and hands connections to the workers in turn; a worker keeps
@@ -156,14 +136,14 @@ pub(crate) async fn serve(
     let connections = Arc::new(Connections { stats: Some(proxy.clone()), ..Connections::default() });
     let mut workers = Vec::new();
     let mut finished = Vec::new();
-    for index in 0..worker_threads() {
+    for index in 0..worker::count() {
         let (proxy, shutdown, builder, connections) =
             (proxy.clone(), shutdown.clone(), builder.clone(), connections.clone());
         let (hand, incoming) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
         let (done, worker_finished) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         let spawned = std::thread::Builder::new().name(format!("ebb-proxy-{index}")).spawn(move || {
             let run = || -> std::io::Result<()> {
-                WORKER.with(|w| w.set(index));
+                worker::set_index(index);
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 runtime.block_on(worker(incoming, proxy, shutdown, builder, connections));
                 Ok(())

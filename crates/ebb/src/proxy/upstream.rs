@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::server::worker_index;
+use super::worker::{self, MAX_WORKERS};
 use super::Backend;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -253,9 +253,6 @@ const UPSTREAM_BUF: usize = 64 * 1024;
 /// they come back.
 pub(crate) const MAX_IDLE_PER_SHARD: usize = 512;
 
-/// Upper bound on balancer worker threads: one pool shard each.
-pub(crate) const POOL_SHARDS: usize = 64;
-
 /// A pooled connection unused for this long is closed when the pool is next
 /// touched (rather than sitting half-closed after the replica timed it out).
 pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -270,11 +267,11 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub(crate) fn new() -> Self {
-        Pool { shards: (0..POOL_SHARDS).map(|_| Mutex::new(VecDeque::new())).collect() }
+        Pool { shards: (0..MAX_WORKERS).map(|_| Mutex::new(VecDeque::new())).collect() }
     }
 
     fn shard(&self) -> std::sync::MutexGuard<'_, VecDeque<Upstream>> {
-        let shard = &self.shards[worker_index() % POOL_SHARDS];
+        let shard = &self.shards[worker::index() % MAX_WORKERS];
         shard.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -635,7 +635,7 @@ async fn ramp(
                     let sent = Instant::now();
                     let outcome = exchange(&target, &mut conn, &mut timer, target.timeout.map(|t| sent + t)).await;
                     shard.record(outcome, sent.elapsed());
-                    if let crate::load::http::Outcome::Failed(_) = outcome {
+                    if let crate::load::http::RequestOutcome::Failed(_) = outcome {
                         // Do not spin on a dead server.
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }

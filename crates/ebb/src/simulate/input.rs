@@ -2,18 +2,16 @@
 //! history a running ebb recorded (`GET /api/v1/metrics`).
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use anyhow::{anyhow, bail, Context};
-use bytes::Bytes;
+use anyhow::{anyhow, bail};
 use ebb_core::config::Config;
 use ebb_core::sim::trace::parse_iso8601;
 use ebb_core::sim::Trace;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-use crate::controller::history::ServicePoint;
+use crate::client::{AdminClient, AdminCredential, ClientError};
+
+use crate::metrics::history::ServicePoint;
 
 /// Reads a trace file in any supported format; errors name the file and line.
 pub fn read_trace(path: &Path) -> Result<Trace, String> {
@@ -42,7 +40,7 @@ pub fn parse_since(text: &str, now: SystemTime) -> Result<u64, String> {
     let ago = humantime::parse_duration(text)
         .map_err(|_| format!("--history {text:?}: expected a duration ago (2h, 30m) or an RFC 3339 time"))?;
     let at = now.checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH);
-    Ok(crate::events::unix_ms(at))
+    Ok(crate::clock::unix_ms(at))
 }
 
 /// The requests per second ebb recorded for `service` since `since`, one
@@ -53,50 +51,29 @@ pub fn parse_since(text: &str, now: SystemTime) -> Result<u64, String> {
 pub async fn history(config: &Config, service: &str, since: &str) -> anyhow::Result<Trace> {
     let since_ms = parse_since(since, SystemTime::now()).map_err(|e| anyhow!(e))?;
     let addr = config.admin.listen;
-    let path = format!(
-        "/api/v1/metrics?service={}&since={since_ms}",
-        percent_encoding::utf8_percent_encode(service, percent_encoding::NON_ALPHANUMERIC)
-    );
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let uri = format!("http://{addr}{path}");
-    let request = http::Request::get(&uri).body(Empty::new())?;
-    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
-        .await
-        .map_err(|_| anyhow!("--history: ebb at http://{addr} did not answer GET {path} within 30 s"))?;
-    let response = match response {
-        Ok(response) => response,
-        Err(e) => {
+    // No token: reading the history needs none from a loopback-only admin listener.
+    let client = AdminClient::new(addr, AdminCredential::None);
+    let points = match client.metrics(service, since_ms).await {
+        Ok(points) => points,
+        Err(ClientError::NotRunning(not_running)) => {
             // No ebb running: read what it kept in its state file.
             if let Some(points) = crate::state::read_history(&config.state_dir, service, since_ms)? {
                 return trace_from_history(&points, service, since);
             }
-            let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
             bail!(
-                "--history reads the metrics ebb recorded, but nothing answers at http://{addr} ({cause}) and there is no state file in {}; start it with `ebb up`, or simulate a recorded trace with --trace",
+                "--history reads the metrics ebb recorded, but nothing answers at http://{addr} ({}) and there is no state file in {}; start it with `ebb up`, or simulate a recorded trace with --trace",
+                not_running.cause,
                 config.state_dir.display()
             );
         }
-    };
-    let status = response.status();
-    let body = response.into_body().collect().await.context("--history: reading the metric history")?.to_bytes();
-    if status == http::StatusCode::NOT_FOUND {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
-        match message {
-            Some(m) => bail!("--history: {m}"),
-            None => bail!(
+        Err(ClientError::Refused(refused)) if refused.status == 404 => match refused.from_api {
+            true => bail!("--history: {}", refused.message),
+            false => bail!(
                 "--history: the ebb at http://{addr} does not serve GET /api/v1/metrics (404): it keeps no metric history; use --trace with a recorded trace (e.g. `ebb load --output-csv`)"
             ),
-        }
-    }
-    if !status.is_success() {
-        bail!("--history: ebb at http://{addr} answered {status} to GET {path}: {}", String::from_utf8_lossy(&body));
-    }
-    let points: Vec<ServicePoint> =
-        serde_json::from_slice(&body).with_context(|| format!("--history: unexpected answer to GET {path}"))?;
+        },
+        Err(e) => return Err(anyhow::Error::new(e).context("--history")),
+    };
     trace_from_history(&points, service, since)
 }
 

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ebb_core::config::{Config, ReplicaBounds};
+use ebb_core::config::{Bounds, Config, Replicas};
 use ebb_core::sim::{self, FleetModel, Policy, Preset, SimOptions, Slo};
 
 /// Exit code for bad input (config, arguments, trace), as elsewhere in ebb.
@@ -372,13 +372,14 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
     let options =
         SimOptions { service: service_name.clone(), start_unix, slo, price: args.price, flap_window: args.flap_window };
 
-    let bounds = |b: ReplicaBounds| -> anyhow::Result<ReplicaBounds> {
-        let min = args.min.unwrap_or(b.min);
-        let max = args.max.unwrap_or(b.max);
+    let bounds = |b: Replicas| -> anyhow::Result<Replicas> {
+        let min = args.min.unwrap_or(b.bounds.min);
+        let max = args.max.unwrap_or(b.bounds.max);
         if min > max {
             return Err(bad(format!("error: replicas min {min} is above max {max} (--min/--max)")));
         }
-        Ok(ReplicaBounds { min, max, desired: b.desired.clamp(min, max) })
+        let bounds = Bounds { min, max };
+        Ok(Replicas { bounds, desired: bounds.clamp(b.desired) })
     };
     let mut policies = Vec::new();
     let mut descriptions = Vec::new();
@@ -407,7 +408,7 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
     };
     let main_name = name_of(file_name(config_path), &policies);
     descriptions.push(format!("{}: {}", config_path.display(), describe(&service.scaling)));
-    policies.push(Policy { name: main_name, scaling: service.scaling.clone(), bounds: bounds(service.replicas)? });
+    policies.push(Policy { name: main_name, scaling: service.scaling.clone(), replicas: bounds(service.replicas)? });
     for path in &args.compare {
         let other = load_config(path)?;
         let Some(svc) = other.services.get(&service_name) else {
@@ -419,7 +420,7 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
         };
         let name = name_of(file_name(path), &policies);
         descriptions.push(format!("{}: {}", path.display(), describe(&svc.scaling)));
-        policies.push(Policy { name, scaling: svc.scaling.clone(), bounds: bounds(svc.replicas)? });
+        policies.push(Policy { name, scaling: svc.scaling.clone(), replicas: bounds(svc.replicas)? });
     }
     for preset in &args.preset {
         let preset = Preset::from_name(preset).expect("clap checked the name");
@@ -431,7 +432,7 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
             preset.describe(),
             metric.show_target(target)
         ));
-        policies.push(Policy { name, scaling: preset.scaling(&service.scaling), bounds: bounds(service.replicas)? });
+        policies.push(Policy { name, scaling: preset.scaling(&service.scaling), replicas: bounds(service.replicas)? });
     }
 
     Ok(Plan { service: service_name, trace, model, options, policies, descriptions, absolute_times, boot_note })

@@ -23,8 +23,8 @@ use std::sync::mpsc;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::controller::history::ServicePoint;
-use crate::events::Event;
+use crate::events::{Event, EventStore};
+use crate::metrics::history::{PointTraffic, ServicePoint};
 
 /// The schema this ebb writes and the newest it reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -143,6 +143,12 @@ impl std::fmt::Debug for StateStore {
     }
 }
 
+impl EventStore for StateStore {
+    fn record_event(&self, event: &Event) {
+        StateStore::record_event(self, event);
+    }
+}
+
 impl StateStore {
     /// Opens (or creates) `<state_dir>/state.db`, reads what it holds, and
     /// starts the writer thread. `keep_events` bounds the stored event log.
@@ -152,7 +158,7 @@ impl StateStore {
         let mut conn = open_checked(&path)?;
         // What is older than 24 h is folded into minutes first, so memory
         // gets only the last day, one point a second.
-        if let Err(error) = fold_history(&mut conn, crate::events::unix_ms(std::time::SystemTime::now())) {
+        if let Err(error) = fold_history(&mut conn, crate::clock::unix_ms(std::time::SystemTime::now())) {
             tracing::warn!(path = %path.display(), %error, "Could not fold old metric history.");
         }
         let restored = read_all(&conn).map_err(|e| unreadable(&path, e))?;
@@ -465,7 +471,7 @@ fn write_loop(
             break;
         }
         // Fold and prune history once a minute.
-        let now = crate::events::unix_ms(std::time::SystemTime::now());
+        let now = crate::clock::unix_ms(std::time::SystemTime::now());
         if now.saturating_sub(last_prune_ms) >= 60_000 {
             last_prune_ms = now;
             if let Err(error) = fold_history(&mut conn, now) {
@@ -598,11 +604,10 @@ fn fold_points(minute_ms: u64, points: &[ServicePoint]) -> ServicePoint {
 
 /// Traffic over a minute: mean rates, the longest queue, saturated or host
 /// full if any second was.
-fn fold_traffic(points: &[ServicePoint]) -> Option<crate::controller::history::PointTraffic> {
-    let seconds: Vec<&crate::controller::history::PointTraffic> =
-        points.iter().filter_map(|p| p.traffic.as_ref()).collect();
+fn fold_traffic(points: &[ServicePoint]) -> Option<PointTraffic> {
+    let seconds: Vec<&PointTraffic> = points.iter().filter_map(|p| p.traffic.as_ref()).collect();
     let n = seconds.len();
-    (n > 0).then(|| crate::controller::history::PointTraffic {
+    (n > 0).then(|| PointTraffic {
         offered_per_s: seconds.iter().map(|t| t.offered_per_s).sum::<f64>() / n as f64,
         queued: seconds.iter().map(|t| t.queued).max().unwrap_or(0),
         shed_per_s: (seconds.iter().map(|t| u64::from(t.shed_per_s)).sum::<u64>() / n as u64) as u32,

@@ -58,7 +58,7 @@ fn point(time_ms: u64, desired: u32, p99: f64) -> ServicePoint {
 #[tokio::test]
 async fn what_is_synced_is_there_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let recent = crate::events::unix_ms(std::time::SystemTime::now()) - 5_000;
+    let recent = crate::clock::unix_ms(std::time::SystemTime::now()) - 5_000;
     {
         let (store, restored) = StateStore::open(dir.path(), 100).unwrap();
         assert!(restored.services.is_empty() && restored.replicas.is_empty() && restored.events.is_empty());
@@ -140,7 +140,7 @@ async fn a_newer_schema_is_refused_and_never_overwritten() {
 #[tokio::test]
 async fn history_older_than_a_day_is_folded_into_minutes() {
     let dir = tempfile::tempdir().unwrap();
-    let now = crate::events::unix_ms(std::time::SystemTime::now());
+    let now = crate::clock::unix_ms(std::time::SystemTime::now());
     let old_minute = (now - SECOND_RETENTION_MS - 10 * 60_000) / 60_000 * 60_000;
     {
         let (store, _) = StateStore::open(dir.path(), 10).unwrap();

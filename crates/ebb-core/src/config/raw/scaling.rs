@@ -11,7 +11,7 @@
 
 use super::{closest, Check};
 use crate::config::value::{Dur, Int, Number};
-use crate::config::{ReplicaBounds, ServiceConfig};
+use crate::config::{Bounds, ServiceConfig};
 use crate::scaling::metrics::duration as human;
 use crate::scaling::{
     check_steps, AdjustmentType, Alarm, Burst, Comparison, Cron, Metric, RateLimit, SaturationConfig, ScalingConfig,
@@ -138,7 +138,7 @@ impl Check<'_> {
         &mut self,
         service: &Spanned<String>,
         raw: Option<RawScaling>,
-        bounds: ReplicaBounds,
+        bounds: Bounds,
     ) -> ScalingConfig {
         let Some(raw) = raw else { return ScalingConfig::default() };
         let mut names = Names::default();
@@ -575,7 +575,7 @@ impl Check<'_> {
         &mut self,
         i: usize,
         raw: Spanned<RawScheduled>,
-        bounds: ReplicaBounds,
+        bounds: Bounds,
         names: &mut Names,
     ) -> ScheduledAction {
         let at = raw.span();

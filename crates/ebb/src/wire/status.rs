@@ -1,0 +1,245 @@
+//! The status document: what a controller publishes, what `GET
+//! /api/v1/status` (and the service and replica routes) answer, and what
+//! `ebb status`, `ebb deploy` and `ebb load --ebb` read.
+
+use serde::{Deserialize, Serialize, Serializer};
+use utoipa::ToSchema;
+
+/// Every service (what `ebb status` prints).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = FleetView)]
+pub struct FleetStatus {
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service: its bounds, counts and replicas.
+// Serialized by hand (below) only to name the service in each replica, as
+// the API always has: the controller's snapshot does not repeat it.
+// Read leniently (a count left out reads as 0), so `ebb load --ebb` follows
+// an ebb of another version; the schema still requires them all.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(as = ServiceView)]
+pub struct ServiceStatus {
+    #[schema(example = "web")]
+    pub name: String,
+    /// The balancer's address.
+    #[serde(default)]
+    #[schema(example = "127.0.0.1:8080", required = true)]
+    pub listen: String,
+    /// Where replicas run: `process`, later `docker`, `swarm`.
+    #[serde(default)]
+    #[schema(example = "process", required = true)]
+    pub driver: String,
+    #[serde(default)]
+    #[schema(required = true)]
+    pub desired: u32,
+    #[serde(default)]
+    #[schema(required = true)]
+    pub min: u32,
+    #[serde(default)]
+    #[schema(required = true)]
+    pub max: u32,
+    /// Replicas healthy and in the rotation.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub in_service: u32,
+    /// Replicas started but not yet in service.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub pending: u32,
+    /// The current spec version.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub version: u64,
+    /// Why the fleet is not changing although something might want it to
+    /// (cooldown, stabilisation, max reached, crash-loop backoff, ...).
+    pub holding: Option<String>,
+    /// The running deploy, if any.
+    pub deploy: Option<DeployStatus>,
+    /// The last deploy that finished (succeeded or rolled back).
+    pub last_deploy: Option<DeployStatus>,
+    #[serde(default)]
+    #[schema(value_type = Vec<ServiceReplica>, required = true)]
+    pub replicas: Vec<ReplicaStatus>,
+    /// What the balancer saw of demand in the last second (offered,
+    /// served, queued, shed); `null` for a worker pool.
+    pub saturation: Option<SaturationStatus>,
+    /// ebb's host over the last second, for a service whose replicas run
+    /// on it; `null` on Swarm.
+    pub host: Option<HostStatus>,
+}
+
+impl Serialize for ServiceStatus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let replicas: Vec<ServiceReplica> = self.replicas.iter().map(|r| ServiceReplica::new(&self.name, r)).collect();
+        let mut out = s.serialize_struct("ServiceStatus", 15)?;
+        out.serialize_field("name", &self.name)?;
+        out.serialize_field("listen", &self.listen)?;
+        out.serialize_field("driver", &self.driver)?;
+        out.serialize_field("desired", &self.desired)?;
+        out.serialize_field("min", &self.min)?;
+        out.serialize_field("max", &self.max)?;
+        out.serialize_field("in_service", &self.in_service)?;
+        out.serialize_field("pending", &self.pending)?;
+        out.serialize_field("version", &self.version)?;
+        out.serialize_field("holding", &self.holding)?;
+        out.serialize_field("deploy", &self.deploy)?;
+        out.serialize_field("last_deploy", &self.last_deploy)?;
+        out.serialize_field("replicas", &replicas)?;
+        out.serialize_field("saturation", &self.saturation)?;
+        out.serialize_field("host", &self.host)?;
+        out.end()
+    }
+}
+
+/// One replica with the service it belongs to (`GET /api/v1/replicas`,
+/// and each replica of a service).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = ReplicaView)]
+pub struct ServiceReplica {
+    /// The service it belongs to.
+    #[schema(example = "web")]
+    pub service: String,
+    #[serde(flatten)]
+    pub replica: ReplicaStatus,
+}
+
+impl ServiceReplica {
+    pub fn new(service: &str, replica: &ReplicaStatus) -> Self {
+        let mut replica = replica.clone();
+        // The schema says number: NaN and infinity never reach JSON as one.
+        replica.cpu = replica.cpu.filter(|c| c.is_finite());
+        if !replica.age_s.is_finite() {
+            replica.age_s = 0.0;
+        }
+        ServiceReplica { service: service.to_string(), replica }
+    }
+}
+
+/// The balancer's view of demand over the last second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SaturationStatus {
+    /// Requests that arrived, whatever became of them.
+    pub offered_per_s: f64,
+    /// Requests a replica answered.
+    pub served_per_s: f64,
+    /// The most requests waiting in the queue at once.
+    pub queued: u32,
+    /// Requests turned away with 503 (queue full or queue timeout).
+    pub shed_per_s: u32,
+    /// Requests in flight at replicas.
+    pub in_flight: u32,
+    pub routable: u32,
+    /// Replicas holding `max_in_flight` requests.
+    pub at_limit: u32,
+    /// `max_in_flight`, when set.
+    pub limit: Option<u32>,
+    /// Mean time requests waited for a replica, ms.
+    pub queue_time_ms: Option<f64>,
+    /// Requests queued or shed in the second.
+    pub saturated: bool,
+}
+
+/// ebb's host over the last second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HostStatus {
+    pub cpus: f64,
+    pub busy_cpus: f64,
+    /// Share of time a runnable task waited for a CPU (0–1), where the
+    /// kernel reports it.
+    pub pressure: Option<f64>,
+    /// Busy ≥ 90 % over 5 s: more local replicas add no capacity, CPU
+    /// readings are contended.
+    pub full: bool,
+    /// `host full: 2.0 of 2 CPUs busy …`, when full.
+    pub message: Option<String>,
+}
+
+/// A deploy's progress, as `ebb deploy` prints it while it waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeployStatus {
+    pub from_version: u64,
+    pub to_version: u64,
+    /// `rolling` or `blue-green`.
+    pub strategy: String,
+    /// `rolling`, `starting`, `baking`, `rolling_back`, `succeeded`, `rolled_back`, ...
+    pub phase: String,
+    /// One line, e.g. `rolling v1 -> v2, rolling: 2/4 new healthy, 1 old draining`.
+    pub progress: String,
+    pub finished: bool,
+    /// Why it rolled back (or is rolling back).
+    pub rollback_reason: Option<String>,
+}
+
+/// Lifecycle state of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = ReplicaStateView)]
+pub enum ReplicaState {
+    /// Launched, not yet passed its health checks.
+    Starting,
+    /// Passed its health checks; in the rotation while healthy.
+    InService,
+    /// Out of the rotation, finishing in-flight requests before it stops.
+    Draining,
+    Stopped,
+    /// Exited or failed health checks; being replaced.
+    Failed,
+}
+
+impl ReplicaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Starting => "starting",
+            ReplicaState::InService => "in_service",
+            ReplicaState::Draining => "draining",
+            ReplicaState::Stopped => "stopped",
+            ReplicaState::Failed => "failed",
+        }
+    }
+}
+
+/// One replica.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaStatus {
+    #[schema(example = "web-3f9a1c")]
+    pub id: String,
+    pub state: ReplicaState,
+    /// In service, passed its health checks, not leaving. An ejected
+    /// replica is still healthy; it is out of the rotation (`ejected`).
+    pub healthy: bool,
+    /// `unknown`, `healthy` or `unhealthy`.
+    #[schema(example = "healthy")]
+    pub health: String,
+    /// The last health check's result.
+    #[schema(example = "200 OK in 1.2 ms")]
+    pub last_probe: Option<String>,
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    /// The spec version it runs (incremented by each deploy).
+    pub version: u64,
+    /// Requests sent to it and not yet answered.
+    pub in_flight: u64,
+    /// Requests it has answered since it started.
+    pub requests: u64,
+    /// CPU over the last second, percent of the replica's allotment
+    /// (`cpu` in the config); `null` until there are two readings.
+    pub cpu: Option<f64>,
+    /// Resident memory of its processes.
+    pub rss_bytes: Option<u64>,
+    /// Seconds since it was started.
+    pub age_s: f64,
+    /// Scale-in protection: never chosen to leave while set.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub protected: bool,
+    /// Out of the rotation for failing its requests (passive outlier
+    /// detection); still healthy and in service.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub ejected: bool,
+    /// Why and for how long, while ejected.
+    #[schema(example = "ejected for 30 s: 5 consecutive 5xx responses (consecutive_5xx = 5); back in 28 s")]
+    pub ejection: Option<String>,
+}
