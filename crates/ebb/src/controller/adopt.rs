@@ -16,7 +16,6 @@ use ebb_core::health::HealthTracker;
 use tokio_util::sync::CancellationToken;
 
 use super::lifecycle::Fleet;
-use super::reconcile::Routing;
 use super::replicas::Replica;
 use super::{probe, Shared};
 use crate::clock::unix_ms;
@@ -25,6 +24,7 @@ use crate::events::{EventKind, NewEvent};
 use crate::proxy::Backend;
 use crate::state::ReplicaRecord;
 use crate::status::ReplicaState;
+use ebb_core::fleet::Routes;
 
 /// `discover` is asked this many times, a second apart, before the
 /// previous run's replicas are left to the next restart.
@@ -36,7 +36,7 @@ const DISCOVER_ATTEMPTS: u32 = 5;
 pub(super) async fn adopt_survivors(
     ctx: &Shared,
     fleet: &mut Fleet,
-    routing: Routing,
+    routes: Routes,
     records: Vec<ReplicaRecord>,
     saved: &mut HashMap<String, ReplicaRecord>,
 ) -> usize {
@@ -138,7 +138,7 @@ pub(super) async fn adopt_survivors(
                     )
                     .replica(&id),
                 );
-                fleet.retire(ctx, routing, &id, "not in the state file");
+                fleet.retire(ctx, routes, &id, "not in the state file");
             }
             // The check could not run for ebb's own reason (out of
             // descriptors): no verdict, so adopt it and let the probe
@@ -174,7 +174,7 @@ pub(super) async fn adopt_survivors(
                 if let Some(r) = fleet.replicas.get_mut(&id) {
                     r.state = ReplicaState::Failed;
                 }
-                fleet.retire(ctx, routing, &id, "failed its health check after ebb restarted");
+                fleet.retire(ctx, routes, &id, "failed its health check after ebb restarted");
             }
             // A web replica whose check never answered (the probe task
             // failed) is not taken for healthy.
@@ -191,7 +191,7 @@ pub(super) async fn adopt_survivors(
                 if let Some(r) = fleet.replicas.get_mut(&id) {
                     r.state = ReplicaState::Failed;
                 }
-                fleet.retire(ctx, routing, &id, "its health check could not run after ebb restarted");
+                fleet.retire(ctx, routes, &id, "its health check could not run after ebb restarted");
             }
             (Some(record), outcome) => {
                 take_over(ctx, fleet, &found, running, Some(&record), true);

@@ -10,12 +10,12 @@ use ebb_core::deploy::{Deploy, DeployAction, DeployOutcome, ReplicaPhase, Replic
 
 use super::command::{DeployRequest, LifecycleError};
 use super::lifecycle::Fleet;
-use super::reconcile::Routing;
 use super::replicas::ReplicaSet;
 use super::{restart, Shared};
 use crate::driver::DriverError;
 use crate::events::{EventKind, NewEvent};
-use crate::status::{DeployStatus, ReplicaState};
+use crate::status::DeployStatus;
+use ebb_core::fleet::Routes;
 
 /// What a version runs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -78,8 +78,8 @@ impl Deployer {
     }
 
     /// Which versions take traffic now.
-    pub(super) fn routing(&self) -> Routing {
-        Routing { current: self.version, only: self.routes_only, deploying: self.running.is_some() }
+    pub(super) fn routes(&self) -> Routes {
+        Routes { current_version: self.version, only: self.routes_only, deploying: self.running.is_some() }
     }
 
     /// The spec `version` runs (the current one's if it is unknown).
@@ -190,7 +190,7 @@ impl Deployer {
         ));
         self.begin(deploy);
         self.step(ctx, fleet, desired);
-        Ok(self.status(ctx, &fleet.replicas).expect("deploy just started"))
+        Ok(self.status(&fleet.replicas).expect("deploy just started"))
     }
 
     pub(super) fn rollback(
@@ -211,7 +211,7 @@ impl Deployer {
                 format!("rolling back: ebb rollback{}", because(reason)),
             ));
             self.step(ctx, fleet, desired);
-            return Ok(self.status(ctx, &fleet.replicas).or_else(|| self.last.clone()).expect("a deploy ran"));
+            return Ok(self.status(&fleet.replicas).or_else(|| self.last.clone()).expect("a deploy ran"));
         }
         // No deploy running: deploy the version before this one again.
         let Some(previous) = self.specs.range(..self.version).next_back().map(|(v, spec)| (*v, spec.clone())) else {
@@ -231,7 +231,7 @@ impl Deployer {
         ));
         self.begin(deploy);
         self.step(ctx, fleet, desired);
-        Ok(self.status(ctx, &fleet.replicas).or_else(|| self.last.clone()).expect("a deploy ran"))
+        Ok(self.status(&fleet.replicas).or_else(|| self.last.clone()).expect("a deploy ran"))
     }
 
     fn begin(&mut self, deploy: Deploy) {
@@ -240,29 +240,24 @@ impl Deployer {
         self.failures.clear();
     }
 
-    fn views(ctx: &Shared, replicas: &ReplicaSet) -> Vec<ReplicaView> {
+    /// The fleet as the deploy planner sees it: a replica under an
+    /// interruption notice is already leaving (its replacement counts).
+    fn views(replicas: &ReplicaSet) -> Vec<ReplicaView> {
         replicas
+            .facts()
             .iter()
-            .map(|r| {
-                let state = match r.state {
-                    ReplicaState::Failed => ReplicaPhase::Failed,
-                    _ if r.stopping || r.interrupt_deadline.is_some() => ReplicaPhase::Leaving,
-                    ReplicaState::Starting => ReplicaPhase::Starting,
-                    ReplicaState::InService => ReplicaPhase::InService,
-                    ReplicaState::Draining | ReplicaState::Stopped => ReplicaPhase::Leaving,
-                };
-                let mut view =
-                    ReplicaView::new(&r.id, r.version, state, r.started_at.saturating_duration_since(ctx.origin));
-                view.protected = r.protected;
-                view
+            .map(|f| {
+                let state =
+                    if f.interrupted_until.is_some() && f.is_active() { ReplicaPhase::Leaving } else { f.phase };
+                ReplicaView { protected: f.protected, ..ReplicaView::new(f.id, f.version, state, f.started) }
             })
             .collect()
     }
 
     /// The running deploy's status, if one runs.
-    pub(super) fn status(&self, ctx: &Shared, replicas: &ReplicaSet) -> Option<DeployStatus> {
+    pub(super) fn status(&self, replicas: &ReplicaSet) -> Option<DeployStatus> {
         let deploy = self.running.as_ref()?;
-        let mut status = describe(deploy, &Self::views(ctx, replicas));
+        let mut status = describe(deploy, &Self::views(replicas));
         status.rollback_reason = status.rollback_reason.map(|r| self.with_failure_causes(r));
         Some(status)
     }
@@ -283,7 +278,7 @@ impl Deployer {
         if self.running.is_none() {
             return;
         }
-        let views = Self::views(ctx, &fleet.replicas);
+        let views = Self::views(&fleet.replicas);
         let now = ctx.now();
         let Some(deploy) = self.running.as_mut() else { return };
         let actions = deploy.step(now, desired, &views);
@@ -295,11 +290,11 @@ impl Deployer {
                         fleet.launch(ctx, version, self.spec_for(version));
                     }
                 }
-                DeployAction::Retire { id, reason } => fleet.retire(ctx, self.routing(), &id, &reason),
+                DeployAction::Retire { id, reason } => fleet.retire(ctx, self.routes(), &id, &reason),
                 DeployAction::Route { only_version, reason } => {
                     self.routes_only = only_version;
                     ctx.record(NewEvent::new(&ctx.name, EventKind::DeployStep, reason));
-                    fleet.routes.invalidate(); // force a republish with the new filter
+                    fleet.published.invalidate(); // force a republish with the new filter
                 }
                 DeployAction::Wait { reason, .. } => {
                     if self.wait.as_deref() != Some(reason.as_str()) {
@@ -315,7 +310,7 @@ impl Deployer {
                     self.failures.clear();
                     self.version = deploy.target_version();
                     self.routes_only = None;
-                    fleet.routes.invalidate();
+                    fleet.published.invalidate();
                     let kind = match outcome {
                         DeployOutcome::Succeeded => EventKind::DeploySucceeded,
                         DeployOutcome::RolledBack { .. } => EventKind::DeployRolledBack,

@@ -16,21 +16,21 @@ use tokio_util::task::TaskTracker;
 
 use super::deploy::VersionSpec;
 use super::input::Input;
-use super::publish::Routes;
-use super::reconcile::Routing;
+use super::publish::Published;
 use super::replicas::{Replica, ReplicaSet};
 use super::{probe, Shared};
 use crate::driver::{ContainerSpec, Driver, DriverError, ExitReason, ReplicaSpec, RunningReplica};
 use crate::events::{EventKind, NewEvent};
 use crate::proxy::Backend;
 use crate::status::ReplicaState;
+use ebb_core::fleet::Routes;
 
 /// The service's replicas and what launches, watches and retires them.
 pub(super) struct Fleet {
     pub(super) replicas: ReplicaSet,
     /// The routable set last handed to the balancer: retiring changes it
     /// before anything else happens.
-    pub(super) routes: Routes,
+    pub(super) published: Published,
     driver: Arc<dyn Driver>,
     /// Where tasks report back to the controller's loop.
     inbox: mpsc::UnboundedSender<Input>,
@@ -53,14 +53,15 @@ pub(super) struct Failure {
 
 impl Fleet {
     pub(super) fn new(
+        origin: Instant,
         driver: Arc<dyn Driver>,
         inbox: mpsc::UnboundedSender<Input>,
         state_dir: PathBuf,
         admin_url: String,
     ) -> Self {
         Fleet {
-            replicas: ReplicaSet::default(),
-            routes: Routes::default(),
+            replicas: ReplicaSet::new(origin),
+            published: Published::default(),
             driver,
             inbox,
             tasks: TaskTracker::new(),
@@ -82,8 +83,8 @@ impl Fleet {
     }
 
     /// Hands the balancer the routable set, when it changed.
-    pub(super) fn publish(&mut self, ctx: &Shared, routing: Routing) {
-        self.routes.publish(&ctx.proxy, &self.replicas, routing);
+    pub(super) fn publish(&mut self, ctx: &Shared, routes: Routes) {
+        self.published.publish(&ctx.proxy, &self.replicas, &routes);
     }
 
     /// Launches one replica of `version`, running `spec`.
@@ -122,7 +123,7 @@ impl Fleet {
 
     /// Takes a replica out of the rotation, lets its in-flight requests
     /// finish (up to `drain_timeout`), then stops it. Idempotent.
-    pub(super) fn retire(&mut self, ctx: &Shared, routing: Routing, id: &str, why: &str) {
+    pub(super) fn retire(&mut self, ctx: &Shared, routes: Routes, id: &str, why: &str) {
         let drain_timeout = ctx.config.drain_timeout;
         let stop_timeout = ctx.config.stop_timeout;
         let Some(r) = self.replicas.get_mut(id) else { return };
@@ -152,7 +153,7 @@ impl Fleet {
             .replica(id),
         );
         // Out of the rotation before anything else happens.
-        self.publish(ctx, routing);
+        self.publish(ctx, routes);
         let driver = self.driver.clone();
         let inbox = self.inbox.clone();
         let replica = id.to_string();
@@ -176,7 +177,7 @@ impl Fleet {
     pub(super) fn on_started(
         &mut self,
         ctx: &Shared,
-        routing: Routing,
+        routes: Routes,
         id: &str,
         result: Result<RunningReplica, DriverError>,
     ) -> Option<DriverError> {
@@ -192,7 +193,7 @@ impl Fleet {
             // Retired while it was launching: stop it now.
             r.running = Some(running);
             r.stopping = false;
-            self.retire(ctx, routing, id, "no longer needed");
+            self.retire(ctx, routes, id, "no longer needed");
             return None;
         }
         let backend = Arc::new(Backend::new(id, running.addr));

@@ -14,8 +14,6 @@
 //! share the service's `Shared` context (`context.rs`):
 //! - `input.rs`: the [`Input`]s and the background readers (usage, metric source);
 //! - `replicas.rs`: each replica as tracked, and the set of them with their tokens;
-//! - `reconcile.rs`: the fleet rules (counts to desired, crash-loop backoff,
-//!   interruptions, scale-in choice, routability, chaos), plain functions;
 //! - `lifecycle.rs`: launching, watching and retiring replicas (the driver's side);
 //! - `health.rs`: probe results into health flips; `probe.rs`: one check;
 //! - `deploy.rs`: versions and the running deploy planner;
@@ -36,7 +34,6 @@ pub mod metric_source;
 mod outlier;
 pub mod probe;
 mod publish;
-mod reconcile;
 mod replicas;
 mod restart;
 mod sampler;
@@ -53,6 +50,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use ebb_core::fleet::{self, CrashLoop, FleetAction, FleetInput};
 
 use crate::driver::DriverError;
 use crate::events::{EventKind, NewEvent};
@@ -100,8 +99,8 @@ struct ServiceController {
     desired: u32,
     /// The replicas, and launching, watching and retiring them.
     fleet: lifecycle::Fleet,
-    /// Crash-loop backoff: holds starts after failures in a row.
-    backoff: reconcile::Backoff,
+    /// Crash-loop backoff (the core's): holds starts after failures in a row.
+    crash_loop: CrashLoop,
     /// Probe results into health flips.
     health: health::HealthChecks,
     /// The versions, and the running deploy (it alone launches and
@@ -118,22 +117,18 @@ struct ServiceController {
 impl ServiceController {
     fn new(ctx: ServiceContext, inbox: mpsc::UnboundedSender<Input>) -> Self {
         let config = ctx.config;
+        // The zero of the core's clock, for every part.
+        let origin = Instant::now();
         let mut controller = Self {
             desired: config.replicas.desired,
-            fleet: lifecycle::Fleet::new(ctx.driver, inbox, ctx.state_dir, ctx.admin_url),
-            backoff: reconcile::Backoff::default(),
+            fleet: lifecycle::Fleet::new(origin, ctx.driver, inbox, ctx.state_dir, ctx.admin_url),
+            crash_loop: CrashLoop::default(),
             health: health::HealthChecks::default(),
             deploy: deploy::Deployer::new(&config),
             sampler: sampler::Sampler::new(&config, ctx.host),
             outliers: outlier::Outliers::new(&config),
             restorer: restart::Restorer::new(ctx.store),
-            ctx: Shared {
-                name: config.name.clone(),
-                config,
-                proxy: ctx.proxy,
-                events: ctx.events,
-                origin: Instant::now(),
-            },
+            ctx: Shared { name: config.name.clone(), config, proxy: ctx.proxy, events: ctx.events, origin },
         };
         let bounds = controller.sampler.bounds();
         controller.restorer.restore(
@@ -155,7 +150,7 @@ impl ServiceController {
         snapshot: watch::Sender<Snapshot>,
         shutdown: CancellationToken,
     ) {
-        let adopted = self.restorer.adopt(&self.ctx, &mut self.fleet, self.deploy.routing()).await;
+        let adopted = self.restorer.adopt(&self.ctx, &mut self.fleet, self.deploy.routes()).await;
         let start = match adopted {
             0 => "starting".to_string(),
             n => format!("resuming with {n} replicas adopted from the previous run; keeping"),
@@ -266,13 +261,13 @@ impl ServiceController {
                 let _ = reply.send(outcome);
             }
             Input::Started { replica, result } => {
-                if let Some(error) = self.fleet.on_started(ctx, self.deploy.routing(), &replica, result) {
+                if let Some(error) = self.fleet.on_started(ctx, self.deploy.routes(), &replica, result) {
                     self.on_start_failed(&replica, error);
                 }
             }
             Input::Probe { replica, outcome } => {
                 match self.health.on_probe(ctx, &mut self.fleet.replicas, &replica, outcome) {
-                    health::Verdict::InService => self.backoff.reset(),
+                    health::Verdict::InService => self.crash_loop.reached_service(),
                     health::Verdict::Failed(failure) => self.replace(failure, "failed its health checks"),
                     health::Verdict::Unchanged => {}
                 }
@@ -298,7 +293,7 @@ impl ServiceController {
             Input::External { at, reading } => self.sampler.on_external(ctx, at, reading),
             Input::WorkerReady { replica } => {
                 if self.fleet.on_worker_ready(ctx, &replica) {
-                    self.backoff.reset();
+                    self.crash_loop.reached_service();
                 }
             }
             Input::Stopped { replica, result } => self.fleet.on_stopped(ctx, &replica, result),
@@ -318,8 +313,8 @@ impl ServiceController {
 
     /// A replica failed before ever serving: crash-loop backoff counts it.
     fn count_failure(&mut self) {
-        if let Some(backing_off) = self.backoff.count_failure(Instant::now()) {
-            self.ctx.record(NewEvent::new(&self.ctx.name, EventKind::Backoff, backing_off.to_string()));
+        if let Some(backoff) = self.crash_loop.failed_before_service(self.ctx.now()) {
+            self.ctx.record(NewEvent::new(&self.ctx.name, EventKind::Backoff, backoff.to_string()));
         }
     }
 
@@ -333,39 +328,44 @@ impl ServiceController {
         self.retire(&failure.id, why);
     }
 
-    /// Compares desired with observed and acts.
+    /// Asks the fleet planner what reaching desired takes now, and does
+    /// it; while a deploy runs, its planner launches and retires instead.
     fn reconcile(&mut self) {
-        for (id, why) in reconcile::release_interrupted(&self.fleet.replicas, self.desired, Instant::now()) {
-            self.retire(&id, why);
-        }
-        if self.deploy.is_running() {
-            // The deploy planner alone launches and retires while it runs.
-            self.deploy.step(&self.ctx, &mut self.fleet, self.desired);
-        } else {
-            let version = self.deploy.version;
-            match reconcile::to_desired(&self.fleet.replicas, self.desired, version, &self.backoff, Instant::now()) {
-                reconcile::ToDesired::Launch(count) => {
+        let facts = self.fleet.replicas.facts();
+        let input = FleetInput {
+            now: self.ctx.now(),
+            desired: self.desired,
+            current_version: self.deploy.version,
+            deploying: self.deploy.is_running(),
+            replicas: &facts,
+        };
+        let actions = fleet::plan(&input, &self.crash_loop);
+        drop(facts);
+        for action in actions {
+            match action {
+                FleetAction::Launch { count, .. } => {
+                    let version = self.deploy.version;
                     for _ in 0..count {
                         self.fleet.launch(&self.ctx, version, self.deploy.spec_for(version));
                     }
                 }
-                reconcile::ToDesired::Retire(ids) => {
-                    for id in ids {
-                        self.retire(&id, "scale-in");
-                    }
-                }
-                reconcile::ToDesired::Steady => {}
+                FleetAction::Retire { id, reason } => self.retire(&id, &reason.to_string()),
+                // The backoff event said it when it began; status shows it.
+                FleetAction::HoldStarts { .. } => {}
             }
         }
-        self.fleet.publish(&self.ctx, self.deploy.routing());
+        if self.deploy.is_running() {
+            self.deploy.step(&self.ctx, &mut self.fleet, self.desired);
+        }
+        self.fleet.publish(&self.ctx, self.deploy.routes());
     }
 
     fn retire(&mut self, id: &str, why: &str) {
-        self.fleet.retire(&self.ctx, self.deploy.routing(), id, why);
+        self.fleet.retire(&self.ctx, self.deploy.routes(), id, why);
     }
 
     fn look_for_outliers(&mut self) {
-        self.outliers.look(&self.ctx, &mut self.fleet, self.deploy.routing());
+        self.outliers.look(&self.ctx, &mut self.fleet, self.deploy.routes());
     }
 
     fn persist(&mut self) {
@@ -373,6 +373,6 @@ impl ServiceController {
     }
 
     fn snapshot(&self) -> Snapshot {
-        publish::snapshot(&self.ctx, self.desired, &self.fleet, &self.backoff, &self.deploy, &self.sampler)
+        publish::snapshot(&self.ctx, self.desired, &self.fleet, &self.crash_loop, &self.deploy, &self.sampler)
     }
 }

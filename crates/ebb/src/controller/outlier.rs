@@ -10,9 +10,9 @@ use ebb_core::config::ServiceConfig;
 use ebb_core::outlier::{Outcomes, OutlierConfig, OutlierDetector, OutlierEvent};
 
 use super::lifecycle::Fleet;
-use super::reconcile::{self, Routing};
 use super::Shared;
 use crate::events::{EventKind, NewEvent};
+use ebb_core::fleet::Routes;
 
 /// Outlier detection for one service.
 pub(super) struct Outliers {
@@ -32,7 +32,7 @@ impl Outliers {
 
     /// Feeds what the balancer saw since the last look to the detector and
     /// applies its decisions.
-    pub(super) fn look(&mut self, ctx: &Shared, fleet: &mut Fleet, routing: Routing) {
+    pub(super) fn look(&mut self, ctx: &Shared, fleet: &mut Fleet, routes: Routes) {
         let now = ctx.now();
         // Every replica that could take requests but for an ejection: the
         // fleet the cap is a share of.
@@ -57,7 +57,7 @@ impl Outliers {
         // Only the versions that take requests now (blue-green).
         let view: Vec<(&str, Outcomes)> = seen_by_balancer
             .iter()
-            .filter(|(id, _)| fleet.replicas.get(id).is_some_and(|r| reconcile::may_route(r, routing)))
+            .filter(|(id, _)| fleet.replicas.may_route(id, &routes))
             .map(|(id, o)| (id.as_str(), *o))
             .collect();
         let events = self.detector.step(now, &view);
@@ -81,6 +81,6 @@ impl Outliers {
             ctx.record(NewEvent::new(&ctx.name, kind, event.to_string()).replica(event.replica()));
         }
         // Out of (or back in) the rotation now, not at the next reconcile.
-        fleet.publish(ctx, routing);
+        fleet.publish(ctx, routes);
     }
 }

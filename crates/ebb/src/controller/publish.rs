@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use super::deploy::Deployer;
 use super::lifecycle::Fleet;
-use super::reconcile::{self, Backoff, Routing};
 use super::replicas::ReplicaSet;
 use super::sampler::Sampler;
 use super::Shared;
 use crate::driver::RunningReplica;
 use crate::proxy::{Backend, ServiceProxy};
 use crate::status::{ReplicaStatus, ServiceStatus};
+use ebb_core::fleet::{self, CrashLoop, Routes};
 
 /// A point-in-time view of a service for the admin API.
 #[derive(Clone)]
@@ -40,15 +40,15 @@ impl Snapshot {
 
 /// The routable set as last handed to the balancer.
 #[derive(Debug, Default)]
-pub(super) struct Routes {
+pub(super) struct Published {
     /// Routable ids last published, to swap the snapshot only on change.
     published: Vec<String>,
 }
 
-impl Routes {
+impl Published {
     /// Hands the balancer the routable replicas, when they changed.
-    pub(super) fn publish(&mut self, proxy: &ServiceProxy, replicas: &ReplicaSet, routing: Routing) {
-        let routable: Vec<_> = replicas.iter().filter(|r| reconcile::is_routable(r, routing)).collect();
+    pub(super) fn publish(&mut self, proxy: &ServiceProxy, replicas: &ReplicaSet, routes: &Routes) {
+        let routable = replicas.routable(routes);
         let ids: Vec<String> = routable.iter().map(|r| r.id.clone()).collect();
         if ids != self.published {
             let backends = routable.iter().filter_map(|r| r.backend.clone()).collect();
@@ -57,7 +57,7 @@ impl Routes {
         }
     }
 
-    /// Forces the next publish (the routing filter changed).
+    /// Forces the next publish (the routes filter changed).
     pub(super) fn invalidate(&mut self) {
         self.published.clear();
     }
@@ -68,18 +68,18 @@ pub(super) fn snapshot(
     ctx: &Shared,
     desired: u32,
     fleet: &Fleet,
-    backoff: &Backoff,
+    crash_loop: &CrashLoop,
     deploy: &Deployer,
     sampler: &Sampler,
 ) -> Snapshot {
     let now = Instant::now();
     let replicas = &fleet.replicas;
-    let backoff = backoff.holding(now);
+    let backoff = crash_loop.describe(ctx.now());
+    let facts = replicas.facts();
+    let counts = fleet::Counts::of(&facts);
     // Scale-in that cannot happen because the extra replicas are protected.
-    let capacity = replicas.iter().filter(|r| reconcile::is_capacity(r)).count() as u32;
-    let protected: Vec<&str> =
-        replicas.iter().filter(|r| reconcile::is_capacity(r) && r.protected).map(|r| r.id.as_str()).collect();
-    let protected_wait = (capacity > desired && !protected.is_empty())
+    let protected = fleet::scale_in_waits_for(&facts, desired);
+    let protected_wait = (!protected.is_empty())
         .then(|| format!("scale-in waits for protected replicas ({}) to be released", protected.join(", ")));
     let holding: Vec<String> =
         [backoff, protected_wait, sampler.policy_hold().map(str::to_string)].into_iter().flatten().collect();
@@ -120,11 +120,11 @@ pub(super) fn snapshot(
         desired,
         min: bounds.min,
         max: bounds.max,
-        in_service: replicas.in_service_count(),
-        pending: replicas.pending_count(),
+        in_service: counts.in_service,
+        pending: counts.pending,
         version: deploy.version,
         holding,
-        deploy: deploy.status(ctx, replicas),
+        deploy: deploy.status(replicas),
         last_deploy: deploy.last.clone(),
         replicas: statuses,
         saturation: sampler.last_demand().cloned(),

@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ebb_core::fleet::{self, Counts, ReplicaFacts, ReplicaPhase, Routes};
+use ebb_core::scaling::Time;
+
 use ebb_core::health::{Health, HealthTracker};
 use ebb_core::outlier::{Ejection, Outcomes};
 use tokio_util::sync::CancellationToken;
@@ -49,8 +52,9 @@ pub(super) struct Replica {
     pub(super) exited: bool,
     /// Scale-in protection: never chosen to leave while set.
     pub(super) protected: bool,
-    /// An interruption notice: replaced, then retired by this time at the latest.
-    pub(super) interrupt_deadline: Option<Instant>,
+    /// An interruption notice: replaced, then retired by this time (on the
+    /// controller's clock) at the latest.
+    pub(super) interrupt_deadline: Option<Time>,
     /// Reached in service at least once (for crash-loop accounting).
     pub(super) ever_in_service: bool,
 }
@@ -93,17 +97,65 @@ impl Replica {
     pub(super) fn serving(&self) -> bool {
         self.state == ReplicaState::InService && self.health.state() == Health::Healthy && self.backend.is_some()
     }
+
+    /// What the fleet planner knows of it; `origin` is the controller's
+    /// clock's zero.
+    pub(super) fn facts(&self, origin: Instant) -> ReplicaFacts<'_> {
+        let phase = match self.state {
+            ReplicaState::Failed => ReplicaPhase::Failed,
+            _ if self.stopping => ReplicaPhase::Leaving,
+            ReplicaState::Starting => ReplicaPhase::Starting,
+            ReplicaState::InService => ReplicaPhase::InService,
+            ReplicaState::Draining | ReplicaState::Stopped => ReplicaPhase::Leaving,
+        };
+        ReplicaFacts {
+            id: &self.id,
+            version: self.version,
+            phase,
+            protected: self.protected,
+            ejected: self.ejection.is_some(),
+            interrupted_until: self.interrupt_deadline,
+            in_flight: self.backend.as_ref().map(|b| b.in_flight()).unwrap_or(0),
+            started: self.started_at.saturating_duration_since(origin),
+        }
+    }
 }
 
 /// The service's replicas, and the token each was given
 /// (`EBB_REPLICA_TOKEN`, shared with the service's handle).
-#[derive(Default)]
 pub(super) struct ReplicaSet {
     list: Vec<Replica>,
     tokens: ReplicaTokens,
+    /// The controller's clock's zero (`Shared::origin`), for the facts.
+    origin: Instant,
 }
 
 impl ReplicaSet {
+    pub(super) fn new(origin: Instant) -> Self {
+        ReplicaSet { list: Vec::new(), tokens: ReplicaTokens::default(), origin }
+    }
+
+    /// What the fleet planner knows of each replica.
+    pub(super) fn facts(&self) -> Vec<ReplicaFacts<'_>> {
+        self.list.iter().map(|r| r.facts(self.origin)).collect()
+    }
+
+    /// In service, starting, capacity, as the core counts them.
+    pub(super) fn counts(&self) -> Counts {
+        Counts::of(&self.facts())
+    }
+
+    /// The replicas in the rotation (the core's one definition).
+    pub(super) fn routable(&self, routes: &Routes) -> Vec<&Replica> {
+        self.list.iter().filter(|r| fleet::routable(&r.facts(self.origin), routes)).collect()
+    }
+
+    /// Whether this replica would be in the rotation but for an ejection:
+    /// the fleet outlier detection weighs.
+    pub(super) fn may_route(&self, id: &str, routes: &Routes) -> bool {
+        self.get(id).is_some_and(|r| fleet::routable(&ReplicaFacts { ejected: false, ..r.facts(self.origin) }, routes))
+    }
+
     pub(super) fn iter(&self) -> std::slice::Iter<'_, Replica> {
         self.list.iter()
     }
@@ -151,16 +203,6 @@ impl ReplicaSet {
         self.tokens.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
-    /// In service and healthy, ejected or not: an ejection is a pause
-    /// in the rotation, not a loss of capacity to replace.
-    pub(super) fn in_service_count(&self) -> u32 {
-        self.list.iter().filter(|r| r.serving() && !r.stopping).count() as u32
-    }
-
-    pub(super) fn pending_count(&self) -> u32 {
-        self.list.iter().filter(|r| r.state == ReplicaState::Starting && !r.stopping).count() as u32
-    }
-
     /// A replica by id that is still active (not leaving), or why not.
     fn active_mut(&mut self, service: &str, id: &str) -> Result<&mut Replica, LifecycleError> {
         let r = self
@@ -201,7 +243,10 @@ impl ReplicaSet {
         notice: Duration,
     ) -> Result<ReplicaOutcome, LifecycleError> {
         // Leave early enough to drain and stop before the notice runs out.
-        let leave_after = notice.saturating_sub(ctx.config.drain_timeout + ctx.config.stop_timeout);
+        let (drain, stop) = (ctx.config.drain_timeout, ctx.config.stop_timeout);
+        let now = ctx.now();
+        let leave_by = fleet::leave_by(now, notice, drain, stop);
+        let leave_after = leave_by - now;
         let r = self.active_mut(&ctx.name, id)?;
         if r.interrupt_deadline.is_some() {
             return Err(LifecycleError::Leaving {
@@ -210,7 +255,7 @@ impl ReplicaSet {
                 state: "already interrupted".into(),
             });
         }
-        r.interrupt_deadline = Some(Instant::now() + leave_after);
+        r.interrupt_deadline = Some(leave_by);
         let message = format!(
             "interruption notice ({}): starting a replacement; this replica leaves once it is in service, or in {} at the latest",
             humantime::format_duration(notice),

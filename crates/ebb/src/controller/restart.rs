@@ -10,12 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::deploy::{Deployer, VersionSpec};
 use super::lifecycle::Fleet;
-use super::reconcile::Routing;
 use super::replicas::ReplicaSet;
 use super::{adopt, RestoredService, Shared};
 use crate::events::{EventKind, NewEvent};
 use crate::metrics::history;
 use crate::state::{ReplicaRecord, ServiceRecord, StateStore};
+use ebb_core::fleet::Routes;
 
 /// What decides whether the service record must be rebuilt.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,9 +167,9 @@ impl Restorer {
 
     /// Takes over the replicas the previous run left (see `adopt.rs`).
     /// Returns how many were adopted into service.
-    pub(super) async fn adopt(&mut self, ctx: &Shared, fleet: &mut Fleet, routing: Routing) -> usize {
+    pub(super) async fn adopt(&mut self, ctx: &Shared, fleet: &mut Fleet, routes: Routes) -> usize {
         let records = std::mem::take(&mut self.restored_replicas);
-        adopt::adopt_survivors(ctx, fleet, routing, records, &mut self.saved_replicas).await
+        adopt::adopt_survivors(ctx, fleet, routes, records, &mut self.saved_replicas).await
     }
 
     /// Restoring and adoption are done: from now on changes are saved.

@@ -13,13 +13,14 @@ use ebb_core::scaling::{self, Autoscaler, Bounds, Demand, FleetView, HostFull, R
 
 use super::command::ScaleOutcome;
 use super::replicas::ReplicaSet;
-use super::{reconcile, Shared};
+use super::{Shared, SAMPLE_EVERY};
 use crate::events::{EventKind, NewEvent};
 use crate::metrics::cpu::{CpuMeter, GroupUsage};
 use crate::metrics::history;
 use crate::metrics::host::HostMonitor;
 use crate::proxy::SecondLatencies;
 use crate::status::{HostStatus, SaturationStatus};
+use ebb_core::fleet;
 
 /// The scaling side of one service's controller.
 pub(super) struct Sampler {
@@ -200,12 +201,8 @@ impl Sampler {
         self.autoscaler.observe(sample);
         self.note_host(ctx, now);
 
-        let fleet = FleetView {
-            desired: *desired,
-            in_service: replicas.in_service_count(),
-            pending: replicas.pending_count(),
-            deploying,
-        };
+        let counts = replicas.counts();
+        let fleet = FleetView { desired: *desired, in_service: counts.in_service, pending: counts.pending, deploying };
         let wall =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let decision = self.autoscaler.decide(now, wall, &fleet);
@@ -214,8 +211,16 @@ impl Sampler {
             ctx.record(NewEvent::new(&ctx.name, EventKind::Scaled, change.to_string()).change(change.from, change.to));
             *desired = change.to;
         }
-        if let Some((victim, notice)) = reconcile::maybe_interrupt_at_random(replicas, ctx.config.chaos) {
-            let _ = replicas.interrupt(ctx, &victim, notice);
+        // `[service.NAME.chaos]`: now and then a spot-style notice to a
+        // random replica in service (about once per `interrupt_every`).
+        if let Some(chaos) = ctx.config.chaos {
+            let facts = replicas.facts();
+            let (draw, pick) = (rand::random::<f64>(), rand::random::<u64>());
+            let victim = fleet::chaos_victim(&facts, chaos.chance(SAMPLE_EVERY), draw, pick).map(str::to_string);
+            drop(facts);
+            if let Some(victim) = victim {
+                let _ = replicas.interrupt(ctx, &victim, chaos.notice);
+            }
         }
         history::ServicePoint {
             time_ms: crate::clock::unix_ms(std::time::SystemTime::now()),
