@@ -6,27 +6,45 @@
 //! service), a returned one comes back with its streaks reset, and each is
 //! an event with the numbers.
 
-use ebb_core::outlier::{Outcomes, OutlierEvent};
+use ebb_core::config::ServiceConfig;
+use ebb_core::outlier::{Outcomes, OutlierConfig, OutlierDetector, OutlierEvent};
 
-use super::ServiceController;
+use super::lifecycle::Fleet;
+use super::Shared;
 use crate::events::{EventKind, NewEvent};
+use ebb_core::fleet::Routes;
 
-impl ServiceController {
+/// Outlier detection for one service.
+pub(super) struct Outliers {
+    /// Passive outlier detection (pure); fed the balancer's counts.
+    detector: OutlierDetector,
+}
+
+impl Outliers {
+    /// Off for a service without a balancer (a worker pool).
+    pub(super) fn new(config: &ServiceConfig) -> Self {
+        let outlier = match config.kind.has_balancer() {
+            true => config.proxy.outlier.clone(),
+            false => OutlierConfig::off(),
+        };
+        Outliers { detector: OutlierDetector::new(outlier) }
+    }
+
     /// Feeds what the balancer saw since the last look to the detector and
     /// applies its decisions.
-    pub(super) fn look_for_outliers(&mut self) {
-        let now = self.now();
+    pub(super) fn look(&mut self, ctx: &Shared, fleet: &mut Fleet, routes: Routes) {
+        let now = ctx.now();
         // Every replica that could take requests but for an ejection: the
         // fleet the cap is a share of.
-        let mut fleet: Vec<(String, Outcomes)> = Vec::new();
-        for r in &mut self.replicas {
+        let mut seen_by_balancer: Vec<(String, Outcomes)> = Vec::new();
+        for r in fleet.replicas.iter_mut() {
             if !r.serving() || r.stopping {
                 continue;
             }
             let Some(backend) = &r.backend else { continue };
             let totals = backend.outcomes();
             let seen = std::mem::replace(&mut r.outcomes_seen, totals);
-            fleet.push((
+            seen_by_balancer.push((
                 r.id.clone(),
                 Outcomes {
                     answered: totals.answered.saturating_sub(seen.answered),
@@ -36,11 +54,15 @@ impl ServiceController {
                 },
             ));
         }
-        let fleet: Vec<(String, Outcomes)> = fleet.into_iter().filter(|(id, _)| self.replica_routes(id)).collect();
-        let view: Vec<(&str, Outcomes)> = fleet.iter().map(|(id, o)| (id.as_str(), *o)).collect();
-        let events = self.outlier.step(now, &view);
-        for r in &mut self.replicas {
-            r.ejection = self.outlier.ejection(&r.id).cloned();
+        // Only the versions that take requests now (blue-green).
+        let view: Vec<(&str, Outcomes)> = seen_by_balancer
+            .iter()
+            .filter(|(id, _)| fleet.replicas.may_route(id, &routes))
+            .map(|(id, o)| (id.as_str(), *o))
+            .collect();
+        let events = self.detector.step(now, &view);
+        for r in fleet.replicas.iter_mut() {
+            r.ejection = self.detector.ejection(&r.id).cloned();
         }
         if events.is_empty() {
             return;
@@ -49,23 +71,16 @@ impl ServiceController {
             let kind = match event {
                 OutlierEvent::Ejected { .. } => EventKind::ReplicaEjected,
                 OutlierEvent::Returned { replica, .. } => {
-                    if let Some(backend) =
-                        self.replicas.iter().find(|r| &r.id == replica).and_then(|r| r.backend.as_ref())
-                    {
+                    if let Some(backend) = fleet.replicas.get(replica).and_then(|r| r.backend.as_ref()) {
                         backend.reset_streaks();
                     }
                     EventKind::ReplicaReturned
                 }
                 OutlierEvent::Spared { .. } => EventKind::ReplicaOutlierSpared,
             };
-            self.record(NewEvent::new(&self.name, kind, event.to_string()).replica(event.replica()));
+            ctx.record(NewEvent::new(&ctx.name, kind, event.to_string()).replica(event.replica()));
         }
         // Out of (or back in) the rotation now, not at the next reconcile.
-        self.publish_routable();
-    }
-
-    /// Whether this replica's version takes requests now (blue-green).
-    fn replica_routes(&self, id: &str) -> bool {
-        self.replicas.iter().find(|r| r.id == id).is_some_and(|r| self.routes_version(r.version))
+        fleet.publish(ctx, routes);
     }
 }

@@ -1,38 +1,25 @@
 //! Surviving ebb's own restart: what the controller saves to the state
-//! store, how it restores desired state, and how it adopts the replicas an
-//! earlier run left running.
-//!
-//! Adoption trusts nothing on its own: a replica is adopted only when the
-//! driver finds it running (same state directory), its handle matches the
-//! stored one (pid + start time, container id: a recycled pid never
-//! matches), and, for a web service, it passes one health check. A replica
-//! the driver finds but the store does not know is an orphan and is
-//! stopped; a stored replica the driver cannot find died while ebb was
-//! down and is replaced by the ordinary reconcile.
+//! store, and how it restores desired state and the versions at start.
+//! Adopting the replicas an earlier run left running is in `adopt.rs`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
 
-use ebb_core::health::HealthTracker;
+use ebb_core::scaling::Bounds;
 use tokio_util::sync::CancellationToken;
 
-use super::{probe, Replica, RestoredService, ServiceController, VersionSpec};
-use crate::clock::unix_ms;
-use crate::driver::{FoundReplica, RunningReplica};
+use super::deploy::{Deployer, VersionSpec};
+use super::lifecycle::Fleet;
+use super::replicas::ReplicaSet;
+use super::{adopt, RestoredService, Shared};
 use crate::events::{EventKind, NewEvent};
 use crate::metrics::history;
-use crate::proxy::Backend;
-use crate::state::{ReplicaRecord, ServiceRecord};
-use crate::status::ReplicaState;
-
-/// `discover` is asked this many times, a second apart, before the
-/// previous run's replicas are left to the next restart.
-const DISCOVER_ATTEMPTS: u32 = 5;
+use crate::state::{ReplicaRecord, ServiceRecord, StateStore};
+use ebb_core::fleet::Routes;
 
 /// What decides whether the service record must be rebuilt.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct ServiceFingerprint {
+struct ServiceFingerprint {
     desired: u32,
     version: u64,
     versions: usize,
@@ -75,104 +62,158 @@ fn spec_json(spec: &VersionSpec) -> serde_json::Value {
     serde_json::to_value(spec).expect("a version spec serialises")
 }
 
-impl ServiceController {
-    /// The config's own spec (what `ebb.toml` says now).
-    fn config_spec(&self) -> VersionSpec {
-        VersionSpec::from_config(&self.config)
+/// One service's side of the state store: what was restored at start, and
+/// what was last written, to write only changes.
+pub(super) struct Restorer {
+    store: Option<StateStore>,
+    /// One point a second for the last 24 h (shared with the handle).
+    history: Arc<history::MetricsHistory>,
+    /// What was last written to the store, to write only changes.
+    saved_service: Option<ServiceRecord>,
+    saved_fingerprint: Option<ServiceFingerprint>,
+    saved_replicas: HashMap<String, ReplicaRecord>,
+    /// Replica records from the store, consumed by adoption at start.
+    restored_replicas: Vec<ReplicaRecord>,
+    /// Set once `run` has restored and adopted: before that nothing is saved.
+    restored: bool,
+    /// Cancelled once adoption is done and the first routable set is out.
+    done: CancellationToken,
+}
+
+impl Restorer {
+    pub(super) fn new(store: Option<StateStore>) -> Self {
+        Restorer {
+            store,
+            history: Arc::default(),
+            saved_service: None,
+            saved_fingerprint: None,
+            saved_replicas: HashMap::new(),
+            restored_replicas: Vec::new(),
+            restored: false,
+            done: CancellationToken::new(),
+        }
+    }
+
+    pub(super) fn store(&self) -> Option<StateStore> {
+        self.store.clone()
+    }
+
+    pub(super) fn history(&self) -> Arc<history::MetricsHistory> {
+        self.history.clone()
+    }
+
+    pub(super) fn done(&self) -> CancellationToken {
+        self.done.clone()
     }
 
     /// Applies what the store held: metric history, desired capacity, the
     /// versions and their specs. A config edited since the last run wins
     /// over the stored value, and says so.
-    pub(super) fn with_restored(mut self, restored: RestoredService) -> Self {
+    pub(super) fn restore(
+        &mut self,
+        ctx: &Shared,
+        restored: RestoredService,
+        bounds: Bounds,
+        desired: &mut u32,
+        deploy: &mut Deployer,
+    ) {
         self.history.restore(restored.history);
         self.restored_replicas = restored.replicas;
-        let Some(record) = restored.record else { return self };
-        let bounds = self.autoscaler.bounds();
-        if record.config_desired == self.config.replicas.desired {
-            self.desired = bounds.clamp(record.desired);
+        let Some(record) = restored.record else { return };
+        if record.config_desired == ctx.config.replicas.desired {
+            *desired = bounds.clamp(record.desired);
         } else {
-            self.record(NewEvent::new(
-                &self.name,
+            ctx.record(NewEvent::new(
+                &ctx.name,
                 EventKind::Scaled,
                 format!(
                     "ebb.toml's replicas.desired changed from {} to {} since the last run: desired {} (was {})",
-                    record.config_desired, self.config.replicas.desired, self.desired, record.desired
+                    record.config_desired, ctx.config.replicas.desired, desired, record.desired
                 ),
             ));
         }
-        let mut specs = std::collections::BTreeMap::new();
+        let mut specs = BTreeMap::new();
         for (version, value) in &record.specs {
             match serde_json::from_value::<VersionSpec>(value.clone()) {
                 Ok(spec) => {
                     specs.insert(*version, spec);
                 }
                 Err(error) => {
-                    tracing::warn!(service = %self.name, version, %error, "Ignoring a stored spec ebb cannot read.")
+                    tracing::warn!(service = %ctx.name, version, %error, "Ignoring a stored spec ebb cannot read.")
                 }
             }
         }
         if specs.contains_key(&record.version) {
-            self.specs = specs;
-            self.version = record.version;
+            deploy.specs = specs;
+            deploy.version = record.version;
         } else {
-            tracing::warn!(service = %self.name, version = record.version, "The stored current version has no readable spec; starting from ebb.toml's.");
+            tracing::warn!(service = %ctx.name, version = record.version, "The stored current version has no readable spec; starting from ebb.toml's.");
         }
-        self.last_deploy = record.last_deploy.clone().and_then(|v| serde_json::from_value(v).ok());
-        if spec_json(&self.config_spec()) != record.config_spec
-            && self.specs.get(&self.version) != Some(&self.config_spec())
-        {
-            self.record(NewEvent::new(
-                &self.name,
+        deploy.last = record.last_deploy.clone().and_then(|v| serde_json::from_value(v).ok());
+        let config_spec = VersionSpec::from_config(&ctx.config);
+        if spec_json(&config_spec) != record.config_spec && deploy.specs.get(&deploy.version) != Some(&config_spec) {
+            ctx.record(NewEvent::new(
+                &ctx.name,
                 EventKind::DeployStep,
                 format!(
                     "ebb.toml's command, env or image for {} changed since the last run; v{} keeps running. \
                      Roll the change out with `ebb deploy {}` (health-gated, rolled back on failure)",
-                    self.name, self.version, self.name
+                    ctx.name, deploy.version, ctx.name
                 ),
             ));
         }
         self.saved_service = Some(record);
-        self
     }
 
-    fn service_record(&self) -> ServiceRecord {
-        let first_kept = self.specs.keys().rev().nth(KEEP_VERSIONS - 1).copied().unwrap_or(0);
+    /// Takes over the replicas the previous run left (see `adopt.rs`).
+    /// Returns how many were adopted into service.
+    pub(super) async fn adopt(&mut self, ctx: &Shared, fleet: &mut Fleet, routes: Routes) -> usize {
+        let records = std::mem::take(&mut self.restored_replicas);
+        adopt::adopt_survivors(ctx, fleet, routes, records, &mut self.saved_replicas).await
+    }
+
+    /// Restoring and adoption are done: from now on changes are saved.
+    pub(super) fn start_saving(&mut self) {
+        self.restored = true;
+    }
+
+    fn service_record(ctx: &Shared, desired: u32, deploy: &Deployer) -> ServiceRecord {
+        let first_kept = deploy.specs.keys().rev().nth(KEEP_VERSIONS - 1).copied().unwrap_or(0);
         ServiceRecord {
-            name: self.name.clone(),
-            desired: self.desired,
-            version: self.version,
-            config_desired: self.config.replicas.desired,
+            name: ctx.name.clone(),
+            desired,
+            version: deploy.version,
+            config_desired: ctx.config.replicas.desired,
             // The newest versions, and always the current one (after many
             // rolled-back deploys it is older than all of them).
-            specs: self
+            specs: deploy
                 .specs
                 .iter()
-                .filter(|(v, _)| **v >= first_kept || **v == self.version)
+                .filter(|(v, _)| **v >= first_kept || **v == deploy.version)
                 .map(|(v, spec)| (*v, spec_json(spec)))
                 .collect(),
-            config_spec: spec_json(&self.config_spec()),
-            last_deploy: self.last_deploy.as_ref().and_then(|d| serde_json::to_value(d).ok()),
+            config_spec: spec_json(&VersionSpec::from_config(&ctx.config)),
+            last_deploy: deploy.last.as_ref().and_then(|d| serde_json::to_value(d).ok()),
         }
     }
 
     /// Writes what changed since the last write (service and replicas).
     /// Nothing is written before restoring and adoption are done.
-    pub(super) fn persist(&mut self) {
+    pub(super) fn persist(&mut self, ctx: &Shared, desired: u32, deploy: &Deployer, replicas: &ReplicaSet) {
         if !self.restored || self.store.is_none() {
             return;
         }
         // Cheap to compare on every input; the record is built (and its
         // specs serialised) only when one of these changed.
         let fingerprint = ServiceFingerprint {
-            desired: self.desired,
-            version: self.version,
-            versions: self.specs.len(),
-            newest: self.specs.keys().next_back().copied(),
-            last_deploy: self.last_deploy.clone(),
+            desired,
+            version: deploy.version,
+            versions: deploy.specs.len(),
+            newest: deploy.specs.keys().next_back().copied(),
+            last_deploy: deploy.last.clone(),
         };
         if self.saved_fingerprint.as_ref() != Some(&fingerprint) {
-            let record = self.service_record();
+            let record = Self::service_record(ctx, desired, deploy);
             if self.saved_service.as_ref() != Some(&record) {
                 if let Some(store) = &self.store {
                     store.save_service(record.clone());
@@ -181,18 +222,16 @@ impl ServiceController {
             }
             self.saved_fingerprint = Some(fingerprint);
         }
-        self.persist_replicas();
+        self.persist_replicas(ctx, replicas);
     }
 
     /// Writes replica records that changed and forgets those that left.
-    pub(super) fn persist_replicas(&mut self) {
+    pub(super) fn persist_replicas(&mut self, ctx: &Shared, replicas: &ReplicaSet) {
         let Some(store) = self.store.clone() else { return };
         if !self.restored {
             return;
         }
-        let tokens = self.replica_tokens.read().unwrap_or_else(|p| p.into_inner());
-        let current: HashMap<String, ReplicaRecord> = self
-            .replicas
+        let current: HashMap<String, ReplicaRecord> = replicas
             .iter()
             .filter_map(|r| {
                 let running = r.running.as_ref()?;
@@ -205,18 +244,17 @@ impl ServiceController {
                 }
                 let record = ReplicaRecord {
                     id: r.id.clone(),
-                    service: self.name.clone(),
+                    service: ctx.name.clone(),
                     version: r.version,
                     handle: serde_json::to_value(&running.handle).ok()?,
                     addr: running.addr,
                     protected: r.protected,
                     started_ms: r.started_ms,
-                    token: tokens.get(&r.id).cloned().unwrap_or_default(),
+                    token: replicas.token(&r.id).unwrap_or_default(),
                 };
                 Some((r.id.clone(), record))
             })
             .collect();
-        drop(tokens);
         for (id, record) in &current {
             if self.saved_replicas.get(id) != Some(record) {
                 store.save_replica(record.clone());
@@ -231,241 +269,10 @@ impl ServiceController {
     }
 
     /// Keeps one second of history in memory and in the store.
-    pub(super) fn push_history(&self, point: history::ServicePoint) {
+    pub(super) fn push_history(&self, ctx: &Shared, point: history::ServicePoint) {
         if let Some(store) = &self.store {
-            store.record_point(&self.name, &point);
+            store.record_point(&ctx.name, &point);
         }
         self.history.push(point);
-    }
-
-    /// Finds the replicas an earlier run left running and takes them over,
-    /// stops orphans, and reports the ones that died. Returns how many were
-    /// adopted into service.
-    pub(super) async fn adopt_survivors(&mut self) -> usize {
-        let records = std::mem::take(&mut self.restored_replicas);
-        let mut known: HashMap<String, ReplicaRecord> = records.into_iter().map(|r| (r.id.clone(), r)).collect();
-        // What the store holds is what is saved: replicas not adopted are
-        // forgotten by the first `persist`.
-        self.saved_replicas = known.clone();
-        let mut found = None;
-        for attempt in 1..=DISCOVER_ATTEMPTS {
-            match self.driver.discover(&self.name, &self.state_dir).await {
-                Ok(list) => {
-                    found = Some(list);
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(service = %self.name, %error, attempt, "Could not look for replicas left by the previous run.");
-                    if attempt < DISCOVER_ATTEMPTS {
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        }
-        let Some(found) = found else {
-            // Nothing is known about them: not dead, not adopted. Their
-            // records stay in the file for the next run to find them, and
-            // the event says where to look.
-            self.saved_replicas.clear();
-            if !known.is_empty() {
-                let mut ids: Vec<&str> = known.keys().map(String::as_str).collect();
-                ids.sort();
-                self.record(NewEvent::new(
-                    &self.name,
-                    EventKind::ReplicaExited,
-                    format!(
-                        "could not list the replicas the previous run left ({} driver); {} may still be running ({}): new ones are started, and the next restart adopts or stops the old ones",
-                        self.driver.name(),
-                        ids.len(),
-                        ids.join(", ")
-                    ),
-                ));
-            }
-            return 0;
-        };
-        let mut candidates = Vec::new();
-        for found in found {
-            let record = known.remove(&found.replica_id);
-            let matches =
-                record.as_ref().is_some_and(|r| serde_json::to_value(&found.handle).ok().as_ref() == Some(&r.handle));
-            match self.driver.adopt(&found).await {
-                Ok(running) => candidates.push((found, record.filter(|_| matches), running)),
-                Err(error) => {
-                    // Left running and not tracked in this run: keep its
-                    // record, so the next restart tries again.
-                    self.saved_replicas.remove(&found.replica_id);
-                    self.record(
-                        NewEvent::new(
-                            &self.name,
-                            EventKind::ReplicaExited,
-                            format!("found running ({}) but could not take it over: {error}; left as it is, the next restart tries again", found.addr),
-                        )
-                        .replica(&found.replica_id),
-                    );
-                }
-            }
-        }
-        // One health check each, all at once: a replica that does not answer
-        // is not adopted into the rotation.
-        let health = self.config.health.clone();
-        let web = self.config.kind.has_balancer();
-        let mut checks = tokio::task::JoinSet::new();
-        for (index, (_, record, running)) in candidates.iter().enumerate() {
-            if record.is_some() && web {
-                let (addr, health) = (running.addr, health.clone());
-                checks.spawn(async move {
-                    (index, probe::probe(addr, &health.path, health.timeout, &health.matcher).await)
-                });
-            }
-        }
-        let mut outcomes = HashMap::new();
-        while let Some(joined) = checks.join_next().await {
-            if let Ok((index, outcome)) = joined {
-                outcomes.insert(index, outcome);
-            }
-        }
-        let mut adopted = 0;
-        for (index, (found, record, running)) in candidates.into_iter().enumerate() {
-            let id = found.replica_id.clone();
-            match (record, outcomes.remove(&index)) {
-                (None, _) => {
-                    self.take_over(&found, running, None, false);
-                    self.record(
-                        NewEvent::new(
-                            &self.name,
-                            EventKind::ReplicaExited,
-                            format!(
-                                "found running ({}) but not in the state file (left by an earlier run, or its start was never saved); stopping it",
-                                found.addr
-                            ),
-                        )
-                        .replica(&id),
-                    );
-                    self.retire(&id, "not in the state file");
-                }
-                // The check could not run for ebb's own reason (out of
-                // descriptors): no verdict, so adopt it and let the probe
-                // loop decide; it joins the rotation once it passes.
-                (Some(record), Some(outcome)) if outcome.ebb_fault => {
-                    self.take_over(&found, running, Some(&record), false);
-                    self.record(
-                        NewEvent::new(
-                            &self.name,
-                            EventKind::ReplicaAdopted,
-                            format!(
-                                "adopted from the previous run (v{}, {}); its health check could not run for ebb's own reason ({}): in the rotation once a check passes",
-                                record.version, found.addr, outcome.detail
-                            ),
-                        )
-                        .replica(&id),
-                    );
-                    adopted += 1;
-                }
-                (Some(record), Some(outcome)) if !outcome.passed => {
-                    self.take_over(&found, running, Some(&record), false);
-                    self.record(
-                        NewEvent::new(
-                            &self.name,
-                            EventKind::ReplicaUnhealthy,
-                            format!(
-                                "still running after ebb restarted, but failed its health check ({}); replaced",
-                                outcome.detail
-                            ),
-                        )
-                        .replica(&id),
-                    );
-                    if let Some(r) = self.replica_mut(&id) {
-                        r.state = ReplicaState::Failed;
-                    }
-                    self.retire(&id, "failed its health check after ebb restarted");
-                }
-                // A web replica whose check never answered (the probe task
-                // failed) is not taken for healthy.
-                (Some(record), None) if web => {
-                    self.take_over(&found, running, Some(&record), false);
-                    self.record(
-                        NewEvent::new(
-                            &self.name,
-                            EventKind::ReplicaUnhealthy,
-                            "still running after ebb restarted, but its health check could not run; replaced",
-                        )
-                        .replica(&id),
-                    );
-                    if let Some(r) = self.replica_mut(&id) {
-                        r.state = ReplicaState::Failed;
-                    }
-                    self.retire(&id, "its health check could not run after ebb restarted");
-                }
-                (Some(record), outcome) => {
-                    self.take_over(&found, running, Some(&record), true);
-                    let check = outcome.map(|o| format!("; health check passed ({})", o.detail)).unwrap_or_default();
-                    self.record(
-                        NewEvent::new(
-                            &self.name,
-                            EventKind::ReplicaAdopted,
-                            format!(
-                                "adopted from the previous run (v{}, {}){check}: in service",
-                                record.version, found.addr
-                            ),
-                        )
-                        .replica(&id),
-                    );
-                    adopted += 1;
-                }
-            }
-        }
-        for record in known.into_values() {
-            self.record(
-                NewEvent::new(
-                    &self.name,
-                    EventKind::ReplicaExited,
-                    format!(
-                        "exited while ebb was not running (was v{} at {}); it is replaced",
-                        record.version, record.addr
-                    ),
-                )
-                .replica(&record.id),
-            );
-        }
-        adopted
-    }
-
-    /// Adds an adopted replica to the fleet, in service when `in_service`,
-    /// and starts watching it like one this run started.
-    fn take_over(
-        &mut self,
-        found: &FoundReplica,
-        running: RunningReplica,
-        record: Option<&ReplicaRecord>,
-        in_service: bool,
-    ) {
-        let now_ms = unix_ms(SystemTime::now());
-        let started_ms = record.map(|r| r.started_ms).unwrap_or(now_ms);
-        let age = Duration::from_millis(now_ms.saturating_sub(started_ms));
-        let started_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        let mut health =
-            HealthTracker::new(self.config.health.healthy_threshold, self.config.health.unhealthy_threshold);
-        if in_service {
-            for _ in 0..self.config.health.healthy_threshold.max(1) {
-                health.observe(true);
-            }
-        }
-        let backend = self.config.kind.has_balancer().then(|| Arc::new(Backend::new(&found.replica_id, running.addr)));
-        if let Some(token) = record.map(|r| r.token.clone()).filter(|t| !t.is_empty()) {
-            self.replica_tokens.write().unwrap_or_else(|p| p.into_inner()).insert(found.replica_id.clone(), token);
-        }
-        let watchers = CancellationToken::new();
-        let version = record.map(|r| r.version).unwrap_or(found.version);
-        self.replicas.push(Replica {
-            state: if in_service { ReplicaState::InService } else { ReplicaState::Starting },
-            running: Some(running.clone()),
-            backend,
-            in_service_since: in_service.then(Instant::now),
-            watchers: watchers.clone(),
-            protected: record.is_some_and(|r| r.protected),
-            ever_in_service: in_service,
-            ..Replica::new(found.replica_id.clone(), version, started_at, started_ms, health)
-        });
-        self.watch_replica(found.replica_id.clone(), running, watchers);
     }
 }

@@ -55,7 +55,7 @@ const MAX_CONNECTIONS: u32 = 1024;
 /// How often a booting replica is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(20);
 /// The live controller's first probe comes this soon after a start (or
-/// after one interval, when that is shorter): `controller::watch_replica`.
+/// after one interval, when that is shorter): `Fleet::watch` in `controller/lifecycle.rs`.
 const FIRST_PROBE: Duration = Duration::from_millis(200);
 
 /// One step of the ramp, as measured.

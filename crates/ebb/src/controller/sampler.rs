@@ -1,0 +1,324 @@
+//! Once a second: the replicas' usage and the balancer's counters become a
+//! `ServiceSample`, the `Autoscaler` (pure) decides, and its change is
+//! applied with the event that explains it. Also the saturation and
+//! host-full turns, the external metric, and manual scaling (the
+//! autoscaler clamps it and starts its cooldown).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ebb_core::config::ServiceConfig;
+use ebb_core::scaling::{self, Autoscaler, Bounds, Demand, FleetView, HostFull, ReplicaSample, ServiceSample};
+
+use super::command::ScaleOutcome;
+use super::replicas::ReplicaSet;
+use super::{Shared, SAMPLE_EVERY};
+use crate::events::{EventKind, NewEvent};
+use crate::metrics::cpu::{CpuMeter, GroupUsage};
+use crate::metrics::history;
+use crate::metrics::host::HostMonitor;
+use crate::proxy::SecondLatencies;
+use crate::status::{HostStatus, SaturationStatus};
+use ebb_core::fleet;
+
+/// The scaling side of one service's controller.
+pub(super) struct Sampler {
+    /// The scaling brain (pure); fed one sample a second.
+    autoscaler: Autoscaler,
+    /// Why the autoscaler is holding, from its last decision.
+    policy_hold: Option<String>,
+    cpu_meter: CpuMeter,
+    /// Service-wide `requests` total at the last sample.
+    service_requests_at_last_sample: u64,
+    /// The balancer's arrivals and shed counters at the last sample.
+    offered_at_last_sample: u64,
+    shed_at_last_sample: u64,
+    host: Option<Arc<HostMonitor>>,
+    /// The last second's demand and host, for status.
+    last_demand: Option<SaturationStatus>,
+    last_host: Option<HostStatus>,
+    /// Whether the last second was saturated / the host full, so each
+    /// turn is an event once.
+    was_saturated: bool,
+    was_host_full: bool,
+    /// Latest external metric reading and when it was taken.
+    external: Option<(Instant, f64)>,
+    /// The metric source's last error, reported once until it recovers.
+    external_error: Option<String>,
+}
+
+impl Sampler {
+    pub(super) fn new(config: &ServiceConfig, host: Option<Arc<HostMonitor>>) -> Self {
+        Sampler {
+            autoscaler: Autoscaler::new(&config.scaling, config.replicas.bounds),
+            policy_hold: None,
+            cpu_meter: CpuMeter::default(),
+            service_requests_at_last_sample: 0,
+            offered_at_last_sample: 0,
+            shed_at_last_sample: 0,
+            host,
+            last_demand: None,
+            last_host: None,
+            was_saturated: false,
+            was_host_full: false,
+            external: None,
+            external_error: None,
+        }
+    }
+
+    pub(super) fn bounds(&self) -> Bounds {
+        self.autoscaler.bounds()
+    }
+
+    pub(super) fn policy_hold(&self) -> Option<&str> {
+        self.policy_hold.as_deref()
+    }
+
+    pub(super) fn last_demand(&self) -> Option<&SaturationStatus> {
+        self.last_demand.as_ref()
+    }
+
+    pub(super) fn last_host(&self) -> Option<&HostStatus> {
+        self.last_host.as_ref()
+    }
+
+    /// `ebb scale`: desired capacity as asked, clamped to the bounds.
+    pub(super) fn set_desired(
+        &mut self,
+        ctx: &Shared,
+        desired: &mut u32,
+        requested: u32,
+        reason: &str,
+    ) -> ScaleOutcome {
+        let from = *desired;
+        let change = self.autoscaler.manual_scale(ctx.now(), from, requested);
+        let clamped = change.capped.as_ref().map(|c| c.to_string());
+        if change.from != change.to || clamped.is_some() {
+            let mut why = format!("desired {from} -> {}: {reason}", change.to);
+            if let Some(c) = &clamped {
+                why.push_str(&format!("; capped: {c}"));
+            }
+            ctx.record(NewEvent::new(&ctx.name, EventKind::Scaled, why).change(from, change.to));
+        }
+        *desired = change.to;
+        ScaleOutcome { service: ctx.name.clone(), from, to: change.to, clamped }
+    }
+
+    pub(super) fn on_external(&mut self, ctx: &Shared, at: Instant, reading: Result<f64, String>) {
+        match reading {
+            Ok(value) => {
+                self.external = Some((at, value));
+                self.external_error = None;
+            }
+            Err(error) => {
+                if self.external_error.as_deref() != Some(error.as_str()) {
+                    ctx.record(NewEvent::new(
+                        &ctx.name,
+                        EventKind::MetricSourceFailed,
+                        format!("metric source failed: {error}; policies on items_per_replica hold for lack of data"),
+                    ));
+                    self.external_error = Some(error);
+                }
+            }
+        }
+    }
+
+    /// Once a second: turn readings into a sample, let the autoscaler decide,
+    /// and apply its change (with the event that explains it). Returns the
+    /// second's point of history.
+    pub(super) fn on_usage(
+        &mut self,
+        ctx: &Shared,
+        replicas: &mut ReplicaSet,
+        desired: &mut u32,
+        deploying: bool,
+        at: Instant,
+        usage_by_replica: &HashMap<String, GroupUsage>,
+    ) -> history::ServicePoint {
+        let now = at.saturating_duration_since(ctx.origin);
+        let allotment = ctx.config.cpu;
+        let mut sample = ServiceSample::new(now);
+        let mut live_ids = Vec::new();
+        let mut concurrency = 0u64;
+        let mut service_requests = 0u64;
+        for r in replicas.iter_mut().filter(|r| r.is_active() && !r.stopping) {
+            let mut replica =
+                ReplicaSample::new(&r.id, r.in_service_since.map(|t| t.saturating_duration_since(ctx.origin)));
+            if r.running.is_some() {
+                live_ids.push(r.id.clone());
+                match usage_by_replica.get(&r.id) {
+                    Some(usage) => {
+                        r.cpu_percent = self.cpu_meter.utilisation(&r.id, at, usage, allotment);
+                        r.rss_bytes = Some(usage.rss_bytes);
+                    }
+                    None => {
+                        r.cpu_percent = None;
+                        r.rss_bytes = None;
+                    }
+                }
+            }
+            replica.cpu_percent = r.cpu_percent;
+            if let Some(backend) = &r.backend {
+                let requests = backend.requests();
+                let in_flight = backend.in_flight();
+                replica.requests_per_s = Some(requests.saturating_sub(r.requests_at_last_sample) as f64);
+                replica.in_flight = Some(in_flight as f64);
+                r.requests_at_last_sample = requests;
+                concurrency += in_flight;
+                service_requests += requests;
+            }
+            sample.replicas.push(replica);
+        }
+        self.cpu_meter.retain(&live_ids);
+        // Requests of replicas that left are gone from the sum; never negative.
+        sample.requests_per_s =
+            Some(service_requests.saturating_sub(self.service_requests_at_last_sample.min(service_requests)) as f64);
+        self.service_requests_at_last_sample = service_requests;
+        sample.concurrency = Some(concurrency as f64);
+        // A reading older than three intervals is missing data, not a value.
+        if let (Some((taken, value)), Some(source)) = (self.external, &ctx.config.metric_source) {
+            if at.saturating_duration_since(taken) <= source.interval * 3 {
+                sample.external = Some(value);
+            }
+        }
+        // This second's latencies, as the balancer recorded them.
+        let SecondLatencies { latency, queue_time: queue } = ctx.proxy.take_second();
+        sample.p95_ms = latency.quantile_ms(0.95);
+        sample.p99_ms = latency.quantile_ms(0.99);
+        sample.queue_time_ms = queue.mean_ms();
+        let p50_ms = latency.quantile_ms(0.50);
+        let replica_cpu: Vec<(String, f64)> =
+            sample.replicas.iter().filter_map(|r| r.cpu_percent.map(|c| (r.id.clone(), c))).collect();
+        let cpu_mean = (!replica_cpu.is_empty())
+            .then(|| replica_cpu.iter().map(|(_, c)| c).sum::<f64>() / replica_cpu.len() as f64);
+        let requests_per_s = sample.requests_per_s.unwrap_or(0.0);
+        let p99_ms = sample.p99_ms;
+        sample.demand = ctx.config.kind.has_balancer().then(|| self.read_demand(ctx, requests_per_s));
+        sample.host = self.host.as_ref().and_then(|h| h.latest());
+        let queue_time_ms = sample.queue_time_ms;
+        self.note_saturation(ctx, sample.demand, queue_time_ms);
+        self.autoscaler.observe(sample);
+        self.note_host(ctx, now);
+
+        let counts = replicas.counts();
+        let fleet = FleetView { desired: *desired, in_service: counts.in_service, pending: counts.pending, deploying };
+        let wall =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let decision = self.autoscaler.decide(now, wall, &fleet);
+        self.policy_hold = decision.holding.as_ref().map(|h| h.to_string());
+        if let Some(change) = decision.change {
+            ctx.record(NewEvent::new(&ctx.name, EventKind::Scaled, change.to_string()).change(change.from, change.to));
+            *desired = change.to;
+        }
+        // `[service.NAME.chaos]`: now and then a spot-style notice to a
+        // random replica in service (about once per `interrupt_every`).
+        if let Some(chaos) = ctx.config.chaos {
+            let facts = replicas.facts();
+            let (draw, pick) = (rand::random::<f64>(), rand::random::<u64>());
+            let victim = fleet::chaos_victim(&facts, chaos.chance(SAMPLE_EVERY), draw, pick).map(str::to_string);
+            drop(facts);
+            if let Some(victim) = victim {
+                let _ = replicas.interrupt(ctx, &victim, chaos.notice);
+            }
+        }
+        history::ServicePoint {
+            time_ms: crate::clock::unix_ms(std::time::SystemTime::now()),
+            desired: *desired,
+            in_service: fleet.in_service,
+            pending: fleet.pending,
+            requests_per_s,
+            in_flight: concurrency,
+            p50_ms,
+            p99_ms,
+            cpu_mean,
+            replica_cpu,
+            traffic: self.last_demand.as_ref().map(|d| history::PointTraffic {
+                offered_per_s: d.offered_per_s,
+                queued: d.queued,
+                shed_per_s: d.shed_per_s,
+                queue_ms: d.queue_time_ms,
+                saturated: d.saturated,
+                host_full: self.last_host.as_ref().is_some_and(|h| h.full),
+            }),
+        }
+    }
+
+    /// The balancer's counters for the second that just ended.
+    fn read_demand(&mut self, ctx: &Shared, served_per_s: f64) -> Demand {
+        let stats = ctx.proxy.stats.snapshot();
+        let offered = stats.requests.saturating_sub(self.offered_at_last_sample);
+        let shed = stats.shed.saturating_sub(self.shed_at_last_sample);
+        (self.offered_at_last_sample, self.shed_at_last_sample) = (stats.requests, stats.shed);
+        let (routable, at_limit, in_flight) = ctx.proxy.load();
+        Demand {
+            offered_per_s: offered as f64,
+            served_per_s,
+            queued: ctx.proxy.take_queued_peak().min(u64::from(u32::MAX)) as u32,
+            shed: shed.min(u64::from(u32::MAX)) as u32,
+            in_flight: in_flight.min(u64::from(u32::MAX)) as u32,
+            routable,
+            at_limit,
+            limit: ctx.config.proxy.max_in_flight,
+        }
+    }
+
+    /// Keeps the second's demand for status, and records an event when
+    /// requests start or stop queueing.
+    fn note_saturation(&mut self, ctx: &Shared, demand: Option<Demand>, queue_time_ms: Option<f64>) {
+        let Some(d) = demand else { return };
+        let saturated = d.is_saturated();
+        if saturated != self.was_saturated {
+            let text = if saturated {
+                format!(
+                    "saturated: {d}; offered {:.0} req/s, served {:.0} req/s; no scale-in until it clears",
+                    d.offered_per_s, d.served_per_s
+                )
+            } else {
+                "saturation cleared: no request queued or shed in the last second".to_string()
+            };
+            ctx.record(NewEvent::new(&ctx.name, EventKind::Saturated, text));
+            self.was_saturated = saturated;
+        }
+        self.last_demand = Some(SaturationStatus {
+            offered_per_s: d.offered_per_s,
+            served_per_s: d.served_per_s,
+            queued: d.queued,
+            shed_per_s: d.shed,
+            in_flight: d.in_flight,
+            routable: d.routable,
+            at_limit: d.at_limit,
+            limit: d.limit,
+            queue_time_ms,
+            saturated,
+        });
+    }
+
+    /// Keeps the host's state for status, and records an event when it
+    /// becomes full or has room again.
+    fn note_host(&mut self, ctx: &Shared, now: scaling::Time) {
+        let Some(latest) = self.host.as_ref().and_then(|h| h.latest()) else {
+            self.last_host = None;
+            return;
+        };
+        let full = HostFull::assess(&self.autoscaler.history().host(now, scaling::saturation::HOST_WINDOW), now);
+        if full.is_some() != self.was_host_full {
+            let text = match &full {
+                Some(f) => format!(
+                    "{}; more local replicas would not add capacity — lower cpu per replica, raise the host, or run on Swarm",
+                    f.describe()
+                ),
+                None => format!("host has room again: {:.1} of {} CPUs busy", latest.busy_cpus, latest.cpus),
+            };
+            ctx.record(NewEvent::new(&ctx.name, EventKind::HostFull, text));
+            self.was_host_full = full.is_some();
+        }
+        self.last_host = Some(HostStatus {
+            cpus: latest.cpus,
+            busy_cpus: latest.busy_cpus,
+            pressure: latest.pressure,
+            full: full.is_some(),
+            message: full.map(|f| f.describe()),
+        });
+    }
+}
