@@ -29,9 +29,14 @@ pub struct SetDesiredRequest {
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// The new command (default: the current one, e.g. to restart every
-    /// replica); newlines and tabs allowed, no other control character.
+    /// replica); not blank; newlines and tabs allowed, no other control
+    /// character.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "{ebb} demo-app --port $PORT", pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
+    #[schema(
+        example = "{ebb} demo-app --port $PORT",
+        min_length = 1,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub command: Option<String>,
     /// Environment variables to set (merged over the current ones); no
     /// control character in a name, only newlines and tabs in a value.
