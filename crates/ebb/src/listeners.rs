@@ -93,7 +93,14 @@ fn listener_status(config: &ListenerConfig, tls: Option<&TlsState>, front: &Fron
             .routes
             .routes
             .iter()
-            .map(|r| RouteStatus { rule: r.describe(), service: r.service.clone() })
+            .map(|r| RouteStatus {
+                rule: r.describe(),
+                service: r.service.clone(),
+                host: r.host.as_ref().map(|h| h.to_string()),
+                path_prefix: r.path_prefix.clone(),
+                methods: r.methods.clone(),
+                headers: r.headers.iter().cloned().collect(),
+            })
             .collect(),
         unrouted: front.unrouted.load(std::sync::atomic::Ordering::Relaxed),
     }

@@ -533,6 +533,26 @@ fn two_services_behind_plain_and_tls_listeners() {
             assert!(value(expiry).is_some_and(|s| s > 1.7e9), "{parsed:#?}");
         }
     }
+
+    // --- ebb load follows the service a listener's routes give its requests
+    let load = |args: &[&str]| {
+        let out = ebb.cli(&[&["load", "-n", "10", "--json"], args].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (json["fleet"]["service"].as_str().unwrap_or("(none)").to_string(), stderr)
+    };
+    let admin = format!("http://{}", ebb.admin);
+    let plain = format!("http://{}/gtg", ports.plain);
+    let (service, stderr) = load(&["--ebb", &admin, "-H", "Host: api.example.test", &plain]);
+    assert_eq!(service, "api", "host route: {stderr}");
+    assert!(stderr.contains("following api through ebb's admin API"), "{stderr}");
+    assert_eq!(load(&["--ebb", &admin, &plain]).0, "web", "the default route");
+    let canary = load(&["--ebb", &admin, "-H", "X-Canary: 1", &plain]).0;
+    assert_eq!(canary, "api", "header route");
+    // Found without --ebb too (the admin API named in the config).
+    assert_eq!(load(&["-H", "Host: api.example.test", &plain]).0, "api");
+    assert_eq!(load(&[&format!("http://{}/gtg/api/x", ports.plain)]).0, "api", "path route");
 }
 
 async fn wait_for_async<T, F, Fut>(what: &str, mut check: F) -> T
