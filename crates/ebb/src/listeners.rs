@@ -1,6 +1,6 @@
-//! The `[listener.NAME]` tables as `ebb up` runs them, for status: each
-//! listener's config and, with TLS, the certificates in service now (they
-//! change on reload).
+//! The `[listener.NAME]` tables as `ebb up` runs them, for status and
+//! Prometheus: each listener's config, its own counters, and, with TLS, the
+//! certificates in service now (they change on reload).
 
 use std::sync::Arc;
 
