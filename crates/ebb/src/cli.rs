@@ -13,7 +13,7 @@ use ebb_core::deploy::Strategy;
 
 use crate::client::{AdminClient, ClientError};
 use crate::events::Event;
-use crate::wire::{DeployRequest, FleetStatus, ServiceStatus};
+use crate::wire::{DeployRequest, DeployStatus, FleetStatus, ServiceStatus};
 
 /// ebb runs a web application as an elastic fleet of replicas behind its own
 /// load balancer, and grows and shrinks the fleet with the traffic.
@@ -283,20 +283,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            if let Err(error) = client.deploy(&service, &request).await {
-                return refused(error);
-            }
+            let started = match client.deploy(&service, &request).await {
+                Ok(started) => started,
+                Err(error) => return refused(error),
+            };
             if no_wait {
                 println!("{service}: deploy started; follow it with `ebb status` or `ebb events --follow`");
                 return Ok(ExitCode::SUCCESS);
             }
-            follow_deploy(&client, &service).await
+            follow_deploy(&client, &service, &started).await
         }
         Command::Rollback { service } => {
-            if let Err(error) = client.rollback(&service, None).await {
-                return refused(error);
-            }
-            follow_deploy(&client, &service).await
+            let started = match client.rollback(&service, None).await {
+                Ok(started) => started,
+                Err(error) => return refused(error),
+            };
+            follow_deploy(&client, &service, &started).await
         }
         Command::Protect { replica, off } => {
             let outcome = client.protect(&replica, !off).await?;
@@ -330,20 +332,35 @@ fn refused(error: ClientError) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Waits for the service's deploy to finish, printing each new progress
-/// line; exit 0 when it succeeded, 1 when it rolled back.
-async fn follow_deploy(client: &AdminClient, service: &str) -> anyhow::Result<ExitCode> {
+/// Waits for the deploy the admin API answered with (`started`: the
+/// service's status once the deploy began) to finish, printing each new
+/// progress line; exit 0 when it succeeded, 1 when it rolled back.
+async fn follow_deploy(client: &AdminClient, service: &str, started: &ServiceStatus) -> anyhow::Result<ExitCode> {
+    let Some(started) = started.deploy.as_ref().or(started.last_deploy.as_ref()) else {
+        anyhow::bail!("{service}: the admin API answered without a deploy; see `ebb status {service}`");
+    };
+    let ours = |d: &DeployStatus| d.from_version == started.from_version && d.to_version == started.to_version;
     let mut last = String::new();
     loop {
         let status = client.service(service).await?;
-        let current = status.deploy.as_ref().or(status.last_deploy.as_ref());
+        let current = status.deploy.as_ref().or(status.last_deploy.as_ref()).filter(|d| ours(d));
         if let Some(deploy) = current {
             if deploy.progress != last {
                 println!("{service}: {}", deploy.progress);
                 last = deploy.progress.clone();
             }
         }
-        if status.deploy.is_none() {
+        // A later deploy (`ebb rollback`, another `ebb deploy`) replaced
+        // this one before it was seen to end: its outcome is in the events.
+        let newest = status.deploy.as_ref().or(status.last_deploy.as_ref());
+        if let Some(later) = newest.filter(|d| d.to_version > started.to_version) {
+            println!(
+                "{service}: deploy v{} -> v{} was followed by v{} -> v{}; see `ebb events {service}`",
+                started.from_version, started.to_version, later.from_version, later.to_version
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if status.deploy.is_none() && status.last_deploy.as_ref().is_some_and(ours) {
             return Ok(match status.last_deploy {
                 Some(d) if d.rollback_reason.is_some() || d.phase == "rolled_back" => {
                     eprintln!(

@@ -191,6 +191,11 @@ fn scale_sets_desired_within_bounds_and_records_an_event() {
     let out = ebb.cli(&["scale", "web", "3"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web: desired 1 -> 3");
+    // The status asked for right after the answer already shows it (the
+    // controller answers once it has published the change).
+    let status = ebb.status();
+    let web = status["services"].as_array().unwrap().iter().find(|s| s["name"] == "web").unwrap();
+    assert_eq!(web["desired"], 3, "{web}");
     ebb.wait_in_service(3, BOOT);
 
     let out = ebb.cli(&["scale", "web", "10"]);

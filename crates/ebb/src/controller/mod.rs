@@ -85,6 +85,8 @@ struct ServiceController {
     outliers: outlier::Outliers,
     /// The state store: restored at start, changes saved after each input.
     restorer: restart::Restorer,
+    /// Answers to commands, sent once the snapshot shows their effect.
+    replies: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl ServiceController {
@@ -101,6 +103,7 @@ impl ServiceController {
             sampler: sampler::Sampler::new(&config, ctx.host),
             outliers: outlier::Outliers::new(&config),
             restorer: restart::Restorer::new(ctx.store),
+            replies: Vec::new(),
             ctx: Shared { name: config.name.clone(), config, proxy: ctx.proxy, events: ctx.events, origin },
         };
         let bounds = controller.sampler.bounds();
@@ -160,6 +163,11 @@ impl ServiceController {
             self.reconcile();
             self.persist();
             snapshot.send_replace(self.snapshot());
+            // Answered only now, so that a client that asks for the status
+            // after its answer sees what its command did.
+            for reply in self.replies.drain(..) {
+                reply();
+            }
         }
         self.shut_down(&mut rx, &snapshot).await;
     }
@@ -213,25 +221,26 @@ impl ServiceController {
             Input::Command(ControlCommand::SetDesired { desired, reason, reply }) => {
                 let outcome = self.sampler.set_desired(ctx, &mut self.desired, desired, &reason);
                 self.persist();
-                let _ = reply.send(outcome);
+                self.answer(reply, outcome);
             }
             Input::Command(ControlCommand::Protect { replica, protected, reply }) => {
                 let outcome = self.fleet.replicas.protect(ctx, &replica, protected);
                 self.persist();
-                let _ = reply.send(outcome);
+                self.answer(reply, outcome);
             }
             Input::Command(ControlCommand::Interrupt { replica, notice, reply }) => {
-                let _ = reply.send(self.fleet.replicas.interrupt(ctx, &replica, notice));
+                let outcome = self.fleet.replicas.interrupt(ctx, &replica, notice);
+                self.answer(reply, outcome);
             }
             Input::Command(ControlCommand::Deploy { request, reply }) => {
                 let outcome = self.deploy.start(ctx, &mut self.fleet, self.desired, request);
                 self.persist();
-                let _ = reply.send(outcome);
+                self.answer(reply, outcome);
             }
             Input::Command(ControlCommand::Rollback { reason, reply }) => {
                 let outcome = self.deploy.rollback(ctx, &mut self.fleet, self.desired, reason.as_deref());
                 self.persist();
-                let _ = reply.send(outcome);
+                self.answer(reply, outcome);
             }
             Input::Started { replica, result } => {
                 if let Some(error) = self.fleet.on_started(ctx, self.deploy.routes(), &replica, result) {
@@ -271,6 +280,14 @@ impl ServiceController {
             }
             Input::Stopped { replica, result } => self.fleet.on_stopped(ctx, &replica, result),
         }
+    }
+
+    /// Keeps a command's answer until the loop has published the status
+    /// that includes its effect.
+    fn answer<T: Send + 'static>(&mut self, reply: tokio::sync::oneshot::Sender<T>, outcome: T) {
+        self.replies.push(Box::new(move || {
+            let _ = reply.send(outcome);
+        }));
     }
 
     /// A replica could not be started: a running deploy rolls back, and it
