@@ -213,6 +213,18 @@ impl AdminClient {
         self.get(&format!("/api/v1/metrics?service={service}&since={since_ms}")).await
     }
 
+    /// `GET /api/v1/certs`: the certificates every TLS listener serves.
+    pub async fn certs(&self) -> Answer<Vec<crate::wire::CertView>> {
+        self.get("/api/v1/certs").await
+    }
+
+    /// `POST /api/v1/certs/renew`: renews the ACME certificate holding
+    /// `domain` (or every one) and answers once the new one is served.
+    pub async fn renew_certs(&self, domain: Option<&str>) -> Answer<Vec<crate::wire::RenewOutcome>> {
+        let body = crate::wire::RenewRequest { domain: domain.map(str::to_string) };
+        self.send(Method::POST, "/api/v1/certs/renew", &body).await
+    }
+
     /// `POST /api/v1/shutdown`: ebb drains and stops everything.
     pub async fn shutdown(&self) -> Answer<ShutdownView> {
         self.send(Method::POST, "/api/v1/shutdown", &ShutdownRequest {}).await
