@@ -65,7 +65,7 @@ impl Challenges {
     pub fn answer(&self, token: &str) -> Option<String> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).get(token).cloned()
     }
-    fn insert(&self, token: String, key_authorization: String) {
+    pub(crate) fn insert(&self, token: String, key_authorization: String) {
         self.0.write().unwrap_or_else(|p| p.into_inner()).insert(token, key_authorization);
     }
     fn remove(&self, token: &str) {

@@ -336,6 +336,10 @@ fn acme_events(ebb: &Ebb, kind: &str) -> Vec<serde_json::Value> {
 #[test]
 fn a_certificate_from_pebble_is_served_kept_across_restarts_and_renewed_under_load() {
     if !installed("pebble") || !installed("pebble-challtestsrv") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pebble and pebble-challtestsrv are not installed: scripts/install-test-deps installs them"
+        );
         eprintln!(
             "SKIPPED: pebble and pebble-challtestsrv are not installed (scripts/install-test-deps installs them)"
         );

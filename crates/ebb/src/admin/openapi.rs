@@ -159,6 +159,8 @@ mod tests {
             "/api/v1/replicas/{id}/interrupt",
             "/api/v1/events",
             "/api/v1/metrics",
+            "/api/v1/certs",
+            "/api/v1/certs/renew",
             "/api/v1/shutdown",
             "/api/v1/openapi.json",
         ] {

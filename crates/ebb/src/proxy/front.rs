@@ -296,4 +296,18 @@ mod tests {
         assert_eq!(location(&on_443, get(None, "/")).0, 400, "no Host: nowhere to redirect to");
         assert_eq!(on_443.stats().requests.load(Ordering::Relaxed), 2);
     }
+
+    #[test]
+    fn acme_challenges_are_answered_before_the_redirect() {
+        let challenges = Arc::new(Challenges::default());
+        challenges.insert("tok-1".into(), "tok-1.thumbprint".into());
+        let front = Front { targets: Targets::Redirect { https_port: 443, challenges }, ..redirect(443) };
+        let get = |uri: &str| Request::get(uri).header(header::HOST, "shop.test").body(()).unwrap();
+        let Target::Local(answer) = front.route(&get("/.well-known/acme-challenge/tok-1")) else { panic!() };
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.headers()[header::CONTENT_TYPE], "text/plain");
+        let Target::Local(unknown) = front.route(&get("/.well-known/acme-challenge/other")) else { panic!() };
+        assert_eq!(unknown.status(), 404, "an unknown token is not redirected");
+        assert_eq!(location(&front, get("/.well-known/other")).0, 308);
+    }
 }
