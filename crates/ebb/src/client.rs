@@ -201,6 +201,8 @@ impl AdminClient {
     pub async fn events(&self, service: Option<&str>, after: u64) -> Answer<Vec<Event>> {
         let mut path = format!("/api/v1/events?after={after}");
         if let Some(s) = service {
+            // Percent-encoded: a listener's events are `listener NAME`.
+            let s = percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC);
             path.push_str(&format!("&service={s}"));
         }
         self.get(&path).await

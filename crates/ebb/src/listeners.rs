@@ -23,6 +23,11 @@ impl ListenerBoard {
         self.entries.push((config, tls, front));
     }
 
+    /// Whether a listener of that name runs.
+    pub fn has(&self, name: &str) -> bool {
+        self.entries.iter().any(|(config, _, _)| config.name == name)
+    }
+
     pub fn add_acme(&mut self, acme: Arc<crate::acme::AcmeListener>) {
         self.acme.push(acme);
     }

@@ -446,6 +446,21 @@ mod tests {
     }
 
     #[test]
+    fn an_acme_listener_without_a_certificate_yet_offers_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = TlsState::acme("public", dir.path()).unwrap();
+        assert_eq!(state.source, Source::Acme);
+        assert!(state.certs().is_empty());
+        assert!(state.resolver.choose(Some("shop.test")).is_none(), "the handshake fails with an alert");
+        // Once the ACME task has written the pair, a reload serves it.
+        let files = pair(dir.path(), "cert", &["shop.test"]);
+        std::fs::rename(&files.key, dir.path().join("key.pem")).unwrap();
+        state.reload().unwrap();
+        assert_eq!(chosen(&state, Some("shop.test")), ["shop.test"]);
+        assert!(state.certs()[0].issuer.contains("rcgen"), "{}", state.certs()[0].issuer);
+    }
+
+    #[test]
     fn load_errors_name_the_file_and_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let a = pair(dir.path(), "a", &["a.test"]);

@@ -120,6 +120,14 @@ fn start_pebble(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
 }
 
 impl Pebble {
+    /// Stops Pebble and its DNS server.
+    fn stop(&mut self) {
+        self._procs.0.iter_mut().for_each(|c| {
+            let _ = c.kill();
+            let _ = c.wait();
+        });
+    }
+
     /// Pebble's current root (the issuer of what it signs), from its
     /// management API.
     fn root(&self) -> CertificateDer<'static> {
@@ -348,7 +356,7 @@ fn a_certificate_from_pebble_is_served_kept_across_restarts_and_renewed_under_lo
     let work = tempfile::tempdir().unwrap();
     let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let pebble = start_pebble(work.path(), http.port(), tls.port());
+    let mut pebble = start_pebble(work.path(), http.port(), tls.port());
     let mut ebb = Ebb::start(|admin, _| config(admin, tls, http, &pebble));
     let started = Instant::now();
 
@@ -483,6 +491,29 @@ fn a_certificate_from_pebble_is_served_kept_across_restarts_and_renewed_under_lo
     let seen = serials.lock().unwrap().clone();
     assert!(seen.contains(&serial) && seen.contains(&renewed), "the load saw both certificates: {seen:?}");
     assert_eq!(pebble.orders(), 2, "one more order for the renewal");
+
+    // The listener's events, by their subject.
+    let events = ebb.cli(&["events", "listener public"]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert_eq!(events.matches("certificate_obtained").count(), 2, "{events}");
+
+    // The CA is gone: a renewal fails with its error, as an event, and the
+    // certificate in service stays.
+    pebble.stop();
+    let failed = ebb.cli(&["certs", "renew"]);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        err.contains("cannot connect to localhost") && err.contains("previous certificate is still served"),
+        "{err}"
+    );
+    let event = acme_events(&ebb, "certificate_failed").pop().expect("a certificate_failed event");
+    let reason = event["reason"].as_str().unwrap();
+    assert!(reason.contains("current certificate is still served; retrying in 1m"), "{reason}");
+    let still = run(async { https_get(tls, SHOP, "/gtg", &root, Proto::Http1).await.unwrap().1 });
+    assert_eq!(still, renewed);
+    let listed = ebb.cli(&["certs"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("last error: "), "ebb certs shows the failure");
 
     // An unknown domain is refused, naming the ACME domains.
     let unknown = ebb.cli(&["certs", "renew", "other.ebb.test"]);

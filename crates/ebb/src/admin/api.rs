@@ -88,7 +88,7 @@ pub enum Follow {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only this service's events.
+    /// Only this service's events (or a listener's: `listener NAME`).
     pub service: Option<String>,
     /// Only events with a sequence number above this (0: all kept).
     #[param(minimum = 0)]
@@ -509,7 +509,11 @@ pub(crate) async fn list_events(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     if let Some(name) = &q.service {
-        service(&app, name)?;
+        // A listener's own events (certificates) are `listener NAME`.
+        let listener = name.strip_prefix("listener ").is_some_and(|l| app.state.listeners.has(l));
+        if !listener {
+            service(&app, name)?;
+        }
     }
     let mut after = non_negative("after", q.after)?;
     if let Some(v) = headers.get("last-event-id") {
@@ -645,13 +649,15 @@ pub(crate) async fn renew_certs(State(app): State<App>, body: Bytes) -> Result<R
                 serial,
                 not_after,
             }),
-            Err(error) => return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!(
+            Err(error) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
                     "renewing the certificate of listener {} failed: {error}; the previous certificate is still served",
                     acme.listener
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(Json(outcomes).into_response())
