@@ -151,7 +151,7 @@ impl AcmeListener {
         let certs = self.tls.certs();
         match certs.first() {
             Some(c) if self.config.domains.iter().all(|d| c.names.contains(d)) => {
-                c.not_after.checked_sub(self.config.renew_before).unwrap_or(SystemTime::UNIX_EPOCH)
+                renewal_time(c.not_before, c.not_after, self.config.renew_before)
             }
             _ => SystemTime::UNIX_EPOCH,
         }
@@ -289,6 +289,17 @@ impl AcmeListener {
         tracing::info!(listener = %self.listener, file = %file.display(), "Created an ACME account.");
         Ok(account)
     }
+}
+
+/// `renew_before` the not-after; but for a certificate that lives no longer
+/// than `renew_before` (a short-lived profile), at two thirds of its life,
+/// so that it is not renewed over and over.
+pub fn renewal_time(not_before: SystemTime, not_after: SystemTime, renew_before: Duration) -> SystemTime {
+    let life = not_after.duration_since(not_before).unwrap_or(Duration::ZERO);
+    if life <= renew_before {
+        return not_before + life * 2 / 3;
+    }
+    not_after.checked_sub(renew_before).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Orders a certificate for `domains`, answering HTTP-01 challenges through
@@ -467,6 +478,16 @@ mod tests {
         assert_eq!(f, Path::new("/s/acme/accounts/acme-v02.api.letsencrypt.org_directory.json"));
         let f = account_file(Path::new("/s"), "https://localhost:14000/dir");
         assert_eq!(f, Path::new("/s/acme/accounts/localhost_14000_dir.json"));
+    }
+
+    #[test]
+    fn renewal_starts_renew_before_the_end_or_at_two_thirds_of_a_short_life() {
+        let day = Duration::from_secs(86_400);
+        let start = SystemTime::UNIX_EPOCH + 1000 * day;
+        // 90 days, renew 30 days before: on day 60.
+        assert_eq!(renewal_time(start, start + 90 * day, 30 * day), start + 60 * day);
+        // 6 days (short-lived): on day 4, not at once forever.
+        assert_eq!(renewal_time(start, start + 6 * day, 30 * day), start + 4 * day);
     }
 
     #[test]

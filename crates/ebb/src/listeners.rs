@@ -71,9 +71,10 @@ impl ListenerBoard {
                     serial: Some(c.serial.clone()),
                     not_after: Some(c.not_after_text()),
                     expired: c.not_after < now,
-                    renews_at: acme
-                        .and_then(|a| c.not_after.checked_sub(a.config.renew_before))
-                        .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                    renews_at: acme.map(|a| {
+                        let t = crate::acme::renewal_time(c.not_before, c.not_after, a.config.renew_before);
+                        humantime::format_rfc3339_seconds(t).to_string()
+                    }),
                     source: tls.source.as_str().into(),
                     file: Some(c.files.cert.display().to_string()),
                     directory: acme.map(|a| a.config.directory.clone()),

@@ -43,6 +43,7 @@ pub struct LoadedCert {
     /// DNS names (lower case) it is valid for, wildcards as `*.example.com`.
     pub names: Vec<String>,
     pub not_after: SystemTime,
+    pub not_before: SystemTime,
     /// The leaf's serial number, hex (`0a:1b:…`).
     pub serial: String,
     /// The leaf's issuer (its distinguished name).
@@ -90,7 +91,7 @@ fn load_one(index: usize, files: &CertFiles) -> Result<LoadedCert, CertError> {
             ),
         ));
     }
-    let (names, not_after, serial, issuer) = describe(&chain[0]).map_err(|why| {
+    let (names, (not_before, not_after), serial, issuer) = describe(&chain[0]).map_err(|why| {
         fail("cert", format!("{}: the first certificate cannot be read: {why}", files.cert.display()))
     })?;
     let key_pem = read(&files.key, "key")?;
@@ -115,11 +116,12 @@ fn load_one(index: usize, files: &CertFiles) -> Result<LoadedCert, CertError> {
         ),
         e => fail("key", format!("{} cannot be used: {e}", files.key.display())),
     })?;
-    Ok(LoadedCert { files: files.clone(), names, not_after, serial, issuer, key: Arc::new(certified) })
+    Ok(LoadedCert { files: files.clone(), names, not_after, not_before, serial, issuer, key: Arc::new(certified) })
 }
 
 /// The leaf's DNS names, not-after date, serial and issuer.
-fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, SystemTime, String, String), String> {
+#[allow(clippy::type_complexity)]
+fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, (SystemTime, SystemTime), String, String), String> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| e.to_string())?;
     let mut names = Vec::new();
@@ -135,12 +137,12 @@ fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, SystemTime, String
             cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(|s| s.to_ascii_lowercase()),
         );
     }
-    let seconds = cert.validity().not_after.timestamp();
-    let not_after = match u64::try_from(seconds) {
+    let time = |seconds: i64| match u64::try_from(seconds) {
         Ok(s) => SystemTime::UNIX_EPOCH + Duration::from_secs(s),
         Err(_) => SystemTime::UNIX_EPOCH,
     };
-    Ok((names, not_after, cert.raw_serial_as_string(), cert.issuer().to_string()))
+    let validity = (time(cert.validity().not_before.timestamp()), time(cert.validity().not_after.timestamp()));
+    Ok((names, validity, cert.raw_serial_as_string(), cert.issuer().to_string()))
 }
 
 /// Picks a certificate by SNI among the current set.

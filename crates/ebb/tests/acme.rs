@@ -447,7 +447,7 @@ fn a_certificate_from_pebble_is_served_kept_across_restarts_and_renewed_under_lo
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
-                    let (host, proto) = if i % 2 == 0 { (SHOP, Proto::Http1) } else { (API, Proto::Http2) };
+                    let (host, proto) = if i & 1 == 0 { (SHOP, Proto::Http1) } else { (API, Proto::Http2) };
                     match tokio::time::timeout(Duration::from_secs(10), https_get(tls, host, "/gtg", &root, proto))
                         .await
                     {

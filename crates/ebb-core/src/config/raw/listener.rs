@@ -301,7 +301,7 @@ impl Check<'_> {
                     if text.starts_with("*.") {
                         self.problem(
                             d.span(),
-                            format!("{:?} is a wildcard: ACME issues wildcards only with DNS-01 challenges, which ebb does not do (it answers HTTP-01); list each name, e.g. \"shop.{}\", or serve a wildcard certificate from files (tls = {{ cert = …, key = … }})", d.get_ref(), &text[2..]),
+                            format!("{:?} is a wildcard: ACME issues wildcards only with DNS-01 challenges, which ebb does not do (it answers HTTP-01); list each name, e.g. \"shop.{}\", or serve a wildcard certificate from files (tls = {{ cert = …, key = … }})", d.get_ref(), text.trim_start_matches("*.")),
                         );
                         ok = false;
                     } else if let Err(why) = dns_name(&text) {
@@ -341,7 +341,7 @@ impl Check<'_> {
                 if host.is_none_or(|h| h.is_empty()) || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     self.problem(
                         d.span(),
-                        format!(r#"tls.acme.directory must be an https:// URL of an ACME directory, e.g. directory = "https://acme-staging-v02.api.letsencrypt.org/directory" (Let's Encrypt staging); remove it for Let's Encrypt production"#),
+                        r#"tls.acme.directory must be an https:// URL of an ACME directory, e.g. directory = "https://acme-staging-v02.api.letsencrypt.org/directory" (Let's Encrypt staging); remove it for Let's Encrypt production"#,
                     );
                     ok = false;
                 }
