@@ -162,7 +162,12 @@ impl AcmeListener {
     pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let Some(mut renew_rx) = self.renew_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
         let mut account: Option<Account> = None;
-        let mut backoff = FIRST_BACKOFF;
+        // EBB_ACME_RETRY_MS: a shorter first retry, for tests.
+        let first_backoff = std::env::var("EBB_ACME_RETRY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(FIRST_BACKOFF, Duration::from_millis);
+        let mut backoff = first_backoff;
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             let due = self.due();
@@ -197,7 +202,7 @@ impl AcmeListener {
             };
             match result {
                 Ok((serial, not_after)) => {
-                    backoff = FIRST_BACKOFF;
+                    backoff = first_backoff;
                     retry_at = None;
                     for reply in waiting {
                         let _ = reply.send(Ok((serial.clone(), not_after.clone())));
