@@ -640,14 +640,15 @@ pub fn render_status(status: &FleetStatus) -> String {
             out.push_str(&format!("  {} {why}\n", r.id));
         }
     }
+    let now = std::time::SystemTime::now();
     for listener in &status.listeners {
-        out.push_str(&render_listener(listener));
+        out.push_str(&render_listener(listener, now));
     }
     out
 }
 
 /// A listener: its addresses, certificates and routes.
-fn render_listener(l: &crate::wire::ListenerStatus) -> String {
+fn render_listener(l: &crate::wire::ListenerStatus, now: std::time::SystemTime) -> String {
     let scheme = if l.tls { "https" } else { "http" };
     let mut out = format!("listener {}  {scheme}://{}", l.name, l.listen);
     if let Some(http) = &l.http {
@@ -655,11 +656,11 @@ fn render_listener(l: &crate::wire::ListenerStatus) -> String {
     }
     out.push_str(&format!("  tls {}\n", if l.tls { "on" } else { "off" }));
     for cert in &l.certificates {
-        let expired = if cert.expired { "  EXPIRED" } else { "" };
         out.push_str(&format!(
-            "  certificate {}  not after {}{expired}  ({})\n",
+            "  certificate {}  not after {}{}  ({})\n",
             cert.names.join(", "),
             cert.not_after,
+            expiry(&cert.not_after, cert.expired, now),
             cert.file
         ));
     }
@@ -669,10 +670,34 @@ fn render_listener(l: &crate::wire::ListenerStatus) -> String {
     for (i, route) in l.routes.iter().enumerate() {
         out.push_str(&format!("  route {}  {} -> {}\n", i + 1, route.rule, route.service));
     }
-    if l.unrouted > 0 {
-        out.push_str(&format!("  {} requests matched no route (404)\n", l.unrouted));
+    match l.unrouted {
+        0 => {}
+        1 => out.push_str("  1 request matched no route (404)\n"),
+        n => out.push_str(&format!("  {n} requests matched no route (404)\n")),
     }
     out
+}
+
+/// How long a certificate has left, in words: `, in 88 days`; loud under
+/// 14 days, when it should have been renewed already (ACME renews at 30).
+fn expiry(not_after: &str, expired: bool, now: std::time::SystemTime) -> String {
+    const DAY: u64 = 86_400;
+    let left = humantime::parse_rfc3339(not_after).ok().and_then(|t| t.duration_since(now).ok());
+    match (expired, left) {
+        (true, _) | (false, Some(std::time::Duration::ZERO)) => "  EXPIRED".to_string(),
+        (false, None) => String::new(),
+        (false, Some(left)) => {
+            let secs = left.as_secs();
+            let words = match secs {
+                s if s < 2 * DAY => format!("{} h", s.div_ceil(3600)),
+                s => format!("{} days", s / DAY),
+            };
+            match secs < 14 * DAY {
+                true => format!("  EXPIRES SOON, in {words}: renew it"),
+                false => format!(", in {words}"),
+            }
+        }
+    }
 }
 
 fn render_event(e: &Event) -> String {
@@ -751,6 +776,39 @@ mod tests {
             "replicas": []
         }))
         .unwrap()
+    }
+
+    /// A listener's certificates say how long they have left; its routes
+    /// are numbered in order.
+    #[test]
+    fn status_shows_a_listener_with_its_routes_and_certificate_expiry() {
+        let listener: crate::wire::ListenerStatus = serde_json::from_value(serde_json::json!({
+            "name": "public", "listen": "0.0.0.0:443", "http": "0.0.0.0:80", "tls": true,
+            "certificates": [
+                {"names": ["example.com", "*.example.com"], "not_after": "2027-03-01T12:00:00Z", "expired": false, "file": "/etc/ebb/site.pem"},
+                {"names": ["api.example.com"], "not_after": "2026-12-10T00:00:00Z", "expired": false, "file": "/etc/ebb/api.pem"},
+                {"names": ["old.example.com"], "not_after": "2026-12-02T00:00:00Z", "expired": true, "file": "/etc/ebb/old.pem"},
+                {"names": ["soon.example.com"], "not_after": "2026-12-04T00:00:00Z", "expired": false, "file": "/etc/ebb/soon.pem"}
+            ],
+            "tls_error": null,
+            "routes": [{"rule": "host api.example.com", "service": "api"}, {"rule": "default", "service": "web"}],
+            "unrouted": 1
+        }))
+        .unwrap();
+        let now = humantime::parse_rfc3339("2026-12-03T14:00:00Z").unwrap();
+        let text = render_listener(&listener, now);
+        assert_eq!(
+            text,
+            "listener public  https://0.0.0.0:443  (http://0.0.0.0:80 redirects to it)  tls on
+  certificate example.com, *.example.com  not after 2027-03-01T12:00:00Z, in 87 days  (/etc/ebb/site.pem)
+  certificate api.example.com  not after 2026-12-10T00:00:00Z  EXPIRES SOON, in 6 days: renew it  (/etc/ebb/api.pem)
+  certificate old.example.com  not after 2026-12-02T00:00:00Z  EXPIRED  (/etc/ebb/old.pem)
+  certificate soon.example.com  not after 2026-12-04T00:00:00Z  EXPIRES SOON, in 10 h: renew it  (/etc/ebb/soon.pem)
+  route 1  host api.example.com -> api
+  route 2  default -> web
+  1 request matched no route (404)
+"
+        );
     }
 
     /// `ebb status` shows what the balancer sees and a full host, beside

@@ -7,7 +7,7 @@
 //!   (`proxy::Front`).
 //! - [`tls`]: TLS termination for listeners: certificate files, SNI,
 //!   reload on change.
-//! - [`listeners`]: the running listeners, for status.
+//! - [`listeners`]: the running listeners, for status and Prometheus.
 //! - [`driver`]: where replicas run (local processes, Docker containers,
 //!   Swarm tasks), behind one trait.
 //! - [`controller`]: the executor of each service — gathers the facts about

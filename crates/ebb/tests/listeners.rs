@@ -503,6 +503,71 @@ fn two_services_behind_plain_and_tls_listeners() {
     let line = certs.lines().find(|l| l.contains("www.example.test")).unwrap_or_else(|| panic!("{certs}"));
     assert!(line.starts_with("public") && line.contains("ebb test CA") && line.ends_with("file"), "{certs}");
     assert!(certs.contains("last error: "), "the broken api.pem: {certs}");
+
+    // --- /metrics: each listener's own counters, and certificate expiry
+    let metrics = support::http(ebb.admin, "GET", "/metrics", None).unwrap();
+    assert_eq!(metrics.status, 200);
+    let sample = |name: &str, labels: &str| -> Option<f64> {
+        let prefix = format!("{name}{{{labels}}} ");
+        metrics.body.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+    };
+    let unrouted = "ebb_listener_unrouted_requests_total";
+    assert_eq!(sample(unrouted, r#"listener="strict""#), Some(2.0), "GET nothing.test, POST:\n{}", metrics.body);
+    assert_eq!(sample(unrouted, r#"listener="plain""#), Some(0.0), "plain has a default route");
+    assert!(sample("ebb_listener_max_connections", r#"listener="plain""#).is_some_and(|m| m > 0.0));
+    for name in ["ebb_listener_client_connections", "ebb_listener_connection_cap_reached_total"] {
+        assert!(sample(name, r#"listener="public""#).is_some(), "missing {name}:\n{}", metrics.body);
+    }
+    let handshakes = sample("ebb_listener_tls_handshake_failures_total", r#"listener="public""#);
+    assert!(handshakes.is_some_and(|n| n >= 1.0), "the garbage ClientHello: {handshakes:?}\n{}", metrics.body);
+    assert_eq!(sample("ebb_listener_tls_handshake_failures_total", r#"listener="plain""#), None, "no TLS");
+    for cert in public["certificates"].as_array().unwrap() {
+        let first = cert["names"][0].as_str().unwrap();
+        let not_after = humantime::parse_rfc3339(cert["not_after"].as_str().unwrap()).unwrap();
+        let unix = not_after.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as f64;
+        let labels = format!(r#"listener="public",certificate="{first}""#);
+        assert_eq!(sample("ebb_listener_certificate_not_after_seconds", &labels), Some(unix), "{}", metrics.body);
+    }
+    // And a real parser takes them.
+    match support::python_with("prometheus_client") {
+        Err(why) => println!("SKIP: parsing /metrics with a real Prometheus parser: {why}"),
+        Ok(()) => {
+            let parsed = support::parse_with_python(&metrics.body, false, ebb.dir.path())
+                .unwrap_or_else(|e| panic!("the Prometheus parser refused /metrics: {e}\n{}", metrics.body));
+            // The value of `type name{labels}` (the parser prints 2 or 2.0).
+            let value = |sample: &str| -> Option<f64> {
+                parsed.iter().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            };
+            assert_eq!(
+                value("counter ebb_listener_unrouted_requests_total{listener=strict}"),
+                Some(2.0),
+                "{parsed:#?}"
+            );
+            let expiry =
+                "gauge ebb_listener_certificate_not_after_seconds{certificate=api.example.test,listener=public}";
+            assert!(value(expiry).is_some_and(|s| s > 1.7e9), "{parsed:#?}");
+        }
+    }
+
+    // --- ebb load follows the service a listener's routes give its requests
+    let load = |args: &[&str]| {
+        let out = ebb.cli(&[&["load", "-n", "10", "--json"], args].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (json["fleet"]["service"].as_str().unwrap_or("(none)").to_string(), stderr)
+    };
+    let admin = format!("http://{}", ebb.admin);
+    let plain = format!("http://{}/gtg", ports.plain);
+    let (service, stderr) = load(&["--ebb", &admin, "-H", "Host: api.example.test", &plain]);
+    assert_eq!(service, "api", "host route: {stderr}");
+    assert!(stderr.contains("following api through ebb's admin API"), "{stderr}");
+    assert_eq!(load(&["--ebb", &admin, &plain]).0, "web", "the default route");
+    let canary = load(&["--ebb", &admin, "-H", "X-Canary: 1", &plain]).0;
+    assert_eq!(canary, "api", "header route");
+    // Found without --ebb too (the admin API named in the config).
+    assert_eq!(load(&["-H", "Host: api.example.test", &plain]).0, "api");
+    assert_eq!(load(&[&format!("http://{}/gtg/api/x", ports.plain)]).0, "api", "path route");
 }
 
 async fn wait_for_async<T, F, Fut>(what: &str, mut check: F) -> T

@@ -364,10 +364,9 @@ fn replicas_of_a_service_removed_from_the_config_are_left_running_and_named() {
     let batch = wait_for("the batch worker", BOOT, || {
         let status = ebb.status();
         let s = status["services"].as_array().unwrap().iter().find(|s| s["name"] == "batch").cloned()?;
-        s["replicas"]
-            .as_array()?
-            .first()
-            .map(|r| (r["id"].as_str().unwrap().to_string(), r["pid"].as_u64().unwrap() as u32))
+        // A replica still starting has no pid yet: wait for it.
+        let r = s["replicas"].as_array()?.first()?;
+        Some((r["id"].as_str()?.to_string(), r["pid"].as_u64()? as u32))
     });
     ebb.kill_up();
     let with_both = std::fs::read_to_string(&ebb.config).unwrap();

@@ -649,6 +649,50 @@ fn calibrate_through_a_balancer_gives_the_capacity_per_replica() {
     assert_eq!(flag, Some(saturation), "{flags}");
 }
 
+/// Pointed at a `[listener.NAME]`, calibrate follows the listener's routes
+/// to the service they give `GET URL` (here a path route to a service
+/// with no address of its own), and measures through its balancer.
+#[test]
+fn calibrate_through_a_listener_follows_its_route() {
+    let _serial = MEASURING.lock().unwrap_or_else(|p| p.into_inner());
+    let front = format!("127.0.0.1:{}", free_port());
+    let ebb = Ebb::start(|admin, listen| {
+        let web = fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", "");
+        let api = web.split("[service.web]").nth(1).unwrap().replace("[service.web.health]", "[service.api.health]");
+        let api = api.replace(&format!("listen = \"{listen}\"\n"), "");
+        format!(
+            "{web}\n[service.api]{api}\n[listener.front]\nlisten = \"{front}\"\n\n\
+             [[listener.front.route]]\npath_prefix = \"/work\"\nservice = \"api\"\n\n\
+             [[listener.front.route]]\nservice = \"web\"\n"
+        )
+    });
+    wait_for("both services in service", std::time::Duration::from_secs(20), || {
+        let status = ebb.status();
+        status["services"].as_array()?.iter().all(|s| s["in_service"] == 1).then_some(())
+    });
+    let url = format!("http://{front}/work?cpu_ms=1");
+    let out = Command::new(EBB)
+        .current_dir(ebb.dir.path())
+        .args([
+            "simulate",
+            "-f",
+            "ebb.toml",
+            "--calibrate",
+            &url,
+            "--calibrate-duration",
+            "4s",
+            "--calibrate-starts",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["through_balancer"]["service"], "api", "the path route's service: {json:#}");
+    assert_eq!(json["through_balancer"]["in_service_before"], 1, "{json:#}");
+}
+
 #[test]
 fn calibrate_says_clearly_what_it_cannot_measure() {
     let d = Dir::new();

@@ -193,6 +193,15 @@ struct Metrics {
     service_send_timeouts: Family<Labels, Counter>,
     service_http2_floods: Family<Labels, Counter>,
     replica_ejected: Family<Labels, Gauge>,
+    listener_connections: Family<Labels, Gauge>,
+    listener_max_connections: Family<Labels, Gauge>,
+    listener_connection_cap: Family<Labels, Counter>,
+    listener_unrouted: Family<Labels, Counter>,
+    listener_rejected: Family<Labels, Counter>,
+    listener_send_timeouts: Family<Labels, Counter>,
+    listener_http2_floods: Family<Labels, Counter>,
+    listener_tls_handshake_failures: Family<Labels, Counter>,
+    listener_certificate_not_after: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -239,6 +248,15 @@ impl Metrics {
             service_send_timeouts: Family::default(),
             service_http2_floods: Family::default(),
             replica_ejected: Family::default(),
+            listener_connections: Family::default(),
+            listener_max_connections: Family::default(),
+            listener_connection_cap: Family::default(),
+            listener_unrouted: Family::default(),
+            listener_rejected: Family::default(),
+            listener_send_timeouts: Family::default(),
+            listener_http2_floods: Family::default(),
+            listener_tls_handshake_failures: Family::default(),
+            listener_certificate_not_after: Family::default(),
         };
         let r = registry;
         r.register("service_desired_replicas", "Desired capacity of the service", m.service_desired.clone());
@@ -386,6 +404,52 @@ impl Metrics {
         r.register("replica_state", "1 for the replica's current lifecycle state", m.replica_state.clone());
         r.register_with_unit("replica_age", "Time since the replica was started", Unit::Seconds, m.replica_age.clone());
         r.register("replica_protected", "1 if the replica is protected from scale-in", m.replica_protected.clone());
+        r.register(
+            "listener_client_connections",
+            "Client connections open at a [listener.NAME]",
+            m.listener_connections.clone(),
+        );
+        r.register(
+            "listener_max_connections",
+            "The listener's cap on client connections (max_connections); at the cap new clients wait in the listen backlog",
+            m.listener_max_connections.clone(),
+        );
+        r.register(
+            "listener_connection_cap_reached",
+            "Times the listener reached max_connections and stopped accepting",
+            m.listener_connection_cap.clone(),
+        );
+        r.register(
+            "listener_unrouted_requests",
+            "Requests that matched none of the listener's routes (answered 404)",
+            m.listener_unrouted.clone(),
+        );
+        r.register(
+            "listener_rejected_requests",
+            "Requests the listener refused itself before routing them (framing, Host, oversized head)",
+            m.listener_rejected.clone(),
+        );
+        r.register(
+            "listener_send_timeouts",
+            "Client connections of the listener cut because the client stopped reading for send_timeout",
+            m.listener_send_timeouts.clone(),
+        );
+        r.register(
+            "listener_http2_floods",
+            "HTTP/2 client connections of the listener closed for flooding (resets or control frames past ebb's bounds)",
+            m.listener_http2_floods.clone(),
+        );
+        r.register(
+            "listener_tls_handshake_failures",
+            "TLS handshakes that failed or did not finish within header_read_timeout (TLS listeners)",
+            m.listener_tls_handshake_failures.clone(),
+        );
+        r.register_with_unit(
+            "listener_certificate_not_after",
+            "When a certificate the listener serves expires, Unix time (label certificate: its first name)",
+            Unit::Seconds,
+            m.listener_certificate_not_after.clone(),
+        );
         r.register("admin_auth_failures", "Admin API calls refused for a wrong token", m.auth_failures.clone());
         r.register(
             "admin_auth_lockouts",
@@ -436,6 +500,8 @@ pub(crate) fn build_registry(app: &App) -> Registry {
         m.auth_failures.inc_by(limiter.total_failures);
         m.auth_lockouts.inc_by(limiter.total_lockouts);
     }
+
+    listener_metrics(&m, &app.state.listeners.readings());
 
     let (mut latency, mut service_latency, mut queue_time) = (Vec::new(), Vec::new(), Vec::new());
     for handle in app.state.services.values() {
@@ -588,6 +654,43 @@ pub(crate) fn build_registry(app: &App) -> Registry {
     registry
 }
 
+/// The `[listener.NAME]` tables' own counters (routed requests count at
+/// their service), and each certificate's expiry.
+fn listener_metrics(m: &Metrics, readings: &[crate::listeners::ListenerReading]) {
+    for reading in readings {
+        let l = vec![("listener", reading.name.clone())];
+        let stats = &reading.stats;
+        m.listener_connections.get_or_create(&l).set(stats.open_connections.min(i64::MAX as u64) as i64);
+        if let Some(max) = reading.max_connections {
+            m.listener_max_connections.get_or_create(&l).set(i64::from(max));
+        }
+        m.listener_connection_cap.get_or_create(&l).inc_by(stats.connection_cap_reached);
+        m.listener_unrouted.get_or_create(&l).inc_by(reading.unrouted);
+        m.listener_rejected.get_or_create(&l).inc_by(stats.rejected);
+        m.listener_send_timeouts.get_or_create(&l).inc_by(stats.send_timeouts);
+        m.listener_http2_floods.get_or_create(&l).inc_by(stats.http2_floods);
+        if !reading.tls {
+            continue;
+        }
+        m.listener_tls_handshake_failures.get_or_create(&l).inc_by(stats.tls_handshake_failures);
+        // Two certificates with the same first name: the earlier expiry,
+        // so an alert on it still fires in time.
+        let mut expiries: BTreeMap<&str, i64> = BTreeMap::new();
+        for (name, not_after) in &reading.certificates {
+            let seconds = match not_after.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                Err(_) => 0,
+            };
+            let entry = expiries.entry(name.as_str()).or_insert(seconds);
+            *entry = (*entry).min(seconds);
+        }
+        for (name, seconds) in expiries {
+            let labels = vec![("listener", reading.name.clone()), ("certificate", name.to_string())];
+            m.listener_certificate_not_after.get_or_create(&labels).set(seconds);
+        }
+    }
+}
+
 /// Whether the scraper prefers OpenMetrics (Prometheus sends
 /// `application/openmetrics-text;version=1.0.0,...`).
 fn wants_openmetrics(headers: &HeaderMap) -> bool {
@@ -654,6 +757,64 @@ mod tests {
         assert_eq!(tally.scaling.len(), 2);
         assert_eq!(tally.kinds.get(&("web".into(), "scaled".into())), Some(&3));
         assert_eq!(tally.kinds.get(&("web".into(), "replica_in_service".into())), Some(&1));
+    }
+
+    #[test]
+    fn listeners_export_their_own_counters_and_certificate_expiry() {
+        use crate::listeners::ListenerReading;
+        let mut registry = Registry::with_prefix("ebb");
+        let m = Metrics::register(&mut registry);
+        let at = |s: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        let stats = crate::proxy::ProxyStatsSnapshot {
+            open_connections: 3,
+            connection_cap_reached: 1,
+            send_timeouts: 2,
+            http2_floods: 4,
+            tls_handshake_failures: 5,
+            ..Default::default()
+        };
+        let readings = [
+            ListenerReading {
+                name: "public".into(),
+                stats,
+                max_connections: Some(1000),
+                unrouted: 7,
+                tls: true,
+                certificates: vec![
+                    ("www.example.com".into(), at(1_900_000_000)),
+                    ("api.example.com".into(), at(1_800_000_000)),
+                    ("www.example.com".into(), at(1_850_000_000)),
+                ],
+            },
+            ListenerReading {
+                name: "plain".into(),
+                stats: Default::default(),
+                max_connections: None,
+                unrouted: 0,
+                tls: false,
+                certificates: Vec::new(),
+            },
+        ];
+        listener_metrics(&m, &readings);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        for line in [
+            r#"ebb_listener_client_connections{listener="public"} 3"#,
+            r#"ebb_listener_max_connections{listener="public"} 1000"#,
+            r#"ebb_listener_connection_cap_reached_total{listener="public"} 1"#,
+            r#"ebb_listener_unrouted_requests_total{listener="public"} 7"#,
+            r#"ebb_listener_send_timeouts_total{listener="public"} 2"#,
+            r#"ebb_listener_http2_floods_total{listener="public"} 4"#,
+            r#"ebb_listener_tls_handshake_failures_total{listener="public"} 5"#,
+            r#"ebb_listener_certificate_not_after_seconds{listener="public",certificate="api.example.com"} 1800000000"#,
+            // The same first name twice: the earlier expiry.
+            r#"ebb_listener_certificate_not_after_seconds{listener="public",certificate="www.example.com"} 1850000000"#,
+            r#"ebb_listener_unrouted_requests_total{listener="plain"} 0"#,
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line}:\n{out}");
+        }
+        assert!(!out.contains(r#"ebb_listener_tls_handshake_failures_total{listener="plain"}"#), "{out}");
+        assert!(!out.contains(r#"ebb_listener_max_connections{listener="plain"}"#), "{out}");
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::command::{ControlCommand, DeployRequest, LifecycleError, ReplicaOutcome, ScaleOutcome};
-use super::{Input, Snapshot};
+use super::{input, Input, ServiceContext, ServiceController, Snapshot};
 use crate::admin::auth::constant_time_eq;
 use crate::metrics::history;
 use crate::proxy::{Backend, ServiceProxy};
@@ -126,4 +127,34 @@ impl ServiceHandle {
         self.durable().await?;
         Ok(outcome)
     }
+}
+
+/// Starts the controller task of one service. It runs until `shutdown` is
+/// cancelled, then drains and stops every replica and finishes; wait for that
+/// through `tracker`.
+pub fn spawn_service(ctx: ServiceContext, shutdown: CancellationToken, tracker: &TaskTracker) -> ServiceHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let controller = ServiceController::new(ctx, tx.clone());
+    let (snapshot_tx, snapshot_rx) = watch::channel(controller.snapshot());
+    let handle = ServiceHandle {
+        name: controller.ctx.name.clone(),
+        proxy: controller.ctx.proxy.clone(),
+        commands: tx.clone(),
+        snapshot: snapshot_rx.clone(),
+        history: controller.restorer.history(),
+        replica_tokens: controller.fleet.replicas.tokens(),
+        store: controller.restorer.store(),
+        restored: controller.restorer.done(),
+    };
+    tracker.spawn(input::sample_usage(
+        controller.fleet.driver().clone(),
+        snapshot_rx.clone(),
+        tx.clone(),
+        shutdown.clone(),
+    ));
+    if let Some(source) = controller.ctx.config.metric_source.clone() {
+        tracker.spawn(input::read_metric_source(source, tx.clone(), shutdown.clone()));
+    }
+    tracker.spawn(controller.run(rx, snapshot_tx, shutdown));
+    handle
 }

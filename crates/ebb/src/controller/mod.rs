@@ -1,10 +1,13 @@
-//! The controller: one reconciler task per service.
+//! The controller: one task per service, the executor of the core's
+//! decisions.
 //!
 //! Each service's task owns that service's replicas and runs a loop over a
 //! closed enum of [`Input`]s (commands, probe results, exits, finished starts
-//! and stops, ticks). After every input it reconciles: it compares desired
-//! with observed, starts or retires replicas, and publishes the routable set
-//! to the balancer and a status snapshot to the admin API.
+//! and stops, ticks). After every input it reconciles: it tells the fleet
+//! planner (`ebb_core::fleet`) the facts about each replica and carries out
+//! the actions it returns (or the deploy planner's, while a deploy runs),
+//! then publishes the routable set to the balancer and a status snapshot to
+//! the admin API. No rule about what happens to a replica is decided here.
 //!
 //! **Architecture invariant:** the controller never blocks on a driver call.
 //! Starts, drains and stops run as tasks that report back through the inbox,
@@ -20,7 +23,8 @@
 //! - `sampler.rs`: the once-a-second sample and the autoscaler;
 //! - `outlier.rs`: passive outlier detection;
 //! - `publish.rs`: the routable set and the status snapshot;
-//! - `restart.rs` and `adopt.rs`: the state store, and adoption at start.
+//! - `restart.rs` and `adopt.rs`: the state store, and adoption at start;
+//! - `handle.rs`: `spawn_service` and the handle the rest of ebb holds.
 
 mod adopt;
 mod command;
@@ -41,7 +45,7 @@ mod sampler;
 pub use command::{ConfigSpec, ControlCommand, DeployRequest, LifecycleError, ReplicaOutcome, ScaleOutcome};
 use context::Shared;
 pub use context::{RestoredService, ServiceContext};
-pub use handle::ServiceHandle;
+pub use handle::{spawn_service, ServiceHandle};
 use input::Input;
 use publish::Snapshot;
 
@@ -49,7 +53,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use ebb_core::fleet::{self, CrashLoop, FleetAction, FleetInput};
 
@@ -60,36 +63,6 @@ use crate::events::{EventKind, NewEvent};
 const TICK: Duration = Duration::from_millis(250);
 /// Metrics resolution: one sample, and one scaling decision, per second.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
-/// Starts the controller task of one service. It runs until `shutdown` is
-/// cancelled, then drains and stops every replica and finishes; wait for that
-/// through `tracker`.
-pub fn spawn_service(ctx: ServiceContext, shutdown: CancellationToken, tracker: &TaskTracker) -> ServiceHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let controller = ServiceController::new(ctx, tx.clone());
-    let (snapshot_tx, snapshot_rx) = watch::channel(controller.snapshot());
-    let handle = ServiceHandle {
-        name: controller.ctx.name.clone(),
-        proxy: controller.ctx.proxy.clone(),
-        commands: tx.clone(),
-        snapshot: snapshot_rx.clone(),
-        history: controller.restorer.history(),
-        replica_tokens: controller.fleet.replicas.tokens(),
-        store: controller.restorer.store(),
-        restored: controller.restorer.done(),
-    };
-    tracker.spawn(input::sample_usage(
-        controller.fleet.driver().clone(),
-        snapshot_rx.clone(),
-        tx.clone(),
-        shutdown.clone(),
-    ));
-    if let Some(source) = controller.ctx.config.metric_source.clone() {
-        tracker.spawn(input::read_metric_source(source, tx.clone(), shutdown.clone()));
-    }
-    tracker.spawn(controller.run(rx, snapshot_tx, shutdown));
-    handle
-}
 
 /// One service's controller: its parts, each owning its own state.
 struct ServiceController {

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use rusqlite::{Connection, ErrorCode};
@@ -74,7 +74,7 @@ impl Store {
                 "INSERT INTO candidates (name, posts, last_replica, updated_unix_ms) VALUES (?1, 1, ?2, ?3)
                  ON CONFLICT (name) DO UPDATE SET posts = posts + 1,
                      last_replica = excluded.last_replica, updated_unix_ms = excluded.updated_unix_ms",
-                rusqlite::params![name, replica, unix_ms()],
+                rusqlite::params![name, replica, crate::clock::unix_ms(SystemTime::now()) as i64],
             )?;
             Ok(())
         })
@@ -135,6 +135,3 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
 }
 
-fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}

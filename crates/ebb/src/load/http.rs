@@ -148,6 +148,19 @@ impl Target {
         })
     }
 
+    /// What a listener routes the run's requests by (`Host` as sent, `-H`
+    /// included), for following the service behind it.
+    pub fn aim(&self) -> super::fleet::Aim {
+        let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+        super::fleet::Aim {
+            addr: self.addr,
+            host: self.headers.get(http::header::HOST).map(text),
+            path: self.path.path().to_string(),
+            method: self.method.as_str().to_string(),
+            headers: self.headers.iter().map(|(n, v)| (n.as_str().to_string(), text(v))).collect(),
+        }
+    }
+
     /// Whether connections are reused (no `--disable-keepalive`).
     pub fn keepalive(&self) -> bool {
         self.keepalive

@@ -361,14 +361,17 @@ pub async fn run(args: LoadArgs, config: &std::path::Path) -> anyhow::Result<Exi
         }
     }
 
+    // A listener routes by host, path, method and headers: the service
+    // behind it is the one the run's requests reach.
+    let aim = plan.target.aim();
     let admin = match admin {
         Some(admin) => Some(admin),
-        None => fleet::detect(addr, config).await,
+        None => fleet::detect(&aim, config).await,
     };
     let mut notes = Vec::new();
     let poller = match admin {
         Some(admin) => {
-            let first = match admin.view(addr).await {
+            let first = match admin.view(&aim).await {
                 Ok(view) => {
                     notes.push(format!("ebb load: following {} through ebb's admin API at {}", view.label, admin.url));
                     Some(view)
@@ -380,7 +383,7 @@ pub async fn run(args: LoadArgs, config: &std::path::Path) -> anyhow::Result<Exi
                     None
                 }
             };
-            Some(fleet::Poller::start(admin, addr, first))
+            Some(fleet::Poller::start(admin, aim.clone(), first))
         }
         None => None,
     };

@@ -181,6 +181,9 @@ pub struct ProxyStats {
     pub connection_cap_reached: AtomicU64,
     /// HTTP/2 client connections closed for flooding (see `h2_flood.rs`).
     pub http2_floods: AtomicU64,
+    /// TLS handshakes that failed or did not finish within
+    /// `header_read_timeout` (a TLS front only).
+    pub tls_handshake_failures: AtomicU64,
 }
 
 /// A copy of [`ProxyStats`] at one instant.
@@ -198,6 +201,7 @@ pub struct ProxyStatsSnapshot {
     pub shed: u64,
     pub open_connections: u64,
     pub connection_cap_reached: u64,
+    pub tls_handshake_failures: u64,
 }
 
 impl ProxyStats {
@@ -216,6 +220,7 @@ impl ProxyStats {
             shed: get(&self.shed),
             open_connections: get(&self.open_connections),
             connection_cap_reached: get(&self.connection_cap_reached),
+            tls_handshake_failures: get(&self.tls_handshake_failures),
         }
     }
 }

@@ -271,8 +271,14 @@ async fn worker(
                 // garbage) is closed like a slow HTTP client.
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => serve_connection(stream, shared, &builder, peer).await,
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed."),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time; closing."),
+                    Ok(Err(error)) => {
+                        shared.front.stats().tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, %error, "TLS handshake failed.");
+                    }
+                    Err(_) => {
+                        shared.front.stats().tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "TLS handshake not finished in time; closing.");
+                    }
                 },
             }
             connections.remove(id);

@@ -34,7 +34,7 @@ use super::output::num;
 use super::SimulateArgs;
 use crate::controller::probe;
 use crate::driver::{Driver, ProcessDriver, ReplicaSpec, RunningReplica};
-use crate::load::fleet::{Admin, Behind};
+use crate::load::fleet::{Admin, Aim, Behind};
 use crate::load::http::{exchange, get_once, parse_url, RequestSpec, Target, Timer};
 use crate::load::stats::{Collector, Shards};
 
@@ -316,10 +316,12 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
     // A balancer or a replica of a running ebb: its CPU samples give the
     // saturation CPU. Through a balancer the ramp measures the whole fleet:
     // the capacity per replica is that divided by the replicas in service.
-    let known = crate::load::fleet::what_is(addr, config_path).await;
+    // Through a listener, the service its routes give `GET path`.
+    let aim = Aim::get(addr, &parsed.authority, &path);
+    let known = crate::load::fleet::what_is(&aim, config_path).await;
     let balancer = match &known {
         Some((admin, Behind::Balancer { .. })) => {
-            admin.view(addr).await.ok().filter(|v| v.in_service > 0).map(|v| (admin.clone(), v))
+            admin.view(&aim).await.ok().filter(|v| v.in_service > 0).map(|v| (admin.clone(), v))
         }
         _ => None,
     };
@@ -351,7 +353,7 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
     let mut capacity = capacity.map_err(failed)?;
     let through = match &balancer {
         Some((admin, before)) => {
-            let after = admin.view(addr).await.map(|v| v.in_service).unwrap_or(before.in_service);
+            let after = admin.view(&aim).await.map(|v| v.in_service).unwrap_or(before.in_service);
             // The fleet may have scaled during the ramp: dividing by the
             // larger count keeps the per-replica figure on the safe side.
             let replicas = before.in_service.max(after);

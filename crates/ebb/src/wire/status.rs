@@ -60,6 +60,20 @@ pub struct RouteStatus {
     pub rule: String,
     #[schema(example = "api")]
     pub service: String,
+    /// The conditions one by one, as in `ebb.toml` (what `rule` says in
+    /// words), so a client can route as the listener does (`ebb load
+    /// --ebb`). `host`: exact or `*.example.com`, lower case.
+    #[serde(default)]
+    #[schema(example = "api.example.com")]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Empty: any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header name (lower case) -> the exact value required.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// One service: its bounds, counts and replicas.

@@ -482,3 +482,32 @@ impl Load {
         (self.sent.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
     }
 }
+
+/// Where a Python module can be imported, or why not.
+pub fn python_with(module: &str) -> Result<(), String> {
+    match Command::new("python3").args(["-c", &format!("import {module}")]).output() {
+        Err(e) => Err(format!("python3 is not available ({e})")),
+        Ok(o) if !o.status.success() => Err(format!("the Python module {module} is not installed")),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Parses Prometheus text with Python's prometheus_client (`openmetrics`:
+/// its OpenMetrics parser) and returns `name{labels} value` lines.
+pub fn parse_with_python(text: &str, openmetrics: bool, dir: &Path) -> Result<Vec<String>, String> {
+    let file = dir.join(if openmetrics { "metrics.om.txt" } else { "metrics.prom.txt" });
+    std::fs::write(&file, text).unwrap();
+    let parser = if openmetrics { "prometheus_client.openmetrics.parser" } else { "prometheus_client.parser" };
+    let script = format!(
+        "import sys\nfrom {parser} import text_string_to_metric_families as parse\n\
+         for f in parse(open(sys.argv[1]).read()):\n    \
+             for s in f.samples:\n        \
+                 labels = ','.join(f'{{k}}={{v}}' for k, v in sorted(s.labels.items()))\n        \
+                 print(f'{{f.type}} {{s.name}}{{{{{{labels}}}}}} {{s.value}}')\n"
+    );
+    let out = Command::new("python3").arg("-c").arg(&script).arg(&file).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+}
