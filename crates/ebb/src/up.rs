@@ -296,6 +296,16 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
                 challenges.clone(),
                 events.clone(),
             );
+            let have = match tls.certs().first() {
+                Some(c) => format!("the stored certificate (not after {}) is served", c.not_after_text()),
+                None => "ordering one now (TLS handshakes fail until it arrives)".to_string(),
+            };
+            println!(
+                "ebb: listener {}: certificate for {} by ACME from {}: {have}",
+                listener.name,
+                acme.config.domains.join(", "),
+                acme.config.directory
+            );
             listener_board.add_acme(acme.clone());
             proxies.spawn(acme.run(proxies_stop.clone()));
         }
