@@ -50,6 +50,8 @@ use crate::tls::TlsState;
 /// First retry after a failed order; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// The problem type of a JWS signed by an account the CA does not know.
+const ACCOUNT_DOES_NOT_EXIST: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
 /// One HTTP exchange with the ACME server.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the CA may take to validate and to issue.
@@ -240,8 +242,23 @@ impl AcmeListener {
         }
         let Some(acct) = account.as_ref() else { return Err("no ACME account".into()) };
         self.orders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (chain, key) = obtain(acct, &self.config.domains, &self.challenges).await.inspect_err(|_| {
-            // An account the CA no longer knows is made again next time.
+        let obtained = match obtain(acct, &self.config.domains, &self.challenges).await {
+            // The CA no longer knows the stored account (a test CA
+            // restarted, an account deactivated): set the file aside, make
+            // a new account, and try once more.
+            Err(error) if error.contains(ACCOUNT_DOES_NOT_EXIST) => {
+                let file = account_file(&self.state_dir, &self.config.directory);
+                let aside = file.with_extension("json.unknown");
+                let _ = std::fs::rename(&file, &aside);
+                tracing::warn!(listener = %self.listener, file = %aside.display(), %error, "The ACME server does not know the stored account; making a new one.");
+                *account = Some(self.account().await?);
+                let Some(acct) = account.as_ref() else { return Err("no ACME account".into()) };
+                obtain(acct, &self.config.domains, &self.challenges).await
+            }
+            other => other,
+        };
+        let (chain, key) = obtained.inspect_err(|_| {
+            // The account is read again (or made) at the next attempt.
             *account = None;
         })?;
         let dir = cert_dir(&self.state_dir, &self.listener);

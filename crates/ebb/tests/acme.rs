@@ -9,10 +9,12 @@
 //! names: HTTPS over HTTP/1.1 and HTTP/2 with Pebble's root, each host to
 //! its own service, the 308 on plain HTTP; `ebb down` + `ebb up` serves the
 //! same serial and orders nothing; `ebb certs renew` under continuous HTTPS
-//! load serves a new serial with no failed request.
+//! load serves a new serial with no failed request; with Pebble stopped a
+//! renewal fails with its error (an event) and the old certificate stays;
+//! a new Pebble that forgot the account gets a new one and issues.
 //!
-//! Skipped (with a message) when Pebble is not installed;
-//! `scripts/install-test-deps` installs it.
+//! Skipped (with a message) when Pebble is not installed, except under CI
+//! (`CI` set), where that fails: `scripts/install-test-deps` installs it.
 
 mod support;
 
@@ -54,6 +56,9 @@ struct Pebble {
     management: SocketAddr,
     ca_pem: std::path::PathBuf,
     log: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    /// pebble-challtestsrv's DNS and management ports.
+    dns: (u16, u16),
     _procs: Procs,
 }
 
@@ -88,44 +93,62 @@ fn start_pebble(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
     });
     std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
     let log = dir.join("pebble.log");
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
-        Command::new("pebble-challtestsrv")
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .args(["-dns01", &format!("127.0.0.1:{dns}"), "-management", &format!("127.0.0.1:{dns_mgmt}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pebble-challtestsrv"),
-    );
-    let out = std::fs::File::create(&log).unwrap();
-    procs.0.push(
-        Command::new("pebble")
-            .arg("-config")
-            .arg(dir.join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start pebble"),
-    );
-    let directory = format!("https://localhost:{acme}/dir");
-    let pebble = Pebble { directory, management: ([127, 0, 0, 1], management).into(), ca_pem, log, _procs: procs };
-    wait_for("Pebble to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", acme)).ok().map(|_| ())
-    });
+    let mut pebble = Pebble {
+        directory: format!("https://localhost:{acme}/dir"),
+        management: ([127, 0, 0, 1], management).into(),
+        ca_pem,
+        log,
+        dir: dir.to_path_buf(),
+        dns: (dns, dns_mgmt),
+        _procs: Procs(Vec::new()),
+    };
+    pebble.spawn();
     pebble
 }
 
 impl Pebble {
+    /// Starts pebble-challtestsrv and Pebble (again, after [`Pebble::stop`]:
+    /// same ports, nothing remembered) and waits until Pebble listens.
+    fn spawn(&mut self) {
+        let (dns, dns_mgmt) = self.dns;
+        self._procs.0.push(
+            Command::new("pebble-challtestsrv")
+                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                .args(["-dns01", &format!("127.0.0.1:{dns}"), "-management", &format!("127.0.0.1:{dns_mgmt}")])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start pebble-challtestsrv"),
+        );
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        self._procs.0.push(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(self.dir.join("pebble.json"))
+                .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .expect("start pebble"),
+        );
+        let acme: SocketAddr = self
+            .directory
+            .trim_start_matches("https://localhost:")
+            .trim_end_matches("/dir")
+            .parse::<u16>()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .unwrap();
+        wait_for("Pebble to listen", Duration::from_secs(20), || std::net::TcpStream::connect(acme).ok().map(|_| ()));
+    }
+
     /// Stops Pebble and its DNS server.
     fn stop(&mut self) {
-        self._procs.0.iter_mut().for_each(|c| {
+        for mut c in self._procs.0.drain(..) {
             let _ = c.kill();
             let _ = c.wait();
-        });
+        }
     }
 
     /// Pebble's current root (the issuer of what it signs), from its
@@ -525,6 +548,23 @@ fn a_certificate_from_pebble_is_served_kept_across_restarts_and_renewed_under_lo
     assert_eq!(still, renewed);
     let listed = ebb.cli(&["certs"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("last error: "), "ebb certs shows the failure");
+
+    // A new Pebble on the same address knows neither the account nor the
+    // old root: the stored account is set aside, a new one made, and the
+    // renewal goes through.
+    pebble.spawn();
+    let renew = ebb.cli(&["certs", "renew"]);
+    let said = String::from_utf8_lossy(&renew.stdout).into_owned();
+    assert!(renew.status.success(), "{said}{}\n{}", String::from_utf8_lossy(&renew.stderr), ebb.up_log());
+    let accounts = state.join("acme/accounts");
+    let mut files: Vec<String> =
+        std::fs::read_dir(&accounts).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "the new account and the old one set aside: {files:?}");
+    assert!(files[1].ends_with(".json.unknown"), "{files:?}");
+    let new_root = pebble.root();
+    let fresh = run(async { https_get(tls, SHOP, "/gtg", &new_root, Proto::Http1).await.unwrap().1 });
+    assert!(said.contains(&fresh), "{said}");
 
     // An unknown domain is refused, naming the ACME domains.
     let unknown = ebb.cli(&["certs", "renew", "other.ebb.test"]);
