@@ -17,8 +17,9 @@
 //!   does not cover the configured domains or is within `renew_before` of
 //!   its not-after, so a restart never orders again.
 //! - **Before the first certificate** the listener accepts connections but
-//!   has no certificate: the handshake fails with a TLS alert
-//!   (`unrecognized_name`-style, from rustls), never a panic.
+//!   has no certificate: the handshake fails with rustls's
+//!   `access_denied` alert ("no server certificate chain resolved"), never
+//!   a panic; plain HTTP on `http` already redirects.
 //! - **Renewal** ([`AcmeListener::run`]): one task per ACME listener sleeps
 //!   until `renew_before` the not-after (or a forced renewal); a failure is a
 //!   `certificate_failed` event with the CA's own error, retried after 1
