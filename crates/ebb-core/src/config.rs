@@ -425,12 +425,38 @@ pub struct ListenerConfig {
     pub proxy: ProxyConfig,
 }
 
-/// `tls = { cert = …, key = … }` or `[[listener.NAME.tls.certs]]`.
+/// `tls = { cert = …, key = … }`, `[[listener.NAME.tls.certs]]`, or
+/// `tls.acme = { … }` (then `certs` is empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     /// In file order; the first is served when a client's SNI names none of
     /// them (or it sends none).
     pub certs: Vec<CertFiles>,
+    /// Certificates obtained and renewed by ACME instead of files.
+    pub acme: Option<AcmeConfig>,
+}
+
+/// Let's Encrypt's production directory: `tls.acme.directory`'s default.
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `tls.acme = { domains = [...], email = "...", directory = "...",
+/// directory_ca = "ca.pem", renew_before = "30d" }`: one certificate for
+/// every domain, obtained with HTTP-01 challenges answered on the
+/// listener's `http` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// DNS names (lower case, no wildcard), the first is the certificate's
+    /// subject.
+    pub domains: Vec<String>,
+    /// The account's contact (`mailto:`), for the CA's expiry notices.
+    pub email: Option<String>,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// A PEM file of CA certificates to trust for `directory` (a private
+    /// or test ACME server), instead of the built-in public roots.
+    pub directory_ca: Option<PathBuf>,
+    /// Renew this long before the certificate's not-after.
+    pub renew_before: Duration,
 }
 
 /// One certificate chain and its private key, as PEM files (paths already

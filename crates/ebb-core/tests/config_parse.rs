@@ -811,3 +811,53 @@ fn configs_without_listeners_have_none() {
     assert!(config.listeners.is_empty());
     assert!(config.services["web"].own_listen);
 }
+
+#[test]
+fn tls_acme_takes_domains_and_defaults_to_lets_encrypt_production() {
+    let config = parse(
+        r#"
+[service.web]
+command = "web --port $PORT"
+
+[listener.public]
+listen = "0.0.0.0:443"
+http = "0.0.0.0:80"
+tls.acme = { domains = ["Shop.Example.com.", "api.example.com"], email = "mailto:ops@example.com" }
+
+[[listener.public.route]]
+service = "web"
+"#,
+    );
+    let tls = config.listeners["public"].tls.clone().unwrap();
+    assert!(tls.certs.is_empty());
+    let acme = tls.acme.unwrap();
+    assert_eq!(acme.domains, ["shop.example.com", "api.example.com"], "lower case, no trailing dot");
+    assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+    assert_eq!(acme.directory, ebb_core::config::LETS_ENCRYPT_PRODUCTION);
+    assert_eq!(acme.directory_ca, None);
+    assert_eq!(acme.renew_before, std::time::Duration::from_secs(30 * 86_400));
+
+    let private = parse(
+        r#"
+[service.web]
+command = "web --port $PORT"
+
+[listener.public]
+listen = "0.0.0.0:443"
+http = "0.0.0.0:80"
+
+[listener.public.tls.acme]
+domains = ["shop.example.com"]
+directory = "https://acme.internal/dir"
+directory_ca = "ca/root.pem"
+renew_before = "10d"
+
+[[listener.public.route]]
+service = "web"
+"#,
+    );
+    let acme = private.listeners["public"].tls.clone().unwrap().acme.unwrap();
+    assert_eq!(acme.directory, "https://acme.internal/dir");
+    assert_eq!(acme.directory_ca.as_deref(), Some(Path::new("ca/root.pem")));
+    assert_eq!(acme.renew_before, std::time::Duration::from_secs(10 * 86_400));
+}

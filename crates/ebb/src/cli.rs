@@ -97,6 +97,15 @@ enum Command {
     /// works once, within 60 s, and sets a session cookie; the page never
     /// receives the admin token).
     Dashboard,
+    /// List the certificates the TLS listeners serve (listener, domains,
+    /// issuer, not-after, source: file or acme), or renew ACME ones now.
+    Certs {
+        #[command(subcommand)]
+        action: Option<CertsAction>,
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the event log: why the fleet changed.
     Events {
         /// Only this service's events.
@@ -129,6 +138,20 @@ enum Command {
     Load(crate::load::LoadArgs),
     /// Replay traffic (a trace, an access log, a shape, or recorded history) against the scaling policy in virtual time, with the same autoscaler as `ebb up`.
     Simulate(crate::simulate::SimulateArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsAction {
+    /// Renew ACME certificates now (the one holding DOMAIN, or every one)
+    /// and wait until the new certificate is served; on failure the old one
+    /// stays in service and the ACME server's error is printed.
+    Renew {
+        /// A domain of the certificate to renew.
+        domain: Option<String>,
+        /// Give up waiting after this long (the renewal goes on).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 /// `--strategy`: the names `ebb.toml` uses, read straight into the one
@@ -293,6 +316,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             follow_deploy(&client, &service, &started).await
         }
+        Command::Certs { action: None, json } => {
+            let certs = client.certs().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&certs)?);
+            } else {
+                print!("{}", render_certs(&certs));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs { action: Some(CertsAction::Renew { domain, timeout }), .. } => {
+            match client.answer_within(timeout).renew_certs(domain.as_deref()).await {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        println!(
+                            "listener {}: renewed {} (serial {}, not after {})",
+                            o.listener,
+                            o.domains.join(", "),
+                            o.serial,
+                            o.not_after
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => refused(error),
+            }
+        }
         Command::Rollback { service } => {
             let started = match client.rollback(&service, None).await {
                 Ok(started) => started,
@@ -322,6 +371,61 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// A deploy or rollback the admin API refused changed nothing: exit 2 (as
 /// for other bad input), with its message. Any other failure (ebb not
 /// running, no answer) leaves the outcome unknown: exit 1.
+/// `ebb certs`: one line per certificate.
+fn render_certs(certs: &[crate::wire::CertView]) -> String {
+    if certs.is_empty() {
+        return "no TLS listener\n".to_string();
+    }
+    let rows: Vec<[String; 5]> = certs
+        .iter()
+        .map(|c| {
+            let issuer = c.issuer.as_deref().map(short_issuer).unwrap_or_else(|| "-".into());
+            let not_after = match (&c.not_after, c.expired) {
+                (Some(t), true) => format!("{t} (EXPIRED)"),
+                (Some(t), false) => t.clone(),
+                (None, _) => "none yet".into(),
+            };
+            [c.listener.clone(), c.domains.join(","), issuer, not_after, c.source.clone()]
+        })
+        .collect();
+    let header = ["LISTENER", "DOMAINS", "ISSUER", "NOT AFTER", "SOURCE"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 4 {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(header);
+    for (row, c) in rows.iter().zip(certs) {
+        out.push_str(&line([&row[0], &row[1], &row[2], &row[3], &row[4]]));
+        if let Some(renews) = &c.renews_at {
+            out.push_str(&format!("    renews from {renews}\n"));
+        }
+        if let Some(error) = &c.error {
+            out.push_str(&format!("    last error: {error}\n"));
+        }
+    }
+    out
+}
+
+/// An issuer's CN if it has one (`CN=Pebble Intermediate CA 1f2e3d`), else
+/// the whole name.
+fn short_issuer(dn: &str) -> String {
+    dn.split(", ").find_map(|part| part.strip_prefix("CN=")).unwrap_or(dn).to_string()
+}
+
 fn refused(error: ClientError) -> anyhow::Result<ExitCode> {
     match error.refusal() {
         Some(refusal) => {

@@ -201,6 +201,8 @@ impl AdminClient {
     pub async fn events(&self, service: Option<&str>, after: u64) -> Answer<Vec<Event>> {
         let mut path = format!("/api/v1/events?after={after}");
         if let Some(s) = service {
+            // Percent-encoded: a listener's events are `listener NAME`.
+            let s = percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC);
             path.push_str(&format!("&service={s}"));
         }
         self.get(&path).await
@@ -211,6 +213,18 @@ impl AdminClient {
     pub async fn metrics(&self, service: &str, since_ms: u64) -> Answer<Vec<ServicePoint>> {
         let service = percent_encoding::utf8_percent_encode(service, percent_encoding::NON_ALPHANUMERIC);
         self.get(&format!("/api/v1/metrics?service={service}&since={since_ms}")).await
+    }
+
+    /// `GET /api/v1/certs`: the certificates every TLS listener serves.
+    pub async fn certs(&self) -> Answer<Vec<crate::wire::CertView>> {
+        self.get("/api/v1/certs").await
+    }
+
+    /// `POST /api/v1/certs/renew`: renews the ACME certificate holding
+    /// `domain` (or every one) and answers once the new one is served.
+    pub async fn renew_certs(&self, domain: Option<&str>) -> Answer<Vec<crate::wire::RenewOutcome>> {
+        let body = crate::wire::RenewRequest { domain: domain.map(str::to_string) };
+        self.send(Method::POST, "/api/v1/certs/renew", &body).await
     }
 
     /// `POST /api/v1/shutdown`: ebb drains and stops everything.

@@ -62,6 +62,15 @@ pub enum EventKind {
     HostFull,
     FleetStarting,
     FleetStopping,
+    /// A listener got a certificate from ACME (first or renewed); `service`
+    /// is `listener NAME`.
+    CertificateObtained,
+    /// An ACME order or renewal failed (the CA's error; retried with
+    /// backoff), or certificate files changed but do not load; the
+    /// previous certificate is still served.
+    CertificateFailed,
+    /// Changed certificate files were loaded (new connections get them).
+    CertificateReloaded,
 }
 
 impl EventKind {
@@ -94,6 +103,9 @@ impl EventKind {
             EventKind::DeployRolledBack => "deploy_rolled_back",
             EventKind::FleetStarting => "fleet_starting",
             EventKind::FleetStopping => "fleet_stopping",
+            EventKind::CertificateObtained => "certificate_obtained",
+            EventKind::CertificateFailed => "certificate_failed",
+            EventKind::CertificateReloaded => "certificate_reloaded",
         }
     }
 }

@@ -24,6 +24,7 @@
 //! - [`cli`] and [`client`]: the `ebb` command line and its admin API client.
 //! - [`demo_app`]: the built-in workload of the seed stories (`ebb demo-app`).
 
+pub mod acme;
 pub mod admin;
 pub mod cli;
 pub mod client;

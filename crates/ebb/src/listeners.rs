@@ -14,11 +14,78 @@ use crate::wire::{CertificateStatus, ListenerStatus, RouteStatus};
 #[derive(Default)]
 pub struct ListenerBoard {
     entries: Vec<(ListenerConfig, Option<Arc<TlsState>>, Arc<Front>)>,
+    /// The listeners whose certificates ACME obtains.
+    acme: Vec<Arc<crate::acme::AcmeListener>>,
 }
 
 impl ListenerBoard {
     pub fn add(&mut self, config: ListenerConfig, tls: Option<Arc<TlsState>>, front: Arc<Front>) {
         self.entries.push((config, tls, front));
+    }
+
+    /// Whether a listener of that name runs.
+    pub fn has(&self, name: &str) -> bool {
+        self.entries.iter().any(|(config, _, _)| config.name == name)
+    }
+
+    pub fn add_acme(&mut self, acme: Arc<crate::acme::AcmeListener>) {
+        self.acme.push(acme);
+    }
+
+    /// The ACME listeners.
+    pub fn acme(&self) -> &[Arc<crate::acme::AcmeListener>] {
+        &self.acme
+    }
+
+    /// Every certificate in service, by listener (`ebb certs`).
+    pub fn certs(&self) -> Vec<crate::wire::CertView> {
+        let now = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for (config, tls, _) in &self.entries {
+            let Some(tls) = tls else { continue };
+            let acme = self.acme.iter().find(|a| a.listener == config.name);
+            let certs = tls.certs();
+            if certs.is_empty() {
+                if let Some(acme) = acme {
+                    out.push(crate::wire::CertView {
+                        listener: config.name.clone(),
+                        domains: acme.config.domains.clone(),
+                        issuer: None,
+                        serial: None,
+                        not_after: None,
+                        expired: false,
+                        renews_at: None,
+                        source: "acme".into(),
+                        file: None,
+                        directory: Some(acme.config.directory.clone()),
+                        error: acme.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                    });
+                }
+                continue;
+            }
+            for c in certs.iter() {
+                out.push(crate::wire::CertView {
+                    listener: config.name.clone(),
+                    domains: c.names.clone(),
+                    issuer: Some(c.issuer.clone()),
+                    serial: Some(c.serial.clone()),
+                    not_after: Some(c.not_after_text()),
+                    expired: c.not_after < now,
+                    renews_at: acme.map(|a| {
+                        let t = crate::acme::renewal_time(c.not_before, c.not_after, a.config.renew_before);
+                        humantime::format_rfc3339_seconds(t).to_string()
+                    }),
+                    source: tls.source.as_str().into(),
+                    file: Some(c.files.cert.display().to_string()),
+                    directory: acme.map(|a| a.config.directory.clone()),
+                    error: match acme {
+                        Some(a) => a.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                        None => tls.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                    },
+                });
+            }
+        }
+        out
     }
 
     /// Each listener's counters and certificates, read once (for

@@ -43,6 +43,11 @@ pub struct LoadedCert {
     /// DNS names (lower case) it is valid for, wildcards as `*.example.com`.
     pub names: Vec<String>,
     pub not_after: SystemTime,
+    pub not_before: SystemTime,
+    /// The leaf's serial number, hex (`0a:1b:…`).
+    pub serial: String,
+    /// The leaf's issuer (its distinguished name).
+    pub issuer: String,
     key: Arc<CertifiedKey>,
 }
 
@@ -86,7 +91,7 @@ fn load_one(index: usize, files: &CertFiles) -> Result<LoadedCert, CertError> {
             ),
         ));
     }
-    let (names, not_after) = describe(&chain[0]).map_err(|why| {
+    let (names, (not_before, not_after), serial, issuer) = describe(&chain[0]).map_err(|why| {
         fail("cert", format!("{}: the first certificate cannot be read: {why}", files.cert.display()))
     })?;
     let key_pem = read(&files.key, "key")?;
@@ -111,11 +116,12 @@ fn load_one(index: usize, files: &CertFiles) -> Result<LoadedCert, CertError> {
         ),
         e => fail("key", format!("{} cannot be used: {e}", files.key.display())),
     })?;
-    Ok(LoadedCert { files: files.clone(), names, not_after, key: Arc::new(certified) })
+    Ok(LoadedCert { files: files.clone(), names, not_after, not_before, serial, issuer, key: Arc::new(certified) })
 }
 
-/// The leaf's DNS names and not-after date.
-fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, SystemTime), String> {
+/// The leaf's DNS names, not-after date, serial and issuer.
+#[allow(clippy::type_complexity)]
+fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, (SystemTime, SystemTime), String, String), String> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| e.to_string())?;
     let mut names = Vec::new();
@@ -131,12 +137,12 @@ fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, SystemTime), Strin
             cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(|s| s.to_ascii_lowercase()),
         );
     }
-    let seconds = cert.validity().not_after.timestamp();
-    let not_after = match u64::try_from(seconds) {
+    let time = |seconds: i64| match u64::try_from(seconds) {
         Ok(s) => SystemTime::UNIX_EPOCH + Duration::from_secs(s),
         Err(_) => SystemTime::UNIX_EPOCH,
     };
-    Ok((names, not_after))
+    let validity = (time(cert.validity().not_before.timestamp()), time(cert.validity().not_after.timestamp()));
+    Ok((names, validity, cert.raw_serial_as_string(), cert.issuer().to_string()))
 }
 
 /// Picks a certificate by SNI among the current set.
@@ -166,10 +172,30 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
+/// Where a listener's certificates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The files named in `ebb.toml`.
+    Files,
+    /// ACME: files in the state directory that the ACME task writes.
+    Acme,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Files => "file",
+            Source::Acme => "acme",
+        }
+    }
+}
+
 /// A TLS listener's state: its files, the certificates in service, and the
 /// rustls configuration (made once; the resolver swaps certificates).
 pub struct TlsState {
     pub listener: String,
+    /// Where the certificates come from.
+    pub source: Source,
     files: Vec<CertFiles>,
     resolver: Arc<CertResolver>,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -180,7 +206,32 @@ pub struct TlsState {
 impl TlsState {
     /// Loads a listener's certificates; the error says which file failed.
     pub fn new(listener: &str, files: &[CertFiles]) -> Result<Arc<TlsState>, CertError> {
-        let certs = load(files)?;
+        Self::with_certs(listener, Source::Files, files, load(files)?)
+    }
+
+    /// An ACME listener's state: the stored certificate if there is one
+    /// that loads, else none yet (handshakes fail until the ACME task has
+    /// one).
+    pub fn acme(listener: &str, dir: &Path) -> Result<Arc<TlsState>, CertError> {
+        let files = [CertFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem") }];
+        let certs = match load(&files) {
+            Ok(certs) => certs,
+            Err(e) => {
+                if files[0].cert.exists() {
+                    tracing::warn!(%listener, error = %e.message, "The stored ACME certificate does not load; ordering a new one.");
+                }
+                Vec::new()
+            }
+        };
+        Self::with_certs(listener, Source::Acme, &files, certs)
+    }
+
+    fn with_certs(
+        listener: &str,
+        source: Source,
+        files: &[CertFiles],
+        certs: Vec<LoadedCert>,
+    ) -> Result<Arc<TlsState>, CertError> {
         let resolver = Arc::new(CertResolver { current: ArcSwap::from_pointee(certs) });
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -191,6 +242,7 @@ impl TlsState {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(TlsState {
             listener: listener.to_string(),
+            source,
             files: files.to_vec(),
             resolver,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
@@ -248,7 +300,13 @@ impl TlsState {
 
 /// Reloads every TLS listener's certificates when their files change, and
 /// on SIGHUP, until `stop`.
-pub async fn watch(states: Vec<Arc<TlsState>>, stop: tokio_util::sync::CancellationToken) {
+pub async fn watch(
+    states: Vec<Arc<TlsState>>,
+    events: Option<Arc<crate::events::EventLog>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    // ACME listeners' files are written and reloaded by their ACME task.
+    let states: Vec<_> = states.into_iter().filter(|s| s.source == Source::Files).collect();
     if states.is_empty() {
         return;
     }
@@ -275,7 +333,15 @@ pub async fn watch(states: Vec<Arc<TlsState>>, stop: tokio_util::sync::Cancellat
             let now = state.stamp();
             if forced || now != *stamp {
                 *stamp = now;
-                let _ = state.reload();
+                let result = state.reload();
+                if let Some(events) = &events {
+                    use crate::events::{EventKind, NewEvent};
+                    let subject = format!("listener {}", state.listener);
+                    events.record(match result {
+                        Ok(()) => NewEvent::new(&subject, EventKind::CertificateReloaded, format!("certificate files reloaded ({}): new connections get them", if forced { "SIGHUP" } else { "changed on disk" })),
+                        Err(e) => NewEvent::new(&subject, EventKind::CertificateFailed, format!("certificate files changed but do not load: {e}; the previous certificates are still served")),
+                    });
+                }
             }
         }
     }
@@ -290,6 +356,17 @@ pub fn check_config(config: &Config) -> Result<(Vec<Arc<TlsState>>, Vec<String>)
     let mut warnings = Vec::new();
     for listener in config.listeners.values() {
         let Some(tls) = &listener.tls else { continue };
+        if let Some(acme) = &tls.acme {
+            if let Some(ca) = &acme.directory_ca {
+                crate::acme::read_ca(ca)
+                    .map_err(|e| config.key_error(&format!("listener.{}.tls.acme.directory_ca", listener.name), e))?;
+            }
+            let dir = crate::acme::cert_dir(&config.state_dir, &listener.name);
+            let state = TlsState::acme(&listener.name, &dir)
+                .map_err(|e| config.key_error(&format!("listener.{}.tls.acme", listener.name), e.message))?;
+            states.push(state);
+            continue;
+        }
         let state = TlsState::new(&listener.name, &tls.certs).map_err(|e| {
             config.key_error(&format!("listener.{}.tls.{}.{}", listener.name, e.index, e.which), e.message)
         })?;
@@ -368,6 +445,21 @@ mod tests {
         state.reload().unwrap();
         assert_eq!(state.certs()[0].names, ["renewed.test"]);
         assert!(state.last_error.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_acme_listener_without_a_certificate_yet_offers_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = TlsState::acme("public", dir.path()).unwrap();
+        assert_eq!(state.source, Source::Acme);
+        assert!(state.certs().is_empty());
+        assert!(state.resolver.choose(Some("shop.test")).is_none(), "the handshake fails with an alert");
+        // Once the ACME task has written the pair, a reload serves it.
+        let files = pair(dir.path(), "cert", &["shop.test"]);
+        std::fs::rename(&files.key, dir.path().join("key.pem")).unwrap();
+        state.reload().unwrap();
+        assert_eq!(chosen(&state, Some("shop.test")), ["shop.test"]);
+        assert!(state.certs()[0].issuer.contains("rcgen"), "{}", state.certs()[0].issuer);
     }
 
     #[test]

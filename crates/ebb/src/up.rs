@@ -273,17 +273,41 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
         );
     }
     let mut listener_board = crate::listeners::ListenerBoard::default();
+    // ACME HTTP-01 tokens, answered on every listener's http address.
+    let challenges = Arc::new(crate::acme::Challenges::default());
     // Listeners: each routes to services started above, and accepts once
     // all of them have adopted what an earlier run left.
     for (listener, main, http) in listener_sockets {
         let tls = crate::tls::state_of(&tls_states, &listener).cloned();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let front = Front::listener(&listener, &service_proxies, tls.clone());
-        listener_board.add(listener.clone(), tls, front.clone());
+        listener_board.add(listener.clone(), tls.clone(), front.clone());
         let routed: Vec<_> = listener.routes.services().iter().map(|s| services[*s].clone()).collect();
         let mut sockets = vec![(main, front)];
         if let Some(http) = http {
-            sockets.push((http, Front::redirect(&listener)));
+            sockets.push((http, Front::redirect(&listener, challenges.clone())));
+        }
+        if let (Some(acme), Some(tls)) = (listener.tls.as_ref().and_then(|t| t.acme.clone()), tls.as_ref()) {
+            let acme = crate::acme::AcmeListener::new(
+                &listener.name,
+                acme,
+                tls.clone(),
+                &state_dir,
+                challenges.clone(),
+                events.clone(),
+            );
+            let have = match tls.certs().first() {
+                Some(c) => format!("the stored certificate (not after {}) is served", c.not_after_text()),
+                None => "ordering one now (TLS handshakes fail until it arrives)".to_string(),
+            };
+            println!(
+                "ebb: listener {}: certificate for {} by ACME from {}: {have}",
+                listener.name,
+                acme.config.domains.join(", "),
+                acme.config.directory
+            );
+            listener_board.add_acme(acme.clone());
+            proxies.spawn(acme.run(proxies_stop.clone()));
         }
         for (socket, front) in sockets {
             let stop = proxies_stop.clone();
@@ -311,7 +335,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
             listener.routes.services().join(", ")
         );
     }
-    proxies.spawn(crate::tls::watch(tls_states.clone(), proxies_stop.clone()));
+    proxies.spawn(crate::tls::watch(tls_states.clone(), Some(events.clone()), proxies_stop.clone()));
     proxies.close();
     controllers.close();
 

@@ -15,6 +15,7 @@ const COMMANDS: &[&str] = &[
     "protect",
     "interrupt",
     "dashboard",
+    "certs",
     "events",
     "logs",
     "validate",
@@ -23,6 +24,9 @@ const COMMANDS: &[&str] = &[
     "load",
     "simulate",
 ];
+
+/// Commands of commands, each after its parent.
+const SUBCOMMANDS: &[&str] = &["certs renew"];
 
 fn help(args: &[&str]) -> String {
     let out = Command::new(EBB).args(args).arg("--help").output().expect("run ebb --help");
@@ -41,6 +45,10 @@ fn page() -> String {
     page.push_str(&format!("## ebb\n\n```text\n{}\n```\n", help(&[])));
     for command in COMMANDS {
         page.push_str(&format!("\n## ebb {command}\n\n```text\n{}\n```\n", help(&[command])));
+        for sub in SUBCOMMANDS.iter().filter(|s| s.split(' ').next() == Some(command)) {
+            let args: Vec<&str> = sub.split(' ').collect();
+            page.push_str(&format!("\n## ebb {sub}\n\n```text\n{}\n```\n", help(&args)));
+        }
     }
     page
 }

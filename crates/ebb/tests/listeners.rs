@@ -489,6 +489,21 @@ fn two_services_behind_plain_and_tls_listeners() {
     assert!(text.contains("route 1  host api.example.test -> api"), "{text}");
     assert!(text.contains("certificate www.example.test, *.example.test  not after"), "{text}");
 
+    // --- the reloads are events of the listener; `ebb certs` lists the files
+    let kinds: Vec<String> = ebb
+        .events()
+        .iter()
+        .filter(|e| e["service"] == "listener public")
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(kinds.iter().any(|k| k == "certificate_reloaded"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "certificate_failed"), "{kinds:?}");
+    let certs = String::from_utf8(ebb.cli(&["certs"]).stdout).unwrap();
+    assert!(certs.starts_with("LISTENER"), "{certs}");
+    let line = certs.lines().find(|l| l.contains("www.example.test")).unwrap_or_else(|| panic!("{certs}"));
+    assert!(line.starts_with("public") && line.contains("ebb test CA") && line.ends_with("file"), "{certs}");
+    assert!(certs.contains("last error: "), "the broken api.pem: {certs}");
+
     // --- /metrics: each listener's own counters, and certificate expiry
     let metrics = support::http(ebb.admin, "GET", "/metrics", None).unwrap();
     assert_eq!(metrics.status, 200);

@@ -46,6 +46,8 @@ pub(crate) fn routes() -> Router<App> {
         .route("/api/v1/replicas/{id}/interrupt", post(interrupt))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/metrics", get(metrics))
+        .route("/api/v1/certs", get(list_certs))
+        .route("/api/v1/certs/renew", post(renew_certs))
         .route("/api/v1/shutdown", post(shutdown))
         .route("/api/v1/dashboard/login", post(dashboard_login))
         .route("/api/v1/openapi.json", get(openapi_json))
@@ -86,7 +88,7 @@ pub enum Follow {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only this service's events.
+    /// Only this service's events (or a listener's: `listener NAME`).
     pub service: Option<String>,
     /// Only events with a sequence number above this (0: all kept).
     #[param(minimum = 0)]
@@ -507,7 +509,11 @@ pub(crate) async fn list_events(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     if let Some(name) = &q.service {
-        service(&app, name)?;
+        // A listener's own events (certificates) are `listener NAME`.
+        let listener = name.strip_prefix("listener ").is_some_and(|l| app.state.listeners.has(l));
+        if !listener {
+            service(&app, name)?;
+        }
     }
     let mut after = non_negative("after", q.after)?;
     if let Some(v) = headers.get("last-event-id") {
@@ -581,6 +587,80 @@ pub(crate) async fn metrics(
     }
     points.extend(recent.iter().map(ServicePoint::finite));
     Ok(Json(points))
+}
+
+/// The certificates every TLS listener serves (what `ebb certs` shows):
+/// from files or ACME, with their names, issuer, serial and not-after.
+#[utoipa::path(get, path = "/api/v1/certs", tag = "listeners",
+    responses(
+        (status = 200, description = "One entry per certificate in service (an ACME listener without one yet: its domains and last error)", body = [crate::wire::CertView]),
+        (status = 401, description = "Token missing or wrong (non-loopback admin listener)", body = ErrorBody),
+    ))]
+pub(crate) async fn list_certs(State(app): State<App>) -> Json<Vec<crate::wire::CertView>> {
+    Json(app.state.listeners.certs())
+}
+
+/// Renews ACME certificates now (what `ebb certs renew [DOMAIN]` does):
+/// the one holding `domain`, or every one. Answers when the new
+/// certificates are in service, or with the ACME server's error (the old
+/// certificate is still served).
+#[utoipa::path(post, path = "/api/v1/certs/renew", tag = "listeners",
+    request_body(content = Option<crate::wire::RenewRequest>, description = "Nothing, `{}`, or `{\"domain\": \"shop.example.com\"}`"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Renewed: the new certificates", body = [crate::wire::RenewOutcome]),
+        (status = 400, description = "A body that is not `{}` or `{\"domain\": ...}`", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 404, description = "No ACME certificate holds that domain (or none is configured)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+        (status = 502, description = "The ACME server refused or failed: its error (the old certificate is still served)", body = ErrorBody),
+    ))]
+pub(crate) async fn renew_certs(State(app): State<App>, body: Bytes) -> Result<Response, ApiError> {
+    let request: crate::wire::RenewRequest = optional_json(&body, r#"{"domain": "shop.example.com"}"#)?;
+    let domain = request.domain.as_deref().map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase());
+    let chosen: Vec<_> = app
+        .state
+        .listeners
+        .acme()
+        .iter()
+        .filter(|a| domain.as_ref().is_none_or(|d| a.config.domains.contains(d)))
+        .cloned()
+        .collect();
+    if chosen.is_empty() {
+        let known: Vec<String> = app.state.listeners.acme().iter().flat_map(|a| a.config.domains.clone()).collect();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            match (&domain, known.is_empty()) {
+                (_, true) => "no listener gets its certificate by ACME (tls.acme); file certificates are renewed by replacing their files".to_string(),
+                (Some(d), false) => format!("no ACME certificate holds {d}; ACME domains: {}", known.join(", ")),
+                (None, false) => unreachable!("every ACME listener is chosen without a domain"),
+            },
+        ));
+    }
+    let mut outcomes = Vec::new();
+    for acme in chosen {
+        match acme.renew().await {
+            Ok((serial, not_after)) => outcomes.push(crate::wire::RenewOutcome {
+                listener: acme.listener.clone(),
+                domains: acme.config.domains.clone(),
+                serial,
+                not_after,
+            }),
+            Err(error) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                    "renewing the certificate of listener {} failed: {error}; the previous certificate is still served",
+                    acme.listener
+                ),
+                ))
+            }
+        }
+    }
+    Ok(Json(outcomes).into_response())
 }
 
 /// Asks ebb to drain and stop everything (what `ebb down` does).

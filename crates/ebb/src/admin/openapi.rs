@@ -34,6 +34,8 @@ use crate::wire;
         api::interrupt,
         api::list_events,
         api::metrics,
+        api::list_certs,
+        api::renew_certs,
         api::shutdown,
         api::dashboard_login,
         api::openapi_json,
@@ -64,6 +66,9 @@ use crate::wire;
         wire::ListenerStatus,
         wire::CertificateStatus,
         wire::RouteStatus,
+        wire::CertView,
+        wire::RenewRequest,
+        wire::RenewOutcome,
     )),
     modifiers(&BearerScheme),
     tags(
@@ -72,6 +77,7 @@ use crate::wire;
         (name = "events", description = "The event log: every change with its reason"),
         (name = "metrics", description = "Per-second history for graphs (Prometheus is at /metrics)"),
         (name = "fleet", description = "The whole ebb process"),
+        (name = "listeners", description = "Listeners' certificates: list, renew by ACME"),
     )
 )]
 pub struct ApiDoc;
@@ -153,6 +159,8 @@ mod tests {
             "/api/v1/replicas/{id}/interrupt",
             "/api/v1/events",
             "/api/v1/metrics",
+            "/api/v1/certs",
+            "/api/v1/certs/renew",
             "/api/v1/shutdown",
             "/api/v1/openapi.json",
         ] {

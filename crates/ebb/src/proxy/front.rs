@@ -8,8 +8,9 @@
 //!   trusted proxies) and the service's per-request ones (admission,
 //!   retries, upstream timeouts, outlier detection); optionally over TLS;
 //! - a TLS listener's `http` address: every request is redirected (308) to
-//!   the same host and path over HTTPS. (ACME HTTP-01 challenges will be
-//!   answered here, before the redirect: see [`Front::answer_locally`].)
+//!   the same host and path over HTTPS, except ACME HTTP-01 challenges
+//!   (`/.well-known/acme-challenge/TOKEN`), answered here from
+//!   [`Challenges`] before the redirect: see [`Front::answer_locally`].
 //!
 //! Connection-level counters (open connections, the cap, HTTP/2 floods,
 //! send timeouts) go to the service of a short-form listener, and to the
@@ -27,6 +28,7 @@ use http::{Request, Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::{ProxyStats, ServiceProxy};
+use crate::acme::Challenges;
 use crate::tls::TlsState;
 
 /// One listening socket's configuration and targets.
@@ -53,8 +55,9 @@ enum Targets {
     One(Arc<ServiceProxy>),
     /// A listener's routes; `services[i]` serves `table.routes[i]`.
     Routes { name: String, table: RouteTable, services: Vec<Arc<ServiceProxy>> },
-    /// A TLS listener's plain-HTTP address: 308 to HTTPS on `https_port`.
-    Redirect { https_port: u16 },
+    /// A TLS listener's plain-HTTP address: 308 to HTTPS on `https_port`,
+    /// after the ACME challenges in progress.
+    Redirect { https_port: u16, challenges: Arc<Challenges> },
 }
 
 /// Where a request goes.
@@ -119,13 +122,14 @@ impl Front {
         })
     }
 
-    /// A TLS listener's `http` address.
-    pub fn redirect(listener: &ebb_core::config::ListenerConfig) -> Arc<Front> {
+    /// A TLS listener's `http` address; `challenges` are the ACME HTTP-01
+    /// tokens it answers (shared by every listener).
+    pub fn redirect(listener: &ebb_core::config::ListenerConfig, challenges: Arc<Challenges>) -> Arc<Front> {
         Arc::new(Front {
             label: format!("listener {} (http)", listener.name),
             name: listener.name.clone(),
             config: listener.proxy.clone(),
-            targets: Targets::Redirect { https_port: listener.listen.port() },
+            targets: Targets::Redirect { https_port: listener.listen.port(), challenges },
             tls: None,
             hsts: None,
             own_stats: ProxyStats::default(),
@@ -178,17 +182,30 @@ impl Front {
                     }
                 }
             }
-            Targets::Redirect { https_port } => {
+            Targets::Redirect { https_port, challenges } => {
                 self.own_stats.requests.fetch_add(1, Ordering::Relaxed);
-                Target::Local(Box::new(self.answer_locally(req, *https_port)))
+                Target::Local(Box::new(self.answer_locally(req, *https_port, challenges)))
             }
         }
     }
 
-    /// The plain-HTTP address's answer: a 308 to the same host, path and
-    /// query over HTTPS. (An ACME HTTP-01 challenge,
-    /// `/.well-known/acme-challenge/TOKEN`, is to be answered here first.)
-    fn answer_locally<B>(&self, req: &Request<B>, https_port: u16) -> Response<ProxyBody> {
+    /// The plain-HTTP address's answer: an ACME HTTP-01 challenge in
+    /// progress (`GET /.well-known/acme-challenge/TOKEN`: the key
+    /// authorization, `text/plain`; an unknown token is a 404, never a
+    /// redirect), else a 308 to the same host, path and query over HTTPS.
+    fn answer_locally<B>(&self, req: &Request<B>, https_port: u16, challenges: &Challenges) -> Response<ProxyBody> {
+        if let Some(token) = req.uri().path().strip_prefix("/.well-known/acme-challenge/") {
+            let mut response = match challenges.answer(token) {
+                Some(key_authorization) => Response::new(ProxyBody::full(Bytes::from(key_authorization))),
+                None => {
+                    let mut r = Response::new(ProxyBody::full(Bytes::from_static(b"no such ACME challenge\n")));
+                    *r.status_mut() = StatusCode::NOT_FOUND;
+                    r
+                }
+            };
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            return response;
+        }
         let Some(host) = request_host(req) else {
             return json_answer(
                 StatusCode::BAD_REQUEST,
@@ -243,7 +260,7 @@ mod tests {
             label: "listener public (http)".into(),
             name: "public".into(),
             config: ProxyConfig::default(),
-            targets: Targets::Redirect { https_port },
+            targets: Targets::Redirect { https_port, challenges: Arc::new(Challenges::default()) },
             tls: None,
             hsts: None,
             own_stats: ProxyStats::default(),
@@ -278,5 +295,19 @@ mod tests {
         );
         assert_eq!(location(&on_443, get(None, "/")).0, 400, "no Host: nowhere to redirect to");
         assert_eq!(on_443.stats().requests.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn acme_challenges_are_answered_before_the_redirect() {
+        let challenges = Arc::new(Challenges::default());
+        challenges.insert("tok-1".into(), "tok-1.thumbprint".into());
+        let front = Front { targets: Targets::Redirect { https_port: 443, challenges }, ..redirect(443) };
+        let get = |uri: &str| Request::get(uri).header(header::HOST, "shop.test").body(()).unwrap();
+        let Target::Local(answer) = front.route(&get("/.well-known/acme-challenge/tok-1")) else { panic!() };
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.headers()[header::CONTENT_TYPE], "text/plain");
+        let Target::Local(unknown) = front.route(&get("/.well-known/acme-challenge/other")) else { panic!() };
+        assert_eq!(unknown.status(), 404, "an unknown token is not redirected");
+        assert_eq!(location(&front, get("/.well-known/other")).0, 308);
     }
 }

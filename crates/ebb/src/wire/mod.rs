@@ -7,10 +7,12 @@
 //! says so: clients generated from it keep working.
 
 mod answers;
+mod certs;
 mod requests;
 mod status;
 
 pub use answers::{DashboardLogin, ErrorBody, EventView, ReplicaOutcome, ScaleOutcome, ShutdownView};
+pub use certs::{CertView, RenewOutcome, RenewRequest};
 pub use requests::{
     DeployRequest, InterruptRequest, ProtectRequest, ReasonRequest, SetDesiredRequest, ShutdownRequest,
 };

@@ -9,7 +9,7 @@
 
 use super::{Check, Listener, Owner, RawProxy, ServiceConfig};
 use crate::config::value::{Addr, Dur};
-use crate::config::{CertFiles, ListenerConfig, ProxyConfig, TlsConfig};
+use crate::config::{AcmeConfig, CertFiles, ListenerConfig, ProxyConfig, TlsConfig};
 use crate::routing::{HostMatch, Route, RouteTable};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -69,12 +69,26 @@ pub(super) struct RawListener {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = r#"a TLS table like tls = { cert = "site.pem", key = "site.key" }, or [[listener.NAME.tls.certs]] entries"#
+    expecting = r#"a TLS table like tls = { cert = "site.pem", key = "site.key" }, [[listener.NAME.tls.certs]] entries, or tls.acme = { domains = ["shop.example.com"] }"#
 )]
 struct RawTls {
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
     certs: Option<Vec<RawCert>>,
+    acme: Option<Spanned<RawAcme>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"an ACME table like tls.acme = { domains = ["shop.example.com"], email = "ops@example.com" }"#
+)]
+struct RawAcme {
+    domains: Option<Spanned<Vec<Spanned<String>>>>,
+    email: Option<Spanned<String>>,
+    directory: Option<Spanned<String>>,
+    directory_ca: Option<Spanned<String>>,
+    renew_before: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize)]
@@ -144,9 +158,17 @@ impl Check<'_> {
                 std::net::SocketAddr::from(([0, 0, 0, 0], 0))
             }
         };
+        // A tls table with errors is reported on its own: not again as "no tls".
+        let has_tls = raw.tls.is_some();
         let tls = raw.tls.and_then(|t| self.tls(&n, name, t, spans));
+        if let (Some(TlsConfig { acme: Some(_), .. }), None) = (&tls, &raw.http) {
+            self.problem(
+                name.span(),
+                format!(r#"listener `{n}` gets its certificate by ACME, which proves each domain with an HTTP-01 challenge on port 80, but it has no http address; add http = "0.0.0.0:80" (it also redirects plain HTTP to HTTPS)"#),
+            );
+        }
         let http = raw.http.map(|http| {
-            if tls.is_none() {
+            if !has_tls {
                 self.problem(
                     http.span(),
                     format!(r#"http is the plain-HTTP address that redirects to listener `{n}`'s HTTPS, but the listener has no tls; add tls = {{ cert = "site.pem", key = "site.key" }}, or remove http (a plain listener needs listen only)"#),
@@ -157,7 +179,7 @@ impl Check<'_> {
             http.into_inner().0
         });
         let hsts = raw.hsts.map(|hsts| {
-            if tls.is_none() {
+            if !has_tls {
                 self.problem(
                     hsts.span(),
                     format!(r#"hsts tells browsers to use HTTPS only, but listener `{n}` has no tls; add tls = {{ cert = "site.pem", key = "site.key" }}, or remove hsts"#),
@@ -192,6 +214,26 @@ impl Check<'_> {
         raw: RawTls,
         spans: &mut Vec<(String, Range<usize>)>,
     ) -> Option<TlsConfig> {
+        if let Some(acme) = raw.acme {
+            if let Some(other) = raw.cert.as_ref().or(raw.key.as_ref()).map(|s| s.span()) {
+                self.problem(
+                    other,
+                    format!("listener `{listener}` has both tls.acme and certificate files; use one: remove tls.cert/tls.key to let ACME obtain the certificate, or remove tls.acme to serve the files"),
+                );
+                return None;
+            }
+            if raw.certs.is_some() {
+                self.problem(
+                    acme.span(),
+                    format!("listener `{listener}` has both tls.acme and [[listener.{listener}.tls.certs]]; use one: remove the certs entries to let ACME obtain the certificate, or remove tls.acme to serve the files"),
+                );
+                return None;
+            }
+            let span = acme.span();
+            return self
+                .acme(listener, span, acme.into_inner(), spans)
+                .map(|acme| TlsConfig { certs: Vec::new(), acme: Some(acme) });
+        }
         let mut pairs = Vec::new();
         match (raw.cert.is_some() || raw.key.is_some(), raw.certs) {
             (true, Some(_)) => {
@@ -229,7 +271,104 @@ impl Check<'_> {
                 certs.push(CertFiles { cert, key });
             }
         }
-        (!certs.is_empty()).then_some(TlsConfig { certs })
+        (!certs.is_empty()).then_some(TlsConfig { certs, acme: None })
+    }
+
+    /// `tls.acme`: domains that ACME can prove with HTTP-01 (DNS names, no
+    /// wildcard, no IP address), a directory URL, its CA file.
+    fn acme(
+        &mut self,
+        listener: &str,
+        span: Range<usize>,
+        raw: RawAcme,
+        spans: &mut Vec<(String, Range<usize>)>,
+    ) -> Option<AcmeConfig> {
+        let example = r#"e.g. domains = ["shop.example.com", "api.example.com"]"#;
+        let mut domains: Vec<String> = Vec::new();
+        let mut ok = true;
+        match raw.domains {
+            None => {
+                self.problem(span, format!("listener `{listener}`: tls.acme has no domains; add the names the certificate is for, {example}"));
+                return None;
+            }
+            Some(list) if list.get_ref().is_empty() => {
+                self.problem(list.span(), format!("tls.acme.domains is empty; name at least one domain, {example}"));
+                return None;
+            }
+            Some(list) => {
+                for d in list.into_inner() {
+                    let text = d.get_ref().trim_end_matches('.').to_ascii_lowercase();
+                    if text.starts_with("*.") {
+                        self.problem(
+                            d.span(),
+                            format!("{:?} is a wildcard: ACME issues wildcards only with DNS-01 challenges, which ebb does not do (it answers HTTP-01); list each name, e.g. \"shop.{}\", or serve a wildcard certificate from files (tls = {{ cert = …, key = … }})", d.get_ref(), text.trim_start_matches("*.")),
+                        );
+                        ok = false;
+                    } else if let Err(why) = dns_name(&text) {
+                        self.problem(
+                            d.span(),
+                            format!("{:?} is not a DNS name ACME can issue for: {why}; {example}", d.get_ref()),
+                        );
+                        ok = false;
+                    } else if domains.contains(&text) {
+                        self.problem(
+                            d.span(),
+                            format!("{:?} is listed twice in tls.acme.domains; remove one", d.get_ref()),
+                        );
+                        ok = false;
+                    } else {
+                        domains.push(text);
+                    }
+                }
+            }
+        }
+        let email = raw.email.and_then(|e| {
+            let text = e.get_ref().trim().trim_start_matches("mailto:");
+            let valid = text.split_once('@').is_some_and(|(user, host)| !user.is_empty() && host.contains('.'))
+                && !text.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',');
+            if !valid {
+                self.problem(e.span(), format!(r#"{:?} is not an email address; e.g. email = "ops@example.com" (the CA sends expiry notices there), or remove it"#, e.get_ref()));
+                ok = false;
+                return None;
+            }
+            Some(text.to_string())
+        });
+        let directory = match raw.directory {
+            None => crate::config::LETS_ENCRYPT_PRODUCTION.to_string(),
+            Some(d) => {
+                let text = d.get_ref().trim();
+                let host = text.strip_prefix("https://").map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+                if host.is_none_or(|h| h.is_empty()) || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    self.problem(
+                        d.span(),
+                        r#"tls.acme.directory must be an https:// URL of an ACME directory, e.g. directory = "https://acme-staging-v02.api.letsencrypt.org/directory" (Let's Encrypt staging); remove it for Let's Encrypt production"#,
+                    );
+                    ok = false;
+                }
+                text.to_string()
+            }
+        };
+        let directory_ca = raw.directory_ca.and_then(|ca| {
+            if ca.get_ref().trim().is_empty() || ca.get_ref().contains('\0') {
+                self.problem(ca.span(), "tls.acme.directory_ca is empty; name a PEM file of the CA certificates that sign the ACME directory's HTTPS certificate, or remove it");
+                ok = false;
+                return None;
+            }
+            spans.push((format!("listener.{listener}.tls.acme.directory_ca"), ca.span()));
+            Some(self.file.parent().unwrap_or(Path::new("")).join(ca.get_ref()))
+        });
+        let renew_before = match raw.renew_before {
+            None => std::time::Duration::from_secs(30 * 86_400),
+            Some(r) => {
+                if r.get_ref().0.is_zero() {
+                    self.problem(r.span(), r#"tls.acme.renew_before must be more than 0, e.g. renew_before = "30d" (renewal starts that long before the certificate expires)"#);
+                    ok = false;
+                }
+                r.into_inner().0
+            }
+        };
+        spans.push((format!("listener.{listener}.tls.acme"), span));
+        ok.then_some(AcmeConfig { domains, email, directory, directory_ca, renew_before })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -391,6 +530,44 @@ impl Check<'_> {
         }
         self.proxy(raw)
     }
+}
+
+/// Why `name` (lower case) is not a DNS name a public ACME CA can issue
+/// for: labels of letters, digits and '-', at least two, no IP address.
+fn dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > 253 {
+        return Err("it is longer than 253 characters".into());
+    }
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Err("it is an IP address (HTTP-01 proves names only)".into());
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() < 2 {
+        return Err("it has a single label; give the full name, e.g. shop.example.com".into());
+    }
+    for label in &labels {
+        if label.is_empty() {
+            return Err("it has an empty label (two dots in a row)".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label {label:?} is longer than 63 characters"));
+        }
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
+            return Err(format!(
+                "{c:?} is not allowed (letters, digits and '-' only; write international names in their xn-- form)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {label:?} starts or ends with '-'"));
+        }
+    }
+    if labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit())) {
+        return Err("its last label is a number".into());
+    }
+    Ok(())
 }
 
 /// `a, b and c`, or `none`.
