@@ -18,11 +18,22 @@
 //!   theirs. A file that does not load keeps the old set in service and is
 //!   logged as a warning naming the file and why.
 //!
+//! - **TLS-ALPN-01** (RFC 8737, ACME listeners only): while an order is
+//!   pending, the ACME task installs a self-signed validation certificate
+//!   per domain ([`TlsState::add_validation`]). It is served only to a
+//!   ClientHello that offers ALPN `acme-tls/1` with that SNI; such a
+//!   handshake negotiates `acme-tls/1` and the connection is closed right
+//!   after it (`proxy/server.rs`). A hello offering `acme-tls/1` never gets
+//!   the listener's ordinary certificate, and one without it never gets a
+//!   validation certificate.
+//!
 //! rustls with the ring provider: TLS 1.2 and 1.3, ALPN `h2` and
-//! `http/1.1` (HTTP/2 to clients; replicas still get pooled HTTP/1.1).
+//! `http/1.1` (HTTP/2 to clients; replicas still get pooled HTTP/1.1), and
+//! `acme-tls/1` first on ACME listeners.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -35,6 +46,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// How often certificate files are checked for changes, unless
 /// `EBB_TLS_POLL_MS` says otherwise (tests).
 const POLL: Duration = Duration::from_secs(3);
+
+/// The ALPN protocol of TLS-ALPN-01 validation handshakes (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// One certificate as loaded.
 #[derive(Debug)]
@@ -145,13 +159,29 @@ fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, (SystemTime, Syste
     Ok((names, validity, cert.raw_serial_as_string(), cert.issuer().to_string()))
 }
 
-/// Picks a certificate by SNI among the current set.
+/// Picks a certificate by SNI among the current set; answers TLS-ALPN-01
+/// validation handshakes from its own map.
 #[derive(Debug)]
 pub struct CertResolver {
     current: ArcSwap<Vec<LoadedCert>>,
+    /// TLS-ALPN-01 validation certificates by domain (lower case), only
+    /// while an order is pending.
+    validation: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl CertResolver {
+    /// The certificate for a hello with this SNI that does (`acme_tls`) or
+    /// does not offer ALPN `acme-tls/1`.
+    fn resolve_for(&self, server_name: Option<&str>, acme_tls: bool) -> Option<Arc<CertifiedKey>> {
+        if !acme_tls {
+            return self.choose(server_name);
+        }
+        // A validation handshake: its domain's validation certificate or
+        // nothing (an alert), never an ordinary certificate.
+        let name = server_name?.trim_end_matches('.').to_ascii_lowercase();
+        self.validation.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned()
+    }
+
     fn choose(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let certs = self.current.load();
         let chosen = server_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()).and_then(|name| {
@@ -168,7 +198,8 @@ impl CertResolver {
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.choose(hello.server_name())
+        let acme_tls = hello.alpn().is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        self.resolve_for(hello.server_name(), acme_tls)
     }
 }
 
@@ -232,7 +263,7 @@ impl TlsState {
         files: &[CertFiles],
         certs: Vec<LoadedCert>,
     ) -> Result<Arc<TlsState>, CertError> {
-        let resolver = Arc::new(CertResolver { current: ArcSwap::from_pointee(certs) });
+        let resolver = Arc::new(CertResolver { current: ArcSwap::from_pointee(certs), validation: RwLock::default() });
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -240,6 +271,12 @@ impl TlsState {
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if source == Source::Acme {
+            // First: rustls picks the first of its own list that the client
+            // offers, so a hello offering acme-tls/1 (and thus given a
+            // validation certificate) always negotiates it.
+            config.alpn_protocols.insert(0, ACME_TLS_ALPN.to_vec());
+        }
         Ok(Arc::new(TlsState {
             listener: listener.to_string(),
             source,
@@ -257,6 +294,21 @@ impl TlsState {
     /// The certificates in service now.
     pub fn certs(&self) -> Arc<Vec<LoadedCert>> {
         self.resolver.current.load_full()
+    }
+
+    /// Serves `key` to TLS-ALPN-01 validation handshakes for `domain`.
+    pub fn add_validation(&self, domain: &str, key: Arc<CertifiedKey>) {
+        self.resolver.validation.write().unwrap_or_else(|p| p.into_inner()).insert(domain.to_ascii_lowercase(), key);
+    }
+
+    /// Whether a validation certificate for `domain` is being served.
+    pub fn has_validation(&self, domain: &str) -> bool {
+        self.resolver.validation.read().unwrap_or_else(|p| p.into_inner()).contains_key(&domain.to_ascii_lowercase())
+    }
+
+    /// Stops serving `domain`'s validation certificate.
+    pub fn remove_validation(&self, domain: &str) {
+        self.resolver.validation.write().unwrap_or_else(|p| p.into_inner()).remove(&domain.to_ascii_lowercase());
     }
 
     /// Loads the files again; on success the new certificates serve every
@@ -460,6 +512,143 @@ mod tests {
         state.reload().unwrap();
         assert_eq!(chosen(&state, Some("shop.test")), ["shop.test"]);
         assert!(state.certs()[0].issuer.contains("rcgen"), "{}", state.certs()[0].issuer);
+    }
+
+    /// A self-signed key for `name`, as the ACME task makes for TLS-ALPN-01.
+    fn validation_key(name: &str) -> Arc<CertifiedKey> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(&[7; 32])];
+        let cert = params.self_signed(&key).unwrap();
+        let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let signing = rustls::crypto::ring::sign::any_supported_type(&der).unwrap();
+        Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing))
+    }
+
+    #[test]
+    fn validation_certificates_go_only_to_acme_tls_hellos_for_their_domain() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = TlsState::acme("public", dir.path()).unwrap();
+        let validation = validation_key("shop.test");
+        state.add_validation("Shop.Test", validation.clone());
+        let r = &state.resolver;
+        // Before the first certificate: acme-tls/1 gets the validation
+        // certificate, an ordinary hello gets none (an alert).
+        assert!(Arc::ptr_eq(&r.resolve_for(Some("shop.test"), true).unwrap(), &validation));
+        assert!(Arc::ptr_eq(&r.resolve_for(Some("SHOP.test."), true).unwrap(), &validation));
+        assert!(r.resolve_for(Some("shop.test"), false).is_none());
+        assert!(r.resolve_for(Some("other.test"), true).is_none(), "no validation certificate for it");
+        assert!(r.resolve_for(None, true).is_none(), "no SNI: no validation");
+        // With a certificate in service (a renewal): ordinary hellos get it.
+        let files = pair(dir.path(), "cert", &["shop.test"]);
+        std::fs::rename(&files.key, dir.path().join("key.pem")).unwrap();
+        state.reload().unwrap();
+        let ordinary = r.resolve_for(Some("shop.test"), false).unwrap();
+        assert!(Arc::ptr_eq(&ordinary, &state.certs()[0].key));
+        assert!(Arc::ptr_eq(&r.resolve_for(Some("shop.test"), true).unwrap(), &validation));
+        assert!(r.resolve_for(Some("other.test"), true).is_none(), "acme-tls/1 never gets the ordinary one");
+        // Removed when the order ends: acme-tls/1 hellos get nothing.
+        state.remove_validation("shop.test");
+        assert!(r.resolve_for(Some("shop.test"), true).is_none());
+        assert!(Arc::ptr_eq(&r.resolve_for(Some("shop.test"), false).unwrap(), &ordinary));
+    }
+
+    /// Accepts any server certificate: the test looks at what was served.
+    #[derive(Debug)]
+    struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            // webpki refuses the critical acmeIdentifier (as a CA's own
+            // TLS-ALPN-01 client would not): not what this test checks.
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            // webpki refuses the critical acmeIdentifier (as a CA's own
+            // TLS-ALPN-01 client would not): not what this test checks.
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// A real handshake with `state`'s acceptor: the negotiated ALPN and the
+    /// served leaf, or the error.
+    async fn handshake(
+        state: &TlsState,
+        sni: &str,
+        alpn: &[&[u8]],
+    ) -> Result<(Vec<u8>, CertificateDer<'static>), String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let acceptor = state.acceptor();
+        let server = tokio::spawn(async move { acceptor.accept(server).await.map(|_| ()) });
+        let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+        let connected = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, client).await;
+        let _ = server.await;
+        let tls = connected.map_err(|e| e.to_string())?;
+        let conn = tls.get_ref().1;
+        Ok((conn.alpn_protocol().unwrap_or_default().to_vec(), conn.peer_certificates().unwrap()[0].clone()))
+    }
+
+    #[tokio::test]
+    async fn an_acme_tls_handshake_negotiates_acme_tls_and_gets_the_validation_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = pair(dir.path(), "cert", &["shop.test"]);
+        std::fs::rename(&files.key, dir.path().join("key.pem")).unwrap();
+        let state = TlsState::acme("public", dir.path()).unwrap();
+        let ordinary = state.certs()[0].key.cert[0].clone();
+        let validation = validation_key("shop.test");
+        state.add_validation("shop.test", validation.clone());
+        // As a CA validates: acme-tls/1 only.
+        let (alpn, leaf) = handshake(&state, "shop.test", &[ACME_TLS_ALPN]).await.unwrap();
+        assert_eq!((alpn.as_slice(), &leaf), (ACME_TLS_ALPN, &validation.cert[0]));
+        // Offered alongside h2, acme-tls/1 still wins: never h2 on a
+        // validation certificate.
+        let (alpn, leaf) = handshake(&state, "shop.test", &[b"h2", ACME_TLS_ALPN]).await.unwrap();
+        assert_eq!((alpn.as_slice(), &leaf), (ACME_TLS_ALPN, &validation.cert[0]));
+        // Ordinary clients, same SNI, during the validation.
+        let ordinary_alpns: [&[&[u8]]; 3] = [&[b"h2", b"http/1.1"], &[b"http/1.1"], &[]];
+        for alpn in ordinary_alpns {
+            let (_, leaf) = handshake(&state, "shop.test", alpn).await.unwrap();
+            assert_eq!(leaf, ordinary, "{alpn:?}");
+        }
+        // After the order: acme-tls/1 gets an alert.
+        state.remove_validation("shop.test");
+        assert!(handshake(&state, "shop.test", &[ACME_TLS_ALPN]).await.is_err());
+        // A listener with certificate files does not speak acme-tls/1.
+        let files = [pair(dir.path(), "site", &["site.test"])];
+        let plain = TlsState::new("files", &files).unwrap();
+        let error = handshake(&plain, "site.test", &[ACME_TLS_ALPN]).await.unwrap_err();
+        assert!(error.contains("AccessDenied"), "{error}");
     }
 
     #[test]

@@ -270,6 +270,13 @@ async fn worker(
                 // client that opens a connection and sends nothing (or
                 // garbage) is closed like a slow HTTP client.
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    // A TLS-ALPN-01 validation (RFC 8737): the handshake
+                    // was the whole answer; no HTTP on it.
+                    Ok(Ok(mut stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
+                        tracing::debug!(%peer, "Answered a TLS-ALPN-01 validation handshake; closing.");
+                        let close = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+                        let _ = tokio::time::timeout(handshake_timeout, close).await;
+                    }
                     Ok(Ok(stream)) => serve_connection(stream, shared, &builder, peer).await,
                     Ok(Err(error)) => {
                         shared.front.stats().tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
