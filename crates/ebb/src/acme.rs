@@ -1,6 +1,7 @@
 //! ACME (RFC 8555) for `tls.acme`: ebb obtains and renews a listener's
-//! certificate itself, proving each domain with HTTP-01 challenges that its
-//! own `http` address answers.
+//! certificate itself, proving each domain with an HTTP-01 challenge on its
+//! own `http` address, or a TLS-ALPN-01 challenge (RFC 8737) on its TLS
+//! address when it has no `http` address.
 //!
 //! - **Client**: `instant-acme` (ring, no aws-lc-rs) over ebb's own small
 //!   HTTPS client ([`AcmeHttp`]: tokio-rustls with the ring provider, one
@@ -10,6 +11,14 @@
 //!   the task fills it for an order and empties it after;
 //!   `Front::answer_locally` serves `/.well-known/acme-challenge/TOKEN` from
 //!   it on every listener's `http` address, before the redirect.
+//! - **Which challenge**: a listener with an `http` address answers HTTP-01
+//!   (TLS-ALPN-01 only if the CA offers no HTTP-01); one without answers
+//!   TLS-ALPN-01 on its TLS address: per pending authorization a
+//!   self-signed certificate for the domain with the critical
+//!   `acmeIdentifier` extension (the SHA-256 of the key authorization) is
+//!   installed in the listener's `TlsState` ([`TlsState::add_validation`])
+//!   and served only to `acme-tls/1` handshakes, then removed when the
+//!   order ends however it ends ([`Validations`]).
 //! - **Storage** (`<state_dir>/acme/`): `accounts/<directory>.json` (the
 //!   account's key and URL, one account per directory, mode 0600) and
 //!   `<listener>/cert.pem` + `key.pem` (mode 0600). At start the stored
@@ -103,6 +112,8 @@ pub struct AcmeListener {
     pub tls: Arc<TlsState>,
     state_dir: PathBuf,
     challenges: Arc<Challenges>,
+    /// The listener has an `http` address: HTTP-01 is answered there.
+    http: bool,
     events: Arc<EventLog>,
     renew_tx: mpsc::Sender<oneshot::Sender<RenewReply>>,
     renew_rx: Mutex<Option<mpsc::Receiver<oneshot::Sender<RenewReply>>>>,
@@ -119,6 +130,7 @@ impl AcmeListener {
         tls: Arc<TlsState>,
         state_dir: &Path,
         challenges: Arc<Challenges>,
+        http: bool,
         events: Arc<EventLog>,
     ) -> Arc<AcmeListener> {
         let (renew_tx, renew_rx) = mpsc::channel(8);
@@ -128,6 +140,7 @@ impl AcmeListener {
             tls,
             state_dir: state_dir.to_path_buf(),
             challenges,
+            http,
             events,
             renew_tx,
             renew_rx: Mutex::new(Some(renew_rx)),
@@ -243,7 +256,7 @@ impl AcmeListener {
         }
         let Some(acct) = account.as_ref() else { return Err("no ACME account".into()) };
         self.orders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let obtained = match obtain(acct, &self.config.domains, &self.challenges).await {
+        let obtained = match obtain(acct, &self.config.domains, self.answerer()).await {
             // The CA no longer knows the stored account (a test CA
             // restarted, an account deactivated): set the file aside, make
             // a new account, and try once more.
@@ -254,11 +267,11 @@ impl AcmeListener {
                 tracing::warn!(listener = %self.listener, file = %aside.display(), %error, "The ACME server does not know the stored account; making a new one.");
                 *account = Some(self.account().await?);
                 let Some(acct) = account.as_ref() else { return Err("no ACME account".into()) };
-                obtain(acct, &self.config.domains, &self.challenges).await
+                obtain(acct, &self.config.domains, self.answerer()).await
             }
             other => other,
         };
-        let (chain, key) = obtained.inspect_err(|_| {
+        let (chain, key, proofs) = obtained.inspect_err(|_| {
             // The account is read again (or made) at the next attempt.
             *account = None;
         })?;
@@ -272,16 +285,22 @@ impl AcmeListener {
         let cert = certs.first().ok_or("the new certificate is not in service")?;
         let (serial, not_after) = (cert.serial.clone(), cert.not_after_text());
         let reason = format!(
-            "{} certificate for {} from {} (issuer {}, serial {serial}, not after {not_after}); renewal {} before",
+            "{} certificate for {} from {}{} (issuer {}, serial {serial}, not after {not_after}); renewal {} before",
             if forced { "renewed (asked for)" } else { "obtained" },
             self.config.domains.join(", "),
             self.config.directory,
+            if proofs.is_empty() { String::new() } else { format!(" by {}", proofs.join(", ")) },
             cert.issuer,
             humantime::format_duration(self.config.renew_before),
         );
         tracing::info!(listener = %self.listener, "{reason}");
         self.events.record(NewEvent::new(&self.subject(), EventKind::CertificateObtained, reason));
         Ok((serial, not_after))
+    }
+
+    /// Where this listener answers challenges.
+    fn answerer(&self) -> Answerer<'_> {
+        Answerer { challenges: &self.challenges, tls: &self.tls, http: self.http }
     }
 
     /// The stored account for this directory, or a new one (then stored).
@@ -325,12 +344,29 @@ pub fn renewal_time(not_before: SystemTime, not_after: SystemTime, renew_before:
     not_after.checked_sub(renew_before).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// Orders a certificate for `domains`, answering HTTP-01 challenges through
-/// `challenges`; returns the PEM chain and the PEM private key.
-async fn obtain(account: &Account, domains: &[String], challenges: &Challenges) -> Result<(String, String), String> {
+/// Where one listener answers challenges: HTTP-01 tokens on the `http`
+/// addresses, TLS-ALPN-01 validation certificates in its own TLS state.
+struct Answerer<'a> {
+    challenges: &'a Challenges,
+    tls: &'a TlsState,
+    /// HTTP-01 can be answered (the listener has an `http` address).
+    http: bool,
+}
+
+/// Orders a certificate for `domains`, answering HTTP-01 or TLS-ALPN-01
+/// challenges; returns the PEM chain, the PEM private key, and the
+/// challenge types answered (none when every authorization was still
+/// valid).
+async fn obtain(
+    account: &Account,
+    domains: &[String],
+    answerer: Answerer<'_>,
+) -> Result<(String, String, Vec<&'static str>), String> {
     let ids: Vec<Identifier> = domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
     let mut order = account.new_order(&NewOrder::new(&ids)).await.map_err(|e| format!("new order: {e}"))?;
-    let mut tokens = Tokens { challenges, tokens: Vec::new() };
+    let mut tokens = Tokens { challenges: answerer.challenges, tokens: Vec::new() };
+    let mut validations = Validations { tls: answerer.tls, domains: Vec::new() };
+    let mut proofs: Vec<&'static str> = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let mut authorization = authorization.map_err(|e| format!("authorization: {e}"))?;
@@ -339,10 +375,34 @@ async fn obtain(account: &Account, domains: &[String], challenges: &Challenges) 
             AuthorizationStatus::Pending => {}
             other => return Err(format!("an authorization is {other:?}")),
         }
-        let mut challenge = authorization
-            .challenge(ChallengeType::Http01)
-            .ok_or("the ACME server offers no http-01 challenge (ebb answers only HTTP-01)")?;
-        tokens.add(challenge.token.clone(), challenge.key_authorization().as_str().to_string());
+        let offers = |kind: ChallengeType| authorization.challenges.iter().any(|c| c.r#type == kind);
+        let kind = if answerer.http && offers(ChallengeType::Http01) {
+            ChallengeType::Http01
+        } else if offers(ChallengeType::TlsAlpn01) {
+            ChallengeType::TlsAlpn01
+        } else if answerer.http {
+            return Err(
+                "the ACME server offers neither an http-01 nor a tls-alpn-01 challenge (ebb answers only those)".into(),
+            );
+        } else {
+            return Err("the ACME server offers no tls-alpn-01 challenge, and the listener has no http address for http-01; add http = \"0.0.0.0:80\"".into());
+        };
+        let mut challenge = authorization.challenge(kind.clone()).ok_or("the offered challenge is gone")?;
+        let key_authorization = challenge.key_authorization();
+        let proof = if kind == ChallengeType::Http01 { "http-01" } else { "tls-alpn-01" };
+        if !proofs.contains(&proof) {
+            proofs.push(proof);
+        }
+        if kind == ChallengeType::Http01 {
+            tokens.add(challenge.token.clone(), key_authorization.as_str().to_string());
+        } else {
+            let Identifier::Dns(domain) = challenge.identifier().identifier else {
+                return Err("tls-alpn-01 for an identifier that is not a DNS name".into());
+            };
+            let domain = domain.clone();
+            let key = validation_cert(&domain, key_authorization.digest().as_ref())?;
+            validations.add(&domain, key);
+        }
         challenge.set_ready().await.map_err(|e| format!("challenge: {e}"))?;
     }
     let retry = RetryPolicy::new().initial_delay(Duration::from_millis(250)).backoff(1.5).timeout(ORDER_TIMEOUT);
@@ -367,7 +427,46 @@ async fn obtain(account: &Account, domains: &[String], challenges: &Challenges) 
     order.finalize_csr(csr.der()).await.map_err(|e| format!("finalize: {e}"))?;
     let chain = order.poll_certificate(&retry).await.map_err(|e| format!("waiting for the certificate: {e}"))?;
     drop(tokens);
-    Ok((chain, key.serialize_pem()))
+    drop(validations);
+    Ok((chain, key.serialize_pem(), proofs))
+}
+
+/// A TLS-ALPN-01 validation certificate (RFC 8737 section 3): self-signed,
+/// for `domain` only, with the critical `acmeIdentifier` extension holding
+/// `digest`, the SHA-256 of the key authorization.
+fn validation_cert(domain: &str, digest: &[u8]) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| format!("validation key: {e}"))?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![domain.to_string()]).map_err(|e| format!("validation certificate: {e}"))?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params.self_signed(&key).map_err(|e| format!("validation certificate: {e}"))?;
+    let der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    // Not `CertifiedKey::from_der`: its consistency check parses the
+    // certificate with webpki, which refuses the critical acmeIdentifier.
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| format!("validation key: {e}"))?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(vec![cert.der().clone()], signing)))
+}
+
+/// The TLS-ALPN-01 validation certificates of one order, taken out of the
+/// listener's TLS state when it ends however it ends.
+struct Validations<'a> {
+    tls: &'a TlsState,
+    domains: Vec<String>,
+}
+
+impl Validations<'_> {
+    fn add(&mut self, domain: &str, key: Arc<rustls::sign::CertifiedKey>) {
+        self.tls.add_validation(domain, key);
+        self.domains.push(domain.to_string());
+    }
+}
+
+impl Drop for Validations<'_> {
+    fn drop(&mut self) {
+        for domain in &self.domains {
+            self.tls.remove_validation(domain);
+        }
+    }
 }
 
 /// The tokens of one order, taken out of the map when it ends however it
@@ -522,6 +621,33 @@ mod tests {
             assert_eq!(challenges.answer("t1").as_deref(), Some("t1.thumb"));
         }
         assert_eq!(challenges.answer("t1"), None);
+    }
+
+    #[test]
+    fn a_validation_certificate_names_the_domain_and_holds_the_digest_in_a_critical_acme_identifier() {
+        use x509_parser::prelude::*;
+        let digest = [0xab_u8; 32];
+        let key = validation_cert("shop.test", &digest).unwrap();
+        let (_, cert) = X509Certificate::from_der(key.cert[0].as_ref()).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(san.value.general_names, [GeneralName::DNSName("shop.test")]);
+        let oid = x509_parser::der_parser::oid!(1.3.6 .1 .5 .5 .7 .1 .31);
+        let ext = cert.extensions().iter().find(|e| e.oid == oid).expect("acmeIdentifier");
+        assert!(ext.critical);
+        // An OCTET STRING of the 32-byte SHA-256.
+        assert_eq!(ext.value, [&[0x04, 32][..], &digest].concat());
+    }
+
+    #[test]
+    fn validation_certificates_leave_the_tls_state_when_an_order_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = TlsState::acme("public", dir.path()).unwrap();
+        {
+            let mut validations = Validations { tls: &tls, domains: Vec::new() };
+            validations.add("shop.test", validation_cert("shop.test", &[1; 32]).unwrap());
+            assert!(tls.has_validation("shop.test"));
+        }
+        assert!(!tls.has_validation("shop.test"));
     }
 
     #[test]

@@ -294,6 +294,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
                 tls.clone(),
                 &state_dir,
                 challenges.clone(),
+                listener.http.is_some(),
                 events.clone(),
             );
             let have = match tls.certs().first() {
