@@ -442,7 +442,8 @@ pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/
 /// `tls.acme = { domains = [...], email = "...", directory = "...",
 /// directory_ca = "ca.pem", renew_before = "30d" }`: one certificate for
 /// every domain, obtained with HTTP-01 challenges answered on the
-/// listener's `http` address.
+/// listener's `http` address, or TLS-ALPN-01 on its TLS address when it
+/// has no `http` address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeConfig {
     /// DNS names (lower case, no wildcard), the first is the certificate's

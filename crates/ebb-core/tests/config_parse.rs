@@ -861,3 +861,23 @@ service = "web"
     assert_eq!(acme.directory_ca.as_deref(), Some(Path::new("ca/root.pem")));
     assert_eq!(acme.renew_before, std::time::Duration::from_secs(10 * 86_400));
 }
+
+#[test]
+fn tls_acme_without_http_is_allowed_acme_answers_tls_alpn_01_on_listen() {
+    let config = parse(
+        r#"
+[service.web]
+command = "web --port $PORT"
+
+[listener.public]
+listen = "0.0.0.0:443"
+tls.acme = { domains = ["shop.example.com"] }
+
+[[listener.public.route]]
+service = "web"
+"#,
+    );
+    let listener = &config.listeners["public"];
+    assert_eq!(listener.http, None);
+    assert_eq!(listener.tls.clone().unwrap().acme.unwrap().domains, ["shop.example.com"]);
+}

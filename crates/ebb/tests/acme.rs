@@ -13,6 +13,12 @@
 //! renewal fails with its error (an event) and the old certificate stays;
 //! a new Pebble that forgot the account gets a new one and issues.
 //!
+//! A second test has no `http` address (Pebble's `httpPort` has no one
+//! behind it): ebb proves the names by TLS-ALPN-01 on its TLS port
+//! (Pebble's `tlsPort`), serves the certificate, renews it the same way,
+//! and ordinary clients connecting all along (SNI of the domains, `h2`,
+//! `http/1.1` or no ALPN) never see a validation certificate.
+//!
 //! Skipped (with a message) when Pebble is not installed, except under CI
 //! (`CI` set), where that fails: `scripts/install-test-deps` installs it.
 
@@ -311,7 +317,8 @@ unhealthy_threshold = 2
 matcher = "200"
 grace_period = "0s""#;
 
-fn config(admin: SocketAddr, tls: SocketAddr, http: SocketAddr, pebble: &Pebble) -> String {
+fn config(admin: SocketAddr, tls: SocketAddr, http: Option<SocketAddr>, pebble: &Pebble) -> String {
+    let http = http.map(|http| format!("http = \"{http}\"\n")).unwrap_or_default();
     format!(
         r#"state_dir = "state"
 
@@ -336,8 +343,7 @@ drain_timeout = "5s"
 
 [listener.public]
 listen = "{tls}"
-http = "{http}"
-
+{http}
 [listener.public.tls.acme]
 domains = ["{SHOP}", "{API}"]
 email = "ops@ebb.test"
@@ -385,10 +391,11 @@ fn a_certificate_from_pebble_is_served_kept_across_restarts_and_renewed_under_lo
     let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut pebble = start_pebble(work.path(), http.port(), tls.port());
-    let mut ebb = Ebb::start(|admin, _| config(admin, tls, http, &pebble));
+    let mut ebb = Ebb::start(|admin, _| config(admin, tls, Some(http), &pebble));
     let started = Instant::now();
 
-    // The certificate arrives (two names, one order, HTTP-01 on `http`).
+    // The certificate arrives (two names, one order, HTTP-01 on `http`:
+    // preferred when the listener has one).
     let obtained = wait_for("a certificate_obtained event", Duration::from_secs(60), || {
         let failed = acme_events(&ebb, "certificate_failed");
         if let Some(failed) = failed.iter().find(|e| !e["reason"].as_str().unwrap_or_default().contains("badNonce")) {
@@ -398,6 +405,8 @@ fn a_certificate_from_pebble_is_served_kept_across_restarts_and_renewed_under_lo
     });
     eprintln!("obtained in {:?}: {}", started.elapsed(), obtained["reason"]);
     assert_eq!(obtained["service"], "listener public");
+    let reason = obtained["reason"].as_str().unwrap();
+    assert!(reason.contains(" by http-01 ("), "HTTP-01 is preferred with an http address: {reason}");
     // One order for both names (more only if one was refused and retried).
     let orders = pebble.orders();
     assert!(orders >= 1, "Pebble saw the order");
@@ -572,6 +581,169 @@ fn a_certificate_from_pebble_is_served_kept_across_restarts_and_renewed_under_lo
     let err = String::from_utf8_lossy(&unknown.stderr);
     assert!(err.contains("no ACME certificate holds other.ebb.test") && err.contains(SHOP), "{err}");
     assert!(started.elapsed() < Duration::from_secs(170), "bounded: {:?}", started.elapsed());
+}
+
+/// The OID of the `acmeIdentifier` extension of TLS-ALPN-01 (RFC 8737).
+const ACME_IDENTIFIER: &str = "1.3.6.1.5.5.7.1.31";
+
+/// Records every leaf a server presents and accepts it: the test looks at
+/// what was served, whatever it is.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<CertificateDer<'static>>>);
+
+impl rustls::client::danger::ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        leaf: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.0.lock().unwrap().push(leaf.clone().into_owned());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client that offers `alpn` and records what it is served.
+fn recording_config(recorder: Arc<Recorder>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(recorder)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+fn has_acme_identifier(der: &CertificateDer<'_>) -> bool {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).unwrap();
+    cert.extensions().iter().any(|e| e.oid.to_id_string() == ACME_IDENTIFIER)
+}
+
+#[test]
+fn without_an_http_address_the_certificate_comes_by_tls_alpn_01_on_the_tls_port() {
+    if !installed("pebble") || !installed("pebble-challtestsrv") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pebble and pebble-challtestsrv are not installed: scripts/install-test-deps installs them"
+        );
+        eprintln!(
+            "SKIPPED: pebble and pebble-challtestsrv are not installed (scripts/install-test-deps installs them)"
+        );
+        return;
+    }
+    std::env::set_var("EBB_ACME_RETRY_MS", "2000");
+    let work = tempfile::tempdir().unwrap();
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Pebble's httpPort: nothing listens there, so only TLS-ALPN-01 on the
+    // TLS port can succeed.
+    let nobody = free_port();
+    let pebble = start_pebble(work.path(), nobody, tls.port());
+    let ebb = Ebb::start(|admin, _| config(admin, tls, None, &pebble));
+
+    // Ordinary clients (SNI of the domain, h2 / http/1.1 / no ALPN) keep
+    // connecting while the validation runs: none may see a validation
+    // certificate.
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            run(async move {
+                let recorder = Arc::new(Recorder::default());
+                let alpns: [&[&[u8]]; 3] = [&[b"h2", b"http/1.1"], &[b"http/1.1"], &[]];
+                let mut handshakes = 0u64;
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let config = recording_config(recorder.clone(), alpns[i % 3]);
+                    let host = [SHOP, API][i % 2];
+                    if let Ok(Ok(_)) =
+                        tokio::time::timeout(Duration::from_secs(5), tls_connect(tls, host, config)).await
+                    {
+                        handshakes += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let served = recorder.0.lock().unwrap().clone();
+                (handshakes, served)
+            })
+        })
+    };
+
+    let obtained = wait_for("a certificate_obtained event", Duration::from_secs(60), || {
+        let failed = acme_events(&ebb, "certificate_failed");
+        if let Some(failed) = failed.iter().find(|e| !e["reason"].as_str().unwrap_or_default().contains("badNonce")) {
+            panic!("ACME failed: {failed}\nebb log:\n{}\npebble log:\n{}", ebb.up_log(), support::read(&pebble.log));
+        }
+        acme_events(&ebb, "certificate_obtained").first().cloned()
+    });
+    eprintln!("obtained: {}", obtained["reason"]);
+
+    // Proved by TLS-ALPN-01 (Pebble's httpPort has no one).
+    let reason = obtained["reason"].as_str().unwrap();
+    assert!(reason.contains(" by tls-alpn-01 ("), "{reason}");
+
+    // HTTPS with Pebble's root, both names, both protocols.
+    let root = pebble.root();
+    ebb.wait_in_service_named(&["api", "shop"]);
+    let serial = run(async {
+        let mut serial = String::new();
+        for proto in [Proto::Http1, Proto::Http2] {
+            for host in [SHOP, API] {
+                let (answer, s) = https_get(tls, host, "/gtg", &root, proto).await.unwrap();
+                assert_eq!(answer.status, 200, "{host}: {}", answer.body);
+                serial = s;
+            }
+        }
+        serial
+    });
+
+    // A renewal while the ordinary clients keep connecting (their
+    // handshakes now succeed during the validation): a new certificate.
+    let mut renew = ebb.cli(&["certs", "renew"]);
+    if String::from_utf8_lossy(&renew.stderr).contains("badNonce") {
+        renew = ebb.cli(&["certs", "renew"]); // three refused nonces in a row: rare, retried
+    }
+    let said = String::from_utf8_lossy(&renew.stdout).into_owned();
+    assert!(renew.status.success(), "{said}{}\n{}", String::from_utf8_lossy(&renew.stderr), ebb.up_log());
+    let renewed = run(async { https_get(tls, SHOP, "/gtg", &root, Proto::Http1).await.unwrap().1 });
+    assert_ne!(renewed, serial);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (handshakes, served) = prober.join().unwrap();
+    eprintln!("ordinary clients during the orders: {} certificates served, {handshakes} handshakes", served.len());
+    assert!(served.iter().all(|c| !has_acme_identifier(c)), "an ordinary client got a validation certificate");
+    assert!(handshakes > 0, "the ordinary clients got the certificate once it came");
+
+    // The order is over: an acme-tls/1 handshake gets no certificate (an
+    // alert), neither the validation one nor the ordinary one.
+    let recorder = Arc::new(Recorder::default());
+    let refused = run(tls_connect(tls, SHOP, recording_config(recorder.clone(), &[b"acme-tls/1"])));
+    assert!(refused.is_err(), "acme-tls/1 after the order");
+    assert!(recorder.0.lock().unwrap().is_empty());
 }
 
 /// The test's Ebb helpers for several named services.

@@ -161,12 +161,7 @@ impl Check<'_> {
         // A tls table with errors is reported on its own: not again as "no tls".
         let has_tls = raw.tls.is_some();
         let tls = raw.tls.and_then(|t| self.tls(&n, name, t, spans));
-        if let (Some(TlsConfig { acme: Some(_), .. }), None) = (&tls, &raw.http) {
-            self.problem(
-                name.span(),
-                format!(r#"listener `{n}` gets its certificate by ACME, which proves each domain with an HTTP-01 challenge on port 80, but it has no http address; add http = "0.0.0.0:80" (it also redirects plain HTTP to HTTPS)"#),
-            );
-        }
+        // tls.acme without http: ACME answers TLS-ALPN-01 on listen.
         let http = raw.http.map(|http| {
             if !has_tls {
                 self.problem(
@@ -274,7 +269,7 @@ impl Check<'_> {
         (!certs.is_empty()).then_some(TlsConfig { certs, acme: None })
     }
 
-    /// `tls.acme`: domains that ACME can prove with HTTP-01 (DNS names, no
+    /// `tls.acme`: domains that ACME can prove with HTTP-01 or TLS-ALPN-01 (DNS names, no
     /// wildcard, no IP address), a directory URL, its CA file.
     fn acme(
         &mut self,
@@ -301,7 +296,7 @@ impl Check<'_> {
                     if text.starts_with("*.") {
                         self.problem(
                             d.span(),
-                            format!("{:?} is a wildcard: ACME issues wildcards only with DNS-01 challenges, which ebb does not do (it answers HTTP-01); list each name, e.g. \"shop.{}\", or serve a wildcard certificate from files (tls = {{ cert = …, key = … }})", d.get_ref(), text.trim_start_matches("*.")),
+                            format!("{:?} is a wildcard: ACME issues wildcards only with DNS-01 challenges, which ebb does not do (it answers HTTP-01 and TLS-ALPN-01); list each name, e.g. \"shop.{}\", or serve a wildcard certificate from files (tls = {{ cert = …, key = … }})", d.get_ref(), text.trim_start_matches("*.")),
                         );
                         ok = false;
                     } else if let Err(why) = dns_name(&text) {
@@ -542,7 +537,7 @@ fn dns_name(name: &str) -> Result<(), String> {
         return Err("it is longer than 253 characters".into());
     }
     if name.parse::<std::net::IpAddr>().is_ok() {
-        return Err("it is an IP address (HTTP-01 proves names only)".into());
+        return Err("it is an IP address (ebb's ACME proves names only)".into());
     }
     let labels: Vec<&str> = name.split('.').collect();
     if labels.len() < 2 {
