@@ -137,7 +137,7 @@ fn s2_and_s3_are_the_stories_one_to_one() {
 /// thresholds, targets, steps and bounds; every duration shorter or equal.
 #[test]
 fn fast_variants_only_compress_time() {
-    for example in ["s1-flask-asg", "s2-http-scale-out", "s3-ecs-django"] {
+    for example in ["s1-flask-asg", "s2-http-scale-out", "s3-ecs-django", "s5-spot-fleet"] {
         let (slow, fast) = (service(example, "ebb.toml"), service(example, "ebb.fast.toml"));
         assert_eq!(slow.replicas, fast.replicas, "{example}");
         assert_eq!(slow.health.path, fast.health.path, "{example}");
@@ -166,6 +166,41 @@ fn fast_variants_only_compress_time() {
             assert!(f.scale_in_stabilization < s.scale_in_stabilization);
         }
     }
+}
+
+/// S5: one ebb holds the certificate (ACME, HTTP-01 on `http`, stored in a
+/// state directory that outlives the instance), one replica with room for
+/// one more, interruptions rehearsed with AWS's two-minute notice, deploys
+/// that surge one new replica and then retire the old one, and scaling on
+/// the SLO (p99 < 1 s) only. The laptop variants keep the fleet and swap
+/// the certificate's source (files; a local Pebble).
+#[test]
+fn s5_is_the_story_one_to_one() {
+    let dir = examples_dir().join("s5-spot-fleet");
+    let config = load(&dir.join("ebb.toml"));
+    assert_eq!(config.state_dir, Path::new("/var/lib/ebb"), "state on a volume that outlives the instance");
+    let public = &config.listeners["public"];
+    assert_eq!((public.listen.port(), public.http.map(|h| h.port())), (443, Some(80)));
+    let acme = public.tls.as_ref().and_then(|t| t.acme.as_ref()).expect("the certificate comes from ACME");
+    assert_eq!(acme.domains, ["example.com", "www.example.com"]);
+    assert!(public.routes.routes.iter().all(|r| r.service == "web"));
+    let web = &config.services["web"];
+    assert!(!web.own_listen, "reached through the listener only");
+    assert_eq!((web.replicas.bounds.min, web.replicas.bounds.max, web.replicas.desired), (1, 2, 1));
+    let chaos = web.chaos.as_ref().expect("interruptions rehearsed");
+    assert_eq!((chaos.interrupt_every, chaos.notice), (Duration::from_secs(86400), Duration::from_secs(120)));
+    assert_eq!((web.deploy.max_surge, web.deploy.max_unavailable), (1, 0), "surge, then retire");
+    let alarms: Vec<_> = web.scaling.step.iter().map(|s| (s.alarm.metric, s.alarm.threshold)).collect();
+    assert_eq!(alarms, [(Metric::P99Latency, 1000.0), (Metric::P99Latency, 300.0)], "scaled on the SLO only");
+    assert!(web.scaling.target_tracking.is_empty());
+
+    let fast = load(&dir.join("ebb.fast.toml"));
+    let tls = fast.listeners["public"].tls.as_ref().unwrap();
+    assert!(tls.acme.is_none() && tls.certs.len() == 1, "file certificates on a laptop");
+    assert!(fast.services["web"].chaos.is_some());
+    let pebble = load(&dir.join("ebb.pebble.toml"));
+    let acme = pebble.listeners["public"].tls.as_ref().and_then(|t| t.acme.as_ref()).unwrap();
+    assert!(acme.directory.starts_with("https://127.0.0.1:14000/") && acme.directory_ca.is_some());
 }
 
 /// The listener example: one address, host and path routes to `api`, the

@@ -98,7 +98,8 @@ enum Command {
     /// receives the admin token).
     Dashboard,
     /// List the certificates the TLS listeners serve (listener, domains,
-    /// issuer, not-after, source: file or acme), or renew ACME ones now.
+    /// issuer, not-after, source: file or acme), renew ACME ones now, or
+    /// reload certificate files now.
     Certs {
         #[command(subcommand)]
         action: Option<CertsAction>,
@@ -151,6 +152,14 @@ enum CertsAction {
         /// Give up waiting after this long (the renewal goes on).
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         timeout: Duration,
+    },
+    /// Load the certificate files of the TLS listeners again now (what
+    /// SIGHUP does), instead of waiting for ebb to notice the change; prints
+    /// what each listener serves now, or why its files do not load (the
+    /// previous certificates stay in service; exit 1).
+    Reload {
+        /// Only this listener.
+        listener: Option<String>,
     },
 }
 
@@ -338,6 +347,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         );
                     }
                     Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => refused(error),
+            }
+        }
+        Command::Certs { action: Some(CertsAction::Reload { listener }), .. } => {
+            match client.reload_certs(listener.as_deref()).await {
+                Ok(outcomes) => {
+                    let mut failed = false;
+                    for o in outcomes {
+                        match &o.error {
+                            None => {
+                                let certs: Vec<String> = o
+                                    .certificates
+                                    .iter()
+                                    .map(|c| format!("{} (not after {})", c.names.join(", "), c.not_after))
+                                    .collect();
+                                println!("listener {}: reloaded: {}", o.listener, certs.join("; "));
+                            }
+                            Some(error) => {
+                                failed = true;
+                                println!(
+                                    "listener {}: not reloaded: {error}; still serving the previous certificates",
+                                    o.listener
+                                );
+                            }
+                        }
+                    }
+                    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
                 }
                 Err(error) => refused(error),
             }

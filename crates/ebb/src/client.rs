@@ -227,6 +227,13 @@ impl AdminClient {
         self.send(Method::POST, "/api/v1/certs/renew", &body).await
     }
 
+    /// `POST /api/v1/certs/reload`: loads the certificate files of every
+    /// file-TLS listener (or only `listener`) again now.
+    pub async fn reload_certs(&self, listener: Option<&str>) -> Answer<Vec<crate::wire::ReloadOutcome>> {
+        let body = crate::wire::ReloadRequest { listener: listener.map(str::to_string) };
+        self.send(Method::POST, "/api/v1/certs/reload", &body).await
+    }
+
     /// `POST /api/v1/shutdown`: ebb drains and stops everything.
     pub async fn shutdown(&self) -> Answer<ShutdownView> {
         self.send(Method::POST, "/api/v1/shutdown", &ShutdownRequest {}).await

@@ -88,6 +88,47 @@ impl ListenerBoard {
         out
     }
 
+    /// Loads the certificate files of every file-TLS listener (or only
+    /// `only`) again now, as SIGHUP does: each listener's new set, or its
+    /// error (the previous set is still served). `None`: no such listener
+    /// has certificate files. ACME listeners are left to their ACME task.
+    pub fn reload_files(&self, only: Option<&str>) -> Option<Vec<crate::wire::ReloadOutcome>> {
+        let now = std::time::SystemTime::now();
+        let chosen: Vec<&Arc<TlsState>> = self
+            .entries
+            .iter()
+            .filter(|(config, _, _)| only.is_none_or(|name| config.name == name))
+            .filter_map(|(_, tls, _)| tls.as_ref())
+            .filter(|tls| tls.source == crate::tls::Source::Files)
+            .collect();
+        if chosen.is_empty() {
+            return None;
+        }
+        Some(
+            chosen
+                .into_iter()
+                .map(|tls| {
+                    let result = tls.reload();
+                    crate::wire::ReloadOutcome {
+                        listener: tls.listener.clone(),
+                        reloaded: result.is_ok(),
+                        certificates: certificate_statuses(tls, now),
+                        error: result.err(),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// The names of the listeners with certificate files.
+    pub fn file_tls_listeners(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(_, tls, _)| tls.as_ref().is_some_and(|t| t.source == crate::tls::Source::Files))
+            .map(|(config, _, _)| config.name.clone())
+            .collect()
+    }
+
     /// Each listener's counters and certificates, read once (for
     /// Prometheus), in name order.
     pub fn readings(&self) -> Vec<ListenerReading> {
@@ -134,21 +175,22 @@ pub struct ListenerReading {
     pub certificates: Vec<(String, std::time::SystemTime)>,
 }
 
+/// The certificates a listener serves now.
+fn certificate_statuses(tls: &TlsState, now: std::time::SystemTime) -> Vec<CertificateStatus> {
+    tls.certs()
+        .iter()
+        .map(|c| CertificateStatus {
+            names: c.names.clone(),
+            not_after: c.not_after_text(),
+            expired: c.not_after < now,
+            file: c.files.cert.display().to_string(),
+        })
+        .collect()
+}
+
 fn listener_status(config: &ListenerConfig, tls: Option<&TlsState>, front: &Front) -> ListenerStatus {
     let now = std::time::SystemTime::now();
-    let certificates = tls
-        .map(|t| {
-            t.certs()
-                .iter()
-                .map(|c| CertificateStatus {
-                    names: c.names.clone(),
-                    not_after: c.not_after_text(),
-                    expired: c.not_after < now,
-                    file: c.files.cert.display().to_string(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let certificates = tls.map(|t| certificate_statuses(t, now)).unwrap_or_default();
     ListenerStatus {
         name: config.name.clone(),
         listen: config.listen.to_string(),

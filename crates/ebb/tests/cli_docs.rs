@@ -26,7 +26,7 @@ const COMMANDS: &[&str] = &[
 ];
 
 /// Commands of commands, each after its parent.
-const SUBCOMMANDS: &[&str] = &["certs renew"];
+const SUBCOMMANDS: &[&str] = &["certs renew", "certs reload"];
 
 fn help(args: &[&str]) -> String {
     let out = Command::new(EBB).args(args).arg("--help").output().expect("run ebb --help");

@@ -102,6 +102,22 @@ fn saturate(listen: SocketAddr, clients: usize, duration: Duration) -> Vec<std::
         .collect()
 }
 
+/// A self-signed certificate for `name` that expires `left` from now.
+fn certificate_expiring_in(dir: &Path, name: &str, left: Duration) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    params.not_before = epoch + (now - Duration::from_secs(86400));
+    params.not_after = epoch + (now + left);
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -142,7 +158,19 @@ fn the_dashboard_scales_the_fleet_in_a_real_browser() {
     // One request at a time per replica, two may wait: a few concurrent
     // clients saturate the fleet at once (queued, then shed).
     let proxy = "\n[service.web.proxy]\nmax_in_flight = 1\nmax_queue = 2\nqueue_timeout = \"2s\"";
-    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 4, desired = 2 }", proxy));
+    // A TLS listener in front of it, with a certificate that has 10 days
+    // left: its panel shows the route and the days left, highlighted.
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) =
+        certificate_expiring_in(certs.path(), "shop.example.test", Duration::from_secs(10 * 86400 + 6 * 3600));
+    let tls_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let extra = format!(
+        "{proxy}\n\n[listener.public]\nlisten = \"{tls_addr}\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n\n\
+         [[listener.public.route]]\nhost = \"shop.example.test\"\npath_prefix = \"/api\"\nservice = \"web\"\n",
+        cert.display(),
+        key.display()
+    );
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 4, desired = 2 }", &extra));
     ebb.wait_in_service(2, Duration::from_secs(20));
     let load = traffic(ebb.listen, Duration::from_secs(25));
 
@@ -256,6 +284,23 @@ async fn drive(
         (rows_in_service(client).await == 2).then_some(())
     })
     .await;
+    // The listener's panel: its address, TLS, its route and the
+    // certificate with its days left, highlighted (under 14 days).
+    let panel = r#"#listener-panels .listener[data-listener="public"]"#;
+    let text = eventually("the listener panel with its certificate", Duration::from_secs(15), || async {
+        let text = text_of(client, panel).await?;
+        text.contains("days left").then_some(text)
+    })
+    .await;
+    println!("listener panel: {text}");
+    assert!(text.contains("TLS") && !text.contains("no TLS"), "TLS on: {text}");
+    assert!(text.contains("host shop.example.test") && text.contains("path /api*"), "the route: {text}");
+    assert!(text.contains("→ web"), "the route's service: {text}");
+    assert!(text.contains("shop.example.test") && text.contains("file"), "the certificate and its source: {text}");
+    assert!(text.contains("10 days left"), "the days left: {text}");
+    let soon = format!("{panel} li.cert.soon");
+    assert!(client.find(Locator::Css(&soon)).await.is_ok(), "a certificate under 14 days is highlighted");
+
     // Nothing queues: no banner.
     eventually("no banner on a calm fleet", Duration::from_secs(10), || banner_quiet(client, admin)).await;
     let set = client.find(Locator::Id("desired-set")).await.map_err(|e| e.to_string())?;

@@ -585,6 +585,73 @@ where
     }
 }
 
+// ------------------------------------------------------------ ebb certs reload
+
+/// `ebb certs reload` loads replaced certificate files at once (the file
+/// poll is set to an hour, so only the command can have done it); a broken
+/// file is refused with its error and the previous certificate stays.
+#[test]
+fn ebb_certs_reload_serves_a_replaced_certificate_at_once() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let (pem, key) = ca.issue(certs.path(), "site", &["www.example.test"], false);
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listener = format!(
+        "\n[listener.public]\nlisten = \"{tls_addr}\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n\n\
+         [[listener.public.route]]\nservice = \"web\"\n",
+        pem.display(),
+        key.display()
+    );
+    let ebb = Ebb::start_under(&["env", "EBB_TLS_POLL_MS=3600000"], |admin, listen| {
+        support::fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", &listener)
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ca_der = ca.der();
+    let served = || {
+        runtime.block_on(async {
+            let tls = wait_for_async("a TLS handshake", || async {
+                tls_connect(tls_addr, "www.example.test", client_config(Some(&ca_der), Proto::Http1)).await.ok()
+            })
+            .await;
+            tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+        })
+    };
+    let old = served();
+
+    // Replaced on disk: with the poll at an hour, still the old one...
+    ca.issue(certs.path(), "site", &["www.example.test"], false);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(served(), old, "no reload without the command (EBB_TLS_POLL_MS is an hour)");
+    // ... until `ebb certs reload`.
+    let out = ebb.cli(&["certs", "reload"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("listener public: reloaded: www.example.test (not after "), "{stdout}");
+    let new = served();
+    assert_ne!(new, old, "the next connection gets the new certificate");
+    let events = ebb.events();
+    assert!(
+        events.iter().any(|e| e["kind"] == "certificate_reloaded"
+            && e["service"] == "listener public"
+            && e["reason"].as_str().unwrap_or("").contains("ebb certs reload")),
+        "{events:?}"
+    );
+
+    // A broken file: refused with its error, exit 1, the new one still served.
+    std::fs::write(&pem, "not a certificate\n").unwrap();
+    let out = ebb.cli(&["certs", "reload", "public"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("listener public: not reloaded:") && stdout.contains("previous certificates"), "{stdout}");
+    assert_eq!(served(), new, "the previous certificate stays in service");
+
+    // A listener without certificate files: 404, exit 2.
+    let out = ebb.cli(&["certs", "reload", "nosuch"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("listener nosuch does not serve certificate files; listeners that do: public"), "{stderr}");
+}
+
 // ------------------------------------------------------------ ebb validate
 
 fn validate(dir: &Path, text: &str) -> (i32, String) {

@@ -48,6 +48,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/api/v1/metrics", get(metrics))
         .route("/api/v1/certs", get(list_certs))
         .route("/api/v1/certs/renew", post(renew_certs))
+        .route("/api/v1/certs/reload", post(reload_certs))
         .route("/api/v1/shutdown", post(shutdown))
         .route("/api/v1/dashboard/login", post(dashboard_login))
         .route("/api/v1/openapi.json", get(openapi_json))
@@ -659,6 +660,62 @@ pub(crate) async fn renew_certs(State(app): State<App>, body: Bytes) -> Result<R
                 ))
             }
         }
+    }
+    Ok(Json(outcomes).into_response())
+}
+
+/// Loads the certificate files of TLS listeners again now (what `ebb certs
+/// reload` and SIGHUP do), without waiting for the file poll. Answers per
+/// listener what it serves now, or why the files did not load (the previous
+/// certificates are still served). ACME listeners are not touched (`ebb
+/// certs renew`).
+#[utoipa::path(post, path = "/api/v1/certs/reload", tag = "listeners",
+    request_body(content = Option<crate::wire::ReloadRequest>, description = "Nothing, `{}`, or `{\"listener\": \"public\"}`"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Each listener's outcome: reloaded with its certificates, or its error (check `reloaded`)", body = [crate::wire::ReloadOutcome]),
+        (status = 400, description = "A body that is not `{}` or `{\"listener\": ...}`", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 404, description = "No listener (of that name) serves certificate files", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn reload_certs(State(app): State<App>, body: Bytes) -> Result<Response, ApiError> {
+    let request: crate::wire::ReloadRequest = optional_json(&body, r#"{"listener": "public"}"#)?;
+    let listeners = app.state.listeners.clone();
+    let only = request.listener.clone();
+    // Reading files: off the async workers.
+    let outcomes = tokio::task::spawn_blocking(move || listeners.reload_files(only.as_deref()))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let Some(outcomes) = outcomes else {
+        let known = app.state.listeners.file_tls_listeners();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            match (&request.listener, known.is_empty()) {
+                (_, true) => "no listener serves certificate files (tls.cert/tls.certs); ACME certificates are renewed by `ebb certs renew`".to_string(),
+                (Some(l), false) => format!("listener {l} does not serve certificate files; listeners that do: {}", known.join(", ")),
+                (None, false) => unreachable!("every file listener is chosen without a name"),
+            },
+        ));
+    };
+    use crate::events::{EventKind, NewEvent};
+    for o in &outcomes {
+        let subject = format!("listener {}", o.listener);
+        app.state.events.record(match &o.error {
+            None => NewEvent::new(
+                &subject,
+                EventKind::CertificateReloaded,
+                "certificate files reloaded (ebb certs reload): new connections get them".to_string(),
+            ),
+            Some(e) => NewEvent::new(
+                &subject,
+                EventKind::CertificateFailed,
+                format!("certificate files do not load: {e}; the previous certificates are still served"),
+            ),
+        });
     }
     Ok(Json(outcomes).into_response())
 }

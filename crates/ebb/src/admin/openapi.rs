@@ -36,6 +36,7 @@ use crate::wire;
         api::metrics,
         api::list_certs,
         api::renew_certs,
+        api::reload_certs,
         api::shutdown,
         api::dashboard_login,
         api::openapi_json,
@@ -69,6 +70,8 @@ use crate::wire;
         wire::CertView,
         wire::RenewRequest,
         wire::RenewOutcome,
+        wire::ReloadRequest,
+        wire::ReloadOutcome,
     )),
     modifiers(&BearerScheme),
     tags(
@@ -77,7 +80,7 @@ use crate::wire;
         (name = "events", description = "The event log: every change with its reason"),
         (name = "metrics", description = "Per-second history for graphs (Prometheus is at /metrics)"),
         (name = "fleet", description = "The whole ebb process"),
-        (name = "listeners", description = "Listeners' certificates: list, renew by ACME"),
+        (name = "listeners", description = "Listeners' certificates: list, renew by ACME, reload files"),
     )
 )]
 pub struct ApiDoc;
@@ -161,6 +164,7 @@ mod tests {
             "/api/v1/metrics",
             "/api/v1/certs",
             "/api/v1/certs/renew",
+            "/api/v1/certs/reload",
             "/api/v1/shutdown",
             "/api/v1/openapi.json",
         ] {

@@ -54,3 +54,27 @@ pub struct RenewOutcome {
     pub serial: String,
     pub not_after: String,
 }
+
+/// `POST /api/v1/certs/reload`: which listeners' certificate files to load
+/// again now (what SIGHUP does).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    /// Only this listener; none: every listener with certificate files.
+    #[serde(default)]
+    #[schema(example = "public")]
+    pub listener: Option<String>,
+}
+
+/// What one listener's reload did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReloadOutcome {
+    pub listener: String,
+    /// Whether the files loaded and now serve new connections.
+    pub reloaded: bool,
+    /// The certificates in service after the reload (on failure: the
+    /// previous ones, still served).
+    pub certificates: Vec<super::CertificateStatus>,
+    /// Why the files did not load.
+    pub error: Option<String>,
+}

@@ -12,7 +12,7 @@ mod requests;
 mod status;
 
 pub use answers::{DashboardLogin, ErrorBody, EventView, ReplicaOutcome, ScaleOutcome, ShutdownView};
-pub use certs::{CertView, RenewOutcome, RenewRequest};
+pub use certs::{CertView, ReloadOutcome, ReloadRequest, RenewOutcome, RenewRequest};
 pub use requests::{
     DeployRequest, InterruptRequest, ProtectRequest, ReasonRequest, SetDesiredRequest, ShutdownRequest,
 };

@@ -30,7 +30,12 @@
     desiredDirty: false,
     hover: new Map(), // chart id -> x in px
     selected: null, // seq of the scaling/deploy event picked on a graph or in the list
+    listeners: [], // status.listeners
+    certs: null, // GET /api/v1/certs, refreshed every CERTS_MS while a listener has TLS
+    certsAt: 0,
   };
+  const CERTS_MS = 5000;
+  const CERT_SOON_DAYS = 14;
 
   // ------------------------------------------------------------ helpers
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -191,6 +196,11 @@
     try {
       const status = await api('GET', '/api/v1/status');
       state.services = status.services;
+      state.listeners = status.listeners || [];
+      if (state.listeners.some((l) => l.tls) && Date.now() - state.certsAt >= CERTS_MS) {
+        state.certsAt = Date.now();
+        try { state.certs = await api('GET', '/api/v1/certs'); } catch (_) { /* keep the last answer */ }
+      }
       if (!state.services.some((s) => s.name === state.current) && state.services.length) state.current = state.services[0].name;
       const svc = currentService();
       if (svc) {
@@ -266,12 +276,92 @@
   // ------------------------------------------------------------ render
   function renderAll() {
     renderTabs();
+    renderListeners();
     const svc = currentService();
     if (!svc) return;
     renderSummary(svc);
     renderTable(svc);
     renderCharts(svc);
     renderScalingEvents();
+  }
+
+  // One panel per [listener.NAME]: addresses, TLS, routes, and each
+  // certificate (from GET /api/v1/certs when it answered, else from the
+  // status document) with its days left.
+  const DAY_MS = 86400 * 1000;
+  function daysLeftText(notAfter) {
+    const ms = Date.parse(notAfter) - Date.now();
+    if (!isFinite(ms)) return { text: '', cls: '' };
+    if (ms <= 0) return { text: `expired ${Math.floor(-ms / DAY_MS)} days ago`, cls: 'expired' };
+    const days = Math.floor(ms / DAY_MS);
+    return { text: days === 1 ? '1 day left' : `${days} days left`, cls: days < CERT_SOON_DAYS ? 'soon' : '' };
+  }
+  function routeText(r) {
+    const parts = [];
+    if (r.host) parts.push(`host ${r.host}`);
+    if (r.path_prefix) parts.push(`path ${r.path_prefix}*`);
+    if (r.methods && r.methods.length) parts.push(r.methods.join(','));
+    for (const [k, v] of Object.entries(r.headers || {})) parts.push(`${k}: ${v}`);
+    return parts.length ? parts.join(' · ') : (r.rule || 'default');
+  }
+  function certsOf(l) {
+    if (state.certs) {
+      return state.certs.filter((c) => c.listener === l.name).map((c) => ({
+        names: c.domains, not_after: c.not_after, expired: c.expired, source: c.source,
+        renews_at: c.renews_at, error: c.error, file: c.file,
+      }));
+    }
+    return (l.certificates || []).map((c) => ({ ...c, source: null, error: null }));
+  }
+  function renderListeners() {
+    const box = $('#listeners');
+    box.hidden = !state.listeners.length;
+    if (!state.listeners.length) return;
+    const panels = state.listeners.map((l) => {
+      const div = el('div', { class: 'listener', 'data-listener': l.name });
+      const h = el('h3', {}, l.name);
+      h.append(badge(l.tls ? 'tls' : 'plain', l.tls ? 'TLS' : 'no TLS'));
+      div.append(h);
+      const addr = [l.tls ? `https://${l.listen}` : `http://${l.listen}`];
+      if (l.http) addr.push(`http://${l.http} → redirects here`);
+      if (l.unrouted) addr.push(`${l.unrouted} unrouted (404)`);
+      div.append(el('p', { class: 'addr mono' }, addr.join(' · ')));
+      div.append(el('h4', {}, 'Routes'));
+      const routes = el('ul', { class: 'routes' });
+      for (const r of l.routes || []) {
+        const li = el('li', { 'data-service': r.service });
+        li.append(document.createTextNode(routeText(r)), el('span', { class: 'arrow' }, ' → '), el('b', {}, r.service));
+        routes.append(li);
+      }
+      if (!(l.routes || []).length) routes.append(el('li', { class: 'msg' }, 'no routes'));
+      div.append(routes);
+      if (l.tls) {
+        div.append(el('h4', {}, 'Certificates'));
+        const ul = el('ul', { class: 'certs' });
+        for (const c of certsOf(l)) {
+          const left = c.not_after ? daysLeftText(c.not_after) : { text: 'none yet', cls: 'expired' };
+          const cls = c.expired ? 'expired' : left.cls;
+          const li = el('li', { class: `cert ${cls}`, 'data-names': (c.names || []).join(',') });
+          const top = el('div');
+          top.append(el('span', { class: 'mono' }, (c.names || []).join(', ')), document.createTextNode(' '));
+          if (c.source) top.append(badge('source', c.source), document.createTextNode(' '));
+          top.append(el('span', { class: 'left' }, left.text));
+          li.append(top);
+          const sub = [];
+          if (c.not_after) sub.push(`not after ${c.not_after}`);
+          if (c.renews_at) sub.push(`renews ${c.renews_at}`);
+          if (sub.length) li.append(el('div', { class: 'msg' }, sub.join(' · ')));
+          if (c.error) li.append(el('div', { class: 'err' }, c.error));
+          ul.append(li);
+        }
+        if (!ul.children.length) ul.append(el('li', { class: 'msg' }, 'no certificate'));
+        div.append(ul);
+        const shown = certsOf(l).some((c) => c.error === l.tls_error);
+        if (l.tls_error && !shown) div.append(el('p', { class: 'err' }, `reload failed: ${l.tls_error}`));
+      }
+      return div;
+    });
+    $('#listener-panels').replaceChildren(...panels);
   }
 
   function renderTabs() {
