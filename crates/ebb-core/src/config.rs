@@ -558,5 +558,6 @@ impl Config {
     }
 }
 
+pub mod plan;
 mod raw;
 mod value;

@@ -234,6 +234,20 @@ impl AdminClient {
         self.send(Method::POST, "/api/v1/certs/reload", &body).await
     }
 
+    /// `POST /api/v1/plan`: what applying the config file (its path and
+    /// text) would change on the running ebb.
+    pub async fn plan(&self, path: &str, text: &str) -> Answer<crate::wire::PlanAnswer> {
+        let body = crate::wire::ConfigFileRequest { path: path.to_string(), text: text.to_string() };
+        self.send(Method::POST, "/api/v1/plan", &body).await
+    }
+
+    /// `POST /api/v1/apply`: applies the config file; answers once every
+    /// change is made or started (deploys and drains go on).
+    pub async fn apply(&self, path: &str, text: &str) -> Answer<crate::wire::ApplyAnswer> {
+        let body = crate::wire::ConfigFileRequest { path: path.to_string(), text: text.to_string() };
+        self.send(Method::POST, "/api/v1/apply", &body).await
+    }
+
     /// `POST /api/v1/shutdown`: ebb drains and stops everything.
     pub async fn shutdown(&self) -> Answer<ShutdownView> {
         self.send(Method::POST, "/api/v1/shutdown", &ShutdownRequest {}).await

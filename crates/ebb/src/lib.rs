@@ -26,6 +26,7 @@
 
 pub mod acme;
 pub mod admin;
+pub mod apply;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -137,7 +137,7 @@ impl ListenerBoard {
             .map(|(config, tls, front)| ListenerReading {
                 name: config.name.clone(),
                 stats: front.stats().snapshot(),
-                max_connections: front.config.max_connections,
+                max_connections: front.config().max_connections,
                 unrouted: front.unrouted.load(std::sync::atomic::Ordering::Relaxed),
                 tls: tls.is_some(),
                 certificates: tls

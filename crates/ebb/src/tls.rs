@@ -227,7 +227,8 @@ pub struct TlsState {
     pub listener: String,
     /// Where the certificates come from.
     pub source: Source,
-    files: Vec<CertFiles>,
+    /// The certificate files (`ebb apply` may name others).
+    files: RwLock<Vec<CertFiles>>,
     resolver: Arc<CertResolver>,
     acceptor: tokio_rustls::TlsAcceptor,
     /// The last reload's error, if the files on disk do not load now.
@@ -280,7 +281,7 @@ impl TlsState {
         Ok(Arc::new(TlsState {
             listener: listener.to_string(),
             source,
-            files: files.to_vec(),
+            files: RwLock::new(files.to_vec()),
             resolver,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             last_error: std::sync::Mutex::new(None),
@@ -314,7 +315,8 @@ impl TlsState {
     /// Loads the files again; on success the new certificates serve every
     /// handshake from now on, on failure the old ones stay.
     pub fn reload(&self) -> Result<(), String> {
-        match load(&self.files) {
+        let files = self.files.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match load(&files) {
             Ok(certs) => {
                 for cert in certs.iter().filter(|c| c.not_after < SystemTime::now()) {
                     tracing::warn!(listener = %self.listener, file = %cert.files.cert.display(), not_after = %cert.not_after_text(), "Reloaded certificate has expired.");
@@ -337,10 +339,26 @@ impl TlsState {
         }
     }
 
+    /// `ebb apply` named other certificate files: they are loaded and
+    /// served from the next handshake on, or, when they do not load, the
+    /// current ones stay (files and certificates both).
+    pub fn replace_files(&self, files: &[CertFiles]) -> Result<(), String> {
+        if *self.files.read().unwrap_or_else(|p| p.into_inner()) == files {
+            return Ok(());
+        }
+        let certs = load(files).map_err(|e| e.message)?;
+        *self.files.write().unwrap_or_else(|p| p.into_inner()) = files.to_vec();
+        self.resolver.current.store(Arc::new(certs));
+        tracing::info!(listener = %self.listener, "Serving the certificate files ebb apply named.");
+        Ok(())
+    }
+
     /// What identifies the files' current contents (size, mtime, inode).
     fn stamp(&self) -> Vec<Option<(u64, SystemTime, u64)>> {
         use std::os::unix::fs::MetadataExt;
         self.files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .flat_map(|f| [&f.cert, &f.key])
             .map(|p| {

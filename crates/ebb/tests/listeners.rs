@@ -781,7 +781,8 @@ service = "web"
     );
     proxy.set_routable(vec![Arc::new(ebb::proxy::Backend::new("web-1", backend))]);
     let services = BTreeMap::from([("web".to_string(), proxy.clone())]);
-    let front = ebb::proxy::Front::listener(listener, &services, Some(tls));
+    let routing = ebb::proxy::Routing::new(&listener.routes, &services).unwrap();
+    let front = ebb::proxy::Front::listener(listener, routing, Some(tls));
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     tokio::spawn(ebb::proxy::serve_front(socket, front, tokio_util::sync::CancellationToken::new()));

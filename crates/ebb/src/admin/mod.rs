@@ -52,7 +52,6 @@ pub mod server;
 pub mod session;
 pub mod stream;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -66,7 +65,6 @@ use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::ServiceHandle;
 use crate::events::EventLog;
 
 pub use auth::{token_path, AdminToken, TokenError};
@@ -74,7 +72,8 @@ pub use auth::{token_path, AdminToken, TokenError};
 /// What the admin handlers share, as `ebb up` builds it.
 #[derive(Clone)]
 pub struct AdminState {
-    pub services: Arc<BTreeMap<String, ServiceHandle>>,
+    /// Every service (removed ones until they have drained).
+    pub services: Arc<crate::apply::Services>,
     pub events: Arc<EventLog>,
     /// Cancelled to ask the whole ebb process to drain and stop.
     pub stop_requested: CancellationToken,
@@ -86,8 +85,10 @@ pub struct AdminState {
     /// The state store, for metric history older than the last 24 h (read
     /// through its writer: ebb holds the file exclusively).
     pub store: crate::state::StateStore,
-    /// The `[listener.NAME]` tables, for status.
-    pub listeners: Arc<crate::listeners::ListenerBoard>,
+    /// The `[listener.NAME]` tables, for status (swapped by `ebb apply`).
+    pub listeners: Arc<arc_swap::ArcSwap<crate::listeners::ListenerBoard>>,
+    /// The running fleet, for `ebb plan` and `ebb apply`.
+    pub running: Arc<crate::apply::Running>,
 }
 
 /// [`AdminState`] plus what the admin layer keeps for itself.
@@ -313,7 +314,7 @@ fn replica_may(app: &Shared, request: &Request, token: &str) -> bool {
     else {
         return false;
     };
-    !id.is_empty() && !id.contains('/') && app.state.services.values().any(|s| s.replica_token_is(id, token))
+    !id.is_empty() && !id.contains('/') && app.state.services.values().iter().any(|s| s.replica_token_is(id, token))
 }
 
 /// Every request passes here first: Host (DNS rebinding), Origin (CSRF and

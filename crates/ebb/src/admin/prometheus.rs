@@ -501,10 +501,10 @@ pub(crate) fn build_registry(app: &App) -> Registry {
         m.auth_lockouts.inc_by(limiter.total_lockouts);
     }
 
-    listener_metrics(&m, &app.state.listeners.readings());
+    listener_metrics(&m, &app.state.listeners.load().readings());
 
     let (mut latency, mut service_latency, mut queue_time) = (Vec::new(), Vec::new(), Vec::new());
-    for handle in app.state.services.values() {
+    for handle in app.state.services.values().iter() {
         let status = handle.status();
         let name = status.name.as_str();
         let l = svc(name);
@@ -524,7 +524,7 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             m.service_at_limit.get_or_create(&l).set(i64::from(d.at_limit));
             m.service_saturated.get_or_create(&l).set(d.saturated as i64);
             m.service_connections.get_or_create(&l).set(stats.open_connections.min(i64::MAX as u64) as i64);
-            if let Some(max) = handle.proxy.config.max_connections {
+            if let Some(max) = handle.proxy.peek().config.max_connections {
                 m.service_max_connections.get_or_create(&l).set(i64::from(max));
             }
             m.service_connection_cap.get_or_create(&l).inc_by(stats.connection_cap_reached);
