@@ -207,8 +207,16 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
                 events: events.clone(),
                 state_dir: state_dir.clone(),
                 admin_url: match (&replica_gate, service.driver) {
+                    // No gate of its own: the admin API answers, over TLS with [admin] tls.
+                    (Some(gate), DriverKind::Docker) if gate.listener.is_none() && config.admin.tls.is_some() => {
+                        gate.url.replacen("http://", "https://", 1)
+                    }
                     (Some(gate), DriverKind::Docker) => gate.url.clone(),
-                    _ => format!("http://{}", config.admin.listen),
+                    _ => format!(
+                        "{}://{}",
+                        if config.admin.tls.is_some() { "https" } else { "http" },
+                        config.admin.listen
+                    ),
                 },
                 store: Some(store.clone()),
                 restored: RestoredService {
@@ -285,7 +293,9 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
         let routed: Vec<_> = listener.routes.services().iter().map(|s| services[*s].clone()).collect();
         let mut sockets = vec![(main, front)];
         if let Some(http) = http {
-            sockets.push((http, Front::redirect(&listener, challenges.clone())));
+            let redirect = Front::redirect(&listener, challenges.clone());
+            listener_board.add_redirect(&listener.name, redirect.clone());
+            sockets.push((http, redirect));
         }
         if let (Some(acme), Some(tls)) = (listener.tls.as_ref().and_then(|t| t.acme.clone()), tls.as_ref()) {
             let acme = crate::acme::AcmeListener::new(
@@ -353,9 +363,11 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     let gate_task = replica_gate
         .and_then(|gate| gate.listener)
         .map(|listener| tokio::spawn(admin::serve_replica_gate(listener, admin_state.clone(), admin_stop.clone())));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop.clone()));
+    let admin_tls = crate::tls::admin_state(&tls_states).cloned();
+    let admin_scheme = if admin_tls.is_some() { "https" } else { "http" };
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_tls, admin_stop.clone()));
     println!(
-        "ebb: admin API and dashboard on http://{admin_addr}/ (`ebb dashboard` prints a login link); state in {}",
+        "ebb: admin API and dashboard on {admin_scheme}://{admin_addr}/ (`ebb dashboard` prints a login link); state in {}",
         state_dir.display()
     );
     println!("ebb: `ebb status` shows the fleet, `ebb down` (or Ctrl-C) drains and stops it");

@@ -756,6 +756,7 @@ pub(crate) async fn shutdown(State(app): State<App>, body: Bytes) -> Result<Resp
     ))]
 pub(crate) async fn dashboard_login(
     State(app): State<App>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<super::Peer>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -764,7 +765,10 @@ pub(crate) async fn dashboard_login(
     // The address the caller reached ebb at (the guard has checked it).
     let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     let login = DashboardLogin {
-        url: format!("http://{host}/login?ticket={ticket}"),
+        url: format!(
+            "{}://{host}/login?ticket={ticket}",
+            if peer.is_some_and(|p| p.0 .0.tls) { "https" } else { "http" }
+        ),
         expires_in_s: super::session::TICKET_TTL.as_secs(),
     };
     Ok((StatusCode::CREATED, Json(login)).into_response())
