@@ -14,7 +14,8 @@
 //!   checked for shape and control characters.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers (utoipa).
 //! - [`server`]: the accept loop, with header-read and idle deadlines and a
-//!   shutdown bounded in time.
+//!   shutdown bounded in time; HTTPS only with `[admin] tls` (the
+//!   certificate is a `crate::tls::TlsState`, reloaded like a listener's).
 //! - [`stream`]: the Server-Sent Events stream of the event log.
 //! - [`prometheus`]: `/metrics` in the Prometheus / OpenMetrics text format.
 //! - [`dashboard`]: the embedded HTML/CSS/JS page.
