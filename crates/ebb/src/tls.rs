@@ -33,7 +33,7 @@
 //!
 //! - **The admin API** (`[admin] tls`, [`Role::Admin`]): the same loading,
 //!   checks (errors at `admin.tls.cert` / `.key`) and reload (its events
-//!   are `admin`'s), ALPN `http/1.1` only; `admin/server.rs` accepts with
+//!   are the `admin API`'s), ALPN `http/1.1` only; `admin/server.rs` accepts with
 //!   it. [`check_config`] returns its state among the listeners'
 //!   ([`admin_state`]); `state_of` never picks it.
 
@@ -52,6 +52,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// How often certificate files are checked for changes, unless
 /// `EBB_TLS_POLL_MS` says otherwise (tests).
 const POLL: Duration = Duration::from_secs(3);
+
+/// Whom the admin API's certificate events are about.
+pub const ADMIN_SUBJECT: &str = "admin API";
 
 /// The ALPN protocol of TLS-ALPN-01 validation handshakes (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -273,11 +276,12 @@ impl TlsState {
         Self::build("admin", Role::Admin, Source::Files, files, certs)
     }
 
-    /// Who the events of this state are about: `listener NAME`, or `admin`.
+    /// Who the events of this state are about: `listener NAME`, or
+    /// [`ADMIN_SUBJECT`] (never a service's name: those have no space).
     pub fn subject(&self) -> String {
         match self.role {
             Role::Listener => format!("listener {}", self.listener),
-            Role::Admin => "admin".to_string(),
+            Role::Admin => ADMIN_SUBJECT.to_string(),
         }
     }
 

@@ -792,13 +792,20 @@ fn the_admin_api_over_tls() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["service"] == "admin" && e["kind"] == "certificate_reloaded")
+        .filter(|e| e["service"] == "admin API" && e["kind"] == "certificate_reloaded")
         .cloned()
         .collect();
     assert_eq!(reloads.len(), 1, "{reloads:?}");
-    // The CLI trusts the new file as it trusted the old.
-    let out = ebb.cli(&["status"]);
+    // The CLI trusts the new file as it trusted the old, and sees the event.
+    let out = ebb.cli(&["events", "admin API"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("certificate_reloaded"), "{stdout}");
+    // `ebb down` over HTTPS: asks, then sees the admin API go away.
+    let out = ebb.cli(&["down"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ebb: stopped"), "{stdout}");
 }
 
 /// A missing `[admin] tls` file is an error at its key, with the line and a

@@ -89,7 +89,8 @@ pub enum Follow {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only this service's events (or a listener's: `listener NAME`).
+    /// Only this service's events (or a listener's: `listener NAME`; the
+    /// admin API's certificate: `admin API`).
     pub service: Option<String>,
     /// Only events with a sequence number above this (0: all kept).
     #[param(minimum = 0)]
@@ -512,7 +513,7 @@ pub(crate) async fn list_events(
     if let Some(name) = &q.service {
         // A listener's own events (certificates) are `listener NAME`.
         let listener = name.strip_prefix("listener ").is_some_and(|l| app.state.listeners.has(l));
-        if !listener {
+        if !listener && name != crate::tls::ADMIN_SUBJECT {
             service(&app, name)?;
         }
     }
