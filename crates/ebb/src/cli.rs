@@ -287,7 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let client = AdminClient::new(config.admin.listen, crate::client::read_token(&config.state_dir));
+    let client = AdminClient::for_config(&config, crate::client::read_token(&config.state_dir));
     match cli.command {
         Command::Up => match crate::up::up(config).await {
             Ok(()) => Ok(ExitCode::SUCCESS),

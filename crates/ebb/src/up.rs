@@ -133,7 +133,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     // Bind everything before starting anything: a clash is reported with
     // nothing half-started.
     let admin_listener = bind(&config, config.admin.listen, "admin").await?;
-    let mut bound = Bound { services: BTreeMap::new(), listeners: BTreeMap::new(), tls: tls_states };
+    let mut bound = Bound { services: BTreeMap::new(), listeners: BTreeMap::new(), tls: tls_states.clone() };
     for service in config.services.values() {
         // A worker pool has no balancer, so nothing to bind; a service
         // reached only through [listener.NAME] routes has no listen.
@@ -181,8 +181,12 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
         events: events.clone(),
         host: Arc::new(HostMonitor::default()),
         drivers,
-        replica_gate_url: replica_gate.as_ref().map(|g| g.url.clone()),
-        admin_listen: config.admin.listen,
+        replica_gate_url: replica_gate.as_ref().map(|g| match g.listener.is_none() && config.admin.tls.is_some() {
+            // No gate of its own: the admin API answers, over TLS with [admin] tls.
+            true => g.url.replacen("http://", "https://", 1),
+            false => g.url.clone(),
+        }),
+        admin_url: format!("{}://{}", if config.admin.tls.is_some() { "https" } else { "http" }, config.admin.listen),
         challenges: Arc::new(crate::acme::Challenges::default()),
         proxies: TaskTracker::new(),
         proxies_stop: CancellationToken::new(),
@@ -201,7 +205,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     let admin_state = AdminState {
         services: running.services.clone(),
-        events,
+        events: events.clone(),
         stop_requested: stop_requested.clone(),
         token: admin_token,
         config_path: config_path.clone(),
@@ -212,9 +216,14 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     let gate_task = replica_gate
         .and_then(|gate| gate.listener)
         .map(|listener| tokio::spawn(admin::serve_replica_gate(listener, admin_state.clone(), admin_stop.clone())));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop.clone()));
+    let admin_tls = crate::tls::admin_state(&tls_states).cloned();
+    let admin_scheme = if admin_tls.is_some() { "https" } else { "http" };
+    // The admin certificate's files are watched as a listener's are.
+    let admin_watch =
+        admin_tls.clone().map(|tls| tokio::spawn(crate::tls::watch(vec![tls], Some(events), admin_stop.clone())));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_tls, admin_stop.clone()));
     println!(
-        "ebb: admin API and dashboard on http://{admin_addr}/ (`ebb dashboard` prints a login link); state in {}",
+        "ebb: admin API and dashboard on {admin_scheme}://{admin_addr}/ (`ebb dashboard` prints a login link); state in {}",
         state_dir.display()
     );
     println!("ebb: `ebb status` shows the fleet, `ebb apply` changes it in place, `ebb down` (or Ctrl-C) drains and stops it");
@@ -240,6 +249,9 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     admin_stop.cancel();
     let _ = admin_task.await;
     if let Some(task) = gate_task {
+        let _ = task.await;
+    }
+    if let Some(task) = admin_watch {
         let _ = task.await;
     }
     store.close().await;

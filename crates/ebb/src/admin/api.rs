@@ -91,7 +91,8 @@ pub enum Follow {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only this service's events (or a listener's: `listener NAME`).
+    /// Only this service's events (or a listener's: `listener NAME`; the
+    /// admin API's certificate: `admin API`).
     pub service: Option<String>,
     /// Only events with a sequence number above this (0: all kept).
     #[param(minimum = 0)]
@@ -583,7 +584,7 @@ pub(crate) async fn list_events(
     if let Some(name) = &q.service {
         // A listener's own events (certificates) are `listener NAME`.
         let listener = name.strip_prefix("listener ").is_some_and(|l| app.state.listeners.load().has(l));
-        if !listener {
+        if !listener && name != crate::tls::ADMIN_SUBJECT {
             service(&app, name)?;
         }
     }
@@ -829,6 +830,7 @@ pub(crate) async fn shutdown(State(app): State<App>, body: Bytes) -> Result<Resp
     ))]
 pub(crate) async fn dashboard_login(
     State(app): State<App>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<super::Peer>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -837,7 +839,10 @@ pub(crate) async fn dashboard_login(
     // The address the caller reached ebb at (the guard has checked it).
     let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     let login = DashboardLogin {
-        url: format!("http://{host}/login?ticket={ticket}"),
+        url: format!(
+            "{}://{host}/login?ticket={ticket}",
+            if peer.is_some_and(|p| p.0 .0.tls) { "https" } else { "http" }
+        ),
         expires_in_s: super::session::TICKET_TTL.as_secs(),
     };
     Ok((StatusCode::CREATED, Json(login)).into_response())

@@ -14,7 +14,8 @@
 //!   checked for shape and control characters.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers (utoipa).
 //! - [`server`]: the accept loop, with header-read and idle deadlines and a
-//!   shutdown bounded in time.
+//!   shutdown bounded in time; HTTPS only with `[admin] tls` (the
+//!   certificate is a `crate::tls::TlsState`, reloaded like a listener's).
 //! - [`stream`]: the Server-Sent Events stream of the event log.
 //! - [`prometheus`]: `/metrics` in the Prometheus / OpenMetrics text format.
 //! - [`dashboard`]: the embedded HTML/CSS/JS page.
@@ -163,13 +164,16 @@ impl IntoResponse for ApiError {
 pub struct Peer {
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// The connection is TLS (`[admin] tls`): links are `https://`,
+    /// cookies `Secure`.
+    pub tls: bool,
 }
 
 impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
         let remote = *stream.remote_addr();
         let local = stream.io().local_addr().unwrap_or(remote);
-        Peer { local, remote }
+        Peer { local, remote, tls: false }
     }
 }
 
@@ -216,7 +220,7 @@ pub async fn serve_replica_gate(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = replica_gate_router(state, shutdown.clone());
-    server::serve(listener, app, shutdown).await
+    server::serve(listener, app, None, shutdown).await
 }
 
 fn shared(state: AdminState, listen: SocketAddr, replica_gate: bool, shutdown: CancellationToken) -> App {
@@ -235,10 +239,12 @@ fn shared(state: AdminState, listen: SocketAddr, replica_gate: bool, shutdown: C
     })
 }
 
-/// Serves the admin API on an already-bound listener until `shutdown`.
+/// Serves the admin API on an already-bound listener until `shutdown`,
+/// over TLS when `tls` is given (`[admin] tls`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    tls: Option<std::sync::Arc<crate::tls::TlsState>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listen = listener.local_addr()?;
@@ -250,7 +256,7 @@ pub async fn serve(
         );
     }
     let app = router(state, listen, shutdown.clone());
-    server::serve(listener, app, shutdown).await
+    server::serve(listener, app, tls.map(|t| t.acceptor()), shutdown).await
 }
 
 /// Whether a `Host` header names this machine's loopback: `127.0.0.1:9900`,

@@ -501,6 +501,9 @@ fn board(listeners: &BTreeMap<String, LiveListener>) -> ListenerBoard {
     let mut board = ListenerBoard::default();
     for live in listeners.values() {
         board.add(live.config.clone(), live.tls.clone(), live.front.clone());
+        if let Some(redirect) = &live.redirect {
+            board.add_redirect(&live.config.name, redirect.clone());
+        }
         if let Some(acme) = &live.acme {
             board.add_acme(acme.clone());
         }

@@ -4,7 +4,6 @@
 //! up` and for `ebb apply`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -31,7 +30,8 @@ pub(crate) struct Parts {
     pub drivers: BTreeMap<DriverKind, Arc<dyn Driver>>,
     /// `EBB_ADMIN_URL` for docker replicas (the replica gate), if open.
     pub replica_gate_url: Option<String>,
-    pub admin_listen: SocketAddr,
+    /// `EBB_ADMIN_URL` for every other replica (https with `[admin] tls`).
+    pub admin_url: String,
     /// ACME HTTP-01 tokens, answered on every listener's http address.
     pub challenges: Arc<Challenges>,
     /// Balancer sockets and ACME tasks; stopped first at shutdown.
@@ -104,7 +104,7 @@ impl Parts {
                 state_dir: self.state_dir.clone(),
                 admin_url: match (&self.replica_gate_url, service.driver) {
                     (Some(gate), DriverKind::Docker) => gate.clone(),
-                    _ => format!("http://{}", self.admin_listen),
+                    _ => self.admin_url.clone(),
                 },
                 store: Some(self.store.clone()),
                 restored: self.restored.take(&service.name),
