@@ -240,7 +240,9 @@ pub fn plan(old: &Config, new: &Config, running: &BTreeMap<String, u32>) -> Plan
         top
     };
     for (key, from, to) in diff_keys(&ebb_keys(&old_raw), &ebb_keys(&new_raw), &|_, _| None) {
-        let fix = if key.starts_with("admin") {
+        let fix = if key.starts_with("admin.tls") {
+            "the admin API's certificate is read from these files at start (changed files are reloaded); restart ebb to name others (`ebb up --takeover` keeps the fleet running)"
+        } else if key.starts_with("admin") {
             "the admin API's address is bound at start; restart ebb (`ebb up --takeover` keeps the fleet running)"
         } else {
             "the state directory holds the fleet's records; stop ebb and move it by hand"
