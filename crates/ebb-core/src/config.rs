@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub use crate::balance::BalanceAlgorithm;
 pub use crate::deploy::{DeployConfig, Strategy as DeployStrategy};
+pub use crate::fleet::idle::{IdleConfig, IdleMode};
 pub use crate::health::StatusMatcher;
 pub use crate::outlier::OutlierConfig;
 pub use crate::scaling::{Bounds, ScalingConfig};
@@ -116,6 +117,9 @@ pub struct ServiceConfig {
     /// Random interruptions for tests and demos (`[service.NAME.chaos]`);
     /// off when `None`.
     pub chaos: Option<ChaosConfig>,
+    /// Scale to zero (`[service.NAME.idle]`, web services only): required
+    /// for `replicas.min = 0` on a web service. `None`: never idle.
+    pub idle: Option<IdleConfig>,
 }
 
 impl ServiceConfig {

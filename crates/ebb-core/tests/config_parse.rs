@@ -120,7 +120,6 @@ fn replica_bounds_fill_in_from_what_is_given() {
         ("{ desired = 3 }", (1, 3, 3)),      // min 1, max = max(min, desired)
         ("{ max = 5 }", (1, 5, 1)),
         ("{ min = 3 }", (3, 3, 3)),
-        ("{ min = 0, max = 2 }", (0, 2, 0)), // may scale to zero
         ("{}", (1, 1, 1)),
         ("{ min = 1000, max = 1000 }", (1000, 1000, 1000)),
     ] {
@@ -128,6 +127,36 @@ fn replica_bounds_fill_in_from_what_is_given() {
         let r = config.services["web"].replicas;
         assert_eq!((r.bounds.min, r.bounds.max, r.desired), want, "replicas = {replicas}");
     }
+}
+
+#[test]
+fn a_web_service_at_min_zero_has_an_idle_table_with_defaults() {
+    let config = parse(&format!("{MINIMAL}replicas = {{ min = 0, max = 2 }}\n[service.web.idle]\nafter = \"5m\"\n"));
+    let web = &config.services["web"];
+    let r = web.replicas;
+    assert_eq!((r.bounds.min, r.bounds.max, r.desired), (0, 2, 0), "may scale to zero");
+    let idle = web.idle.as_ref().expect("idle is on");
+    assert_eq!(idle.after, Duration::from_secs(300));
+    assert_eq!(idle.mode, ebb_core::config::IdleMode::Stop);
+    assert_eq!(idle.hold_timeout, Duration::from_secs(30));
+    assert_eq!(idle.max_held, 1000);
+    assert!(idle.ignore_user_agents.is_empty());
+    assert!(parse(MINIMAL).services["web"].idle.is_none(), "no table, never idle");
+}
+
+#[test]
+fn every_idle_key_is_read() {
+    let config = parse(&format!(
+        "{MINIMAL}replicas = {{ min = 0, max = 4, desired = 1 }}\n[service.web.idle]\nafter = \"2s\"\nmode = \"suspend\"\nhold_timeout = \"5s\"\nmax_held = 3\nignore_user_agents = [\"UptimeRobot\", \"kube-probe\"]\n"
+    ));
+    let idle = config.services["web"].idle.clone().unwrap();
+    assert_eq!(idle.after, Duration::from_secs(2));
+    assert_eq!(idle.mode, ebb_core::config::IdleMode::Suspend);
+    assert_eq!(idle.hold_timeout, Duration::from_secs(5));
+    assert_eq!(idle.max_held, 3);
+    assert!(idle.ignores("Mozilla/5.0+(compatible; UptimeRobot/2.0)"), "a part of the agent, any case");
+    assert!(idle.ignores("KUBE-PROBE/1.29"));
+    assert!(!idle.ignores("curl/8.5"));
 }
 
 #[test]

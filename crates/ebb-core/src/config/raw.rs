@@ -135,6 +135,7 @@ struct RawService {
     deploy: Option<lifecycle::RawDeploy>,
     metric_source: Option<lifecycle::RawMetricSource>,
     chaos: Option<lifecycle::RawChaos>,
+    idle: Option<idle::RawIdle>,
 }
 
 #[derive(Deserialize, Default)]
@@ -179,6 +180,7 @@ struct RawProxy {
 /// The most `request_buffering` may hold per request.
 const MAX_REQUEST_BUFFERING: u64 = 16 << 20;
 
+mod idle;
 mod lifecycle;
 mod listener;
 mod outlier;
@@ -411,6 +413,8 @@ impl Check<'_> {
                 SocketAddr::from(([0, 0, 0, 0], 0))
             }
         };
+        let min_zero_span =
+            raw.replicas.as_ref().and_then(|r| r.min.as_ref()).filter(|m| m.get_ref().0 == 0).map(|m| m.span());
         let replicas = self.replicas(raw.replicas.unwrap_or_default());
         let cpu_span = raw.cpu.as_ref().map(|c| c.span());
         let mut cpu = self.cpu(raw.cpu);
@@ -468,6 +472,7 @@ impl Check<'_> {
             deploy,
             metric_source,
             chaos: raw.chaos.map(|c| self.chaos(name, c)),
+            idle: self.idle(name, kind, raw.kind.as_ref().map(|k| k.span()), raw.idle, min_zero_span),
         }
     }
 

@@ -40,10 +40,15 @@
 //!   ([`leave_by`]), whichever comes first.
 //! - **Routability** ([`routable`]): in service, not ejected by outlier
 //!   detection, and of a version that takes traffic ([`Routes`]).
+//! - **Idle** ([`idle`]): a web service with `[idle]` stops or suspends
+//!   its replicas after `after` without activity, and wakes on a held
+//!   request; [`idle::Idler::desired`] is the desired count the planner
+//!   is given, and a suspended replica is capacity but not routable.
 //! - **Chaos** ([`chaos_victim`]): now and then a random replica in service
 //!   gets an interruption notice.
 
 mod crash_loop;
+pub mod idle;
 mod pick;
 mod plan;
 
@@ -86,6 +91,9 @@ pub struct ReplicaFacts<'a> {
     pub in_flight: u64,
     /// When it was launched.
     pub started: Time,
+    /// Frozen while its service is idle (`mode = "suspend"`): still
+    /// capacity, not routable.
+    pub suspended: bool,
 }
 
 impl<'a> ReplicaFacts<'a> {
@@ -100,6 +108,7 @@ impl<'a> ReplicaFacts<'a> {
             interrupted_until: None,
             in_flight: 0,
             started,
+            suspended: false,
         }
     }
 
@@ -141,11 +150,11 @@ impl Routes {
     }
 }
 
-/// Whether a replica is in the rotation: in service, not ejected, and of a
-/// version that takes traffic. The one definition, for the balancer's
+/// Whether a replica is in the rotation: in service, not ejected, not
+/// suspended, and of a version that takes traffic. The one definition, for the balancer's
 /// routable set and everything that asks.
 pub fn routable(replica: &ReplicaFacts, routes: &Routes) -> bool {
-    replica.phase == ReplicaPhase::InService && !replica.ejected && routes.admit(replica.version)
+    replica.phase == ReplicaPhase::InService && !replica.ejected && !replica.suspended && routes.admit(replica.version)
 }
 
 /// The fleet as the autoscaler and status count it.

@@ -33,10 +33,13 @@ pub fn example(path: &str) -> (ScalingConfig, Replicas) {
     (service.scaling, service.replicas)
 }
 
-/// A service's scaling config from a `[service.web.scaling]` snippet.
+/// A service's scaling config from a `[service.web.scaling]` snippet (with
+/// `min = 0`, the `[service.web.idle]` table that allows it).
 pub fn scaling(snippet: &str, replicas: &str) -> (ScalingConfig, Replicas) {
-    let text =
-        format!("[service.web]\ncommand = \"app\"\nlisten = \"127.0.0.1:8080\"\nreplicas = {replicas}\n\n{snippet}");
+    let idle = if replicas.contains("min = 0") { "\n[service.web.idle]\nafter = \"5m\"\n" } else { "" };
+    let text = format!(
+        "[service.web]\ncommand = \"app\"\nlisten = \"127.0.0.1:8080\"\nreplicas = {replicas}\n\n{snippet}{idle}"
+    );
     let config = Config::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"));
     let web = &config.services["web"];
     (web.scaling.clone(), web.replicas)

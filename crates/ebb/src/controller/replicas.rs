@@ -57,6 +57,9 @@ pub(super) struct Replica {
     pub(super) interrupt_deadline: Option<Time>,
     /// Reached in service at least once (for crash-loop accounting).
     pub(super) ever_in_service: bool,
+    /// Frozen by the driver while the service is idle (`mode =
+    /// "suspend"`): not routable, not probed.
+    pub(super) suspended: bool,
 }
 
 impl Replica {
@@ -85,6 +88,7 @@ impl Replica {
             protected: false,
             interrupt_deadline: None,
             ever_in_service: false,
+            suspended: false,
         }
     }
 
@@ -117,6 +121,7 @@ impl Replica {
             interrupted_until: self.interrupt_deadline,
             in_flight: self.backend.as_ref().map(|b| b.in_flight()).unwrap_or(0),
             started: self.started_at.saturating_duration_since(origin),
+            suspended: self.suspended,
         }
     }
 }
