@@ -83,6 +83,15 @@ fn stop_mode_asks_for_zero_replicas_while_idle_and_at_least_one_otherwise() {
 }
 
 #[test]
+fn a_service_started_at_zero_is_idle_until_its_first_request() {
+    let c = config(IdleMode::Stop);
+    let mut idler = Idler::asleep(s(0));
+    assert_eq!(idler.desired(IdleMode::Stop, 0), 0, "nothing boots");
+    assert_eq!(idler.step(s(5), &c, Activity::default(), false), None);
+    assert_eq!(idler.step(s(6), &c, held(1), false), Some(IdleChange::Wake { mode: IdleMode::Stop, idle_for: s(6) }));
+}
+
+#[test]
 fn a_held_request_wakes_an_idle_service_and_a_routable_replica_ends_the_wake() {
     let c = config(IdleMode::Stop);
     let mut idler = idle_at_100(IdleMode::Stop);

@@ -648,6 +648,9 @@ pub fn render_status(status: &FleetStatus) -> String {
             service.pending,
             service.version
         ));
+        if let Some(idle) = &service.idle {
+            out.push_str(&format!("  {idle}\n"));
+        }
         if let Some(holding) = &service.holding {
             out.push_str(&format!("  holding: {holding}\n"));
         }

@@ -71,6 +71,18 @@ pub enum EventKind {
     CertificateFailed,
     /// Changed certificate files were loaded (new connections get them).
     CertificateReloaded,
+    /// Scale to zero: no request for `idle.after`; the replicas are
+    /// stopped or suspended.
+    Idle,
+    /// A request is held at an idle service: a replica is started or the
+    /// suspended ones resumed.
+    Waking,
+    /// A replica takes requests again after a wake (with how long the
+    /// first held request waited).
+    Woken,
+    /// The woken replica failed before it served: held requests got 503,
+    /// and no request wakes the service for a backoff.
+    WakeFailed,
     /// `ebb apply` (or SIGHUP) changed this service or listener in place:
     /// the reason lists the keys; `service` is the service's name or
     /// `listener NAME`, or `ebb` for a service added or removed.
@@ -111,6 +123,10 @@ impl EventKind {
             EventKind::CertificateFailed => "certificate_failed",
             EventKind::CertificateReloaded => "certificate_reloaded",
             EventKind::ConfigApplied => "config_applied",
+            EventKind::Idle => "idle",
+            EventKind::Waking => "waking",
+            EventKind::Woken => "woken",
+            EventKind::WakeFailed => "wake_failed",
         }
     }
 }

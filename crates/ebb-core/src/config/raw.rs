@@ -472,7 +472,7 @@ impl Check<'_> {
             deploy,
             metric_source,
             chaos: raw.chaos.map(|c| self.chaos(name, c)),
-            idle: self.idle(name, kind, raw.kind.as_ref().map(|k| k.span()), raw.idle, min_zero_span),
+            idle: self.idle(name, kind, raw.kind.as_ref().map(|k| k.span()), driver, raw.idle, min_zero_span),
         }
     }
 

@@ -156,6 +156,12 @@ impl Idler {
         Idler { state: IdleState::Awake, quiet_since: now, failures: 0, hold_until: None }
     }
 
+    /// Idle from `now`: a service that starts at zero (`desired = 0` in
+    /// the file) boots nothing until its first request.
+    pub fn asleep(now: Time) -> Self {
+        Idler { state: IdleState::Idle { since: now }, quiet_since: now, failures: 0, hold_until: None }
+    }
+
     pub fn state(&self) -> IdleState {
         self.state
     }

@@ -50,6 +50,12 @@ pub(super) enum Input {
         at: Instant,
         reading: Result<f64, String>,
     },
+    /// The driver could not suspend (or resume) a replica (scale to zero's
+    /// `suspend` mode): it is replaced.
+    FreezeFailed {
+        replica: String,
+        error: DriverError,
+    },
 }
 
 /// Reads the CPU and memory of the service's replicas once a second through

@@ -102,6 +102,45 @@ impl Fleet {
         self.published.publish(&ctx.proxy, &self.replicas, &routes);
     }
 
+    /// Suspends (`frozen`) or resumes every replica in service whose
+    /// state differs (scale to zero's `suspend` mode); a replica still
+    /// starting is frozen once in service. Out of the rotation before it
+    /// is frozen; back in once the resume is asked for (a request sent
+    /// meanwhile waits in its socket's backlog).
+    pub(super) fn freeze(&mut self, ctx: &Shared, routes: Routes, frozen: bool) {
+        let mut changed = Vec::new();
+        for r in self.replicas.iter_mut() {
+            if r.suspended == frozen || r.stopping || r.state != ReplicaState::InService {
+                continue;
+            }
+            let Some(running) = r.running.clone() else { continue };
+            r.suspended = frozen;
+            r.pause.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            changed.push((r.id.clone(), running));
+        }
+        if changed.is_empty() {
+            return;
+        }
+        self.publish(ctx, routes);
+        for (id, running) in changed {
+            let driver = self.driver.clone();
+            let inbox = self.inbox.clone();
+            let (verb, service) = (if frozen { "suspended" } else { "resumed" }, ctx.name.clone());
+            self.tasks.spawn(async move {
+                let result = match frozen {
+                    true => driver.suspend(&running).await,
+                    false => driver.resume(&running).await,
+                };
+                match result {
+                    Ok(()) => tracing::info!(service, replica = %id, pid = ?running.pid, "Replica {verb}."),
+                    Err(error) => {
+                        let _ = inbox.send(Input::FreezeFailed { replica: id, error });
+                    }
+                }
+            });
+        }
+    }
+
     /// Launches one replica of `version`, running `spec`.
     pub(super) fn launch(&mut self, ctx: &Shared, version: u64, spec: &VersionSpec) {
         let id = format!("{}-{}", ctx.name, random_suffix());
@@ -156,6 +195,7 @@ impl Fleet {
         }
         let backend = r.backend.clone();
         let in_flight = backend.as_ref().map(|b| b.in_flight()).unwrap_or(0);
+        let suspended = std::mem::replace(&mut r.suspended, false);
         ctx.record(
             NewEvent::new(
                 &ctx.name,
@@ -173,6 +213,12 @@ impl Fleet {
         let inbox = self.inbox.clone();
         let replica = id.to_string();
         self.tasks.spawn(async move {
+            if suspended {
+                // Thawed first, so that it can take its stop signal.
+                if let Err(error) = driver.resume(&running).await {
+                    tracing::warn!(%error, "Could not resume a suspended replica before stopping it.");
+                }
+            }
             if let Some(backend) = backend {
                 let deadline = Instant::now() + drain_timeout;
                 while backend.in_flight() > 0 && Instant::now() < deadline && !running.has_exited() {
@@ -308,6 +354,7 @@ impl Fleet {
         let mut health_config = self.health.subscribe();
         let inbox = self.inbox.clone();
         let addr = running.addr;
+        let pause = self.replicas.get(&id).map(|r| r.pause.clone()).unwrap_or_default();
         let probe_id = id.clone();
         let probe_stop = watchers.clone();
         self.tasks.spawn(async move {
@@ -321,10 +368,19 @@ impl Fleet {
                 }
                 let health = health_config.borrow_and_update().clone();
                 delay = health.interval;
+                // A suspended replica cannot answer: no probe, and none
+                // that a suspend or resume overlapped.
+                let generation = pause.load(std::sync::atomic::Ordering::Relaxed);
+                if generation % 2 == 1 {
+                    continue;
+                }
                 let outcome = tokio::select! {
                     _ = probe_stop.cancelled() => return,
                     outcome = probe::probe(addr, &health.path, health.timeout, &health.matcher) => outcome,
                 };
+                if pause.load(std::sync::atomic::Ordering::Relaxed) != generation {
+                    continue;
+                }
                 if inbox.send(Input::Probe { replica: probe_id.clone(), outcome }).is_err() {
                     return;
                 }

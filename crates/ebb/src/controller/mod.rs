@@ -32,6 +32,7 @@ mod context;
 mod deploy;
 mod handle;
 mod health;
+mod idle;
 mod input;
 mod lifecycle;
 pub mod metric_source;
@@ -89,6 +90,8 @@ struct ServiceController {
     restorer: restart::Restorer,
     /// Answers to commands, sent once the snapshot shows their effect.
     replies: Vec<Box<dyn FnOnce() + Send>>,
+    /// Scale to zero: the core's idle rule, carried out.
+    idle: idle::Idling,
     /// The external metric's source, watched by its reader
     /// (`input::read_metric_source`).
     metric_source: watch::Sender<Option<ebb_core::config::MetricSource>>,
@@ -99,6 +102,7 @@ impl ServiceController {
         let config = ctx.config;
         // The zero of the core's clock, for every part.
         let origin = Instant::now();
+        ctx.proxy.set_idle(config.idle.clone());
         let mut controller = Self {
             desired: config.replicas.desired,
             fleet: lifecycle::Fleet::new(
@@ -117,6 +121,7 @@ impl ServiceController {
             restorer: restart::Restorer::new(ctx.store),
             replies: Vec::new(),
             metric_source: watch::Sender::new(config.metric_source.clone()),
+            idle: idle::Idling::new_at(origin, &config, &ctx.proxy),
             ctx: Shared { name: config.name.clone(), config, proxy: ctx.proxy, events: ctx.events, origin },
         };
         let bounds = controller.sampler.bounds();
@@ -171,6 +176,8 @@ impl ServiceController {
                     None => break,
                 },
                 _ = proxy.outlier_suspect.notified() => self.look_for_outliers(),
+                // A request is held: the reconcile below wakes the service.
+                _ = proxy.hold.wake.notified() => {}
                 _ = tick.tick() => {}
             }
             self.reconcile();
@@ -221,6 +228,7 @@ impl ServiceController {
                 | Input::Exited { .. }
                 | Input::Usage { .. }
                 | Input::External { .. }
+                | Input::FreezeFailed { .. }
                 | Input::WorkerReady { .. } => {}
             }
             snapshot.send_replace(self.snapshot());
@@ -297,6 +305,13 @@ impl ServiceController {
                 }
             }
             Input::Stopped { replica, result } => self.fleet.on_stopped(ctx, &replica, result),
+            Input::FreezeFailed { replica, error } => {
+                self.ctx.record(
+                    NewEvent::new(&self.ctx.name, EventKind::ReplicaUnhealthy, format!("{error}; replacing it"))
+                        .replica(&replica),
+                );
+                self.retire(&replica, "it could not be suspended or resumed");
+            }
         }
     }
 
@@ -323,6 +338,8 @@ impl ServiceController {
         self.outliers.reconfigure(config);
         self.fleet.reconfigure_health(&config.health);
         self.ctx.proxy.reconfigure(config.balance, config.proxy.clone());
+        self.ctx.proxy.set_idle(config.idle.clone());
+        self.idle.reconfigure(&self.ctx);
         self.metric_source.send_replace(config.metric_source.clone());
         self.ctx.record(NewEvent::new(
             &self.ctx.name,
@@ -381,6 +398,7 @@ impl ServiceController {
                 .replica(id),
         );
         self.count_failure();
+        self.idle.replica_failed(&self.ctx, id, &format!("failed to start: {error}"));
     }
 
     /// A replica failed before ever serving: crash-loop backoff counts it.
@@ -396,6 +414,7 @@ impl ServiceController {
         self.deploy.note_failure(&failure.id, &failure.cause);
         if failure.never_served {
             self.count_failure();
+            self.idle.replica_failed(&self.ctx, &failure.id, &failure.cause);
         }
         self.retire(&failure.id, why);
     }
@@ -403,10 +422,15 @@ impl ServiceController {
     /// Asks the fleet planner what reaching desired takes now, and does
     /// it; while a deploy runs, its planner launches and retires instead.
     fn reconcile(&mut self) {
+        self.idle.step(&self.ctx, &self.fleet);
+        if self.ctx.config.idle.is_some() {
+            let frozen = self.idle.frozen(&self.ctx);
+            self.fleet.freeze(&self.ctx, self.deploy.routes(), frozen);
+        }
         let facts = self.fleet.replicas.facts();
         let input = FleetInput {
             now: self.ctx.now(),
-            desired: self.desired,
+            desired: self.idle.desired(&self.ctx, self.desired),
             current_version: self.deploy.version,
             deploying: self.deploy.is_running(),
             replicas: &facts,
@@ -445,6 +469,15 @@ impl ServiceController {
     }
 
     fn snapshot(&self) -> Snapshot {
-        publish::snapshot(&self.ctx, self.desired, &self.fleet, &self.crash_loop, &self.deploy, &self.sampler)
+        let idle = self.idle.describe(&self.ctx, &self.fleet);
+        publish::snapshot(
+            &self.ctx,
+            idle,
+            self.idle.desired(&self.ctx, self.desired),
+            &self.fleet,
+            &self.crash_loop,
+            &self.deploy,
+            &self.sampler,
+        )
     }
 }

@@ -66,6 +66,7 @@ impl Published {
 /// The service's status as it is now.
 pub(super) fn snapshot(
     ctx: &Shared,
+    idle: Option<String>,
     desired: u32,
     fleet: &Fleet,
     crash_loop: &CrashLoop,
@@ -129,6 +130,7 @@ pub(super) fn snapshot(
         replicas: statuses,
         saturation: sampler.last_demand().cloned(),
         host: sampler.last_host().cloned(),
+        idle,
     };
     let backends = replicas.iter().filter_map(|r| r.backend.clone().map(|b| (r.id.clone(), b))).collect();
     let running = replicas.iter().filter(|r| !r.stopping).filter_map(|r| r.running.clone()).collect();

@@ -60,6 +60,10 @@ pub(super) struct Replica {
     /// Frozen by the driver while the service is idle (`mode =
     /// "suspend"`): not routable, not probed.
     pub(super) suspended: bool,
+    /// Bumped at each suspend and resume, odd while suspended: the probe
+    /// loop skips a suspended replica and drops a probe that a suspend or
+    /// resume overlapped.
+    pub(super) pause: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Replica {
@@ -89,6 +93,7 @@ impl Replica {
             interrupt_deadline: None,
             ever_in_service: false,
             suspended: false,
+            pause: Default::default(),
         }
     }
 

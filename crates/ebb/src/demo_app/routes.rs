@@ -60,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/candidates", get(all_candidates))
         .route("/api", get(api))
         .route("/work", get(work))
+        .route("/stream", get(stream))
         .route("/stats", get(stats))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count_requests))
@@ -250,6 +251,28 @@ async fn work(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> 
         queued_ms: burn.queued.as_millis() as u64,
         elapsed_ms: started.elapsed().as_millis() as u64,
     }))
+}
+
+/// Server-Sent Events: one `data: N` event every 200 ms for `ms`
+/// milliseconds (a long-lived stream, like a live feed), then the end.
+async fn stream(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let ms = millis_param(query.as_deref(), "ms")?;
+    let end = tokio::time::Instant::now() + Duration::from_millis(ms);
+    let events = futures_util::stream::unfold(0u64, move |n| async move {
+        if n > 0 {
+            let next = tokio::time::Instant::now() + Duration::from_millis(200);
+            if next > end {
+                return None;
+            }
+            tokio::time::sleep_until(next).await;
+        }
+        Some((Ok::<_, std::convert::Infallible>(format!("data: {n}\n\n")), n + 1))
+    });
+    let mut response = axum::body::Body::from_stream(events).into_response();
+    response
+        .headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/event-stream"));
+    Ok(response)
 }
 
 /// A whole number of milliseconds in `0..=MAX_WORK_MS`; absent or empty is 0.

@@ -451,6 +451,17 @@ pub(crate) async fn stop_and_remove(
 
 /// Removes a container by force (killing it if it runs), ignoring "already
 /// gone" (404) and "removal already in progress" (409).
+/// The container id of a replica this driver runs.
+fn container_of(replica: &RunningReplica) -> Result<&str, DriverError> {
+    match &replica.handle {
+        ReplicaHandle::Container { id } => Ok(id),
+        other => Err(DriverError::Adopt {
+            replica: replica.replica_id.clone(),
+            why: format!("the docker driver cannot reach {other:?}"),
+        }),
+    }
+}
+
 async fn remove_container(docker: &Docker, id: &str) -> Result<(), DockerError> {
     let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
     match docker.remove_container(id, Some(options)).await {
@@ -499,6 +510,35 @@ pub(crate) fn short(id: &str) -> &str {
 impl Driver for DockerDriver {
     fn name(&self) -> &'static str {
         "docker"
+    }
+
+    /// `docker pause` (the cgroup freezer).
+    fn suspend<'a>(&'a self, replica: &'a RunningReplica) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            let id = container_of(replica)?;
+            self.engine.docker.pause_container(id).await.map_err(|e| DriverError::Container {
+                service: String::new(),
+                replica: replica.replica_id.clone(),
+                message: format!("could not pause container {}: {}", short(id), message_of(&e)),
+            })
+        })
+    }
+
+    /// `docker unpause`; a container that is not paused is left alone.
+    fn resume<'a>(&'a self, replica: &'a RunningReplica) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            let id = container_of(replica)?;
+            match self.engine.docker.unpause_container(id).await {
+                Ok(()) => Ok(()),
+                // 409: not paused.
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+                Err(e) => Err(DriverError::Container {
+                    service: String::new(),
+                    replica: replica.replica_id.clone(),
+                    message: format!("could not unpause container {}: {}", short(id), message_of(&e)),
+                }),
+            }
+        })
     }
 
     fn start<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<RunningReplica, DriverError>> {

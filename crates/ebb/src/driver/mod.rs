@@ -196,6 +196,8 @@ pub enum DriverError {
     Discover { service: String, why: String },
     #[error("service {service}, replica {replica}: {message}")]
     Container { service: String, replica: String, message: String },
+    #[error("replica {replica}: the {driver} driver cannot {what} a replica")]
+    Unsupported { replica: String, driver: &'static str, what: &'static str },
 }
 
 impl DriverError {
@@ -244,4 +246,21 @@ pub trait Driver: Send + Sync {
     /// Cumulative CPU seconds and resident bytes per replica id; replicas it
     /// cannot read are absent.
     fn usage<'a>(&'a self, replicas: &'a [RunningReplica]) -> BoxFuture<'a, HashMap<String, GroupUsage>>;
+
+    /// Freezes a running replica in place (scale to zero's `suspend`
+    /// mode): it keeps its memory, sockets and pid and gets no CPU until
+    /// [`resume`](Driver::resume). The default: this driver cannot.
+    fn suspend<'a>(&'a self, replica: &'a RunningReplica) -> BoxFuture<'a, Result<(), DriverError>> {
+        let error =
+            DriverError::Unsupported { replica: replica.replica_id.clone(), driver: self.name(), what: "suspend" };
+        Box::pin(async move { Err(error) })
+    }
+
+    /// Thaws a replica [`suspend`](Driver::suspend) froze; the same
+    /// process carries on. Resuming one that is not frozen does nothing.
+    fn resume<'a>(&'a self, replica: &'a RunningReplica) -> BoxFuture<'a, Result<(), DriverError>> {
+        let error =
+            DriverError::Unsupported { replica: replica.replica_id.clone(), driver: self.name(), what: "resume" };
+        Box::pin(async move { Err(error) })
+    }
 }

@@ -126,6 +126,16 @@ fn replica_output(spec: &ReplicaSpec) -> Result<(Stdio, Stdio), DriverError> {
     Ok((Stdio::from(file), Stdio::from(file_too)))
 }
 
+/// Sends `sig` to a replica's process group (its pid leads it); a group
+/// already gone is not an error.
+fn signal_group(replica: &RunningReplica, sig: nix::sys::signal::Signal) -> Result<(), DriverError> {
+    let Some(pid) = replica.pid else { return Ok(()) };
+    match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(source) => Err(DriverError::Signal { replica: replica.replica_id.clone(), pgid: pid, source }),
+    }
+}
+
 impl Driver for ProcessDriver {
     fn name(&self) -> &'static str {
         "process"
@@ -179,6 +189,16 @@ impl Driver for ProcessDriver {
         })
     }
 
+    /// SIGSTOP to the replica's process group.
+    fn suspend<'a>(&'a self, replica: &'a RunningReplica) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move { signal_group(replica, nix::sys::signal::Signal::SIGSTOP) })
+    }
+
+    /// SIGCONT to the replica's process group.
+    fn resume<'a>(&'a self, replica: &'a RunningReplica) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move { signal_group(replica, nix::sys::signal::Signal::SIGCONT) })
+    }
+
     fn stop<'a>(
         &'a self,
         replica: &'a RunningReplica,
@@ -196,6 +216,9 @@ impl Driver for ProcessDriver {
             };
             if !replica.has_exited() {
                 signal_group(nix::sys::signal::Signal::SIGTERM)?;
+                // A suspended (SIGSTOPped) group takes SIGTERM only once it
+                // runs again; to a running one SIGCONT is nothing.
+                signal_group(nix::sys::signal::Signal::SIGCONT)?;
             }
             let reason = match tokio::time::timeout(timeout, replica.exited()).await {
                 Ok(reason) => reason,

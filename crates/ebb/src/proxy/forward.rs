@@ -137,7 +137,7 @@ fn local_error_of(key: &str, name: &str, status: StatusCode, message: &str, clos
 async fn forward(
     conn: Arc<ConnShared>,
     proxy: Arc<ServiceProxy>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     refusal: Option<Refusal>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let proxy = &proxy;
@@ -150,6 +150,44 @@ async fn forward(
         return Ok(local_error(proxy, status, message, close));
     }
 
+    // Scale to zero: hold a request while the service wakes (`hold.rs`).
+    let mut cold_start = None;
+    let mut activity = true;
+    if let Some(idle) = proxy.idle_config() {
+        let agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        activity = !idle.ignores(agent);
+        if activity {
+            proxy.hold.touch();
+        }
+        if proxy.routable().is_empty() {
+            if !activity {
+                if proxy.hold.phase() != super::hold::IdlePhase::Awake {
+                    return Ok(super::hold::idle_answer(proxy, &idle));
+                }
+            } else {
+                match super::hold::hold(proxy, &idle).await {
+                    super::hold::Held::Released(waited) => cold_start = Some(waited),
+                    super::hold::Held::Refused(response) => return Ok(response),
+                }
+            }
+        }
+    }
+    let mut response = dispatch(conn, proxy, req, arrived, http1, activity).await;
+    if let Some(waited) = cold_start {
+        response.headers_mut().insert(super::hold::COLD_START_HEADER, HeaderValue::from(waited.as_millis() as u64));
+    }
+    Ok(response)
+}
+
+/// Steps 2 to 5 of one request (see the module's doc).
+async fn dispatch(
+    conn: Arc<ConnShared>,
+    proxy: &Arc<ServiceProxy>,
+    mut req: Request<Incoming>,
+    arrived: std::time::Instant,
+    http1: bool,
+    activity: bool,
+) -> Response<ProxyBody> {
     let active = ActiveGuard::new(conn.clone());
     let upgrade = http1 && req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
@@ -164,7 +202,7 @@ async fn forward(
     let read_ahead = if limit > 0 && !upgrade && !hyper::body::Body::is_end_stream(&body) {
         match read_ahead(body, limit, (!http1).then_some(conn.config.body_timeout)).await {
             Ok(read) => read,
-            Err(failure) => return Ok(client_body_failed(proxy, failure, http1)),
+            Err(failure) => return client_body_failed(proxy, failure, http1),
         }
     } else {
         ReadAhead::None(body)
@@ -180,15 +218,16 @@ async fn forward(
                 let mut response = local_error(proxy, StatusCode::SERVICE_UNAVAILABLE, why, false);
                 let after = super::admission::retry_after(settings.config.queue_timeout);
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after));
-                return Ok(response);
+                return response;
             }
         },
     };
     let Some(backend) = picked else {
         proxy.stats.no_backend.fetch_add(1, Ordering::Relaxed);
-        return Ok(local_error(proxy, StatusCode::SERVICE_UNAVAILABLE, NO_REPLICA, false));
+        return local_error(proxy, StatusCode::SERVICE_UNAVAILABLE, NO_REPLICA, false);
     };
     let mut dispatched = Dispatched::new(backend, active, proxy.clone());
+    dispatched.activity = activity;
 
     // A body still coming from the client is watched on its way up (a
     // bodiless or read-ahead request costs nothing). An HTTP/2 stream's body
@@ -242,7 +281,7 @@ async fn forward(
                     }
                 }
                 drop(dispatched);
-                return Ok(match error {
+                return match error {
                     ConnectError::TimedOut => {
                         proxy.stats.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
                         local_error(proxy, StatusCode::GATEWAY_TIMEOUT, "timed out connecting to a replica", false)
@@ -251,7 +290,7 @@ async fn forward(
                         proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
                         local_error(proxy, StatusCode::BAD_GATEWAY, "could not connect to a replica", false)
                     }
-                });
+                };
             }
         };
         let mut upstream = upstream;
@@ -274,7 +313,7 @@ async fn forward(
                         // The client broke its own body: not the replica's
                         // fault (the replica sees the body break off).
                         drop(dispatched);
-                        return Ok(client_body_failed(proxy, failure, http1));
+                        return client_body_failed(proxy, failure, http1);
                     }
                     let backend = dispatched.backend();
                     proxy.count_gateway_failure(backend, false);
@@ -294,7 +333,7 @@ async fn forward(
                     }
                     drop(dispatched);
                     proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                    return Ok(local_error(proxy, StatusCode::BAD_GATEWAY, "replica failed to answer", false));
+                    return local_error(proxy, StatusCode::BAD_GATEWAY, "replica failed to answer", false);
                 }
             },
             Err(SendError::TimedOut) => {
@@ -302,10 +341,10 @@ async fn forward(
                 // Dropping the connection closes it.
                 drop(dispatched);
                 if let Some(failure) = watch.as_ref().and_then(|w| w.failure()) {
-                    return Ok(client_body_failed(proxy, failure, http1));
+                    return client_body_failed(proxy, failure, http1);
                 }
                 proxy.stats.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
-                return Ok(local_error(proxy, StatusCode::GATEWAY_TIMEOUT, "replica did not answer in time", false));
+                return local_error(proxy, StatusCode::GATEWAY_TIMEOUT, "replica did not answer in time", false);
             }
         }
     };
@@ -326,12 +365,12 @@ async fn forward(
             dispatched.take_conn(); // the connection becomes the tunnel
             dispatched.active().conn().tunneled.store(true, Ordering::Relaxed);
             spawn_tunnel(client_upgrade, upstream_upgrade, dispatched);
-            return Ok(Response::from_parts(parts, ProxyBody::empty()));
+            return Response::from_parts(parts, ProxyBody::empty());
         }
         // A 101 the client did not ask for cannot be relayed.
         drop(dispatched);
         proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-        return Ok(local_error(proxy, StatusCode::BAD_GATEWAY, "replica switched protocols unasked", false));
+        return local_error(proxy, StatusCode::BAD_GATEWAY, "replica switched protocols unasked", false);
     }
     let (mut parts, body) = response.into_parts();
     // The backend's HTTP version is not the client's: hyper answers each
@@ -339,7 +378,7 @@ async fn forward(
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, false);
     let stall = (!http1).then(|| StallWatch::new(conn.clone(), conn.config.send_timeout));
-    Ok(Response::from_parts(parts, ProxyBody::upstream(body, dispatched, stall)))
+    Response::from_parts(parts, ProxyBody::upstream(body, dispatched, stall))
 }
 
 /// The answer when the client broke its request body on the way upstream:

@@ -56,6 +56,7 @@ mod framing;
 mod front;
 mod h2_flood;
 mod headers;
+pub mod hold;
 mod server;
 mod stall;
 mod upstream;
@@ -270,6 +271,10 @@ pub struct ServiceProxy {
     /// milliseconds rather than at the next second.
     pub outlier_suspect: tokio::sync::Notify,
     routable: ArcSwap<Vec<Arc<Backend>>>,
+    /// Scale to zero: `[service.NAME.idle]` (swapped whole by `ebb apply`)
+    /// and the held requests (`hold.rs`).
+    idle: arc_swap::ArcSwapOption<ebb_core::config::IdleConfig>,
+    pub hold: hold::Hold,
     /// Round-robin position.
     next: AtomicU64,
     /// The 503 body, made once.
@@ -302,6 +307,8 @@ impl ServiceProxy {
             slot_freed: tokio::sync::Notify::new(),
             outlier_suspect: tokio::sync::Notify::new(),
             routable: ArcSwap::from_pointee(Vec::new()),
+            idle: arc_swap::ArcSwapOption::empty(),
+            hold: hold::Hold::default(),
             next: AtomicU64::new(0),
             no_replica_body,
         })
@@ -364,6 +371,24 @@ impl ServiceProxy {
         self.settings.store(Arc::new(ProxySettings { balance, config }));
         // A raised max_in_flight or max_queue may let queued requests go.
         self.slot_freed.notify_waiters();
+    }
+
+    /// `[service.NAME.idle]`, at start and on `ebb apply`; `None`: a request
+    /// with no routable replica gets 503 at once.
+    pub fn set_idle(&self, idle: Option<ebb_core::config::IdleConfig>) {
+        self.hold.enabled.store(idle.is_some(), Ordering::Relaxed);
+        self.idle.store(idle.map(Arc::new));
+        // Held requests re-check (a removed [idle] still lets them wait out
+        // their hold_timeout, or a replica).
+        self.slot_freed.notify_waiters();
+    }
+
+    /// `[service.NAME.idle]` in force, if any.
+    pub fn idle_config(&self) -> Option<Arc<ebb_core::config::IdleConfig>> {
+        if !self.hold.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.idle.load_full()
     }
 
     /// Replaces the routable set in one atomic swap.

@@ -131,13 +131,18 @@ pub struct ServiceStatus {
     /// ebb's host over the last second, for a service whose replicas run
     /// on it; `null` on Swarm.
     pub host: Option<HostStatus>,
+    /// Scale to zero (`[service.NAME.idle]`): `idle (stopped, for 12 min)`,
+    /// `idle (suspended 3 replicas, for 12 min)` or `waking (4 requests
+    /// held)`; `null` while awake or without `[idle]`.
+    #[serde(default)]
+    pub idle: Option<String>,
 }
 
 impl Serialize for ServiceStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let replicas: Vec<ServiceReplica> = self.replicas.iter().map(|r| ServiceReplica::new(&self.name, r)).collect();
-        let mut out = s.serialize_struct("ServiceStatus", 15)?;
+        let mut out = s.serialize_struct("ServiceStatus", 16)?;
         out.serialize_field("name", &self.name)?;
         out.serialize_field("listen", &self.listen)?;
         out.serialize_field("driver", &self.driver)?;
@@ -153,6 +158,7 @@ impl Serialize for ServiceStatus {
         out.serialize_field("replicas", &replicas)?;
         out.serialize_field("saturation", &self.saturation)?;
         out.serialize_field("host", &self.host)?;
+        out.serialize_field("idle", &self.idle)?;
         out.end()
     }
 }

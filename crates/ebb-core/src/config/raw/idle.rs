@@ -8,7 +8,7 @@
 
 use super::Check;
 use crate::config::value::{Dur, Int};
-use crate::config::ServiceKind;
+use crate::config::{DriverKind, ServiceKind};
 use crate::fleet::idle::{IdleConfig, IdleMode};
 use crate::scaling::metrics::duration as human;
 use serde::Deserialize;
@@ -55,6 +55,7 @@ impl Check<'_> {
         service: &Spanned<String>,
         kind: ServiceKind,
         kind_span: Option<Range<usize>>,
+        driver: DriverKind,
         raw: Option<RawIdle>,
         min_zero: Option<Range<usize>>,
     ) -> Option<IdleConfig> {
@@ -102,10 +103,23 @@ impl Check<'_> {
         };
         let mode = match &raw.mode {
             None => IdleMode::default(),
-            Some(m) => IdleMode::from_name(m.get_ref()).unwrap_or_else(|| {
-                self.problem(m.span(), format!(r#"unknown idle mode {:?}; expected "stop" or "suspend""#, m.get_ref()));
-                IdleMode::default()
-            }),
+            Some(m) => match IdleMode::from_name(m.get_ref()) {
+                Some(IdleMode::Suspend) if driver == DriverKind::Swarm => {
+                    self.problem(
+                        m.span(),
+                        r#"the swarm driver cannot suspend a task (Swarm has no pause); use mode = "stop", or the docker or process driver"#,
+                    );
+                    IdleMode::Stop
+                }
+                Some(mode) => mode,
+                None => {
+                    self.problem(
+                        m.span(),
+                        format!(r#"unknown idle mode {:?}; expected "stop" or "suspend""#, m.get_ref()),
+                    );
+                    IdleMode::default()
+                }
+            },
         };
         let hold_timeout = match &raw.hold_timeout {
             None => IdleConfig::DEFAULT_HOLD_TIMEOUT,
