@@ -188,6 +188,12 @@ struct Metrics {
     host_cpus: Family<Labels, GaugeF>,
     service_connections: Family<Labels, Gauge>,
     service_max_connections: Family<Labels, Gauge>,
+    service_held: Family<Labels, Gauge>,
+    service_holds: Family<Labels, Counter>,
+    service_hold_released: Family<Labels, Counter>,
+    service_hold_wait: Family<Labels, Counter<f64, AtomicU64>>,
+    service_hold_refused: Family<Labels, Counter>,
+    service_cold_starts: Family<Labels, Counter>,
     service_connection_cap: Family<Labels, Counter>,
     service_client_errors: Family<Labels, Counter>,
     service_send_timeouts: Family<Labels, Counter>,
@@ -244,6 +250,12 @@ impl Metrics {
             host_cpus: Family::default(),
             service_connections: Family::default(),
             service_max_connections: Family::default(),
+            service_held: Family::default(),
+            service_holds: Family::default(),
+            service_hold_released: Family::default(),
+            service_hold_wait: Family::default(),
+            service_hold_refused: Family::default(),
+            service_cold_starts: Family::default(),
             service_connection_cap: Family::default(),
             service_client_errors: Family::default(),
             service_send_timeouts: Family::default(),
@@ -318,6 +330,32 @@ impl Metrics {
             "service_max_connections",
             "The balancer's cap on client connections (max_connections); at the cap new clients wait in the listen backlog",
             m.service_max_connections.clone(),
+        );
+        r.register(
+            "service_held_requests",
+            "Requests held at the balancer now while the service wakes from idle ([idle])",
+            m.service_held.clone(),
+        );
+        r.register("service_holds", "Requests ever held while the service woke from idle", m.service_holds.clone());
+        r.register(
+            "service_hold_released_requests",
+            "Held requests that a woken replica took (the rest were refused)",
+            m.service_hold_released.clone(),
+        );
+        r.register(
+            "service_hold_wait_seconds",
+            "Time the released held requests waited, summed (divide by service_hold_released_requests_total for the mean)",
+            m.service_hold_wait.clone(),
+        );
+        r.register(
+            "service_hold_refused_requests",
+            "Requests the hold answered 503 with Retry-After: over max_held, past hold_timeout, a failed wake and its backoff, an ignored user agent while idle",
+            m.service_hold_refused.clone(),
+        );
+        r.register(
+            "service_cold_starts",
+            "Wakes from idle that ended with a replica taking requests",
+            m.service_cold_starts.clone(),
         );
         r.register(
             "service_connection_cap_reached",
@@ -538,6 +576,16 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             m.service_client_errors.get_or_create(&l).inc_by(stats.client_errors);
             m.service_send_timeouts.get_or_create(&l).inc_by(stats.send_timeouts);
             m.service_http2_floods.get_or_create(&l).inc_by(stats.http2_floods);
+        }
+        if handle.proxy.idle_config().is_some() {
+            let hold = &handle.proxy.hold;
+            let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            m.service_held.get_or_create(&l).set(hold.held().min(i64::MAX as u64) as i64);
+            m.service_holds.get_or_create(&l).inc_by(get(&hold.held_total));
+            m.service_hold_released.get_or_create(&l).inc_by(get(&hold.released));
+            m.service_hold_wait.get_or_create(&l).inc_by(get(&hold.hold_micros) as f64 / 1e6);
+            m.service_hold_refused.get_or_create(&l).inc_by(get(&hold.refused));
+            m.service_cold_starts.get_or_create(&l).inc_by(get(&hold.cold_starts));
         }
         if let Some(h) = &status.host {
             m.host_full.get_or_create(&l).set(h.full as i64);
