@@ -65,7 +65,6 @@ impl Idling {
             held: hold.held(),
         };
         let routable = !ctx.proxy.routable().is_empty();
-        let first_wait = hold.oldest_wait();
         let Some(change) = self.idler.step(now, idle, activity, routable) else { return };
         let kind = match &change {
             IdleChange::GoIdle { .. } => {
@@ -75,6 +74,8 @@ impl Idling {
             }
             IdleChange::Wake { .. } => {
                 hold.set_phase(IdlePhase::Waking);
+                // Forget the waits of requests held while awake.
+                hold.take_first_wait();
                 EventKind::Waking
             }
             IdleChange::Woken { .. } => {
@@ -86,7 +87,7 @@ impl Idling {
             IdleChange::WakeFailed { .. } => EventKind::WakeFailed,
         };
         let mut reason = change.to_string();
-        if let (IdleChange::Woken { .. }, Some(waited)) = (&change, first_wait) {
+        if let (IdleChange::Woken { .. }, Some(waited)) = (&change, hold.take_first_wait()) {
             reason.push_str(&format!("; the first held request waited {} ms", waited.as_millis()));
         }
         tracing::info!(service = %ctx.name, "{reason}");

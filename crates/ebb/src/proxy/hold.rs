@@ -55,6 +55,9 @@ pub struct Hold {
     pub held_total: AtomicU64,
     pub released: AtomicU64,
     pub hold_micros: AtomicU64,
+    /// The longest wait of a released request since the last take (the
+    /// first held request's, for the `woken` event).
+    longest_release: AtomicU64,
     pub refused: AtomicU64,
     /// Wakes that ended with a replica routable (set by the controller).
     pub cold_starts: AtomicU64,
@@ -80,6 +83,7 @@ impl Default for Hold {
             held_total: AtomicU64::new(0),
             released: AtomicU64::new(0),
             hold_micros: AtomicU64::new(0),
+            longest_release: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             cold_starts: AtomicU64::new(0),
             phase: AtomicU8::new(IdlePhase::Awake as u8),
@@ -126,6 +130,16 @@ impl Hold {
         match (self.held(), self.oldest_held.load(Ordering::Relaxed)) {
             (0, _) | (_, 0) => None,
             (_, at) => Some(Duration::from_millis(self.ms_now().saturating_sub(at))),
+        }
+    }
+
+    /// How long the first held request waited, as of now: the oldest held
+    /// now, or the longest wait released since the last call. Resets.
+    pub fn take_first_wait(&self) -> Option<Duration> {
+        let released = Duration::from_micros(self.longest_release.swap(0, Ordering::Relaxed));
+        match self.oldest_wait() {
+            Some(held) => Some(held.max(released)),
+            None => (!released.is_zero()).then_some(released),
         }
     }
 
@@ -228,6 +242,7 @@ pub(crate) async fn hold(proxy: &ServiceProxy, idle: &IdleConfig) -> Held {
             let waited = arrived.elapsed();
             hold.released.fetch_add(1, Ordering::Relaxed);
             hold.hold_micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+            hold.longest_release.fetch_max(waited.as_micros() as u64, Ordering::Relaxed);
             return Held::Released(waited);
         }
         if hold.failures.load(Ordering::Relaxed) != failures_at {
