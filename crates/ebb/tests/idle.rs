@@ -244,3 +244,34 @@ fn an_ignored_user_agent_does_not_wake_an_idle_service() {
     wait_idle(&ebb, "stopped", Duration::from_secs(30));
     pinger.join().unwrap();
 }
+
+#[test]
+fn ebb_apply_turns_idle_on_and_off_in_place() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 2, desired = 1 }", ""));
+    let pid = ebb.wait_in_service(1, Duration::from_secs(20))[0]["pid"].as_u64().unwrap();
+    let plain = std::fs::read_to_string(&ebb.config).unwrap();
+
+    // On: suspend after 2 s, applied to the running replica.
+    let idle = format!(
+        "{}\n[service.web.idle]\nafter = \"2s\"\nmode = \"suspend\"\n",
+        plain.replace("replicas = { min = 1, max = 2, desired = 1 }", "replicas = { min = 0, max = 2, desired = 1 }")
+    );
+    std::fs::write(&ebb.config, idle).unwrap();
+    let out = ebb.cli(&["apply", "--yes"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    wait_idle(&ebb, "suspended 1 replicas", Duration::from_secs(30));
+    assert_eq!(ebb.replicas()[0]["pid"].as_u64(), Some(pid), "the same replica, frozen");
+
+    // Off: awake for good, the same process thawed.
+    std::fs::write(&ebb.config, &plain).unwrap();
+    let out = ebb.cli(&["apply", "--yes"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    wait_for("awake", Duration::from_secs(10), || web(&ebb)["idle"].is_null().then_some(()));
+    let r = http(ebb.listen, "GET", "/gtg", None).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("ebb-cold-start"), None);
+    assert_ne!(process_state(pid), Some('T'));
+    assert_eq!(ebb.replicas()[0]["pid"].as_u64(), Some(pid));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(web(&ebb)["idle"].is_null(), "no [idle]: never idle again");
+}

@@ -423,10 +423,9 @@ impl ServiceController {
     /// it; while a deploy runs, its planner launches and retires instead.
     fn reconcile(&mut self) {
         self.idle.step(&self.ctx, &self.fleet);
-        if self.ctx.config.idle.is_some() {
-            let frozen = self.idle.frozen(&self.ctx);
-            self.fleet.freeze(&self.ctx, self.deploy.routes(), frozen);
-        }
+        // Without [idle] (or after `ebb apply` removed it) nothing is frozen.
+        let frozen = self.idle.frozen(&self.ctx);
+        self.fleet.freeze(&self.ctx, self.deploy.routes(), frozen);
         let facts = self.fleet.replicas.facts();
         let input = FleetInput {
             now: self.ctx.now(),
