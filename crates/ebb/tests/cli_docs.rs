@@ -21,6 +21,8 @@ const COMMANDS: &[&str] = &[
     "events",
     "logs",
     "validate",
+    "completions",
+    "man",
     "demo-app",
     "proxy",
     "load",
