@@ -79,6 +79,17 @@ enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Wait until every service (or SERVICE) has its desired replicas in
+    /// service, then exit 0 — so a script never sends load into a fleet
+    /// that has no replica yet (`ebb up & ebb wait && ebb load …`). Exits 1
+    /// with the reason (the holding reason, the last events) on timeout.
+    Wait {
+        /// Only this service.
+        service: Option<String>,
+        /// Give up after this long.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Set a service's desired capacity (clamped to its min/max, recorded as an event).
     Scale {
         /// The service, as named in the config (`[service.NAME]`).
@@ -258,6 +269,59 @@ pub fn main() -> ExitCode {
     code
 }
 
+/// `ebb wait`: polls the status until each service chosen has `desired`
+/// replicas in service, healthy. The running ebb may still be starting
+/// (its admin API not answering yet): that is waited for too.
+async fn wait(client: &AdminClient, only: Option<&str>, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let answer = client.status().await;
+        let (ready, progress) = match &answer {
+            Ok(status) => {
+                let chosen: Vec<&ServiceStatus> =
+                    status.services.iter().filter(|s| only.is_none_or(|name| s.name == name)).collect();
+                if let (Some(name), true) = (only, chosen.is_empty()) {
+                    eprintln!(
+                        "error: no service named {name:?}; services: {}",
+                        status.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                    return Ok(ExitCode::from(EXIT_BAD_INPUT));
+                }
+                let ready = chosen.iter().all(|s| s.in_service >= s.desired && s.pending == 0);
+                let progress: Vec<String> =
+                    chosen.iter().map(|s| format!("{}: {}/{} in service", s.name, s.in_service, s.desired)).collect();
+                (ready, progress.join(", "))
+            }
+            Err(error) => (false, format!("waiting for ebb to answer ({error})")),
+        };
+        if progress != last {
+            println!("{progress}");
+            last = progress;
+        }
+        if ready {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() >= deadline {
+            eprintln!("error: not ready after {}", humantime::format_duration(timeout));
+            if let Ok(status) = answer {
+                for s in status.services.iter().filter(|s| only.is_none_or(|name| s.name == name)) {
+                    if let Some(holding) = &s.holding {
+                        eprintln!("  {}: {holding}", s.name);
+                    }
+                }
+            }
+            if let Ok(events) = client.events(only, 0).await {
+                for event in events.iter().rev().take(5).rev() {
+                    eprintln!("  {} {} {}: {}", event.time, event.service, event.kind.as_str(), event.reason);
+                }
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// `ebb man`: `ebb.1` and `ebb-COMMAND.1` (and `ebb-certs-renew.1`, ...)
 /// for every command, from the same definitions as `--help`.
 fn write_man_pages(out: &Path) -> anyhow::Result<()> {
@@ -361,6 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         },
         Command::Down { timeout } => down(&client, &config.state_dir, timeout).await,
+        Command::Wait { service, timeout } => wait(&client, service.as_deref(), timeout).await,
         Command::Status { json } => {
             let status = client.status().await?;
             if json {

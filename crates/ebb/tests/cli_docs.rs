@@ -11,6 +11,7 @@ const COMMANDS: &[&str] = &[
     "status",
     "plan",
     "apply",
+    "wait",
     "scale",
     "deploy",
     "rollback",
