@@ -232,13 +232,8 @@ impl Running {
         for service in &added {
             let live = inner.parts.start_service(service, sockets.services.remove(&service.name));
             self.services.insert(live.handle.clone());
-            record(&inner, &service.name, format!("ebb apply: service added ({} replicas)", service.replicas.desired));
-            steps.push(format!(
-                "+ service {}: started ({} -> {})",
-                service.name,
-                replicas(service.replicas.desired),
-                front_text(&new, service)
-            ));
+            record(&inner, &service.name, format!("ebb apply: service added ({})", replicas(service.replicas.desired)));
+            steps.push(format!("+ service {}: started -> {}", service.name, front_text(&new, service)));
             inner.services.insert(service.name.clone(), live);
         }
         // 2. Changed services take their new config in place.
@@ -524,8 +519,10 @@ fn front_text(config: &Config, service: &ServiceConfig) -> String {
         (false, _) => "worker pool, no balancer".to_string(),
     };
     format!(
-        "{front} ({} replicas, min {}, max {})",
-        service.replicas.desired, service.replicas.bounds.min, service.replicas.bounds.max
+        "{front} ({}, min {}, max {})",
+        replicas(service.replicas.desired),
+        service.replicas.bounds.min,
+        service.replicas.bounds.max
     )
 }
 
