@@ -136,6 +136,23 @@ async fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     tokio::task::spawn_blocking(move || http(addr, "GET", &path, None)).await.unwrap()
 }
 
+/// Whether a `GET /gtg` to `addr` gets no answer within `within` (a
+/// frozen replica: the connection may be accepted, nothing comes back).
+async fn no_answer_within(addr: SocketAddr, within: Duration) -> bool {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, within) else { return true };
+        stream.set_read_timeout(Some(within)).unwrap();
+        if stream.write_all(b"GET /gtg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        !matches!(stream.read(&mut byte), Ok(1))
+    })
+    .await
+    .unwrap()
+}
+
 async fn wait_healthy(addr: SocketAddr, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -191,6 +208,24 @@ async fn conformance(kind: Kind) {
         after.cpu_seconds
     );
     assert!(after.rss_bytes > 0, "{name}: memory is reported: {after:?}");
+
+    // Suspend (scale to zero's `mode = "suspend"`): frozen in place, it
+    // answers nothing; resumed, the same replica answers again.
+    match kind {
+        Kind::Swarm { .. } => {
+            let err = driver.suspend(&a).await.expect_err("swarm cannot suspend").to_string();
+            assert!(err.contains("swarm driver cannot suspend"), "{name}: {err}");
+        }
+        _ => {
+            driver.suspend(&a).await.unwrap_or_else(|e| panic!("{name}: suspend: {e}"));
+            assert!(no_answer_within(a.addr, Duration::from_secs(1)).await, "{name}: a suspended replica answers");
+            driver.resume(&a).await.unwrap_or_else(|e| panic!("{name}: resume: {e}"));
+            wait_healthy(a.addr, &format!("{name} replica conf-a, resumed")).await;
+            assert_eq!(get(a.addr, "/gtg?details").await.unwrap().body, details, "{name}: the same replica, resumed");
+            assert!(!a.has_exited(), "{name}: resumed, not restarted");
+            driver.resume(&a).await.unwrap_or_else(|e| panic!("{name}: resuming a running replica: {e}"));
+        }
+    }
 
     // Drain: a polite stop lets the request in flight finish.
     let slow = {
