@@ -21,6 +21,7 @@ fn cpu_policy() -> Policy {
         name: "cpu".into(),
         scaling: ScalingConfig { target_tracking: vec![t], ..Default::default() },
         replicas: Replicas { bounds: Bounds { min: 1, max: 50 }, desired: 2 },
+        idle: None,
     }
 }
 
@@ -124,7 +125,8 @@ fn the_example_configs_simulate() {
         let text = std::fs::read_to_string(&path).unwrap();
         let config = Config::parse(&text, std::path::Path::new(&path)).unwrap();
         let (name, service) = config.services.iter().next().unwrap();
-        let policy = Policy { name: example.into(), scaling: service.scaling.clone(), replicas: service.replicas };
+        let policy =
+            Policy { name: example.into(), scaling: service.scaling.clone(), replicas: service.replicas, idle: None };
         let trace = parse_shape("step:base=20,peak=400,at=5m,hold=30m,duration=2h", 0).unwrap();
         let options = SimOptions { service: name.clone(), ..Default::default() };
         let run = simulate(&policy, &FleetModel::default(), &trace, &options);
@@ -164,4 +166,53 @@ fn a_simulated_queue_drives_demand_sizing_and_holds_scale_in() {
     let unlimited = FleetModel { max_in_flight: None, ..limited };
     let run = simulate(&cpu_policy(), &unlimited, &trace, &SimOptions::default());
     assert!(run.events.iter().all(|e| !e.reason.contains("by saturation")), "no balancer queue, no demand sizing");
+}
+
+/// Scale to zero in the simulator: the same `Idler` as live. A quiet night
+/// between two busy spells: idle after `after`, the first request of the
+/// morning held through a boot and served, fewer replica-hours.
+#[test]
+fn a_quiet_spell_goes_idle_and_the_next_request_wakes_the_service() {
+    use ebb_core::config::{IdleConfig, IdleMode};
+    let mut rates = vec![10.0; 120];
+    rates.extend(vec![0.0; 1200]);
+    rates.extend(vec![10.0; 120]);
+    let trace = Trace::new(rates, "night");
+    let model = FleetModel { capacity: 50.0, boot: s(5), ..Default::default() };
+    let fixed = Policy {
+        name: "always up".into(),
+        scaling: ScalingConfig::default(),
+        replicas: Replicas { bounds: Bounds { min: 0, max: 2 }, desired: 1 },
+        idle: None,
+    };
+    let idle = IdleConfig {
+        after: s(300),
+        mode: IdleMode::Stop,
+        hold_timeout: s(30),
+        max_held: 1000,
+        ignore_user_agents: Vec::new(),
+    };
+    let zero = Policy { name: "scale to zero".into(), idle: Some(idle), ..fixed.clone() };
+    let up = simulate(&fixed, &model, &trace, &SimOptions::default());
+    let run = simulate(&zero, &model, &trace, &SimOptions::default());
+
+    let kinds: Vec<(u64, &str)> =
+        run.events.iter().filter(|e| ["idle", "waking", "woken"].contains(&e.kind)).map(|e| (e.at, e.kind)).collect();
+    assert_eq!(kinds.len(), 3, "{:?}", run.events);
+    assert_eq!(kinds[0], (120 + 300, "idle"), "idle `after` the last request");
+    assert_eq!(kinds[1], (1321, "waking"), "the first request of the morning wakes it");
+    assert_eq!(kinds[2].1, "woken");
+    assert!(kinds[2].0 <= 1321 + 7, "woken once the boot (5 s) is done: {kinds:?}");
+    assert_eq!(run.seconds[1000].desired, 0, "at zero through the night");
+    assert_eq!(run.seconds[1000].in_service, 0);
+    assert_eq!(run.summary.shed_requests, 0.0, "held through the boot, none refused: {:?}", run.summary);
+    assert!((run.summary.served_requests - up.summary.served_requests).abs() < 1.0, "every request served");
+    assert!(
+        run.summary.replica_hours < up.summary.replica_hours * 0.5,
+        "{} replica-hours instead of {}",
+        run.summary.replica_hours,
+        up.summary.replica_hours
+    );
+    let waited = run.seconds[1321..1330].iter().map(|s| s.queue_ms).fold(0.0, f64::max);
+    assert!(waited >= 1000.0, "the wake's cost shows as queue time: {waited} ms");
 }

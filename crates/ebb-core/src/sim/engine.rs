@@ -19,6 +19,13 @@
 //!    booting, leaving ones (picked by [`fleet::pick_for_scale_in`]) drain
 //!    at once.
 //!
+//! With `[idle]` (scale to zero, `stop` mode) the same [`Idler`] as live
+//! decides each second: a second with requests is activity; at zero the
+//! offered requests are held (up to `max_held`, for at most
+//! `hold_timeout`, the rest shed) while a replica boots, and the planner
+//! is given [`Idler::desired`]. A `suspend` wake is modelled as a boot
+//! (an upper bound on its cost).
+//!
 //! The work per second is a few passes over the replicas (building the
 //! sample, the autoscaler's pass over it, the planner's facts) with no
 //! allocation per replica: ids are made once, when a replica starts, and
@@ -30,7 +37,9 @@ use super::queue::Flow;
 use super::rng::Rng;
 use super::summary::{Slo, Summary};
 use super::trace::Trace;
+use crate::config::IdleConfig;
 use crate::config::Replicas;
+use crate::fleet::idle::{Activity, IdleChange, Idler};
 use crate::fleet::{self, CrashLoop, FleetAction, FleetInput, ReplicaFacts, ReplicaPhase, RetireReason};
 use crate::scaling::{Autoscaler, Demand, FleetView, ReplicaSample, ScalingConfig, ServiceSample};
 use std::time::Duration;
@@ -42,6 +51,8 @@ pub struct Policy {
     pub name: String,
     pub scaling: ScalingConfig,
     pub replicas: Replicas,
+    /// Scale to zero (`[service.NAME.idle]`), if the service has it.
+    pub idle: Option<IdleConfig>,
 }
 
 /// The fleet: how much a replica serves, how long it takes to boot, how
@@ -327,6 +338,17 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
     let mut rng = Rng::new(model.seed);
 
     let mut desired = policy.replicas.bounds.clamp(policy.replicas.desired);
+    // Scale to zero: starts idle when the file starts it at zero, as live.
+    let mut idler = match (&policy.idle, desired) {
+        (Some(_), 0) => Idler::asleep(Duration::ZERO),
+        _ => Idler::new(Duration::ZERO),
+    };
+    let effective = |idler: &Idler, desired: u32| match &policy.idle {
+        Some(idle) => idler.desired(idle.mode, desired),
+        None => desired,
+    };
+    // When the held requests began to wait (ms), while some are held.
+    let mut holding_since: Option<u64> = None;
     let mut fleet = Fleet {
         replicas: Vec::new(),
         next_number: 1,
@@ -335,7 +357,7 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
         crash_loop: CrashLoop::default(),
     };
     // The trace starts with the fleet already in service.
-    for _ in 0..desired {
+    for _ in 0..effective(&idler, desired) {
         fleet.start(0, 0);
     }
 
@@ -358,7 +380,7 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
                 }
             }
             if failures > 0 {
-                fleet.converge(begin_ms, desired, 0, &mut events);
+                fleet.converge(begin_ms, effective(&idler, desired), 0, &mut events);
             }
         }
 
@@ -371,7 +393,14 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
         let part = |r: &Replica| (end_ms - r.in_service_at) as f64 / 1000.0;
         let serving = whole as f64 + replicas[whole..in_service].iter().map(part).sum::<f64>();
         let pending = replicas.len() - in_service;
-        let flow = Flow::step(rate, backlog, serving, model.capacity, queue_limit_s);
+        let flow = match &policy.idle {
+            // At zero with [idle]: the requests are held, not shed.
+            Some(idle) if serving <= 0.0 => hold(rate, backlog, idle, &mut holding_since, begin_ms),
+            _ => {
+                holding_since = None;
+                Flow::step(rate, backlog, serving, model.capacity, queue_limit_s)
+            }
+        };
         backlog = flow.backlog;
         let cpu = flow.utilisation * model.saturation_cpu;
 
@@ -413,14 +442,32 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
             });
             desired = change.to;
         }
-        fleet.converge(end_ms, desired, flow.in_flight_per_replica.round() as u64, &mut events);
+        if let Some(idle) = &policy.idle {
+            let activity = Activity {
+                last: (rate > 0.0).then_some(at),
+                in_flight: (flow.in_flight_per_replica * serving).ceil() as u64,
+                held: if serving <= 0.0 { flow.backlog.ceil() as u64 } else { 0 },
+            };
+            if let Some(change) = idler.step(at, idle, activity, in_service > 0) {
+                events.push(SimEvent {
+                    at: s + 1,
+                    kind: idle_kind(&change),
+                    replica: None,
+                    from: None,
+                    to: None,
+                    reason: change.to_string(),
+                });
+            }
+        }
+        let desired_now = effective(&idler, desired);
+        fleet.converge(end_ms, desired_now, flow.in_flight_per_replica.round() as u64, &mut events);
 
         seconds.push(Second {
             second: s as u32,
             rate,
             served: flow.served,
             shed: flow.shed,
-            desired,
+            desired: desired_now,
             in_service: in_service as u32,
             pending: pending as u32,
             cpu,
@@ -432,6 +479,35 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
     }
     let summary = Summary::new(&policy.name, &seconds, &events, options.slo, options.price, options.flap_window);
     Run { policy: policy.name.clone(), seconds, events, summary }
+}
+
+/// A second at zero with `[idle]`: the offered requests join the held
+/// ones, up to `max_held` (the rest are shed at once); held ones that have
+/// waited `hold_timeout` are shed. The wait shows as queue time.
+fn hold(offered: f64, backlog: f64, idle: &IdleConfig, since: &mut Option<u64>, now: u64) -> Flow {
+    let waiting = offered + backlog;
+    if waiting <= 0.0 {
+        *since = None;
+        return Flow::default();
+    }
+    let began = *since.get_or_insert(now);
+    let waited = Duration::from_millis(now + 1000 - began);
+    if waited > idle.hold_timeout {
+        *since = None;
+        return Flow::held(0.0, waiting, 0.0);
+    }
+    let held = waiting.min(f64::from(idle.max_held));
+    Flow::held(held, waiting - held, waited.as_millis() as f64)
+}
+
+/// An idle change's event kind, as live.
+fn idle_kind(change: &IdleChange) -> &'static str {
+    match change {
+        IdleChange::GoIdle { .. } => "idle",
+        IdleChange::Wake { .. } => "waking",
+        IdleChange::Woken { .. } => "woken",
+        IdleChange::WakeFailed { .. } => "wake_failed",
+    }
 }
 
 /// What a live balancer would count in the second: with `max_in_flight`,
@@ -475,6 +551,7 @@ mod tests {
             name: "test".into(),
             scaling: ScalingConfig { target_tracking: vec![t], ..Default::default() },
             replicas: Replicas { bounds: Bounds { min, max }, desired: min },
+            idle: None,
         }
     }
 

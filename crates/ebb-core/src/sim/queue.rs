@@ -59,6 +59,13 @@ impl Flow {
     /// before, `in_service` replicas (a fraction for one that joined during
     /// the second) serve `capacity` requests per second each; a request
     /// waits at most `queue_limit_s`.
+    /// A second with no replica in service and the requests held (scale
+    /// to zero): nothing served, `held` carried over, `shed` refused, the
+    /// held ones waiting `queue_ms` so far.
+    pub fn held(held: f64, shed: f64, queue_ms: f64) -> Flow {
+        Flow { backlog: held, shed, queue_ms, ..Flow::default() }
+    }
+
     pub fn step(offered: f64, backlog: f64, in_service: f64, capacity: f64, queue_limit_s: f64) -> Flow {
         let fleet = in_service * capacity;
         let service_ms = if capacity > 0.0 { 1000.0 / capacity } else { 0.0 };

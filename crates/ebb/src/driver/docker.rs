@@ -516,8 +516,7 @@ impl Driver for DockerDriver {
     fn suspend<'a>(&'a self, replica: &'a RunningReplica) -> BoxFuture<'a, Result<(), DriverError>> {
         Box::pin(async move {
             let id = container_of(replica)?;
-            self.engine.docker.pause_container(id).await.map_err(|e| DriverError::Container {
-                service: String::new(),
+            self.engine.docker.pause_container(id).await.map_err(|e| DriverError::Freeze {
                 replica: replica.replica_id.clone(),
                 message: format!("could not pause container {}: {}", short(id), message_of(&e)),
             })
@@ -530,10 +529,8 @@ impl Driver for DockerDriver {
             let id = container_of(replica)?;
             match self.engine.docker.unpause_container(id).await {
                 Ok(()) => Ok(()),
-                // 409: not paused.
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
-                Err(e) => Err(DriverError::Container {
-                    service: String::new(),
+                Err(e) if message_of(&e).contains("is not paused") => Ok(()),
+                Err(e) => Err(DriverError::Freeze {
                     replica: replica.replica_id.clone(),
                     message: format!("could not unpause container {}: {}", short(id), message_of(&e)),
                 }),

@@ -196,6 +196,8 @@ pub enum DriverError {
     Discover { service: String, why: String },
     #[error("service {service}, replica {replica}: {message}")]
     Container { service: String, replica: String, message: String },
+    #[error("replica {replica}: {message}")]
+    Freeze { replica: String, message: String },
     #[error("replica {replica}: the {driver} driver cannot {what} a replica")]
     Unsupported { replica: String, driver: &'static str, what: &'static str },
 }

@@ -408,7 +408,12 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
     };
     let main_name = name_of(file_name(config_path), &policies);
     descriptions.push(format!("{}: {}", config_path.display(), describe(&service.scaling)));
-    policies.push(Policy { name: main_name, scaling: service.scaling.clone(), replicas: bounds(service.replicas)? });
+    policies.push(Policy {
+        name: main_name,
+        scaling: service.scaling.clone(),
+        replicas: bounds(service.replicas)?,
+        idle: service.idle.clone(),
+    });
     for path in &args.compare {
         let other = load_config(path)?;
         let Some(svc) = other.services.get(&service_name) else {
@@ -420,7 +425,12 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
         };
         let name = name_of(file_name(path), &policies);
         descriptions.push(format!("{}: {}", path.display(), describe(&svc.scaling)));
-        policies.push(Policy { name, scaling: svc.scaling.clone(), replicas: bounds(svc.replicas)? });
+        policies.push(Policy {
+            name,
+            scaling: svc.scaling.clone(),
+            replicas: bounds(svc.replicas)?,
+            idle: svc.idle.clone(),
+        });
     }
     for preset in &args.preset {
         let preset = Preset::from_name(preset).expect("clap checked the name");
@@ -432,7 +442,12 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
             preset.describe(),
             metric.show_target(target)
         ));
-        policies.push(Policy { name, scaling: preset.scaling(&service.scaling), replicas: bounds(service.replicas)? });
+        policies.push(Policy {
+            name,
+            scaling: preset.scaling(&service.scaling),
+            replicas: bounds(service.replicas)?,
+            idle: service.idle.clone(),
+        });
     }
 
     Ok(Plan { service: service_name, trace, model, options, policies, descriptions, absolute_times, boot_note })
