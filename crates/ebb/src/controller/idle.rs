@@ -55,13 +55,13 @@ impl Idling {
 
     /// One step of the core's rule with what the balancer saw; records
     /// the change (the fleet follows `desired` and `frozen`).
-    pub(super) fn step(&mut self, ctx: &Shared, fleet: &Fleet) {
+    pub(super) fn step(&mut self, ctx: &Shared) {
         let Some(idle) = ctx.config.idle.as_ref() else { return };
         let now = ctx.now();
         let hold = &ctx.proxy.hold;
         let activity = Activity {
             last: hold.quiet_for().map(|q| now.saturating_sub(q)),
-            in_flight: fleet.replicas.iter().filter_map(|r| r.backend.as_ref()).map(|b| b.in_flight()).sum(),
+            in_flight: hold.active(),
             held: hold.held(),
         };
         let routable = !ctx.proxy.routable().is_empty();

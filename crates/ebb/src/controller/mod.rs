@@ -422,7 +422,7 @@ impl ServiceController {
     /// Asks the fleet planner what reaching desired takes now, and does
     /// it; while a deploy runs, its planner launches and retires instead.
     fn reconcile(&mut self) {
-        self.idle.step(&self.ctx, &self.fleet);
+        self.idle.step(&self.ctx);
         // Without [idle] (or after `ebb apply` removed it) nothing is frozen.
         let frozen = self.idle.frozen(&self.ctx);
         self.fleet.freeze(&self.ctx, self.deploy.routes(), frozen);

@@ -26,14 +26,23 @@ pub(crate) struct Dispatched {
     /// The service's balancer (a listener's connection may carry requests
     /// to several).
     proxy: Arc<super::ServiceProxy>,
-    /// Its end is activity for the idle rule (not for an ignored agent).
-    pub(crate) activity: bool,
+    /// Counted in the service's active requests for the idle rule, and
+    /// its end is activity (not for an ignored agent, nor without [idle]).
+    activity: bool,
 }
 
 impl Dispatched {
     pub(crate) fn new(backend: Arc<Backend>, active: ActiveGuard, proxy: Arc<super::ServiceProxy>) -> Self {
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        Dispatched { backend, conn: None, _active: active, proxy, activity: true }
+        Dispatched { backend, conn: None, _active: active, proxy, activity: false }
+    }
+
+    /// Counts it as activity for the idle rule until it ends.
+    pub(crate) fn count_as_activity(&mut self) {
+        if !self.activity {
+            self.activity = true;
+            self.proxy.hold.active_started();
+        }
     }
 
     pub(crate) fn backend(&self) -> &Arc<Backend> {
@@ -74,8 +83,8 @@ impl Drop for Dispatched {
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
         // A slot is free: wake one request queued under `max_in_flight`.
         let proxy = &self.proxy;
-        if self.activity && proxy.hold.enabled.load(Ordering::Relaxed) {
-            proxy.hold.touch();
+        if self.activity {
+            proxy.hold.active_ended();
         }
         if proxy.peek().config.max_in_flight.is_some() {
             proxy.slot_freed.notify_one();

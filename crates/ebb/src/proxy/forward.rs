@@ -227,7 +227,9 @@ async fn dispatch(
         return local_error(proxy, StatusCode::SERVICE_UNAVAILABLE, NO_REPLICA, false);
     };
     let mut dispatched = Dispatched::new(backend, active, proxy.clone());
-    dispatched.activity = activity;
+    if activity && proxy.hold.enabled.load(Ordering::Relaxed) {
+        dispatched.count_as_activity();
+    }
 
     // A body still coming from the client is watched on its way up (a
     // bodiless or read-ahead request costs nothing). An HTTP/2 stream's body

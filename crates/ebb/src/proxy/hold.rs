@@ -13,8 +13,9 @@
 //! agent while the service is idle.
 //!
 //! Activity, for the controller's idle rule: the last request (not from an
-//! ignored agent) that arrived or finished, as one atomic timestamp; the
-//! requests in flight are the backends' own counts.
+//! ignored agent) that arrived or finished, as one atomic timestamp, and
+//! the count of such requests at a replica now (`active`: from dispatch
+//! until the response body, stream or tunnel ends).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -46,6 +47,9 @@ pub struct Hold {
     /// Milliseconds since `epoch` + 1 when the oldest request now held
     /// arrived (set when the held count leaves 0).
     oldest_held: AtomicU64,
+    /// Requests at a replica now that count as activity (not from an
+    /// ignored agent): open streams and tunnels included.
+    active: AtomicU64,
     /// Requests held now, and the most at once since the last take.
     held: AtomicU64,
     held_peak: AtomicU64,
@@ -78,6 +82,7 @@ impl Default for Hold {
             epoch: Instant::now(),
             last_activity: AtomicU64::new(0),
             oldest_held: AtomicU64::new(0),
+            active: AtomicU64::new(0),
             held: AtomicU64::new(0),
             held_peak: AtomicU64::new(0),
             held_total: AtomicU64::new(0),
@@ -103,6 +108,21 @@ impl Hold {
     /// A request arrived or finished.
     pub(crate) fn touch(&self) {
         self.last_activity.fetch_max(self.ms_now(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn active_started(&self) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An active request ended: that is activity too.
+    pub(crate) fn active_ended(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Requests at a replica now that count as activity.
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// How long since the last activity; `None`: none since start.
