@@ -840,3 +840,39 @@ impl Drop for TestImage {
         let _ = Command::new("docker").args(["rmi", "-f", &self.tag]).output();
     }
 }
+
+/// Scale to zero's `suspend` mode on containers: idle, the container is
+/// paused (`docker pause`); a request thaws the same container and is
+/// served, with `ebb-cold-start`.
+#[test]
+fn an_idle_docker_service_pauses_its_container_and_a_request_thaws_the_same_one() {
+    let Some(image) = TestImage::build() else { return };
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut ebb = Ebb::start(|admin, listen| {
+        let config = example_config("examples/docker/ebb.fast.toml", Some(&image.tag), admin, listen)
+            .replace("replicas = { min = 1, max = 20, desired = 1 }", "replicas = { min = 0, max = 20, desired = 1 }");
+        format!("{config}\n[service.api.idle]\nafter = \"2s\"\nmode = \"suspend\"\n")
+    });
+    let state = ebb.dir.path().join("state").canonicalize().unwrap();
+    let _cleanup = DockerLeftovers { state_dir: Some(state.clone()) };
+    ebb.wait_in_service(1, Duration::from_secs(60));
+    let containers = containers_of(&state);
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let paused = |id: &str| {
+        let out = Command::new("docker").args(["inspect", "-f", "{{.State.Paused}}", id]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "true"
+    };
+    wait_for("the container paused", Duration::from_secs(30), || paused(&containers[0]).then_some(()));
+    let idle = ebb.status()["services"][0]["idle"].as_str().unwrap_or_default().to_string();
+    assert!(idle.starts_with("idle (suspended 1 replicas"), "{idle}");
+
+    let r = http(ebb.listen, "GET", "/api", None).unwrap();
+    assert_eq!(r.status, 200, "{r:?}\n{}", ebb.up_log());
+    assert!(r.header("ebb-cold-start").is_some(), "{r:?}");
+    assert!(!paused(&containers[0]), "thawed");
+    assert_eq!(containers_of(&state), containers, "the same container");
+    let started = ebb.events().into_iter().filter(|e| e["kind"] == "replica_started").count();
+    assert_eq!(started, 1, "never restarted");
+    stop_cleanly(&mut ebb);
+    assert!(containers_of(&state).is_empty(), "ebb down removes it");
+}
