@@ -275,3 +275,25 @@ fn ebb_apply_turns_idle_on_and_off_in_place() {
     std::thread::sleep(Duration::from_secs(4));
     assert!(web(&ebb)["idle"].is_null(), "no [idle]: never idle again");
 }
+
+/// The kernel sends SIGHUP, then SIGCONT, to a stopped process group that
+/// loses its parent (POSIX's orphaned process group): a suspended process
+/// replica does not outlive a crash of ebb (docs/idle.md). Nothing frozen
+/// is left behind, and the restarted ebb serves again.
+#[test]
+fn a_crash_of_ebb_leaves_no_frozen_replica_and_the_restarted_ebb_serves() {
+    let mut ebb = Ebb::start(|admin, listen| {
+        idle_config(admin, listen, "{ min = 0, max = 2, desired = 1 }", "", "after = \"2s\"\nmode = \"suspend\"")
+    });
+    let pid = ebb.wait_in_service(1, Duration::from_secs(20))[0]["pid"].as_u64().unwrap();
+    wait_idle(&ebb, "suspended 1 replicas", Duration::from_secs(30));
+    wait_for("SIGSTOPped", Duration::from_secs(10), || (process_state(pid) == Some('T')).then_some(()));
+    ebb.kill_up();
+    wait_for("the frozen replica gone", Duration::from_secs(10), || (!pid_alive(pid as u32)).then_some(()));
+    ebb.restart_up();
+    let replicas = ebb.wait_in_service(1, Duration::from_secs(30));
+    let new_pid = replicas[0]["pid"].as_u64().unwrap();
+    assert_ne!(process_state(new_pid), Some('T'), "a fresh replica, running");
+    let r = http(ebb.listen, "GET", "/gtg", None).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+}

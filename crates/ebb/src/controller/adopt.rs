@@ -103,6 +103,14 @@ pub(super) async fn adopt_survivors(
             }
         }
     }
+    // A replica the previous run suspended (scale to zero) is thawed
+    // first, whatever the config says now: this run starts awake, and a
+    // frozen replica fails its check. Resuming a running one does nothing.
+    for (_, _, running) in &candidates {
+        if let Err(error) = driver.resume(running).await {
+            tracing::debug!(service = %ctx.name, %error, "Could not resume an adopted replica.");
+        }
+    }
     // One health check each, all at once: a replica that does not answer
     // is not adopted into the rotation.
     let health = ctx.config.health.clone();
