@@ -713,20 +713,70 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("application/openmetrics-text"))
 }
 
+/// The standard `process_*` metrics of ebb itself (no `ebb_` prefix, as
+/// every exporter names them).
+fn process_registry() -> Registry {
+    let mut registry = Registry::default();
+    let r = crate::metrics::process::ProcessReading::now();
+    if let Some(v) = r.cpu_seconds {
+        let c = Counter::<f64, AtomicU64>::default();
+        c.inc_by(v);
+        registry.register_with_unit("process_cpu", "User and system CPU time spent by ebb", Unit::Seconds, c);
+    }
+    let gauge = |registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, v: Option<f64>| {
+        if let Some(v) = v {
+            let g = GaugeF::default();
+            g.set(v);
+            match unit {
+                Some(unit) => registry.register_with_unit(name, help, unit, g),
+                None => registry.register(name, help, g),
+            }
+        }
+    };
+    gauge(
+        &mut registry,
+        "process_resident_memory",
+        "ebb's resident memory",
+        Some(Unit::Bytes),
+        r.resident_bytes.map(|v| v as f64),
+    );
+    gauge(
+        &mut registry,
+        "process_virtual_memory",
+        "ebb's virtual memory",
+        Some(Unit::Bytes),
+        r.virtual_bytes.map(|v| v as f64),
+    );
+    gauge(&mut registry, "process_open_fds", "Open file descriptors of ebb", None, r.open_fds.map(|v| v as f64));
+    gauge(&mut registry, "process_max_fds", "ebb's open-file limit (soft)", None, r.max_fds.map(|v| v as f64));
+    gauge(
+        &mut registry,
+        "process_start_time",
+        "When ebb started, since the Unix epoch",
+        Some(Unit::Seconds),
+        r.start_time_seconds,
+    );
+    registry
+}
+
 /// `GET /metrics`.
 pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     let registry = build_registry(&app);
+    let process = process_registry();
     let mut body = String::new();
     let (result, content_type) = if wants_openmetrics(&headers) {
-        (
-            prometheus_client::encoding::text::encode(&mut body, &registry),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
+        let mut text = || -> Result<(), std::fmt::Error> {
+            prometheus_client::encoding::text::encode_registry(&mut body, &registry)?;
+            prometheus_client::encoding::text::encode_registry(&mut body, &process)?;
+            prometheus_client::encoding::text::encode_eof(&mut body)
+        };
+        (text(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
     } else {
-        (
-            prometheus_client::encoding::prometheus_text::encode(&mut body, &registry),
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        )
+        let mut text = || -> Result<(), std::fmt::Error> {
+            prometheus_client::encoding::prometheus_text::encode(&mut body, &registry)?;
+            prometheus_client::encoding::prometheus_text::encode(&mut body, &process)
+        };
+        (text(), prometheus_client::encoding::prometheus_text::CONTENT_TYPE)
     };
     match result {
         Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response(),
