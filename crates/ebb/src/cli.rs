@@ -99,6 +99,9 @@ enum Command {
         service: String,
         /// The new desired number of replicas.
         desired: u32,
+        /// Print the answer as JSON (service, from, to, clamped).
+        #[arg(long)]
+        json: bool,
     },
     /// Roll out a new version of a service (rolling or blue-green), gated on
     /// health and rolled back on failure; waits and shows progress. With no
@@ -491,8 +494,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Scale { service, desired } => {
+        Command::Scale { service, desired, json } => {
             let outcome = client.scale(&service, desired, "manual (ebb scale)").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             match &outcome.clamped {
                 Some(why) => println!("{}: desired {} -> {}; capped: {why}", outcome.service, outcome.from, outcome.to),
                 None => println!("{}: desired {} -> {}", outcome.service, outcome.from, outcome.to),
