@@ -29,11 +29,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the fleet(s), their balancers and the admin API; run until
-    /// Ctrl-C or `ebb down` (which drain and stop everything), or SIGTERM
-    /// (which stops ebb only: the replicas keep running and the next `ebb
-    /// up` adopts them). Desired capacity is kept from the last run unless
-    /// the file's replicas.desired changed; each service's line says which.
+    /// Start the fleet(s), their balancers and the admin API; run until Ctrl-C or `ebb down` (which stop the fleet) or SIGTERM (which stops ebb only).
+    ///
+    /// Ctrl-C (SIGINT) and `ebb down` drain and stop every replica. SIGTERM
+    /// (`kill`, `systemctl stop`/`restart`) stops ebb only: the replicas
+    /// keep running and the next `ebb up` adopts them. Desired capacity is
+    /// kept from the last run unless the file's replicas.desired changed;
+    /// each service's line says which (docs/upgrades.md).
     Up {
         /// Take over from the ebb running on this state directory (an
         /// upgrade to this binary): it hands over its listening sockets,
