@@ -356,6 +356,10 @@ pub async fn before_store(
     if !takeover {
         return Ok(None);
     }
+    // Once the sockets are handed over the old ebb leaves: what this one
+    // can check without them is checked first (the config was parsed and
+    // validated before `up`; certificate files are read here).
+    crate::tls::check_config(config).context("--takeover: not asked; this config's certificates do not load")?;
     let Some(handed) = request(state_dir).await? else {
         println!(
             "ebb: --takeover: no ebb is running on {} (no answer on {}); starting normally",
