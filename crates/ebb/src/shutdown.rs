@@ -55,6 +55,23 @@ impl Stop {
     }
 }
 
+/// How long a balancer that hands its socket over keeps its keep-alive
+/// connections, answering each with `Connection: close`, so that their
+/// clients reconnect (to the next ebb) instead of being cut while idle.
+pub const HAND_OVER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Stop {
+    /// Sets up what stopping this way takes, before the stop begins: to
+    /// leave the fleet, controllers save and exit without stopping
+    /// replicas, and balancers hand their keep-alive clients over.
+    pub fn prepare(&self) {
+        if self.leaves_fleet() {
+            crate::controller::leave_fleet_on_shutdown();
+            crate::proxy::hand_over_clients_on_shutdown(HAND_OVER_GRACE);
+        }
+    }
+}
+
 /// Waits for `ebb down`, SIGINT, SIGTERM or a takeover.
 pub async fn wait(stop_requested: &CancellationToken, taken_over: &CancellationToken) -> Stop {
     let mut term = signal(SignalKind::terminate()).ok();

@@ -376,9 +376,7 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
     let taken_over = takeover.as_ref().map(|t| t.taken_over.clone()).unwrap_or_default();
     let stop = crate::shutdown::wait(&stop_requested, &taken_over).await;
     let successor = takeover.map(|t| t.close());
-    if stop.leaves_fleet() {
-        controller::leave_fleet_on_shutdown();
-    }
+    stop.prepare();
     println!("{}", stop.announce());
 
     proxies_stop.cancel();

@@ -78,6 +78,38 @@ impl TimedLoad {
     }
 }
 
+/// `ebb load` as a child process, killed if the test ends first.
+struct LoadProcess(Option<std::process::Child>);
+
+impl LoadProcess {
+    /// `ebb load` with `workers` keep-alive connections for `duration`.
+    fn start(target: SocketAddr, workers: usize, duration: &str) -> LoadProcess {
+        let child = std::process::Command::new(EBB)
+            .args(["load", "-c", &workers.to_string(), "-z", duration, "--json", &format!("http://{target}/gtg")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ebb load");
+        LoadProcess(Some(child))
+    }
+
+    /// Its JSON summary, once it has finished.
+    fn summary(mut self) -> serde_json::Value {
+        let out = self.0.take().unwrap().wait_with_output().unwrap();
+        assert!(out.status.success(), "ebb load failed: {}", String::from_utf8_lossy(&out.stdout));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+impl Drop for LoadProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[test]
 fn takeover_by_a_new_binary_under_load_fails_no_request_and_restarts_no_replica() {
     let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 4, desired = 2 }", ""));
@@ -90,7 +122,10 @@ fn takeover_by_a_new_binary_under_load_fails_no_request_and_restarts_no_replica(
     let new_binary = ebb.dir.path().join("ebb-new");
     std::fs::copy(EBB, &new_binary).unwrap();
 
+    // Two kinds of clients: a new connection per request, and `ebb load`'s
+    // keep-alive connections (told to reconnect by `Connection: close`).
     let load = TimedLoad::start(ebb.listen, 4);
+    let keep_alive = LoadProcess::start(ebb.listen, 4, "4s");
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     ebb.start_takeover(&new_binary);
@@ -102,9 +137,14 @@ fn takeover_by_a_new_binary_under_load_fails_no_request_and_restarts_no_replica(
     // Keep the load on the new ebb for a while.
     std::thread::sleep(Duration::from_millis(1000));
     let (sent, refused, failures, longest) = load.finish();
+    let summary = keep_alive.summary();
     eprintln!(
         "takeover under load: {sent} requests (4 clients, a new connection each), {} failed, {refused} refused, longest request {longest:?}; old ebb exited {old_gone:?} after the takeover began",
         failures.len()
+    );
+    eprintln!(
+        "takeover under load: ebb load (4 keep-alive connections, 4 s): {} requests, {} errors {}, longest request {} ms",
+        summary["requests"], summary["errors"], summary["error_kinds"], summary["latency_ms"]["max"]
     );
 
     assert!(old_exit.success(), "the old ebb exits cleanly: {old_exit}\n{}", ebb.up_log());
@@ -114,6 +154,8 @@ fn takeover_by_a_new_binary_under_load_fails_no_request_and_restarts_no_replica(
     assert!(sent > 100, "clients were sending throughout ({sent})");
     assert_eq!(refused, 0, "no connection refused");
     assert!(failures.is_empty(), "{} of {sent} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(summary["requests"].as_u64().unwrap() > 100, "{summary}");
+    assert_eq!(summary["errors"], 0, "keep-alive clients are handed over without an error: {summary}");
     assert_eq!(sorted_pids(&after), pids, "the same replica processes, not restarted");
     assert_eq!(ebb.token(), token_before, "the admin token stays");
 
