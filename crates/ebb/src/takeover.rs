@@ -135,7 +135,8 @@ impl Server {
                     },
                 };
                 let Ok(stream) = stream.into_std() else { continue };
-                let handed = tokio::task::spawn_blocking(move || hand_over(stream)).await;
+                let stopping = stop.clone();
+                let handed = tokio::task::spawn_blocking(move || hand_over(stream, &stopping)).await;
                 match handed {
                     Ok(Ok(request)) => {
                         let who = format!("ebb {} (pid {})", request.version, request.pid);
@@ -177,8 +178,9 @@ fn same_user(stream: &UnixStream) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The old side of one exchange (blocking).
-fn hand_over(stream: std::os::unix::net::UnixStream) -> anyhow::Result<Request> {
+/// The old side of one exchange (blocking). Refused once this ebb has
+/// begun to stop (`stopping`): it may be stopping the fleet.
+fn hand_over(stream: std::os::unix::net::UnixStream, stopping: &CancellationToken) -> anyhow::Result<Request> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(EXCHANGE_TIMEOUT))?;
     stream.set_write_timeout(Some(EXCHANGE_TIMEOUT))?;
@@ -187,6 +189,9 @@ fn hand_over(stream: std::os::unix::net::UnixStream) -> anyhow::Result<Request> 
     let mut line = String::new();
     reader.read_line(&mut line).context("reading the takeover request")?;
     let request: Request = serde_json::from_str(line.trim()).context("a malformed takeover request")?;
+    if stopping.is_cancelled() {
+        bail!("this ebb is already stopping; the takeover by pid {} is refused", request.pid);
+    }
     let sockets = registry().lock().unwrap_or_else(|p| p.into_inner());
     if sockets.len() > MAX_SOCKETS {
         bail!("{} listening sockets, more than the {MAX_SOCKETS} a takeover hands over", sockets.len());
