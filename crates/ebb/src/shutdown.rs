@@ -61,10 +61,12 @@ impl Stop {
 pub const HAND_OVER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Stop {
-    /// Sets up what stopping this way takes, before the stop begins: to
-    /// leave the fleet, controllers save and exit without stopping
-    /// replicas, and balancers hand their keep-alive clients over.
+    /// Sets up what stopping this way takes, before the stop begins: the
+    /// sockets kept for a takeover are let go; to leave the fleet,
+    /// controllers save and exit without stopping replicas, and balancers
+    /// hand their keep-alive clients over.
     pub fn prepare(&self) {
+        crate::takeover::release_all();
         if self.leaves_fleet() {
             crate::controller::leave_fleet_on_shutdown();
             crate::proxy::hand_over_clients_on_shutdown(HAND_OVER_GRACE);

@@ -86,6 +86,13 @@ pub fn forget(addr: SocketAddr) {
     registry().lock().unwrap_or_else(|p| p.into_inner()).retain(|(a, _)| *a != addr);
 }
 
+/// Closes the kept duplicates, when ebb begins to stop: a balancer that
+/// stops accepting must let its port go (clients are refused rather than
+/// queued for a process that is leaving), unless a successor holds it.
+pub fn release_all() {
+    registry().lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
 /// The old side: `<state_dir>/takeover.sock`, answering one takeover.
 pub struct Server {
     path: PathBuf,
