@@ -373,6 +373,18 @@ pub async fn before_store(
     // validated before `up`; certificate files are read here).
     crate::tls::check_config(config).context("--takeover: not asked; this config's certificates do not load")?;
     let Some(handed) = request(state_dir).await? else {
+        if crate::state::state_dir_in_use(state_dir) {
+            let lock = state_dir.join(crate::state::LOCK_FILE);
+            let holder = std::fs::read_to_string(&lock).unwrap_or_default();
+            bail!(
+                "--takeover: an ebb (pid {}) holds {} but does not answer on {} (an ebb without takeover, or one still starting); \
+                 stop it with SIGTERM (`kill {}`: its replicas keep running), then run `ebb up`: it adopts them",
+                holder.trim(),
+                lock.display(),
+                state_dir.join(SOCKET_FILE).display(),
+                holder.trim()
+            );
+        }
         println!(
             "ebb: --takeover: no ebb is running on {} (no answer on {}); starting normally",
             state_dir.display(),

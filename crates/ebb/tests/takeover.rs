@@ -273,3 +273,23 @@ fn down_forget_stops_the_fleet_and_forgets_desired_capacity() {
     assert_eq!(ebb.token(), token, "the admin token is kept");
     assert!(ebb.events().iter().any(|e| e["seq"].as_u64() == Some(last_seq)), "the events are kept");
 }
+
+/// An ebb that holds the state directory but does not answer takeovers
+/// (an older ebb: here its socket file is removed) is named, and left
+/// serving: nothing was handed over.
+#[test]
+fn takeover_of_an_ebb_that_does_not_answer_is_refused_with_what_to_do() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 2, desired = 1 }", ""));
+    ebb.wait_in_service(1, BOOT);
+    std::fs::remove_file(ebb.dir.path().join("state/takeover.sock")).unwrap();
+    let out = std::process::Command::new(EBB).arg("-f").arg(&ebb.config).args(["up", "--takeover"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--takeover: an ebb (pid {}) holds", ebb.up_pid()))
+            && stderr.contains("does not answer on")
+            && stderr.contains("stop it with SIGTERM"),
+        "{stderr}"
+    );
+    assert_eq!(http(ebb.listen, "GET", "/gtg", None).unwrap().status, 200, "the running ebb still serves");
+}
