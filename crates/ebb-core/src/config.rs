@@ -49,6 +49,9 @@ pub struct Config {
 pub struct AdminConfig {
     /// Address of the admin API (status, scale, down). Loopback by default.
     pub listen: SocketAddr,
+    /// `[admin] tls = { cert, key }`: the admin API (and dashboard) speak
+    /// HTTPS with this certificate; `None`: plain HTTP.
+    pub tls: Option<CertFiles>,
 }
 
 impl Config {
@@ -60,7 +63,7 @@ impl Default for AdminConfig {
     /// Loopback only: the admin API can scale and stop fleets, so it is not
     /// exposed unless the user asks.
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9900)) }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9900)), tls: None }
     }
 }
 
@@ -558,5 +561,6 @@ impl Config {
     }
 }
 
+pub mod plan;
 mod raw;
 mod value;

@@ -67,6 +67,13 @@ impl HealthTracker {
         self.state
     }
 
+    /// New thresholds (`ebb apply`): the state and the counts so far stay;
+    /// the next observation is judged by the new numbers.
+    pub fn set_thresholds(&mut self, healthy_threshold: u32, unhealthy_threshold: u32) {
+        self.healthy_threshold = healthy_threshold.max(1);
+        self.unhealthy_threshold = unhealthy_threshold.max(1);
+    }
+
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures
     }

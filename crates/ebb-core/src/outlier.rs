@@ -315,6 +315,12 @@ impl OutlierDetector {
         &self.config
     }
 
+    /// New rules (`ebb apply`): ejections in progress run out as they were
+    /// decided; streaks and windows are judged by the new rules from now on.
+    pub fn reconfigure(&mut self, config: OutlierConfig) {
+        self.config = config;
+    }
+
     /// The ejection in progress for `replica`, if any.
     pub fn ejection(&self, replica: &str) -> Option<&Ejection> {
         self.replicas.get(replica).and_then(|t| t.ejected.as_ref())

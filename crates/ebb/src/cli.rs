@@ -1,5 +1,7 @@
 //! The `ebb` command line: a thin layer over the admin API and [`crate::up`].
 
+mod apply;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,6 +69,25 @@ enum Command {
         /// Print the status document as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Show what applying the config file would change on the running ebb,
+    /// one line per change with its consequence (applied in place, rolling
+    /// deploy, service started or drained, or refused: needs a restart).
+    /// Changes nothing. Exit code: 0 no changes, 2 changes, 1 error.
+    Plan {
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the config file to the running ebb without a restart: policies,
+    /// bounds, health checks, balancer limits, routes and TLS in place (no
+    /// replica restarts); a new command, env or image as a deploy; new
+    /// services and listeners started, removed ones drained. Shows the plan
+    /// and asks first on a terminal. A file with any error changes nothing.
+    Apply {
+        /// Apply without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Set a service's desired capacity (clamped to its min/max, recorded as an event).
     Scale {
@@ -271,6 +292,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             });
         }
+        Command::Plan { json } => return apply::plan(&cli.file, *json).await,
+        Command::Apply { yes } => return apply::apply(&cli.file, *yes).await,
         Command::Logs { replica, follow } => {
             let config = match load_config(&cli.file) {
                 Ok(c) => c,
@@ -289,7 +312,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let client = AdminClient::new(config.admin.listen, crate::client::read_token(&config.state_dir));
+    let client = AdminClient::for_config(&config, crate::client::read_token(&config.state_dir));
     match cli.command {
         Command::Up { takeover, fresh } => {
             match crate::up::up(config, crate::carry_over::UpOptions { takeover, fresh }).await {
@@ -436,6 +459,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { .. }
+        | Command::Plan { .. }
+        | Command::Apply { .. }
         | Command::Logs { .. }
         | Command::DemoApp(_)
         | Command::Proxy(_)

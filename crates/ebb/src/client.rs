@@ -4,9 +4,19 @@
 //!
 //! It sends the bearer token from `<state_dir>/admin.token` (written by
 //! `ebb up`) with every call; the token never appears in its messages.
+//!
+//! When the config gives the admin API a certificate (`[admin] tls`), it
+//! speaks HTTPS ([`AdminTls`]): it trusts the built-in public roots (Mozilla's)
+//! and the certificate file named in the config itself, so a self-signed
+//! admin certificate works: a server presenting exactly a certificate of
+//! that file is trusted whatever names it holds (the CLI dials the address
+//! from the same config, and the handshake proves the server holds its key);
+//! any other certificate must chain to a trusted root (the file's
+//! certificates count as roots) and name the address dialled (an IP SAN).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +39,8 @@ use crate::wire::{
 pub struct AdminClient {
     addr: SocketAddr,
     http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// HTTPS (`[admin] tls`): one connection per call.
+    tls: Option<AdminTls>,
     token: AdminCredential,
     /// How long a call may take, answer included.
     answer_within: Duration,
@@ -74,9 +86,11 @@ pub fn read_token(state_dir: &Path) -> AdminCredential {
 
 /// A failure to reach ebb at all (as opposed to an error answer).
 #[derive(Debug, thiserror::Error)]
-#[error("ebb is not running for this config: nothing answers at http://{addr} ({cause}); start it with `ebb up`")]
+#[error("ebb is not running for this config: nothing answers at {scheme}://{addr} ({cause}); start it with `ebb up`")]
 pub struct NotRunning {
     pub addr: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     pub cause: String,
 }
 
@@ -97,8 +111,12 @@ pub struct Refused {
 pub enum ClientError {
     #[error(transparent)]
     NotRunning(#[from] NotRunning),
-    #[error("ebb at http://{addr} did not answer within {}", in_words(*.limit))]
-    NoAnswer { addr: SocketAddr, limit: Duration },
+    #[error("ebb at {scheme}://{addr} did not answer within {}", in_words(*.limit))]
+    NoAnswer { addr: SocketAddr, scheme: &'static str, limit: Duration },
+    /// Something answers, but the TLS handshake failed (an untrusted
+    /// certificate, or plain HTTP on the port).
+    #[error("no TLS with the admin API at https://{addr}: {message}")]
+    Tls { addr: SocketAddr, message: String },
     /// An error answer (the API's `{"error": ...}` body).
     #[error(transparent)]
     Refused(#[from] Refused),
@@ -144,7 +162,32 @@ impl AdminClient {
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         let http = Client::builder(TokioExecutor::new()).build(connector);
-        Self { addr, http, token, answer_within: Duration::from_secs(30) }
+        Self { addr, http, tls: None, token, answer_within: Duration::from_secs(30) }
+    }
+
+    /// A client for the admin API of `config` (HTTPS with `[admin] tls`),
+    /// presenting `token`.
+    pub fn for_config(config: &ebb_core::config::Config, token: AdminCredential) -> Self {
+        let client = Self::new(config.admin.listen, token);
+        match &config.admin.tls {
+            Some(files) => client.with_tls(AdminTls::trusting(&files.cert)),
+            None => client,
+        }
+    }
+
+    /// The same client, speaking HTTPS.
+    pub fn with_tls(mut self, tls: AdminTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The same client, giving up on a call after `limit` (30 s by default).
@@ -234,6 +277,20 @@ impl AdminClient {
         self.send(Method::POST, "/api/v1/certs/reload", &body).await
     }
 
+    /// `POST /api/v1/plan`: what applying the config file (its path and
+    /// text) would change on the running ebb.
+    pub async fn plan(&self, path: &str, text: &str) -> Answer<crate::wire::PlanAnswer> {
+        let body = crate::wire::ConfigFileRequest { path: path.to_string(), text: text.to_string() };
+        self.send(Method::POST, "/api/v1/plan", &body).await
+    }
+
+    /// `POST /api/v1/apply`: applies the config file; answers once every
+    /// change is made or started (deploys and drains go on).
+    pub async fn apply(&self, path: &str, text: &str) -> Answer<crate::wire::ApplyAnswer> {
+        let body = crate::wire::ConfigFileRequest { path: path.to_string(), text: text.to_string() };
+        self.send(Method::POST, "/api/v1/apply", &body).await
+    }
+
     /// `POST /api/v1/shutdown`: ebb drains and stops everything.
     pub async fn shutdown(&self) -> Answer<ShutdownView> {
         self.send(Method::POST, "/api/v1/shutdown", &ShutdownRequest {}).await
@@ -255,7 +312,13 @@ impl AdminClient {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Answer<(StatusCode, Bytes)> {
-        let mut request = http::Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
+        let mut request = match self.tls {
+            None => http::Request::builder().method(method).uri(format!("http://{}{path}", self.addr)),
+            // One connection of our own: the path, and the Host.
+            Some(_) => {
+                http::Request::builder().method(method).uri(path).header(http::header::HOST, self.addr.to_string())
+            }
+        };
         if body.is_some() {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
         }
@@ -266,16 +329,20 @@ impl AdminClient {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Request { path: path.to_string(), message: e.to_string() })?;
         let limit = self.answer_within;
+        let (addr, scheme) = (self.addr, self.scheme());
         let answer = async {
-            let response = self.http.request(request).await.map_err(|e| {
-                let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
-                ClientError::NotRunning(NotRunning { addr: self.addr, cause })
-            })?;
+            let response = match &self.tls {
+                None => self.http.request(request).await.map_err(|e| {
+                    let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+                    ClientError::NotRunning(NotRunning { addr, scheme, cause })
+                })?,
+                Some(tls) => tls.request(addr, request).await?,
+            };
             let status = response.status();
             let body = response.into_body().collect().await.map_err(|e| ClientError::Read(e.to_string()))?;
             Ok((status, body.to_bytes()))
         };
-        tokio::time::timeout(limit, answer).await.map_err(|_| ClientError::NoAnswer { addr: self.addr, limit })?
+        tokio::time::timeout(limit, answer).await.map_err(|_| ClientError::NoAnswer { addr, scheme, limit })?
     }
 
     async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Answer<T> {
@@ -293,5 +360,126 @@ impl AdminClient {
             return Err(ClientError::Refused(Refused { status: status.as_u16(), message, from_api }));
         }
         serde_json::from_slice(&bytes).map_err(|source| ClientError::Unexpected { path: path.to_string(), source })
+    }
+}
+
+/// How the CLI speaks HTTPS to an admin API with `[admin] tls`: the
+/// built-in roots, plus the configured certificate file (see the module
+/// docs).
+#[derive(Clone)]
+pub struct AdminTls {
+    connector: tokio_rustls::TlsConnector,
+    /// Why the configured certificate file could not be read, if it could
+    /// not (said when the handshake then fails).
+    unreadable: Option<String>,
+}
+
+impl AdminTls {
+    /// Trusts the built-in roots and the certificates in `cert_file`.
+    pub fn trusting(cert_file: &Path) -> AdminTls {
+        use rustls_pki_types::pem::PemObject;
+        let (pinned, unreadable) = match std::fs::read(cert_file) {
+            Ok(pem) => (
+                rustls_pki_types::CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect::<Vec<_>>(),
+                None,
+            ),
+            Err(e) => (Vec::new(), Some(format!("cannot read {}: {e}", cert_file.display()))),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        roots.add_parsable_certificates(pinned.iter().cloned());
+        let verifier = PinnedOrRoots {
+            pinned,
+            roots: rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .ok(),
+            provider: provider.clone(),
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        AdminTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), unreadable }
+    }
+
+    /// One request on a connection of its own.
+    async fn request(
+        &self,
+        addr: SocketAddr,
+        request: http::Request<Full<Bytes>>,
+    ) -> Answer<http::Response<hyper::body::Incoming>> {
+        let not_running = |cause: String| ClientError::NotRunning(NotRunning { addr, scheme: "https", cause });
+        let tcp = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| not_running("connection timed out".into()))?
+            .map_err(|e| not_running(e.to_string()))?;
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let stream = self.connector.connect(name, tcp).await.map_err(|e| {
+            let mut message = e.to_string();
+            if let Some(why) = &self.unreadable {
+                message.push_str(&format!(" (the CLI trusts [admin] tls.cert, but {why})"));
+            }
+            ClientError::Tls { addr, message }
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Tls { addr, message: e.to_string() })?;
+        tokio::spawn(conn);
+        let path = request.uri().to_string();
+        sender.send_request(request).await.map_err(|e| ClientError::Request { path, message: e.to_string() })
+    }
+}
+
+/// Trusts a server presenting exactly one of the configured certificates;
+/// anything else must pass ordinary WebPKI checks against the roots.
+#[derive(Debug)]
+struct PinnedOrRoots {
+    pinned: Vec<rustls_pki_types::CertificateDer<'static>>,
+    roots: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedOrRoots {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self.pinned.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+            // The handshake's signature (checked below) proves the key.
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        match &self.roots {
+            Some(roots) => roots.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
+            None => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -77,6 +77,10 @@ pub enum EventKind {
     CertificateFailed,
     /// Changed certificate files were loaded (new connections get them).
     CertificateReloaded,
+    /// `ebb apply` (or SIGHUP) changed this service or listener in place:
+    /// the reason lists the keys; `service` is the service's name or
+    /// `listener NAME`, or `ebb` for a service added or removed.
+    ConfigApplied,
 }
 
 impl EventKind {
@@ -114,6 +118,7 @@ impl EventKind {
             EventKind::CertificateObtained => "certificate_obtained",
             EventKind::CertificateFailed => "certificate_failed",
             EventKind::CertificateReloaded => "certificate_reloaded",
+            EventKind::ConfigApplied => "config_applied",
         }
     }
 }

@@ -28,6 +28,7 @@
 
 pub mod acme;
 pub mod admin;
+pub mod apply;
 pub mod carry_over;
 pub mod cli;
 pub mod client;

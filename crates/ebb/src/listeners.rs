@@ -16,11 +16,20 @@ pub struct ListenerBoard {
     entries: Vec<(ListenerConfig, Option<Arc<TlsState>>, Arc<Front>)>,
     /// The listeners whose certificates ACME obtains.
     acme: Vec<Arc<crate::acme::AcmeListener>>,
+    /// Each TLS listener's plain-HTTP `http` address (redirect, ACME
+    /// HTTP-01), by listener name.
+    redirects: Vec<(String, Arc<Front>)>,
 }
 
 impl ListenerBoard {
     pub fn add(&mut self, config: ListenerConfig, tls: Option<Arc<TlsState>>, front: Arc<Front>) {
         self.entries.push((config, tls, front));
+    }
+
+    /// The front of `listener`'s `http` address, counted in Prometheus
+    /// beside its `listen` address.
+    pub fn add_redirect(&mut self, listener: &str, front: Arc<Front>) {
+        self.redirects.push((listener.to_string(), front));
     }
 
     /// Whether a listener of that name runs.
@@ -130,14 +139,16 @@ impl ListenerBoard {
     }
 
     /// Each listener's counters and certificates, read once (for
-    /// Prometheus), in name order.
+    /// Prometheus), in name order: its `listen` address, then its `http`
+    /// address if it has one.
     pub fn readings(&self) -> Vec<ListenerReading> {
-        self.entries
-            .iter()
-            .map(|(config, tls, front)| ListenerReading {
+        let mut out = Vec::new();
+        for (config, tls, front) in &self.entries {
+            out.push(ListenerReading {
                 name: config.name.clone(),
+                address: Address::Listen,
                 stats: front.stats().snapshot(),
-                max_connections: front.config.max_connections,
+                max_connections: front.config().max_connections,
                 unrouted: front.unrouted.load(std::sync::atomic::Ordering::Relaxed),
                 tls: tls.is_some(),
                 certificates: tls
@@ -146,8 +157,20 @@ impl ListenerBoard {
                         t.certs().iter().map(|c| (c.names.first().cloned().unwrap_or_default(), c.not_after)).collect()
                     })
                     .unwrap_or_default(),
-            })
-            .collect()
+            });
+            for (_, redirect) in self.redirects.iter().filter(|(name, _)| *name == config.name) {
+                out.push(ListenerReading {
+                    name: config.name.clone(),
+                    address: Address::Http,
+                    stats: redirect.stats().snapshot(),
+                    max_connections: redirect.config().max_connections,
+                    unrouted: 0,
+                    tls: false,
+                    certificates: Vec::new(),
+                });
+            }
+        }
+        out
     }
 
     /// The status of each listener, in name order.
@@ -156,14 +179,35 @@ impl ListenerBoard {
     }
 }
 
-/// One listener's counters at one instant.
+/// Which of a listener's addresses a reading is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Address {
+    /// `listen`: the routed (maybe TLS) address.
+    Listen,
+    /// `http`: a TLS listener's plain-HTTP address (308 redirect, ACME
+    /// HTTP-01 answers).
+    Http,
+}
+
+impl Address {
+    /// The config key, which is the Prometheus label's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Address::Listen => "listen",
+            Address::Http => "http",
+        }
+    }
+}
+
+/// One listener address's counters at one instant.
 #[derive(Debug, Clone)]
 pub struct ListenerReading {
     pub name: String,
-    /// The listener's own connection counters (open connections, the cap
+    pub address: Address,
+    /// The address's own connection counters (open connections, the cap
     /// reached, HTTP/2 floods, send timeouts, TLS handshake failures) and
-    /// its local answers (unrouted requests); routed requests count at
-    /// their service.
+    /// its local answers (`requests`: unrouted requests on `listen`, every
+    /// request on `http`); routed requests count at their service.
     pub stats: ProxyStatsSnapshot,
     /// `max_connections`, when set.
     pub max_connections: Option<u32>,

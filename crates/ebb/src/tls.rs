@@ -30,6 +30,12 @@
 //! rustls with the ring provider: TLS 1.2 and 1.3, ALPN `h2` and
 //! `http/1.1` (HTTP/2 to clients; replicas still get pooled HTTP/1.1), and
 //! `acme-tls/1` first on ACME listeners.
+//!
+//! - **The admin API** (`[admin] tls`, [`Role::Admin`]): the same loading,
+//!   checks (errors at `admin.tls.cert` / `.key`) and reload (its events
+//!   are the `admin API`'s), ALPN `http/1.1` only; `admin/server.rs` accepts with
+//!   it. [`check_config`] returns its state among the listeners'
+//!   ([`admin_state`]); `state_of` never picks it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,6 +52,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// How often certificate files are checked for changes, unless
 /// `EBB_TLS_POLL_MS` says otherwise (tests).
 const POLL: Duration = Duration::from_secs(3);
+
+/// Whom the admin API's certificate events are about.
+pub const ADMIN_SUBJECT: &str = "admin API";
 
 /// The ALPN protocol of TLS-ALPN-01 validation handshakes (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -221,23 +230,60 @@ impl Source {
     }
 }
 
+/// What a [`TlsState`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A `[listener.NAME]`: ALPN `h2` and `http/1.1`.
+    Listener,
+    /// The admin API and dashboard (`[admin] tls`): ALPN `http/1.1`.
+    Admin,
+}
+
 /// A TLS listener's state: its files, the certificates in service, and the
 /// rustls configuration (made once; the resolver swaps certificates).
 pub struct TlsState {
+    /// The listener's name (`admin` for the admin API).
     pub listener: String,
+    pub role: Role,
     /// Where the certificates come from.
     pub source: Source,
-    files: Vec<CertFiles>,
+    /// The certificate files (`ebb apply` may name others).
+    files: RwLock<Vec<CertFiles>>,
     resolver: Arc<CertResolver>,
     acceptor: tokio_rustls::TlsAcceptor,
     /// The last reload's error, if the files on disk do not load now.
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// The files' stamps as last loaded (or tried): whoever reloads
+    /// (the file poll, SIGHUP, `ebb certs reload`) refreshes them, so the
+    /// poll does not load the same change a second time.
+    seen: std::sync::Mutex<Stamp>,
 }
+
+/// What identifies each file's contents: (size, mtime, inode), `None` when
+/// it cannot be read.
+type Stamp = Vec<Option<(u64, SystemTime, u64)>>;
 
 impl TlsState {
     /// Loads a listener's certificates; the error says which file failed.
     pub fn new(listener: &str, files: &[CertFiles]) -> Result<Arc<TlsState>, CertError> {
         Self::with_certs(listener, Source::Files, files, load(files)?)
+    }
+
+    /// The admin API's certificate (`[admin] tls`), loaded and reloaded as
+    /// a listener's files are; it speaks HTTP/1.1 only.
+    pub fn admin(files: &CertFiles) -> Result<Arc<TlsState>, CertError> {
+        let files = std::slice::from_ref(files);
+        let certs = load(files)?;
+        Self::build("admin", Role::Admin, Source::Files, files, certs)
+    }
+
+    /// Who the events of this state are about: `listener NAME`, or
+    /// [`ADMIN_SUBJECT`] (never a service's name: those have no space).
+    pub fn subject(&self) -> String {
+        match self.role {
+            Role::Listener => format!("listener {}", self.listener),
+            Role::Admin => ADMIN_SUBJECT.to_string(),
+        }
     }
 
     /// An ACME listener's state: the stored certificate if there is one
@@ -263,6 +309,16 @@ impl TlsState {
         files: &[CertFiles],
         certs: Vec<LoadedCert>,
     ) -> Result<Arc<TlsState>, CertError> {
+        Self::build(listener, Role::Listener, source, files, certs)
+    }
+
+    fn build(
+        listener: &str,
+        role: Role,
+        source: Source,
+        files: &[CertFiles],
+        certs: Vec<LoadedCert>,
+    ) -> Result<Arc<TlsState>, CertError> {
         let resolver = Arc::new(CertResolver { current: ArcSwap::from_pointee(certs), validation: RwLock::default() });
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -270,7 +326,10 @@ impl TlsState {
             .map_err(|e| CertError { index: 0, which: "cert", message: e.to_string() })?
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = match role {
+            Role::Listener => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Role::Admin => vec![b"http/1.1".to_vec()],
+        };
         if source == Source::Acme {
             // First: rustls picks the first of its own list that the client
             // offers, so a hello offering acme-tls/1 (and thus given a
@@ -279,11 +338,13 @@ impl TlsState {
         }
         Ok(Arc::new(TlsState {
             listener: listener.to_string(),
+            role,
             source,
-            files: files.to_vec(),
+            files: RwLock::new(files.to_vec()),
             resolver,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             last_error: std::sync::Mutex::new(None),
+            seen: std::sync::Mutex::new(stamp(files)),
         }))
     }
 
@@ -314,7 +375,11 @@ impl TlsState {
     /// Loads the files again; on success the new certificates serve every
     /// handshake from now on, on failure the old ones stay.
     pub fn reload(&self) -> Result<(), String> {
-        match load(&self.files) {
+        let files = self.files();
+        // Stamped before reading: a change made while we read is seen by
+        // the next poll.
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = stamp(&files);
+        match load(&files) {
             Ok(certs) => {
                 for cert in certs.iter().filter(|c| c.not_after < SystemTime::now()) {
                     tracing::warn!(listener = %self.listener, file = %cert.files.cert.display(), not_after = %cert.not_after_text(), "Reloaded certificate has expired.");
@@ -337,17 +402,41 @@ impl TlsState {
         }
     }
 
-    /// What identifies the files' current contents (size, mtime, inode).
-    fn stamp(&self) -> Vec<Option<(u64, SystemTime, u64)>> {
-        use std::os::unix::fs::MetadataExt;
-        self.files
-            .iter()
-            .flat_map(|f| [&f.cert, &f.key])
-            .map(|p| {
-                std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.ino()))
-            })
-            .collect()
+    /// The certificate files in force.
+    fn files(&self) -> Vec<CertFiles> {
+        self.files.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// `ebb apply` named other certificate files: they are loaded and
+    /// served from the next handshake on, or, when they do not load, the
+    /// current ones stay (files and certificates both).
+    pub fn replace_files(&self, files: &[CertFiles]) -> Result<(), String> {
+        if self.files() == files {
+            return Ok(());
+        }
+        let seen = stamp(files);
+        let certs = load(files).map_err(|e| e.message)?;
+        *self.files.write().unwrap_or_else(|p| p.into_inner()) = files.to_vec();
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+        self.resolver.current.store(Arc::new(certs));
+        tracing::info!(listener = %self.listener, "Serving the certificate files ebb apply named.");
+        Ok(())
+    }
+
+    /// Whether the files changed since they were last loaded (by anyone).
+    fn changed_on_disk(&self) -> bool {
+        stamp(&self.files()) != *self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The files' current stamps (size, mtime, inode).
+fn stamp(files: &[CertFiles]) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    files
+        .iter()
+        .flat_map(|f| [&f.cert, &f.key])
+        .map(|p| std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.ino())))
+        .collect()
 }
 
 /// Reloads every TLS listener's certificates when their files change, and
@@ -365,7 +454,6 @@ pub async fn watch(
     let poll =
         std::env::var("EBB_TLS_POLL_MS").ok().and_then(|v| v.parse::<u64>().ok()).map_or(POLL, Duration::from_millis);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut stamps: Vec<_> = states.iter().map(|s| s.stamp()).collect();
     loop {
         let hangup = async {
             match hup.as_mut() {
@@ -381,14 +469,12 @@ pub async fn watch(
         if forced {
             tracing::info!("SIGHUP: reloading TLS certificate files.");
         }
-        for (state, stamp) in states.iter().zip(stamps.iter_mut()) {
-            let now = state.stamp();
-            if forced || now != *stamp {
-                *stamp = now;
+        for state in &states {
+            if forced || state.changed_on_disk() {
                 let result = state.reload();
                 if let Some(events) = &events {
                     use crate::events::{EventKind, NewEvent};
-                    let subject = format!("listener {}", state.listener);
+                    let subject = state.subject();
                     events.record(match result {
                         Ok(()) => NewEvent::new(&subject, EventKind::CertificateReloaded, format!("certificate files reloaded ({}): new connections get them", if forced { "SIGHUP" } else { "changed on disk" })),
                         Err(e) => NewEvent::new(&subject, EventKind::CertificateFailed, format!("certificate files changed but do not load: {e}; the previous certificates are still served")),
@@ -436,12 +522,32 @@ pub fn check_config(config: &Config) -> Result<(Vec<Arc<TlsState>>, Vec<String>)
         }
         states.push(state);
     }
+    if let Some(files) = &config.admin.tls {
+        let state =
+            TlsState::admin(files).map_err(|e| config.key_error(&format!("admin.tls.{}", e.which), e.message))?;
+        for cert in state.certs().iter().filter(|c| c.not_after < SystemTime::now()) {
+            warnings.push(config.key_warning(
+                "admin.tls.cert",
+                format!(
+                    "the certificate in {} expired on {}: clients (ebb status too) will refuse it; put a renewed certificate in its place (ebb reloads it without a restart)",
+                    cert.files.cert.display(),
+                    cert.not_after_text()
+                ),
+            ));
+        }
+        states.push(state);
+    }
     Ok((states, warnings))
+}
+
+/// The admin API's state among `states` (`[admin] tls`).
+pub fn admin_state(states: &[Arc<TlsState>]) -> Option<&Arc<TlsState>> {
+    states.iter().find(|s| s.role == Role::Admin)
 }
 
 /// The state of `listener` among `states`.
 pub fn state_of<'a>(states: &'a [Arc<TlsState>], listener: &ListenerConfig) -> Option<&'a Arc<TlsState>> {
-    states.iter().find(|s| s.listener == listener.name)
+    states.iter().find(|s| s.role == Role::Listener && s.listener == listener.name)
 }
 
 #[cfg(test)]
@@ -497,6 +603,24 @@ mod tests {
         state.reload().unwrap();
         assert_eq!(state.certs()[0].names, ["renewed.test"]);
         assert!(state.last_error.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_reload_by_anyone_is_not_repeated_by_the_file_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [pair(dir.path(), "site", &["site.test"])];
+        let state = TlsState::new("public", &files).unwrap();
+        assert!(!state.changed_on_disk());
+        pair(dir.path(), "site", &["renewed.test"]);
+        assert!(state.changed_on_disk(), "the poll sees the new files");
+        // `ebb certs reload` (or SIGHUP) got there first: nothing left to poll.
+        state.reload().unwrap();
+        assert!(!state.changed_on_disk(), "the poll must not reload the same change again");
+        // A change that does not load is seen once too.
+        std::fs::write(&files[0].key, "garbage").unwrap();
+        assert!(state.changed_on_disk());
+        state.reload().unwrap_err();
+        assert!(!state.changed_on_disk());
     }
 
     #[test]

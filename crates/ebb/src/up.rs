@@ -16,11 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
-use crate::controller::{self, RestoredService, ServiceContext};
+use crate::apply::{fill_connection_caps, Bound, Leftovers, Parts, Running};
 use crate::driver::{DockerDriver, Driver, Engine, ProcessDriver, SwarmDriver};
 use crate::events::EventLog;
 use crate::metrics::host::HostMonitor;
-use crate::proxy::{self, Front, ServiceProxy};
 use crate::state::StateStore;
 
 /// How many events the in-memory log keeps.
@@ -83,11 +82,11 @@ async fn bind(config: &Config, addr: std::net::SocketAddr, owner: &str) -> anyho
     Ok(listener)
 }
 
-/// Raises the open-file limit as far as it goes, says so, and gives each
-/// balancer without a `max_connections` its share of the descriptors left
-/// after a reserve (see `fd_limit`).
-fn budget_descriptors(config: &mut Config) {
-    let limit = match crate::fd_limit::raise() {
+/// Raises the open-file limit as far as it goes and says so; returns the
+/// limit, from which each balancer without a `max_connections` gets its
+/// share (see `fd_limit`, `apply::fill_connection_caps`).
+fn raise_descriptor_limit() -> u64 {
+    match crate::fd_limit::raise() {
         Ok(limit) => {
             if limit.soft > limit.inherited {
                 tracing::info!(
@@ -104,25 +103,21 @@ fn budget_descriptors(config: &mut Config) {
             tracing::warn!(%error, "Could not read or raise the open-file limit; assuming 1024.");
             1024
         }
-    };
-    let listeners = config.services.values().filter(|s| s.kind.has_balancer() && s.own_listen).count()
-        + config.listeners.values().map(|l| 1 + usize::from(l.http.is_some())).sum::<usize>();
-    let default = crate::fd_limit::default_max_connections(limit, listeners.max(1));
-    for service in config.services.values_mut().filter(|s| s.kind.has_balancer()) {
-        let max = *service.proxy.max_connections.get_or_insert(default);
-        if service.own_listen {
-            tracing::info!(service = %service.name, max_connections = max, open_file_limit = limit, "Client connection cap.");
-        }
-    }
-    for listener in config.listeners.values_mut() {
-        let max = *listener.proxy.max_connections.get_or_insert(default);
-        tracing::info!(listener = %listener.name, max_connections = max, open_file_limit = limit, "Client connection cap.");
     }
 }
 
 /// Runs the fleet described by `config` until a stop is requested.
 pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> anyhow::Result<()> {
-    budget_descriptors(&mut config);
+    let open_file_limit = raise_descriptor_limit();
+    fill_connection_caps(&mut config, open_file_limit);
+    for service in config.services.values().filter(|s| s.kind.has_balancer() && s.own_listen) {
+        let max = service.proxy.max_connections.unwrap_or_default();
+        tracing::info!(service = %service.name, max_connections = max, open_file_limit, "Client connection cap.");
+    }
+    for listener in config.listeners.values() {
+        let max = listener.proxy.max_connections.unwrap_or_default();
+        tracing::info!(listener = %listener.name, max_connections = max, open_file_limit, "Client connection cap.");
+    }
     prepare_state_dir(&config.state_dir)?;
     let state_dir = config.state_dir.canonicalize().unwrap_or_else(|_| config.state_dir.clone());
 
@@ -131,7 +126,7 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
     // `--takeover`: the running ebb's sockets first, then its lock.
     let handed = crate::takeover::before_store(&config, &state_dir, options.takeover).await?;
     let (store, mut restored) = StateStore::open(&state_dir, EVENT_LOG_CAPACITY)?;
-    let desired = crate::carry_over::desired_at_start(&config, &mut restored, options.fresh);
+    let desired_at_start = crate::carry_over::desired_at_start(&config, &mut restored, options.fresh);
 
     // The admin API's bearer token: created (mode 0600) at first start.
     let admin_token = Arc::new(admin::AdminToken::load_or_create(&state_dir)?);
@@ -147,24 +142,22 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
     // Bind everything before starting anything: a clash is reported with
     // nothing half-started.
     let admin_listener = bind(&config, config.admin.listen, "admin").await?;
-    let mut service_listeners = Vec::new();
+    let mut bound = Bound { services: BTreeMap::new(), listeners: BTreeMap::new(), tls: tls_states.clone() };
     for service in config.services.values() {
         // A worker pool has no balancer, so nothing to bind; a service
         // reached only through [listener.NAME] routes has no listen.
-        let listener = match service.kind.has_balancer() && service.own_listen {
-            true => Some(bind(&config, service.listen, &format!("service.{}", service.name)).await?),
-            false => None,
-        };
-        service_listeners.push((service.clone(), listener));
+        if service.kind.has_balancer() && service.own_listen {
+            let socket = bind(&config, service.listen, &format!("service.{}", service.name)).await?;
+            bound.services.insert(service.name.clone(), socket);
+        }
     }
-    let mut listener_sockets = Vec::new();
     for listener in config.listeners.values() {
         let main = bind(&config, listener.listen, &format!("listener.{}", listener.name)).await?;
         let http = match listener.http {
             Some(addr) => Some(bind(&config, addr, &format!("listener.{}.http", listener.name)).await?),
             None => None,
         };
-        listener_sockets.push((listener.clone(), main, http));
+        bound.listeners.insert(listener.name.clone(), (main, http));
     }
     crate::takeover::close_unclaimed();
 
@@ -191,195 +184,76 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
     let events =
         Arc::new(EventLog::with_store(EVENT_LOG_CAPACITY, store.clone(), std::mem::take(&mut restored.events)));
     crate::takeover::record(&events, &handed);
-    crate::carry_over::record_fresh(&events, &desired);
+    crate::carry_over::record_fresh(&events, &desired_at_start);
     let stop_requested = CancellationToken::new();
-    let proxies_stop = CancellationToken::new();
-    let controllers_stop = CancellationToken::new();
     let admin_stop = CancellationToken::new();
-    let proxies = TaskTracker::new();
-    let controllers = TaskTracker::new();
-
+    let parts = Parts {
+        state_dir: state_dir.clone(),
+        store: store.clone(),
+        events: events.clone(),
+        host: Arc::new(HostMonitor::default()),
+        drivers,
+        replica_gate_url: replica_gate.as_ref().map(|g| match g.listener.is_none() && config.admin.tls.is_some() {
+            // No gate of its own: the admin API answers, over TLS with [admin] tls.
+            true => g.url.replacen("http://", "https://", 1),
+            false => g.url.clone(),
+        }),
+        admin_url: format!("{}://{}", if config.admin.tls.is_some() { "https" } else { "http" }, config.admin.listen),
+        challenges: Arc::new(crate::acme::Challenges::default()),
+        proxies: TaskTracker::new(),
+        proxies_stop: CancellationToken::new(),
+        controllers: TaskTracker::new(),
+        controllers_stop: CancellationToken::new(),
+        restored: Leftovers { services: restored.services, replicas: restored.replicas, history: restored.history },
+        open_file_limit,
+        desired_at_start,
+    };
     // One reading of the host a second, for every service whose replicas
     // run here.
-    let host = Arc::new(HostMonitor::default());
-    controllers.spawn(host.clone().run(controllers_stop.clone()));
-
-    let mut services = BTreeMap::new();
-    let mut service_proxies = BTreeMap::new();
-    let mut longest_drain = Duration::ZERO;
-    for (service, listener) in service_listeners {
-        longest_drain = longest_drain.max(service.drain_timeout);
-        let proxy = ServiceProxy::new(&service.name, service.balance, service.proxy.clone());
-        service_proxies.insert(service.name.clone(), proxy.clone());
-        let handle = controller::spawn_service(
-            ServiceContext {
-                config: service.clone(),
-                driver: drivers[&service.driver].clone(),
-                proxy: proxy.clone(),
-                events: events.clone(),
-                state_dir: state_dir.clone(),
-                admin_url: match (&replica_gate, service.driver) {
-                    (Some(gate), DriverKind::Docker) => gate.url.clone(),
-                    _ => format!("http://{}", config.admin.listen),
-                },
-                store: Some(store.clone()),
-                restored: RestoredService {
-                    record: restored.services.remove(&service.name),
-                    replicas: restored.replicas.remove(&service.name).unwrap_or_default(),
-                    history: restored.history.remove(&service.name).unwrap_or_default(),
-                },
-                host: (service.driver != DriverKind::Swarm).then(|| host.clone()),
-            },
-            controllers_stop.clone(),
-            &controllers,
-        );
-        if let Some(listener) = listener {
-            let name = service.name.clone();
-            let stop = proxies_stop.clone();
-            let restored = handle.clone();
-            proxies.spawn(async move {
-                // Accept only once the controller has adopted the replicas an
-                // earlier run left: until then clients wait in the backlog.
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = restored.restored() => {}
-                }
-                if let Err(error) = proxy::serve(listener, proxy, stop).await {
-                    tracing::error!(service = %name, %error, "Balancer stopped with an error.");
-                }
-            });
-        }
-        let routed: Vec<&str> = config
-            .listeners
-            .values()
-            .filter(|l| l.routes.routes.iter().any(|r| r.service == service.name))
-            .map(|l| l.name.as_str())
-            .collect();
-        let front = match (service.kind.has_balancer(), service.own_listen) {
-            (true, true) => format!("http://{}", service.listen),
-            (true, false) => format!("listener {}", routed.join(", ")),
-            (false, _) => "worker pool, no balancer".to_string(),
-        };
-        println!(
-            "ebb: service {} -> {front} ({}; min {}, max {})",
-            service.name, desired[&service.name], service.replicas.bounds.min, service.replicas.bounds.max
-        );
-        services.insert(service.name.clone(), handle);
-    }
-    // Replicas of services no longer in the config: ebb does not know how
-    // they should end, so it leaves them running, keeps their records (put
-    // the service back and they are adopted), and says where they are.
-    for (name, replicas) in &restored.replicas {
-        if replicas.is_empty() {
-            continue;
-        }
-        let list: Vec<String> = replicas.iter().map(|r| format!("{} ({}, {})", r.id, r.addr, r.handle)).collect();
-        tracing::warn!(service = %name, replicas = %list.join(", "),
-            "The previous run left replicas of a service that is no longer in the config; they are left running. Put the service back to adopt them, or stop them by hand.");
-        eprintln!(
-            "ebb: warning: service {name} is no longer in {}, but the previous run left {} replica{} of it running: {}; they are left as they are (put the service back to adopt them, or stop them by hand)",
-            config.path.display(),
-            replicas.len(),
-            if replicas.len() == 1 { "" } else { "s" },
-            list.join(", ")
-        );
-    }
-    let mut listener_board = crate::listeners::ListenerBoard::default();
-    // ACME HTTP-01 tokens, answered on every listener's http address.
-    let challenges = Arc::new(crate::acme::Challenges::default());
-    // Listeners: each routes to services started above, and accepts once
-    // all of them have adopted what an earlier run left.
-    for (listener, main, http) in listener_sockets {
-        let tls = crate::tls::state_of(&tls_states, &listener).cloned();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let front = Front::listener(&listener, &service_proxies, tls.clone());
-        listener_board.add(listener.clone(), tls.clone(), front.clone());
-        let routed: Vec<_> = listener.routes.services().iter().map(|s| services[*s].clone()).collect();
-        let mut sockets = vec![(main, front)];
-        if let Some(http) = http {
-            sockets.push((http, Front::redirect(&listener, challenges.clone())));
-        }
-        if let (Some(acme), Some(tls)) = (listener.tls.as_ref().and_then(|t| t.acme.clone()), tls.as_ref()) {
-            let acme = crate::acme::AcmeListener::new(
-                &listener.name,
-                acme,
-                tls.clone(),
-                &state_dir,
-                challenges.clone(),
-                listener.http.is_some(),
-                events.clone(),
-            );
-            let have = match tls.certs().first() {
-                Some(c) => format!("the stored certificate (not after {}) is served", c.not_after_text()),
-                None => "ordering one now (TLS handshakes fail until it arrives)".to_string(),
-            };
-            println!(
-                "ebb: listener {}: certificate for {} by ACME from {}: {have}",
-                listener.name,
-                acme.config.domains.join(", "),
-                acme.config.directory
-            );
-            listener_board.add_acme(acme.clone());
-            proxies.spawn(acme.run(proxies_stop.clone()));
-        }
-        for (socket, front) in sockets {
-            let stop = proxies_stop.clone();
-            let routed = routed.clone();
-            proxies.spawn(async move {
-                for handle in &routed {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = handle.restored() => {}
-                    }
-                }
-                let label = front.label.clone();
-                if let Err(error) = proxy::serve_front(socket, front, stop).await {
-                    tracing::error!(front = %label, %error, "Balancer stopped with an error.");
-                }
-            });
-        }
-        let redirect = listener.http.map(|h| format!(", http://{h} redirects to it")).unwrap_or_default();
-        println!(
-            "ebb: listener {} -> {scheme}://{}{redirect} ({} route{} to {})",
-            listener.name,
-            listener.listen,
-            listener.routes.routes.len(),
-            if listener.routes.routes.len() == 1 { "" } else { "s" },
-            listener.routes.services().join(", ")
-        );
-    }
-    proxies.spawn(crate::tls::watch(tls_states.clone(), Some(events.clone()), proxies_stop.clone()));
-    proxies.close();
-    controllers.close();
+    parts.controllers.spawn(parts.host.clone().run(parts.controllers_stop.clone()));
+    let config_path = config.path.canonicalize().unwrap_or_else(|_| config.path.clone());
+    let running = Arc::new(Running::start(config.clone(), parts, bound));
+    warn_about_leftovers(&config, &running).await;
 
     let admin_addr = admin_listener.local_addr()?;
     let admin_state = AdminState {
-        services: Arc::new(services),
-        events,
+        services: running.services.clone(),
+        events: events.clone(),
         stop_requested: stop_requested.clone(),
         token: admin_token,
-        config_path: config.path.canonicalize().unwrap_or_else(|_| config.path.clone()),
+        config_path: config_path.clone(),
         store: store.clone(),
-        listeners: Arc::new(listener_board),
+        listeners: running.listeners.clone(),
+        running: running.clone(),
     };
     let gate_task = replica_gate
         .and_then(|gate| gate.listener)
         .map(|listener| tokio::spawn(admin::serve_replica_gate(listener, admin_state.clone(), admin_stop.clone())));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop.clone()));
+    let admin_tls = crate::tls::admin_state(&tls_states).cloned();
+    let admin_scheme = if admin_tls.is_some() { "https" } else { "http" };
+    // The admin certificate's files are watched as a listener's are.
+    let admin_watch =
+        admin_tls.clone().map(|tls| tokio::spawn(crate::tls::watch(vec![tls], Some(events), admin_stop.clone())));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_tls, admin_stop.clone()));
     println!(
-        "ebb: admin API and dashboard on http://{admin_addr}/ (`ebb dashboard` prints a login link); state in {}",
+        "ebb: admin API and dashboard on {admin_scheme}://{admin_addr}/ (`ebb dashboard` prints a login link); state in {}",
         state_dir.display()
     );
-    println!("ebb: `ebb status` shows the fleet, `ebb down` (or Ctrl-C) drains and stops it; SIGTERM stops ebb only (replicas keep running for the next `ebb up`)");
+    println!("ebb: `ebb status` shows the fleet, `ebb apply` changes it in place, `ebb down` (or Ctrl-C) drains and stops it; SIGTERM stops ebb only (replicas keep running for the next `ebb up`)");
+    let reload = tokio::spawn(apply_on_sighup(running.clone(), config_path));
 
     let takeover = crate::takeover::Server::open(&state_dir);
     let taken_over = takeover.as_ref().map(|t| t.taken_over.clone()).unwrap_or_default();
     let stop = crate::shutdown::wait(&stop_requested, &taken_over).await;
+    reload.abort();
     let successor = takeover.map(|t| t.close());
     stop.prepare();
     println!("{}", stop.announce());
 
+    let longest_drain = running.longest_drain().await;
+    let (proxies, proxies_stop, controllers, controllers_stop) = running.shutdown_handles().await;
     proxies_stop.cancel();
+    proxies.close();
     if tokio::time::timeout(longest_drain + Duration::from_secs(1), proxies.wait()).await.is_err() {
         tracing::warn!(
             ?longest_drain,
@@ -387,15 +261,72 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
         );
     }
     controllers_stop.cancel();
+    controllers.close();
     controllers.wait().await;
     admin_stop.cancel();
     let _ = admin_task.await;
     if let Some(task) = gate_task {
         let _ = task.await;
     }
+    if let Some(task) = admin_watch {
+        let _ = task.await;
+    }
     store.close().await;
     println!("{}", stop.farewell(successor.flatten()));
     Ok(())
+}
+
+/// SIGHUP: `ebb apply --yes` of the file ebb was started with. What it
+/// did, or why it changed nothing, goes to the log and stdout.
+async fn apply_on_sighup(running: Arc<Running>, path: std::path::PathBuf) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    while hangups.recv().await.is_some() {
+        tracing::info!(file = %path.display(), "SIGHUP: applying the config file.");
+        let text = match crate::config_file::read(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: cannot read the config file; nothing changed.");
+                eprintln!("ebb: SIGHUP: {error}; nothing changed");
+                continue;
+            }
+        };
+        match running.apply(&path, &text).await {
+            Ok(answer) if answer.changes.is_empty() => {
+                println!("ebb: SIGHUP: {} has no changes to apply", path.display())
+            }
+            Ok(answer) => {
+                for change in &answer.changes {
+                    println!("ebb: SIGHUP: {}", change.text);
+                }
+                for step in &answer.steps {
+                    println!("ebb: SIGHUP: {step}");
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: the config file was not applied; nothing changed.");
+                eprintln!("ebb: SIGHUP: not applied, nothing changed: {error}");
+            }
+        }
+    }
+}
+
+/// Replicas of services no longer in the config: ebb does not know how
+/// they should end, so it leaves them running, keeps their records (put
+/// the service back — `ebb apply` — and they are adopted), and says where
+/// they are.
+async fn warn_about_leftovers(config: &Config, running: &Running) {
+    for (name, replicas) in running.leftover_replicas().await {
+        let list: Vec<String> = replicas.iter().map(|r| format!("{} ({}, {})", r.id, r.addr, r.handle)).collect();
+        tracing::warn!(service = %name, replicas = %list.join(", "),
+            "The previous run left replicas of a service that is no longer in the config; they are left running. Put the service back to adopt them, or stop them by hand.");
+        eprintln!(
+            "ebb: warning: service {name} is no longer in {}, but the previous run left {} replica{} of it running: {}; they are left as they are (put the service back and `ebb apply` to adopt them, or stop them by hand)",
+            config.path.display(),
+            replicas.len(),
+            if replicas.len() == 1 { "" } else { "s" },
+            list.join(", ")
+        );
+    }
 }
 
 /// What `ebb up` and `ebb validate` warn about this host: worker pools

@@ -9,6 +9,8 @@ const COMMANDS: &[&str] = &[
     "up",
     "down",
     "status",
+    "plan",
+    "apply",
     "scale",
     "deploy",
     "rollback",
@@ -40,7 +42,7 @@ fn page() -> String {
          Every command's `--help`, exactly as `ebb` prints it (a test keeps this page and the binary in step).\n\
          The pages on each capability explain the why: [config.md](config.md), [policies.md](policies.md),\n\
          [deploys.md](deploys.md), [drivers.md](drivers.md), [load.md](load.md), [simulate.md](simulate.md),\n\
-         [events.md](events.md), [api.md](api.md), [state.md](state.md).\n\n",
+         [events.md](events.md), [api.md](api.md), [state.md](state.md), [apply.md](apply.md).\n\n",
     );
     page.push_str(&format!("## ebb\n\n```text\n{}\n```\n", help(&[])));
     for command in COMMANDS {

@@ -512,15 +512,28 @@ fn two_services_behind_plain_and_tls_listeners() {
         metrics.body.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
     };
     let unrouted = "ebb_listener_unrouted_requests_total";
-    assert_eq!(sample(unrouted, r#"listener="strict""#), Some(2.0), "GET nothing.test, POST:\n{}", metrics.body);
-    assert_eq!(sample(unrouted, r#"listener="plain""#), Some(0.0), "plain has a default route");
-    assert!(sample("ebb_listener_max_connections", r#"listener="plain""#).is_some_and(|m| m > 0.0));
-    for name in ["ebb_listener_client_connections", "ebb_listener_connection_cap_reached_total"] {
-        assert!(sample(name, r#"listener="public""#).is_some(), "missing {name}:\n{}", metrics.body);
+    let strict = r#"listener="strict",address="listen""#;
+    assert_eq!(sample(unrouted, strict), Some(2.0), "GET nothing.test, POST:\n{}", metrics.body);
+    assert_eq!(sample(unrouted, r#"listener="plain",address="listen""#), Some(0.0), "plain has a default route");
+    assert!(sample("ebb_listener_max_connections", r#"listener="plain",address="listen""#).is_some_and(|m| m > 0.0));
+    // The TLS listener's two addresses, told apart by `address`.
+    for address in ["listen", "http"] {
+        let labels = format!(r#"listener="public",address="{address}""#);
+        for name in [
+            "ebb_listener_client_connections",
+            "ebb_listener_connection_cap_reached_total",
+            "ebb_listener_max_connections",
+            "ebb_listener_local_answers_total",
+        ] {
+            assert!(sample(name, &labels).is_some(), "missing {name}{{{labels}}}:\n{}", metrics.body);
+        }
     }
-    let handshakes = sample("ebb_listener_tls_handshake_failures_total", r#"listener="public""#);
+    let redirected = sample("ebb_listener_local_answers_total", r#"listener="public",address="http""#);
+    assert_eq!(redirected, Some(1.0), "the one request redirected to https:\n{}", metrics.body);
+    assert_eq!(sample(unrouted, r#"listener="public",address="http""#), None, "http does not route");
+    let handshakes = sample("ebb_listener_tls_handshake_failures_total", r#"listener="public",address="listen""#);
     assert!(handshakes.is_some_and(|n| n >= 1.0), "the garbage ClientHello: {handshakes:?}\n{}", metrics.body);
-    assert_eq!(sample("ebb_listener_tls_handshake_failures_total", r#"listener="plain""#), None, "no TLS");
+    assert_eq!(sample("ebb_listener_tls_handshake_failures_total", r#"listener="plain",address="listen""#), None);
     for cert in public["certificates"].as_array().unwrap() {
         let first = cert["names"][0].as_str().unwrap();
         let not_after = humantime::parse_rfc3339(cert["not_after"].as_str().unwrap()).unwrap();
@@ -539,8 +552,13 @@ fn two_services_behind_plain_and_tls_listeners() {
                 parsed.iter().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
             };
             assert_eq!(
-                value("counter ebb_listener_unrouted_requests_total{listener=strict}"),
+                value("counter ebb_listener_unrouted_requests_total{address=listen,listener=strict}"),
                 Some(2.0),
+                "{parsed:#?}"
+            );
+            assert_eq!(
+                value("counter ebb_listener_local_answers_total{address=http,listener=public}"),
+                Some(1.0),
                 "{parsed:#?}"
             );
             let expiry =
@@ -650,6 +668,172 @@ fn ebb_certs_reload_serves_a_replaced_certificate_at_once() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("listener nosuch does not serve certificate files; listeners that do: public"), "{stderr}");
+}
+
+/// One `certificate_reloaded` event per `ebb certs reload`: the file poll
+/// (every 300 ms here) does not load the same change again afterwards. If
+/// the poll happens to see a change before the command does, its event
+/// comes first; never after the command's.
+#[test]
+fn ebb_certs_reload_is_one_reload_not_two() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let (pem, key) = ca.issue(certs.path(), "site", &["www.example.test"], false);
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listener = format!(
+        "\n[listener.public]\nlisten = \"{tls_addr}\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n\n\
+         [[listener.public.route]]\nservice = \"web\"\n",
+        pem.display(),
+        key.display()
+    );
+    let ebb = Ebb::start_under(&["env", "EBB_TLS_POLL_MS=300"], |admin, listen| {
+        support::fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", &listener)
+    });
+    let reloads = || -> Vec<String> {
+        ebb.events()
+            .iter()
+            .filter(|e| e["service"] == "listener public" && e["kind"] == "certificate_reloaded")
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    for round in 1..=3 {
+        let before = reloads().len();
+        ca.issue(certs.path(), "site", &["www.example.test"], false);
+        let out = ebb.cli(&["certs", "reload"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // Several polls later: nothing more.
+        std::thread::sleep(Duration::from_millis(1500));
+        let now = reloads();
+        let new = &now[before..];
+        let by_command = new.iter().filter(|r| r.contains("ebb certs reload")).count();
+        assert_eq!(by_command, 1, "round {round}: {new:?}");
+        assert!(
+            new.last().is_some_and(|r| r.contains("ebb certs reload")),
+            "round {round}: the poll reloaded the same change again after the command: {new:?}"
+        );
+        assert!(new.len() <= 2, "round {round}: {new:?}");
+    }
+}
+
+// ------------------------------------------------------------ [admin] tls
+
+/// `[admin] tls`: the admin API speaks HTTPS only, with a certificate
+/// named relative to ebb.toml. `ebb status` reaches it (the CLI trusts the
+/// configured certificate), plain HTTP gets no answer, a client trusting
+/// the CA reads `/api/v1/status`, `ebb dashboard` prints an https link, and
+/// a certificate replaced on disk is served without a restart.
+#[test]
+fn the_admin_api_over_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    ca.issue(certs.path(), "admin", &["localhost"], false);
+    // Relative to ebb.toml (both are directories of the temp directory).
+    let relative = Path::new("..").join(certs.path().file_name().unwrap());
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        relative.join("admin.pem").display(),
+        relative.join("admin.key").display()
+    );
+    let status_json = |ebb: &Ebb| -> Option<serde_json::Value> {
+        let out = ebb.cli(&["status", "--json"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    };
+    let ebb = Ebb::start_until(
+        &["env", "EBB_TLS_POLL_MS=200"],
+        |admin, listen| {
+            let config = support::fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", "");
+            config.replacen(&format!("listen = \"{admin}\"\n"), &format!("listen = \"{admin}\"\n{tls}"), 1)
+        },
+        |ebb| status_json(ebb).is_some(),
+    );
+    // `ebb status` over HTTPS.
+    let status = status_json(&ebb).unwrap();
+    ebb.note_pids(&status);
+    assert_eq!(status["services"][0]["name"], "web", "{status}");
+    assert!(ebb.up_log().contains(&format!("admin API and dashboard on https://{}/", ebb.admin)), "{}", ebb.up_log());
+
+    // Plain HTTP: no answer at all.
+    let plain = support::http(ebb.admin, "GET", "/api/v1/status", None);
+    assert!(plain.is_err(), "plain HTTP must not be answered: {plain:?}");
+
+    // `ebb dashboard`: an https login link.
+    let out = ebb.cli(&["dashboard"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("https://{}/login?ticket=", ebb.admin)), "{stdout}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ca_der = ca.der();
+    let token = ebb.token();
+    let bearer = format!("Bearer {token}");
+    // An HTTPS client of its own, trusting the test CA.
+    let get = |path: &str| -> (Answer, CertificateDer<'static>) {
+        runtime.block_on(async {
+            let tls = tls_connect(ebb.admin, "localhost", client_config(Some(&ca_der), Proto::Http1)).await.unwrap();
+            let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+            let mut send = Sender::open(tls, Proto::Http1).await;
+            (send.get("localhost", path, &[("authorization", &bearer)]).await, served)
+        })
+    };
+    let (answer, old) = get("/api/v1/status");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["services"][0]["name"], "web");
+    // HTTP/2 is not offered on the admin API.
+    let h2 = runtime.block_on(tls_connect(ebb.admin, "localhost", client_config(Some(&ca_der), Proto::Http2)));
+    assert!(h2.is_err(), "an h2-only client gets no common protocol");
+
+    // The certificate replaced on disk: served without a restart, once.
+    ca.issue(certs.path(), "admin", &["localhost"], false);
+    wait_for("the new admin certificate", Duration::from_secs(20), || (get("/api/v1/status").1 != old).then_some(()));
+    let (events, _) = get("/api/v1/events");
+    let reloads: Vec<_> = events
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["service"] == "admin API" && e["kind"] == "certificate_reloaded")
+        .cloned()
+        .collect();
+    assert_eq!(reloads.len(), 1, "{reloads:?}");
+    // The CLI trusts the new file as it trusted the old, and sees the event.
+    let out = ebb.cli(&["events", "admin API"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("certificate_reloaded"), "{stdout}");
+    // `ebb down` over HTTPS: asks, then sees the admin API go away.
+    let out = ebb.cli(&["down"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ebb: stopped"), "{stdout}");
+}
+
+/// A missing `[admin] tls` file is an error at its key, with the line and a
+/// caret, before anything starts.
+#[test]
+fn a_missing_admin_certificate_is_a_located_error() {
+    let dir = tempfile::tempdir().unwrap();
+    Ca::new().issue(dir.path(), "admin", &["localhost"], false);
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:{}\"\ntls = {{ cert = \"missing.pem\", key = \"admin.key\" }}\n\n\
+         [service.web]\ncommand = \"web --port $PORT\"\nlisten = \"127.0.0.1:{}\"\n",
+        free_port(),
+        free_port()
+    );
+    let (code, err) = validate(dir.path(), &text);
+    let config = dir.path().join("ebb.toml");
+    let missing = dir.path().join("missing.pem");
+    let expected = format!(
+        "{}:3:16: error: cannot read {}: No such file or directory (os error 2)\n   |\n  3| tls = {{ cert = \"missing.pem\", key = \"admin.key\" }}\n   |                ^^^^^^^^^^^^^\n",
+        config.display(),
+        missing.display()
+    );
+    assert_eq!((code, err.as_str()), (2, expected.as_str()));
+    // `ebb up` refuses the same way, binding nothing.
+    let out = std::process::Command::new(EBB).arg("-f").arg(&config).arg("up").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&expected), "{stderr}");
 }
 
 // ------------------------------------------------------------ ebb validate
@@ -781,7 +965,8 @@ service = "web"
     );
     proxy.set_routable(vec![Arc::new(ebb::proxy::Backend::new("web-1", backend))]);
     let services = BTreeMap::from([("web".to_string(), proxy.clone())]);
-    let front = ebb::proxy::Front::listener(listener, &services, Some(tls));
+    let routing = ebb::proxy::Routing::new(&listener.routes, &services).unwrap();
+    let front = ebb::proxy::Front::listener(listener, routing, Some(tls));
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     tokio::spawn(ebb::proxy::serve_front(socket, front, tokio_util::sync::CancellationToken::new()));

@@ -77,6 +77,14 @@ struct RawConfig {
 #[serde(deny_unknown_fields, expecting = "an [admin] table")]
 struct RawAdmin {
     listen: Option<Spanned<Addr>>,
+    tls: Option<RawAdminTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = r#"a TLS table like tls = { cert = "admin.pem", key = "admin.key" }"#)]
+struct RawAdminTls {
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
 }
 
 /// The `[service.NAME]` tables, in file order, each with its name's span.
@@ -229,9 +237,14 @@ impl Check<'_> {
 
     fn config(&mut self, raw: RawConfig) -> Result<Config, ConfigError> {
         let state_dir = self.state_dir(raw.state_dir);
-        let admin_listen = raw.admin.unwrap_or_default().listen;
+        let raw_admin = raw.admin.unwrap_or_default();
+        let admin_listen = raw_admin.listen;
+        let mut admin_spans = Vec::new();
+        let admin_tls =
+            raw_admin.tls.and_then(|t| self.admin_tls(t, admin_listen.as_ref().map(|a| a.span()), &mut admin_spans));
         let admin = AdminConfig {
             listen: admin_listen.as_ref().map(|a| a.get_ref().0).unwrap_or(AdminConfig::default().listen),
+            tls: admin_tls,
         };
         if raw.service.0.is_empty() {
             return Err(ConfigError::whole_file(
@@ -271,6 +284,7 @@ impl Check<'_> {
             })
             .collect();
         listen_spans.extend(file_spans);
+        listen_spans.extend(admin_spans);
         self.listeners(listeners);
 
         Ok(Config {
@@ -282,6 +296,39 @@ impl Check<'_> {
             source: self.source.to_string(),
             listen_spans,
         })
+    }
+
+    /// `[admin] tls = { cert, key }`: both files named (read by the `ebb`
+    /// crate, which places its errors at `admin.tls.cert` / `.key`).
+    fn admin_tls(
+        &mut self,
+        raw: RawAdminTls,
+        listen: Option<Range<usize>>,
+        spans: &mut Vec<(String, Range<usize>)>,
+    ) -> Option<super::CertFiles> {
+        let example = r#"e.g. tls = { cert = "admin.pem", key = "admin.key" }"#;
+        let mut path = |key: &str, value: Option<Spanned<String>>, other: Option<Range<usize>>| {
+            let Some(value) = value else {
+                let message = format!("[admin] tls has no {key}; name both files, {example}");
+                match other.or(listen.clone()) {
+                    Some(span) => self.problem(span, message),
+                    None => self.problems.push((0..0, message)),
+                }
+                return None;
+            };
+            if value.get_ref().trim().is_empty() || value.get_ref().contains('\0') {
+                self.problem(value.span(), format!("[admin] tls {key} is empty; name a PEM file, {example}"));
+                return None;
+            }
+            spans.push((format!("admin.tls.{key}"), value.span()));
+            // Relative to the config file, as listener certificates are.
+            Some(self.file.parent().unwrap_or(Path::new("")).join(value.get_ref()))
+        };
+        let key_span = raw.key.as_ref().map(|k| k.span());
+        let cert_span = raw.cert.as_ref().map(|c| c.span());
+        let cert = path("cert", raw.cert, key_span);
+        let key = path("key", raw.key, cert_span);
+        Some(super::CertFiles { cert: cert?, key: key? })
     }
 
     fn state_dir(&mut self, raw: Option<Spanned<String>>) -> PathBuf {

@@ -42,6 +42,33 @@ impl Autoscaler {
         }
     }
 
+    /// `ebb apply`: new policies and bounds, keeping what was learnt —
+    /// the metric history, the cooldown and rate-limit clocks, burst mode,
+    /// and the state of every target tracking policy that keeps its name.
+    /// The scheduled bounds are levelled again from the new `replicas`
+    /// bounds and actions, as at start.
+    pub fn reconfigure(&mut self, config: &ScalingConfig, bounds: Bounds) {
+        let kept: Vec<TargetState> = config
+            .target_tracking
+            .iter()
+            .map(|policy| {
+                self.config
+                    .target_tracking
+                    .iter()
+                    .position(|old| old.name == policy.name)
+                    .map(|i| self.targets[i].clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        self.targets = kept;
+        self.history.reconfigure(config.history_kept(), config.warmup);
+        let rate_periods =
+            config.target_tracking.iter().flat_map(|t| [t.scale_out_rate.period, t.scale_in_rate.period]);
+        self.log.keep = rate_periods.max().unwrap_or(Duration::ZERO);
+        self.schedule = Schedule::new(bounds);
+        self.config = config.clone();
+    }
+
     pub fn config(&self) -> &ScalingConfig {
         &self.config
     }

@@ -408,6 +408,13 @@ impl MetricHistory {
         }
     }
 
+    /// New keep and warm-up (`ebb apply`): samples already taken stay;
+    /// the next push trims to the new keep.
+    pub fn reconfigure(&mut self, keep: Duration, warmup: Duration) {
+        self.keep = keep;
+        self.warmup = warmup;
+    }
+
     /// How far back samples are kept.
     pub fn keep(&self) -> Duration {
         self.keep

@@ -49,6 +49,8 @@ pub(crate) fn routes() -> Router<App> {
         .route("/api/v1/certs", get(list_certs))
         .route("/api/v1/certs/renew", post(renew_certs))
         .route("/api/v1/certs/reload", post(reload_certs))
+        .route("/api/v1/plan", post(plan_config))
+        .route("/api/v1/apply", post(apply_config))
         .route("/api/v1/shutdown", post(shutdown))
         .route("/api/v1/dashboard/login", post(dashboard_login))
         .route("/api/v1/openapi.json", get(openapi_json))
@@ -89,7 +91,8 @@ pub enum Follow {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only this service's events (or a listener's: `listener NAME`).
+    /// Only this service's events (or a listener's: `listener NAME`; the
+    /// admin API's certificate: `admin API`).
     pub service: Option<String>,
     /// Only events with a sequence number above this (0: all kept).
     #[param(minimum = 0)]
@@ -194,15 +197,15 @@ fn check_deploy_text(request: &DeployRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn service<'a>(app: &'a App, name: &str) -> Result<&'a ServiceHandle, ApiError> {
+fn service(app: &App, name: &str) -> Result<ServiceHandle, ApiError> {
     app.state.services.get(name).ok_or_else(|| {
-        let known: Vec<&str> = app.state.services.keys().map(String::as_str).collect();
+        let known = app.state.services.names();
         ApiError::new(StatusCode::NOT_FOUND, format!("no service named {name:?}; services: {}", known.join(", ")))
     })
 }
 
 /// The replica with this id and its service's handle.
-fn replica<'a>(app: &'a App, id: &str) -> Result<(&'a ServiceHandle, ServiceReplica), ApiError> {
+fn replica(app: &App, id: &str) -> Result<(ServiceHandle, ServiceReplica), ApiError> {
     for handle in app.state.services.values() {
         let status = handle.status();
         if let Some(r) = status.replicas.iter().find(|r| r.id == id) {
@@ -214,8 +217,8 @@ fn replica<'a>(app: &'a App, id: &str) -> Result<(&'a ServiceHandle, ServiceRepl
 
 pub(crate) fn fleet(app: &App) -> FleetStatus {
     FleetStatus {
-        services: app.state.services.values().map(|s| s.status()).collect(),
-        listeners: app.state.listeners.status(),
+        services: app.state.services.values().iter().map(|s| s.status()).collect(),
+        listeners: app.state.listeners.load().status(),
     }
 }
 
@@ -334,6 +337,75 @@ pub(crate) async fn deploy(
     };
     handle.deploy(DeployRequest { from_config, ..request }).await.map_err(lifecycle_error)?;
     Ok((StatusCode::ACCEPTED, Json(handle.status())).into_response())
+}
+
+/// What applying a config file would change on the running ebb (`ebb
+/// plan`): one line per change with its consequence. Nothing changes.
+#[utoipa::path(post, path = "/api/v1/plan", tag = "config",
+    request_body(content = crate::wire::ConfigFileRequest, description = "The file's path and its whole text"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The plan (no changes: an empty list); `refused` when some change needs a restart", body = crate::wire::PlanAnswer),
+        (status = 400, description = "Malformed body, or a config error (file:line:col and the fix)", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn plan_config(
+    State(app): State<App>,
+    body: Result<Json<crate::wire::ConfigFileRequest>, JsonRejection>,
+) -> Result<Json<crate::wire::PlanAnswer>, ApiError> {
+    let request = config_file_request(body)?;
+    let path = std::path::PathBuf::from(&request.path);
+    app.state.running.plan(&path, &request.text).await.map(Json).map_err(apply_error)
+}
+
+/// Applies a config file to the running ebb (`ebb apply`, SIGHUP): what
+/// can change in place does (no replica restarts), a new command, env or
+/// image starts a deploy, new services and listeners start, removed ones
+/// drain. A file with any error, or a change that needs a restart,
+/// changes nothing.
+#[utoipa::path(post, path = "/api/v1/apply", tag = "config",
+    request_body(content = crate::wire::ConfigFileRequest, description = "The file's path and its whole text"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Applied: the plan and each step done; deploys and drains go on (follow them in the status)", body = crate::wire::ApplyAnswer),
+        (status = 400, description = "Malformed body, or a config error (file:line:col and the fix); nothing changed", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 403, description = "Host or Origin refused", body = ErrorBody),
+        (status = 409, description = "A change needs a restart, an address is in use, or a deploy is running; nothing changed", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub(crate) async fn apply_config(
+    State(app): State<App>,
+    body: Result<Json<crate::wire::ConfigFileRequest>, JsonRejection>,
+) -> Result<Json<crate::wire::ApplyAnswer>, ApiError> {
+    let request = config_file_request(body)?;
+    let path = std::path::PathBuf::from(&request.path);
+    app.state.running.apply(&path, &request.text).await.map(Json).map_err(apply_error)
+}
+
+fn config_file_request(
+    body: Result<Json<crate::wire::ConfigFileRequest>, JsonRejection>,
+) -> Result<crate::wire::ConfigFileRequest, ApiError> {
+    let request = json_body(body, r#"{"path": "/etc/ebb/ebb.toml", "text": "[service.web]\n..."}"#)?;
+    if request.path.trim().is_empty() || request.path.len() > 4096 || request.path.chars().any(char::is_control) {
+        return Err(bad_request("path must name the config file (one line, at most 4096 bytes)"));
+    }
+    Ok(request)
+}
+
+fn apply_error(e: crate::apply::ApplyError) -> ApiError {
+    use crate::apply::ApplyError as E;
+    let status = match &e {
+        E::Invalid(_) => StatusCode::BAD_REQUEST,
+        E::Refused(_) | E::Unavailable(_) => StatusCode::CONFLICT,
+    };
+    ApiError::new(status, format!("{e}; nothing changed"))
 }
 
 /// Reads the config file `ebb up` was started with and returns `service`'s
@@ -511,8 +583,8 @@ pub(crate) async fn list_events(
     let q = query(q)?;
     if let Some(name) = &q.service {
         // A listener's own events (certificates) are `listener NAME`.
-        let listener = name.strip_prefix("listener ").is_some_and(|l| app.state.listeners.has(l));
-        if !listener {
+        let listener = name.strip_prefix("listener ").is_some_and(|l| app.state.listeners.load().has(l));
+        if !listener && name != crate::tls::ADMIN_SUBJECT {
             service(&app, name)?;
         }
     }
@@ -562,11 +634,11 @@ pub(crate) async fn metrics(
     let handle = match &q.service {
         Some(name) => service(&app, name)?,
         None => {
-            let mut all = app.state.services.values();
+            let mut all = app.state.services.values().into_iter();
             match (all.next(), all.next()) {
                 (Some(only), None) => only,
                 _ => {
-                    let known: Vec<&str> = app.state.services.keys().map(String::as_str).collect();
+                    let known = app.state.services.names();
                     return Err(bad_request(format!("name a service with ?service=; services: {}", known.join(", "))));
                 }
             }
@@ -598,7 +670,7 @@ pub(crate) async fn metrics(
         (status = 401, description = "Token missing or wrong (non-loopback admin listener)", body = ErrorBody),
     ))]
 pub(crate) async fn list_certs(State(app): State<App>) -> Json<Vec<crate::wire::CertView>> {
-    Json(app.state.listeners.certs())
+    Json(app.state.listeners.load().certs())
 }
 
 /// Renews ACME certificates now (what `ebb certs renew [DOMAIN]` does):
@@ -625,13 +697,15 @@ pub(crate) async fn renew_certs(State(app): State<App>, body: Bytes) -> Result<R
     let chosen: Vec<_> = app
         .state
         .listeners
+        .load()
         .acme()
         .iter()
         .filter(|a| domain.as_ref().is_none_or(|d| a.config.domains.contains(d)))
         .cloned()
         .collect();
     if chosen.is_empty() {
-        let known: Vec<String> = app.state.listeners.acme().iter().flat_map(|a| a.config.domains.clone()).collect();
+        let known: Vec<String> =
+            app.state.listeners.load().acme().iter().flat_map(|a| a.config.domains.clone()).collect();
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             match (&domain, known.is_empty()) {
@@ -684,14 +758,14 @@ pub(crate) async fn renew_certs(State(app): State<App>, body: Bytes) -> Result<R
     ))]
 pub(crate) async fn reload_certs(State(app): State<App>, body: Bytes) -> Result<Response, ApiError> {
     let request: crate::wire::ReloadRequest = optional_json(&body, r#"{"listener": "public"}"#)?;
-    let listeners = app.state.listeners.clone();
+    let listeners = app.state.listeners.load_full();
     let only = request.listener.clone();
     // Reading files: off the async workers.
     let outcomes = tokio::task::spawn_blocking(move || listeners.reload_files(only.as_deref()))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let Some(outcomes) = outcomes else {
-        let known = app.state.listeners.file_tls_listeners();
+        let known = app.state.listeners.load().file_tls_listeners();
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             match (&request.listener, known.is_empty()) {
@@ -756,6 +830,7 @@ pub(crate) async fn shutdown(State(app): State<App>, body: Bytes) -> Result<Resp
     ))]
 pub(crate) async fn dashboard_login(
     State(app): State<App>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<super::Peer>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -764,7 +839,10 @@ pub(crate) async fn dashboard_login(
     // The address the caller reached ebb at (the guard has checked it).
     let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     let login = DashboardLogin {
-        url: format!("http://{host}/login?ticket={ticket}"),
+        url: format!(
+            "{}://{host}/login?ticket={ticket}",
+            if peer.is_some_and(|p| p.0 .0.tls) { "https" } else { "http" }
+        ),
         expires_in_s: super::session::TICKET_TTL.as_secs(),
     };
     Ok((StatusCode::CREATED, Json(login)).into_response())

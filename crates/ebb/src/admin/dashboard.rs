@@ -52,6 +52,7 @@ struct LoginQuery {
 /// browser to the dashboard (303, so a reload does not try the spent link).
 async fn login(
     State(app): State<App>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<super::Peer>>>,
     query: Result<Query<LoginQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let ticket = query.ok().and_then(|Query(q)| q.ticket).unwrap_or_default();
@@ -63,8 +64,10 @@ async fn login(
         )
         .into_response();
     };
+    // Over TLS the cookie is never sent in the clear.
+    let secure = if peer.is_some_and(|p| p.0 .0.tls) { "; Secure" } else { "" };
     let cookie = format!(
-        "{}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        "{}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
         app.cookie,
         super::session::SESSION_TTL.as_secs()
     );

@@ -14,7 +14,8 @@
 //!   checked for shape and control characters.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers (utoipa).
 //! - [`server`]: the accept loop, with header-read and idle deadlines and a
-//!   shutdown bounded in time.
+//!   shutdown bounded in time; HTTPS only with `[admin] tls` (the
+//!   certificate is a `crate::tls::TlsState`, reloaded like a listener's).
 //! - [`stream`]: the Server-Sent Events stream of the event log.
 //! - [`prometheus`]: `/metrics` in the Prometheus / OpenMetrics text format.
 //! - [`dashboard`]: the embedded HTML/CSS/JS page.
@@ -52,7 +53,6 @@ pub mod server;
 pub mod session;
 pub mod stream;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -66,7 +66,6 @@ use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::ServiceHandle;
 use crate::events::EventLog;
 
 pub use auth::{token_path, AdminToken, TokenError};
@@ -74,7 +73,8 @@ pub use auth::{token_path, AdminToken, TokenError};
 /// What the admin handlers share, as `ebb up` builds it.
 #[derive(Clone)]
 pub struct AdminState {
-    pub services: Arc<BTreeMap<String, ServiceHandle>>,
+    /// Every service (removed ones until they have drained).
+    pub services: Arc<crate::apply::Services>,
     pub events: Arc<EventLog>,
     /// Cancelled to ask the whole ebb process to drain and stop.
     pub stop_requested: CancellationToken,
@@ -86,8 +86,10 @@ pub struct AdminState {
     /// The state store, for metric history older than the last 24 h (read
     /// through its writer: ebb holds the file exclusively).
     pub store: crate::state::StateStore,
-    /// The `[listener.NAME]` tables, for status.
-    pub listeners: Arc<crate::listeners::ListenerBoard>,
+    /// The `[listener.NAME]` tables, for status (swapped by `ebb apply`).
+    pub listeners: Arc<arc_swap::ArcSwap<crate::listeners::ListenerBoard>>,
+    /// The running fleet, for `ebb plan` and `ebb apply`.
+    pub running: Arc<crate::apply::Running>,
 }
 
 /// [`AdminState`] plus what the admin layer keeps for itself.
@@ -162,13 +164,16 @@ impl IntoResponse for ApiError {
 pub struct Peer {
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// The connection is TLS (`[admin] tls`): links are `https://`,
+    /// cookies `Secure`.
+    pub tls: bool,
 }
 
 impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
         let remote = *stream.remote_addr();
         let local = stream.io().local_addr().unwrap_or(remote);
-        Peer { local, remote }
+        Peer { local, remote, tls: false }
     }
 }
 
@@ -215,7 +220,7 @@ pub async fn serve_replica_gate(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = replica_gate_router(state, shutdown.clone());
-    server::serve(listener, app, shutdown).await
+    server::serve(listener, app, None, shutdown).await
 }
 
 fn shared(state: AdminState, listen: SocketAddr, replica_gate: bool, shutdown: CancellationToken) -> App {
@@ -234,10 +239,12 @@ fn shared(state: AdminState, listen: SocketAddr, replica_gate: bool, shutdown: C
     })
 }
 
-/// Serves the admin API on an already-bound listener until `shutdown`.
+/// Serves the admin API on an already-bound listener until `shutdown`,
+/// over TLS when `tls` is given (`[admin] tls`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    tls: Option<std::sync::Arc<crate::tls::TlsState>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listen = listener.local_addr()?;
@@ -249,7 +256,7 @@ pub async fn serve(
         );
     }
     let app = router(state, listen, shutdown.clone());
-    server::serve(listener, app, shutdown).await
+    server::serve(listener, app, tls.map(|t| t.acceptor()), shutdown).await
 }
 
 /// Whether a `Host` header names this machine's loopback: `127.0.0.1:9900`,
@@ -313,7 +320,7 @@ fn replica_may(app: &Shared, request: &Request, token: &str) -> bool {
     else {
         return false;
     };
-    !id.is_empty() && !id.contains('/') && app.state.services.values().any(|s| s.replica_token_is(id, token))
+    !id.is_empty() && !id.contains('/') && app.state.services.values().iter().any(|s| s.replica_token_is(id, token))
 }
 
 /// Every request passes here first: Host (DNS rebinding), Origin (CSRF and

@@ -37,6 +37,8 @@ use crate::wire;
         api::list_certs,
         api::renew_certs,
         api::reload_certs,
+        api::plan_config,
+        api::apply_config,
         api::shutdown,
         api::dashboard_login,
         api::openapi_json,
@@ -61,6 +63,10 @@ use crate::wire;
         wire::ShutdownView,
         wire::ShutdownRequest,
         wire::DashboardLogin,
+        wire::ConfigFileRequest,
+        wire::PlanAnswer,
+        wire::ApplyAnswer,
+        wire::PlanChange,
         wire::DeployStatus,
         wire::SaturationStatus,
         wire::HostStatus,
@@ -81,6 +87,7 @@ use crate::wire;
         (name = "metrics", description = "Per-second history for graphs (Prometheus is at /metrics)"),
         (name = "fleet", description = "The whole ebb process"),
         (name = "listeners", description = "Listeners' certificates: list, renew by ACME, reload files"),
+        (name = "config", description = "The config file: plan and apply changes to the running ebb without a restart"),
     )
 )]
 pub struct ApiDoc;
@@ -165,6 +172,8 @@ mod tests {
             "/api/v1/certs",
             "/api/v1/certs/renew",
             "/api/v1/certs/reload",
+            "/api/v1/plan",
+            "/api/v1/apply",
             "/api/v1/shutdown",
             "/api/v1/openapi.json",
         ] {

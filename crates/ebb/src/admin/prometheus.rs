@@ -197,6 +197,7 @@ struct Metrics {
     listener_max_connections: Family<Labels, Gauge>,
     listener_connection_cap: Family<Labels, Counter>,
     listener_unrouted: Family<Labels, Counter>,
+    listener_local_answers: Family<Labels, Counter>,
     listener_rejected: Family<Labels, Counter>,
     listener_send_timeouts: Family<Labels, Counter>,
     listener_http2_floods: Family<Labels, Counter>,
@@ -252,6 +253,7 @@ impl Metrics {
             listener_max_connections: Family::default(),
             listener_connection_cap: Family::default(),
             listener_unrouted: Family::default(),
+            listener_local_answers: Family::default(),
             listener_rejected: Family::default(),
             listener_send_timeouts: Family::default(),
             listener_http2_floods: Family::default(),
@@ -406,7 +408,7 @@ impl Metrics {
         r.register("replica_protected", "1 if the replica is protected from scale-in", m.replica_protected.clone());
         r.register(
             "listener_client_connections",
-            "Client connections open at a [listener.NAME]",
+            "Client connections open at a [listener.NAME]'s address (label address: listen, or http for a TLS listener's plain-HTTP address)",
             m.listener_connections.clone(),
         );
         r.register(
@@ -423,6 +425,11 @@ impl Metrics {
             "listener_unrouted_requests",
             "Requests that matched none of the listener's routes (answered 404)",
             m.listener_unrouted.clone(),
+        );
+        r.register(
+            "listener_local_answers",
+            "Requests the address answered itself: on listen the 404s of no route, on http every request (308 redirect, ACME HTTP-01 answer, 400 without Host)",
+            m.listener_local_answers.clone(),
         );
         r.register(
             "listener_rejected_requests",
@@ -501,10 +508,10 @@ pub(crate) fn build_registry(app: &App) -> Registry {
         m.auth_lockouts.inc_by(limiter.total_lockouts);
     }
 
-    listener_metrics(&m, &app.state.listeners.readings());
+    listener_metrics(&m, &app.state.listeners.load().readings());
 
     let (mut latency, mut service_latency, mut queue_time) = (Vec::new(), Vec::new(), Vec::new());
-    for handle in app.state.services.values() {
+    for handle in app.state.services.values().iter() {
         let status = handle.status();
         let name = status.name.as_str();
         let l = svc(name);
@@ -524,7 +531,7 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             m.service_at_limit.get_or_create(&l).set(i64::from(d.at_limit));
             m.service_saturated.get_or_create(&l).set(d.saturated as i64);
             m.service_connections.get_or_create(&l).set(stats.open_connections.min(i64::MAX as u64) as i64);
-            if let Some(max) = handle.proxy.config.max_connections {
+            if let Some(max) = handle.proxy.peek().config.max_connections {
                 m.service_max_connections.get_or_create(&l).set(i64::from(max));
             }
             m.service_connection_cap.get_or_create(&l).inc_by(stats.connection_cap_reached);
@@ -655,20 +662,25 @@ pub(crate) fn build_registry(app: &App) -> Registry {
 }
 
 /// The `[listener.NAME]` tables' own counters (routed requests count at
-/// their service), and each certificate's expiry.
+/// their service), per address (`listen`, and `http` for a TLS listener's
+/// plain-HTTP address), and each certificate's expiry.
 fn listener_metrics(m: &Metrics, readings: &[crate::listeners::ListenerReading]) {
     for reading in readings {
-        let l = vec![("listener", reading.name.clone())];
+        let l = vec![("listener", reading.name.clone()), ("address", reading.address.as_str().to_string())];
         let stats = &reading.stats;
         m.listener_connections.get_or_create(&l).set(stats.open_connections.min(i64::MAX as u64) as i64);
         if let Some(max) = reading.max_connections {
             m.listener_max_connections.get_or_create(&l).set(i64::from(max));
         }
         m.listener_connection_cap.get_or_create(&l).inc_by(stats.connection_cap_reached);
-        m.listener_unrouted.get_or_create(&l).inc_by(reading.unrouted);
+        m.listener_local_answers.get_or_create(&l).inc_by(stats.requests);
         m.listener_rejected.get_or_create(&l).inc_by(stats.rejected);
         m.listener_send_timeouts.get_or_create(&l).inc_by(stats.send_timeouts);
         m.listener_http2_floods.get_or_create(&l).inc_by(stats.http2_floods);
+        if reading.address == crate::listeners::Address::Listen {
+            // Only `listen` routes.
+            m.listener_unrouted.get_or_create(&l).inc_by(reading.unrouted);
+        }
         if !reading.tls {
             continue;
         }
@@ -761,7 +773,7 @@ mod tests {
 
     #[test]
     fn listeners_export_their_own_counters_and_certificate_expiry() {
-        use crate::listeners::ListenerReading;
+        use crate::listeners::{Address, ListenerReading};
         let mut registry = Registry::with_prefix("ebb");
         let m = Metrics::register(&mut registry);
         let at = |s: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
@@ -776,6 +788,7 @@ mod tests {
         let readings = [
             ListenerReading {
                 name: "public".into(),
+                address: Address::Listen,
                 stats,
                 max_connections: Some(1000),
                 unrouted: 7,
@@ -787,7 +800,17 @@ mod tests {
                 ],
             },
             ListenerReading {
+                name: "public".into(),
+                address: Address::Http,
+                stats: crate::proxy::ProxyStatsSnapshot { requests: 9, open_connections: 1, ..Default::default() },
+                max_connections: Some(1000),
+                unrouted: 0,
+                tls: false,
+                certificates: Vec::new(),
+            },
+            ListenerReading {
                 name: "plain".into(),
+                address: Address::Listen,
                 stats: Default::default(),
                 max_connections: None,
                 unrouted: 0,
@@ -799,22 +822,35 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         for line in [
-            r#"ebb_listener_client_connections{listener="public"} 3"#,
-            r#"ebb_listener_max_connections{listener="public"} 1000"#,
-            r#"ebb_listener_connection_cap_reached_total{listener="public"} 1"#,
-            r#"ebb_listener_unrouted_requests_total{listener="public"} 7"#,
-            r#"ebb_listener_send_timeouts_total{listener="public"} 2"#,
-            r#"ebb_listener_http2_floods_total{listener="public"} 4"#,
-            r#"ebb_listener_tls_handshake_failures_total{listener="public"} 5"#,
+            r#"ebb_listener_client_connections{listener="public",address="listen"} 3"#,
+            r#"ebb_listener_max_connections{listener="public",address="listen"} 1000"#,
+            r#"ebb_listener_connection_cap_reached_total{listener="public",address="listen"} 1"#,
+            r#"ebb_listener_unrouted_requests_total{listener="public",address="listen"} 7"#,
+            r#"ebb_listener_send_timeouts_total{listener="public",address="listen"} 2"#,
+            r#"ebb_listener_http2_floods_total{listener="public",address="listen"} 4"#,
+            r#"ebb_listener_tls_handshake_failures_total{listener="public",address="listen"} 5"#,
             r#"ebb_listener_certificate_not_after_seconds{listener="public",certificate="api.example.com"} 1800000000"#,
             // The same first name twice: the earlier expiry.
             r#"ebb_listener_certificate_not_after_seconds{listener="public",certificate="www.example.com"} 1850000000"#,
-            r#"ebb_listener_unrouted_requests_total{listener="plain"} 0"#,
+            // The plain-HTTP address of the same listener, told apart.
+            r#"ebb_listener_client_connections{listener="public",address="http"} 1"#,
+            r#"ebb_listener_local_answers_total{listener="public",address="http"} 9"#,
+            r#"ebb_listener_max_connections{listener="public",address="http"} 1000"#,
+            r#"ebb_listener_unrouted_requests_total{listener="plain",address="listen"} 0"#,
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line}:\n{out}");
         }
-        assert!(!out.contains(r#"ebb_listener_tls_handshake_failures_total{listener="plain"}"#), "{out}");
-        assert!(!out.contains(r#"ebb_listener_max_connections{listener="plain"}"#), "{out}");
+        assert!(!out.contains(r#"ebb_listener_tls_handshake_failures_total{listener="plain""#), "{out}");
+        assert!(!out.contains(r#"ebb_listener_max_connections{listener="plain""#), "{out}");
+        assert!(
+            !out.lines()
+                .any(|l| l.starts_with("ebb_listener_unrouted_requests_total") && l.contains(r#"address="http""#)),
+            "http does not route: {out}"
+        );
+        assert!(
+            !out.lines().any(|l| l.starts_with("ebb_listener_tls_handshake") && l.contains(r#"address="http""#)),
+            "http is plain: {out}"
+        );
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //! - **Shutdown**: the listener closes at once; connections are asked to
 //!   finish (keep-alive off, event streams end) and are dropped after
 //!   [`SHUTDOWN_GRACE`].
+//! - **TLS** (`[admin] tls`): each connection's handshake (ALPN
+//!   `http/1.1`) must finish within [`HEADER_READ_TIMEOUT`] too; a client
+//!   that speaks plain HTTP to it gets the handshake's failure, never an
+//!   answer. The certificate is the [`crate::tls::TlsState`]'s, reloaded
+//!   like a listener's.
 
 use std::time::Duration;
 
@@ -33,11 +38,12 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Serves `router` on `listener` until `shutdown`, then returns within
-/// [`SHUTDOWN_GRACE`].
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`,
+/// then returns within [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -59,13 +65,32 @@ pub async fn serve(
                 }
             },
         };
-        let peer = Peer { local: tcp.local_addr().unwrap_or(remote), remote };
+        let peer = Peer { local: tcp.local_addr().unwrap_or(remote), remote, tls: tls.is_some() };
         // What `into_make_service_with_connect_info` would give the handlers.
-        let service = router.clone().layer(axum::Extension(ConnectInfo(peer)));
-        let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(ConnectInfo(peer))));
+        let Some(tls) = &tls else {
+            let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+            connections.spawn(async move {
+                if let Err(error) = conn.await {
+                    tracing::debug!(client = %remote, %error, "Admin connection ended with an error.");
+                }
+            });
+            continue;
+        };
+        let (tls, http, watcher) = (tls.clone(), http.clone(), graceful.watcher());
         connections.spawn(async move {
-            if let Err(error) = conn.await {
+            let stream = match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(client = %remote, %error, "Admin TLS handshake failed.");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %remote, "Admin TLS handshake did not finish in time.");
+                    return;
+                }
+            };
+            if let Err(error) = watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await {
                 tracing::debug!(client = %remote, %error, "Admin connection ended with an error.");
             }
         });

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ebb_core::config::CommandSpec;
+use ebb_core::config::{CommandSpec, ServiceConfig};
 use tokio::sync::oneshot;
 
 // The serde types a command carries or answers are the admin API's JSON.
@@ -25,6 +25,24 @@ pub enum ControlCommand {
     /// Switch back: abort the running deploy (or its bake time), or deploy
     /// the previous version again.
     Rollback { reason: Option<String>, reply: oneshot::Sender<Result<DeployStatus, LifecycleError>> },
+    /// `ebb apply`: the service's new config (same name, kind and driver),
+    /// taken in place; a new spec starts a deploy. `changes` are the plan's
+    /// lines, for the event.
+    Reconfigure {
+        config: Box<ServiceConfig>,
+        changes: Vec<String>,
+        reply: oneshot::Sender<Result<Reconfigured, LifecycleError>>,
+    },
+}
+
+/// What `ebb apply` did to a service.
+#[derive(Debug, Clone)]
+pub struct Reconfigured {
+    /// Desired capacity after the change (the file's new `desired`, or the
+    /// one before clamped to the new bounds).
+    pub desired: u32,
+    /// The deploy a new command, env or image started.
+    pub deploy: Option<DeployStatus>,
 }
 
 /// A service's spec as the config file has it now.

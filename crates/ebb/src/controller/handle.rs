@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::command::{ControlCommand, DeployRequest, LifecycleError, ReplicaOutcome, ScaleOutcome};
+use super::command::{ControlCommand, DeployRequest, LifecycleError, Reconfigured, ReplicaOutcome, ScaleOutcome};
 use super::{input, Input, ServiceContext, ServiceController, Snapshot};
 use crate::admin::auth::constant_time_eq;
 use crate::metrics::history;
@@ -93,6 +93,24 @@ impl ServiceHandle {
         self.ask(ControlCommand::Rollback { reason, reply }, rx).await
     }
 
+    /// `ebb apply`: the service's new config, taken in place (a new spec
+    /// starts a deploy); answers once the change is saved.
+    pub async fn reconfigure(
+        &self,
+        config: ebb_core::config::ServiceConfig,
+        changes: Vec<String>,
+    ) -> Result<Reconfigured, LifecycleError> {
+        let (reply, rx) = oneshot::channel();
+        self.ask(ControlCommand::Reconfigure { config: Box::new(config), changes, reply }, rx).await
+    }
+
+    /// Resolves once the controller has finished: every replica drained
+    /// and stopped (after its stop token was cancelled).
+    pub async fn stopped(&self) {
+        let mut snapshot = self.snapshot.clone();
+        while snapshot.changed().await.is_ok() {}
+    }
+
     async fn ask<T>(
         &self,
         cmd: ControlCommand,
@@ -152,9 +170,7 @@ pub fn spawn_service(ctx: ServiceContext, shutdown: CancellationToken, tracker: 
         tx.clone(),
         shutdown.clone(),
     ));
-    if let Some(source) = controller.ctx.config.metric_source.clone() {
-        tracker.spawn(input::read_metric_source(source, tx.clone(), shutdown.clone()));
-    }
+    tracker.spawn(input::read_metric_source(controller.metric_source.subscribe(), tx.clone(), shutdown.clone()));
     tracker.spawn(controller.run(rx, snapshot_tx, shutdown));
     handle
 }

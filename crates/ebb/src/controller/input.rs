@@ -83,27 +83,43 @@ pub(super) async fn sample_usage(
 }
 
 /// Reads the service's external metric (`[service.NAME.metric_source]`,
-/// e.g. a queue length) every `interval`, off the controller's loop.
+/// e.g. a queue length) every `interval`, off the controller's loop. The
+/// source is watched: `ebb apply` may set, change or remove it.
 pub(super) async fn read_metric_source(
-    source: ebb_core::config::MetricSource,
+    mut source: watch::Receiver<Option<ebb_core::config::MetricSource>>,
     inbox: mpsc::UnboundedSender<Input>,
     stop: CancellationToken,
 ) {
-    let mut every = tokio::time::interval(source.interval);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        // A reading may take at most one interval (and never less than 1 s).
-        let limit = source.interval.max(Duration::from_secs(1));
-        let reading = match tokio::time::timeout(limit, metric_source::read(&source.reading)).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no reading within {}", humantime::format_duration(limit))),
+        let Some(current) = source.borrow_and_update().clone() else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = source.changed() => match changed {
+                    Ok(()) => continue,
+                    Err(_) => return,
+                },
+            }
         };
-        if inbox.send(Input::External { at: Instant::now(), reading }).is_err() {
-            return;
+        let mut every = tokio::time::interval(current.interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = source.changed() => match changed {
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
+                _ = every.tick() => {}
+            }
+            // A reading may take at most one interval (and never less than 1 s).
+            let limit = current.interval.max(Duration::from_secs(1));
+            let reading = match tokio::time::timeout(limit, metric_source::read(&current.reading)).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("no reading within {}", humantime::format_duration(limit))),
+            };
+            if inbox.send(Input::External { at: Instant::now(), reading }).is_err() {
+                return;
+            }
         }
     }
 }
@@ -120,6 +136,9 @@ pub(super) fn refuse_while_shutting_down(command: ControlCommand, service: Strin
             let _ = reply.send(Err(LifecycleError::ShuttingDown { service }));
         }
         ControlCommand::Deploy { reply, .. } | ControlCommand::Rollback { reply, .. } => {
+            let _ = reply.send(Err(LifecycleError::ShuttingDown { service }));
+        }
+        ControlCommand::Reconfigure { reply, .. } => {
             let _ = reply.send(Err(LifecycleError::ShuttingDown { service }));
         }
     }

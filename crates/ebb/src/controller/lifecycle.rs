@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ebb_core::config::HealthConfig;
 use ebb_core::health::{Health, HealthTracker};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +40,9 @@ pub(super) struct Fleet {
     state_dir: PathBuf,
     /// The admin API's base URL, given to replicas (`EBB_ADMIN_URL`).
     admin_url: String,
+    /// The health check in force, watched by every probe loop (`ebb apply`
+    /// changes it for the next probe).
+    health: watch::Sender<HealthConfig>,
 }
 
 /// A replica that failed (exited on its own, or failed its health checks):
@@ -58,8 +62,10 @@ impl Fleet {
         inbox: mpsc::UnboundedSender<Input>,
         state_dir: PathBuf,
         admin_url: String,
+        health: HealthConfig,
     ) -> Self {
         Fleet {
+            health: watch::Sender::new(health),
             replicas: ReplicaSet::new(origin),
             published: Published::default(),
             driver,
@@ -68,6 +74,15 @@ impl Fleet {
             state_dir,
             admin_url,
         }
+    }
+
+    /// `ebb apply`: the next probe of every replica uses `health`, and
+    /// every replica's tracker the new thresholds.
+    pub(super) fn reconfigure_health(&mut self, health: &HealthConfig) {
+        for replica in self.replicas.iter_mut() {
+            replica.health.set_thresholds(health.healthy_threshold, health.unhealthy_threshold);
+        }
+        self.health.send_replace(health.clone());
     }
 
     pub(super) fn driver(&self) -> &Arc<dyn Driver> {
@@ -290,7 +305,7 @@ impl Fleet {
             self.watch_exit(id, running, watchers);
             return;
         }
-        let health = ctx.config.health.clone();
+        let mut health_config = self.health.subscribe();
         let inbox = self.inbox.clone();
         let addr = running.addr;
         let probe_id = id.clone();
@@ -298,12 +313,13 @@ impl Fleet {
         self.tasks.spawn(async move {
             // A short first delay lets the replica bind its port; then one
             // probe per interval, as a load balancer target group does.
-            let mut delay = health.interval.min(Duration::from_millis(200));
+            let mut delay = health_config.borrow().interval.min(Duration::from_millis(200));
             loop {
                 tokio::select! {
                     _ = probe_stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
+                let health = health_config.borrow_and_update().clone();
                 delay = health.interval;
                 let outcome = tokio::select! {
                     _ = probe_stop.cancelled() => return,

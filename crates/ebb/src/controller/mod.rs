@@ -44,7 +44,9 @@ mod replicas;
 mod restart;
 mod sampler;
 
-pub use command::{ConfigSpec, ControlCommand, DeployRequest, LifecycleError, ReplicaOutcome, ScaleOutcome};
+pub use command::{
+    ConfigSpec, ControlCommand, DeployRequest, LifecycleError, Reconfigured, ReplicaOutcome, ScaleOutcome,
+};
 use context::Shared;
 pub use context::{RestoredService, ServiceContext};
 pub use handle::{spawn_service, ServiceHandle};
@@ -90,6 +92,9 @@ struct ServiceController {
     restorer: restart::Restorer,
     /// Answers to commands, sent once the snapshot shows their effect.
     replies: Vec<Box<dyn FnOnce() + Send>>,
+    /// The external metric's source, watched by its reader
+    /// (`input::read_metric_source`).
+    metric_source: watch::Sender<Option<ebb_core::config::MetricSource>>,
 }
 
 impl ServiceController {
@@ -99,7 +104,14 @@ impl ServiceController {
         let origin = Instant::now();
         let mut controller = Self {
             desired: config.replicas.desired,
-            fleet: lifecycle::Fleet::new(origin, ctx.driver, inbox, ctx.state_dir, ctx.admin_url),
+            fleet: lifecycle::Fleet::new(
+                origin,
+                ctx.driver,
+                inbox,
+                ctx.state_dir,
+                ctx.admin_url,
+                config.health.clone(),
+            ),
             crash_loop: CrashLoop::default(),
             health: health::HealthChecks::default(),
             deploy: deploy::Deployer::new(&config),
@@ -107,6 +119,7 @@ impl ServiceController {
             outliers: outlier::Outliers::new(&config),
             restorer: restart::Restorer::new(ctx.store),
             replies: Vec::new(),
+            metric_source: watch::Sender::new(config.metric_source.clone()),
             ctx: Shared { name: config.name.clone(), config, proxy: ctx.proxy, events: ctx.events, origin },
         };
         let bounds = controller.sampler.bounds();
@@ -248,6 +261,11 @@ impl ServiceController {
                 self.persist();
                 self.answer(reply, outcome);
             }
+            Input::Command(ControlCommand::Reconfigure { config, changes, reply }) => {
+                let outcome = self.reconfigure(*config, &changes);
+                self.persist();
+                self.answer(reply, outcome);
+            }
             Input::Started { replica, result } => {
                 if let Some(error) = self.fleet.on_started(ctx, self.deploy.routes(), &replica, result) {
                     self.on_start_failed(&replica, error);
@@ -286,6 +304,70 @@ impl ServiceController {
             }
             Input::Stopped { replica, result } => self.fleet.on_stopped(ctx, &replica, result),
         }
+    }
+
+    /// `ebb apply`: every part takes the new config in place; a new
+    /// command, env or image is a deploy with the configured strategy. A
+    /// spec change while a deploy runs is refused before anything changes.
+    fn reconfigure(
+        &mut self,
+        config: ebb_core::config::ServiceConfig,
+        changes: &[String],
+    ) -> Result<Reconfigured, LifecycleError> {
+        let spec = deploy::VersionSpec::from_config(&config);
+        let new_spec = *self.deploy.spec_for(self.deploy.version) != spec;
+        if new_spec && self.deploy.is_running() {
+            return Err(LifecycleError::Refused {
+                service: self.ctx.name.clone(),
+                message: "a deploy is running; wait for it (or `ebb rollback`) and apply again".into(),
+            });
+        }
+        let file_desired_before = self.ctx.config.replicas.desired;
+        self.ctx.config = config;
+        let config = &self.ctx.config;
+        self.sampler.reconfigure(config);
+        self.outliers.reconfigure(config);
+        self.fleet.reconfigure_health(&config.health);
+        self.ctx.proxy.reconfigure(config.balance, config.proxy.clone());
+        self.metric_source.send_replace(config.metric_source.clone());
+        self.ctx.record(NewEvent::new(
+            &self.ctx.name,
+            EventKind::ConfigApplied,
+            format!("ebb apply: {}", changes.join("; ")),
+        ));
+        // The file's desired wins when the file changed it; otherwise the
+        // running count stays, within the new bounds.
+        let wanted = match config.replicas.desired != file_desired_before {
+            true => config.replicas.desired,
+            false => self.desired,
+        };
+        let desired = self.sampler.bounds().clamp(wanted);
+        if desired != self.desired {
+            self.ctx.record(
+                NewEvent::new(
+                    &self.ctx.name,
+                    EventKind::Scaled,
+                    format!(
+                        "ebb apply: desired {} -> {desired} (replicas min {}, max {}, desired {} in the file)",
+                        self.desired, config.replicas.bounds.min, config.replicas.bounds.max, config.replicas.desired
+                    ),
+                )
+                .change(self.desired, desired),
+            );
+            self.desired = desired;
+        }
+        let deploy = match new_spec {
+            true => {
+                let request = DeployRequest {
+                    from_config: Some(ConfigSpec { command: spec.command, env: spec.env, image: spec.image }),
+                    reason: Some("ebb apply".into()),
+                    ..DeployRequest::default()
+                };
+                Some(self.deploy.start(&self.ctx, &mut self.fleet, self.desired, request)?)
+            }
+            false => None,
+        };
+        Ok(Reconfigured { desired: self.desired, deploy })
     }
 
     /// Keeps a command's answer until the loop has published the status

@@ -30,6 +30,12 @@ impl Outliers {
         Outliers { detector: OutlierDetector::new(outlier) }
     }
 
+    /// `ebb apply`: the new rules (see `OutlierDetector::reconfigure`).
+    pub(super) fn reconfigure(&mut self, config: &ServiceConfig) {
+        let rules = Self::new(config).detector.config().clone();
+        self.detector.reconfigure(rules);
+    }
+
     /// Feeds what the balancer saw since the last look to the detector and
     /// applies its decisions.
     pub(super) fn look(&mut self, ctx: &Shared, fleet: &mut Fleet, routes: Routes) {

@@ -67,6 +67,12 @@ impl Sampler {
         }
     }
 
+    /// `ebb apply`: the new policies and bounds, keeping the metric
+    /// history and cooldown clocks (`Autoscaler::reconfigure`).
+    pub(super) fn reconfigure(&mut self, config: &ServiceConfig) {
+        self.autoscaler.reconfigure(&config.scaling, config.replicas.bounds);
+    }
+
     pub(super) fn bounds(&self) -> Bounds {
         self.autoscaler.bounds()
     }

@@ -134,4 +134,3 @@ fn open_and_setup(path: &Path) -> rusqlite::Result<Connection> {
 fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
 }
-

@@ -89,8 +89,14 @@ impl Admin {
         Ok(Admin { url: format!("http://{}", parsed.authority), client: AdminClient::new(addr, AdminCredential::None) })
     }
 
-    fn at(addr: SocketAddr) -> Admin {
-        Admin { url: format!("http://{addr}"), client: AdminClient::new(addr, AdminCredential::None) }
+    /// The admin API at `addr`, over HTTPS trusting `cert` (`[admin] tls`).
+    fn at(addr: SocketAddr, cert: Option<&Path>) -> Admin {
+        let client = AdminClient::new(addr, AdminCredential::None);
+        let client = match cert {
+            Some(cert) => client.with_tls(crate::client::AdminTls::trusting(cert)),
+            None => client,
+        };
+        Admin { url: format!("{}://{addr}", client.scheme()), client }
     }
 
     async fn status(&self, limit: Duration) -> Result<FleetStatus, String> {
@@ -223,15 +229,15 @@ pub async fn what_is(aim: &Aim, config: &Path) -> Option<(Admin, Behind)> {
     let mut candidates = Vec::new();
     if let Ok(text) = crate::config_file::read(config) {
         if let Ok(config) = ebb_core::config::Config::parse(&text, config) {
-            candidates.push(config.admin.listen);
+            candidates.push((config.admin.listen, config.admin.tls.map(|t| t.cert)));
         }
     }
     let default = ebb_core::config::AdminConfig::default().listen;
-    if !candidates.contains(&default) {
-        candidates.push(default);
+    if !candidates.iter().any(|(addr, _)| *addr == default) {
+        candidates.push((default, None));
     }
-    for addr in candidates {
-        let admin = Admin::at(addr);
+    for (addr, cert) in candidates {
+        let admin = Admin::at(addr, cert.as_deref());
         if let Ok(status) = admin.status(Duration::from_millis(300)).await {
             if let Some(behind) = behind_of(&status, aim) {
                 return Some((admin, behind));

@@ -35,7 +35,7 @@ struct Waiting<'a>(&'a ServiceProxy);
 
 impl<'a> Waiting<'a> {
     fn enter(proxy: &'a ServiceProxy) -> Option<Self> {
-        let max = proxy.config.max_queue as u64;
+        let max = proxy.peek().config.max_queue as u64;
         let mut now = proxy.queued.load(Ordering::Relaxed);
         loop {
             if now >= max {
@@ -77,7 +77,7 @@ pub(crate) async fn admit(proxy: &ServiceProxy, limit: u32) -> Admission {
         proxy.stats.shed.fetch_add(1, Ordering::Relaxed);
         return Admission::Shed { why: "every replica is at its limit and the queue is full" };
     };
-    let deadline = tokio::time::Instant::now() + proxy.config.queue_timeout;
+    let deadline = tokio::time::Instant::now() + proxy.peek().config.queue_timeout;
     loop {
         // Register for a wake-up before checking, so none is missed.
         let notified = proxy.slot_freed.notified();

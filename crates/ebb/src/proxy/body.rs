@@ -72,7 +72,7 @@ impl Drop for Dispatched {
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
         // A slot is free: wake one request queued under `max_in_flight`.
         let proxy = &self.proxy;
-        if proxy.config.max_in_flight.is_some() {
+        if proxy.peek().config.max_in_flight.is_some() {
             proxy.slot_freed.notify_one();
         }
     }

@@ -29,6 +29,7 @@
 //! The deadlines cost no clock read while requests arrive whole: the clock is
 //! read only when a read would block.
 
+use ebb_core::config::ProxyConfig;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -91,6 +92,9 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
 pub(crate) struct ConnShared {
     /// What the listening socket serves (its connection settings, routes).
     pub(crate) front: Arc<Front>,
+    /// The front's connection settings when this connection was accepted
+    /// (`ebb apply` changes them for later connections only).
+    pub(crate) config: Arc<ProxyConfig>,
     /// The client connected over TLS (`X-Forwarded-Proto: https`).
     pub(crate) tls: bool,
     /// The client's IP, ready to go into `X-Forwarded-For`.
@@ -125,10 +129,12 @@ pub(crate) struct ConnShared {
 impl ConnShared {
     pub(crate) fn new(front: Arc<Front>, peer: SocketAddr, tls: bool, shutdown: CancellationToken) -> Self {
         let ip = peer.ip().to_canonical();
-        let trusted = front.config.trusted_proxies.iter().any(|t| t.to_canonical() == ip);
+        let config = front.config();
+        let trusted = config.trusted_proxies.iter().any(|t| t.to_canonical() == ip);
         let peer_ip = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
         ConnShared {
             front,
+            config,
             tls,
             peer_ip,
             trusted,
@@ -280,7 +286,7 @@ const FLOOD_GRACE: Duration = Duration::from_secs(1);
 
 impl<S: ClientStream> ConnIo<S> {
     pub(crate) fn new(tcp: S, shared: Arc<ConnShared>) -> Self {
-        let config = &shared.front.config;
+        let config = &shared.config;
         let header_timeout = config.header_read_timeout;
         let idle_timeout = config.idle_timeout;
         let body_timeout = config.body_timeout;

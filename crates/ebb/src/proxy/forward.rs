@@ -164,9 +164,11 @@ async fn forward(
     // Read a small body whole before a replica slot is taken (see
     // `buffering.rs`); an HTTP/2 stream's reads are timed here.
     let (parts, body) = req.into_parts();
-    let limit = proxy.config.request_buffering;
+    // Read once: a request keeps the settings it started with (`ebb apply`).
+    let settings = proxy.settings();
+    let limit = settings.config.request_buffering;
     let read_ahead = if limit > 0 && !upgrade && !hyper::body::Body::is_end_stream(&body) {
-        match read_ahead(body, limit, (!http1).then_some(conn.front.config.body_timeout)).await {
+        match read_ahead(body, limit, (!http1).then_some(conn.config.body_timeout)).await {
             Ok(read) => read,
             Err(failure) => return Ok(client_body_failed(proxy, failure, http1)),
         }
@@ -175,14 +177,14 @@ async fn forward(
     };
     let req = Request::from_parts(parts, ());
 
-    let picked = match proxy.config.max_in_flight {
+    let picked = match settings.config.max_in_flight {
         None => pick(proxy, None),
         Some(limit) => match super::admission::admit(proxy, limit).await {
             super::admission::Admission::Admitted(backend) => Some(backend),
             super::admission::Admission::NoReplica => None,
             super::admission::Admission::Shed { why } => {
                 let mut response = local_error(proxy, StatusCode::SERVICE_UNAVAILABLE, why, false);
-                let after = super::admission::retry_after(proxy.config.queue_timeout);
+                let after = super::admission::retry_after(settings.config.queue_timeout);
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after));
                 return Ok(response);
             }
@@ -197,7 +199,7 @@ async fn forward(
     // A body still coming from the client is watched on its way up (a
     // bodiless or read-ahead request costs nothing). An HTTP/2 stream's body
     // has no socket deadline: the watch keeps it.
-    let client_limit = (!http1).then_some(conn.front.config.body_timeout);
+    let client_limit = (!http1).then_some(conn.config.body_timeout);
     let new_watch =
         |client: &Incoming| (!hyper::body::Body::is_end_stream(client)).then(|| Arc::new(BodyWatch::new(client_limit)));
     let (body, watch) = match read_ahead {
@@ -226,7 +228,7 @@ async fn forward(
         let upstream = match ready_connection(
             dispatched.backend(),
             fresh_only || upgrade,
-            proxy.config.connect_timeout,
+            settings.config.connect_timeout,
             upgrade,
         )
         .await
@@ -260,7 +262,7 @@ async fn forward(
         };
         let mut upstream = upstream;
         proxy.queue_time.record(arrived.elapsed());
-        match send(&mut upstream, req, proxy.config.upstream_timeout, watch.as_deref()).await {
+        match send(&mut upstream, req, settings.config.upstream_timeout, watch.as_deref()).await {
             Ok(response) => {
                 dispatched.set_conn(upstream);
                 break response;
@@ -342,7 +344,7 @@ async fn forward(
     // client in its own version (1.0, 1.1 or 2) from this.
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, false);
-    let stall = (!http1).then(|| StallWatch::new(conn.clone(), conn.front.config.send_timeout));
+    let stall = (!http1).then(|| StallWatch::new(conn.clone(), conn.config.send_timeout));
     Ok(Response::from_parts(parts, ProxyBody::upstream(body, dispatched, stall)))
 }
 

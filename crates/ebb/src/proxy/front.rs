@@ -20,6 +20,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use ebb_core::config::ProxyConfig;
 use ebb_core::routing::{RequestFacts, RouteTable};
@@ -37,13 +38,14 @@ pub struct Front {
     pub label: String,
     /// The listener's (or service's) name, for answers' JSON.
     pub name: String,
-    /// The connection settings (the service's own for the short form).
-    pub config: ProxyConfig,
+    /// The connection settings (the service's own for the short form);
+    /// `ebb apply` swaps them for connections accepted from then on.
+    config: ArcSwap<ProxyConfig>,
     targets: Targets,
     /// Certificates, when this front speaks TLS.
     pub(crate) tls: Option<Arc<TlsState>>,
     /// `Strict-Transport-Security` for every answer, on a TLS front.
-    pub(crate) hsts: Option<HeaderValue>,
+    hsts: ArcSwap<Option<HeaderValue>>,
     /// Connection counters of a listener (unused for the short form).
     own_stats: ProxyStats,
     /// Requests that matched no route (answered 404).
@@ -53,16 +55,39 @@ pub struct Front {
 enum Targets {
     /// A service's own listen.
     One(Arc<ServiceProxy>),
-    /// A listener's routes; `services[i]` serves `table.routes[i]`.
-    Routes { name: String, table: RouteTable, services: Vec<Arc<ServiceProxy>> },
+    /// A listener's routes (swapped whole by `ebb apply`).
+    Routes { name: String, routing: ArcSwap<Routing> },
     /// A TLS listener's plain-HTTP address: 308 to HTTPS on `https_port`,
     /// after the ACME challenges in progress.
     Redirect { https_port: u16, challenges: Arc<Challenges> },
 }
 
+/// A listener's rules and the balancer of each: `services[i]` serves
+/// `table.routes[i]`.
+pub struct Routing {
+    table: RouteTable,
+    services: Vec<Arc<ServiceProxy>>,
+}
+
+impl Routing {
+    /// `services` holds the proxy of every service the routes name; `None`
+    /// names the first one missing.
+    pub fn new(
+        table: &RouteTable,
+        services: &std::collections::BTreeMap<String, Arc<ServiceProxy>>,
+    ) -> Result<Routing, String> {
+        let proxies = table
+            .routes
+            .iter()
+            .map(|r| services.get(&r.service).cloned().ok_or_else(|| r.service.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Routing { table: table.clone(), services: proxies })
+    }
+}
+
 /// Where a request goes.
-pub(crate) enum Target<'a> {
-    Service(&'a Arc<ServiceProxy>),
+pub(crate) enum Target {
+    Service(Arc<ServiceProxy>),
     /// Answered by the front itself (no route, a redirect).
     Local(Box<Response<ProxyBody>>),
 }
@@ -75,10 +100,10 @@ impl Front {
         Arc::new(Front {
             label: format!("service {}", proxy.service),
             name: proxy.service.clone(),
-            config: proxy.config.clone(),
+            config: ArcSwap::from_pointee(proxy.peek().config.clone()),
             targets: Targets::One(proxy),
             tls: None,
-            hsts: None,
+            hsts: ArcSwap::from_pointee(None),
             own_stats: ProxyStats::default(),
             unrouted: AtomicU64::new(0),
         })
@@ -89,34 +114,29 @@ impl Front {
         Arc::new(Front {
             label: format!("service {}", proxy.service),
             name: proxy.service.clone(),
-            config: proxy.config.clone(),
+            config: ArcSwap::from_pointee(proxy.peek().config.clone()),
             targets: Targets::One(proxy),
             tls: Some(tls),
-            hsts: None,
+            hsts: ArcSwap::from_pointee(None),
             own_stats: ProxyStats::default(),
             unrouted: AtomicU64::new(0),
         })
     }
 
-    /// A `[listener.NAME]`: `services` holds the proxy of every service its
-    /// routes name. Panics if one is missing (the config was validated).
+    /// A `[listener.NAME]` serving `routing` (see [`Routing::new`]).
     pub fn listener(
         listener: &ebb_core::config::ListenerConfig,
-        services: &std::collections::BTreeMap<String, Arc<ServiceProxy>>,
+        routing: Routing,
         tls: Option<Arc<TlsState>>,
     ) -> Arc<Front> {
-        let targets = listener.routes.routes.iter().map(|r| services[&r.service].clone()).collect();
-        let hsts = listener
-            .hsts
-            .filter(|_| tls.is_some())
-            .and_then(|d| HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok());
+        let hsts = hsts_header(listener, tls.is_some());
         Arc::new(Front {
             label: format!("listener {}", listener.name),
             name: listener.name.clone(),
-            config: listener.proxy.clone(),
-            targets: Targets::Routes { name: listener.name.clone(), table: listener.routes.clone(), services: targets },
+            config: ArcSwap::from_pointee(listener.proxy.clone()),
+            targets: Targets::Routes { name: listener.name.clone(), routing: ArcSwap::from_pointee(routing) },
             tls,
-            hsts,
+            hsts: ArcSwap::from_pointee(hsts),
             own_stats: ProxyStats::default(),
             unrouted: AtomicU64::new(0),
         })
@@ -128,13 +148,35 @@ impl Front {
         Arc::new(Front {
             label: format!("listener {} (http)", listener.name),
             name: listener.name.clone(),
-            config: listener.proxy.clone(),
+            config: ArcSwap::from_pointee(listener.proxy.clone()),
             targets: Targets::Redirect { https_port: listener.listen.port(), challenges },
             tls: None,
-            hsts: None,
+            hsts: ArcSwap::from_pointee(None),
             own_stats: ProxyStats::default(),
             unrouted: AtomicU64::new(0),
         })
+    }
+
+    /// The connection settings in force: read once per connection.
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.config.load_full()
+    }
+
+    /// `ebb apply` to a short-form listener: its service's settings, for
+    /// connections accepted from now on.
+    pub fn reconfigure_connections(&self, config: ProxyConfig) {
+        self.config.store(Arc::new(config));
+    }
+
+    /// `ebb apply` to a `[listener.NAME]`: its connection settings and HSTS
+    /// for what comes next, and its routes for every request from now on
+    /// (a request already routed finishes where it went).
+    pub fn reconfigure_listener(&self, listener: &ebb_core::config::ListenerConfig, routing: Routing) {
+        self.config.store(Arc::new(listener.proxy.clone()));
+        self.hsts.store(Arc::new(hsts_header(listener, self.tls.is_some())));
+        if let Targets::Routes { routing: current, .. } = &self.targets {
+            current.store(Arc::new(routing));
+        }
     }
 
     /// Where connection-level counters go.
@@ -149,24 +191,25 @@ impl Front {
     pub(crate) fn services(&self) -> Vec<Arc<ServiceProxy>> {
         match &self.targets {
             Targets::One(proxy) => vec![proxy.clone()],
-            Targets::Routes { services, .. } => services.clone(),
+            Targets::Routes { routing, .. } => routing.load().services.clone(),
             Targets::Redirect { .. } => Vec::new(),
         }
     }
 
     /// The service a request goes to, or the answer the front gives itself.
-    pub(crate) fn route<B>(&self, req: &Request<B>) -> Target<'_> {
+    pub(crate) fn route<B>(&self, req: &Request<B>) -> Target {
         match &self.targets {
-            Targets::One(proxy) => Target::Service(proxy),
-            Targets::Routes { name, table, services } => {
+            Targets::One(proxy) => Target::Service(proxy.clone()),
+            Targets::Routes { name, routing } => {
+                let routing = routing.load();
                 let host = request_host(req);
                 let headers = req.headers();
                 let header =
                     |name: &str, value: &str| headers.get_all(name).iter().any(|v| v.as_bytes() == value.as_bytes());
                 let facts =
                     RequestFacts { host, path: req.uri().path(), method: req.method().as_str(), header: &header };
-                match table.find(&facts) {
-                    Some(i) => Target::Service(&services[i]),
+                match routing.table.find(&facts) {
+                    Some(i) => Target::Service(routing.services[i].clone()),
                     None => {
                         self.own_stats.requests.fetch_add(1, Ordering::Relaxed);
                         self.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -233,10 +276,15 @@ impl Front {
 
     /// Adds what this front adds to every answer (HSTS over TLS).
     pub(crate) fn finish(&self, response: &mut Response<ProxyBody>) {
-        if let Some(hsts) = &self.hsts {
+        if let Some(hsts) = self.hsts.load().as_ref() {
             response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
+}
+
+/// `Strict-Transport-Security` for a TLS listener with `hsts`.
+fn hsts_header(listener: &ebb_core::config::ListenerConfig, tls: bool) -> Option<HeaderValue> {
+    listener.hsts.filter(|_| tls).and_then(|d| HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok())
 }
 
 /// `:authority` (HTTP/2, absolute-form) or `Host`.
@@ -259,10 +307,10 @@ mod tests {
         Front {
             label: "listener public (http)".into(),
             name: "public".into(),
-            config: ProxyConfig::default(),
+            config: ArcSwap::from_pointee(ProxyConfig::default()),
             targets: Targets::Redirect { https_port, challenges: Arc::new(Challenges::default()) },
             tls: None,
-            hsts: None,
+            hsts: ArcSwap::from_pointee(None),
             own_stats: ProxyStats::default(),
             unrouted: AtomicU64::new(0),
         }

@@ -62,7 +62,7 @@ mod upstream;
 mod worker;
 
 pub use body::ProxyBody;
-pub use front::Front;
+pub use front::{Front, Routing};
 pub use server::hand_over_clients_on_shutdown;
 
 /// One replica as the balancer sees it. Created by the controller when the
@@ -240,8 +240,10 @@ fn lock(m: &std::sync::Mutex<LatencyCounts>) -> std::sync::MutexGuard<'_, Latenc
 /// The balancer of one service.
 pub struct ServiceProxy {
     pub service: String,
-    pub balance: BalanceAlgorithm,
-    pub config: ProxyConfig,
+    /// The balancing algorithm and the per-request settings; `ebb apply`
+    /// swaps them whole (read with [`balance`](Self::balance) and
+    /// [`config`](Self::config)).
+    settings: ArcSwap<ProxySettings>,
     pub stats: ProxyStats,
     /// Time from a request's arrival to its response head, every request
     /// a replica answered (one atomic add each; the controller takes the
@@ -275,14 +277,22 @@ pub struct ServiceProxy {
     no_replica_body: Bytes,
 }
 
+/// What `[service.NAME]` says about balancing its requests.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub balance: BalanceAlgorithm,
+    /// `[service.NAME.proxy]` (for a short-form listener, also the
+    /// connection settings, which its `Front` copies).
+    pub config: ProxyConfig,
+}
+
 impl ServiceProxy {
     pub fn new(service: impl Into<String>, balance: BalanceAlgorithm, config: ProxyConfig) -> Arc<Self> {
         let service = service.into();
         let no_replica_body = Bytes::from(forward::error_json(forward::NO_REPLICA, &service));
         Arc::new(Self {
             service,
-            balance,
-            config,
+            settings: ArcSwap::from_pointee(ProxySettings { balance, config }),
             stats: ProxyStats::default(),
             latency: Default::default(),
             queue_time: Default::default(),
@@ -333,9 +343,28 @@ impl ServiceProxy {
     /// (0 without a limit), and the requests in flight at all of them.
     pub fn load(&self) -> (u32, u32, u64) {
         let routable = self.routable();
-        let limit = self.config.max_in_flight.map(u64::from);
+        let limit = self.peek().config.max_in_flight.map(u64::from);
         let at_limit = routable.iter().filter(|b| limit.is_some_and(|l| b.in_flight() >= l)).count();
         (routable.len() as u32, at_limit as u32, routable.iter().map(|b| b.in_flight()).sum())
+    }
+
+    /// The settings in force: read them once per request (a request
+    /// keeps what it started with).
+    pub fn settings(&self) -> Arc<ProxySettings> {
+        self.settings.load_full()
+    }
+
+    /// The settings in force, for a quick look without an await.
+    pub fn peek(&self) -> arc_swap::Guard<Arc<ProxySettings>> {
+        self.settings.load()
+    }
+
+    /// `ebb apply`: requests from now on use these settings; requests on
+    /// their way keep the ones they started with.
+    pub fn reconfigure(&self, balance: BalanceAlgorithm, config: ProxyConfig) {
+        self.settings.store(Arc::new(ProxySettings { balance, config }));
+        // A raised max_in_flight or max_queue may let queued requests go.
+        self.slot_freed.notify_waiters();
     }
 
     /// Replaces the routable set in one atomic swap.
@@ -378,7 +407,7 @@ impl ServiceProxy {
     /// Whether a streak is worth waking the controller for is the core's
     /// call; the ejection itself is decided there too.
     fn maybe_suspect(&self, streak: Streak, count: u32) {
-        if self.config.outlier.streak_worth_a_look(streak, count) {
+        if self.peek().config.outlier.streak_worth_a_look(streak, count) {
             self.outlier_suspect.notify_one();
         }
     }
@@ -395,7 +424,7 @@ fn choose(proxy: &ServiceProxy, n: usize, in_flight: impl Fn(usize) -> u64) -> u
     if n <= 1 {
         return 0;
     }
-    match proxy.balance {
+    match proxy.peek().balance {
         BalanceAlgorithm::RoundRobin => pick_round_robin(n, proxy.next.fetch_add(1, Ordering::Relaxed)),
         BalanceAlgorithm::LeastOutstanding => {
             let draw: u64 = rand::random();

@@ -148,7 +148,7 @@ pub(crate) async fn serve(
     front: Arc<Front>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let builder = Arc::new(builder(&front.config));
+    let builder = Arc::new(builder(&front.config()));
     let connections = Arc::new(Connections { stats: Some(front.clone()), ..Connections::default() });
     let mut workers = Vec::new();
     let mut finished = Vec::new();
@@ -174,11 +174,12 @@ pub(crate) async fn serve(
         finished.push(worker_finished);
     }
 
-    let max_connections = front.config.max_connections.map_or(usize::MAX, |n| n as usize);
     let mut at_cap = false;
     let mut accept_errors = AcceptBackoff::default();
     let mut next = 0;
     loop {
+        // Read each time round: `ebb apply` may change it.
+        let max_connections = front.config().max_connections.map_or(usize::MAX, |n| n as usize);
         // HAProxy's maxconn: at the cap, stop accepting; clients wait in
         // the kernel's backlog until a connection closes, and descriptors
         // stay free for health checks and replicas.
@@ -276,10 +277,11 @@ async fn worker(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
     front: Arc<Front>,
     shutdown: CancellationToken,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut builder: Arc<auto::Builder<TokioExecutor>>,
     connections: Arc<Connections>,
 ) {
     let tasks = TaskTracker::new();
+    let mut built_for = front.config();
     while let Some((tcp, peer)) = incoming.recv().await {
         let tcp = match TcpStream::from_std(tcp) {
             Ok(tcp) => tcp,
@@ -293,9 +295,15 @@ async fn worker(
         let tls = front.tls.as_ref().map(|tls| tls.acceptor());
         let shared = Arc::new(ConnShared::new(front.clone(), peer, tls.is_some(), shutdown.clone()));
         let id = connections.add(shared.clone());
+        // Settings changed by `ebb apply` since the builder was made: a new
+        // one for this and later connections.
+        if !Arc::ptr_eq(&built_for, &shared.config) {
+            built_for = shared.config.clone();
+            builder = Arc::new(self::builder(&built_for));
+        }
         let builder = builder.clone();
         let connections = connections.clone();
-        let handshake_timeout = front.config.header_read_timeout;
+        let handshake_timeout = shared.config.header_read_timeout;
         tasks.spawn(async move {
             match tls {
                 None => serve_connection(tcp, shared, &builder, peer).await,

@@ -52,7 +52,7 @@ pub async fn history(config: &Config, service: &str, since: &str) -> anyhow::Res
     let since_ms = parse_since(since, SystemTime::now()).map_err(|e| anyhow!(e))?;
     let addr = config.admin.listen;
     // No token: reading the history needs none from a loopback-only admin listener.
-    let client = AdminClient::new(addr, AdminCredential::None);
+    let client = AdminClient::for_config(config, AdminCredential::None);
     let points = match client.metrics(service, since_ms).await {
         Ok(points) => points,
         Err(ClientError::NotRunning(not_running)) => {

@@ -126,6 +126,9 @@ enum Op {
     Service(Box<ServiceRecord>),
     Replica(Box<ReplicaRecord>),
     ForgetReplica(String),
+    /// A service removed by `ebb apply`: its record and replica records
+    /// (its metric history stays, for a service put back).
+    ForgetService(String),
     Event(Box<Event>),
     Point(String, Box<ServicePoint>),
     Sync(tokio::sync::oneshot::Sender<Result<(), String>>),
@@ -194,6 +197,12 @@ impl StateStore {
 
     pub fn forget_replica(&self, id: &str) {
         self.send(Op::ForgetReplica(id.to_string()));
+    }
+
+    /// Forgets a removed service once its replicas are gone: a restart
+    /// neither restores its desired count nor looks for its replicas.
+    pub fn forget_service(&self, name: &str) {
+        self.send(Op::ForgetService(name.to_string()));
     }
 
     pub fn record_event(&self, event: &Event) {
@@ -516,6 +525,10 @@ fn apply(conn: &mut Connection, writes: &[Op], keep_events: i64) -> rusqlite::Re
             }
             Op::ForgetReplica(id) => {
                 tx.execute("DELETE FROM replicas WHERE id = ?1", params![id])?;
+            }
+            Op::ForgetService(name) => {
+                tx.execute("DELETE FROM services WHERE name = ?1", params![name])?;
+                tx.execute("DELETE FROM replicas WHERE service = ?1", params![name])?;
             }
             Op::Event(event) => {
                 tx.execute(

@@ -195,6 +195,19 @@ impl Ebb {
     /// Like [`Ebb::start`], with `ebb up` run under a wrapper command such
     /// as `["prlimit", "--nofile=256:256"]`.
     pub fn start_under(wrapper: &[&str], make: impl FnOnce(SocketAddr, SocketAddr) -> String) -> Ebb {
+        Self::start_until(wrapper, make, |ebb| {
+            http(ebb.admin, "GET", "/api/v1/status", None).is_ok_and(|r| r.status == 200)
+        })
+    }
+
+    /// Like [`Ebb::start_under`], waiting until `ready` holds instead of
+    /// until the admin API answers plain HTTP (an admin API with `[admin]
+    /// tls`: `ready` can run `ebb status`).
+    pub fn start_until(
+        wrapper: &[&str],
+        make: impl FnOnce(SocketAddr, SocketAddr) -> String,
+        ready: impl Fn(&Ebb) -> bool,
+    ) -> Ebb {
         let dir = tempfile::tempdir().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -203,16 +216,20 @@ impl Ebb {
         let child = spawn_up_under(wrapper, dir.path(), &config);
         let mut ebb =
             Ebb { dir, config, admin, listen, child: Some(child), previous: Vec::new(), seen_pids: Default::default() };
-        ebb.wait_admin();
+        ebb.wait_until(ready);
         ebb
     }
 
     /// Waits until the admin API answers. If `ebb up` exits first, the
     /// test fails at once with its log instead of after a silent timeout.
     pub fn wait_admin(&mut self) {
+        self.wait_until(|ebb| http(ebb.admin, "GET", "/api/v1/status", None).is_ok_and(|r| r.status == 200));
+    }
+
+    fn wait_until(&mut self, ready: impl Fn(&Ebb) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if http(self.admin, "GET", "/api/v1/status", None).is_ok_and(|r| r.status == 200) {
+            if ready(self) {
                 return;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -311,6 +328,13 @@ impl Ebb {
         let r = http(self.admin, "GET", "/api/v1/status", None).expect("status");
         assert_eq!(r.status, 200, "{}", r.body);
         let v = r.json();
+        self.note_pids(&v);
+        v
+    }
+
+    /// Remembers the replicas of a status document read some other way
+    /// (`ebb status --json`, HTTPS), to kill them on drop if need be.
+    pub fn note_pids(&self, v: &serde_json::Value) {
         let mut seen = self.seen_pids.borrow_mut();
         for s in v["services"].as_array().unwrap() {
             for r in s["replicas"].as_array().unwrap() {
@@ -321,7 +345,6 @@ impl Ebb {
                 }
             }
         }
-        v
     }
 
     /// The `web` service's replicas in the status document.
