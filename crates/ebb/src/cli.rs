@@ -17,10 +17,14 @@ use crate::client::{AdminClient, ClientError};
 use crate::events::Event;
 use crate::wire::{DeployRequest, DeployStatus, FleetStatus, ServiceStatus};
 
+/// `0.1.0 (abc1234)`: the crate version and the git commit it was built
+/// from (`unknown` outside a git checkout).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("EBB_GIT_COMMIT"), ")");
+
 /// ebb runs a web application as an elastic fleet of replicas behind its own
 /// load balancer, and grows and shrinks the fleet with the traffic.
 #[derive(Parser)]
-#[command(name = "ebb", version, about, long_about = None)]
+#[command(name = "ebb", version = VERSION, about, long_about = None)]
 struct Cli {
     /// The config file; every command finds the running ebb through its admin address.
     #[arg(short = 'f', long = "file", global = true, default_value = "ebb.toml", value_name = "FILE")]

@@ -212,6 +212,8 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
     // run here.
     parts.controllers.spawn(parts.host.clone().run(parts.controllers_stop.clone()));
     let config_path = config.path.canonicalize().unwrap_or_else(|_| config.path.clone());
+    // Plans name the file applied last by its full path.
+    config.path = config_path.clone();
     let running = Arc::new(Running::start(config.clone(), parts, bound));
     warn_about_leftovers(&config, &running).await;
 

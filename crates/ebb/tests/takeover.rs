@@ -210,7 +210,7 @@ fn takeover_without_a_running_ebb_says_so_and_starts_normally() {
 fn desired_capacity_is_said_at_start_and_fresh_starts_from_the_file() {
     let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 4, desired = 1 }", ""));
     ebb.wait_in_service(1, BOOT);
-    assert!(ebb.up_log().contains("(desired 1 (from the file); min 1, max 4)"), "{}", ebb.up_log());
+    assert!(ebb.up_log().contains("(desired 1 (from the file), min 1, max 4)"), "{}", ebb.up_log());
     assert_eq!(ebb.admin_call("PUT", "/api/v1/services/web/desired", Some(r#"{"desired": 3}"#)).status, 200);
     let three = sorted_pids(&ebb.wait_in_service(3, BOOT));
 
@@ -268,7 +268,7 @@ fn down_forget_stops_the_fleet_and_forgets_desired_capacity() {
     let seen = ebb.up_log().len();
     ebb.restart_up();
     ebb.wait_in_service(1, BOOT);
-    assert!(ebb.up_log()[seen..].contains("(desired 1 (from the file); min 1, max 4)"), "{}", ebb.up_log());
+    assert!(ebb.up_log()[seen..].contains("(desired 1 (from the file), min 1, max 4)"), "{}", ebb.up_log());
     assert_eq!(ebb.status()["services"][0]["desired"], 1);
     assert_eq!(ebb.token(), token, "the admin token is kept");
     assert!(ebb.events().iter().any(|e| e["seq"].as_u64() == Some(last_seq)), "the events are kept");

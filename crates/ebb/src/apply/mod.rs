@@ -233,13 +233,8 @@ impl Running {
         for service in &added {
             let live = inner.parts.start_service(service, sockets.services.remove(&service.name));
             self.services.insert(live.handle.clone());
-            record(&inner, &service.name, format!("ebb apply: service added ({} replicas)", service.replicas.desired));
-            steps.push(format!(
-                "+ service {}: started ({} -> {})",
-                service.name,
-                replicas(service.replicas.desired),
-                front_text(&new, service, None)
-            ));
+            record(&inner, &service.name, format!("ebb apply: service added ({})", replicas(service.replicas.desired)));
+            steps.push(format!("+ service {}: started -> {}", service.name, front_text(&new, service, None)));
             inner.services.insert(service.name.clone(), live);
         }
         // 2. Changed services take their new config in place.
@@ -533,8 +528,8 @@ fn front_text(config: &Config, service: &ServiceConfig, desired: Option<&crate::
         (true, false) => format!("listener {}", routed.join(", ")),
         (false, _) => "worker pool, no balancer".to_string(),
     };
-    let desired = desired.map_or_else(|| format!("{} replicas", service.replicas.desired), |d| d.to_string());
-    format!("{front} ({desired}; min {}, max {})", service.replicas.bounds.min, service.replicas.bounds.max)
+    let desired = desired.map_or_else(|| replicas(service.replicas.desired), |d| d.to_string());
+    format!("{front} ({desired}, min {}, max {})", service.replicas.bounds.min, service.replicas.bounds.max)
 }
 
 fn replicas(n: u32) -> String {

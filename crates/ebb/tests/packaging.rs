@@ -1,0 +1,91 @@
+//! What ships: the version names its commit, the licence is the one the
+//! workspace declares, and the declared `rust-version` is what the
+//! dependency tree really needs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const EBB: &str = env!("CARGO_BIN_EXE_ebb");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let out = Command::new(EBB).arg("--version").output().unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let expected_version = env!("CARGO_PKG_VERSION");
+    assert!(printed.starts_with(&format!("ebb {expected_version} (")), "{printed}");
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=9", "HEAD"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match commit {
+        // Built in this checkout: the commit is the one checked out (a
+        // build made before the last commit would name the one before).
+        Some(commit) => assert!(printed.contains(&commit), "{printed} should name commit {commit}"),
+        None => println!("SKIP: not a git checkout; the version says {printed}"),
+    }
+}
+
+#[test]
+fn the_licence_file_is_the_declared_one() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("license = \"Apache-2.0\""));
+    let licence = std::fs::read_to_string(root().join("LICENSE")).expect("a LICENSE file at the root");
+    assert!(licence.contains("Apache License") && licence.contains("Version 2.0, January 2004"));
+}
+
+fn parse_version(v: &str) -> (u32, u32) {
+    let mut parts = v.trim().trim_matches('"').split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Every locked package whose manifest is in the local registry (those
+/// built for this platform) needs at most the workspace's rust-version.
+#[test]
+fn rust_version_covers_every_dependency() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let declared = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rust-version = "))
+        .map(parse_version)
+        .expect("rust-version in the workspace");
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap();
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    let registries: Vec<PathBuf> = std::fs::read_dir(home.join("registry/src"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let mut checked = 0;
+    let mut too_new = Vec::new();
+    let mut name = "";
+    for line in lock.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = n.trim_matches('"');
+        } else if let Some(version) = line.strip_prefix("version = ") {
+            let dir = format!("{name}-{}", version.trim_matches('"'));
+            let Some(toml) = registries.iter().map(|r| r.join(&dir).join("Cargo.toml")).find(|p| p.exists()) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(toml).unwrap();
+            checked += 1;
+            if let Some(needed) = text.lines().find_map(|l| l.trim().strip_prefix("rust-version = ")) {
+                if parse_version(needed) > declared {
+                    too_new.push(format!("{dir} needs {}", needed.trim_matches('"')));
+                }
+            }
+        }
+    }
+    if checked == 0 {
+        println!("SKIP: no registry sources under {} to read", home.display());
+        return;
+    }
+    assert!(checked > 100, "only {checked} manifests found");
+    assert!(too_new.is_empty(), "rust-version {declared:?} is older than: {too_new:?}");
+}
