@@ -27,8 +27,19 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("EBB_GIT_COM
 #[command(name = "ebb", version = VERSION, about, long_about = None)]
 struct Cli {
     /// The config file; every command finds the running ebb through its admin address.
-    #[arg(short = 'f', long = "file", global = true, default_value = "ebb.toml", value_name = "FILE")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "ebb.toml",
+        value_name = "FILE",
+        env = "EBB_CONFIG"
+    )]
     file: PathBuf,
+    /// ebb's own log lines (stderr): `text` (no colour codes unless stderr
+    /// is a terminal), or `json`, one object per line.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"], env = "EBB_LOG_FORMAT")]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,6 +103,17 @@ enum Command {
         /// Apply without asking.
         #[arg(long, short = 'y')]
         yes: bool,
+    },
+    /// Wait until every service (or SERVICE) has its desired replicas in
+    /// service, then exit 0 — so a script never sends load into a fleet
+    /// that has no replica yet (`ebb up & ebb wait && ebb load …`). Exits 1
+    /// with the reason (the holding reason, the last events) on timeout.
+    Wait {
+        /// Only this service.
+        service: Option<String>,
+        /// Give up after this long.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// Set a service's desired capacity (clamped to its min/max, recorded as an event).
     Scale {
@@ -181,6 +203,18 @@ enum Command {
         /// The file to check, a regular file of at most 4 MiB (defaults to `ebb -f FILE validate`'s FILE, or ebb.toml).
         file: Option<PathBuf>,
     },
+    /// Print a shell completion script: `ebb completions bash > /etc/bash_completion.d/ebb`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page for ebb and one per command (ebb.1, ebb-up.1, ...)
+    /// into a directory: `ebb man --out /usr/local/share/man/man1`.
+    Man {
+        /// Where to write the pages.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Run the built-in demo application (the seed stories' workload).
     DemoApp(crate::demo_app::DemoAppArgs),
     /// Run only a balancer in front of fixed backends (no fleet management).
@@ -231,7 +265,13 @@ pub fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EBB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        // Colour codes only where a person reads them, not in log files.
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -252,6 +292,80 @@ pub fn main() -> ExitCode {
     // the exit).
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+/// `ebb wait`: polls the status until each service chosen has `desired`
+/// replicas in service, healthy. The running ebb may still be starting
+/// (its admin API not answering yet): that is waited for too.
+async fn wait(client: &AdminClient, only: Option<&str>, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let answer = client.status().await;
+        let (ready, progress) = match &answer {
+            Ok(status) => {
+                let chosen: Vec<&ServiceStatus> =
+                    status.services.iter().filter(|s| only.is_none_or(|name| s.name == name)).collect();
+                if let (Some(name), true) = (only, chosen.is_empty()) {
+                    eprintln!(
+                        "error: no service named {name:?}; services: {}",
+                        status.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                    return Ok(ExitCode::from(EXIT_BAD_INPUT));
+                }
+                let ready = chosen.iter().all(|s| s.in_service >= s.desired && s.pending == 0);
+                let progress: Vec<String> =
+                    chosen.iter().map(|s| format!("{}: {}/{} in service", s.name, s.in_service, s.desired)).collect();
+                (ready, progress.join(", "))
+            }
+            Err(error) => (false, format!("waiting for ebb to answer ({error})")),
+        };
+        if progress != last {
+            println!("{progress}");
+            last = progress;
+        }
+        if ready {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() >= deadline {
+            eprintln!("error: not ready after {}", humantime::format_duration(timeout));
+            if let Ok(status) = answer {
+                for s in status.services.iter().filter(|s| only.is_none_or(|name| s.name == name)) {
+                    if let Some(holding) = &s.holding {
+                        eprintln!("  {}: {holding}", s.name);
+                    }
+                }
+            }
+            if let Ok(events) = client.events(only, 0).await {
+                for event in events.iter().rev().take(5).rev() {
+                    eprintln!("  {} {} {}: {}", event.time, event.service, event.kind.as_str(), event.reason);
+                }
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `ebb man`: `ebb.1` and `ebb-COMMAND.1` (and `ebb-certs-renew.1`, ...)
+/// for every command, from the same definitions as `--help`.
+fn write_man_pages(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    fn write(command: &clap::Command, name: &str, out: &Path) -> anyhow::Result<()> {
+        let command = command.clone().name(name.to_string());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command.clone()).render(&mut page)?;
+        let path = out.join(format!("{name}.1"));
+        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            write(sub, &format!("{name}-{}", sub.get_name()), out)?;
+        }
+        Ok(())
+    }
+    let command = <Cli as clap::CommandFactory>::command();
+    write(&command, "ebb", out)?;
+    println!("man pages written to {}", out.display());
+    Ok(())
 }
 
 /// Reads and validates a config file; errors are already user-ready.
@@ -296,6 +410,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             });
         }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "ebb", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { out } => return write_man_pages(out).map(|()| ExitCode::SUCCESS),
         Command::Plan { json } => return apply::plan(&cli.file, *json).await,
         Command::Apply { yes } => return apply::apply(&cli.file, *yes).await,
         Command::Logs { replica, follow } => {
@@ -344,6 +464,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(code)
         }
+        Command::Wait { service, timeout } => wait(&client, service.as_deref(), timeout).await,
         Command::Status { json } => {
             let status = client.status().await?;
             if json {
@@ -463,6 +584,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }
         | Command::Plan { .. }
         | Command::Apply { .. }
         | Command::Logs { .. }

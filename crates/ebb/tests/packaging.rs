@@ -89,3 +89,66 @@ fn rust_version_covers_every_dependency() {
     assert!(checked > 100, "only {checked} manifests found");
     assert!(too_new.is_empty(), "rust-version {declared:?} is older than: {too_new:?}");
 }
+
+#[test]
+fn completions_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(EBB).args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        let script = String::from_utf8(out.stdout).unwrap();
+        for command in ["up", "status", "plan", "apply", "deploy", "certs", "simulate"] {
+            assert!(script.contains(command), "{shell} completion lacks {command}");
+        }
+    }
+    let bad = Command::new(EBB).args(["completions", "cmd.exe"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "an unknown shell is a usage error");
+}
+
+#[test]
+fn man_pages_are_written_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(EBB).args(["man", "--out"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for page in ["ebb.1", "ebb-up.1", "ebb-apply.1", "ebb-plan.1", "ebb-certs.1", "ebb-certs-renew.1", "ebb-load.1"] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page} is a man page: {}",
+            &text[..text.len().min(200)]
+        );
+    }
+    let apply = std::fs::read_to_string(dir.path().join("ebb-apply.1")).unwrap();
+    assert!(apply.contains("without a restart"), "the page carries the command's help");
+}
+
+/// ebb's own log: one JSON object per line with `--log-format json`; plain
+/// text without colour codes when stderr is not a terminal.
+#[test]
+fn logs_are_json_on_request_and_never_coloured_in_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["json", "text"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new(EBB)
+            .args(["--log-format", format, "demo-app", "--port", &port.to_string()])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let log = String::from_utf8(out.stderr).unwrap();
+        let first = log.lines().next().unwrap_or_else(|| panic!("{format}: no log line"));
+        assert!(!log.contains('\u{1b}'), "{format}: no ANSI escape in a pipe: {log:?}");
+        match format {
+            "json" => {
+                let line: serde_json::Value = serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
+                assert_eq!(line["level"], "INFO");
+                assert_eq!(line["fields"]["message"], "Demo app started.");
+            }
+            _ => assert!(first.contains("INFO Demo app started."), "{first}"),
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `ebb wait`: returns once the fleet is in service, so a script's load
+//! never meets a fleet with no replica; fails with the reason otherwise.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{fast_config, Ebb};
+
+#[test]
+fn wait_returns_once_every_replica_is_in_service() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 2, max = 3, desired = 2 }", ""));
+    let started = Instant::now();
+    let out = ebb.cli(&["wait", "--timeout", "60s"]);
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.trim_end().ends_with("web: 2/2 in service"), "{printed}");
+    let status = ebb.status();
+    assert_eq!(status["services"][0]["in_service"], 2, "in service when wait returned ({:?})", started.elapsed());
+    // Load right after: every request answered by a replica.
+    for _ in 0..20 {
+        let r = support::http(ebb.listen, "GET", "/gtg", None).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let unknown = ebb.cli(&["wait", "nosuch"]);
+    assert_eq!(unknown.status.code(), Some(2), "an unknown service is bad input");
+}
+
+#[test]
+fn wait_gives_up_with_the_reason() {
+    // Replicas that never pass a health check (nothing listens).
+    let ebb = Ebb::start(|admin, listen| {
+        fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", "")
+            .replace("command = \"{ebb} demo-app --port $PORT\"", "command = \"sleep 600\"")
+    });
+    let out = ebb.cli(&["wait", "--timeout", "3s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not ready after 3s"), "{stderr}");
+    assert!(
+        stderr.contains("web replica_started") || stderr.contains("web fleet_starting"),
+        "the last events: {stderr}"
+    );
+}
