@@ -232,6 +232,10 @@ pub enum MetricReading {
     /// `GET url`; the JSON body holds the number at `json_pointer`
     /// (RFC 6901; `""` is the whole body).
     Http { url: String, json_pointer: String },
+    /// A Prometheus instant query: `GET {server}/api/v1/query?query=…`,
+    /// whose one sample (a vector of one series, or a scalar) is the
+    /// number — Prometheus writes it as a string.
+    Prometheus { server: String, query: String },
 }
 
 impl MetricSource {

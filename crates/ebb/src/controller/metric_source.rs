@@ -36,6 +36,14 @@ pub async fn read(reading: &MetricReading) -> Result<f64, String> {
             }
             MetricSource::parse_output(&String::from_utf8_lossy(&out.stdout))
         }
+        MetricReading::Prometheus { server, query } => {
+            let encoded = percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC);
+            let url = format!("{server}/api/v1/query?query={encoded}");
+            let body = get(&url).await?;
+            let json: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| format!("GET {url}: the answer is not JSON: {e}"))?;
+            prometheus_value(query, &json)
+        }
         MetricReading::Http { url, json_pointer } => {
             let body = get(url).await?;
             let json: serde_json::Value =
@@ -46,6 +54,42 @@ pub async fn read(reading: &MetricReading) -> Result<f64, String> {
                 _ => Err(format!("GET {url}: {json_pointer:?} holds {value}, expected a number of 0 or more")),
             }
         }
+    }
+}
+
+/// The number in a Prometheus instant query's answer: a vector of exactly
+/// one series, or a scalar; Prometheus writes the value as a string
+/// (`[1700000000.123, "42"]`). The error says what came back.
+pub fn prometheus_value(query: &str, answer: &serde_json::Value) -> Result<f64, String> {
+    if answer["status"] != "success" {
+        let error = answer["error"].as_str().unwrap_or("no status \"success\"");
+        return Err(format!("Prometheus refused the query {query:?}: {error}"));
+    }
+    let data = &answer["data"];
+    let sample = match data["resultType"].as_str() {
+        Some("scalar") => &data["result"],
+        Some("vector") => match data["result"].as_array().map(Vec::as_slice) {
+            Some([one]) => &one["value"],
+            Some([]) => return Err(format!("the query {query:?} returned no series (is the metric scraped?)")),
+            Some(many) => {
+                return Err(format!(
+                    "the query {query:?} returned {} series; aggregate them to one, e.g. sum({query})",
+                    many.len()
+                ))
+            }
+            None => return Err(format!("the answer to {query:?} has no result list")),
+        },
+        other => {
+            return Err(format!(
+                "the query {query:?} returned a {}, expected a vector of one series or a scalar",
+                other.unwrap_or("nothing")
+            ))
+        }
+    };
+    let text = sample[1].as_str().ok_or_else(|| format!("the answer to {query:?} has no [time, \"value\"] sample"))?;
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("the query {query:?} returned {text:?}, expected a number of 0 or more")),
     }
 }
 
@@ -73,4 +117,32 @@ async fn get(url: &str) -> Result<Bytes, String> {
     let body = response.into_body().collect().await.map_err(|e| format!("GET {url}: {e}"))?.to_bytes();
     conn.abort();
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prometheus_value;
+    use serde_json::json;
+
+    #[test]
+    fn a_prometheus_answer_gives_its_one_sample() {
+        let vector = json!({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1733238000.5, "42"]}]}});
+        assert_eq!(prometheus_value("sum(q)", &vector), Ok(42.0));
+        let scalar = json!({"status": "success", "data": {"resultType": "scalar", "result": [1733238000.5, "3.5"]}});
+        assert_eq!(prometheus_value("scalar(q)", &scalar), Ok(3.5));
+    }
+
+    #[test]
+    fn a_prometheus_answer_that_is_not_one_number_says_why() {
+        let none = json!({"status": "success", "data": {"resultType": "vector", "result": []}});
+        assert!(prometheus_value("q", &none).unwrap_err().contains("no series"));
+        let two = json!({"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, "1"]}, {"value": [1, "2"]}]}});
+        assert!(prometheus_value("q", &two).unwrap_err().contains("2 series; aggregate them to one, e.g. sum(q)"));
+        let error = json!({"status": "error", "errorType": "bad_data", "error": "parse error at char 3"});
+        assert!(prometheus_value("q{", &error).unwrap_err().contains("parse error at char 3"));
+        let nan = json!({"status": "success", "data": {"resultType": "scalar", "result": [1, "NaN"]}});
+        assert!(prometheus_value("q", &nan).unwrap_err().contains("expected a number of 0 or more"));
+        let matrix = json!({"status": "success", "data": {"resultType": "matrix", "result": []}});
+        assert!(prometheus_value("q[5m]", &matrix).unwrap_err().contains("returned a matrix"));
+    }
 }

@@ -37,6 +37,9 @@ pub(super) struct RawMetricSource {
     command: Option<Spanned<Command>>,
     url: Option<Spanned<String>>,
     json_pointer: Option<Spanned<String>>,
+    /// A Prometheus server's base URL, with `query`.
+    prometheus: Option<Spanned<String>>,
+    query: Option<Spanned<String>>,
     interval: Option<Spanned<Dur>>,
 }
 
@@ -224,7 +227,7 @@ impl Check<'_> {
     /// `[service.NAME.metric_source]`: a command or a URL, not both.
     pub(super) fn metric_source(&mut self, service: &Spanned<String>, raw: RawMetricSource) -> MetricSource {
         let name = service.get_ref();
-        let example = r#"e.g. command = "redis-cli llen jobs", or url = "http://127.0.0.1:9000/stats" with json_pointer = "/queue/length""#;
+        let example = r#"e.g. command = "redis-cli llen jobs", or url = "http://127.0.0.1:9000/stats" with json_pointer = "/queue/length", or prometheus = "http://127.0.0.1:9090" with query = "sum(queue_length)""#;
         let interval = match &raw.interval {
             None => MetricSource::DEFAULT_INTERVAL,
             Some(i) if i.get_ref().0 < MetricSource::MIN_INTERVAL => {
@@ -233,6 +236,9 @@ impl Check<'_> {
             }
             Some(i) => i.get_ref().0,
         };
+        if let Some(reading) = self.prometheus_source(service, &raw) {
+            return MetricSource { reading, interval };
+        }
         let reading = match (raw.command, raw.url) {
             (Some(command), Some(url)) => {
                 let later = if command.span().start > url.span().start { command.span() } else { url.span() };
@@ -282,6 +288,48 @@ impl Check<'_> {
             }
         };
         MetricSource { reading, interval }
+    }
+
+    /// `prometheus` + `query`, alone: `None` when the table uses neither.
+    fn prometheus_source(&mut self, service: &Spanned<String>, raw: &RawMetricSource) -> Option<MetricReading> {
+        let name = service.get_ref();
+        match (&raw.prometheus, &raw.query) {
+            (None, None) => None,
+            (Some(server), Some(query)) => {
+                for other in
+                    [raw.command.as_ref().map(|c| c.span()), raw.url.as_ref().map(|u| u.span())].into_iter().flatten()
+                {
+                    self.problem(
+                        other,
+                        "metric_source takes one of command, url or prometheus; keep the one that gives the number",
+                    );
+                }
+                if let Some(p) = &raw.json_pointer {
+                    self.problem(
+                        p.span(),
+                        "metric_source.json_pointer applies to a url; Prometheus answers one sample, so remove it",
+                    );
+                }
+                if let Err(e) = check_url(server.get_ref()) {
+                    self.problem(server.span(), format!("metric_source.prometheus: {e}"));
+                }
+                if query.get_ref().trim().is_empty() {
+                    self.problem(query.span(), r#"metric_source.query is empty; give a PromQL query with one result, e.g. "sum(rabbitmq_queue_messages)""#);
+                }
+                Some(MetricReading::Prometheus {
+                    server: server.get_ref().trim_end_matches('/').to_string(),
+                    query: query.get_ref().clone(),
+                })
+            }
+            (Some(server), None) => {
+                self.problem(server.span(), format!(r#"[service.{name}.metric_source] has prometheus but no query; add query = "sum(rabbitmq_queue_messages)" (a PromQL query with one result)"#));
+                Some(MetricReading::Command(CommandSpec::Argv(Vec::new())))
+            }
+            (None, Some(query)) => {
+                self.problem(query.span(), format!(r#"[service.{name}.metric_source] has a query but no prometheus server; add prometheus = "http://127.0.0.1:9090""#));
+                Some(MetricReading::Command(CommandSpec::Argv(Vec::new())))
+            }
+        }
     }
 
     fn metric_command(&mut self, raw: Spanned<Command>) -> CommandSpec {
