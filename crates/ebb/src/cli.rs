@@ -26,10 +26,13 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("EBB_GIT_COM
 #[derive(Parser)]
 #[command(name = "ebb", version = VERSION, about, long_about = None)]
 struct Cli {
-    /// The config file; every command finds the running ebb through its admin address.
+    /// The config file; every command finds the running ebb through its
+    /// admin address (`--config` too; after `logs` and `events`, `-f` means
+    /// `--follow`).
     #[arg(
         short = 'f',
         long = "file",
+        visible_alias = "config",
         global = true,
         default_value = "ebb.toml",
         value_name = "FILE",
@@ -258,7 +261,7 @@ fn strategy_parser() -> impl TypedValueParser<Value = Strategy> {
 const EXIT_BAD_INPUT: u8 = 2;
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(follow_short_flag(std::env::args_os().collect()));
     let default_level = match cli.command {
         Command::Up { .. } | Command::DemoApp(_) | Command::Proxy(_) => "info",
         _ => "warn",
@@ -366,6 +369,34 @@ fn write_man_pages(out: &Path) -> anyhow::Result<()> {
     write(&command, "ebb", out)?;
     println!("man pages written to {}", out.display());
     Ok(())
+}
+
+/// `ebb logs ID -f` and `ebb events -f` mean follow, as `tail -f` and
+/// `docker logs -f` do; everywhere else (and before the command) `-f` is
+/// still the config file, as it always was (`--config` too; not `-c`, which
+/// is `ebb load`'s concurrency as in hey, wrk and ab).
+fn follow_short_flag(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let takes_value = ["-f", "--file", "--config", "--log-format"];
+    let mut i = 1;
+    while i < args.len() {
+        let arg = args[i].to_string_lossy();
+        if takes_value.contains(&arg.as_ref()) {
+            i += 2;
+        } else if arg.starts_with('-') {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let command = args.get(i).map(|a| a.to_string_lossy().into_owned());
+    if matches!(command.as_deref(), Some("logs" | "events")) {
+        for arg in args.iter_mut().skip(i + 1) {
+            if arg == "-f" {
+                *arg = "--follow".into();
+            }
+        }
+    }
+    args
 }
 
 /// Reads and validates a config file; errors are already user-ready.
@@ -1017,6 +1048,33 @@ async fn logs(config: &Config, replica: &str, follow: bool) -> anyhow::Result<Ex
             return Ok(ExitCode::SUCCESS);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[cfg(test)]
+mod follow_tests {
+    use super::follow_short_flag;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        follow_short_flag(args.iter().map(|a| a.into()).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn dash_f_after_logs_and_events_is_follow_and_the_file_elsewhere() {
+        assert_eq!(rewrite(&["ebb", "logs", "web-1", "-f"]), ["ebb", "logs", "web-1", "--follow"]);
+        assert_eq!(
+            rewrite(&["ebb", "-f", "x.toml", "logs", "-f", "web-1"]),
+            ["ebb", "-f", "x.toml", "logs", "--follow", "web-1"]
+        );
+        assert_eq!(
+            rewrite(&["ebb", "--log-format", "json", "events", "-f"]),
+            ["ebb", "--log-format", "json", "events", "--follow"]
+        );
+        assert_eq!(rewrite(&["ebb", "status", "-f", "x.toml"]), ["ebb", "status", "-f", "x.toml"]);
+        assert_eq!(rewrite(&["ebb", "-f", "logs", "status"]), ["ebb", "-f", "logs", "status"], "a file named logs");
     }
 }
 
