@@ -261,7 +261,14 @@ fn strategy_parser() -> impl TypedValueParser<Value = Strategy> {
 const EXIT_BAD_INPUT: u8 = 2;
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse_from(follow_short_flag(std::env::args_os().collect()));
+    let args = match load_spellings(follow_short_flag(std::env::args_os().collect())) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: ebb load: {message}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let default_level = match cli.command {
         Command::Up { .. } | Command::DemoApp(_) | Command::Proxy(_) => "info",
         _ => "warn",
@@ -376,6 +383,20 @@ fn write_man_pages(out: &Path) -> anyhow::Result<()> {
 /// still the config file, as it always was (`--config` too; not `-c`, which
 /// is `ebb load`'s concurrency as in hey, wrk and ab).
 fn follow_short_flag(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let i = command_index(&args);
+    let command = args.get(i).map(|a| a.to_string_lossy().into_owned());
+    if matches!(command.as_deref(), Some("logs" | "events")) {
+        for arg in args.iter_mut().skip(i + 1) {
+            if arg == "-f" {
+                *arg = "--follow".into();
+            }
+        }
+    }
+    args
+}
+
+/// Where the command is among the arguments (after ebb's global options).
+fn command_index(args: &[std::ffi::OsString]) -> usize {
     let takes_value = ["-f", "--file", "--config", "--log-format"];
     let mut i = 1;
     while i < args.len() {
@@ -388,15 +409,19 @@ fn follow_short_flag(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
             break;
         }
     }
-    let command = args.get(i).map(|a| a.to_string_lossy().into_owned());
-    if matches!(command.as_deref(), Some("logs" | "events")) {
-        for arg in args.iter_mut().skip(i + 1) {
-            if arg == "-f" {
-                *arg = "--follow".into();
-            }
-        }
+    i
+}
+
+/// `ebb load` with hey's, wrk's or ab's spellings: mapped or refused
+/// (`load::spelling`).
+fn load_spellings(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
+    let i = command_index(&args);
+    if args.get(i).is_none_or(|a| a != "load") {
+        return Ok(args);
     }
-    args
+    let rest: Vec<String> = args[i + 1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mapped = crate::load::spelling::translate(&rest)?;
+    Ok(args[..=i].iter().cloned().chain(mapped.into_iter().map(Into::into)).collect())
 }
 
 /// Reads and validates a config file; errors are already user-ready.
