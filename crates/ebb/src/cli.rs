@@ -867,9 +867,11 @@ pub fn render_status(status: &FleetStatus) -> String {
             .filter(|l| l.routes.iter().any(|r| r.service == service.name))
             .map(|l| l.name.as_str())
             .collect();
-        let front = match service.listen.ends_with(":0") && !via.is_empty() {
-            true => format!("via listener {}", via.join(", ")),
-            false => format!("http://{}", service.listen),
+        let front = match (service.listen.ends_with(":0"), via.is_empty()) {
+            (true, false) => format!("via listener {}", via.join(", ")),
+            // A worker pool: no balancer, no address.
+            (true, true) => "worker pool".to_string(),
+            (false, _) => format!("http://{}", service.listen),
         };
         out.push_str(&format!(
             "service {}  {front}  driver {}  desired {} (min {}, max {})  in service {}  pending {}  version {}\n",

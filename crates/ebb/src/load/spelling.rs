@@ -69,7 +69,7 @@ pub fn translate(args: &[String]) -> Result<Vec<String>, String> {
     while i < args.len() {
         let arg = args[i].as_str();
         let next = args.get(i + 1).cloned();
-        let mut take_next = |out: &mut Vec<String>, as_: &str| -> Result<(), String> {
+        let take_next = |out: &mut Vec<String>, as_: &str| -> Result<(), String> {
             let value = next.clone().ok_or_else(|| format!("{arg} needs a value"))?;
             out.push(as_.to_string());
             out.push(value);
