@@ -24,6 +24,7 @@
 //! - `outlier.rs`: passive outlier detection;
 //! - `publish.rs`: the routable set and the status snapshot;
 //! - `restart.rs` and `adopt.rs`: the state store, and adoption at start;
+//! - `leave.rs`: exiting without stopping replicas (SIGTERM, a takeover);
 //! - `handle.rs`: `spawn_service` and the handle the rest of ebb holds.
 
 mod adopt;
@@ -33,6 +34,7 @@ mod deploy;
 mod handle;
 mod health;
 mod input;
+mod leave;
 mod lifecycle;
 pub mod metric_source;
 mod outlier;
@@ -48,6 +50,7 @@ pub use command::{
 use context::Shared;
 pub use context::{RestoredService, ServiceContext};
 pub use handle::{spawn_service, ServiceHandle};
+pub use leave::leave_fleet_on_shutdown;
 use input::Input;
 use publish::Snapshot;
 
@@ -182,7 +185,10 @@ impl ServiceController {
                 reply();
             }
         }
-        self.shut_down(&mut rx, &snapshot).await;
+        match leave::leaving() {
+            true => self.leave(&mut rx, &snapshot).await,
+            false => self.shut_down(&mut rx, &snapshot).await,
+        }
     }
 
     /// Drains and stops every replica, handling inputs until all are gone.
