@@ -50,8 +50,8 @@ pub use command::{
 use context::Shared;
 pub use context::{RestoredService, ServiceContext};
 pub use handle::{spawn_service, ServiceHandle};
-pub use leave::leave_fleet_on_shutdown;
 use input::Input;
+pub use leave::leave_fleet_on_shutdown;
 use publish::Snapshot;
 
 use std::time::{Duration, Instant};
@@ -145,14 +145,14 @@ impl ServiceController {
         let adopted = self.restorer.adopt(&self.ctx, &mut self.fleet, self.deploy.routes()).await;
         let start = match adopted {
             0 => "starting".to_string(),
-            n => format!("resuming with {n} replicas adopted from the previous run; keeping"),
+            n => format!("resuming with {} adopted from the previous run; keeping", replicas(n as u32)),
         };
         self.ctx.record(NewEvent::new(
             &self.ctx.name,
             EventKind::FleetStarting,
             format!(
-                "{start} {} replicas (min {}, max {}) with the {} driver",
-                self.desired,
+                "{start} {} (min {}, max {}) with the {} driver",
+                replicas(self.desired),
                 self.ctx.config.replicas.bounds.min,
                 self.ctx.config.replicas.bounds.max,
                 self.fleet.driver_name()
@@ -196,7 +196,7 @@ impl ServiceController {
         self.ctx.record(NewEvent::new(
             &self.ctx.name,
             EventKind::FleetStopping,
-            format!("stopping all {} replicas", self.fleet.replicas.len()),
+            format!("stopping all {}", replicas(self.fleet.replicas.len() as u32)),
         ));
         self.desired = 0;
         self.ctx.proxy.set_routable(Vec::new());
@@ -453,4 +453,9 @@ impl ServiceController {
     fn snapshot(&self) -> Snapshot {
         publish::snapshot(&self.ctx, self.desired, &self.fleet, &self.crash_loop, &self.deploy, &self.sampler)
     }
+}
+
+/// `1 replica`, `3 replicas`.
+fn replicas(n: u32) -> String {
+    format!("{n} replica{}", if n == 1 { "" } else { "s" })
 }
