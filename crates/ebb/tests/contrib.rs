@@ -39,7 +39,10 @@ fn metric_names(text: &str) -> Vec<String> {
 
 fn promtool(file: &Path) -> Option<(bool, String)> {
     let out = Command::new("promtool").args(["check", "rules"]).arg(file).output().ok()?;
-    Some((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+    Some((
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    ))
 }
 
 #[test]
@@ -76,7 +79,10 @@ fn alert_rules_and_dashboard_queries_are_valid_promql_on_exported_metrics() {
     let mut recording = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, query) in queries.iter().enumerate() {
         let expr = query.replace("$service", ".*");
-        recording.push_str(&format!("      - record: dashboard:panel_{i}\n        expr: {}\n", serde_json::to_string(&expr).unwrap()));
+        recording.push_str(&format!(
+            "      - record: dashboard:panel_{i}\n        expr: {}\n",
+            serde_json::to_string(&expr).unwrap()
+        ));
     }
     let file = dir.path().join("dashboard.yml");
     std::fs::write(&file, recording).unwrap();

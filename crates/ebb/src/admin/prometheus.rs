@@ -190,6 +190,8 @@ struct Metrics {
     service_max_connections: Family<Labels, Gauge>,
     service_connection_cap: Family<Labels, Counter>,
     service_client_errors: Family<Labels, Counter>,
+    service_balancer_answers: Family<Labels, Counter>,
+    service_retries: Family<Labels, Counter>,
     service_send_timeouts: Family<Labels, Counter>,
     service_http2_floods: Family<Labels, Counter>,
     replica_ejected: Family<Labels, Gauge>,
@@ -246,6 +248,8 @@ impl Metrics {
             service_max_connections: Family::default(),
             service_connection_cap: Family::default(),
             service_client_errors: Family::default(),
+            service_balancer_answers: Family::default(),
+            service_retries: Family::default(),
             service_send_timeouts: Family::default(),
             service_http2_floods: Family::default(),
             replica_ejected: Family::default(),
@@ -328,6 +332,16 @@ impl Metrics {
             "service_client_errors",
             "Requests whose client broke or stalled its body (400, 408): never counted against a replica",
             m.service_client_errors.clone(),
+        );
+        r.register(
+            "service_balancer_answers",
+            "Requests the balancer answered itself, by status class and reason: no_replica (503), shed (503 + Retry-After), upstream_error (502), upstream_timeout (504), rejected (400/405/431/501: framing, Host, CONNECT)",
+            m.service_balancer_answers.clone(),
+        );
+        r.register(
+            "service_retries",
+            "Requests sent again to another replica after a connect failure",
+            m.service_retries.clone(),
         );
         r.register(
             "service_send_timeouts",
@@ -536,6 +550,18 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             }
             m.service_connection_cap.get_or_create(&l).inc_by(stats.connection_cap_reached);
             m.service_client_errors.get_or_create(&l).inc_by(stats.client_errors);
+            for (class, reason, count) in [
+                ("5xx", "no_replica", stats.no_backend),
+                ("5xx", "shed", stats.shed),
+                ("5xx", "upstream_error", stats.upstream_errors),
+                ("5xx", "upstream_timeout", stats.upstream_timeouts),
+                ("4xx", "rejected", stats.rejected),
+            ] {
+                let mut labels = l.clone();
+                labels.extend([("code_class", class.to_string()), ("reason", reason.to_string())]);
+                m.service_balancer_answers.get_or_create(&labels).inc_by(count);
+            }
+            m.service_retries.get_or_create(&l).inc_by(stats.retries);
             m.service_send_timeouts.get_or_create(&l).inc_by(stats.send_timeouts);
             m.service_http2_floods.get_or_create(&l).inc_by(stats.http2_floods);
         }
