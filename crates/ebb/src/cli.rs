@@ -49,13 +49,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the fleet(s), their balancers and the admin API; run until Ctrl-C or `ebb down`.
-    Up,
+    /// Start the fleet(s), their balancers and the admin API; run until Ctrl-C or `ebb down` (which stop the fleet) or SIGTERM (which stops ebb only).
+    ///
+    /// Ctrl-C (SIGINT) and `ebb down` drain and stop every replica. SIGTERM
+    /// (`kill`, `systemctl stop`/`restart`) stops ebb only: the replicas
+    /// keep running and the next `ebb up` adopts them. Desired capacity is
+    /// kept from the last run unless the file's replicas.desired changed;
+    /// each service's line says which (docs/upgrades.md).
+    Up {
+        /// Take over from the ebb running on this state directory (an
+        /// upgrade to this binary): it hands over its listening sockets,
+        /// finishes its requests and exits; this one adopts the replicas.
+        /// No connection is refused and no replica restarts. Without a
+        /// running ebb, starts normally.
+        #[arg(long)]
+        takeover: bool,
+        /// Start from the file's replicas.desired instead of the last run's
+        /// (versions, certificates, history, events and the admin token are
+        /// kept; replicas beyond it are retired as in a scale-in).
+        #[arg(long)]
+        fresh: bool,
+    },
     /// Ask the running ebb to drain and stop everything, and wait until it has exited (its state directory is free).
     Down {
         /// Give up waiting after this long.
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Then forget the fleet: remove the desired capacity, versions
+        /// and replica records from the state directory, so that the next
+        /// `ebb up` starts from the file. Certificates, the ACME account,
+        /// the admin token, events and metric history are kept.
+        #[arg(long)]
+        forget: bool,
     },
     /// Show every service and replica: state, health, pid, port, age, CPU, in-flight, requests, protection; and a running deploy.
     Status {
@@ -99,6 +124,9 @@ enum Command {
         service: String,
         /// The new desired number of replicas.
         desired: u32,
+        /// Print the answer as JSON (service, from, to, clamped).
+        #[arg(long)]
+        json: bool,
     },
     /// Roll out a new version of a service (rolling or blue-green), gated on
     /// health and rolled back on failure; waits and shows progress. With no
@@ -236,9 +264,16 @@ fn strategy_parser() -> impl TypedValueParser<Value = Strategy> {
 const EXIT_BAD_INPUT: u8 = 2;
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse_from(follow_short_flag(std::env::args_os().collect()));
+    let args = match load_spellings(follow_short_flag(std::env::args_os().collect())) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: ebb load: {message}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let default_level = match cli.command {
-        Command::Up | Command::DemoApp(_) | Command::Proxy(_) => "info",
+        Command::Up { .. } | Command::DemoApp(_) | Command::Proxy(_) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EBB_LOG")
@@ -351,6 +386,20 @@ fn write_man_pages(out: &Path) -> anyhow::Result<()> {
 /// still the config file, as it always was (`--config` too; not `-c`, which
 /// is `ebb load`'s concurrency as in hey, wrk and ab).
 fn follow_short_flag(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let i = command_index(&args);
+    let command = args.get(i).map(|a| a.to_string_lossy().into_owned());
+    if matches!(command.as_deref(), Some("logs" | "events")) {
+        for arg in args.iter_mut().skip(i + 1) {
+            if arg == "-f" {
+                *arg = "--follow".into();
+            }
+        }
+    }
+    args
+}
+
+/// Where the command is among the arguments (after ebb's global options).
+fn command_index(args: &[std::ffi::OsString]) -> usize {
     let takes_value = ["-f", "--file", "--config", "--log-format"];
     let mut i = 1;
     while i < args.len() {
@@ -363,15 +412,19 @@ fn follow_short_flag(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
             break;
         }
     }
-    let command = args.get(i).map(|a| a.to_string_lossy().into_owned());
-    if matches!(command.as_deref(), Some("logs" | "events")) {
-        for arg in args.iter_mut().skip(i + 1) {
-            if arg == "-f" {
-                *arg = "--follow".into();
-            }
-        }
+    i
+}
+
+/// `ebb load` with hey's, wrk's or ab's spellings: mapped or refused
+/// (`load::spelling`).
+fn load_spellings(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
+    let i = command_index(&args);
+    if args.get(i).is_none_or(|a| a != "load") {
+        return Ok(args);
     }
-    args
+    let rest: Vec<String> = args[i + 1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mapped = crate::load::spelling::translate(&rest)?;
+    Ok(args[..=i].iter().cloned().chain(mapped.into_iter().map(Into::into)).collect())
 }
 
 /// Reads and validates a config file; errors are already user-ready.
@@ -444,18 +497,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let client = AdminClient::for_config(&config, crate::client::read_token(&config.state_dir));
     match cli.command {
-        Command::Up => match crate::up::up(config).await {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(error) => match error.downcast::<ConfigError>() {
-                // Already located and rendered: print it as `validate` would.
-                Ok(config_error) => {
-                    eprintln!("{config_error}");
-                    Ok(ExitCode::from(EXIT_BAD_INPUT))
-                }
-                Err(error) => Err(error),
-            },
-        },
-        Command::Down { timeout } => down(&client, &config.state_dir, timeout).await,
+        Command::Up { takeover, fresh } => {
+            match crate::up::up(config, crate::carry_over::UpOptions { takeover, fresh }).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(error) => match error.downcast::<ConfigError>() {
+                    // Already located and rendered: print it as `validate` would.
+                    Ok(config_error) => {
+                        eprintln!("{config_error}");
+                        Ok(ExitCode::from(EXIT_BAD_INPUT))
+                    }
+                    Err(error) => Err(error),
+                },
+            }
+        }
+        Command::Down { timeout, forget } => {
+            let code = down(&client, &config.state_dir, timeout).await?;
+            if forget {
+                let (services, replicas) = crate::state::forget_fleet(&config.state_dir)?;
+                println!(
+                    "ebb: forgot the fleet: {services} service record{} (desired capacity, versions) and {replicas} replica record{} removed from {}; certificates, the ACME account, the admin token, events and metric history are kept",
+                    if services == 1 { "" } else { "s" },
+                    if replicas == 1 { "" } else { "s" },
+                    config.state_dir.join(crate::state::STATE_FILE).display()
+                );
+            }
+            Ok(code)
+        }
         Command::Wait { service, timeout } => wait(&client, service.as_deref(), timeout).await,
         Command::Status { json } => {
             let status = client.status().await?;
@@ -466,8 +533,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Scale { service, desired } => {
+        Command::Scale { service, desired, json } => {
             let outcome = client.scale(&service, desired, "manual (ebb scale)").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             match &outcome.clamped {
                 Some(why) => println!("{}: desired {} -> {}; capped: {why}", outcome.service, outcome.from, outcome.to),
                 None => println!("{}: desired {} -> {}", outcome.service, outcome.from, outcome.to),
@@ -710,7 +781,19 @@ async fn follow_deploy(client: &AdminClient, service: &str, started: &ServiceSta
 /// closed admin listener alone is not enough: ebb closes it before it has
 /// finished.
 async fn down(client: &AdminClient, state_dir: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
-    let pid = client.shutdown().await?.pid;
+    let pid = match client.shutdown().await {
+        Ok(answer) => answer.pid,
+        // After a SIGTERM the replicas run on without an ebb: say so.
+        Err(ClientError::NotRunning(not_running)) => match crate::state::replica_records(state_dir) {
+            Some(left) if left > 0 => bail!(
+                "{not_running}. The last run left {left} replica{} recorded in {}, which may still be running (SIGTERM stops ebb only): `ebb up` adopts them, then `ebb down` stops the fleet",
+                if left == 1 { "" } else { "s" },
+                state_dir.join(crate::state::STATE_FILE).display()
+            ),
+            _ => return Err(ClientError::NotRunning(not_running).into()),
+        },
+        Err(error) => return Err(error.into()),
+    };
     println!("ebb: stopping (balancers finish in-flight requests, then replicas drain and stop)");
     let started = Instant::now();
     let mut last_count = None;
@@ -791,9 +874,11 @@ pub fn render_status(status: &FleetStatus) -> String {
             .filter(|l| l.routes.iter().any(|r| r.service == service.name))
             .map(|l| l.name.as_str())
             .collect();
-        let front = match service.listen.ends_with(":0") && !via.is_empty() {
-            true => format!("via listener {}", via.join(", ")),
-            false => format!("http://{}", service.listen),
+        let front = match (service.listen.ends_with(":0"), via.is_empty()) {
+            (true, false) => format!("via listener {}", via.join(", ")),
+            // A worker pool: no balancer, no address.
+            (true, true) => "worker pool".to_string(),
+            (false, _) => format!("http://{}", service.listen),
         };
         out.push_str(&format!(
             "service {}  {front}  driver {}  desired {} (min {}, max {})  in service {}  pending {}  version {}\n",

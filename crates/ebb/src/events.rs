@@ -62,6 +62,12 @@ pub enum EventKind {
     HostFull,
     FleetStarting,
     FleetStopping,
+    /// ebb exited and left the replicas running for the next `ebb up` to
+    /// adopt (SIGTERM, or a takeover).
+    FleetLeft,
+    /// A new ebb took over from the running one (`ebb up --takeover`):
+    /// sockets handed over, replicas adopted; `service` is `ebb`.
+    EbbUpgraded,
     /// A listener got a certificate from ACME (first or renewed); `service`
     /// is `listener NAME`.
     CertificateObtained,
@@ -119,6 +125,8 @@ impl EventKind {
             EventKind::DeployRolledBack => "deploy_rolled_back",
             EventKind::FleetStarting => "fleet_starting",
             EventKind::FleetStopping => "fleet_stopping",
+            EventKind::FleetLeft => "fleet_left",
+            EventKind::EbbUpgraded => "ebb_upgraded",
             EventKind::CertificateObtained => "certificate_obtained",
             EventKind::CertificateFailed => "certificate_failed",
             EventKind::CertificateReloaded => "certificate_reloaded",

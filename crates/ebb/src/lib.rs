@@ -20,13 +20,16 @@
 //! - [`wire`]: the admin API's JSON (status document, request bodies, answers), shared by the API, the CLI and `ebb load`.
 //! - [`fd_limit`]: the open-file limit raised at start, and the client
 //!   connection budget derived from it.
-//! - [`up`]: `ebb up`, wiring it all together, and the shutdown order.
+//! - [`up`]: `ebb up`, wiring it all together, and the shutdown order;
+//!   [`shutdown`]: what SIGINT, SIGTERM and `ebb down` mean; [`takeover`]:
+//!   `ebb up --takeover`; [`carry_over`]: desired capacity across restarts.
 //! - [`cli`] and [`client`]: the `ebb` command line and its admin API client.
 //! - [`demo_app`]: the built-in workload of the seed stories (`ebb demo-app`).
 
 pub mod acme;
 pub mod admin;
 pub mod apply;
+pub mod carry_over;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -40,14 +43,17 @@ pub mod listeners;
 pub mod load;
 pub mod metrics;
 pub mod proxy;
+pub mod shutdown;
 pub mod simulate;
 pub mod state;
 pub mod status;
+pub mod takeover;
 pub mod tls;
 pub mod up;
 pub mod wire;
 
-/// Ctrl-C or SIGTERM: what ends `ebb up`, `ebb load` and a calibration.
+/// Ctrl-C or SIGTERM: what ends `ebb load` and a calibration (`ebb up`
+/// tells them apart: `shutdown.rs`).
 pub(crate) async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {

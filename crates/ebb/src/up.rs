@@ -1,5 +1,7 @@
 //! `ebb up`: start every service's balancer and controller, the admin API,
-//! and run until Ctrl-C, SIGTERM or `ebb down`; then drain and stop.
+//! and run until Ctrl-C or `ebb down` (drain and stop everything), or
+//! SIGTERM or a takeover (stop ebb only, replicas keep running:
+//! `shutdown.rs`, `takeover.rs`).
 //!
 //! Shutdown order keeps every request: balancers stop accepting and finish
 //! their in-flight requests first; only then are replicas drained and stopped.
@@ -27,7 +29,7 @@ const EVENT_LOG_CAPACITY: usize = 10_000;
 /// activation: `LISTEN_PID`, `LISTEN_FDS`, fds from 3). The supervisor keeps
 /// them open while ebb restarts, so clients queue in the backlog instead of
 /// being refused. Each is used by the listener configured at its address.
-fn inherited_listeners() -> &'static std::sync::Mutex<Vec<std::net::TcpListener>> {
+pub(crate) fn inherited_listeners() -> &'static std::sync::Mutex<Vec<std::net::TcpListener>> {
     static INHERITED: std::sync::OnceLock<std::sync::Mutex<Vec<std::net::TcpListener>>> = std::sync::OnceLock::new();
     INHERITED.get_or_init(|| {
         let for_us = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
@@ -64,16 +66,20 @@ async fn bind(config: &Config, addr: std::net::SocketAddr, owner: &str) -> anyho
     };
     if let Some(listener) = passed {
         listener.set_nonblocking(true)?;
-        return Ok(tokio::net::TcpListener::from_std(listener)?);
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        crate::takeover::keep(&listener);
+        return Ok(listener);
     }
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         let fix = if e.kind() == std::io::ErrorKind::AddrInUse {
             "; is ebb already running with this config (try `ebb status`)? Otherwise stop the program using it or change this address"
         } else {
             ""
         };
         anyhow::Error::new(config.listen_error(owner, format!("[{owner}] cannot listen on {addr}: {e}{fix}")))
-    })
+    })?;
+    crate::takeover::keep(&listener);
+    Ok(listener)
 }
 
 /// Raises the open-file limit as far as it goes and says so; returns the
@@ -101,7 +107,7 @@ fn raise_descriptor_limit() -> u64 {
 }
 
 /// Runs the fleet described by `config` until a stop is requested.
-pub async fn up(mut config: Config) -> anyhow::Result<()> {
+pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> anyhow::Result<()> {
     let open_file_limit = raise_descriptor_limit();
     fill_connection_caps(&mut config, open_file_limit);
     for service in config.services.values().filter(|s| s.kind.has_balancer() && s.own_listen) {
@@ -117,7 +123,10 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
 
     // What survives restarts. A state file ebb cannot read is refused here,
     // before anything is bound or started, and left as it is.
+    // `--takeover`: the running ebb's sockets first, then its lock.
+    let handed = crate::takeover::before_store(&config, &state_dir, options.takeover).await?;
     let (store, mut restored) = StateStore::open(&state_dir, EVENT_LOG_CAPACITY)?;
+    let desired_at_start = crate::carry_over::desired_at_start(&config, &mut restored, options.fresh);
 
     // The admin API's bearer token: created (mode 0600) at first start.
     let admin_token = Arc::new(admin::AdminToken::load_or_create(&state_dir)?);
@@ -150,6 +159,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
         };
         bound.listeners.insert(listener.name.clone(), (main, http));
     }
+    crate::takeover::close_unclaimed();
 
     for warning in host_warnings(&config) {
         tracing::warn!("{warning}");
@@ -173,6 +183,8 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     };
     let events =
         Arc::new(EventLog::with_store(EVENT_LOG_CAPACITY, store.clone(), std::mem::take(&mut restored.events)));
+    crate::takeover::record(&events, &handed);
+    crate::carry_over::record_fresh(&events, &desired_at_start);
     let stop_requested = CancellationToken::new();
     let admin_stop = CancellationToken::new();
     let parts = Parts {
@@ -194,6 +206,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
         controllers_stop: CancellationToken::new(),
         restored: Leftovers { services: restored.services, replicas: restored.replicas, history: restored.history },
         open_file_limit,
+        desired_at_start,
     };
     // One reading of the host a second, for every service whose replicas
     // run here.
@@ -228,12 +241,16 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
         "ebb: admin API and dashboard on {admin_scheme}://{admin_addr}/ (`ebb dashboard` prints a login link); state in {}",
         state_dir.display()
     );
-    println!("ebb: `ebb status` shows the fleet, `ebb apply` changes it in place, `ebb down` (or Ctrl-C) drains and stops it");
+    println!("ebb: `ebb status` shows the fleet, `ebb apply` changes it in place, `ebb down` (or Ctrl-C) drains and stops it; SIGTERM stops ebb only (replicas keep running for the next `ebb up`)");
     let reload = tokio::spawn(apply_on_sighup(running.clone(), config_path));
 
-    wait_for_stop(&stop_requested).await;
+    let takeover = crate::takeover::Server::open(&state_dir);
+    let taken_over = takeover.as_ref().map(|t| t.taken_over.clone()).unwrap_or_default();
+    let stop = crate::shutdown::wait(&stop_requested, &taken_over).await;
     reload.abort();
-    println!("ebb: stopping: balancers finish in-flight requests, then replicas drain and stop");
+    let successor = takeover.map(|t| t.close());
+    stop.prepare();
+    println!("{}", stop.announce());
 
     let longest_drain = running.longest_drain().await;
     let (proxies, proxies_stop, controllers, controllers_stop) = running.shutdown_handles().await;
@@ -257,7 +274,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
         let _ = task.await;
     }
     store.close().await;
-    println!("ebb: stopped");
+    println!("{}", stop.farewell(successor.flatten()));
     Ok(())
 }
 
@@ -475,13 +492,6 @@ async fn drivers_for(
         drivers.insert(DriverKind::Docker, Arc::new(DockerDriver::new(engine)));
     }
     Ok((drivers, gateway))
-}
-
-async fn wait_for_stop(stop_requested: &CancellationToken) {
-    tokio::select! {
-        _ = stop_requested.cancelled() => {}
-        _ = crate::stop_signal() => {}
-    }
 }
 
 #[cfg(test)]

@@ -649,6 +649,11 @@ fn prometheus_metrics_parse_with_a_real_parser() {
         );
         assert!(lines.iter().any(|l| l.starts_with("gauge ebb_replica_memory_rss_bytes{replica=")), "{lines:#?}");
         assert!(lines.iter().any(|l| l.starts_with("gauge ebb_replica_cpu_percent{replica=")), "{lines:#?}");
+        // ebb's own process, by the standard names.
+        assert!(value(lines, "counter process_cpu_seconds_total{}").is_some_and(|v| v > 0.0), "{lines:#?}");
+        assert!(value(lines, "gauge process_resident_memory_bytes{}").is_some_and(|v| v > 1e6), "{lines:#?}");
+        assert!(value(lines, "gauge process_open_fds{}").is_some_and(|v| v >= 3.0), "{lines:#?}");
+        assert!(value(lines, "gauge process_start_time_seconds{}").is_some_and(|v| v > 1.7e9), "{lines:#?}");
     }
     // The 20 health checks sent through the balancer are counted per replica.
     let answered: f64 = prom

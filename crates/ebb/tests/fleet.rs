@@ -167,20 +167,56 @@ fn ebb_down_drains_and_leaves_no_replica_process_behind() {
 }
 
 #[test]
-fn sigterm_to_ebb_up_stops_everything_too() {
+fn sigint_to_ebb_up_stops_everything_too() {
     let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 2, desired = 2 }", ""));
     ebb.wait_in_service(2, BOOT);
     let pids = ebb.seen_pids();
-    let up_pid = {
-        let out = std::process::Command::new("pgrep").args(["-f", &format!("{} up", ebb.config.display())]).output();
-        out.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
-    };
-    let up_pid = up_pid.expect("find ebb up's pid");
-    std::process::Command::new("kill").args(["-TERM", &up_pid]).status().unwrap();
+    ebb.signal_up(nix::sys::signal::Signal::SIGINT);
     assert_eq!(ebb.wait_exit(Duration::from_secs(30)), Some(0));
     for pid in pids {
-        assert!(!pid_alive(pid), "replica pid {pid} survived SIGTERM to ebb up");
+        assert!(!pid_alive(pid), "replica pid {pid} survived SIGINT to ebb up");
     }
+    let log = ebb.up_log();
+    assert!(
+        log.contains("ebb: stopping (SIGINT): balancers finish in-flight requests, then replicas drain and stop"),
+        "{log}"
+    );
+    assert!(log.contains("ebb: stopped"), "{log}");
+}
+
+/// SIGTERM (systemctl stop/restart, `kill`) stops ebb only: the replicas
+/// keep running, `ebb down` without an ebb says where they are, and the
+/// next `ebb up` adopts the very same processes.
+#[test]
+fn sigterm_stops_ebb_only_and_the_next_ebb_up_adopts_the_same_replicas() {
+    let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 3, desired = 2 }", ""));
+    let before = ebb.wait_in_service(2, BOOT);
+    let mut pids: Vec<u64> = before.iter().map(|r| r["pid"].as_u64().unwrap()).collect();
+    pids.sort();
+    ebb.signal_up(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(ebb.wait_exit(Duration::from_secs(30)), Some(0), "{}", ebb.up_log());
+    for pid in &pids {
+        assert!(pid_alive(*pid as u32), "replica pid {pid} did not survive SIGTERM to ebb up");
+    }
+    let log = ebb.up_log();
+    assert!(log.contains("ebb: stopping ebb only (SIGTERM)"), "{log}");
+    assert!(log.contains("ebb: exited; the replicas keep running: the next `ebb up` adopts them"), "{log}");
+    // `ebb down` with no ebb running says what was left and how to stop it.
+    let down = ebb.cli(&["down"]);
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(!down.status.success(), "{stderr}");
+    assert!(stderr.contains("left 2 replicas") && stderr.contains("`ebb up` adopts them, then `ebb down`"), "{stderr}");
+
+    ebb.restart_up();
+    let after = ebb.wait_in_service(2, BOOT);
+    let mut pids_after: Vec<u64> = after.iter().map(|r| r["pid"].as_u64().unwrap()).collect();
+    pids_after.sort();
+    assert_eq!(pids_after, pids, "the same processes, adopted, not restarted");
+    let events = ebb.events();
+    let left = events.iter().find(|e| e["kind"] == "fleet_left").unwrap_or_else(|| panic!("{events:#?}"));
+    assert!(left["reason"].as_str().unwrap().contains("leaves 2 replicas running"), "{left}");
+    assert_eq!(events.iter().filter(|e| e["kind"] == "replica_adopted").count(), 2, "{events:#?}");
+    assert!(!events.iter().any(|e| e["kind"] == "replica_stopped"), "nothing was stopped: {events:#?}");
 }
 
 #[test]

@@ -450,9 +450,14 @@ async fn method_headers_and_body_are_sent() {
     assert_eq!(values("x-test"), ["one", "two"]);
     assert_eq!(values("content-type"), ["application/json"]);
     assert_eq!(values("host"), [server.addr.to_string()]);
-    let run = ebb_load(&["-n", "1", "-d", "inline", "-H", "Host: example.test", &server.url()]).await;
+    // A body with no method would go on a GET: refused, with the fix.
+    let run = ebb_load(&["-n", "1", "-d", "inline", &server.url()]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("give the method"), "{}", run.stderr);
+    let run = ebb_load(&["-n", "1", "-m", "PUT", "-d", "inline", "-H", "Host: example.test", &server.url()]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let (_, headers, body) = server.seen.last.lock().unwrap().clone().unwrap();
+    let (method, headers, body) = server.seen.last.lock().unwrap().clone().unwrap();
+    assert_eq!(method, "PUT");
     assert_eq!(body, b"inline");
     assert!(headers.contains(&("host".into(), "example.test".into())));
 }
@@ -678,4 +683,25 @@ async fn open_model_drops_what_it_cannot_send_in_time() {
     assert!(num(&v["latency_ms"], "max") >= 900.0, "{v}");
     let text = ebb_load(&["--rate", "100", "-z", "1s", "-c", "5", &server.url()]).await;
     assert!(text.stdout.contains("Dropped:") && text.stdout.contains("raise -c"), "{}", text.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_tools_spellings_are_mapped_or_refused_and_non_2xx_is_reported_apart() {
+    let server = Server::ok().await;
+    // hey's -disable-keepalive: one connection per request, no body.
+    let run = ebb_load(&["-n", "5", "-c", "1", "-disable-keepalive", &server.url()]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (method, _, body) = server.seen.last.lock().unwrap().clone().unwrap();
+    assert_eq!((method.as_str(), body.len()), ("GET", 0), "not -d isable-keepalive");
+    // wrk's -d 3s is a duration, not a body.
+    let run = ebb_load(&["-d", "3s", &server.url()]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("did you mean -z 3s"), "{}", run.stderr);
+    // hey's -h2 does not print help and exit 0.
+    let run = ebb_load(&["-h2", &server.url()]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    // Non-2xx answers are counted apart, as ab does.
+    let missing = Server::start(|_, _| Reply { status: 404, delay: Duration::ZERO }).await;
+    let run = ebb_load(&["-n", "3", "-c", "1", &missing.url()]).await;
+    assert!(run.stdout.contains("Non-2xx responses: 3"), "{}", run.stdout);
 }

@@ -41,4 +41,13 @@ fn wait_gives_up_with_the_reason() {
         stderr.contains("web replica_started") || stderr.contains("web fleet_starting"),
         "the last events: {stderr}"
     );
+
+    // Meanwhile the balancer answers 503 itself, and /metrics says why.
+    for _ in 0..3 {
+        assert_eq!(support::http(ebb.listen, "GET", "/", None).unwrap().status, 503);
+    }
+    let metrics = support::http(ebb.admin, "GET", "/metrics", None).unwrap().body;
+    let line = r#"ebb_service_balancer_answers_total{service="web",code_class="5xx",reason="no_replica"} 3"#;
+    assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    assert!(metrics.contains(r#"ebb_service_retries_total{service="web"} 0"#), "{metrics}");
 }

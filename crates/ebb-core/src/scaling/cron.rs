@@ -1,4 +1,5 @@
-//! Five-field cron expressions for scheduled actions, evaluated in **UTC**.
+//! Five-field cron expressions for scheduled actions, evaluated in **UTC**
+//! or in an IANA time zone ([`Cron::in_zone`]).
 //!
 //! `minute hour day-of-month month day-of-week`, as in crontab(5):
 //!
@@ -20,9 +21,14 @@
 //! (`0 0 1 * MON` = the 1st of the month and every Monday); otherwise both
 //! must match (`0 0 */2 * FRI` = Fridays that fall on an odd day).
 //!
-//! Why UTC and not local time: the core reads no clock and no time zone
-//! database, and a schedule that moves with daylight saving time fires twice
-//! or not at all once a year. The caller passes Unix seconds.
+//! UTC is the default. In a time zone (`timezone = "Europe/Berlin"`) the
+//! fields are read on the zone's wall clock, with cron's rules across
+//! daylight saving changes: a time the clocks skip (02:30 on the spring
+//! day) fires at the instant 02:30 standard time would have been (03:30
+//! summer time), and a time the clocks pass twice (02:30 on the autumn
+//! day) fires once, the first time. The
+//! zone database is compiled in (jiff's bundled tzdb): the core reads no
+//! file and no clock; the caller passes Unix seconds.
 //!
 //! Why our own parser: five fields are a page of code, and the error can
 //! point at the exact field that is wrong, which the config error needs.
@@ -48,7 +54,24 @@ pub struct Cron {
     dow_restricted: bool,
     /// The text as written, for messages.
     source: String,
+    /// Read on this zone's wall clock; UTC when `None`.
+    zone: Option<Zone>,
 }
+
+/// An IANA time zone, compared by name.
+#[derive(Clone)]
+struct Zone {
+    name: String,
+    tz: jiff::tz::TimeZone,
+}
+
+impl PartialEq for Zone {
+    fn eq(&self, other: &Zone) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Zone {}
 
 /// Why a cron expression does not parse, and where (a byte range of the
 /// expression, so the config error can put its caret on the bad field).
@@ -153,6 +176,7 @@ impl Cron {
             dom_restricted: !fields[2].0.starts_with('*'),
             dow_restricted: !fields[4].0.starts_with('*'),
             source: fields.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(" "),
+            zone: None,
         })
     }
 
@@ -161,9 +185,35 @@ impl Cron {
         &self.source
     }
 
-    /// Whether the minute containing `unix_s` (UTC) matches.
+    /// The same schedule read on the wall clock of `zone`, an IANA name
+    /// (`Europe/Berlin`, `America/New_York`; `UTC` is the default).
+    pub fn in_zone(mut self, zone: &str) -> Result<Cron, String> {
+        if zone == "UTC" {
+            self.zone = None;
+            return Ok(self);
+        }
+        let tz = jiff::tz::TimeZone::get(zone).map_err(|_| {
+            format!("unknown time zone {zone:?}; use an IANA name like \"Europe/Berlin\" or \"America/New_York\" (UTC is the default)")
+        })?;
+        self.zone = Some(Zone { name: zone.to_string(), tz });
+        Ok(self)
+    }
+
+    /// `UTC` or the zone's IANA name.
+    pub fn zone_name(&self) -> &str {
+        self.zone.as_ref().map_or("UTC", |z| z.name.as_str())
+    }
+
+    /// Whether the minute containing `unix_s` matches (on the zone's wall
+    /// clock).
     pub fn matches(&self, unix_s: i64) -> bool {
-        let t = CivilTime::from_unix(unix_s);
+        let t = match &self.zone {
+            None => CivilTime::from_unix(unix_s),
+            Some(zone) => match local(unix_s, &zone.tz) {
+                Some(t) => t,
+                None => return false,
+            },
+        };
         self.matches_day(&t) && self.hours & (1 << t.hour) != 0 && self.minutes & (1 << t.minute) != 0
     }
 
@@ -186,6 +236,9 @@ impl Cron {
     /// (a multiple of 60); `None` if there is none within nine years
     /// (`0 0 31 2 *` never matches).
     pub fn next_after(&self, unix_s: i64) -> Option<i64> {
+        if let Some(zone) = &self.zone {
+            return self.next_after_in(unix_s, &zone.tz);
+        }
         let start_minute = unix_s.div_euclid(60) + 1;
         let first_day = start_minute.div_euclid(1440);
         for day in first_day..first_day + SEARCH_DAYS {
@@ -203,6 +256,9 @@ impl Cron {
     /// The last matching minute at or before `unix_s` (the start of that
     /// minute, as Unix seconds); `None` if none within nine years.
     pub fn latest_at_or_before(&self, unix_s: i64) -> Option<i64> {
+        if let Some(zone) = &self.zone {
+            return self.latest_at_or_before_in(unix_s, &zone.tz);
+        }
         let last_minute = unix_s.div_euclid(60);
         let last_day = last_minute.div_euclid(1440);
         for day in (last_day - SEARCH_DAYS..=last_day).rev() {
@@ -212,6 +268,52 @@ impl Cron {
             let to = if day == last_day { last_minute.rem_euclid(1440) } else { 1439 };
             if let Some(m) = (0..=to).rev().find(|&m| self.matches_minute_of_day(m)) {
                 return Some((day * 1440 + m) * 60);
+            }
+        }
+        None
+    }
+
+    /// [`next_after`](Self::next_after) on a zone's wall clock: local days
+    /// and minutes in order, each matching one turned into its instant
+    /// (a skipped time: the instant after the jump; a repeated one: the
+    /// first), the first after `unix_s`.
+    fn next_after_in(&self, unix_s: i64, tz: &jiff::tz::TimeZone) -> Option<i64> {
+        let now = jiff::Timestamp::from_second(unix_s).ok()?.to_zoned(tz.clone()).datetime();
+        let first_day = now.date();
+        let start = i64::from(now.hour()) * 60 + i64::from(now.minute()) + 1;
+        for offset in 0..SEARCH_DAYS {
+            let date = first_day.checked_add(jiff::Span::new().days(offset)).ok()?;
+            if !self.matches_day(&civil_day(date)) {
+                continue;
+            }
+            let from = if offset == 0 { start } else { 0 };
+            for m in (from..1440).filter(|&m| self.matches_minute_of_day(m)) {
+                let at = instant(date, m, tz)?;
+                if at > unix_s {
+                    return Some(at);
+                }
+            }
+        }
+        None
+    }
+
+    /// [`latest_at_or_before`](Self::latest_at_or_before) on a zone's
+    /// wall clock.
+    fn latest_at_or_before_in(&self, unix_s: i64, tz: &jiff::tz::TimeZone) -> Option<i64> {
+        let now = jiff::Timestamp::from_second(unix_s).ok()?.to_zoned(tz.clone()).datetime();
+        let last_day = now.date();
+        let last = i64::from(now.hour()) * 60 + i64::from(now.minute());
+        for offset in 0..SEARCH_DAYS {
+            let date = last_day.checked_sub(jiff::Span::new().days(offset)).ok()?;
+            if !self.matches_day(&civil_day(date)) {
+                continue;
+            }
+            let to = if offset == 0 { last } else { 1439 };
+            for m in (0..=to).rev().filter(|&m| self.matches_minute_of_day(m)) {
+                let at = instant(date, m, tz)?;
+                if at <= unix_s {
+                    return Some(at);
+                }
             }
         }
         None
@@ -306,6 +408,35 @@ fn value(s: &str, field: &Field, text: &str) -> Result<u32, String> {
         "{} field {text:?}: {s:?} is not a number from {} to {}{names}; e.g. {}",
         field.name, field.min, field.max, field.example
     ))
+}
+
+/// The wall-clock time of `unix_s` in `tz`.
+fn local(unix_s: i64, tz: &jiff::tz::TimeZone) -> Option<CivilTime> {
+    let t = jiff::Timestamp::from_second(unix_s).ok()?.to_zoned(tz.clone()).datetime();
+    let mut civil = civil_day(t.date());
+    civil.hour = t.hour() as u32;
+    civil.minute = t.minute() as u32;
+    Some(civil)
+}
+
+/// A local date as a [`CivilTime`] at 00:00, for the day fields.
+fn civil_day(date: jiff::civil::Date) -> CivilTime {
+    CivilTime {
+        year: i64::from(date.year()),
+        month: date.month() as u32,
+        day: date.day() as u32,
+        hour: 0,
+        minute: 0,
+        weekday: date.weekday().to_sunday_zero_offset() as u32,
+    }
+}
+
+/// The instant of local minute `m` of `date` in `tz`: a time the clocks
+/// skip is the instant after the jump, a time they pass twice the first
+/// (jiff's "compatible" rule, which is cron's).
+fn instant(date: jiff::civil::Date, m: i64, tz: &jiff::tz::TimeZone) -> Option<i64> {
+    let time = date.at((m / 60) as i8, (m % 60) as i8, 0, 0);
+    Some(time.to_zoned(tz.clone()).ok()?.timestamp().as_second())
 }
 
 /// A UTC calendar time, at minute resolution.

@@ -1,4 +1,4 @@
-//! Scheduled actions: at cron times (UTC), set min, max and/or desired
+//! Scheduled actions: at cron times (UTC or a time zone), set min, max and/or desired
 //! capacity (AWS scheduled actions), e.g. business hours.
 //!
 //! **min and max are levels; desired is an event.** The bounds in force at
@@ -36,7 +36,7 @@ impl ScheduledAction {
                 set.push(format!("{key} {v}"));
             }
         }
-        format!("{} (`{}` UTC): {}", self.name, self.cron, set.join(", "))
+        format!("{} (`{}` {}): {}", self.name, self.cron, self.cron.zone_name(), set.join(", "))
     }
 }
 

@@ -196,6 +196,8 @@ struct Metrics {
     service_cold_starts: Family<Labels, Counter>,
     service_connection_cap: Family<Labels, Counter>,
     service_client_errors: Family<Labels, Counter>,
+    service_balancer_answers: Family<Labels, Counter>,
+    service_retries: Family<Labels, Counter>,
     service_send_timeouts: Family<Labels, Counter>,
     service_http2_floods: Family<Labels, Counter>,
     replica_ejected: Family<Labels, Gauge>,
@@ -258,6 +260,8 @@ impl Metrics {
             service_cold_starts: Family::default(),
             service_connection_cap: Family::default(),
             service_client_errors: Family::default(),
+            service_balancer_answers: Family::default(),
+            service_retries: Family::default(),
             service_send_timeouts: Family::default(),
             service_http2_floods: Family::default(),
             replica_ejected: Family::default(),
@@ -366,6 +370,16 @@ impl Metrics {
             "service_client_errors",
             "Requests whose client broke or stalled its body (400, 408): never counted against a replica",
             m.service_client_errors.clone(),
+        );
+        r.register(
+            "service_balancer_answers",
+            "Requests the balancer answered itself, by status class and reason: no_replica (503), shed (503 + Retry-After), upstream_error (502), upstream_timeout (504), rejected (400/405/431/501: framing, Host, CONNECT)",
+            m.service_balancer_answers.clone(),
+        );
+        r.register(
+            "service_retries",
+            "Requests sent again to another replica after a connect failure",
+            m.service_retries.clone(),
         );
         r.register(
             "service_send_timeouts",
@@ -574,6 +588,18 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             }
             m.service_connection_cap.get_or_create(&l).inc_by(stats.connection_cap_reached);
             m.service_client_errors.get_or_create(&l).inc_by(stats.client_errors);
+            for (class, reason, count) in [
+                ("5xx", "no_replica", stats.no_backend),
+                ("5xx", "shed", stats.shed),
+                ("5xx", "upstream_error", stats.upstream_errors),
+                ("5xx", "upstream_timeout", stats.upstream_timeouts),
+                ("4xx", "rejected", stats.rejected),
+            ] {
+                let mut labels = l.clone();
+                labels.extend([("code_class", class.to_string()), ("reason", reason.to_string())]);
+                m.service_balancer_answers.get_or_create(&labels).inc_by(count);
+            }
+            m.service_retries.get_or_create(&l).inc_by(stats.retries);
             m.service_send_timeouts.get_or_create(&l).inc_by(stats.send_timeouts);
             m.service_http2_floods.get_or_create(&l).inc_by(stats.http2_floods);
         }
@@ -761,20 +787,70 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("application/openmetrics-text"))
 }
 
+/// The standard `process_*` metrics of ebb itself (no `ebb_` prefix, as
+/// every exporter names them).
+fn process_registry() -> Registry {
+    let mut registry = Registry::default();
+    let r = crate::metrics::process::ProcessReading::now();
+    if let Some(v) = r.cpu_seconds {
+        let c = Counter::<f64, AtomicU64>::default();
+        c.inc_by(v);
+        registry.register_with_unit("process_cpu", "User and system CPU time spent by ebb", Unit::Seconds, c);
+    }
+    let gauge = |registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, v: Option<f64>| {
+        if let Some(v) = v {
+            let g = GaugeF::default();
+            g.set(v);
+            match unit {
+                Some(unit) => registry.register_with_unit(name, help, unit, g),
+                None => registry.register(name, help, g),
+            }
+        }
+    };
+    gauge(
+        &mut registry,
+        "process_resident_memory",
+        "ebb's resident memory",
+        Some(Unit::Bytes),
+        r.resident_bytes.map(|v| v as f64),
+    );
+    gauge(
+        &mut registry,
+        "process_virtual_memory",
+        "ebb's virtual memory",
+        Some(Unit::Bytes),
+        r.virtual_bytes.map(|v| v as f64),
+    );
+    gauge(&mut registry, "process_open_fds", "Open file descriptors of ebb", None, r.open_fds.map(|v| v as f64));
+    gauge(&mut registry, "process_max_fds", "ebb's open-file limit (soft)", None, r.max_fds.map(|v| v as f64));
+    gauge(
+        &mut registry,
+        "process_start_time",
+        "When ebb started, since the Unix epoch",
+        Some(Unit::Seconds),
+        r.start_time_seconds,
+    );
+    registry
+}
+
 /// `GET /metrics`.
 pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     let registry = build_registry(&app);
+    let process = process_registry();
     let mut body = String::new();
     let (result, content_type) = if wants_openmetrics(&headers) {
-        (
-            prometheus_client::encoding::text::encode(&mut body, &registry),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
+        let mut text = || -> Result<(), std::fmt::Error> {
+            prometheus_client::encoding::text::encode_registry(&mut body, &registry)?;
+            prometheus_client::encoding::text::encode_registry(&mut body, &process)?;
+            prometheus_client::encoding::text::encode_eof(&mut body)
+        };
+        (text(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
     } else {
-        (
-            prometheus_client::encoding::prometheus_text::encode(&mut body, &registry),
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        )
+        let mut text = || -> Result<(), std::fmt::Error> {
+            prometheus_client::encoding::prometheus_text::encode(&mut body, &registry)?;
+            prometheus_client::encoding::prometheus_text::encode(&mut body, &process)
+        };
+        (text(), prometheus_client::encoding::prometheus_text::CONTENT_TYPE)
     };
     match result {
         Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response(),

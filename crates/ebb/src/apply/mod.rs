@@ -122,7 +122,8 @@ impl Running {
         let mut services = BTreeMap::new();
         for service in config.services.values() {
             let live = parts.start_service(service, bound.services.remove(&service.name));
-            println!("ebb: service {} -> {}", service.name, front_text(&config, service));
+            let desired = parts.desired_at_start.get(&service.name);
+            println!("ebb: service {} -> {}", service.name, front_text(&config, service, desired));
             services.insert(service.name.clone(), live);
         }
         let mut listeners = BTreeMap::new();
@@ -233,7 +234,7 @@ impl Running {
             let live = inner.parts.start_service(service, sockets.services.remove(&service.name));
             self.services.insert(live.handle.clone());
             record(&inner, &service.name, format!("ebb apply: service added ({})", replicas(service.replicas.desired)));
-            steps.push(format!("+ service {}: started -> {}", service.name, front_text(&new, service)));
+            steps.push(format!("+ service {}: started -> {}", service.name, front_text(&new, service, None)));
             inner.services.insert(service.name.clone(), live);
         }
         // 2. Changed services take their new config in place.
@@ -333,6 +334,9 @@ impl Running {
         for name in closed {
             if let Some(live) = inner.listeners.remove(&name) {
                 live.stop.cancel();
+                // Closed for good: no takeover may hand it over.
+                crate::takeover::forget(live.config.listen);
+                live.config.http.into_iter().for_each(crate::takeover::forget);
                 record(
                     &inner,
                     &format!("listener {name}"),
@@ -347,6 +351,9 @@ impl Running {
             let Some(live) = inner.services.remove(name) else { continue };
             let count = live.handle.status().replicas.len();
             live.serve_stop.cancel();
+            if let Some(old) = inner.config.services.get(name).filter(|s| s.kind.has_balancer() && s.own_listen) {
+                crate::takeover::forget(old.listen);
+            }
             live.stop.cancel();
             record(
                 &inner,
@@ -420,11 +427,14 @@ fn parse(path: &Path, text: &str) -> Result<Config, ApplyError> {
 async fn bind_new(inner: &Inner, new: &Config) -> Result<Bound, ApplyError> {
     let mut bound = Bound { services: BTreeMap::new(), listeners: BTreeMap::new(), tls: Vec::new() };
     let bind = |addr: std::net::SocketAddr, owner: String| async move {
-        tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let socket = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             ApplyError::Unavailable(
                 new.listen_error(&owner, format!("[{owner}] cannot listen on {addr}: {e}")).to_string(),
             )
-        })
+        })?;
+        // Handed over by a takeover, as the sockets `ebb up` bound.
+        crate::takeover::keep(&socket);
+        Ok(socket)
     };
     for service in new.services.values() {
         if inner.config.services.contains_key(&service.name) || !(service.kind.has_balancer() && service.own_listen) {
@@ -506,7 +516,7 @@ fn board(listeners: &BTreeMap<String, LiveListener>) -> ListenerBoard {
     board
 }
 
-fn front_text(config: &Config, service: &ServiceConfig) -> String {
+fn front_text(config: &Config, service: &ServiceConfig, desired: Option<&crate::carry_over::Desired>) -> String {
     let routed: Vec<&str> = config
         .listeners
         .values()
@@ -518,12 +528,8 @@ fn front_text(config: &Config, service: &ServiceConfig) -> String {
         (true, false) => format!("listener {}", routed.join(", ")),
         (false, _) => "worker pool, no balancer".to_string(),
     };
-    format!(
-        "{front} ({}, min {}, max {})",
-        replicas(service.replicas.desired),
-        service.replicas.bounds.min,
-        service.replicas.bounds.max
-    )
+    let desired = desired.map_or_else(|| replicas(service.replicas.desired), |d| d.to_string());
+    format!("{front} ({desired}, min {}, max {})", service.replicas.bounds.min, service.replicas.bounds.max)
 }
 
 fn replicas(n: u32) -> String {

@@ -45,6 +45,9 @@ pub(crate) struct Parts {
     pub restored: Leftovers,
     /// The open-file limit, for listeners' default `max_connections`.
     pub open_file_limit: u64,
+    /// Each service's desired capacity at start and where it comes from
+    /// (`carry_over.rs`), for its `ebb: service` line.
+    pub desired_at_start: BTreeMap<String, crate::carry_over::Desired>,
 }
 
 /// The state store's records not yet claimed by a running service.

@@ -200,10 +200,14 @@ impl Fleet {
             NewEvent::new(
                 &ctx.name,
                 EventKind::ReplicaDraining,
-                format!(
-                    "leaving the rotation ({why}); {in_flight} requests in flight, drain timeout {}",
-                    humantime::format_duration(drain_timeout)
-                ),
+                match backend.is_some() {
+                    true => format!(
+                        "leaving the rotation ({why}); {in_flight} requests in flight, drain timeout {}",
+                        humantime::format_duration(drain_timeout)
+                    ),
+                    // A worker has no balancer: nothing to leave, only stop.
+                    false => format!("stopping ({why})"),
+                },
             )
             .replica(id),
         );

@@ -24,6 +24,7 @@
 //! - `outlier.rs`: passive outlier detection;
 //! - `publish.rs`: the routable set and the status snapshot;
 //! - `restart.rs` and `adopt.rs`: the state store, and adoption at start;
+//! - `leave.rs`: exiting without stopping replicas (SIGTERM, a takeover);
 //! - `handle.rs`: `spawn_service` and the handle the rest of ebb holds.
 
 mod adopt;
@@ -34,6 +35,7 @@ mod handle;
 mod health;
 mod idle;
 mod input;
+mod leave;
 mod lifecycle;
 pub mod metric_source;
 mod outlier;
@@ -50,6 +52,7 @@ use context::Shared;
 pub use context::{RestoredService, ServiceContext};
 pub use handle::{spawn_service, ServiceHandle};
 use input::Input;
+pub use leave::leave_fleet_on_shutdown;
 use publish::Snapshot;
 
 use std::time::{Duration, Instant};
@@ -147,14 +150,14 @@ impl ServiceController {
         let adopted = self.restorer.adopt(&self.ctx, &mut self.fleet, self.deploy.routes()).await;
         let start = match adopted {
             0 => "starting".to_string(),
-            n => format!("resuming with {n} replicas adopted from the previous run; keeping"),
+            n => format!("resuming with {} adopted from the previous run; keeping", replicas(n as u32)),
         };
         self.ctx.record(NewEvent::new(
             &self.ctx.name,
             EventKind::FleetStarting,
             format!(
-                "{start} {} replicas (min {}, max {}) with the {} driver",
-                self.desired,
+                "{start} {} (min {}, max {}) with the {} driver",
+                replicas(self.desired),
                 self.ctx.config.replicas.bounds.min,
                 self.ctx.config.replicas.bounds.max,
                 self.fleet.driver_name()
@@ -189,7 +192,10 @@ impl ServiceController {
                 reply();
             }
         }
-        self.shut_down(&mut rx, &snapshot).await;
+        match leave::leaving() {
+            true => self.leave(&mut rx, &snapshot).await,
+            false => self.shut_down(&mut rx, &snapshot).await,
+        }
     }
 
     /// Drains and stops every replica, handling inputs until all are gone.
@@ -197,7 +203,7 @@ impl ServiceController {
         self.ctx.record(NewEvent::new(
             &self.ctx.name,
             EventKind::FleetStopping,
-            format!("stopping all {} replicas", self.fleet.replicas.len()),
+            format!("stopping all {}", replicas(self.fleet.replicas.len() as u32)),
         ));
         self.desired = 0;
         self.ctx.proxy.set_routable(Vec::new());
@@ -479,4 +485,9 @@ impl ServiceController {
             &self.sampler,
         )
     }
+}
+
+/// `1 replica`, `3 replicas`.
+fn replicas(n: u32) -> String {
+    format!("{n} replica{}", if n == 1 { "" } else { "s" })
 }

@@ -120,7 +120,7 @@ impl Restorer {
         self.history.restore(restored.history);
         self.restored_replicas = restored.replicas;
         let Some(record) = restored.record else { return };
-        if record.config_desired == ctx.config.replicas.desired {
+        if record.resumes_desired(ctx.config.replicas.desired) {
             *desired = bounds.clamp(record.desired);
         } else {
             ctx.record(NewEvent::new(

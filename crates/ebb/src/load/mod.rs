@@ -26,6 +26,7 @@ pub mod fleet;
 pub mod http;
 pub mod report;
 pub mod shape;
+pub mod spelling;
 pub mod stats;
 
 use std::collections::VecDeque;

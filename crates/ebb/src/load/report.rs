@@ -236,6 +236,7 @@ impl Summary<'_> {
             "bytes_received": t.bytes,
             "latency_ms": latency,
             "status_codes": status,
+            "non_2xx": t.status.iter().filter(|(c, _)| !(200..300).contains(c)).map(|(_, n)| n).sum::<u64>(),
             "error_kinds": failures,
             "fleet": self.fleet.as_ref().map(|f| json!({"service": f.label, "desired": f.desired, "in_service": f.in_service})),
         })
@@ -258,6 +259,11 @@ impl Summary<'_> {
                 "  Dropped:      {} due but not sent: -c {} requests were already outstanding (raise -c)",
                 t.dropped, self.concurrency
             );
+        }
+        let non_2xx: u64 = t.status.iter().filter(|(c, _)| !(200..300).contains(c)).map(|(_, n)| n).sum();
+        if non_2xx > 0 {
+            // As ab says it: answered, but not with success.
+            let _ = writeln!(out, "  Non-2xx responses: {non_2xx}");
         }
         let _ = writeln!(out, "  Requests/sec: {:.2}", self.rps());
         if !h.is_empty() {

@@ -5,3 +5,4 @@ pub mod cpu;
 pub mod histogram;
 pub mod history;
 pub mod host;
+pub mod process;

@@ -114,6 +114,10 @@ pub(crate) struct ConnShared {
     pub(crate) shutdown: CancellationToken,
     /// The balancer is shutting down: finish and close.
     stop: AtomicBool,
+    /// The balancer is handing its clients over (another ebb takes the
+    /// listening socket): answer with `Connection: close`, so that a
+    /// keep-alive client reconnects instead of being cut while idle.
+    closing: AtomicBool,
     /// Close now, whatever is in progress (a client that stopped taking an
     /// HTTP/2 stream, see `stall.rs`).
     cut: AtomicBool,
@@ -140,6 +144,7 @@ impl ConnShared {
             tunneled: AtomicBool::new(false),
             shutdown,
             stop: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             cut: AtomicBool::new(false),
             task: Mutex::new(None),
         }
@@ -151,6 +156,15 @@ impl ConnShared {
 
     pub(crate) fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// From now on, every HTTP/1 answer on this connection closes it.
+    pub(crate) fn close_after_each_answer(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     pub(crate) fn request_stop(&self) {

@@ -75,8 +75,10 @@ pub(crate) fn error_json(message: &str, service: &str) -> String {
 pub(crate) async fn handle(conn: Arc<ConnShared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     // Every HTTP/1 head is counted, routed or not, so the framing
     // tracker's refusals stay matched to their heads.
-    let refusal = if req.version() <= Version::HTTP_11 { conn.next_head_refusal() } else { None };
+    let http1 = req.version() <= Version::HTTP_11;
+    let refusal = if http1 { conn.next_head_refusal() } else { None };
     let front = conn.front.clone();
+    let closing = conn.clone();
     let mut response = match front.route(&req) {
         Target::Service(proxy) => match forward(conn, proxy.clone(), req, refusal).await {
             Ok(response) => response,
@@ -91,6 +93,10 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, req: Request<Incoming>) -> Res
         },
     };
     front.finish(&mut response);
+    // Handing over to another ebb: the client reconnects (to it).
+    if http1 && closing.closing() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+    }
     Ok(response)
 }
 

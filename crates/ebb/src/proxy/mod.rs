@@ -64,6 +64,7 @@ mod worker;
 
 pub use body::ProxyBody;
 pub use front::{Front, Routing};
+pub use server::hand_over_clients_on_shutdown;
 
 /// One replica as the balancer sees it. Created by the controller when the
 /// replica starts and kept (with its counters) until it is gone; it is routable

@@ -81,6 +81,8 @@ struct Connections {
     closed: tokio::sync::Notify,
     /// Where the open count is published (Prometheus).
     stats: Option<Arc<Front>>,
+    /// Connections close after each HTTP/1 answer (see `serve`).
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Connections {
@@ -103,12 +105,26 @@ impl Connections {
 
     fn add(&self, conn: Arc<ConnShared>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(id, conn);
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closing.load(Ordering::Relaxed) {
+            conn.close_after_each_answer();
+        }
+        live.insert(id, conn);
         id
     }
 
     fn remove(&self, id: u64) {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Asks every live connection, and every one registered from now on,
+    /// to close after its next HTTP/1 answer.
+    fn close_after_each_answer(&self) {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        self.closing.store(true, Ordering::Relaxed);
+        for conn in live.values() {
+            conn.close_after_each_answer();
+        }
     }
 
     /// Asks every live connection to finish what it is doing and close.
@@ -219,6 +235,23 @@ pub(crate) async fn serve(
         next = (next + 1) % workers.len();
     }
     drop(listener);
+    let grace = hand_over_grace();
+    if !grace.is_zero() {
+        // Handing over to another ebb: keep-alive clients are told to
+        // reconnect (`Connection: close` on their next answer) for a
+        // while before the workers close what is left. An idle connection
+        // closed under a client that is just sending on it fails that
+        // request; one that is answered first does not, and the client's
+        // next connection reaches the new ebb.
+        connections.close_after_each_answer();
+        let deadline = tokio::time::Instant::now() + grace;
+        while connections.open.load(Ordering::Relaxed) > 0 {
+            tokio::select! {
+                _ = connections.closed.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+    }
     drop(workers);
 
     let mut result = Ok(());
@@ -304,6 +337,22 @@ async fn worker(
     connections.stop_all();
     tasks.close();
     tasks.wait().await;
+}
+
+/// How long a stopping balancer keeps its keep-alive connections, answering
+/// each with `Connection: close`, before it closes the rest (see `serve`):
+/// zero, unless ebb hands its listening sockets over (`ebb up --takeover`,
+/// SIGTERM).
+static HAND_OVER_GRACE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// At shutdown, give keep-alive clients `grace` to be told to reconnect
+/// (see `serve`). Set when ebb leaves its sockets to another process.
+pub fn hand_over_clients_on_shutdown(grace: Duration) {
+    HAND_OVER_GRACE_MS.store(grace.as_millis() as u64, Ordering::SeqCst);
+}
+
+fn hand_over_grace() -> Duration {
+    Duration::from_millis(HAND_OVER_GRACE_MS.load(Ordering::SeqCst))
 }
 
 /// Serves one client connection (plain or TLS) until it closes.

@@ -83,6 +83,15 @@ pub struct ServiceRecord {
     pub last_deploy: Option<serde_json::Value>,
 }
 
+impl ServiceRecord {
+    /// Whether a restarted ebb resumes the stored `desired`: only when
+    /// ebb.toml's `replicas.desired` is still what it was when stored (an
+    /// edited file wins). `ebb up --fresh` starts from the file regardless.
+    pub fn resumes_desired(&self, config_desired: u32) -> bool {
+        self.config_desired == config_desired
+    }
+}
+
 /// One replica as a restarted ebb needs to recognise it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaRecord {
@@ -628,6 +637,38 @@ fn fold_traffic(points: &[ServicePoint]) -> Option<PointTraffic> {
         saturated: seconds.iter().any(|t| t.saturated),
         host_full: seconds.iter().any(|t| t.host_full),
     })
+}
+
+/// `ebb down --forget`: removes what the state file keeps about the fleet
+/// (service records: desired capacity and versions; replica records), so
+/// that the next `ebb up` starts from the file. Events and metric history
+/// stay (what happened, not what to resume); certificates, the ACME
+/// account and the admin token are separate files and stay too. Takes the
+/// state directory's lock: refused while an ebb runs there. Returns how
+/// many service and replica records were removed.
+pub fn forget_fleet(state_dir: &Path) -> Result<(usize, usize), StateError> {
+    let path = state_dir.join(STATE_FILE);
+    if !path.exists() {
+        return Ok((0, 0));
+    }
+    let _lock = lock_state_dir(state_dir)?;
+    let conn = open_checked(&path)?;
+    let write = |e: rusqlite::Error| StateError::Write { path: path.clone(), cause: e.to_string() };
+    let services = conn.execute("DELETE FROM services", []).map_err(write)?;
+    let replicas = conn.execute("DELETE FROM replicas", []).map_err(write)?;
+    Ok((services, replicas))
+}
+
+/// How many replica records the state file holds (replicas the last run
+/// left running, or that died since): `None` when there is no file or it
+/// cannot be read.
+pub fn replica_records(state_dir: &Path) -> Option<usize> {
+    let path = state_dir.join(STATE_FILE);
+    if !path.exists() {
+        return None;
+    }
+    let conn = open_read_only(&path).ok()?;
+    conn.query_row("SELECT count(*) FROM replicas", [], |r| r.get::<_, i64>(0)).ok().map(|n| n as usize)
 }
 
 /// Reads a service's recorded history since `since_ms` straight from the

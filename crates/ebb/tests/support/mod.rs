@@ -141,14 +141,18 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
-/// A running `ebb up` in a temp directory; stopped (with all its replicas)
-/// when dropped.
+/// A running `ebb up` in a temp directory; stopped (with all its replicas:
+/// SIGINT, then SIGKILL to ebb and every replica group still alive) when
+/// dropped.
 pub struct Ebb {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub admin: SocketAddr,
     pub listen: SocketAddr,
     child: Option<Child>,
+    /// `ebb up` processes a takeover replaced (they exit on their own;
+    /// killed on drop if they have not).
+    previous: Vec<Child>,
     /// Every replica pid ever seen, killed on drop if still alive.
     seen_pids: std::cell::RefCell<Vec<u32>>,
 }
@@ -210,14 +214,15 @@ impl Ebb {
         let config = dir.path().join("ebb.toml");
         std::fs::write(&config, make(admin, listen)).unwrap();
         let child = spawn_up_under(wrapper, dir.path(), &config);
-        let mut ebb = Ebb { dir, config, admin, listen, child: Some(child), seen_pids: Default::default() };
+        let mut ebb =
+            Ebb { dir, config, admin, listen, child: Some(child), previous: Vec::new(), seen_pids: Default::default() };
         ebb.wait_until(ready);
         ebb
     }
 
     /// Waits until the admin API answers. If `ebb up` exits first, the
     /// test fails at once with its log instead of after a silent timeout.
-    fn wait_admin(&mut self) {
+    pub fn wait_admin(&mut self) {
         self.wait_until(|ebb| http(ebb.admin, "GET", "/api/v1/status", None).is_ok_and(|r| r.status == 200));
     }
 
@@ -252,6 +257,43 @@ impl Ebb {
         assert!(self.child.is_none(), "ebb up is still running");
         self.child = Some(spawn_up(self.dir.path(), &self.config));
         self.wait_admin();
+    }
+
+    /// Starts `ebb up ARGS` again on the same config and state directory
+    /// (after the previous one exited) and waits until its admin API answers.
+    pub fn restart_up_with(&mut self, args: &[&str]) {
+        assert!(self.child.is_none(), "ebb up is still running");
+        self.child = Some(spawn_up_with(Path::new(EBB), args, self.dir.path(), &self.config));
+        self.wait_admin();
+    }
+
+    /// Starts `BINARY -f CONFIG up --takeover` beside the running `ebb up`;
+    /// from now on the guard stops the new one, and the old one (which
+    /// should exit on its own) is [`Ebb::wait_previous_exit`]'s.
+    pub fn start_takeover(&mut self, binary: &Path) {
+        let old = self.child.take().expect("ebb up is running");
+        self.previous.push(old);
+        self.child = Some(spawn_up_with(binary, &["--takeover"], self.dir.path(), &self.config));
+    }
+
+    /// Waits for the `ebb up` a takeover replaced to exit; its status.
+    pub fn wait_previous_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.previous.last_mut().expect("a takeover was started");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("the old ebb up did not exit within {timeout:?}\n{}", self.up_log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` to `ebb up`.
+    pub fn signal_up(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.up_pid() as i32), signal).unwrap();
     }
 
     /// The admin API's bearer token, as `ebb up` wrote it in the state
@@ -382,6 +424,22 @@ pub fn spawn_up(dir: &Path, config: &Path) -> Child {
     spawn_up_under(&[], dir, config)
 }
 
+/// Spawns `BINARY -f CONFIG up ARGS`, its output appended to `DIR/ebb-up.log`.
+pub fn spawn_up_with(binary: &Path, args: &[&str], dir: &Path, config: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("ebb-up.log")).unwrap();
+    Command::new(binary)
+        .arg("-f")
+        .arg(config)
+        .arg("up")
+        .args(args)
+        .env("EBB_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn ebb up")
+}
+
 /// [`spawn_up`] under a wrapper command (`prlimit ...`), which must exec
 /// ebb so that the child is ebb itself.
 pub fn spawn_up_under(wrapper: &[&str], dir: &Path, config: &Path) -> Child {
@@ -425,8 +483,15 @@ pub fn pid_alive(pid: u32) -> bool {
 
 impl Drop for Ebb {
     fn drop(&mut self) {
+        for mut previous in self.previous.drain(..) {
+            let _ = previous.kill();
+            let _ = previous.wait();
+        }
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            // SIGINT drains and stops the replicas too (SIGTERM would
+            // leave them running for the next `ebb up`).
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if child.try_wait().ok().flatten().is_some() {

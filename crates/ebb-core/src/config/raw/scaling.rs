@@ -112,6 +112,8 @@ struct RawStepAdjustment {
 struct RawScheduled {
     name: Option<Spanned<String>>,
     cron: Option<Spanned<String>>,
+    /// An IANA zone whose wall clock the cron is read on; UTC by default.
+    timezone: Option<Spanned<String>>,
     min: Option<Spanned<Int>>,
     max: Option<Spanned<Int>>,
     desired: Option<Spanned<Int>>,
@@ -590,7 +592,16 @@ impl Check<'_> {
                 None
             }
             Some(c) => match Cron::parse(c.get_ref()) {
-                Ok(cron) => Some(cron),
+                Ok(cron) => match &raw.timezone {
+                    None => Some(cron),
+                    Some(zone) => match cron.in_zone(zone.get_ref()) {
+                        Ok(cron) => Some(cron),
+                        Err(e) => {
+                            self.problem(zone.span(), format!("timezone: {e}"));
+                            None
+                        }
+                    },
+                },
                 Err(e) => {
                     // Point at the bad field when the string is written
                     // plainly (no escapes), else at the whole string.
@@ -599,7 +610,8 @@ impl Check<'_> {
                     let plain =
                         quoted.len() == c.get_ref().len() + 2 && quoted.get(1..quoted.len() - 1) == Some(c.get_ref());
                     let field = if plain { span.start + 1 + e.at.start..span.start + 1 + e.at.end } else { span };
-                    self.problem(field, format!("cron: {} (times are UTC)", e.message));
+                    let zone = raw.timezone.as_ref().map_or("UTC", |z| z.get_ref().as_str());
+                    self.problem(field, format!("cron: {} (times are {zone})", e.message));
                     None
                 }
             },
