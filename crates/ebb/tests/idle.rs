@@ -297,3 +297,25 @@ fn a_crash_of_ebb_leaves_no_frozen_replica_and_the_restarted_ebb_serves() {
     let r = http(ebb.listen, "GET", "/gtg", None).unwrap();
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+/// SIGTERM leaves the fleet running for the next ebb: a suspended replica
+/// is thawed first (a frozen one would get the kernel's SIGHUP), and the
+/// next `ebb up` adopts the same process.
+#[test]
+fn sigterm_thaws_suspended_replicas_before_leaving_them_to_the_next_ebb() {
+    let mut ebb = Ebb::start(|admin, listen| {
+        idle_config(admin, listen, "{ min = 0, max = 2, desired = 1 }", "", "after = \"2s\"\nmode = \"suspend\"")
+    });
+    let pid = ebb.wait_in_service(1, Duration::from_secs(20))[0]["pid"].as_u64().unwrap();
+    wait_idle(&ebb, "suspended 1 replicas", Duration::from_secs(30));
+    wait_for("SIGSTOPped", Duration::from_secs(10), || (process_state(pid) == Some('T')).then_some(()));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(ebb.up_pid() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    ebb.wait_exit(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(pid_alive(pid as u32), "left running\n{}", ebb.up_log());
+    assert_ne!(process_state(pid), Some('T'), "thawed before ebb left");
+    ebb.restart_up();
+    let replicas = ebb.wait_in_service(1, Duration::from_secs(30));
+    assert_eq!(replicas[0]["pid"].as_u64(), Some(pid), "adopted: {replicas:?}");
+    assert_eq!(http(ebb.listen, "GET", "/gtg", None).unwrap().status, 200);
+}

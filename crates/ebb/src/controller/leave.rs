@@ -29,6 +29,30 @@ pub(super) fn leaving() -> bool {
     LEAVING.load(Ordering::SeqCst)
 }
 
+impl ServiceController {
+    /// Resumes the replicas scale to zero suspended: a stopped process
+    /// group whose parent exits gets SIGHUP from the kernel (an orphaned
+    /// process group), and the next ebb adopts them awake anyway.
+    async fn thaw_before_leaving(&mut self) {
+        let driver = self.fleet.driver().clone();
+        for r in self.fleet.replicas.iter_mut().filter(|r| r.suspended) {
+            let Some(running) = r.running.as_ref() else { continue };
+            match tokio::time::timeout(Duration::from_secs(5), driver.resume(running)).await {
+                Ok(Ok(())) => {
+                    r.suspended = false;
+                    r.pause.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(service = %self.ctx.name, %error, "Could not resume a replica before leaving it.")
+                }
+                Err(_) => {
+                    tracing::warn!(service = %self.ctx.name, replica = %r.id, "Resuming a replica before leaving it took over 5 s.")
+                }
+            }
+        }
+    }
+}
+
 /// How long leaving waits for starts and stops in progress to report.
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -47,10 +71,15 @@ impl ServiceController {
             match input {
                 Input::Command(command) => input::refuse_while_shutting_down(command, self.ctx.name.clone()),
                 input @ (Input::Started { .. } | Input::Stopped { .. } | Input::Exited { .. }) => self.handle(input),
-                Input::Probe { .. } | Input::Usage { .. } | Input::External { .. } | Input::WorkerReady { .. } => {}
+                Input::Probe { .. }
+                | Input::Usage { .. }
+                | Input::External { .. }
+                | Input::WorkerReady { .. }
+                | Input::FreezeFailed { .. } => {}
             }
             self.persist();
         }
+        self.thaw_before_leaving().await;
         self.persist();
         let mut left: Vec<String> = self
             .fleet
