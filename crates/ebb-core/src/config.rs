@@ -99,6 +99,9 @@ pub struct ServiceConfig {
     pub cpu: f64,
     /// Extra environment for every replica.
     pub env: BTreeMap<String, String>,
+    /// The ports local replicas (process driver) listen on; ebb's own
+    /// range (20000-32000) when `None`.
+    pub ports: Option<std::ops::RangeInclusive<u16>>,
     /// How long a replica may take to exit after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
     /// How long a leaving replica may keep finishing in-flight requests.

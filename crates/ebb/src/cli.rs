@@ -1,6 +1,7 @@
 //! The `ebb` command line: a thin layer over the admin API and [`crate::up`].
 
 mod apply;
+mod logs;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -196,11 +197,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a replica's stdout and stderr.
+    /// Print a replica's stdout and stderr, or every replica of a service
+    /// (each line prefixed with its replica).
     Logs {
-        /// Replica id, as shown by `ebb status`.
+        /// A replica id (as `ebb status` shows it) or a service name.
         replica: String,
-        /// Keep printing as the replica writes.
+        /// Only the last N lines (of each replica).
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Keep printing as the replicas write (`-f`).
         #[arg(long)]
         follow: bool,
     },
@@ -477,7 +482,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Man { out } => return write_man_pages(out).map(|()| ExitCode::SUCCESS),
         Command::Plan { json } => return apply::plan(&cli.file, *json).await,
         Command::Apply { yes } => return apply::apply(&cli.file, *yes).await,
-        Command::Logs { replica, follow } => {
+        Command::Logs { replica, tail, follow } => {
             let config = match load_config(&cli.file) {
                 Ok(c) => c,
                 Err(message) => {
@@ -485,7 +490,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(EXIT_BAD_INPUT));
                 }
             };
-            return logs(&config, replica, *follow).await;
+            return logs::logs(&config, replica, *tail, *follow).await;
         }
         _ => match load_config(&cli.file) {
             Ok(config) => config,
@@ -1057,34 +1062,6 @@ async fn events(client: &AdminClient, service: Option<&str>, follow: bool, json:
             return Ok(ExitCode::SUCCESS);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn logs(config: &Config, replica: &str, follow: bool) -> anyhow::Result<ExitCode> {
-    let valid = !replica.is_empty() && replica.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid {
-        eprintln!("error: {replica:?} is not a replica id (see `ebb status`)");
-        return Ok(ExitCode::from(EXIT_BAD_INPUT));
-    }
-    let path = config.state_dir.join("logs").join(format!("{replica}.log"));
-    let mut file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "error: no log for replica {replica} at {}: {e} (see `ebb status` for replica ids)",
-                path.display()
-            );
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let mut stdout = std::io::stdout();
-    loop {
-        std::io::copy(&mut file, &mut stdout).with_context(|| format!("reading {}", path.display()))?;
-        stdout.flush()?;
-        if !follow {
-            return Ok(ExitCode::SUCCESS);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 

@@ -77,6 +77,7 @@ impl Kind {
             state_dir: dir.to_path_buf(),
             log_path: dir.join("logs").join(format!("{replica}.log")),
             container,
+            ports: None,
         }
     }
 

@@ -593,3 +593,18 @@ fn a_deploy_with_no_option_rolls_out_what_the_config_file_says_now() {
         assert_eq!(replica_env(r["pid"].as_u64().unwrap(), "RELEASE").as_deref(), Some("2"), "{r}");
     }
 }
+
+/// `ports`: local replicas listen only in the service's range (a host with
+/// port rules), and the range shows in every replica's port.
+#[test]
+fn replicas_listen_in_the_configured_port_range() {
+    let (first, last) = (24_100u16, 24_109u16);
+    let ebb = Ebb::start(|admin, listen| {
+        fast_config(admin, listen, "{ min = 3, max = 3, desired = 3 }", &format!("ports = \"{first}-{last}\""))
+    });
+    let replicas = ebb.wait_in_service(3, BOOT);
+    for r in &replicas {
+        let port = r["port"].as_u64().unwrap() as u16;
+        assert!((first..=last).contains(&port), "replica {} listens on {port}, outside {first}-{last}", r["id"]);
+    }
+}

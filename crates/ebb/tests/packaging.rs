@@ -128,7 +128,7 @@ fn logs_are_json_on_request_and_never_coloured_in_a_file() {
     let dir = tempfile::tempdir().unwrap();
     for format in ["json", "text"] {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = Command::new(EBB)
+        let child = Command::new(EBB)
             .args(["--log-format", format, "demo-app", "--port", &port.to_string()])
             .current_dir(dir.path())
             .stdout(std::process::Stdio::null())

@@ -51,3 +51,42 @@ fn wait_gives_up_with_the_reason() {
     assert!(metrics.contains(line), "{line} in:\n{metrics}");
     assert!(metrics.contains(r#"ebb_service_retries_total{service="web"} 0"#), "{metrics}");
 }
+
+/// `ebb logs SERVICE`: every replica's output, each line prefixed with its
+/// replica; `--tail`; `-f` keeps printing.
+#[test]
+fn logs_of_a_service_interleave_its_replicas_with_a_prefix() {
+    let ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 2, max = 2, desired = 2 }", ""));
+    let ids: Vec<String> =
+        ebb.wait_in_service(2, Duration::from_secs(60)).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let out = ebb.cli(&["logs", "web", "--tail", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one line of each replica: {text}");
+    for id in &ids {
+        assert_eq!(lines.iter().filter(|l| l.starts_with(&format!("{id} | "))).count(), 1, "{id}: {text}");
+    }
+    // One replica alone: no prefix.
+    let one = ebb.cli(&["logs", &ids[0]]);
+    let one = String::from_utf8_lossy(&one.stdout).to_string();
+    assert!(one.contains("Demo app started") && !one.contains(" | "), "{one}");
+    // Following: a new line written by a replica shows up, prefixed.
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["-f"])
+        .arg(&ebb.config)
+        .args(["logs", "web", "--tail", "0", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let log = ebb.dir.path().join("state/logs").join(format!("{}.log", ids[1]));
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut file, b"a line written now\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let _ = follow.kill();
+    let followed = follow.wait_with_output().unwrap();
+    let followed = String::from_utf8_lossy(&followed.stdout).to_string();
+    assert!(followed.lines().any(|l| l == format!("{} | a line written now", ids[1])), "{followed}");
+    assert!(followed.lines().all(|l| ids.iter().any(|id| l.starts_with(&format!("{id} | ")))), "{followed}");
+}

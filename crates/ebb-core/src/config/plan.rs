@@ -285,7 +285,7 @@ fn service_effect(key: &str, spec_changed: bool, running: u32) -> Effect {
         "command" | "env" | "image" if spec_changed => Effect::RollingDeploy { replaced: running },
         // Written differently, started the same way.
         "command" | "env" | "image" => Effect::InPlace,
-        "container_port" | "cpus" | "memory" => Effect::NewReplicas,
+        "container_port" | "cpus" | "memory" | "ports" => Effect::NewReplicas,
         "driver" | "kind" => Effect::Refused {
             fix: format!("a service cannot change its {top} while it runs; add it under a new name (the old one drains), or stop ebb and start it again"),
         },

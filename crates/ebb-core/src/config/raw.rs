@@ -126,6 +126,8 @@ struct RawService {
     replicas: Option<RawReplicas>,
     cpu: Option<Spanned<Number>>,
     env: Option<EnvTable>,
+    /// The ports local replicas listen on, `"21000-21999"`.
+    ports: Option<Spanned<String>>,
     stop_timeout: Option<Spanned<Dur>>,
     drain_timeout: Option<Spanned<Dur>>,
     balance: Option<Balance>,
@@ -463,6 +465,7 @@ impl Check<'_> {
             replicas,
             cpu,
             env: self.env(raw.env.unwrap_or_default()),
+            ports: raw.ports.and_then(|p| self.ports(&p, driver, replicas.bounds.max)),
             stop_timeout: duration(raw.stop_timeout, ServiceConfig::DEFAULT_STOP_TIMEOUT),
             drain_timeout: duration(raw.drain_timeout, ServiceConfig::DEFAULT_DRAIN_TIMEOUT),
             health,
@@ -474,6 +477,40 @@ impl Check<'_> {
             chaos: raw.chaos.map(|c| self.chaos(name, c)),
             idle: self.idle(name, kind, raw.kind.as_ref().map(|k| k.span()), driver, raw.idle, min_zero_span),
         }
+    }
+
+    /// `ports = "A-B"`: where local replicas listen (hosts with port rules).
+    fn ports(&mut self, raw: &Spanned<String>, driver: DriverKind, max: u32) -> Option<std::ops::RangeInclusive<u16>> {
+        if driver != DriverKind::Process {
+            self.problem(
+                raw.span(),
+                "ports applies to the process driver; a container's port is published by the Docker engine on 127.0.0.1 (remove ports)",
+            );
+            return None;
+        }
+        let parsed = raw
+            .get_ref()
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+        let Some((first, last)) = parsed.filter(|(a, b)| *a >= 1024 && a <= b) else {
+            self.problem(
+                raw.span(),
+                format!(
+                    r#"ports {:?} is not a range of ports like "21000-21999" (from 1024 up, first not above last)"#,
+                    raw.get_ref()
+                ),
+            );
+            return None;
+        };
+        let span = u32::from(last - first) + 1;
+        if span < max {
+            self.problem(
+                raw.span(),
+                format!("ports {first}-{last} holds {span} ports, fewer than replicas.max ({max}); widen the range"),
+            );
+            return None;
+        }
+        Some(first..=last)
     }
 
     fn driver(&mut self, raw: Option<&Spanned<String>>) -> Option<DriverKind> {

@@ -158,6 +158,7 @@ impl Fleet {
             state_dir: self.state_dir.clone(),
             log_path: self.state_dir.join("logs").join(format!("{id}.log")),
             container: ContainerSpec::from_config(&ctx.config, spec.image.as_deref()),
+            ports: ctx.config.ports.clone(),
         };
         let health = HealthTracker::new(ctx.config.health.healthy_threshold, ctx.config.health.unhealthy_threshold);
         self.replicas.push(Replica::new(

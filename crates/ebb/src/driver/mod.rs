@@ -52,6 +52,9 @@ pub struct ReplicaSpec {
     /// What a container replica runs (docker and swarm drivers); `None` for
     /// the process driver.
     pub container: Option<ContainerSpec>,
+    /// Where a local replica's port is picked (`ports`); the process
+    /// driver's own range when `None`.
+    pub ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
 /// The container side of a [`ReplicaSpec`].

@@ -75,16 +75,24 @@ fn shell_quote(s: &str) -> String {
 pub const REPLICA_PORTS: std::ops::RangeInclusive<u16> = 20_000..=32_000;
 
 /// Finds a free port for a replica by binding and releasing it, starting at
-/// a random place in [`REPLICA_PORTS`]; the replica binds it a moment later.
-/// When the whole range is taken, any free port the kernel gives.
-fn free_port(host: IpAddr) -> std::io::Result<u16> {
-    let (first, span) = (u32::from(*REPLICA_PORTS.start()), u32::from(REPLICA_PORTS.end() - REPLICA_PORTS.start()) + 1);
+/// a random place in `range` ([`REPLICA_PORTS`] unless the service sets
+/// `ports`); the replica binds it a moment later. When the whole range is
+/// taken, any free port the kernel gives — except for a configured range,
+/// which a host's port rules may require: that is an error.
+fn free_port(host: IpAddr, range: &std::ops::RangeInclusive<u16>) -> std::io::Result<u16> {
+    let (first, span) = (u32::from(*range.start()), u32::from(range.end() - range.start()) + 1);
     let start = rand::random::<u32>() % span;
     for n in 0..span {
         let port = (first + (start + n) % span) as u16;
         if std::net::TcpListener::bind(SocketAddr::new(host, port)).is_ok() {
             return Ok(port);
         }
+    }
+    if *range != REPLICA_PORTS {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("every port in the service's ports range {}-{} is in use", range.start(), range.end()),
+        ));
     }
     let listener = std::net::TcpListener::bind(SocketAddr::new(host, 0))?;
     Ok(listener.local_addr()?.port())
@@ -144,7 +152,9 @@ impl Driver for ProcessDriver {
     fn start<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<RunningReplica, DriverError>> {
         Box::pin(async move {
             let replica = spec.replica_id.clone();
-            let port = free_port(self.host).map_err(|source| DriverError::Port { replica: replica.clone(), source })?;
+            let range = spec.ports.clone().unwrap_or(REPLICA_PORTS);
+            let port = free_port(self.host, &range)
+                .map_err(|source| DriverError::Port { replica: replica.clone(), source })?;
             let (stdout, stderr) = replica_output(spec)?;
             let (mut cmd, shown) = self.command_for(spec);
             cmd.envs(&spec.env)
@@ -403,7 +413,7 @@ mod tests {
             .unwrap_or(32_768);
         assert!(*REPLICA_PORTS.end() < ephemeral_start);
         let host: IpAddr = "127.0.0.1".parse().unwrap();
-        let ports: Vec<u16> = (0..20).map(|_| free_port(host).unwrap()).collect();
+        let ports: Vec<u16> = (0..20).map(|_| free_port(host, &REPLICA_PORTS).unwrap()).collect();
         assert!(ports.iter().all(|p| REPLICA_PORTS.contains(p)), "{ports:?}");
         // Random starts: twenty picks are not all the same port.
         assert!(ports.iter().any(|p| *p != ports[0]), "{ports:?}");
@@ -447,6 +457,7 @@ mod tests {
             state_dir: dir.to_path_buf(),
             log_path: dir.join("logs/web-test.log"),
             container: None,
+            ports: None,
         }
     }
 

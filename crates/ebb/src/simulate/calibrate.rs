@@ -776,6 +776,7 @@ async fn measure_boot(
             state_dir: scratch.0.clone(),
             log_path: scratch.0.join("logs").join(format!("{id}.log")),
             container: None,
+            ports: service.ports.clone(),
         };
         let t0 = Instant::now();
         let running = driver.start(&spec).await.map_err(|e| format!("error: --calibrate: {e}"))?;
