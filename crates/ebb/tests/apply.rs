@@ -337,5 +337,8 @@ fn sighup_applies_the_file_ebb_was_started_with() {
         (web["max"] == 6).then_some(())
     });
     assert_eq!(pids(&ebb), before, "SIGHUP restarts no replica");
-    assert!(ebb.up_log().contains("SIGHUP: ~ web: replicas.max 4 -> 6 (applied in place)"), "{}", ebb.up_log());
+    // Printed once the apply returns (the status shows it a moment before).
+    wait_for("the SIGHUP lines in ebb's output", Duration::from_secs(10), || {
+        ebb.up_log().contains("SIGHUP: ~ web: replicas.max 4 -> 6 (applied in place)").then_some(())
+    });
 }

@@ -192,14 +192,7 @@ pub fn plan(old: &Config, new: &Config, running: &BTreeMap<String, u32>) -> Plan
                 let spec_changed = spec(before) != spec(after);
                 for (key, from, to) in keys {
                     let effect = service_effect(&key, spec_changed, running_of(before));
-                    changes.push(PlannedChange {
-                        op: Op::Change,
-                        subject: subject.clone(),
-                        key: Some(key),
-                        from,
-                        to,
-                        effect,
-                    });
+                    changes.push(changed(&subject, key, from, to, effect));
                 }
             }
             (None, None) => unreachable!("a name from one of the two maps"),
@@ -216,16 +209,10 @@ pub fn plan(old: &Config, new: &Config, running: &BTreeMap<String, u32>) -> Plan
                     diff_keys(&section(&old_raw, "listener", &name), &section(&new_raw, "listener", &name), &|_, _| {
                         None
                     });
+                let switches_tls = before.tls.is_some() != after.tls.is_some();
                 for (key, from, to) in keys.into_iter().filter(|(k, _, _)| !k.starts_with("route")) {
-                    let effect = listener_effect(&key);
-                    changes.push(PlannedChange {
-                        op: Op::Change,
-                        subject: subject.clone(),
-                        key: Some(key),
-                        from,
-                        to,
-                        effect,
-                    });
+                    let effect = listener_effect(&key, switches_tls);
+                    changes.push(changed(&subject, key, from, to, effect));
                 }
                 changes.extend(route_changes(&subject, before, after));
             }
@@ -263,6 +250,11 @@ pub fn plan(old: &Config, new: &Config, running: &BTreeMap<String, u32>) -> Plan
     Plan { changes }
 }
 
+/// One key of a service or listener, changed.
+fn changed(subject: &Subject, key: String, from: Option<String>, to: Option<String>, effect: Effect) -> PlannedChange {
+    PlannedChange { op: Op::Change, subject: subject.clone(), key: Some(key), from, to, effect }
+}
+
 fn whole(op: Op, subject: Subject, effect: Effect) -> PlannedChange {
     PlannedChange { op, subject, key: None, from: None, to: None, effect }
 }
@@ -296,9 +288,12 @@ fn service_effect(key: &str, spec_changed: bool, running: u32) -> Effect {
     }
 }
 
-fn listener_effect(key: &str) -> Effect {
+fn listener_effect(key: &str, switches_tls: bool) -> Effect {
     let top = key.split(['.', '[']).next().unwrap_or(key);
     match top {
+        "tls" if switches_tls => Effect::Refused {
+            fix: "a listener cannot switch between plain HTTP and TLS while it runs; add a TLS listener under a new name (the old one closes), or restart ebb (`ebb up --takeover`)".into(),
+        },
         "listen" | "http" => Effect::Refused {
             fix: "a listener's addresses are bound at start; add a listener under a new name (the old one closes), or restart ebb (`ebb up --takeover`)".into(),
         },

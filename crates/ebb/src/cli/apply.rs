@@ -22,9 +22,17 @@ const APPLY_ANSWER: Duration = Duration::from_secs(120);
 /// How long `ebb apply` follows removed services while they drain.
 const FOLLOW_DRAINS: Duration = Duration::from_secs(300);
 
-/// The file read and checked here first, so its errors point into it, and
-/// the client of the ebb it names.
-fn read(file: &Path) -> Result<(String, String, AdminClient), ExitCode> {
+/// What both commands start with: the file, read and checked here first
+/// (its errors point into it), the client of the ebb it names, and that
+/// ebb's plan for it.
+struct Planned {
+    path: String,
+    text: String,
+    client: AdminClient,
+    plan: PlanAnswer,
+}
+
+async fn planned(file: &Path) -> Result<Planned, ExitCode> {
     let text = crate::config_file::read(file).map_err(|e| {
         eprintln!("{e}");
         ExitCode::FAILURE
@@ -35,17 +43,14 @@ fn read(file: &Path) -> Result<(String, String, AdminClient), ExitCode> {
     })?;
     let path = file.canonicalize().unwrap_or_else(|_| file.to_path_buf()).display().to_string();
     let client = AdminClient::new(config.admin.listen, crate::client::read_token(&config.state_dir));
-    Ok((path, text, client))
-}
-
-async fn ask_plan(client: &AdminClient, path: &str, text: &str) -> Result<PlanAnswer, ExitCode> {
-    client.plan(path, text).await.map_err(|error| {
+    let plan = client.plan(&path, &text).await.map_err(|error| {
         match error.refusal() {
             Some(refusal) => eprintln!("{}", refusal.message),
             None => eprintln!("error: {error}"),
         }
         ExitCode::FAILURE
-    })
+    })?;
+    Ok(Planned { path, text, client, plan })
 }
 
 fn print_plan(plan: &PlanAnswer, file: &Path) {
@@ -69,12 +74,8 @@ fn print_plan(plan: &PlanAnswer, file: &Path) {
 
 /// `ebb plan [--json]`.
 pub(super) async fn plan(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let (path, text, client) = match read(file) {
-        Ok(read) => read,
-        Err(code) => return Ok(code),
-    };
-    let plan = match ask_plan(&client, &path, &text).await {
-        Ok(plan) => plan,
+    let plan = match planned(file).await {
+        Ok(planned) => planned.plan,
         Err(code) => return Ok(code),
     };
     if json {
@@ -91,12 +92,8 @@ pub(super) async fn plan(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 /// `ebb apply [--yes]`.
 pub(super) async fn apply(file: &Path, yes: bool) -> anyhow::Result<ExitCode> {
-    let (path, text, client) = match read(file) {
-        Ok(read) => read,
-        Err(code) => return Ok(code),
-    };
-    let plan = match ask_plan(&client, &path, &text).await {
-        Ok(plan) => plan,
+    let Planned { path, text, client, plan } = match planned(file).await {
+        Ok(planned) => planned,
         Err(code) => return Ok(code),
     };
     print_plan(&plan, file);
