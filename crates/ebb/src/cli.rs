@@ -1140,6 +1140,19 @@ mod tests {
         );
     }
 
+    /// `ebb status` says when a service is idle (scale to zero), on its
+    /// own line under the service's.
+    #[test]
+    fn status_shows_an_idle_service() {
+        let mut web = service();
+        web.holding = None;
+        web.idle = Some("idle (suspended 3 replicas, for 12 min)".into());
+        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new() });
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("service web"), "{text}");
+        assert_eq!(lines[1], "  idle (suspended 3 replicas, for 12 min)", "{text}");
+    }
+
     /// `ebb status` shows what the balancer sees and a full host, beside
     /// the hold they explain.
     #[test]
