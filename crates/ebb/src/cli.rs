@@ -795,11 +795,15 @@ async fn down(client: &AdminClient, state_dir: &Path, timeout: Duration) -> anyh
                 if left == 1 { "" } else { "s" },
                 state_dir.join(crate::state::STATE_FILE).display()
             ),
-            _ => return Err(ClientError::NotRunning(not_running).into()),
+            // Nothing runs and nothing was left: the fleet is already down.
+            _ => {
+                println!("ebb: {not_running}; nothing to stop (the fleet is already down)");
+                return Ok(ExitCode::SUCCESS);
+            }
         },
         Err(error) => return Err(error.into()),
     };
-    println!("ebb: stopping (balancers finish in-flight requests, then replicas drain and stop)");
+    println!("ebb: stopping: balancers finish in-flight requests, then replicas drain and stop");
     let started = Instant::now();
     let mut last_count = None;
     let mut api_closed = false;

@@ -164,6 +164,11 @@ fn ebb_down_drains_and_leaves_no_replica_process_behind() {
     let out = ebb.cli(&["status"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"), "{}", String::from_utf8_lossy(&out.stderr));
+    // `ebb down` again: the fleet is already down, which is not an error.
+    let again = ebb.cli(&["down"]);
+    let said = String::from_utf8_lossy(&again.stdout).to_string();
+    assert!(again.status.success(), "{said}{}", String::from_utf8_lossy(&again.stderr));
+    assert!(said.contains("nothing to stop (the fleet is already down)"), "{said}");
 }
 
 #[test]
