@@ -37,3 +37,8 @@ pub mod outlier;
 pub mod routing;
 pub mod scaling;
 pub mod sim;
+
+/// `1 replica`, `3 replicas`: the count as every message writes it.
+pub fn replicas(n: u32) -> String {
+    format!("{n} replica{}", if n == 1 { "" } else { "s" })
+}

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{CommandSpec, Config, ListenerConfig, ServiceConfig};
+use crate::replicas;
 
 /// `+`, `~` or `-`, as Terraform prints them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +76,6 @@ impl Effect {
             Effect::Refused { fix } => format!("cannot be applied to a running ebb: {fix}"),
         }
     }
-}
-
-fn replicas(n: u32) -> String {
-    format!("{n} replica{}", if n == 1 { "" } else { "s" })
 }
 
 /// One line of a plan.

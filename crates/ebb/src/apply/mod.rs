@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use ebb_core::config::plan::{plan, Effect, Plan, PlannedChange, Subject};
 use ebb_core::config::{Config, DriverKind, ServiceConfig};
+use ebb_core::replicas;
 
 pub(crate) use start::{fill_connection_caps, Leftovers, LiveListener, LiveService, Parts};
 
@@ -530,10 +531,6 @@ fn front_text(config: &Config, service: &ServiceConfig, desired: Option<&crate::
     };
     let desired = desired.map_or_else(|| replicas(service.replicas.desired), |d| d.to_string());
     format!("{front} ({desired}, min {}, max {})", service.replicas.bounds.min, service.replicas.bounds.max)
-}
-
-fn replicas(n: u32) -> String {
-    format!("{n} replica{}", if n == 1 { "" } else { "s" })
 }
 
 fn wire_changes(plan: &Plan) -> Vec<PlanChange> {

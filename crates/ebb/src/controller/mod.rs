@@ -61,6 +61,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use ebb_core::fleet::{self, CrashLoop, FleetAction, FleetInput};
+use ebb_core::replicas;
 
 use crate::driver::DriverError;
 use crate::events::{EventKind, NewEvent};
@@ -485,9 +486,4 @@ impl ServiceController {
             &self.sampler,
         )
     }
-}
-
-/// `1 replica`, `3 replicas`.
-fn replicas(n: u32) -> String {
-    format!("{n} replica{}", if n == 1 { "" } else { "s" })
 }

@@ -426,36 +426,31 @@ pub fn spawn_up(dir: &Path, config: &Path) -> Child {
 
 /// Spawns `BINARY -f CONFIG up ARGS`, its output appended to `DIR/ebb-up.log`.
 pub fn spawn_up_with(binary: &Path, args: &[&str], dir: &Path, config: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("ebb-up.log")).unwrap();
-    Command::new(binary)
-        .arg("-f")
-        .arg(config)
-        .arg("up")
-        .args(args)
-        .env("EBB_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("spawn ebb up")
+    spawn(&[], binary, args, dir, config)
 }
 
 /// [`spawn_up`] under a wrapper command (`prlimit ...`), which must exec
 /// ebb so that the child is ebb itself.
 pub fn spawn_up_under(wrapper: &[&str], dir: &Path, config: &Path) -> Child {
+    spawn(wrapper, Path::new(EBB), &[], dir, config)
+}
+
+/// `[WRAPPER...] BINARY -f CONFIG up ARGS`, output appended to `DIR/ebb-up.log`.
+fn spawn(wrapper: &[&str], binary: &Path, args: &[&str], dir: &Path, config: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("ebb-up.log")).unwrap();
     let mut command = match wrapper.split_first() {
-        Some((program, args)) => {
+        Some((program, wrapper_args)) => {
             let mut c = Command::new(program);
-            c.args(args).arg(EBB);
+            c.args(wrapper_args).arg(binary);
             c
         }
-        None => Command::new(EBB),
+        None => Command::new(binary),
     };
     command
         .arg("-f")
         .arg(config)
         .arg("up")
+        .args(args)
         .env("EBB_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
