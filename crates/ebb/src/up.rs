@@ -139,6 +139,9 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
         eprintln!("ebb: {warning}");
     }
 
+    // Access log files are opened before anything is bound, too.
+    crate::proxy::access_log::check(&config).map_err(anyhow::Error::msg)?;
+
     // Bind everything before starting anything: a clash is reported with
     // nothing half-started.
     let admin_listener = bind(&config, config.admin.listen, "admin").await?;
@@ -274,6 +277,7 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
         let _ = task.await;
     }
     store.close().await;
+    crate::proxy::access_log::flush_all();
     println!("{}", stop.farewell(successor.flatten()));
     Ok(())
 }

@@ -35,10 +35,10 @@
 //! `Option<RawX>` field on the parent, and a `Check` method that takes
 //! `Option<RawX>` and returns the public type with its defaults.
 
-use super::value::{Addr, Balance, Bytes, Command, Dur, EnvTable, Int, IpList, Number};
+use super::value::{Addr, Balance, Bytes, Command, Dur, EnvTable, Int, IpList, Number, RawAccessLog};
 use super::{
-    AdminConfig, Bounds, CommandSpec, Config, ConfigError, ContainerConfig, DriverKind, HealthConfig, ProxyConfig,
-    Replicas, ServiceConfig, ServiceKind, StatusMatcher,
+    AccessLogConfig, AccessLogFormat, AccessLogTarget, AdminConfig, Bounds, CommandSpec, Config, ConfigError,
+    ContainerConfig, DriverKind, HealthConfig, ProxyConfig, Replicas, ServiceConfig, ServiceKind, StatusMatcher,
 };
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -177,6 +177,7 @@ struct RawProxy {
     max_connections: Option<Spanned<Int>>,
     request_buffering: Option<Spanned<Bytes>>,
     outlier: Option<outlier::RawOutlier>,
+    access_log: Option<Spanned<RawAccessLog>>,
 }
 
 /// The most `request_buffering` may hold per request.
@@ -943,7 +944,35 @@ impl Check<'_> {
             max_header_bytes,
             trusted_proxies: raw.trusted_proxies.map(|l| l.0).unwrap_or(d.trusted_proxies),
             outlier: raw.outlier.map_or(d.outlier, |o| self.outlier(o)),
+            access_log: raw.access_log.and_then(|a| self.access_log(a)),
         }
+    }
+
+    fn access_log(&mut self, raw: Spanned<RawAccessLog>) -> Option<AccessLogConfig> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let format = match raw.format.as_deref() {
+            None | Some("combined") => AccessLogFormat::Combined,
+            Some("json") => AccessLogFormat::Json,
+            Some(other) => {
+                self.problem(span, format!(r#"proxy.access_log format must be "combined" or "json", not {other:?}"#));
+                return None;
+            }
+        };
+        let path = raw.path.trim();
+        let target = match path {
+            "" => {
+                self.problem(
+                    span,
+                    r#"proxy.access_log path is empty; name a file (relative to this config file), or "-" for stdout"#,
+                );
+                return None;
+            }
+            "-" => AccessLogTarget::Stdout,
+            // Relative to the config file, like state_dir.
+            path => AccessLogTarget::File(self.file.parent().unwrap_or(Path::new("")).join(path)),
+        };
+        Some(AccessLogConfig { target, format })
     }
 
     /// A duration where zero means nothing sensible (a timeout that always

@@ -226,6 +226,7 @@ impl Running {
         let removed: Vec<String> =
             inner.config.services.keys().filter(|n| !new.services.contains_key(*n)).cloned().collect();
         self.check_can_apply(&inner, &plan, &added)?;
+        crate::proxy::access_log::check(&new).map_err(ApplyError::Unavailable)?;
         let mut sockets = bind_new(&inner, &new).await?;
         ensure_drivers(&mut inner.parts, &added).await?;
 

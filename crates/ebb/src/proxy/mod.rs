@@ -46,6 +46,7 @@ use ebb_core::outlier::{Outcomes, Streak};
 
 use crate::metrics::histogram::{AtomicHistogram, LatencyCounts};
 
+pub mod access_log;
 mod admission;
 mod body;
 mod buffering;
@@ -57,6 +58,7 @@ mod front;
 mod h2_flood;
 mod headers;
 pub mod hold;
+mod request_id;
 mod server;
 mod stall;
 mod upstream;
@@ -492,6 +494,19 @@ pub struct StaticProxyArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Write an access log line per request to this file ("-": stdout).
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<std::path::PathBuf>,
+    /// The access log's format.
+    #[arg(long, value_enum, default_value_t = AccessLogFormatArg::Combined, requires = "access_log")]
+    pub access_log_format: AccessLogFormatArg,
+}
+
+/// `--access-log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLogFormatArg {
+    Combined,
+    Json,
 }
 
 /// `--balance` values.
@@ -516,7 +531,22 @@ pub async fn run_static(args: StaticProxyArgs) -> anyhow::Result<()> {
     let limit = crate::fd_limit::raise().map(|l| l.soft).unwrap_or(1024);
     let max_connections = crate::fd_limit::default_max_connections(limit, 1);
     tracing::info!(open_file_limit = limit, max_connections, "Client connection cap.");
-    let config = ProxyConfig { max_connections: Some(max_connections), ..ProxyConfig::default() };
+    let access_log = args.access_log.as_ref().map(|path| ebb_core::config::AccessLogConfig {
+        target: match path.to_str() {
+            Some("-") => ebb_core::config::AccessLogTarget::Stdout,
+            _ => ebb_core::config::AccessLogTarget::File(path.clone()),
+        },
+        format: match args.access_log_format {
+            AccessLogFormatArg::Combined => ebb_core::config::AccessLogFormat::Combined,
+            AccessLogFormatArg::Json => ebb_core::config::AccessLogFormat::Json,
+        },
+    });
+    if let Some(ebb_core::config::AccessLogTarget::File(path)) = access_log.as_ref().map(|l| &l.target) {
+        // Refused here, before listening, rather than said in a log line.
+        access_log::AccessLog::open(access_log.as_ref().expect("set"), "proxy")
+            .with_context(|| format!("--access-log {}", path.display()))?;
+    }
+    let config = ProxyConfig { max_connections: Some(max_connections), access_log, ..ProxyConfig::default() };
     let proxy = ServiceProxy::new("proxy", balance, config);
     proxy.set_routable(
         args.backends
@@ -557,6 +587,7 @@ pub async fn run_static(args: StaticProxyArgs) -> anyhow::Result<()> {
         _ = sigterm.recv() => {}
         _ = sigint.recv() => {}
     }
+    access_log::flush_all();
     let stats = proxy.stats.snapshot();
     tracing::info!(
         requests = stats.requests,
