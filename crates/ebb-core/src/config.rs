@@ -123,6 +123,25 @@ pub struct ServiceConfig {
     /// Scale to zero (`[service.NAME.idle]`, web services only): required
     /// for `replicas.min = 0` on a web service. `None`: never idle.
     pub idle: Option<IdleConfig>,
+    /// How local replicas' log files are kept (`logs = { … }`).
+    pub logs: LogsConfig,
+}
+
+/// `[service.NAME] logs = { max_size = "50MiB", keep = 3, retention = "7d" }`:
+/// a local replica's log file is rotated past `max_size` (`<id>.log.1` …
+/// `.keep`), and the logs of replicas gone for `retention` are removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogsConfig {
+    pub max_size: u64,
+    /// Rotated files kept beside the live one (0: a full file is emptied).
+    pub keep: u32,
+    pub retention: Duration,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig { max_size: 50 << 20, keep: 3, retention: Duration::from_secs(7 * 24 * 3600) }
+    }
 }
 
 impl ServiceConfig {

@@ -38,7 +38,8 @@
 use super::value::{Addr, Balance, Bytes, Command, Dur, EnvTable, Int, IpList, Number, RawAccessLog};
 use super::{
     AccessLogConfig, AccessLogFormat, AccessLogTarget, AdminConfig, Bounds, CommandSpec, Config, ConfigError,
-    ContainerConfig, DriverKind, HealthConfig, ProxyConfig, Replicas, ServiceConfig, ServiceKind, StatusMatcher,
+    ContainerConfig, DriverKind, HealthConfig, LogsConfig, ProxyConfig, Replicas, ServiceConfig, ServiceKind,
+    StatusMatcher,
 };
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -138,6 +139,15 @@ struct RawService {
     metric_source: Option<lifecycle::RawMetricSource>,
     chaos: Option<lifecycle::RawChaos>,
     idle: Option<idle::RawIdle>,
+    logs: Option<RawLogs>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = r#"a table like { max_size = "50MiB", keep = 3, retention = "7d" }"#)]
+struct RawLogs {
+    max_size: Option<Spanned<Bytes>>,
+    keep: Option<Spanned<Int>>,
+    retention: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -477,7 +487,36 @@ impl Check<'_> {
             metric_source,
             chaos: raw.chaos.map(|c| self.chaos(name, c)),
             idle: self.idle(name, kind, raw.kind.as_ref().map(|k| k.span()), driver, raw.idle, min_zero_span),
+            logs: self.logs(raw.logs.unwrap_or_default()),
         }
+    }
+
+    fn logs(&mut self, raw: RawLogs) -> LogsConfig {
+        let d = LogsConfig::default();
+        let max_size = match raw.max_size {
+            None => d.max_size,
+            Some(size) if size.get_ref().0 < 64 * 1024 => {
+                let n = size.get_ref().0;
+                self.problem(
+                    size.span(),
+                    format!(r#"logs.max_size must be at least 64KiB, not {n} bytes; the default is "50MiB""#),
+                );
+                d.max_size
+            }
+            Some(size) => size.get_ref().0,
+        };
+        let keep = match raw.keep {
+            None => d.keep,
+            Some(keep) => match u32::try_from(keep.get_ref().0) {
+                Ok(n) if n <= 100 => n,
+                _ => {
+                    let n = keep.get_ref().0;
+                    self.problem(keep.span(), format!("logs.keep must be between 0 and 100 rotated files, not {n}"));
+                    d.keep
+                }
+            },
+        };
+        LogsConfig { max_size, keep, retention: self.positive("logs.retention", &raw.retention, d.retention) }
     }
 
     /// `ports = "A-B"`: where local replicas listen (hosts with port rules).

@@ -188,6 +188,9 @@ pub struct ProxyStats {
     /// TLS handshakes that failed or did not finish within
     /// `header_read_timeout` (a TLS front only).
     pub tls_handshake_failures: AtomicU64,
+    /// Answers of replicas relayed, by status class: `[1xx, 2xx, 3xx,
+    /// 4xx, 5xx]` (monotonic, whichever replicas came and went).
+    pub replica_answers: [AtomicU64; 5],
 }
 
 /// A copy of [`ProxyStats`] at one instant.
@@ -206,6 +209,7 @@ pub struct ProxyStatsSnapshot {
     pub open_connections: u64,
     pub connection_cap_reached: u64,
     pub tls_handshake_failures: u64,
+    pub replica_answers: [u64; 5],
 }
 
 impl ProxyStats {
@@ -225,6 +229,7 @@ impl ProxyStats {
             open_connections: get(&self.open_connections),
             connection_cap_reached: get(&self.connection_cap_reached),
             tls_handshake_failures: get(&self.tls_handshake_failures),
+            replica_answers: std::array::from_fn(|i| get(&self.replica_answers[i])),
         }
     }
 }
@@ -409,6 +414,8 @@ impl ServiceProxy {
     /// A replica answered with `status`: count it, and keep its 5xx streak.
     pub(crate) fn count_answer(&self, backend: &Backend, status: http::StatusCode) {
         backend.requests.fetch_add(1, Ordering::Relaxed);
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.stats.replica_answers[class].fetch_add(1, Ordering::Relaxed);
         // Any answer means the connection worked.
         backend.consecutive_gateway_failures.store(0, Ordering::Relaxed);
         if status.is_server_error() {
