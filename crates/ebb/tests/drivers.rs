@@ -78,6 +78,7 @@ impl Kind {
             log_path: dir.join("logs").join(format!("{replica}.log")),
             container,
             ports: None,
+            limits: None,
         }
     }
 
