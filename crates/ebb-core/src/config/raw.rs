@@ -534,10 +534,10 @@ impl Check<'_> {
 
     /// `ports = "A-B"`: where local replicas listen (hosts with port rules).
     fn ports(&mut self, raw: &Spanned<String>, driver: DriverKind, max: u32) -> Option<std::ops::RangeInclusive<u16>> {
-        if driver != DriverKind::Process {
+        if driver == DriverKind::Swarm {
             self.problem(
                 raw.span(),
-                "ports applies to the process driver; a container's port is published by the Docker engine on 127.0.0.1 (remove ports)",
+                "ports applies to the process and docker drivers; a Swarm task's port is published by Swarm (remove ports)",
             );
             return None;
         }

@@ -106,7 +106,7 @@ pub const REPLICA_PORTS: std::ops::RangeInclusive<u16> = 20_000..=32_000;
 /// `ports`); the replica binds it a moment later. When the whole range is
 /// taken, any free port the kernel gives — except for a configured range,
 /// which a host's port rules may require: that is an error.
-fn free_port(host: IpAddr, range: &std::ops::RangeInclusive<u16>) -> std::io::Result<u16> {
+pub(super) fn free_port(host: IpAddr, range: &std::ops::RangeInclusive<u16>) -> std::io::Result<u16> {
     let (first, span) = (u32::from(*range.start()), u32::from(range.end() - range.start()) + 1);
     let start = rand::random::<u32>() % span;
     for n in 0..span {
