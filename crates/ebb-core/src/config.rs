@@ -410,6 +410,10 @@ pub struct ProxyConfig {
     /// replica that fails the requests it gets leaves the rotation for a
     /// while. On by default.
     pub outlier: OutlierConfig,
+    /// Slow start: a replica that just joined the rotation gets a share of
+    /// requests that ramps from a tenth to all over this (see
+    /// `balance::slow_start_weight`). Zero: off.
+    pub slow_start: Duration,
     /// One line per request answered on this address (`access_log`), after
     /// its response body ends. `None`: no access log.
     pub access_log: Option<AccessLogConfig>,
@@ -468,6 +472,7 @@ impl Default for ProxyConfig {
             max_connections: None,
             request_buffering: 0,
             outlier: OutlierConfig::default(),
+            slow_start: Duration::ZERO,
             access_log: None,
         }
     }

@@ -188,6 +188,7 @@ struct RawProxy {
     request_buffering: Option<Spanned<Bytes>>,
     outlier: Option<outlier::RawOutlier>,
     access_log: Option<Spanned<RawAccessLog>>,
+    slow_start: Option<Spanned<Dur>>,
 }
 
 /// The most `request_buffering` may hold per request.
@@ -998,6 +999,17 @@ impl Check<'_> {
             trusted_proxies: raw.trusted_proxies.map(|l| l.0).unwrap_or(d.trusted_proxies),
             outlier: raw.outlier.map_or(d.outlier, |o| self.outlier(o)),
             access_log: raw.access_log.and_then(|a| self.access_log(a)),
+            slow_start: match raw.slow_start {
+                None => d.slow_start,
+                Some(window) if window.get_ref().0 > Duration::from_secs(3600) => {
+                    self.problem(
+                        window.span(),
+                        "proxy.slow_start must be at most 1h; \"0s\" (the default) turns it off",
+                    );
+                    d.slow_start
+                }
+                Some(window) => window.get_ref().0,
+            },
         }
     }
 
