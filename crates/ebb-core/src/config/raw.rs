@@ -138,6 +138,7 @@ struct RawService {
     metric_source: Option<lifecycle::RawMetricSource>,
     chaos: Option<lifecycle::RawChaos>,
     idle: Option<idle::RawIdle>,
+    warm_pool: Option<warm_pool::RawWarmPool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -183,6 +184,7 @@ struct RawProxy {
 const MAX_REQUEST_BUFFERING: u64 = 16 << 20;
 
 mod idle;
+mod warm_pool;
 mod lifecycle;
 mod listener;
 mod outlier;
@@ -476,6 +478,7 @@ impl Check<'_> {
             metric_source,
             chaos: raw.chaos.map(|c| self.chaos(name, c)),
             idle: self.idle(name, kind, raw.kind.as_ref().map(|k| k.span()), driver, raw.idle, min_zero_span),
+            warm_pool: self.warm_pool(name, kind, driver, raw.warm_pool, replicas.bounds.max),
         }
     }
 

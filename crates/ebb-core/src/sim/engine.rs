@@ -298,6 +298,7 @@ impl Fleet {
             current_version: 1,
             deploying: false,
             replicas: &facts,
+            warm_pool: 0,
         };
         let actions = fleet::plan(&input, &self.crash_loop);
         drop(facts);
@@ -321,6 +322,9 @@ impl Fleet {
                     leaving.push(id);
                 }
                 FleetAction::HoldStarts { .. } => {}
+                // No warm pool in the model (its size is 0).
+                FleetAction::TakeFromPool { .. } | FleetAction::FillPool { .. } | FleetAction::SuspendPooled { .. } => {
+                }
             }
         }
         if !leaving.is_empty() {
