@@ -246,6 +246,9 @@ impl Deployer {
         replicas
             .facts()
             .iter()
+            // The warm pool is beside the fleet: a deploy replaces its
+            // members through the fleet planner, not step by step.
+            .filter(|f| !f.pooled)
             .map(|f| {
                 let state =
                     if f.interrupted_until.is_some() && f.is_active() { ReplicaPhase::Leaving } else { f.phase };
@@ -287,7 +290,7 @@ impl Deployer {
                 DeployAction::Launch { version, count, reason } => {
                     ctx.record(NewEvent::new(&ctx.name, EventKind::DeployStep, reason));
                     for _ in 0..count {
-                        fleet.launch(ctx, version, self.spec_for(version));
+                        fleet.launch(ctx, version, self.spec_for(version), false);
                     }
                 }
                 DeployAction::Retire { id, reason } => fleet.retire(ctx, self.routes(), &id, &reason),

@@ -146,7 +146,7 @@ impl Idling {
             IdleState::Idle { .. } => Some(match idle.mode {
                 IdleMode::Stop => format!("idle (stopped{})", since(self.idle_since)),
                 IdleMode::Suspend => {
-                    let n = fleet.replicas.iter().filter(|r| r.suspended).count();
+                    let n = fleet.replicas.iter().filter(|r| r.suspended && !r.pooled).count();
                     format!("idle (suspended {n} replicas{})", since(self.idle_since))
                 }
             }),
