@@ -73,6 +73,21 @@ fn an_idle_service_stops_its_replicas_and_a_request_wakes_it() {
     wait_idle(&ebb, "stopped", Duration::from_secs(30));
     let metrics = http(ebb.admin, "GET", "/metrics", None).unwrap().body;
     assert!(metrics.contains("ebb_service_cold_starts_total{service=\"web\"} 1"), "{metrics}");
+    // The hold's wait as a histogram: the one released request, in the
+    // bucket its `ebb-cold-start` falls in.
+    assert!(metrics.contains("# TYPE ebb_service_hold_wait_seconds histogram"), "{metrics}");
+    assert!(metrics.contains("ebb_service_hold_wait_seconds_count{service=\"web\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("ebb_service_hold_wait_seconds_bucket{service=\"web\",le=\"+Inf\"} 1\n"), "{metrics}");
+    let cumulative = |le: &str| {
+        let key = format!("ebb_service_hold_wait_seconds_bucket{{service=\"web\",le=\"{le}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(key.as_str())).and_then(|n| n.parse::<u64>().ok())
+    };
+    let bounds = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "300"];
+    let first = bounds.iter().position(|b| cumulative(b) == Some(1)).expect("a bucket holds it");
+    let bound: f64 = bounds[first].parse().unwrap();
+    let below: f64 = if first == 0 { 0.0 } else { bounds[first - 1].parse().unwrap() };
+    let waited = cold as f64 / 1000.0;
+    assert!(waited <= bound + 0.001 && waited + 0.001 >= below, "{cold} ms in ({below}, {bound}]: {metrics}");
 }
 
 #[test]

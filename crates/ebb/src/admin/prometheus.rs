@@ -191,7 +191,6 @@ struct Metrics {
     service_held: Family<Labels, Gauge>,
     service_holds: Family<Labels, Counter>,
     service_hold_released: Family<Labels, Counter>,
-    service_hold_wait: Family<Labels, Counter<f64, AtomicU64>>,
     service_hold_refused: Family<Labels, Counter>,
     service_cold_starts: Family<Labels, Counter>,
     service_connection_cap: Family<Labels, Counter>,
@@ -255,7 +254,6 @@ impl Metrics {
             service_held: Family::default(),
             service_holds: Family::default(),
             service_hold_released: Family::default(),
-            service_hold_wait: Family::default(),
             service_hold_refused: Family::default(),
             service_cold_starts: Family::default(),
             service_connection_cap: Family::default(),
@@ -345,11 +343,6 @@ impl Metrics {
             "service_hold_released_requests",
             "Held requests that a woken replica took (the rest were refused)",
             m.service_hold_released.clone(),
-        );
-        r.register(
-            "service_hold_wait_seconds",
-            "Time the released held requests waited, summed (divide by service_hold_released_requests_total for the mean)",
-            m.service_hold_wait.clone(),
         );
         r.register(
             "service_hold_refused_requests",
@@ -563,6 +556,7 @@ pub(crate) fn build_registry(app: &App) -> Registry {
     listener_metrics(&m, &app.state.listeners.load().readings());
 
     let (mut latency, mut service_latency, mut queue_time) = (Vec::new(), Vec::new(), Vec::new());
+    let mut hold_wait = Vec::new();
     for handle in app.state.services.values().iter() {
         let status = handle.status();
         let name = status.name.as_str();
@@ -609,7 +603,8 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             m.service_held.get_or_create(&l).set(hold.held().min(i64::MAX as u64) as i64);
             m.service_holds.get_or_create(&l).inc_by(get(&hold.held_total));
             m.service_hold_released.get_or_create(&l).inc_by(get(&hold.released));
-            m.service_hold_wait.get_or_create(&l).inc_by(get(&hold.hold_micros) as f64 / 1e6);
+            let (sum, count, buckets) = hold.hold_wait_histogram();
+            hold_wait.push(HistogramSeries { labels: l.clone(), sum, count, buckets });
             m.service_hold_refused.get_or_create(&l).inc_by(get(&hold.refused));
             m.service_cold_starts.get_or_create(&l).inc_by(get(&hold.cold_starts));
         }
@@ -727,6 +722,11 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             service_latency,
         ),
         ("service_queue_duration", "Time a request waited for a replica (max_in_flight queue, connect)", queue_time),
+        (
+            "service_hold_wait",
+            "Time the released held requests waited while the service woke from idle ([idle]), since ebb started",
+            hold_wait,
+        ),
     ] {
         if !series.is_empty() {
             registry.register_collector(Box::new(ConstHistograms { name, help, unit: Some(Unit::Seconds), series }));
