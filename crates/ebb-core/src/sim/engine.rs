@@ -623,7 +623,7 @@ fn hold(offered: f64, backlog: f64, idle: &IdleConfig, since: &mut Option<u64>, 
 /// An idle change's event kind, as live.
 fn idle_kind(change: &IdleChange) -> &'static str {
     match change {
-        IdleChange::GoIdle { .. } => "idle",
+        IdleChange::GoIdle { .. } | IdleChange::ScaledToZero { .. } => "idle",
         IdleChange::Wake { .. } => "waking",
         IdleChange::Woken { .. } => "woken",
         IdleChange::WakeFailed { .. } => "wake_failed",

@@ -190,7 +190,9 @@ impl Deployer {
         ));
         self.begin(deploy);
         self.step(ctx, fleet, desired);
-        Ok(self.status(&fleet.replicas).expect("deploy just started"))
+        // A deploy with nothing to replace (the service idle at zero)
+        // finishes in its first step.
+        Ok(self.status(&fleet.replicas).or_else(|| self.last.clone()).expect("a deploy ran"))
     }
 
     pub(super) fn rollback(

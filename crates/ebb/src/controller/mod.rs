@@ -249,6 +249,10 @@ impl ServiceController {
         match input {
             Input::Command(ControlCommand::SetDesired { desired, reason, reply }) => {
                 let outcome = self.sampler.set_desired(ctx, &mut self.desired, desired, &reason);
+                // `ebb scale web 0` with [idle]: idle now, not after `after`.
+                if self.desired == 0 {
+                    self.idle.scaled_to_zero(ctx);
+                }
                 self.persist();
                 self.answer(reply, outcome);
             }
@@ -262,12 +266,16 @@ impl ServiceController {
                 self.answer(reply, outcome);
             }
             Input::Command(ControlCommand::Deploy { request, reply }) => {
-                let outcome = self.deploy.start(ctx, &mut self.fleet, self.desired, request);
+                // While idle in stop mode this is 0: the deploy boots
+                // nothing, and the next wake runs the new version.
+                let desired = self.idle.desired(ctx, self.desired);
+                let outcome = self.deploy.start(ctx, &mut self.fleet, desired, request);
                 self.persist();
                 self.answer(reply, outcome);
             }
             Input::Command(ControlCommand::Rollback { reason, reply }) => {
-                let outcome = self.deploy.rollback(ctx, &mut self.fleet, self.desired, reason.as_deref());
+                let desired = self.idle.desired(ctx, self.desired);
+                let outcome = self.deploy.rollback(ctx, &mut self.fleet, desired, reason.as_deref());
                 self.persist();
                 self.answer(reply, outcome);
             }
@@ -383,7 +391,8 @@ impl ServiceController {
                     reason: Some("ebb apply".into()),
                     ..DeployRequest::default()
                 };
-                Some(self.deploy.start(&self.ctx, &mut self.fleet, self.desired, request)?)
+                let desired = self.idle.desired(&self.ctx, self.desired);
+                Some(self.deploy.start(&self.ctx, &mut self.fleet, desired, request)?)
             }
             false => None,
         };
@@ -471,7 +480,8 @@ impl ServiceController {
             }
         }
         if self.deploy.is_running() {
-            self.deploy.step(&self.ctx, &mut self.fleet, self.desired);
+            let desired = self.idle.desired(&self.ctx, self.desired);
+            self.deploy.step(&self.ctx, &mut self.fleet, desired);
         }
         self.fleet.publish(&self.ctx, self.deploy.routes());
     }
