@@ -163,4 +163,11 @@ fn a_new_spec_replaces_the_pool_member_and_removing_the_pool_stops_it() {
     });
     assert!(web(&ebb)["warm_pool"].is_null());
     assert_eq!(web(&ebb)["in_service"], 1);
+    // Thawed before it was stopped: it took its SIGTERM, no SIGKILL after
+    // stop_timeout.
+    let id = members[0]["id"].as_str().unwrap();
+    let stopped = wait_for("its stop event", Duration::from_secs(10), || {
+        events_of(&ebb, "replica_stopped").into_iter().find(|e| e["replica"] == id)
+    });
+    assert!(!stopped["reason"].as_str().unwrap().contains("SIGKILL"), "{stopped}");
 }
