@@ -68,6 +68,13 @@ fn a_scale_out_resumes_a_warm_replica_instead_of_booting_one_and_the_pool_refill
     assert_eq!(requests(&warm_id), 0, "{replicas:?}");
     assert!(requests(serving[0]["id"].as_str().unwrap()) >= 20);
 
+    // Prometheus counts it apart from the fleet.
+    let metrics = http(ebb.admin, "GET", "/metrics", None).unwrap().body;
+    for (state, n) in [("in_service", 1), ("warm_pool", 1)] {
+        let line = format!("ebb_service_replicas{{service=\"web\",state=\"{state}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line}{metrics}");
+    }
+
     // `ebb status` shows the pool.
     let text = String::from_utf8(ebb.cli(&["status"]).stdout).unwrap();
     assert!(text.contains("  warm pool: 1 suspended (size 1)\n"), "{text}");

@@ -646,7 +646,10 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             m.host_cpus.get_or_create(&l).set(h.cpus);
         }
         let mut by_state: BTreeMap<&str, i64> =
-            ["starting", "in_service", "draining", "stopped", "failed"].into_iter().map(|s| (s, 0)).collect();
+            ["starting", "in_service", "draining", "stopped", "failed", "warm_pool"]
+                .into_iter()
+                .map(|s| (s, 0))
+                .collect();
         let mut by_health: BTreeMap<String, i64> =
             ["healthy", "unhealthy", "unknown"].into_iter().map(|s| (s.to_string(), 0)).collect();
         let mut in_flight = 0i64;
@@ -668,7 +671,13 @@ pub(crate) fn build_registry(app: &App) -> Registry {
 
         for r in &status.replicas {
             let labels = rep(name, &r.id);
-            *by_state.entry(r.state.as_str()).or_default() += 1;
+            // A warm pool member is beside the fleet, whatever its state.
+            let state = if r.pooled && r.state != crate::status::ReplicaState::Draining {
+                "warm_pool"
+            } else {
+                r.state.as_str()
+            };
+            *by_state.entry(state).or_default() += 1;
             *by_health.entry(r.health.clone()).or_default() += 1;
             in_flight += r.in_flight as i64;
             let (server_errors, connect_failures) = {
