@@ -18,6 +18,7 @@ use std::time::Duration;
 pub use crate::balance::BalanceAlgorithm;
 pub use crate::deploy::{DeployConfig, Strategy as DeployStrategy};
 pub use crate::fleet::idle::{IdleConfig, IdleMode};
+pub use crate::fleet::warm_pool::WarmPoolConfig;
 pub use crate::health::StatusMatcher;
 pub use crate::outlier::OutlierConfig;
 pub use crate::scaling::{Bounds, ScalingConfig};
@@ -123,6 +124,10 @@ pub struct ServiceConfig {
     /// Scale to zero (`[service.NAME.idle]`, web services only): required
     /// for `replicas.min = 0` on a web service. `None`: never idle.
     pub idle: Option<IdleConfig>,
+    /// Suspended replicas kept beside the fleet for scale-outs
+    /// (`[service.NAME.warm_pool]`, web services on the process or docker
+    /// driver). `None`: no pool.
+    pub warm_pool: Option<WarmPoolConfig>,
     /// How local replicas' log files are kept (`logs = { … }`).
     pub logs: LogsConfig,
     /// `memory = "512MiB"` for local processes (the process driver): each
