@@ -65,10 +65,58 @@ const POLL: Duration = Duration::from_millis(250);
 /// Runs each replica as a task of a Swarm service (see the module doc).
 pub struct SwarmDriver {
     engine: Engine,
-    /// One lock per Swarm service: count changes and task claims in order.
+    /// One lock per Swarm service, held while its count changes (never
+    /// while a task starts or stops: replicas start and stop in parallel).
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Tasks a start has taken for its replica: starts running alongside
+    /// never take the same one.
+    claimed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Starts under way per Swarm service, and the tasks there were before
+    /// the first of them.
+    pending: std::sync::Mutex<HashMap<String, (usize, Vec<String>)>>,
     /// Serialises the task -> replica id files.
     ids_lock: std::sync::Mutex<()>,
+    /// This engine's own node id.
+    own_node: String,
+    /// How to reach another node's engine ([`NODE_HOST_VAR`]), if set.
+    node_host: Option<String>,
+    /// Node of each task a replica runs as (task id -> node id).
+    task_nodes: std::sync::Mutex<HashMap<String, String>>,
+    /// Engines of other nodes, by endpoint (connected once).
+    engines: Mutex<HashMap<String, bollard::Docker>>,
+}
+
+/// The environment variable naming how ebb reaches each node's engine: a
+/// `DOCKER_HOST`-like endpoint with `{hostname}`, `{addr}` (the node's
+/// address) or `{id}` in it, e.g. `tcp://{addr}:2375` or
+/// `unix:///tmp/ebb-local-swarm/{hostname}.sock`. With it, ebb stops exactly
+/// the task it chose and reads CPU on every node; without it, only on its
+/// own node (docs/swarm.md).
+pub const NODE_HOST_VAR: &str = "EBB_SWARM_NODE_HOST";
+
+/// One start under way (see [`SwarmDriver::pending`]); ends with it.
+struct PendingStart<'a> {
+    driver: &'a SwarmDriver,
+    name: String,
+}
+
+impl Drop for PendingStart<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.driver.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((n, _)) = pending.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// A swarm node as ebb names and reaches it.
+#[derive(Debug, Clone)]
+struct NodeInfo {
+    hostname: String,
+    addr: IpAddr,
 }
 
 impl std::fmt::Debug for SwarmDriver {
@@ -100,12 +148,37 @@ impl SwarmDriver {
                 engine.endpoint
             ));
         }
-        Ok(SwarmDriver { engine, locks: Default::default(), ids_lock: Default::default() })
+        let own_node = swarm.node_id.clone().unwrap_or_default();
+        let node_host = std::env::var(NODE_HOST_VAR).ok().filter(|v| !v.trim().is_empty());
+        Ok(SwarmDriver {
+            engine,
+            locks: Default::default(),
+            claimed: Default::default(),
+            pending: Default::default(),
+            ids_lock: Default::default(),
+            own_node,
+            node_host,
+            task_nodes: Default::default(),
+            engines: Default::default(),
+        })
     }
 
     fn lock_for(&self, service: &str) -> Arc<Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(service.to_string()).or_default().clone()
+    }
+
+    /// Takes a task for a replica; false when another start took it first.
+    fn claim(&self, task: &str) -> bool {
+        self.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(task.to_string())
+    }
+
+    fn unclaim(&self, task: &str) {
+        self.claimed.lock().unwrap_or_else(|p| p.into_inner()).remove(task);
+    }
+
+    fn is_claimed(&self, task: &str) -> bool {
+        self.claimed.lock().unwrap_or_else(|p| p.into_inner()).contains(task)
     }
 
     fn error(&self, spec: &ReplicaSpec, message: impl Into<String>) -> DriverError {
@@ -229,7 +302,15 @@ impl SwarmDriver {
             .iter()
             .find(|p| p.target_port == Some(container_port as i64))?
             .published_port? as u16;
-        let node = self.engine.docker.inspect_node(task.node_id.as_deref()?).await.ok()?;
+        let node = self.node_info(task.node_id.as_deref()?).await?;
+        Some(SocketAddr::new(node.addr, port))
+    }
+
+    /// A node's hostname and the address others reach it at.
+    async fn node_info(&self, node_id: &str) -> Option<NodeInfo> {
+        let node = self.engine.docker.inspect_node(node_id).await.ok()?;
+        let hostname =
+            node.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_else(|| short(node_id).to_string());
         // A manager often reports its status address as 0.0.0.0 or
         // 127.0.0.1 (moby#35437); its manager address (`ip:2377`) names
         // the host the others reach it at. Loopback only when nothing else
@@ -240,12 +321,51 @@ impl SwarmDriver {
             .manager_status
             .and_then(|m| m.addr)
             .and_then(|a| a.parse::<SocketAddr>().ok().map(|s| s.ip()).or_else(|| a.parse::<IpAddr>().ok()));
-        let ip = status_ip
+        let addr = status_ip
             .filter(usable)
             .or(manager_ip.filter(usable))
             .or(status_ip.filter(|ip| !ip.is_unspecified()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        Some(SocketAddr::new(ip, port))
+        Some(NodeInfo { hostname, addr })
+    }
+
+    /// The node a task runs on (remembered from its start or adoption).
+    async fn node_of_task(&self, task: &str) -> Option<String> {
+        if let Some(node) = self.task_nodes.lock().unwrap_or_else(|p| p.into_inner()).get(task) {
+            return Some(node.clone());
+        }
+        let node = self.engine.docker.inspect_task(task).await.ok()?.node_id?;
+        self.task_nodes.lock().unwrap_or_else(|p| p.into_inner()).insert(task.to_string(), node.clone());
+        Some(node)
+    }
+
+    /// The engine of the node a task runs on: ebb's own, or another node's
+    /// through [`NODE_HOST_VAR`]. None when it cannot be reached.
+    async fn engine_of_task(&self, task: &str) -> Option<bollard::Docker> {
+        let node = self.node_of_task(task).await?;
+        if node == self.own_node {
+            return Some(self.engine.docker.clone());
+        }
+        let template = self.node_host.as_ref()?;
+        let info = self.node_info(&node).await?;
+        let endpoint = template
+            .replace("{hostname}", &info.hostname)
+            .replace("{addr}", &info.addr.to_string())
+            .replace("{id}", &node);
+        let mut engines = self.engines.lock().await;
+        if let Some(docker) = engines.get(&endpoint) {
+            return Some(docker.clone());
+        }
+        match Engine::connect_to(&endpoint).await {
+            Ok(engine) => {
+                engines.insert(endpoint, engine.docker.clone());
+                Some(engine.docker)
+            }
+            Err(e) => {
+                tracing::warn!(node = %info.hostname, error = %e, "Cannot reach a swarm node's engine.");
+                None
+            }
+        }
     }
 
     fn ids_path(state_dir: &Path) -> PathBuf {
@@ -297,7 +417,28 @@ impl SwarmDriver {
                 let reason = match docker.inspect_task(&task_id).await {
                     Err(e) if status_of(&e) == Some(404) => Some(ExitReason::Unknown("its task was removed".into())),
                     Err(_) => None,
-                    Ok(task) => task_end(&task),
+                    // Its node's state too: a node Swarm sees down has lost
+                    // its tasks (named in the reason, hence in the event).
+                    Ok(task) => match task.node_id.as_deref() {
+                        Some(node_id) => {
+                            let node = docker.inspect_node(node_id).await.ok();
+                            let hostname = node
+                                .as_ref()
+                                .and_then(|n| n.description.as_ref()?.hostname.clone())
+                                .unwrap_or_else(|| short(node_id).to_string());
+                            let down = node.as_ref().and_then(|n| n.status.as_ref()?.state)
+                                == Some(bollard::models::NodeState::DOWN);
+                            match task_end(&task) {
+                                Some(ExitReason::Unknown(why)) => {
+                                    Some(ExitReason::Unknown(format!("{why} (on node {hostname})")))
+                                }
+                                Some(other) => Some(other),
+                                None if down => Some(ExitReason::Unknown(format!("its node {hostname} is down"))),
+                                None => None,
+                            }
+                        }
+                        None => task_end(&task),
+                    },
                 };
                 if let Some(reason) = reason {
                     let _ = tx.send(Some(reason));
@@ -444,31 +585,46 @@ impl Driver for SwarmDriver {
         Box::pin(async move {
             let name = swarm_service_name(&spec.service, spec.version, &spec.state_dir);
             let container_port = spec.container.as_ref().map(|c| c.container_port).unwrap_or(8080);
-            let lock = self.lock_for(&name);
-            let _held = lock.lock().await;
-            // The Swarm service of this version, created at its first replica.
-            if let Err(e) = self.engine.docker.inspect_service(&name, None).await {
-                if status_of(&e) != Some(404) {
-                    return Err(self.error(spec, format!("cannot inspect Swarm service {name}: {}", message_of(&e))));
+            // The lock covers the count change only, not the wait for the
+            // task: k replicas start in parallel (in about one start time).
+            let known: Vec<String> = {
+                let lock = self.lock_for(&name);
+                let _held = lock.lock().await;
+                // The Swarm service of this version, created at its first replica.
+                if let Err(e) = self.engine.docker.inspect_service(&name, None).await {
+                    if status_of(&e) != Some(404) {
+                        return Err(
+                            self.error(spec, format!("cannot inspect Swarm service {name}: {}", message_of(&e)))
+                        );
+                    }
+                    let service_spec = self.service_spec(spec, &name)?;
+                    self.engine.docker.create_service(service_spec, None).await.map_err(|e| {
+                        self.error(spec, format!("cannot create Swarm service {name}: {}", message_of(&e)))
+                    })?;
                 }
-                let service_spec = self.service_spec(spec, &name)?;
-                self.engine
-                    .docker
-                    .create_service(service_spec, None)
-                    .await
-                    .map_err(|e| self.error(spec, format!("cannot create Swarm service {name}: {}", message_of(&e))))?;
-            }
-            let known: Vec<String> = match self.tasks_of(&name).await {
-                Ok(tasks) => tasks.into_iter().filter_map(|t| t.id).collect(),
-                Err(e) => {
+                // The tasks before the first of the starts running together:
+                // every task since is one of theirs (a later snapshot would
+                // hide a task another start added for this one to take).
+                let shared = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get(&name).map(|(_, k)| k.clone());
+                let known: Vec<String> = match shared {
+                    Some(known) => known,
+                    None => match self.tasks_of(&name).await {
+                        Ok(tasks) => tasks.into_iter().filter_map(|t| t.id).collect(),
+                        Err(e) => {
+                            self.delete_if_unused(&name).await;
+                            return Err(self.error(spec, format!("cannot list the tasks of {name}: {e}")));
+                        }
+                    },
+                };
+                if let Err(e) = self.change_count(&name, 1).await {
                     self.delete_if_unused(&name).await;
-                    return Err(self.error(spec, format!("cannot list the tasks of {name}: {e}")));
+                    return Err(self.error(spec, format!("cannot scale Swarm service {name}: {e}")));
                 }
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                pending.entry(name.clone()).or_insert_with(|| (0, known.clone())).0 += 1;
+                known
             };
-            if let Err(e) = self.change_count(&name, 1).await {
-                self.delete_if_unused(&name).await;
-                return Err(self.error(spec, format!("cannot scale Swarm service {name}: {e}")));
-            }
+            let _pending = PendingStart { driver: self, name: name.clone() };
             let deadline = Instant::now() + TASK_START_TIMEOUT;
             // A new task that runs but cannot be used: stopped before the
             // count goes back, so Swarm removes that one and not a replica
@@ -480,41 +636,64 @@ impl Driver for SwarmDriver {
                     Ok(tasks) => tasks,
                     Err(e) => break format!("cannot list the tasks of {name}: {e}"),
                 };
-                let new = tasks.into_iter().find(|t| t.id.as_ref().is_some_and(|id| !known.contains(id)));
-                if let Some(task) = new {
+                // Tasks new since this start raised the count, not claimed
+                // by a start running alongside: any of them is this start's
+                // (each start adds one slot, and claims one task).
+                let new: Vec<Task> = tasks
+                    .into_iter()
+                    .filter(|t| t.id.as_ref().is_some_and(|id| !known.contains(id) && !self.is_claimed(id)))
+                    .collect();
+                let running = new.iter().find(|t| {
+                    t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+                        && t.desired_state == Some(TaskState::RUNNING)
+                });
+                if let Some(task) = running {
                     let id = task.id.clone().unwrap_or_default();
-                    let state = task.status.as_ref().and_then(|s| s.state);
-                    if state == Some(TaskState::RUNNING) {
-                        let container = task
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.container_status.as_ref())
-                            .and_then(|c| c.container_id.clone());
-                        match self.endpoint(&task, container_port).await {
-                            Some(addr) => {
-                                self.write_id(&spec.state_dir, &id, Some(&spec.replica_id));
-                                let exit = self.watch(&id, &spec.replica_id, &spec.log_path, None);
-                                return Ok(RunningReplica {
-                                    replica_id: spec.replica_id.clone(),
-                                    addr,
-                                    pid: None,
-                                    handle: ReplicaHandle::Swarm { service: name.clone(), task: id, container },
-                                    exit,
-                                });
+                    if !self.claim(&id) {
+                        continue;
+                    }
+                    let container = task
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.container_status.as_ref())
+                        .and_then(|c| c.container_id.clone());
+                    match self.endpoint(task, container_port).await {
+                        Some(addr) => {
+                            if let Some(node) = &task.node_id {
+                                self.task_nodes
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(id.clone(), node.clone());
                             }
-                            // Asked again until the deadline: the node's
-                            // address may not be readable at once.
-                            None if Instant::now() <= deadline => continue,
-                            None => {
-                                unusable = container;
-                                break format!(
-                                    "task {} of {name} runs but has no published port for {container_port}/tcp",
-                                    short(&id)
-                                );
-                            }
+                            self.write_id(&spec.state_dir, &id, Some(&spec.replica_id));
+                            let exit = self.watch(&id, &spec.replica_id, &spec.log_path, None);
+                            return Ok(RunningReplica {
+                                replica_id: spec.replica_id.clone(),
+                                addr,
+                                pid: None,
+                                handle: ReplicaHandle::Swarm { service: name.clone(), task: id, container },
+                                exit,
+                            });
+                        }
+                        // Asked again until the deadline: the node's
+                        // address may not be readable at once.
+                        None if Instant::now() <= deadline => {
+                            self.unclaim(&id);
+                            continue;
+                        }
+                        None => {
+                            unusable = container;
+                            break format!(
+                                "task {} of {name} runs but has no published port for {container_port}/tcp",
+                                short(&id)
+                            );
                         }
                     }
-                    if let Some(reason) = task_end(&task) {
+                }
+                let ended = new.iter().find_map(|t| task_end(t).map(|reason| (t, reason)));
+                if let Some((task, reason)) = ended {
+                    let id = task.id.clone().unwrap_or_default();
+                    if self.claim(&id) {
                         let why =
                             task.status.as_ref().and_then(|s| s.err.clone()).unwrap_or_else(|| reason.to_string());
                         break format!("Swarm could not run task {} of {name}: {why}", short(&id));
@@ -532,7 +711,12 @@ impl Driver for SwarmDriver {
                     tracing::warn!(replica = %spec.replica_id, error = %message_of(&e), "Could not stop an unusable task's container (it may run on another node).");
                 }
             }
-            if let Err(e) = self.release_slot(&name).await {
+            let released = {
+                let lock = self.lock_for(&name);
+                let _held = lock.lock().await;
+                self.release_slot(&name).await
+            };
+            if let Err(e) = released {
                 tracing::warn!(replica = %spec.replica_id, error = %e, "Could not scale the Swarm service back after a failed start.");
             }
             Err(self.error(spec, failure))
@@ -556,8 +740,6 @@ impl Driver for SwarmDriver {
                 replica: replica.replica_id.clone(),
                 message,
             };
-            let lock = self.lock_for(name);
-            let _held = lock.lock().await;
             // Where this task's replica id is recorded (read before the
             // service may go).
             let state_dir = self
@@ -568,11 +750,22 @@ impl Driver for SwarmDriver {
                 .ok()
                 .and_then(|s| s.spec?.labels?.get(LABEL_STATE_DIR).cloned())
                 .map(PathBuf::from);
-            let local = match container {
-                Some(id) => self.engine.docker.inspect_container(id, None).await.is_ok(),
-                None => false,
+            // The engine of the task's node: ebb's own, or another node's
+            // (EBB_SWARM_NODE_HOST). Only the count change holds the lock:
+            // replicas stop in parallel.
+            let docker = match container {
+                Some(id) if !replica.has_exited() => match self.engine_of_task(task).await {
+                    Some(docker) if docker.inspect_container(id, None).await.is_ok() => Some(docker),
+                    _ => None,
+                },
+                _ => None,
             };
-            let reason = if local {
+            let release = || async {
+                let lock = self.lock_for(name);
+                let _held = lock.lock().await;
+                self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))
+            };
+            let reason = if let Some(docker) = docker {
                 // ebb's choice: this task's container stops (and with
                 // restart none, stays stopped); then the count drops.
                 // Swarm removes the container with the task: removing it
@@ -580,21 +773,23 @@ impl Driver for SwarmDriver {
                 let id = container.as_deref().unwrap_or_default();
                 // The slot is released even when the stop failed: the
                 // count must come down, or the service never reaches 0.
-                let stopped = stop_container(&self.engine.docker, replica, id, timeout).await;
-                self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))?;
+                let stopped = stop_container(&docker, replica, id, timeout).await;
+                release().await?;
                 stopped.map_err(error)?
             } else if replica.has_exited() {
-                self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))?;
+                release().await?;
                 replica.exited().await
             } else {
-                // On another node: Swarm picks which task leaves.
-                tracing::warn!(replica = %replica.replica_id, task = %short(task), "The task runs on another node; lowering the count and letting Swarm choose which task leaves.");
-                self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))?;
+                // On a node ebb cannot reach: Swarm picks which task leaves.
+                tracing::warn!(replica = %replica.replica_id, task = %short(task), "The task runs on a node whose engine ebb cannot reach (EBB_SWARM_NODE_HOST); lowering the count and letting Swarm choose which task leaves.");
+                release().await?;
                 match tokio::time::timeout(timeout + Duration::from_secs(15), replica.exited()).await {
                     Ok(reason) => reason,
                     Err(_) => return Err(error(format!("Swarm removed another task of {name} than {}", short(task)))),
                 }
             };
+            self.unclaim(task);
+            self.task_nodes.lock().unwrap_or_else(|p| p.into_inner()).remove(task.as_str());
             if let Some(dir) = state_dir {
                 self.write_id(&dir, task, None);
             }
@@ -673,6 +868,10 @@ impl Driver for SwarmDriver {
             {
                 return Err(adopt_error(format!("task {} is no longer running", short(task))));
             }
+            if let Some(node) = &current.node_id {
+                self.task_nodes.lock().unwrap_or_else(|p| p.into_inner()).insert(task.clone(), node.clone());
+            }
+            self.claim(task);
             let state_dir = current
                 .spec
                 .and_then(|s| s.container_spec)
@@ -690,19 +889,27 @@ impl Driver for SwarmDriver {
 
     fn usage<'a>(&'a self, replicas: &'a [RunningReplica]) -> BoxFuture<'a, HashMap<String, GroupUsage>> {
         Box::pin(async move {
-            // Tasks on this node: their containers' stats, as the docker driver.
-            let as_containers: Vec<RunningReplica> = replicas
-                .iter()
-                .filter_map(|r| match &r.handle {
-                    ReplicaHandle::Swarm { container: Some(id), .. } => {
-                        let mut c = r.clone();
-                        c.handle = ReplicaHandle::Container { id: id.clone() };
-                        Some(c)
+            // Each task's container stats from its node's engine (ebb's own,
+            // or another node's through EBB_SWARM_NODE_HOST), as the docker
+            // driver; tasks on a node ebb cannot reach are absent.
+            let mut by_engine: Vec<(bollard::Docker, Vec<RunningReplica>)> = Vec::new();
+            let mut endpoints: Vec<String> = Vec::new();
+            for r in replicas {
+                let ReplicaHandle::Swarm { task, container: Some(id), .. } = &r.handle else { continue };
+                let Some(docker) = self.engine_of_task(task).await else { continue };
+                let key = format!("{docker:?}");
+                let mut c = r.clone();
+                c.handle = ReplicaHandle::Container { id: id.clone() };
+                match endpoints.iter().position(|e| *e == key) {
+                    Some(i) => by_engine[i].1.push(c),
+                    None => {
+                        endpoints.push(key);
+                        by_engine.push((docker, vec![c]));
                     }
-                    _ => None,
-                })
-                .collect();
-            usage_of(&self.engine.docker, &as_containers).await
+                }
+            }
+            let readings = by_engine.iter().map(|(docker, group)| usage_of(docker, group));
+            futures_util::future::join_all(readings).await.into_iter().flatten().collect()
         })
     }
 }
