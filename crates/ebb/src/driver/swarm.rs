@@ -12,7 +12,7 @@
 //! - **Restart policy `none`.** ebb replaces a task that fails, after its
 //!   own health checks, exactly as for processes; Swarm restarting tasks
 //!   behind ebb's back would change endpoints under the balancer.
-//! - **Start** = replica count + 1 (under a per-service lock), then wait for
+//! - **Start** = replica count + 1 (under a short per-service lock), then wait for
 //!   the new task to run and read its endpoint; a task Swarm rejects (no
 //!   such image on the node, no room) is an error naming the service and
 //!   replica, and the count goes back down.
@@ -22,9 +22,10 @@
 //!   (as always), then stops that task's container (stop signal,
 //!   `stop_timeout`, SIGKILL; with restart `none` Swarm does not replace it),
 //!   and only then lowers the count: Swarm then has nothing running to
-//!   remove. This needs the container's engine: ebb runs on a manager node
-//!   and reaches tasks on its own node; for a task on another node it
-//!   lowers the count and lets Swarm choose (documented gap).
+//!   remove. This needs the container's engine: its own node's, or another
+//!   node's through [`NODE_HOST_VAR`]; for a task on a node it cannot reach
+//!   it waits until Swarm shuts the task down (a lost node), then lowers
+//!   the count (Swarm chooses only if that never happens).
 //! - **Deploys are ebb's**, not Swarm's rolling update: a new version is a
 //!   new Swarm service, and ebb's planner starts, health-gates, switches
 //!   traffic (rolling or blue-green) and rolls back, as for every driver.
@@ -32,8 +33,12 @@
 //!   endpoints under the balancer.
 //! - **Adoption:** tasks are found by the service labels; the replica id of
 //!   each task is kept in `<state_dir>/swarm-replicas.json`.
-//! - **Usage** is read from the engine of ebb's own node (tasks elsewhere
-//!   are absent from the sample: policies average what they can read).
+//! - **Usage** is read from the engine of each task's node (its own, or
+//!   another through [`NODE_HOST_VAR`]); tasks on nodes it cannot reach are
+//!   absent from the sample: policies average what they can read.
+//! - **Parallel starts:** the per-service lock covers only count changes;
+//!   concurrent starts share the task list from before the first of them
+//!   and each claims one new running task.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -59,6 +64,9 @@ use super::{
 
 /// How long a new task may take to run (image on the node, scheduling).
 const TASK_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stop waits for Swarm to shut down a task on a node ebb cannot
+/// reach (a lost node is seen down after about 15 s) before lowering the count.
+const LOST_TASK_WAIT: Duration = Duration::from_secs(45);
 /// How often task states are polled.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -780,12 +788,26 @@ impl Driver for SwarmDriver {
                 release().await?;
                 replica.exited().await
             } else {
-                // On a node ebb cannot reach: Swarm picks which task leaves.
-                tracing::warn!(replica = %replica.replica_id, task = %short(task), "The task runs on a node whose engine ebb cannot reach (EBB_SWARM_NODE_HOST); lowering the count and letting Swarm choose which task leaves.");
+                // On a node ebb cannot reach (lost, or no EBB_SWARM_NODE_HOST).
+                // Lowering the count now would let Swarm pick which task
+                // leaves, and it picks among the running ones (a lost
+                // node's task still looks running until Swarm sees the node
+                // down): a healthy replica could go. So first wait until
+                // Swarm shuts this task down (its node seen down, ~15 s),
+                // then lower the count: nothing running is removed.
+                let waited = tokio::time::timeout(timeout + LOST_TASK_WAIT, replica.exited()).await;
                 release().await?;
-                match tokio::time::timeout(timeout + Duration::from_secs(15), replica.exited()).await {
+                match waited {
                     Ok(reason) => reason,
-                    Err(_) => return Err(error(format!("Swarm removed another task of {name} than {}", short(task)))),
+                    Err(_) => {
+                        tracing::warn!(replica = %replica.replica_id, task = %short(task), "The task runs on a node whose engine ebb cannot reach (EBB_SWARM_NODE_HOST) and Swarm did not shut it down; lowered the count and let Swarm choose which task leaves.");
+                        match tokio::time::timeout(Duration::from_secs(15), replica.exited()).await {
+                            Ok(reason) => reason,
+                            Err(_) => {
+                                return Err(error(format!("Swarm removed another task of {name} than {}", short(task))))
+                            }
+                        }
+                    }
                 }
             };
             self.unclaim(task);
