@@ -123,6 +123,25 @@ pub struct ServiceConfig {
     /// Scale to zero (`[service.NAME.idle]`, web services only): required
     /// for `replicas.min = 0` on a web service. `None`: never idle.
     pub idle: Option<IdleConfig>,
+    /// How local replicas' log files are kept (`logs = { … }`).
+    pub logs: LogsConfig,
+}
+
+/// `[service.NAME] logs = { max_size = "50MiB", keep = 3, retention = "7d" }`:
+/// a local replica's log file is rotated past `max_size` (`<id>.log.1` …
+/// `.keep`), and the logs of replicas gone for `retention` are removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogsConfig {
+    pub max_size: u64,
+    /// Rotated files kept beside the live one (0: a full file is emptied).
+    pub keep: u32,
+    pub retention: Duration,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig { max_size: 50 << 20, keep: 3, retention: Duration::from_secs(7 * 24 * 3600) }
+    }
 }
 
 impl ServiceConfig {
@@ -387,6 +406,45 @@ pub struct ProxyConfig {
     /// replica that fails the requests it gets leaves the rotation for a
     /// while. On by default.
     pub outlier: OutlierConfig,
+    /// One line per request answered on this address (`access_log`), after
+    /// its response body ends. `None`: no access log.
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// `[service.NAME.proxy] access_log` / `[listener.NAME.proxy] access_log`:
+/// where and how requests arriving on that address are logged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AccessLogConfig {
+    pub target: AccessLogTarget,
+    pub format: AccessLogFormat,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AccessLogTarget {
+    /// `"-"`: ebb's standard output.
+    Stdout,
+    /// A file, appended to (relative paths are resolved against the config
+    /// file's directory).
+    File(PathBuf),
+}
+
+/// The shape of one access log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessLogFormat {
+    /// Apache/nginx "combined", then ebb's fields as `key=value`.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+impl AccessLogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLogFormat::Combined => "combined",
+            AccessLogFormat::Json => "json",
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -406,6 +464,7 @@ impl Default for ProxyConfig {
             max_connections: None,
             request_buffering: 0,
             outlier: OutlierConfig::default(),
+            access_log: None,
         }
     }
 }

@@ -44,6 +44,19 @@ struct Cli {
     /// is a terminal), or `json`, one object per line.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"], env = "EBB_LOG_FORMAT")]
     log_format: String,
+    /// Talk to the ebb whose admin API is at this URL (`http://HOST:PORT`,
+    /// `https://HOST:PORT`) instead of the config file's, from any directory
+    /// or machine; the token comes from EBB_TOKEN or --token-file.
+    #[arg(long, global = true, value_name = "URL", env = "EBB_ADMIN")]
+    admin: Option<String>,
+    /// A file holding the admin token (the contents of the running ebb's
+    /// <state_dir>/admin.token); EBB_TOKEN takes precedence.
+    #[arg(long, global = true, value_name = "FILE", env = "EBB_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// A PEM certificate to trust for an https --admin URL (a self-signed
+    /// admin certificate), besides the built-in public roots.
+    #[arg(long, global = true, value_name = "FILE", env = "EBB_ADMIN_CA")]
+    admin_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -405,7 +418,7 @@ fn follow_short_flag(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
 
 /// Where the command is among the arguments (after ebb's global options).
 fn command_index(args: &[std::ffi::OsString]) -> usize {
-    let takes_value = ["-f", "--file", "--config", "--log-format"];
+    let takes_value = ["-f", "--file", "--config", "--log-format", "--admin", "--token-file", "--admin-ca"];
     let mut i = 1;
     while i < args.len() {
         let arg = args[i].to_string_lossy();
@@ -439,6 +452,11 @@ fn load_config(path: &Path) -> Result<Config, String> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let target = crate::client::AdminTarget {
+        url: cli.admin.clone(),
+        ca: cli.admin_ca.clone(),
+        token_file: cli.token_file.clone(),
+    };
     let config = match &cli.command {
         Command::DemoApp(args) => return crate::demo_app::run(args.clone()).await.map(|()| ExitCode::SUCCESS),
         Command::Proxy(args) => return crate::proxy::run_static(args.clone()).await.map(|()| ExitCode::SUCCESS),
@@ -480,8 +498,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Man { out } => return write_man_pages(out).map(|()| ExitCode::SUCCESS),
-        Command::Plan { json } => return apply::plan(&cli.file, *json).await,
-        Command::Apply { yes } => return apply::apply(&cli.file, *yes).await,
+        Command::Plan { json } => return apply::plan(&cli.file, &target, *json).await,
+        Command::Apply { yes } => return apply::apply(&cli.file, &target, *yes).await,
         Command::Logs { replica, tail, follow } => {
             let config = match load_config(&cli.file) {
                 Ok(c) => c,
@@ -492,17 +510,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             return logs::logs(&config, replica, *tail, *follow).await;
         }
-        _ => match load_config(&cli.file) {
-            Ok(config) => config,
+        _ => None,
+    };
+    // With --admin, a command that only talks to the running ebb needs no
+    // config file (it may be on another machine).
+    let config = match config {
+        Some(config) => Some(config),
+        None if target.is_remote() && !matches!(cli.command, Command::Up { .. }) && !cli.file.exists() => None,
+        None => match load_config(&cli.file) {
+            Ok(config) => Some(config),
             Err(message) => {
                 eprintln!("{message}");
                 return Ok(ExitCode::from(EXIT_BAD_INPUT));
             }
         },
     };
-    let client = AdminClient::for_config(&config, crate::client::read_token(&config.state_dir));
+    let client = match target.client(config.as_ref()) {
+        Ok(client) => client,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
     match cli.command {
         Command::Up { takeover, fresh } => {
+            let Some(config) = config else { unreachable!("ebb up always reads its config file") };
             match crate::up::up(config, crate::carry_over::UpOptions { takeover, fresh }).await {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(error) => match error.downcast::<ConfigError>() {
@@ -516,8 +548,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Down { timeout, forget } => {
-            let code = down(&client, &config.state_dir, timeout).await?;
+            // A remote ebb's state directory is not here: wait for its API
+            // only. Local: also for its lock and process.
+            let local = config.as_ref().filter(|_| !target.is_remote());
+            let code = down(&client, local.map(|c| c.state_dir.as_path()), timeout).await?;
             if forget {
+                let Some(config) = local else {
+                    eprintln!("error: --forget edits the local state file; run it on the machine of that ebb, without --admin");
+                    return Ok(ExitCode::from(EXIT_BAD_INPUT));
+                };
                 let (services, replicas) = crate::state::forget_fleet(&config.state_dir)?;
                 println!(
                     "ebb: forgot the fleet: {services} service record{} (desired capacity, versions) and {replicas} replica record{} removed from {}; certificates, the ACME account, the admin token, events and metric history are kept",
@@ -785,15 +824,15 @@ async fn follow_deploy(client: &AdminClient, service: &str, started: &ServiceSta
 /// `ebb up` would start), and its process is gone when it runs here. A
 /// closed admin listener alone is not enough: ebb closes it before it has
 /// finished.
-async fn down(client: &AdminClient, state_dir: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
+async fn down(client: &AdminClient, state_dir: Option<&Path>, timeout: Duration) -> anyhow::Result<ExitCode> {
     let pid = match client.shutdown().await {
         Ok(answer) => answer.pid,
         // After a SIGTERM the replicas run on without an ebb: say so.
-        Err(ClientError::NotRunning(not_running)) => match crate::state::replica_records(state_dir) {
+        Err(ClientError::NotRunning(not_running)) => match state_dir.and_then(crate::state::replica_records) {
             Some(left) if left > 0 => bail!(
                 "{not_running}. The last run left {left} replica{} recorded in {}, which may still be running (SIGTERM stops ebb only): `ebb up` adopts them, then `ebb down` stops the fleet",
                 if left == 1 { "" } else { "s" },
-                state_dir.join(crate::state::STATE_FILE).display()
+                state_dir.map(|d| d.join(crate::state::STATE_FILE).display().to_string()).unwrap_or_default()
             ),
             // Nothing runs and nothing was left: the fleet is already down.
             _ => {
@@ -821,7 +860,12 @@ async fn down(client: &AdminClient, state_dir: &Path, timeout: Duration) -> anyh
                 Err(_) => {}
             }
         }
-        if api_closed && !crate::state::state_dir_in_use(state_dir) && !process_running(pid) {
+        // A remote ebb: its API closing is all that can be seen from here.
+        let gone = match state_dir {
+            Some(dir) => !crate::state::state_dir_in_use(dir) && !process_running(pid),
+            None => true,
+        };
+        if api_closed && gone {
             println!("ebb: stopped");
             return Ok(ExitCode::SUCCESS);
         }

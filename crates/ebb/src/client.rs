@@ -3,7 +3,9 @@
 //! types, so no caller builds JSON or knows a path or a status code.
 //!
 //! It sends the bearer token from `<state_dir>/admin.token` (written by
-//! `ebb up`) with every call; the token never appears in its messages.
+//! `ebb up`), or `EBB_TOKEN`, with every call; the token never appears in
+//! its messages. [`AdminTarget`] says which ebb: the config file's, or
+//! `--admin URL` from another directory or machine.
 //!
 //! When the config gives the admin API a certificate (`[admin] tls`), it
 //! speaks HTTPS ([`AdminTls`]): it trusts the built-in public roots (Mozilla's)
@@ -73,7 +75,11 @@ impl std::fmt::Debug for AdminCredential {
 
 /// Reads the admin token of the ebb whose state directory is `state_dir`.
 pub fn read_token(state_dir: &Path) -> AdminCredential {
-    let path = crate::admin::token_path(state_dir);
+    read_token_file(&crate::admin::token_path(state_dir))
+}
+
+fn read_token_file(path: &Path) -> AdminCredential {
+    let path = path.to_path_buf();
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => AdminCredential::Token(text.trim().to_string()),
         Ok(_) => AdminCredential::Unreadable { path, why: "the file is empty".into() },
@@ -81,6 +87,60 @@ pub fn read_token(state_dir: &Path) -> AdminCredential {
             AdminCredential::Unreadable { path, why: "it does not exist (has `ebb up` run with this config?)".into() }
         }
         Err(e) => AdminCredential::Unreadable { path, why: e.to_string() },
+    }
+}
+
+/// Where the CLI finds the running ebb: `--admin URL` (another directory,
+/// another machine), else the config file's `[admin]`. The token comes from
+/// `EBB_TOKEN`, else `--token-file`, else the config's state directory.
+#[derive(Debug, Clone, Default)]
+pub struct AdminTarget {
+    /// `http://HOST:PORT` or `https://HOST:PORT`.
+    pub url: Option<String>,
+    /// A PEM certificate to trust for an `https` admin URL (a self-signed
+    /// admin certificate), besides the built-in roots.
+    pub ca: Option<PathBuf>,
+    /// A file holding the admin token.
+    pub token_file: Option<PathBuf>,
+}
+
+/// The environment variable holding an admin token.
+pub const TOKEN_ENV: &str = "EBB_TOKEN";
+
+impl AdminTarget {
+    /// Whether commands talk to an ebb named by URL rather than by the
+    /// config file.
+    pub fn is_remote(&self) -> bool {
+        self.url.is_some()
+    }
+
+    /// The client for the running ebb; `config` is the config file when one
+    /// was read. Errors are bad input (an unusable URL, no config).
+    pub fn client(&self, config: Option<&ebb_core::config::Config>) -> Result<AdminClient, String> {
+        let token = self.credential(config.map(|c| c.state_dir.as_path()));
+        match (&self.url, config) {
+            (Some(url), _) => AdminClient::for_url(url, token, self.ca.as_deref()),
+            (None, Some(config)) => Ok(AdminClient::for_config(config, token)),
+            (None, None) => Err("no config file and no --admin URL: say which ebb to talk to".into()),
+        }
+    }
+
+    fn credential(&self, state_dir: Option<&Path>) -> AdminCredential {
+        if let Ok(token) = std::env::var(TOKEN_ENV) {
+            if !token.trim().is_empty() {
+                return AdminCredential::Token(token.trim().to_string());
+            }
+        }
+        match (&self.token_file, state_dir) {
+            (Some(file), _) => read_token_file(file),
+            (None, Some(dir)) if self.url.is_none() => read_token(dir),
+            _ => AdminCredential::Unreadable {
+                path: PathBuf::from(format!("${TOKEN_ENV}")),
+                why: format!(
+                    "not set: with --admin, set {TOKEN_ENV} (or --token-file) to the contents of the remote ebb's <state_dir>/admin.token"
+                ),
+            },
+        }
     }
 }
 
@@ -173,6 +233,46 @@ impl AdminClient {
             Some(files) => client.with_tls(AdminTls::trusting(&files.cert)),
             None => client,
         }
+    }
+
+    /// A client for `--admin URL`: `http://HOST:PORT` or `https://HOST:PORT`
+    /// (HTTPS trusting the built-in roots and `ca`, with HOST as the name
+    /// the certificate must hold unless it is exactly one of `ca`'s).
+    pub fn for_url(url: &str, token: AdminCredential, ca: Option<&Path>) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("--admin {url:?}: {why}; write it like http://127.0.0.1:9900 or https://ebb.example.com:9900")
+        };
+        let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) {
+            return Err(bad("give only the scheme, host and port, no path"));
+        }
+        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .map_err(|e| bad(&format!("cannot resolve {host}: {e}")))?
+            .next()
+            .ok_or_else(|| bad(&format!("{host} has no address")))?;
+        let client = Self::new(addr, token);
+        if !tls {
+            return Ok(client);
+        }
+        let mut admin_tls = match ca {
+            Some(file) => AdminTls::trusting(file),
+            None => AdminTls::trusting(Path::new("")),
+        };
+        if ca.is_none() {
+            admin_tls.unreadable = None;
+        }
+        if host.parse::<std::net::IpAddr>().is_err() {
+            admin_tls.server_name = Some(host);
+        }
+        Ok(client.with_tls(admin_tls))
     }
 
     /// The same client, speaking HTTPS.
@@ -369,6 +469,9 @@ impl AdminClient {
 #[derive(Clone)]
 pub struct AdminTls {
     connector: tokio_rustls::TlsConnector,
+    /// The DNS name to ask for and verify (`--admin https://NAME:PORT`);
+    /// `None`: the IP address dialled.
+    server_name: Option<String>,
     /// Why the configured certificate file could not be read, if it could
     /// not (said when the handshake then fails).
     unreadable: Option<String>,
@@ -402,7 +505,7 @@ impl AdminTls {
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        AdminTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), unreadable }
+        AdminTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name: None, unreadable }
     }
 
     /// One request on a connection of its own.
@@ -416,7 +519,10 @@ impl AdminTls {
             .await
             .map_err(|_| not_running("connection timed out".into()))?
             .map_err(|e| not_running(e.to_string()))?;
-        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let name = match self.server_name.as_deref().map(rustls_pki_types::ServerName::try_from) {
+            Some(Ok(name)) => name.to_owned(),
+            _ => rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+        };
         let stream = self.connector.connect(name, tcp).await.map_err(|e| {
             let mut message = e.to_string();
             if let Some(why) = &self.unreadable {

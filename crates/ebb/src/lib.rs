@@ -43,6 +43,7 @@ pub mod listeners;
 pub mod load;
 pub mod metrics;
 pub mod proxy;
+pub mod replica_logs;
 pub mod shutdown;
 pub mod simulate;
 pub mod state;

@@ -139,6 +139,9 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
         eprintln!("ebb: {warning}");
     }
 
+    // Access log files are opened before anything is bound, too.
+    crate::proxy::access_log::check(&config).map_err(anyhow::Error::msg)?;
+
     // Bind everything before starting anything: a clash is reported with
     // nothing half-started.
     let admin_listener = bind(&config, config.admin.listen, "admin").await?;
@@ -243,11 +246,15 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
     );
     println!("ebb: `ebb status` shows the fleet, `ebb apply` changes it in place, `ebb down` (or Ctrl-C) drains and stops it; SIGTERM stops ebb only (replicas keep running for the next `ebb up`)");
     let reload = tokio::spawn(apply_on_sighup(running.clone(), config_path));
+    let tidy_stop = tokio_util::sync::CancellationToken::new();
+    let tidy = tokio::spawn(crate::replica_logs::keep_tidy(running.clone(), state_dir.clone(), tidy_stop.clone()));
 
     let takeover = crate::takeover::Server::open(&state_dir);
     let taken_over = takeover.as_ref().map(|t| t.taken_over.clone()).unwrap_or_default();
     let stop = crate::shutdown::wait(&stop_requested, &taken_over).await;
     reload.abort();
+    tidy_stop.cancel();
+    let _ = tidy.await;
     let successor = takeover.map(|t| t.close());
     stop.prepare();
     println!("{}", stop.announce());
@@ -274,6 +281,7 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
         let _ = task.await;
     }
     store.close().await;
+    crate::proxy::access_log::flush_all();
     println!("{}", stop.farewell(successor.flatten()));
     Ok(())
 }

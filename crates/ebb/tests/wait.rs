@@ -22,6 +22,13 @@ fn wait_returns_once_every_replica_is_in_service() {
         let r = support::http(ebb.listen, "GET", "/gtg", None).unwrap();
         assert_eq!(r.status, 200);
     }
+    let metrics = support::http(ebb.admin, "GET", "/metrics", None).unwrap().body;
+    for line in [
+        r#"ebb_requests_total{service="web",source="replica",code_class="2xx",reason="answered"} 20"#,
+        r#"ebb_requests_total{service="web",source="balancer",code_class="5xx",reason="no_replica"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
     let unknown = ebb.cli(&["wait", "nosuch"]);
     assert_eq!(unknown.status.code(), Some(2), "an unknown service is bad input");
 }
@@ -47,8 +54,13 @@ fn wait_gives_up_with_the_reason() {
         assert_eq!(support::http(ebb.listen, "GET", "/", None).unwrap().status, 503);
     }
     let metrics = support::http(ebb.admin, "GET", "/metrics", None).unwrap().body;
-    let line = r#"ebb_service_balancer_answers_total{service="web",code_class="5xx",reason="no_replica"} 3"#;
-    assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    for line in [
+        r#"ebb_service_balancer_answers_total{service="web",code_class="5xx",reason="no_replica"} 3"#,
+        r#"ebb_requests_total{service="web",source="balancer",code_class="5xx",reason="no_replica"} 3"#,
+        r#"ebb_requests_total{service="web",source="replica",code_class="2xx",reason="answered"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
     assert!(metrics.contains(r#"ebb_service_retries_total{service="web"} 0"#), "{metrics}");
 }
 

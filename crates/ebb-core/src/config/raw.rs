@@ -35,10 +35,11 @@
 //! `Option<RawX>` field on the parent, and a `Check` method that takes
 //! `Option<RawX>` and returns the public type with its defaults.
 
-use super::value::{Addr, Balance, Bytes, Command, Dur, EnvTable, Int, IpList, Number};
+use super::value::{Addr, Balance, Bytes, Command, Dur, EnvTable, Int, IpList, Number, RawAccessLog};
 use super::{
-    AdminConfig, Bounds, CommandSpec, Config, ConfigError, ContainerConfig, DriverKind, HealthConfig, ProxyConfig,
-    Replicas, ServiceConfig, ServiceKind, StatusMatcher,
+    AccessLogConfig, AccessLogFormat, AccessLogTarget, AdminConfig, Bounds, CommandSpec, Config, ConfigError,
+    ContainerConfig, DriverKind, HealthConfig, LogsConfig, ProxyConfig, Replicas, ServiceConfig, ServiceKind,
+    StatusMatcher,
 };
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -138,6 +139,15 @@ struct RawService {
     metric_source: Option<lifecycle::RawMetricSource>,
     chaos: Option<lifecycle::RawChaos>,
     idle: Option<idle::RawIdle>,
+    logs: Option<RawLogs>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = r#"a table like { max_size = "50MiB", keep = 3, retention = "7d" }"#)]
+struct RawLogs {
+    max_size: Option<Spanned<Bytes>>,
+    keep: Option<Spanned<Int>>,
+    retention: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -177,6 +187,7 @@ struct RawProxy {
     max_connections: Option<Spanned<Int>>,
     request_buffering: Option<Spanned<Bytes>>,
     outlier: Option<outlier::RawOutlier>,
+    access_log: Option<Spanned<RawAccessLog>>,
 }
 
 /// The most `request_buffering` may hold per request.
@@ -476,7 +487,36 @@ impl Check<'_> {
             metric_source,
             chaos: raw.chaos.map(|c| self.chaos(name, c)),
             idle: self.idle(name, kind, raw.kind.as_ref().map(|k| k.span()), driver, raw.idle, min_zero_span),
+            logs: self.logs(raw.logs.unwrap_or_default()),
         }
+    }
+
+    fn logs(&mut self, raw: RawLogs) -> LogsConfig {
+        let d = LogsConfig::default();
+        let max_size = match raw.max_size {
+            None => d.max_size,
+            Some(size) if size.get_ref().0 < 64 * 1024 => {
+                let n = size.get_ref().0;
+                self.problem(
+                    size.span(),
+                    format!(r#"logs.max_size must be at least 64KiB, not {n} bytes; the default is "50MiB""#),
+                );
+                d.max_size
+            }
+            Some(size) => size.get_ref().0,
+        };
+        let keep = match raw.keep {
+            None => d.keep,
+            Some(keep) => match u32::try_from(keep.get_ref().0) {
+                Ok(n) if n <= 100 => n,
+                _ => {
+                    let n = keep.get_ref().0;
+                    self.problem(keep.span(), format!("logs.keep must be between 0 and 100 rotated files, not {n}"));
+                    d.keep
+                }
+            },
+        };
+        LogsConfig { max_size, keep, retention: self.positive("logs.retention", &raw.retention, d.retention) }
     }
 
     /// `ports = "A-B"`: where local replicas listen (hosts with port rules).
@@ -943,7 +983,35 @@ impl Check<'_> {
             max_header_bytes,
             trusted_proxies: raw.trusted_proxies.map(|l| l.0).unwrap_or(d.trusted_proxies),
             outlier: raw.outlier.map_or(d.outlier, |o| self.outlier(o)),
+            access_log: raw.access_log.and_then(|a| self.access_log(a)),
         }
+    }
+
+    fn access_log(&mut self, raw: Spanned<RawAccessLog>) -> Option<AccessLogConfig> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let format = match raw.format.as_deref() {
+            None | Some("combined") => AccessLogFormat::Combined,
+            Some("json") => AccessLogFormat::Json,
+            Some(other) => {
+                self.problem(span, format!(r#"proxy.access_log format must be "combined" or "json", not {other:?}"#));
+                return None;
+            }
+        };
+        let path = raw.path.trim();
+        let target = match path {
+            "" => {
+                self.problem(
+                    span,
+                    r#"proxy.access_log path is empty; name a file (relative to this config file), or "-" for stdout"#,
+                );
+                return None;
+            }
+            "-" => AccessLogTarget::Stdout,
+            // Relative to the config file, like state_dir.
+            path => AccessLogTarget::File(self.file.parent().unwrap_or(Path::new("")).join(path)),
+        };
+        Some(AccessLogConfig { target, format })
     }
 
     /// A duration where zero means nothing sensible (a timeout that always

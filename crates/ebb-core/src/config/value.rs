@@ -454,3 +454,44 @@ mod bytes_tests {
         assert_eq!(BytesVisitor::parse("12 parsecs"), None);
     }
 }
+
+/// `access_log = "PATH"` (combined format, `"-"` for stdout) or
+/// `access_log = { path = "PATH", format = "combined" | "json" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RawAccessLog {
+    pub path: String,
+    pub format: Option<String>,
+}
+
+struct AccessLogVisitor;
+
+impl<'de> Visitor<'de> for AccessLogVisitor {
+    type Value = RawAccessLog;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"a file like "/var/log/ebb/web.log" ("-" for stdout) or a table like { path = "web.log", format = "json" }"#)
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<RawAccessLog, E> {
+        Ok(RawAccessLog { path: s.to_string(), format: None })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawAccessLog, A::Error> {
+        let (mut path, mut format) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "path" => path = Some(map.next_value::<String>()?),
+                "format" => format = Some(map.next_value::<String>()?),
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "unknown key `{other}` in access_log; it takes `path` and `format`"
+                    )))
+                }
+            }
+        }
+        let path = path.ok_or_else(|| de::Error::custom(r#"access_log needs a `path` (a file, or "-" for stdout)"#))?;
+        Ok(RawAccessLog { path, format })
+    }
+}
+
+deserialize_with!(RawAccessLog, AccessLogVisitor, deserialize_any);

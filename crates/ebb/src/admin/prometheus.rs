@@ -197,6 +197,7 @@ struct Metrics {
     service_connection_cap: Family<Labels, Counter>,
     service_client_errors: Family<Labels, Counter>,
     service_balancer_answers: Family<Labels, Counter>,
+    requests: Family<Labels, Counter>,
     service_retries: Family<Labels, Counter>,
     service_send_timeouts: Family<Labels, Counter>,
     service_http2_floods: Family<Labels, Counter>,
@@ -261,6 +262,7 @@ impl Metrics {
             service_connection_cap: Family::default(),
             service_client_errors: Family::default(),
             service_balancer_answers: Family::default(),
+            requests: Family::default(),
             service_retries: Family::default(),
             service_send_timeouts: Family::default(),
             service_http2_floods: Family::default(),
@@ -375,6 +377,11 @@ impl Metrics {
             "service_balancer_answers",
             "Requests the balancer answered itself, by status class and reason: no_replica (503), shed (503 + Retry-After), upstream_error (502), upstream_timeout (504), rejected (400/405/431/501: framing, Host, CONNECT)",
             m.service_balancer_answers.clone(),
+        );
+        r.register(
+            "requests",
+            "Every answer of a service's balancer, by who gave it (source: replica or balancer), status class and reason (answered for a replica; no_replica, shed, upstream_error, upstream_timeout, rejected, client_body, hold_refused for the balancer)",
+            m.requests.clone(),
         );
         r.register(
             "service_retries",
@@ -598,6 +605,31 @@ pub(crate) fn build_registry(app: &App) -> Registry {
                 let mut labels = l.clone();
                 labels.extend([("code_class", class.to_string()), ("reason", reason.to_string())]);
                 m.service_balancer_answers.get_or_create(&labels).inc_by(count);
+            }
+            let held_refused = handle.proxy.hold.refused.load(Ordering::Relaxed);
+            for (source, class, reason, count) in [
+                ("balancer", "5xx", "no_replica", stats.no_backend),
+                ("balancer", "5xx", "shed", stats.shed),
+                ("balancer", "5xx", "upstream_error", stats.upstream_errors),
+                ("balancer", "5xx", "upstream_timeout", stats.upstream_timeouts),
+                ("balancer", "5xx", "hold_refused", held_refused),
+                ("balancer", "4xx", "rejected", stats.rejected),
+                ("balancer", "4xx", "client_body", stats.client_errors),
+            ]
+            .into_iter()
+            .chain(
+                ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                    .into_iter()
+                    .zip(stats.replica_answers)
+                    .map(|(class, count)| ("replica", class, "answered", count)),
+            ) {
+                let mut labels = l.clone();
+                labels.extend([
+                    ("source", source.to_string()),
+                    ("code_class", class.to_string()),
+                    ("reason", reason.to_string()),
+                ]);
+                m.requests.get_or_create(&labels).inc_by(count);
             }
             m.service_retries.get_or_create(&l).inc_by(stats.retries);
             m.service_send_timeouts.get_or_create(&l).inc_by(stats.send_timeouts);

@@ -172,6 +172,13 @@ impl Running {
 
     /// The longest `drain_timeout` of the services running now: how long
     /// shutdown lets balancers finish.
+    /// Each service's `logs` settings, as applied last (for the tidying of
+    /// replicas' log files).
+    pub async fn log_policies(&self) -> BTreeMap<String, ebb_core::config::LogsConfig> {
+        let inner = self.inner.lock().await;
+        inner.config.services.values().map(|s| (s.name.clone(), s.logs)).collect()
+    }
+
     pub async fn longest_drain(&self) -> Duration {
         let inner = self.inner.lock().await;
         inner.config.services.values().map(|s| s.drain_timeout).max().unwrap_or_default()
@@ -226,6 +233,7 @@ impl Running {
         let removed: Vec<String> =
             inner.config.services.keys().filter(|n| !new.services.contains_key(*n)).cloned().collect();
         self.check_can_apply(&inner, &plan, &added)?;
+        crate::proxy::access_log::check(&new).map_err(ApplyError::Unavailable)?;
         let mut sockets = bind_new(&inner, &new).await?;
         ensure_drivers(&mut inner.parts, &added).await?;
 

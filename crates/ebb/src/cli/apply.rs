@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ebb_core::config::Config;
 
-use crate::client::AdminClient;
+use crate::client::{AdminClient, AdminTarget};
 use crate::wire::PlanAnswer;
 
 /// How long `ebb apply` waits for the running ebb to answer (new routed
@@ -32,7 +32,7 @@ struct Planned {
     plan: PlanAnswer,
 }
 
-async fn planned(file: &Path) -> Result<Planned, ExitCode> {
+async fn planned(file: &Path, target: &AdminTarget) -> Result<Planned, ExitCode> {
     let text = crate::config_file::read(file).map_err(|e| {
         eprintln!("{e}");
         ExitCode::FAILURE
@@ -42,7 +42,10 @@ async fn planned(file: &Path) -> Result<Planned, ExitCode> {
         ExitCode::FAILURE
     })?;
     let path = file.canonicalize().unwrap_or_else(|_| file.to_path_buf()).display().to_string();
-    let client = AdminClient::new(config.admin.listen, crate::client::read_token(&config.state_dir));
+    let client = target.client(Some(&config)).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
     let plan = client.plan(&path, &text).await.map_err(|error| {
         match error.refusal() {
             Some(refusal) => eprintln!("{}", refusal.message),
@@ -73,8 +76,8 @@ fn print_plan(plan: &PlanAnswer, file: &Path) {
 }
 
 /// `ebb plan [--json]`.
-pub(super) async fn plan(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let plan = match planned(file).await {
+pub(super) async fn plan(file: &Path, target: &AdminTarget, json: bool) -> anyhow::Result<ExitCode> {
+    let plan = match planned(file, target).await {
         Ok(planned) => planned.plan,
         Err(code) => return Ok(code),
     };
@@ -91,8 +94,8 @@ pub(super) async fn plan(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// `ebb apply [--yes]`.
-pub(super) async fn apply(file: &Path, yes: bool) -> anyhow::Result<ExitCode> {
-    let Planned { path, text, client, plan } = match planned(file).await {
+pub(super) async fn apply(file: &Path, target: &AdminTarget, yes: bool) -> anyhow::Result<ExitCode> {
+    let Planned { path, text, client, plan } = match planned(file, target).await {
         Ok(planned) => planned,
         Err(code) => return Ok(code),
     };

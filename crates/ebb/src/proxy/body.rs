@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::access_log::AccessRecord;
 use super::conn_io::ActiveGuard;
 use super::stall::StallWatch;
 use super::upstream::{drive, Upstream};
@@ -95,6 +96,9 @@ impl Drop for Dispatched {
 /// The body of every response the balancer sends.
 pub struct ProxyBody {
     kind: Kind,
+    /// The access log line of this request, written when the body is
+    /// dropped; counts the bytes sent.
+    record: Option<Box<AccessRecord>>,
 }
 
 enum Kind {
@@ -106,7 +110,7 @@ impl ProxyBody {
     /// `stall`: for an HTTP/2 client, the watch that cuts it if it stops
     /// taking this body (see `stall.rs`).
     pub(crate) fn upstream(inner: Incoming, dispatched: Dispatched, stall: Option<StallWatch>) -> Self {
-        let mut body = ProxyBody { kind: Kind::Upstream { inner, dispatched: Some(dispatched), stall } };
+        let mut body = ProxyBody { kind: Kind::Upstream { inner, dispatched: Some(dispatched), stall }, record: None };
         // A body known to be empty (HEAD, 204, 304, Content-Length: 0) may never
         // be polled: settle now.
         if let Kind::Upstream { inner, dispatched, .. } = &mut body.kind {
@@ -120,11 +124,16 @@ impl ProxyBody {
     }
 
     pub(crate) fn full(bytes: Bytes) -> Self {
-        ProxyBody { kind: Kind::Full(if bytes.is_empty() { None } else { Some(bytes) }) }
+        ProxyBody { kind: Kind::Full(if bytes.is_empty() { None } else { Some(bytes) }), record: None }
     }
 
     pub(crate) fn empty() -> Self {
-        ProxyBody { kind: Kind::Full(None) }
+        ProxyBody { kind: Kind::Full(None), record: None }
+    }
+
+    /// Logs this response's request when the body ends or is dropped.
+    pub(crate) fn attach(&mut self, record: Box<AccessRecord>) {
+        self.record = Some(record);
     }
 }
 
@@ -133,7 +142,35 @@ impl Body for ProxyBody {
     type Error = hyper::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        let polled = this.poll_kind(cx);
+        if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (this.record.as_mut(), &polled) {
+            if let Some(data) = frame.data_ref() {
+                record.bytes += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl ProxyBody {
+    fn poll_kind(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { inner, dispatched, stall } => {
                 if let Some(stall) = stall.as_ref() {
@@ -175,21 +212,6 @@ impl Body for ProxyBody {
                 }
                 polled
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream { inner, .. } => inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
-            Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Upstream { inner, .. } => inner.size_hint(),
         }
     }
 }

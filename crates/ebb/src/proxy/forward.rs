@@ -30,6 +30,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::access_log::{AccessRecord, Served};
 use super::body::{Dispatched, ProxyBody};
 use super::buffering::{read_ahead, ReadAhead};
 use super::checks::check_head;
@@ -37,6 +38,7 @@ use super::conn_io::{ActiveGuard, ConnShared};
 use super::framing::Refusal;
 use super::front::Target;
 use super::headers::{is_upgrade_request, set_forwarded_as, strip_hop_by_hop};
+use super::request_id::X_REQUEST_ID;
 use super::stall::StallWatch;
 use super::upstream::{connect, send, BodyWatch, ClientBodyFailure, ConnectError, RequestBody, SendError, Upstream};
 use super::{Backend, ServiceProxy};
@@ -72,18 +74,29 @@ pub(crate) fn error_json(message: &str, service: &str) -> String {
 /// Routes the request (a listener's rules) and forwards it to the chosen
 /// service's balancer, or gives the front's own answer (no route: 404; the
 /// plain-HTTP address of a TLS listener: 308), after the same hygiene.
-pub(crate) async fn handle(conn: Arc<ConnShared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub(crate) async fn handle(
+    conn: Arc<ConnShared>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     // Every HTTP/1 head is counted, routed or not, so the framing
     // tracker's refusals stay matched to their heads.
     let http1 = req.version() <= Version::HTTP_11;
     let refusal = if http1 { conn.next_head_refusal() } else { None };
     let front = conn.front.clone();
     let closing = conn.clone();
+    let request_id = super::request_id::ensure(req.headers_mut());
+    let mut record = front.access_log().map(|log| AccessRecord::start(log, &req, &conn.peer_ip, &request_id));
+    let mut service = None;
     let mut response = match front.route(&req) {
-        Target::Service(proxy) => match forward(conn, proxy.clone(), req, refusal).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
+        Target::Service(proxy) => {
+            if record.is_some() {
+                service = Some(proxy.service.clone());
+            }
+            match forward(conn, proxy.clone(), req, refusal).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
         Target::Local(answer) => match refused(&req, refusal) {
             Some((status, message, close)) => {
                 front.stats().rejected.fetch_add(1, Ordering::Relaxed);
@@ -93,9 +106,14 @@ pub(crate) async fn handle(conn: Arc<ConnShared>, req: Request<Incoming>) -> Res
         },
     };
     front.finish(&mut response);
+    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     // Handing over to another ebb: the client reconnects (to it).
     if http1 && closing.closing() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
         response.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+    }
+    if let Some(mut record) = record.take() {
+        record.answered(&response, service);
+        response.body_mut().attach(record);
     }
     Ok(response)
 }
@@ -303,9 +321,14 @@ async fn dispatch(
         };
         let mut upstream = upstream;
         proxy.queue_time.record(arrived.elapsed());
+        let sent = std::time::Instant::now();
         match send(&mut upstream, req, settings.config.upstream_timeout, watch.as_deref()).await {
-            Ok(response) => {
+            Ok(mut response) => {
                 dispatched.set_conn(upstream);
+                if conn.front.logs_access() {
+                    let replica = dispatched.backend().replica_id.clone();
+                    response.extensions_mut().insert(Served { replica, upstream: sent.elapsed() });
+                }
                 break response;
             }
             Err(SendError::Failed(mut error)) => match error.take_message() {

@@ -27,6 +27,7 @@ use ebb_core::routing::{RequestFacts, RouteTable};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
+use super::access_log::AccessLog;
 use super::body::ProxyBody;
 use super::{ProxyStats, ServiceProxy};
 use crate::acme::Challenges;
@@ -50,6 +51,8 @@ pub struct Front {
     own_stats: ProxyStats,
     /// Requests that matched no route (answered 404).
     pub unrouted: AtomicU64,
+    /// `proxy.access_log` of the connection settings, opened.
+    access_log: arc_swap::ArcSwapOption<AccessLog>,
 }
 
 enum Targets {
@@ -97,30 +100,15 @@ static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/jso
 impl Front {
     /// The short form: `[service.NAME] listen = …`.
     pub fn service(proxy: Arc<ServiceProxy>) -> Arc<Front> {
-        Arc::new(Front {
-            label: format!("service {}", proxy.service),
-            name: proxy.service.clone(),
-            config: ArcSwap::from_pointee(proxy.peek().config.clone()),
-            targets: Targets::One(proxy),
-            tls: None,
-            hsts: ArcSwap::from_pointee(None),
-            own_stats: ProxyStats::default(),
-            unrouted: AtomicU64::new(0),
-        })
+        let config = proxy.peek().config.clone();
+        Front::new(format!("service {}", proxy.service), proxy.service.clone(), config, Targets::One(proxy), None, None)
     }
 
     /// One service over TLS (`ebb proxy --tls-cert`).
     pub fn service_over_tls(proxy: Arc<ServiceProxy>, tls: Arc<TlsState>) -> Arc<Front> {
-        Arc::new(Front {
-            label: format!("service {}", proxy.service),
-            name: proxy.service.clone(),
-            config: ArcSwap::from_pointee(proxy.peek().config.clone()),
-            targets: Targets::One(proxy),
-            tls: Some(tls),
-            hsts: ArcSwap::from_pointee(None),
-            own_stats: ProxyStats::default(),
-            unrouted: AtomicU64::new(0),
-        })
+        let config = proxy.peek().config.clone();
+        let (label, name) = (format!("service {}", proxy.service), proxy.service.clone());
+        Front::new(label, name, config, Targets::One(proxy), Some(tls), None)
     }
 
     /// A `[listener.NAME]` serving `routing` (see [`Routing::new`]).
@@ -130,31 +118,65 @@ impl Front {
         tls: Option<Arc<TlsState>>,
     ) -> Arc<Front> {
         let hsts = hsts_header(listener, tls.is_some());
-        Arc::new(Front {
-            label: format!("listener {}", listener.name),
-            name: listener.name.clone(),
-            config: ArcSwap::from_pointee(listener.proxy.clone()),
-            targets: Targets::Routes { name: listener.name.clone(), routing: ArcSwap::from_pointee(routing) },
-            tls,
-            hsts: ArcSwap::from_pointee(hsts),
-            own_stats: ProxyStats::default(),
-            unrouted: AtomicU64::new(0),
-        })
+        let targets = Targets::Routes { name: listener.name.clone(), routing: ArcSwap::from_pointee(routing) };
+        let label = format!("listener {}", listener.name);
+        Front::new(label, listener.name.clone(), listener.proxy.clone(), targets, tls, hsts)
     }
 
     /// A TLS listener's `http` address; `challenges` are the ACME HTTP-01
     /// tokens it answers (shared by every listener).
     pub fn redirect(listener: &ebb_core::config::ListenerConfig, challenges: Arc<Challenges>) -> Arc<Front> {
-        Arc::new(Front {
-            label: format!("listener {} (http)", listener.name),
-            name: listener.name.clone(),
-            config: ArcSwap::from_pointee(listener.proxy.clone()),
-            targets: Targets::Redirect { https_port: listener.listen.port(), challenges },
-            tls: None,
-            hsts: ArcSwap::from_pointee(None),
+        let targets = Targets::Redirect { https_port: listener.listen.port(), challenges };
+        let label = format!("listener {} (http)", listener.name);
+        Front::new(label, listener.name.clone(), listener.proxy.clone(), targets, None, None)
+    }
+
+    fn new(
+        label: String,
+        name: String,
+        config: ProxyConfig,
+        targets: Targets,
+        tls: Option<Arc<TlsState>>,
+        hsts: Option<HeaderValue>,
+    ) -> Arc<Front> {
+        let front = Front {
+            label,
+            name,
+            config: ArcSwap::from_pointee(ProxyConfig::default()),
+            targets,
+            tls,
+            hsts: ArcSwap::from_pointee(hsts),
             own_stats: ProxyStats::default(),
             unrouted: AtomicU64::new(0),
-        })
+            access_log: arc_swap::ArcSwapOption::empty(),
+        };
+        front.set_config(config);
+        Arc::new(front)
+    }
+
+    /// Takes connection settings (and opens their access log). A log that
+    /// cannot be opened was already refused by `access_log::check` before
+    /// anything started; here it is only said.
+    fn set_config(&self, config: ProxyConfig) {
+        let log = config.access_log.as_ref().and_then(|log| match AccessLog::open(log, &self.label) {
+            Ok(log) => Some(log),
+            Err(error) => {
+                tracing::error!(front = %self.label, %error, "No access log.");
+                None
+            }
+        });
+        self.access_log.store(log);
+        self.config.store(Arc::new(config));
+    }
+
+    /// This address's access log, if it has one.
+    pub(crate) fn access_log(&self) -> Option<Arc<AccessLog>> {
+        self.access_log.load_full()
+    }
+
+    /// Whether this address logs its requests (cheaper than `access_log`).
+    pub(crate) fn logs_access(&self) -> bool {
+        self.access_log.load().is_some()
     }
 
     /// The connection settings in force: read once per connection.
@@ -165,14 +187,14 @@ impl Front {
     /// `ebb apply` to a short-form listener: its service's settings, for
     /// connections accepted from now on.
     pub fn reconfigure_connections(&self, config: ProxyConfig) {
-        self.config.store(Arc::new(config));
+        self.set_config(config);
     }
 
     /// `ebb apply` to a `[listener.NAME]`: its connection settings and HSTS
     /// for what comes next, and its routes for every request from now on
     /// (a request already routed finishes where it went).
     pub fn reconfigure_listener(&self, listener: &ebb_core::config::ListenerConfig, routing: Routing) {
-        self.config.store(Arc::new(listener.proxy.clone()));
+        self.set_config(listener.proxy.clone());
         self.hsts.store(Arc::new(hsts_header(listener, self.tls.is_some())));
         if let Targets::Routes { routing: current, .. } = &self.targets {
             current.store(Arc::new(routing));
@@ -313,6 +335,7 @@ mod tests {
             hsts: ArcSwap::from_pointee(None),
             own_stats: ProxyStats::default(),
             unrouted: AtomicU64::new(0),
+            access_log: arc_swap::ArcSwapOption::empty(),
         }
     }
 

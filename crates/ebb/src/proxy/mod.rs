@@ -46,6 +46,7 @@ use ebb_core::outlier::{Outcomes, Streak};
 
 use crate::metrics::histogram::{AtomicHistogram, LatencyCounts};
 
+pub mod access_log;
 mod admission;
 mod body;
 mod buffering;
@@ -57,6 +58,7 @@ mod front;
 mod h2_flood;
 mod headers;
 pub mod hold;
+mod request_id;
 mod server;
 mod stall;
 mod upstream;
@@ -186,6 +188,9 @@ pub struct ProxyStats {
     /// TLS handshakes that failed or did not finish within
     /// `header_read_timeout` (a TLS front only).
     pub tls_handshake_failures: AtomicU64,
+    /// Answers of replicas relayed, by status class: `[1xx, 2xx, 3xx,
+    /// 4xx, 5xx]` (monotonic, whichever replicas came and went).
+    pub replica_answers: [AtomicU64; 5],
 }
 
 /// A copy of [`ProxyStats`] at one instant.
@@ -204,6 +209,7 @@ pub struct ProxyStatsSnapshot {
     pub open_connections: u64,
     pub connection_cap_reached: u64,
     pub tls_handshake_failures: u64,
+    pub replica_answers: [u64; 5],
 }
 
 impl ProxyStats {
@@ -223,6 +229,7 @@ impl ProxyStats {
             open_connections: get(&self.open_connections),
             connection_cap_reached: get(&self.connection_cap_reached),
             tls_handshake_failures: get(&self.tls_handshake_failures),
+            replica_answers: std::array::from_fn(|i| get(&self.replica_answers[i])),
         }
     }
 }
@@ -407,6 +414,8 @@ impl ServiceProxy {
     /// A replica answered with `status`: count it, and keep its 5xx streak.
     pub(crate) fn count_answer(&self, backend: &Backend, status: http::StatusCode) {
         backend.requests.fetch_add(1, Ordering::Relaxed);
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.stats.replica_answers[class].fetch_add(1, Ordering::Relaxed);
         // Any answer means the connection worked.
         backend.consecutive_gateway_failures.store(0, Ordering::Relaxed);
         if status.is_server_error() {
@@ -492,6 +501,19 @@ pub struct StaticProxyArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Write an access log line per request to this file ("-": stdout).
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<std::path::PathBuf>,
+    /// The access log's format.
+    #[arg(long, value_enum, default_value_t = AccessLogFormatArg::Combined, requires = "access_log")]
+    pub access_log_format: AccessLogFormatArg,
+}
+
+/// `--access-log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLogFormatArg {
+    Combined,
+    Json,
 }
 
 /// `--balance` values.
@@ -516,7 +538,22 @@ pub async fn run_static(args: StaticProxyArgs) -> anyhow::Result<()> {
     let limit = crate::fd_limit::raise().map(|l| l.soft).unwrap_or(1024);
     let max_connections = crate::fd_limit::default_max_connections(limit, 1);
     tracing::info!(open_file_limit = limit, max_connections, "Client connection cap.");
-    let config = ProxyConfig { max_connections: Some(max_connections), ..ProxyConfig::default() };
+    let access_log = args.access_log.as_ref().map(|path| ebb_core::config::AccessLogConfig {
+        target: match path.to_str() {
+            Some("-") => ebb_core::config::AccessLogTarget::Stdout,
+            _ => ebb_core::config::AccessLogTarget::File(path.clone()),
+        },
+        format: match args.access_log_format {
+            AccessLogFormatArg::Combined => ebb_core::config::AccessLogFormat::Combined,
+            AccessLogFormatArg::Json => ebb_core::config::AccessLogFormat::Json,
+        },
+    });
+    if let Some(ebb_core::config::AccessLogTarget::File(path)) = access_log.as_ref().map(|l| &l.target) {
+        // Refused here, before listening, rather than said in a log line.
+        access_log::AccessLog::open(access_log.as_ref().expect("set"), "proxy")
+            .with_context(|| format!("--access-log {}", path.display()))?;
+    }
+    let config = ProxyConfig { max_connections: Some(max_connections), access_log, ..ProxyConfig::default() };
     let proxy = ServiceProxy::new("proxy", balance, config);
     proxy.set_routable(
         args.backends
@@ -557,6 +594,7 @@ pub async fn run_static(args: StaticProxyArgs) -> anyhow::Result<()> {
         _ = sigterm.recv() => {}
         _ = sigint.recv() => {}
     }
+    access_log::flush_all();
     let stats = proxy.stats.snapshot();
     tracing::info!(
         requests = stats.requests,
