@@ -64,6 +64,36 @@ use super::{
 
 /// How long a new task may take to run (image on the node, scheduling).
 const TASK_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Adds `delta` to a Swarm service's replica count; returns the new count.
+/// Swarm refuses an update based on a stale object version ("update out of
+/// sequence", e.g. just after the service was created or while it records
+/// task changes): read it again and retry.
+async fn change_count_of(docker: &bollard::Docker, name: &str, delta: i64) -> Result<i64, String> {
+    let mut attempt = 0;
+    loop {
+        match try_change_count(docker, name, delta).await {
+            Err(e) if e.contains("out of sequence") && attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_change_count(docker: &bollard::Docker, name: &str, delta: i64) -> Result<i64, String> {
+    let service = docker.inspect_service(name, None).await.map_err(|e| message_of(&e))?;
+    let version = service.version.and_then(|v| v.index).unwrap_or(0);
+    let mut spec = service.spec.unwrap_or_default();
+    let mode = spec.mode.get_or_insert_with(Default::default);
+    let replicated = mode.replicated.get_or_insert_with(Default::default);
+    let count = (replicated.replicas.unwrap_or(0) + delta).max(0);
+    replicated.replicas = Some(count);
+    let options = UpdateServiceOptionsBuilder::new().version(version as i32).build();
+    docker.update_service(name, spec, options, None).await.map_err(|e| message_of(&e))?;
+    Ok(count)
+}
+
 /// How long a stop waits for Swarm to shut down a task on a node ebb cannot
 /// reach (a lost node is seen down after about 15 s) before lowering the count.
 const LOST_TASK_WAIT: Duration = Duration::from_secs(45);
@@ -266,29 +296,7 @@ impl SwarmDriver {
     /// out of sequence", e.g. just after the service was created or while
     /// it records task changes): read it again and retry.
     async fn change_count(&self, name: &str, delta: i64) -> Result<i64, String> {
-        let mut attempt = 0;
-        loop {
-            match self.try_change_count(name, delta).await {
-                Err(e) if e.contains("out of sequence") && attempt < 10 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn try_change_count(&self, name: &str, delta: i64) -> Result<i64, String> {
-        let service = self.engine.docker.inspect_service(name, None).await.map_err(|e| message_of(&e))?;
-        let version = service.version.and_then(|v| v.index).unwrap_or(0);
-        let mut spec = service.spec.unwrap_or_default();
-        let mode = spec.mode.get_or_insert_with(Default::default);
-        let replicated = mode.replicated.get_or_insert_with(Default::default);
-        let count = (replicated.replicas.unwrap_or(0) + delta).max(0);
-        replicated.replicas = Some(count);
-        let options = UpdateServiceOptionsBuilder::new().version(version as i32).build();
-        self.engine.docker.update_service(name, spec, options, None).await.map_err(|e| message_of(&e))?;
-        Ok(count)
+        change_count_of(&self.engine.docker, name, delta).await
     }
 
     async fn tasks_of(&self, name: &str) -> Result<Vec<Task>, String> {
@@ -351,15 +359,20 @@ impl SwarmDriver {
     /// through [`NODE_HOST_VAR`]. None when it cannot be reached.
     async fn engine_of_task(&self, task: &str) -> Option<bollard::Docker> {
         let node = self.node_of_task(task).await?;
+        self.engine_of_node(&node).await
+    }
+
+    /// A node's engine: ebb's own, or another's through [`NODE_HOST_VAR`].
+    async fn engine_of_node(&self, node: &str) -> Option<bollard::Docker> {
         if node == self.own_node {
             return Some(self.engine.docker.clone());
         }
         let template = self.node_host.as_ref()?;
-        let info = self.node_info(&node).await?;
+        let info = self.node_info(node).await?;
         let endpoint = template
             .replace("{hostname}", &info.hostname)
             .replace("{addr}", &info.addr.to_string())
-            .replace("{id}", &node);
+            .replace("{id}", node);
         let mut engines = self.engines.lock().await;
         if let Some(docker) = engines.get(&endpoint) {
             return Some(docker.clone());
@@ -795,7 +808,20 @@ impl Driver for SwarmDriver {
                 // down): a healthy replica could go. So first wait until
                 // Swarm shuts this task down (its node seen down, ~15 s),
                 // then lower the count: nothing running is removed.
-                let waited = tokio::time::timeout(timeout + LOST_TASK_WAIT, replica.exited()).await;
+                let waited = tokio::time::timeout(timeout + LOST_TASK_WAIT, async {
+                    let reason = replica.exited().await;
+                    // Seen down is not enough: Swarm must have given up on
+                    // the task (desired state shutdown), or it still counts
+                    // as running and Swarm would remove another one.
+                    loop {
+                        match self.engine.docker.inspect_task(task).await {
+                            Ok(t) if matches!(t.desired_state, Some(TaskState::RUNNING) | Some(TaskState::READY)) => {}
+                            _ => return reason,
+                        }
+                        tokio::time::sleep(POLL).await;
+                    }
+                })
+                .await;
                 release().await?;
                 match waited {
                     Ok(reason) => reason,
