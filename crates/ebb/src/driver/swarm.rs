@@ -1,18 +1,23 @@
-//! [`SwarmDriver`]: replicas are the tasks of a Docker Swarm service whose
-//! replica count ebb sets. Swarm has no autoscaler of its own; ebb is it.
+//! [`SwarmDriver`]: each replica is the one task of its own Docker Swarm
+//! service. Swarm has no autoscaler of its own; ebb is it.
 //!
 //! **Design** (`docs/swarm.md` tells users the same):
 //!
-//! - One Swarm service per ebb service *and version*, named
-//!   `ebb-<service>-v<version>-<hash of the state dir>`, in replicated mode,
-//!   labelled like the docker driver's containers. Its port is published in
+//! - One Swarm service per *replica*, named
+//!   `ebb-<service>-v<version>-<hash of the state dir>-<replica suffix>`, in
+//!   replicated mode with a count of 0 or 1, labelled like the docker
+//!   driver's containers (with `ebb.replica`). Why not one service per
+//!   version with a count: with restart policy `none`, Swarm keeps counting
+//!   the slot of a stopped or lost task, and when the count goes down it
+//!   picks the task to remove itself (node balance first), so a lost node
+//!   made it remove a healthy replica and leave the fleet one short. Its port is published in
 //!   **host mode** on a port the engine picks, so a task's endpoint is its
 //!   node's address + that port: ebb balances to tasks on any node directly,
 //!   with its own health checks and metrics (no routing mesh in between).
 //! - **Restart policy `none`.** ebb replaces a task that fails, after its
 //!   own health checks, exactly as for processes; Swarm restarting tasks
 //!   behind ebb's back would change endpoints under the balancer.
-//! - **Start** = replica count + 1 (under a short per-service lock), then wait for
+//! - **Start** = create the replica's service, count 0 -> 1, then wait for
 //!   the new task to run and read its endpoint; a task Swarm rejects (no
 //!   such image on the node, no room) is an error naming the service and
 //!   replica, and the count goes back down.
@@ -56,7 +61,7 @@ use tokio::sync::{watch, Mutex};
 
 use super::docker::{
     container_cmd, exit_reason_from_status, message_of, service_of, short, status_of, stop_container, usage_of,
-    whole_seconds, Engine, LABEL_CONTAINER_PORT, LABEL_SERVICE, LABEL_STATE_DIR, LABEL_VERSION,
+    whole_seconds, Engine, LABEL_CONTAINER_PORT, LABEL_REPLICA, LABEL_SERVICE, LABEL_STATE_DIR, LABEL_VERSION,
 };
 use super::{
     BoxFuture, Driver, DriverError, ExitReason, FoundReplica, GroupUsage, ReplicaHandle, ReplicaSpec, RunningReplica,
@@ -233,6 +238,7 @@ impl SwarmDriver {
             (LABEL_VERSION.to_string(), spec.version.to_string()),
             (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
             (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
+            (LABEL_REPLICA.to_string(), spec.replica_id.clone()),
         ]);
         // One spec for every task: per-replica values (the replica token,
         // the loopback admin URL) cannot be in it.
@@ -244,7 +250,7 @@ impl SwarmDriver {
             .collect();
         env.push(format!("PORT={}", container.container_port));
         env.push(format!("EBB_SERVICE={}", spec.service));
-        env.push("EBB_REPLICA_ID={{.Task.Name}}".to_string());
+        env.push(format!("EBB_REPLICA_ID={}", spec.replica_id));
         env.push(format!("EBB_VERSION={}", spec.version));
         Ok(ServiceSpec {
             name: Some(name.to_string()),
@@ -591,10 +597,20 @@ fn state_hash(state_dir: &Path) -> String {
     format!("{:06x}", h & 0xff_ffff)
 }
 
-/// The Swarm service of one version of an ebb service.
+/// The prefix of the Swarm services of one version of an ebb service.
 pub fn swarm_service_name(service: &str, version: u64, state_dir: &Path) -> String {
     let service: String = service.chars().take(40).collect();
     format!("ebb-{service}-v{version}-{}", state_hash(state_dir))
+}
+
+/// The Swarm service of one replica: `ebb-<service>-v<N>-<hash>-<replica
+/// suffix>`, at most 63 characters.
+pub fn replica_service_name(service: &str, version: u64, state_dir: &Path, replica_id: &str) -> String {
+    let suffix = replica_id.strip_prefix(&format!("{service}-")).unwrap_or(replica_id);
+    let suffix: String = suffix.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let mut name = format!("{}-{suffix}", swarm_service_name(service, version, state_dir));
+    name.truncate(63);
+    name.trim_end_matches('-').to_string()
 }
 
 impl Driver for SwarmDriver {
@@ -604,7 +620,9 @@ impl Driver for SwarmDriver {
 
     fn start<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<RunningReplica, DriverError>> {
         Box::pin(async move {
-            let name = swarm_service_name(&spec.service, spec.version, &spec.state_dir);
+            // One Swarm service per replica (count 0 or 1): retiring a
+            // replica removes exactly its service; Swarm never picks.
+            let name = replica_service_name(&spec.service, spec.version, &spec.state_dir, &spec.replica_id);
             let container_port = spec.container.as_ref().map(|c| c.container_port).unwrap_or(8080);
             // The lock covers the count change only, not the wait for the
             // task: k replicas start in parallel (in about one start time).
@@ -763,14 +781,18 @@ impl Driver for SwarmDriver {
             };
             // Where this task's replica id is recorded (read before the
             // service may go).
-            let state_dir = self
+            let labels = self
                 .engine
                 .docker
                 .inspect_service(name, None)
                 .await
                 .ok()
-                .and_then(|s| s.spec?.labels?.get(LABEL_STATE_DIR).cloned())
-                .map(PathBuf::from);
+                .and_then(|s| s.spec?.labels)
+                .unwrap_or_default();
+            let state_dir = labels.get(LABEL_STATE_DIR).map(PathBuf::from);
+            // This replica's own Swarm service (not one shared by a version,
+            // as ebb made them before).
+            let own_service = labels.get(LABEL_REPLICA) == Some(&replica.replica_id);
             // The engine of the task's node: ebb's own, or another node's
             // (EBB_SWARM_NODE_HOST). Only the count change holds the lock:
             // replicas stop in parallel.
@@ -801,38 +823,47 @@ impl Driver for SwarmDriver {
                 release().await?;
                 replica.exited().await
             } else {
-                // On a node ebb cannot reach (lost, or no EBB_SWARM_NODE_HOST).
-                // Lowering the count now would let Swarm pick which task
-                // leaves, and it picks among the running ones (a lost
-                // node's task still looks running until Swarm sees the node
-                // down): a healthy replica could go. So first wait until
-                // Swarm shuts this task down (its node seen down, ~15 s),
-                // then lower the count: nothing running is removed.
-                let waited = tokio::time::timeout(timeout + LOST_TASK_WAIT, async {
-                    let reason = replica.exited().await;
-                    // Seen down is not enough: Swarm must have given up on
-                    // the task (desired state shutdown), or it still counts
-                    // as running and Swarm would remove another one.
-                    loop {
-                        match self.engine.docker.inspect_task(task).await {
-                            Ok(t) if matches!(t.desired_state, Some(TaskState::RUNNING) | Some(TaskState::READY)) => {}
-                            _ => return reason,
+                // On a node ebb cannot reach (lost, or no EBB_SWARM_NODE_HOST):
+                // its own service goes, and Swarm shuts the task down (at once,
+                // or when a lost node comes back). Nothing else is touched.
+                if own_service {
+                    match self.engine.docker.delete_service(name).await {
+                        Err(e) if status_of(&e) != Some(404) => {
+                            return Err(error(format!("cannot remove Swarm service {name}: {}", message_of(&e))))
                         }
-                        tokio::time::sleep(POLL).await;
+                        _ => {}
                     }
-                })
-                .await;
-                release().await?;
-                match waited {
-                    Ok(reason) => reason,
-                    Err(_) => {
-                        tracing::warn!(replica = %replica.replica_id, task = %short(task), "The task runs on a node whose engine ebb cannot reach (EBB_SWARM_NODE_HOST) and Swarm did not shut it down; lowered the count and let Swarm choose which task leaves.");
-                        match tokio::time::timeout(Duration::from_secs(15), replica.exited()).await {
+                    match tokio::time::timeout(timeout + Duration::from_secs(5), replica.exited()).await {
+                        Ok(reason) => reason,
+                        Err(_) => ExitReason::Unknown(format!(
+                            "its node does not answer; its Swarm service {name} was removed"
+                        )),
+                    }
+                } else {
+                    // A service shared by a version (made by an older ebb):
+                    // wait until Swarm gives up on the task, then lower the count.
+                    let waited = tokio::time::timeout(timeout + LOST_TASK_WAIT, async {
+                        let reason = replica.exited().await;
+                        loop {
+                            match self.engine.docker.inspect_task(task).await {
+                                Ok(t)
+                                    if matches!(t.desired_state, Some(TaskState::RUNNING) | Some(TaskState::READY)) => {
+                                }
+                                _ => return reason,
+                            }
+                            tokio::time::sleep(POLL).await;
+                        }
+                    })
+                    .await;
+                    release().await?;
+                    match waited {
+                        Ok(reason) => reason,
+                        Err(_) => match tokio::time::timeout(Duration::from_secs(15), replica.exited()).await {
                             Ok(reason) => reason,
                             Err(_) => {
                                 return Err(error(format!("Swarm removed another task of {name} than {}", short(task))))
                             }
-                        }
+                        },
                     }
                 }
             };
@@ -882,9 +913,10 @@ impl Driver for SwarmDriver {
                         .as_ref()
                         .and_then(|s| s.container_status.as_ref())
                         .and_then(|c| c.container_id.clone());
-                    let replica_id = ids
-                        .get(&id)
+                    let replica_id = labels
+                        .get(LABEL_REPLICA)
                         .cloned()
+                        .or_else(|| ids.get(&id).cloned())
                         .unwrap_or_else(|| format!("{service}-{}", id.chars().take(6).collect::<String>()));
                     found.push(FoundReplica {
                         service: service.to_string(),
