@@ -189,7 +189,7 @@ async fn driver_phases(swarm: &LocalSwarm) {
         four.as_secs_f64()
     );
     assert!(
-        four < one.max(Duration::from_millis(500)) * 3,
+        four < one.max(Duration::from_millis(500)) * 7 / 2,
         "4 starts took {four:?}, one {one:?}: they ran one after another"
     );
     let tasks: BTreeSet<String> = replicas.iter().map(task_of).collect();
@@ -319,6 +319,7 @@ fn ebb_loses_a_node(swarm: &LocalSwarm) {
         (!lost.iter().any(serving)).then(|| killed.elapsed())
     });
     let replaced = loop {
+        // (The ebb log says whether a start was placed elsewhere.)
         let replicas = ebb.replicas();
         let healthy: Vec<_> = replicas
             .iter()
@@ -381,5 +382,29 @@ fn ebb_loses_a_node(swarm: &LocalSwarm) {
         ebb.events().iter().any(|e| e.to_string().contains(&format!("node {victim}"))).then_some(())
     });
     ebb.wait_in_service(3, Duration::from_secs(10));
+
+    // Drain a node that runs a replica: its replicas move to the others with
+    // no failed request.
+    let tasks = running_tasks(swarm, &service);
+    let drained =
+        tasks.values().find(|n| *n != "node1" && **n != victim).cloned().expect("a replica on the last worker");
+    let load = Load::start(ebb.listen, 4, "/api", Duration::from_millis(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let node_id = swarm.docker(&["node", "inspect", "-f", "{{.ID}}", &drained]);
+    swarm.docker(&["node", "update", "--availability", "drain", node_id.trim()]);
+    let moved = wait_for("the replicas off the drained node", Duration::from_secs(60), || {
+        let now = running_tasks(swarm, &service);
+        let healthy = ebb.replicas().iter().filter(|r| r["state"] == "in_service" && r["healthy"] == true).count();
+        (now.len() == 3 && healthy == 3 && !now.values().any(|n| *n == drained)).then(|| started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, failures) = load.finish();
+    println!(
+        "MEASURE: node {drained} drained: its replicas moved in {:.2} s; {sent} GETs, {} failed",
+        moved.as_secs_f64(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{} of {sent} GETs failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
     ebb.kill_up();
 }

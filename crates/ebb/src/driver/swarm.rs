@@ -99,6 +99,12 @@ async fn try_change_count(docker: &bollard::Docker, name: &str, delta: i64) -> R
     Ok(count)
 }
 
+/// How long a node whose engine did not answer is kept out of new
+/// replicas' placement.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(60);
+/// How long a new task may wait on its node before ebb checks that the node
+/// answers.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
 /// How long a stop waits for Swarm to shut down a task on a node ebb cannot
 /// reach (a lost node is seen down after about 15 s) before lowering the count.
 const LOST_TASK_WAIT: Duration = Duration::from_secs(45);
@@ -125,6 +131,10 @@ pub struct SwarmDriver {
     node_host: Option<String>,
     /// Node of each task a replica runs as (task id -> node id).
     task_nodes: std::sync::Mutex<HashMap<String, String>>,
+    /// Nodes whose engine did not answer, and when: a new replica's service
+    /// is kept off them for [`UNREACHABLE_FOR`] (Swarm sees a lost node down
+    /// only after about 15 s, and would place tasks there meanwhile).
+    unreachable: std::sync::Mutex<HashMap<String, Instant>>,
     /// Engines of other nodes, by endpoint (connected once).
     engines: Mutex<HashMap<String, bollard::Docker>>,
 }
@@ -202,6 +212,7 @@ impl SwarmDriver {
             own_node,
             node_host,
             task_nodes: Default::default(),
+            unreachable: Default::default(),
             engines: Default::default(),
         })
     }
@@ -272,6 +283,10 @@ impl SwarmDriver {
                         memory_bytes: container.memory.map(|m| m as i64),
                         pids: None,
                     }),
+                    ..Default::default()
+                }),
+                placement: Some(bollard::models::TaskSpecPlacement {
+                    constraints: Some(self.avoid_constraints()).filter(|c| !c.is_empty()),
                     ..Default::default()
                 }),
                 restart_policy: Some(TaskSpecRestartPolicy {
@@ -349,6 +364,46 @@ impl SwarmDriver {
             .or(status_ip.filter(|ip| !ip.is_unspecified()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         Some(NodeInfo { hostname, addr })
+    }
+
+    /// `node.id!=…` for each node seen unreachable lately.
+    fn avoid_constraints(&self) -> Vec<String> {
+        let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        unreachable.retain(|_, since| since.elapsed() < UNREACHABLE_FOR);
+        let mut nodes: Vec<String> = unreachable.keys().map(|n| format!("node.id!={n}")).collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// Whether a node's engine answers (true when ebb cannot tell: no
+    /// [`NODE_HOST_VAR`]).
+    async fn node_answers(&self, node: &str) -> bool {
+        if node == self.own_node || self.node_host.is_none() {
+            return true;
+        }
+        let Some(docker) = self.engine_of_node(node).await else { return false };
+        matches!(tokio::time::timeout(Duration::from_secs(1), docker.ping()).await, Ok(Ok(_)))
+    }
+
+    /// A task of a replica's own service sits on a node that does not
+    /// answer: the service is updated to avoid that node (and every other
+    /// one seen unreachable), and Swarm replaces the task elsewhere.
+    async fn place_elsewhere(&self, name: &str, node: &str) -> Result<(), String> {
+        self.unreachable.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), Instant::now());
+        let service = self.engine.docker.inspect_service(name, None).await.map_err(|e| message_of(&e))?;
+        let version = service.version.and_then(|v| v.index).unwrap_or(0);
+        let mut spec = service.spec.unwrap_or_default();
+        let template = spec.task_template.get_or_insert_with(Default::default);
+        template.placement.get_or_insert_with(Default::default).constraints = Some(self.avoid_constraints());
+        // The new task first: the old one cannot be confirmed stopped on a
+        // node that does not answer.
+        spec.update_config = Some(bollard::models::ServiceSpecUpdateConfig {
+            order: Some(bollard::models::ServiceSpecUpdateConfigOrderEnum::START_FIRST),
+            ..Default::default()
+        });
+        let options = UpdateServiceOptionsBuilder::new().version(version as i32).build();
+        self.engine.docker.update_service(name, spec, options, None).await.map_err(|e| message_of(&e))?;
+        Ok(())
     }
 
     /// The node a task runs on (remembered from its start or adoption).
@@ -665,6 +720,10 @@ impl Driver for SwarmDriver {
             };
             let _pending = PendingStart { driver: self, name: name.clone() };
             let deadline = Instant::now() + TASK_START_TIMEOUT;
+            // When each new task was first seen (one stuck on a lost node).
+            let mut first_seen: HashMap<String, Instant> = HashMap::new();
+            // Tasks left on a node that did not answer (not this replica's).
+            let mut abandoned: Vec<String> = Vec::new();
             // A new task that runs but cannot be used: stopped before the
             // count goes back, so Swarm removes that one and not a replica
             // that serves.
@@ -680,7 +739,10 @@ impl Driver for SwarmDriver {
                 // (each start adds one slot, and claims one task).
                 let new: Vec<Task> = tasks
                     .into_iter()
-                    .filter(|t| t.id.as_ref().is_some_and(|id| !known.contains(id) && !self.is_claimed(id)))
+                    .filter(|t| {
+                        t.id.as_ref()
+                            .is_some_and(|id| !known.contains(id) && !abandoned.contains(id) && !self.is_claimed(id))
+                    })
                     .collect();
                 let running = new.iter().find(|t| {
                     t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
@@ -736,6 +798,24 @@ impl Driver for SwarmDriver {
                         let why =
                             task.status.as_ref().and_then(|s| s.err.clone()).unwrap_or_else(|| reason.to_string());
                         break format!("Swarm could not run task {} of {name}: {why}", short(&id));
+                    }
+                }
+                // Placed on a node that does not answer (lost, and Swarm does
+                // not see it down yet): placed again, elsewhere.
+                if let Some(task) = new.iter().find(|t| task_end(t).is_none()) {
+                    let id = task.id.clone().unwrap_or_default();
+                    let seen = *first_seen.entry(id).or_insert_with(Instant::now);
+                    if seen.elapsed() >= STUCK_AFTER {
+                        if let Some(node) = task.node_id.clone() {
+                            if !self.node_answers(&node).await {
+                                tracing::warn!(replica = %spec.replica_id, node = %short(&node), "The new task is on a node that does not answer; placing it elsewhere.");
+                                abandoned.push(task.id.clone().unwrap_or_default());
+                                if let Err(e) = self.place_elsewhere(&name, &node).await {
+                                    tracing::warn!(replica = %spec.replica_id, error = %e, "Could not place the task elsewhere.");
+                                }
+                                first_seen.clear();
+                            }
+                        }
                     }
                 }
                 if Instant::now() > deadline {
