@@ -10,7 +10,8 @@
 //! 3. under GET load, a node is killed: its replicas are detected lost,
 //!    replaced on the other nodes, (almost) no client sees an error (the
 //!    GETs in flight on the lost replica: docs/swarm.md, known gap), and an
-//!    event names the node.
+//!    event names the node;
+//! 4. a node is drained under GET load: its replicas move, 0 failed GETs.
 //!
 //! Needs root and dockerd: elsewhere it prints `SKIP:` and returns.
 
