@@ -125,6 +125,10 @@ pub struct ServiceConfig {
     pub idle: Option<IdleConfig>,
     /// How local replicas' log files are kept (`logs = { … }`).
     pub logs: LogsConfig,
+    /// `memory = "512MiB"` for local processes (the process driver): each
+    /// replica's control group is limited to it (containers have theirs
+    /// in `container.memory`). `None`: no limit.
+    pub memory: Option<u64>,
 }
 
 /// `[service.NAME] logs = { max_size = "50MiB", keep = 3, retention = "7d" }`:

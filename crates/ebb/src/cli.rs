@@ -83,6 +83,18 @@ enum Command {
         /// kept; replicas beyond it are retired as in a scale-in).
         #[arg(long)]
         fresh: bool,
+        /// Run in the background (its output in <state_dir>/ebb.log) and
+        /// return once its admin API answers.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Like --detach, then return only once every service has its
+        /// desired replicas in service (as `ebb wait`); exit 1 with the
+        /// reason if that does not happen within --wait-timeout.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration, requires = "wait")]
+        wait_timeout: Duration,
     },
     /// Ask the running ebb to drain and stop everything, and wait until it has exited (its state directory is free).
     Down {
@@ -221,6 +233,9 @@ enum Command {
         /// Keep printing as the replicas write (`-f`).
         #[arg(long)]
         follow: bool,
+        /// One JSON object per line: {"replica": ID, "line": TEXT}.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a config file without starting anything.
     Validate {
@@ -328,6 +343,76 @@ pub fn main() -> ExitCode {
 /// `ebb wait`: polls the status until each service chosen has `desired`
 /// replicas in service, healthy. The running ebb may still be starting
 /// (its admin API not answering yet): that is waited for too.
+/// `ebb up --detach`: the same command line without `--detach`/`--wait`,
+/// as a background process in its own session (a terminal's Ctrl-C or
+/// hang-up does not reach it), its output in `<state_dir>/ebb.log`; returns
+/// once its admin API answers, or with its log's end if it exits first.
+async fn up_detached(config: &Config, client: &AdminClient) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<std::ffi::OsString> =
+        std::env::args_os().skip(1).filter(|a| !matches!(a.to_str(), Some("-d" | "--detach" | "--wait"))).collect();
+    // `--wait-timeout VALUE` belongs to this process only.
+    let mut kept = Vec::new();
+    let mut skip_next = false;
+    for arg in args {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        match arg.to_str() {
+            Some("--wait-timeout") => skip_next = true,
+            Some(a) if a.starts_with("--wait-timeout=") => {}
+            _ => kept.push(arg),
+        }
+    }
+    // Its admin API would answer for the one already running.
+    if crate::state::state_dir_in_use(&config.state_dir) {
+        eprintln!(
+            "error: another ebb is running with the state directory {} (`ebb status` shows it, `ebb down` stops it)",
+            config.state_dir.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    std::fs::create_dir_all(&config.state_dir)?;
+    let log_path = config.state_dir.join("ebb.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(&kept)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            eprintln!(
+                "error: ebb up exited ({status}) before its admin API answered; the end of {}:",
+                log_path.display()
+            );
+            for line in tail.into_iter().rev() {
+                eprintln!("  {line}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        if client.status().await.is_ok() {
+            println!(
+                "ebb: running in the background (pid {}); its log is {}; `ebb status` shows the fleet, `ebb down` stops it",
+                child.id(),
+                log_path.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() > deadline {
+            eprintln!("error: ebb up (pid {}) did not answer within 60s; see {}", child.id(), log_path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait(client: &AdminClient, only: Option<&str>, timeout: Duration) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
@@ -500,7 +585,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Man { out } => return write_man_pages(out).map(|()| ExitCode::SUCCESS),
         Command::Plan { json } => return apply::plan(&cli.file, &target, *json).await,
         Command::Apply { yes } => return apply::apply(&cli.file, &target, *yes).await,
-        Command::Logs { replica, tail, follow } => {
+        Command::Logs { replica, tail, follow, json } => {
             let config = match load_config(&cli.file) {
                 Ok(c) => c,
                 Err(message) => {
@@ -508,7 +593,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(EXIT_BAD_INPUT));
                 }
             };
-            return logs::logs(&config, replica, *tail, *follow).await;
+            return logs::logs(&config, replica, *tail, *follow, *json).await;
         }
         _ => None,
     };
@@ -533,7 +618,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     match cli.command {
-        Command::Up { takeover, fresh } => {
+        Command::Up { detach, wait: wait_ready, wait_timeout, .. } if detach || wait_ready => {
+            let Some(config) = config else { unreachable!("ebb up always reads its config file") };
+            let code = up_detached(&config, &client).await?;
+            if code != ExitCode::SUCCESS || !wait_ready {
+                return Ok(code);
+            }
+            wait(&client, None, wait_timeout).await
+        }
+        Command::Up { takeover, fresh, .. } => {
             let Some(config) = config else { unreachable!("ebb up always reads its config file") };
             match crate::up::up(config, crate::carry_over::UpOptions { takeover, fresh }).await {
                 Ok(()) => Ok(ExitCode::SUCCESS),

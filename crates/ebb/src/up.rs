@@ -465,7 +465,13 @@ async fn drivers_for(
     ebb_executable: std::path::PathBuf,
 ) -> anyhow::Result<(BTreeMap<DriverKind, Arc<dyn Driver>>, Option<std::net::IpAddr>)> {
     let mut drivers: BTreeMap<DriverKind, Arc<dyn Driver>> = BTreeMap::new();
-    drivers.insert(DriverKind::Process, Arc::new(ProcessDriver::new(ebb_executable)));
+    let process = ProcessDriver::new(ebb_executable);
+    // Control groups only when some service runs local processes.
+    let process = match config.services.values().any(|s| s.driver == DriverKind::Process) {
+        true => process.with_cgroups(&config.state_dir),
+        false => process,
+    };
+    drivers.insert(DriverKind::Process, Arc::new(process));
     let containers: Vec<&ServiceConfig> = config.services.values().filter(|s| s.driver.is_container()).collect();
     if containers.is_empty() {
         return Ok((drivers, None));

@@ -78,6 +78,7 @@ impl Kind {
             log_path: dir.join("logs").join(format!("{replica}.log")),
             container,
             ports: None,
+            limits: None,
         }
     }
 
@@ -295,6 +296,32 @@ async fn process_driver_conforms() {
 async fn docker_driver_conforms() {
     let Some(image) = TestImage::build() else { return };
     conformance(Kind::Docker { image: image.tag.clone() }).await;
+}
+
+/// `ports = "A-B"` with the docker driver: each container is published on
+/// a host port of the range (hosts whose firewall allows only some).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_publishes_on_a_configured_port_range() {
+    let Some(image) = TestImage::build() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().canonicalize().unwrap();
+    let kind = Kind::Docker { image: image.tag.clone() };
+    let _cleanup = DockerLeftovers::for_state_dir(&kind, &state);
+    let driver = kind.driver().await;
+    let range = 24_310..=24_319;
+    let mut started = Vec::new();
+    for n in 0..2 {
+        let mut spec = kind.spec(&state, &format!("conf-port{n}"));
+        spec.ports = Some(range.clone());
+        let replica = driver.start(&spec).await.expect("starts");
+        assert!(range.contains(&replica.addr.port()), "{} published in {range:?}", replica.addr);
+        wait_healthy(replica.addr, "a container on a configured port").await;
+        started.push(replica);
+    }
+    assert_ne!(started[0].addr.port(), started[1].addr.port());
+    for replica in &started {
+        driver.stop(replica, Duration::from_secs(5)).await.expect("stops");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

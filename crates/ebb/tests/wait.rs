@@ -79,6 +79,18 @@ fn logs_of_a_service_interleave_its_replicas_with_a_prefix() {
     for id in &ids {
         assert_eq!(lines.iter().filter(|l| l.starts_with(&format!("{id} | "))).count(), 1, "{id}: {text}");
     }
+    // --json: one object per line, naming the replica.
+    let out = ebb.cli(&["logs", "web", "--tail", "1", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let objects: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objects.len(), 2, "{text}");
+    for id in &ids {
+        assert_eq!(
+            objects.iter().filter(|o| o["replica"] == id.as_str() && o["line"].is_string()).count(),
+            1,
+            "{text}"
+        );
+    }
     // One replica alone: no prefix.
     let one = ebb.cli(&["logs", &ids[0]]);
     let one = String::from_utf8_lossy(&one.stdout).to_string();
@@ -101,4 +113,63 @@ fn logs_of_a_service_interleave_its_replicas_with_a_prefix() {
     let followed = String::from_utf8_lossy(&followed.stdout).to_string();
     assert!(followed.lines().any(|l| l == format!("{} | a line written now", ids[1])), "{followed}");
     assert!(followed.lines().all(|l| ids.iter().any(|id| l.starts_with(&format!("{id} | ")))), "{followed}");
+}
+
+/// Stops a detached `ebb up` (and its replicas) when the test ends, also
+/// when it fails.
+struct Detached {
+    config: std::path::PathBuf,
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(support::EBB)
+            .arg("-f")
+            .arg(&self.config)
+            .args(["down", "--timeout", "30s"])
+            .output();
+    }
+}
+
+/// `ebb up --wait`: starts in the background and returns once the fleet is
+/// in service, so a script's next line can send load.
+#[test]
+fn up_wait_returns_with_the_fleet_in_service_and_ebb_running_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let config = dir.path().join("ebb.toml");
+    std::fs::write(&config, fast_config(admin, listen, "{ min = 2, max = 2, desired = 2 }", "")).unwrap();
+    let _guard = Detached { config: config.clone() };
+    let started = Instant::now();
+    let out = std::process::Command::new(support::EBB)
+        .arg("-f")
+        .arg(&config)
+        .args(["up", "--wait", "--wait-timeout", "60s"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("running in the background (pid"), "{printed}");
+    assert!(printed.trim_end().ends_with("web: 2/2 in service"), "{printed}");
+    // Load right after: every request answered by a replica.
+    for _ in 0..10 {
+        assert_eq!(support::http(listen, "GET", "/gtg", None).unwrap().status, 200);
+    }
+    let log = std::fs::read_to_string(dir.path().join("state/ebb.log")).unwrap();
+    assert!(log.contains("ebb: service web"), "ebb's own output is in its log: {log}");
+    eprintln!("ebb up --wait returned after {:?}", started.elapsed());
+
+    // A second `ebb up --wait` on the same state: the error, not a hang.
+    let again = std::process::Command::new(support::EBB)
+        .arg("-f")
+        .arg(&config)
+        .args(["up", "--detach"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&again.stderr).to_string();
+    assert_eq!(again.status.code(), Some(1), "{said}");
+    assert!(said.contains("another ebb"), "{said}");
 }

@@ -433,7 +433,19 @@ impl Check<'_> {
         let mut cpu = self.cpu(raw.cpu);
         let container = match driver_unknown {
             true => None,
-            false => self.container(name, driver, raw.image, raw.container_port, raw.cpus, raw.memory),
+            false => self.container(name, driver, raw.image, raw.container_port, raw.cpus, raw.memory.clone()),
+        };
+        let process_memory = match (driver, raw.memory) {
+            (DriverKind::Process, Some(memory)) if memory.get_ref().0 < 4 << 20 => {
+                let v = memory.get_ref().0;
+                self.problem(
+                    memory.span(),
+                    format!("memory ({v} bytes) is below 4MiB, less than any program needs to start; raise it, e.g. memory = \"256MiB\""),
+                );
+                None
+            }
+            (DriverKind::Process, Some(memory)) => Some(memory.get_ref().0),
+            _ => None,
         };
         if let Some(cpus) = container.as_ref().and_then(|c| c.cpus) {
             // A container's allotment is its limit: one number, not two.
@@ -488,6 +500,7 @@ impl Check<'_> {
             chaos: raw.chaos.map(|c| self.chaos(name, c)),
             idle: self.idle(name, kind, raw.kind.as_ref().map(|k| k.span()), driver, raw.idle, min_zero_span),
             logs: self.logs(raw.logs.unwrap_or_default()),
+            memory: process_memory,
         }
     }
 
@@ -521,10 +534,10 @@ impl Check<'_> {
 
     /// `ports = "A-B"`: where local replicas listen (hosts with port rules).
     fn ports(&mut self, raw: &Spanned<String>, driver: DriverKind, max: u32) -> Option<std::ops::RangeInclusive<u16>> {
-        if driver != DriverKind::Process {
+        if driver == DriverKind::Swarm {
             self.problem(
                 raw.span(),
-                "ports applies to the process driver; a container's port is published by the Docker engine on 127.0.0.1 (remove ports)",
+                "ports applies to the process and docker drivers; a Swarm task's port is published by Swarm (remove ports)",
             );
             return None;
         }
@@ -580,11 +593,12 @@ impl Check<'_> {
         memory: Option<Spanned<Bytes>>,
     ) -> Option<ContainerConfig> {
         if !driver.is_container() {
+            // `memory` applies to local processes too (a control-group limit).
+            let _ = memory;
             let written = [
                 ("image", image.as_ref().map(|v| v.span())),
                 ("container_port", port.as_ref().map(|v| v.span())),
                 ("cpus", cpus.as_ref().map(|v| v.span())),
-                ("memory", memory.as_ref().map(|v| v.span())),
             ];
             for (key, span) in written {
                 if let Some(span) = span {

@@ -52,6 +52,7 @@ pub(super) async fn logs(
     target: &str,
     tail_lines: Option<usize>,
     follow: bool,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let valid = !target.is_empty() && target.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid {
@@ -68,12 +69,18 @@ pub(super) async fn logs(
         return Ok(ExitCode::FAILURE);
     }
     let prefix = |id: &str| if service { format!("{id} | ") } else { String::new() };
+    let emit = |out: &mut std::io::Stdout, id: &str, line: &str| -> std::io::Result<()> {
+        match json {
+            true => writeln!(out, "{}", serde_json::json!({ "replica": id, "line": line })),
+            false => writeln!(out, "{}{line}", prefix(id)),
+        }
+    };
     let mut out = std::io::stdout();
     let mut offsets = Vec::new();
     for (id, path) in &sources {
         let (lines, end) = tail(path, tail_lines)?;
         for line in lines {
-            writeln!(out, "{}{line}", prefix(id))?;
+            emit(&mut out, id, &line)?;
         }
         offsets.push(end);
     }
@@ -109,7 +116,7 @@ pub(super) async fn logs(
             while reader.read_line(&mut line).unwrap_or(0) > 0 {
                 offsets[i] += line.len() as u64;
                 if line.ends_with('\n') {
-                    writeln!(out, "{}{}{}", prefix(id), partial[i], line.trim_end_matches('\n'))?;
+                    emit(&mut out, id, &format!("{}{}", partial[i], line.trim_end_matches('\n')))?;
                     partial[i].clear();
                 } else {
                     partial[i].push_str(&line);

@@ -243,10 +243,18 @@ impl DockerDriver {
             (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
             (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
         ]);
+        // A port of the service's `ports` range (hosts with port rules), or
+        // one the engine picks.
+        let host_port = match &spec.ports {
+            Some(range) => super::process::free_port(self.host, range)
+                .map_err(|e| self.error(spec, format!("no port to publish on: {e}")))?
+                .to_string(),
+            None => String::new(),
+        };
         let host_config = HostConfig {
             port_bindings: Some(HashMap::from([(
                 port_key.clone(),
-                Some(vec![PortBinding { host_ip: Some(self.host.to_string()), host_port: Some(String::new()) }]),
+                Some(vec![PortBinding { host_ip: Some(self.host.to_string()), host_port: Some(host_port) }]),
             )])),
             nano_cpus: container.nano_cpus(),
             memory: container.memory.map(|m| m as i64),

@@ -13,6 +13,7 @@
 //! - `swarm.rs`: [`SwarmDriver`], the tasks of a Swarm service whose replica
 //!   count ebb sets.
 
+pub mod cgroup;
 pub mod docker;
 mod process;
 pub mod swarm;
@@ -55,6 +56,9 @@ pub struct ReplicaSpec {
     /// Where a local replica's port is picked (`ports`); the process
     /// driver's own range when `None`.
     pub ports: Option<std::ops::RangeInclusive<u16>>,
+    /// A local replica's `cpu` and `memory`, enforced by its control group
+    /// (process driver, where cgroups are usable); `None`: no group.
+    pub limits: Option<cgroup::Limits>,
 }
 
 /// The container side of a [`ReplicaSpec`].
@@ -103,6 +107,8 @@ pub enum ExitReason {
     /// The driver lost track of it (wait failed), or cannot know how it
     /// ended (an adopted process is not ebb's child).
     Unknown(String),
+    /// Killed by the kernel for going over its memory limit (bytes).
+    OutOfMemory { limit: Option<u64> },
 }
 
 impl std::fmt::Display for ExitReason {
@@ -114,6 +120,10 @@ impl std::fmt::Display for ExitReason {
                 write!(f, "killed by signal {sig} ({name})")
             }
             ExitReason::Unknown(why) => write!(f, "lost: {why}"),
+            ExitReason::OutOfMemory { limit: Some(limit) } => {
+                write!(f, "killed: out of memory, limit {} MiB", limit.div_ceil(1 << 20))
+            }
+            ExitReason::OutOfMemory { limit: None } => write!(f, "killed: out of memory"),
         }
     }
 }

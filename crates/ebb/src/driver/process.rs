@@ -17,6 +17,7 @@ use std::time::Duration;
 use ebb_core::config::CommandSpec;
 use tokio::sync::watch;
 
+use super::cgroup::{Cgroups, ReplicaCgroup};
 use super::{
     BoxFuture, Driver, DriverError, ExitReason, FoundReplica, GroupUsage, ReplicaHandle, ReplicaSpec, RunningReplica,
 };
@@ -32,11 +33,37 @@ pub struct ProcessDriver {
     /// ebb's own executable, substituted for `{ebb}` in commands.
     ebb_executable: PathBuf,
     host: IpAddr,
+    /// Control groups for replicas (see `cgroup.rs`), when usable here.
+    cgroups: Option<Cgroups>,
 }
 
 impl ProcessDriver {
     pub fn new(ebb_executable: PathBuf) -> Self {
-        Self { ebb_executable, host: IpAddr::V4(Ipv4Addr::LOCALHOST) }
+        Self { ebb_executable, host: IpAddr::V4(Ipv4Addr::LOCALHOST), cgroups: None }
+    }
+
+    /// The same driver, putting each replica in a control group of its own
+    /// (limits, whole-tree accounting, OOM kills known as such). Without
+    /// usable cgroups it says so once and replicas run in process groups.
+    pub fn with_cgroups(mut self, state_dir: &Path) -> Self {
+        // The same name for the same directory however ebb was started.
+        let state_dir = state_dir.canonicalize().unwrap_or_else(|_| state_dir.to_path_buf());
+        match Cgroups::detect(&state_dir) {
+            Ok(cgroups) => {
+                tracing::info!(version = cgroups.version(), "Local replicas run in control groups of their own.");
+                self.cgroups = Some(cgroups);
+            }
+            Err(why) => {
+                tracing::warn!(%why, "No control groups: local replicas run in process groups only; their cpu and memory are not enforced.");
+                eprintln!("ebb: warning: cannot use control groups ({why}); local replicas' cpu and memory are not enforced, and a process that leaves its replica's process group is not tracked");
+            }
+        }
+        self
+    }
+
+    /// `replica`'s control group, if it has one.
+    fn group_of(&self, replica: &str) -> Option<ReplicaCgroup> {
+        self.cgroups.as_ref().map(|c| c.group(replica)).filter(ReplicaCgroup::exists)
     }
 
     fn command_for(&self, spec: &ReplicaSpec) -> (tokio::process::Command, String) {
@@ -79,7 +106,7 @@ pub const REPLICA_PORTS: std::ops::RangeInclusive<u16> = 20_000..=32_000;
 /// `ports`); the replica binds it a moment later. When the whole range is
 /// taken, any free port the kernel gives — except for a configured range,
 /// which a host's port rules may require: that is an error.
-fn free_port(host: IpAddr, range: &std::ops::RangeInclusive<u16>) -> std::io::Result<u16> {
+pub(super) fn free_port(host: IpAddr, range: &std::ops::RangeInclusive<u16>) -> std::io::Result<u16> {
     let (first, span) = (u32::from(*range.start()), u32::from(range.end() - range.start()) + 1);
     let start = rand::random::<u32>() % span;
     for n in 0..span {
@@ -134,6 +161,55 @@ fn replica_output(spec: &ReplicaSpec) -> Result<(Stdio, Stdio), DriverError> {
     Ok((Stdio::from(file), Stdio::from(file_too)))
 }
 
+/// In the forked child, before exec: writes its own pid into each
+/// `cgroup.procs`, so that the replica and all it starts are in its group
+/// from its first instruction.
+fn join_cgroups(procs: &[std::ffi::CString]) -> std::io::Result<()> {
+    use nix::libc;
+    // The pid in decimal, on the stack.
+    let mut pid = unsafe { libc::getpid() } as u32;
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (pid % 10) as u8;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    for path in procs {
+        // SAFETY: plain system calls on a valid C string and a stack buffer.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, digits[at..].as_ptr().cast(), digits.len() - at);
+            libc::close(fd);
+            if written < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The replica's leader has exited: an OOM kill is named as such, and
+/// whatever it left in its control group is killed and the group removed.
+fn settle_group(group: &ReplicaCgroup, reason: ExitReason) -> ExitReason {
+    let reason = match reason {
+        // The killed process may be a child of the leader (`sh -c` exits
+        // 137 after it): any failing exit of a group the kernel OOM-killed in.
+        ExitReason::Exited(0) => ExitReason::Exited(0),
+        _ if group.oom_kills() > 0 => ExitReason::OutOfMemory { limit: group.memory_limit() },
+        other => other,
+    };
+    group.kill_all();
+    group.remove();
+    reason
+}
+
 /// Sends `sig` to a replica's process group (its pid leads it); a group
 /// already gone is not an error.
 fn signal_group(replica: &RunningReplica, sig: nix::sys::signal::Signal) -> Result<(), DriverError> {
@@ -171,6 +247,25 @@ impl Driver for ProcessDriver {
                 // including anything `sh -c` started.
                 .process_group(0)
                 .kill_on_drop(false);
+            let group = match (&self.cgroups, spec.limits) {
+                (Some(cgroups), Some(limits)) => match cgroups.create(&replica, limits) {
+                    Ok(group) => Some(group),
+                    Err(why) => {
+                        tracing::warn!(replica = %replica, %why, "No control group for the replica; it runs in its process group only.");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            if let Some(group) = &group {
+                let procs = group.procs_files();
+                // SAFETY: runs in the forked child before exec, and only
+                // makes raw system calls (open, write, close) on memory
+                // prepared before the fork: no allocation, no lock.
+                unsafe {
+                    cmd.pre_exec(move || join_cgroups(&procs));
+                }
+            }
             let mut child = cmd.spawn().map_err(|source| DriverError::Spawn {
                 replica: replica.clone(),
                 command: shown,
@@ -192,6 +287,12 @@ impl Driver for ProcessDriver {
                         }
                     }
                     Err(e) => ExitReason::Unknown(e.to_string()),
+                };
+                let reason = match group {
+                    Some(group) => tokio::task::spawn_blocking(move || settle_group(&group, reason))
+                        .await
+                        .unwrap_or_else(|e| ExitReason::Unknown(e.to_string())),
+                    None => reason,
                 };
                 let _ = tx.send(Some(reason));
             });
@@ -250,6 +351,15 @@ impl Driver for ProcessDriver {
             // leader is reaped: Linux never hands out a pid that is still
             // some group's id, and an empty group answers ESRCH.
             signal_group(nix::sys::signal::Signal::SIGKILL)?;
+            // And what left the process group (`setsid`, `setpgid`) but not
+            // the control group.
+            if let Some(group) = self.group_of(&replica.replica_id) {
+                let _ = tokio::task::spawn_blocking(move || {
+                    group.kill_all();
+                    group.remove();
+                })
+                .await;
+            }
             Ok(reason)
         })
     }
@@ -300,6 +410,26 @@ impl Driver for ProcessDriver {
 
     fn usage<'a>(&'a self, replicas: &'a [RunningReplica]) -> BoxFuture<'a, HashMap<String, GroupUsage>> {
         Box::pin(async move {
+            // A replica with a control group: its whole tree, from the group.
+            let cgroups: Vec<(String, ReplicaCgroup)> =
+                replicas.iter().filter_map(|r| Some((r.replica_id.clone(), self.group_of(&r.replica_id)?))).collect();
+            let mut from_groups: HashMap<String, GroupUsage> = tokio::task::spawn_blocking(move || {
+                cgroups
+                    .into_iter()
+                    .filter_map(|(id, group)| {
+                        let usage = GroupUsage {
+                            cpu_seconds: group.cpu_seconds()?,
+                            rss_bytes: group.memory_bytes().unwrap_or(0),
+                            processes: group.pids().len() as u32,
+                        };
+                        Some((id, usage))
+                    })
+                    .collect()
+            })
+            .await
+            .unwrap_or_default();
+            let replicas: Vec<&RunningReplica> =
+                replicas.iter().filter(|r| !from_groups.contains_key(&r.replica_id)).collect();
             let groups: Vec<(i32, String)> = replicas
                 .iter()
                 .filter_map(|r| match r.handle {
@@ -308,11 +438,12 @@ impl Driver for ProcessDriver {
                 })
                 .collect();
             if groups.is_empty() {
-                return HashMap::new();
+                return from_groups;
             }
             let pgids: Vec<i32> = groups.iter().map(|(pgid, _)| *pgid).collect();
             let read = tokio::task::spawn_blocking(move || cpu::read_groups(&pgids)).await.unwrap_or_default();
-            groups.into_iter().filter_map(|(pgid, id)| read.get(&pgid).map(|u| (id, *u))).collect()
+            from_groups.extend(groups.into_iter().filter_map(|(pgid, id)| read.get(&pgid).map(|u| (id, *u))));
+            from_groups
         })
     }
 }
@@ -458,6 +589,7 @@ mod tests {
             log_path: dir.join("logs/web-test.log"),
             container: None,
             ports: None,
+            limits: None,
         }
     }
 

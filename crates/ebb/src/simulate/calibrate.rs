@@ -777,6 +777,7 @@ async fn measure_boot(
             log_path: scratch.0.join("logs").join(format!("{id}.log")),
             container: None,
             ports: service.ports.clone(),
+            limits: None,
         };
         let t0 = Instant::now();
         let running = driver.start(&spec).await.map_err(|e| format!("error: --calibrate: {e}"))?;

@@ -267,7 +267,7 @@ pub fn state_dir_in_use(state_dir: &Path) -> bool {
 /// Takes `<state_dir>/state.lock` (flock, exclusive, non-blocking) and
 /// writes this pid in it, for the message another ebb gets.
 fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StateError> {
-    use std::io::{Read, Seek, Write};
+    use std::io::{Seek, Write};
     let path = state_dir.join(LOCK_FILE);
     let write_error = |e: &dyn std::fmt::Display| StateError::Write { path: path.clone(), cause: e.to_string() };
     let file = std::fs::OpenOptions::new()
@@ -277,24 +277,54 @@ fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, 
         .truncate(false)
         .open(&path)
         .map_err(|e| write_error(&e))?;
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+    // A lock whose holder is dead a moment ago can still be held briefly:
+    // by a replica that the dead ebb had forked and that has not reached
+    // its exec yet (it shares the descriptor until then; joining its
+    // control group takes milliseconds). Such a holder lets go on its own.
+    let mut file = file;
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    let locked = loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                let holder_alive = read_holder(&back).is_some_and(|pid| nix::sys::signal::kill(pid, None).is_ok());
+                if holder_alive {
+                    break Err((back, nix::errno::Errno::EWOULDBLOCK));
+                }
+                file = back;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other,
+        }
+    };
+    match locked {
         Ok(mut lock) => {
             let pid = std::process::id().to_string();
             let written = lock.set_len(0).and_then(|()| lock.rewind()).and_then(|()| lock.write_all(pid.as_bytes()));
             written.map_err(|e| write_error(&e))?;
             Ok(lock)
         }
-        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = match holder.trim() {
-                "" => "pid unknown".to_string(),
-                pid => format!("pid {pid}"),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let holder = match read_holder(&file) {
+                None => "pid unknown".to_string(),
+                Some(pid) => format!("pid {pid}"),
             };
             Err(StateError::Locked { dir: state_dir.to_path_buf(), holder })
         }
         Err((_, errno)) => Err(write_error(&errno)),
     }
+}
+
+/// How long a lock left by a dead ebb may stay held (see `lock_state_dir`).
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The pid written in the lock file by its holder.
+fn read_holder(file: &std::fs::File) -> Option<nix::unistd::Pid> {
+    use std::io::{Read, Seek};
+    let mut file = file;
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok().map(nix::unistd::Pid::from_raw)
 }
 
 fn unreadable(path: &Path, e: impl std::fmt::Display) -> StateError {
