@@ -124,6 +124,7 @@ fn spec(image: &str, dir: &Path, replica: &str) -> ReplicaSpec {
             stop_timeout: Duration::from_secs(2),
         }),
         ports: None,
+        limits: None,
     }
 }
 

@@ -1111,4 +1111,14 @@ mod tests {
         assert_ne!(a, swarm_service_name("api", 2, Path::new("/srv/a/.ebb")));
         assert!(swarm_service_name(&"x".repeat(63), 1, Path::new("/")).len() <= 63);
     }
+
+    #[test]
+    fn each_replica_has_a_service_of_its_own() {
+        let dir = Path::new("/srv/a/.ebb");
+        let a = replica_service_name("api", 1, dir, "api-3f9a1c");
+        assert_eq!(a, format!("{}-3f9a1c", swarm_service_name("api", 1, dir)));
+        assert_ne!(a, replica_service_name("api", 1, dir, "api-77e0b2"));
+        let long = replica_service_name(&"x".repeat(63), 12, dir, &format!("{}-3f9a1c", "x".repeat(63)));
+        assert!(long.len() <= 63 && !long.ends_with('-'), "{long}");
+    }
 }
