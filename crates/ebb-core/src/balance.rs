@@ -12,14 +12,117 @@ pub enum BalanceAlgorithm {
     LeastOutstanding,
     /// Each replica in turn.
     RoundRobin,
+    /// Peak-EWMA with power-of-two-choices (Finagle, Linkerd): of two random
+    /// replicas, the one with the lower `cost × (in flight + 1)`, where cost
+    /// is a moving average of its response times that jumps at once to a
+    /// slower response ([`PeakEwma`]). A replica that turns slow loses its
+    /// share within a request or two; failures count as slow.
+    PeakEwma,
 }
 
 impl BalanceAlgorithm {
+    pub const ALL: [BalanceAlgorithm; 3] =
+        [BalanceAlgorithm::LeastOutstanding, BalanceAlgorithm::RoundRobin, BalanceAlgorithm::PeakEwma];
+
     pub fn as_str(self) -> &'static str {
         match self {
             BalanceAlgorithm::LeastOutstanding => "least_outstanding",
             BalanceAlgorithm::RoundRobin => "round_robin",
+            BalanceAlgorithm::PeakEwma => "peak_ewma",
         }
+    }
+}
+
+/// One replica's response-time estimate for [`BalanceAlgorithm::PeakEwma`].
+/// Times are nanoseconds on the caller's monotonic clock (an argument: this
+/// module reads no clock).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeakEwma {
+    /// The estimate, in nanoseconds.
+    pub cost_ns: f64,
+    /// When it was last updated.
+    pub stamp_ns: u64,
+}
+
+impl PeakEwma {
+    /// How fast the average forgets: a slow response weighs e⁻¹ after this.
+    pub const DECAY_NS: f64 = 10e9;
+    /// What a replica with no response yet is assumed to cost (as Linkerd's
+    /// default RTT): a new replica is neither preferred nor shunned.
+    pub const INITIAL_NS: f64 = 5e6;
+    /// What a failure (a 5xx, a connect or read failure, a timeout) costs:
+    /// a replica answering fast errors must never look fast.
+    pub const FAILURE_NS: f64 = 1e9;
+
+    pub fn new(now_ns: u64) -> PeakEwma {
+        PeakEwma { cost_ns: Self::INITIAL_NS, stamp_ns: now_ns }
+    }
+
+    /// A response took `rtt_ns`: slower than the estimate, the estimate
+    /// jumps to it (the peak); faster, it pulls the estimate down by how
+    /// long ago the last update was.
+    pub fn observe(self, rtt_ns: f64, now_ns: u64) -> PeakEwma {
+        let rtt_ns = rtt_ns.max(0.0);
+        if rtt_ns >= self.cost_ns {
+            return PeakEwma { cost_ns: rtt_ns, stamp_ns: now_ns.max(self.stamp_ns) };
+        }
+        let elapsed = now_ns.saturating_sub(self.stamp_ns) as f64;
+        let keep = (-elapsed / Self::DECAY_NS).exp();
+        PeakEwma { cost_ns: self.cost_ns * keep + rtt_ns * (1.0 - keep), stamp_ns: now_ns.max(self.stamp_ns) }
+    }
+
+    /// A request failed: as slow as [`Self::FAILURE_NS`].
+    pub fn failed(self, now_ns: u64) -> PeakEwma {
+        self.observe(Self::FAILURE_NS, now_ns)
+    }
+
+    /// What choosing this replica costs now, with `in_flight` requests on it.
+    pub fn score(self, in_flight: u64) -> f64 {
+        self.cost_ns * (in_flight as f64 + 1.0)
+    }
+}
+
+/// The lowest weight slow start gives a replica that just joined.
+pub const MIN_WEIGHT: f64 = 0.1;
+
+/// Slow start: a replica in service for `in_service_ns` of a `window_ns`
+/// ramp gets this share of a settled replica's (from [`MIN_WEIGHT`] to 1,
+/// linearly, as Envoy's slow start with aggression 1). No window: 1.
+pub fn slow_start_weight(in_service_ns: u64, window_ns: u64) -> f64 {
+    if window_ns == 0 || in_service_ns >= window_ns {
+        return 1.0;
+    }
+    (in_service_ns as f64 / window_ns as f64).max(MIN_WEIGHT)
+}
+
+/// Slow start decides after the choice: a chosen replica with `weight` < 1
+/// keeps the request only with that probability (`draw` uniform over
+/// `u32`), else it goes to the other candidate. So its share is `weight`
+/// times a settled replica's, whatever the concurrency (scaling its load
+/// score instead would give it nothing at low concurrency and a flood at
+/// high).
+pub fn slow_start_keeps(weight: f64, draw: u32) -> bool {
+    weight >= 1.0 || (draw as f64) < weight * (u32::MAX as f64 + 1.0)
+}
+
+/// Power-of-two-choices on scores (lower is better): `a` and `b` are two
+/// random draws; returns the index of the better of the two candidates they
+/// select, ties to the first. `scores` must not be empty.
+pub fn pick_two_lowest(scores: &[f64], a: u64, b: u64) -> usize {
+    let n = scores.len();
+    debug_assert!(n > 0, "pick from an empty set");
+    if n == 1 {
+        return 0;
+    }
+    let i = (a % n as u64) as usize;
+    let mut j = (b % (n as u64 - 1)) as usize;
+    if j >= i {
+        j += 1;
+    }
+    if scores[j] < scores[i] {
+        j
+    } else {
+        i
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 pub use crate::balance::BalanceAlgorithm;
 pub use crate::deploy::{DeployConfig, Strategy as DeployStrategy};
 pub use crate::fleet::idle::{IdleConfig, IdleMode};
+pub use crate::fleet::warm_pool::WarmPoolConfig;
 pub use crate::health::StatusMatcher;
 pub use crate::outlier::OutlierConfig;
 pub use crate::scaling::{Bounds, ScalingConfig};
@@ -123,6 +124,10 @@ pub struct ServiceConfig {
     /// Scale to zero (`[service.NAME.idle]`, web services only): required
     /// for `replicas.min = 0` on a web service. `None`: never idle.
     pub idle: Option<IdleConfig>,
+    /// Suspended replicas kept beside the fleet for scale-outs
+    /// (`[service.NAME.warm_pool]`, web services on the process or docker
+    /// driver). `None`: no pool.
+    pub warm_pool: Option<WarmPoolConfig>,
     /// How local replicas' log files are kept (`logs = { … }`).
     pub logs: LogsConfig,
     /// `memory = "512MiB"` for local processes (the process driver): each
@@ -410,6 +415,10 @@ pub struct ProxyConfig {
     /// replica that fails the requests it gets leaves the rotation for a
     /// while. On by default.
     pub outlier: OutlierConfig,
+    /// Slow start: a replica that just joined the rotation gets a share of
+    /// requests that ramps from a tenth to all over this (see
+    /// `balance::slow_start_weight`). Zero: off.
+    pub slow_start: Duration,
     /// One line per request answered on this address (`access_log`), after
     /// its response body ends. `None`: no access log.
     pub access_log: Option<AccessLogConfig>,
@@ -468,6 +477,7 @@ impl Default for ProxyConfig {
             max_connections: None,
             request_buffering: 0,
             outlier: OutlierConfig::default(),
+            slow_start: Duration::ZERO,
             access_log: None,
         }
     }

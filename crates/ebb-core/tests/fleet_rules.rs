@@ -25,13 +25,16 @@ fn actions(desired: u32, replicas: &[ReplicaFacts]) -> Vec<String> {
 }
 
 fn actions_with(desired: u32, replicas: &[ReplicaFacts], deploying: bool, crash_loop: &CrashLoop) -> Vec<String> {
-    let input = FleetInput { now: s(100), desired, current_version: 1, deploying, replicas };
+    let input = FleetInput { now: s(100), desired, current_version: 1, deploying, replicas, warm_pool: 0 };
     plan(&input, crash_loop)
         .into_iter()
         .map(|a| match a {
             FleetAction::Launch { count, .. } => format!("launch {count}"),
             FleetAction::Retire { id, reason } => format!("retire {id} ({reason})"),
             FleetAction::HoldStarts { short, until } => format!("hold {short} until {}", until.as_secs_f64()),
+            FleetAction::TakeFromPool { id } => format!("take {id}"),
+            FleetAction::FillPool { count } => format!("fill {count}"),
+            FleetAction::SuspendPooled { id } => format!("suspend {id}"),
         })
         .collect()
 }

@@ -57,8 +57,14 @@ impl Fleet {
                 ..ReplicaFacts::new(&r.id, 1, r.phase, r.started)
             })
             .collect();
-        let input =
-            FleetInput { now: self.now, desired: self.desired, current_version: 1, deploying: false, replicas: &facts };
+        let input = FleetInput {
+            now: self.now,
+            desired: self.desired,
+            current_version: 1,
+            deploying: false,
+            replicas: &facts,
+            warm_pool: 0,
+        };
         let actions = fleet::plan(&input, &self.crash_loop);
         drop(facts);
         for action in actions {
@@ -81,6 +87,7 @@ impl Fleet {
                     self.replicas.retain(|r| r.id != id);
                 }
                 FleetAction::HoldStarts { .. } => {}
+                other => unreachable!("no warm pool in this model: {other:?}"),
             }
         }
     }

@@ -164,3 +164,23 @@ fn ignored_agents_match_by_part_and_without_case() {
     assert!(!c.ignores("Mozilla/5.0"));
     assert!(!IdleConfig { ignore_user_agents: vec![], ..c }.ignores("UptimeRobot"), "none: nothing ignored");
 }
+
+#[test]
+fn scaling_an_awake_service_to_zero_makes_it_idle_at_once() {
+    let c = config(IdleMode::Stop);
+    let mut idler = Idler::new(s(0));
+    // Busy a second ago, and a stream open: the operator's 0 wins.
+    let _ = idler.step(s(10), &c, Activity { last: Some(s(9)), in_flight: 1, held: 0 }, true);
+    assert_eq!(idler.scaled_to_zero(s(10), &c), Some(IdleChange::ScaledToZero { mode: IdleMode::Stop }));
+    assert_eq!(idler.state(), IdleState::Idle { since: s(10) });
+    assert_eq!(idler.desired(IdleMode::Stop, 0), 0, "idle, stop: nothing runs");
+    assert_eq!(
+        IdleChange::ScaledToZero { mode: IdleMode::Stop }.to_string(),
+        "idle: scaled to 0 (desired 0); stopping the replicas until the next request"
+    );
+    assert_eq!(idler.scaled_to_zero(s(11), &c), None, "already idle");
+    // The next request wakes it as after any idle spell.
+    assert!(matches!(idler.step(s(20), &c, held(1), false), Some(IdleChange::Wake { .. })));
+    assert_eq!(idler.scaled_to_zero(s(21), &c), None, "waking: held requests still need a replica");
+    assert_eq!(idler.state(), IdleState::Waking { since: s(20) });
+}

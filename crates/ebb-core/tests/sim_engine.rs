@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ebb_core::config::{Bounds, Config, Replicas};
 use ebb_core::scaling::{Autoscaler, FleetView, Metric, ReplicaSample, ScalingConfig, ServiceSample, TargetTracking};
-use ebb_core::sim::{parse_shape, simulate, FleetModel, Policy, Preset, SimOptions, Trace};
+use ebb_core::sim::{parse_shape, simulate, FleetModel, Policy, Preset, Run, SimOptions, Trace};
 
 fn s(secs: u64) -> Duration {
     Duration::from_secs(secs)
@@ -22,6 +22,7 @@ fn cpu_policy() -> Policy {
         scaling: ScalingConfig { target_tracking: vec![t], ..Default::default() },
         replicas: Replicas { bounds: Bounds { min: 1, max: 50 }, desired: 2 },
         idle: None,
+        warm_pool: None,
     }
 }
 
@@ -125,8 +126,13 @@ fn the_example_configs_simulate() {
         let text = std::fs::read_to_string(&path).unwrap();
         let config = Config::parse(&text, std::path::Path::new(&path)).unwrap();
         let (name, service) = config.services.iter().next().unwrap();
-        let policy =
-            Policy { name: example.into(), scaling: service.scaling.clone(), replicas: service.replicas, idle: None };
+        let policy = Policy {
+            name: example.into(),
+            scaling: service.scaling.clone(),
+            replicas: service.replicas,
+            idle: None,
+            warm_pool: None,
+        };
         let trace = parse_shape("step:base=20,peak=400,at=5m,hold=30m,duration=2h", 0).unwrap();
         let options = SimOptions { service: name.clone(), ..Default::default() };
         let run = simulate(&policy, &FleetModel::default(), &trace, &options);
@@ -184,6 +190,7 @@ fn a_quiet_spell_goes_idle_and_the_next_request_wakes_the_service() {
         scaling: ScalingConfig::default(),
         replicas: Replicas { bounds: Bounds { min: 0, max: 2 }, desired: 1 },
         idle: None,
+        warm_pool: None,
     };
     let idle = IdleConfig {
         after: s(300),
@@ -200,9 +207,10 @@ fn a_quiet_spell_goes_idle_and_the_next_request_wakes_the_service() {
         run.events.iter().filter(|e| ["idle", "waking", "woken"].contains(&e.kind)).map(|e| (e.at, e.kind)).collect();
     assert_eq!(kinds.len(), 3, "{:?}", run.events);
     assert_eq!(kinds[0], (120 + 300, "idle"), "idle `after` the last request");
-    assert_eq!(kinds[1], (1321, "waking"), "the first request of the morning wakes it");
+    // In its own second (1320), as live wakes on its arrival.
+    assert_eq!(kinds[1], (1320, "waking"), "the first request of the morning wakes it");
     assert_eq!(kinds[2].1, "woken");
-    assert!(kinds[2].0 <= 1321 + 7, "woken once the boot (5 s) is done: {kinds:?}");
+    assert!(kinds[2].0 <= 1320 + 6, "woken once the boot (5 s) is done: {kinds:?}");
     assert_eq!(run.seconds[1000].desired, 0, "at zero through the night");
     assert_eq!(run.seconds[1000].in_service, 0);
     assert_eq!(run.summary.shed_requests, 0.0, "held through the boot, none refused: {:?}", run.summary);
@@ -215,4 +223,96 @@ fn a_quiet_spell_goes_idle_and_the_next_request_wakes_the_service() {
     );
     let waited = run.seconds[1321..1330].iter().map(|s| s.queue_ms).fold(0.0, f64::max);
     assert!(waited >= 1000.0, "the wake's cost shows as queue time: {waited} ms");
+}
+
+fn night() -> Trace {
+    let mut rates = vec![10.0; 120];
+    rates.extend(vec![0.0; 1200]);
+    rates.extend(vec![10.0; 120]);
+    Trace::new(rates, "night")
+}
+
+fn idle_config(mode: ebb_core::config::IdleMode) -> ebb_core::config::IdleConfig {
+    ebb_core::config::IdleConfig {
+        after: s(300),
+        mode,
+        hold_timeout: s(30),
+        max_held: 1000,
+        ignore_user_agents: Vec::new(),
+    }
+}
+
+/// Scale to zero's `suspend` mode in the simulator: the replica stays,
+/// frozen (suspended replica-hours, not replica-hours), and the first
+/// request of the morning waits for a thaw (`resume`), not a boot.
+#[test]
+fn a_suspend_wake_costs_a_resume_not_a_boot() {
+    use ebb_core::config::IdleMode;
+    let model = FleetModel { capacity: 50.0, boot: s(5), resume: Duration::from_millis(100), ..Default::default() };
+    let fixed = Policy {
+        name: "always up".into(),
+        scaling: ScalingConfig::default(),
+        replicas: Replicas { bounds: Bounds { min: 0, max: 2 }, desired: 1 },
+        idle: None,
+        warm_pool: None,
+    };
+    let stop = Policy { name: "stop".into(), idle: Some(idle_config(IdleMode::Stop)), ..fixed.clone() };
+    let suspend = Policy { name: "suspend".into(), idle: Some(idle_config(IdleMode::Suspend)), ..fixed.clone() };
+    let up = simulate(&fixed, &model, &night(), &SimOptions::default());
+    let stopped = simulate(&stop, &model, &night(), &SimOptions::default());
+    let run = simulate(&suspend, &model, &night(), &SimOptions::default());
+
+    let kinds: Vec<(u64, &str)> =
+        run.events.iter().filter(|e| ["idle", "waking", "woken"].contains(&e.kind)).map(|e| (e.at, e.kind)).collect();
+    assert_eq!(kinds, [(420, "idle"), (1320, "waking"), (1321, "woken")], "{:?}", run.events);
+    let night_second = &run.seconds[1000];
+    assert_eq!(
+        (night_second.in_service, night_second.pending, night_second.suspended),
+        (0, 0, 1),
+        "frozen, not stopped"
+    );
+    assert_eq!(night_second.desired, 1, "suspended replicas are still capacity");
+    assert_eq!(run.summary.shed_requests, 0.0, "{:?}", run.summary);
+    assert!((run.summary.served_requests - up.summary.served_requests).abs() < 1.0, "every request served");
+    // The night's 900 s frozen are suspended hours, not replica-hours.
+    assert!((run.summary.suspended_hours - 900.0 / 3600.0).abs() < 0.01, "{:?}", run.summary);
+    assert!((run.summary.replica_hours - stopped.summary.replica_hours).abs() < 0.01, "{:?}", run.summary);
+    assert_eq!(stopped.summary.suspended_hours, 0.0);
+    // The wake costs a thaw: under a second of waiting, where a boot cost 5 s.
+    let worst = |run: &Run| run.seconds[1320..1330].iter().map(|s| s.queue_ms).fold(0.0, f64::max);
+    assert!(worst(&run) < 200.0, "a thaw: {} ms", worst(&run));
+    assert!(worst(&stopped) >= 1000.0, "a boot: {} ms", worst(&stopped));
+}
+
+/// A warm pool in the simulator, by the live planner's rules: a step up
+/// takes the pool's members (serving a `resume` later instead of a boot),
+/// the pool refills, and its members are suspended replica-hours.
+#[test]
+fn a_warm_pool_turns_a_scale_out_into_a_resume() {
+    use ebb_core::config::WarmPoolConfig;
+    let mut rates = vec![60.0; 120];
+    rates.extend(vec![160.0; 600]);
+    let trace = Trace::new(rates, "step");
+    let model = FleetModel { capacity: 50.0, boot: s(60), resume: Duration::from_millis(100), ..Default::default() };
+    let cold = cpu_policy();
+    let warm = Policy { name: "warm pool".into(), warm_pool: Some(WarmPoolConfig { size: 3 }), ..cpu_policy() };
+    let cold_run = simulate(&cold, &model, &trace, &SimOptions::default());
+    let run = simulate(&warm, &model, &trace, &SimOptions::default());
+
+    let out = run.events.iter().find(|e| e.kind == "scaled").expect("a scale-out");
+    let taken: Vec<_> = run.events.iter().filter(|e| e.kind == "warm_replica_used").collect();
+    assert!(!taken.is_empty() && taken[0].at == out.at, "taken at the scale-out: {:?}", run.events);
+    assert!(taken[0].reason.contains("resumed in 100 ms"), "{:?}", taken[0]);
+    let t = out.at as usize;
+    let grown = out.to.unwrap() - out.from.unwrap();
+    assert_eq!(run.seconds[t + 1].in_service, run.seconds[t - 1].in_service + grown, "in service a resume later");
+    assert_eq!(cold_run.seconds[t + 1].in_service, cold_run.seconds[t - 1].in_service, "the cold fleet still boots");
+    assert_eq!(run.seconds[t + 1].suspended, 3, "the pool refills at once (booting members count)");
+    assert!(run.summary.suspended_hours > 0.0 && cold_run.summary.suspended_hours == 0.0);
+    assert!(
+        run.summary.slo_violation_seconds < cold_run.summary.slo_violation_seconds,
+        "{} s over the SLO with the pool, {} s without",
+        run.summary.slo_violation_seconds,
+        cold_run.summary.slo_violation_seconds
+    );
 }

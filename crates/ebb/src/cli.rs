@@ -1040,6 +1040,9 @@ pub fn render_status(status: &FleetStatus) -> String {
         if let Some(idle) = &service.idle {
             out.push_str(&format!("  {idle}\n"));
         }
+        if let Some(pool) = &service.warm_pool {
+            out.push_str(&format!("  {pool}\n"));
+        }
         if let Some(holding) = &service.holding {
             out.push_str(&format!("  holding: {holding}\n"));
         }
@@ -1066,7 +1069,13 @@ pub fn render_status(status: &FleetStatus) -> String {
                     r.id.clone(),
                     // Ejection is a pause in the rotation, not a health
                     // verdict: the HEALTH column still says healthy.
-                    if r.ejected { "ejected" } else { r.state.as_str() }.to_string(),
+                    match (r.ejected, r.pooled) {
+                        (true, _) => "ejected",
+                        // Beside the fleet: its state would read as serving.
+                        (false, true) => "warm_pool",
+                        (false, false) => r.state.as_str(),
+                    }
+                    .to_string(),
                     r.health.clone(),
                     r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                     r.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),

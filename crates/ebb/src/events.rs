@@ -89,6 +89,12 @@ pub enum EventKind {
     /// The woken replica failed before it served: held requests got 503,
     /// and no request wakes the service for a backoff.
     WakeFailed,
+    /// A warm pool member passed its health checks and was suspended
+    /// beside the fleet (with how full the pool is).
+    WarmPoolFilled,
+    /// A scale-out took a warm pool member instead of booting one (with
+    /// how long its resume took).
+    WarmReplicaUsed,
     /// `ebb apply` (or SIGHUP) changed this service or listener in place:
     /// the reason lists the keys; `service` is the service's name or
     /// `listener NAME`, or `ebb` for a service added or removed.
@@ -135,6 +141,8 @@ impl EventKind {
             EventKind::Waking => "waking",
             EventKind::Woken => "woken",
             EventKind::WakeFailed => "wake_failed",
+            EventKind::WarmPoolFilled => "warm_pool_filled",
+            EventKind::WarmReplicaUsed => "warm_replica_used",
         }
     }
 }

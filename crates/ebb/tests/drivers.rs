@@ -903,3 +903,52 @@ fn an_idle_docker_service_pauses_its_container_and_a_request_thaws_the_same_one(
     stop_cleanly(&mut ebb);
     assert!(containers_of(&state).is_empty(), "ebb down removes it");
 }
+
+/// The warm pool on containers: a member is a paused container beside the
+/// fleet (never routed, not in service); `ebb scale` unpauses that same
+/// container instead of starting one, and the pool refills with a new
+/// paused container. `ebb down` removes them all, the paused one too.
+#[test]
+fn a_docker_warm_pool_member_is_a_paused_container_that_a_scale_out_unpauses() {
+    let Some(image) = TestImage::build() else { return };
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut ebb = Ebb::start(|admin, listen| {
+        let config = example_config("examples/docker/ebb.fast.toml", Some(&image.tag), admin, listen);
+        format!("{config}\n[service.api.warm_pool]\nsize = 1\n")
+    });
+    let state = ebb.dir.path().join("state").canonicalize().unwrap();
+    let _cleanup = DockerLeftovers { state_dir: Some(state.clone()) };
+    let paused = |id: &str| {
+        let out = Command::new("docker").args(["inspect", "-f", "{{.State.Paused}}", id]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "true"
+    };
+    // One in service, one paused beside it.
+    let settled = |fleet: usize, total: usize| {
+        wait_for(&format!("{fleet} in service and a paused pool member"), Duration::from_secs(90), || {
+            let service = ebb.status()["services"][0].clone();
+            let containers = containers_of(&state);
+            let frozen: Vec<String> = containers.iter().filter(|c| paused(c)).cloned().collect();
+            (service["in_service"] == fleet
+                && service["warm_pool"] == "warm pool: 1 suspended (size 1)"
+                && containers.len() == total
+                && frozen.len() == 1)
+                .then(|| (containers.clone(), frozen[0].clone()))
+        })
+    };
+    let (before, warm) = settled(1, 2);
+    let member = ebb.replicas().into_iter().find(|r| r["pooled"] == true).expect("a pool member");
+
+    let out = ebb.cli(&["scale", "api", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the pool member in service", Duration::from_secs(10), || {
+        ebb.replicas().into_iter().find(|r| r["id"] == member["id"] && r["pooled"] == false && r["healthy"] == true)
+    });
+    assert!(!paused(&warm), "unpaused");
+    let (after, refill) = settled(2, 3);
+    assert!(before.iter().all(|c| after.contains(c)), "the same containers: {before:?} then {after:?}");
+    assert_ne!(refill, warm, "the pool refilled with a new container");
+    let started = ebb.events().into_iter().filter(|e| e["kind"] == "replica_started").count();
+    assert_eq!(started, 3, "the fleet's, the pool's, the refill: none for the scale-out");
+    stop_cleanly(&mut ebb);
+    assert!(containers_of(&state).is_empty(), "ebb down removes every container, the paused one too");
+}

@@ -73,6 +73,21 @@ fn an_idle_service_stops_its_replicas_and_a_request_wakes_it() {
     wait_idle(&ebb, "stopped", Duration::from_secs(30));
     let metrics = http(ebb.admin, "GET", "/metrics", None).unwrap().body;
     assert!(metrics.contains("ebb_service_cold_starts_total{service=\"web\"} 1"), "{metrics}");
+    // The hold's wait as a histogram: the one released request, in the
+    // bucket its `ebb-cold-start` falls in.
+    assert!(metrics.contains("# TYPE ebb_service_hold_wait_seconds histogram"), "{metrics}");
+    assert!(metrics.contains("ebb_service_hold_wait_seconds_count{service=\"web\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("ebb_service_hold_wait_seconds_bucket{service=\"web\",le=\"+Inf\"} 1\n"), "{metrics}");
+    let cumulative = |le: &str| {
+        let key = format!("ebb_service_hold_wait_seconds_bucket{{service=\"web\",le=\"{le}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(key.as_str())).and_then(|n| n.parse::<u64>().ok())
+    };
+    let bounds = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "300"];
+    let first = bounds.iter().position(|b| cumulative(b) == Some(1)).expect("a bucket holds it");
+    let bound: f64 = bounds[first].parse().unwrap();
+    let below: f64 = if first == 0 { 0.0 } else { bounds[first - 1].parse().unwrap() };
+    let waited = cold as f64 / 1000.0;
+    assert!(waited <= bound + 0.001 && waited + 0.001 >= below, "{cold} ms in ({below}, {bound}]: {metrics}");
 }
 
 #[test]
@@ -318,4 +333,57 @@ fn sigterm_thaws_suspended_replicas_before_leaving_them_to_the_next_ebb() {
     let replicas = ebb.wait_in_service(1, Duration::from_secs(30));
     assert_eq!(replicas[0]["pid"].as_u64(), Some(pid), "adopted: {replicas:?}");
     assert_eq!(http(ebb.listen, "GET", "/gtg", None).unwrap().status, 200);
+}
+
+/// A deploy while the service is idle (stopped) boots nothing: the spec
+/// changes, the deploy succeeds at once, and the next wake runs it.
+#[test]
+fn a_deploy_while_idle_boots_nothing_and_the_next_wake_runs_the_new_spec() {
+    let ebb = Ebb::start(|admin, listen| {
+        idle_config(admin, listen, "{ min = 0, max = 2, desired = 1 }", "", "after = \"2s\"")
+    });
+    ebb.wait_in_service(1, Duration::from_secs(20));
+    wait_idle(&ebb, "stopped", Duration::from_secs(30));
+    wait_for("no replica left", Duration::from_secs(20), || ebb.replicas().is_empty().then_some(()));
+    let started = events_of(&ebb, "replica_started").len();
+
+    let out = ebb.cli(&["deploy", "web", "--env", "RELEASE=2"]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(events_of(&ebb, "deploy_succeeded").len() == 1, "{:?}", ebb.events());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(ebb.replicas().is_empty(), "nothing booted: {:?}", ebb.replicas());
+    assert_eq!(events_of(&ebb, "replica_started").len(), started, "{:?}", ebb.events());
+    let status = web(&ebb);
+    assert_eq!(status["version"], 2, "{status}");
+    assert!(status["idle"].as_str().unwrap().starts_with("idle (stopped"), "still idle: {status}");
+
+    // The next request wakes the service on the new version.
+    let r = http(ebb.listen, "GET", "/gtg", None).unwrap();
+    assert_eq!(r.status, 200, "{r:?}\n{}", ebb.up_log());
+    let replicas = ebb.replicas();
+    assert_eq!(replicas.len(), 1, "{replicas:?}");
+    assert_eq!(replicas[0]["version"], 2, "{replicas:?}");
+}
+
+/// `ebb scale web 0` on an awake service with min = 0 and [idle]: idle at
+/// once (stop mode: its replica stops), and a request wakes it again.
+#[test]
+fn scaling_an_awake_service_to_zero_makes_it_idle() {
+    let ebb = Ebb::start(|admin, listen| {
+        idle_config(admin, listen, "{ min = 0, max = 2, desired = 2 }", "", "after = \"5m\"")
+    });
+    ebb.wait_in_service(2, Duration::from_secs(20));
+    let out = ebb.cli(&["scale", "web", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = wait_idle(&ebb, "stopped", Duration::from_secs(5));
+    assert_eq!(status["desired"], 0, "{status}");
+    wait_for("no replica left", Duration::from_secs(20), || ebb.replicas().is_empty().then_some(()));
+    let went_idle = events_of(&ebb, "idle");
+    assert_eq!(went_idle.len(), 1, "{went_idle:?}");
+    assert!(went_idle[0]["reason"].as_str().unwrap().contains("scaled to 0"), "{went_idle:?}");
+
+    let r = http(ebb.listen, "GET", "/gtg", None).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.header("ebb-cold-start").is_some(), "held while it woke: {r:?}");
+    assert_eq!(ebb.wait_in_service(1, Duration::from_secs(20)).len(), 1);
 }

@@ -715,3 +715,28 @@ fn calibrate_says_clearly_what_it_cannot_measure() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("GET /nowhere answered 404"), "{err}");
 }
+
+/// A warm pool in `ebb simulate`: the same planner as live takes its
+/// members on a scale-out (a resume, `--resume`, instead of a boot), and
+/// the pool shows as suspended replica-hours.
+#[test]
+fn a_warm_pool_shows_as_resumes_and_suspended_replica_hours() {
+    let d = Dir::new();
+    d.write("pool.toml", &format!("{CONFIG}\n[service.web.warm_pool]\nsize = 2\n"));
+    let args = ["--shape", STEP, "--boot", "60s", "--resume", "100ms", "--compare", "pool.toml"];
+    let out = d.ok(&args);
+    assert!(out.contains("warm_replica_used"), "{out}");
+    assert!(out.contains("taken from the warm pool: resumed in 100 ms instead of a boot"), "{out}");
+    let row = out.lines().find(|l| l.starts_with("suspended replica-hours")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(row.split_whitespace().nth(2), Some("0"), "none without a pool: {row}");
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&json_args)).unwrap();
+    assert_eq!(json[0]["suspended_replica_hours"], 0.0);
+    let pooled = json[1]["suspended_replica_hours"].as_f64().unwrap();
+    assert!(pooled >= 2.0 * 2400.0 / 3600.0 * 0.9, "about 2 members the whole time: {pooled}");
+    assert!(
+        json[1]["slo_violation_seconds"].as_u64() < json[0]["slo_violation_seconds"].as_u64(),
+        "a resume instead of a 60 s boot: {json:#}"
+    );
+}

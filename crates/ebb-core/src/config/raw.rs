@@ -139,6 +139,7 @@ struct RawService {
     metric_source: Option<lifecycle::RawMetricSource>,
     chaos: Option<lifecycle::RawChaos>,
     idle: Option<idle::RawIdle>,
+    warm_pool: Option<warm_pool::RawWarmPool>,
     logs: Option<RawLogs>,
 }
 
@@ -188,6 +189,7 @@ struct RawProxy {
     request_buffering: Option<Spanned<Bytes>>,
     outlier: Option<outlier::RawOutlier>,
     access_log: Option<Spanned<RawAccessLog>>,
+    slow_start: Option<Spanned<Dur>>,
 }
 
 /// The most `request_buffering` may hold per request.
@@ -198,6 +200,7 @@ mod lifecycle;
 mod listener;
 mod outlier;
 mod scaling;
+mod warm_pool;
 
 // ---------------------------------------------------------------------------
 // Pass 2: defaults, ranges and cross-field rules.
@@ -477,6 +480,7 @@ impl Check<'_> {
         let metric_source = raw.metric_source.map(|m| self.metric_source(name, m));
         let health = self.health(raw.health.unwrap_or_default());
         let deploy = self.deploy(raw.deploy.unwrap_or_default(), &health, health_spans.unwrap_or_default());
+        let warm_pool = self.warm_pool(name, kind, driver, raw.warm_pool, replicas.bounds.max);
         ServiceConfig {
             name: name.get_ref().clone(),
             kind,
@@ -488,7 +492,7 @@ impl Check<'_> {
             replicas,
             cpu,
             env: self.env(raw.env.unwrap_or_default()),
-            ports: raw.ports.and_then(|p| self.ports(&p, driver, replicas.bounds.max)),
+            ports: raw.ports.and_then(|p| self.ports(&p, driver, replicas.bounds.max, warm_pool.map_or(0, |w| w.size))),
             stop_timeout: duration(raw.stop_timeout, ServiceConfig::DEFAULT_STOP_TIMEOUT),
             drain_timeout: duration(raw.drain_timeout, ServiceConfig::DEFAULT_DRAIN_TIMEOUT),
             health,
@@ -499,6 +503,7 @@ impl Check<'_> {
             metric_source,
             chaos: raw.chaos.map(|c| self.chaos(name, c)),
             idle: self.idle(name, kind, raw.kind.as_ref().map(|k| k.span()), driver, raw.idle, min_zero_span),
+            warm_pool,
             logs: self.logs(raw.logs.unwrap_or_default()),
             memory: process_memory,
         }
@@ -533,7 +538,14 @@ impl Check<'_> {
     }
 
     /// `ports = "A-B"`: where local replicas listen (hosts with port rules).
-    fn ports(&mut self, raw: &Spanned<String>, driver: DriverKind, max: u32) -> Option<std::ops::RangeInclusive<u16>> {
+    /// `pool` is the warm pool's size: its members need ports too.
+    fn ports(
+        &mut self,
+        raw: &Spanned<String>,
+        driver: DriverKind,
+        max: u32,
+        pool: u32,
+    ) -> Option<std::ops::RangeInclusive<u16>> {
         if driver == DriverKind::Swarm {
             self.problem(
                 raw.span(),
@@ -556,10 +568,14 @@ impl Check<'_> {
             return None;
         };
         let span = u32::from(last - first) + 1;
-        if span < max {
+        if span < max + pool {
+            let needed = match pool {
+                0 => format!("replicas.max ({max})"),
+                _ => format!("replicas.max ({max}) plus warm_pool.size ({pool})"),
+            };
             self.problem(
                 raw.span(),
-                format!("ports {first}-{last} holds {span} ports, fewer than replicas.max ({max}); widen the range"),
+                format!("ports {first}-{last} holds {span} ports, fewer than {needed}; widen the range"),
             );
             return None;
         }
@@ -998,6 +1014,17 @@ impl Check<'_> {
             trusted_proxies: raw.trusted_proxies.map(|l| l.0).unwrap_or(d.trusted_proxies),
             outlier: raw.outlier.map_or(d.outlier, |o| self.outlier(o)),
             access_log: raw.access_log.and_then(|a| self.access_log(a)),
+            slow_start: match raw.slow_start {
+                None => d.slow_start,
+                Some(window) if window.get_ref().0 > Duration::from_secs(3600) => {
+                    self.problem(
+                        window.span(),
+                        "proxy.slow_start must be at most 1h; \"0s\" (the default) turns it off",
+                    );
+                    d.slow_start
+                }
+                Some(window) => window.get_ref().0,
+            },
         }
     }
 

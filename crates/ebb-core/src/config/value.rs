@@ -328,13 +328,12 @@ impl Visitor<'_> for BalanceVisitor {
     type Value = Balance;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(r#""least_outstanding" or "round_robin""#)
+        f.write_str(r#""least_outstanding", "round_robin" or "peak_ewma""#)
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Balance, E> {
-        use crate::balance::BalanceAlgorithm::*;
-        [LeastOutstanding, RoundRobin].into_iter().find(|a| a.as_str() == s).map(Balance).ok_or_else(|| {
-            E::custom(format!(r#"unknown balance {s:?}; expected "least_outstanding" or "round_robin""#))
+        crate::balance::BalanceAlgorithm::ALL.into_iter().find(|a| a.as_str() == s).map(Balance).ok_or_else(|| {
+            E::custom(format!(r#"unknown balance {s:?}; expected "least_outstanding", "round_robin" or "peak_ewma""#))
         })
     }
 }

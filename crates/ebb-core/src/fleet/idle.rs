@@ -130,6 +130,9 @@ pub enum IdleState {
 pub enum IdleChange {
     /// No activity for `after`: stop or suspend the replicas.
     GoIdle { mode: IdleMode, quiet_for: Duration },
+    /// The operator scaled an awake service to 0 (`ebb scale web 0`):
+    /// idle now, as after `after`.
+    ScaledToZero { mode: IdleMode },
     /// A request is held: boot or resume a replica.
     Wake { mode: IdleMode, idle_for: Duration },
     /// A replica is routable again; the wake took `took`.
@@ -229,6 +232,17 @@ impl Idler {
         Some(IdleChange::WakeFailed { failures: self.failures, until })
     }
 
+    /// The operator set desired to 0 (`ebb scale web 0`; `min = 0`): an
+    /// awake service goes idle now, whatever its activity (requests in
+    /// flight drain as in any scale-in; the next request wakes it). While
+    /// idle or waking nothing changes: held requests still need a replica.
+    pub fn scaled_to_zero(&mut self, now: Time, config: &IdleConfig) -> Option<IdleChange> {
+        (self.state == IdleState::Awake).then(|| {
+            self.state = IdleState::Idle { since: now };
+            IdleChange::ScaledToZero { mode: config.mode }
+        })
+    }
+
     /// `ebb apply` removed `[idle]`, or the operator asked for replicas:
     /// awake, quiet from now.
     pub fn wake_up(&mut self, now: Time) {
@@ -247,6 +261,12 @@ impl std::fmt::Display for IdleChange {
             }
             IdleChange::GoIdle { mode: IdleMode::Suspend, quiet_for } => {
                 write!(f, "idle: no request for {}; suspending the replicas", human(quiet_for))
+            }
+            IdleChange::ScaledToZero { mode: IdleMode::Stop } => {
+                f.write_str("idle: scaled to 0 (desired 0); stopping the replicas until the next request")
+            }
+            IdleChange::ScaledToZero { mode: IdleMode::Suspend } => {
+                f.write_str("idle: scaled to 0 (desired 0); suspending the replicas until the next request")
             }
             IdleChange::Wake { mode: IdleMode::Stop, idle_for } => {
                 write!(f, "waking after {} idle: a request is held; starting a replica", human(idle_for))

@@ -44,6 +44,10 @@
 //!   its replicas after `after` without activity, and wakes on a held
 //!   request; [`idle::Idler::desired`] is the desired count the planner
 //!   is given, and a suspended replica is capacity but not routable.
+//! - **Warm pool** ([`warm_pool`]): pool members boot, pass their checks
+//!   once and are suspended; they are not capacity, not in service, never
+//!   routable. A short fleet takes them before it launches, and the pool
+//!   refills.
 //! - **Chaos** ([`chaos_victim`]): now and then a random replica in service
 //!   gets an interruption notice.
 
@@ -51,6 +55,7 @@ mod crash_loop;
 pub mod idle;
 mod pick;
 mod plan;
+pub mod warm_pool;
 
 pub use crash_loop::{Backoff, CrashLoop};
 pub use pick::{pick_for_scale_in, ScaleInCandidate};
@@ -94,6 +99,9 @@ pub struct ReplicaFacts<'a> {
     /// Frozen while its service is idle (`mode = "suspend"`): still
     /// capacity, not routable.
     pub suspended: bool,
+    /// A warm pool member ([`warm_pool`]): not capacity, not in service,
+    /// never routable, until a scale-out takes it.
+    pub pooled: bool,
 }
 
 impl<'a> ReplicaFacts<'a> {
@@ -109,13 +117,15 @@ impl<'a> ReplicaFacts<'a> {
             in_flight: 0,
             started,
             suspended: false,
+            pooled: false,
         }
     }
 
     /// Counts toward desired capacity: starting or in service, and not
-    /// under an interruption notice (its replacement counts instead).
+    /// under an interruption notice (its replacement counts instead), and
+    /// not in the warm pool.
     pub fn is_capacity(&self) -> bool {
-        self.is_active() && self.interrupted_until.is_none()
+        self.is_active() && self.interrupted_until.is_none() && !self.pooled
     }
 
     /// Starting or in service: not leaving, not failed.
@@ -151,10 +161,14 @@ impl Routes {
 }
 
 /// Whether a replica is in the rotation: in service, not ejected, not
-/// suspended, and of a version that takes traffic. The one definition, for the balancer's
+/// suspended, not in the warm pool, and of a version that takes traffic. The one definition, for the balancer's
 /// routable set and everything that asks.
 pub fn routable(replica: &ReplicaFacts, routes: &Routes) -> bool {
-    replica.phase == ReplicaPhase::InService && !replica.ejected && !replica.suspended && routes.admit(replica.version)
+    replica.phase == ReplicaPhase::InService
+        && !replica.ejected
+        && !replica.suspended
+        && !replica.pooled
+        && routes.admit(replica.version)
 }
 
 /// The fleet as the autoscaler and status count it.
@@ -174,7 +188,8 @@ pub struct Counts {
 impl Counts {
     pub fn of(replicas: &[ReplicaFacts]) -> Counts {
         let mut counts = Counts::default();
-        for r in replicas {
+        // The warm pool is beside the fleet: none of its members count.
+        for r in replicas.iter().filter(|r| !r.pooled) {
             let in_service = r.phase == ReplicaPhase::InService;
             counts.in_service += u32::from(in_service);
             counts.pending += u32::from(r.phase == ReplicaPhase::Starting);

@@ -1,6 +1,6 @@
 //! The reconcile step: from the facts about each replica to actions.
 
-use super::{pick_for_scale_in, Counts, CrashLoop, ReplicaFacts, ReplicaPhase, ScaleInCandidate};
+use super::{pick_for_scale_in, warm_pool, Counts, CrashLoop, ReplicaFacts, ReplicaPhase, ScaleInCandidate};
 use crate::scaling::Time;
 use std::fmt;
 use std::time::Duration;
@@ -16,6 +16,8 @@ pub struct FleetInput<'a> {
     /// A deploy is running: its planner alone launches and retires.
     pub deploying: bool,
     pub replicas: &'a [ReplicaFacts<'a>],
+    /// The warm pool's size (`[service.NAME.warm_pool] size`); 0: no pool.
+    pub warm_pool: u32,
 }
 
 /// What the controller (or the simulator) should do now.
@@ -28,6 +30,13 @@ pub enum FleetAction {
     /// `short` replicas are missing, but crash-loop backoff holds starts
     /// until `until`.
     HoldStarts { short: u32, until: Time },
+    /// Resume this warm pool member: it leaves the pool and is capacity
+    /// (and routable once resumed) at once, instead of a boot.
+    TakeFromPool { id: String },
+    /// Start `count` replicas of the current version into the warm pool.
+    FillPool { count: u32 },
+    /// This pool member passed its checks: suspend it.
+    SuspendPooled { id: String },
 }
 
 /// Why a replica leaves.
@@ -41,6 +50,10 @@ pub enum RetireReason {
     /// Under an interruption notice that ran out before its replacement
     /// was in service.
     NoticeRanOut,
+    /// A warm pool member of a spec that is no longer current.
+    PoolOldVersion,
+    /// A warm pool member beyond the pool's size.
+    PoolShrunk,
 }
 
 impl fmt::Display for RetireReason {
@@ -49,6 +62,8 @@ impl fmt::Display for RetireReason {
             RetireReason::ScaleIn => "scale-in",
             RetireReason::ReplacementInService => "interruption notice: replacement in service",
             RetireReason::NoticeRanOut => "interruption notice: out of time before the replacement was ready",
+            RetireReason::PoolOldVersion => "warm pool: replaced by one of the current version",
+            RetireReason::PoolShrunk => "warm pool: more members than its size",
         })
     }
 }
@@ -60,11 +75,20 @@ pub fn plan(input: &FleetInput, crash_loop: &CrashLoop) -> Vec<FleetAction> {
     let counts = Counts::of(input.replicas);
     let mut actions = release_interrupted(input, counts);
     if input.deploying {
+        actions.extend(warm_pool::tend(input.replicas, input.current_version, input.warm_pool, &[]));
         return actions;
     }
+    let mut taken = Vec::new();
     if counts.capacity < input.desired {
-        let short = input.desired - counts.capacity;
+        let mut short = input.desired - counts.capacity;
+        // The warm pool first: a resume instead of a boot.
+        for id in warm_pool::takeable(input.replicas, input.current_version).into_iter().take(short as usize) {
+            actions.push(FleetAction::TakeFromPool { id: id.to_string() });
+            taken.push(id);
+            short -= 1;
+        }
         match crash_loop.holds_until(input.now) {
+            _ if short == 0 => {}
             Some(until) => actions.push(FleetAction::HoldStarts { short, until }),
             None => actions.push(FleetAction::Launch {
                 count: short,
@@ -76,6 +100,11 @@ pub fn plan(input: &FleetInput, crash_loop: &CrashLoop) -> Vec<FleetAction> {
         for id in pick_scale_in(input, excess) {
             actions.push(FleetAction::Retire { id, reason: RetireReason::ScaleIn });
         }
+    }
+    actions.extend(warm_pool::tend(input.replicas, input.current_version, input.warm_pool, &taken));
+    let pool_short = warm_pool::short(input.replicas, input.current_version, input.warm_pool, &taken);
+    if pool_short > 0 && crash_loop.holds_until(input.now).is_none() {
+        actions.push(FleetAction::FillPool { count: pool_short });
     }
     actions
 }

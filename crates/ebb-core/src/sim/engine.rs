@@ -23,8 +23,16 @@
 //! decides each second: a second with requests is activity; at zero the
 //! offered requests are held (up to `max_held`, for at most
 //! `hold_timeout`, the rest shed) while a replica boots, and the planner
-//! is given [`Idler::desired`]. A `suspend` wake is modelled as a boot
-//! (an upper bound on its cost).
+//! is given [`Idler::desired`]. In `suspend` mode the replicas stay but
+//! are frozen (not serving, not in replica-hours: in suspended
+//! replica-hours); a wake thaws them, in service `resume` later. A wake
+//! happens in the second of the first request (live wakes on its
+//! arrival), at the second's start.
+//!
+//! With a warm pool (`[service.NAME.warm_pool]`) the planner's pool rules
+//! run as live: members boot beside the fleet and are frozen once in
+//! service (suspended replica-hours); a short fleet takes them, in
+//! service `resume` later instead of `boot`; the pool refills.
 //!
 //! The work per second is a few passes over the replicas (building the
 //! sample, the autoscaler's pass over it, the planner's facts) with no
@@ -37,8 +45,8 @@ use super::queue::Flow;
 use super::rng::Rng;
 use super::summary::{Slo, Summary};
 use super::trace::Trace;
-use crate::config::IdleConfig;
 use crate::config::Replicas;
+use crate::config::{IdleConfig, IdleMode, WarmPoolConfig};
 use crate::fleet::idle::{Activity, IdleChange, Idler};
 use crate::fleet::{self, CrashLoop, FleetAction, FleetInput, ReplicaFacts, ReplicaPhase, RetireReason};
 use crate::scaling::{Autoscaler, Demand, FleetView, ReplicaSample, ScalingConfig, ServiceSample};
@@ -53,6 +61,8 @@ pub struct Policy {
     pub replicas: Replicas,
     /// Scale to zero (`[service.NAME.idle]`), if the service has it.
     pub idle: Option<IdleConfig>,
+    /// The warm pool (`[service.NAME.warm_pool]`), if the service has one.
+    pub warm_pool: Option<WarmPoolConfig>,
 }
 
 /// The fleet: how much a replica serves, how long it takes to boot, how
@@ -68,6 +78,9 @@ pub struct FleetModel {
     pub saturation_cpu: f64,
     /// From start to in service (health checks passed), to the millisecond.
     pub boot: Duration,
+    /// From a thaw (a suspended replica resumed: scale to zero's `suspend`
+    /// wake, a warm pool member taken) to serving.
+    pub resume: Duration,
     /// Failures (crashes, spot interruptions) per replica-hour; 0 for none.
     pub failure_rate: f64,
     /// The notice a failure gives: zero, it is a crash (the replica is
@@ -86,12 +99,19 @@ pub struct FleetModel {
     pub max_in_flight: Option<u32>,
 }
 
+impl FleetModel {
+    /// A thaw takes milliseconds (SIGCONT, `docker unpause`); 100 ms is
+    /// the goal's bound on a held request's first byte after a resume.
+    pub const DEFAULT_RESUME: Duration = Duration::from_millis(100);
+}
+
 impl Default for FleetModel {
     fn default() -> Self {
         FleetModel {
             capacity: 50.0,
             saturation_cpu: 100.0,
             boot: Duration::from_secs(5),
+            resume: Self::DEFAULT_RESUME,
             failure_rate: 0.0,
             interruption_notice: Duration::ZERO,
             queue_limit: Duration::from_secs(10),
@@ -146,6 +166,9 @@ pub struct Second {
     pub in_service: u32,
     /// Replicas booting during the second.
     pub pending: u32,
+    /// Replicas frozen during the second: the fleet's while idle in
+    /// `suspend` mode, and warm pool members (booting ones too).
+    pub suspended: u32,
     /// CPU of each replica in service, %.
     pub cpu: f64,
     pub p50_ms: Option<f64>,
@@ -197,23 +220,60 @@ struct Replica {
 /// appended and boot is constant), so those in service are a prefix.
 struct Fleet {
     replicas: Vec<Replica>,
+    /// Warm pool members (frozen once `in_service_at` has passed).
+    pool: Vec<Replica>,
+    pool_size: u32,
+    /// Idle in `suspend` mode: the replicas are frozen and serve nothing.
+    frozen: bool,
     next_number: u32,
     service: String,
     boot: u64,
+    /// A thaw, ms.
+    resume: u64,
     crash_loop: CrashLoop,
 }
 
 impl Fleet {
     fn start(&mut self, at: u64, ready: u64) {
+        let replica = self.new_replica(at, ready);
+        self.replicas.push(replica);
+    }
+
+    fn new_replica(&mut self, at: u64, ready: u64) -> Replica {
         let id = format!("{}-{}", self.service, self.next_number);
-        self.replicas.push(Replica {
-            id,
-            started: at,
-            in_service_at: ready,
-            reached_service: false,
-            interrupted_until: None,
-        });
         self.next_number += 1;
+        Replica { id, started: at, in_service_at: ready, reached_service: false, interrupted_until: None }
+    }
+
+    /// Thaws the fleet at `now` (ms): each replica serves `resume` later
+    /// (one still booting, when its boot ends). `max` keeps the order.
+    fn thaw(&mut self, now: u64) {
+        self.frozen = false;
+        for r in &mut self.replicas {
+            r.in_service_at = r.in_service_at.max(now + self.resume);
+        }
+    }
+
+    /// A warm pool member joins the fleet at `now` (ms): a frozen one
+    /// serves `resume` later, one still booting when its boot ends.
+    fn take_from_pool(&mut self, id: &str, now: u64, events: &mut Vec<SimEvent>) {
+        let Some(index) = self.pool.iter().position(|r| r.id == id) else { return };
+        let mut r = self.pool.remove(index);
+        let reason = match r.in_service_at <= now {
+            true => format!("taken from the warm pool: resumed in {} ms instead of a boot", self.resume),
+            false => "taken from the warm pool while still starting".to_string(),
+        };
+        r.in_service_at = r.in_service_at.max(now + self.resume);
+        events.push(SimEvent {
+            at: now / 1000,
+            kind: "warm_replica_used",
+            replica: Some(r.id.clone()),
+            from: None,
+            to: None,
+            reason,
+        });
+        let at = self.replicas.partition_point(|x| x.in_service_at <= r.in_service_at);
+        self.replicas.insert(at, r);
     }
 
     /// Replicas that reached service by `now` break a crash loop, as live.
@@ -273,18 +333,28 @@ impl Fleet {
 
     /// What the planner knows of each replica at `now` (ms).
     fn facts(&self, now: u64, in_flight: u64) -> Vec<ReplicaFacts<'_>> {
-        self.replicas
-            .iter()
-            .map(|r| {
-                let serving = r.in_service_at <= now;
-                let phase = if serving { ReplicaPhase::InService } else { ReplicaPhase::Starting };
-                ReplicaFacts {
-                    in_flight: if serving { in_flight } else { 0 },
-                    interrupted_until: r.interrupted_until.map(Duration::from_millis),
-                    ..ReplicaFacts::new(&r.id, 1, phase, Duration::from_millis(r.started))
-                }
-            })
-            .collect()
+        let fleet = self.replicas.iter().map(|r| {
+            let serving = r.in_service_at <= now;
+            let phase = if serving { ReplicaPhase::InService } else { ReplicaPhase::Starting };
+            ReplicaFacts {
+                in_flight: if serving && !self.frozen { in_flight } else { 0 },
+                interrupted_until: r.interrupted_until.map(Duration::from_millis),
+                suspended: serving && self.frozen,
+                ..ReplicaFacts::new(&r.id, 1, phase, Duration::from_millis(r.started))
+            }
+        });
+        // A member that has booted is frozen at once (the model has no
+        // suspend time to wait for).
+        let pool = self.pool.iter().map(|r| {
+            let ready = r.in_service_at <= now;
+            let phase = if ready { ReplicaPhase::InService } else { ReplicaPhase::Starting };
+            ReplicaFacts {
+                pooled: true,
+                suspended: ready,
+                ..ReplicaFacts::new(&r.id, 1, phase, Duration::from_millis(r.started))
+            }
+        });
+        fleet.chain(pool).collect()
     }
 
     /// One pass of the live planner at `now` (ms): launches start booting,
@@ -298,6 +368,7 @@ impl Fleet {
             current_version: 1,
             deploying: false,
             replicas: &facts,
+            warm_pool: self.pool_size,
         };
         let actions = fleet::plan(&input, &self.crash_loop);
         drop(facts);
@@ -321,10 +392,20 @@ impl Fleet {
                     leaving.push(id);
                 }
                 FleetAction::HoldStarts { .. } => {}
+                FleetAction::TakeFromPool { id } => self.take_from_pool(&id, now, events),
+                FleetAction::FillPool { count } => {
+                    for _ in 0..count {
+                        let member = self.new_replica(now, now + self.boot);
+                        self.pool.push(member);
+                    }
+                }
+                // Frozen once booted, in the model: see `facts`.
+                FleetAction::SuspendPooled { .. } => {}
             }
         }
         if !leaving.is_empty() {
             self.replicas.retain(|r| !leaving.contains(&r.id));
+            self.pool.retain(|r| !leaving.contains(&r.id));
         }
     }
 }
@@ -349,16 +430,26 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
     };
     // When the held requests began to wait (ms), while some are held.
     let mut holding_since: Option<u64> = None;
+    let suspend = policy.idle.as_ref().is_some_and(|i| i.mode == IdleMode::Suspend);
     let mut fleet = Fleet {
         replicas: Vec::new(),
+        pool: Vec::new(),
+        pool_size: policy.warm_pool.map(|p| p.size).unwrap_or(0),
+        frozen: suspend && idler.is_idle(),
         next_number: 1,
         service: options.service.clone(),
         boot,
+        resume: model.resume.as_millis() as u64,
         crash_loop: CrashLoop::default(),
     };
-    // The trace starts with the fleet already in service.
+    // The trace starts with the fleet (and its warm pool) already in
+    // service.
     for _ in 0..effective(&idler, desired) {
         fleet.start(0, 0);
+    }
+    for _ in 0..fleet.pool_size {
+        let member = fleet.new_replica(0, 0);
+        fleet.pool.push(member);
     }
 
     let mut seconds = Vec::with_capacity(trace.len());
@@ -384,15 +475,38 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
             }
         }
 
+        // A request at an idle service wakes it in its second, at once
+        // (live wakes on its arrival): a boot or a thaw begins now.
+        if let (Some(idle), true) = (&policy.idle, idler.is_idle() && rate > 0.0) {
+            let at = Duration::from_millis(begin_ms);
+            let activity = Activity { last: None, in_flight: 0, held: rate.ceil() as u64 };
+            if let Some(change) = idler.step(at, idle, activity, false) {
+                if suspend && matches!(change, IdleChange::Wake { .. }) {
+                    fleet.thaw(begin_ms);
+                }
+                events.push(SimEvent {
+                    at: s,
+                    kind: idle_kind(&change),
+                    replica: None,
+                    from: None,
+                    to: None,
+                    reason: change.to_string(),
+                });
+                fleet.converge(begin_ms, effective(&idler, desired), 0, &mut events);
+            }
+        }
+
         // 2. The second's flow. A replica that joins during the second
         //    serves for the rest of it: it counts as that fraction of a
         //    replica, and reports that fraction of a full one's numbers.
-        let replicas = &fleet.replicas;
+        //    Frozen replicas serve nothing.
+        let replicas = if fleet.frozen { &fleet.replicas[..0] } else { &fleet.replicas[..] };
         let whole = replicas.partition_point(|r| r.in_service_at <= begin_ms);
         let in_service = replicas.partition_point(|r| r.in_service_at < end_ms);
         let part = |r: &Replica| (end_ms - r.in_service_at) as f64 / 1000.0;
         let serving = whole as f64 + replicas[whole..in_service].iter().map(part).sum::<f64>();
         let pending = replicas.len() - in_service;
+        let suspended = if fleet.frozen { fleet.replicas.len() } else { 0 } + fleet.pool.len();
         let flow = match &policy.idle {
             // At zero with [idle]: the requests are held, not shed.
             Some(idle) if serving <= 0.0 => hold(rate, backlog, idle, &mut holding_since, begin_ms),
@@ -449,6 +563,11 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
                 held: if serving <= 0.0 { flow.backlog.ceil() as u64 } else { 0 },
             };
             if let Some(change) = idler.step(at, idle, activity, in_service > 0) {
+                match change {
+                    IdleChange::GoIdle { .. } if suspend => fleet.frozen = true,
+                    IdleChange::Wake { .. } if suspend => fleet.thaw(end_ms),
+                    _ => {}
+                }
                 events.push(SimEvent {
                     at: s + 1,
                     kind: idle_kind(&change),
@@ -470,6 +589,7 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
             desired: desired_now,
             in_service: in_service as u32,
             pending: pending as u32,
+            suspended: suspended as u32,
             cpu,
             p50_ms: flow.latency_ms(0.5),
             p99_ms: flow.latency_ms(0.99),
@@ -503,7 +623,7 @@ fn hold(offered: f64, backlog: f64, idle: &IdleConfig, since: &mut Option<u64>, 
 /// An idle change's event kind, as live.
 fn idle_kind(change: &IdleChange) -> &'static str {
     match change {
-        IdleChange::GoIdle { .. } => "idle",
+        IdleChange::GoIdle { .. } | IdleChange::ScaledToZero { .. } => "idle",
         IdleChange::Wake { .. } => "waking",
         IdleChange::Woken { .. } => "woken",
         IdleChange::WakeFailed { .. } => "wake_failed",
@@ -552,6 +672,7 @@ mod tests {
             scaling: ScalingConfig { target_tracking: vec![t], ..Default::default() },
             replicas: Replicas { bounds: Bounds { min, max }, desired: min },
             idle: None,
+            warm_pool: None,
         }
     }
 
@@ -591,9 +712,13 @@ mod tests {
         let fleet_of = |starts: &[(u64, u64)]| {
             let mut fleet = Fleet {
                 replicas: Vec::new(),
+                pool: Vec::new(),
+                pool_size: 0,
+                frozen: false,
                 next_number: 1,
                 service: "web".into(),
                 boot: 0,
+                resume: 0,
                 crash_loop: CrashLoop::default(),
             };
             for &(started, ready) in starts {

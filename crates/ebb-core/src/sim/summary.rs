@@ -78,6 +78,9 @@ pub struct Summary {
     pub shed_requests: f64,
     /// Replicas running (starting or in service) × hours.
     pub replica_hours: f64,
+    /// Replicas frozen (idle in `suspend` mode, warm pool members) ×
+    /// hours: memory held, no CPU; not in `replica_hours` nor `cost`.
+    pub suspended_hours: f64,
     /// `replica_hours × price`.
     pub cost: f64,
     pub slo: Slo,
@@ -119,6 +122,7 @@ impl Summary {
             served_requests: 0.0,
             shed_requests: 0.0,
             replica_hours: 0.0,
+            suspended_hours: 0.0,
             cost: 0.0,
             slo,
             slo_violation_seconds: 0,
@@ -134,6 +138,7 @@ impl Summary {
             worst_latency_ms: None,
         };
         let mut replica_seconds = 0u64;
+        let mut suspended_seconds = 0u64;
         let (mut cpu_sum, mut cpu_seconds) = (0.0, 0u64);
         for second in seconds {
             s.offered_requests += second.rate;
@@ -141,6 +146,7 @@ impl Summary {
             s.shed_requests += second.shed;
             let running = second.in_service + second.pending;
             replica_seconds += u64::from(running);
+            suspended_seconds += u64::from(second.suspended);
             s.max_replicas = s.max_replicas.max(running);
             s.max_desired = s.max_desired.max(second.desired);
             if second.in_service > 0 {
@@ -155,6 +161,7 @@ impl Summary {
             }
         }
         s.replica_hours = replica_seconds as f64 / 3600.0;
+        s.suspended_hours = suspended_seconds as f64 / 3600.0;
         s.cost = s.replica_hours * price;
         s.mean_cpu = if cpu_seconds > 0 { cpu_sum / cpu_seconds as f64 } else { 0.0 };
         let mut last: Option<(u64, bool)> = None;

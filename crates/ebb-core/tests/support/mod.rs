@@ -202,14 +202,21 @@ impl Sim {
                 ReplicaFacts::new(&r.id, 1, phase, r.started)
             })
             .collect();
-        let input =
-            FleetInput { now: self.now, desired: self.desired, current_version: 1, deploying: false, replicas: &facts };
+        let input = FleetInput {
+            now: self.now,
+            desired: self.desired,
+            current_version: 1,
+            deploying: false,
+            replicas: &facts,
+            warm_pool: 0,
+        };
         let mut leaving = Vec::new();
         for action in fleet::plan(&input, &CrashLoop::default()) {
             match action {
                 FleetAction::Launch { count, .. } => (0..count).for_each(|_| self.start_replica()),
                 FleetAction::Retire { id, .. } => leaving.push(id),
                 FleetAction::HoldStarts { .. } => unreachable!("nothing fails in this model"),
+                other => unreachable!("no warm pool in this model: {other:?}"),
             }
         }
         self.replicas.retain(|r| !leaving.contains(&r.id));

@@ -191,7 +191,6 @@ struct Metrics {
     service_held: Family<Labels, Gauge>,
     service_holds: Family<Labels, Counter>,
     service_hold_released: Family<Labels, Counter>,
-    service_hold_wait: Family<Labels, Counter<f64, AtomicU64>>,
     service_hold_refused: Family<Labels, Counter>,
     service_cold_starts: Family<Labels, Counter>,
     service_connection_cap: Family<Labels, Counter>,
@@ -256,7 +255,6 @@ impl Metrics {
             service_held: Family::default(),
             service_holds: Family::default(),
             service_hold_released: Family::default(),
-            service_hold_wait: Family::default(),
             service_hold_refused: Family::default(),
             service_cold_starts: Family::default(),
             service_connection_cap: Family::default(),
@@ -347,11 +345,6 @@ impl Metrics {
             "service_hold_released_requests",
             "Held requests that a woken replica took (the rest were refused)",
             m.service_hold_released.clone(),
-        );
-        r.register(
-            "service_hold_wait_seconds",
-            "Time the released held requests waited, summed (divide by service_hold_released_requests_total for the mean)",
-            m.service_hold_wait.clone(),
         );
         r.register(
             "service_hold_refused_requests",
@@ -570,6 +563,7 @@ pub(crate) fn build_registry(app: &App) -> Registry {
     listener_metrics(&m, &app.state.listeners.load().readings());
 
     let (mut latency, mut service_latency, mut queue_time) = (Vec::new(), Vec::new(), Vec::new());
+    let mut hold_wait = Vec::new();
     for handle in app.state.services.values().iter() {
         let status = handle.status();
         let name = status.name.as_str();
@@ -641,7 +635,8 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             m.service_held.get_or_create(&l).set(hold.held().min(i64::MAX as u64) as i64);
             m.service_holds.get_or_create(&l).inc_by(get(&hold.held_total));
             m.service_hold_released.get_or_create(&l).inc_by(get(&hold.released));
-            m.service_hold_wait.get_or_create(&l).inc_by(get(&hold.hold_micros) as f64 / 1e6);
+            let (sum, count, buckets) = hold.hold_wait_histogram();
+            hold_wait.push(HistogramSeries { labels: l.clone(), sum, count, buckets });
             m.service_hold_refused.get_or_create(&l).inc_by(get(&hold.refused));
             m.service_cold_starts.get_or_create(&l).inc_by(get(&hold.cold_starts));
         }
@@ -651,7 +646,10 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             m.host_cpus.get_or_create(&l).set(h.cpus);
         }
         let mut by_state: BTreeMap<&str, i64> =
-            ["starting", "in_service", "draining", "stopped", "failed"].into_iter().map(|s| (s, 0)).collect();
+            ["starting", "in_service", "draining", "stopped", "failed", "warm_pool"]
+                .into_iter()
+                .map(|s| (s, 0))
+                .collect();
         let mut by_health: BTreeMap<String, i64> =
             ["healthy", "unhealthy", "unknown"].into_iter().map(|s| (s.to_string(), 0)).collect();
         let mut in_flight = 0i64;
@@ -673,7 +671,13 @@ pub(crate) fn build_registry(app: &App) -> Registry {
 
         for r in &status.replicas {
             let labels = rep(name, &r.id);
-            *by_state.entry(r.state.as_str()).or_default() += 1;
+            // A warm pool member is beside the fleet, whatever its state.
+            let state = if r.pooled && r.state != crate::status::ReplicaState::Draining {
+                "warm_pool"
+            } else {
+                r.state.as_str()
+            };
+            *by_state.entry(state).or_default() += 1;
             *by_health.entry(r.health.clone()).or_default() += 1;
             in_flight += r.in_flight as i64;
             let (server_errors, connect_failures) = {
@@ -759,6 +763,11 @@ pub(crate) fn build_registry(app: &App) -> Registry {
             service_latency,
         ),
         ("service_queue_duration", "Time a request waited for a replica (max_in_flight queue, connect)", queue_time),
+        (
+            "service_hold_wait",
+            "Time the released held requests waited while the service woke from idle ([idle]), since ebb started",
+            hold_wait,
+        ),
     ] {
         if !series.is_empty() {
             registry.register_collector(Box::new(ConstHistograms { name, help, unit: Some(Unit::Seconds), series }));

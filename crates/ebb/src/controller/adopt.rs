@@ -268,6 +268,7 @@ fn take_over(
         in_service_since: in_service.then(Instant::now),
         watchers: watchers.clone(),
         protected: record.is_some_and(|r| r.protected),
+        pooled: record.is_some_and(|r| r.pooled),
         ever_in_service: in_service,
         ..Replica::new(found.replica_id.clone(), version, started_at, started_ms, health)
     });

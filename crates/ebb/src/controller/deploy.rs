@@ -190,7 +190,9 @@ impl Deployer {
         ));
         self.begin(deploy);
         self.step(ctx, fleet, desired);
-        Ok(self.status(&fleet.replicas).expect("deploy just started"))
+        // A deploy with nothing to replace (the service idle at zero)
+        // finishes in its first step.
+        Ok(self.status(&fleet.replicas).or_else(|| self.last.clone()).expect("a deploy ran"))
     }
 
     pub(super) fn rollback(
@@ -246,6 +248,9 @@ impl Deployer {
         replicas
             .facts()
             .iter()
+            // The warm pool is beside the fleet: a deploy replaces its
+            // members through the fleet planner, not step by step.
+            .filter(|f| !f.pooled)
             .map(|f| {
                 let state =
                     if f.interrupted_until.is_some() && f.is_active() { ReplicaPhase::Leaving } else { f.phase };
@@ -287,7 +292,7 @@ impl Deployer {
                 DeployAction::Launch { version, count, reason } => {
                     ctx.record(NewEvent::new(&ctx.name, EventKind::DeployStep, reason));
                     for _ in 0..count {
-                        fleet.launch(ctx, version, self.spec_for(version));
+                        fleet.launch(ctx, version, self.spec_for(version), false);
                     }
                 }
                 DeployAction::Retire { id, reason } => fleet.retire(ctx, self.routes(), &id, &reason),

@@ -66,8 +66,23 @@ impl Idling {
         };
         let routable = !ctx.proxy.routable().is_empty();
         let Some(change) = self.idler.step(now, idle, activity, routable) else { return };
+        self.record(ctx, change);
+    }
+
+    /// The operator set desired to 0 (`ebb scale web 0`): an awake
+    /// service with `[idle]` goes idle now (the core's rule).
+    pub(super) fn scaled_to_zero(&mut self, ctx: &Shared) {
+        let Some(idle) = ctx.config.idle.as_ref() else { return };
+        if let Some(change) = self.idler.scaled_to_zero(ctx.now(), idle) {
+            self.record(ctx, change);
+        }
+    }
+
+    /// Tells the balancer and the event log about a change.
+    fn record(&mut self, ctx: &Shared, change: IdleChange) {
+        let hold = &ctx.proxy.hold;
         let kind = match &change {
-            IdleChange::GoIdle { .. } => {
+            IdleChange::GoIdle { .. } | IdleChange::ScaledToZero { .. } => {
                 self.idle_since = Some(SystemTime::now());
                 hold.set_phase(IdlePhase::Idle);
                 EventKind::Idle
@@ -146,7 +161,7 @@ impl Idling {
             IdleState::Idle { .. } => Some(match idle.mode {
                 IdleMode::Stop => format!("idle (stopped{})", since(self.idle_since)),
                 IdleMode::Suspend => {
-                    let n = fleet.replicas.iter().filter(|r| r.suspended).count();
+                    let n = fleet.replicas.iter().filter(|r| r.suspended && !r.pooled).count();
                     format!("idle (suspended {n} replicas{})", since(self.idle_since))
                 }
             }),

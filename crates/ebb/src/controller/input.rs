@@ -56,6 +56,13 @@ pub(super) enum Input {
         replica: String,
         error: DriverError,
     },
+    /// The driver suspended a warm pool member (`suspended`) or resumed
+    /// one a scale-out took; `took` is how long the driver call lasted.
+    PoolFrozen {
+        replica: String,
+        suspended: bool,
+        took: std::time::Duration,
+    },
 }
 
 /// Reads the CPU and memory of the service's replicas once a second through

@@ -75,7 +75,8 @@ impl ServiceController {
                 | Input::Usage { .. }
                 | Input::External { .. }
                 | Input::WorkerReady { .. }
-                | Input::FreezeFailed { .. } => {}
+                | Input::FreezeFailed { .. }
+                | Input::PoolFrozen { .. } => {}
             }
             self.persist();
         }

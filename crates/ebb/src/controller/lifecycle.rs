@@ -110,7 +110,8 @@ impl Fleet {
     pub(super) fn freeze(&mut self, ctx: &Shared, routes: Routes, frozen: bool) {
         let mut changed = Vec::new();
         for r in self.replicas.iter_mut() {
-            if r.suspended == frozen || r.stopping || r.state != ReplicaState::InService {
+            // Warm pool members are frozen and thawed on their own rules.
+            if r.pooled || r.suspended == frozen || r.stopping || r.state != ReplicaState::InService {
                 continue;
             }
             let Some(running) = r.running.clone() else { continue };
@@ -141,8 +142,69 @@ impl Fleet {
         }
     }
 
-    /// Launches one replica of `version`, running `spec`.
-    pub(super) fn launch(&mut self, ctx: &Shared, version: u64, spec: &VersionSpec) {
+    /// Suspends a warm pool member that passed its health checks: out of
+    /// the probe loop's sight first; `Input::PoolFrozen` reports it done.
+    pub(super) fn suspend_pooled(&mut self, id: &str) {
+        let Some(r) = self.replicas.get_mut(id) else { return };
+        let Some(running) = r.running.clone().filter(|_| r.pooled && !r.suspended && !r.stopping) else { return };
+        // Taken here, not in the task, so that a take right after waits.
+        let Ok(turn) = r.freezing.clone().try_lock_owned() else { return };
+        r.suspended = true;
+        r.pause.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (driver, inbox, replica) = (self.driver.clone(), self.inbox.clone(), id.to_string());
+        self.tasks.spawn(async move {
+            let _turn = turn;
+            let begun = Instant::now();
+            let _ = match driver.suspend(&running).await {
+                Ok(()) => inbox.send(Input::PoolFrozen { replica, suspended: true, took: begun.elapsed() }),
+                Err(error) => inbox.send(Input::FreezeFailed { replica, error }),
+            };
+        });
+    }
+
+    /// A scale-out takes a warm pool member: it leaves the pool and is
+    /// capacity at once; a suspended one is resumed and back in the
+    /// rotation as soon as the resume is asked for (a request sent
+    /// meanwhile waits in its socket's backlog). Returns whether a resume
+    /// was asked for (`Input::PoolFrozen` reports it done).
+    pub(super) fn take_from_pool(&mut self, ctx: &Shared, routes: Routes, id: &str) -> bool {
+        let Some(r) = self.replicas.get_mut(id) else { return false };
+        if !r.pooled {
+            return false;
+        }
+        r.pooled = false;
+        let resume = match (r.suspended, r.running.clone()) {
+            (true, Some(running)) => {
+                r.suspended = false;
+                r.pause.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(running)
+            }
+            _ => None,
+        };
+        // Taken now, in order: if its suspend is still under way, the
+        // resume waits for it.
+        let turn = r.freezing.clone().try_lock_owned();
+        let lock = r.freezing.clone();
+        self.publish(ctx, routes);
+        let Some(running) = resume else { return false };
+        let (driver, inbox, replica) = (self.driver.clone(), self.inbox.clone(), id.to_string());
+        self.tasks.spawn(async move {
+            let _turn = match turn {
+                Ok(turn) => turn,
+                Err(_) => lock.lock_owned().await,
+            };
+            let begun = Instant::now();
+            let _ = match driver.resume(&running).await {
+                Ok(()) => inbox.send(Input::PoolFrozen { replica, suspended: false, took: begun.elapsed() }),
+                Err(error) => inbox.send(Input::FreezeFailed { replica, error }),
+            };
+        });
+        true
+    }
+
+    /// Launches one replica of `version`, running `spec`; into the warm
+    /// pool when `pooled`.
+    pub(super) fn launch(&mut self, ctx: &Shared, version: u64, spec: &VersionSpec, pooled: bool) {
         let id = format!("{}-{}", ctx.name, random_suffix());
         let token = format!("{:032x}", rand::random::<u128>());
         let mut env = spec.env.clone();
@@ -162,13 +224,16 @@ impl Fleet {
             limits: Some(crate::driver::cgroup::Limits { cpus: ctx.config.cpu, memory: ctx.config.memory }),
         };
         let health = HealthTracker::new(ctx.config.health.healthy_threshold, ctx.config.health.unhealthy_threshold);
-        self.replicas.push(Replica::new(
-            id.clone(),
-            version,
-            Instant::now(),
-            crate::clock::unix_ms(std::time::SystemTime::now()),
-            health,
-        ));
+        self.replicas.push(Replica {
+            pooled,
+            ..Replica::new(
+                id.clone(),
+                version,
+                Instant::now(),
+                crate::clock::unix_ms(std::time::SystemTime::now()),
+                health,
+            )
+        });
         let driver = self.driver.clone();
         let inbox = self.inbox.clone();
         self.tasks.spawn(async move {

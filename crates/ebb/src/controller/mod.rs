@@ -236,6 +236,7 @@ impl ServiceController {
                 | Input::Usage { .. }
                 | Input::External { .. }
                 | Input::FreezeFailed { .. }
+                | Input::PoolFrozen { .. }
                 | Input::WorkerReady { .. } => {}
             }
             snapshot.send_replace(self.snapshot());
@@ -248,6 +249,10 @@ impl ServiceController {
         match input {
             Input::Command(ControlCommand::SetDesired { desired, reason, reply }) => {
                 let outcome = self.sampler.set_desired(ctx, &mut self.desired, desired, &reason);
+                // `ebb scale web 0` with [idle]: idle now, not after `after`.
+                if self.desired == 0 {
+                    self.idle.scaled_to_zero(ctx);
+                }
                 self.persist();
                 self.answer(reply, outcome);
             }
@@ -261,12 +266,16 @@ impl ServiceController {
                 self.answer(reply, outcome);
             }
             Input::Command(ControlCommand::Deploy { request, reply }) => {
-                let outcome = self.deploy.start(ctx, &mut self.fleet, self.desired, request);
+                // While idle in stop mode this is 0: the deploy boots
+                // nothing, and the next wake runs the new version.
+                let desired = self.idle.desired(ctx, self.desired);
+                let outcome = self.deploy.start(ctx, &mut self.fleet, desired, request);
                 self.persist();
                 self.answer(reply, outcome);
             }
             Input::Command(ControlCommand::Rollback { reason, reply }) => {
-                let outcome = self.deploy.rollback(ctx, &mut self.fleet, self.desired, reason.as_deref());
+                let desired = self.idle.desired(ctx, self.desired);
+                let outcome = self.deploy.rollback(ctx, &mut self.fleet, desired, reason.as_deref());
                 self.persist();
                 self.answer(reply, outcome);
             }
@@ -312,6 +321,7 @@ impl ServiceController {
                 }
             }
             Input::Stopped { replica, result } => self.fleet.on_stopped(ctx, &replica, result),
+            Input::PoolFrozen { replica, suspended, took } => self.on_pool_frozen(&replica, suspended, took),
             Input::FreezeFailed { replica, error } => {
                 self.ctx.record(
                     NewEvent::new(&self.ctx.name, EventKind::ReplicaUnhealthy, format!("{error}; replacing it"))
@@ -381,7 +391,8 @@ impl ServiceController {
                     reason: Some("ebb apply".into()),
                     ..DeployRequest::default()
                 };
-                Some(self.deploy.start(&self.ctx, &mut self.fleet, self.desired, request)?)
+                let desired = self.idle.desired(&self.ctx, self.desired);
+                Some(self.deploy.start(&self.ctx, &mut self.fleet, desired, request)?)
             }
             false => None,
         };
@@ -421,7 +432,10 @@ impl ServiceController {
         self.deploy.note_failure(&failure.id, &failure.cause);
         if failure.never_served {
             self.count_failure();
-            self.idle.replica_failed(&self.ctx, &failure.id, &failure.cause);
+            // A pool member is not what a wake waits for.
+            if !self.fleet.replicas.get(&failure.id).is_some_and(|r| r.pooled) {
+                self.idle.replica_failed(&self.ctx, &failure.id, &failure.cause);
+            }
         }
         self.retire(&failure.id, why);
     }
@@ -440,6 +454,7 @@ impl ServiceController {
             current_version: self.deploy.version,
             deploying: self.deploy.is_running(),
             replicas: &facts,
+            warm_pool: self.ctx.config.warm_pool.map(|p| p.size).unwrap_or(0),
         };
         let actions = fleet::plan(&input, &self.crash_loop);
         drop(facts);
@@ -448,18 +463,68 @@ impl ServiceController {
                 FleetAction::Launch { count, .. } => {
                     let version = self.deploy.version;
                     for _ in 0..count {
-                        self.fleet.launch(&self.ctx, version, self.deploy.spec_for(version));
+                        self.fleet.launch(&self.ctx, version, self.deploy.spec_for(version), false);
                     }
                 }
+                FleetAction::FillPool { count } => {
+                    let version = self.deploy.version;
+                    for _ in 0..count {
+                        self.fleet.launch(&self.ctx, version, self.deploy.spec_for(version), true);
+                    }
+                }
+                FleetAction::SuspendPooled { id } => self.fleet.suspend_pooled(&id),
+                FleetAction::TakeFromPool { id } => self.take_from_pool(&id),
                 FleetAction::Retire { id, reason } => self.retire(&id, &reason.to_string()),
                 // The backoff event said it when it began; status shows it.
                 FleetAction::HoldStarts { .. } => {}
             }
         }
         if self.deploy.is_running() {
-            self.deploy.step(&self.ctx, &mut self.fleet, self.desired);
+            let desired = self.idle.desired(&self.ctx, self.desired);
+            self.deploy.step(&self.ctx, &mut self.fleet, desired);
         }
         self.fleet.publish(&self.ctx, self.deploy.routes());
+    }
+
+    /// A scale-out takes a warm pool member; the event says how long its
+    /// resume took once the driver is done (`Input::PoolFrozen`).
+    fn take_from_pool(&mut self, id: &str) {
+        let resuming = self.fleet.take_from_pool(&self.ctx, self.deploy.routes(), id);
+        if !resuming {
+            let age = self.fleet.replicas.get(id).map(|r| r.started_at.elapsed().as_secs_f64()).unwrap_or(0.0);
+            self.ctx.record(
+                NewEvent::new(
+                    &self.ctx.name,
+                    EventKind::WarmReplicaUsed,
+                    format!(
+                        "taken from the warm pool for desired {} while still starting ({age:.1} s since its boot began)",
+                        self.idle.desired(&self.ctx, self.desired)
+                    ),
+                )
+                .replica(id),
+            );
+        }
+    }
+
+    /// The driver suspended a pool member, or resumed one a scale-out took.
+    fn on_pool_frozen(&mut self, id: &str, suspended: bool, took: Duration) {
+        let ms = took.as_secs_f64() * 1000.0;
+        let pid = self.fleet.replicas.get(id).and_then(|r| r.running.as_ref()?.pid);
+        let pid = pid.map(|p| format!(", pid {p}")).unwrap_or_default();
+        let reason = match suspended {
+            true => {
+                let size = self.ctx.config.warm_pool.map(|p| p.size).unwrap_or(0);
+                let ready = self.fleet.replicas.iter().filter(|r| r.pooled && r.suspended && !r.stopping).count();
+                format!("suspended in the warm pool after passing its health checks ({ready} of {size} ready; the suspend took {ms:.1} ms{pid})")
+            }
+            false => format!(
+                "taken from the warm pool for desired {}: resumed in {ms:.1} ms instead of a boot, in the rotation{pid}",
+                self.idle.desired(&self.ctx, self.desired)
+            ),
+        };
+        let kind = if suspended { EventKind::WarmPoolFilled } else { EventKind::WarmReplicaUsed };
+        tracing::info!(service = %self.ctx.name, replica = %id, "{reason}");
+        self.ctx.record(NewEvent::new(&self.ctx.name, kind, reason).replica(id));
     }
 
     fn retire(&mut self, id: &str, why: &str) {

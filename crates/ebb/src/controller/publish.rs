@@ -112,6 +112,7 @@ pub(super) fn snapshot(
             protected: r.protected,
             rss_bytes: r.rss_bytes,
             age_s: (now - r.started_at).as_secs_f64(),
+            pooled: r.pooled,
         })
         .collect();
     let service = ServiceStatus {
@@ -131,8 +132,21 @@ pub(super) fn snapshot(
         saturation: sampler.last_demand().cloned(),
         host: sampler.last_host().cloned(),
         idle,
+        warm_pool: warm_pool_line(ctx, replicas),
     };
     let backends = replicas.iter().filter_map(|r| r.backend.clone().map(|b| (r.id.clone(), b))).collect();
     let running = replicas.iter().filter(|r| !r.stopping).filter_map(|r| r.running.clone()).collect();
     Snapshot { service, backends, running }
+}
+
+/// `warm pool: 2 suspended (size 2)`; `None` without a pool.
+fn warm_pool_line(ctx: &Shared, replicas: &ReplicaSet) -> Option<String> {
+    let size = ctx.config.warm_pool?.size;
+    let members: Vec<_> = replicas.iter().filter(|r| r.pooled && !r.stopping && r.is_active()).collect();
+    let suspended = members.iter().filter(|r| r.suspended).count();
+    let starting = members.len() - suspended;
+    Some(match starting {
+        0 => format!("warm pool: {suspended} suspended (size {size})"),
+        n => format!("warm pool: {suspended} suspended, {n} starting (size {size})"),
+    })
 }

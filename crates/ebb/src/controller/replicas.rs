@@ -64,6 +64,12 @@ pub(super) struct Replica {
     /// loop skips a suspended replica and drops a probe that a suspend or
     /// resume overlapped.
     pub(super) pause: Arc<std::sync::atomic::AtomicU64>,
+    /// A warm pool member: started ahead of need, suspended once in
+    /// service, not capacity, never routed, until a scale-out takes it.
+    pub(super) pooled: bool,
+    /// Held while the driver suspends or resumes a pool member, so that a
+    /// take right after a suspend resumes it only once the suspend is done.
+    pub(super) freezing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Replica {
@@ -94,6 +100,8 @@ impl Replica {
             ever_in_service: false,
             suspended: false,
             pause: Default::default(),
+            pooled: false,
+            freezing: Default::default(),
         }
     }
 
@@ -127,6 +135,7 @@ impl Replica {
             in_flight: self.backend.as_ref().map(|b| b.in_flight()).unwrap_or(0),
             started: self.started_at.saturating_duration_since(origin),
             suspended: self.suspended,
+            pooled: self.pooled,
         }
     }
 }

@@ -251,6 +251,7 @@ impl Restorer {
                     protected: r.protected,
                     started_ms: r.started_ms,
                     token: replicas.token(&r.id).unwrap_or_default(),
+                    pooled: r.pooled,
                 };
                 Some((r.id.clone(), record))
             })

@@ -148,7 +148,8 @@ impl Sampler {
         let mut live_ids = Vec::new();
         let mut concurrency = 0u64;
         let mut service_requests = 0u64;
-        for r in replicas.iter_mut().filter(|r| r.is_active() && !r.stopping) {
+        // Warm pool members are beside the fleet: not in its sample.
+        for r in replicas.iter_mut().filter(|r| r.is_active() && !r.stopping && !r.pooled) {
             let mut replica =
                 ReplicaSample::new(&r.id, r.in_service_since.map(|t| t.saturating_duration_since(ctx.origin)));
             if r.running.is_some() {

@@ -60,7 +60,9 @@ impl Drop for Waiting<'_> {
 
 /// The least loaded routable replica under `limit`, if any.
 fn under_limit(proxy: &ServiceProxy, limit: u64) -> Option<Arc<Backend>> {
-    proxy.routable().iter().filter(|b| b.in_flight() < limit).min_by_key(|b| b.in_flight()).cloned()
+    let set = proxy.routable();
+    let chosen = super::balancing::least_costly(proxy, set.iter().map(|b| &**b).filter(|b| b.in_flight() < limit))?;
+    set.iter().find(|b| std::ptr::eq(&***b, chosen)).cloned()
 }
 
 /// Admits a request to a replica, waiting in the queue if all are full.

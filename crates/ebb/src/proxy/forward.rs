@@ -283,7 +283,7 @@ async fn dispatch(
     let mut retried = false;
     let mut stale = 0;
     let mut fresh_only = false;
-    let response = loop {
+    let (response, head_rtt) = loop {
         let upstream = match ready_connection(
             dispatched.backend(),
             fresh_only || upgrade,
@@ -324,12 +324,13 @@ async fn dispatch(
         let sent = std::time::Instant::now();
         match send(&mut upstream, req, settings.config.upstream_timeout, watch.as_deref()).await {
             Ok(mut response) => {
+                let head_rtt = sent.elapsed();
                 dispatched.set_conn(upstream);
                 if conn.front.logs_access() {
                     let replica = dispatched.backend().replica_id.clone();
-                    response.extensions_mut().insert(Served { replica, upstream: sent.elapsed() });
+                    response.extensions_mut().insert(Served { replica, upstream: head_rtt });
                 }
-                break response;
+                break (response, head_rtt);
             }
             Err(SendError::Failed(mut error)) => match error.take_message() {
                 Some(unsent) if stale < MAX_STALE_CONNECTIONS => {
@@ -385,7 +386,7 @@ async fn dispatch(
     proxy.latency.record(elapsed);
     let backend = dispatched.backend();
     backend.latency.record(elapsed);
-    proxy.count_answer(backend, response.status());
+    proxy.count_timed_answer(backend, response.status(), head_rtt);
     let mut response = response;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -528,7 +529,7 @@ fn pick(proxy: &ServiceProxy, exclude: Option<&Arc<Backend>>) -> Option<Arc<Back
         Some(s) if k >= s => k + 1,
         _ => k,
     };
-    let k = super::choose(proxy, candidates, |k| set[slot(k)].in_flight.load(Ordering::Relaxed));
+    let k = super::balancing::choose(proxy, candidates, |k| &*set[slot(k)]);
     Some(set[slot(k)].clone())
 }
 

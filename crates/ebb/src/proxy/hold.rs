@@ -59,6 +59,9 @@ pub struct Hold {
     pub held_total: AtomicU64,
     pub released: AtomicU64,
     pub hold_micros: AtomicU64,
+    /// The released requests' waits by [`HOLD_WAIT_BUCKETS_S`] (each
+    /// bucket counts its own, the last is `+Inf`): the hold-wait histogram.
+    hold_wait_buckets: [AtomicU64; HOLD_WAIT_BUCKETS_S.len() + 1],
     /// The longest wait of a released request since the last take (the
     /// first held request's, for the `woken` event).
     longest_release: AtomicU64,
@@ -75,6 +78,36 @@ pub struct Hold {
     pub wake: tokio::sync::Notify,
 }
 
+/// Bucket bounds of the hold-wait histogram (`ebb_service_hold_wait_seconds`),
+/// seconds: a thaw's milliseconds up to a slow boot and `hold_timeout`'s
+/// longest.
+pub const HOLD_WAIT_BUCKETS_S: [f64; 14] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+impl Hold {
+    fn observe_wait(&self, waited: Duration) {
+        let seconds = waited.as_secs_f64();
+        let slot = HOLD_WAIT_BUCKETS_S.iter().position(|b| seconds <= *b).unwrap_or(HOLD_WAIT_BUCKETS_S.len());
+        self.hold_wait_buckets[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The hold-wait histogram: sum (seconds), count, and (upper bound,
+    /// observations in that bucket only) ascending, the last `+Inf`. The
+    /// count is the buckets' total, so the three agree however requests
+    /// race the read.
+    pub fn hold_wait_histogram(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets: Vec<(f64, u64)> = HOLD_WAIT_BUCKETS_S
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.hold_wait_buckets)
+            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        (self.hold_micros.load(Ordering::Relaxed) as f64 / 1e6, count, buckets)
+    }
+}
+
 impl Default for Hold {
     fn default() -> Self {
         Hold {
@@ -88,6 +121,7 @@ impl Default for Hold {
             held_total: AtomicU64::new(0),
             released: AtomicU64::new(0),
             hold_micros: AtomicU64::new(0),
+            hold_wait_buckets: Default::default(),
             longest_release: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             cold_starts: AtomicU64::new(0),
@@ -262,6 +296,7 @@ pub(crate) async fn hold(proxy: &ServiceProxy, idle: &IdleConfig) -> Held {
             let waited = arrived.elapsed();
             hold.released.fetch_add(1, Ordering::Relaxed);
             hold.hold_micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+            hold.observe_wait(waited);
             hold.longest_release.fetch_max(waited.as_micros() as u64, Ordering::Relaxed);
             return Held::Released(waited);
         }

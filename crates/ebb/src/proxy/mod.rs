@@ -40,7 +40,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use ebb_core::balance::{pick_round_robin, pick_two_choices};
 use ebb_core::config::{BalanceAlgorithm, ProxyConfig};
 use ebb_core::outlier::{Outcomes, Streak};
 
@@ -48,6 +47,7 @@ use crate::metrics::histogram::{AtomicHistogram, LatencyCounts};
 
 pub mod access_log;
 mod admission;
+mod balancing;
 mod body;
 mod buffering;
 mod checks;
@@ -96,6 +96,8 @@ pub struct Backend {
     /// Idle keep-alive connections to this replica (LIFO, so the warmest is
     /// reused first).
     pool: upstream::Pool,
+    /// Its response-time estimate and when it joined (peak-EWMA, slow start).
+    pub responsiveness: balancing::Responsiveness,
 }
 
 impl Backend {
@@ -112,6 +114,7 @@ impl Backend {
             consecutive_gateway_failures: AtomicU32::new(0),
             latency: Default::default(),
             pool: upstream::Pool::new(),
+            responsiveness: Default::default(),
         }
     }
 
@@ -401,6 +404,9 @@ impl ServiceProxy {
 
     /// Replaces the routable set in one atomic swap.
     pub fn set_routable(&self, backends: Vec<Arc<Backend>>) {
+        for backend in &backends {
+            backend.responsiveness.joined();
+        }
         self.routable.store(Arc::new(backends));
         // Queued requests may fit on a new replica now.
         self.slot_freed.notify_waiters();
@@ -412,6 +418,19 @@ impl ServiceProxy {
     }
 
     /// A replica answered with `status`: count it, and keep its 5xx streak.
+    /// A replica answered with `status`, its head `rtt` after the request
+    /// was sent: count it, keep its 5xx streak, and (peak-EWMA) its
+    /// response-time estimate.
+    pub(crate) fn count_timed_answer(&self, backend: &Backend, status: http::StatusCode, rtt: std::time::Duration) {
+        if balancing::times_responses(self) {
+            match status.is_server_error() {
+                true => backend.responsiveness.failed(),
+                false => backend.responsiveness.answered(rtt),
+            }
+        }
+        self.count_answer(backend, status);
+    }
+
     pub(crate) fn count_answer(&self, backend: &Backend, status: http::StatusCode) {
         backend.requests.fetch_add(1, Ordering::Relaxed);
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
@@ -430,6 +449,9 @@ impl ServiceProxy {
     /// A request to a replica got no answer: it could not connect
     /// (`connect`), or the replica closed or did not answer in time.
     pub(crate) fn count_gateway_failure(&self, backend: &Backend, connect: bool) {
+        if balancing::times_responses(self) {
+            backend.responsiveness.failed();
+        }
         if connect {
             backend.connect_failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -444,40 +466,6 @@ impl ServiceProxy {
         if self.peek().config.outlier.streak_worth_a_look(streak, count) {
             self.outlier_suspect.notify_one();
         }
-    }
-}
-
-/// Chooses one of `n` candidates (`n > 0`); `in_flight(k)` reads candidate
-/// `k`'s outstanding requests.
-///
-/// Least outstanding is power-of-two-choices: two distinct random candidates,
-/// the less loaded wins. Only the two drawn counters are read; the choice is
-/// exactly `ebb_core::balance::pick_two_choices` over all `n` counts (tested
-/// below), without reading the other `n - 2`.
-fn choose(proxy: &ServiceProxy, n: usize, in_flight: impl Fn(usize) -> u64) -> usize {
-    if n <= 1 {
-        return 0;
-    }
-    match proxy.peek().balance {
-        BalanceAlgorithm::RoundRobin => pick_round_robin(n, proxy.next.fetch_add(1, Ordering::Relaxed)),
-        BalanceAlgorithm::LeastOutstanding => {
-            let draw: u64 = rand::random();
-            two_choices(n, draw >> 32, draw & 0xffff_ffff, in_flight)
-        }
-    }
-}
-
-/// [`pick_two_choices`] reading only the two drawn counters.
-fn two_choices(n: usize, a: u64, b: u64, in_flight: impl Fn(usize) -> u64) -> usize {
-    let i = (a % n as u64) as usize;
-    let mut j = (b % (n as u64 - 1)) as usize;
-    if j >= i {
-        j += 1;
-    }
-    // The pair, in draw order: slot 0 is `i`, slot 1 is `j`; ties to `i`.
-    match pick_two_choices(&[in_flight(i), in_flight(j)], 0, 0) {
-        0 => i,
-        _ => j,
     }
 }
 
@@ -643,22 +631,5 @@ mod tests {
         let second = proxy.take_second();
         assert_eq!((second.latency.count(), second.queue_time.count()), (1, 0), "taken, not left in place");
         assert_eq!((proxy.latency_total().count(), proxy.queue_time_total().count()), (2, 1));
-    }
-
-    #[test]
-    fn two_choices_matches_the_core_function() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..20_000 {
-            let n = (next() % 9 + 2) as usize;
-            let loads: Vec<u64> = (0..n).map(|_| next() % 4).collect();
-            let (a, b) = (next() >> 32, next() & 0xffff_ffff);
-            assert_eq!(two_choices(n, a, b, |k| loads[k]), pick_two_choices(&loads, a, b), "{loads:?} {a} {b}");
-        }
     }
 }

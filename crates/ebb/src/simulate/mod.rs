@@ -85,6 +85,11 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub boot: Option<Duration>,
 
+    /// From a thaw to serving: a suspended replica resumed (scale to
+    /// zero's `suspend` wake, a warm pool member taken by a scale-out).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    pub resume: Duration,
+
     /// Replica failures (crashes, spot interruptions) per replica-hour,
     /// e.g. 0.04 for about one a day; each failed replica is replaced.
     #[arg(long, value_name = "PER_REPLICA_HOUR", default_value_t = 0.0)]
@@ -363,6 +368,7 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
         capacity: args.capacity,
         saturation_cpu: args.saturation_cpu,
         boot,
+        resume: args.resume,
         failure_rate: args.failure_rate,
         interruption_notice: args.interruption_notice,
         queue_limit: args.queue_limit,
@@ -413,6 +419,7 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
         scaling: service.scaling.clone(),
         replicas: bounds(service.replicas)?,
         idle: service.idle.clone(),
+        warm_pool: service.warm_pool,
     });
     for path in &args.compare {
         let other = load_config(path)?;
@@ -430,6 +437,7 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
             scaling: svc.scaling.clone(),
             replicas: bounds(svc.replicas)?,
             idle: svc.idle.clone(),
+            warm_pool: svc.warm_pool,
         });
     }
     for preset in &args.preset {
@@ -447,6 +455,7 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
             scaling: preset.scaling(&service.scaling),
             replicas: bounds(service.replicas)?,
             idle: service.idle.clone(),
+            warm_pool: service.warm_pool,
         });
     }
 

@@ -85,6 +85,12 @@ pub fn summary_rows(runs: &[Run]) -> Vec<Vec<String>> {
         (format!("worst p{p}"), Box::new(|s| latency(s.worst_latency_ms))),
         ("failures".into(), Box::new(|s| s.failures.to_string())),
     ];
+    let mut rows = rows;
+    // Frozen replicas (scale to zero's suspend, a warm pool): memory, no
+    // CPU; shown only when a policy has them.
+    if runs.iter().any(|r| r.summary.suspended_hours > 0.0) {
+        rows.insert(1, ("suspended replica-hours".into(), Box::new(|s| num(s.suspended_hours, 2))));
+    }
     let mut table: Vec<Vec<String>> =
         vec![std::iter::once("policy".to_string()).chain(runs.iter().map(|r| r.policy.clone())).collect()];
     for (label, cell) in &rows {
@@ -182,6 +188,9 @@ pub struct JsonSummary {
     pub seconds: u64,
     pub requests: f64,
     pub replica_hours: f64,
+    /// Replicas frozen (scale to zero's suspend, warm pool members) ×
+    /// hours; not in `replica_hours` nor `cost`.
+    pub suspended_replica_hours: f64,
     pub cost: f64,
     pub slo: String,
     pub slo_violation_seconds: u64,
@@ -213,6 +222,7 @@ pub fn json_summary(plan: &Plan, run: &Run, wall_ms: f64) -> JsonSummary {
         seconds: s.seconds,
         requests: round(s.offered_requests, 0),
         replica_hours: round(s.replica_hours, 4),
+        suspended_replica_hours: round(s.suspended_hours, 4),
         cost: round(s.cost, 4),
         slo: s.slo.to_string(),
         slo_violation_seconds: s.slo_violation_seconds,

@@ -108,6 +108,9 @@ pub struct ReplicaRecord {
     /// after ebb restarts. The file is mode 0600 for this reason.
     #[serde(default)]
     pub token: String,
+    /// A warm pool member: adopted back into the pool, not the fleet.
+    #[serde(default)]
+    pub pooled: bool,
 }
 
 /// Everything read back at start.

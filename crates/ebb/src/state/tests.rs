@@ -23,6 +23,7 @@ fn replica(id: &str, service: &str) -> ReplicaRecord {
         protected: true,
         started_ms: 1_700_000_000_000,
         token: "0123abcd".into(),
+        pooled: false,
     }
 }
 

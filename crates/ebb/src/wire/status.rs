@@ -136,13 +136,18 @@ pub struct ServiceStatus {
     /// held)`; `null` while awake or without `[idle]`.
     #[serde(default)]
     pub idle: Option<String>,
+    /// The warm pool (`[service.NAME.warm_pool]`): `warm pool: 2
+    /// suspended (size 2)`, `warm pool: 1 suspended, 1 starting (size 2)`;
+    /// `null` without a pool. Its members are in `replicas` with `pooled`.
+    #[serde(default)]
+    pub warm_pool: Option<String>,
 }
 
 impl Serialize for ServiceStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let replicas: Vec<ServiceReplica> = self.replicas.iter().map(|r| ServiceReplica::new(&self.name, r)).collect();
-        let mut out = s.serialize_struct("ServiceStatus", 16)?;
+        let mut out = s.serialize_struct("ServiceStatus", 17)?;
         out.serialize_field("name", &self.name)?;
         out.serialize_field("listen", &self.listen)?;
         out.serialize_field("driver", &self.driver)?;
@@ -159,6 +164,7 @@ impl Serialize for ServiceStatus {
         out.serialize_field("saturation", &self.saturation)?;
         out.serialize_field("host", &self.host)?;
         out.serialize_field("idle", &self.idle)?;
+        out.serialize_field("warm_pool", &self.warm_pool)?;
         out.end()
     }
 }
@@ -312,4 +318,9 @@ pub struct ReplicaStatus {
     /// Why and for how long, while ejected.
     #[schema(example = "ejected for 30 s: 5 consecutive 5xx responses (consecutive_5xx = 5); back in 28 s")]
     pub ejection: Option<String>,
+    /// A warm pool member: beside the fleet, not routed, not counted in
+    /// service or desired; suspended once it has passed its checks.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub pooled: bool,
 }

@@ -508,12 +508,13 @@ impl Check<'_> {
             ("max_queue", raw.max_queue.as_ref().map(|v| v.span())),
             ("queue_timeout", raw.queue_timeout.as_ref().map(|v| v.span())),
             ("request_buffering", raw.request_buffering.as_ref().map(|v| v.span())),
+            ("slow_start", raw.slow_start.as_ref().map(|v| v.span())),
         ];
         for (key, span) in per_service {
             if let Some(span) = span {
                 self.problem(
                     span,
-                    format!("proxy.{key} is a per-service setting: put it in [service.NAME.proxy] of the routed services; a listener's proxy table takes the connection settings only (header_read_timeout, idle_timeout, body_timeout, send_timeout, max_header_bytes, trusted_proxies, max_connections)"),
+                    format!("proxy.{key} is a per-service setting: put it in [service.NAME.proxy] of the routed services; a listener's proxy table takes the connection settings only (header_read_timeout, idle_timeout, body_timeout, send_timeout, max_header_bytes, trusted_proxies, max_connections, access_log)"),
                 );
             }
         }

@@ -496,7 +496,8 @@
       const id = el('td', { class: 'mono' });
       id.append(swatch(colorOf(r.id)), document.createTextNode(r.id));
       const stateTd = el('td');
-      stateTd.append(badge(r.state, r.state.replace('_', ' ')));
+      // A warm pool member is beside the fleet: its state would read as serving.
+      stateTd.append(r.pooled ? badge('warm_pool', 'warm pool') : badge(r.state, r.state.replace('_', ' ')));
       const health = el('td', { title: r.last_probe || '' });
       health.append(badge(r.health, r.health));
       const cpu = el('td', { class: 'num' }, r.cpu == null ? '–' : `${fmtNum(r.cpu, 0)}%`);

@@ -1,0 +1,157 @@
+//! Latency-aware balancing through the real balancer: peak-EWMA moves
+//! traffic off a slow replica and off one that fails fast, where least
+//! outstanding does not; slow start ramps a new replica in.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ebb::proxy::{serve, Backend, ServiceProxy};
+use ebb_core::config::{BalanceAlgorithm, ProxyConfig};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// A replica that answers every request with `status` after `delay`, and
+/// counts them.
+async fn replica(delay: Duration, status: StatusCode) -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicU64::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                    let count = count.clone();
+                    async move {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(delay).await;
+                        let mut response = Response::new(Full::new(Bytes::from_static(b"ok\n")));
+                        *response.status_mut() = status;
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+            });
+        }
+    });
+    (addr, served)
+}
+
+async fn balancer(
+    balance: BalanceAlgorithm,
+    config: ProxyConfig,
+    backends: Vec<Arc<Backend>>,
+) -> (SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = ServiceProxy::new("web", balance, config);
+    proxy.set_routable(backends);
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(listener, proxy, stop.clone()));
+    (addr, stop)
+}
+
+/// `clients` concurrent clients, `each` requests apiece, one keep-alive
+/// connection per client.
+async fn load(addr: SocketAddr, clients: usize, each: usize) {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        tasks.push(tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+            tokio::spawn(conn);
+            for _ in 0..each {
+                let req = Request::get("/").header("host", "web.test").body(Full::new(Bytes::new())).unwrap();
+                let resp = send.send_request(req).await.unwrap();
+                resp.into_body().collect().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Share of requests that went to the odd replica out (the first), of
+/// 4 replicas under `balance`.
+async fn share_of_the_odd_one(balance: BalanceAlgorithm, odd: (Duration, StatusCode)) -> f64 {
+    let mut backends = Vec::new();
+    let mut counters = Vec::new();
+    for n in 0..4 {
+        let (delay, status) = if n == 0 { odd } else { (Duration::from_millis(2), StatusCode::OK) };
+        let (addr, served) = replica(delay, status).await;
+        backends.push(Arc::new(Backend::new(format!("r{n}"), addr)));
+        counters.push(served);
+    }
+    // No outlier ejection: the balancing alone is measured.
+    let mut config = ProxyConfig::default();
+    config.outlier.enabled = false;
+    let (addr, stop) = balancer(balance, config, backends).await;
+    load(addr, 8, 100).await;
+    stop.cancel();
+    let total: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    counters[0].load(Ordering::Relaxed) as f64 / total as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_ewma_starves_a_slow_replica() {
+    let slow = (Duration::from_millis(60), StatusCode::OK);
+    let ewma = share_of_the_odd_one(BalanceAlgorithm::PeakEwma, slow).await;
+    let least = share_of_the_odd_one(BalanceAlgorithm::LeastOutstanding, slow).await;
+    eprintln!("slow replica's share: peak_ewma {ewma:.3}, least_outstanding {least:.3}");
+    // A fair share would be 0.25; the first requests and a rare probe are all
+    // it gets (least outstanding's share is printed for contrast: it only
+    // backs off once the slow replica's requests pile up).
+    assert!(ewma < 0.05, "peak_ewma sent {ewma:.3} of the requests to a 30x slower replica");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answering_fast_errors_never_looks_fast_to_peak_ewma() {
+    let failing = (Duration::ZERO, StatusCode::INTERNAL_SERVER_ERROR);
+    let ewma = share_of_the_odd_one(BalanceAlgorithm::PeakEwma, failing).await;
+    let least = share_of_the_odd_one(BalanceAlgorithm::LeastOutstanding, failing).await;
+    eprintln!("fast-failing replica's share: peak_ewma {ewma:.3}, least_outstanding {least:.3}");
+    assert!(ewma < 0.05, "peak_ewma sent {ewma:.3} of the requests to a replica answering 500 at once");
+    assert!(least > 0.2, "least outstanding is fooled by fast failures ({least:.3}): the contrast this test shows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_start_gives_a_new_replica_a_small_share_first() {
+    let (old_addr, old_served) = replica(Duration::from_millis(1), StatusCode::OK).await;
+    let (new_addr, new_served) = replica(Duration::from_millis(1), StatusCode::OK).await;
+    let old = Arc::new(Backend::new("old", old_addr));
+    let config = ProxyConfig { slow_start: Duration::from_secs(1), ..ProxyConfig::default() };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = ServiceProxy::new("web", BalanceAlgorithm::LeastOutstanding, config);
+    proxy.set_routable(vec![old.clone()]);
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(listener, proxy.clone(), stop.clone()));
+    // The old one settles past its window; the new one joins now.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let new = Arc::new(Backend::new("new", new_addr));
+    proxy.set_routable(vec![old.clone(), new.clone()]);
+    let before = old_served.load(Ordering::Relaxed);
+    // The first 300 ms of its window: its weight is 0.1 to 0.3.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(300) {
+        load(addr, 8, 10).await;
+    }
+    stop.cancel();
+    let (to_old, to_new) = (old_served.load(Ordering::Relaxed) - before, new_served.load(Ordering::Relaxed));
+    let share = to_new as f64 / (to_old + to_new) as f64;
+    eprintln!(
+        "new replica's share in the first 300 ms of a 1 s slow start: {share:.3} ({to_new} of {})",
+        to_old + to_new
+    );
+    assert!(to_new > 0, "it gets some");
+    assert!(share < 0.35, "a replica at the start of its slow start gets a small share, not half: {share:.3}");
+}
