@@ -94,6 +94,27 @@ impl Engine {
         Ok(Engine { docker, endpoint })
     }
 
+    /// Connects to the engine at `endpoint` (`unix:///path` or
+    /// `tcp://host:port`): another node's engine, for the swarm driver.
+    pub async fn connect_to(endpoint: &str) -> Result<Engine, String> {
+        let docker = if endpoint.starts_with("unix://") || endpoint.starts_with('/') {
+            Docker::connect_with_unix(endpoint, 120, bollard::API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_http(endpoint, 120, bollard::API_DEFAULT_VERSION)
+        }
+        .map_err(|e| format!("cannot reach the Docker engine at {endpoint}: {e}"))?;
+        match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("the Docker engine at {endpoint} does not answer ({e})")),
+            Err(_) => return Err(format!("the Docker engine at {endpoint} did not answer within 3 s")),
+        }
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| format!("the Docker engine at {endpoint} answered, but not its version: {e}"))?;
+        Ok(Engine { docker, endpoint: endpoint.to_string() })
+    }
+
     /// Whether `image` is on the engine; the error says how to get it there.
     pub async fn check_image(&self, image: &str) -> Result<(), String> {
         match self.docker.inspect_image(image).await {

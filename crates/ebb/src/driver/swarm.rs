@@ -1,18 +1,23 @@
-//! [`SwarmDriver`]: replicas are the tasks of a Docker Swarm service whose
-//! replica count ebb sets. Swarm has no autoscaler of its own; ebb is it.
+//! [`SwarmDriver`]: each replica is the one task of its own Docker Swarm
+//! service. Swarm has no autoscaler of its own; ebb is it.
 //!
 //! **Design** (`docs/swarm.md` tells users the same):
 //!
-//! - One Swarm service per ebb service *and version*, named
-//!   `ebb-<service>-v<version>-<hash of the state dir>`, in replicated mode,
-//!   labelled like the docker driver's containers. Its port is published in
+//! - One Swarm service per *replica*, named
+//!   `ebb-<service>-v<version>-<hash of the state dir>-<replica suffix>`, in
+//!   replicated mode with a count of 0 or 1, labelled like the docker
+//!   driver's containers (with `ebb.replica`). Why not one service per
+//!   version with a count: with restart policy `none`, Swarm keeps counting
+//!   the slot of a stopped or lost task, and when the count goes down it
+//!   picks the task to remove itself (node balance first), so a lost node
+//!   made it remove a healthy replica and leave the fleet one short. Its port is published in
 //!   **host mode** on a port the engine picks, so a task's endpoint is its
 //!   node's address + that port: ebb balances to tasks on any node directly,
 //!   with its own health checks and metrics (no routing mesh in between).
 //! - **Restart policy `none`.** ebb replaces a task that fails, after its
 //!   own health checks, exactly as for processes; Swarm restarting tasks
 //!   behind ebb's back would change endpoints under the balancer.
-//! - **Start** = replica count + 1 (under a per-service lock), then wait for
+//! - **Start** = create the replica's service, count 0 -> 1, then wait for
 //!   the new task to run and read its endpoint; a task Swarm rejects (no
 //!   such image on the node, no room) is an error naming the service and
 //!   replica, and the count goes back down.
@@ -22,9 +27,10 @@
 //!   (as always), then stops that task's container (stop signal,
 //!   `stop_timeout`, SIGKILL; with restart `none` Swarm does not replace it),
 //!   and only then lowers the count: Swarm then has nothing running to
-//!   remove. This needs the container's engine: ebb runs on a manager node
-//!   and reaches tasks on its own node; for a task on another node it
-//!   lowers the count and lets Swarm choose (documented gap).
+//!   remove. This needs the container's engine: its own node's, or another
+//!   node's through [`NODE_HOST_VAR`]; for a task on a node it cannot reach
+//!   it waits until Swarm shuts the task down (a lost node), then lowers
+//!   the count (Swarm chooses only if that never happens).
 //! - **Deploys are ebb's**, not Swarm's rolling update: a new version is a
 //!   new Swarm service, and ebb's planner starts, health-gates, switches
 //!   traffic (rolling or blue-green) and rolls back, as for every driver.
@@ -32,8 +38,12 @@
 //!   endpoints under the balancer.
 //! - **Adoption:** tasks are found by the service labels; the replica id of
 //!   each task is kept in `<state_dir>/swarm-replicas.json`.
-//! - **Usage** is read from the engine of ebb's own node (tasks elsewhere
-//!   are absent from the sample: policies average what they can read).
+//! - **Usage** is read from the engine of each task's node (its own, or
+//!   another through [`NODE_HOST_VAR`]); tasks on nodes it cannot reach are
+//!   absent from the sample: policies average what they can read.
+//! - **Parallel starts:** the per-service lock covers only count changes;
+//!   concurrent starts share the task list from before the first of them
+//!   and each claims one new running task.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -51,7 +61,7 @@ use tokio::sync::{watch, Mutex};
 
 use super::docker::{
     container_cmd, exit_reason_from_status, message_of, service_of, short, status_of, stop_container, usage_of,
-    whole_seconds, Engine, LABEL_CONTAINER_PORT, LABEL_SERVICE, LABEL_STATE_DIR, LABEL_VERSION,
+    whole_seconds, Engine, LABEL_CONTAINER_PORT, LABEL_REPLICA, LABEL_SERVICE, LABEL_STATE_DIR, LABEL_VERSION,
 };
 use super::{
     BoxFuture, Driver, DriverError, ExitReason, FoundReplica, GroupUsage, ReplicaHandle, ReplicaSpec, RunningReplica,
@@ -59,16 +69,107 @@ use super::{
 
 /// How long a new task may take to run (image on the node, scheduling).
 const TASK_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Adds `delta` to a Swarm service's replica count; returns the new count.
+/// Swarm refuses an update based on a stale object version ("update out of
+/// sequence", e.g. just after the service was created or while it records
+/// task changes): read it again and retry.
+async fn change_count_of(docker: &bollard::Docker, name: &str, delta: i64) -> Result<i64, String> {
+    let mut attempt = 0;
+    loop {
+        match try_change_count(docker, name, delta).await {
+            Err(e) if e.contains("out of sequence") && attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_change_count(docker: &bollard::Docker, name: &str, delta: i64) -> Result<i64, String> {
+    let service = docker.inspect_service(name, None).await.map_err(|e| message_of(&e))?;
+    let version = service.version.and_then(|v| v.index).unwrap_or(0);
+    let mut spec = service.spec.unwrap_or_default();
+    let mode = spec.mode.get_or_insert_with(Default::default);
+    let replicated = mode.replicated.get_or_insert_with(Default::default);
+    let count = (replicated.replicas.unwrap_or(0) + delta).max(0);
+    replicated.replicas = Some(count);
+    let options = UpdateServiceOptionsBuilder::new().version(version as i32).build();
+    docker.update_service(name, spec, options, None).await.map_err(|e| message_of(&e))?;
+    Ok(count)
+}
+
+/// How long a node whose engine did not answer is kept out of new
+/// replicas' placement.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(60);
+/// How long a new task may wait on its node before ebb checks that the node
+/// answers.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
+/// How long a stop waits for Swarm to shut down a task on a node ebb cannot
+/// reach (a lost node is seen down after about 15 s) before lowering the count.
+const LOST_TASK_WAIT: Duration = Duration::from_secs(45);
 /// How often task states are polled.
 const POLL: Duration = Duration::from_millis(250);
 
 /// Runs each replica as a task of a Swarm service (see the module doc).
 pub struct SwarmDriver {
     engine: Engine,
-    /// One lock per Swarm service: count changes and task claims in order.
+    /// One lock per Swarm service, held while its count changes (never
+    /// while a task starts or stops: replicas start and stop in parallel).
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Tasks a start has taken for its replica: starts running alongside
+    /// never take the same one.
+    claimed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Starts under way per Swarm service, and the tasks there were before
+    /// the first of them.
+    pending: std::sync::Mutex<HashMap<String, (usize, Vec<String>)>>,
     /// Serialises the task -> replica id files.
     ids_lock: std::sync::Mutex<()>,
+    /// This engine's own node id.
+    own_node: String,
+    /// How to reach another node's engine ([`NODE_HOST_VAR`]), if set.
+    node_host: Option<String>,
+    /// Node of each task a replica runs as (task id -> node id).
+    task_nodes: std::sync::Mutex<HashMap<String, String>>,
+    /// Nodes whose engine did not answer, and when: a new replica's service
+    /// is kept off them for [`UNREACHABLE_FOR`] (Swarm sees a lost node down
+    /// only after about 15 s, and would place tasks there meanwhile).
+    unreachable: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Engines of other nodes, by endpoint (connected once).
+    engines: Mutex<HashMap<String, bollard::Docker>>,
+}
+
+/// The environment variable naming how ebb reaches each node's engine: a
+/// `DOCKER_HOST`-like endpoint with `{hostname}`, `{addr}` (the node's
+/// address) or `{id}` in it, e.g. `tcp://{addr}:2375` or
+/// `unix:///tmp/ebb-local-swarm/{hostname}.sock`. With it, ebb stops exactly
+/// the task it chose and reads CPU on every node; without it, only on its
+/// own node (docs/swarm.md).
+pub const NODE_HOST_VAR: &str = "EBB_SWARM_NODE_HOST";
+
+/// One start under way (see [`SwarmDriver::pending`]); ends with it.
+struct PendingStart<'a> {
+    driver: &'a SwarmDriver,
+    name: String,
+}
+
+impl Drop for PendingStart<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.driver.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((n, _)) = pending.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// A swarm node as ebb names and reaches it.
+#[derive(Debug, Clone)]
+struct NodeInfo {
+    hostname: String,
+    addr: IpAddr,
 }
 
 impl std::fmt::Debug for SwarmDriver {
@@ -100,12 +201,38 @@ impl SwarmDriver {
                 engine.endpoint
             ));
         }
-        Ok(SwarmDriver { engine, locks: Default::default(), ids_lock: Default::default() })
+        let own_node = swarm.node_id.clone().unwrap_or_default();
+        let node_host = std::env::var(NODE_HOST_VAR).ok().filter(|v| !v.trim().is_empty());
+        Ok(SwarmDriver {
+            engine,
+            locks: Default::default(),
+            claimed: Default::default(),
+            pending: Default::default(),
+            ids_lock: Default::default(),
+            own_node,
+            node_host,
+            task_nodes: Default::default(),
+            unreachable: Default::default(),
+            engines: Default::default(),
+        })
     }
 
     fn lock_for(&self, service: &str) -> Arc<Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(service.to_string()).or_default().clone()
+    }
+
+    /// Takes a task for a replica; false when another start took it first.
+    fn claim(&self, task: &str) -> bool {
+        self.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(task.to_string())
+    }
+
+    fn unclaim(&self, task: &str) {
+        self.claimed.lock().unwrap_or_else(|p| p.into_inner()).remove(task);
+    }
+
+    fn is_claimed(&self, task: &str) -> bool {
+        self.claimed.lock().unwrap_or_else(|p| p.into_inner()).contains(task)
     }
 
     fn error(&self, spec: &ReplicaSpec, message: impl Into<String>) -> DriverError {
@@ -122,6 +249,7 @@ impl SwarmDriver {
             (LABEL_VERSION.to_string(), spec.version.to_string()),
             (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
             (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
+            (LABEL_REPLICA.to_string(), spec.replica_id.clone()),
         ]);
         // One spec for every task: per-replica values (the replica token,
         // the loopback admin URL) cannot be in it.
@@ -133,7 +261,7 @@ impl SwarmDriver {
             .collect();
         env.push(format!("PORT={}", container.container_port));
         env.push(format!("EBB_SERVICE={}", spec.service));
-        env.push("EBB_REPLICA_ID={{.Task.Name}}".to_string());
+        env.push(format!("EBB_REPLICA_ID={}", spec.replica_id));
         env.push(format!("EBB_VERSION={}", spec.version));
         Ok(ServiceSpec {
             name: Some(name.to_string()),
@@ -155,6 +283,10 @@ impl SwarmDriver {
                         memory_bytes: container.memory.map(|m| m as i64),
                         pids: None,
                     }),
+                    ..Default::default()
+                }),
+                placement: Some(bollard::models::TaskSpecPlacement {
+                    constraints: Some(self.avoid_constraints()).filter(|c| !c.is_empty()),
                     ..Default::default()
                 }),
                 restart_policy: Some(TaskSpecRestartPolicy {
@@ -185,29 +317,7 @@ impl SwarmDriver {
     /// out of sequence", e.g. just after the service was created or while
     /// it records task changes): read it again and retry.
     async fn change_count(&self, name: &str, delta: i64) -> Result<i64, String> {
-        let mut attempt = 0;
-        loop {
-            match self.try_change_count(name, delta).await {
-                Err(e) if e.contains("out of sequence") && attempt < 10 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn try_change_count(&self, name: &str, delta: i64) -> Result<i64, String> {
-        let service = self.engine.docker.inspect_service(name, None).await.map_err(|e| message_of(&e))?;
-        let version = service.version.and_then(|v| v.index).unwrap_or(0);
-        let mut spec = service.spec.unwrap_or_default();
-        let mode = spec.mode.get_or_insert_with(Default::default);
-        let replicated = mode.replicated.get_or_insert_with(Default::default);
-        let count = (replicated.replicas.unwrap_or(0) + delta).max(0);
-        replicated.replicas = Some(count);
-        let options = UpdateServiceOptionsBuilder::new().version(version as i32).build();
-        self.engine.docker.update_service(name, spec, options, None).await.map_err(|e| message_of(&e))?;
-        Ok(count)
+        change_count_of(&self.engine.docker, name, delta).await
     }
 
     async fn tasks_of(&self, name: &str) -> Result<Vec<Task>, String> {
@@ -229,7 +339,15 @@ impl SwarmDriver {
             .iter()
             .find(|p| p.target_port == Some(container_port as i64))?
             .published_port? as u16;
-        let node = self.engine.docker.inspect_node(task.node_id.as_deref()?).await.ok()?;
+        let node = self.node_info(task.node_id.as_deref()?).await?;
+        Some(SocketAddr::new(node.addr, port))
+    }
+
+    /// A node's hostname and the address others reach it at.
+    async fn node_info(&self, node_id: &str) -> Option<NodeInfo> {
+        let node = self.engine.docker.inspect_node(node_id).await.ok()?;
+        let hostname =
+            node.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_else(|| short(node_id).to_string());
         // A manager often reports its status address as 0.0.0.0 or
         // 127.0.0.1 (moby#35437); its manager address (`ip:2377`) names
         // the host the others reach it at. Loopback only when nothing else
@@ -240,12 +358,96 @@ impl SwarmDriver {
             .manager_status
             .and_then(|m| m.addr)
             .and_then(|a| a.parse::<SocketAddr>().ok().map(|s| s.ip()).or_else(|| a.parse::<IpAddr>().ok()));
-        let ip = status_ip
+        let addr = status_ip
             .filter(usable)
             .or(manager_ip.filter(usable))
             .or(status_ip.filter(|ip| !ip.is_unspecified()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        Some(SocketAddr::new(ip, port))
+        Some(NodeInfo { hostname, addr })
+    }
+
+    /// `node.id!=…` for each node seen unreachable lately.
+    fn avoid_constraints(&self) -> Vec<String> {
+        let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        unreachable.retain(|_, since| since.elapsed() < UNREACHABLE_FOR);
+        let mut nodes: Vec<String> = unreachable.keys().map(|n| format!("node.id!={n}")).collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// Whether a node's engine answers (true when ebb cannot tell: no
+    /// [`NODE_HOST_VAR`]).
+    async fn node_answers(&self, node: &str) -> bool {
+        if node == self.own_node || self.node_host.is_none() {
+            return true;
+        }
+        let Some(docker) = self.engine_of_node(node).await else { return false };
+        matches!(tokio::time::timeout(Duration::from_secs(1), docker.ping()).await, Ok(Ok(_)))
+    }
+
+    /// A task of a replica's own service sits on a node that does not
+    /// answer: the service is updated to avoid that node (and every other
+    /// one seen unreachable), and Swarm replaces the task elsewhere.
+    async fn place_elsewhere(&self, name: &str, node: &str) -> Result<(), String> {
+        self.unreachable.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), Instant::now());
+        let service = self.engine.docker.inspect_service(name, None).await.map_err(|e| message_of(&e))?;
+        let version = service.version.and_then(|v| v.index).unwrap_or(0);
+        let mut spec = service.spec.unwrap_or_default();
+        let template = spec.task_template.get_or_insert_with(Default::default);
+        template.placement.get_or_insert_with(Default::default).constraints = Some(self.avoid_constraints());
+        // The new task first: the old one cannot be confirmed stopped on a
+        // node that does not answer.
+        spec.update_config = Some(bollard::models::ServiceSpecUpdateConfig {
+            order: Some(bollard::models::ServiceSpecUpdateConfigOrderEnum::START_FIRST),
+            ..Default::default()
+        });
+        let options = UpdateServiceOptionsBuilder::new().version(version as i32).build();
+        self.engine.docker.update_service(name, spec, options, None).await.map_err(|e| message_of(&e))?;
+        Ok(())
+    }
+
+    /// The node a task runs on (remembered from its start or adoption).
+    async fn node_of_task(&self, task: &str) -> Option<String> {
+        if let Some(node) = self.task_nodes.lock().unwrap_or_else(|p| p.into_inner()).get(task) {
+            return Some(node.clone());
+        }
+        let node = self.engine.docker.inspect_task(task).await.ok()?.node_id?;
+        self.task_nodes.lock().unwrap_or_else(|p| p.into_inner()).insert(task.to_string(), node.clone());
+        Some(node)
+    }
+
+    /// The engine of the node a task runs on: ebb's own, or another node's
+    /// through [`NODE_HOST_VAR`]. None when it cannot be reached.
+    async fn engine_of_task(&self, task: &str) -> Option<bollard::Docker> {
+        let node = self.node_of_task(task).await?;
+        self.engine_of_node(&node).await
+    }
+
+    /// A node's engine: ebb's own, or another's through [`NODE_HOST_VAR`].
+    async fn engine_of_node(&self, node: &str) -> Option<bollard::Docker> {
+        if node == self.own_node {
+            return Some(self.engine.docker.clone());
+        }
+        let template = self.node_host.as_ref()?;
+        let info = self.node_info(node).await?;
+        let endpoint = template
+            .replace("{hostname}", &info.hostname)
+            .replace("{addr}", &info.addr.to_string())
+            .replace("{id}", node);
+        let mut engines = self.engines.lock().await;
+        if let Some(docker) = engines.get(&endpoint) {
+            return Some(docker.clone());
+        }
+        match Engine::connect_to(&endpoint).await {
+            Ok(engine) => {
+                engines.insert(endpoint, engine.docker.clone());
+                Some(engine.docker)
+            }
+            Err(e) => {
+                tracing::warn!(node = %info.hostname, error = %e, "Cannot reach a swarm node's engine.");
+                None
+            }
+        }
     }
 
     fn ids_path(state_dir: &Path) -> PathBuf {
@@ -297,7 +499,28 @@ impl SwarmDriver {
                 let reason = match docker.inspect_task(&task_id).await {
                     Err(e) if status_of(&e) == Some(404) => Some(ExitReason::Unknown("its task was removed".into())),
                     Err(_) => None,
-                    Ok(task) => task_end(&task),
+                    // Its node's state too: a node Swarm sees down has lost
+                    // its tasks (named in the reason, hence in the event).
+                    Ok(task) => match task.node_id.as_deref() {
+                        Some(node_id) => {
+                            let node = docker.inspect_node(node_id).await.ok();
+                            let hostname = node
+                                .as_ref()
+                                .and_then(|n| n.description.as_ref()?.hostname.clone())
+                                .unwrap_or_else(|| short(node_id).to_string());
+                            let down = node.as_ref().and_then(|n| n.status.as_ref()?.state)
+                                == Some(bollard::models::NodeState::DOWN);
+                            match task_end(&task) {
+                                Some(ExitReason::Unknown(why)) => {
+                                    Some(ExitReason::Unknown(format!("{why} (on node {hostname})")))
+                                }
+                                Some(other) => Some(other),
+                                None if down => Some(ExitReason::Unknown(format!("its node {hostname} is down"))),
+                                None => None,
+                            }
+                        }
+                        None => task_end(&task),
+                    },
                 };
                 if let Some(reason) = reason {
                     let _ = tx.send(Some(reason));
@@ -429,10 +652,20 @@ fn state_hash(state_dir: &Path) -> String {
     format!("{:06x}", h & 0xff_ffff)
 }
 
-/// The Swarm service of one version of an ebb service.
+/// The prefix of the Swarm services of one version of an ebb service.
 pub fn swarm_service_name(service: &str, version: u64, state_dir: &Path) -> String {
     let service: String = service.chars().take(40).collect();
     format!("ebb-{service}-v{version}-{}", state_hash(state_dir))
+}
+
+/// The Swarm service of one replica: `ebb-<service>-v<N>-<hash>-<replica
+/// suffix>`, at most 63 characters.
+pub fn replica_service_name(service: &str, version: u64, state_dir: &Path, replica_id: &str) -> String {
+    let suffix = replica_id.strip_prefix(&format!("{service}-")).unwrap_or(replica_id);
+    let suffix: String = suffix.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let mut name = format!("{}-{suffix}", swarm_service_name(service, version, state_dir));
+    name.truncate(63);
+    name.trim_end_matches('-').to_string()
 }
 
 impl Driver for SwarmDriver {
@@ -442,34 +675,55 @@ impl Driver for SwarmDriver {
 
     fn start<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<RunningReplica, DriverError>> {
         Box::pin(async move {
-            let name = swarm_service_name(&spec.service, spec.version, &spec.state_dir);
+            // One Swarm service per replica (count 0 or 1): retiring a
+            // replica removes exactly its service; Swarm never picks.
+            let name = replica_service_name(&spec.service, spec.version, &spec.state_dir, &spec.replica_id);
             let container_port = spec.container.as_ref().map(|c| c.container_port).unwrap_or(8080);
-            let lock = self.lock_for(&name);
-            let _held = lock.lock().await;
-            // The Swarm service of this version, created at its first replica.
-            if let Err(e) = self.engine.docker.inspect_service(&name, None).await {
-                if status_of(&e) != Some(404) {
-                    return Err(self.error(spec, format!("cannot inspect Swarm service {name}: {}", message_of(&e))));
+            // The lock covers the count change only, not the wait for the
+            // task: k replicas start in parallel (in about one start time).
+            let known: Vec<String> = {
+                let lock = self.lock_for(&name);
+                let _held = lock.lock().await;
+                // The Swarm service of this version, created at its first replica.
+                if let Err(e) = self.engine.docker.inspect_service(&name, None).await {
+                    if status_of(&e) != Some(404) {
+                        return Err(
+                            self.error(spec, format!("cannot inspect Swarm service {name}: {}", message_of(&e)))
+                        );
+                    }
+                    let service_spec = self.service_spec(spec, &name)?;
+                    self.engine.docker.create_service(service_spec, None).await.map_err(|e| {
+                        self.error(spec, format!("cannot create Swarm service {name}: {}", message_of(&e)))
+                    })?;
                 }
-                let service_spec = self.service_spec(spec, &name)?;
-                self.engine
-                    .docker
-                    .create_service(service_spec, None)
-                    .await
-                    .map_err(|e| self.error(spec, format!("cannot create Swarm service {name}: {}", message_of(&e))))?;
-            }
-            let known: Vec<String> = match self.tasks_of(&name).await {
-                Ok(tasks) => tasks.into_iter().filter_map(|t| t.id).collect(),
-                Err(e) => {
+                // The tasks before the first of the starts running together:
+                // every task since is one of theirs (a later snapshot would
+                // hide a task another start added for this one to take).
+                let shared = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get(&name).map(|(_, k)| k.clone());
+                let known: Vec<String> = match shared {
+                    Some(known) => known,
+                    None => match self.tasks_of(&name).await {
+                        Ok(tasks) => tasks.into_iter().filter_map(|t| t.id).collect(),
+                        Err(e) => {
+                            self.delete_if_unused(&name).await;
+                            return Err(self.error(spec, format!("cannot list the tasks of {name}: {e}")));
+                        }
+                    },
+                };
+                if let Err(e) = self.change_count(&name, 1).await {
                     self.delete_if_unused(&name).await;
-                    return Err(self.error(spec, format!("cannot list the tasks of {name}: {e}")));
+                    return Err(self.error(spec, format!("cannot scale Swarm service {name}: {e}")));
                 }
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                pending.entry(name.clone()).or_insert_with(|| (0, known.clone())).0 += 1;
+                known
             };
-            if let Err(e) = self.change_count(&name, 1).await {
-                self.delete_if_unused(&name).await;
-                return Err(self.error(spec, format!("cannot scale Swarm service {name}: {e}")));
-            }
+            let _pending = PendingStart { driver: self, name: name.clone() };
             let deadline = Instant::now() + TASK_START_TIMEOUT;
+            // When each new task was first seen (one stuck on a lost node).
+            let mut first_seen: HashMap<String, Instant> = HashMap::new();
+            // Tasks left on a node that did not answer (not this replica's).
+            let mut abandoned: Vec<String> = Vec::new();
             // A new task that runs but cannot be used: stopped before the
             // count goes back, so Swarm removes that one and not a replica
             // that serves.
@@ -480,44 +734,88 @@ impl Driver for SwarmDriver {
                     Ok(tasks) => tasks,
                     Err(e) => break format!("cannot list the tasks of {name}: {e}"),
                 };
-                let new = tasks.into_iter().find(|t| t.id.as_ref().is_some_and(|id| !known.contains(id)));
-                if let Some(task) = new {
+                // Tasks new since this start raised the count, not claimed
+                // by a start running alongside: any of them is this start's
+                // (each start adds one slot, and claims one task).
+                let new: Vec<Task> = tasks
+                    .into_iter()
+                    .filter(|t| {
+                        t.id.as_ref()
+                            .is_some_and(|id| !known.contains(id) && !abandoned.contains(id) && !self.is_claimed(id))
+                    })
+                    .collect();
+                let running = new.iter().find(|t| {
+                    t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+                        && t.desired_state == Some(TaskState::RUNNING)
+                });
+                if let Some(task) = running {
                     let id = task.id.clone().unwrap_or_default();
-                    let state = task.status.as_ref().and_then(|s| s.state);
-                    if state == Some(TaskState::RUNNING) {
-                        let container = task
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.container_status.as_ref())
-                            .and_then(|c| c.container_id.clone());
-                        match self.endpoint(&task, container_port).await {
-                            Some(addr) => {
-                                self.write_id(&spec.state_dir, &id, Some(&spec.replica_id));
-                                let exit = self.watch(&id, &spec.replica_id, &spec.log_path, None);
-                                return Ok(RunningReplica {
-                                    replica_id: spec.replica_id.clone(),
-                                    addr,
-                                    pid: None,
-                                    handle: ReplicaHandle::Swarm { service: name.clone(), task: id, container },
-                                    exit,
-                                });
+                    if !self.claim(&id) {
+                        continue;
+                    }
+                    let container = task
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.container_status.as_ref())
+                        .and_then(|c| c.container_id.clone());
+                    match self.endpoint(task, container_port).await {
+                        Some(addr) => {
+                            if let Some(node) = &task.node_id {
+                                self.task_nodes
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(id.clone(), node.clone());
                             }
-                            // Asked again until the deadline: the node's
-                            // address may not be readable at once.
-                            None if Instant::now() <= deadline => continue,
-                            None => {
-                                unusable = container;
-                                break format!(
-                                    "task {} of {name} runs but has no published port for {container_port}/tcp",
-                                    short(&id)
-                                );
-                            }
+                            self.write_id(&spec.state_dir, &id, Some(&spec.replica_id));
+                            let exit = self.watch(&id, &spec.replica_id, &spec.log_path, None);
+                            return Ok(RunningReplica {
+                                replica_id: spec.replica_id.clone(),
+                                addr,
+                                pid: None,
+                                handle: ReplicaHandle::Swarm { service: name.clone(), task: id, container },
+                                exit,
+                            });
+                        }
+                        // Asked again until the deadline: the node's
+                        // address may not be readable at once.
+                        None if Instant::now() <= deadline => {
+                            self.unclaim(&id);
+                            continue;
+                        }
+                        None => {
+                            unusable = container;
+                            break format!(
+                                "task {} of {name} runs but has no published port for {container_port}/tcp",
+                                short(&id)
+                            );
                         }
                     }
-                    if let Some(reason) = task_end(&task) {
+                }
+                let ended = new.iter().find_map(|t| task_end(t).map(|reason| (t, reason)));
+                if let Some((task, reason)) = ended {
+                    let id = task.id.clone().unwrap_or_default();
+                    if self.claim(&id) {
                         let why =
                             task.status.as_ref().and_then(|s| s.err.clone()).unwrap_or_else(|| reason.to_string());
                         break format!("Swarm could not run task {} of {name}: {why}", short(&id));
+                    }
+                }
+                // Placed on a node that does not answer (lost, and Swarm does
+                // not see it down yet): placed again, elsewhere.
+                if let Some(task) = new.iter().find(|t| task_end(t).is_none()) {
+                    let id = task.id.clone().unwrap_or_default();
+                    let seen = *first_seen.entry(id).or_insert_with(Instant::now);
+                    if seen.elapsed() >= STUCK_AFTER {
+                        if let Some(node) = task.node_id.clone() {
+                            if !self.node_answers(&node).await {
+                                tracing::warn!(replica = %spec.replica_id, node = %short(&node), "The new task is on a node that does not answer; placing it elsewhere.");
+                                abandoned.push(task.id.clone().unwrap_or_default());
+                                if let Err(e) = self.place_elsewhere(&name, &node).await {
+                                    tracing::warn!(replica = %spec.replica_id, error = %e, "Could not place the task elsewhere.");
+                                }
+                                first_seen.clear();
+                            }
+                        }
                     }
                 }
                 if Instant::now() > deadline {
@@ -532,7 +830,12 @@ impl Driver for SwarmDriver {
                     tracing::warn!(replica = %spec.replica_id, error = %message_of(&e), "Could not stop an unusable task's container (it may run on another node).");
                 }
             }
-            if let Err(e) = self.release_slot(&name).await {
+            let released = {
+                let lock = self.lock_for(&name);
+                let _held = lock.lock().await;
+                self.release_slot(&name).await
+            };
+            if let Err(e) = released {
                 tracing::warn!(replica = %spec.replica_id, error = %e, "Could not scale the Swarm service back after a failed start.");
             }
             Err(self.error(spec, failure))
@@ -556,23 +859,36 @@ impl Driver for SwarmDriver {
                 replica: replica.replica_id.clone(),
                 message,
             };
-            let lock = self.lock_for(name);
-            let _held = lock.lock().await;
             // Where this task's replica id is recorded (read before the
             // service may go).
-            let state_dir = self
+            let labels = self
                 .engine
                 .docker
                 .inspect_service(name, None)
                 .await
                 .ok()
-                .and_then(|s| s.spec?.labels?.get(LABEL_STATE_DIR).cloned())
-                .map(PathBuf::from);
-            let local = match container {
-                Some(id) => self.engine.docker.inspect_container(id, None).await.is_ok(),
-                None => false,
+                .and_then(|s| s.spec?.labels)
+                .unwrap_or_default();
+            let state_dir = labels.get(LABEL_STATE_DIR).map(PathBuf::from);
+            // This replica's own Swarm service (not one shared by a version,
+            // as ebb made them before).
+            let own_service = labels.get(LABEL_REPLICA) == Some(&replica.replica_id);
+            // The engine of the task's node: ebb's own, or another node's
+            // (EBB_SWARM_NODE_HOST). Only the count change holds the lock:
+            // replicas stop in parallel.
+            let docker = match container {
+                Some(id) if !replica.has_exited() => match self.engine_of_task(task).await {
+                    Some(docker) if docker.inspect_container(id, None).await.is_ok() => Some(docker),
+                    _ => None,
+                },
+                _ => None,
             };
-            let reason = if local {
+            let release = || async {
+                let lock = self.lock_for(name);
+                let _held = lock.lock().await;
+                self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))
+            };
+            let reason = if let Some(docker) = docker {
                 // ebb's choice: this task's container stops (and with
                 // restart none, stays stopped); then the count drops.
                 // Swarm removes the container with the task: removing it
@@ -580,21 +896,59 @@ impl Driver for SwarmDriver {
                 let id = container.as_deref().unwrap_or_default();
                 // The slot is released even when the stop failed: the
                 // count must come down, or the service never reaches 0.
-                let stopped = stop_container(&self.engine.docker, replica, id, timeout).await;
-                self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))?;
+                let stopped = stop_container(&docker, replica, id, timeout).await;
+                release().await?;
                 stopped.map_err(error)?
             } else if replica.has_exited() {
-                self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))?;
+                release().await?;
                 replica.exited().await
             } else {
-                // On another node: Swarm picks which task leaves.
-                tracing::warn!(replica = %replica.replica_id, task = %short(task), "The task runs on another node; lowering the count and letting Swarm choose which task leaves.");
-                self.release_slot(name).await.map_err(|e| error(format!("cannot scale Swarm service {name}: {e}")))?;
-                match tokio::time::timeout(timeout + Duration::from_secs(15), replica.exited()).await {
-                    Ok(reason) => reason,
-                    Err(_) => return Err(error(format!("Swarm removed another task of {name} than {}", short(task)))),
+                // On a node ebb cannot reach (lost, or no EBB_SWARM_NODE_HOST):
+                // its own service goes, and Swarm shuts the task down (at once,
+                // or when a lost node comes back). Nothing else is touched.
+                if own_service {
+                    match self.engine.docker.delete_service(name).await {
+                        Err(e) if status_of(&e) != Some(404) => {
+                            return Err(error(format!("cannot remove Swarm service {name}: {}", message_of(&e))))
+                        }
+                        _ => {}
+                    }
+                    match tokio::time::timeout(timeout + Duration::from_secs(5), replica.exited()).await {
+                        Ok(reason) => reason,
+                        Err(_) => ExitReason::Unknown(format!(
+                            "its node does not answer; its Swarm service {name} was removed"
+                        )),
+                    }
+                } else {
+                    // A service shared by a version (made by an older ebb):
+                    // wait until Swarm gives up on the task, then lower the count.
+                    let waited = tokio::time::timeout(timeout + LOST_TASK_WAIT, async {
+                        let reason = replica.exited().await;
+                        loop {
+                            match self.engine.docker.inspect_task(task).await {
+                                Ok(t)
+                                    if matches!(t.desired_state, Some(TaskState::RUNNING) | Some(TaskState::READY)) => {
+                                }
+                                _ => return reason,
+                            }
+                            tokio::time::sleep(POLL).await;
+                        }
+                    })
+                    .await;
+                    release().await?;
+                    match waited {
+                        Ok(reason) => reason,
+                        Err(_) => match tokio::time::timeout(Duration::from_secs(15), replica.exited()).await {
+                            Ok(reason) => reason,
+                            Err(_) => {
+                                return Err(error(format!("Swarm removed another task of {name} than {}", short(task))))
+                            }
+                        },
+                    }
                 }
             };
+            self.unclaim(task);
+            self.task_nodes.lock().unwrap_or_else(|p| p.into_inner()).remove(task.as_str());
             if let Some(dir) = state_dir {
                 self.write_id(&dir, task, None);
             }
@@ -639,9 +993,10 @@ impl Driver for SwarmDriver {
                         .as_ref()
                         .and_then(|s| s.container_status.as_ref())
                         .and_then(|c| c.container_id.clone());
-                    let replica_id = ids
-                        .get(&id)
+                    let replica_id = labels
+                        .get(LABEL_REPLICA)
                         .cloned()
+                        .or_else(|| ids.get(&id).cloned())
                         .unwrap_or_else(|| format!("{service}-{}", id.chars().take(6).collect::<String>()));
                     found.push(FoundReplica {
                         service: service.to_string(),
@@ -673,6 +1028,10 @@ impl Driver for SwarmDriver {
             {
                 return Err(adopt_error(format!("task {} is no longer running", short(task))));
             }
+            if let Some(node) = &current.node_id {
+                self.task_nodes.lock().unwrap_or_else(|p| p.into_inner()).insert(task.clone(), node.clone());
+            }
+            self.claim(task);
             let state_dir = current
                 .spec
                 .and_then(|s| s.container_spec)
@@ -690,19 +1049,27 @@ impl Driver for SwarmDriver {
 
     fn usage<'a>(&'a self, replicas: &'a [RunningReplica]) -> BoxFuture<'a, HashMap<String, GroupUsage>> {
         Box::pin(async move {
-            // Tasks on this node: their containers' stats, as the docker driver.
-            let as_containers: Vec<RunningReplica> = replicas
-                .iter()
-                .filter_map(|r| match &r.handle {
-                    ReplicaHandle::Swarm { container: Some(id), .. } => {
-                        let mut c = r.clone();
-                        c.handle = ReplicaHandle::Container { id: id.clone() };
-                        Some(c)
+            // Each task's container stats from its node's engine (ebb's own,
+            // or another node's through EBB_SWARM_NODE_HOST), as the docker
+            // driver; tasks on a node ebb cannot reach are absent.
+            let mut by_engine: Vec<(bollard::Docker, Vec<RunningReplica>)> = Vec::new();
+            let mut endpoints: Vec<String> = Vec::new();
+            for r in replicas {
+                let ReplicaHandle::Swarm { task, container: Some(id), .. } = &r.handle else { continue };
+                let Some(docker) = self.engine_of_task(task).await else { continue };
+                let key = format!("{docker:?}");
+                let mut c = r.clone();
+                c.handle = ReplicaHandle::Container { id: id.clone() };
+                match endpoints.iter().position(|e| *e == key) {
+                    Some(i) => by_engine[i].1.push(c),
+                    None => {
+                        endpoints.push(key);
+                        by_engine.push((docker, vec![c]));
                     }
-                    _ => None,
-                })
-                .collect();
-            usage_of(&self.engine.docker, &as_containers).await
+                }
+            }
+            let readings = by_engine.iter().map(|(docker, group)| usage_of(docker, group));
+            futures_util::future::join_all(readings).await.into_iter().flatten().collect()
         })
     }
 }
@@ -743,5 +1110,15 @@ mod tests {
         assert_ne!(a, swarm_service_name("api", 1, Path::new("/srv/b/.ebb")));
         assert_ne!(a, swarm_service_name("api", 2, Path::new("/srv/a/.ebb")));
         assert!(swarm_service_name(&"x".repeat(63), 1, Path::new("/")).len() <= 63);
+    }
+
+    #[test]
+    fn each_replica_has_a_service_of_its_own() {
+        let dir = Path::new("/srv/a/.ebb");
+        let a = replica_service_name("api", 1, dir, "api-3f9a1c");
+        assert_eq!(a, format!("{}-3f9a1c", swarm_service_name("api", 1, dir)));
+        assert_ne!(a, replica_service_name("api", 1, dir, "api-77e0b2"));
+        let long = replica_service_name(&"x".repeat(63), 12, dir, &format!("{}-3f9a1c", "x".repeat(63)));
+        assert!(long.len() <= 63 && !long.ends_with('-'), "{long}");
     }
 }

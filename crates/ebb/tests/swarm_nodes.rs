@@ -1,0 +1,412 @@
+//! ebb on a real multi-node Docker Swarm: `scripts/local-swarm up 3` (three
+//! dockerd nodes on this machine, each in its own network namespace), made
+//! once by the one test here and removed by a guard (`down`) even when it
+//! fails. Phases, on that one swarm:
+//!
+//! 1. k replicas start in parallel (about one start time, not k);
+//! 2. they spread over the nodes, ebb reaches each on its node's address,
+//!    reads CPU for tasks on every node, and stops exactly the task it chose
+//!    on another node;
+//! 3. under GET load, a node is killed: its replicas are detected lost,
+//!    replaced on the other nodes, (almost) no client sees an error (the
+//!    GETs in flight on the lost replica: docs/swarm.md, known gap), and an
+//!    event names the node;
+//! 4. a node is drained under GET load: its replicas move, 0 failed GETs.
+//!
+//! Needs root and dockerd: elsewhere it prints `SKIP:` and returns.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ebb::driver::{ContainerSpec, Driver, Engine, ReplicaHandle, ReplicaSpec, RunningReplica, SwarmDriver};
+use ebb_core::config::CommandSpec;
+use support::*;
+
+const EBB: &str = env!("CARGO_BIN_EXE_ebb");
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/local-swarm")
+}
+
+/// A local swarm, `down` when dropped (also on panic), with the test's image.
+struct LocalSwarm {
+    dir: PathBuf,
+    image: String,
+}
+
+impl LocalSwarm {
+    /// `None` (after `SKIP:`) where there is no root or no dockerd.
+    fn up(nodes: usize) -> Option<LocalSwarm> {
+        let root = nix::unistd::Uid::effective().is_root();
+        let dockerd = Command::new("sh").args(["-c", "command -v dockerd && docker info"]).output();
+        if !root || !dockerd.map(|o| o.status.success()).unwrap_or(false) {
+            println!("SKIP: a local multi-node swarm needs root and a running dockerd (scripts/local-swarm)");
+            return None;
+        }
+        let pid = std::process::id();
+        let image = format!("ebb-test-nodes-{pid}:latest");
+        let dir = PathBuf::from(format!("/tmp/ebb-ls-{pid}"));
+        let swarm = LocalSwarm { dir, image };
+        let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/docker/build-image");
+        let out = Command::new(&build).arg(&swarm.image).arg(EBB).output().unwrap();
+        assert!(out.status.success(), "build-image failed: {}", String::from_utf8_lossy(&out.stderr));
+        let started = Instant::now();
+        let out = swarm.run(&["up", &nodes.to_string()]);
+        println!("local-swarm up {nodes}: {:.1} s\n{out}", started.elapsed().as_secs_f64());
+        Some(swarm)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(script());
+        cmd.env("EBB_LOCAL_SWARM_DIR", &self.dir)
+            .env("EBB_LOCAL_SWARM_SUBNET", "10.232.0")
+            .env("EBB_LOCAL_SWARM_IMAGES", &self.image)
+            .env_remove("DOCKER_HOST");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).output().unwrap();
+        assert!(out.status.success(), "local-swarm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn manager(&self) -> String {
+        format!("unix://{}/node1.sock", self.dir.display())
+    }
+
+    fn node_host(&self) -> String {
+        format!("unix://{}/{{hostname}}.sock", self.dir.display())
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        let out = Command::new("docker").arg("-H").arg(self.manager()).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for LocalSwarm {
+    fn drop(&mut self) {
+        let out = self.cmd().arg("down").output();
+        let _ = Command::new("docker").args(["rmi", "-f", &self.image]).output();
+        // Every namespace, daemon and directory is gone.
+        if let Ok(out) = out {
+            if !out.status.success() {
+                eprintln!("local-swarm down: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        if !std::thread::panicking() {
+            assert!(!self.dir.exists(), "{} is left behind", self.dir.display());
+        }
+    }
+}
+
+fn spec(image: &str, dir: &Path, replica: &str) -> ReplicaSpec {
+    ReplicaSpec {
+        service: "nodes".into(),
+        replica_id: replica.into(),
+        version: 1,
+        command: CommandSpec::Argv(Vec::new()),
+        env: BTreeMap::new(),
+        state_dir: dir.to_path_buf(),
+        log_path: dir.join("logs").join(format!("{replica}.log")),
+        container: Some(ContainerSpec {
+            image: image.to_string(),
+            container_port: 8080,
+            cpus: Some(0.25),
+            memory: Some(256 << 20),
+            stop_timeout: Duration::from_secs(2),
+        }),
+        ports: None,
+        limits: None,
+    }
+}
+
+fn task_of(replica: &RunningReplica) -> String {
+    match &replica.handle {
+        ReplicaHandle::Swarm { task, .. } => task.clone(),
+        other => panic!("not a swarm task: {other:?}"),
+    }
+}
+
+/// Node hostname of each running task of the Swarm services whose names
+/// start with `prefix` (one per replica), by task id.
+fn running_tasks(swarm: &LocalSwarm, prefix: &str) -> BTreeMap<String, String> {
+    let services = swarm.docker(&["service", "ls", "-q", "--filter", &format!("name={prefix}")]);
+    let services: Vec<&str> = services.split_whitespace().collect();
+    if services.is_empty() {
+        return BTreeMap::new();
+    }
+    let mut args = vec!["service", "ps", "--no-trunc", "--format", "{{.ID}} {{.Node}} {{.CurrentState}}"];
+    args.extend(services);
+    swarm
+        .docker(&args)
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (id, node, state) = (words.next()?, words.next()?, words.next()?);
+            (state == "Running").then(|| (id.to_string(), node.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_three_node_swarm_parallel_starts_every_node_reached_and_a_lost_node_replaced() {
+    let Some(swarm) = LocalSwarm::up(3) else { return };
+    // The in-process driver talks to the manager, and to each node's engine.
+    std::env::set_var("DOCKER_HOST", swarm.manager());
+    std::env::set_var("EBB_SWARM_NODE_HOST", swarm.node_host());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(driver_phases(&swarm));
+    ebb_loses_a_node(&swarm);
+}
+
+async fn driver_phases(swarm: &LocalSwarm) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_path_buf();
+    let driver: Arc<dyn Driver> =
+        Arc::new(SwarmDriver::new(Engine::connect().await.expect("the manager answers")).await.expect("a manager"));
+
+    // One start: the time k parallel starts are measured against.
+    let started = Instant::now();
+    let first = driver.start(&spec(&swarm.image, &state, "nodes-0")).await.expect("one replica starts");
+    let one = started.elapsed();
+
+    // 1. Four more at once: in parallel, not 4 × one start.
+    let started = Instant::now();
+    let specs: Vec<ReplicaSpec> = (1..=4).map(|i| spec(&swarm.image, &state, &format!("nodes-{i}"))).collect();
+    let results = futures_util::future::join_all(specs.iter().map(|s| driver.start(s))).await;
+    let four = started.elapsed();
+    let mut replicas: Vec<RunningReplica> = results.into_iter().map(|r| r.expect("a replica starts")).collect();
+    replicas.insert(0, first);
+    println!(
+        "MEASURE: one swarm replica starts in {:.2} s; 4 more at once in {:.2} s",
+        one.as_secs_f64(),
+        four.as_secs_f64()
+    );
+    assert!(
+        four < one.max(Duration::from_millis(500)) * 7 / 2,
+        "4 starts took {four:?}, one {one:?}: they ran one after another"
+    );
+    let tasks: BTreeSet<String> = replicas.iter().map(task_of).collect();
+    assert_eq!(tasks.len(), 5, "each replica its own task: {tasks:?}");
+
+    // 2. Spread over the nodes; each task answers on its node's address.
+    let service = ebb::driver::swarm::swarm_service_name("nodes", 1, &state);
+    let nodes = running_tasks(swarm, &service);
+    assert_eq!(nodes.len(), 5, "{nodes:?}");
+    let distinct: BTreeSet<&String> = nodes.values().collect();
+    assert!(distinct.len() >= 2, "the replicas run on one node: {nodes:?}");
+    for r in &replicas {
+        assert!(r.addr.ip().to_string().starts_with("10.232.0."), "{} at {}", r.replica_id, r.addr);
+        let answer = wait_for_answer(r.addr);
+        assert_eq!(answer, 200, "{} at {}", r.replica_id, r.addr);
+    }
+    // CPU read for every task, on whichever node: two readings.
+    let _ = driver.usage(&replicas).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let usage = driver.usage(&replicas).await;
+    for r in &replicas {
+        assert!(usage.contains_key(&r.replica_id), "no CPU for {} on its node: {usage:?}", r.replica_id);
+    }
+
+    // Scale-in: ebb's choice leaves, on a node that is not ebb's (node1).
+    let remote = replicas
+        .iter()
+        .position(|r| nodes.get(&task_of(r)).is_some_and(|n| n != "node1"))
+        .expect("a replica on another node than the manager");
+    let chosen = replicas.remove(remote);
+    let chosen_task = task_of(&chosen);
+    driver.stop(&chosen, Duration::from_secs(2)).await.expect("the chosen replica stops");
+    let left = wait_for("the count to settle at 4", Duration::from_secs(20), || {
+        let now = running_tasks(swarm, &service);
+        (now.len() == 4).then_some(now)
+    });
+    assert!(!left.contains_key(&chosen_task), "Swarm kept the task ebb stopped: {left:?}");
+    for r in &replicas {
+        assert!(left.contains_key(&task_of(r)), "{} was removed instead of {}", r.replica_id, chosen.replica_id);
+    }
+
+    // All at once, in parallel too.
+    let stops = replicas.iter().map(|r| driver.stop(r, Duration::from_secs(2)));
+    for result in futures_util::future::join_all(stops).await {
+        result.expect("a replica stops");
+    }
+    wait_for("the Swarm services to go", Duration::from_secs(40), || {
+        (!swarm
+            .docker(&["service", "ls", "-q", "--filter", &format!("name={service}")])
+            .contains(char::is_alphanumeric))
+        .then_some(())
+    });
+}
+
+fn wait_for_answer(addr: SocketAddr) -> u16 {
+    wait_for("the task to answer", Duration::from_secs(20), || http(addr, "GET", "/api", None).ok().map(|r| r.status))
+}
+
+/// ebb up on the swarm, 3 replicas under GET load; a node with a replica is
+/// killed: replaced on the others, 0 client errors, an event names it.
+fn ebb_loses_a_node(swarm: &LocalSwarm) {
+    let mut ebb = Ebb::start(|admin, listen| {
+        let config = example_config("examples/docker/ebb.swarm.toml", Some(&swarm.image), admin, listen);
+        // A fixed fleet of 3: what changes is only the node loss.
+        let config = config
+            .replace("replicas = { min = 1, max = 20, desired = 1 }", "replicas = { min = 3, max = 3, desired = 3 }");
+        // A GET in flight on the lost replica waits for upstream_timeout.
+        let config = config
+            .replace("[service.api.health]", "[service.api.proxy]\nupstream_timeout = \"3s\"\n\n[service.api.health]");
+        config[..config.find("[[service.api.scaling").unwrap()].to_string()
+    });
+    let state = ebb.dir.path().join("state").canonicalize().unwrap();
+    let service = ebb::driver::swarm::swarm_service_name("api", 1, &state);
+    ebb.wait_in_service(3, Duration::from_secs(60));
+    // CPU is reported for every task, on whichever node it runs.
+    wait_for("CPU for every replica", Duration::from_secs(15), || {
+        let replicas = ebb.replicas();
+        replicas.iter().all(|r| r["cpu"].is_number()).then_some(())
+    });
+
+    let tasks = running_tasks(swarm, &service);
+    let victim = tasks.values().find(|n| *n != "node1").cloned().expect("a replica on a worker node");
+    let ids: BTreeMap<String, String> =
+        serde_json::from_str(&read(&state.join("swarm-replicas.json"))).expect("task -> replica ids");
+    let lost: Vec<String> =
+        tasks.iter().filter(|(_, n)| **n == victim).filter_map(|(t, _)| ids.get(t).cloned()).collect();
+    assert!(!lost.is_empty(), "tasks {tasks:?}, ids {ids:?}");
+
+    let load = Load::start(ebb.listen, 4, "/api", Duration::from_millis(10));
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = Instant::now();
+    swarm.run(&["kill", &victim]);
+    // What Swarm did, every 500 ms (printed if it does not settle).
+    let (history, stop_history) =
+        (Arc::new(std::sync::Mutex::new(String::new())), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let recorder = {
+        let (history, stop) = (history.clone(), stop_history.clone());
+        let (manager, service) = (swarm.manager(), service.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = |args: &[&str]| {
+                    let o = Command::new("docker").arg("-H").arg(&manager).args(args).output().unwrap();
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                };
+                let count = out(&["service", "inspect", "-f", "{{.Spec.Mode.Replicated.Replicas}}", &service]);
+                let tasks = out(&[
+                    "service",
+                    "ps",
+                    &service,
+                    "--format",
+                    "{{.Name}} {{.Node}} {{.DesiredState}} {{.CurrentState}}",
+                ]);
+                let line = format!(
+                    "+{:.1}s count {}{}\n",
+                    killed.elapsed().as_secs_f64(),
+                    count.trim(),
+                    tasks.lines().map(|l| format!("\n   {l}")).collect::<String>()
+                );
+                history.lock().unwrap().push_str(&line);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let detected = wait_for("the lost replicas out of the rotation", Duration::from_secs(30), || {
+        let replicas = ebb.replicas();
+        let serving = |id: &String| replicas.iter().any(|r| r["id"] == id.as_str() && r["healthy"] == true);
+        (!lost.iter().any(serving)).then(|| killed.elapsed())
+    });
+    let replaced = loop {
+        // (The ebb log says whether a start was placed elsewhere.)
+        let replicas = ebb.replicas();
+        let healthy: Vec<_> = replicas
+            .iter()
+            .filter(|r| r["state"] == "in_service" && r["healthy"] == true)
+            .filter(|r| !lost.iter().any(|l| r["id"] == l.as_str()))
+            .collect();
+        if healthy.len() == 3 {
+            break killed.elapsed();
+        }
+        if killed.elapsed() > Duration::from_secs(60) {
+            let log = ebb.up_log();
+            panic!(
+                "no 3 replicas on the other nodes after 60 s: {replicas:#?}\ntasks {:?}\nlog tail:\n{}",
+                running_tasks(swarm, &service),
+                &log[log.len().saturating_sub(6000)..]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let (sent, failures) = load.finish();
+    println!(
+        "MEASURE: node {victim} killed with {} replica(s): out of the rotation in {:.2} s, replaced in {:.2} s; {sent} GETs, {} failed",
+        lost.len(),
+        detected.as_secs_f64(),
+        replaced.as_secs_f64(),
+        failures.len()
+    );
+    println!("GET failures: {:?}", &failures[..failures.len().min(5)]);
+    // Known gap (docs/swarm.md): GETs already written to the lost replica
+    // end in 504 after upstream_timeout (2 of ~800 here); at most 1 %.
+    assert!(
+        failures.len() * 100 <= sent as usize,
+        "{} of {sent} GETs failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    // Once Swarm sees the node down (~15 s), the lost task is shut down, the
+    // count comes back to 3 running tasks, none on that node, and an event
+    // names the node.
+    let settled = Instant::now();
+    loop {
+        let now = running_tasks(swarm, &service);
+        if now.len() == 3 && !now.values().any(|n| *n == victim) {
+            break;
+        }
+        if settled.elapsed() > Duration::from_secs(60) {
+            let log = ebb.up_log();
+            panic!(
+                "Swarm did not settle without {victim}: history {}\nlog tail:\n{}",
+                history.lock().unwrap(),
+                &log[log.len().saturating_sub(5000)..]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop_history.store(true, std::sync::atomic::Ordering::Relaxed);
+    recorder.join().unwrap();
+    wait_for("an event naming the lost node", Duration::from_secs(30), || {
+        ebb.events().iter().any(|e| e.to_string().contains(&format!("node {victim}"))).then_some(())
+    });
+    ebb.wait_in_service(3, Duration::from_secs(10));
+
+    // Drain a node that runs a replica: its replicas move to the others with
+    // no failed request.
+    let tasks = running_tasks(swarm, &service);
+    let drained =
+        tasks.values().find(|n| *n != "node1" && **n != victim).cloned().expect("a replica on the last worker");
+    let load = Load::start(ebb.listen, 4, "/api", Duration::from_millis(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let node_id = swarm.docker(&["node", "inspect", "-f", "{{.ID}}", &drained]);
+    swarm.docker(&["node", "update", "--availability", "drain", node_id.trim()]);
+    let moved = wait_for("the replicas off the drained node", Duration::from_secs(60), || {
+        let now = running_tasks(swarm, &service);
+        let healthy = ebb.replicas().iter().filter(|r| r["state"] == "in_service" && r["healthy"] == true).count();
+        (now.len() == 3 && healthy == 3 && !now.values().any(|n| *n == drained)).then(|| started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, failures) = load.finish();
+    println!(
+        "MEASURE: node {drained} drained: its replicas moved in {:.2} s; {sent} GETs, {} failed",
+        moved.as_secs_f64(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{} of {sent} GETs failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    ebb.kill_up();
+}
