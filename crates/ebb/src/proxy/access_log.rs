@@ -192,7 +192,7 @@ pub fn flush_all() {
 /// the address logs) for the access log line.
 #[derive(Clone)]
 pub(crate) struct Served {
-    pub replica: String,
+    pub backend: std::sync::Arc<super::Backend>,
     /// From sending the request to the replica until its response head.
     pub upstream: Duration,
 }
@@ -256,12 +256,20 @@ impl AccessRecord {
         let total = self.started.elapsed().as_secs_f64();
         let mut out = Vec::with_capacity(320);
         let target = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let replica = self.served.as_ref().map(|s| s.backend.replica_id.as_str());
+        let upstream = self.served.as_ref().map(|s| s.upstream.as_secs_f64());
         match self.log.format {
             AccessLogFormat::Combined => {
-                let _ =
-                    write!(out, "{} - - [{}] \"", String::from_utf8_lossy(self.client.as_bytes()), clf_time(self.at));
-                quoted(&mut out, format!("{} {target} {:?}", self.method, self.version).as_bytes());
-                let _ = write!(out, "\" {} ", self.status);
+                // Written piece by piece into one buffer: no allocation but
+                // the line's own.
+                out.extend_from_slice(self.client.as_bytes());
+                out.extend_from_slice(b" - - [");
+                clf_time(self.at, &mut out);
+                out.extend_from_slice(b"] \"");
+                quoted(&mut out, self.method.as_str().as_bytes());
+                out.push(b' ');
+                quoted(&mut out, target.as_bytes());
+                let _ = write!(out, " {:?}\" {} ", self.version, self.status);
                 match self.bytes {
                     0 => out.push(b'-'),
                     n => {
@@ -276,12 +284,18 @@ impl AccessRecord {
                 quoted(&mut out, self.request_id.as_bytes());
                 let _ = write!(
                     out,
-                    " front=\"{}\" service={} replica={} upstream_time={} request_time={total:.3}\n",
+                    " front=\"{}\" service={} replica={} upstream_time=",
                     self.log.front,
                     self.service.as_deref().unwrap_or("-"),
-                    self.served.as_ref().map_or("-", |s| s.replica.as_str()),
-                    self.served.as_ref().map_or("-".to_string(), |s| format!("{:.3}", s.upstream.as_secs_f64())),
+                    replica.unwrap_or("-"),
                 );
+                match upstream {
+                    Some(seconds) => {
+                        let _ = write!(out, "{seconds:.3}");
+                    }
+                    None => out.push(b'-'),
+                }
+                let _ = writeln!(out, " request_time={total:.3}");
             }
             AccessLogFormat::Json => {
                 let text =
@@ -300,8 +314,8 @@ impl AccessRecord {
                     "request_id": String::from_utf8_lossy(self.request_id.as_bytes()),
                     "front": &*self.log.front,
                     "service": self.service,
-                    "replica": self.served.as_ref().map(|s| s.replica.as_str()),
-                    "upstream_seconds": self.served.as_ref().map(|s| round_ms(s.upstream.as_secs_f64())),
+                    "replica": replica,
+                    "upstream_seconds": upstream.map(round_ms),
                     "request_seconds": round_ms(total),
                 });
                 let _ = serde_json::to_writer(&mut out, &line);
@@ -337,7 +351,7 @@ fn quoted(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// `10/Oct/2000:13:55:36 +0000`, cached per second per thread.
-fn clf_time(at: SystemTime) -> String {
+fn clf_time(at: SystemTime, out: &mut Vec<u8>) {
     thread_local! {
         static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
@@ -350,7 +364,7 @@ fn clf_time(at: SystemTime) -> String {
                 .unwrap_or_else(|_| "-".into());
             *last = (seconds, text);
         }
-        last.1.clone()
+        out.extend_from_slice(last.1.as_bytes());
     })
 }
 
@@ -368,6 +382,8 @@ mod tests {
     #[test]
     fn clf_time_is_apache_shaped() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(971_186_136);
-        assert_eq!(clf_time(at), "10/Oct/2000:13:55:36 +0000");
+        let mut out = Vec::new();
+        clf_time(at, &mut out);
+        assert_eq!(out, b"10/Oct/2000:13:55:36 +0000");
     }
 }

@@ -327,8 +327,8 @@ async fn dispatch(
                 let head_rtt = sent.elapsed();
                 dispatched.set_conn(upstream);
                 if conn.front.logs_access() {
-                    let replica = dispatched.backend().replica_id.clone();
-                    response.extensions_mut().insert(Served { replica, upstream: head_rtt });
+                    let backend = dispatched.backend().clone();
+                    response.extensions_mut().insert(Served { backend, upstream: head_rtt });
                 }
                 break (response, head_rtt);
             }
