@@ -105,47 +105,45 @@ pub fn slow_start_keeps(weight: f64, draw: u32) -> bool {
     weight >= 1.0 || (draw as f64) < weight * (u32::MAX as f64 + 1.0)
 }
 
-/// Power-of-two-choices on scores (lower is better): `a` and `b` are two
-/// random draws; returns the index of the better of the two candidates they
-/// select, ties to the first. `scores` must not be empty.
-pub fn pick_two_lowest(scores: &[f64], a: u64, b: u64) -> usize {
-    let n = scores.len();
-    debug_assert!(n > 0, "pick from an empty set");
-    if n == 1 {
-        return 0;
-    }
+/// The two distinct candidates of `n > 1` that two random draws select (any
+/// `u64`s): the second is drawn from the other `n - 1`, so they differ.
+pub fn two_draws(n: usize, a: u64, b: u64) -> (usize, usize) {
+    debug_assert!(n > 1, "two draws need two candidates");
     let i = (a % n as u64) as usize;
     let mut j = (b % (n as u64 - 1)) as usize;
     if j >= i {
         j += 1;
     }
-    if scores[j] < scores[i] {
+    (i, j)
+}
+
+/// Power-of-two-choices on any ordered key (lower wins): the better of the
+/// two candidates the draws select, ties to the first draw.
+fn pick_two_by<T: PartialOrd>(keys: &[T], a: u64, b: u64) -> usize {
+    debug_assert!(!keys.is_empty(), "pick from an empty set");
+    if keys.len() == 1 {
+        return 0;
+    }
+    let (i, j) = two_draws(keys.len(), a, b);
+    if keys[j] < keys[i] {
         j
     } else {
         i
     }
 }
 
+/// Power-of-two-choices on scores (lower is better): `a` and `b` are two
+/// random draws; returns the index of the better of the two candidates they
+/// select, ties to the first. `scores` must not be empty.
+pub fn pick_two_lowest(scores: &[f64], a: u64, b: u64) -> usize {
+    pick_two_by(scores, a, b)
+}
+
 /// Power-of-two-choices: `a` and `b` are two random draws (any `u64`); returns
 /// the index of the less loaded of the two candidates they select. Ties go to
 /// the first draw. `outstanding` must not be empty.
 pub fn pick_two_choices(outstanding: &[u64], a: u64, b: u64) -> usize {
-    let n = outstanding.len();
-    debug_assert!(n > 0, "pick from an empty set");
-    if n == 1 {
-        return 0;
-    }
-    let i = (a % n as u64) as usize;
-    // Draw the second from the other n-1 slots so the two are always distinct.
-    let mut j = (b % (n as u64 - 1)) as usize;
-    if j >= i {
-        j += 1;
-    }
-    if outstanding[j] < outstanding[i] {
-        j
-    } else {
-        i
-    }
+    pick_two_by(outstanding, a, b)
 }
 
 /// Round robin: the `counter`-th request goes to replica `counter mod n`.

@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ebb_core::balance::{
-    pick_round_robin, pick_two_choices, pick_two_lowest, slow_start_keeps, slow_start_weight, PeakEwma,
+    pick_round_robin, pick_two_choices, pick_two_lowest, slow_start_keeps, slow_start_weight, two_draws, PeakEwma,
 };
 use ebb_core::config::BalanceAlgorithm;
 
@@ -85,7 +85,7 @@ pub(crate) fn choose<'a>(proxy: &ServiceProxy, n: usize, backend: impl Fn(usize)
     let slow_start = settings.config.slow_start;
     let in_flight = |k: usize| backend(k).in_flight.load(Ordering::Relaxed);
     let draw: u64 = rand::random();
-    let (i, j) = two_slots(n, draw >> 32, draw & 0xffff_ffff);
+    let (i, j) = two_draws(n, draw >> 32, draw & 0xffff_ffff);
     let chosen = match settings.balance {
         BalanceAlgorithm::RoundRobin => pick_round_robin(n, proxy.next.fetch_add(1, Ordering::Relaxed)),
         BalanceAlgorithm::LeastOutstanding => two_choices(n, draw >> 32, draw & 0xffff_ffff, in_flight),
@@ -129,19 +129,9 @@ pub(crate) fn least_costly<'a>(
     }
 }
 
-/// The two distinct slots two draws select (as the core functions do).
-fn two_slots(n: usize, a: u64, b: u64) -> (usize, usize) {
-    let i = (a % n as u64) as usize;
-    let mut j = (b % (n as u64 - 1)) as usize;
-    if j >= i {
-        j += 1;
-    }
-    (i, j)
-}
-
 /// [`pick_two_choices`] reading only the two drawn counters.
 fn two_choices(n: usize, a: u64, b: u64, in_flight: impl Fn(usize) -> u64) -> usize {
-    let (i, j) = two_slots(n, a, b);
+    let (i, j) = two_draws(n, a, b);
     // The pair, in draw order: slot 0 is `i`, slot 1 is `j`; ties to `i`.
     match pick_two_choices(&[in_flight(i), in_flight(j)], 0, 0) {
         0 => i,
