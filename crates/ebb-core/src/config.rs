@@ -134,6 +134,11 @@ pub struct ServiceConfig {
     /// replica's control group is limited to it (containers have theirs
     /// in `container.memory`). `None`: no limit.
     pub memory: Option<u64>,
+    /// `cpu_quota = true`: a local replica's control group also gets a CPU
+    /// quota of `cpu` cores (a hard cap, as an ECS task's). Off by default:
+    /// CFS throttling at the cap adds pauses that change latency and how
+    /// CPU-based policies see load.
+    pub cpu_quota: bool,
 }
 
 /// `[service.NAME] logs = { max_size = "50MiB", keep = 3, retention = "7d" }`:

@@ -61,7 +61,7 @@ fn a_process_that_leaves_its_process_group_is_still_stopped() {
     // script would), which no signal to the replica's group reaches.
     let command = r#"sh -c 'setsid sh -c "echo \$\$ > $EBB_STATE_DIR/escaped-$EBB_REPLICA_ID.pid; exec sleep 300" & exec {ebb} demo-app --port $PORT'"#;
     let mut ebb = Ebb::start(|admin, listen| {
-        fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", "")
+        fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", "cpu = 0.5\ncpu_quota = true")
             .replace("command = \"{ebb} demo-app --port $PORT\"", &format!("command = '''{command}'''"))
     });
     let replica = ebb.wait_in_service(1, Duration::from_secs(30)).remove(0);
@@ -73,6 +73,13 @@ fn a_process_that_leaves_its_process_group_is_still_stopped() {
     let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(escaped))).unwrap().as_raw();
     assert_ne!(pgid as u64, replica["pid"].as_u64().unwrap(), "the child left the replica's process group");
     assert!(pid_alive(escaped as u32));
+    // cpu_quota = true: half a core, as a quota per 10 ms period.
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", replica["pid"])).unwrap();
+    if let Some(path) = cgroups.lines().find_map(|l| l.split_once(":cpu:").map(|(_, p)| p.to_string())) {
+        let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{path}/cpu.cfs_quota_us")).unwrap();
+        let period = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{path}/cpu.cfs_period_us")).unwrap();
+        assert_eq!((quota.trim(), period.trim()), ("5000", "10000"), "{cgroups}");
+    }
 
     // Its CPU is the whole tree's, read from the group (a reading exists).
     let out = ebb.cli(&["down"]);

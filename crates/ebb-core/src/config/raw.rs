@@ -141,6 +141,7 @@ struct RawService {
     idle: Option<idle::RawIdle>,
     warm_pool: Option<warm_pool::RawWarmPool>,
     logs: Option<RawLogs>,
+    cpu_quota: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -506,6 +507,7 @@ impl Check<'_> {
             warm_pool,
             logs: self.logs(raw.logs.unwrap_or_default()),
             memory: process_memory,
+            cpu_quota: raw.cpu_quota.unwrap_or(false),
         }
     }
 

@@ -221,7 +221,10 @@ impl Fleet {
             log_path: self.state_dir.join("logs").join(format!("{id}.log")),
             container: ContainerSpec::from_config(&ctx.config, spec.image.as_deref()),
             ports: ctx.config.ports.clone(),
-            limits: Some(crate::driver::cgroup::Limits { cpus: ctx.config.cpu, memory: ctx.config.memory }),
+            limits: Some(crate::driver::cgroup::Limits {
+                cpus: ctx.config.cpu_quota.then_some(ctx.config.cpu),
+                memory: ctx.config.memory,
+            }),
         };
         let health = HealthTracker::new(ctx.config.health.healthy_threshold, ctx.config.health.unhealthy_threshold);
         self.replicas.push(Replica {

@@ -1,6 +1,7 @@
 //! Control groups for local replicas: each replica in a group of its own,
 //! as ECS does for a task, so that
-//! - its `cpu` allotment is a CPU quota and its `memory` a hard limit,
+//! - its `memory` is a hard limit (and, with `cpu_quota = true`, its `cpu`
+//!   allotment a CPU quota),
 //! - its whole tree is accounted (a child that calls `setsid` or `setpgid`
 //!   leaves the process group, never the control group), for CPU sampling
 //!   and for stopping,
@@ -60,13 +61,20 @@ pub struct ReplicaCgroup {
 /// What a replica is limited to.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
-    /// Cores (`cpu`): the quota per 100 ms period.
-    pub cpus: f64,
+    /// Cores (`cpu` with `cpu_quota = true`): the quota per period; `None`:
+    /// no CPU cap (usage is still accounted).
+    pub cpus: Option<f64>,
     /// Bytes (`memory`), or no limit.
     pub memory: Option<u64>,
 }
 
-const PERIOD_US: u64 = 100_000;
+/// The CFS period. Short, so that a replica at its quota is paused for
+/// milliseconds at a time rather than tens of them (the kernel's 100 ms
+/// default stalls a web request for up to 75 ms at a quarter core); long
+/// enough that the quota stays at least the kernel's minimum of 1 ms.
+fn period_us(cpus: f64) -> u64 {
+    ((1000.0 / cpus.max(0.001)).ceil() as u64).clamp(10_000, 100_000)
+}
 
 impl Cgroups {
     /// Finds usable hierarchies under `/sys/fs/cgroup` and makes this state
@@ -153,13 +161,18 @@ impl Cgroups {
         for dir in &group.dirs {
             make_dir(dir)?;
         }
-        let quota = ((limits.cpus * PERIOD_US as f64).round() as u64).max(1000);
+        let quota = limits.cpus.map(|cpus| {
+            let period = period_us(cpus);
+            (((cpus * period as f64).round() as u64).max(1000), period)
+        });
         let set = |file: PathBuf, value: String| {
             std::fs::write(&file, &value).map_err(|e| format!("cannot write {value} to {}: {e}", file.display()))
         };
         if group.v2 {
             let dir = &group.dirs[0];
-            set(dir.join("cpu.max"), format!("{quota} {PERIOD_US}"))?;
+            if let Some((quota, period)) = quota {
+                set(dir.join("cpu.max"), format!("{quota} {period}"))?;
+            }
             if let Some(bytes) = limits.memory {
                 set(dir.join("memory.max"), bytes.to_string())?;
                 // No swap: the limit is the memory the replica may use.
@@ -167,8 +180,10 @@ impl Cgroups {
             }
         } else {
             let cpu = &group.dirs[1];
-            set(cpu.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
-            set(cpu.join("cpu.cfs_quota_us"), quota.to_string())?;
+            if let Some((quota, period)) = quota {
+                set(cpu.join("cpu.cfs_period_us"), period.to_string())?;
+                set(cpu.join("cpu.cfs_quota_us"), quota.to_string())?;
+            }
             if let Some(bytes) = limits.memory {
                 set(group.memory.join("memory.limit_in_bytes"), bytes.to_string())?;
                 let _ = std::fs::write(group.memory.join("memory.memsw.limit_in_bytes"), bytes.to_string());
@@ -293,10 +308,11 @@ mod tests {
         }
         let cgroups = Cgroups::detect_at(mount.path(), Path::new("/srv/shop/.ebb")).unwrap();
         assert_eq!(cgroups.version(), "v1");
-        let group = cgroups.create("web-abc123", Limits { cpus: 0.5, memory: Some(64 << 20) }).unwrap();
+        let group = cgroups.create("web-abc123", Limits { cpus: Some(0.5), memory: Some(64 << 20) }).unwrap();
         let base = &cgroups.base;
         let cpu = mount.path().join("cpu").join(base).join("web-abc123");
-        assert_eq!(std::fs::read_to_string(cpu.join("cpu.cfs_quota_us")).unwrap(), "50000");
+        assert_eq!(std::fs::read_to_string(cpu.join("cpu.cfs_period_us")).unwrap(), "10000");
+        assert_eq!(std::fs::read_to_string(cpu.join("cpu.cfs_quota_us")).unwrap(), "5000");
         let memory = mount.path().join("memory").join(base).join("web-abc123");
         assert_eq!(std::fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap(), (64u64 << 20).to_string());
         std::fs::write(memory.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n").unwrap();
@@ -319,9 +335,12 @@ mod tests {
         std::fs::write(unified.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
         let cgroups = Cgroups::detect_at(mount.path(), Path::new("/x")).unwrap();
         assert_eq!(cgroups.version(), "v2");
-        let group = cgroups.create("web-abc123", Limits { cpus: 2.0, memory: None }).unwrap();
+        let group = cgroups.create("web-abc123", Limits { cpus: Some(2.0), memory: None }).unwrap();
         let dir = unified.join(&cgroups.base).join("web-abc123");
-        assert_eq!(std::fs::read_to_string(dir.join("cpu.max")).unwrap(), "200000 100000");
+        assert_eq!(std::fs::read_to_string(dir.join("cpu.max")).unwrap(), "20000 10000");
+        // A tiny allotment: a longer period keeps the quota at 1 ms or more.
+        assert_eq!(period_us(0.05), 20_000);
+        assert_eq!(period_us(0.001), 100_000);
         std::fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
         assert_eq!(group.oom_kills(), 1);
         std::fs::write(dir.join("cpu.stat"), "usage_usec 1500000\nuser_usec 1\n").unwrap();
