@@ -44,6 +44,7 @@
 
 pub mod cron;
 pub mod decision;
+pub mod forecast;
 pub mod metrics;
 pub mod saturation;
 pub mod scheduled;
