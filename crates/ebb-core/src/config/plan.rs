@@ -345,6 +345,7 @@ fn policy_name(before: &ServiceConfig, after: &ServiceConfig, path: &str, i: usi
             "scaling.target_tracking" => s.scaling.target_tracking.iter().map(|p| p.name.clone()).collect(),
             "scaling.step" => s.scaling.step.iter().map(|p| p.name.clone()).collect(),
             "scaling.scheduled" => s.scaling.scheduled.iter().map(|p| p.name.clone()).collect(),
+            "scaling.predictive" => s.scaling.predictive.iter().map(|p| p.name.clone()).collect(),
             _ => Vec::new(),
         }
     };

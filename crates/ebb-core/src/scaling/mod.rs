@@ -46,6 +46,7 @@ pub mod cron;
 pub mod decision;
 pub mod forecast;
 pub mod metrics;
+pub mod predictive;
 pub mod saturation;
 pub mod scheduled;
 pub mod step;
@@ -56,7 +57,9 @@ mod autoscaler;
 pub use autoscaler::Autoscaler;
 pub use cron::{CivilTime, Cron, CronError};
 pub use decision::{Cap, CapKind, Change, Decision, Direction, Hold, HoldKind, PolicyOutcome, Vote};
+pub use forecast::{Forecast, Series, Skill, TooLittleHistory};
 pub use metrics::{Metric, MetricHistory, NoData, Observation, ReplicaSample, Reporting, ServiceSample, Statistic};
+pub use predictive::{ForecastState, PredictiveMode, PredictivePolicy};
 pub use saturation::{Demand, HostFull, HostSample, Saturation, SaturationConfig};
 pub use scheduled::ScheduledAction;
 pub use step::{check_steps, AdjustmentType, Alarm, AlarmState, Comparison, StepAdjustment, StepPolicy};
@@ -81,6 +84,9 @@ pub struct ScalingConfig {
     pub target_tracking: Vec<TargetTracking>,
     pub step: Vec<StepPolicy>,
     pub scheduled: Vec<ScheduledAction>,
+    /// Predictive policies: a floor under capacity from a forecast of the
+    /// load ([`predictive`]).
+    pub predictive: Vec<PredictivePolicy>,
     /// Burst (panic) mode for the target tracking policies; off when `None`.
     pub burst: Option<Burst>,
     /// What the balancer's view of demand does: the scale-in guard and
@@ -97,7 +103,7 @@ impl ScalingConfig {
 
     /// No policies: the fleet stays where `replicas` and `ebb scale` put it.
     pub fn is_fixed(&self) -> bool {
-        self.target_tracking.is_empty() && self.step.is_empty() && self.scheduled.is_empty()
+        self.target_tracking.is_empty() && self.step.is_empty() && self.scheduled.is_empty() && self.predictive.is_empty()
     }
 
     /// How much metric history the policies read: the longest window or

@@ -76,6 +76,9 @@ impl Preset {
             target_tracking: Vec::new(),
             step: Vec::new(),
             scheduled: service.scheduled.clone(),
+            // The anchors' predictive scaling is a separate product: a
+            // preset is their reactive default alone.
+            predictive: Vec::new(),
             burst: None,
             // The anchors have no view of a balancer's queue: emulate them
             // faithfully, without ebb's saturation rules.
