@@ -46,7 +46,8 @@ fn error_next_day(series: &Series, f: impl Fn(i64) -> f64) -> f64 {
 
 #[test]
 fn too_little_history_says_how_much_it_has_and_needs() {
-    let series = Series::from_points(points(1, 0.0, 1, |t| shape(t, 14.0, false, 1.0)).into_iter().take(720), MONDAY + 43_200);
+    let series =
+        Series::from_points(points(1, 0.0, 1, |t| shape(t, 14.0, false, 1.0)).into_iter().take(720), MONDAY + 43_200);
     let err = forecast(&series).unwrap_err();
     assert_eq!(err.have, Duration::from_secs(12 * 3600));
     assert_eq!(err.to_string(), "12 h of history, needs 24 h to forecast");

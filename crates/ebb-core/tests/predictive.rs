@@ -138,7 +138,8 @@ fn too_little_history_holds_and_says_how_much() {
     sim.run(5);
     assert_eq!(said(&sim), "predictive daily: no forecast yet");
     let have = Duration::from_secs(5 * 3600);
-    sim.scaler.set_forecast(0, ForecastState::TooLittleHistory(TooLittleHistory { have, need: Duration::from_secs(86_400) }));
+    sim.scaler
+        .set_forecast(0, ForecastState::TooLittleHistory(TooLittleHistory { have, need: Duration::from_secs(86_400) }));
     sim.run(5);
     assert_eq!(said(&sim), "predictive daily: 5 h of history, needs 24 h to forecast");
     assert!(sim.changes.is_empty());

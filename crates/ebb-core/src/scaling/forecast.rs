@@ -11,7 +11,7 @@
 //! a gap, e.g. ebb was down). Two candidates, both additive Holt-Winters
 //! (level, damped trend, seasonal offsets), with fixed, explainable
 //! parameters: one with a daily season, one with a weekly season (only
-//! with 9 days or more: a week to learn the season, and days to test
+//! with 8 days or more: a week to learn the season, and a day to test
 //! it). Each is tested by a rolling-origin backtest over the last days of
 //! history (up to 7): fitted on the history before a day, it forecasts
 //! that whole day, and its MAPE against what happened is kept. The
@@ -237,8 +237,26 @@ impl fmt::Display for TooLittleHistory {
     }
 }
 
+/// The model a backtest chose, and how it did: what [`forecast_with`]
+/// needs. Choosing tests every candidate on up to 7 days, so callers that
+/// forecast often (hourly) choose once a day.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    pub model: Model,
+    /// `None` with less than 2 days of history (nothing to test on).
+    pub skill: Option<Skill>,
+}
+
 /// Learns the series and forecasts [`HORIZON`] ahead of its end.
 pub fn forecast(series: &Series) -> Result<Forecast, TooLittleHistory> {
+    let choice = choose(series)?;
+    forecast_with(series, choice)
+}
+
+/// The rolling-origin backtest: each candidate forecasts each of the last
+/// days from the history before it; the lowest MAPE wins, and is compared
+/// with the naive baselines on the same days.
+pub fn choose(series: &Series) -> Result<Choice, TooLittleHistory> {
     let values = &series.values;
     let have = values.len() - values.iter().rev().take_while(|v| v.is_none()).count();
     if have < DAY {
@@ -246,59 +264,61 @@ pub fn forecast(series: &Series) -> Result<Forecast, TooLittleHistory> {
     }
     let days = values.len() / DAY;
     // The weekly model needs a week to learn and days to be tested on.
-    let weekly = days >= 9;
+    let weekly = days >= 8;
     let test_days = if weekly { (days - 7).min(BACKTEST_DAYS) } else { (days - 1).min(BACKTEST_DAYS) };
     let seasons: &[Season] = if weekly { &[Season::Daily, Season::Weekly] } else { &[Season::Daily] };
     let candidates = seasons.iter().flat_map(|&season| GAMMAS.map(|gamma| Model { season, gamma }));
     let floor = mean(values) * MAPE_FLOOR;
-
+    let fallback = Model { season: Season::Daily, gamma: GAMMAS[1] };
+    if test_days == 0 {
+        return Ok(Choice { model: fallback, skill: None });
+    }
+    let origins: Vec<usize> = (1..=test_days).map(|d| values.len() - d * DAY).collect();
     let mut best: Option<(Model, f64)> = None;
-    let mut skill = None;
-    if test_days > 0 {
-        let origins: Vec<usize> = (1..=test_days).map(|d| values.len() - d * DAY).collect();
-        for model in candidates {
-            let mut errors = Errors::default();
-            for &origin in &origins {
-                if let Some(predicted) = holt_winters(&values[..origin], model, DAY) {
-                    for (i, p) in predicted.iter().enumerate() {
-                        errors.add(values[origin + i], Some(*p), floor);
-                    }
-                }
-            }
-            if let Some(mape) = errors.mape() {
-                if best.is_none_or(|(_, b)| mape < b) {
-                    best = Some((model, mape));
+    for model in candidates {
+        let mut errors = Errors::default();
+        for &origin in &origins {
+            if let Some(predicted) = holt_winters(&values[..origin], model, DAY) {
+                for (i, p) in predicted.iter().enumerate() {
+                    errors.add(values[origin + i], Some(*p), floor);
                 }
             }
         }
-        let baseline = |lag: usize| {
-            let mut errors = Errors::default();
-            for &origin in &origins {
-                for t in origin..origin + DAY {
-                    let past = t.checked_sub(lag).and_then(|p| values[p]);
-                    errors.add(values[t], past, floor);
-                }
+        if let Some(mape) = errors.mape() {
+            if best.is_none_or(|(_, b)| mape < b) {
+                best = Some((model, mape));
             }
-            errors.mape()
-        };
-        skill = best.map(|(_, mape)| Skill {
-            days: test_days as u32,
-            mape,
-            yesterday: baseline(DAY),
-            last_week: baseline(WEEK),
-        });
+        }
     }
-    let model = best.map_or(Model { season: Season::Daily, gamma: GAMMAS[1] }, |(m, _)| m);
+    let baseline = |lag: usize| {
+        let mut errors = Errors::default();
+        for &origin in &origins {
+            for t in origin..origin + DAY {
+                let past = t.checked_sub(lag).and_then(|p| values[p]);
+                errors.add(values[t], past, floor);
+            }
+        }
+        errors.mape()
+    };
+    Ok(match best {
+        Some((model, mape)) => Choice {
+            model,
+            skill: Some(Skill { days: test_days as u32, mape, yesterday: baseline(DAY), last_week: baseline(WEEK) }),
+        },
+        None => Choice { model: fallback, skill: None },
+    })
+}
+
+/// Forecasts [`HORIZON`] ahead of the series' end with a chosen model.
+pub fn forecast_with(series: &Series, choice: Choice) -> Result<Forecast, TooLittleHistory> {
     let horizon = (HORIZON.as_secs() as i64 / BUCKET_S) as usize;
-    let values = holt_winters(values, model, horizon).ok_or(TooLittleHistory {
-        have: series.span(),
-        need: MIN_HISTORY,
-    })?;
+    let values = holt_winters(&series.values, choice.model, horizon)
+        .ok_or(TooLittleHistory { have: series.span(), need: MIN_HISTORY })?;
     Ok(Forecast {
         start_unix: series.end_unix(),
-        model,
+        model: choice.model,
         values,
-        skill,
+        skill: choice.skill,
         history: series.span(),
         gaps: Duration::from_secs(series.gaps() as u64 * BUCKET_S as u64),
     })
@@ -387,8 +407,7 @@ fn holt_winters(values: &[Option<f64>], model: Model, horizon: usize) -> Option<
                 power *= PHI;
                 damped += power;
                 let i = (n + h - 1) % season;
-                let offset =
-                    (offsets[(i + season - 1) % season] + offsets[i] + offsets[(i + 1) % season]) / 3.0;
+                let offset = (offsets[(i + season - 1) % season] + offsets[i] + offsets[(i + 1) % season]) / 3.0;
                 (level + damped * trend + offset).max(0.0)
             })
             .collect(),

@@ -103,7 +103,10 @@ impl ScalingConfig {
 
     /// No policies: the fleet stays where `replicas` and `ebb scale` put it.
     pub fn is_fixed(&self) -> bool {
-        self.target_tracking.is_empty() && self.step.is_empty() && self.scheduled.is_empty() && self.predictive.is_empty()
+        self.target_tracking.is_empty()
+            && self.step.is_empty()
+            && self.scheduled.is_empty()
+            && self.predictive.is_empty()
     }
 
     /// How much metric history the policies read: the longest window or

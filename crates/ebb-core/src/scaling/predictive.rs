@@ -106,7 +106,10 @@ pub(crate) fn vote(
     };
     let ahead = policy.launch_ahead.unwrap_or(boot);
     let Some((peak, at)) = forecast.peak(wall_unix_s, wall_unix_s + ahead.as_secs() as i64) else {
-        return (pending(format!("predictive {name}: the forecast does not reach this far; it is made again hourly")), 0);
+        return (
+            pending(format!("predictive {name}: the forecast does not reach this far; it is made again hourly")),
+            0,
+        );
     };
     let wanted = (peak / policy.target - 1e-9).ceil().max(0.0) as u32;
     let floor = wanted.min(bounds.max);

@@ -20,9 +20,12 @@
 //! - [`presets`]: AWS, HPA and Knative defaults as ebb policies.
 //! - [`engine`]: the second-by-second loop, [`simulate`].
 //! - [`summary`]: SLOs, flaps, and the totals of a run.
+//! - [`forecasting`]: predictive policies fed the trace's past, and how
+//!   good their forecasts were.
 //! - [`rng`]: SplitMix64, the seeded generator.
 
 pub mod engine;
+pub mod forecasting;
 pub mod presets;
 pub mod queue;
 pub mod rng;
@@ -31,6 +34,7 @@ pub mod summary;
 pub mod trace;
 
 pub use engine::{simulate, FleetModel, Policy, Run, Second, SimEvent, SimOptions};
+pub use forecasting::{ForecastReport, Versus};
 pub use presets::Preset;
 pub use queue::Flow;
 pub use shape::parse_shape;

@@ -19,7 +19,6 @@ pub(in crate::config::raw) struct RawPredictive {
     launch_ahead: Option<Spanned<Dur>>,
 }
 
-
 impl crate::config::raw::Check<'_> {
     pub(super) fn predictive(&mut self, i: usize, raw: Spanned<RawPredictive>, names: &mut Names) -> PredictivePolicy {
         let at = raw.span();
@@ -57,7 +56,9 @@ impl crate::config::raw::Check<'_> {
             None => {
                 self.problem(
                     at.clone(),
-                    format!("predictive policy `{name}` has no target; add what one replica should carry, e.g. {example}"),
+                    format!(
+                        "predictive policy `{name}` has no target; add what one replica should carry, e.g. {example}"
+                    ),
                 );
                 1.0
             }
