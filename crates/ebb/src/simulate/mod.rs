@@ -14,6 +14,7 @@
 //!   the health checks) instead of guessing them.
 
 pub mod calibrate;
+mod forecast_report;
 pub mod html;
 pub mod input;
 pub mod output;

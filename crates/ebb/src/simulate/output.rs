@@ -169,6 +169,7 @@ pub fn write_text(out: &mut impl Write, plan: &Plan, runs: &[Run], log: bool, wa
     }
     writeln!(out)?;
     write!(out, "{}", summary_table(runs))?;
+    write!(out, "{}", super::forecast_report::text(runs))?;
     writeln!(
         out,
         "simulated {} s × {} polic{} in {} ms",
@@ -207,6 +208,9 @@ pub struct JsonSummary {
     pub worst_latency_ms: Option<f64>,
     /// Wall time of this policy's run (not part of the simulated outcome).
     pub wall_ms: f64,
+    /// How its predictive policy's forecasts did, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<super::forecast_report::JsonForecast>,
 }
 
 fn round(v: f64, decimals: i32) -> f64 {
@@ -238,6 +242,7 @@ pub fn json_summary(plan: &Plan, run: &Run, wall_ms: f64) -> JsonSummary {
         mean_cpu: round(s.mean_cpu, 2),
         worst_latency_ms: s.worst_latency_ms.map(|v| round(v, 1)),
         wall_ms: round(wall_ms, 1),
+        forecast: run.forecast.as_ref().map(super::forecast_report::json),
     }
 }
 
