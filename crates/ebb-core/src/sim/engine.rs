@@ -200,6 +200,8 @@ pub struct Run {
     pub seconds: Vec<Second>,
     pub events: Vec<SimEvent>,
     pub summary: Summary,
+    /// A baseline (oracle, static peak), not a policy: no autoscaler ran.
+    pub baseline: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -412,6 +414,19 @@ impl Fleet {
 
 /// Runs `policy` against `trace` on the `model` fleet.
 pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &SimOptions) -> Run {
+    let demand = super::elasticity::demand(trace, model, &options.slo);
+    simulate_against(policy, model, trace, options, &demand)
+}
+
+/// [`simulate`] with the trace's demand computed once
+/// ([`super::elasticity::demand`]) and shared by several policies.
+pub fn simulate_against(
+    policy: &Policy,
+    model: &FleetModel,
+    trace: &Trace,
+    options: &SimOptions,
+    demand: &[u32],
+) -> Run {
     let mut autoscaler = Autoscaler::new(&policy.scaling, policy.replicas.bounds);
     let boot = model.boot.as_millis() as u64;
     let queue_limit_s = model.queue_limit.as_secs_f64();
@@ -597,8 +612,9 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
             queue_ms: flow.queue_ms,
         });
     }
-    let summary = Summary::new(&policy.name, &seconds, &events, options.slo, options.price, options.flap_window);
-    Run { policy: policy.name.clone(), seconds, events, summary }
+    let summary =
+        Summary::new(&policy.name, &seconds, &events, options.slo, options.price, options.flap_window, demand);
+    Run { policy: policy.name.clone(), seconds, events, summary, baseline: false }
 }
 
 /// A second at zero with `[idle]`: the offered requests join the held
