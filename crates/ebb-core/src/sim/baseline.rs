@@ -24,9 +24,9 @@ use crate::scaling::Bounds;
 use std::collections::VecDeque;
 
 /// The oracle's name in tables and charts.
-pub const ORACLE: &str = "oracle (baseline)";
+pub const ORACLE: &str = "baseline:oracle";
 /// The static fleet's name in tables and charts.
-pub const STATIC_PEAK: &str = "static peak (baseline)";
+pub const STATIC_PEAK: &str = "baseline:static-peak";
 
 /// The extreme (`max` or, with `max = false`, the min) of
 /// `values[t − before ..= t + after]` for each `t`, clipped to the slice,
