@@ -81,7 +81,7 @@ fn measure(label: impl Into<String>, cell: Cell, key: Option<Key>) -> Measure {
 pub fn measures(runs: &[Run]) -> Vec<Measure> {
     let slo = runs.first().map(|r| r.summary.slo.to_string()).unwrap_or_default();
     let p = runs.first().map(|r| num(r.summary.slo.percentile, 3)).unwrap_or_default();
-    let pct = |f: fn(&Summary) -> f64| -> Cell { Box::new(move |s| format!("{} %", num(f(s), 1))) };
+    let pct = |f: fn(&Summary) -> f64| -> Cell { Box::new(move |s| format!("{} %", num(f(s), 2))) };
     let key = |f: fn(&Summary) -> f64| -> Option<Key> { Some(Box::new(f)) };
     let mut rows = vec![
         measure("replica-hours", Box::new(|s| num(s.replica_hours, 2)), key(|s| s.replica_hours)),
