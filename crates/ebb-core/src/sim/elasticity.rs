@@ -101,7 +101,8 @@ fn meets(rate: f64, n: u32, model: &FleetModel, slo: &Slo) -> bool {
 /// `rate` (0 without requests). When no count can (the service time alone
 /// is over the threshold), the fewest that leave no backlog.
 pub fn demand_at(rate: f64, model: &FleetModel, slo: &Slo) -> u32 {
-    if !(rate > 0.0) || !(model.capacity > 0.0) {
+    // NaN rates and capacities count as none.
+    if rate.is_nan() || rate <= 0.0 || model.capacity.is_nan() || model.capacity <= 0.0 {
         return 0;
     }
     // Closed form first: p = (1/μ) ln(1/(1−q)) / (1 − ρ) ≤ threshold gives
