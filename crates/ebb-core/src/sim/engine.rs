@@ -203,6 +203,8 @@ pub struct Run {
     pub summary: Summary,
     /// How the forecast of the first predictive policy did, if any.
     pub forecast: Option<ForecastReport>,
+    /// A baseline (oracle, static peak), not a policy: no autoscaler ran.
+    pub baseline: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -415,6 +417,19 @@ impl Fleet {
 
 /// Runs `policy` against `trace` on the `model` fleet.
 pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &SimOptions) -> Run {
+    let demand = super::elasticity::demand(trace, model, &options.slo);
+    simulate_against(policy, model, trace, options, &demand)
+}
+
+/// [`simulate`] with the trace's demand computed once
+/// ([`super::elasticity::demand`]) and shared by several policies.
+pub fn simulate_against(
+    policy: &Policy,
+    model: &FleetModel,
+    trace: &Trace,
+    options: &SimOptions,
+    demand: &[u32],
+) -> Run {
     let mut autoscaler = Autoscaler::new(&policy.scaling, policy.replicas.bounds);
     autoscaler.set_boot_time(model.boot);
     let mut forecasting = Forecasting::new(&policy.scaling.predictive, options.start_unix);
@@ -605,9 +620,10 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
             queue_ms: flow.queue_ms,
         });
     }
-    let summary = Summary::new(&policy.name, &seconds, &events, options.slo, options.price, options.flap_window);
+    let summary =
+        Summary::new(&policy.name, &seconds, &events, options.slo, options.price, options.flap_window, demand);
     let forecast = forecasting.map(|f| f.report());
-    Run { policy: policy.name.clone(), seconds, events, summary, forecast }
+    Run { policy: policy.name.clone(), seconds, events, summary, baseline: false, forecast }
 }
 
 /// A second at zero with `[idle]`: the offered requests join the held

@@ -22,8 +22,12 @@
 //! - [`summary`]: SLOs, flaps, and the totals of a run.
 //! - [`forecasting`]: predictive policies fed the trace's past, and how
 //!   good their forecasts were.
+//! - [`elasticity`]: the demand and the SPEC elasticity scores.
+//! - [`baseline`]: the oracle and static-peak baselines.
 //! - [`rng`]: SplitMix64, the seeded generator.
 
+pub mod baseline;
+pub mod elasticity;
 pub mod engine;
 pub mod forecasting;
 pub mod presets;
@@ -33,7 +37,9 @@ pub mod shape;
 pub mod summary;
 pub mod trace;
 
-pub use engine::{simulate, FleetModel, Policy, Run, Second, SimEvent, SimOptions};
+pub use baseline::baselines;
+pub use elasticity::Scores;
+pub use engine::{simulate, simulate_against, FleetModel, Policy, Run, Second, SimEvent, SimOptions};
 pub use forecasting::{ForecastReport, Versus};
 pub use presets::Preset;
 pub use queue::Flow;
