@@ -40,10 +40,16 @@
 //!   change in either direction; a scale-out cooldown from the last
 //!   increase only, so shrinking never delays growing back.
 //! - **Missing data is never zero load**: it blocks scale-in, and the hold
-//!   says "held for lack of data".
+//!   says "held for lack of data". A policy with `on_missing_metrics =
+//!   "scale_out"` adds one replica per cooldown while its metric's source
+//!   is down for its whole window (see [`MetricHistory::source_down`]).
+//! - **Low numbers can lie**: while 5xx answers spike or traffic collapses
+//!   within seconds, and for a while after, nothing scales in
+//!   ([`freeze`]).
 
 pub mod cron;
 pub mod decision;
+pub mod freeze;
 pub mod metrics;
 pub mod saturation;
 pub mod scheduled;
@@ -55,7 +61,10 @@ mod autoscaler;
 pub use autoscaler::Autoscaler;
 pub use cron::{CivilTime, Cron, CronError};
 pub use decision::{Cap, CapKind, Change, Decision, Direction, Hold, HoldKind, PolicyOutcome, Vote};
-pub use metrics::{Metric, MetricHistory, NoData, Observation, ReplicaSample, Reporting, ServiceSample, Statistic};
+pub use freeze::FreezeConfig;
+pub use metrics::{
+    Metric, MetricHistory, NoData, Observation, OnMissing, ReplicaSample, Reporting, ServiceSample, Statistic,
+};
 pub use saturation::{Demand, HostFull, HostSample, Saturation, SaturationConfig};
 pub use scheduled::ScheduledAction;
 pub use step::{check_steps, AdjustmentType, Alarm, AlarmState, Comparison, StepAdjustment, StepPolicy};
@@ -85,6 +94,9 @@ pub struct ScalingConfig {
     /// What the balancer's view of demand does: the scale-in guard and
     /// demand sizing (see [`saturation`]).
     pub saturation: SaturationConfig,
+    /// The scale-in freeze on a 5xx spike or a traffic collapse (see
+    /// [`freeze`]).
+    pub freeze: FreezeConfig,
 }
 
 impl ScalingConfig {
@@ -112,7 +124,7 @@ impl ScalingConfig {
     /// what the saturation rules read (status shows a full host even for a
     /// fixed fleet).
     fn history_kept(&self) -> Duration {
-        self.history_needed().max(self.saturation.history_needed())
+        self.history_needed().max(self.saturation.history_needed()).max(self.freeze.history_needed())
     }
 }
 

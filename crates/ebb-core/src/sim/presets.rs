@@ -80,6 +80,7 @@ impl Preset {
             // The anchors have no view of a balancer's queue: emulate them
             // faithfully, without ebb's saturation rules.
             saturation: SaturationConfig { hold_scale_in: false, scale_out: false, ..Default::default() },
+            freeze: crate::scaling::FreezeConfig { enabled: false, ..Default::default() },
         };
         match self {
             Preset::Aws => config.step = aws_alarms(metric, target),
@@ -153,6 +154,7 @@ fn aws_alarms(metric: Metric, target: f64) -> Vec<StepPolicy> {
             steps: out_steps,
             min_adjustment_magnitude: None,
             cooldown,
+            on_missing_metrics: Default::default(),
         },
         StepPolicy {
             name: "aws-in".into(),
@@ -161,6 +163,7 @@ fn aws_alarms(metric: Metric, target: f64) -> Vec<StepPolicy> {
             steps: in_steps,
             min_adjustment_magnitude: None,
             cooldown,
+            on_missing_metrics: Default::default(),
         },
     ]
 }

@@ -34,6 +34,10 @@ pub(super) struct Sampler {
     /// The balancer's arrivals and shed counters at the last sample.
     offered_at_last_sample: u64,
     shed_at_last_sample: u64,
+    /// The balancer's (answers, 5xx answers) totals at the last sample.
+    answers_at_last_sample: (u64, u64),
+    /// Whether scale-in was frozen after the last decision (an event per turn).
+    was_frozen: bool,
     host: Option<Arc<HostMonitor>>,
     /// The last second's demand and host, for status.
     last_demand: Option<SaturationStatus>,
@@ -57,6 +61,8 @@ impl Sampler {
             service_requests_at_last_sample: 0,
             offered_at_last_sample: 0,
             shed_at_last_sample: 0,
+            answers_at_last_sample: (0, 0),
+            was_frozen: false,
             host,
             last_demand: None,
             last_host: None,
@@ -214,6 +220,15 @@ impl Sampler {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let decision = self.autoscaler.decide(now, wall, &fleet);
         self.policy_hold = decision.holding.as_ref().map(|h| h.to_string());
+        let frozen = self.autoscaler.frozen_hold(now);
+        if frozen.is_some() != self.was_frozen {
+            let text = match &frozen {
+                Some(hold) => format!("{}; no scale-in until it lifts", hold.why),
+                None => "scale-in freeze lifted".to_string(),
+            };
+            ctx.record(NewEvent::new(&ctx.name, EventKind::ScaleInFrozen, text));
+            self.was_frozen = frozen.is_some();
+        }
         if let Some(change) = decision.change {
             ctx.record(NewEvent::new(&ctx.name, EventKind::Scaled, change.to_string()).change(change.from, change.to));
             *desired = change.to;
@@ -257,6 +272,15 @@ impl Sampler {
         let offered = stats.requests.saturating_sub(self.offered_at_last_sample);
         let shed = stats.shed.saturating_sub(self.shed_at_last_sample);
         (self.offered_at_last_sample, self.shed_at_last_sample) = (stats.requests, stats.shed);
+        // Answers on a replica's behalf count as answers and as 5xx (the
+        // replica could not answer); shed requests are saturation's.
+        let gateway = stats.no_backend + stats.upstream_errors + stats.upstream_timeouts;
+        let answers = (stats.replica_answers.iter().sum::<u64>() + gateway, stats.replica_answers[4] + gateway);
+        let (answered, errors) = (
+            answers.0.saturating_sub(self.answers_at_last_sample.0),
+            answers.1.saturating_sub(self.answers_at_last_sample.1),
+        );
+        self.answers_at_last_sample = answers;
         let (routable, at_limit, in_flight) = ctx.proxy.load();
         Demand {
             offered_per_s: offered as f64,
@@ -267,6 +291,8 @@ impl Sampler {
             routable,
             at_limit,
             limit: ctx.config.proxy.max_in_flight,
+            answered_per_s: answered as f64,
+            errors_per_s: errors as f64,
         }
     }
 
