@@ -53,6 +53,7 @@ pub mod freeze;
 pub mod metrics;
 pub mod saturation;
 pub mod scheduled;
+pub mod shadow;
 pub mod step;
 pub mod target;
 
@@ -67,6 +68,7 @@ pub use metrics::{
 };
 pub use saturation::{Demand, HostFull, HostSample, Saturation, SaturationConfig};
 pub use scheduled::ScheduledAction;
+pub use shadow::{Shadow, ShadowPolicies};
 pub use step::{check_steps, AdjustmentType, Alarm, AlarmState, Comparison, StepAdjustment, StepPolicy};
 pub use target::{RateLimit, Recommendation, TargetTracking};
 
@@ -97,6 +99,8 @@ pub struct ScalingConfig {
     /// The scale-in freeze on a 5xx spike or a traffic collapse (see
     /// [`freeze`]).
     pub freeze: FreezeConfig,
+    /// Policies evaluated beside these but never applied (see [`shadow`]).
+    pub shadow: Option<ShadowPolicies>,
 }
 
 impl ScalingConfig {
@@ -107,8 +111,24 @@ impl ScalingConfig {
     pub const MAX_HISTORY: Duration = Duration::from_secs(3600);
 
     /// No policies: the fleet stays where `replicas` and `ebb scale` put it.
+    /// Shadow policies never act, so they do not count.
     pub fn is_fixed(&self) -> bool {
         self.target_tracking.is_empty() && self.step.is_empty() && self.scheduled.is_empty()
+    }
+
+    /// The configuration the shadow runs: this one with its target tracking
+    /// and step policies replaced by the shadow's (warm-up, scheduled
+    /// actions, saturation and freeze rules as they are); `None` without
+    /// shadow policies.
+    pub fn shadow_config(&self) -> Option<ScalingConfig> {
+        let shadow = self.shadow.as_ref().filter(|s| !s.is_empty())?;
+        Some(ScalingConfig {
+            target_tracking: shadow.target_tracking.clone(),
+            step: shadow.step.clone(),
+            burst: self.burst.filter(|_| !shadow.target_tracking.is_empty()),
+            shadow: None,
+            ..self.clone()
+        })
     }
 
     /// How much metric history the policies read: the longest window or

@@ -81,6 +81,7 @@ impl Preset {
             // faithfully, without ebb's saturation rules.
             saturation: SaturationConfig { hold_scale_in: false, scale_out: false, ..Default::default() },
             freeze: crate::scaling::FreezeConfig { enabled: false, ..Default::default() },
+            shadow: None,
         };
         match self {
             Preset::Aws => config.step = aws_alarms(metric, target),

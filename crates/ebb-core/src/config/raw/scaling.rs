@@ -15,7 +15,8 @@ use crate::config::{Bounds, ServiceConfig};
 use crate::scaling::metrics::duration as human;
 use crate::scaling::{
     check_steps, AdjustmentType, Alarm, Burst, Comparison, Cron, FreezeConfig, Metric, OnMissing, RateLimit,
-    SaturationConfig, ScalingConfig, ScheduledAction, Statistic, StepAdjustment, StepPolicy, TargetTracking,
+    SaturationConfig, ScalingConfig, ScheduledAction, ShadowPolicies, Statistic, StepAdjustment, StepPolicy,
+    TargetTracking,
 };
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -33,6 +34,19 @@ pub(super) struct RawScaling {
     burst: Option<RawBurst>,
     saturation: Option<RawSaturation>,
     freeze: Option<RawFreeze>,
+    shadow: Option<RawShadow>,
+}
+
+/// `[service.NAME.scaling.shadow]`: the same policy tables as the active
+/// ones, evaluated beside them and never applied.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "shadow policies like [[service.web.scaling.shadow.target_tracking]] or [[service.web.scaling.shadow.step]]"
+)]
+struct RawShadow {
+    target_tracking: Option<Vec<Spanned<RawTargetTracking>>>,
+    step: Option<Vec<Spanned<RawStep>>>,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +193,18 @@ impl Check<'_> {
         let burst = raw.burst.map(|b| self.burst(service, b, target_tracking.is_empty()));
         let saturation = raw.saturation.map_or_else(SaturationConfig::default, |s| self.saturation(s));
         let freeze = raw.freeze.map_or_else(FreezeConfig::default, |f| self.freeze(f));
+        // Checked like active policies (a shadow with an error is refused);
+        // their names are their own, as the events say `shadow NAME`.
+        let shadow = raw.shadow.map(|raw| {
+            let mut names = Names::default();
+            let target_tracking = (raw.target_tracking.unwrap_or_default().into_iter().enumerate())
+                .map(|(i, p)| self.target_tracking(i, p, &mut names))
+                .collect();
+            let step = (raw.step.unwrap_or_default().into_iter().enumerate())
+                .map(|(i, p)| self.step(i, p, &mut names))
+                .collect();
+            ShadowPolicies { target_tracking, step }
+        });
         ScalingConfig {
             warmup: raw.warmup.map(|w| w.into_inner().0).unwrap_or(Duration::ZERO),
             target_tracking,
@@ -187,6 +213,7 @@ impl Check<'_> {
             burst,
             saturation,
             freeze,
+            shadow,
         }
     }
 
