@@ -69,6 +69,7 @@ use crate::wire;
         wire::PlanChange,
         wire::DeployStatus,
         wire::SaturationStatus,
+        wire::ShadowStatus,
         wire::HostStatus,
         wire::ListenerStatus,
         wire::CertificateStatus,
