@@ -35,7 +35,7 @@ fn missing_metrics_hold_by_default_and_scale_out_by_one_per_cooldown_on_request(
     assert_eq!(sim.timeline(), [(30, 2, 3, policy.clone()), (60, 3, 4, policy)], "{}", sim.told());
     assert_eq!(
         sim.changes[0].1.reason,
-        "target tracking no warm replica reported cpu in the last 10 s (2 not reporting): the metric source looks down; on_missing_metrics = \"scale_out\" -> 2 + 1 = 3"
+        "target tracking cpu: no warm replica reported cpu in the last 10 s (2 not reporting): the metric source looks down; on_missing_metrics = \"scale_out\" -> 2 + 1 = 3"
     );
     assert_eq!(sim.holding(), "max reached: target-cpu wants 5, max is 4");
 }

@@ -307,7 +307,7 @@ impl TargetState {
                 {
                     return scale_out_on_missing(
                         &policy.name,
-                        &format!("target tracking {no_data}"),
+                        &format!("target tracking {}: {no_data}", policy.metric),
                         policy.scale_out_cooldown,
                         ctx.log.last_increase(),
                         ctx,
