@@ -438,6 +438,7 @@ fn openapi_document_lists_every_endpoint() {
         ("post", "/api/v1/shutdown"),
         ("post", "/api/v1/dashboard/login"),
         ("get", "/api/v1/openapi.json"),
+        ("get", "/api/v1/services/{name}/forecast"),
     ];
     for (method, path) in expected {
         let op = &paths.get(path).unwrap_or_else(|| panic!("missing {path}"))[method];

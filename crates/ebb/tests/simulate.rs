@@ -186,7 +186,14 @@ fn presets_and_compare_run_side_by_side() {
     let out = d.ok(&args);
     let table_header = out.lines().find(|l| l.starts_with("policy ")).unwrap();
     let names: Vec<&str> = table_header.split_whitespace().collect();
-    assert_eq!(names, ["policy", "ebb.toml", "tuned.toml", "aws", "hpa", "kpa"]);
+    assert_eq!(
+        names,
+        ["policy", "ebb.toml", "tuned.toml", "aws", "hpa", "kpa", "baseline:oracle", "baseline:static-peak"],
+        "the policies, then the two baselines"
+    );
+    let winner = out.lines().find(|l| l.contains(" wins: the cheapest")).unwrap_or_else(|| panic!("{out}"));
+    assert!(winner.contains("policy that meets the SLO p99<1s"), "{winner}");
+    assert!(winner.contains("Perfect foresight (baseline:oracle) would have needed"), "{winner}");
     for heading in ["== ebb.toml (", "== tuned.toml (", "== aws (", "== hpa (", "== kpa ("] {
         assert!(out.contains(heading), "{heading}: {out}");
     }
@@ -196,8 +203,24 @@ fn presets_and_compare_run_side_by_side() {
     let mut json_args = args.to_vec();
     json_args.extend(["--json", "--csv", "all.csv", "--report", "all.html"]);
     let json: serde_json::Value = serde_json::from_str(&d.ok(&json_args)).unwrap();
-    let policies: Vec<&str> = json.as_array().unwrap().iter().map(|r| r["policy"].as_str().unwrap()).collect();
-    assert_eq!(policies, ["ebb.toml", "tuned.toml", "aws", "hpa", "kpa"]);
+    let policies: Vec<(&str, bool)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["policy"].as_str().unwrap(), r["baseline"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            ("ebb.toml", false),
+            ("tuned.toml", false),
+            ("aws", false),
+            ("hpa", false),
+            ("kpa", false),
+            ("baseline:oracle", true),
+            ("baseline:static-peak", true)
+        ]
+    );
     let tuned = &json[1];
     assert!(
         tuned["max_desired"].as_u64() > json[0]["max_desired"].as_u64(),
@@ -205,12 +228,67 @@ fn presets_and_compare_run_side_by_side() {
     );
     let csv = d.read("all.csv");
     assert!(csv.starts_with("policy,second,rate,desired,in_service,cpu,p99_ms,queue_ms,shed\nebb.toml,0,60,"));
-    assert_eq!(csv.lines().count(), 1 + 5 * 2400);
+    assert_eq!(csv.lines().count(), 1 + 5 * 2400, "the policies' seconds, not the baselines'");
     assert!(csv.contains("\nkpa,2399,"));
     let html = d.read("all.html");
-    for name in ["ebb.toml", "tuned.toml", "aws", "hpa", "kpa"] {
+    for name in ["ebb.toml", "tuned.toml", "aws", "hpa", "kpa", "baseline:oracle", "baseline:static-peak"] {
         assert!(html.contains("<th style=\"color:") && html.contains(&format!(">{name}</th>")), "{name} in the table");
     }
+    assert!(html.contains("<p class=\"verdict\">") && html.contains(" wins: the cheapest"), "the overall winner");
+    assert!(html.contains("class=\"best\""), "the best cell of each row is marked");
+    for term in ["<dt>flaps</dt>", "<dt>a_U</dt>", "<dt>a_O</dt>", "<dt>instability k</dt>", "<dt>jitter j</dt>"] {
+        assert!(html.contains(term), "the legend defines {term}");
+    }
+    assert!(html.contains("stroke-dasharray=\"9 4\""), "the second policy's line has its own dashes");
+    assert!(html.contains("white-space: pre-wrap"), "decision log lines wrap instead of being cut");
+}
+
+#[test]
+fn every_run_is_scored_against_the_demand_and_the_baselines() {
+    let d = Dir::new();
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["--shape", STEP, "--json"])).unwrap();
+    for key in [
+        "under_provisioning_accuracy",
+        "over_provisioning_accuracy",
+        "under_provisioning_timeshare",
+        "over_provisioning_timeshare",
+        "instability",
+        "jitter_per_hour",
+    ] {
+        assert!(json[key].is_number(), "{key} missing in {json:#}");
+    }
+    assert_eq!(json["baseline"], false);
+    // The reactive policy is short while the step's replicas boot.
+    assert!(json["under_provisioning_timeshare"].as_f64().unwrap() > 0.0, "{json:#}");
+    let baselines = json["baselines"].as_array().unwrap();
+    let (oracle, fixed) = (&baselines[0], &baselines[1]);
+    assert_eq!(
+        (oracle["policy"].as_str(), fixed["policy"].as_str()),
+        (Some("baseline:oracle"), Some("baseline:static-peak"))
+    );
+    assert_eq!(oracle["slo_violation_seconds"], 0, "perfect foresight meets the SLO: {oracle:#}");
+    assert_eq!(oracle["under_provisioning_timeshare"], 0.0);
+    assert_eq!(fixed["scaling_actions"], 0);
+    // Demand: 60 req/s needs 2 replicas (ρ ≤ 0.908 for p99 < 1 s at 20 ms
+    // a request), 300 req/s needs 7; the static fleet of 7 is over the
+    // demand in the 1500 s at 60 req/s: 62.5 % of 2400 s.
+    assert_eq!(fixed["max_replicas"], 7, "{fixed:#}");
+    assert_eq!(fixed["over_provisioning_timeshare"], 62.5, "{fixed:#}");
+    let hours = |v: &serde_json::Value| v["replica_hours"].as_f64().unwrap();
+    assert!(hours(oracle) < hours(fixed), "the oracle costs less than a fleet sized for the peak");
+    let text = d.ok(&["--shape", STEP, "-q"]);
+    for row in [
+        "under-provisioning a_U",
+        "over-provisioning a_O",
+        "time short t_U",
+        "time over t_O",
+        "instability k",
+        "jitter j",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(row)), "{row}: {text}");
+    }
+    assert!(text.contains("baselines (not policies, no autoscaler)"), "{text}");
+    assert!(!text.contains("== baseline:"), "no decision log for the baselines: {text}");
 }
 
 #[test]

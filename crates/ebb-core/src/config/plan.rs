@@ -349,6 +349,7 @@ fn policy_name(before: &ServiceConfig, after: &ServiceConfig, path: &str, i: usi
             }
             "scaling.shadow.step" => s.scaling.shadow.iter().flat_map(|sh| &sh.step).map(|p| p.name.clone()).collect(),
             "scaling.scheduled" => s.scaling.scheduled.iter().map(|p| p.name.clone()).collect(),
+            "scaling.predictive" => s.scaling.predictive.iter().map(|p| p.name.clone()).collect(),
             _ => Vec::new(),
         }
     };

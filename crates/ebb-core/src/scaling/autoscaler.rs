@@ -1,8 +1,9 @@
 //! [`Autoscaler`]: one per service; runs every policy and combines them.
 
-use super::decision::{Cap, Change, Decision, Hold, HoldKind, PolicyOutcome, Vote};
+use super::decision::{Cap, CapKind, Change, Decision, Hold, HoldKind, PolicyOutcome, Vote};
 use super::freeze::{self, Trigger};
 use super::metrics::{duration, Metric, MetricHistory, ServiceSample};
+use super::predictive::{self, ForecastState};
 use super::saturation::{HostFull, Saturation, HOST_WINDOW};
 use super::scheduled::{self, Firing, Schedule};
 use super::target::{recommend, Recommendation, TargetState};
@@ -28,6 +29,12 @@ pub struct Autoscaler {
     deferred: Option<Firing>,
     /// What last froze scale-in, and the last second it held.
     frozen: Option<(Trigger, Time)>,
+    /// One per predictive policy, in config order: what the caller last
+    /// forecast for it.
+    forecasts: Vec<ForecastState>,
+    /// How long a replica takes to boot: a predictive policy's default
+    /// `launch_ahead`.
+    boot: Duration,
 }
 
 impl Autoscaler {
@@ -42,8 +49,32 @@ impl Autoscaler {
             burst_until: None,
             deferred: None,
             frozen: None,
+            forecasts: vec![ForecastState::NotYet; config.predictive.len()],
+            boot: Self::DEFAULT_BOOT,
             config: config.clone(),
         }
+    }
+
+    /// A predictive policy's `launch_ahead` until the caller measures the
+    /// service's boot time.
+    pub const DEFAULT_BOOT: Duration = Duration::from_secs(60);
+
+    /// The service's boot time (start to in service), measured live or
+    /// the simulation model's: predictive policies launch this far ahead.
+    pub fn set_boot_time(&mut self, boot: Duration) {
+        self.boot = boot;
+    }
+
+    /// A new forecast for the predictive policy at `index` (config order).
+    pub fn set_forecast(&mut self, index: usize, state: ForecastState) {
+        if let Some(slot) = self.forecasts.get_mut(index) {
+            *slot = state;
+        }
+    }
+
+    /// Each predictive policy with its latest forecast, for status.
+    pub fn forecasts(&self) -> impl Iterator<Item = (&predictive::PredictivePolicy, &ForecastState)> {
+        self.config.predictive.iter().zip(&self.forecasts)
     }
 
     /// `ebb apply`: new policies and bounds, keeping what was learnt —
@@ -65,6 +96,18 @@ impl Autoscaler {
             })
             .collect();
         self.targets = kept;
+        self.forecasts = config
+            .predictive
+            .iter()
+            .map(|policy| {
+                self.config
+                    .predictive
+                    .iter()
+                    .position(|old| old.name == policy.name && old.metric == policy.metric)
+                    .map(|i| self.forecasts[i].clone())
+                    .unwrap_or_default()
+            })
+            .collect();
         self.history.reconfigure(config.history_kept(), config.warmup);
         let rate_periods =
             config.target_tracking.iter().flat_map(|t| [t.scale_out_rate.period, t.scale_in_rate.period]);
@@ -211,6 +254,16 @@ impl Autoscaler {
             votes.push(policy.vote(&ctx));
             metrics.push(Some(policy.alarm.metric));
         }
+        // Predictive floors: a trusted forecast raises the minimum.
+        let mut floor: Option<(u32, String)> = None;
+        for (policy, state) in self.config.predictive.iter().zip(&self.forecasts) {
+            let (vote, n) = predictive::vote(policy, state, wall_unix_s, self.boot, desired, bounds);
+            if n > bounds.min && floor.as_ref().is_none_or(|(f, _)| n > *f) {
+                floor = Some((n, policy.name.clone()));
+            }
+            votes.push(vote);
+            metrics.push(None);
+        }
         if let Some(vote) = saturation.as_ref().and_then(|s| s.vote(&sat_config, desired, capacity)) {
             votes.push(vote);
             metrics.push(None);
@@ -255,7 +308,18 @@ impl Autoscaler {
             });
         }
 
-        let (change, mut holding) = combine(&votes, desired, bounds, objections);
+        let scale_in_bounds = floor.as_ref().map_or(bounds, |&(n, _)| Bounds { min: n.min(bounds.max), ..bounds });
+        let (mut change, mut holding) = combine(&votes, desired, scale_in_bounds, objections);
+        if let Some((n, name)) = &floor {
+            // Say who raised the minimum, not "min reached".
+            let note = format!("the forecast of predictive {name} keeps at least {n}");
+            if let Some(cap) = change.as_mut().and_then(|c| c.capped.as_mut()).filter(|c| c.kind == CapKind::Min) {
+                cap.note = format!("{note} (wanted {})", cap.wanted);
+            }
+            if let Some(hold) = holding.as_mut().filter(|h| h.kind == HoldKind::MinReached) {
+                hold.why = hold.why.replace(&format!("min is {n}"), &note);
+            }
+        }
         // A full host is the most telling reason there is: say it even when
         // the policies are content (82 % "within the band" of an allotment
         // the host cannot give is not a calm fleet).

@@ -49,8 +49,10 @@
 
 pub mod cron;
 pub mod decision;
+pub mod forecast;
 pub mod freeze;
 pub mod metrics;
+pub mod predictive;
 pub mod saturation;
 pub mod scheduled;
 pub mod shadow;
@@ -62,10 +64,12 @@ mod autoscaler;
 pub use autoscaler::Autoscaler;
 pub use cron::{CivilTime, Cron, CronError};
 pub use decision::{Cap, CapKind, Change, Decision, Direction, Hold, HoldKind, PolicyOutcome, Vote};
+pub use forecast::{Forecast, Series, Skill, TooLittleHistory};
 pub use freeze::FreezeConfig;
 pub use metrics::{
     Metric, MetricHistory, NoData, Observation, OnMissing, ReplicaSample, Reporting, ServiceSample, Statistic,
 };
+pub use predictive::{ForecastState, PredictiveMode, PredictivePolicy};
 pub use saturation::{Demand, HostFull, HostSample, Saturation, SaturationConfig};
 pub use scheduled::ScheduledAction;
 pub use shadow::{Shadow, ShadowPolicies};
@@ -91,6 +95,9 @@ pub struct ScalingConfig {
     pub target_tracking: Vec<TargetTracking>,
     pub step: Vec<StepPolicy>,
     pub scheduled: Vec<ScheduledAction>,
+    /// Predictive policies: a floor under capacity from a forecast of the
+    /// load ([`predictive`]).
+    pub predictive: Vec<PredictivePolicy>,
     /// Burst (panic) mode for the target tracking policies; off when `None`.
     pub burst: Option<Burst>,
     /// What the balancer's view of demand does: the scale-in guard and
@@ -113,19 +120,25 @@ impl ScalingConfig {
     /// No policies: the fleet stays where `replicas` and `ebb scale` put it.
     /// Shadow policies never act, so they do not count.
     pub fn is_fixed(&self) -> bool {
-        self.target_tracking.is_empty() && self.step.is_empty() && self.scheduled.is_empty()
+        self.target_tracking.is_empty()
+            && self.step.is_empty()
+            && self.scheduled.is_empty()
+            && self.predictive.is_empty()
     }
 
     /// The configuration the shadow runs: this one with its target tracking
-    /// and step policies replaced by the shadow's (warm-up, scheduled
-    /// actions, saturation and freeze rules as they are); `None` without
-    /// shadow policies.
+    /// and step policies replaced by the shadow's and no predictive policy
+    /// (warm-up, scheduled actions, saturation and freeze rules as they
+    /// are); `None` without shadow policies.
     pub fn shadow_config(&self) -> Option<ScalingConfig> {
         let shadow = self.shadow.as_ref().filter(|s| !s.is_empty())?;
         Some(ScalingConfig {
             target_tracking: shadow.target_tracking.clone(),
             step: shadow.step.clone(),
             burst: self.burst.filter(|_| !shadow.target_tracking.is_empty()),
+            // Forecasts are fed to the live autoscaler only; a shadow is
+            // about the reactive policies it names.
+            predictive: Vec::new(),
             shadow: None,
             ..self.clone()
         })

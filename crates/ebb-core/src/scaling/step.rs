@@ -128,14 +128,14 @@ impl StepPolicy {
                 format!("alarm {} fired but no step covers {value}: {seen}", self.name),
             );
         };
-        let to = self.apply(step, ctx.desired);
+        let to = self.resize(step, ctx.desired, value);
         let reason = format!(
             "alarm {} fired: {seen} -> {} is {} from the threshold, step {}: {}",
             self.name,
             alarm.metric.show(value),
             signed(value - alarm.threshold),
             step.range(alarm.comparison.is_above()),
-            self.describe_adjustment(step, ctx.desired, to)
+            self.describe_adjustment(step, ctx.desired, to, value)
         );
         if to == ctx.desired {
             return vote(PolicyOutcome::Stay(None), reason);
@@ -148,7 +148,23 @@ impl StepPolicy {
         vote(PolicyOutcome::Scale(to), reason)
     }
 
-    fn describe_adjustment(&self, step: &StepAdjustment, from: u32, to: u32) -> String {
+    /// The count after a step fires on `value`: [`StepPolicy::apply`],
+    /// or the proportional resize, which needs the value.
+    pub fn resize(&self, step: &StepAdjustment, current: u32, value: f64) -> u32 {
+        match self.adjustment_type {
+            AdjustmentType::ProportionalToTarget(bits) => {
+                let target = f64::from_bits(bits);
+                if target > 0.0 && value.is_finite() {
+                    super::target::ceil_count(f64::from(current) * value / target)
+                } else {
+                    current
+                }
+            }
+            _ => self.apply(step, current),
+        }
+    }
+
+    fn describe_adjustment(&self, step: &StepAdjustment, from: u32, to: u32, value: f64) -> String {
         let a = step.adjustment;
         match self.adjustment_type {
             AdjustmentType::ChangeInCapacity => format!("{from} {} {} = {to}", if a < 0 { '-' } else { '+' }, a.abs()),
@@ -157,6 +173,9 @@ impl StepPolicy {
                 format!("{from} {}{}%{floor} = {to}", if a < 0 { '-' } else { '+' }, a.abs())
             }
             AdjustmentType::ExactCapacity => format!("exact capacity {a}"),
+            AdjustmentType::ProportionalToTarget(bits) => {
+                format!("ceil({from} × {} / {}) = {to}", number(value), number_trim(f64::from_bits(bits)))
+            }
         }
     }
 }
@@ -292,6 +311,11 @@ pub enum AdjustmentType {
     PercentChangeInCapacity,
     /// Set desired capacity to this count.
     ExactCapacity,
+    /// Resize in proportion to the breaching value, AWS target tracking's
+    /// arithmetic: `ceil(n × value / target)`, the target given as
+    /// `f64::to_bits` (see [`AdjustmentType::proportional`]). The `aws`
+    /// preset's; not a config option. Steps' `adjustment` is unused.
+    ProportionalToTarget(u64),
 }
 
 impl AdjustmentType {
@@ -303,7 +327,13 @@ impl AdjustmentType {
             AdjustmentType::ChangeInCapacity => "change_in_capacity",
             AdjustmentType::PercentChangeInCapacity => "percent_change_in_capacity",
             AdjustmentType::ExactCapacity => "exact_capacity",
+            AdjustmentType::ProportionalToTarget(_) => "proportional_to_target",
         }
+    }
+
+    /// `ceil(n × value / target)`.
+    pub fn proportional(target: f64) -> AdjustmentType {
+        AdjustmentType::ProportionalToTarget(target.to_bits())
     }
 
     pub fn from_name(name: &str) -> Option<AdjustmentType> {
@@ -494,6 +524,8 @@ pub fn adjust(kind: AdjustmentType, adjustment: i64, current: u32, min_magnitude
     let change = match kind {
         AdjustmentType::ExactCapacity => return adjustment.clamp(0, i64::from(u32::MAX)) as u32,
         AdjustmentType::ChangeInCapacity => adjustment,
+        // Needs the breaching value: see `StepPolicy::resize`.
+        AdjustmentType::ProportionalToTarget(_) => 0,
         AdjustmentType::PercentChangeInCapacity => {
             let raw = f64::from(current) * adjustment as f64 / 100.0;
             let mut change = if raw >= 1.0 {

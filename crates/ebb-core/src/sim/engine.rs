@@ -41,6 +41,7 @@
 //!
 //! [`Change`]: crate::scaling::Change
 
+use super::forecasting::{ForecastReport, Forecasting};
 use super::queue::Flow;
 use super::rng::Rng;
 use super::summary::{Slo, Summary};
@@ -200,6 +201,10 @@ pub struct Run {
     pub seconds: Vec<Second>,
     pub events: Vec<SimEvent>,
     pub summary: Summary,
+    /// How the forecast of the first predictive policy did, if any.
+    pub forecast: Option<ForecastReport>,
+    /// A baseline (oracle, static peak), not a policy: no autoscaler ran.
+    pub baseline: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -412,7 +417,22 @@ impl Fleet {
 
 /// Runs `policy` against `trace` on the `model` fleet.
 pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &SimOptions) -> Run {
+    let demand = super::elasticity::demand(trace, model, &options.slo);
+    simulate_against(policy, model, trace, options, &demand)
+}
+
+/// [`simulate`] with the trace's demand computed once
+/// ([`super::elasticity::demand`]) and shared by several policies.
+pub fn simulate_against(
+    policy: &Policy,
+    model: &FleetModel,
+    trace: &Trace,
+    options: &SimOptions,
+    demand: &[u32],
+) -> Run {
     let mut autoscaler = Autoscaler::new(&policy.scaling, policy.replicas.bounds);
+    autoscaler.set_boot_time(model.boot);
+    let mut forecasting = Forecasting::new(&policy.scaling.predictive, options.start_unix);
     let boot = model.boot.as_millis() as u64;
     let queue_limit_s = model.queue_limit.as_secs_f64();
     let quantile = options.slo.quantile();
@@ -541,6 +561,9 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
         sample.queue_time_ms = (in_service > 0).then_some(flow.queue_ms);
         sample.demand = Some(balancer_view(&flow, model.max_in_flight, rate, serving, in_service as u32));
         autoscaler.observe(sample);
+        if let Some(forecasting) = &mut forecasting {
+            forecasting.second(s, rate, cpu * serving, &mut autoscaler);
+        }
 
         // 4. The decision, and the fleet converging to it.
         let view = FleetView { desired, in_service: in_service as u32, pending: pending as u32, deploying: false };
@@ -597,8 +620,10 @@ pub fn simulate(policy: &Policy, model: &FleetModel, trace: &Trace, options: &Si
             queue_ms: flow.queue_ms,
         });
     }
-    let summary = Summary::new(&policy.name, &seconds, &events, options.slo, options.price, options.flap_window);
-    Run { policy: policy.name.clone(), seconds, events, summary }
+    let summary =
+        Summary::new(&policy.name, &seconds, &events, options.slo, options.price, options.flap_window, demand);
+    let forecast = forecasting.map(|f| f.report());
+    Run { policy: policy.name.clone(), seconds, events, summary, baseline: false, forecast }
 }
 
 /// A second at zero with `[idle]`: the offered requests join the held

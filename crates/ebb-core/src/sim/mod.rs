@@ -20,9 +20,16 @@
 //! - [`presets`]: AWS, HPA and Knative defaults as ebb policies.
 //! - [`engine`]: the second-by-second loop, [`simulate`].
 //! - [`summary`]: SLOs, flaps, and the totals of a run.
+//! - [`forecasting`]: predictive policies fed the trace's past, and how
+//!   good their forecasts were.
+//! - [`elasticity`]: the demand and the SPEC elasticity scores.
+//! - [`baseline`]: the oracle and static-peak baselines.
 //! - [`rng`]: SplitMix64, the seeded generator.
 
+pub mod baseline;
+pub mod elasticity;
 pub mod engine;
+pub mod forecasting;
 pub mod presets;
 pub mod queue;
 pub mod rng;
@@ -30,7 +37,10 @@ pub mod shape;
 pub mod summary;
 pub mod trace;
 
-pub use engine::{simulate, FleetModel, Policy, Run, Second, SimEvent, SimOptions};
+pub use baseline::baselines;
+pub use elasticity::Scores;
+pub use engine::{simulate, simulate_against, FleetModel, Policy, Run, Second, SimEvent, SimOptions};
+pub use forecasting::{ForecastReport, Versus};
 pub use presets::Preset;
 pub use queue::Flow;
 pub use shape::parse_shape;

@@ -9,10 +9,9 @@
 //! - **`aws`**, AWS target tracking as ECS service auto scaling sets it
 //!   up: two CloudWatch alarms, *high* (3 of 3 one-minute averages above
 //!   the target) and *low* (15 of 15 below 90 % of it), each resizing the
-//!   service in proportion, `ceil(n × value / target)`, written as
-//!   percentage steps of 5 % of the target; cooldowns of 300 s (the ECS
-//!   defaults). ebb's alarms slide with time rather than align to clock
-//!   minutes.
+//!   service in proportion, `ceil(n × value / target)`, value the newest
+//!   breaching minute; cooldowns of 300 s (the ECS defaults). ebb's alarms
+//!   slide with time rather than align to clock minutes.
 //! - **`hpa`**, the Kubernetes Horizontal Pod Autoscaler's defaults: the
 //!   metric over the last 15 s (metrics-server's resolution), a 10 %
 //!   tolerance, one decision per 15 s sync (modelled as 15 s cooldowns),
@@ -76,6 +75,9 @@ impl Preset {
             target_tracking: Vec::new(),
             step: Vec::new(),
             scheduled: service.scheduled.clone(),
+            // The anchors' predictive scaling is a separate product: a
+            // preset is their reactive default alone.
+            predictive: Vec::new(),
             burst: None,
             // The anchors have no view of a balancer's queue: emulate them
             // faithfully, without ebb's saturation rules.
@@ -116,10 +118,15 @@ impl Preset {
     }
 }
 
-/// AWS target tracking's two alarms as step policies whose 5 % steps make
-/// the change proportional: `ceil(n × value / target)`.
+/// AWS target tracking's two alarms, each resizing in proportion to the
+/// breaching value: `ceil(n × value / target)` (one step covering the
+/// whole breach). AWS documents that target tracking "adds capacity
+/// proportional to the metric value" and scales in "more gradually";
+/// percent steps would not do: AWS's step rounding turns any change under
+/// one replica into one (2 replicas at 65.3 % of a target of 80: −15 % is
+/// −0.3, rounded to −1), a scale-in that puts the metric over the target
+/// and flaps.
 fn aws_alarms(metric: Metric, target: f64) -> Vec<StepPolicy> {
-    let w = target * 0.05;
     let alarm = |comparison, threshold, periods| Alarm {
         metric,
         statistic: Statistic::Average,
@@ -129,30 +136,14 @@ fn aws_alarms(metric: Metric, target: f64) -> Vec<StepPolicy> {
         evaluation_periods: periods,
         datapoints_to_alarm: periods,
     };
-    // Above the target by [i·w, (i+1)·w): +(i+1)·5 %, up to +1000 %.
-    let out_steps = (0..200)
-        .map(|i| StepAdjustment {
-            lower: Some(f64::from(i) * w),
-            upper: (i < 199).then(|| f64::from(i + 1) * w),
-            adjustment: i64::from(i + 1) * 5,
-        })
-        .collect();
-    // Below 90 % of the target by (−(i+1)·w, −i·w]: the value is at most
-    // (0.9 − 0.05·i) × target, so −(10 + 5·i) %.
-    let in_steps = (0..18)
-        .map(|i| StepAdjustment {
-            lower: (i < 17).then(|| -f64::from(i + 1) * w),
-            upper: Some(-f64::from(i) * w),
-            adjustment: -(10 + 5 * i64::from(i)),
-        })
-        .collect();
     let cooldown = Duration::from_secs(300);
+    let adjustment_type = AdjustmentType::proportional(target);
     vec![
         StepPolicy {
             name: "aws-out".into(),
             alarm: alarm(Comparison::Greater, target, 3),
-            adjustment_type: AdjustmentType::PercentChangeInCapacity,
-            steps: out_steps,
+            adjustment_type,
+            steps: vec![StepAdjustment { lower: Some(0.0), upper: None, adjustment: 0 }],
             min_adjustment_magnitude: None,
             cooldown,
             on_missing_metrics: Default::default(),
@@ -160,8 +151,8 @@ fn aws_alarms(metric: Metric, target: f64) -> Vec<StepPolicy> {
         StepPolicy {
             name: "aws-in".into(),
             alarm: alarm(Comparison::Less, target * 0.9, 15),
-            adjustment_type: AdjustmentType::PercentChangeInCapacity,
-            steps: in_steps,
+            adjustment_type,
+            steps: vec![StepAdjustment { lower: None, upper: Some(0.0), adjustment: 0 }],
             min_adjustment_magnitude: None,
             cooldown,
             on_missing_metrics: Default::default(),
@@ -175,20 +166,24 @@ mod tests {
     use crate::scaling::check_steps;
 
     #[test]
-    fn aws_steps_cover_every_breach_and_are_proportional() {
+    fn aws_alarms_resize_in_proportion() {
         for policy in aws_alarms(Metric::Cpu, 80.0) {
             check_steps(&policy.steps, policy.alarm.comparison, |i| format!("step {i}")).unwrap();
         }
         let [out, inn] = <[StepPolicy; 2]>::try_from(aws_alarms(Metric::Cpu, 80.0)).unwrap();
-        // 3 replicas at 92.4 %: ceil(3 × 92.4 / 80) = 4.
-        assert_eq!(out.apply(out.step_for(92.4).unwrap(), 3), 4);
+        let resize = |p: &StepPolicy, n: u32, v: f64| p.resize(p.step_for(v).unwrap(), n, v);
+        // 3 replicas at 92.4 %: ceil(3 × 92.4 / 80) = ceil(3.47) = 4.
+        assert_eq!(resize(&out, 3, 92.4), 4);
         // 10 at 100 %: ceil(12.5) = 13.
-        assert_eq!(out.apply(out.step_for(100.0).unwrap(), 10), 13);
-        // 10 at 40 %: ceil(10 × 40 / 80) = 5.
-        assert_eq!(inn.apply(inn.step_for(40.0).unwrap(), 10), 5);
-        // 10 at 70 %: ceil(8.75) = 9.
-        assert_eq!(inn.apply(inn.step_for(70.0).unwrap(), 10), 9);
-        assert_eq!(inn.apply(inn.step_for(0.0).unwrap(), 10), 1);
+        assert_eq!(resize(&out, 10, 100.0), 13);
+        // 10 at 40 %: ceil(10 × 40 / 80) = 5; at 70 %: ceil(8.75) = 9.
+        assert_eq!(resize(&inn, 10, 40.0), 5);
+        assert_eq!(resize(&inn, 10, 70.0), 9);
+        // The issue's case: 2 at 65.3 %: ceil(2 × 65.3 / 80) = ceil(1.63)
+        // = 2, no scale-in (percent steps gave 1).
+        assert_eq!(resize(&inn, 2, 65.3), 2);
+        // 2 at 30 %: ceil(0.75) = 1.
+        assert_eq!(resize(&inn, 2, 30.0), 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! What a run adds up to: cost, SLO, shed requests, scaling actions and
-//! flaps.
+//! What a run adds up to: cost, SLO, shed requests, scaling actions,
+//! flaps and the elasticity scores.
 
+use super::elasticity::Scores;
 use super::engine::{Second, SimEvent};
 use std::fmt;
 use std::time::Duration;
@@ -104,6 +105,9 @@ pub struct Summary {
     pub mean_cpu: f64,
     /// The worst second's SLO percentile, ms.
     pub worst_latency_ms: Option<f64>,
+    /// The SPEC elasticity scores of the replicas in service against the
+    /// demand (docs/simulation.md).
+    pub scores: Scores,
 }
 
 impl Summary {
@@ -114,6 +118,7 @@ impl Summary {
         slo: Slo,
         price: f64,
         flap_window: Duration,
+        demand: &[u32],
     ) -> Summary {
         let mut s = Summary {
             policy: policy.to_string(),
@@ -136,7 +141,10 @@ impl Summary {
             failures: 0,
             mean_cpu: 0.0,
             worst_latency_ms: None,
+            scores: Scores::default(),
         };
+        let supply: Vec<u32> = seconds.iter().map(|s| s.in_service).collect();
+        s.scores = Scores::new(demand, &supply);
         let mut replica_seconds = 0u64;
         let mut suspended_seconds = 0u64;
         let (mut cpu_sum, mut cpu_seconds) = (0.0, 0u64);

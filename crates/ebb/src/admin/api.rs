@@ -38,6 +38,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/api/v1/services", get(list_services))
         .route("/api/v1/services/{name}", get(get_service))
         .route("/api/v1/services/{name}/desired", put(set_desired))
+        .route("/api/v1/services/{name}/forecast", get(get_forecast))
         .route("/api/v1/services/{name}/deploy", post(deploy))
         .route("/api/v1/services/{name}/rollback", post(rollback))
         .route("/api/v1/replicas", get(list_replicas))
@@ -268,6 +269,29 @@ pub(crate) async fn get_service(
 ) -> Result<Json<ServiceStatus>, ApiError> {
     let name = path_param(name)?;
     Ok(Json(service(&app, &name)?.status()))
+}
+
+/// The forecasts of a service's predictive policies: one per forecast
+/// metric (none without a predictive policy), made hourly from the
+/// recorded history, with the model, its backtest against the naive
+/// baselines, and 48 h of values.
+#[utoipa::path(get, path = "/api/v1/services/{name}/forecast", tag = "services",
+    params(("name" = String, Path, description = "Service name", example = "web")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The forecasts", body = [crate::wire::ForecastView]),
+        (status = 400, description = "Malformed path", body = ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+    ))]
+pub(crate) async fn get_forecast(
+    State(app): State<App>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<Vec<crate::wire::ForecastView>>, ApiError> {
+    let name = path_param(name)?;
+    let handle = service(&app, &name)?;
+    let forecasts = handle.forecasts.read().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(Json(forecasts))
 }
 
 /// Sets desired capacity (clamped to min/max, recorded as a `scaled` event).

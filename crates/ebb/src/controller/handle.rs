@@ -33,6 +33,8 @@ pub struct ServiceHandle {
     /// Cancelled once the replicas of an earlier run are adopted and the
     /// first routable set is published.
     pub(super) restored: CancellationToken,
+    /// The predictive policies' latest forecasts, one per metric.
+    pub forecasts: super::forecaster::Forecasts,
 }
 
 pub(super) type ReplicaTokens = Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>;
@@ -163,7 +165,17 @@ pub fn spawn_service(ctx: ServiceContext, shutdown: CancellationToken, tracker: 
         replica_tokens: controller.fleet.replicas.tokens(),
         store: controller.restorer.store(),
         restored: controller.restorer.done(),
+        forecasts: Default::default(),
     };
+    let forecaster = super::forecaster::Forecaster {
+        service: handle.name.clone(),
+        store: handle.store.clone(),
+        history: handle.history.clone(),
+        policies: controller.predictive.subscribe(),
+        inbox: tx.clone(),
+        shown: handle.forecasts.clone(),
+    };
+    tracker.spawn(forecaster.run(shutdown.clone()));
     tracker.spawn(input::sample_usage(
         controller.fleet.driver().clone(),
         snapshot_rx.clone(),

@@ -41,6 +41,11 @@ pub(super) enum Input {
         at: Instant,
         usage: HashMap<String, GroupUsage>,
     },
+    /// A new forecast of a metric, for the predictive policies that read it.
+    Forecast {
+        metric: ebb_core::scaling::Metric,
+        state: ebb_core::scaling::ForecastState,
+    },
     /// A worker ran through its grace period: it is in service.
     WorkerReady {
         replica: String,

@@ -75,6 +75,7 @@ impl ServiceController {
                 | Input::Usage { .. }
                 | Input::External { .. }
                 | Input::WorkerReady { .. }
+                | Input::Forecast { .. }
                 | Input::FreezeFailed { .. }
                 | Input::PoolFrozen { .. } => {}
             }

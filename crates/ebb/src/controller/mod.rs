@@ -31,6 +31,7 @@ mod adopt;
 mod command;
 mod context;
 mod deploy;
+mod forecaster;
 mod handle;
 mod health;
 mod idle;
@@ -99,6 +100,8 @@ struct ServiceController {
     /// The external metric's source, watched by its reader
     /// (`input::read_metric_source`).
     metric_source: watch::Sender<Option<ebb_core::config::MetricSource>>,
+    /// The predictive policies in force, for the forecaster task.
+    predictive: watch::Sender<Vec<ebb_core::scaling::PredictivePolicy>>,
 }
 
 impl ServiceController {
@@ -125,6 +128,7 @@ impl ServiceController {
             restorer: restart::Restorer::new(ctx.store),
             replies: Vec::new(),
             metric_source: watch::Sender::new(config.metric_source.clone()),
+            predictive: watch::Sender::new(config.scaling.predictive.clone()),
             idle: idle::Idling::new_at(origin, &config, &ctx.proxy),
             ctx: Shared { name: config.name.clone(), config, proxy: ctx.proxy, events: ctx.events, origin },
         };
@@ -237,6 +241,7 @@ impl ServiceController {
                 | Input::External { .. }
                 | Input::FreezeFailed { .. }
                 | Input::PoolFrozen { .. }
+                | Input::Forecast { .. }
                 | Input::WorkerReady { .. } => {}
             }
             snapshot.send_replace(self.snapshot());
@@ -291,7 +296,16 @@ impl ServiceController {
             }
             Input::Probe { replica, outcome } => {
                 match self.health.on_probe(ctx, &mut self.fleet.replicas, &replica, outcome) {
-                    health::Verdict::InService => self.crash_loop.reached_service(),
+                    health::Verdict::InService => {
+                        self.crash_loop.reached_service();
+                        // Start to first in service: predictive policies
+                        // launch this far ahead.
+                        if let Some(r) = self.fleet.replicas.get(&replica) {
+                            if let Some(since) = r.in_service_since {
+                                self.sampler.note_boot(since.saturating_duration_since(r.started_at));
+                            }
+                        }
+                    }
                     health::Verdict::Failed(failure) => self.replace(failure, "failed its health checks"),
                     health::Verdict::Unchanged => {}
                 }
@@ -315,6 +329,7 @@ impl ServiceController {
                 self.restorer.push_history(&self.ctx, point);
             }
             Input::External { at, reading } => self.sampler.on_external(ctx, at, reading),
+            Input::Forecast { metric, state } => self.sampler.set_forecast(metric, state),
             Input::WorkerReady { replica } => {
                 if self.fleet.on_worker_ready(ctx, &replica) {
                     self.crash_loop.reached_service();
@@ -358,6 +373,9 @@ impl ServiceController {
         self.ctx.proxy.set_idle(config.idle.clone());
         self.idle.reconfigure(&self.ctx);
         self.metric_source.send_replace(config.metric_source.clone());
+        if *self.predictive.borrow() != config.scaling.predictive {
+            self.predictive.send_replace(config.scaling.predictive.clone());
+        }
         self.ctx.record(NewEvent::new(
             &self.ctx.name,
             EventKind::ConfigApplied,

@@ -55,6 +55,8 @@ pub(super) struct Sampler {
     external: Option<(Instant, f64)>,
     /// The metric source's last error, reported once until it recovers.
     external_error: Option<String>,
+    /// The last replicas' times from start to in service (at most 5).
+    boots: std::collections::VecDeque<std::time::Duration>,
 }
 
 impl Sampler {
@@ -77,7 +79,31 @@ impl Sampler {
             was_host_full: false,
             external: None,
             external_error: None,
+            boots: std::collections::VecDeque::new(),
         }
+    }
+
+    /// A new forecast of `metric` for the predictive policies reading it.
+    pub(super) fn set_forecast(&mut self, metric: scaling::Metric, state: scaling::ForecastState) {
+        let readers: Vec<usize> = (self.autoscaler.config().predictive.iter().enumerate())
+            .filter(|(_, p)| p.metric == metric)
+            .map(|(i, _)| i)
+            .collect();
+        for i in readers {
+            self.autoscaler.set_forecast(i, state.clone());
+        }
+    }
+
+    /// A replica reached service this long after its start: the median of
+    /// the last five is the boot time predictive policies launch ahead by.
+    pub(super) fn note_boot(&mut self, took: std::time::Duration) {
+        if self.boots.len() == 5 {
+            self.boots.pop_front();
+        }
+        self.boots.push_back(took);
+        let mut sorted: Vec<_> = self.boots.iter().copied().collect();
+        sorted.sort();
+        self.autoscaler.set_boot_time(sorted[sorted.len() / 2]);
     }
 
     /// `ebb apply`: the new policies and bounds, keeping the metric

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use ebb_core::sim::{Run, Second};
 
-use super::output::{event_line, header, num, summary_rows};
+use super::output::{event_line, header, num, row_winners, summary_rows, verdict, BASELINES_NOTE};
 use super::Plan;
 
 /// Colours of the policies, in order (then again).
@@ -28,6 +28,32 @@ const MAX_LOG_LINES: usize = 5000;
 
 pub fn colour(i: usize) -> &'static str {
     COLOURS[i % COLOURS.len()]
+}
+
+/// The baselines' colours: greys, so they read as references.
+const BASELINE_COLOURS: [&str; 2] = ["#111827", "#9ca3af"];
+
+/// Dash patterns of the policies, in order: where two policies' lines
+/// coincide, the patterns (and the widths, widest first) keep both visible.
+const DASHES: [Option<&str>; 6] = [None, Some("9 4"), Some("3 3"), Some("12 3 3 3"), Some("6 2"), Some("1 3")];
+
+/// A run's colour: the policies' in order, then the baselines' greys.
+fn run_colour(runs: &[Run], i: usize) -> &'static str {
+    let policies = runs.iter().filter(|r| !r.baseline).count();
+    if runs[i].baseline {
+        BASELINE_COLOURS[(i - policies) % BASELINE_COLOURS.len()]
+    } else {
+        colour(i)
+    }
+}
+
+/// A run's dash pattern and line width: the first policies widest.
+fn run_stroke(runs: &[Run], i: usize) -> (Option<&'static str>, f64) {
+    if runs[i].baseline {
+        return (Some("2 4"), 1.4);
+    }
+    let policies = runs.iter().filter(|r| !r.baseline).count();
+    (DASHES[i % DASHES.len()], 1.2 + 0.9 * (policies - 1 - i) as f64)
 }
 
 /// HTML-escapes text (also fine inside attributes and SVG `<title>`).
@@ -51,9 +77,11 @@ struct Series {
     colour: &'static str,
     /// One value per second; NaN where there is none.
     values: Vec<f64>,
-    dashed: bool,
+    dash: Option<&'static str>,
     width: f64,
-    /// Shown in the legend (the dashed twin of a series is not).
+    /// 1 for the main lines, less for a secondary one (in service).
+    opacity: f64,
+    /// Shown in the legend (the in-service twin of a series is not).
     legend: bool,
 }
 
@@ -132,7 +160,7 @@ fn render_chart(out: &mut String, plan: &Plan, chart: &Chart<'_>) {
         if lx + w > WIDTH - RIGHT && lx > LEFT {
             (lx, ly) = (LEFT, ly + 13.0);
         }
-        let dash = if s.dashed { " stroke-dasharray=\"4 3\"" } else { "" };
+        let dash = s.dash.map(|d| format!(" stroke-dasharray=\"{d}\"")).unwrap_or_default();
         let _ = writeln!(
             out,
             "<line x1=\"{lx:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{}\" stroke-width=\"2\"{dash}/><text class=\"legend\" x=\"{:.1}\" y=\"{ly:.1}\">{}</text>",
@@ -225,12 +253,13 @@ fn render_chart(out: &mut String, plan: &Plan, chart: &Chart<'_>) {
                 pen_down = true;
             }
         }
-        let dash = if s.dashed { " stroke-dasharray=\"4 3\"" } else { "" };
+        let dash = s.dash.map(|d| format!(" stroke-dasharray=\"{d}\"")).unwrap_or_default();
+        let opacity = if s.opacity < 1.0 { format!(" stroke-opacity=\"{}\"", s.opacity) } else { String::new() };
         let _ = writeln!(
             out,
-            "<path d=\"{d}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{}\"{dash}><title>{}</title></path>",
+            "<path d=\"{d}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{}\"{dash}{opacity}><title>{}</title></path>",
             s.colour,
-            s.width,
+            num(s.width, 1),
             esc(&s.name)
         );
     }
@@ -249,6 +278,37 @@ fn render_chart(out: &mut String, plan: &Plan, chart: &Chart<'_>) {
         );
     }
     let _ = writeln!(out, "</svg></figure>");
+}
+
+/// What every row of the summary means.
+fn legend(out: &mut String, plan: &Plan) {
+    let slo = plan.options.slo;
+    let flap = humantime::format_duration(plan.options.flap_window);
+    let rows: [(&str, String); 18] = [
+        ("★", "best on the row among the policies (lower is better; baselines are references and never win). No star on max replicas, mean cpu and failures, where lower is not better.".into()),
+        ("wins", format!("the cheapest policy (cost, then replica-hours) that meets the SLO: over it in at most {} % of the seconds, or no more often than the best policy", num(super::output::MEETS_SLO_PERCENT, 2))),
+        ("replica-hours", "replicas running (booting or in service) × hours; frozen ones are counted apart".into()),
+        ("cost", "replica-hours × --price".into()),
+        ("over SLO", format!("seconds whose p{} latency was over {} or that shed a request, and their share", num(slo.percentile, 3), humantime::format_duration(slo.threshold))),
+        ("shed requests", format!("requests given up on: waiting longer than the queue limit ({}), or no replica in service", humantime::format_duration(plan.model.queue_limit))),
+        ("scaling actions", "changes of desired capacity, outwards and inwards".into()),
+        ("flaps", format!("scaling actions that reverse the direction of the previous one within the flap window ({flap}, --flap-window)")),
+        ("max replicas", "the most replicas running at once".into()),
+        ("mean cpu", "mean CPU of the replicas in service, over the seconds with some".into()),
+        ("worst pNN", "the worst second's SLO percentile".into()),
+        ("failures", "simulated replica failures (--failure-rate)".into()),
+        ("a_U", "under-provisioning accuracy: mean over the seconds of the shortfall (demand − supply, when positive) relative to the demand, % (SPEC RG; Ilyushkin et al., ICPE 2017). Demand = the fewest replicas that meet the SLO that second; supply = replicas in service".into()),
+        ("a_O", "over-provisioning accuracy: mean of the excess (supply − demand, when positive) relative to the demand (at least 1 replica), %".into()),
+        ("t_U / t_O", "under- / over-provisioning timeshare: % of the seconds with supply below / above the demand".into()),
+        ("instability k", "% of the one-second steps where supply and demand did not move the same way (one moved and the other did not, or they moved apart)".into()),
+        ("jitter j", "supply's adaptations minus demand's, per hour: negative, the policy adapts less often than the demand changes (smooths or lags); positive, it oscillates".into()),
+        ("baselines", BASELINES_NOTE.into()),
+    ];
+    let _ = writeln!(out, "<dl class=\"legend\">");
+    for (term, text) in rows {
+        let _ = writeln!(out, "<dt>{}</dt><dd>{}</dd>", esc(term), esc(&text));
+    }
+    let _ = writeln!(out, "</dl>");
 }
 
 fn values(run: &Run, f: impl Fn(&Second) -> f64) -> Vec<f64> {
@@ -271,32 +331,59 @@ pub fn render(plan: &Plan, runs: &[Run]) -> String {
     for (i, d) in plan.descriptions.iter().enumerate() {
         let _ = writeln!(out, "<li><span class=\"swatch\" style=\"background:{}\"></span>{}</li>", colour(i), esc(d));
     }
+    for (i, run) in runs.iter().enumerate().filter(|(_, r)| r.baseline) {
+        let _ = writeln!(
+            out,
+            "<li><span class=\"swatch\" style=\"background:{}\"></span>{}: a baseline, not a policy (see the legend)</li>",
+            run_colour(runs, i),
+            esc(&run.policy)
+        );
+    }
     let _ = writeln!(out, "</ul>");
 
-    let _ = writeln!(out, "<h2>Summary</h2>\n<table>");
+    let _ = writeln!(out, "<h2>Summary</h2>");
+    if let Some(verdict) = verdict(runs) {
+        let _ = writeln!(out, "<p class=\"verdict\">{}</p>", esc(&verdict));
+    }
+    let _ = writeln!(out, "<table>");
+    let winners = row_winners(runs);
     for (r, row) in summary_rows(runs).iter().enumerate() {
         let _ = write!(out, "<tr>");
         for (c, cell) in row.iter().enumerate() {
             let tag = if r == 0 || c == 0 { "th" } else { "td" };
-            let style = if r == 0 && c > 0 { format!(" style=\"color:{}\"", colour(c - 1)) } else { String::new() };
-            let _ = write!(out, "<{tag}{style}>{}</{tag}>", esc(cell));
+            let mut attrs = String::new();
+            if r == 0 && c > 0 {
+                attrs = format!(" style=\"color:{}\"", run_colour(runs, c - 1));
+            }
+            let baseline = c > 0 && runs[c - 1].baseline;
+            let best = r > 0 && c > 0 && winners[r - 1].contains(&(c - 1));
+            let class = match (best, baseline) {
+                (true, _) => " class=\"best\"",
+                (false, true) => " class=\"baseline\"",
+                _ => "",
+            };
+            let mark = if best { " ★" } else { "" };
+            let _ = write!(out, "<{tag}{attrs}{class}>{}{mark}</{tag}>", esc(cell));
         }
         let _ = writeln!(out, "</tr>");
     }
     let _ = writeln!(out, "</table>");
+    legend(&mut out, plan);
 
     let capacity = plan.model.capacity;
     let mut load = Chart {
         id: "load",
         heading: "Load",
-        title: "Load: requests per second offered (black) and capacity in service per policy (dashed)".into(),
+        title: "Load: requests per second offered (grey) and the capacity in service of each policy and baseline"
+            .into(),
         unit: " req/s",
         series: vec![Series {
             name: "offered".into(),
             colour: "#111827",
             values: plan.trace.rates.clone(),
-            dashed: false,
+            dash: None,
             width: 1.5,
+            opacity: 0.35,
             legend: true,
         }],
         markers: vec![],
@@ -306,7 +393,8 @@ pub fn render(plan: &Plan, runs: &[Run]) -> String {
     let mut replicas = Chart {
         id: "replicas",
         heading: "Replicas",
-        title: "Replicas: desired (solid), in service (dashed), scaling events ▲▼ (hover for the reason)".into(),
+        title: "Replicas: desired (full line), in service (faint line), scaling events ▲▼ (hover for the reason)"
+            .into(),
         unit: "",
         series: vec![],
         markers: vec![],
@@ -335,48 +423,36 @@ pub fn render(plan: &Plan, runs: &[Run]) -> String {
         line: Some((slo_ms, format!("SLO {slo}"))),
     };
     for (i, run) in runs.iter().enumerate() {
-        let c = colour(i);
+        let c = run_colour(runs, i);
+        let (dash, width) = run_stroke(runs, i);
         let name = &run.policy;
-        load.series.push(Series {
-            name: name.clone(),
+        let line = |name: String, values: Vec<f64>| Series {
+            name,
             colour: c,
-            values: values(run, |s| f64::from(s.in_service) * capacity),
-            dashed: true,
-            width: 1.2,
+            values,
+            dash,
+            width,
+            opacity: 1.0,
             legend: true,
-        });
-        replicas.series.push(Series {
-            name: name.clone(),
-            colour: c,
-            values: values(run, |s| f64::from(s.desired)),
-            dashed: false,
-            width: 1.8,
-            legend: true,
-        });
+        };
+        load.series.push(line(name.clone(), values(run, |s| f64::from(s.in_service) * capacity)));
+        replicas.series.push(line(name.clone(), values(run, |s| f64::from(s.desired))));
         replicas.series.push(Series {
             name: format!("in service ({name})"),
-            colour: c,
-            values: values(run, |s| f64::from(s.in_service)),
-            dashed: true,
             width: 1.0,
+            opacity: 0.45,
             legend: false,
+            ..line(String::new(), values(run, |s| f64::from(s.in_service)))
         });
-        cpu.series.push(Series {
-            name: name.clone(),
-            colour: c,
-            values: values(run, |s| if s.in_service > 0 { s.cpu } else { f64::NAN }),
-            dashed: false,
-            width: 1.2,
-            legend: true,
-        });
-        latency.series.push(Series {
-            name: name.clone(),
-            colour: c,
-            values: values(run, |s| s.slo_ms.unwrap_or(if s.shed > 0.0 { f64::INFINITY } else { f64::NAN })),
-            dashed: false,
-            width: 1.2,
-            legend: true,
-        });
+        if run.baseline {
+            // The baselines' CPU and latency would hide the policies'.
+            continue;
+        }
+        cpu.series.push(line(name.clone(), values(run, |s| if s.in_service > 0 { s.cpu } else { f64::NAN })));
+        latency.series.push(line(
+            name.clone(),
+            values(run, |s| s.slo_ms.unwrap_or(if s.shed > 0.0 { f64::INFINITY } else { f64::NAN })),
+        ));
         for e in run.events.iter().filter(|e| e.kind == "scaled").take(MAX_MARKERS) {
             let (Some(from), Some(to)) = (e.from, e.to) else { continue };
             replicas.markers.push(Marker {
@@ -403,7 +479,7 @@ pub fn render(plan: &Plan, runs: &[Run]) -> String {
     }
 
     let _ = writeln!(out, "<h2>Decision log</h2>");
-    for (i, run) in runs.iter().enumerate() {
+    for (i, run) in runs.iter().enumerate().filter(|(_, r)| !r.baseline) {
         let _ = writeln!(
             out,
             "<details{}><summary><span class=\"swatch\" style=\"background:{}\"></span>{} ({} events)</summary>\n<pre>",
@@ -454,6 +530,12 @@ svg text.title { font-size: 12px; fill: #111827; }
 .slo { stroke: #dc2626; stroke-dasharray: 6 4; stroke-width: 1.2; }
 svg text.slo-label { fill: #dc2626; }
 .marker { stroke: #fff; stroke-width: 0.5; }
-pre { font-size: 12px; overflow-x: auto; background: #f9fafb; padding: 8px; }
+pre { font-size: 12px; white-space: pre-wrap; overflow-wrap: anywhere; background: #f9fafb; padding: 8px; }
+td.best { font-weight: 600; background: #ecfdf5; }
+td.baseline { color: #6b7280; font-style: italic; }
+.verdict { font-weight: 600; }
+dl.legend { color: #374151; font-size: 13px; display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; }
+dl.legend dt { font-weight: 600; }
+dl.legend dd { margin: 0; }
 summary { cursor: pointer; }
 ";

@@ -14,6 +14,7 @@
 //!   the health checks) instead of guessing them.
 
 pub mod calibrate;
+mod forecast_report;
 pub mod html;
 pub mod input;
 pub mod output;
@@ -243,10 +244,21 @@ pub async fn run(args: SimulateArgs, config_path: &Path) -> anyhow::Result<ExitC
     let started = Instant::now();
     let mut runs = Vec::new();
     let mut wall_ms = Vec::new();
+    // The demand depends on the trace and the model only: once for all.
+    let demand = sim::elasticity::demand(&plan.trace, &plan.model, &plan.options.slo);
     for policy in &plan.policies {
         let t = Instant::now();
-        runs.push(sim::simulate(policy, &plan.model, &plan.trace, &plan.options));
+        runs.push(sim::simulate_against(policy, &plan.model, &plan.trace, &plan.options, &demand));
         wall_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    // The baselines keep the main policy's bounds.
+    let t = Instant::now();
+    let bounds = plan.policies[0].replicas.bounds;
+    let baselines = sim::baselines(&demand, bounds, &plan.model, &plan.trace, &plan.options);
+    let baseline_ms = t.elapsed().as_secs_f64() * 1000.0 / 2.0;
+    for run in baselines {
+        runs.push(run);
+        wall_ms.push(baseline_ms);
     }
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
 

@@ -61,43 +61,163 @@ fn latency(ms: Option<f64>) -> String {
     }
 }
 
-/// The summary as rows of cells: a header row with the policies, then one
-/// row per measure.
-pub fn summary_rows(runs: &[Run]) -> Vec<Vec<String>> {
+type Cell = Box<dyn Fn(&Summary) -> String>;
+type Key = Box<dyn Fn(&Summary) -> f64>;
+
+/// One row of the summary: its label, how a run's cell reads, and, when
+/// lower is better on it, the number that ranks the policies.
+pub struct Measure {
+    pub label: String,
+    cell: Cell,
+    lower_is_better: Option<Key>,
+}
+
+fn measure(label: impl Into<String>, cell: Cell, key: Option<Key>) -> Measure {
+    Measure { label: label.into(), cell, lower_is_better: key }
+}
+
+/// The summary's measures, in table order. The elasticity scores are the
+/// SPEC Research Group's (docs/simulation.md).
+pub fn measures(runs: &[Run]) -> Vec<Measure> {
     let slo = runs.first().map(|r| r.summary.slo.to_string()).unwrap_or_default();
     let p = runs.first().map(|r| num(r.summary.slo.percentile, 3)).unwrap_or_default();
-    type Cell = Box<dyn Fn(&Summary) -> String>;
-    let rows: Vec<(String, Cell)> = vec![
-        ("replica-hours".into(), Box::new(|s| num(s.replica_hours, 2))),
-        ("cost".into(), Box::new(|s| num(s.cost, 2))),
-        (
+    let pct = |f: fn(&Summary) -> f64| -> Cell { Box::new(move |s| format!("{} %", num(f(s), 2))) };
+    let key = |f: fn(&Summary) -> f64| -> Option<Key> { Some(Box::new(f)) };
+    let mut rows = vec![
+        measure("replica-hours", Box::new(|s| num(s.replica_hours, 2)), key(|s| s.replica_hours)),
+        measure("cost", Box::new(|s| num(s.cost, 2)), key(|s| s.cost)),
+        measure(
             format!("over SLO {slo}"),
             Box::new(|s| format!("{} s ({} %)", s.slo_violation_seconds, num(s.slo_violation_percent(), 2))),
+            key(|s| s.slo_violation_seconds as f64),
         ),
-        ("shed requests".into(), Box::new(|s| num(s.shed_requests.round(), 0))),
-        (
-            "scaling actions".into(),
+        measure("shed requests", Box::new(|s| num(s.shed_requests.round(), 0)), key(|s| s.shed_requests.round())),
+        measure(
+            "scaling actions",
             Box::new(|s| format!("{} ({} out, {} in)", s.scaling_actions, s.scale_outs, s.scale_ins)),
+            key(|s| f64::from(s.scaling_actions)),
         ),
-        ("flaps".into(), Box::new(|s| s.flaps.to_string())),
-        ("max replicas".into(), Box::new(|s| s.max_replicas.to_string())),
-        ("mean cpu".into(), Box::new(|s| format!("{} %", num(s.mean_cpu, 1)))),
-        (format!("worst p{p}"), Box::new(|s| latency(s.worst_latency_ms))),
-        ("failures".into(), Box::new(|s| s.failures.to_string())),
+        measure("flaps", Box::new(|s| s.flaps.to_string()), key(|s| f64::from(s.flaps))),
+        measure("max replicas", Box::new(|s| s.max_replicas.to_string()), None),
+        measure("mean cpu", Box::new(|s| format!("{} %", num(s.mean_cpu, 1))), None),
+        measure(
+            format!("worst p{p}"),
+            Box::new(|s| latency(s.worst_latency_ms)),
+            key(|s| s.worst_latency_ms.unwrap_or(0.0)),
+        ),
+        measure("failures", Box::new(|s| s.failures.to_string()), None),
+        measure("under-provisioning a_U", pct(|s| s.scores.under_accuracy), key(|s| s.scores.under_accuracy)),
+        measure("over-provisioning a_O", pct(|s| s.scores.over_accuracy), key(|s| s.scores.over_accuracy)),
+        measure("time short t_U", pct(|s| s.scores.under_timeshare), key(|s| s.scores.under_timeshare)),
+        measure("time over t_O", pct(|s| s.scores.over_timeshare), key(|s| s.scores.over_timeshare)),
+        measure("instability k", pct(|s| s.scores.instability), key(|s| s.scores.instability)),
+        measure(
+            "jitter j",
+            Box::new(|s| format!("{}/h", num(s.scores.jitter_per_hour, 1))),
+            key(|s| s.scores.jitter_per_hour.abs()),
+        ),
     ];
-    let mut rows = rows;
     // Frozen replicas (scale to zero's suspend, a warm pool): memory, no
     // CPU; shown only when a policy has them.
     if runs.iter().any(|r| r.summary.suspended_hours > 0.0) {
-        rows.insert(1, ("suspended replica-hours".into(), Box::new(|s| num(s.suspended_hours, 2))));
+        rows.insert(1, measure("suspended replica-hours", Box::new(|s| num(s.suspended_hours, 2)), None));
     }
+    rows
+}
+
+/// The summary as rows of cells: a header row with the policies (the
+/// baselines last), then one row per measure.
+pub fn summary_rows(runs: &[Run]) -> Vec<Vec<String>> {
     let mut table: Vec<Vec<String>> =
         vec![std::iter::once("policy".to_string()).chain(runs.iter().map(|r| r.policy.clone())).collect()];
-    for (label, cell) in &rows {
-        table.push(std::iter::once(label.clone()).chain(runs.iter().map(|r| cell(&r.summary))).collect());
+    for m in measures(runs) {
+        table.push(std::iter::once(m.label.clone()).chain(runs.iter().map(|r| (m.cell)(&r.summary))).collect());
     }
     table
 }
+
+/// A policy meets the SLO when at most this share of its seconds miss it
+/// (or it misses no more than the best policy does).
+pub const MEETS_SLO_PERCENT: f64 = 1.0;
+
+/// For each measure row, the runs (indexes) that are best on it among the
+/// policies (baselines are references, never winners); empty where lower
+/// is not better (max replicas, mean CPU, failures) or with one policy.
+pub fn row_winners(runs: &[Run]) -> Vec<Vec<usize>> {
+    let policies: Vec<usize> = (0..runs.len()).filter(|&i| !runs[i].baseline).collect();
+    measures(runs)
+        .iter()
+        .map(|m| match (&m.lower_is_better, policies.len() > 1) {
+            (Some(key), true) => {
+                let best = policies.iter().map(|&i| key(&runs[i].summary)).fold(f64::INFINITY, f64::min);
+                policies.iter().copied().filter(|&i| key(&runs[i].summary) <= best + 1e-9).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// The policy that wins overall: the cheapest (cost, then replica-hours)
+/// of those that meet the SLO, i.e. miss it in at most
+/// [`MEETS_SLO_PERCENT`] of the seconds, or no more often than the best
+/// policy. `None` without a policy.
+pub fn overall_winner(runs: &[Run]) -> Option<usize> {
+    let policies: Vec<usize> = (0..runs.len()).filter(|&i| !runs[i].baseline).collect();
+    let best = policies.iter().map(|&i| runs[i].summary.slo_violation_percent()).fold(f64::INFINITY, f64::min);
+    let bar = best.max(MEETS_SLO_PERCENT);
+    let rank = |i: &usize| (runs[*i].summary.cost, runs[*i].summary.replica_hours);
+    policies
+        .into_iter()
+        .filter(|&i| runs[i].summary.slo_violation_percent() <= bar + 1e-9)
+        .min_by(|a, b| rank(a).partial_cmp(&rank(b)).unwrap_or(std::cmp::Ordering::Equal))
+}
+
+/// The sentence naming the overall winner and why (with one policy:
+/// whether it meets the SLO), and what the oracle would have spent.
+pub fn verdict(runs: &[Run]) -> Option<String> {
+    let policies = runs.iter().filter(|r| !r.baseline).count();
+    let i = overall_winner(runs)?;
+    let s = &runs[i].summary;
+    let violation = num(s.slo_violation_percent(), 2);
+    let mut text = if policies > 1 {
+        let best = runs
+            .iter()
+            .filter(|r| !r.baseline)
+            .map(|r| r.summary.slo_violation_percent())
+            .fold(f64::INFINITY, f64::min);
+        format!(
+            "{} wins: the cheapest policy that meets the SLO {} (over it in at most {} % of the seconds, or no more often than the best policy, here {} %): {} replica-hours, cost {}, over the SLO in {violation} %.",
+            runs[i].policy,
+            s.slo,
+            num(MEETS_SLO_PERCENT, 2),
+            num(best, 2),
+            num(s.replica_hours, 2),
+            num(s.cost, 2),
+        )
+    } else {
+        let meets = if s.slo_violation_percent() <= MEETS_SLO_PERCENT { "meets it" } else { "misses it" };
+        format!(
+            "{}: over the SLO {} in {violation} % of the seconds ({meets}: the bar is {} %).",
+            runs[i].policy,
+            s.slo,
+            num(MEETS_SLO_PERCENT, 2)
+        )
+    };
+    if let Some(oracle) = runs.iter().find(|r| r.baseline && r.policy == ebb_core::sim::baseline::ORACLE) {
+        let hours = oracle.summary.replica_hours;
+        if s.replica_hours > 0.0 {
+            text.push_str(&format!(
+                " Perfect foresight (baseline:oracle) would have needed {} replica-hours, {} % of these.",
+                num(hours, 2),
+                num(hours * 100.0 / s.replica_hours, 0)
+            ));
+        }
+    }
+    Some(text)
+}
+
+/// What the two baselines are, for under the tables.
+pub const BASELINES_NOTE: &str = "baselines (not policies, no autoscaler): baseline:oracle runs, each second, the demand of the next boot time (perfect foresight); baseline:static-peak runs the peak demand all along. Demand = the fewest replicas that meet the SLO that second.";
 
 /// The summary, one column per policy, one row per measure.
 pub fn summary_table(runs: &[Run]) -> String {
@@ -159,7 +279,7 @@ pub fn header(plan: &Plan) -> String {
 pub fn write_text(out: &mut impl Write, plan: &Plan, runs: &[Run], log: bool, wall_ms: f64) -> std::io::Result<()> {
     writeln!(out, "{}", header(plan))?;
     if log {
-        for run in runs {
+        for run in runs.iter().filter(|r| !r.baseline) {
             writeln!(out)?;
             writeln!(out, "== {} ({} events) ==", run.policy, run.events.len())?;
             for e in &run.events {
@@ -169,12 +289,20 @@ pub fn write_text(out: &mut impl Write, plan: &Plan, runs: &[Run], log: bool, wa
     }
     writeln!(out)?;
     write!(out, "{}", summary_table(runs))?;
+    if runs.iter().any(|r| r.baseline) {
+        writeln!(out, "{BASELINES_NOTE}")?;
+    }
+    if let Some(verdict) = verdict(runs) {
+        writeln!(out, "{verdict}")?;
+    }
+    let policies = runs.iter().filter(|r| !r.baseline).count();
+    write!(out, "{}", super::forecast_report::text(runs))?;
     writeln!(
         out,
         "simulated {} s × {} polic{} in {} ms",
         plan.trace.len(),
-        runs.len(),
-        if runs.len() == 1 { "y" } else { "ies" },
+        policies,
+        if policies == 1 { "y" } else { "ies" },
         num(wall_ms, 0)
     )?;
     Ok(())
@@ -205,8 +333,21 @@ pub struct JsonSummary {
     pub failures: u32,
     pub mean_cpu: f64,
     pub worst_latency_ms: Option<f64>,
+    /// A baseline (oracle, static peak), not a policy.
+    pub baseline: bool,
+    /// SPEC elasticity scores against the demand (docs/simulation.md):
+    /// `a_U`, `a_O`, `t_U`, `t_O`, `k` in %, jitter in adaptations per hour.
+    pub under_provisioning_accuracy: f64,
+    pub over_provisioning_accuracy: f64,
+    pub under_provisioning_timeshare: f64,
+    pub over_provisioning_timeshare: f64,
+    pub instability: f64,
+    pub jitter_per_hour: f64,
     /// Wall time of this policy's run (not part of the simulated outcome).
     pub wall_ms: f64,
+    /// How its predictive policy's forecasts did, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<super::forecast_report::JsonForecast>,
 }
 
 fn round(v: f64, decimals: i32) -> f64 {
@@ -237,17 +378,35 @@ pub fn json_summary(plan: &Plan, run: &Run, wall_ms: f64) -> JsonSummary {
         failures: s.failures,
         mean_cpu: round(s.mean_cpu, 2),
         worst_latency_ms: s.worst_latency_ms.map(|v| round(v, 1)),
+        baseline: run.baseline,
+        under_provisioning_accuracy: round(s.scores.under_accuracy, 3),
+        over_provisioning_accuracy: round(s.scores.over_accuracy, 3),
+        under_provisioning_timeshare: round(s.scores.under_timeshare, 3),
+        over_provisioning_timeshare: round(s.scores.over_timeshare, 3),
+        instability: round(s.scores.instability, 3),
+        jitter_per_hour: round(s.scores.jitter_per_hour, 3),
         wall_ms: round(wall_ms, 1),
+        forecast: run.forecast.as_ref().map(super::forecast_report::json),
     }
 }
 
-/// An object for one policy; an array (in the order of the policies: the
-/// config, then `--compare`, then `--preset`) for several.
+/// An object for one policy, with the baselines in its `baselines`; an
+/// array (in the order of the policies: the config, then `--compare`, then
+/// `--preset`, then the baselines, `"baseline": true`) for several.
 pub fn write_json(out: &mut impl Write, plan: &Plan, runs: &[Run], wall_ms: &[f64]) -> anyhow::Result<()> {
     let all: Vec<JsonSummary> = runs.iter().zip(wall_ms).map(|(r, &ms)| json_summary(plan, r, ms)).collect();
-    if all.len() == 1 {
-        serde_json::to_writer_pretty(&mut *out, &all[0])?;
+    let (policies, baselines): (Vec<_>, Vec<_>) = all.into_iter().partition(|s| !s.baseline);
+    if policies.len() == 1 {
+        /// The policy's fields, in order, then its baselines.
+        #[derive(Serialize)]
+        struct One<'a> {
+            #[serde(flatten)]
+            policy: &'a JsonSummary,
+            baselines: &'a [JsonSummary],
+        }
+        serde_json::to_writer_pretty(&mut *out, &One { policy: &policies[0], baselines: &baselines })?;
     } else {
+        let all: Vec<&JsonSummary> = policies.iter().chain(&baselines).collect();
         serde_json::to_writer_pretty(&mut *out, &all)?;
     }
     writeln!(out)?;
@@ -258,6 +417,7 @@ pub fn write_json(out: &mut impl Write, plan: &Plan, runs: &[Run], wall_ms: &[f6
 /// row per second; with several policies a first `policy` column, the
 /// policies one after the other.
 pub fn write_csv(out: &mut impl Write, runs: &[Run]) -> std::io::Result<()> {
+    let runs: Vec<&Run> = runs.iter().filter(|r| !r.baseline).collect();
     let several = runs.len() > 1;
     if several {
         write!(out, "policy,")?;

@@ -8,12 +8,14 @@
 
 mod answers;
 mod certs;
+mod forecast;
 mod plan;
 mod requests;
 mod status;
 
 pub use answers::{DashboardLogin, ErrorBody, EventView, ReplicaOutcome, ScaleOutcome, ShutdownView};
 pub use certs::{CertView, ReloadOutcome, ReloadRequest, RenewOutcome, RenewRequest};
+pub use forecast::{ForecastPolicy, ForecastSkill, ForecastView};
 pub use plan::{ApplyAnswer, ConfigFileRequest, PlanAnswer, PlanChange};
 pub use requests::{
     DeployRequest, InterruptRequest, ProtectRequest, ReasonRequest, SetDesiredRequest, ShutdownRequest,

@@ -9,6 +9,8 @@
 //! they are not spanned; errors point at one of their keys, or at the
 //! policy or service around them.
 
+mod predictive;
+
 use super::{closest, Check};
 use crate::config::value::{Dur, Int, Number};
 use crate::config::{Bounds, ServiceConfig};
@@ -31,6 +33,7 @@ pub(super) struct RawScaling {
     target_tracking: Option<Vec<Spanned<RawTargetTracking>>>,
     step: Option<Vec<Spanned<RawStep>>>,
     scheduled: Option<Vec<Spanned<RawScheduled>>>,
+    predictive: Option<Vec<Spanned<predictive::RawPredictive>>>,
     burst: Option<RawBurst>,
     saturation: Option<RawSaturation>,
     freeze: Option<RawFreeze>,
@@ -190,6 +193,13 @@ impl Check<'_> {
             .enumerate()
             .map(|(i, a)| self.scheduled(i, a, bounds, &mut names))
             .collect();
+        let predictive = raw
+            .predictive
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| self.predictive(i, p, &mut names))
+            .collect();
         let burst = raw.burst.map(|b| self.burst(service, b, target_tracking.is_empty()));
         let saturation = raw.saturation.map_or_else(SaturationConfig::default, |s| self.saturation(s));
         let freeze = raw.freeze.map_or_else(FreezeConfig::default, |f| self.freeze(f));
@@ -210,6 +220,7 @@ impl Check<'_> {
             target_tracking,
             step,
             scheduled,
+            predictive,
             burst,
             saturation,
             freeze,

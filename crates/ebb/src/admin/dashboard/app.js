@@ -24,6 +24,7 @@
     services: [],
     current: new URLSearchParams(location.search).get('service'),
     points: new Map(), // service -> [point]
+    forecasts: new Map(), // service -> { at, list: [/api/v1/services/{name}/forecast] }
     events: [],
     lastSeq: 0,
     colors: new Map(), // replica id -> colour
@@ -220,6 +221,14 @@
           while (list.length && list[0].time_ms < cut) list.shift();
         }
         state.points.set(svc.name, list);
+        // Predictive policies' forecasts change hourly: read them once a minute.
+        const known = state.forecasts.get(svc.name);
+        if (!known || Date.now() - known.at >= 60 * 1000) {
+          try {
+            const list = await api('GET', `/api/v1/services/${encodeURIComponent(svc.name)}/forecast`);
+            state.forecasts.set(svc.name, { at: Date.now(), list });
+          } catch (_) { /* keep the last answer */ }
+        }
       }
       setConn(true, 'live');
       renderAll();
@@ -852,12 +861,26 @@
     const marked = markedEvents(svc.name).map(markerOf).filter((m) => !now || m.t >= now - WINDOW_MS);
     // Off the replicas graph, every marker sits at the top of the plot.
     const top = marked.map((m) => ({ ...m, v: null }));
+    // The predictive forecast of the requests, as a dotted step line
+    // (5-minute buckets) over the window.
+    const predicted = ((state.forecasts.get(svc.name) || {}).list || [])
+      .find((f) => f.metric === 'requests_per_replica' && f.state === 'ready');
+    const forecastData = [];
+    if (predicted && now) {
+      predicted.values.forEach((v, i) => {
+        const t = predicted.start_ms + i * predicted.step_s * 1000;
+        if (t + predicted.step_s * 1000 >= now - WINDOW_MS && t <= now) forecastData.push([Math.max(t, now - WINDOW_MS), v]);
+      });
+      if (forecastData.length) forecastData.push([now, forecastData[forecastData.length - 1][1]]);
+    }
+    $('#forecast-key').hidden = !forecastData.length;
     drawChart($('#c-rps'), {
       now,
       unit: ' req/s',
       bands,
       markers: top,
       series: [
+        ...(forecastData.length ? [{ name: 'forecast', key: 'forecast', color: c3, step: true, dotted: true, data: forecastData }] : []),
         { name: 'served', key: 'served', color: c1, area: true, data: pts.map((p) => [p.time_ms, p.requests_per_s]) },
         { name: 'offered', key: 'offered', color: c2, data: traffic((t) => t.offered_per_s) },
         { name: 'shed', key: 'shed', color: bad, area: true, dotted: true, data: traffic((t) => t.shed_per_s) },
