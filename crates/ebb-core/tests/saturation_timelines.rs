@@ -31,6 +31,7 @@ fn fleet_of(path: &str, n: u32) -> Sim {
 fn a_host_stall_that_queues_requests_never_shrinks_the_fleet() {
     let mut sim = fleet_of("examples/s3-ecs-django/ebb.fast.toml", 5);
     sim.demand = 5.0 * 85.0; // 85 % each: in the band
+    sim.requests = 100.0; // what the queue's balancer sees offered: no traffic drop to freeze on
     sim.run_until(30);
     assert!(sim.changes.is_empty(), "{}", sim.told());
 
@@ -181,6 +182,7 @@ desired = 2
     );
     bounds.desired = 6;
     let mut sim = Sim::new(&config, bounds);
+    sim.requests = 100.0; // offered as while queued: no traffic drop to freeze on
     sim.queue = queue(48, 30);
     sim.run_until(90); // 00:01 passes at t = 60
     assert!(sim.changes.iter().all(|(_, c)| c.to > c.from), "no scale-in while queued\n{}", sim.told());

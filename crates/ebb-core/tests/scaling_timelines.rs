@@ -285,9 +285,11 @@ fn a_replica_without_numbers_counts_at_target_for_scale_in() {
 #[test]
 fn burst_scales_out_at_once_and_blocks_scale_in() {
     let (config, bounds) = scaling(
-        "[[service.web.scaling.target_tracking]]\nmetric = \"concurrency_per_replica\"\ntarget = 10\nscale_in_cooldown = \"0s\"\nscale_in_stabilization = \"0s\"\n\n[service.web.scaling.burst]\nwindow = \"6s\"\nthreshold = 2.0\nduration = \"60s\"\n",
+        "[[service.web.scaling.target_tracking]]\nmetric = \"concurrency_per_replica\"\ntarget = 10\nscale_in_cooldown = \"0s\"\nscale_in_stabilization = \"0s\"\n\n[service.web.scaling.burst]\nwindow = \"6s\"\nthreshold = 2.0\nduration = \"60s\"\n\n[service.web.scaling.freeze]\nenabled = false\n",
         "{ min = 1, max = 50, desired = 2 }",
     );
+    // Freeze off: the 90 % drop at 131 s would freeze scale-in (that rule
+    // has its own timelines); here burst alone holds it.
     let mut sim = Sim::new(&config, bounds);
     sim.requests = 400.0; // 200 req/s × 50 ms = 10 in flight each: on target
     sim.run_until(120);

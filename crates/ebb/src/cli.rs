@@ -1046,6 +1046,14 @@ pub fn render_status(status: &FleetStatus) -> String {
         if let Some(holding) = &service.holding {
             out.push_str(&format!("  holding: {holding}\n"));
         }
+        if let Some(shadow) = &service.shadow {
+            let holding = shadow.holding.as_ref().map(|h| format!("; holding: {h}")).unwrap_or_default();
+            out.push_str(&format!(
+                "  shadow ({}): would run {} (not applied){holding}\n",
+                shadow.policies.join(", "),
+                shadow.desired
+            ));
+        }
         if let Some(line) = demand_line(service) {
             out.push_str(&format!("  {line}\n"));
         }
@@ -1301,6 +1309,25 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("service web"), "{text}");
         assert_eq!(lines[1], "  idle (suspended 3 replicas, for 12 min)", "{text}");
+    }
+
+    /// `ebb status` shows what the shadow policies would run, under the
+    /// live hold, and says it is not applied.
+    #[test]
+    fn status_shows_the_shadow_policies() {
+        let mut web = service();
+        web.shadow = Some(crate::wire::ShadowStatus {
+            policies: vec!["cpu-60".into()],
+            desired: 5,
+            holding: Some("scale-out cooldown of cpu-60, 40 s left".into()),
+        });
+        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new() });
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("  holding: saturated"), "{text}");
+        assert_eq!(
+            lines[2], "  shadow (cpu-60): would run 5 (not applied); holding: scale-out cooldown of cpu-60, 40 s left",
+            "{text}"
+        );
     }
 
     /// `ebb status` shows what the balancer sees and a full host, beside

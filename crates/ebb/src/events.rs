@@ -57,6 +57,12 @@ pub enum EventKind {
     Backoff,
     /// Requests began to queue or be shed at the balancer, or stopped.
     Saturated,
+    /// Scale-in froze (a 5xx spike, or traffic collapsed within seconds),
+    /// or the freeze lifted.
+    ScaleInFrozen,
+    /// A shadow policy would have changed desired capacity; nothing was
+    /// applied.
+    Shadow,
     /// ebb's host became full (more local replicas add no capacity), or
     /// has room again.
     HostFull,
@@ -122,6 +128,8 @@ impl EventKind {
             EventKind::ReplicaOutlierSpared => "replica_outlier_spared",
             EventKind::Backoff => "backoff",
             EventKind::Saturated => "saturated",
+            EventKind::ScaleInFrozen => "scale_in_frozen",
+            EventKind::Shadow => "shadow",
             EventKind::HostFull => "host_full",
             EventKind::MetricSourceFailed => "metric_source_failed",
             EventKind::DeployStarted => "deploy_started",

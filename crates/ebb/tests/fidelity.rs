@@ -71,6 +71,12 @@ scale_in_cooldown = "2500ms"
 scale_in_stabilization = "3500ms"
 scale_out_rate = {{ percent = 0, replicas = 1, period = "1500ms" }}
 scale_in_rate = {{ percent = 0, replicas = 1, period = "1500ms" }}
+
+# The step down (44 -> 5 req/s) is an 89 % traffic drop: the scale-in
+# freeze would hold the way down past the trace, live and simulated alike
+# (its own tests: tests/scale_in_freeze.rs, ebb-core's safety_rules.rs).
+[service.api.scaling.freeze]
+traffic_drop = 1
 "#
     )
 }

@@ -332,6 +332,7 @@ async fn history_older_than_a_day_is_served_per_minute_from_the_state_file() {
                     cpu_mean: Some(5.0),
                     replica_cpu: vec![],
                     traffic: None,
+                    shadow_desired: None,
                 },
             );
         }

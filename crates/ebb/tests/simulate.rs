@@ -504,6 +504,7 @@ async fn history_is_read_from_the_state_file_when_ebb_is_not_running() {
                 cpu_mean: None,
                 replica_cpu: vec![],
                 traffic: None,
+                shadow_desired: None,
             },
         );
     }
@@ -540,6 +541,7 @@ fn recorded_history_becomes_one_rate_per_second() {
         cpu_mean: None,
         replica_cpu: vec![],
         traffic: None,
+        shadow_desired: None,
     };
     let points = [point(10_000, 5.0), point(11_010, 6.0), point(13_000, 8.0)];
     let t = trace_from_history(&points, "web", "1h").unwrap();

@@ -344,6 +344,10 @@ fn policy_name(before: &ServiceConfig, after: &ServiceConfig, path: &str, i: usi
         match path {
             "scaling.target_tracking" => s.scaling.target_tracking.iter().map(|p| p.name.clone()).collect(),
             "scaling.step" => s.scaling.step.iter().map(|p| p.name.clone()).collect(),
+            "scaling.shadow.target_tracking" => {
+                s.scaling.shadow.iter().flat_map(|sh| &sh.target_tracking).map(|p| p.name.clone()).collect()
+            }
+            "scaling.shadow.step" => s.scaling.shadow.iter().flat_map(|sh| &sh.step).map(|p| p.name.clone()).collect(),
             "scaling.scheduled" => s.scaling.scheduled.iter().map(|p| p.name.clone()).collect(),
             "scaling.predictive" => s.scaling.predictive.iter().map(|p| p.name.clone()).collect(),
             _ => Vec::new(),

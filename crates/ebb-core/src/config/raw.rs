@@ -1182,6 +1182,12 @@ fn syntax_hint(source: &str, offset: usize, message: &str) -> Option<String> {
     let line = &source[before.rfind('\n').map_or(0, |i| i + 1)..offset + after.find('\n').unwrap_or(after.len())];
     let at_line_end = after.is_empty() || after.starts_with(['\n', '\r']);
 
+    if line.trim_start().starts_with("[[") && line.trim_end().ends_with(".scaling.shadow]]") {
+        let service = line.trim().trim_start_matches("[[").trim_end_matches(".scaling.shadow]]");
+        return Some(format!(
+            "a shadow policy is written [[{service}.scaling.shadow.target_tracking]] or [[{service}.scaling.shadow.step]], with the same keys as an active one"
+        ));
+    }
     if message.starts_with("invalid table header; duplicate key") {
         return Some("this table is already defined above; merge the two".into());
     }

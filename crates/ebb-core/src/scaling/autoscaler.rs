@@ -1,6 +1,7 @@
 //! [`Autoscaler`]: one per service; runs every policy and combines them.
 
 use super::decision::{Cap, CapKind, Change, Decision, Hold, HoldKind, PolicyOutcome, Vote};
+use super::freeze::{self, Trigger};
 use super::metrics::{duration, Metric, MetricHistory, ServiceSample};
 use super::predictive::{self, ForecastState};
 use super::saturation::{HostFull, Saturation, HOST_WINDOW};
@@ -26,6 +27,8 @@ pub struct Autoscaler {
     /// A scheduled scale-in that fired while the fleet was saturated: it
     /// applies once the saturation guard lifts.
     deferred: Option<Firing>,
+    /// What last froze scale-in, and the last second it held.
+    frozen: Option<(Trigger, Time)>,
     /// One per predictive policy, in config order: what the caller last
     /// forecast for it.
     forecasts: Vec<ForecastState>,
@@ -45,6 +48,7 @@ impl Autoscaler {
             log: ChangeLog::new(rate_periods.max().unwrap_or(Duration::ZERO)),
             burst_until: None,
             deferred: None,
+            frozen: None,
             forecasts: vec![ForecastState::NotYet; config.predictive.len()],
             boot: Self::DEFAULT_BOOT,
             config: config.clone(),
@@ -180,6 +184,9 @@ impl Autoscaler {
             Saturation::assess(&demand, now, &sat_config, self.log.last_increase())
         });
         let guard = saturation.as_ref().and_then(|s| s.guard(now, &sat_config));
+        let freeze_hold = if scaling { self.freeze(now) } else { None };
+        // A frozen scale-in defers a scheduled one like saturation does.
+        let guard = guard.or(freeze_hold);
         let host_full = scaling.then(|| HostFull::assess(&self.history.host(now, HOST_WINDOW), now)).flatten();
 
         // 1. A scheduled desired capacity fired (or one deferred while
@@ -329,6 +336,39 @@ impl Autoscaler {
             Some(change) => self.apply(decision, change),
             None => decision,
         }
+    }
+
+    /// Updates the scale-in freeze at `now`; the hold while it lasts.
+    fn freeze(&mut self, now: Time) -> Option<Hold> {
+        let config = self.config.freeze;
+        let demand = self.history.demand(now, config.history_needed());
+        if let Some(trigger) = freeze::assess(&demand, now, &config) {
+            // Within one freeze, say its worst second: that is what froze it.
+            let ongoing = self.frozen_hold(now).is_some();
+            let worst = match &self.frozen {
+                Some((seen, _)) if ongoing && seen.severity() > trigger.severity() => seen.clone(),
+                _ => trigger,
+            };
+            self.frozen = Some((worst, now));
+        }
+        self.frozen_hold(now)
+    }
+
+    /// The scale-in freeze in force at `now`, as of the last
+    /// [`decide`](Self::decide): `scale-in frozen: 5xx at 35% of answers
+    /// over 30 s (freeze above 20%), 5 min left`. For status and events.
+    pub fn frozen_hold(&self, now: Time) -> Option<Hold> {
+        let (trigger, last) = self.frozen.as_ref()?;
+        let until = *last + self.config.freeze.hold;
+        if until <= now || !self.config.freeze.enabled {
+            return None;
+        }
+        let why = if *last == now {
+            format!("scale-in frozen: {trigger}")
+        } else {
+            format!("scale-in frozen: {trigger} until {} ago", duration(now - *last))
+        };
+        Some(Hold { kind: HoldKind::Frozen, policy: None, why, remaining: Some(until - now) })
     }
 
     /// Records a change and puts it in the decision.

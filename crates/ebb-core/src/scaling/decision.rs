@@ -160,6 +160,9 @@ pub enum HoldKind {
     /// Requests are queued or shed (or were, within the settle time): no
     /// scale-in.
     Saturated,
+    /// The scale-in freeze: a 5xx spike or a traffic collapse, or within
+    /// `hold` after one.
+    Frozen,
     /// A policy wants fewer but `min` is reached.
     MinReached,
     /// Metrics are missing; missing is never counted as zero load.
@@ -194,6 +197,7 @@ impl HoldKind {
             HoldKind::HostFull => "host_full",
             HoldKind::MaxReached => "max_reached",
             HoldKind::Saturated => "saturated",
+            HoldKind::Frozen => "frozen",
             HoldKind::MinReached => "min_reached",
             HoldKind::LackOfData => "lack_of_data",
             HoldKind::Cooldown => "cooldown",

@@ -169,6 +169,35 @@ impl fmt::Display for Statistic {
     }
 }
 
+/// What a policy does when its metric has no data at all
+/// (`on_missing_metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMissing {
+    /// Hold: missing data never scales in, nor out (the default).
+    #[default]
+    Hold,
+    /// When the metric's source is down for the policy's whole window or
+    /// span (see [`MetricHistory::source_down`]), scale out by one replica,
+    /// at most once per the policy's cooldown: a surge may be what took
+    /// the metrics down.
+    ScaleOut,
+}
+
+impl OnMissing {
+    pub const ALL: [OnMissing; 2] = [OnMissing::Hold, OnMissing::ScaleOut];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnMissing::Hold => "hold",
+            OnMissing::ScaleOut => "scale_out",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<OnMissing> {
+        OnMissing::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
 /// One replica's numbers for one second.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaSample {
@@ -573,6 +602,19 @@ impl MetricHistory {
             }
             _ => Err(NoData { metric, window, replicas }),
         }
+    }
+
+    /// Whether `metric`'s source looks down: warm replicas exist now, the
+    /// history covers the whole `span` before `now`, and not one datapoint
+    /// arrived in it. Replicas still warming up are not a source that is
+    /// down (a booting fleet has no numbers yet), nor is a history younger
+    /// than the span (ebb just started).
+    pub fn source_down(&self, metric: Metric, now: Time, span: Duration) -> bool {
+        let r = self.reporting(metric, now);
+        let covered = self.first_at.is_some_and(|first| now.checked_sub(span).is_some_and(|start| first <= start));
+        covered
+            && r.reporting + r.not_reporting > 0
+            && self.statistic_between(metric, Statistic::Sum, now.saturating_sub(span), now).is_none()
     }
 }
 

@@ -40,15 +40,22 @@
 //!   change in either direction; a scale-out cooldown from the last
 //!   increase only, so shrinking never delays growing back.
 //! - **Missing data is never zero load**: it blocks scale-in, and the hold
-//!   says "held for lack of data".
+//!   says "held for lack of data". A policy with `on_missing_metrics =
+//!   "scale_out"` adds one replica per cooldown while its metric's source
+//!   is down for its whole window (see [`MetricHistory::source_down`]).
+//! - **Low numbers can lie**: while 5xx answers spike or traffic collapses
+//!   within seconds, and for a while after, nothing scales in
+//!   ([`freeze`]).
 
 pub mod cron;
 pub mod decision;
 pub mod forecast;
+pub mod freeze;
 pub mod metrics;
 pub mod predictive;
 pub mod saturation;
 pub mod scheduled;
+pub mod shadow;
 pub mod step;
 pub mod target;
 
@@ -58,10 +65,14 @@ pub use autoscaler::Autoscaler;
 pub use cron::{CivilTime, Cron, CronError};
 pub use decision::{Cap, CapKind, Change, Decision, Direction, Hold, HoldKind, PolicyOutcome, Vote};
 pub use forecast::{Forecast, Series, Skill, TooLittleHistory};
-pub use metrics::{Metric, MetricHistory, NoData, Observation, ReplicaSample, Reporting, ServiceSample, Statistic};
+pub use freeze::FreezeConfig;
+pub use metrics::{
+    Metric, MetricHistory, NoData, Observation, OnMissing, ReplicaSample, Reporting, ServiceSample, Statistic,
+};
 pub use predictive::{ForecastState, PredictiveMode, PredictivePolicy};
 pub use saturation::{Demand, HostFull, HostSample, Saturation, SaturationConfig};
 pub use scheduled::ScheduledAction;
+pub use shadow::{Shadow, ShadowPolicies};
 pub use step::{check_steps, AdjustmentType, Alarm, AlarmState, Comparison, StepAdjustment, StepPolicy};
 pub use target::{RateLimit, Recommendation, TargetTracking};
 
@@ -92,6 +103,11 @@ pub struct ScalingConfig {
     /// What the balancer's view of demand does: the scale-in guard and
     /// demand sizing (see [`saturation`]).
     pub saturation: SaturationConfig,
+    /// The scale-in freeze on a 5xx spike or a traffic collapse (see
+    /// [`freeze`]).
+    pub freeze: FreezeConfig,
+    /// Policies evaluated beside these but never applied (see [`shadow`]).
+    pub shadow: Option<ShadowPolicies>,
 }
 
 impl ScalingConfig {
@@ -102,11 +118,30 @@ impl ScalingConfig {
     pub const MAX_HISTORY: Duration = Duration::from_secs(3600);
 
     /// No policies: the fleet stays where `replicas` and `ebb scale` put it.
+    /// Shadow policies never act, so they do not count.
     pub fn is_fixed(&self) -> bool {
         self.target_tracking.is_empty()
             && self.step.is_empty()
             && self.scheduled.is_empty()
             && self.predictive.is_empty()
+    }
+
+    /// The configuration the shadow runs: this one with its target tracking
+    /// and step policies replaced by the shadow's and no predictive policy
+    /// (warm-up, scheduled actions, saturation and freeze rules as they
+    /// are); `None` without shadow policies.
+    pub fn shadow_config(&self) -> Option<ScalingConfig> {
+        let shadow = self.shadow.as_ref().filter(|s| !s.is_empty())?;
+        Some(ScalingConfig {
+            target_tracking: shadow.target_tracking.clone(),
+            step: shadow.step.clone(),
+            burst: self.burst.filter(|_| !shadow.target_tracking.is_empty()),
+            // Forecasts are fed to the live autoscaler only; a shadow is
+            // about the reactive policies it names.
+            predictive: Vec::new(),
+            shadow: None,
+            ..self.clone()
+        })
     }
 
     /// How much metric history the policies read: the longest window or
@@ -122,7 +157,7 @@ impl ScalingConfig {
     /// what the saturation rules read (status shows a full host even for a
     /// fixed fleet).
     fn history_kept(&self) -> Duration {
-        self.history_needed().max(self.saturation.history_needed())
+        self.history_needed().max(self.saturation.history_needed()).max(self.freeze.history_needed())
     }
 }
 

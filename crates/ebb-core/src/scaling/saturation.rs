@@ -94,6 +94,12 @@ pub struct Demand {
     pub at_limit: u32,
     /// `max_in_flight`, when the service sets one.
     pub limit: Option<u32>,
+    /// Answers given in the second: by replicas (any status) and by the
+    /// balancer on a replica's behalf (502, 504, 503 with none routable);
+    /// not shed requests, which saturation accounts for.
+    pub answered_per_s: f64,
+    /// Of those, answers with a 5xx status (what the scale-in freeze reads).
+    pub errors_per_s: f64,
 }
 
 impl Demand {
@@ -317,6 +323,7 @@ mod tests {
             routable: in_flight / 8,
             at_limit: in_flight / 8,
             limit: Some(8),
+            ..Default::default()
         }
     }
 

@@ -20,8 +20,8 @@
 //! threshold < upper`; below it, `lower < value - threshold <= upper`.
 
 use super::decision::{Hold, HoldKind, PolicyOutcome, Vote};
-use super::metrics::{duration, number, number_trim, Metric, MetricHistory, Statistic};
-use super::target::remaining;
+use super::metrics::{duration, number, number_trim, Metric, MetricHistory, OnMissing, Statistic};
+use super::target::{remaining, scale_out_on_missing};
 use super::Context;
 use std::fmt;
 use std::time::Duration;
@@ -40,6 +40,9 @@ pub struct StepPolicy {
     /// The policy does not act within this long of the last change of
     /// desired capacity, whoever made it (AWS simple-scaling cooldown).
     pub cooldown: Duration,
+    /// What no data in any of the alarm's periods does: hold, or scale out
+    /// by one (the metric source may be down because of the load).
+    pub on_missing_metrics: OnMissing,
 }
 
 impl StepPolicy {
@@ -73,6 +76,19 @@ impl StepPolicy {
             periods.join(", ")
         );
         if !state.firing {
+            if self.on_missing_metrics == OnMissing::ScaleOut
+                && state.missing == alarm.evaluation_periods
+                && ctx.history.source_down(alarm.metric, ctx.now, alarm.span())
+            {
+                let missing = format!(
+                    "alarm {}: no {} datapoints in any of its {} periods of {}",
+                    self.name,
+                    alarm.metric,
+                    alarm.evaluation_periods,
+                    duration(alarm.period)
+                );
+                return scale_out_on_missing(&self.name, &missing, self.cooldown, ctx.log.last_change(), ctx);
+            }
             if state.missing > 0 && state.breaching + state.missing >= alarm.datapoints_to_alarm {
                 let why = format!(
                     "held for lack of data: {} of {} periods of {} have no {} datapoints ({})",

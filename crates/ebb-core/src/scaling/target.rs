@@ -14,7 +14,7 @@
 //! so the fleet never flips direction within it), rate limits, burst mode.
 
 use super::decision::{Cap, CapKind, Hold, HoldKind, PolicyOutcome, Vote};
-use super::metrics::{duration, number, number_trim, Metric, Observation};
+use super::metrics::{duration, number, number_trim, Metric, Observation, OnMissing};
 use super::{Context, Time};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -42,6 +42,9 @@ pub struct TargetTracking {
     pub scale_out_rate: RateLimit,
     /// How fast this policy may shrink the fleet.
     pub scale_in_rate: RateLimit,
+    /// What no data at all for the whole window does: hold, or scale out
+    /// by one (the metric source may be down because of the load).
+    pub on_missing_metrics: OnMissing,
 }
 
 impl TargetTracking {
@@ -65,6 +68,7 @@ impl TargetTracking {
             disable_scale_in: false,
             scale_out_rate: RateLimit::DEFAULT_SCALE_OUT,
             scale_in_rate: RateLimit::DEFAULT_SCALE_IN,
+            on_missing_metrics: OnMissing::Hold,
         }
     }
 }
@@ -237,6 +241,34 @@ pub fn recommend(obs: &Observation, target: f64, tolerance: f64, desired: u32, c
     Recommendation { count: count.min(desired), hold: None, reason }
 }
 
+/// `on_missing_metrics = "scale_out"` with the metric's source down: one
+/// more replica, not more (no number says how many the load needs), and
+/// not within `cooldown` of `since` (the policy's own cooldown clock), so
+/// a long outage grows the fleet by one per cooldown up to `max`.
+pub(super) fn scale_out_on_missing(
+    policy: &str,
+    missing: &str,
+    cooldown: Duration,
+    since: Option<Time>,
+    ctx: &Context<'_>,
+) -> Vote {
+    let to = ctx.desired.saturating_add(1);
+    let reason = format!(
+        "{missing}: the metric source looks down; on_missing_metrics = \"scale_out\" -> {} + 1 = {to}",
+        ctx.desired
+    );
+    let outcome = match remaining(since, cooldown, ctx.now) {
+        Some(left) => PolicyOutcome::Stay(Some(Hold {
+            kind: HoldKind::Cooldown,
+            policy: Some(policy.to_string()),
+            why: format!("scale-out cooldown of {policy} (scaling out on missing metrics)"),
+            remaining: Some(left),
+        })),
+        None => PolicyOutcome::Scale(to),
+    };
+    Vote { policy: policy.to_string(), outcome, reason, capped: None }
+}
+
 pub(super) fn plural(n: u32) -> &'static str {
     if n == 1 {
         ""
@@ -270,6 +302,17 @@ impl TargetState {
         let obs = match ctx.history.observe(policy.metric, now, policy.window) {
             Ok(obs) => obs,
             Err(no_data) => {
+                if policy.on_missing_metrics == OnMissing::ScaleOut
+                    && ctx.history.source_down(policy.metric, now, policy.window)
+                {
+                    return scale_out_on_missing(
+                        &policy.name,
+                        &format!("target tracking {}: {no_data}", policy.metric),
+                        policy.scale_out_cooldown,
+                        ctx.log.last_increase(),
+                        ctx,
+                    );
+                }
                 let why = format!("held for lack of data: {no_data}");
                 return vote(hold(HoldKind::LackOfData, why.clone(), None), format!("target tracking {why}"), None);
             }

@@ -678,6 +678,7 @@ fn balancer_view(flow: &Flow, limit: Option<u32>, offered: f64, serving: f64, ro
         routable,
         at_limit,
         limit,
+        ..Default::default() // no 5xx in the model: the scale-in freeze sees only traffic drops
     }
 }
 
@@ -708,7 +709,11 @@ mod tests {
         rates.extend(vec![40.0; 300]);
         let trace = Trace::new(rates, "step");
         let model = FleetModel { capacity: 50.0, boot: Duration::from_secs(3), ..Default::default() };
-        let run = simulate(&policy(1, 20), &model, &trace, &SimOptions::default());
+        // The step down is a 90 % collapse within a second: the scale-in
+        // freeze (scaling/freeze.rs) would hold past the trace's end.
+        let mut policy = policy(1, 20);
+        policy.scaling.freeze.enabled = false;
+        let run = simulate(&policy, &model, &trace, &SimOptions::default());
         let desired_at = |s: usize| run.seconds[s].desired;
         // The 10 s window's mean leaves the tolerance band 5 s after the step.
         let first = &run.events[0];

@@ -82,6 +82,8 @@ impl Preset {
             // The anchors have no view of a balancer's queue: emulate them
             // faithfully, without ebb's saturation rules.
             saturation: SaturationConfig { hold_scale_in: false, scale_out: false, ..Default::default() },
+            freeze: crate::scaling::FreezeConfig { enabled: false, ..Default::default() },
+            shadow: None,
         };
         match self {
             Preset::Aws => config.step = aws_alarms(metric, target),
@@ -144,6 +146,7 @@ fn aws_alarms(metric: Metric, target: f64) -> Vec<StepPolicy> {
             steps: vec![StepAdjustment { lower: Some(0.0), upper: None, adjustment: 0 }],
             min_adjustment_magnitude: None,
             cooldown,
+            on_missing_metrics: Default::default(),
         },
         StepPolicy {
             name: "aws-in".into(),
@@ -152,6 +155,7 @@ fn aws_alarms(metric: Metric, target: f64) -> Vec<StepPolicy> {
             steps: vec![StepAdjustment { lower: None, upper: Some(0.0), adjustment: 0 }],
             min_adjustment_magnitude: None,
             cooldown,
+            on_missing_metrics: Default::default(),
         },
     ]
 }

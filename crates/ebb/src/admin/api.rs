@@ -943,6 +943,7 @@ mod tests {
                 saturated: true,
                 host_full: false,
             }),
+            shadow_desired: Some(3),
         };
         let raw = serde_json::to_value(&point).unwrap();
         let view = serde_json::to_value(point.finite()).unwrap();

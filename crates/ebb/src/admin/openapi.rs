@@ -70,6 +70,7 @@ use crate::wire;
         wire::PlanChange,
         wire::DeployStatus,
         wire::SaturationStatus,
+        wire::ShadowStatus,
         wire::HostStatus,
         wire::ListenerStatus,
         wire::CertificateStatus,

@@ -133,6 +133,7 @@ pub(super) fn snapshot(
         host: sampler.last_host().cloned(),
         idle,
         warm_pool: warm_pool_line(ctx, replicas),
+        shadow: sampler.shadow_status(),
     };
     let backends = replicas.iter().filter_map(|r| r.backend.clone().map(|b| (r.id.clone(), b))).collect();
     let running = replicas.iter().filter(|r| !r.stopping).filter_map(|r| r.running.clone()).collect();

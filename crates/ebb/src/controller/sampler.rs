@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ebb_core::config::ServiceConfig;
-use ebb_core::scaling::{self, Autoscaler, Bounds, Demand, FleetView, HostFull, ReplicaSample, ServiceSample};
+use ebb_core::scaling::{self, Autoscaler, Bounds, Demand, FleetView, HostFull, ReplicaSample, ServiceSample, Shadow};
 
 use super::command::ScaleOutcome;
 use super::replicas::ReplicaSet;
@@ -26,6 +26,11 @@ use ebb_core::fleet;
 pub(super) struct Sampler {
     /// The scaling brain (pure); fed one sample a second.
     autoscaler: Autoscaler,
+    /// The shadow policies' autoscaler: fed the same samples, asked every
+    /// second, never applied (its changes become `shadow` events).
+    shadow: Option<Shadow>,
+    /// What holds the shadow's count, from its last decision.
+    shadow_hold: Option<String>,
     /// Why the autoscaler is holding, from its last decision.
     policy_hold: Option<String>,
     cpu_meter: CpuMeter,
@@ -34,6 +39,10 @@ pub(super) struct Sampler {
     /// The balancer's arrivals and shed counters at the last sample.
     offered_at_last_sample: u64,
     shed_at_last_sample: u64,
+    /// The balancer's (answers, 5xx answers) totals at the last sample.
+    answers_at_last_sample: (u64, u64),
+    /// Whether scale-in was frozen after the last decision (an event per turn).
+    was_frozen: bool,
     host: Option<Arc<HostMonitor>>,
     /// The last second's demand and host, for status.
     last_demand: Option<SaturationStatus>,
@@ -54,11 +63,15 @@ impl Sampler {
     pub(super) fn new(config: &ServiceConfig, host: Option<Arc<HostMonitor>>) -> Self {
         Sampler {
             autoscaler: Autoscaler::new(&config.scaling, config.replicas.bounds),
+            shadow: Shadow::new(&config.scaling, config.replicas.bounds),
+            shadow_hold: None,
             policy_hold: None,
             cpu_meter: CpuMeter::default(),
             service_requests_at_last_sample: 0,
             offered_at_last_sample: 0,
             shed_at_last_sample: 0,
+            answers_at_last_sample: (0, 0),
+            was_frozen: false,
             host,
             last_demand: None,
             last_host: None,
@@ -97,6 +110,24 @@ impl Sampler {
     /// history and cooldown clocks (`Autoscaler::reconfigure`).
     pub(super) fn reconfigure(&mut self, config: &ServiceConfig) {
         self.autoscaler.reconfigure(&config.scaling, config.replicas.bounds);
+        self.shadow = Shadow::reconfigure(self.shadow.take(), &config.scaling, config.replicas.bounds);
+        if self.shadow.is_none() {
+            self.shadow_hold = None;
+        }
+    }
+
+    /// The shadow policies' count and hold, for status; `None` without
+    /// shadow policies or before their first decision.
+    pub(super) fn shadow_status(&self) -> Option<crate::wire::ShadowStatus> {
+        let shadow = self.shadow.as_ref()?;
+        let config = shadow.autoscaler().config();
+        let policies =
+            config.target_tracking.iter().map(|p| p.name.clone()).chain(config.step.iter().map(|p| p.name.clone()));
+        Some(crate::wire::ShadowStatus {
+            policies: policies.collect(),
+            desired: shadow.desired()?,
+            holding: self.shadow_hold.clone(),
+        })
     }
 
     pub(super) fn bounds(&self) -> Bounds {
@@ -231,6 +262,9 @@ impl Sampler {
         sample.host = self.host.as_ref().and_then(|h| h.latest());
         let queue_time_ms = sample.queue_time_ms;
         self.note_saturation(ctx, sample.demand, queue_time_ms);
+        if let Some(shadow) = &mut self.shadow {
+            shadow.observe(sample.clone());
+        }
         self.autoscaler.observe(sample);
         self.note_host(ctx, now);
 
@@ -239,7 +273,28 @@ impl Sampler {
         let wall =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let decision = self.autoscaler.decide(now, wall, &fleet);
+        // The shadow decides on the same second, from its own count; its
+        // change is told, never applied.
+        if let Some(shadow) = &mut self.shadow {
+            let shadow_decision = shadow.decide(now, wall, &fleet);
+            self.shadow_hold = shadow_decision.holding.as_ref().map(|h| h.to_string());
+            if let Some(change) = &shadow_decision.change {
+                ctx.record(
+                    NewEvent::new(&ctx.name, EventKind::Shadow, Shadow::describe(change))
+                        .change(change.from, change.to),
+                );
+            }
+        }
         self.policy_hold = decision.holding.as_ref().map(|h| h.to_string());
+        let frozen = self.autoscaler.frozen_hold(now);
+        if frozen.is_some() != self.was_frozen {
+            let text = match &frozen {
+                Some(hold) => format!("{}; no scale-in until it lifts", hold.why),
+                None => "scale-in freeze lifted".to_string(),
+            };
+            ctx.record(NewEvent::new(&ctx.name, EventKind::ScaleInFrozen, text));
+            self.was_frozen = frozen.is_some();
+        }
         if let Some(change) = decision.change {
             ctx.record(NewEvent::new(&ctx.name, EventKind::Scaled, change.to_string()).change(change.from, change.to));
             *desired = change.to;
@@ -274,6 +329,7 @@ impl Sampler {
                 saturated: d.saturated,
                 host_full: self.last_host.as_ref().is_some_and(|h| h.full),
             }),
+            shadow_desired: self.shadow.as_ref().and_then(Shadow::desired),
         }
     }
 
@@ -283,6 +339,15 @@ impl Sampler {
         let offered = stats.requests.saturating_sub(self.offered_at_last_sample);
         let shed = stats.shed.saturating_sub(self.shed_at_last_sample);
         (self.offered_at_last_sample, self.shed_at_last_sample) = (stats.requests, stats.shed);
+        // Answers on a replica's behalf count as answers and as 5xx (the
+        // replica could not answer); shed requests are saturation's.
+        let gateway = stats.no_backend + stats.upstream_errors + stats.upstream_timeouts;
+        let answers = (stats.replica_answers.iter().sum::<u64>() + gateway, stats.replica_answers[4] + gateway);
+        let (answered, errors) = (
+            answers.0.saturating_sub(self.answers_at_last_sample.0),
+            answers.1.saturating_sub(self.answers_at_last_sample.1),
+        );
+        self.answers_at_last_sample = answers;
         let (routable, at_limit, in_flight) = ctx.proxy.load();
         Demand {
             offered_per_s: offered as f64,
@@ -293,6 +358,8 @@ impl Sampler {
             routable,
             at_limit,
             limit: ctx.config.proxy.max_in_flight,
+            answered_per_s: answered as f64,
+            errors_per_s: errors as f64,
         }
     }
 

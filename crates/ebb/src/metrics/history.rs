@@ -44,6 +44,10 @@ pub struct ServicePoint {
     /// pool and for points kept before ebb recorded it.
     #[serde(default)]
     pub traffic: Option<PointTraffic>,
+    /// The count the service's shadow policies would run
+    /// (`[service.NAME.scaling.shadow]`); `null` without them.
+    #[serde(default)]
+    pub shadow_desired: Option<u32>,
 }
 
 /// One second of the balancer's view of demand, and of the host.
@@ -139,6 +143,7 @@ mod tests {
             cpu_mean: Some(40.0),
             replica_cpu: vec![],
             traffic: None,
+            shadow_desired: None,
         }
     }
 

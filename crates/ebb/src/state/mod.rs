@@ -654,6 +654,7 @@ fn fold_points(minute_ms: u64, points: &[ServicePoint]) -> ServicePoint {
         cpu_mean: mean(points.iter().filter_map(|p| p.cpu_mean).collect()),
         replica_cpu: Vec::new(),
         traffic: fold_traffic(points),
+        shadow_desired: points.iter().filter_map(|p| p.shadow_desired).max(),
     }
 }
 

@@ -53,6 +53,7 @@ fn point(time_ms: u64, desired: u32, p99: f64) -> ServicePoint {
         cpu_mean: Some(50.0),
         replica_cpu: vec![("web-1".into(), 50.0)],
         traffic: None,
+        shadow_desired: None,
     }
 }
 

@@ -22,5 +22,5 @@ pub use requests::{
 };
 pub use status::{
     CertificateStatus, DeployStatus, FleetStatus, HostStatus, ListenerStatus, ReplicaState, ReplicaStatus, RouteStatus,
-    SaturationStatus, ServiceReplica, ServiceStatus,
+    SaturationStatus, ServiceReplica, ServiceStatus, ShadowStatus,
 };

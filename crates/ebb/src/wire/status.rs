@@ -141,13 +141,30 @@ pub struct ServiceStatus {
     /// `null` without a pool. Its members are in `replicas` with `pooled`.
     #[serde(default)]
     pub warm_pool: Option<String>,
+    /// Shadow policies (`[service.NAME.scaling.shadow]`): what they would
+    /// run, never applied; `null` without shadow policies.
+    #[serde(default)]
+    pub shadow: Option<ShadowStatus>,
+}
+
+/// What the service's shadow policies would do, evaluated every second on
+/// the live samples and never applied.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ShadowStatus {
+    /// The shadow policies' names.
+    #[schema(example = json!(["cpu-60"]))]
+    pub policies: Vec<String>,
+    /// The count the shadow would run now (it started at the live desired).
+    pub desired: u32,
+    /// What holds the shadow's count, as `holding` says it for the live one.
+    pub holding: Option<String>,
 }
 
 impl Serialize for ServiceStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let replicas: Vec<ServiceReplica> = self.replicas.iter().map(|r| ServiceReplica::new(&self.name, r)).collect();
-        let mut out = s.serialize_struct("ServiceStatus", 17)?;
+        let mut out = s.serialize_struct("ServiceStatus", 18)?;
         out.serialize_field("name", &self.name)?;
         out.serialize_field("listen", &self.listen)?;
         out.serialize_field("driver", &self.driver)?;
@@ -165,6 +182,7 @@ impl Serialize for ServiceStatus {
         out.serialize_field("host", &self.host)?;
         out.serialize_field("idle", &self.idle)?;
         out.serialize_field("warm_pool", &self.warm_pool)?;
+        out.serialize_field("shadow", &self.shadow)?;
         out.end()
     }
 }

@@ -16,8 +16,9 @@ use crate::config::value::{Dur, Int, Number};
 use crate::config::{Bounds, ServiceConfig};
 use crate::scaling::metrics::duration as human;
 use crate::scaling::{
-    check_steps, AdjustmentType, Alarm, Burst, Comparison, Cron, Metric, RateLimit, SaturationConfig, ScalingConfig,
-    ScheduledAction, Statistic, StepAdjustment, StepPolicy, TargetTracking,
+    check_steps, AdjustmentType, Alarm, Burst, Comparison, Cron, FreezeConfig, Metric, OnMissing, RateLimit,
+    SaturationConfig, ScalingConfig, ScheduledAction, ShadowPolicies, Statistic, StepAdjustment, StepPolicy,
+    TargetTracking,
 };
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -35,6 +36,33 @@ pub(super) struct RawScaling {
     predictive: Option<Vec<Spanned<predictive::RawPredictive>>>,
     burst: Option<RawBurst>,
     saturation: Option<RawSaturation>,
+    freeze: Option<RawFreeze>,
+    shadow: Option<RawShadow>,
+}
+
+/// `[service.NAME.scaling.shadow]`: the same policy tables as the active
+/// ones, evaluated beside them and never applied.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "shadow policies like [[service.web.scaling.shadow.target_tracking]] or [[service.web.scaling.shadow.step]]"
+)]
+struct RawShadow {
+    target_tracking: Option<Vec<Spanned<RawTargetTracking>>>,
+    step: Option<Vec<Spanned<RawStep>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"a freeze table like { error_ratio = 0.2, traffic_drop = 0.5, window = "30s", hold = "5m" }"#
+)]
+struct RawFreeze {
+    enabled: Option<bool>,
+    error_ratio: Option<Spanned<Number>>,
+    traffic_drop: Option<Spanned<Number>>,
+    window: Option<Spanned<Dur>>,
+    hold: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +94,7 @@ struct RawTargetTracking {
     disable_scale_in: Option<Spanned<bool>>,
     scale_out_rate: Option<RawRate>,
     scale_in_rate: Option<RawRate>,
+    on_missing_metrics: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +114,7 @@ struct RawStep {
     steps: Option<Spanned<Vec<Spanned<RawStepAdjustment>>>>,
     min_adjustment_magnitude: Option<Spanned<Int>>,
     cooldown: Option<Spanned<Dur>>,
+    on_missing_metrics: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +202,19 @@ impl Check<'_> {
             .collect();
         let burst = raw.burst.map(|b| self.burst(service, b, target_tracking.is_empty()));
         let saturation = raw.saturation.map_or_else(SaturationConfig::default, |s| self.saturation(s));
+        let freeze = raw.freeze.map_or_else(FreezeConfig::default, |f| self.freeze(f));
+        // Checked like active policies (a shadow with an error is refused);
+        // their names are their own, as the events say `shadow NAME`.
+        let shadow = raw.shadow.map(|raw| {
+            let mut names = Names::default();
+            let target_tracking = (raw.target_tracking.unwrap_or_default().into_iter().enumerate())
+                .map(|(i, p)| self.target_tracking(i, p, &mut names))
+                .collect();
+            let step = (raw.step.unwrap_or_default().into_iter().enumerate())
+                .map(|(i, p)| self.step(i, p, &mut names))
+                .collect();
+            ShadowPolicies { target_tracking, step }
+        });
         ScalingConfig {
             warmup: raw.warmup.map(|w| w.into_inner().0).unwrap_or(Duration::ZERO),
             target_tracking,
@@ -180,7 +223,70 @@ impl Check<'_> {
             predictive,
             burst,
             saturation,
+            freeze,
+            shadow,
         }
+    }
+
+    /// `[service.NAME.scaling.freeze]`: on unless `enabled = false`.
+    fn freeze(&mut self, raw: RawFreeze) -> FreezeConfig {
+        let d = FreezeConfig::default();
+        let share = |key: &str, raw: Option<Spanned<Number>>, default: f64, example: &str, this: &mut Self| {
+            let Some(v) = raw else { return default };
+            let x = v.get_ref().0;
+            if !(x.is_finite() && x > 0.0 && x <= 1.0) {
+                this.problem(
+                    v.span(),
+                    format!("freeze.{key} is a share above 0 and at most 1 (1 turns this rule off), e.g. {key} = {example}, not {x}"),
+                );
+                return default;
+            }
+            x
+        };
+        let error_ratio = share("error_ratio", raw.error_ratio, d.error_ratio, "0.2 for 20% of answers", self);
+        let traffic_drop = share("traffic_drop", raw.traffic_drop, d.traffic_drop, "0.5 for half", self);
+        let mut window = self.history_span(
+            "freeze.window",
+            raw.window.as_ref(),
+            d.window,
+            "the 5xx ratio and traffic are read over it",
+        );
+        let min = 2 * crate::scaling::freeze::RECENT;
+        if let Some(w) = raw.window.as_ref().filter(|_| window < min) {
+            self.problem(
+                w.span(),
+                format!(
+                    "freeze.window must be at least {} (the last {} of traffic is compared with the rest of the window), e.g. window = \"30s\"",
+                    human(min),
+                    human(crate::scaling::freeze::RECENT)
+                ),
+            );
+            window = d.window;
+        }
+        FreezeConfig {
+            enabled: raw.enabled.unwrap_or(d.enabled),
+            error_ratio,
+            traffic_drop,
+            window,
+            hold: raw.hold.map_or(d.hold, |h| h.into_inner().0),
+        }
+    }
+
+    /// `on_missing_metrics` of a policy: `hold` (the default) or `scale_out`.
+    fn on_missing(&mut self, raw: Option<Spanned<String>>) -> OnMissing {
+        let Some(raw) = raw else { return OnMissing::Hold };
+        OnMissing::from_name(raw.get_ref()).unwrap_or_else(|| {
+            let known: Vec<&str> = OnMissing::ALL.iter().map(|m| m.as_str()).collect();
+            let hint = closest(raw.get_ref(), &known).map(|k| format!("did you mean {k:?}? ")).unwrap_or_default();
+            self.problem(
+                raw.span(),
+                format!(
+                    "unknown on_missing_metrics {:?}; {hint}expected \"hold\" (missing data changes nothing, the default) or \"scale_out\" (one more replica per cooldown while the metric's source is down)",
+                    raw.get_ref()
+                ),
+            );
+            OnMissing::Hold
+        })
     }
 
     /// `[service.NAME.scaling.saturation]`: the guard is on unless the
@@ -267,6 +373,7 @@ impl Check<'_> {
             disable_scale_in: raw.disable_scale_in.is_some_and(|v| v.into_inner()),
             scale_out_rate: self.rate("scale_out_rate", raw.scale_out_rate, d.scale_out_rate, &at),
             scale_in_rate: self.rate("scale_in_rate", raw.scale_in_rate, d.scale_in_rate, &at),
+            on_missing_metrics: self.on_missing(raw.on_missing_metrics),
         }
     }
 
@@ -397,6 +504,7 @@ impl Check<'_> {
             steps,
             min_adjustment_magnitude,
             cooldown: raw.cooldown.map_or(StepPolicy::DEFAULT_COOLDOWN, |c| c.into_inner().0),
+            on_missing_metrics: self.on_missing(raw.on_missing_metrics),
         }
     }
 

@@ -914,14 +914,18 @@
       s.append(swatch(colorOf(id)), document.createTextNode(id));
       return s;
     }));
+    // Shadow policies: what they would run, never applied (dotted).
+    const shadowed = pts.some((p) => p.shadow_desired != null);
+    $('#shadow-legend').hidden = !shadowed;
     drawChart($('#c-replicas'), {
       now,
       integer: true,
       bands,
-      yMax: Math.max(svc.max, ...pts.map((p) => Math.max(p.desired, p.in_service))),
+      yMax: Math.max(svc.max, ...pts.map((p) => Math.max(p.desired, p.in_service, p.shadow_desired ?? 0))),
       series: [
         { name: 'in service', key: 'in_service', color: c2, step: true, area: true, data: pts.map((p) => [p.time_ms, p.in_service]) },
         { name: 'desired', key: 'desired', color: c1, step: true, dashed: true, data: pts.map((p) => [p.time_ms, p.desired]) },
+        ...(shadowed ? [{ name: 'shadow', key: 'shadow', color: c3, step: true, dotted: true, data: pts.map((p) => [p.time_ms, p.shadow_desired ?? null]) }] : []),
       ],
       markers: marked,
     });
