@@ -130,6 +130,7 @@ fn gaps_in_history_are_bridged_and_counted() {
     assert_eq!(series.gaps(), 72, "6 h of 5-minute buckets");
     let f = forecast(&series).unwrap();
     assert_eq!(f.gaps, Duration::from_secs(6 * 3600));
+    assert!(f.describe().ends_with("; 96 h of history, 6 h of it missing (ebb was down)"), "{}", f.describe());
     assert!(error_next_day(&series, truth) < 10.0);
 }
 

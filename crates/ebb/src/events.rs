@@ -63,6 +63,9 @@ pub enum EventKind {
     /// A shadow policy would have changed desired capacity; nothing was
     /// applied.
     Shadow,
+    /// A predictive policy's forecast began, changed model, or started or
+    /// stopped being trusted to act on.
+    Forecast,
     /// ebb's host became full (more local replicas add no capacity), or
     /// has room again.
     HostFull,
@@ -130,6 +133,7 @@ impl EventKind {
             EventKind::Saturated => "saturated",
             EventKind::ScaleInFrozen => "scale_in_frozen",
             EventKind::Shadow => "shadow",
+            EventKind::Forecast => "forecast",
             EventKind::HostFull => "host_full",
             EventKind::MetricSourceFailed => "metric_source_failed",
             EventKind::DeployStarted => "deploy_started",

@@ -87,6 +87,20 @@ fn a_forecast_only_policy_learns_the_recorded_days_shows_its_forecast_and_never_
     assert!((at(peak) - 300.0).abs() < 60.0, "at the peak: {}\n{f}", at(peak));
     assert!((at(peak + 6 * 3600) - 30.0).abs() < 20.0, "quiet: {}", at(peak + 6 * 3600));
 
+    // Each forecast state is told once in the event log.
+    let told: Vec<String> = ebb
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "forecast")
+        .map(|e| e["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(told.iter().any(|t| t.contains("needs 24 h to forecast")), "{told:?}");
+    assert!(
+        told.iter().any(|t| t.starts_with("predictive daily (requests_per_replica): Holt-Winters")
+            && t.ends_with("forecast_only: recorded and shown, not acted on")),
+        "{told:?}"
+    );
+
     // forecast_only: it never acts.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(ebb.status()["services"][0]["desired"], 1);

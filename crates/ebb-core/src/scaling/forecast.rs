@@ -221,6 +221,19 @@ impl Forecast {
     pub fn trusted(&self) -> bool {
         self.skill.is_some_and(|s| s.beats_baselines())
     }
+
+    /// The model, its backtest and the history it learnt from, gaps
+    /// included: `Holt-Winters, weekly season, γ 0.3; MAPE 8.1 % vs …
+    /// (7 days of backtest); 14 d of history, 6 h of it missing`.
+    pub fn describe(&self) -> String {
+        let d = super::metrics::duration;
+        let skill = self.skill.map_or_else(|| "not yet tested: needs 2 days of history".into(), |s| s.to_string());
+        let mut text = format!("{}; {skill}; {} of history", self.model, d(self.history));
+        if !self.gaps.is_zero() {
+            text.push_str(&format!(", {} of it missing (ebb was down)", d(self.gaps)));
+        }
+        text
+    }
 }
 
 /// Why there is no forecast.

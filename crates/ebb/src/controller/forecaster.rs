@@ -159,10 +159,7 @@ fn view(metric: Metric, readers: &[&PredictivePolicy], state: &ForecastState, ma
         }
         ForecastState::Ready(f) => {
             view.state = "ready".into();
-            view.detail = match &f.skill {
-                Some(s) => format!("{}; {s}", f.model),
-                None => format!("{}; not yet tested: needs 2 days of history", f.model),
-            };
+            view.detail = f.describe();
             view.model = Some(f.model.to_string());
             view.skill = f.skill.map(|s| ForecastSkill {
                 days: s.days,

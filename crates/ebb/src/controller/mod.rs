@@ -329,7 +329,7 @@ impl ServiceController {
                 self.restorer.push_history(&self.ctx, point);
             }
             Input::External { at, reading } => self.sampler.on_external(ctx, at, reading),
-            Input::Forecast { metric, state } => self.sampler.set_forecast(metric, state),
+            Input::Forecast { metric, state } => self.sampler.set_forecast(ctx, metric, state),
             Input::WorkerReady { replica } => {
                 if self.fleet.on_worker_ready(ctx, &replica) {
                     self.crash_loop.reached_service();

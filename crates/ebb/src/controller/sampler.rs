@@ -55,6 +55,9 @@ pub(super) struct Sampler {
     external: Option<(Instant, f64)>,
     /// The metric source's last error, reported once until it recovers.
     external_error: Option<String>,
+    /// What each predictive policy was last told about its forecast (the
+    /// model and whether it is trusted), so a change is one event.
+    forecast_told: HashMap<String, String>,
     /// The last replicas' times from start to in service (at most 5).
     boots: std::collections::VecDeque<std::time::Duration>,
 }
@@ -80,17 +83,39 @@ impl Sampler {
             external: None,
             external_error: None,
             boots: std::collections::VecDeque::new(),
+            forecast_told: HashMap::new(),
         }
     }
 
     /// A new forecast of `metric` for the predictive policies reading it.
-    pub(super) fn set_forecast(&mut self, metric: scaling::Metric, state: scaling::ForecastState) {
-        let readers: Vec<usize> = (self.autoscaler.config().predictive.iter().enumerate())
+    /// Each reading policy's first forecast, a new model and a change of
+    /// trust are `forecast` events: a `forecast_and_scale` policy that does
+    /// not act says so where the operator looks, not only in `holding`.
+    pub(super) fn set_forecast(&mut self, ctx: &Shared, metric: scaling::Metric, state: scaling::ForecastState) {
+        let readers: Vec<(usize, scaling::PredictivePolicy)> = (self.autoscaler.config().predictive.iter().enumerate())
             .filter(|(_, p)| p.metric == metric)
-            .map(|(i, _)| i)
+            .map(|(i, p)| (i, p.clone()))
             .collect();
-        for i in readers {
+        let (key, what) = match &state {
+            scaling::ForecastState::NotYet => return,
+            scaling::ForecastState::TooLittleHistory(t) => ("too little history".to_string(), t.to_string()),
+            scaling::ForecastState::Ready(f) => (format!("{} {}", f.model, f.trusted()), f.describe()),
+        };
+        let trusted = matches!(&state, scaling::ForecastState::Ready(f) if f.trusted());
+        for (i, policy) in readers {
             self.autoscaler.set_forecast(i, state.clone());
+            let key = format!("{}:{key}", policy.name);
+            if self.forecast_told.get(&policy.name) == Some(&key) {
+                continue;
+            }
+            self.forecast_told.insert(policy.name.clone(), key);
+            let verdict = match (policy.mode, trusted) {
+                (scaling::PredictiveMode::ForecastOnly, _) => "forecast_only: recorded and shown, not acted on",
+                (_, true) => "it beat the naive baselines: acting on it",
+                (_, false) => "NOT acting on it: the forecast has not beaten the naive baselines",
+            };
+            let text = format!("predictive {} ({}): {what}; {verdict}", policy.name, metric.as_str());
+            ctx.record(NewEvent::new(&ctx.name, EventKind::Forecast, text));
         }
     }
 
