@@ -106,6 +106,24 @@ fn forecast_only_records_but_never_acts() {
     assert!(vote.reason.contains("= at least 10"), "what it would do is shown: {}", vote.reason);
 }
 
+/// A fixed fleet with only a `forecast_only` policy stays fixed: the
+/// policy does not turn on the saturation rules (demand sizing) either.
+#[test]
+fn a_forecast_only_policy_on_a_fixed_fleet_leaves_it_fixed() {
+    let policy = POLICIES.split("[[service.web.scaling.predictive]]").nth(1).unwrap().replace("MODE", "forecast_only");
+    let (config, replicas) =
+        scaling(&format!("[[service.web.scaling.predictive]]{policy}"), "{ min = 2, max = 12, desired = 2 }");
+    assert!(config.is_fixed());
+    let mut sim = Sim::new(&config, replicas);
+    sim.scaler.set_forecast(0, forecast(MONDAY + 600, Some(GOOD)));
+    // Requests queue at the balancer: demand sizing would scale out.
+    sim.requests = 400.0;
+    sim.queue =
+        Some(ebb_core::scaling::Demand { offered_per_s: 400.0, served_per_s: 80.0, queued: 300, ..Default::default() });
+    sim.run_until(1200);
+    assert!(sim.changes.is_empty(), "{}", sim.told());
+}
+
 #[test]
 fn a_forecast_that_does_not_beat_last_week_does_not_act() {
     let mut sim = sim("forecast_and_scale");

@@ -1054,6 +1054,9 @@ pub fn render_status(status: &FleetStatus) -> String {
                 shadow.desired
             ));
         }
+        for line in &service.predictive {
+            out.push_str(&format!("  {line}\n"));
+        }
         if let Some(line) = demand_line(service) {
             out.push_str(&format!("  {line}\n"));
         }
@@ -1328,6 +1331,16 @@ mod tests {
             lines[2], "  shadow (cpu-60): would run 5 (not applied); holding: scale-out cooldown of cpu-60, 40 s left",
             "{text}"
         );
+    }
+
+    /// `ebb status` shows what each predictive policy's forecast asks for.
+    #[test]
+    fn status_shows_the_predictive_policies() {
+        let mut web = service();
+        web.predictive = vec!["predictive daily: 5 h of history, needs 24 h to forecast".into()];
+        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new() });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[2], "  predictive daily: 5 h of history, needs 24 h to forecast", "{text}");
     }
 
     /// `ebb status` shows what the balancer sees and a full host, beside

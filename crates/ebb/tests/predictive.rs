@@ -101,6 +101,17 @@ fn a_forecast_only_policy_learns_the_recorded_days_shows_its_forecast_and_never_
         "{told:?}"
     );
 
+    // `ebb status` says what the forecast asks for, and that it is not
+    // applied (the controller reads the forecast on its next second).
+    wait_for("ebb status to show the forecast", Duration::from_secs(10), || {
+        let status = ebb.cli(&["status"]);
+        let text = String::from_utf8_lossy(&status.stdout).to_string();
+        let line = text.lines().find(|l| l.starts_with("  predictive daily: forecast "))?.to_string();
+        assert!(line.ends_with("(forecast_only: not applied)"), "{text}");
+        assert!(!text.contains("holding: predictive"), "a forecast_only policy holds nothing: {text}");
+        Some(line)
+    });
+
     // forecast_only: it never acts.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(ebb.status()["services"][0]["desired"], 1);

@@ -118,12 +118,13 @@ impl ScalingConfig {
     pub const MAX_HISTORY: Duration = Duration::from_secs(3600);
 
     /// No policies: the fleet stays where `replicas` and `ebb scale` put it.
-    /// Shadow policies never act, so they do not count.
+    /// Shadow policies and `forecast_only` predictive ones never act, so
+    /// they do not count (nor do they turn on the saturation rules).
     pub fn is_fixed(&self) -> bool {
         self.target_tracking.is_empty()
             && self.step.is_empty()
             && self.scheduled.is_empty()
-            && self.predictive.is_empty()
+            && self.predictive.iter().all(|p| p.mode == PredictiveMode::ForecastOnly)
     }
 
     /// The configuration the shadow runs: this one with its target tracking

@@ -88,14 +88,19 @@ pub(crate) fn vote(
     bounds: Bounds,
 ) -> (Vote, u32) {
     let name = &policy.name;
+    // What a policy waits for shows in `holding` when nothing else holds;
+    // a `forecast_only` policy waits for nothing that would act.
     let pending = |why: String| Vote {
         policy: name.clone(),
-        outcome: PolicyOutcome::Pending(Hold {
-            kind: HoldKind::LackOfData,
-            policy: Some(name.clone()),
-            why: why.clone(),
-            remaining: None,
-        }),
+        outcome: match policy.mode {
+            PredictiveMode::ForecastOnly => PolicyOutcome::Abstain,
+            PredictiveMode::ForecastAndScale => PolicyOutcome::Pending(Hold {
+                kind: HoldKind::LackOfData,
+                policy: Some(name.clone()),
+                why: why.clone(),
+                remaining: None,
+            }),
+        },
         reason: why,
         capped: None,
     };

@@ -34,6 +34,9 @@ pub struct ForecastReport {
     pub trusted_hours: f64,
 }
 
+/// A bucket scored: actual, forecast, a day before, a week before.
+type Scored = (f64, f64, Option<f64>, Option<f64>);
+
 /// The forecaster's side of one simulation.
 pub(super) struct Forecasting {
     policies: Vec<PredictivePolicy>,
@@ -48,7 +51,7 @@ pub(super) struct Forecasting {
     /// The model chosen per metric, and the day (Unix s / 86400) it was.
     chosen: [Option<(i64, Choice)>; 2],
     /// Each bucket scored: actual, forecast, a day before, a week before.
-    scored: Vec<(f64, f64, Option<f64>, Option<f64>)>,
+    scored: Vec<Scored>,
     forecast_seconds: u64,
     trusted_seconds: u64,
 }
@@ -169,7 +172,7 @@ impl Forecasting {
         let error = |actual: f64, p: f64| (actual - p).abs() / actual;
         let mean_pct = |e: &[f64]| 100.0 * e.iter().sum::<f64>() / e.len() as f64;
         let all: Vec<f64> = counted.iter().map(|s| error(s.0, s.1)).collect();
-        let versus = |pick: &dyn Fn(&(f64, f64, Option<f64>, Option<f64>)) -> Option<f64>| {
+        let versus = |pick: &dyn Fn(&Scored) -> Option<f64>| {
             let pairs: Vec<(f64, f64)> =
                 counted.iter().filter_map(|s| pick(s).map(|b| (error(s.0, s.1), error(s.0, b)))).collect();
             let (f, b): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();

@@ -134,6 +134,7 @@ pub(super) fn snapshot(
         idle,
         warm_pool: warm_pool_line(ctx, replicas),
         shadow: sampler.shadow_status(),
+        predictive: sampler.predictive_lines().to_vec(),
     };
     let backends = replicas.iter().filter_map(|r| r.backend.clone().map(|b| (r.id.clone(), b))).collect();
     let running = replicas.iter().filter(|r| !r.stopping).filter_map(|r| r.running.clone()).collect();

@@ -55,6 +55,8 @@ pub(super) struct Sampler {
     external: Option<(Instant, f64)>,
     /// The metric source's last error, reported once until it recovers.
     external_error: Option<String>,
+    /// Each predictive policy's vote of the last decision, for status.
+    predictive_lines: Vec<String>,
     /// What each predictive policy was last told about its forecast (the
     /// model and whether it is trusted), so a change is one event.
     forecast_told: HashMap<String, String>,
@@ -84,6 +86,7 @@ impl Sampler {
             external_error: None,
             boots: std::collections::VecDeque::new(),
             forecast_told: HashMap::new(),
+            predictive_lines: Vec::new(),
         }
     }
 
@@ -116,6 +119,31 @@ impl Sampler {
             };
             let text = format!("predictive {} ({}): {what}; {verdict}", policy.name, metric.as_str());
             ctx.record(NewEvent::new(&ctx.name, EventKind::Forecast, text));
+        }
+    }
+
+    pub(super) fn predictive_lines(&self) -> &[String] {
+        &self.predictive_lines
+    }
+
+    /// What each predictive policy's vote says: what it waits for, or what
+    /// its forecast asks for (and whether that is applied).
+    fn note_predictive(&mut self, decision: &scaling::Decision) {
+        let policies = &self.autoscaler.config().predictive;
+        self.predictive_lines.clear();
+        for policy in policies {
+            let Some(vote) = decision.votes.iter().find(|v| v.policy == policy.name) else { continue };
+            let line = match &vote.outcome {
+                scaling::PolicyOutcome::Pending(hold) if hold.why != vote.reason => {
+                    format!("{} [{}]", hold.why, vote.reason)
+                }
+                scaling::PolicyOutcome::Pending(hold) => hold.why.clone(),
+                _ if policy.mode == scaling::PredictiveMode::ForecastOnly && vote.reason.contains(" = at least ") => {
+                    format!("{} (forecast_only: not applied)", vote.reason)
+                }
+                _ => vote.reason.clone(),
+            };
+            self.predictive_lines.push(line);
         }
     }
 
@@ -311,6 +339,7 @@ impl Sampler {
             }
         }
         self.policy_hold = decision.holding.as_ref().map(|h| h.to_string());
+        self.note_predictive(&decision);
         let frozen = self.autoscaler.frozen_hold(now);
         if frozen.is_some() != self.was_frozen {
             let text = match &frozen {

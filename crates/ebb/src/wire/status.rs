@@ -145,6 +145,13 @@ pub struct ServiceStatus {
     /// run, never applied; `null` without shadow policies.
     #[serde(default)]
     pub shadow: Option<ShadowStatus>,
+    /// Predictive policies (`[[service.NAME.scaling.predictive]]`): one
+    /// line each, what its forecast asks for now or what it waits for,
+    /// e.g. `predictive daily: forecast 400 req/s at 09:00 UTC (…) / target
+    /// 40 per replica = at least 10, 2 min ahead`; `forecast_only` ones
+    /// say `(forecast_only: not applied)`.
+    #[serde(default)]
+    pub predictive: Vec<String>,
 }
 
 /// What the service's shadow policies would do, evaluated every second on
@@ -164,7 +171,7 @@ impl Serialize for ServiceStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let replicas: Vec<ServiceReplica> = self.replicas.iter().map(|r| ServiceReplica::new(&self.name, r)).collect();
-        let mut out = s.serialize_struct("ServiceStatus", 18)?;
+        let mut out = s.serialize_struct("ServiceStatus", 19)?;
         out.serialize_field("name", &self.name)?;
         out.serialize_field("listen", &self.listen)?;
         out.serialize_field("driver", &self.driver)?;
@@ -183,6 +190,7 @@ impl Serialize for ServiceStatus {
         out.serialize_field("idle", &self.idle)?;
         out.serialize_field("warm_pool", &self.warm_pool)?;
         out.serialize_field("shadow", &self.shadow)?;
+        out.serialize_field("predictive", &self.predictive)?;
         out.end()
     }
 }
