@@ -71,7 +71,7 @@ fn a_trusted_forecast_scales_out_one_boot_time_before_the_surge_and_holds_the_fl
     assert_eq!((change.from, change.to, change.policy.as_str()), (2, 10, "daily"));
     assert_eq!(
         change.reason,
-        "predictive daily: forecast 400 req/s at 01:00 UTC (Holt-Winters, weekly season, γ 0.3; MAPE 8.1 % vs 14.0 % for same time last week, 21.3 % for same time yesterday (7 days of backtest)) / target 40 per replica = at least 10, 2 min ahead"
+        "predictive daily: forecast 400 req/s at 01:00 UTC (Holt-Winters, weekly season, γ 0.3; MAPE 8.1 % vs 14.0 % for same time last week, 21.3 % for same time yesterday (median day of 7 days of backtest)) / target 40 per replica = at least 10, 2 min ahead"
     );
     // The load has not come yet: target tracking wants 2, the floor keeps 10.
     sim.run(60);
@@ -132,7 +132,7 @@ fn a_forecast_that_does_not_beat_last_week_does_not_act() {
     assert!(sim.changes.is_empty(), "{}", sim.told());
     assert_eq!(
         said(&sim),
-        "predictive daily: not acting, the forecast does not beat the naive baselines: MAPE 17.5 % vs 14.0 % for same time last week, 21.3 % for same time yesterday (7 days of backtest)"
+        "predictive daily: not acting, the forecast does not beat the naive baselines: MAPE 17.5 % vs 14.0 % for same time last week, 21.3 % for same time yesterday (median day of 7 days of backtest)"
     );
     // Untested (less than 2 days of history) is not trusted either.
     sim.scaler.set_forecast(0, forecast(MONDAY + 1800, None));
