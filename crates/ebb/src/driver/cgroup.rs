@@ -117,6 +117,7 @@ impl Cgroups {
                 [cpu, cpuacct, memory].into_iter().chain(pids.as_ref()).map(|h| h.join(&base)).collect()
             }
         };
+        sweep_empty_groups(&parents);
         Ok(Cgroups { kind, base, _parents: std::sync::Arc::new(Parents(parents)) })
     }
 
@@ -276,6 +277,26 @@ impl ReplicaCgroup {
 }
 
 /// The controllers a v2 group offers its children (`cgroup.controllers`).
+/// Removes the groups of this state directory's replicas that died while
+/// no ebb watched them (ebb was killed, then they were): the kernel
+/// refuses to remove a group that still holds a process or a group, so a
+/// replica that lives on for adoption keeps its own. Returns how many went.
+fn sweep_empty_groups(parents: &[PathBuf]) -> usize {
+    let mut removed = 0;
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(parent) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && std::fs::remove_dir(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::debug!(removed, "Removed the empty control groups of replicas that died while ebb was not running.");
+    }
+    removed
+}
+
 fn controllers(root: &Path) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(root.join("cgroup.controllers")).ok()?;
     Some(text.split_whitespace().map(String::from).collect())
@@ -345,6 +366,29 @@ mod tests {
         assert_eq!(group.oom_kills(), 1);
         std::fs::write(dir.join("cpu.stat"), "usage_usec 1500000\nuser_usec 1\n").unwrap();
         assert_eq!(group.cpu_seconds(), Some(1.5));
+    }
+
+    /// Groups left by replicas that died while no ebb ran are removed at
+    /// start; one that still holds something (a live replica, here a
+    /// file standing for its processes) stays.
+    #[test]
+    fn empty_groups_left_behind_are_swept_at_start() {
+        let mount = tempfile::tempdir().unwrap();
+        for h in ["cpu", "cpuacct", "memory"] {
+            std::fs::create_dir_all(mount.path().join(h)).unwrap();
+            std::fs::write(mount.path().join(h).join("cgroup.procs"), "").unwrap();
+        }
+        let state = Path::new("/var/lib/ebb-sweep");
+        let first = Cgroups::detect_at(mount.path(), state).unwrap();
+        let (dead, live) = (first.group("web-dead"), first.group("web-live"));
+        for dir in dead.dirs.iter().chain(&live.dirs) {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(live.dirs[0].join("cgroup.procs"), "4242\n").unwrap();
+        std::mem::forget(first); // killed: its parents stay
+        let _again = Cgroups::detect_at(mount.path(), state).unwrap();
+        assert!(dead.dirs.iter().all(|d| !d.exists()), "the dead replica's groups are gone");
+        assert!(live.dirs[0].exists(), "a group with a process stays");
     }
 
     #[test]
