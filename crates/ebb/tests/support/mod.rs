@@ -508,6 +508,34 @@ impl Drop for Ebb {
                 );
             }
         }
+        remove_control_groups(&self.dir.path().join("state"), &self.seen_pids.borrow());
+    }
+}
+
+/// Removes the control groups ebb made for this state directory (an `ebb
+/// up` killed with SIGKILL leaves them), once the replicas seen are gone.
+/// Only this directory's: another test's ebb may be starting a replica in
+/// a group of its own at this very moment.
+fn remove_control_groups(state_dir: &Path, pids: &[u32]) {
+    let Ok(state_dir) = state_dir.canonicalize() else { return };
+    // ebb's name for it: `ebb-` and the low 32 bits of the FNV-1a hash of
+    // the path (crates/ebb/src/driver/cgroup.rs).
+    let hash = state_dir
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let base = format!("ebb-{:08x}", hash as u32);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while pids.iter().any(|p| pid_alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for hierarchy in ["", "unified", "cpu", "cpuacct", "memory", "pids"] {
+        let parent = Path::new("/sys/fs/cgroup").join(hierarchy).join(&base);
+        let Ok(children) = std::fs::read_dir(&parent) else { continue };
+        for child in children.flatten().filter(|c| c.file_type().is_ok_and(|t| t.is_dir())) {
+            let _ = std::fs::remove_dir(child.path());
+        }
+        let _ = std::fs::remove_dir(&parent);
     }
 }
 
