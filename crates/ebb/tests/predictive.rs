@@ -116,4 +116,22 @@ fn a_forecast_only_policy_learns_the_recorded_days_shows_its_forecast_and_never_
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(ebb.status()["services"][0]["desired"], 1);
     assert!(!ebb.events().iter().any(|e| e["kind"] == "scaled"));
+
+    // Switched to forecast_and_scale, it says at once whether it will act.
+    // This history repeats exactly, so "same time last week" is perfect
+    // and no model beats it: it does not act, and says so.
+    let text = std::fs::read_to_string(&ebb.config).unwrap();
+    std::fs::write(&ebb.config, text.replace("target = 40\n", "target = 40\nmode = \"forecast_and_scale\"\n")).unwrap();
+    let out = ebb.cli(&["apply", "--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let warned = wait_for("a forecast event after the switch", Duration::from_secs(15), || {
+        ebb.events()
+            .into_iter()
+            .filter(|e| e["kind"] == "forecast")
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .find(|t| t.contains("acting on it"))
+    });
+    assert!(warned.ends_with("NOT acting on it: the forecast has not beaten the naive baselines"), "{warned}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ebb.status()["services"][0]["desired"], 1);
 }

@@ -107,7 +107,9 @@ impl Sampler {
         let trusted = matches!(&state, scaling::ForecastState::Ready(f) if f.trusted());
         for (i, policy) in readers {
             self.autoscaler.set_forecast(i, state.clone());
-            let key = format!("{}:{key}", policy.name);
+            // The mode too: switching to forecast_and_scale says at once
+            // whether the policy will act.
+            let key = format!("{}:{}:{key}", policy.name, policy.mode);
             if self.forecast_told.get(&policy.name) == Some(&key) {
                 continue;
             }
