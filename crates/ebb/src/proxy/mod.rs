@@ -509,6 +509,8 @@ pub enum AccessLogFormatArg {
 pub enum StaticBalance {
     LeastOutstanding,
     RoundRobin,
+    /// Latency-aware (`balance = "peak_ewma"`).
+    PeakEwma,
 }
 
 /// Runs a static balancer until Ctrl-C / SIGTERM, then lets in-flight
@@ -520,6 +522,7 @@ pub async fn run_static(args: StaticProxyArgs) -> anyhow::Result<()> {
     let balance = match args.balance {
         StaticBalance::LeastOutstanding => BalanceAlgorithm::LeastOutstanding,
         StaticBalance::RoundRobin => BalanceAlgorithm::RoundRobin,
+        StaticBalance::PeakEwma => BalanceAlgorithm::PeakEwma,
     };
     // As `ebb up` does: the whole open-file limit, and a client cap that
     // keeps a reserve of it (see `fd_limit`).
