@@ -42,7 +42,7 @@ pub const HORIZON: Duration = Duration::from_secs(48 * 3600);
 /// Buckets whose actual value is below this share of the history's mean
 /// are left out of MAPE: a percentage error on near-zero load (a quiet
 /// night) says nothing and would swamp the figure.
-const MAPE_FLOOR: f64 = 0.05;
+pub(crate) const MAPE_FLOOR: f64 = 0.05;
 /// The most days of backtest.
 const BACKTEST_DAYS: usize = 7;
 
@@ -223,13 +223,17 @@ impl Forecast {
         self.skill.is_some_and(|s| s.beats_baselines())
     }
 
+    /// How its backtest went, or that it had none yet.
+    pub fn skill_text(&self) -> String {
+        self.skill.map_or_else(|| "not yet tested: needs 2 days of history".into(), |s| s.to_string())
+    }
+
     /// The model, its backtest and the history it learnt from, gaps
     /// included: `Holt-Winters, weekly season, γ 0.3; MAPE 8.1 % vs …
     /// (median day of 7 days of backtest); 14 d of history, 6 h of it missing`.
     pub fn describe(&self) -> String {
         let d = super::metrics::duration;
-        let skill = self.skill.map_or_else(|| "not yet tested: needs 2 days of history".into(), |s| s.to_string());
-        let mut text = format!("{}; {skill}; {} of history", self.model, d(self.history));
+        let mut text = format!("{}; {}; {} of history", self.model, self.skill_text(), d(self.history));
         if !self.gaps.is_zero() {
             text.push_str(&format!(", {} of it missing (ebb was down)", d(self.gaps)));
         }
@@ -324,6 +328,30 @@ pub fn choose(series: &Series) -> Result<Choice, TooLittleHistory> {
         },
         None => Choice { model: fallback, skill: None },
     })
+}
+
+/// Forecasts made often (hourly, live and in simulation) with the model
+/// chosen once a day: the backtest tests whole days, so a day's choice
+/// holds for its hours, and choosing (every candidate on up to 7 days) is
+/// the costly part.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DailyChoice {
+    /// The day (Unix s / 86 400) of the choice, and the choice.
+    chosen: Option<(i64, Choice)>,
+}
+
+impl DailyChoice {
+    /// A forecast from the series' end, choosing the model again on a new
+    /// day.
+    pub fn forecast(&mut self, series: &Series) -> Result<Forecast, TooLittleHistory> {
+        let day = series.end_unix().div_euclid(86_400);
+        let choice = match self.chosen {
+            Some((chosen_on, choice)) if chosen_on == day => choice,
+            _ => choose(series)?,
+        };
+        self.chosen = Some((day, choice));
+        forecast_with(series, choice)
+    }
 }
 
 /// Forecasts [`HORIZON`] ahead of the series' end with a chosen model.

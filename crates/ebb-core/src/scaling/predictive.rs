@@ -78,6 +78,15 @@ pub enum ForecastState {
     Ready(Forecast),
 }
 
+impl From<Result<Forecast, TooLittleHistory>> for ForecastState {
+    fn from(made: Result<Forecast, TooLittleHistory>) -> Self {
+        match made {
+            Ok(forecast) => ForecastState::Ready(forecast),
+            Err(too_little) => ForecastState::TooLittleHistory(too_little),
+        }
+    }
+}
+
 /// A policy's vote, and the floor it puts under scale-in (0 for none).
 pub(crate) fn vote(
     policy: &PredictivePolicy,
@@ -119,18 +128,19 @@ pub(crate) fn vote(
     let wanted = (peak / policy.target - 1e-9).ceil().max(0.0) as u32;
     let floor = wanted.min(bounds.max);
     let unit = if policy.metric == Metric::Cpu { " % CPU" } else { " req/s" };
-    let skill = forecast.skill.map_or_else(|| "not yet tested: needs 2 days of history".to_string(), |s| s.to_string());
-    let reason = format!(
+    let skill = forecast.skill_text();
+    let mut reason = format!(
         "predictive {name}: forecast {peak:.0}{unit} at {} ({}; {skill}) / target {} per replica = at least {wanted}, {} ahead",
         clock(at),
         forecast.model,
         policy.target,
         duration(ahead)
     );
-    let vote = |outcome| Vote { policy: name.clone(), outcome, reason: reason.clone(), capped: None };
     if policy.mode == PredictiveMode::ForecastOnly {
-        return (vote(PolicyOutcome::Abstain), 0);
+        reason.push_str(" (forecast_only: not applied)");
+        return (Vote { policy: name.clone(), outcome: PolicyOutcome::Abstain, reason, capped: None }, 0);
     }
+    let vote = |outcome| Vote { policy: name.clone(), outcome, reason: reason.clone(), capped: None };
     if !forecast.trusted() {
         let why = format!("predictive {name}: not acting, the forecast does not beat the naive baselines: {skill}");
         let mut v = pending(why);

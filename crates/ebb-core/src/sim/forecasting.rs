@@ -6,7 +6,7 @@
 //! reports how good the forecast was (MAPE), honestly, next to "same time
 //! yesterday" and "same time last week".
 
-use crate::scaling::forecast::{self, Choice, Series, BUCKET_S, DAY, MAX_HISTORY, WEEK};
+use crate::scaling::forecast::{DailyChoice, Series, BUCKET_S, DAY, MAPE_FLOOR, MAX_HISTORY, WEEK};
 use crate::scaling::{Autoscaler, Forecast, ForecastState, Metric, PredictivePolicy};
 
 /// How often the forecast is made again (live does the same).
@@ -48,8 +48,8 @@ pub(super) struct Forecasting {
     first_bucket: i64,
     /// The latest forecast per metric.
     latest: [Option<Forecast>; 2],
-    /// The model chosen per metric, and the day (Unix s / 86400) it was.
-    chosen: [Option<(i64, Choice)>; 2],
+    /// The model chosen per metric, once a day.
+    chosen: [DailyChoice; 2],
     /// Each bucket scored: actual, forecast, a day before, a week before.
     scored: Vec<Scored>,
     forecast_seconds: u64,
@@ -67,7 +67,7 @@ impl Forecasting {
             buckets: Vec::new(),
             first_bucket: start_unix.div_euclid(BUCKET_S) * BUCKET_S,
             latest: [None, None],
-            chosen: [None, None],
+            chosen: [DailyChoice::default(); 2],
             scored: Vec::new(),
             forecast_seconds: 0,
             trusted_seconds: 0,
@@ -126,20 +126,7 @@ impl Forecasting {
                 continue;
             }
             let series = self.series(end, metric);
-            // The backtest runs once a day (it tests whole days); the
-            // forecast itself hourly.
-            let day = end.div_euclid(86_400);
-            let choice = match self.chosen[metric] {
-                Some((chosen_on, choice)) if chosen_on == day => Ok(choice),
-                _ => forecast::choose(&series),
-            };
-            if let Ok(choice) = choice {
-                self.chosen[metric] = Some((day, choice));
-            }
-            let state = match choice.and_then(|choice| forecast::forecast_with(&series, choice)) {
-                Ok(f) => ForecastState::Ready(f),
-                Err(too_little) => ForecastState::TooLittleHistory(too_little),
-            };
+            let state = ForecastState::from(self.chosen[metric].forecast(&series));
             self.latest[metric] = match &state {
                 ForecastState::Ready(f) => Some(f.clone()),
                 _ => None,
@@ -168,7 +155,7 @@ impl Forecasting {
         // As in the backtest: buckets under 5 % of the mean load are left
         // out (a percentage of almost nothing says nothing).
         let mean = self.scored.iter().map(|s| s.0).sum::<f64>() / self.scored.len().max(1) as f64;
-        let counted: Vec<_> = self.scored.iter().filter(|s| s.0 > mean * 0.05 && s.0 > 0.0).collect();
+        let counted: Vec<_> = self.scored.iter().filter(|s| s.0 > mean * MAPE_FLOOR && s.0 > 0.0).collect();
         let error = |actual: f64, p: f64| (actual - p).abs() / actual;
         let mean_pct = |e: &[f64]| 100.0 * e.iter().sum::<f64>() / e.len() as f64;
         let all: Vec<f64> = counted.iter().map(|s| error(s.0, s.1)).collect();

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use ebb_core::scaling::forecast::{self, Choice, Series, BUCKET_S, MAX_HISTORY};
+use ebb_core::scaling::forecast::{DailyChoice, Series, BUCKET_S, MAX_HISTORY};
 use ebb_core::scaling::{ForecastState, Metric, PredictivePolicy};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -43,7 +43,7 @@ pub(super) struct Forecaster {
 
 impl Forecaster {
     pub(super) async fn run(mut self, shutdown: CancellationToken) {
-        let mut chosen: HashMap<Metric, (i64, Choice)> = HashMap::new();
+        let mut chosen: HashMap<Metric, DailyChoice> = HashMap::new();
         let mut wait = FIRST_AFTER;
         loop {
             tokio::select! {
@@ -66,24 +66,18 @@ impl Forecaster {
                 }
                 let now = SystemTime::now();
                 let end = (unix_ms(now) / 1000) as i64;
-                let day = end.div_euclid(86_400);
-                let cached = chosen.get(&metric).filter(|(d, _)| *d == day).map(|(_, c)| *c);
+                let mut choice = chosen.remove(&metric).unwrap_or_default();
                 let values: Vec<(i64, f64)> = points.iter().filter_map(|p| value(p, metric)).collect();
                 let made = tokio::task::spawn_blocking(move || {
-                    let series = Series::from_points(values, end);
-                    let choice = match cached {
-                        Some(choice) => Ok(choice),
-                        None => forecast::choose(&series),
-                    };
-                    choice.and_then(|c| forecast::forecast_with(&series, c).map(|f| (c, f)))
+                    let made = choice.forecast(&Series::from_points(values, end));
+                    (choice, made)
                 })
                 .await;
                 let state = match made {
-                    Ok(Ok((choice, f))) => {
-                        chosen.insert(metric, (day, choice));
-                        ForecastState::Ready(f)
+                    Ok((choice, made)) => {
+                        chosen.insert(metric, choice);
+                        ForecastState::from(made)
                     }
-                    Ok(Err(too_little)) => ForecastState::TooLittleHistory(too_little),
                     Err(panicked) => {
                         tracing::error!(service = %self.service, %panicked, "The forecaster failed.");
                         continue;

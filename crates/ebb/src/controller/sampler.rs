@@ -140,9 +140,6 @@ impl Sampler {
                     format!("{} [{}]", hold.why, vote.reason)
                 }
                 scaling::PolicyOutcome::Pending(hold) => hold.why.clone(),
-                _ if policy.mode == scaling::PredictiveMode::ForecastOnly && vote.reason.contains(" = at least ") => {
-                    format!("{} (forecast_only: not applied)", vote.reason)
-                }
                 _ => vote.reason.clone(),
             };
             self.predictive_lines.push(line);
