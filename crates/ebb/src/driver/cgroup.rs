@@ -84,7 +84,7 @@ impl Cgroups {
     }
 
     fn detect_at(mount: &Path, state_dir: &Path) -> Result<Cgroups, String> {
-        let base = format!("ebb-{:08x}", fnv(state_dir.to_string_lossy().as_bytes()) as u32);
+        let base = parent_name(state_dir);
         let v2_root = [mount.to_path_buf(), mount.join("unified")]
             .into_iter()
             .find(|root| controllers(root).is_some_and(|c| c.contains(&"cpu".into()) && c.contains(&"memory".into())));
@@ -277,6 +277,12 @@ impl ReplicaCgroup {
 }
 
 /// The controllers a v2 group offers its children (`cgroup.controllers`).
+/// The parent group's name for a state directory (canonical, as the
+/// process driver gives it): `ebb-` and 32 bits of a hash of its path.
+pub fn parent_name(state_dir: &Path) -> String {
+    format!("ebb-{:08x}", fnv(state_dir.to_string_lossy().as_bytes()) as u32)
+}
+
 /// Removes the groups of this state directory's replicas that died while
 /// no ebb watched them (ebb was killed, then they were): the kernel
 /// refuses to remove a group that still holds a process or a group, so a

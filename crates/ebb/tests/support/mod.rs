@@ -518,13 +518,7 @@ impl Drop for Ebb {
 /// a group of its own at this very moment.
 fn remove_control_groups(state_dir: &Path, pids: &[u32]) {
     let Ok(state_dir) = state_dir.canonicalize() else { return };
-    // ebb's name for it: `ebb-` and the low 32 bits of the FNV-1a hash of
-    // the path (crates/ebb/src/driver/cgroup.rs).
-    let hash = state_dir
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    let base = format!("ebb-{:08x}", hash as u32);
+    let base = ebb::driver::cgroup::parent_name(&state_dir);
     let deadline = Instant::now() + Duration::from_secs(3);
     while pids.iter().any(|p| pid_alive(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
