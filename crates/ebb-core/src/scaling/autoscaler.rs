@@ -72,11 +72,6 @@ impl Autoscaler {
         }
     }
 
-    /// Each predictive policy with its latest forecast, for status.
-    pub fn forecasts(&self) -> impl Iterator<Item = (&predictive::PredictivePolicy, &ForecastState)> {
-        self.config.predictive.iter().zip(&self.forecasts)
-    }
-
     /// `ebb apply`: new policies and bounds, keeping what was learnt —
     /// the metric history, the cooldown and rate-limit clocks, burst mode,
     /// and the state of every target tracking policy that keeps its name.
