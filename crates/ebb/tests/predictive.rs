@@ -63,6 +63,16 @@ fn a_forecast_only_policy_learns_the_recorded_days_shows_its_forecast_and_never_
     assert_eq!(first["state"], "too_little_history", "{first}");
     assert!(first["detail"].as_str().unwrap().ends_with("needs 24 h to forecast"), "{first}");
     assert_eq!(first["policies"][0]["mode"], "forecast_only");
+    // The controller tells it in the event log on its next second; wait for
+    // that before the kill below, or the kill can beat it.
+    wait_for("the too-little-history event", Duration::from_secs(10), || {
+        ebb.events()
+            .iter()
+            .any(|e| e["kind"] == "forecast" && e["reason"].as_str().unwrap().contains("needs 24 h to forecast"))
+            .then_some(())
+    });
+    // The state writer commits what it is handed within milliseconds.
+    std::thread::sleep(Duration::from_millis(300));
 
     // Eight recorded days, as if ebb had run for a week.
     ebb.kill_up();
