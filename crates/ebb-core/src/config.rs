@@ -38,6 +38,8 @@ pub struct Config {
     /// services, with TLS. A service's own `listen` is not here (it is the
     /// short form of a plain listener serving that service alone).
     pub listeners: BTreeMap<String, ListenerConfig>,
+    /// `[cluster]`: ebb adds and removes Swarm nodes (`None`: it does not).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The text parsed, so errors found later (a port in use) can point
     /// into it.
     source: String,

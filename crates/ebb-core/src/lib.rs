@@ -22,6 +22,8 @@
 //!   replicas are routable.
 //! - [`deploy`]: the deploy planner: the steps of a rolling or blue-green
 //!   deploy, health-gated with automatic rollback, as actions with reasons.
+//! - [`cluster`]: the second level of capacity: when to add a Swarm node,
+//!   drain one, remove it (target tracking on the CPU replicas reserve).
 //! - [`routing`]: a listener's routing rules (host, path prefix, methods,
 //!   headers; first match wins) and the request facts they read.
 //! - [`sim`]: the simulator engine (`ebb simulate`): traffic traces and
@@ -29,6 +31,7 @@
 //!   virtual time.
 
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod deploy;
 pub mod fleet;

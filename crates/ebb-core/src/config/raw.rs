@@ -72,6 +72,7 @@ struct RawConfig {
     service: Services,
     #[serde(default)]
     listener: listener::Listeners,
+    cluster: Option<cluster::RawCluster>,
 }
 
 #[derive(Deserialize, Default)]
@@ -196,6 +197,7 @@ struct RawProxy {
 /// The most `request_buffering` may hold per request.
 const MAX_REQUEST_BUFFERING: u64 = 16 << 20;
 
+mod cluster;
 mod idle;
 mod lifecycle;
 mod listener;
@@ -305,6 +307,7 @@ impl Check<'_> {
         listen_spans.extend(file_spans);
         listen_spans.extend(admin_spans);
         self.listeners(listeners);
+        let cluster = self.cluster(raw.cluster, &services);
 
         Ok(Config {
             path: self.file.to_path_buf(),
@@ -312,6 +315,7 @@ impl Check<'_> {
             admin,
             services,
             listeners: listener_configs,
+            cluster,
             source: self.source.to_string(),
             listen_spans,
         })

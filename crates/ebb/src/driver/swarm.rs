@@ -283,6 +283,13 @@ impl SwarmDriver {
                         memory_bytes: container.memory.map(|m| m as i64),
                         pids: None,
                     }),
+                    // Reserved as well as limited: Swarm places a task only
+                    // where its CPUs are free (else it stays pending, "no
+                    // suitable node"), and `[cluster]` sizes the nodes by it.
+                    reservations: Some(bollard::models::ResourceObject {
+                        nano_cpus: container.nano_cpus(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 placement: Some(bollard::models::TaskSpecPlacement {
