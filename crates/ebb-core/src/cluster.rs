@@ -138,8 +138,8 @@ pub fn decide(config: &ClusterConfig, input: &ClusterInput) -> ClusterDecision {
     let wanted = config.nodes.clamp(raw_wanted);
     let pending = if input.pending > 0.0 { format!(" + {:.2} pending", input.pending) } else { String::new() };
     let numbers = format!(
-        "reserved CPU {placed:.2}{pending} of {count} node{}' {cpus:.2} = {percent:.0} %",
-        if count == 1 { "" } else { "s" }
+        "reserved CPU {placed:.2}{pending} of {count} {} {cpus:.2} = {percent:.0} %",
+        if count == 1 { "node's" } else { "nodes'" }
     );
     let wants = format!("{wanted} node{} wanted", if wanted == 1 { "" } else { "s" });
     let capped = if raw_wanted > wanted {
@@ -186,15 +186,16 @@ pub fn decide(config: &ClusterConfig, input: &ClusterInput) -> ClusterDecision {
         }
         return out(ClusterAction::AddNode, format!("{over}: adding a node ({wants}{capped})"));
     }
+    // One removal at a time: the drained node's replicas move first.
+    if let Some(node) = input.nodes.iter().find(|n| n.drained_by_ebb && n.replicas > 0) {
+        return hold(format!(
+            "{under}: waiting for node {} to drain ({} ebb replica{} left)",
+            node.hostname,
+            node.replicas,
+            if node.replicas == 1 { "" } else { "s" }
+        ));
+    }
     if wanted < count {
-        if let Some(node) = input.nodes.iter().find(|n| n.drained_by_ebb && n.replicas > 0) {
-            return hold(format!(
-                "{under}: waiting for node {} to drain ({} ebb replica{} left)",
-                node.hostname,
-                node.replicas,
-                if node.replicas == 1 { "" } else { "s" }
-            ));
-        }
         let last = input.last_add.max(input.last_remove);
         if let Some(left) = cooldown_left(last, config.scale_in_cooldown, now) {
             return hold(format!("{under}: {wants}, in the scale-in cooldown for {}", secs(left)));

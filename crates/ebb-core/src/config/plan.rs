@@ -228,6 +228,8 @@ pub fn plan(old: &Config, new: &Config, running: &BTreeMap<String, u32>) -> Plan
             "the admin API's certificate is read from these files at start (changed files are reloaded); restart ebb to name others (`ebb up --takeover` keeps the fleet running)"
         } else if key.starts_with("admin") {
             "the admin API's address is bound at start; restart ebb (`ebb up --takeover` keeps the fleet running)"
+        } else if key.starts_with("cluster") {
+            "the cluster task reads [cluster] when ebb starts; restart ebb (`ebb up --takeover` keeps the fleet and the nodes running)"
         } else {
             "the state directory holds the fleet's records; stop ebb and move it by hand"
         };
