@@ -1135,6 +1135,46 @@ pub fn render_status(status: &FleetStatus) -> String {
     for listener in &status.listeners {
         out.push_str(&render_listener(listener, now));
     }
+    if let Some(cluster) = &status.cluster {
+        out.push_str(&render_cluster(cluster));
+    }
+    out
+}
+
+/// `[cluster]`: the nodes, what ebb's replicas reserve, what it waits for.
+fn render_cluster(c: &crate::wire::ClusterStatus) -> String {
+    let mut out = format!(
+        "cluster  {} of {}-{} nodes active, {} wanted  reserved {:.2} CPUs{}  {:.0} % (target {} %)\n",
+        c.active_nodes,
+        c.min_nodes,
+        c.max_nodes,
+        c.wanted_nodes,
+        c.reserved_cpus,
+        if c.pending_cpus > 0.0 { format!(" + {:.2} pending", c.pending_cpus) } else { String::new() },
+        c.reserved_percent,
+        c.target_reserved_cpu
+    );
+    out.push_str(&format!("  {}\n", c.reason));
+    if let Some(error) = &c.last_error {
+        out.push_str(&format!("  last action failed: {error}\n"));
+    }
+    let mut rows = vec![["NODE", "ROLE", "STATE", "AVAILABILITY", "CPUS", "RESERVED", "REPLICAS"].map(String::from)];
+    for n in &c.nodes {
+        rows.push([
+            n.hostname.clone(),
+            n.role.clone(),
+            n.state.clone(),
+            if n.drained_by_ebb { "drain (ebb)".into() } else { n.availability.clone() },
+            format!("{:.2}", n.cpus),
+            format!("{:.2}", n.reserved_cpus),
+            n.replicas.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(&format!("  {}\n", line.join("  ").trim_end()));
+    }
     out
 }
 
@@ -1268,6 +1308,31 @@ mod tests {
         .unwrap()
     }
 
+    /// `[cluster]`: the numbers on one line, the reason, a row per node.
+    #[test]
+    fn status_shows_the_cluster_nodes() {
+        let cluster: crate::wire::ClusterStatus = serde_json::from_value(serde_json::json!({
+            "target_reserved_cpu": 30.0, "min_nodes": 2, "max_nodes": 3, "active_nodes": 2, "wanted_nodes": 3,
+            "reserved_cpus": 4.0, "pending_cpus": 1.0, "reserved_percent": 125.0,
+            "reason": "waiting for add_node: the new node has not joined yet", "last_error": null,
+            "nodes": [
+                {"hostname": "node1", "id": "a1", "role": "manager", "state": "ready", "availability": "active",
+                 "drained_by_ebb": false, "cpus": 2.0, "reserved_cpus": 2.0, "replicas": 2},
+                {"hostname": "node2", "id": "b2", "role": "worker", "state": "ready", "availability": "drain",
+                 "drained_by_ebb": true, "cpus": 2.0, "reserved_cpus": 0.0, "replicas": 0}
+            ]
+        }))
+        .unwrap();
+        let text = render_status(&FleetStatus { services: vec![service()], listeners: Vec::new(), cluster: Some(cluster) });
+        assert!(
+            text.contains("cluster  2 of 2-3 nodes active, 3 wanted  reserved 4.00 CPUs + 1.00 pending  125 % (target 30 %)"),
+            "{text}"
+        );
+        assert!(text.contains("  waiting for add_node: the new node has not joined yet\n"), "{text}");
+        assert!(text.contains("  node1  manager  ready  active        2.00  2.00      2\n"), "{text}");
+        assert!(text.contains("  node2  worker   ready  drain (ebb)   2.00  0.00      0\n"), "{text}");
+    }
+
     /// A listener's certificates say how long they have left; its routes
     /// are numbered in order.
     #[test]
@@ -1308,7 +1373,7 @@ mod tests {
         let mut web = service();
         web.holding = None;
         web.idle = Some("idle (suspended 3 replicas, for 12 min)".into());
-        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new() });
+        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new(), cluster: None });
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("service web"), "{text}");
         assert_eq!(lines[1], "  idle (suspended 3 replicas, for 12 min)", "{text}");
@@ -1324,7 +1389,7 @@ mod tests {
             desired: 5,
             holding: Some("scale-out cooldown of cpu-60, 40 s left".into()),
         });
-        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new() });
+        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new(), cluster: None });
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[1].starts_with("  holding: saturated"), "{text}");
         assert_eq!(
@@ -1338,7 +1403,7 @@ mod tests {
     fn status_shows_the_predictive_policies() {
         let mut web = service();
         web.predictive = vec!["predictive daily: 5 h of history, needs 24 h to forecast".into()];
-        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new() });
+        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new(), cluster: None });
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[2], "  predictive daily: 5 h of history, needs 24 h to forecast", "{text}");
     }
@@ -1367,7 +1432,7 @@ mod tests {
             full: true,
             message: Some("host full: 2.0 of 2 CPUs busy (CPU pressure 46%)".into()),
         });
-        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new() });
+        let text = render_status(&FleetStatus { services: vec![web], listeners: Vec::new(), cluster: None });
         assert!(
             text.contains("  holding: saturated — 152 requests queued, 4 of 4 replicas at their limit of 8\n"),
             "{text}"
@@ -1386,7 +1451,7 @@ mod tests {
         let mut calm = service();
         calm.holding = None;
         calm.saturation = Some(SaturationStatus { offered_per_s: 5.0, served_per_s: 5.0, ..Default::default() });
-        let text = render_status(&FleetStatus { services: vec![calm], listeners: Vec::new() });
+        let text = render_status(&FleetStatus { services: vec![calm], listeners: Vec::new(), cluster: None });
         assert!(text.contains("  traffic: offered 5 req/s, served 5 req/s\n"), "{text}");
         assert!(!text.contains("host full"), "{text}");
     }

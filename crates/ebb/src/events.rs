@@ -108,6 +108,20 @@ pub enum EventKind {
     /// the reason lists the keys; `service` is the service's name or
     /// `listener NAME`, or `ebb` for a service added or removed.
     ConfigApplied,
+    /// `[cluster]`: the reserved CPU wants another node; `add_node` runs
+    /// (`service` is `cluster`, the reason has the numbers).
+    NodeAdding,
+    /// The node `add_node` added joined the swarm (with how long it took).
+    NodeAdded,
+    /// A node ebb was draining is active again: the demand came back.
+    NodeActivated,
+    /// Drained to be removed: its replicas move to the other nodes.
+    NodeDraining,
+    /// `remove_node` removed a drained node that ran no ebb replica.
+    NodeRemoved,
+    /// `add_node` or `remove_node` failed or timed out, or a drain was
+    /// refused (with the command's output).
+    NodeActionFailed,
 }
 
 impl EventKind {
@@ -155,6 +169,12 @@ impl EventKind {
             EventKind::WakeFailed => "wake_failed",
             EventKind::WarmPoolFilled => "warm_pool_filled",
             EventKind::WarmReplicaUsed => "warm_replica_used",
+            EventKind::NodeAdding => "node_adding",
+            EventKind::NodeAdded => "node_added",
+            EventKind::NodeActivated => "node_activated",
+            EventKind::NodeDraining => "node_draining",
+            EventKind::NodeRemoved => "node_removed",
+            EventKind::NodeActionFailed => "node_action_failed",
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod apply;
 pub mod carry_over;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod clock;
 pub mod config_file;
 pub mod controller;

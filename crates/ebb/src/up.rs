@@ -220,6 +220,8 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
     let running = Arc::new(Running::start(config.clone(), parts, bound));
     warn_about_leftovers(&config, &running).await;
 
+    let cluster_stop = CancellationToken::new();
+    let cluster = start_cluster(&config, &state_dir, &events, cluster_stop.clone()).await?;
     let admin_addr = admin_listener.local_addr()?;
     let admin_state = AdminState {
         services: running.services.clone(),
@@ -230,6 +232,7 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
         store: store.clone(),
         listeners: running.listeners.clone(),
         running: running.clone(),
+        cluster: cluster.as_ref().map(|(board, _)| board.clone()),
     };
     let gate_task = replica_gate
         .and_then(|gate| gate.listener)
@@ -253,6 +256,10 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
     let taken_over = takeover.as_ref().map(|t| t.taken_over.clone()).unwrap_or_default();
     let stop = crate::shutdown::wait(&stop_requested, &taken_over).await;
     reload.abort();
+    cluster_stop.cancel();
+    if let Some((_, task)) = cluster {
+        let _ = task.await;
+    }
     tidy_stop.cancel();
     let _ = tidy.await;
     let successor = takeover.map(|t| t.close());
@@ -284,6 +291,29 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
     crate::proxy::access_log::flush_all();
     println!("{}", stop.farewell(successor.flatten()));
     Ok(())
+}
+
+/// `[cluster]`: the task that adds and removes Swarm nodes, and the board
+/// its snapshots go to (for status).
+async fn start_cluster(
+    config: &Config,
+    state_dir: &std::path::Path,
+    events: &Arc<EventLog>,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<(Arc<crate::cluster::ClusterBoard>, tokio::task::JoinHandle<()>)>> {
+    let Some(cluster) = config.cluster.clone() else { return Ok(None) };
+    let engine = Engine::connect().await.map_err(|e| anyhow::anyhow!("[cluster] needs the swarm's manager, but {e}"))?;
+    let board = Arc::new(crate::cluster::ClusterBoard::default());
+    let workdir = config.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let task = crate::cluster::ClusterTask {
+        config: cluster,
+        docker: engine.docker,
+        state_dir: state_dir.to_path_buf(),
+        workdir: workdir.to_path_buf(),
+        events: events.clone(),
+        board: board.clone(),
+    };
+    Ok(Some((board, tokio::spawn(task.run(stop)))))
 }
 
 /// SIGHUP: `ebb apply --yes` of the file ebb was started with. What it

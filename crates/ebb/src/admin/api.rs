@@ -220,6 +220,7 @@ pub(crate) fn fleet(app: &App) -> FleetStatus {
     FleetStatus {
         services: app.state.services.values().iter().map(|s| s.status()).collect(),
         listeners: app.state.listeners.load().status(),
+        cluster: app.state.cluster.as_ref().and_then(|c| c.status()),
     }
 }
 
@@ -908,7 +909,7 @@ mod tests {
     fn the_status_document_names_each_replicas_service() {
         let mut status = sample_service();
         status.replicas[0].cpu = Some(f64::NAN);
-        let json = serde_json::to_value(FleetStatus { services: vec![status], listeners: Vec::new() }).unwrap();
+        let json = serde_json::to_value(FleetStatus { services: vec![status], listeners: Vec::new(), cluster: None }).unwrap();
         let replica = json["services"][0]["replicas"][0].clone();
         assert_eq!(replica["service"], "web");
         assert_eq!(replica["id"], "web-1");

@@ -90,6 +90,8 @@ pub struct AdminState {
     pub listeners: Arc<arc_swap::ArcSwap<crate::listeners::ListenerBoard>>,
     /// The running fleet, for `ebb plan` and `ebb apply`.
     pub running: Arc<crate::apply::Running>,
+    /// `[cluster]`'s last snapshot of the nodes (`None` without it).
+    pub cluster: Option<Arc<crate::cluster::ClusterBoard>>,
 }
 
 /// [`AdminState`] plus what the admin layer keeps for itself.

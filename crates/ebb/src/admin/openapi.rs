@@ -73,6 +73,8 @@ use crate::wire;
         wire::ShadowStatus,
         wire::HostStatus,
         wire::ListenerStatus,
+        wire::ClusterStatus,
+        wire::NodeStatus,
         wire::CertificateStatus,
         wire::RouteStatus,
         wire::CertView,

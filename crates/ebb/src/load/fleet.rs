@@ -303,7 +303,7 @@ mod tests {
     }
 
     fn fleet(services: &[ServiceStatus]) -> FleetStatus {
-        FleetStatus { services: services.to_vec(), listeners: Vec::new() }
+        FleetStatus { services: services.to_vec(), listeners: Vec::new(), cluster: None }
     }
 
     /// `GET /` to `addr` with `Host: addr`.

@@ -21,6 +21,6 @@ pub use requests::{
     DeployRequest, InterruptRequest, ProtectRequest, ReasonRequest, SetDesiredRequest, ShutdownRequest,
 };
 pub use status::{
-    CertificateStatus, DeployStatus, FleetStatus, HostStatus, ListenerStatus, ReplicaState, ReplicaStatus, RouteStatus,
+    CertificateStatus, ClusterStatus, DeployStatus, FleetStatus, HostStatus, ListenerStatus, NodeStatus, ReplicaState, ReplicaStatus, RouteStatus,
     SaturationStatus, ServiceReplica, ServiceStatus, ShadowStatus,
 };

@@ -13,6 +13,9 @@ pub struct FleetStatus {
     /// The `[listener.NAME]` tables: address, TLS certificates, routes.
     #[serde(default)]
     pub listeners: Vec<ListenerStatus>,
+    /// `[cluster]`: the nodes and the reserved CPU (absent without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
 }
 
 /// One `[listener.NAME]`.
@@ -349,4 +352,50 @@ pub struct ReplicaStatus {
     #[serde(default)]
     #[schema(required = true)]
     pub pooled: bool,
+}
+
+/// `[cluster]`: the Swarm nodes ebb adds and removes (absent without it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    /// Percent of the active nodes' CPUs replicas may reserve.
+    #[schema(example = 30.0)]
+    pub target_reserved_cpu: f64,
+    pub min_nodes: u32,
+    pub max_nodes: u32,
+    /// Active, ready nodes (where replicas can land).
+    pub active_nodes: u32,
+    /// Nodes the reservations want, within min and max.
+    pub wanted_nodes: u32,
+    /// CPUs reserved by ebb's replicas on the nodes.
+    pub reserved_cpus: f64,
+    /// CPUs wanted by ebb's replicas Swarm could not place (no room).
+    pub pending_cpus: f64,
+    /// Reserved and pending over the active nodes' CPUs, percent.
+    pub reserved_percent: f64,
+    /// What the cluster task does or waits for, with the numbers.
+    pub reason: String,
+    /// The last node action that failed, if the last one did.
+    pub last_error: Option<String>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One Swarm node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeStatus {
+    #[schema(example = "node2")]
+    pub hostname: String,
+    pub id: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// Swarm's state: `ready`, `down`, `unknown`, `disconnected`.
+    pub state: String,
+    /// `active`, `pause` or `drain`.
+    pub availability: String,
+    /// ebb drained it to remove it.
+    pub drained_by_ebb: bool,
+    pub cpus: f64,
+    /// CPUs reserved on it by ebb's replicas.
+    pub reserved_cpus: f64,
+    /// ebb replicas (tasks) on it.
+    pub replicas: u32,
 }
