@@ -19,93 +19,16 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ebb::driver::{ContainerSpec, Driver, Engine, ReplicaHandle, ReplicaSpec, RunningReplica, SwarmDriver};
 use ebb_core::config::CommandSpec;
+use support::local_swarm::{running_tasks, LocalSwarm};
 use support::*;
 
-const EBB: &str = env!("CARGO_BIN_EXE_ebb");
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/local-swarm")
-}
-
-/// A local swarm, `down` when dropped (also on panic), with the test's image.
-struct LocalSwarm {
-    dir: PathBuf,
-    image: String,
-}
-
-impl LocalSwarm {
-    /// `None` (after `SKIP:`) where there is no root or no dockerd.
-    fn up(nodes: usize) -> Option<LocalSwarm> {
-        let root = nix::unistd::Uid::effective().is_root();
-        let dockerd = Command::new("sh").args(["-c", "command -v dockerd && docker info"]).output();
-        if !root || !dockerd.map(|o| o.status.success()).unwrap_or(false) {
-            println!("SKIP: a local multi-node swarm needs root and a running dockerd (scripts/local-swarm)");
-            return None;
-        }
-        let pid = std::process::id();
-        let image = format!("ebb-test-nodes-{pid}:latest");
-        let dir = PathBuf::from(format!("/tmp/ebb-ls-{pid}"));
-        let swarm = LocalSwarm { dir, image };
-        let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/docker/build-image");
-        let out = Command::new(&build).arg(&swarm.image).arg(EBB).output().unwrap();
-        assert!(out.status.success(), "build-image failed: {}", String::from_utf8_lossy(&out.stderr));
-        let started = Instant::now();
-        let out = swarm.run(&["up", &nodes.to_string()]);
-        println!("local-swarm up {nodes}: {:.1} s\n{out}", started.elapsed().as_secs_f64());
-        Some(swarm)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new(script());
-        cmd.env("EBB_LOCAL_SWARM_DIR", &self.dir)
-            .env("EBB_LOCAL_SWARM_SUBNET", "10.232.0")
-            .env("EBB_LOCAL_SWARM_IMAGES", &self.image)
-            .env_remove("DOCKER_HOST");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(out.status.success(), "local-swarm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn manager(&self) -> String {
-        format!("unix://{}/node1.sock", self.dir.display())
-    }
-
-    fn node_host(&self) -> String {
-        format!("unix://{}/{{hostname}}.sock", self.dir.display())
-    }
-
-    fn docker(&self, args: &[&str]) -> String {
-        let out = Command::new("docker").arg("-H").arg(self.manager()).args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for LocalSwarm {
-    fn drop(&mut self) {
-        let out = self.cmd().arg("down").output();
-        let _ = Command::new("docker").args(["rmi", "-f", &self.image]).output();
-        // Every namespace, daemon and directory is gone.
-        if let Ok(out) = out {
-            if !out.status.success() {
-                eprintln!("local-swarm down: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
-        if !std::thread::panicking() {
-            assert!(!self.dir.exists(), "{} is left behind", self.dir.display());
-        }
-    }
-}
 
 fn spec(image: &str, dir: &Path, replica: &str) -> ReplicaSpec {
     ReplicaSpec {
@@ -135,30 +58,9 @@ fn task_of(replica: &RunningReplica) -> String {
     }
 }
 
-/// Node hostname of each running task of the Swarm services whose names
-/// start with `prefix` (one per replica), by task id.
-fn running_tasks(swarm: &LocalSwarm, prefix: &str) -> BTreeMap<String, String> {
-    let services = swarm.docker(&["service", "ls", "-q", "--filter", &format!("name={prefix}")]);
-    let services: Vec<&str> = services.split_whitespace().collect();
-    if services.is_empty() {
-        return BTreeMap::new();
-    }
-    let mut args = vec!["service", "ps", "--no-trunc", "--format", "{{.ID}} {{.Node}} {{.CurrentState}}"];
-    args.extend(services);
-    swarm
-        .docker(&args)
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            let (id, node, state) = (words.next()?, words.next()?, words.next()?);
-            (state == "Running").then(|| (id.to_string(), node.to_string()))
-        })
-        .collect()
-}
-
 #[test]
 fn a_three_node_swarm_parallel_starts_every_node_reached_and_a_lost_node_replaced() {
-    let Some(swarm) = LocalSwarm::up(3) else { return };
+    let Some(swarm) = LocalSwarm::up(3, "10.232.0") else { return };
     // The in-process driver talks to the manager, and to each node's engine.
     std::env::set_var("DOCKER_HOST", swarm.manager());
     std::env::set_var("EBB_SWARM_NODE_HOST", swarm.node_host());

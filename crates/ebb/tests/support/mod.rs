@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod local_swarm;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
