@@ -93,19 +93,19 @@ impl ClusterTask {
                 }
                 let joined = snapshot.nodes.iter().find(|n| n.ready && !add.before.contains(&n.id));
                 let waited = add.started.elapsed();
+                // Added once the command ended well and its node is ready
+                // (a node may join before the command has made it ready,
+                // e.g. loaded its images).
                 let failed = match (&add.done, joined) {
                     (Some(Err(e)), _) => Some(e.clone()),
-                    (_, Some(node)) => {
-                        let took = match &add.done {
-                            Some(Ok(took)) => format!("add_node took {:.1} s, ", took.as_secs_f64()),
-                            _ => String::new(),
-                        };
+                    (Some(Ok(took)), Some(node)) => {
                         self.record(
                             EventKind::NodeAdded,
                             format!(
-                                "node {} joined the swarm {:.1} s after the decision ({took}{:.2} CPUs)",
+                                "node {} joined the swarm: added {:.1} s after the decision (add_node took {:.1} s; {:.2} CPUs)",
                                 node.hostname,
                                 waited.as_secs_f64(),
+                                took.as_secs_f64(),
                                 node.cpus
                             ),
                         );

@@ -1,0 +1,153 @@
+//! `[cluster]` on a real local swarm (`scripts/local-swarm up 2`): replicas
+//! reserve half a node's CPUs each, the target is 30 % of the nodes' CPUs.
+//! Raising desired to 5 needs more than 2 nodes hold (4 fit, 1 waits
+//! "no suitable node"): ebb runs `add_node` (`scripts/local-swarm add`),
+//! node3 joins and the waiting replica runs there, in service. Lowering
+//! desired to 1: ebb drains a worker and runs `remove_node` once no ebb
+//! replica runs on it; the swarm is back to 2 nodes. Events explain each
+//! step. The guards (`Ebb`, then `LocalSwarm`) remove everything, added
+//! nodes too, also when the test fails.
+//!
+//! Needs root and dockerd: elsewhere it prints `SKIP:` and returns.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::local_swarm::{running_tasks, script, LocalSwarm};
+use support::*;
+
+#[test]
+fn reserved_cpu_above_the_target_adds_a_node_that_gets_replicas_then_it_is_drained_and_removed() {
+    let Some(swarm) = LocalSwarm::up(2, "10.233.0") else { return };
+    std::env::set_var("DOCKER_HOST", swarm.manager());
+    std::env::set_var("EBB_SWARM_NODE_HOST", swarm.node_host());
+    // Each node's dockerd reports this machine's CPUs: two replicas fill one.
+    let nano = swarm.docker(&["node", "inspect", "-f", "{{.Description.Resources.NanoCPUs}}", "node1"]);
+    let node_cpus = nano.trim().parse::<f64>().expect("node1's NanoCPUs") / 1e9;
+    let cpus = node_cpus / 2.0;
+    // 1 replica: cpus of 2 × node_cpus = 25 %: ceil(0.5 / 0.3) = 2 nodes.
+    // 5 replicas: 4 fit (2 per node), 1 pending: ceil(2.5 / 0.3) = 9, max 3.
+    // Back to 1 on 3 nodes: 17 %: 2 nodes wanted, one worker goes.
+    let script = script().canonicalize().unwrap();
+    let env = format!(
+        "EBB_LOCAL_SWARM_DIR={} EBB_LOCAL_SWARM_SUBNET={} EBB_LOCAL_SWARM_IMAGES={}",
+        swarm.dir.display(),
+        swarm.subnet,
+        swarm.image
+    );
+    let image = swarm.image.clone();
+    let ebb = Ebb::start(|admin, listen| {
+        format!(
+            r#"state_dir = "state"
+
+[admin]
+listen = "{admin}"
+
+[service.api]
+driver = "swarm"
+image = "{image}"
+container_port = 8080
+cpus = {cpus}
+memory = "256MiB"
+command = ["/ebb", "demo-app", "--host", "0.0.0.0"]
+listen = "{listen}"
+replicas = {{ min = 1, max = 6, desired = 1 }}
+stop_timeout = "2s"
+drain_timeout = "2s"
+
+[service.api.health]
+path = "/api"
+interval = "300ms"
+timeout = "200ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+
+[cluster]
+target_reserved_cpu = 30
+nodes = {{ min = 2, max = 3 }}
+add_node = "{env} {script} add"
+remove_node = "{env} {script} remove {{node}}"
+scale_out_cooldown = "5s"
+scale_in_cooldown = "10s"
+add_node_timeout = "3m"
+"#,
+            script = script.display()
+        )
+    });
+    let state = ebb.dir.path().join("state").canonicalize().unwrap();
+    let service = ebb::driver::swarm::swarm_service_name("api", 1, &state);
+    ebb.wait_in_service(1, Duration::from_secs(60));
+    let cluster = wait_for("the cluster section", Duration::from_secs(15), || {
+        let c = ebb.status()["cluster"].clone();
+        (c["active_nodes"] == 2).then_some(c)
+    });
+    assert_eq!(cluster["wanted_nodes"], 2, "{cluster:#}");
+    assert_eq!(cluster["nodes"].as_array().unwrap().len(), 2, "{cluster:#}");
+    let text = String::from_utf8_lossy(&ebb.cli(&["status"]).stdout).into_owned();
+    assert!(text.contains("cluster  2 of 2-3 nodes active, 2 wanted"), "{text}");
+
+    // Up: more than 30 % of 2 nodes reserved, and a replica with no room.
+    let scaled = Instant::now();
+    let out = ebb.cli(&["scale", "api", "5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let adding = wait_for("a node_adding event", Duration::from_secs(30), || event(&ebb, "node_adding"));
+    let decided = scaled.elapsed();
+    assert!(adding.contains("> target 30 %: adding a node (3 nodes wanted"), "{adding}");
+    let added = wait_for("node3 to join", Duration::from_secs(180), || event(&ebb, "node_added"));
+    let joined = scaled.elapsed();
+    assert!(added.starts_with("node node3 joined the swarm: added "), "{added}");
+    let on_node3 = wait_for("a replica in service on node3", Duration::from_secs(120), || {
+        let tasks = running_tasks(&swarm, &service);
+        let healthy =
+            ebb.replicas().iter().filter(|r| r["state"] == "in_service" && r["healthy"] == true).count();
+        (healthy == 5 && tasks.values().any(|n| n == "node3")).then(|| scaled.elapsed())
+    });
+    let status = ebb.status();
+    let cluster = &status["cluster"];
+    assert_eq!(cluster["active_nodes"], 3, "{cluster:#}");
+    assert_eq!(cluster["pending_cpus"], 0.0, "{cluster:#}");
+    let node3 = cluster["nodes"].as_array().unwrap().iter().find(|n| n["hostname"] == "node3").cloned();
+    assert!(node3.is_some_and(|n| n["replicas"].as_u64() >= Some(1)), "{cluster:#}");
+    println!(
+        "MEASURE: add_node to a node running replicas: decided {:.1} s after `ebb scale`, node3 added {:.1} s after the decision, a replica in service on it {:.1} s after the decision ({added})",
+        decided.as_secs_f64(),
+        (joined - decided).as_secs_f64(),
+        (on_node3 - decided).as_secs_f64()
+    );
+
+    // Down: the reservations fit 2 nodes again: a worker is drained, then removed.
+    let lowered = Instant::now();
+    let out = ebb.cli(&["scale", "api", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let draining = wait_for("a node_draining event", Duration::from_secs(60), || event(&ebb, "node_draining"));
+    assert!(draining.contains("≤ target 30 %: draining node node"), "{draining}");
+    let removed = wait_for("a node_removed event", Duration::from_secs(120), || event(&ebb, "node_removed"));
+    let gone = lowered.elapsed();
+    let name = draining.split("draining node ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().to_string();
+    assert!(name == "node2" || name == "node3", "a worker is drained, never the manager: {draining}");
+    assert!(removed.starts_with(&format!("node {name} is drained and runs no ebb replica: removing it")), "{removed}");
+    let nodes = swarm.docker(&["node", "ls", "--format", "{{.Hostname}}"]);
+    assert_eq!(nodes.lines().count(), 2, "{nodes}");
+    assert!(!nodes.lines().any(|n| n == name), "{name} still in the swarm: {nodes}");
+    assert!(!swarm.dir.join(&name).exists(), "{name}'s dockerd is left");
+    ebb.wait_in_service(1, Duration::from_secs(30));
+    let cluster = wait_for("2 active nodes", Duration::from_secs(15), || {
+        let c = ebb.status()["cluster"].clone();
+        (c["active_nodes"] == 2 && c["nodes"].as_array().unwrap().len() == 2).then_some(c)
+    });
+    assert_eq!(cluster["wanted_nodes"], 2, "{cluster:#}");
+    println!("MEASURE: scale-in: {name} drained and removed {:.1} s after `ebb scale api 1` ({removed})", gone.as_secs_f64());
+    for e in ebb.events().iter().filter(|e| e["service"] == "cluster" || e["kind"] == "replica_start_failed") {
+        println!("event {} {}: {}", e["kind"], e["service"], e["reason"]);
+    }
+    assert!(event(&ebb, "node_action_failed").is_none(), "{:?}", event(&ebb, "node_action_failed"));
+    // add_node's contract: the node joins ready to run the image.
+    let start_failed = event(&ebb, "replica_start_failed").unwrap_or_default();
+    assert!(!start_failed.contains("No such image"), "{start_failed}");
+}
+
+/// The reason of the last event of `kind`, if any.
+fn event(ebb: &Ebb, kind: &str) -> Option<String> {
+    ebb.events().iter().rev().find(|e| e["kind"] == kind).map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+}
