@@ -385,3 +385,32 @@ pub async fn run_command(command: &str, workdir: &std::path::Path, timeout: Dura
     };
     Err(format!("`{command}` exited with {}: {tail}", out.status))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_command_that_fails_says_its_status_and_the_tail_of_its_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run_command("echo started; echo quota exceeded >&2; exit 3", dir.path(), Duration::from_secs(10)).await;
+        assert_eq!(
+            out.unwrap_err(),
+            "`echo started; echo quota exceeded >&2; exit 3` exited with exit status: 3: started\nquota exceeded"
+        );
+        // In the config file's directory, stdout kept.
+        std::fs::write(dir.path().join("here"), "").unwrap();
+        assert_eq!(run_command("ls", dir.path(), Duration::from_secs(10)).await.unwrap(), "here\n");
+        let long = run_command("yes x | head -c 5000; exit 1", dir.path(), Duration::from_secs(10)).await.unwrap_err();
+        assert!(long.len() < 800 && long.contains(": …x"), "{long}");
+    }
+
+    #[tokio::test]
+    async fn a_command_that_hangs_is_killed_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let out = run_command("sleep 30", dir.path(), Duration::from_millis(300)).await;
+        assert_eq!(out.unwrap_err(), "`sleep 30` did not end within 300ms");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

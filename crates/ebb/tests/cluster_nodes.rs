@@ -105,6 +105,7 @@ add_node_timeout = "3m"
     });
     let status = ebb.status();
     let cluster = &status["cluster"];
+    println!("{}", String::from_utf8_lossy(&ebb.cli(&["status"]).stdout));
     assert_eq!(cluster["active_nodes"], 3, "{cluster:#}");
     assert_eq!(cluster["pending_cpus"], 0.0, "{cluster:#}");
     let node3 = cluster["nodes"].as_array().unwrap().iter().find(|n| n["hostname"] == "node3").cloned();
