@@ -281,7 +281,7 @@ impl ClusterTask {
                 }
             }
         }
-        let nodes = nodes
+        let mut nodes: Vec<NodeFacts> = nodes
             .into_iter()
             .map(|n| {
                 let id = n.id.unwrap_or_default();
@@ -307,6 +307,8 @@ impl ClusterTask {
                 }
             })
             .collect();
+        // In a stable order for status (Swarm lists them as it likes).
+        nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
         Ok(Snapshot { nodes, pending })
     }
 
