@@ -92,6 +92,8 @@ pub struct AdminState {
     pub running: Arc<crate::apply::Running>,
     /// `[cluster]`'s last snapshot of the nodes (`None` without it).
     pub cluster: Option<Arc<crate::cluster::ClusterBoard>>,
+    /// The admin API's own certificate (`[admin] tls`), for `ebb certs`.
+    pub tls: Option<Arc<crate::tls::TlsState>>,
 }
 
 /// [`AdminState`] plus what the admin layer keeps for itself.
