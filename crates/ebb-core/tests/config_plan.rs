@@ -94,3 +94,26 @@ fn each_change_has_the_consequence_a_running_fleet_would_see() {
     let keys: Vec<&str> = refused.refused().filter_map(|c| c.key.as_deref()).collect();
     assert_eq!(keys, ["driver", "listen", "admin.listen"], "{refused}");
 }
+
+/// `[cluster]` is read when ebb starts: a change to it asks for a restart,
+/// and says so (not the state directory's message).
+#[test]
+fn a_cluster_change_needs_a_restart() {
+    let file = |target: u32| {
+        let text = format!(
+            "[service.api]\ndriver = \"swarm\"\nimage = \"api:1\"\nlisten = \"127.0.0.1:8080\"\n\n[cluster]\ntarget_reserved_cpu = {target}\nnodes = {{ min = 2, max = 5 }}\nadd_node = \"new-node\"\nremove_node = \"drop-node {{node}}\"\n"
+        );
+        Config::parse(&text, Path::new("ebb.toml")).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let running = BTreeMap::from([("api".to_string(), 1)]);
+    let planned = plan(&file(30), &file(40), &running);
+    assert_eq!(planned.changes.len(), 1, "{planned:?}");
+    let change = &planned.changes[0];
+    assert_eq!((change.subject.clone(), change.key.as_deref()), (Subject::Ebb, Some("cluster.target_reserved_cpu")));
+    assert_eq!((change.from.as_deref(), change.to.as_deref()), (Some("30"), Some("40")));
+    match &change.effect {
+        Effect::Refused { fix } => assert!(fix.starts_with("the cluster task reads [cluster] when ebb starts"), "{fix}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(plan(&file(30), &file(30), &running).changes.is_empty());
+}
