@@ -109,6 +109,7 @@ fn run_plan(
             pending: r - n.min(r),
             suspended: 0,
             cpu: flow.utilisation * model.saturation_cpu,
+            nodes: 0,
             p50_ms: flow.latency_ms(0.5),
             p99_ms: flow.latency_ms(0.99),
             slo_ms: flow.latency_ms(quantile),

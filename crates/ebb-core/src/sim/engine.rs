@@ -42,6 +42,7 @@
 //! [`Change`]: crate::scaling::Change
 
 use super::forecasting::{ForecastReport, Forecasting};
+use super::nodes::{NodePoolModel, Nodes};
 use super::queue::Flow;
 use super::rng::Rng;
 use super::summary::{Slo, Summary};
@@ -135,6 +136,9 @@ pub struct SimOptions {
     pub price: f64,
     /// Two scaling actions in opposite directions within this long are a flap.
     pub flap_window: Duration,
+    /// A node pool (`--node-pool` with `[cluster]`): replicas need room on
+    /// a node; `None`: room is unlimited.
+    pub node_pool: Option<NodePoolModel>,
 }
 
 impl Default for SimOptions {
@@ -145,6 +149,7 @@ impl Default for SimOptions {
             slo: Slo::default(),
             price: 0.05,
             flap_window: Duration::from_secs(600),
+            node_pool: None,
         }
     }
 }
@@ -172,6 +177,8 @@ pub struct Second {
     pub suspended: u32,
     /// CPU of each replica in service, %.
     pub cpu: f64,
+    /// Ready nodes with a node pool (0 without).
+    pub nodes: u32,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     /// The SLO's percentile.
@@ -219,7 +226,13 @@ struct Replica {
     reached_service: bool,
     /// Under an interruption notice: leaves by then at the latest, ms.
     interrupted_until: Option<u64>,
+    /// With a node pool: the node it runs on; `None` while it waits for
+    /// room (its `in_service_at` is then `WAITING`).
+    node: Option<u32>,
 }
+
+/// `in_service_at` of a replica waiting for room on a node: after all others.
+const WAITING: u64 = u64::MAX;
 
 /// The simulated fleet: replicas sorted by `in_service_at` (starts are
 /// appended and boot is constant), so those in service are a prefix.
@@ -236,18 +249,63 @@ struct Fleet {
     /// A thaw, ms.
     resume: u64,
     crash_loop: CrashLoop,
+    /// The node pool, if the run has one.
+    nodes: Option<Nodes>,
 }
 
 impl Fleet {
     fn start(&mut self, at: u64, ready: u64) {
-        let replica = self.new_replica(at, ready);
-        self.replicas.push(replica);
+        let mut replica = self.new_replica(at, ready);
+        if let Some(nodes) = &mut self.nodes {
+            replica.node = nodes.place(at);
+            if replica.node.is_none() {
+                replica.in_service_at = WAITING;
+            }
+        }
+        let index = self.replicas.partition_point(|r| r.in_service_at <= replica.in_service_at);
+        self.replicas.insert(index, replica);
+    }
+
+    /// Replicas `leaving` are gone: their nodes have room again.
+    fn forget(&mut self, leaving: &[String]) {
+        if let Some(nodes) = &mut self.nodes {
+            for r in self.replicas.iter().filter(|r| leaving.contains(&r.id)) {
+                if let Some(node) = r.node {
+                    nodes.release(node);
+                }
+            }
+        }
+        self.replicas.retain(|r| !leaving.contains(&r.id));
+    }
+
+    /// The node pool's step at `now` (ms): waiting replicas are placed
+    /// where there is room (booting from now), the cluster decides, and a
+    /// drained node's replicas leave (the planner replaces them).
+    /// Returns whether replicas left.
+    fn step_nodes(&mut self, now: u64, events: &mut Vec<SimEvent>) -> bool {
+        let Some(nodes) = &mut self.nodes else { return false };
+        let mut placed = false;
+        for r in self.replicas.iter_mut().filter(|r| r.in_service_at == WAITING) {
+            let Some(node) = nodes.place(now) else { break };
+            r.node = Some(node);
+            r.in_service_at = now + self.boot;
+            placed = true;
+        }
+        if placed {
+            self.replicas.sort_by_key(|r| r.in_service_at);
+        }
+        let waiting = self.replicas.iter().filter(|r| r.in_service_at == WAITING).count() as u32;
+        let Some(drained) = nodes.step(now, waiting, events) else { return false };
+        let leaving: Vec<String> =
+            self.replicas.iter().filter(|r| r.node == Some(drained)).map(|r| r.id.clone()).collect();
+        self.forget(&leaving);
+        !leaving.is_empty()
     }
 
     fn new_replica(&mut self, at: u64, ready: u64) -> Replica {
         let id = format!("{}-{}", self.service, self.next_number);
         self.next_number += 1;
-        Replica { id, started: at, in_service_at: ready, reached_service: false, interrupted_until: None }
+        Replica { id, started: at, in_service_at: ready, reached_service: false, interrupted_until: None, node: None }
     }
 
     /// Thaws the fleet at `now` (ms): each replica serves `resume` later
@@ -293,6 +351,9 @@ impl Fleet {
     /// that never reached service counts toward crash-loop backoff.
     fn crash(&mut self, index: usize, now: u64, events: &mut Vec<SimEvent>) {
         let victim = self.replicas.remove(index);
+        if let (Some(nodes), Some(node)) = (&mut self.nodes, victim.node) {
+            nodes.release(node);
+        }
         let second = now / 1000;
         events.push(SimEvent {
             at: second,
@@ -409,7 +470,7 @@ impl Fleet {
             }
         }
         if !leaving.is_empty() {
-            self.replicas.retain(|r| !leaving.contains(&r.id));
+            self.forget(&leaving);
             self.pool.retain(|r| !leaving.contains(&r.id));
         }
     }
@@ -461,6 +522,7 @@ pub fn simulate_against(
         boot,
         resume: model.resume.as_millis() as u64,
         crash_loop: CrashLoop::default(),
+        nodes: options.node_pool.clone().map(Nodes::new),
     };
     // The trace starts with the fleet (and its warm pool) already in
     // service.
@@ -493,6 +555,12 @@ pub fn simulate_against(
             if failures > 0 {
                 fleet.converge(begin_ms, effective(&idler, desired), 0, &mut events);
             }
+        }
+
+        // The node pool: waiting replicas placed, the cluster's step; a
+        // drained node's replicas are replaced elsewhere at once.
+        if fleet.step_nodes(begin_ms, &mut events) {
+            fleet.converge(begin_ms, effective(&idler, desired), 0, &mut events);
         }
 
         // A request at an idle service wakes it in its second, at once
@@ -614,6 +682,7 @@ pub fn simulate_against(
             pending: pending as u32,
             suspended: suspended as u32,
             cpu,
+            nodes: fleet.nodes.as_ref().map_or(0, |n| n.ready(begin_ms)),
             p50_ms: flow.latency_ms(0.5),
             p99_ms: flow.latency_ms(0.99),
             slo_ms: flow.latency_ms(quantile),

@@ -24,12 +24,15 @@
 //!   good their forecasts were.
 //! - [`elasticity`]: the demand and the SPEC elasticity scores.
 //! - [`baseline`]: the oracle and static-peak baselines.
+//! - [`nodes`]: a node pool (`--node-pool`): replicas wait for room, and
+//!   the live cluster decision adds, drains and removes nodes.
 //! - [`rng`]: SplitMix64, the seeded generator.
 
 pub mod baseline;
 pub mod elasticity;
 pub mod engine;
 pub mod forecasting;
+pub mod nodes;
 pub mod presets;
 pub mod queue;
 pub mod rng;
@@ -41,6 +44,7 @@ pub use baseline::baselines;
 pub use elasticity::Scores;
 pub use engine::{simulate, simulate_against, FleetModel, Policy, Run, Second, SimEvent, SimOptions};
 pub use forecasting::{ForecastReport, Versus};
+pub use nodes::NodePoolModel;
 pub use presets::Preset;
 pub use queue::Flow;
 pub use shape::parse_shape;
