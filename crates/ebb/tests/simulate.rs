@@ -820,3 +820,42 @@ fn a_warm_pool_shows_as_resumes_and_suspended_replica_hours() {
         "a resume instead of a 60 s boot: {json:#}"
     );
 }
+
+/// `--node-pool` with the file's `[cluster]`: replicas of 0.5 CPUs on
+/// nodes of 2 (4 per node), target 50 %: the step wants more nodes, each
+/// ready a node boot (60 s) after its decision, and the extra nodes are
+/// drained and removed after the load; the events are the cluster's.
+#[test]
+fn a_node_pool_adds_nodes_a_node_boot_after_the_decision_and_removes_them_after() {
+    let d = Dir::new();
+    let swarm = CONFIG.replace(
+        "command = \"sleep 1000\"",
+        "driver = \"swarm\"\nimage = \"web:1\"\ncpus = 0.5",
+    );
+    let cluster = "\n[cluster]\ntarget_reserved_cpu = 50\nnodes = { min = 2, max = 5 }\nadd_node = \"add\"\nremove_node = \"remove {node}\"\nscale_out_cooldown = \"10s\"\nscale_in_cooldown = \"1m\"\n";
+    d.write("swarm.toml", &format!("{swarm}{cluster}"));
+    let out = d.ok(&["-f", "swarm.toml", "--shape", STEP, "--boot", "10s", "--node-pool", "boot=60s,cpus=2"]);
+    assert!(
+        out.contains("node pool: 2-5 nodes of 2 CPUs (0.5 per replica, 4 replicas per node), node boot 1m, target 50 % reserved"),
+        "{out}"
+    );
+    let adding: Vec<&str> = out.lines().filter(|l| l.contains(" node_adding ")).collect();
+    let added: Vec<&str> = out.lines().filter(|l| l.contains(" node_added ")).collect();
+    assert!(!adding.is_empty() && adding.len() == added.len(), "{out}");
+    assert!(adding[0].contains("  cluster  ") && adding[0].contains("> target 50 %: adding a node"), "{}", adding[0]);
+    assert_eq!(seconds_of(added[0]), seconds_of(adding[0]) + 60, "{out}");
+    assert!(added[0].contains("node node3 joined the swarm: added 60.0 s after the decision"), "{}", added[0]);
+    let removed = out.lines().filter(|l| l.contains(" node_removed ")).count();
+    assert_eq!(removed, added.len(), "every added node removed after the load: {out}");
+    let summary = out.lines().find(|l| l.starts_with("ebb.toml: nodes peak") || l.starts_with("swarm.toml: nodes peak"));
+    let summary = summary.unwrap_or_else(|| panic!("{out}"));
+    assert!(summary.contains(&format!("{} added, {removed} removed", added.len())), "{summary}");
+
+    // Bad input: no [cluster], a missing key, a replica larger than a node.
+    let err = d.bad(&["--shape", STEP, "--node-pool", "boot=60s,cpus=2"]);
+    assert!(err.contains("--node-pool: ") && err.contains("has no [cluster] table"), "{err}");
+    let err = d.bad(&["-f", "swarm.toml", "--shape", STEP, "--node-pool", "cpus=2"]);
+    assert!(err.contains("give boot=DURATION"), "{err}");
+    let err = d.bad(&["-f", "swarm.toml", "--shape", STEP, "--node-pool", "boot=1m,cpus=0.25"]);
+    assert!(err.contains("a replica reserves 0.5 CPUs, more than a node's 0.25"), "{err}");
+}

@@ -34,6 +34,11 @@
 //! service (suspended replica-hours); a short fleet takes them, in
 //! service `resume` later instead of `boot`; the pool refills.
 //!
+//! With a node pool (`SimOptions::node_pool`, [`super::nodes`]) a replica
+//! needs room on a node: one without waits (pending) until the live
+//! cluster decision's new node has booted; a drained node's replicas leave
+//! and the planner replaces them.
+//!
 //! The work per second is a few passes over the replicas (building the
 //! sample, the autoscaler's pass over it, the planner's facts) with no
 //! allocation per replica: ids are made once, when a replica starts, and

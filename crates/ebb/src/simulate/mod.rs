@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ebb_core::config::{Bounds, Config, Replicas};
+use ebb_core::config::{Bounds, Config, Replicas, ServiceConfig};
 use ebb_core::sim::{self, FleetModel, Policy, Preset, SimOptions, Slo};
 
 /// Exit code for bad input (config, arguments, trace), as elsewhere in ebb.
@@ -143,6 +143,13 @@ pub struct SimulateArgs {
     /// What-if: replace the service's replicas.min.
     #[arg(long, value_name = "N")]
     pub min: Option<u32>,
+
+    /// Model the swarm's nodes with the file's `[cluster]`: boot=DURATION
+    /// (add_node to a ready node), cpus=N per node, optionally
+    /// replica_cpus=N [default: the service's cpus]. Replicas with no room
+    /// wait until a node boots.
+    #[arg(long, value_name = "boot=90s,cpus=2")]
+    pub node_pool: Option<String>,
 
     /// Two scaling actions in opposite directions this close count as a flap.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
@@ -312,6 +319,40 @@ fn choose_service(config: &Config, service: Option<&str>, config_path: &Path) ->
     Ok(name)
 }
 
+/// `--node-pool boot=90s,cpus=2[,replica_cpus=0.5]` with the file's `[cluster]`.
+fn node_pool(spec: &str, config: &Config, service: &ServiceConfig) -> Result<sim::NodePoolModel, String> {
+    let Some(cluster) = config.cluster.clone() else {
+        return Err(format!(
+            "{} has no [cluster] table (target_reserved_cpu, nodes, add_node, remove_node): the node pool follows it; see docs/swarm.md",
+            config.path.display()
+        ));
+    };
+    let (mut boot, mut cpus, mut replica_cpus) = (None, None, service.container.as_ref().and_then(|c| c.cpus));
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((key, value)) = part.split_once('=') else {
+            return Err(format!("{part:?} is not key=value (boot=90s,cpus=2)"));
+        };
+        let number = |v: &str| match v.parse::<f64>() {
+            Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+            _ => Err(format!("{key}={v}: a number of CPUs above 0")),
+        };
+        match key {
+            "boot" => boot = Some(parse_duration(value).map_err(|e| format!("boot={value}: {e}"))?),
+            "cpus" => cpus = Some(number(value)?),
+            "replica_cpus" => replica_cpus = Some(number(value)?),
+            other => return Err(format!("unknown key {other:?}; the keys are boot, cpus and replica_cpus")),
+        }
+    }
+    let boot = boot.ok_or("give boot=DURATION, how long add_node takes to a ready node (e.g. boot=90s)")?;
+    let cpus = cpus.ok_or("give cpus=N, the CPUs of a node (e.g. cpus=2)")?;
+    let replica_cpus = replica_cpus
+        .ok_or("the service has no cpus (what a replica reserves): set cpus in the file, or give replica_cpus=N")?;
+    if replica_cpus > cpus {
+        return Err(format!("a replica reserves {replica_cpus} CPUs, more than a node's {cpus}: it would never be placed"));
+    }
+    Ok(sim::NodePoolModel { cluster, boot, cpus, replica_cpus })
+}
+
 fn load_config(path: &Path) -> anyhow::Result<Config> {
     let source = crate::config_file::read(path).map_err(|e| bad(e.to_string()))?;
     Config::parse(&source, path).map_err(|e| bad(e.to_string()))
@@ -387,8 +428,18 @@ pub async fn plan(args: &SimulateArgs, config_path: &Path) -> anyhow::Result<Pla
         seed: args.seed,
         max_in_flight: service.proxy.max_in_flight,
     };
-    let options =
-        SimOptions { service: service_name.clone(), start_unix, slo, price: args.price, flap_window: args.flap_window };
+    let node_pool = match &args.node_pool {
+        None => None,
+        Some(spec) => Some(node_pool(spec, &config, service).map_err(|e| bad(format!("error: --node-pool: {e}")))?),
+    };
+    let options = SimOptions {
+        service: service_name.clone(),
+        start_unix,
+        slo,
+        price: args.price,
+        flap_window: args.flap_window,
+        node_pool,
+    };
 
     let bounds = |b: Replicas| -> anyhow::Result<Replicas> {
         let min = args.min.unwrap_or(b.bounds.min);

@@ -44,7 +44,8 @@ pub fn event_line(plan: &Plan, e: &SimEvent) -> String {
     format!(
         "{}  {:<8} {:<20} {}{}  {}",
         event_time(plan, e.at),
-        plan.service,
+        // The node pool's events are the cluster's, as live.
+        if e.kind.starts_with("node_") { "cluster" } else { plan.service.as_str() },
         e.kind,
         e.replica.as_deref().unwrap_or("-"),
         change,
@@ -245,6 +246,21 @@ pub fn summary_table(runs: &[Run]) -> String {
     out
 }
 
+/// With a node pool: how many nodes a run used, and how long replicas
+/// waited for room.
+fn node_line(run: &Run) -> String {
+    let peak = run.seconds.iter().map(|s| s.nodes).max().unwrap_or(0);
+    let node_hours = run.seconds.iter().map(|s| f64::from(s.nodes)).sum::<f64>() / 3600.0;
+    let waited = run.seconds.iter().filter(|s| s.pending > 0).count();
+    let added = run.events.iter().filter(|e| e.kind == "node_added").count();
+    let removed = run.events.iter().filter(|e| e.kind == "node_removed").count();
+    format!(
+        "{}: nodes peak {peak}, {} node-hours, {added} added, {removed} removed; {waited} s with a replica booting or waiting for room",
+        run.policy,
+        num(node_hours, 2)
+    )
+}
+
 /// One line about the inputs.
 pub fn header(plan: &Plan) -> String {
     let t = &plan.trace;
@@ -258,6 +274,18 @@ pub fn header(plan: &Plan) -> String {
         if !m.interruption_notice.is_zero() {
             failures.push_str(&format!(" ({} notice)", humantime::format_duration(m.interruption_notice)));
         }
+    }
+    if let Some(pool) = &plan.options.node_pool {
+        failures.push_str(&format!(
+            ", node pool: {}-{} nodes of {} CPUs ({} per replica, {} replicas per node), node boot {}, target {} % reserved",
+            pool.cluster.nodes.min,
+            pool.cluster.nodes.max,
+            num(pool.cpus, 2),
+            num(pool.replica_cpus, 2),
+            pool.slots(),
+            humantime::format_duration(pool.boot),
+            num(pool.cluster.target_reserved_cpu, 1)
+        ));
     }
     format!(
         "ebb simulate: service {}, {} ({} s, peak {} req/s, {} requests); {} req/s per replica, boot {} ({}), queue limit {}{}, seed {}",
@@ -289,6 +317,11 @@ pub fn write_text(out: &mut impl Write, plan: &Plan, runs: &[Run], log: bool, wa
     }
     writeln!(out)?;
     write!(out, "{}", summary_table(runs))?;
+    if plan.options.node_pool.is_some() {
+        for run in runs.iter().filter(|r| !r.baseline) {
+            writeln!(out, "{}", node_line(run))?;
+        }
+    }
     if runs.iter().any(|r| r.baseline) {
         writeln!(out, "{BASELINES_NOTE}")?;
     }
