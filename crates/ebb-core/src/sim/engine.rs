@@ -824,6 +824,7 @@ mod tests {
                 boot: 0,
                 resume: 0,
                 crash_loop: CrashLoop::default(),
+                nodes: None,
             };
             for &(started, ready) in starts {
                 fleet.start(ms(started), ms(ready));

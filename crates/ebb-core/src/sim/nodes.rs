@@ -108,7 +108,7 @@ impl Nodes {
                 ),
             ));
         }
-        if now % DECIDE_EVERY_MS != 0 {
+        if !now.is_multiple_of(DECIDE_EVERY_MS) {
             return None;
         }
         let facts: Vec<NodeFacts> = self
