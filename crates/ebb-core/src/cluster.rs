@@ -95,11 +95,20 @@ pub enum ClusterAction {
     /// Run `add_node`.
     AddNode,
     /// Make a node ebb drained active again (cheaper than adding one).
-    Activate { id: String, hostname: String },
+    Activate {
+        id: String,
+        hostname: String,
+    },
     /// Drain the node: Swarm moves its tasks, ebb replaces its replicas.
-    Drain { id: String, hostname: String },
+    Drain {
+        id: String,
+        hostname: String,
+    },
     /// Run `remove_node` for a node ebb drained that runs no ebb replica.
-    Remove { id: String, hostname: String },
+    Remove {
+        id: String,
+        hostname: String,
+    },
     Hold,
 }
 
@@ -129,11 +138,8 @@ pub fn decide(config: &ClusterConfig, input: &ClusterInput) -> ClusterDecision {
     let percent = if cpus > 0.0 { reserved / cpus * 100.0 } else { 0.0 };
     let target = config.target_reserved_cpu;
     // Nodes are alike in a pool: the mean active node stands for a new one.
-    let per_node = if count > 0 {
-        cpus / f64::from(count)
-    } else {
-        input.nodes.iter().map(|n| n.cpus).fold(0.0, f64::max)
-    };
+    let per_node =
+        if count > 0 { cpus / f64::from(count) } else { input.nodes.iter().map(|n| n.cpus).fold(0.0, f64::max) };
     let raw_wanted = if per_node > 0.0 { ceil_count(reserved / (target / 100.0 * per_node)) } else { count };
     let wanted = config.nodes.clamp(raw_wanted);
     let pending = if input.pending > 0.0 { format!(" + {:.2} pending", input.pending) } else { String::new() };

@@ -51,10 +51,7 @@ fn reservations_above_the_target_add_a_node_and_say_why() {
     let d = decide(&config(), &at(1000, vec![node(1, 3), node(2, 2)]));
     assert_eq!(d.action, ClusterAction::AddNode);
     assert_eq!((d.active, d.wanted), (2, 3));
-    assert_eq!(
-        d.reason,
-        "reserved CPU 1.25 of 2 nodes' 4.00 = 31 % > target 30 %: adding a node (3 nodes wanted)"
-    );
+    assert_eq!(d.reason, "reserved CPU 1.25 of 2 nodes' 4.00 = 31 % > target 30 %: adding a node (3 nodes wanted)");
 }
 
 #[test]

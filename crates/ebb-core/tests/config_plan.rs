@@ -112,7 +112,9 @@ fn a_cluster_change_needs_a_restart() {
     assert_eq!((change.subject.clone(), change.key.as_deref()), (Subject::Ebb, Some("cluster.target_reserved_cpu")));
     assert_eq!((change.from.as_deref(), change.to.as_deref()), (Some("30"), Some("40")));
     match &change.effect {
-        Effect::Refused { fix } => assert!(fix.starts_with("the cluster task reads [cluster] when ebb starts"), "{fix}"),
+        Effect::Refused { fix } => {
+            assert!(fix.starts_with("the cluster task reads [cluster] when ebb starts"), "{fix}")
+        }
         other => panic!("{other:?}"),
     }
     assert!(plan(&file(30), &file(30), &running).changes.is_empty());

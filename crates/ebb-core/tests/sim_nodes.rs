@@ -59,7 +59,13 @@ fn replicas_wait_for_room_until_a_node_boots_then_the_extra_nodes_go() {
     let adding: Vec<_> = run.events.iter().filter(|e| e.kind == "node_adding").collect();
     assert!(!adding.is_empty(), "{:#?}", run.events);
     // 5 replicas: 2.5 of 4.0 = 62 %: ceil(2.5 / 1.0) = 3 nodes, before any waits.
-    assert!(adding[0].reason.starts_with("reserved CPU 2.50 of 2 nodes' 4.00 = 62 % > target 50 %: adding a node (3 nodes wanted)"), "{}", adding[0].reason);
+    assert!(
+        adding[0]
+            .reason
+            .starts_with("reserved CPU 2.50 of 2 nodes' 4.00 = 62 % > target 50 %: adding a node (3 nodes wanted)"),
+        "{}",
+        adding[0].reason
+    );
     for e in run.events.iter().filter(|e| e.kind.starts_with("node_")) {
         println!("{:>5} {} {}", e.at, e.kind, e.reason);
     }

@@ -1323,9 +1323,12 @@ mod tests {
             ]
         }))
         .unwrap();
-        let text = render_status(&FleetStatus { services: vec![service()], listeners: Vec::new(), cluster: Some(cluster) });
+        let text =
+            render_status(&FleetStatus { services: vec![service()], listeners: Vec::new(), cluster: Some(cluster) });
         assert!(
-            text.contains("cluster  2 of 2-3 nodes active, 3 wanted  reserved 4.00 CPUs + 1.00 pending  125 % (target 30 %)"),
+            text.contains(
+                "cluster  2 of 2-3 nodes active, 3 wanted  reserved 4.00 CPUs + 1.00 pending  125 % (target 30 %)"
+            ),
             "{text}"
         );
         assert!(text.contains("  waiting for add_node: the new node has not joined yet\n"), "{text}");

@@ -168,7 +168,11 @@ impl ClusterTask {
                         Ok(()) => {
                             self.record(
                                 EventKind::NodeRemoved,
-                                format!("{} (remove_node took {:.1} s)", decision.reason, started.elapsed().as_secs_f64()),
+                                format!(
+                                    "{} (remove_node took {:.1} s)",
+                                    decision.reason,
+                                    started.elapsed().as_secs_f64()
+                                ),
                             );
                             Ok(())
                         }
@@ -395,7 +399,8 @@ mod tests {
     #[tokio::test]
     async fn a_command_that_fails_says_its_status_and_the_tail_of_its_output() {
         let dir = tempfile::tempdir().unwrap();
-        let out = run_command("echo started; echo quota exceeded >&2; exit 3", dir.path(), Duration::from_secs(10)).await;
+        let out =
+            run_command("echo started; echo quota exceeded >&2; exit 3", dir.path(), Duration::from_secs(10)).await;
         assert_eq!(
             out.unwrap_err(),
             "`echo started; echo quota exceeded >&2; exit 3` exited with exit status: 3: started\nquota exceeded"

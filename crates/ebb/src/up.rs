@@ -303,7 +303,8 @@ async fn start_cluster(
     stop: CancellationToken,
 ) -> anyhow::Result<Option<(Arc<crate::cluster::ClusterBoard>, tokio::task::JoinHandle<()>)>> {
     let Some(cluster) = config.cluster.clone() else { return Ok(None) };
-    let engine = Engine::connect().await.map_err(|e| anyhow::anyhow!("[cluster] needs the swarm's manager, but {e}"))?;
+    let engine =
+        Engine::connect().await.map_err(|e| anyhow::anyhow!("[cluster] needs the swarm's manager, but {e}"))?;
     let board = Arc::new(crate::cluster::ClusterBoard::default());
     let workdir = config.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let task = crate::cluster::ClusterTask {

@@ -99,8 +99,7 @@ add_node_timeout = "3m"
     assert!(added.starts_with("node node3 joined the swarm: added "), "{added}");
     let on_node3 = wait_for("a replica in service on node3", Duration::from_secs(120), || {
         let tasks = running_tasks(&swarm, &service);
-        let healthy =
-            ebb.replicas().iter().filter(|r| r["state"] == "in_service" && r["healthy"] == true).count();
+        let healthy = ebb.replicas().iter().filter(|r| r["state"] == "in_service" && r["healthy"] == true).count();
         (healthy == 5 && tasks.values().any(|n| n == "node3")).then(|| scaled.elapsed())
     });
     let status = ebb.status();
@@ -138,7 +137,10 @@ add_node_timeout = "3m"
         (c["active_nodes"] == 2 && c["nodes"].as_array().unwrap().len() == 2).then_some(c)
     });
     assert_eq!(cluster["wanted_nodes"], 2, "{cluster:#}");
-    println!("MEASURE: scale-in: {name} drained and removed {:.1} s after `ebb scale api 1` ({removed})", gone.as_secs_f64());
+    println!(
+        "MEASURE: scale-in: {name} drained and removed {:.1} s after `ebb scale api 1` ({removed})",
+        gone.as_secs_f64()
+    );
     for e in ebb.events().iter().filter(|e| e["service"] == "cluster" || e["kind"] == "replica_start_failed") {
         println!("event {} {}: {}", e["kind"], e["service"], e["reason"]);
     }

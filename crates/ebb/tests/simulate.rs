@@ -828,15 +828,14 @@ fn a_warm_pool_shows_as_resumes_and_suspended_replica_hours() {
 #[test]
 fn a_node_pool_adds_nodes_a_node_boot_after_the_decision_and_removes_them_after() {
     let d = Dir::new();
-    let swarm = CONFIG.replace(
-        "command = \"sleep 1000\"",
-        "driver = \"swarm\"\nimage = \"web:1\"\ncpus = 0.5",
-    );
+    let swarm = CONFIG.replace("command = \"sleep 1000\"", "driver = \"swarm\"\nimage = \"web:1\"\ncpus = 0.5");
     let cluster = "\n[cluster]\ntarget_reserved_cpu = 50\nnodes = { min = 2, max = 5 }\nadd_node = \"add\"\nremove_node = \"remove {node}\"\nscale_out_cooldown = \"10s\"\nscale_in_cooldown = \"1m\"\n";
     d.write("swarm.toml", &format!("{swarm}{cluster}"));
     let out = d.ok(&["-f", "swarm.toml", "--shape", STEP, "--boot", "10s", "--node-pool", "boot=60s,cpus=2"]);
     assert!(
-        out.contains("node pool: 2-5 nodes of 2 CPUs (0.5 per replica, 4 replicas per node), node boot 1m, target 50 % reserved"),
+        out.contains(
+            "node pool: 2-5 nodes of 2 CPUs (0.5 per replica, 4 replicas per node), node boot 1m, target 50 % reserved"
+        ),
         "{out}"
     );
     let adding: Vec<&str> = out.lines().filter(|l| l.contains(" node_adding ")).collect();
@@ -847,7 +846,8 @@ fn a_node_pool_adds_nodes_a_node_boot_after_the_decision_and_removes_them_after(
     assert!(added[0].contains("node node3 joined the swarm: added 60.0 s after the decision"), "{}", added[0]);
     let removed = out.lines().filter(|l| l.contains(" node_removed ")).count();
     assert_eq!(removed, added.len(), "every added node removed after the load: {out}");
-    let summary = out.lines().find(|l| l.starts_with("ebb.toml: nodes peak") || l.starts_with("swarm.toml: nodes peak"));
+    let summary =
+        out.lines().find(|l| l.starts_with("ebb.toml: nodes peak") || l.starts_with("swarm.toml: nodes peak"));
     let summary = summary.unwrap_or_else(|| panic!("{out}"));
     assert!(summary.contains(&format!("{} added, {removed} removed", added.len())), "{summary}");
 

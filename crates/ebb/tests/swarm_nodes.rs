@@ -29,7 +29,6 @@ use ebb_core::config::CommandSpec;
 use support::local_swarm::{running_tasks, LocalSwarm};
 use support::*;
 
-
 fn spec(image: &str, dir: &Path, replica: &str) -> ReplicaSpec {
     ReplicaSpec {
         service: "nodes".into(),

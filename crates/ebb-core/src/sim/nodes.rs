@@ -95,7 +95,8 @@ impl Nodes {
     /// Returns the node drained, if one was: its replicas leave.
     pub(super) fn step(&mut self, now: u64, waiting: u32, events: &mut Vec<SimEvent>) -> Option<u32> {
         let at = now / 1000;
-        let event = |kind: &'static str, reason: String| SimEvent { at, kind, replica: None, from: None, to: None, reason };
+        let event =
+            |kind: &'static str, reason: String| SimEvent { at, kind, replica: None, from: None, to: None, reason };
         for node in self.nodes.iter_mut().filter(|n| !n.announced && n.ready_at <= now) {
             node.announced = true;
             events.push(event(
@@ -141,14 +142,8 @@ impl Nodes {
             ClusterAction::Hold => None,
             ClusterAction::AddNode => {
                 let ready_at = now + self.model.boot.as_millis() as u64;
-                let node = Node {
-                    number: self.next,
-                    ready_at,
-                    added_at: now,
-                    announced: false,
-                    draining: false,
-                    replicas: 0,
-                };
+                let node =
+                    Node { number: self.next, ready_at, added_at: now, announced: false, draining: false, replicas: 0 };
                 self.next += 1;
                 self.nodes.push(node);
                 self.last_add = Some(input.now);

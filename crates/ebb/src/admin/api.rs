@@ -928,7 +928,8 @@ mod tests {
     fn the_status_document_names_each_replicas_service() {
         let mut status = sample_service();
         status.replicas[0].cpu = Some(f64::NAN);
-        let json = serde_json::to_value(FleetStatus { services: vec![status], listeners: Vec::new(), cluster: None }).unwrap();
+        let json =
+            serde_json::to_value(FleetStatus { services: vec![status], listeners: Vec::new(), cluster: None }).unwrap();
         let replica = json["services"][0]["replicas"][0].clone();
         assert_eq!(replica["service"], "web");
         assert_eq!(replica["id"], "web-1");

@@ -348,7 +348,9 @@ fn node_pool(spec: &str, config: &Config, service: &ServiceConfig) -> Result<sim
     let replica_cpus = replica_cpus
         .ok_or("the service has no cpus (what a replica reserves): set cpus in the file, or give replica_cpus=N")?;
     if replica_cpus > cpus {
-        return Err(format!("a replica reserves {replica_cpus} CPUs, more than a node's {cpus}: it would never be placed"));
+        return Err(format!(
+            "a replica reserves {replica_cpus} CPUs, more than a node's {cpus}: it would never be placed"
+        ));
     }
     Ok(sim::NodePoolModel { cluster, boot, cpus, replica_cpus })
 }

@@ -21,6 +21,6 @@ pub use requests::{
     DeployRequest, InterruptRequest, ProtectRequest, ReasonRequest, SetDesiredRequest, ShutdownRequest,
 };
 pub use status::{
-    CertificateStatus, ClusterStatus, DeployStatus, FleetStatus, HostStatus, ListenerStatus, NodeStatus, ReplicaState, ReplicaStatus, RouteStatus,
-    SaturationStatus, ServiceReplica, ServiceStatus, ShadowStatus,
+    CertificateStatus, ClusterStatus, DeployStatus, FleetStatus, HostStatus, ListenerStatus, NodeStatus, ReplicaState,
+    ReplicaStatus, RouteStatus, SaturationStatus, ServiceReplica, ServiceStatus, ShadowStatus,
 };

@@ -88,7 +88,6 @@ impl Drop for LocalSwarm {
     }
 }
 
-
 /// Node hostname of each running task of the Swarm services whose names
 /// start with `prefix` (one per replica), by task id.
 pub fn running_tasks(swarm: &LocalSwarm, prefix: &str) -> BTreeMap<String, String> {

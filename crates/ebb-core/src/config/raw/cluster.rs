@@ -86,7 +86,10 @@ impl Check<'_> {
             Some(t) if !(1.0..=100.0).contains(&t.get_ref().0) => {
                 self.problem(
                     t.span(),
-                    format!("cluster.target_reserved_cpu is a percent between 1 and 100, not {}; {example}", t.get_ref().0),
+                    format!(
+                        "cluster.target_reserved_cpu is a percent between 1 and 100, not {}; {example}",
+                        t.get_ref().0
+                    ),
                 );
                 None
             }
@@ -99,9 +102,14 @@ impl Check<'_> {
             }
             Some(n) => self.nodes(n),
         };
-        let add_node = self.node_command("add_node", &raw.add_node, &first, r#"e.g. add_node = "/usr/local/bin/new-node""#);
-        let remove_node =
-            self.node_command("remove_node", &raw.remove_node, &first, r#"e.g. remove_node = "/usr/local/bin/drop-node {node}""#);
+        let add_node =
+            self.node_command("add_node", &raw.add_node, &first, r#"e.g. add_node = "/usr/local/bin/new-node""#);
+        let remove_node = self.node_command(
+            "remove_node",
+            &raw.remove_node,
+            &first,
+            r#"e.g. remove_node = "/usr/local/bin/drop-node {node}""#,
+        );
         if let Some(r) = &raw.remove_node {
             if remove_node.is_some() && !r.get_ref().contains(ClusterConfig::NODE_PLACEHOLDER) {
                 self.problem(
