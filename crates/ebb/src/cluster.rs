@@ -257,9 +257,16 @@ impl ClusterTask {
         let options = ListServicesOptionsBuilder::new().filters(&filters).build();
         let services = self.docker.list_services(Some(options)).await.map_err(|e| message_of(&e))?;
         let ids: HashSet<String> = services.into_iter().filter_map(|s| s.id).collect();
-        let filters = HashMap::from([("desired-state", vec!["running".to_string()])]);
-        let options = ListTasksOptionsBuilder::new().filters(&filters).build();
-        let tasks = self.docker.list_tasks(Some(options)).await.map_err(|e| message_of(&e))?;
+        // Every task of them, also those Swarm is shutting down (a drained
+        // node's): a node runs an ebb replica until its container stopped.
+        let tasks = match ids.is_empty() {
+            true => Vec::new(),
+            false => {
+                let filters = HashMap::from([("service", ids.iter().cloned().collect::<Vec<_>>())]);
+                let options = ListTasksOptionsBuilder::new().filters(&filters).build();
+                self.docker.list_tasks(Some(options)).await.map_err(|e| message_of(&e))?
+            }
+        };
         let mut per_node: HashMap<String, (f64, u32)> = HashMap::new();
         let mut pending = 0.0;
         for task in tasks.iter().filter(|t| t.service_id.as_ref().is_some_and(|s| ids.contains(s))) {
@@ -272,12 +279,26 @@ impl ClusterTask {
                 .unwrap_or(0) as f64
                 / 1e9;
             let state = task.status.as_ref().and_then(|s| s.state);
+            let wanted = task.desired_state == Some(TaskState::RUNNING);
+            let alive = matches!(
+                state,
+                Some(
+                    TaskState::ASSIGNED
+                        | TaskState::ACCEPTED
+                        | TaskState::PREPARING
+                        | TaskState::READY
+                        | TaskState::STARTING
+                        | TaskState::RUNNING
+                )
+            );
             match task.node_id.as_deref().filter(|n| !n.is_empty()) {
                 // Not placed: Swarm found no node with room.
-                None if matches!(state, Some(TaskState::PENDING | TaskState::NEW | TaskState::ALLOCATED)) => {
+                None if wanted && matches!(state, Some(TaskState::PENDING | TaskState::NEW | TaskState::ALLOCATED)) => {
                     pending += cpus
                 }
                 None => {}
+                // Ended (or failed to start): no longer on its node.
+                Some(_) if !alive => {}
                 Some(node) => {
                     let entry = per_node.entry(node.to_string()).or_default();
                     entry.0 += cpus;
