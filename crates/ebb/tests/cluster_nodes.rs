@@ -1,17 +1,19 @@
 //! `[cluster]` on a real local swarm (`scripts/local-swarm up 2`): replicas
-//! reserve half a node's CPUs each, the target is 30 % of the nodes' CPUs.
-//! Raising desired to 5 needs more than 2 nodes hold (4 fit, 1 waits
-//! "no suitable node"): ebb runs `add_node` (`scripts/local-swarm add`),
-//! node3 joins and the waiting replica runs there, in service. Lowering
-//! desired to 1: ebb drains a worker and runs `remove_node` once no ebb
-//! replica runs on it; the swarm is back to 2 nodes. Events explain each
-//! step. The guards (`Ebb`, then `LocalSwarm`) remove everything, added
+//! reserve a quarter of a node's CPUs each, the target is 30 % of the
+//! nodes' CPUs. Raising desired to 9 needs more than 2 nodes hold (8 fit,
+//! 1 waits "no suitable node"): ebb runs `add_node` (`scripts/local-swarm
+//! add`), node3 joins and the waiting replica runs there, in service.
+//! Lowering desired to 1 (node3's replica protected, so it stays): ebb
+//! drains node2 (no replica) and removes it, then drains node3, whose
+//! replica ebb replaces on node1, and removes it once nothing of ebb's
+//! runs there (`remove_node`). Events explain each step. The guards (`Ebb`, then `LocalSwarm`) remove everything, added
 //! nodes too, also when the test fails.
 //!
 //! Needs root and dockerd: elsewhere it prints `SKIP:` and returns.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use support::local_swarm::{running_tasks, script, LocalSwarm};
@@ -22,13 +24,14 @@ fn reserved_cpu_above_the_target_adds_a_node_that_gets_replicas_then_it_is_drain
     let Some(swarm) = LocalSwarm::up(2, "10.233.0") else { return };
     std::env::set_var("DOCKER_HOST", swarm.manager());
     std::env::set_var("EBB_SWARM_NODE_HOST", swarm.node_host());
-    // Each node's dockerd reports this machine's CPUs: two replicas fill one.
+    // Each node's dockerd reports this machine's CPUs (C): four replicas fill one.
     let nano = swarm.docker(&["node", "inspect", "-f", "{{.Description.Resources.NanoCPUs}}", "node1"]);
     let node_cpus = nano.trim().parse::<f64>().expect("node1's NanoCPUs") / 1e9;
-    let cpus = node_cpus / 2.0;
-    // 1 replica: cpus of 2 × node_cpus = 25 %: ceil(0.5 / 0.3) = 2 nodes.
-    // 5 replicas: 4 fit (2 per node), 1 pending: ceil(2.5 / 0.3) = 9, max 3.
-    // Back to 1 on 3 nodes: 17 %: 2 nodes wanted, one worker goes.
+    let cpus = node_cpus / 4.0;
+    // In units of C, one node holds 0.3 C at the 30 % target:
+    // 2 replicas: 0.5 of 2 = 25 %: ceil(0.5 / 0.3) = 2 nodes, as many as there are.
+    // 9 replicas: 8 fit (4 per node), 1 pending: ceil(2.25 / 0.3) = 8, max 3.
+    // 1 replica: ceil(0.25 / 0.3) = 1 node (min 1): the workers go, one at a time.
     let script = script().canonicalize().unwrap();
     let env = format!(
         "EBB_LOCAL_SWARM_DIR={} EBB_LOCAL_SWARM_SUBNET={} EBB_LOCAL_SWARM_IMAGES={}",
@@ -49,10 +52,10 @@ driver = "swarm"
 image = "{image}"
 container_port = 8080
 cpus = {cpus}
-memory = "256MiB"
+memory = "128MiB"
 command = ["/ebb", "demo-app", "--host", "0.0.0.0"]
 listen = "{listen}"
-replicas = {{ min = 1, max = 6, desired = 1 }}
+replicas = {{ min = 1, max = 10, desired = 2 }}
 stop_timeout = "2s"
 drain_timeout = "2s"
 
@@ -65,11 +68,11 @@ unhealthy_threshold = 2
 
 [cluster]
 target_reserved_cpu = 30
-nodes = {{ min = 2, max = 3 }}
+nodes = {{ min = 1, max = 3 }}
 add_node = "{env} {script} add"
 remove_node = "{env} {script} remove {{node}}"
 scale_out_cooldown = "5s"
-scale_in_cooldown = "10s"
+scale_in_cooldown = "8s"
 add_node_timeout = "3m"
 "#,
             script = script.display()
@@ -77,7 +80,7 @@ add_node_timeout = "3m"
     });
     let state = ebb.dir.path().join("state").canonicalize().unwrap();
     let service = ebb::driver::swarm::swarm_service_name("api", 1, &state);
-    ebb.wait_in_service(1, Duration::from_secs(60));
+    ebb.wait_in_service(2, Duration::from_secs(60));
     let cluster = wait_for("the cluster section", Duration::from_secs(15), || {
         let c = ebb.status()["cluster"].clone();
         (c["active_nodes"] == 2).then_some(c)
@@ -85,22 +88,22 @@ add_node_timeout = "3m"
     assert_eq!(cluster["wanted_nodes"], 2, "{cluster:#}");
     assert_eq!(cluster["nodes"].as_array().unwrap().len(), 2, "{cluster:#}");
     let text = String::from_utf8_lossy(&ebb.cli(&["status"]).stdout).into_owned();
-    assert!(text.contains("cluster  2 of 2-3 nodes active, 2 wanted"), "{text}");
+    assert!(text.contains("cluster  2 of 1-3 nodes active, 2 wanted"), "{text}");
 
     // Up: more than 30 % of 2 nodes reserved, and a replica with no room.
     let scaled = Instant::now();
-    let out = ebb.cli(&["scale", "api", "5"]);
+    let out = ebb.cli(&["scale", "api", "9"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let adding = wait_for("a node_adding event", Duration::from_secs(30), || event(&ebb, "node_adding"));
+    let adding = wait_for("a node_adding event", Duration::from_secs(60), || event(&ebb, "node_adding"));
     let decided = scaled.elapsed();
     assert!(adding.contains("> target 30 %: adding a node (3 nodes wanted"), "{adding}");
     let added = wait_for("node3 to join", Duration::from_secs(180), || event(&ebb, "node_added"));
     let joined = scaled.elapsed();
     assert!(added.starts_with("node node3 joined the swarm: added "), "{added}");
-    let on_node3 = wait_for("a replica in service on node3", Duration::from_secs(120), || {
+    let on_node3 = wait_for("9 replicas in service, one on node3", Duration::from_secs(120), || {
         let tasks = running_tasks(&swarm, &service);
         let healthy = ebb.replicas().iter().filter(|r| r["state"] == "in_service" && r["healthy"] == true).count();
-        (healthy == 5 && tasks.values().any(|n| n == "node3")).then(|| scaled.elapsed())
+        (healthy == 9 && tasks.values().any(|n| n == "node3")).then(|| scaled.elapsed())
     });
     let status = ebb.status();
     let cluster = &status["cluster"];
@@ -116,30 +119,49 @@ add_node_timeout = "3m"
         (on_node3 - decided).as_secs_f64()
     );
 
-    // Down: the reservations fit 2 nodes again: a worker is drained, then removed.
+    // Down to 1, keeping the replica on node3 (protected from scale-in):
+    // node2 runs none and goes first; then node3 is drained with its
+    // replica, which ebb replaces on node1, and removed once it is gone.
+    let tasks = running_tasks(&swarm, &service);
+    let ids: BTreeMap<String, String> =
+        serde_json::from_str(&read(&state.join("swarm-replicas.json"))).expect("task -> replica ids");
+    let kept =
+        tasks.iter().find(|(_, n)| *n == "node3").and_then(|(t, _)| ids.get(t)).cloned().expect("node3's replica");
+    let out = ebb.cli(&["protect", &kept]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lowered = Instant::now();
     let out = ebb.cli(&["scale", "api", "1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let draining = wait_for("a node_draining event", Duration::from_secs(60), || event(&ebb, "node_draining"));
-    assert!(draining.contains("≤ target 30 %: draining node node"), "{draining}");
-    let removed = wait_for("a node_removed event", Duration::from_secs(120), || event(&ebb, "node_removed"));
-    let gone = lowered.elapsed();
-    let name = draining.split("draining node ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().to_string();
-    assert!(name == "node2" || name == "node3", "a worker is drained, never the manager: {draining}");
-    assert!(removed.starts_with(&format!("node {name} is drained and runs no ebb replica: removing it")), "{removed}");
-    let nodes = swarm.docker(&["node", "ls", "--format", "{{.Hostname}}"]);
-    assert_eq!(nodes.lines().count(), 2, "{nodes}");
-    assert!(!nodes.lines().any(|n| n == name), "{name} still in the swarm: {nodes}");
-    assert!(!swarm.dir.join(&name).exists(), "{name}'s dockerd is left");
-    ebb.wait_in_service(1, Duration::from_secs(30));
-    let cluster = wait_for("2 active nodes", Duration::from_secs(15), || {
-        let c = ebb.status()["cluster"].clone();
-        (c["active_nodes"] == 2 && c["nodes"].as_array().unwrap().len() == 2).then_some(c)
+    let removals = wait_for("node2 and node3 removed", Duration::from_secs(180), || {
+        let events = ebb.events();
+        let of = |kind: &str| -> Vec<String> {
+            events.iter().filter(|e| e["kind"] == kind).map(|e| e["reason"].as_str().unwrap().to_string()).collect()
+        };
+        let (draining, removed) = (of("node_draining"), of("node_removed"));
+        (removed.len() == 2).then(|| (draining, removed, lowered.elapsed()))
     });
-    assert_eq!(cluster["wanted_nodes"], 2, "{cluster:#}");
+    let (draining, removed, gone) = removals;
+    assert_eq!(draining.len(), 2, "{draining:#?}");
+    assert!(draining[0].contains("≤ target 30 %: draining node node2 (0 ebb replicas to move)"), "{}", draining[0]);
+    assert!(draining[1].contains("≤ target 30 %: draining node node3 (1 ebb replica to move)"), "{}", draining[1]);
+    assert!(removed[0].starts_with("node node2 is drained and runs no ebb replica: removing it"), "{}", removed[0]);
+    assert!(removed[1].starts_with("node node3 is drained and runs no ebb replica: removing it"), "{}", removed[1]);
+    let nodes = swarm.docker(&["node", "ls", "--format", "{{.Hostname}}"]);
+    assert_eq!(nodes.trim(), "node1", "{nodes}");
+    assert!(!swarm.dir.join("node2").exists() && !swarm.dir.join("node3").exists(), "a removed node's dockerd is left");
+    // The drained replica was replaced on the node left.
+    ebb.wait_in_service(1, Duration::from_secs(60));
+    let tasks = running_tasks(&swarm, &service);
+    assert!(tasks.len() == 1 && tasks.values().all(|n| n == "node1"), "{tasks:?}");
+    let cluster = wait_for("1 active node", Duration::from_secs(15), || {
+        let c = ebb.status()["cluster"].clone();
+        (c["active_nodes"] == 1 && c["nodes"].as_array().unwrap().len() == 1).then_some(c)
+    });
+    assert_eq!(cluster["wanted_nodes"], 1, "{cluster:#}");
     println!(
-        "MEASURE: scale-in: {name} drained and removed {:.1} s after `ebb scale api 1` ({removed})",
-        gone.as_secs_f64()
+        "MEASURE: scale-in: node2 and node3 (with a replica) drained and removed {:.1} s after `ebb scale api 1` ({})",
+        gone.as_secs_f64(),
+        removed[1]
     );
     for e in ebb.events().iter().filter(|e| e["service"] == "cluster" || e["kind"] == "replica_start_failed") {
         println!("event {} {}: {}", e["kind"], e["service"], e["reason"]);
