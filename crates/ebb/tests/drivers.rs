@@ -65,6 +65,7 @@ impl Kind {
                     cpus: Some(1.0),
                     memory: Some(256 << 20),
                     stop_timeout: Duration::from_secs(5),
+                    options: Default::default(),
                 }),
             ),
         };

@@ -51,6 +51,8 @@ pub struct ConfigSpec {
     pub command: CommandSpec,
     pub env: BTreeMap<String, String>,
     pub image: Option<String>,
+    /// Mounts, networks, user, labels, placement (containers).
+    pub options: ebb_core::config::ContainerOptions,
 }
 
 /// Why a lifecycle request was refused; nothing was changed.

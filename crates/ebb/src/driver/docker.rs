@@ -26,13 +26,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, MountType, NetworkConnectRequest, NetworkingConfig, PortBinding,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
-use ebb_core::config::CommandSpec;
+use ebb_core::config::{CommandSpec, ContainerOptions, MountKind};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -203,6 +205,34 @@ pub(crate) fn container_cmd(command: &CommandSpec) -> Option<Vec<String>> {
     }
 }
 
+/// The engine's mounts for a container's `mounts` (both drivers).
+pub(crate) fn engine_mounts(options: &ContainerOptions) -> Option<Vec<bollard::models::Mount>> {
+    let mounts: Vec<bollard::models::Mount> = options
+        .mounts
+        .iter()
+        .map(|m| bollard::models::Mount {
+            typ: Some(match m.kind {
+                MountKind::Bind => MountType::BIND,
+                MountKind::Volume => MountType::VOLUME,
+                MountKind::Tmpfs => MountType::TMPFS,
+            }),
+            source: m.source.clone(),
+            target: Some(m.target.clone()),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect();
+    (!mounts.is_empty()).then_some(mounts)
+}
+
+/// ebb's own labels with the service's `labels` beside them (the config
+/// refuses `ebb.*` keys; ebb's win all the same).
+pub(crate) fn with_labels(own: HashMap<String, String>, options: &ContainerOptions) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = options.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    labels.extend(own);
+    labels
+}
+
 /// Whole seconds for the engine, rounded up so a limit is never shortened.
 pub(crate) fn whole_seconds(d: Duration) -> i64 {
     d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0)
@@ -236,13 +266,19 @@ impl DockerDriver {
             return Err(self.error(spec, "the docker driver needs an image (driver = \"docker\" with image = ...)"));
         };
         let port_key = format!("{}/tcp", container.container_port);
-        let labels = HashMap::from([
-            (LABEL_SERVICE.to_string(), spec.service.clone()),
-            (LABEL_REPLICA.to_string(), spec.replica_id.clone()),
-            (LABEL_VERSION.to_string(), spec.version.to_string()),
-            (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
-            (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
-        ]);
+        let labels = with_labels(
+            HashMap::from([
+                (LABEL_SERVICE.to_string(), spec.service.clone()),
+                (LABEL_REPLICA.to_string(), spec.replica_id.clone()),
+                (LABEL_VERSION.to_string(), spec.version.to_string()),
+                (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
+                (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
+            ]),
+            &container.options,
+        );
+        // The first network is the container's own (its port is published
+        // from there); the others are joined before it starts.
+        let networks = &container.options.networks;
         // A port of the service's `ports` range (hosts with port rules), or
         // one the engine picks.
         let host_port = match &spec.ports {
@@ -258,6 +294,8 @@ impl DockerDriver {
             )])),
             nano_cpus: container.nano_cpus(),
             memory: container.memory.map(|m| m as i64),
+            mounts: engine_mounts(&container.options),
+            network_mode: networks.first().cloned(),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -268,12 +306,21 @@ impl DockerDriver {
             exposed_ports: Some(vec![port_key.clone()]),
             stop_timeout: Some(whole_seconds(container.stop_timeout)),
             host_config: Some(host_config),
+            user: container.options.user.clone(),
+            networking_config: networks.first().map(|n| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(n.clone(), EndpointSettings::default())])),
+            }),
             ..Default::default()
         };
         let name = format!("ebb-{}", spec.replica_id);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created =
             self.engine.docker.create_container(Some(options), body).await.map_err(|e| match status_of(&e) {
+                // The engine answers 404 for a missing network too.
+                Some(404) if message_of(&e).contains("network") => self.error(
+                    spec,
+                    format!("{}; create it (`docker network create NAME`) or fix networks", message_of(&e)),
+                ),
                 Some(404) => self.error(spec, missing_image(&container.image, &self.engine.endpoint)),
                 Some(409) => self.error(spec, format!("a container named {name} already exists: {}", message_of(&e))),
                 _ => self.error(
@@ -283,6 +330,12 @@ impl DockerDriver {
             })?;
         let id = created.id;
         let result = async {
+            for network in networks.iter().skip(1) {
+                let request = NetworkConnectRequest { container: id.clone(), endpoint_config: None };
+                self.engine.docker.connect_network(network, request).await.map_err(|e| {
+                    self.error(spec, format!("container {name} cannot join network {network:?}: {}", message_of(&e)))
+                })?;
+            }
             self.engine
                 .docker
                 .start_container(&id, None)

@@ -53,15 +53,17 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit,
-    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecResources,
+    NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecPlacementPreferences, TaskSpecPlacementSpread, TaskSpecResources,
     TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptionsBuilder};
 use tokio::sync::{watch, Mutex};
 
 use super::docker::{
-    container_cmd, exit_reason_from_status, message_of, service_of, short, status_of, stop_container, usage_of,
-    whole_seconds, Engine, LABEL_CONTAINER_PORT, LABEL_REPLICA, LABEL_SERVICE, LABEL_STATE_DIR, LABEL_VERSION,
+    container_cmd, engine_mounts, exit_reason_from_status, message_of, service_of, short, status_of, stop_container,
+    usage_of, whole_seconds, with_labels, Engine, LABEL_CONTAINER_PORT, LABEL_REPLICA, LABEL_SERVICE, LABEL_STATE_DIR,
+    LABEL_VERSION,
 };
 use super::{
     BoxFuture, Driver, DriverError, ExitReason, FoundReplica, GroupUsage, ReplicaHandle, ReplicaSpec, RunningReplica,
@@ -244,13 +246,30 @@ impl SwarmDriver {
         let Some(container) = &spec.container else {
             return Err(self.error(spec, "the swarm driver needs an image (driver = \"swarm\" with image = ...)"));
         };
-        let labels = HashMap::from([
-            (LABEL_SERVICE.to_string(), spec.service.clone()),
-            (LABEL_VERSION.to_string(), spec.version.to_string()),
-            (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
-            (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
-            (LABEL_REPLICA.to_string(), spec.replica_id.clone()),
-        ]);
+        let labels = with_labels(
+            HashMap::from([
+                (LABEL_SERVICE.to_string(), spec.service.clone()),
+                (LABEL_VERSION.to_string(), spec.version.to_string()),
+                (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
+                (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
+                (LABEL_REPLICA.to_string(), spec.replica_id.clone()),
+            ]),
+            &container.options,
+        );
+        let options = &container.options;
+        // The file's constraints, then ebb's own (nodes seen unreachable).
+        let mut constraints = options.placement.constraints.clone();
+        constraints.extend(self.avoid_constraints());
+        let preferences = options.placement.spread.as_ref().map(|s| {
+            vec![TaskSpecPlacementPreferences {
+                spread: Some(TaskSpecPlacementSpread { spread_descriptor: Some(s.clone()) }),
+            }]
+        });
+        let networks: Vec<NetworkAttachmentConfig> = options
+            .networks
+            .iter()
+            .map(|n| NetworkAttachmentConfig { target: Some(n.clone()), ..Default::default() })
+            .collect();
         // One spec for every task: per-replica values (the replica token,
         // the loopback admin URL) cannot be in it.
         let mut env: Vec<String> = spec
@@ -275,8 +294,11 @@ impl SwarmDriver {
                     args: container_cmd(&spec.command),
                     env: Some(env),
                     stop_grace_period: Some(whole_seconds(container.stop_timeout) * 1_000_000_000),
+                    user: options.user.clone(),
+                    mounts: engine_mounts(options),
                     ..Default::default()
                 }),
+                networks: (!networks.is_empty()).then_some(networks),
                 resources: Some(TaskSpecResources {
                     limits: Some(Limit {
                         nano_cpus: container.nano_cpus(),
@@ -286,7 +308,8 @@ impl SwarmDriver {
                     ..Default::default()
                 }),
                 placement: Some(bollard::models::TaskSpecPlacement {
-                    constraints: Some(self.avoid_constraints()).filter(|c| !c.is_empty()),
+                    constraints: Some(constraints).filter(|c| !c.is_empty()),
+                    preferences,
                     ..Default::default()
                 }),
                 restart_policy: Some(TaskSpecRestartPolicy {
@@ -394,7 +417,15 @@ impl SwarmDriver {
         let version = service.version.and_then(|v| v.index).unwrap_or(0);
         let mut spec = service.spec.unwrap_or_default();
         let template = spec.task_template.get_or_insert_with(Default::default);
-        template.placement.get_or_insert_with(Default::default).constraints = Some(self.avoid_constraints());
+        // The file's constraints stay; ebb's avoid-constraints are added.
+        let placement = template.placement.get_or_insert_with(Default::default);
+        let mut constraints = placement.constraints.take().unwrap_or_default();
+        for avoid in self.avoid_constraints() {
+            if !constraints.contains(&avoid) {
+                constraints.push(avoid);
+            }
+        }
+        placement.constraints = Some(constraints);
         // The new task first: the old one cannot be confirmed stopped on a
         // node that does not answer.
         spec.update_config = Some(bollard::models::ServiceSpecUpdateConfig {
