@@ -205,6 +205,15 @@ pub(crate) fn container_cmd(command: &CommandSpec) -> Option<Vec<String>> {
     }
 }
 
+/// An engine message, with what to do when it is about a missing network
+/// (an older engine says so at start, a newer one at create).
+fn with_hint(message: String) -> String {
+    match message.contains("network") && message.contains("not found") {
+        true => format!("{message}; create it (`docker network create NAME`) or fix the service's networks"),
+        false => message,
+    }
+}
+
 /// The engine's mounts for a container's `mounts` (both drivers).
 pub(crate) fn engine_mounts(options: &ContainerOptions) -> Option<Vec<bollard::models::Mount>> {
     let mounts: Vec<bollard::models::Mount> = options
@@ -317,10 +326,7 @@ impl DockerDriver {
         let created =
             self.engine.docker.create_container(Some(options), body).await.map_err(|e| match status_of(&e) {
                 // The engine answers 404 for a missing network too.
-                Some(404) if message_of(&e).contains("network") => self.error(
-                    spec,
-                    format!("{}; create it (`docker network create NAME`) or fix networks", message_of(&e)),
-                ),
+                Some(404) if message_of(&e).contains("network") => self.error(spec, with_hint(message_of(&e))),
                 Some(404) => self.error(spec, missing_image(&container.image, &self.engine.endpoint)),
                 Some(409) => self.error(spec, format!("a container named {name} already exists: {}", message_of(&e))),
                 _ => self.error(
@@ -336,11 +342,9 @@ impl DockerDriver {
                     self.error(spec, format!("container {name} cannot join network {network:?}: {}", message_of(&e)))
                 })?;
             }
-            self.engine
-                .docker
-                .start_container(&id, None)
-                .await
-                .map_err(|e| self.error(spec, format!("container {name} did not start: {}", message_of(&e))))?;
+            self.engine.docker.start_container(&id, None).await.map_err(|e| {
+                self.error(spec, format!("container {name} did not start: {}", with_hint(message_of(&e))))
+            })?;
             let inspected = self
                 .engine
                 .docker

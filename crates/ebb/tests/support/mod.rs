@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod docker;
+pub use docker::*;
+
 pub const EBB: &str = env!("CARGO_BIN_EXE_ebb");
 
 /// A free loopback port for a test listener, bound and released.
