@@ -266,8 +266,9 @@ fn s1_client_passes_through_ebb_against_docker_replicas_sharing_a_mount() {
 
 /// The swarm driver puts mounts, networks, user, labels and placement in
 /// each replica's Swarm service (on a single-node swarm this test joins
-/// and leaves), next to ebb's own constraints; a missing network is an
-/// error naming the service and replica.
+/// and leaves): the file's constraints, then the spread's pin to the
+/// least-used value (the choice itself is unit-tested in driver/spread.rs);
+/// a missing network is an error naming the service and replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_services_carry_mounts_networks_user_labels_and_placement() {
     let Some(image) = TestImage::build() else { return };
@@ -283,13 +284,15 @@ async fn swarm_services_carry_mounts_networks_user_labels_and_placement() {
     let overlay = Removed::network("overlay", unique("ebb-test-ovl"));
     let volume = Removed::volume(unique("ebb-test-svol"));
     let _services = SwarmServices { state_dir: state.clone() };
+    // A zone label on this node: the spread pins the replica to its value.
+    let zone = NodeLabel::add("ebbtestzone", "z1");
     let options = ContainerOptions {
         mounts: vec![mount(MountKind::Volume, Some(&volume.name), "/vol", true)],
         networks: vec![overlay.name.clone()],
         user: Some("1000".into()),
         labels: BTreeMap::from([("app.team".into(), "search".into())]),
         placement: Placement {
-            spread: Some("node.labels.zone".into()),
+            spread: Some("node.labels.ebbtestzone".into()),
             constraints: vec!["node.role==manager".into()],
         },
     };
@@ -299,8 +302,12 @@ async fn swarm_services_carry_mounts_networks_user_labels_and_placement() {
     let ebb::driver::ReplicaHandle::Swarm { service, .. } = &replica.handle else { panic!("{:?}", replica.handle) };
     let s = inspect("service", service);
     let task = &s["Spec"]["TaskTemplate"];
-    assert_eq!(task["Placement"]["Constraints"], serde_json::json!(["node.role==manager"]));
-    assert_eq!(task["Placement"]["Preferences"][0]["Spread"]["SpreadDescriptor"], "node.labels.zone");
+    // The file's constraint, then ebb's pin to the least-used zone.
+    assert_eq!(
+        task["Placement"]["Constraints"],
+        serde_json::json!(["node.role==manager", "node.labels.ebbtestzone==z1"])
+    );
+    assert_eq!(task["Placement"]["Preferences"][0]["Spread"]["SpreadDescriptor"], "node.labels.ebbtestzone");
     assert_eq!(task["ContainerSpec"]["User"], "1000");
     assert_eq!(task["ContainerSpec"]["Labels"]["app.team"], "search");
     assert_eq!(task["ContainerSpec"]["Mounts"][0]["Source"], volume.name.as_str());
@@ -315,7 +322,28 @@ async fn swarm_services_carry_mounts_networks_user_labels_and_placement() {
     let err = driver.start(&spec(&state, "opts-t", &image.tag, options)).await.expect_err("no network").to_string();
     assert!(err.contains("service opts, replica opts-t") && err.contains("ebb-test-no-such-overlay"), "{err}");
     drop(_services);
+    drop(zone);
     drop(swarm);
+}
+
+/// A label on this engine's swarm node, removed when dropped.
+struct NodeLabel {
+    node: String,
+    key: &'static str,
+}
+
+impl NodeLabel {
+    fn add(key: &'static str, value: &str) -> NodeLabel {
+        let node = docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
+        docker(&["node", "update", "--label-add", &format!("{key}={value}"), &node]);
+        NodeLabel { node, key }
+    }
+}
+
+impl Drop for NodeLabel {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["node", "update", "--label-rm", self.key, &self.node]).output();
+    }
 }
 
 /// Removes every Swarm service labelled with a test's state dir.

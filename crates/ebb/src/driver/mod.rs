@@ -16,6 +16,7 @@
 pub mod cgroup;
 pub mod docker;
 mod process;
+mod spread;
 pub mod swarm;
 
 use std::collections::{BTreeMap, HashMap};

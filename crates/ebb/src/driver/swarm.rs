@@ -65,6 +65,7 @@ use super::docker::{
     usage_of, whole_seconds, with_labels, Engine, LABEL_CONTAINER_PORT, LABEL_REPLICA, LABEL_SERVICE, LABEL_STATE_DIR,
     LABEL_VERSION,
 };
+use super::spread;
 use super::{
     BoxFuture, Driver, DriverError, ExitReason, FoundReplica, GroupUsage, ReplicaHandle, ReplicaSpec, RunningReplica,
 };
@@ -242,7 +243,8 @@ impl SwarmDriver {
     }
 
     /// The Swarm service's spec for one version of an ebb service.
-    fn service_spec(&self, spec: &ReplicaSpec, name: &str) -> Result<ServiceSpec, DriverError> {
+    /// `pin`: the `ATTRIBUTE==VALUE` constraint `placement.spread` chose.
+    fn service_spec(&self, spec: &ReplicaSpec, name: &str, pin: Option<&str>) -> Result<ServiceSpec, DriverError> {
         let Some(container) = &spec.container else {
             return Err(self.error(spec, "the swarm driver needs an image (driver = \"swarm\" with image = ...)"));
         };
@@ -259,6 +261,7 @@ impl SwarmDriver {
         let options = &container.options;
         // The file's constraints, then ebb's own (nodes seen unreachable).
         let mut constraints = options.placement.constraints.clone();
+        constraints.extend(pin.map(String::from));
         constraints.extend(self.avoid_constraints());
         let preferences = options.placement.spread.as_ref().map(|s| {
             vec![TaskSpecPlacementPreferences {
@@ -387,6 +390,42 @@ impl SwarmDriver {
             .or(status_ip.filter(|ip| !ip.is_unspecified()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         Some(NodeInfo { hostname, addr })
+    }
+
+    /// `ATTRIBUTE==VALUE` for a new replica of a service with
+    /// `placement.spread`: the value of the usable nodes (meeting the
+    /// service's constraints, not seen unreachable) that the fewest of its
+    /// replicas' Swarm services are pinned to. `None` (Swarm chooses) when
+    /// no such node has the attribute, or the nodes cannot be read.
+    async fn spread_pin(&self, spec: &ReplicaSpec) -> Option<String> {
+        let placement = &spec.container.as_ref()?.options.placement;
+        let attr = placement.spread.as_deref()?;
+        let avoid = self.avoid_constraints();
+        let nodes = match self.engine.docker.list_nodes(None::<bollard::query_parameters::ListNodesOptions>).await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::warn!(replica = %spec.replica_id, error = %message_of(&e), "Cannot list the nodes to spread over; Swarm places this replica.");
+                return None;
+            }
+        };
+        let values: std::collections::BTreeSet<String> = nodes
+            .iter()
+            .filter(|n| {
+                spread::usable(n) && spread::satisfies(n, &placement.constraints) && spread::satisfies(n, &avoid)
+            })
+            .filter_map(|n| spread::attribute(n, attr))
+            .collect();
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{LABEL_SERVICE}={}", spec.service),
+                format!("{LABEL_STATE_DIR}={}", spec.state_dir.to_string_lossy()),
+            ],
+        )]);
+        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
+        let services = self.engine.docker.list_services(Some(options)).await.unwrap_or_default();
+        let value = spread::least_used(&values, &spread::pinned(&services, attr))?;
+        Some(format!("{attr}=={value}"))
     }
 
     /// `node.id!=…` for each node seen unreachable lately.
@@ -710,6 +749,20 @@ impl Driver for SwarmDriver {
             // replica removes exactly its service; Swarm never picks.
             let name = replica_service_name(&spec.service, spec.version, &spec.state_dir, &spec.replica_id);
             let container_port = spec.container.as_ref().map(|c| c.container_port).unwrap_or(8080);
+            // With `placement.spread`, one start at a time per service
+            // picks its value and creates its service, so two parallel
+            // starts never both take the least-used one.
+            let spread_held = match spec.container.as_ref().and_then(|c| c.options.placement.spread.as_ref()) {
+                Some(_) => {
+                    let key = format!("spread/{}/{}", spec.service, state_hash(&spec.state_dir));
+                    Some(self.lock_for(&key).lock_owned().await)
+                }
+                None => None,
+            };
+            let pin = match spread_held {
+                Some(_) => self.spread_pin(spec).await,
+                None => None,
+            };
             // The lock covers the count change only, not the wait for the
             // task: k replicas start in parallel (in about one start time).
             let known: Vec<String> = {
@@ -722,7 +775,7 @@ impl Driver for SwarmDriver {
                             self.error(spec, format!("cannot inspect Swarm service {name}: {}", message_of(&e)))
                         );
                     }
-                    let service_spec = self.service_spec(spec, &name)?;
+                    let service_spec = self.service_spec(spec, &name, pin.as_deref())?;
                     self.engine.docker.create_service(service_spec, None).await.map_err(|e| {
                         self.error(spec, format!("cannot create Swarm service {name}: {}", message_of(&e)))
                     })?;
@@ -749,6 +802,7 @@ impl Driver for SwarmDriver {
                 pending.entry(name.clone()).or_insert_with(|| (0, known.clone())).0 += 1;
                 known
             };
+            drop(spread_held);
             let _pending = PendingStart { driver: self, name: name.clone() };
             let deadline = Instant::now() + TASK_START_TIMEOUT;
             // When each new task was first seen (one stuck on a lost node).
