@@ -6,8 +6,10 @@
 //!   `ebb.state_dir` (how a restarted ebb recognises its own), with `PORT` =
 //!   `container_port` and that port published on `127.0.0.1` at a host port
 //!   the engine picks (so two replicas never clash); CPU and memory limits
-//!   from `cpus` and `memory`. Then start it and read the published port. A
-//!   container that fails to start is removed: nothing is left half-started.
+//!   from `cpus` and `memory`; the service's `mounts`, `user` and `labels`;
+//!   the first of `networks` as its network (the others joined before it
+//!   starts). Then start it and read the published port. A container that
+//!   fails to start is removed: nothing is left half-started.
 //! - **Logs:** followed into `<state_dir>/logs/<replica>.log`, so `ebb logs`
 //!   works as for processes.
 //! - **Exit:** the engine's wait; a status above 128 is a signal (137 =

@@ -36,6 +36,10 @@
 //!   traffic (rolling or blue-green) and rolls back, as for every driver.
 //!   Swarm's update would replace tasks without ebb's health gate and move
 //!   endpoints under the balancer.
+//! - **Placement:** the service's `placement.constraints`, then, with
+//!   `placement.spread`, a pin to the attribute value the fewest replicas
+//!   have (`spread.rs`: Swarm's own spread preference only works among one
+//!   Swarm service's tasks), then ebb's avoid-constraints.
 //! - **Adoption:** tasks are found by the service labels; the replica id of
 //!   each task is kept in `<state_dir>/swarm-replicas.json`.
 //! - **Usage** is read from the engine of each task's node (its own, or
