@@ -2,7 +2,7 @@
 //! fleet, what happens to its replicas.
 
 use ebb_core::fleet::{
-    chaos_victim, leave_by, plan, routable, scale_in_waits_for, Counts, CrashLoop, FleetAction, FleetInput,
+    abandons_requests, chaos_victim, leave_by, plan, routable, scale_in_waits_for, Counts, CrashLoop, FleetAction, FleetInput,
     ReplicaFacts, ReplicaPhase, Routes,
 };
 use std::time::Duration;
@@ -161,6 +161,21 @@ fn routable_means_in_service_not_ejected_and_of_a_version_that_takes_traffic() {
             (in_normal, in_rolling, in_blue_green),
             "{facts:?}"
         );
+    }
+}
+
+#[test]
+fn only_a_failed_replica_has_its_waiting_requests_given_up_and_resent() {
+    let cases = [
+        (replica("web-1", Failed, 1), true),
+        (replica("web-2", Leaving, 1), false),
+        (replica("web-3", InService, 1), false),
+        (replica("web-4", Starting, 1), false),
+        (ReplicaFacts { ejected: true, ..replica("web-5", InService, 1) }, false),
+        (ReplicaFacts { suspended: true, ..replica("web-6", InService, 1) }, false),
+    ];
+    for (facts, abandons) in cases {
+        assert_eq!(abandons_requests(&facts), abandons, "{facts:?}");
     }
 }
 

@@ -201,9 +201,9 @@ enum Command {
     /// works once, within 60 s, and sets a session cookie; the page never
     /// receives the admin token).
     Dashboard,
-    /// List the certificates the TLS listeners serve (listener, domains,
-    /// issuer, not-after, source: file or acme), renew ACME ones now, or
-    /// reload certificate files now.
+    /// List the certificates the TLS listeners and the admin API serve
+    /// (listener, domains, issuer, not-after, source: file or acme), renew
+    /// ACME ones now, or reload certificate files now.
     Certs {
         #[command(subcommand)]
         action: Option<CertsAction>,
@@ -276,12 +276,12 @@ enum CertsAction {
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
-    /// Load the certificate files of the TLS listeners again now (what
-    /// SIGHUP does), instead of waiting for ebb to notice the change; prints
-    /// what each listener serves now, or why its files do not load (the
-    /// previous certificates stay in service; exit 1).
+    /// Load the certificate files of the TLS listeners (and the admin API's
+    /// own, `[admin] tls`) again now (what SIGHUP does), instead of waiting
+    /// for ebb to notice the change; prints what each serves now, or why its
+    /// files do not load (the previous certificates stay in service; exit 1).
     Reload {
-        /// Only this listener.
+        /// Only this listener (`admin API` for the admin API's certificate).
         listener: Option<String>,
     },
 }

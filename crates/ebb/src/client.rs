@@ -262,17 +262,11 @@ impl AdminClient {
         if !tls {
             return Ok(client);
         }
-        let mut admin_tls = match ca {
+        let admin_tls = match ca {
             Some(file) => AdminTls::trusting(file),
-            None => AdminTls::trusting(Path::new("")),
+            None => AdminTls::roots_only(),
         };
-        if ca.is_none() {
-            admin_tls.unreadable = None;
-        }
-        if host.parse::<std::net::IpAddr>().is_err() {
-            admin_tls.server_name = Some(host);
-        }
-        Ok(client.with_tls(admin_tls))
+        Ok(client.with_tls(admin_tls.for_host(&host)))
     }
 
     /// The same client, speaking HTTPS.
@@ -480,32 +474,27 @@ pub struct AdminTls {
 impl AdminTls {
     /// Trusts the built-in roots and the certificates in `cert_file`.
     pub fn trusting(cert_file: &Path) -> AdminTls {
-        use rustls_pki_types::pem::PemObject;
-        let (pinned, unreadable) = match std::fs::read(cert_file) {
-            Ok(pem) => (
-                rustls_pki_types::CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect::<Vec<_>>(),
-                None,
-            ),
-            Err(e) => (Vec::new(), Some(format!("cannot read {}: {e}", cert_file.display()))),
+        let (pinned, unreadable) = match read_certificates(cert_file) {
+            Ok(pinned) => (pinned, None),
+            Err(why) => (Vec::new(), Some(why)),
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        roots.add_parsable_certificates(pinned.iter().cloned());
-        let verifier = PinnedOrRoots {
-            pinned,
-            roots: rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .ok(),
-            provider: provider.clone(),
-        };
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = client_config(pinned, vec![b"http/1.1".to_vec()]);
         AdminTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name: None, unreadable }
+    }
+
+    /// Trusts the built-in roots only (`https://` with no certificate file).
+    pub fn roots_only() -> AdminTls {
+        let config = client_config(Vec::new(), vec![b"http/1.1".to_vec()]);
+        AdminTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name: None, unreadable: None }
+    }
+
+    /// Asks for and verifies `host` (a DNS name; an IP address is what is
+    /// dialled anyway).
+    pub fn for_host(mut self, host: &str) -> AdminTls {
+        if host.parse::<std::net::IpAddr>().is_err() {
+            self.server_name = Some(host.to_string());
+        }
+        self
     }
 
     /// One request on a connection of its own.
@@ -537,6 +526,41 @@ impl AdminTls {
         let path = request.uri().to_string();
         sender.send_request(request).await.map_err(|e| ClientError::Request { path, message: e.to_string() })
     }
+}
+
+/// The certificates in a PEM file, or why they cannot be read.
+pub fn read_certificates(path: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// A TLS client (ring, TLS 1.2 and 1.3) that trusts the built-in WebPKI
+/// roots, the CA certificates among `pinned`, and a server presenting
+/// exactly one of `pinned` (a self-signed certificate).
+pub fn client_config(pinned: Vec<rustls_pki_types::CertificateDer<'static>>, alpn: Vec<Vec<u8>>) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    roots.add_parsable_certificates(pinned.iter().cloned());
+    let verifier = PinnedOrRoots {
+        pinned,
+        roots: rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .ok(),
+        provider: provider.clone(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn;
+    config
 }
 
 /// Trusts a server presenting exactly one of the configured certificates;

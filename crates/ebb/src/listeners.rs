@@ -48,7 +48,6 @@ impl ListenerBoard {
 
     /// Every certificate in service, by listener (`ebb certs`).
     pub fn certs(&self) -> Vec<crate::wire::CertView> {
-        let now = std::time::SystemTime::now();
         let mut out = Vec::new();
         for (config, tls, _) in &self.entries {
             let Some(tls) = tls else { continue };
@@ -72,27 +71,7 @@ impl ListenerBoard {
                 }
                 continue;
             }
-            for c in certs.iter() {
-                out.push(crate::wire::CertView {
-                    listener: config.name.clone(),
-                    domains: c.names.clone(),
-                    issuer: Some(c.issuer.clone()),
-                    serial: Some(c.serial.clone()),
-                    not_after: Some(c.not_after_text()),
-                    expired: c.not_after < now,
-                    renews_at: acme.map(|a| {
-                        let t = crate::acme::renewal_time(c.not_before, c.not_after, a.config.renew_before);
-                        humantime::format_rfc3339_seconds(t).to_string()
-                    }),
-                    source: tls.source.as_str().into(),
-                    file: Some(c.files.cert.display().to_string()),
-                    directory: acme.map(|a| a.config.directory.clone()),
-                    error: match acme {
-                        Some(a) => a.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-                        None => tls.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-                    },
-                });
-            }
+            out.extend(cert_views(&config.name, tls, acme));
         }
         out
     }
@@ -113,20 +92,7 @@ impl ListenerBoard {
         if chosen.is_empty() {
             return None;
         }
-        Some(
-            chosen
-                .into_iter()
-                .map(|tls| {
-                    let result = tls.reload();
-                    crate::wire::ReloadOutcome {
-                        listener: tls.listener.clone(),
-                        reloaded: result.is_ok(),
-                        certificates: certificate_statuses(tls, now),
-                        error: result.err(),
-                    }
-                })
-                .collect(),
-        )
+        Some(chosen.into_iter().map(|tls| reload_named(&tls.listener, tls, now)).collect())
     }
 
     /// The names of the listeners with certificate files.
@@ -217,6 +183,46 @@ pub struct ListenerReading {
     pub tls: bool,
     /// Each certificate in service: its first name and its not-after date.
     pub certificates: Vec<(String, std::time::SystemTime)>,
+}
+
+/// What `ebb certs` shows of the certificates `tls` serves, under the name
+/// `listener` (a listener's, or the admin API's).
+pub fn cert_views(listener: &str, tls: &TlsState, acme: Option<&Arc<crate::acme::AcmeListener>>) -> Vec<crate::wire::CertView> {
+    let now = std::time::SystemTime::now();
+    tls.certs()
+        .iter()
+        .map(|c| crate::wire::CertView {
+            listener: listener.to_string(),
+            domains: c.names.clone(),
+            issuer: Some(c.issuer.clone()),
+            serial: Some(c.serial.clone()),
+            not_after: Some(c.not_after_text()),
+            expired: c.not_after < now,
+            renews_at: acme.map(|a| {
+                let t = crate::acme::renewal_time(c.not_before, c.not_after, a.config.renew_before);
+                humantime::format_rfc3339_seconds(t).to_string()
+            }),
+            source: tls.source.as_str().into(),
+            file: Some(c.files.cert.display().to_string()),
+            directory: acme.map(|a| a.config.directory.clone()),
+            error: match acme {
+                Some(a) => a.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                None => tls.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            },
+        })
+        .collect()
+}
+
+/// Loads `tls`'s certificate files again, under the name `listener` (a
+/// listener's, or the admin API's).
+pub fn reload_named(listener: &str, tls: &TlsState, now: std::time::SystemTime) -> crate::wire::ReloadOutcome {
+    let result = tls.reload();
+    crate::wire::ReloadOutcome {
+        listener: listener.to_string(),
+        reloaded: result.is_ok(),
+        certificates: certificate_statuses(tls, now),
+        error: result.err(),
+    }
 }
 
 /// The certificates a listener serves now.

@@ -230,11 +230,12 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
         store: store.clone(),
         listeners: running.listeners.clone(),
         running: running.clone(),
+        tls: crate::tls::admin_state(&tls_states).cloned(),
     };
     let gate_task = replica_gate
         .and_then(|gate| gate.listener)
         .map(|listener| tokio::spawn(admin::serve_replica_gate(listener, admin_state.clone(), admin_stop.clone())));
-    let admin_tls = crate::tls::admin_state(&tls_states).cloned();
+    let admin_tls = admin_state.tls.clone();
     let admin_scheme = if admin_tls.is_some() { "https" } else { "http" };
     // The admin certificate's files are watched as a listener's are.
     let admin_watch =

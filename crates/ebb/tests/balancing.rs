@@ -1,6 +1,7 @@
 //! Latency-aware balancing through the real balancer: peak-EWMA moves
 //! traffic off a slow replica and off one that fails fast, where least
-//! outstanding does not; slow start ramps a new replica in.
+//! outstanding does not; identical replicas still get equal shares; slow
+//! start ramps a new replica in.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,6 +122,37 @@ async fn a_replica_answering_fast_errors_never_looks_fast_to_peak_ewma() {
     eprintln!("fast-failing replica's share: peak_ewma {ewma:.3}, least_outstanding {least:.3}");
     assert!(ewma < 0.05, "peak_ewma sent {ewma:.3} of the requests to a replica answering 500 at once");
     assert!(least > 0.2, "least outstanding is fooled by fast failures ({least:.3}): the contrast this test shows");
+}
+
+/// Each replica's share of the requests, 4 identical replicas under
+/// `balance`.
+async fn shares_of_identical_replicas(balance: BalanceAlgorithm) -> Vec<u64> {
+    let mut backends = Vec::new();
+    let mut counters = Vec::new();
+    for n in 0..4 {
+        let (addr, served) = replica(Duration::from_millis(2), StatusCode::OK).await;
+        backends.push(Arc::new(Backend::new(format!("r{n}"), addr)));
+        counters.push(served);
+    }
+    let (addr, stop) = balancer(balance, ProxyConfig::default(), backends).await;
+    load(addr, 8, 150).await;
+    stop.cancel();
+    counters.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+}
+
+/// A latency-aware balancer can lock onto whichever replica happened to
+/// answer first; identical replicas must get about equal shares (issue
+/// goal: max/min ≤ 1.5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_replicas_get_about_equal_shares() {
+    for balance in [BalanceAlgorithm::PeakEwma, BalanceAlgorithm::LeastOutstanding] {
+        let shares = shares_of_identical_replicas(balance).await;
+        let (max, min) = (*shares.iter().max().unwrap(), *shares.iter().min().unwrap());
+        let ratio = max as f64 / min.max(1) as f64;
+        eprintln!("{balance:?}: requests per identical replica {shares:?}, max/min {ratio:.2}");
+        assert_eq!(shares.iter().sum::<u64>(), 8 * 150);
+        assert!(ratio <= 1.5, "{balance:?} split identical replicas {shares:?} (max/min {ratio:.2})");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,6 +144,74 @@ fn a_replica_killed_with_sigkill_leaves_the_rotation_and_is_replaced_without_cli
     assert!(!pid_alive(victim_pid));
 }
 
+/// A replica frozen with requests in hand looks like one on a lost node: no
+/// answer, no reset. Once its health checks fail, the GETs it holds go to
+/// the other replica at once, long before `stop_timeout` (which would kill
+/// it and reset them) or `upstream_timeout` (a 504) would end them.
+#[test]
+fn gets_held_by_a_replica_that_stops_answering_are_answered_by_another_once_it_fails() {
+    let ebb = Ebb::start(|admin, listen| {
+        let extra = "[service.web.proxy]\nupstream_timeout = \"30s\"\n";
+        fast_config(admin, listen, "{ min = 2, max = 2, desired = 2 }", extra)
+            .replace("stop_timeout = \"5s\"", "stop_timeout = \"20s\"")
+    });
+    let replicas = ebb.wait_in_service(2, BOOT);
+    let victim_id = replicas[0]["id"].as_str().unwrap().to_string();
+    let victim_pid = replicas[0]["pid"].as_u64().unwrap().to_string();
+    /// Thaws the frozen replica however the test ends (ebb's stop waits
+    /// for it otherwise).
+    struct Thaw(String);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-CONT", "--", &format!("-{}", self.0)]).status();
+        }
+    }
+    let frozen = std::process::Command::new("kill").args(["-STOP", "--", &format!("-{victim_pid}")]).status().unwrap();
+    let _thaw = Thaw(victim_pid);
+    assert!(frozen.success());
+
+    // Four clients doing GETs one after another until the frozen replica is
+    // out: each that lands on it waits, held.
+    let started = std::time::Instant::now();
+    let out = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (out, lb) = (out.clone(), ebb.listen);
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !out.load(Ordering::Relaxed) {
+                    let sent = std::time::Instant::now();
+                    let answer = http(lb, "GET", "/gtg?details", None).map(|r| (r.status, r.body));
+                    answers.push((answer.map_err(|e| e.to_string()), sent.elapsed()));
+                }
+                answers
+            })
+        })
+        .collect();
+    wait_for("the frozen replica out of the rotation", Duration::from_secs(10), || {
+        let replicas = ebb.replicas();
+        (!replicas.iter().any(|r| r["id"] == victim_id.as_str() && r["healthy"] == true)).then_some(())
+    });
+    out.store(true, Ordering::Relaxed);
+    let answers: Vec<_> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let slowest = answers.iter().map(|(_, took)| *took).max().unwrap();
+    eprintln!(
+        "frozen replica: {} GETs, slowest {:.2} s, all done {:.2} s after the freeze",
+        answers.len(),
+        slowest.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    for (answer, took) in &answers {
+        let (status, body) = answer.as_ref().unwrap_or_else(|e| panic!("a GET failed after {took:?}: {e}"));
+        assert_eq!(*status, 200, "{body}");
+        assert!(!body.contains(victim_id.as_str()), "the frozen replica answered: {body}");
+    }
+    // Some GET was held by the frozen replica (it took its health checks'
+    // time), and none waited for the stop or the timeout.
+    assert!(slowest > Duration::from_millis(300), "no GET was held: {answers:?}");
+    assert!(slowest < Duration::from_secs(5), "a held GET waited {slowest:?}");
+}
+
 #[test]
 fn ebb_down_drains_and_leaves_no_replica_process_behind() {
     let mut ebb = Ebb::start(|admin, listen| fast_config(admin, listen, "{ min = 1, max = 4, desired = 3 }", ""));

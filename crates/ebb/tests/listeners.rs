@@ -752,6 +752,24 @@ fn the_admin_api_over_tls() {
     assert_eq!(status["services"][0]["name"], "web", "{status}");
     assert!(ebb.up_log().contains(&format!("admin API and dashboard on https://{}/", ebb.admin)), "{}", ebb.up_log());
 
+    // `ebb certs` lists the admin API's own certificate beside the
+    // listeners' (there are none here), and reloads it.
+    let out = ebb.cli(&["certs", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let admin_cert = listed.as_array().unwrap().iter().find(|c| c["listener"] == "admin API").cloned();
+    let admin_cert = admin_cert.unwrap_or_else(|| panic!("no admin API certificate in {listed}"));
+    assert_eq!(admin_cert["domains"], serde_json::json!(["localhost"]), "{admin_cert}");
+    assert_eq!(admin_cert["source"], "file", "{admin_cert}");
+    assert!(admin_cert["file"].as_str().unwrap().ends_with("admin.pem"), "{admin_cert}");
+    let out = ebb.cli(&["certs"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(table.lines().any(|l| l.starts_with("admin API") && l.contains("localhost") && l.contains("file")), "{table}");
+    let out = ebb.cli(&["certs", "reload"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("admin API"), "{text}");
+
     // Plain HTTP: no answer at all.
     let plain = support::http(ebb.admin, "GET", "/api/v1/status", None);
     assert!(plain.is_err(), "plain HTTP must not be answered: {plain:?}");
@@ -793,6 +811,7 @@ fn the_admin_api_over_tls() {
         .unwrap()
         .iter()
         .filter(|e| e["service"] == "admin API" && e["kind"] == "certificate_reloaded")
+        .filter(|e| e["reason"].as_str().unwrap().contains("changed on disk"))
         .cloned()
         .collect();
     assert_eq!(reloads.len(), 1, "{reloads:?}");
@@ -1005,4 +1024,60 @@ async fn x_forwarded_proto_is_https_and_the_attack_table_holds_over_tls() {
     );
     let stats = proxy.stats.snapshot();
     assert_eq!((stats.upstream_errors, stats.upstream_timeouts), (0, 0), "{stats:?}");
+}
+
+/// `ebb load` against an HTTPS listener: a certificate it cannot verify is
+/// one clear error before anything is sent; with `--cacert` the run goes
+/// through TLS, and follows the fleet over an HTTPS admin API (`--ebb`).
+#[test]
+fn ebb_load_drives_an_https_listener_and_verifies_its_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let (pem, key) = ca.issue(certs.path(), "local", &["127.0.0.1"], false);
+    let ca_pem = certs.path().join("ca.pem");
+    std::fs::write(&ca_pem, ca.cert.pem()).unwrap();
+    let secure: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let files = format!("tls = {{ cert = \"{}\", key = \"{}\" }}\n", pem.display(), key.display());
+    let ebb = Ebb::start_until(
+        &[],
+        |admin, listen| {
+            let config = support::fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", "");
+            let mut config = config.replacen(&format!("listen = \"{admin}\"\n"), &format!("listen = \"{admin}\"\n{files}"), 1);
+            config.push_str(&format!(
+                "\n[listener.secure]\nlisten = \"{secure}\"\n{files}\n[[listener.secure.route]]\nservice = \"web\"\n"
+            ));
+            config
+        },
+        |ebb| {
+            let out = ebb.cli(&["--admin-ca", ca_pem.to_str().unwrap(), "status", "--json"]);
+            out.status.success() && serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["services"][0]["in_service"] == 1
+        },
+    );
+    let url = format!("https://{secure}/gtg?details");
+
+    // Not trusted: refused up front, naming the fix.
+    let out = ebb.cli(&["load", &url, "-n", "20"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("TLS handshake") && stderr.contains("--cacert") && stderr.contains("nothing was sent"), "{stderr}");
+
+    // Trusted through the CA: every request answered over TLS, and the
+    // fleet followed over the HTTPS admin API.
+    let admin_url = format!("https://{}", ebb.admin);
+    let out = ebb.cli(&[
+        "load", &url, "-n", "300", "-c", "4", "--cacert", ca_pem.to_str().unwrap(), "--ebb", &admin_url, "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((summary["ok"].as_u64(), summary["errors"].as_u64()), (Some(300), Some(0)), "{summary}");
+    assert!(stderr.contains(&format!("following web through ebb's admin API at {admin_url}")), "{stderr}");
+    // The listener's service counted them.
+    let out = ebb.cli(&["--admin-ca", ca_pem.to_str().unwrap(), "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status["services"][0]["replicas"][0]["requests"].as_u64().unwrap() >= 300, "{status}");
+
+    // --cacert is for https only.
+    let out = ebb.cli(&["load", &format!("http://{}/gtg", ebb.listen), "--cacert", ca_pem.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cacert is for an https:// target"));
 }

@@ -496,7 +496,10 @@ async fn bad_input_is_one_line_and_exit_2() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["http://"], "malformed URL"),
         (vec!["http://127.0.0.1:99999/"], "malformed URL"),
-        (vec!["https://127.0.0.1/"], "https is not supported"),
+        (vec!["ftp://127.0.0.1/"], "unsupported scheme \"ftp\" (use http:// or https://)"),
+        (vec!["--cacert", "/nonexistent/ca.pem", "https://127.0.0.1:9/"], "--cacert: cannot read /nonexistent/ca.pem"),
+        (vec!["--cacert", &trace, "https://127.0.0.1:9/"], "holds no PEM certificate"),
+        (vec!["--cacert", &trace, "http://127.0.0.1:9/"], "--cacert is for an https:// target or --ebb URL"),
         (vec!["--rate", "-5", "http://127.0.0.1:9/"], "--rate must be a number of requests per second > 0 (got -5)"),
         (vec!["--rate", "0", "http://127.0.0.1:9/"], "--rate must be"),
         (vec!["-q", "-1", "http://127.0.0.1:9/"], "-q must be"),

@@ -259,9 +259,10 @@ fn ebb_loses_a_node(swarm: &LocalSwarm) {
         // A fixed fleet of 3: what changes is only the node loss.
         let config = config
             .replace("replicas = { min = 1, max = 20, desired = 1 }", "replicas = { min = 3, max = 3, desired = 3 }");
-        // A GET in flight on the lost replica waits for upstream_timeout.
+        // A GET in flight on the lost replica is sent again elsewhere once
+        // the replica fails (about 1 s), long before this timeout.
         let config = config
-            .replace("[service.api.health]", "[service.api.proxy]\nupstream_timeout = \"3s\"\n\n[service.api.health]");
+            .replace("[service.api.health]", "[service.api.proxy]\nupstream_timeout = \"10s\"\n\n[service.api.health]");
         config[..config.find("[[service.api.scaling").unwrap()].to_string()
     });
     let state = ebb.dir.path().join("state").canonicalize().unwrap();
@@ -352,14 +353,9 @@ fn ebb_loses_a_node(swarm: &LocalSwarm) {
         failures.len()
     );
     println!("GET failures: {:?}", &failures[..failures.len().min(5)]);
-    // Known gap (docs/swarm.md): GETs already written to the lost replica
-    // end in 504 after upstream_timeout (2 of ~800 here); at most 1 %.
-    assert!(
-        failures.len() * 100 <= sent as usize,
-        "{} of {sent} GETs failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    // GETs already written to the lost replica are sent again elsewhere
+    // once it fails: no client sees an error.
+    assert!(failures.is_empty(), "{} of {sent} GETs failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
     // Once Swarm sees the node down (~15 s), the lost task is shut down, the
     // count comes back to 3 running tasks, none on that node, and an event
     // names the node.

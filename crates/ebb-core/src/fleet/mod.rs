@@ -171,6 +171,16 @@ pub fn routable(replica: &ReplicaFacts, routes: &Routes) -> bool {
         && routes.admit(replica.version)
 }
 
+/// Whether the balancer gives up on what a replica holds: a failed replica
+/// (crashed, lost with its node, failing its checks) will not answer, so
+/// its requests still waiting for a response head end at once, and the
+/// idempotent ones are sent again elsewhere, instead of waiting out
+/// `upstream_timeout`. A replica leaving in good order (draining), ejected
+/// (it answers, badly) or suspended finishes what it holds.
+pub fn abandons_requests(replica: &ReplicaFacts) -> bool {
+    replica.phase == ReplicaPhase::Failed
+}
+
 /// The fleet as the autoscaler and status count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {

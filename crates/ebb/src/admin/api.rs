@@ -687,15 +687,20 @@ pub(crate) async fn metrics(
     Ok(Json(points))
 }
 
-/// The certificates every TLS listener serves (what `ebb certs` shows):
-/// from files or ACME, with their names, issuer, serial and not-after.
+/// The certificates every TLS listener serves, and the admin API's own
+/// (what `ebb certs` shows): from files or ACME, with their names, issuer,
+/// serial and not-after.
 #[utoipa::path(get, path = "/api/v1/certs", tag = "listeners",
     responses(
-        (status = 200, description = "One entry per certificate in service (an ACME listener without one yet: its domains and last error)", body = [crate::wire::CertView]),
+        (status = 200, description = "One entry per certificate in service (an ACME listener without one yet: its domains and last error); the admin API's own certificate under the listener name `admin API`", body = [crate::wire::CertView]),
         (status = 401, description = "Token missing or wrong (non-loopback admin listener)", body = ErrorBody),
     ))]
 pub(crate) async fn list_certs(State(app): State<App>) -> Json<Vec<crate::wire::CertView>> {
-    Json(app.state.listeners.load().certs())
+    let mut certs = app.state.listeners.load().certs();
+    if let Some(tls) = &app.state.tls {
+        certs.extend(crate::listeners::cert_views(crate::tls::ADMIN_SUBJECT, tls, None));
+    }
+    Json(certs)
 }
 
 /// Renews ACME certificates now (what `ebb certs renew [DOMAIN]` does):
@@ -772,7 +777,7 @@ pub(crate) async fn renew_certs(State(app): State<App>, body: Bytes) -> Result<R
     request_body(content = Option<crate::wire::ReloadRequest>, description = "Nothing, `{}`, or `{\"listener\": \"public\"}`"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Each listener's outcome: reloaded with its certificates, or its error (check `reloaded`)", body = [crate::wire::ReloadOutcome]),
+        (status = 200, description = "Each listener's outcome (the admin API's as `admin API`): reloaded with its certificates, or its error (check `reloaded`)", body = [crate::wire::ReloadOutcome]),
         (status = 400, description = "A body that is not `{}` or `{\"listener\": ...}`", body = ErrorBody),
         (status = 401, description = "Token missing or wrong", body = ErrorBody),
         (status = 403, description = "Host or Origin refused", body = ErrorBody),
@@ -785,12 +790,23 @@ pub(crate) async fn reload_certs(State(app): State<App>, body: Bytes) -> Result<
     let request: crate::wire::ReloadRequest = optional_json(&body, r#"{"listener": "public"}"#)?;
     let listeners = app.state.listeners.load_full();
     let only = request.listener.clone();
+    let admin = app.state.tls.clone().filter(|_| only.as_deref().is_none_or(|l| l == crate::tls::ADMIN_SUBJECT));
     // Reading files: off the async workers.
-    let outcomes = tokio::task::spawn_blocking(move || listeners.reload_files(only.as_deref()))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let outcomes = tokio::task::spawn_blocking(move || {
+        let mut outcomes = listeners.reload_files(only.as_deref());
+        if let Some(tls) = admin {
+            let outcome = crate::listeners::reload_named(crate::tls::ADMIN_SUBJECT, &tls, std::time::SystemTime::now());
+            outcomes.get_or_insert_with(Vec::new).push(outcome);
+        }
+        outcomes
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let Some(outcomes) = outcomes else {
-        let known = app.state.listeners.load().file_tls_listeners();
+        let mut known = app.state.listeners.load().file_tls_listeners();
+        if app.state.tls.is_some() {
+            known.push(crate::tls::ADMIN_SUBJECT.to_string());
+        }
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             match (&request.listener, known.is_empty()) {
@@ -802,7 +818,10 @@ pub(crate) async fn reload_certs(State(app): State<App>, body: Bytes) -> Result<
     };
     use crate::events::{EventKind, NewEvent};
     for o in &outcomes {
-        let subject = format!("listener {}", o.listener);
+        let subject = match o.listener == crate::tls::ADMIN_SUBJECT {
+            true => o.listener.clone(),
+            false => format!("listener {}", o.listener),
+        };
         app.state.events.record(match &o.error {
             None => NewEvent::new(
                 &subject,

@@ -90,6 +90,8 @@ pub struct AdminState {
     pub listeners: Arc<arc_swap::ArcSwap<crate::listeners::ListenerBoard>>,
     /// The running fleet, for `ebb plan` and `ebb apply`.
     pub running: Arc<crate::apply::Running>,
+    /// The admin API's own certificate (`[admin] tls`), for `ebb certs`.
+    pub tls: Option<Arc<crate::tls::TlsState>>,
 }
 
 /// [`AdminState`] plus what the admin layer keeps for itself.

@@ -46,8 +46,12 @@ pub(super) struct Published {
 }
 
 impl Published {
-    /// Hands the balancer the routable replicas, when they changed.
+    /// Hands the balancer the routable replicas, when they changed, and
+    /// tells it which failed replicas will never answer what they hold.
     pub(super) fn publish(&mut self, proxy: &ServiceProxy, replicas: &ReplicaSet, routes: &Routes) {
+        for backend in replicas.abandoned_backends() {
+            backend.abandon();
+        }
         let routable = replicas.routable(routes);
         let ids: Vec<String> = routable.iter().map(|r| r.id.clone()).collect();
         if ids != self.published {

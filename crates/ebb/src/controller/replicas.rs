@@ -169,6 +169,12 @@ impl ReplicaSet {
         self.list.iter().filter(|r| fleet::routable(&r.facts(self.origin), routes)).collect()
     }
 
+    /// The balancer entries of replicas whose unanswered requests it gives
+    /// up on (`fleet::abandons_requests`).
+    pub(super) fn abandoned_backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.list.iter().filter(|r| fleet::abandons_requests(&r.facts(self.origin))).filter_map(|r| r.backend.as_ref())
+    }
+
     /// Whether this replica would be in the rotation but for an ejection:
     /// the fleet outlier detection weighs.
     pub(super) fn may_route(&self, id: &str, routes: &Routes) -> bool {

@@ -78,15 +78,27 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Parses and resolves `--ebb ADMIN_URL` (`http://127.0.0.1:9900`).
-    pub async fn from_url(url: &str) -> Result<Admin, String> {
+    /// Parses and resolves `--ebb ADMIN_URL` (`http://127.0.0.1:9900`, or
+    /// `https://…` trusting the public roots and `cacert`).
+    pub async fn from_url(url: &str, cacert: Option<&Path>) -> Result<Admin, String> {
         let parsed = parse_url(url).map_err(|e| format!("--ebb: {e}"))?;
         let addr = tokio::net::lookup_host((parsed.host.as_str(), parsed.port))
             .await
             .ok()
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| format!("--ebb {url:?}: cannot resolve {}", parsed.host))?;
-        Ok(Admin { url: format!("http://{}", parsed.authority), client: AdminClient::new(addr, AdminCredential::None) })
+        let client = AdminClient::new(addr, AdminCredential::None);
+        let client = match parsed.tls {
+            true => {
+                let tls = match cacert {
+                    Some(cert) => crate::client::AdminTls::trusting(cert),
+                    None => crate::client::AdminTls::roots_only(),
+                };
+                client.with_tls(tls.for_host(&parsed.host))
+            }
+            false => client,
+        };
+        Ok(Admin { url: format!("{}://{}", client.scheme(), parsed.authority), client })
     }
 
     /// The admin API at `addr`, over HTTPS trusting `cert` (`[admin] tls`).

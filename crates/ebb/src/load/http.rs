@@ -1,7 +1,8 @@
 //! One worker's HTTP/1.1 connection and the request it repeats.
 //!
 //! Each worker owns at most one connection (hyper's low-level
-//! `client::conn::http1`, TCP_NODELAY, kept alive). The connection's driver
+//! `client::conn::http1`, TCP_NODELAY, kept alive; TLS over it for an
+//! `https://` target, see [`super::tls`]). The connection's driver
 //! future is polled by the worker's own task, next to the request, so a
 //! request costs no hand-off between tasks.
 
@@ -20,6 +21,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::tls::{Stream, TlsClient};
+
 /// What every request of the run looks like, built once.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -33,6 +36,8 @@ pub struct Target {
     body: Bytes,
     keepalive: bool,
     pub timeout: Option<Duration>,
+    /// For an `https://` URL.
+    pub tls: Option<TlsClient>,
 }
 
 /// The parts of the URL `ebb load` needs, checked.
@@ -42,21 +47,21 @@ pub struct ParsedUrl {
     pub port: u16,
     pub authority: String,
     pub path: Uri,
+    /// `https://`.
+    pub tls: bool,
 }
 
-/// Parses `http://host[:port][/path][?query]`; a missing scheme means
+/// Parses `http[s]://host[:port][/path][?query]`; a missing scheme means
 /// `http://`. Errors are one line for the user.
 pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
     let full = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
     let uri: Uri =
         full.parse().map_err(|e| format!("malformed URL {url:?}: {e} (expected e.g. http://127.0.0.1:8080/path)"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!("{url:?}: https is not supported; ebb load speaks plain HTTP/1.1 (use http://)"));
-        }
-        other => return Err(format!("{url:?}: unsupported scheme {:?} (use http://)", other.unwrap_or(""))),
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        other => return Err(format!("{url:?}: unsupported scheme {:?} (use http:// or https://)", other.unwrap_or(""))),
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| format!("malformed URL {url:?}: no host (expected e.g. http://127.0.0.1:8080/path)"))?;
@@ -70,6 +75,7 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
     // `http` accepts any digits as a port; check the range here.
     let port_text = authority.as_str().rsplit_once(':').map(|(_, p)| p).filter(|p| !p.contains(']'));
     let port = match port_text {
+        None | Some("") if tls => 443,
         None | Some("") => 80,
         Some(text) => text
             .parse::<u16>()
@@ -84,6 +90,7 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
         port,
         authority: authority.as_str().to_string(),
         path: path.parse().map_err(|e| format!("malformed URL {url:?}: {e}"))?,
+        tls,
     })
 }
 
@@ -95,6 +102,8 @@ pub struct RequestSpec<'a> {
     pub content_type: Option<&'a str>,
     pub keepalive: bool,
     pub timeout: Option<Duration>,
+    /// `--cacert`: trusted for an `https://` URL besides the public roots.
+    pub cacert: Option<&'a std::path::Path>,
 }
 
 impl Target {
@@ -136,7 +145,12 @@ impl Target {
         if !spec.keepalive {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
+        let tls = match parsed.tls {
+            true => Some(TlsClient::new(&parsed.host, spec.cacert)?),
+            false => None,
+        };
         Ok(Target {
+            tls,
             url: url.to_string(),
             addr,
             method,
@@ -184,6 +198,7 @@ pub enum Failure {
     ConnectNoPorts,
     ConnectNoFiles,
     ConnectOther,
+    Tls,
     Timeout,
     ClosedEarly,
     Reset,
@@ -192,12 +207,13 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub const ALL: [Failure; 10] = [
+    pub const ALL: [Failure; 11] = [
         Failure::ConnectRefused,
         Failure::ConnectTimedOut,
         Failure::ConnectNoPorts,
         Failure::ConnectNoFiles,
         Failure::ConnectOther,
+        Failure::Tls,
         Failure::Timeout,
         Failure::ClosedEarly,
         Failure::Reset,
@@ -212,6 +228,7 @@ impl Failure {
             Failure::ConnectNoPorts => "connect: no local port left (use keep-alive or fewer connections)",
             Failure::ConnectNoFiles => "connect: too many open files (raise `ulimit -n` or lower -c)",
             Failure::ConnectOther => "connect: failed",
+            Failure::Tls => "TLS handshake failed",
             Failure::Timeout => "timeout (no complete response within --timeout)",
             Failure::ClosedEarly => "connection closed before a complete response",
             Failure::Reset => "connection reset",
@@ -229,6 +246,7 @@ impl Failure {
                 | Failure::ConnectNoPorts
                 | Failure::ConnectNoFiles
                 | Failure::ConnectOther
+                | Failure::Tls
         )
     }
 
@@ -284,7 +302,7 @@ pub enum RequestOutcome {
     Failed(Failure),
 }
 
-type Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+type Driver = http1::Connection<TokioIo<Stream>, Full<Bytes>>;
 
 /// A worker's connection: the request handle and its driver future.
 pub struct Conn {
@@ -295,13 +313,18 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Opens a connection (TCP_NODELAY) and does the HTTP/1.1 handshake.
-    pub async fn open(addr: SocketAddr) -> Result<Conn, Failure> {
+    /// Opens a connection (TCP_NODELAY), with `tls` its TLS handshake, and
+    /// does the HTTP/1.1 handshake.
+    pub async fn open(addr: SocketAddr, tls: Option<&TlsClient>) -> Result<Conn, Failure> {
         let tcp = TcpStream::connect(addr).await.map_err(|e| Failure::from_connect(&e))?;
         let _ = tcp.set_nodelay(true);
+        let stream = match tls {
+            Some(tls) => tls.handshake(tcp).await.map_err(|_| Failure::Tls)?,
+            None => Stream::Plain(tcp),
+        };
         let (sender, driver) = http1::Builder::new()
             .max_buf_size(64 * 1024)
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Failure::from_hyper(&e))?;
         Ok(Conn { sender, driver: Box::pin(driver), finished: false })
@@ -377,7 +400,7 @@ pub async fn exchange(
         tokio::select! {
             biased;
             // Boxed: connecting is rare, and keeps this future small.
-            opened = Box::pin(Conn::open(target.addr)) => match opened {
+            opened = Box::pin(Conn::open(target.addr, target.tls.as_ref())) => match opened {
                 Ok(conn) => *slot = Some(conn),
                 Err(failure) => return RequestOutcome::Failed(failure),
             },
@@ -472,7 +495,9 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
         assert!(parse_url("http://").unwrap_err().starts_with("malformed URL"));
         assert!(parse_url("not a url").unwrap_err().starts_with("malformed URL"));
-        assert!(parse_url("https://example.com").unwrap_err().contains("https is not supported"));
+        let https = parse_url("https://example.com/x").unwrap();
+        assert!(https.tls && https.port == 443, "{https:?}");
+        assert!(!parse_url("example.com").unwrap().tls);
         assert!(parse_url("ftp://example.com").unwrap_err().contains("unsupported scheme"));
         assert!(parse_url("http://127.0.0.1:99999/").unwrap_err().starts_with("malformed URL"));
     }
@@ -488,6 +513,7 @@ mod tests {
             content_type: Some("application/json"),
             keepalive: false,
             timeout: None,
+            cacert: None,
         };
         let headers: &'static [String] =
             Box::leak(Box::new(["Host: example".to_string(), "X-A: 1".into(), "X-A: 2".into()]));

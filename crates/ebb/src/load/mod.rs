@@ -21,6 +21,7 @@
 //! - [`stats`]: sharded HdrHistograms and counters, merged once a second.
 //! - [`report`]: live view, per-second CSV, the summary (text or JSON).
 //! - [`fleet`]: desired/in-service replicas from a running ebb's admin API.
+//! - [`tls`]: the TLS client and stream for an `https://` target.
 
 pub mod fleet;
 pub mod http;
@@ -28,6 +29,7 @@ pub mod report;
 pub mod shape;
 pub mod spelling;
 pub mod stats;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -157,6 +159,12 @@ pub struct LoadArgs {
     /// when the target is a local ebb balancer.
     #[arg(long = "ebb", value_name = "ADMIN_URL")]
     pub ebb: Option<String>,
+
+    /// A PEM certificate to trust for an https:// target or --ebb URL (a
+    /// private CA, or the server's own self-signed certificate), besides
+    /// the built-in public roots. Certificates are always verified.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 }
 
 /// How requests are generated.
@@ -292,6 +300,10 @@ fn plan(args: &LoadArgs) -> Result<Plan, BadInput> {
         }
         (None, None) => Bytes::new(),
     };
+    let https_admin = args.ebb.as_deref().is_some_and(|u| u.starts_with("https://"));
+    if args.cacert.is_some() && !parsed.tls && !https_admin {
+        return Err("--cacert is for an https:// target or --ebb URL".into());
+    }
     let timeout = (!args.timeout.is_zero()).then_some(args.timeout);
     let spec = RequestSpec {
         method: &args.method,
@@ -300,6 +312,7 @@ fn plan(args: &LoadArgs) -> Result<Plan, BadInput> {
         content_type: args.content_type.as_deref(),
         keepalive: !args.disable_keepalive,
         timeout,
+        cacert: args.cacert.as_deref(),
     };
     let unresolved = std::net::SocketAddr::from(([0, 0, 0, 0], parsed.port));
     let target = Target::new(&args.url, &parsed, unresolved, spec)?;
@@ -345,7 +358,7 @@ pub async fn run(args: LoadArgs, config: &std::path::Path) -> anyhow::Result<Exi
         Err(message) => return bad(message),
     };
     let admin = match &args.ebb {
-        Some(url) => match fleet::Admin::from_url(url).await {
+        Some(url) => match fleet::Admin::from_url(url, args.cacert.as_deref()).await {
             Ok(admin) => Some(admin),
             Err(message) => return bad(message),
         },
@@ -359,6 +372,13 @@ pub async fn run(args: LoadArgs, config: &std::path::Path) -> anyhow::Result<Exi
         Ok(Err(e)) => return unreachable(&args.url, format!("cannot connect to {addr}: {e}")),
         Err(_) => {
             return unreachable(&args.url, format!("cannot connect to {addr}: no answer within {connect_limit:?}"))
+        }
+    }
+    if let Some(tls) = &plan.target.tls {
+        let checked = tokio::time::timeout(connect_limit, tls.check(addr)).await;
+        match checked.unwrap_or_else(|_| Err(format!("no TLS handshake with {addr} within {connect_limit:?}"))) {
+            Ok(()) => {}
+            Err(why) => return unreachable(&args.url, why),
         }
     }
 

@@ -322,7 +322,11 @@ async fn dispatch(
         let mut upstream = upstream;
         proxy.queue_time.record(arrived.elapsed());
         let sent = std::time::Instant::now();
-        match send(&mut upstream, req, settings.config.upstream_timeout, watch.as_deref()).await {
+        // A request that may go out once more stops waiting for a replica
+        // that failed (a lost node) instead of waiting out the timeout.
+        let resendable = replay.is_some() && !resent && within_retry_budget(proxy);
+        let abandon = resendable.then(|| &**dispatched.backend());
+        match send(&mut upstream, req, settings.config.upstream_timeout, watch.as_deref(), abandon).await {
             Ok(mut response) => {
                 let head_rtt = sent.elapsed();
                 dispatched.set_conn(upstream);
@@ -353,21 +357,27 @@ async fn dispatch(
                     // Written, but no response byte came back. An idempotent
                     // bodiless request is safe to send once more, elsewhere,
                     // within the retry budget.
-                    if let Some(head) = replay.as_ref().filter(|_| !resent && within_retry_budget(proxy)) {
-                        if let Some(other) = pick(proxy, Some(backend)) {
-                            resent = true;
-                            proxy.stats.retries.fetch_add(1, Ordering::Relaxed);
-                            dispatched.redirect(other);
-                            req = head.rebuild();
-                            fresh_only = false;
-                            continue;
-                        }
+                    if let Some(again) = replay.as_ref().filter(|_| !resent).and_then(|h| resend(proxy, &mut dispatched, h)) {
+                        (req, resent, fresh_only) = (again, true, false);
+                        continue;
                     }
                     drop(dispatched);
                     proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
                     return local_error(proxy, StatusCode::BAD_GATEWAY, "replica failed to answer", false);
                 }
             },
+            Err(SendError::Abandoned) => {
+                // Its replica failed with no answer given: the connection
+                // goes, the request goes once more elsewhere.
+                tracing::debug!(replica = %dispatched.backend().replica_id, "Replica failed before answering; sending the request elsewhere.");
+                if let Some(again) = replay.as_ref().and_then(|h| resend(proxy, &mut dispatched, h)) {
+                    (req, resent, fresh_only) = (again, true, false);
+                    continue;
+                }
+                drop(dispatched);
+                proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                return local_error(proxy, StatusCode::BAD_GATEWAY, "replica failed before it answered", false);
+            }
             Err(SendError::TimedOut) => {
                 proxy.count_gateway_failure(dispatched.backend(), false);
                 // Dropping the connection closes it.
@@ -430,6 +440,18 @@ fn client_body_failed(proxy: &ServiceProxy, failure: ClientBodyFailure, http1: b
 /// Methods whose repetition has no further effect (RFC 9110 §9.2.2).
 fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
+}
+
+/// Sends a request that may be repeated to another replica, within the
+/// retry budget: the request to send, or `None` (no budget, no other).
+fn resend(proxy: &ServiceProxy, dispatched: &mut Dispatched, head: &RequestHead) -> Option<Request<RequestBody>> {
+    if !within_retry_budget(proxy) {
+        return None;
+    }
+    let other = pick(proxy, Some(dispatched.backend()))?;
+    proxy.stats.retries.fetch_add(1, Ordering::Relaxed);
+    dispatched.redirect(other);
+    Some(head.rebuild())
 }
 
 /// Retries are capped at 20 % of requests (plus a floor of 10), so a

@@ -98,6 +98,11 @@ pub struct Backend {
     pool: upstream::Pool,
     /// Its response-time estimate and when it joined (peak-EWMA, slow start).
     pub responsiveness: balancing::Responsiveness,
+    /// Set when the replica failed (`fleet::abandons_requests`): its
+    /// resendable requests still waiting for a head stop waiting. A flag
+    /// that waiting requests look at a few times a second, not a waker:
+    /// registering a waiter per request would cost a lock on the hot path.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl Backend {
@@ -115,7 +120,19 @@ impl Backend {
             latency: Default::default(),
             pool: upstream::Pool::new(),
             responsiveness: Default::default(),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The replica failed and will not answer what it holds: resendable
+    /// requests waiting for its response head are sent again elsewhere
+    /// (within `upstream::ABANDON_CHECK`). The controller calls it.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> u64 {

@@ -375,11 +375,21 @@ pub(crate) enum SendError {
     TimedOut,
     /// hyper's error; it holds the request if it was never written.
     Failed(Box<hyper::client::conn::TrySendError<http::Request<RequestBody>>>),
+    /// The replica failed while the request waited for its head (see
+    /// `Backend::abandon`); the connection is dropped.
+    Abandoned,
 }
+
+/// How often a resendable request waiting for its head looks whether its
+/// replica failed (`Backend::abandon`).
+pub(crate) const ABANDON_CHECK: Duration = Duration::from_millis(250);
 
 /// Sends `req` on `up`, driving the connection until the response head (or
 /// an error) arrives, or `timeout` passes (not counting time the request
-/// body spends waiting for the client: see [`BodyWatch`]).
+/// body spends waiting for the client: see [`BodyWatch`]). With `abandon`
+/// (a request that may be sent again), it also ends as
+/// [`SendError::Abandoned`] within [`ABANDON_CHECK`] of that replica
+/// failing.
 ///
 /// The deadline uses the connection's own timer, re-armed only when it fires
 /// early: a request costs a clock read, not a timer registration.
@@ -388,10 +398,17 @@ pub(crate) async fn send(
     req: http::Request<RequestBody>,
     timeout: Duration,
     watch: Option<&BodyWatch>,
+    abandon: Option<&Backend>,
 ) -> Result<http::Response<Incoming>, SendError> {
     let now = Instant::now();
     up.last_used = Some(now);
     let deadline = now + timeout;
+    // The next time to wake: the deadline, or sooner to look at `abandon`.
+    let wake = |due: Instant, now: Instant| match abandon {
+        Some(_) => due.min(now + ABANDON_CHECK),
+        None => due,
+    };
+    let first = wake(deadline, now);
     let mut response = std::pin::pin!(up.send.try_send_request(req));
     let mut checked_timer = false;
     std::future::poll_fn(|cx| {
@@ -399,29 +416,33 @@ pub(crate) async fn send(
         if let Poll::Ready(result) = response.as_mut().poll(cx) {
             return Poll::Ready(result.map_err(|e| SendError::Failed(Box::new(e))));
         }
-        let timer = up.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep_until(deadline)), deadline));
+        let timer = up.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep_until(first)), first));
         // Once per request: the timer may be set later, for an earlier
         // request on this connection. (Later polls keep any postponement.)
         if !checked_timer {
             checked_timer = true;
-            if timer.1 > deadline {
-                timer.0.as_mut().reset(deadline);
-                timer.1 = deadline;
+            if timer.1 > first {
+                timer.0.as_mut().reset(first);
+                timer.1 = first;
             }
         }
         loop {
             if timer.0.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
+            if abandon.is_some_and(|b| b.is_abandoned()) {
+                return Poll::Ready(Err(SendError::Abandoned));
+            }
             let now = Instant::now();
             let due = watch.map_or(deadline, |w| w.response_due(deadline, timeout, now));
             if now >= due {
                 return Poll::Ready(Err(SendError::TimedOut));
             }
-            // Set for an earlier request, or the body waited for the client:
-            // move it on and wait again.
-            timer.0.as_mut().reset(due);
-            timer.1 = due;
+            // Set for an earlier request, or the body waited for the client,
+            // or time to look at `abandon` again: move it on and wait again.
+            let next = wake(due, now);
+            timer.0.as_mut().reset(next);
+            timer.1 = next;
         }
     })
     .await

@@ -277,6 +277,10 @@ pub async fn run(args: &SimulateArgs, url: &str, config_path: &Path) -> anyhow::
 async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result<(), Fail> {
     let started = Instant::now();
     let parsed = parse_url(url).map_err(|e| bad(format!("error: --calibrate: {e}")))?;
+    if parsed.tls {
+        // Replicas speak plain HTTP behind the balancer; time them there.
+        return Err(bad(format!("error: --calibrate {url:?}: give a replica's or balancer's http:// address")));
+    }
     let slo = ebb_core::sim::Slo::parse(&args.slo).map_err(|e| bad(format!("error: {e}")))?;
     let duration = args.calibrate_duration.unwrap_or(DEFAULT_DURATION);
     let starts = args.calibrate_starts.unwrap_or(DEFAULT_STARTS);
@@ -345,6 +349,7 @@ async fn calibrate(args: &SimulateArgs, url: &str, config_path: &Path) -> Result
             content_type: None,
             keepalive: true,
             timeout: Some(bound.max(Duration::from_secs(1)) * 10),
+            cacert: None,
         },
     )
     .map_err(|e| bad(format!("error: --calibrate: {e}")))?;
