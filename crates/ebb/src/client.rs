@@ -542,7 +542,10 @@ pub fn read_certificates(path: &Path) -> Result<Vec<rustls_pki_types::Certificat
 /// A TLS client (ring, TLS 1.2 and 1.3) that trusts the built-in WebPKI
 /// roots, the CA certificates among `pinned`, and a server presenting
 /// exactly one of `pinned` (a self-signed certificate).
-pub fn client_config(pinned: Vec<rustls_pki_types::CertificateDer<'static>>, alpn: Vec<Vec<u8>>) -> rustls::ClientConfig {
+pub fn client_config(
+    pinned: Vec<rustls_pki_types::CertificateDer<'static>>,
+    alpn: Vec<Vec<u8>>,
+) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     roots.add_parsable_certificates(pinned.iter().cloned());

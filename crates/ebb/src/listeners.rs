@@ -187,7 +187,11 @@ pub struct ListenerReading {
 
 /// What `ebb certs` shows of the certificates `tls` serves, under the name
 /// `listener` (a listener's, or the admin API's).
-pub fn cert_views(listener: &str, tls: &TlsState, acme: Option<&Arc<crate::acme::AcmeListener>>) -> Vec<crate::wire::CertView> {
+pub fn cert_views(
+    listener: &str,
+    tls: &TlsState,
+    acme: Option<&Arc<crate::acme::AcmeListener>>,
+) -> Vec<crate::wire::CertView> {
     let now = std::time::SystemTime::now();
     tls.certs()
         .iter()

@@ -264,6 +264,51 @@ fn s1_client_passes_through_ebb_against_docker_replicas_sharing_a_mount() {
     assert!(containers_of(&state).is_empty());
 }
 
+/// `ebb apply` with new labels and a new mount on a docker service: a
+/// rolling deploy (a new version), after which every container is of v2
+/// and carries them; the plan named it a deploy first.
+#[test]
+fn apply_with_new_labels_and_mounts_deploys_containers_that_carry_them() {
+    let Some(image) = TestImage::build() else { return };
+    let volume = Removed::volume(unique("ebb-test-apply"));
+    let mut ebb = Ebb::start(|admin, listen| {
+        format!(
+            "state_dir = \"state\"\n[admin]\nlisten = \"{admin}\"\n[service.web]\ndriver = \"docker\"\nimage = \"{}\"\nlisten = \"{listen}\"\nreplicas = {{ min = 2, max = 2, desired = 2 }}\nstop_timeout = \"2s\"\ndrain_timeout = \"1s\"\n[service.web.health]\npath = \"/gtg\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nhealthy_threshold = 2\n",
+            image.tag
+        )
+    });
+    let state = ebb.dir.path().join("state").canonicalize().unwrap();
+    let _containers = DockerLeftovers { state_dir: Some(state.clone()) };
+    ebb.wait_in_service(2, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&ebb.config).unwrap().replace(
+        "stop_timeout",
+        &format!("labels = {{ team = \"search\" }}\nmounts = [\"{}:/data\"]\nstop_timeout", volume.name),
+    );
+    std::fs::write(&ebb.config, text).unwrap();
+    let plan = ebb.cli(&["plan"]);
+    let plan_text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan_text.contains("~ web: labels.team (unset) -> \"search\" (rolling deploy, 2 replicas replaced)"),
+        "{plan_text}"
+    );
+    let out = ebb.cli(&["apply", "--yes"]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), ebb.up_log());
+    wait_for("two v2 replicas in service", Duration::from_secs(60), || {
+        let replicas = ebb.wait_in_service(2, Duration::from_secs(60));
+        replicas.iter().all(|r| r["version"] == 2).then_some(())
+    });
+    wait_for("only v2 containers", Duration::from_secs(30), || (containers_of(&state).len() == 2).then_some(()));
+    for id in containers_of(&state) {
+        let c = inspect("container", &id);
+        assert_eq!(c["Config"]["Labels"]["team"], "search");
+        assert_eq!(c["Config"]["Labels"]["ebb.version"], "2");
+        assert_eq!(c["Mounts"][0]["Name"], volume.name.as_str(), "{}", c["Mounts"]);
+    }
+    let out = ebb.cli(&["down"]);
+    assert!(out.status.success(), "ebb down: {}", String::from_utf8_lossy(&out.stderr));
+    ebb.wait_exit(Duration::from_secs(60));
+}
+
 /// The swarm driver puts mounts, networks, user, labels and placement in
 /// each replica's Swarm service (on a single-node swarm this test joins
 /// and leaves): the file's constraints, then the spread's pin to the

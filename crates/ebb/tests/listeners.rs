@@ -764,7 +764,10 @@ fn the_admin_api_over_tls() {
     assert!(admin_cert["file"].as_str().unwrap().ends_with("admin.pem"), "{admin_cert}");
     let out = ebb.cli(&["certs"]);
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(table.lines().any(|l| l.starts_with("admin API") && l.contains("localhost") && l.contains("file")), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("admin API") && l.contains("localhost") && l.contains("file")),
+        "{table}"
+    );
     let out = ebb.cli(&["certs", "reload"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
@@ -1042,7 +1045,8 @@ fn ebb_load_drives_an_https_listener_and_verifies_its_certificate() {
         &[],
         |admin, listen| {
             let config = support::fast_config(admin, listen, "{ min = 1, max = 1, desired = 1 }", "");
-            let mut config = config.replacen(&format!("listen = \"{admin}\"\n"), &format!("listen = \"{admin}\"\n{files}"), 1);
+            let mut config =
+                config.replacen(&format!("listen = \"{admin}\"\n"), &format!("listen = \"{admin}\"\n{files}"), 1);
             config.push_str(&format!(
                 "\n[listener.secure]\nlisten = \"{secure}\"\n{files}\n[[listener.secure.route]]\nservice = \"web\"\n"
             ));
@@ -1050,7 +1054,8 @@ fn ebb_load_drives_an_https_listener_and_verifies_its_certificate() {
         },
         |ebb| {
             let out = ebb.cli(&["--admin-ca", ca_pem.to_str().unwrap(), "status", "--json"]);
-            out.status.success() && serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["services"][0]["in_service"] == 1
+            out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["services"][0]["in_service"] == 1
         },
     );
     let url = format!("https://{secure}/gtg?details");
@@ -1059,13 +1064,26 @@ fn ebb_load_drives_an_https_listener_and_verifies_its_certificate() {
     let out = ebb.cli(&["load", &url, "-n", "20"]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("TLS handshake") && stderr.contains("--cacert") && stderr.contains("nothing was sent"), "{stderr}");
+    assert!(
+        stderr.contains("TLS handshake") && stderr.contains("--cacert") && stderr.contains("nothing was sent"),
+        "{stderr}"
+    );
 
     // Trusted through the CA: every request answered over TLS, and the
     // fleet followed over the HTTPS admin API.
     let admin_url = format!("https://{}", ebb.admin);
     let out = ebb.cli(&[
-        "load", &url, "-n", "300", "-c", "4", "--cacert", ca_pem.to_str().unwrap(), "--ebb", &admin_url, "--json",
+        "load",
+        &url,
+        "-n",
+        "300",
+        "-c",
+        "4",
+        "--cacert",
+        ca_pem.to_str().unwrap(),
+        "--ebb",
+        &admin_url,
+        "--json",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");

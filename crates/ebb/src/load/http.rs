@@ -60,7 +60,9 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
     let tls = match uri.scheme_str() {
         Some("http") => false,
         Some("https") => true,
-        other => return Err(format!("{url:?}: unsupported scheme {:?} (use http:// or https://)", other.unwrap_or(""))),
+        other => {
+            return Err(format!("{url:?}: unsupported scheme {:?} (use http:// or https://)", other.unwrap_or("")))
+        }
     };
     let authority = uri
         .authority()

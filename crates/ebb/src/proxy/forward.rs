@@ -357,7 +357,9 @@ async fn dispatch(
                     // Written, but no response byte came back. An idempotent
                     // bodiless request is safe to send once more, elsewhere,
                     // within the retry budget.
-                    if let Some(again) = replay.as_ref().filter(|_| !resent).and_then(|h| resend(proxy, &mut dispatched, h)) {
+                    if let Some(again) =
+                        replay.as_ref().filter(|_| !resent).and_then(|h| resend(proxy, &mut dispatched, h))
+                    {
                         (req, resent, fresh_only) = (again, true, false);
                         continue;
                     }
