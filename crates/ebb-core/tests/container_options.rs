@@ -87,10 +87,8 @@ placement = { spread = "node.labels.zone", constraints = ["node.role==worker", "
     assert_eq!(o.placement.spread.as_deref(), Some("node.labels.zone"));
     assert_eq!(o.placement.constraints, ["node.role==worker", "node.labels.disk != hdd"]);
     // The table form too.
-    let table = format!(
-        "[service.web]\ndriver = \"swarm\"\nimage = \"x:1\"\nlisten = \"127.0.0.1:8080\"\n[service.web.placement]\nspread = \"node.id\"\n"
-    );
-    assert_eq!(options(&table, "ebb.toml").placement.spread.as_deref(), Some("node.id"));
+    let table = "[service.web]\ndriver = \"swarm\"\nimage = \"x:1\"\nlisten = \"127.0.0.1:8080\"\n[service.web.placement]\nspread = \"node.id\"\n";
+    assert_eq!(options(table, "ebb.toml").placement.spread.as_deref(), Some("node.id"));
 }
 
 fn parse(text: &str) -> Config {

@@ -2,8 +2,8 @@
 //! fleet, what happens to its replicas.
 
 use ebb_core::fleet::{
-    abandons_requests, chaos_victim, leave_by, plan, routable, scale_in_waits_for, Counts, CrashLoop, FleetAction, FleetInput,
-    ReplicaFacts, ReplicaPhase, Routes,
+    abandons_requests, chaos_victim, leave_by, plan, routable, scale_in_waits_for, Counts, CrashLoop, FleetAction,
+    FleetInput, ReplicaFacts, ReplicaPhase, Routes,
 };
 use std::time::Duration;
 

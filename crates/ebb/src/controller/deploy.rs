@@ -136,7 +136,7 @@ impl Deployer {
         let current = self.specs[&self.version].clone();
         let mut next = current.clone();
         if let Some(spec) = request.from_config {
-            next = VersionSpec { command: spec.command, env: spec.env, image: spec.image, options: spec.options };
+            next = VersionSpec { command: spec.command, env: spec.env, image: spec.image, options: *spec.options };
             if next == current {
                 return Err(refused(ctx, format!(
                     "nothing to deploy: v{} already runs what the config file says for {}; edit it, or pass --command, --image or --env",

@@ -409,7 +409,7 @@ impl ServiceController {
                         command: spec.command,
                         env: spec.env,
                         image: spec.image,
-                        options: spec.options,
+                        options: Box::new(spec.options),
                     }),
                     reason: Some("ebb apply".into()),
                     ..DeployRequest::default()

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod docker;
+#[allow(unused_imports)] // only the container tests use it
 pub use docker::*;
 
 pub const EBB: &str = env!("CARGO_BIN_EXE_ebb");

@@ -165,7 +165,7 @@ impl Check<'_> {
                 ("networks", raw.networks.as_ref().map(|n| n.first().map(|v| v.span()))),
                 ("user", raw.user.as_ref().map(|u| Some(u.span()))),
                 ("labels", raw.labels.as_ref().map(|_| first_label)),
-                ("placement", raw.placement.as_ref().map(|p| placement_span(p))),
+                ("placement", raw.placement.as_ref().map(placement_span)),
             ];
             for (key, span) in written {
                 if let Some(span) = span {
