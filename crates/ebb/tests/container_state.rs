@@ -206,9 +206,10 @@ async fn docker_names_the_replica_for_a_missing_network_or_bind_source() {
 }
 
 /// Story S1's client through ebb, on two docker replicas that mount one
-/// volume (`examples/docker/ebb.s1.toml`): every candidate POSTed through
-/// ebb is then read back from EACH container directly (their addresses
-/// from the status API) and through ebb. Names are also POSTed to one
+/// volume (`examples/docker/ebb.s1.toml`): each round runs the story's four
+/// checks through ebb (good to go, insert, verification, candidate list),
+/// and every candidate inserted is also read back from EACH container
+/// directly (their addresses from the status API). Names are also POSTed to one
 /// container and read from the other, both ways, so the check does not
 /// depend on which container the balancer picks.
 ///
@@ -246,6 +247,8 @@ fn s1_client_passes_through_ebb_against_docker_replicas_sharing_a_mount() {
             read(*addr, &name);
         }
         read(ebb.listen, &name);
+        let list = http(ebb.listen, "GET", "/candidates", None).unwrap();
+        assert!(list.status == 200 && list.body.contains(&format!("\"{name}\"")), "{list:?}");
         let who = http(ebb.listen, "GET", "/gtg?details", None).unwrap().json();
         answered.insert(who["instance-id"].as_str().unwrap_or_default().to_string());
     }
