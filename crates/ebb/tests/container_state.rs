@@ -205,6 +205,35 @@ async fn docker_names_the_replica_for_a_missing_network_or_bind_source() {
     assert!(containers_of(&state).is_empty(), "nothing half-started is left");
 }
 
+/// `ebb up` with a network that is not on the engine: refused before any
+/// container starts, naming the service, the network and how to make it.
+#[test]
+fn up_with_a_missing_network_names_it_before_starting_anything() {
+    let Some(image) = TestImage::build() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ebb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n[service.api]\ndriver = \"docker\"\nimage = \"{}\"\nnetworks = [\"ebb-test-no-such-net\"]\nlisten = \"127.0.0.1:{}\"\n",
+            free_port(),
+            image.tag,
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(EBB).arg("-f").arg(&config).arg("up").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("service api")
+            && stderr.contains("network \"ebb-test-no-such-net\" is not on the Docker engine")
+            && stderr.contains("docker network create ebb-test-no-such-net"),
+        "{stderr}"
+    );
+    assert_eq!(containers_of(&dir.path().join("state").canonicalize().unwrap()), Vec::<String>::new());
+}
+
 /// Story S1's client through ebb, on two docker replicas that mount one
 /// volume (`examples/docker/ebb.s1.toml`): each round runs the story's four
 /// checks through ebb (good to go, insert, verification, candidate list),

@@ -119,6 +119,26 @@ impl Engine {
         Ok(Engine { docker, endpoint: endpoint.to_string() })
     }
 
+    /// Whether every network in `networks` is on the engine; the error
+    /// names the first missing one and how to make it.
+    pub async fn check_networks(&self, networks: &[String]) -> Result<(), String> {
+        for network in networks {
+            match self.docker.inspect_network(network, None).await {
+                Ok(_) => {}
+                Err(e) if status_of(&e) == Some(404) => {
+                    return Err(format!(
+                        "network {network:?} is not on the Docker engine at {}; create it first (`docker network create {network}`, for Swarm `docker network create -d overlay {network}`)",
+                        self.endpoint
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!("cannot inspect network {network:?} on the Docker engine at {}: {e}", self.endpoint))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `image` is on the engine; the error says how to get it there.
     pub async fn check_image(&self, image: &str) -> Result<(), String> {
         match self.docker.inspect_image(image).await {
