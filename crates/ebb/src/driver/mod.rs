@@ -298,3 +298,24 @@ pub trait Driver: Send + Sync {
         Box::pin(async move { Err(error) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config file named by a relative path leaves a relative bind
+    /// source (the parse does no I/O); the engine gets it whole.
+    #[test]
+    fn a_relative_bind_source_reaches_the_engine_absolute() {
+        let text = "[service.web]\ndriver = \"docker\"\nimage = \"x:1\"\nlisten = \"127.0.0.1:8080\"\nmounts = [\"./data:/data\", \"cache:/cache\"]\n";
+        let config = ebb_core::config::Config::parse(text, Path::new("ebb.toml")).unwrap();
+        let service = &config.services["web"];
+        let options = &service.container.as_ref().unwrap().options;
+        assert_eq!(options.mounts[0].source.as_deref(), Some("data"));
+        let spec = ContainerSpec::from_config(service, Some("x:2"), options).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(spec.options.mounts[0].source.as_deref(), Some(cwd.join("data").to_str().unwrap()));
+        assert_eq!(spec.options.mounts[1].source.as_deref(), Some("cache"), "a volume name stays a name");
+        assert_eq!(spec.image, "x:2", "the version's image");
+    }
+}
