@@ -432,6 +432,10 @@ impl Framing {
 }
 
 #[cfg(test)]
+#[path = "framing_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
