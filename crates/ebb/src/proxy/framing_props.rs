@@ -186,7 +186,8 @@ fn heads_end_where_httparse_ends_them_and_the_first_ambiguous_or_oversized_one_i
                 ends.push(offset + 1);
             }
         }
-        let context = || format!("case {case} (seed {}), max_head {max_head}: {}", seed(), String::from_utf8_lossy(&stream));
+        let context =
+            || format!("case {case} (seed {}), max_head {max_head}: {}", seed(), String::from_utf8_lossy(&stream));
         assert_eq!(f.refused(), refusal, "{}", context());
         let until = refusal.map_or(expected.len(), |(i, _)| i as usize + 1);
         let want: Vec<usize> = expected[..until].iter().map(|(end, _, _)| *end).collect();
@@ -252,7 +253,13 @@ fn random_bytes_in_any_split_give_the_same_answer_and_never_panic() {
         let whole = run(&stream, max_head, &[stream.len()]);
         let pieces = random_pieces(&mut rng);
         let split = run(&stream, max_head, &pieces);
-        assert_eq!(split, whole, "case {case} (seed {}), pieces {pieces:?}: {:?}", seed(), String::from_utf8_lossy(&stream));
+        assert_eq!(
+            split,
+            whole,
+            "case {case} (seed {}), pieces {pieces:?}: {:?}",
+            seed(),
+            String::from_utf8_lossy(&stream)
+        );
         if let Some(at) = whole.cut_at {
             assert!(at <= stream.len());
             assert_eq!(whole.refused.map(|(_, r)| r), Some(Refusal::LengthTooLarge), "only a too-large length cuts");
