@@ -218,6 +218,67 @@ pub struct ContainerConfig {
     pub cpus: Option<f64>,
     /// Memory limit in bytes (`--memory`).
     pub memory: Option<u64>,
+    /// Mounts, networks, user, labels, placement: part of what a version
+    /// runs, like the image (a change is a deploy).
+    pub options: ContainerOptions,
+}
+
+/// A container replica's `mounts`, `networks`, `user`, `labels` and (Swarm
+/// only) `placement`. Checked at parse time; the engine has the last word
+/// (a missing network or bind source fails the replica's start).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ContainerOptions {
+    pub mounts: Vec<Mount>,
+    /// Networks the container joins (docker) or the task attaches to
+    /// (swarm: overlay networks), in file order.
+    pub networks: Vec<String>,
+    /// `user`, `"uid[:gid]"` or a name in the image.
+    pub user: Option<String>,
+    /// Extra labels; never `ebb.*` (ebb's own, how it finds its replicas).
+    pub labels: BTreeMap<String, String>,
+    pub placement: Placement,
+}
+
+/// One `mounts` entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// Bind: an absolute host path (a relative one in the file is resolved
+    /// against the config file's directory). Volume: its name. Tmpfs: none.
+    pub source: Option<String>,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// What a mount's source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountKind {
+    Bind,
+    Volume,
+    Tmpfs,
+}
+
+impl MountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+/// `placement = { spread, constraints }` (swarm driver only).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Placement {
+    /// Swarm's spread descriptor, e.g. `node.labels.zone`.
+    pub spread: Option<String>,
+    /// Swarm constraints, e.g. `node.role==worker`.
+    pub constraints: Vec<String>,
 }
 
 impl ContainerConfig {

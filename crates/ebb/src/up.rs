@@ -530,6 +530,10 @@ async fn drivers_for(
     for service in &containers {
         if let Some(container) = &service.container {
             engine.check_image(&container.image).await.map_err(|e| anyhow::anyhow!("service {}: {e}", service.name))?;
+            engine
+                .check_networks(&container.options.networks)
+                .await
+                .map_err(|e| anyhow::anyhow!("service {}: {e}", service.name))?;
         }
     }
     let mut gateway = None;

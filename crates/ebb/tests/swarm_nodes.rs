@@ -44,6 +44,7 @@ fn spec(image: &str, dir: &Path, replica: &str) -> ReplicaSpec {
             cpus: Some(0.25),
             memory: Some(256 << 20),
             stop_timeout: Duration::from_secs(2),
+            options: Default::default(),
         }),
         ports: None,
         limits: None,

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{CommandSpec, Config, ListenerConfig, ServiceConfig};
+use super::{CommandSpec, Config, ContainerOptions, ListenerConfig, ServiceConfig};
 use crate::replicas;
 
 /// `+`, `~` or `-`, as Terraform prints them.
@@ -266,16 +266,20 @@ fn union<'a>(a: impl Iterator<Item = &'a String>, b: impl Iterator<Item = &'a St
 }
 
 /// What a replica is started from: a change here is a new version.
-fn spec(s: &ServiceConfig) -> (&CommandSpec, &BTreeMap<String, String>, Option<&str>) {
-    (&s.command, &s.env, s.container.as_ref().map(|c| c.image.as_str()))
+type Spec<'a> = (&'a CommandSpec, &'a BTreeMap<String, String>, Option<(&'a str, &'a ContainerOptions)>);
+
+fn spec(s: &ServiceConfig) -> Spec<'_> {
+    (&s.command, &s.env, s.container.as_ref().map(|c| (c.image.as_str(), &c.options)))
 }
 
 fn service_effect(key: &str, spec_changed: bool, running: u32) -> Effect {
     let top = key.split(['.', '[']).next().unwrap_or(key);
     match top {
-        "command" | "env" | "image" if spec_changed => Effect::RollingDeploy { replaced: running },
+        "command" | "env" | "image" | "mounts" | "networks" | "user" | "labels" | "placement" if spec_changed => {
+            Effect::RollingDeploy { replaced: running }
+        }
         // Written differently, started the same way.
-        "command" | "env" | "image" => Effect::InPlace,
+        "command" | "env" | "image" | "mounts" | "networks" | "user" | "labels" | "placement" => Effect::InPlace,
         "container_port" | "cpus" | "memory" | "ports" => Effect::NewReplicas,
         "driver" | "kind" => Effect::Refused {
             fix: format!("a service cannot change its {top} while it runs; add it under a new name (the old one drains), or stop ebb and start it again"),

@@ -124,6 +124,11 @@ struct RawService {
     container_port: Option<Spanned<Int>>,
     cpus: Option<Spanned<Number>>,
     memory: Option<Spanned<Bytes>>,
+    mounts: Option<Vec<Spanned<container::RawMount>>>,
+    networks: Option<Vec<Spanned<String>>>,
+    user: Option<Spanned<String>>,
+    labels: Option<container::LabelTable>,
+    placement: Option<container::RawPlacement>,
     listen: Option<Spanned<Addr>>,
     replicas: Option<RawReplicas>,
     cpu: Option<Spanned<Number>>,
@@ -198,6 +203,7 @@ struct RawProxy {
 const MAX_REQUEST_BUFFERING: u64 = 16 << 20;
 
 mod cluster;
+mod container;
 mod idle;
 mod lifecycle;
 mod listener;
@@ -439,9 +445,20 @@ impl Check<'_> {
         let replicas = self.replicas(raw.replicas.unwrap_or_default());
         let cpu_span = raw.cpu.as_ref().map(|c| c.span());
         let mut cpu = self.cpu(raw.cpu);
+        let options = container::RawContainerOptions {
+            mounts: raw.mounts,
+            networks: raw.networks,
+            user: raw.user,
+            labels: raw.labels,
+            placement: raw.placement,
+        };
         let container = match driver_unknown {
             true => None,
-            false => self.container(name, driver, raw.image, raw.container_port, raw.cpus, raw.memory.clone()),
+            false => {
+                let options = self.container_options(name, driver, options);
+                self.container(name, driver, raw.image, raw.container_port, raw.cpus, raw.memory.clone())
+                    .map(|c| ContainerConfig { options, ..c })
+            }
         };
         let process_memory = match (driver, raw.memory) {
             (DriverKind::Process, Some(memory)) if memory.get_ref().0 < 4 << 20 => {
@@ -688,7 +705,7 @@ impl Check<'_> {
                 Some(v)
             }
         });
-        Some(ContainerConfig { image, container_port, cpus, memory })
+        Some(ContainerConfig { image, container_port, cpus, memory, options: Default::default() })
     }
 
     fn service_name(&mut self, name: &Spanned<String>) {

@@ -454,6 +454,7 @@ async fn spec_in_config_file(path: &std::path::Path, service: &str) -> Result<cr
         command: spec.command.clone(),
         env: spec.env.clone(),
         image: spec.container.as_ref().map(|c| c.image.clone()),
+        options: Box::new(spec.container.as_ref().map(|c| c.options.clone()).unwrap_or_default()),
     })
 }
 

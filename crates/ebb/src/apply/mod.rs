@@ -477,6 +477,10 @@ async fn ensure_drivers(parts: &mut Parts, added: &[&ServiceConfig]) -> Result<(
                 .check_image(&container.image)
                 .await
                 .map_err(|e| ApplyError::Unavailable(format!("service {}: {e}", service.name)))?;
+            engine
+                .check_networks(&container.options.networks)
+                .await
+                .map_err(|e| ApplyError::Unavailable(format!("service {}: {e}", service.name)))?;
             if !parts.drivers.contains_key(&service.driver) {
                 let driver: Arc<dyn crate::driver::Driver> = match service.driver {
                     DriverKind::Swarm => Arc::new(crate::driver::SwarmDriver::new(engine).await.map_err(|e| {

@@ -51,6 +51,9 @@ pub struct ConfigSpec {
     pub command: CommandSpec,
     pub env: BTreeMap<String, String>,
     pub image: Option<String>,
+    /// Mounts, networks, user, labels, placement (containers); boxed, so
+    /// a deploy request stays as small as the other commands.
+    pub options: Box<ebb_core::config::ContainerOptions>,
 }
 
 /// Why a lifecycle request was refused; nothing was changed.

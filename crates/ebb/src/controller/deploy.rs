@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use ebb_core::config::{CommandSpec, ServiceConfig};
+use ebb_core::config::{CommandSpec, ContainerOptions, ServiceConfig};
 use ebb_core::deploy::{Deploy, DeployAction, DeployOutcome, ReplicaPhase, ReplicaView};
 
 use super::command::{DeployRequest, LifecycleError};
@@ -27,6 +27,10 @@ pub(super) struct VersionSpec {
     /// process driver).
     #[serde(default)]
     pub(super) image: Option<String>,
+    /// A container's mounts, networks, user, labels and placement (absent
+    /// from specs recorded before they existed: none).
+    #[serde(default)]
+    pub(super) options: ContainerOptions,
 }
 
 impl VersionSpec {
@@ -36,6 +40,7 @@ impl VersionSpec {
             command: config.command.clone(),
             env: config.env.clone(),
             image: config.container.as_ref().map(|c| c.image.clone()),
+            options: config.container.as_ref().map(|c| c.options.clone()).unwrap_or_default(),
         }
     }
 }
@@ -131,7 +136,7 @@ impl Deployer {
         let current = self.specs[&self.version].clone();
         let mut next = current.clone();
         if let Some(spec) = request.from_config {
-            next = VersionSpec { command: spec.command, env: spec.env, image: spec.image };
+            next = VersionSpec { command: spec.command, env: spec.env, image: spec.image, options: *spec.options };
             if next == current {
                 return Err(refused(ctx, format!(
                     "nothing to deploy: v{} already runs what the config file says for {}; edit it, or pass --command, --image or --env",

@@ -219,7 +219,7 @@ impl Fleet {
             env,
             state_dir: self.state_dir.clone(),
             log_path: self.state_dir.join("logs").join(format!("{id}.log")),
-            container: ContainerSpec::from_config(&ctx.config, spec.image.as_deref()),
+            container: ContainerSpec::from_config(&ctx.config, spec.image.as_deref(), &spec.options),
             ports: ctx.config.ports.clone(),
             limits: Some(crate::driver::cgroup::Limits {
                 cpus: ctx.config.cpu_quota.then_some(ctx.config.cpu),

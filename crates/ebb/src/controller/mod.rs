@@ -405,7 +405,12 @@ impl ServiceController {
         let deploy = match new_spec {
             true => {
                 let request = DeployRequest {
-                    from_config: Some(ConfigSpec { command: spec.command, env: spec.env, image: spec.image }),
+                    from_config: Some(ConfigSpec {
+                        command: spec.command,
+                        env: spec.env,
+                        image: spec.image,
+                        options: Box::new(spec.options),
+                    }),
                     reason: Some("ebb apply".into()),
                     ..DeployRequest::default()
                 };

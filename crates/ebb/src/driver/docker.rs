@@ -6,8 +6,10 @@
 //!   `ebb.state_dir` (how a restarted ebb recognises its own), with `PORT` =
 //!   `container_port` and that port published on `127.0.0.1` at a host port
 //!   the engine picks (so two replicas never clash); CPU and memory limits
-//!   from `cpus` and `memory`. Then start it and read the published port. A
-//!   container that fails to start is removed: nothing is left half-started.
+//!   from `cpus` and `memory`; the service's `mounts`, `user` and `labels`;
+//!   the first of `networks` as its network (the others joined before it
+//!   starts). Then start it and read the published port. A container that
+//!   fails to start is removed: nothing is left half-started.
 //! - **Logs:** followed into `<state_dir>/logs/<replica>.log`, so `ebb logs`
 //!   works as for processes.
 //! - **Exit:** the engine's wait; a status above 128 is a signal (137 =
@@ -26,13 +28,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, MountType, NetworkConnectRequest, NetworkingConfig, PortBinding,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
-use ebb_core::config::CommandSpec;
+use ebb_core::config::{CommandSpec, ContainerOptions, MountKind};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -113,6 +117,26 @@ impl Engine {
             .await
             .map_err(|e| format!("the Docker engine at {endpoint} answered, but not its version: {e}"))?;
         Ok(Engine { docker, endpoint: endpoint.to_string() })
+    }
+
+    /// Whether every network in `networks` is on the engine; the error
+    /// names the first missing one and how to make it.
+    pub async fn check_networks(&self, networks: &[String]) -> Result<(), String> {
+        for network in networks {
+            match self.docker.inspect_network(network, None).await {
+                Ok(_) => {}
+                Err(e) if status_of(&e) == Some(404) => {
+                    return Err(format!(
+                        "network {network:?} is not on the Docker engine at {}; create it first (`docker network create {network}`, for Swarm `docker network create -d overlay {network}`)",
+                        self.endpoint
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!("cannot inspect network {network:?} on the Docker engine at {}: {e}", self.endpoint))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether `image` is on the engine; the error says how to get it there.
@@ -203,6 +227,43 @@ pub(crate) fn container_cmd(command: &CommandSpec) -> Option<Vec<String>> {
     }
 }
 
+/// An engine message, with what to do when it is about a missing network
+/// (an older engine says so at start, a newer one at create).
+fn with_hint(message: String) -> String {
+    match message.contains("network") && message.contains("not found") {
+        true => format!("{message}; create it (`docker network create NAME`) or fix the service's networks"),
+        false => message,
+    }
+}
+
+/// The engine's mounts for a container's `mounts` (both drivers).
+pub(crate) fn engine_mounts(options: &ContainerOptions) -> Option<Vec<bollard::models::Mount>> {
+    let mounts: Vec<bollard::models::Mount> = options
+        .mounts
+        .iter()
+        .map(|m| bollard::models::Mount {
+            typ: Some(match m.kind {
+                MountKind::Bind => MountType::BIND,
+                MountKind::Volume => MountType::VOLUME,
+                MountKind::Tmpfs => MountType::TMPFS,
+            }),
+            source: m.source.clone(),
+            target: Some(m.target.clone()),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect();
+    (!mounts.is_empty()).then_some(mounts)
+}
+
+/// ebb's own labels with the service's `labels` beside them (the config
+/// refuses `ebb.*` keys; ebb's win all the same).
+pub(crate) fn with_labels(own: HashMap<String, String>, options: &ContainerOptions) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = options.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    labels.extend(own);
+    labels
+}
+
 /// Whole seconds for the engine, rounded up so a limit is never shortened.
 pub(crate) fn whole_seconds(d: Duration) -> i64 {
     d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0)
@@ -236,13 +297,19 @@ impl DockerDriver {
             return Err(self.error(spec, "the docker driver needs an image (driver = \"docker\" with image = ...)"));
         };
         let port_key = format!("{}/tcp", container.container_port);
-        let labels = HashMap::from([
-            (LABEL_SERVICE.to_string(), spec.service.clone()),
-            (LABEL_REPLICA.to_string(), spec.replica_id.clone()),
-            (LABEL_VERSION.to_string(), spec.version.to_string()),
-            (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
-            (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
-        ]);
+        let labels = with_labels(
+            HashMap::from([
+                (LABEL_SERVICE.to_string(), spec.service.clone()),
+                (LABEL_REPLICA.to_string(), spec.replica_id.clone()),
+                (LABEL_VERSION.to_string(), spec.version.to_string()),
+                (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
+                (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
+            ]),
+            &container.options,
+        );
+        // The first network is the container's own (its port is published
+        // from there); the others are joined before it starts.
+        let networks = &container.options.networks;
         // A port of the service's `ports` range (hosts with port rules), or
         // one the engine picks.
         let host_port = match &spec.ports {
@@ -258,6 +325,8 @@ impl DockerDriver {
             )])),
             nano_cpus: container.nano_cpus(),
             memory: container.memory.map(|m| m as i64),
+            mounts: engine_mounts(&container.options),
+            network_mode: networks.first().cloned(),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -268,12 +337,18 @@ impl DockerDriver {
             exposed_ports: Some(vec![port_key.clone()]),
             stop_timeout: Some(whole_seconds(container.stop_timeout)),
             host_config: Some(host_config),
+            user: container.options.user.clone(),
+            networking_config: networks.first().map(|n| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(n.clone(), EndpointSettings::default())])),
+            }),
             ..Default::default()
         };
         let name = format!("ebb-{}", spec.replica_id);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created =
             self.engine.docker.create_container(Some(options), body).await.map_err(|e| match status_of(&e) {
+                // The engine answers 404 for a missing network too.
+                Some(404) if message_of(&e).contains("network") => self.error(spec, with_hint(message_of(&e))),
                 Some(404) => self.error(spec, missing_image(&container.image, &self.engine.endpoint)),
                 Some(409) => self.error(spec, format!("a container named {name} already exists: {}", message_of(&e))),
                 _ => self.error(
@@ -283,11 +358,15 @@ impl DockerDriver {
             })?;
         let id = created.id;
         let result = async {
-            self.engine
-                .docker
-                .start_container(&id, None)
-                .await
-                .map_err(|e| self.error(spec, format!("container {name} did not start: {}", message_of(&e))))?;
+            for network in networks.iter().skip(1) {
+                let request = NetworkConnectRequest { container: id.clone(), endpoint_config: None };
+                self.engine.docker.connect_network(network, request).await.map_err(|e| {
+                    self.error(spec, format!("container {name} cannot join network {network:?}: {}", message_of(&e)))
+                })?;
+            }
+            self.engine.docker.start_container(&id, None).await.map_err(|e| {
+                self.error(spec, format!("container {name} did not start: {}", with_hint(message_of(&e))))
+            })?;
             let inspected = self
                 .engine
                 .docker

@@ -16,6 +16,7 @@
 pub mod cgroup;
 pub mod docker;
 mod process;
+mod spread;
 pub mod swarm;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
-use ebb_core::config::CommandSpec;
+use ebb_core::config::{CommandSpec, ContainerOptions, MountKind};
 use tokio::sync::watch;
 
 pub use crate::metrics::cpu::GroupUsage;
@@ -75,6 +76,9 @@ pub struct ContainerSpec {
     /// The engine's own stop timeout for the container (`docker stop`
     /// without `-t` waits this long too).
     pub stop_timeout: Duration,
+    /// Mounts (bind sources absolute), networks, user, extra labels,
+    /// placement (swarm).
+    pub options: ContainerOptions,
 }
 
 impl ContainerSpec {
@@ -83,16 +87,31 @@ impl ContainerSpec {
         self.cpus.map(|c| (c * 1e9).round() as i64)
     }
 
-    /// The container part of a service's config, running `image` instead of
-    /// the configured one when a deploy changed it.
-    pub fn from_config(service: &ebb_core::config::ServiceConfig, image: Option<&str>) -> Option<ContainerSpec> {
+    /// The container part of a service's config, running the version's
+    /// `image` (when a deploy changed it) and `options`.
+    pub fn from_config(
+        service: &ebb_core::config::ServiceConfig,
+        image: Option<&str>,
+        options: &ContainerOptions,
+    ) -> Option<ContainerSpec> {
         let c = service.container.as_ref()?;
+        let mut options = options.clone();
+        // A bind source relative to a config file given by a relative path
+        // is relative to ebb's working directory; the engine wants it whole.
+        for mount in options.mounts.iter_mut().filter(|m| m.kind == MountKind::Bind) {
+            if let Some(source) = mount.source.as_mut().filter(|s| !s.starts_with('/')) {
+                if let Ok(whole) = std::path::absolute(&*source) {
+                    *source = whole.to_string_lossy().into_owned();
+                }
+            }
+        }
         Some(ContainerSpec {
             image: image.unwrap_or(&c.image).to_string(),
             container_port: c.container_port,
             cpus: c.cpus,
             memory: c.memory,
             stop_timeout: service.stop_timeout,
+            options,
         })
     }
 }
@@ -277,5 +296,26 @@ pub trait Driver: Send + Sync {
         let error =
             DriverError::Unsupported { replica: replica.replica_id.clone(), driver: self.name(), what: "resume" };
         Box::pin(async move { Err(error) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config file named by a relative path leaves a relative bind
+    /// source (the parse does no I/O); the engine gets it whole.
+    #[test]
+    fn a_relative_bind_source_reaches_the_engine_absolute() {
+        let text = "[service.web]\ndriver = \"docker\"\nimage = \"x:1\"\nlisten = \"127.0.0.1:8080\"\nmounts = [\"./data:/data\", \"cache:/cache\"]\n";
+        let config = ebb_core::config::Config::parse(text, Path::new("ebb.toml")).unwrap();
+        let service = &config.services["web"];
+        let options = &service.container.as_ref().unwrap().options;
+        assert_eq!(options.mounts[0].source.as_deref(), Some("data"));
+        let spec = ContainerSpec::from_config(service, Some("x:2"), options).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(spec.options.mounts[0].source.as_deref(), Some(cwd.join("data").to_str().unwrap()));
+        assert_eq!(spec.options.mounts[1].source.as_deref(), Some("cache"), "a volume name stays a name");
+        assert_eq!(spec.image, "x:2", "the version's image");
     }
 }

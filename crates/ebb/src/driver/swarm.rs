@@ -36,6 +36,10 @@
 //!   traffic (rolling or blue-green) and rolls back, as for every driver.
 //!   Swarm's update would replace tasks without ebb's health gate and move
 //!   endpoints under the balancer.
+//! - **Placement:** the service's `placement.constraints`, then, with
+//!   `placement.spread`, a pin to the attribute value the fewest replicas
+//!   have (`spread.rs`: Swarm's own spread preference only works among one
+//!   Swarm service's tasks), then ebb's avoid-constraints.
 //! - **Adoption:** tasks are found by the service labels; the replica id of
 //!   each task is kept in `<state_dir>/swarm-replicas.json`.
 //! - **Usage** is read from the engine of each task's node (its own, or
@@ -53,16 +57,19 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit,
-    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecResources,
+    NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecPlacementPreferences, TaskSpecPlacementSpread, TaskSpecResources,
     TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptionsBuilder};
 use tokio::sync::{watch, Mutex};
 
 use super::docker::{
-    container_cmd, exit_reason_from_status, message_of, service_of, short, status_of, stop_container, usage_of,
-    whole_seconds, Engine, LABEL_CONTAINER_PORT, LABEL_REPLICA, LABEL_SERVICE, LABEL_STATE_DIR, LABEL_VERSION,
+    container_cmd, engine_mounts, exit_reason_from_status, message_of, service_of, short, status_of, stop_container,
+    usage_of, whole_seconds, with_labels, Engine, LABEL_CONTAINER_PORT, LABEL_REPLICA, LABEL_SERVICE, LABEL_STATE_DIR,
+    LABEL_VERSION,
 };
+use super::spread;
 use super::{
     BoxFuture, Driver, DriverError, ExitReason, FoundReplica, GroupUsage, ReplicaHandle, ReplicaSpec, RunningReplica,
 };
@@ -240,17 +247,36 @@ impl SwarmDriver {
     }
 
     /// The Swarm service's spec for one version of an ebb service.
-    fn service_spec(&self, spec: &ReplicaSpec, name: &str) -> Result<ServiceSpec, DriverError> {
+    /// `pin`: the `ATTRIBUTE==VALUE` constraint `placement.spread` chose.
+    fn service_spec(&self, spec: &ReplicaSpec, name: &str, pin: Option<&str>) -> Result<ServiceSpec, DriverError> {
         let Some(container) = &spec.container else {
             return Err(self.error(spec, "the swarm driver needs an image (driver = \"swarm\" with image = ...)"));
         };
-        let labels = HashMap::from([
-            (LABEL_SERVICE.to_string(), spec.service.clone()),
-            (LABEL_VERSION.to_string(), spec.version.to_string()),
-            (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
-            (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
-            (LABEL_REPLICA.to_string(), spec.replica_id.clone()),
-        ]);
+        let labels = with_labels(
+            HashMap::from([
+                (LABEL_SERVICE.to_string(), spec.service.clone()),
+                (LABEL_VERSION.to_string(), spec.version.to_string()),
+                (LABEL_STATE_DIR.to_string(), spec.state_dir.to_string_lossy().into_owned()),
+                (LABEL_CONTAINER_PORT.to_string(), container.container_port.to_string()),
+                (LABEL_REPLICA.to_string(), spec.replica_id.clone()),
+            ]),
+            &container.options,
+        );
+        let options = &container.options;
+        // The file's constraints, then ebb's own (nodes seen unreachable).
+        let mut constraints = options.placement.constraints.clone();
+        constraints.extend(pin.map(String::from));
+        constraints.extend(self.avoid_constraints());
+        let preferences = options.placement.spread.as_ref().map(|s| {
+            vec![TaskSpecPlacementPreferences {
+                spread: Some(TaskSpecPlacementSpread { spread_descriptor: Some(s.clone()) }),
+            }]
+        });
+        let networks: Vec<NetworkAttachmentConfig> = options
+            .networks
+            .iter()
+            .map(|n| NetworkAttachmentConfig { target: Some(n.clone()), ..Default::default() })
+            .collect();
         // One spec for every task: per-replica values (the replica token,
         // the loopback admin URL) cannot be in it.
         let mut env: Vec<String> = spec
@@ -275,8 +301,11 @@ impl SwarmDriver {
                     args: container_cmd(&spec.command),
                     env: Some(env),
                     stop_grace_period: Some(whole_seconds(container.stop_timeout) * 1_000_000_000),
+                    user: options.user.clone(),
+                    mounts: engine_mounts(options),
                     ..Default::default()
                 }),
+                networks: (!networks.is_empty()).then_some(networks),
                 resources: Some(TaskSpecResources {
                     limits: Some(Limit {
                         nano_cpus: container.nano_cpus(),
@@ -293,7 +322,8 @@ impl SwarmDriver {
                     ..Default::default()
                 }),
                 placement: Some(bollard::models::TaskSpecPlacement {
-                    constraints: Some(self.avoid_constraints()).filter(|c| !c.is_empty()),
+                    constraints: Some(constraints).filter(|c| !c.is_empty()),
+                    preferences,
                     ..Default::default()
                 }),
                 restart_policy: Some(TaskSpecRestartPolicy {
@@ -373,6 +403,42 @@ impl SwarmDriver {
         Some(NodeInfo { hostname, addr })
     }
 
+    /// `ATTRIBUTE==VALUE` for a new replica of a service with
+    /// `placement.spread`: the value of the usable nodes (meeting the
+    /// service's constraints, not seen unreachable) that the fewest of its
+    /// replicas' Swarm services are pinned to. `None` (Swarm chooses) when
+    /// no such node has the attribute, or the nodes cannot be read.
+    async fn spread_pin(&self, spec: &ReplicaSpec) -> Option<String> {
+        let placement = &spec.container.as_ref()?.options.placement;
+        let attr = placement.spread.as_deref()?;
+        let avoid = self.avoid_constraints();
+        let nodes = match self.engine.docker.list_nodes(None::<bollard::query_parameters::ListNodesOptions>).await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::warn!(replica = %spec.replica_id, error = %message_of(&e), "Cannot list the nodes to spread over; Swarm places this replica.");
+                return None;
+            }
+        };
+        let values: std::collections::BTreeSet<String> = nodes
+            .iter()
+            .filter(|n| {
+                spread::usable(n) && spread::satisfies(n, &placement.constraints) && spread::satisfies(n, &avoid)
+            })
+            .filter_map(|n| spread::attribute(n, attr))
+            .collect();
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{LABEL_SERVICE}={}", spec.service),
+                format!("{LABEL_STATE_DIR}={}", spec.state_dir.to_string_lossy()),
+            ],
+        )]);
+        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
+        let services = self.engine.docker.list_services(Some(options)).await.unwrap_or_default();
+        let value = spread::least_used(&values, &spread::pinned(&services, attr))?;
+        Some(format!("{attr}=={value}"))
+    }
+
     /// `node.id!=…` for each node seen unreachable lately.
     fn avoid_constraints(&self) -> Vec<String> {
         let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
@@ -401,7 +467,15 @@ impl SwarmDriver {
         let version = service.version.and_then(|v| v.index).unwrap_or(0);
         let mut spec = service.spec.unwrap_or_default();
         let template = spec.task_template.get_or_insert_with(Default::default);
-        template.placement.get_or_insert_with(Default::default).constraints = Some(self.avoid_constraints());
+        // The file's constraints stay; ebb's avoid-constraints are added.
+        let placement = template.placement.get_or_insert_with(Default::default);
+        let mut constraints = placement.constraints.take().unwrap_or_default();
+        for avoid in self.avoid_constraints() {
+            if !constraints.contains(&avoid) {
+                constraints.push(avoid);
+            }
+        }
+        placement.constraints = Some(constraints);
         // The new task first: the old one cannot be confirmed stopped on a
         // node that does not answer.
         spec.update_config = Some(bollard::models::ServiceSpecUpdateConfig {
@@ -686,6 +760,20 @@ impl Driver for SwarmDriver {
             // replica removes exactly its service; Swarm never picks.
             let name = replica_service_name(&spec.service, spec.version, &spec.state_dir, &spec.replica_id);
             let container_port = spec.container.as_ref().map(|c| c.container_port).unwrap_or(8080);
+            // With `placement.spread`, one start at a time per service
+            // picks its value and creates its service, so two parallel
+            // starts never both take the least-used one.
+            let spread_held = match spec.container.as_ref().and_then(|c| c.options.placement.spread.as_ref()) {
+                Some(_) => {
+                    let key = format!("spread/{}/{}", spec.service, state_hash(&spec.state_dir));
+                    Some(self.lock_for(&key).lock_owned().await)
+                }
+                None => None,
+            };
+            let pin = match spread_held {
+                Some(_) => self.spread_pin(spec).await,
+                None => None,
+            };
             // The lock covers the count change only, not the wait for the
             // task: k replicas start in parallel (in about one start time).
             let known: Vec<String> = {
@@ -698,7 +786,7 @@ impl Driver for SwarmDriver {
                             self.error(spec, format!("cannot inspect Swarm service {name}: {}", message_of(&e)))
                         );
                     }
-                    let service_spec = self.service_spec(spec, &name)?;
+                    let service_spec = self.service_spec(spec, &name, pin.as_deref())?;
                     self.engine.docker.create_service(service_spec, None).await.map_err(|e| {
                         self.error(spec, format!("cannot create Swarm service {name}: {}", message_of(&e)))
                     })?;
@@ -725,6 +813,7 @@ impl Driver for SwarmDriver {
                 pending.entry(name.clone()).or_insert_with(|| (0, known.clone())).0 += 1;
                 known
             };
+            drop(spread_held);
             let _pending = PendingStart { driver: self, name: name.clone() };
             let deadline = Instant::now() + TASK_START_TIMEOUT;
             // When each new task was first seen (one stuck on a lost node).

@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod docker;
+#[allow(unused_imports)] // only the container tests use it
+pub use docker::*;
+
 pub const EBB: &str = env!("CARGO_BIN_EXE_ebb");
 
 /// A free loopback port for a test listener, bound and released.
