@@ -75,7 +75,9 @@ impl LocalSwarm {
 impl Drop for LocalSwarm {
     fn drop(&mut self) {
         let out = self.cmd().arg("down").output();
-        let _ = Command::new("docker").args(["rmi", "-f", &self.image]).output();
+        // From this machine's engine, where build-image made it (the test
+        // may have pointed DOCKER_HOST at the swarm's manager, gone now).
+        let _ = Command::new("docker").args(["rmi", "-f", &self.image]).env_remove("DOCKER_HOST").output();
         // Every namespace, daemon and directory is gone.
         if let Ok(out) = out {
             if !out.status.success() {
