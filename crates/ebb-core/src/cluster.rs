@@ -71,6 +71,10 @@ pub struct NodeFacts {
     pub reserved: f64,
     /// ebb replicas (tasks) it runs.
     pub replicas: u32,
+    /// Of those, replicas under scale-in protection: their node is not
+    /// drained (as cluster-autoscaler keeps a node with a pod that may not
+    /// be evicted).
+    pub protected: u32,
 }
 
 /// What the cluster looks like at `now`.
@@ -99,7 +103,9 @@ pub enum ClusterAction {
         id: String,
         hostname: String,
     },
-    /// Drain the node: Swarm moves its tasks, ebb replaces its replicas.
+    /// Take the node out of placement and move ebb's replicas off it,
+    /// replacement first (each replica is replaced elsewhere before it
+    /// leaves), then the node is removed.
     Drain {
         id: String,
         hostname: String,
@@ -207,12 +213,22 @@ pub fn decide(config: &ClusterConfig, input: &ClusterInput) -> ClusterDecision {
             return hold(format!("{under}: {wants}, in the scale-in cooldown for {}", secs(left)));
         }
         // The fewest ebb replicas to move; among equals the last to join
-        // (highest hostname), so the first nodes stay.
-        let victim = active
+        // (highest hostname), so the first nodes stay. A node running a
+        // protected replica stays.
+        let workers: Vec<&&NodeFacts> = active.iter().filter(|n| !n.manager).collect();
+        let victim = workers
             .iter()
-            .filter(|n| !n.manager)
+            .filter(|n| n.protected == 0)
             .min_by(|a, b| a.replicas.cmp(&b.replicas).then_with(|| b.hostname.cmp(&a.hostname)));
         let Some(node) = victim else {
+            if let Some(kept) = workers.first() {
+                return hold(format!(
+                    "{under}: {wants}, but node {} runs {} protected replica{} (kept until released)",
+                    kept.hostname,
+                    kept.protected,
+                    if kept.protected == 1 { "" } else { "s" }
+                ));
+            }
             return hold(format!("{under}: {wants}, but every active node is a manager (never removed)"));
         };
         return out(

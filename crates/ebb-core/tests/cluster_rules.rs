@@ -30,6 +30,7 @@ fn node(k: u32, replicas: u32) -> NodeFacts {
         drained_by_ebb: false,
         reserved: 0.25 * f64::from(replicas),
         replicas,
+        protected: 0,
     }
 }
 
@@ -114,6 +115,19 @@ fn scale_in_drains_the_worker_with_fewest_replicas_never_a_manager() {
     assert_eq!(d.action, drain(2));
     // At min: nothing to drain.
     assert_eq!(decide(&config(), &at(1000, vec![node(1, 0), node(2, 0)])).action, ClusterAction::Hold);
+}
+
+#[test]
+fn a_node_running_a_protected_replica_is_not_drained() {
+    // As above, 2 of 3 nodes wanted: node3 (fewest replicas) would go, but
+    // its replica is protected, so node2 goes instead.
+    let protected = |k, replicas| NodeFacts { protected: 1, ..node(k, replicas) };
+    let d = decide(&config(), &at(1000, vec![node(1, 0), node(2, 2), protected(3, 1)]));
+    assert_eq!(d.action, drain(2));
+    // Every worker keeps one: nothing is drained, and the reason says why.
+    let d = decide(&config(), &at(1000, vec![node(1, 0), protected(2, 1), protected(3, 1)]));
+    assert_eq!(d.action, ClusterAction::Hold);
+    assert!(d.reason.ends_with("but node node2 runs 1 protected replica (kept until released)"), "{}", d.reason);
 }
 
 #[test]

@@ -19,7 +19,7 @@ use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuil
 use ebb_core::cluster::{decide, ClusterAction, ClusterConfig, ClusterInput, NodeFacts};
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::docker::{message_of, LABEL_STATE_DIR};
+use crate::driver::docker::{message_of, LABEL_REPLICA, LABEL_STATE_DIR};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::wire::{ClusterStatus, NodeStatus};
 
@@ -31,6 +31,9 @@ pub const DRAINED_LABEL: &str = "ebb.cluster";
 const OUTPUT_TAIL: usize = 600;
 /// `service` of the cluster's events.
 const SUBJECT: &str = "cluster";
+/// How long a replica on a node being drained waits for its replacement
+/// before it leaves anyway (its interruption notice).
+const MOVE_NOTICE: Duration = Duration::from_secs(120);
 
 /// The last snapshot, for the status document.
 #[derive(Default)]
@@ -53,6 +56,9 @@ pub struct ClusterTask {
     pub workdir: PathBuf,
     pub events: Arc<EventLog>,
     pub board: Arc<ClusterBoard>,
+    /// ebb's services: which replicas are protected, and whom to ask to
+    /// replace a replica before its node goes.
+    pub services: Arc<crate::apply::Services>,
 }
 
 /// An `add_node` under way: the command, then its node joining.
@@ -72,6 +78,8 @@ impl ClusterTask {
         let (mut last_add, mut last_remove) = (None, None);
         let mut last_error: Option<String> = None;
         let mut last_reason = String::new();
+        // Replicas already asked to move off a node ebb is draining.
+        let mut moving: HashSet<String> = HashSet::new();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -156,14 +164,26 @@ impl ClusterTask {
                     .map_err(|e| format!("cannot make node {hostname} active: {e}")),
                 ClusterAction::Drain { id, hostname } => {
                     last_remove = Some(now);
-                    self.set_availability(id, NodeSpecAvailabilityEnum::DRAIN, true)
+                    // Paused, not drained: Swarm places nothing new there
+                    // but stops nothing; ebb replaces each replica first.
+                    self.set_availability(id, NodeSpecAvailabilityEnum::PAUSE, true)
                         .await
-                        .map(|()| self.record(EventKind::NodeDraining, decision.reason.clone()))
+                        .map(|()| {
+                            self.record(
+                                EventKind::NodeDraining,
+                                format!("{}; each replica is replaced elsewhere before it leaves", decision.reason),
+                            )
+                        })
                         .map_err(|e| format!("cannot drain node {hostname}: {e}"))
                 }
-                ClusterAction::Remove { hostname, .. } => {
+                ClusterAction::Remove { id, hostname } => {
                     last_remove = Some(now);
                     let started = Instant::now();
+                    // What else runs there (not ebb's) moves now.
+                    let drained = self.set_availability(id, NodeSpecAvailabilityEnum::DRAIN, true).await;
+                    if let Err(e) = drained {
+                        tracing::warn!(node = %hostname, error = %e, "Could not set the node to drain before removing it.");
+                    }
                     match self.remove(hostname, &stop).await {
                         Ok(()) => {
                             self.record(
@@ -187,6 +207,36 @@ impl ClusterTask {
                     self.record(EventKind::NodeActionFailed, e.clone());
                     last_error = Some(e);
                 }
+            }
+            self.move_replicas_off_draining_nodes(&snapshot, &mut moving).await;
+        }
+    }
+
+    /// Asks the controller to replace, replacement first, each ebb replica
+    /// still on a node ebb is draining (an interruption notice: it leaves
+    /// once its replacement is in service, or at the notice's end). Asked
+    /// once per replica; a replica the controller refused is asked again on
+    /// the next poll.
+    async fn move_replicas_off_draining_nodes(&self, snapshot: &Snapshot, moving: &mut HashSet<String>) {
+        let draining: HashSet<&str> =
+            snapshot.nodes.iter().filter(|n| n.drained_by_ebb).map(|n| n.id.as_str()).collect();
+        let on_draining: Vec<&String> =
+            snapshot.replicas.iter().filter(|(_, node)| draining.contains(node.as_str())).map(|(id, _)| id).collect();
+        moving.retain(|id| on_draining.contains(&id));
+        for id in on_draining {
+            if moving.contains(id) {
+                continue;
+            }
+            let Some(handle) =
+                self.services.values().into_iter().find(|h| h.status().replicas.iter().any(|r| &r.id == id))
+            else {
+                continue;
+            };
+            match handle.interrupt(id, MOVE_NOTICE).await {
+                Ok(_) => {
+                    moving.insert(id.clone());
+                }
+                Err(e) => tracing::warn!(replica = %id, error = %e, "Could not move the replica off a draining node."),
             }
         }
     }
@@ -256,7 +306,21 @@ impl ClusterTask {
             HashMap::from([("label", vec![format!("{LABEL_STATE_DIR}={}", self.state_dir.to_string_lossy())])]);
         let options = ListServicesOptionsBuilder::new().filters(&filters).build();
         let services = self.docker.list_services(Some(options)).await.map_err(|e| message_of(&e))?;
+        // Each Swarm service is one replica of ebb's (label `ebb.replica`).
+        let replica_of: HashMap<String, String> = services
+            .iter()
+            .filter_map(|s| {
+                let replica = s.spec.as_ref()?.labels.as_ref()?.get(LABEL_REPLICA)?.clone();
+                Some((s.id.clone()?, replica))
+            })
+            .collect();
         let ids: HashSet<String> = services.into_iter().filter_map(|s| s.id).collect();
+        let protected: HashSet<String> = self
+            .services
+            .values()
+            .iter()
+            .flat_map(|h| h.status().replicas.into_iter().filter(|r| r.protected).map(|r| r.id))
+            .collect();
         // Every task of them, also those Swarm is shutting down (a drained
         // node's): a node runs an ebb replica until its container stopped.
         let tasks = match ids.is_empty() {
@@ -267,7 +331,8 @@ impl ClusterTask {
                 self.docker.list_tasks(Some(options)).await.map_err(|e| message_of(&e))?
             }
         };
-        let mut per_node: HashMap<String, (f64, u32)> = HashMap::new();
+        let mut per_node: HashMap<String, (f64, u32, u32)> = HashMap::new();
+        let mut replicas = Vec::new();
         let mut pending = 0.0;
         for task in tasks.iter().filter(|t| t.service_id.as_ref().is_some_and(|s| ids.contains(s))) {
             let cpus = task
@@ -300,9 +365,14 @@ impl ClusterTask {
                 // Ended (or failed to start): no longer on its node.
                 Some(_) if !alive => {}
                 Some(node) => {
+                    let replica = task.service_id.as_ref().and_then(|s| replica_of.get(s));
                     let entry = per_node.entry(node.to_string()).or_default();
                     entry.0 += cpus;
                     entry.1 += 1;
+                    entry.2 += u32::from(replica.is_some_and(|r| protected.contains(r)));
+                    if let Some(replica) = replica.filter(|_| wanted) {
+                        replicas.push((replica.clone(), node.to_string()));
+                    }
                 }
             }
         }
@@ -311,7 +381,7 @@ impl ClusterTask {
             .map(|n| {
                 let id = n.id.unwrap_or_default();
                 let spec = n.spec.unwrap_or_default();
-                let (reserved, replicas) = per_node.get(&id).copied().unwrap_or_default();
+                let (reserved, replicas, protected) = per_node.get(&id).copied().unwrap_or_default();
                 NodeFacts {
                     hostname: n.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_else(|| id.clone()),
                     cpus: n
@@ -324,17 +394,23 @@ impl ClusterTask {
                     ready: n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY),
                     active: spec.availability == Some(NodeSpecAvailabilityEnum::ACTIVE),
                     manager: spec.role == Some(NodeSpecRoleEnum::MANAGER),
+                    // Paused while ebb moves its replicas off, then drained
+                    // just before its removal.
                     drained_by_ebb: spec.labels.as_ref().is_some_and(|l| l.contains_key(DRAINED_LABEL))
-                        && spec.availability == Some(NodeSpecAvailabilityEnum::DRAIN),
+                        && matches!(
+                            spec.availability,
+                            Some(NodeSpecAvailabilityEnum::PAUSE | NodeSpecAvailabilityEnum::DRAIN)
+                        ),
                     reserved,
                     replicas,
+                    protected,
                     id,
                 }
             })
             .collect();
         // In a stable order for status (Swarm lists them as it likes).
         nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
-        Ok(Snapshot { nodes, pending })
+        Ok(Snapshot { nodes, pending, replicas })
     }
 
     fn publish(&self, snapshot: &Snapshot, decision: &ebb_core::cluster::ClusterDecision, last_error: Option<String>) {
@@ -381,6 +457,8 @@ struct Snapshot {
     nodes: Vec<NodeFacts>,
     /// CPUs of ebb's tasks Swarm has not placed.
     pending: f64,
+    /// ebb's replicas placed on a node and meant to run: (replica, node id).
+    replicas: Vec<(String, String)>,
 }
 
 /// `sh -c COMMAND` in `workdir`, killed after `timeout`; its stdout on

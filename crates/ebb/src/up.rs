@@ -221,7 +221,7 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
     warn_about_leftovers(&config, &running).await;
 
     let cluster_stop = CancellationToken::new();
-    let cluster = start_cluster(&config, &state_dir, &events, cluster_stop.clone()).await?;
+    let cluster = start_cluster(&config, &state_dir, &events, &running.services, cluster_stop.clone()).await?;
     let admin_addr = admin_listener.local_addr()?;
     let admin_state = AdminState {
         services: running.services.clone(),
@@ -300,6 +300,7 @@ async fn start_cluster(
     config: &Config,
     state_dir: &std::path::Path,
     events: &Arc<EventLog>,
+    services: &Arc<crate::apply::Services>,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<(Arc<crate::cluster::ClusterBoard>, tokio::task::JoinHandle<()>)>> {
     let Some(cluster) = config.cluster.clone() else { return Ok(None) };
@@ -314,6 +315,7 @@ async fn start_cluster(
         workdir: workdir.to_path_buf(),
         events: events.clone(),
         board: board.clone(),
+        services: services.clone(),
     };
     Ok(Some((board, tokio::spawn(task.run(stop)))))
 }

@@ -3,10 +3,11 @@
 //! nodes' CPUs. Raising desired to 9 needs more than 2 nodes hold (8 fit,
 //! 1 waits "no suitable node"): ebb runs `add_node` (`scripts/local-swarm
 //! add`), node3 joins and the waiting replica runs there, in service.
-//! Lowering desired to 1 (node3's replica protected, so it stays): ebb
-//! drains node2 (no replica) and removes it, then drains node3, whose
-//! replica ebb replaces on node1, and removes it once nothing of ebb's
-//! runs there (`remove_node`). Events explain each step. The guards (`Ebb`, then `LocalSwarm`) remove everything, added
+//! Lowering desired to 1 with node3's replica protected: ebb drains node2
+//! (no replica) and removes it, and keeps node3 while the replica is
+//! protected. Released under GET load: ebb pauses node3, replaces its
+//! replica on node1 first, then removes node3 (`remove_node`), with no
+//! failed request. Events explain each step. The guards (`Ebb`, then `LocalSwarm`) remove everything, added
 //! nodes too, also when the test fails.
 //!
 //! Needs root and dockerd: elsewhere it prints `SKIP:` and returns.
@@ -120,8 +121,7 @@ add_node_timeout = "3m"
     );
 
     // Down to 1, keeping the replica on node3 (protected from scale-in):
-    // node2 runs none and goes first; then node3 is drained with its
-    // replica, which ebb replaces on node1, and removed once it is gone.
+    // node2 runs none and goes; node3 stays while its replica is protected.
     let tasks = running_tasks(&swarm, &service);
     let ids: BTreeMap<String, String> =
         serde_json::from_str(&read(&state.join("swarm-replicas.json"))).expect("task -> replica ids");
@@ -132,24 +132,59 @@ add_node_timeout = "3m"
     let lowered = Instant::now();
     let out = ebb.cli(&["scale", "api", "1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let removals = wait_for("node2 and node3 removed", Duration::from_secs(180), || {
-        let events = ebb.events();
-        let of = |kind: &str| -> Vec<String> {
-            events.iter().filter(|e| e["kind"] == kind).map(|e| e["reason"].as_str().unwrap().to_string()).collect()
-        };
-        let (draining, removed) = (of("node_draining"), of("node_removed"));
-        (removed.len() == 2).then(|| (draining, removed, lowered.elapsed()))
+    let held = wait_for("node2 removed, node3 kept for its protected replica", Duration::from_secs(180), || {
+        let cluster = ebb.status()["cluster"].clone();
+        let reason = cluster["reason"].as_str().unwrap_or_default().to_string();
+        (event(&ebb, "node_removed").is_some() && reason.contains("node node3 runs 1 protected replica"))
+            .then(|| (reason, lowered.elapsed()))
     });
-    let (draining, removed, gone) = removals;
-    assert_eq!(draining.len(), 2, "{draining:#?}");
+    let (held, held_after) = held;
+    assert!(held.ends_with("(kept until released)"), "{held}");
+    let draining = events_of(&ebb, "node_draining");
+    assert_eq!(draining.len(), 1, "{draining:#?}");
     assert!(draining[0].contains("≤ target 30 %: draining node node2 (0 ebb replicas to move)"), "{}", draining[0]);
-    assert!(draining[1].contains("≤ target 30 %: draining node node3 (1 ebb replica to move)"), "{}", draining[1]);
+    let removed = events_of(&ebb, "node_removed");
     assert!(removed[0].starts_with("node node2 is drained and runs no ebb replica: removing it"), "{}", removed[0]);
+
+    // Released under GET load: node3's replica is replaced on node1 before
+    // it leaves (the fleet's only replica: a stop first would fail
+    // requests), then node3 is removed.
+    let load = Load::start(ebb.listen, 4, "/api", Duration::from_millis(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let released = Instant::now();
+    let out = ebb.cli(&["protect", &kept, "--off"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let gone = wait_for("node3 removed", Duration::from_secs(180), || {
+        (events_of(&ebb, "node_removed").len() == 2).then(|| released.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, failures) = load.finish();
+    assert!(failures.is_empty(), "{} of {sent} GETs failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    let draining = events_of(&ebb, "node_draining");
+    assert!(draining[1].contains("draining node node3 (1 ebb replica to move)"), "{}", draining[1]);
+    assert!(draining[1].ends_with("each replica is replaced elsewhere before it leaves"), "{}", draining[1]);
+    let removed = events_of(&ebb, "node_removed");
     assert!(removed[1].starts_with("node node3 is drained and runs no ebb replica: removing it"), "{}", removed[1]);
+    // Replacement first: a new replica in service before node3's left.
+    let events = ebb.events();
+    let seq_of =
+        |pred: &dyn Fn(&serde_json::Value) -> bool| events.iter().find(|e| pred(e)).map(|e| e["seq"].as_u64().unwrap());
+    let old_leaves =
+        seq_of(&|e| e["kind"] == "replica_draining" && e["replica"] == kept.as_str()).expect("node3's replica left");
+    let new_serves = seq_of(&|e| {
+        e["kind"] == "replica_in_service"
+            && e["replica"] != kept.as_str()
+            && e["seq"].as_u64().unwrap()
+                > seq_of(&|e| e["kind"] == "node_draining" && e["reason"].as_str().unwrap().contains("node3")).unwrap()
+    })
+    .expect("a replacement in service");
+    assert!(
+        new_serves < old_leaves,
+        "node3's replica left (event {old_leaves}) before its replacement served ({new_serves})"
+    );
     let nodes = swarm.docker(&["node", "ls", "--format", "{{.Hostname}}"]);
     assert_eq!(nodes.trim(), "node1", "{nodes}");
     assert!(!swarm.dir.join("node2").exists() && !swarm.dir.join("node3").exists(), "a removed node's dockerd is left");
-    // The drained replica was replaced on the node left.
     ebb.wait_in_service(1, Duration::from_secs(60));
     let tasks = running_tasks(&swarm, &service);
     assert!(tasks.len() == 1 && tasks.values().all(|n| n == "node1"), "{tasks:?}");
@@ -159,9 +194,9 @@ add_node_timeout = "3m"
     });
     assert_eq!(cluster["wanted_nodes"], 1, "{cluster:#}");
     println!(
-        "MEASURE: scale-in: node2 and node3 (with a replica) drained and removed {:.1} s after `ebb scale api 1` ({})",
+        "MEASURE: scale-in: node2 removed and node3 held for its protected replica {:.1} s after `ebb scale api 1`; once released, node3's replica replaced first and node3 removed {:.1} s later; {sent} GETs, 0 failed",
+        held_after.as_secs_f64(),
         gone.as_secs_f64(),
-        removed[1]
     );
     for e in ebb.events().iter().filter(|e| e["service"] == "cluster" || e["kind"] == "replica_start_failed") {
         println!("event {} {}: {}", e["kind"], e["service"], e["reason"]);
@@ -170,6 +205,15 @@ add_node_timeout = "3m"
     // add_node's contract: the node joins ready to run the image.
     let start_failed = event(&ebb, "replica_start_failed").unwrap_or_default();
     assert!(!start_failed.contains("No such image"), "{start_failed}");
+}
+
+/// The reasons of every event of `kind`, oldest first.
+fn events_of(ebb: &Ebb, kind: &str) -> Vec<String> {
+    ebb.events()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// The reason of the last event of `kind`, if any.

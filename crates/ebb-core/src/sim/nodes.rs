@@ -126,6 +126,8 @@ impl Nodes {
                 drained_by_ebb: n.draining,
                 reserved: f64::from(n.replicas) * self.model.replica_cpus,
                 replicas: n.replicas,
+                // The simulator has no scale-in protection.
+                protected: 0,
             })
             .collect();
         let input = ClusterInput {
