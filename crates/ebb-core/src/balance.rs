@@ -76,9 +76,21 @@ impl PeakEwma {
         self.observe(Self::FAILURE_NS, now_ns)
     }
 
-    /// What choosing this replica costs now, with `in_flight` requests on it.
-    pub fn score(self, in_flight: u64) -> f64 {
-        self.cost_ns * (in_flight as f64 + 1.0)
+    /// The estimate at `now_ns`. It decays toward zero while nothing is
+    /// observed (as Linkerd's and tower's peak-EWMA do), so a replica the
+    /// balancer stopped choosing (one that failed, or was slow) is tried
+    /// again after a while instead of being starved for good, and its next
+    /// answer sets the estimate again: a failure's cost falls to a 2 ms
+    /// replica's in about a minute (`DECAY_NS × ln(1 s / 2 ms)`).
+    pub fn cost_at(self, now_ns: u64) -> f64 {
+        let elapsed = now_ns.saturating_sub(self.stamp_ns) as f64;
+        self.cost_ns * (-elapsed / Self::DECAY_NS).exp()
+    }
+
+    /// What choosing this replica costs at `now_ns`, with `in_flight`
+    /// requests on it.
+    pub fn score(self, in_flight: u64, now_ns: u64) -> f64 {
+        self.cost_at(now_ns) * (in_flight as f64 + 1.0)
     }
 }
 

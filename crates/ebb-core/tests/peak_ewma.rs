@@ -50,9 +50,27 @@ fn failures_never_look_fast() {
         healthy = healthy.observe(20.0 * MS, n * 10_000_000);
     }
     assert!(failing.cost_ns >= PeakEwma::FAILURE_NS);
-    let (to_failing, to_healthy) = shares(failing.score(0), healthy.score(0));
+    let now = 50 * 10_000_000;
+    let (to_failing, to_healthy) = shares(failing.score(0, now), healthy.score(0, now));
     assert_eq!(to_failing, 0, "the failing replica gets nothing while the other is idle");
     assert_eq!(to_healthy, 100);
+}
+
+#[test]
+fn a_replica_left_alone_is_tried_again_once_its_estimate_decays() {
+    // Failed at t = 0 (cost 1 s); a healthy one answers in 2 ms all along.
+    let failed = PeakEwma::new(0).failed(0);
+    let healthy = |t: u64| PeakEwma { cost_ns: 2.0 * MS, stamp_ns: t };
+    // Half a minute later it still costs e^-3 × 1 s ≈ 50 ms: left alone.
+    assert_eq!(shares(failed.score(0, 30 * S), healthy(30 * S).score(0, 30 * S)).0, 0);
+    // After ln(1 s / 2 ms) ≈ 6.2 decay constants (62 s) it costs less than
+    // the healthy one's 2 ms: chosen, so probed (70 s: e^-7 × 1 s ≈ 0.9 ms).
+    assert!(failed.cost_at(70 * S) < 1.0 * MS, "{}", failed.cost_at(70 * S));
+    assert_eq!(shares(failed.score(0, 70 * S), healthy(70 * S).score(0, 70 * S)).0, 100);
+    // A probe that fails again puts it back at a second's cost.
+    assert_eq!(failed.failed(70 * S).cost_at(70 * S), PeakEwma::FAILURE_NS);
+    // Read at the time of its last update, an estimate is itself.
+    assert_eq!(healthy(5 * S).cost_at(5 * S), 2.0 * MS);
 }
 
 /// | replica | cost | in flight | score | picked over the other |
@@ -67,8 +85,8 @@ fn score_is_cost_times_load() {
         (10.0, 1, 10.0, 3, true),
     ];
     for (cost_a, flight_a, cost_b, flight_b, a_wins) in cases {
-        let a = PeakEwma { cost_ns: cost_a * MS, stamp_ns: 0 }.score(flight_a);
-        let b = PeakEwma { cost_ns: cost_b * MS, stamp_ns: 0 }.score(flight_b);
+        let a = PeakEwma { cost_ns: cost_a * MS, stamp_ns: 0 }.score(flight_a, 0);
+        let b = PeakEwma { cost_ns: cost_b * MS, stamp_ns: 0 }.score(flight_b, 0);
         assert_eq!(a < b, a_wins, "{cost_a} ms × {flight_a} vs {cost_b} ms × {flight_b}");
     }
 }
@@ -79,7 +97,7 @@ fn a_new_replica_is_neither_preferred_nor_shunned() {
     assert_eq!(new.cost_ns, PeakEwma::INITIAL_NS);
     // Against a warm one at the same speed it gets its half.
     let warm = PeakEwma { cost_ns: PeakEwma::INITIAL_NS, stamp_ns: 0 };
-    assert_eq!(shares(new.score(0), warm.score(0)).0, 50);
+    assert_eq!(shares(new.score(0, 0), warm.score(0, 0)).0, 50);
 }
 
 #[test]

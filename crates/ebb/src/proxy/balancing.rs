@@ -52,8 +52,9 @@ impl Responsiveness {
     /// The cost of sending it one more request (lower is better): its
     /// estimate times its load.
     fn score(&self, in_flight: u64) -> f64 {
+        let now = now_ns();
         let ewma = *self.ewma.lock().unwrap_or_else(|p| p.into_inner());
-        ewma.unwrap_or_else(|| PeakEwma::new(now_ns())).score(in_flight)
+        ewma.unwrap_or_else(|| PeakEwma::new(now)).score(in_flight, now)
     }
 
     /// Its share under slow start (1 once settled, or without a window).
