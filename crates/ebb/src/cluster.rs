@@ -19,7 +19,7 @@ use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuil
 use ebb_core::cluster::{decide, ClusterAction, ClusterConfig, ClusterInput, NodeFacts};
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::docker::{message_of, LABEL_REPLICA, LABEL_STATE_DIR};
+use crate::driver::docker::{message_of, LABEL_REPLICA, LABEL_SERVICE, LABEL_STATE_DIR};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::wire::{ClusterStatus, NodeStatus};
 
@@ -220,18 +220,15 @@ impl ClusterTask {
     async fn move_replicas_off_draining_nodes(&self, snapshot: &Snapshot, moving: &mut HashSet<String>) {
         let draining: HashSet<&str> =
             snapshot.nodes.iter().filter(|n| n.drained_by_ebb).map(|n| n.id.as_str()).collect();
-        let on_draining: Vec<&String> =
-            snapshot.replicas.iter().filter(|(_, node)| draining.contains(node.as_str())).map(|(id, _)| id).collect();
-        moving.retain(|id| on_draining.contains(&id));
-        for id in on_draining {
+        let on_draining: Vec<&Placed> =
+            snapshot.replicas.iter().filter(|p| draining.contains(p.node.as_str())).collect();
+        moving.retain(|id| on_draining.iter().any(|p| &p.replica == id));
+        for placed in on_draining {
+            let id = &placed.replica;
             if moving.contains(id) {
                 continue;
             }
-            let Some(handle) =
-                self.services.values().into_iter().find(|h| h.status().replicas.iter().any(|r| &r.id == id))
-            else {
-                continue;
-            };
+            let Some(handle) = self.services.get(&placed.service) else { continue };
             match handle.interrupt(id, MOVE_NOTICE).await {
                 Ok(_) => {
                     moving.insert(id.clone());
@@ -306,12 +303,18 @@ impl ClusterTask {
             HashMap::from([("label", vec![format!("{LABEL_STATE_DIR}={}", self.state_dir.to_string_lossy())])]);
         let options = ListServicesOptionsBuilder::new().filters(&filters).build();
         let services = self.docker.list_services(Some(options)).await.map_err(|e| message_of(&e))?;
-        // Each Swarm service is one replica of ebb's (label `ebb.replica`).
-        let replica_of: HashMap<String, String> = services
+        // Each Swarm service is one replica of one of ebb's services
+        // (labels `ebb.replica`, `ebb.service`).
+        let replica_of: HashMap<String, Placed> = services
             .iter()
             .filter_map(|s| {
-                let replica = s.spec.as_ref()?.labels.as_ref()?.get(LABEL_REPLICA)?.clone();
-                Some((s.id.clone()?, replica))
+                let labels = s.spec.as_ref()?.labels.as_ref()?;
+                let placed = Placed {
+                    replica: labels.get(LABEL_REPLICA)?.clone(),
+                    service: labels.get(LABEL_SERVICE)?.clone(),
+                    node: String::new(),
+                };
+                Some((s.id.clone()?, placed))
             })
             .collect();
         let ids: HashSet<String> = services.into_iter().filter_map(|s| s.id).collect();
@@ -369,9 +372,9 @@ impl ClusterTask {
                     let entry = per_node.entry(node.to_string()).or_default();
                     entry.0 += cpus;
                     entry.1 += 1;
-                    entry.2 += u32::from(replica.is_some_and(|r| protected.contains(r)));
+                    entry.2 += u32::from(replica.is_some_and(|r| protected.contains(&r.replica)));
                     if let Some(replica) = replica.filter(|_| wanted) {
-                        replicas.push((replica.clone(), node.to_string()));
+                        replicas.push(Placed { node: node.to_string(), ..replica.clone() });
                     }
                 }
             }
@@ -457,8 +460,16 @@ struct Snapshot {
     nodes: Vec<NodeFacts>,
     /// CPUs of ebb's tasks Swarm has not placed.
     pending: f64,
-    /// ebb's replicas placed on a node and meant to run: (replica, node id).
-    replicas: Vec<(String, String)>,
+    /// ebb's replicas placed on a node and meant to run.
+    replicas: Vec<Placed>,
+}
+
+/// One of ebb's replicas, the service it belongs to, and its node's id.
+#[derive(Clone)]
+struct Placed {
+    replica: String,
+    service: String,
+    node: String,
 }
 
 /// `sh -c COMMAND` in `workdir`, killed after `timeout`; its stdout on
