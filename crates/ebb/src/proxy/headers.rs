@@ -38,12 +38,19 @@ fn is_protected(name: &HeaderName) -> bool {
 /// With `keep_upgrade` (an upgrade request or a 101 answer), `Upgrade` stays
 /// and `Connection` is set to `upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(first) = headers.get(header::CONNECTION) {
+    // One pass over the names (a standard name compares as an enum) finds
+    // which of the fixed list are there; most requests carry none, and a
+    // hashed removal of each absent name cost more than the rest of this.
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name) && !(keep_upgrade && *name == header::UPGRADE))
+        .cloned()
+        .collect();
+    if present.iter().any(|name| name == header::CONNECTION) {
         // The common cases ("keep-alive", "close", "upgrade") name headers that
         // the fixed list removes anyway; only collect the others.
         let mut named: Vec<HeaderName> = Vec::new();
-        let single = headers.get_all(header::CONNECTION).iter().count() == 1;
-        let mut collect = |value: &HeaderValue| {
+        for value in headers.get_all(header::CONNECTION) {
             for token in value.as_bytes().split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.is_empty()
@@ -61,13 +68,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                     Err(_) => {}
                 }
             }
-        };
-        if single {
-            collect(first);
-        } else {
-            for value in headers.get_all(header::CONNECTION) {
-                collect(value);
-            }
         }
         for name in named {
             if keep_upgrade && name == header::UPGRADE {
@@ -75,20 +75,28 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             }
             headers.remove(name);
         }
-        headers.remove(header::CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    headers.remove(header::PROXY_AUTHORIZATION);
+    for name in present {
+        headers.remove(name);
+    }
     if keep_upgrade {
         headers.insert(header::CONNECTION, CONNECTION_UPGRADE.clone());
-    } else {
-        headers.remove(header::UPGRADE);
     }
+}
+
+/// A header [`strip_hop_by_hop`] removes whatever `Connection` says:
+/// `Connection` itself and the fixed list (RFC 9110 §7.6.1, and the
+/// obsolete `Keep-Alive` and `Proxy-Connection`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// True when an HTTP/1.1 request asks to switch protocols (WebSocket...):
