@@ -45,7 +45,7 @@ fn s1_client_passes_through_ebb_against_swarm_replicas_on_two_nodes_sharing_post
     std::env::set_var("DOCKER_HOST", swarm.manager());
     std::env::set_var("EBB_SWARM_NODE_HOST", swarm.node_host());
     // On the bridge: the tasks' traffic leaves their node for the host there.
-    let db = Postgres::start(&bin, ids, &format!("{SUBNET}.254"));
+    let db = Postgres::start(&bin, ids, &format!("{SUBNET}.254"), free_port());
     let mut ebb = Ebb::start(|admin, listen| {
         let config = example_config("examples/docker/ebb.s1-swarm.toml", Some(&swarm.image), admin, listen);
         assert!(config.contains(EXAMPLE_DB), "the example's --db changed: update EXAMPLE_DB");
@@ -132,6 +132,69 @@ fn s1_client_passes_through_ebb_against_swarm_replicas_on_two_nodes_sharing_post
     assert!(left.trim().is_empty(), "Swarm services left after ebb down: {left}");
 }
 
+/// Demo apps started at once before their database server: each waits for
+/// it, and all of them create the table at the same moment without failing.
+#[test]
+fn demo_apps_started_before_a_new_postgres_database_all_start_and_share_it() {
+    let (Some(bin), Some(ids)) = (postgres_bin(), postgres_ids()) else {
+        println!("SKIP: no PostgreSQL server (/usr/lib/postgresql/*/bin, user postgres): scripts/install-test-deps");
+        return;
+    };
+    let port = free_port();
+    let url = format!("postgres://postgres:not-shown@127.0.0.1:{port}/postgres");
+    let mut apps = Apps(Vec::new());
+    for i in 0..4 {
+        let app = Command::new(EBB)
+            .args(["demo-app", "--port", "0", "--replica-id", &format!("early-{i}"), "--db", &url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        apps.0.push(app);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let _db = Postgres::start(&bin, ids, "127.0.0.1", port);
+    let addrs: Vec<SocketAddr> = apps
+        .0
+        .iter_mut()
+        .map(|app| {
+            let line = first_line(app);
+            let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| {
+                let _ = app.kill();
+                let mut stderr = String::new();
+                std::io::Read::read_to_string(app.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+                panic!("a demo app did not start: {line:?}\n{stderr}")
+            });
+            addr.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(http(addrs[0], "POST", "/candidate/Ada", None).unwrap().status, 200);
+    for addr in &addrs {
+        let r = http(*addr, "GET", "/candidates", None).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "[{\"CandidateName\":\"Ada\"}]"), "at {addr}");
+    }
+    // The start-up log names the database, password redacted.
+    let first = &mut apps.0[0];
+    let _ = first.kill();
+    let _ = first.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(first.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains(&format!("db=postgres://postgres:***@127.0.0.1:{port}/postgres")), "{stderr}");
+    assert!(!stderr.contains("not-shown"), "{stderr}");
+}
+
+/// Demo app processes, killed when dropped.
+struct Apps(Vec<std::process::Child>);
+
+impl Drop for Apps {
+    fn drop(&mut self) {
+        for app in &mut self.0 {
+            let _ = app.kill();
+            let _ = app.wait();
+        }
+    }
+}
+
 /// Each replica in service (by id): its node and its task's address there
 /// (the node's address on the bridge, the port ebb reports).
 fn direct_addresses(
@@ -184,7 +247,7 @@ struct Postgres {
 }
 
 impl Postgres {
-    fn start(bin: &Path, (uid, gid): (u32, u32), host: &str) -> Postgres {
+    fn start(bin: &Path, (uid, gid): (u32, u32), host: &str, port: u16) -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         let data = dir.path().join("data");
@@ -210,7 +273,6 @@ impl Postgres {
         let mut rules = std::fs::read_to_string(&hba).unwrap();
         rules.push_str(&format!("host all all {SUBNET}.0/24 trust\n"));
         std::fs::write(&hba, rules).unwrap();
-        let port = free_port();
         let options = format!(
             "-c listen_addresses={host} -p {port} -c unix_socket_directories={} -c fsync=off",
             dir.path().display()
