@@ -7,11 +7,15 @@
 //! 2. they spread over the nodes, ebb reaches each on its node's address,
 //!    reads CPU for tasks on every node, and stops exactly the task it chose
 //!    on another node;
-//! 3. under GET load, a node is killed: its replicas are detected lost,
-//!    replaced on the other nodes, (almost) no client sees an error (the
-//!    GETs in flight on the lost replica: docs/swarm.md, known gap), and an
-//!    event names the node;
-//! 4. a node is drained under GET load: its replicas move, 0 failed GETs.
+//! 3. story S2's fast example (`examples/docker/ebb.swarm.toml`) under
+//!    `ebb load`: the fleet grows onto two nodes or more, ebb reports CPU
+//!    for the tasks on the workers, no request fails, and it shrinks back to
+//!    one replica once the load stops;
+//! 4. under GET load, a node is killed: its replicas are detected lost and
+//!    replaced on the other nodes, no client sees an error (GETs in flight
+//!    on the lost replica are sent again elsewhere), and an event names the
+//!    node;
+//! 5. a node is drained under GET load: its replicas move, 0 failed GETs.
 //!
 //! Needs root and dockerd: elsewhere it prints `SKIP:` and returns.
 
@@ -66,6 +70,7 @@ fn a_three_node_swarm_parallel_starts_every_node_reached_and_a_lost_node_replace
     std::env::set_var("EBB_SWARM_NODE_HOST", swarm.node_host());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(driver_phases(&swarm));
+    s2_scales_out_across_nodes_and_back_in(&swarm);
     ebb_loses_a_node(&swarm);
 }
 
@@ -150,6 +155,84 @@ async fn driver_phases(swarm: &LocalSwarm) {
 
 fn wait_for_answer(addr: SocketAddr) -> u16 {
     wait_for("the task to answer", Duration::from_secs(20), || http(addr, "GET", "/api", None).ok().map(|r| r.status))
+}
+
+/// S2's target tracking (CPU 80 % of `cpus = 0.25`) on three nodes: a
+/// rising `ebb load` grows the fleet onto at least two nodes with no failed
+/// request, and ebb's status carries CPU for a replica on a worker node
+/// (read from that node's engine); once the load stops, the fleet shrinks
+/// back to one replica and the retired tasks go.
+fn s2_scales_out_across_nodes_and_back_in(swarm: &LocalSwarm) {
+    let mut ebb =
+        Ebb::start(|admin, listen| example_config("examples/docker/ebb.swarm.toml", Some(&swarm.image), admin, listen));
+    let state = ebb.dir.path().join("state").canonicalize().unwrap();
+    let service = ebb::driver::swarm::swarm_service_name("api", 1, &state);
+    ebb.wait_in_service(1, Duration::from_secs(60));
+    let url = format!("http://{}/work?cpu_ms=5", ebb.listen);
+    let load = std::thread::spawn(move || {
+        Command::new(EBB)
+            .args(["load", &url, "--stages", "6s:5->120,16s:120", "--timeout", "10s", "--json"])
+            .output()
+            .unwrap()
+    });
+    // While the load runs: the widest spread of running tasks over nodes,
+    // and a CPU reading in ebb's status for a replica on a worker node.
+    let mut widest: BTreeMap<String, String> = BTreeMap::new();
+    let mut remote_cpu: Option<(String, String, f64)> = None;
+    while !load.is_finished() {
+        let tasks = running_tasks(swarm, &service);
+        let spread = |t: &BTreeMap<String, String>| t.values().collect::<BTreeSet<_>>().len();
+        if spread(&tasks) > spread(&widest) {
+            widest = tasks.clone();
+        }
+        if remote_cpu.is_none() {
+            let ids: BTreeMap<String, String> =
+                serde_json::from_str(&read(&state.join("swarm-replicas.json"))).unwrap_or_default();
+            let replicas = ebb.replicas();
+            remote_cpu = tasks.iter().filter(|(_, node)| *node != "node1").find_map(|(task, node)| {
+                let id = ids.get(task)?;
+                let replica = replicas.iter().find(|r| r["id"] == id.as_str())?;
+                Some((id.clone(), node.clone(), replica["cpu"].as_f64()?))
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = load.join().unwrap();
+    assert!(out.status.success(), "ebb load: {}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scaled: Vec<serde_json::Value> = ebb.events().into_iter().filter(|e| e["kind"] == "scaled").collect();
+    let peak = scaled.iter().filter_map(|e| e["to"].as_u64()).max().unwrap_or(1);
+    let nodes: BTreeSet<&String> = widest.values().collect();
+    println!(
+        "MEASURE: S2 on 3 nodes: {} requests, {} failed; peak {peak} replicas on {} node(s) {widest:?}; CPU of a worker's replica {remote_cpu:?}",
+        summary["requests"], summary["errors"], nodes.len()
+    );
+    assert_eq!(summary["errors"], 0, "no request failed: {summary}\n{}", ebb.up_log());
+    assert!(peak >= 2, "the fleet grew under load: {scaled:#?}");
+    assert!(nodes.len() >= 2, "the grown fleet spans two nodes or more: {widest:?}");
+    let (replica, node, _) = remote_cpu.expect("ebb's status has CPU for a replica on a worker node");
+    assert!(node != "node1", "{replica} on {node}");
+
+    // Back in: the load is gone, CPU falls, the fleet returns to one.
+    wait_for("the fleet to scale back in to 1", Duration::from_secs(60), || {
+        (ebb.status()["services"][0]["desired"] == 1 && ebb.replicas().len() == 1).then_some(())
+    });
+    assert!(
+        ebb.events().iter().any(|e| e["kind"] == "scaled" && e["to"].as_u64() < e["from"].as_u64()),
+        "scale-in was an event"
+    );
+    wait_for("the retired tasks to go", Duration::from_secs(30), || {
+        (running_tasks(swarm, &service).len() == 1).then_some(())
+    });
+    let out = ebb.cli(&["down"]);
+    assert!(out.status.success(), "ebb down: {}", String::from_utf8_lossy(&out.stderr));
+    ebb.wait_exit(Duration::from_secs(60));
+    wait_for("ebb down to remove its Swarm service", Duration::from_secs(40), || {
+        (!swarm
+            .docker(&["service", "ls", "-q", "--filter", &format!("name={service}")])
+            .contains(char::is_alphanumeric))
+        .then_some(())
+    });
 }
 
 /// ebb up on the swarm, 3 replicas under GET load; a node with a replica is
