@@ -4,8 +4,9 @@
 //! can be tried, tested and demonstrated without writing an app first:
 //!
 //! - S1's Flask API: `/gtg` (health), `/candidate/<name>` (GET, POST) and
-//!   `/candidates`, stored in one SQLite file shared by all replicas, as the
-//!   seed's DynamoDB table was shared by all instances;
+//!   `/candidates`, stored in one SQLite file (or a PostgreSQL server)
+//!   shared by all replicas, as the seed's DynamoDB table was shared by all
+//!   instances;
 //! - S2's `/api`: a JSON object of 52 random letters;
 //! - `/work?cpu_ms=&sleep_ms=`: a request with a chosen CPU cost and latency,
 //!   and `--cpu-budget` to make a replica saturate like a small instance, so
@@ -56,10 +57,11 @@ pub struct DemoAppArgs {
     #[arg(long, env = "EBB_REPLICA_ID")]
     pub replica_id: Option<String>,
 
-    /// The SQLite file holding the candidates; give every replica of a
-    /// service the same one [default: $EBB_STATE_DIR/<$EBB_SERVICE or
-    /// demo>-candidates.sqlite when EBB_STATE_DIR is set, else
-    /// ./ebb-demo.sqlite].
+    /// Where the candidates are: a SQLite file, or a PostgreSQL server as
+    /// postgres://USER[:PASS]@HOST:PORT/DB (replicas on several hosts); give
+    /// every replica of a service the same one [default:
+    /// $EBB_STATE_DIR/<$EBB_SERVICE or demo>-candidates.sqlite when
+    /// EBB_STATE_DIR is set, else ./ebb-demo.sqlite].
     #[arg(long, env = "EBB_DEMO_DB")]
     pub db: Option<PathBuf>,
 
@@ -75,6 +77,7 @@ pub struct DemoAppArgs {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub replica_id: String,
+    /// A SQLite path, or a `postgres://` URL (see [`store::Store::open`]).
     pub db: PathBuf,
     pub cpu_budget: Option<f64>,
 }
@@ -128,8 +131,7 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let db = settings.db.clone();
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&db)).await??;
+    let store = store::Store::open(&settings.db).await?;
     let state = Arc::new(routes::AppState {
         replica_id: settings.replica_id.clone(),
         store,
@@ -142,7 +144,7 @@ pub async fn serve(
         message = "Demo app started.",
         %addr,
         replica = %settings.replica_id,
-        db = %state.store.path().display(),
+        db = %state.store.describe(),
         cpu_budget = ?settings.cpu_budget,
     );
     axum::serve(listener, routes::router(state)).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
@@ -197,6 +199,8 @@ mod tests {
         assert_eq!(resolve(&[], &env).db, PathBuf::from("/state/web-candidates.sqlite"));
         assert_eq!(resolve(&[], &env[..1]).db, PathBuf::from("/state/demo-candidates.sqlite"));
         assert_eq!(resolve(&[], &[]).db, PathBuf::from("ebb-demo.sqlite"));
+        let url = "postgres://ebb:pw@db:5432/ebb";
+        assert_eq!(resolve(&["--db", url], &env).db, PathBuf::from(url));
     }
 
     #[test]
