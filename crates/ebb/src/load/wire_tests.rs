@@ -58,9 +58,15 @@ fn content_length() {
     assert_eq!(whole(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"), ok(404, 0, true));
     // Repeated equal values are one length; different ones are malformed.
     assert_eq!(whole(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nhi"), ok(200, 2, true));
-    assert!(matches!(whole(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhi"), Err(Bad::Malformed(_))));
+    assert!(matches!(
+        whole(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhi"),
+        Err(Bad::Malformed(_))
+    ));
     assert!(matches!(whole(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"), Err(Bad::Malformed(_))));
-    assert!(matches!(whole(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n"), Err(Bad::Malformed(_))));
+    assert!(matches!(
+        whole(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+        Err(Bad::Malformed(_))
+    ));
     // Short body: the connection ended early.
     assert_eq!(whole(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok"), Err(Bad::Ended));
     // Bytes after the body are left for the caller (it drops the connection).
@@ -74,7 +80,8 @@ fn content_length() {
 fn chunked() {
     let body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1a; name=value\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
     assert_eq!(whole(body), ok(200, 31, true));
-    let trailers = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2 \r\nhi\r\n0\r\nX-Sum: 1\r\nX-More: 2\r\n\r\n";
+    let trailers =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2 \r\nhi\r\n0\r\nX-Sum: 1\r\nX-More: 2\r\n\r\n";
     assert_eq!(whole(trailers), ok(200, 2, true));
     assert_eq!(whole(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), ok(200, 0, true));
     for bad in [
@@ -187,10 +194,7 @@ fn request_bytes_are_what_hyper_would_send() {
     let (method, target, fields, body) = headers_of(&serialize(&Method::POST, &path, &headers, b"{}"));
     assert_eq!((method.as_str(), target.as_str(), body.as_slice()), ("POST", "/api?x=1", &b"{}"[..]));
     let pairs = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
-    assert_eq!(
-        fields,
-        pairs(&[("host", "example.test:8080"), ("x-a", "1"), ("x-a", "2"), ("content-length", "2")])
-    );
+    assert_eq!(fields, pairs(&[("host", "example.test:8080"), ("x-a", "1"), ("x-a", "2"), ("content-length", "2")]));
     let (_, _, fields, body) = headers_of(&serialize(&Method::GET, &path, &headers, b""));
     assert!(body.is_empty() && !fields.iter().any(|(n, _)| n == "content-length"), "{fields:?}");
     let (_, _, fields, _) = headers_of(&serialize(&Method::PUT, &path, &headers, b""));
