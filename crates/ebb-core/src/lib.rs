@@ -36,6 +36,7 @@ pub mod config;
 pub mod deploy;
 pub mod fleet;
 pub mod health;
+pub mod node_drain;
 pub mod outlier;
 pub mod routing;
 pub mod scaling;

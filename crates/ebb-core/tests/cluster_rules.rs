@@ -180,3 +180,31 @@ fn down_nodes_are_no_capacity() {
     assert_eq!(d.active, 1);
     assert!(d.reason.contains("of 1 node's 2.00 = 50 %"), "{}", d.reason);
 }
+
+// ---------------------------------------------------------------------------
+// A node a user asked ebb to empty (label `ebb.drain`), replacement first.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_labelled_node_is_paused_then_emptied_then_drained() {
+    use ebb_core::node_drain::{moves_replicas_off, requested_drain, Availability, RequestedDrain};
+    let table = [
+        // (availability, ebb replicas on it) -> step
+        (Availability::Active, 2, RequestedDrain::Pause),
+        (Availability::Active, 0, RequestedDrain::Pause),
+        (Availability::Pause, 2, RequestedDrain::MoveReplicas),
+        (Availability::Pause, 0, RequestedDrain::Finish),
+        (Availability::Drain, 1, RequestedDrain::Done),
+        (Availability::Drain, 0, RequestedDrain::Done),
+    ];
+    for (availability, replicas, step) in table {
+        assert_eq!(requested_drain(availability, replicas), step, "{availability:?} with {replicas} replicas");
+    }
+    // Replicas move only once the node takes no new task (a replacement
+    // must not land where the old one leaves), and from ebb's own drains.
+    assert!(!moves_replicas_off(false, true, Availability::Active));
+    assert!(moves_replicas_off(false, true, Availability::Pause));
+    assert!(moves_replicas_off(false, true, Availability::Drain));
+    assert!(moves_replicas_off(true, false, Availability::Pause));
+    assert!(!moves_replicas_off(false, false, Availability::Pause), "someone else's pause moves nothing");
+}

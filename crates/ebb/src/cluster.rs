@@ -8,6 +8,12 @@
 //!
 //! A node ebb drains carries the label `ebb.cluster=drained`: it survives
 //! an ebb restart, and a node someone else drained is left alone.
+//!
+//! [`node_drain`] empties a node a user labelled `ebb.drain`, replacement
+//! first, with or without `[cluster]`; it shares this file's snapshot of
+//! Swarm and its way of moving replicas.
+
+pub mod node_drain;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -17,6 +23,7 @@ use std::time::{Duration, Instant};
 use bollard::models::{NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, TaskState};
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder, UpdateNodeOptions};
 use ebb_core::cluster::{decide, ClusterAction, ClusterConfig, ClusterInput, NodeFacts};
+use ebb_core::node_drain::{Availability, DRAIN_REQUEST_LABEL};
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::docker::{message_of, LABEL_REPLICA, LABEL_SERVICE, LABEL_STATE_DIR};
@@ -212,30 +219,12 @@ impl ClusterTask {
         }
     }
 
-    /// Asks the controller to replace, replacement first, each ebb replica
-    /// still on a node ebb is draining (an interruption notice: it leaves
-    /// once its replacement is in service, or at the notice's end). Asked
-    /// once per replica; a replica the controller refused is asked again on
-    /// the next poll.
+    /// Moves ebb's replicas off the nodes ebb is draining, replacement
+    /// first ([`move_replicas_off`]).
     async fn move_replicas_off_draining_nodes(&self, snapshot: &Snapshot, moving: &mut HashSet<String>) {
         let draining: HashSet<&str> =
             snapshot.nodes.iter().filter(|n| n.drained_by_ebb).map(|n| n.id.as_str()).collect();
-        let on_draining: Vec<&Placed> =
-            snapshot.replicas.iter().filter(|p| draining.contains(p.node.as_str())).collect();
-        moving.retain(|id| on_draining.iter().any(|p| &p.replica == id));
-        for placed in on_draining {
-            let id = &placed.replica;
-            if moving.contains(id) {
-                continue;
-            }
-            let Some(handle) = self.services.get(&placed.service) else { continue };
-            match handle.interrupt(id, MOVE_NOTICE).await {
-                Ok(_) => {
-                    moving.insert(id.clone());
-                }
-                Err(e) => tracing::warn!(replica = %id, error = %e, "Could not move the replica off a draining node."),
-            }
-        }
+        move_replicas_off(&self.services, snapshot, &draining, moving).await;
     }
 
     fn record(&self, kind: EventKind, reason: String) {
@@ -275,145 +264,11 @@ impl ClusterTask {
 
     /// Drain (labelled as ebb's) or make active again (label removed).
     async fn set_availability(&self, id: &str, to: NodeSpecAvailabilityEnum, ours: bool) -> Result<(), String> {
-        // Swarm refuses an update from a stale version: read, then write.
-        for _ in 0..5 {
-            let node = self.docker.inspect_node(id).await.map_err(|e| message_of(&e))?;
-            let version = node.version.and_then(|v| v.index).unwrap_or(0) as i64;
-            let mut spec = node.spec.unwrap_or_default();
-            spec.availability = Some(to);
-            let labels = spec.labels.get_or_insert_with(HashMap::new);
-            if ours {
-                labels.insert(DRAINED_LABEL.into(), "drained".into());
-            } else {
-                labels.remove(DRAINED_LABEL);
-            }
-            match self.docker.update_node(id, spec, UpdateNodeOptions { version }).await {
-                Ok(()) => return Ok(()),
-                Err(e) if message_of(&e).contains("out of sequence") => continue,
-                Err(e) => return Err(message_of(&e)),
-            }
-        }
-        Err("the node kept changing under the update".into())
+        set_availability(&self.docker, id, to, Some(ours)).await
     }
 
-    /// The nodes, what ebb's replicas reserve on each, and what waits.
     async fn snapshot(&self) -> Result<Snapshot, String> {
-        let nodes = self.docker.list_nodes(None).await.map_err(|e| message_of(&e))?;
-        let filters =
-            HashMap::from([("label", vec![format!("{LABEL_STATE_DIR}={}", self.state_dir.to_string_lossy())])]);
-        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
-        let services = self.docker.list_services(Some(options)).await.map_err(|e| message_of(&e))?;
-        // Each Swarm service is one replica of one of ebb's services
-        // (labels `ebb.replica`, `ebb.service`).
-        let replica_of: HashMap<String, Placed> = services
-            .iter()
-            .filter_map(|s| {
-                let labels = s.spec.as_ref()?.labels.as_ref()?;
-                let placed = Placed {
-                    replica: labels.get(LABEL_REPLICA)?.clone(),
-                    service: labels.get(LABEL_SERVICE)?.clone(),
-                    node: String::new(),
-                };
-                Some((s.id.clone()?, placed))
-            })
-            .collect();
-        let ids: HashSet<String> = services.into_iter().filter_map(|s| s.id).collect();
-        let protected: HashSet<String> = self
-            .services
-            .values()
-            .iter()
-            .flat_map(|h| h.status().replicas.into_iter().filter(|r| r.protected).map(|r| r.id))
-            .collect();
-        // Every task of them, also those Swarm is shutting down (a drained
-        // node's): a node runs an ebb replica until its container stopped.
-        let tasks = match ids.is_empty() {
-            true => Vec::new(),
-            false => {
-                let filters = HashMap::from([("service", ids.iter().cloned().collect::<Vec<_>>())]);
-                let options = ListTasksOptionsBuilder::new().filters(&filters).build();
-                self.docker.list_tasks(Some(options)).await.map_err(|e| message_of(&e))?
-            }
-        };
-        let mut per_node: HashMap<String, (f64, u32, u32)> = HashMap::new();
-        let mut replicas = Vec::new();
-        let mut pending = 0.0;
-        for task in tasks.iter().filter(|t| t.service_id.as_ref().is_some_and(|s| ids.contains(s))) {
-            let cpus = task
-                .spec
-                .as_ref()
-                .and_then(|s| s.resources.as_ref())
-                .and_then(|r| r.reservations.as_ref())
-                .and_then(|r| r.nano_cpus)
-                .unwrap_or(0) as f64
-                / 1e9;
-            let state = task.status.as_ref().and_then(|s| s.state);
-            let wanted = task.desired_state == Some(TaskState::RUNNING);
-            let alive = matches!(
-                state,
-                Some(
-                    TaskState::ASSIGNED
-                        | TaskState::ACCEPTED
-                        | TaskState::PREPARING
-                        | TaskState::READY
-                        | TaskState::STARTING
-                        | TaskState::RUNNING
-                )
-            );
-            match task.node_id.as_deref().filter(|n| !n.is_empty()) {
-                // Not placed: Swarm found no node with room.
-                None if wanted && matches!(state, Some(TaskState::PENDING | TaskState::NEW | TaskState::ALLOCATED)) => {
-                    pending += cpus
-                }
-                None => {}
-                // Ended (or failed to start): no longer on its node.
-                Some(_) if !alive => {}
-                Some(node) => {
-                    let replica = task.service_id.as_ref().and_then(|s| replica_of.get(s));
-                    let entry = per_node.entry(node.to_string()).or_default();
-                    entry.0 += cpus;
-                    entry.1 += 1;
-                    entry.2 += u32::from(replica.is_some_and(|r| protected.contains(&r.replica)));
-                    if let Some(replica) = replica.filter(|_| wanted) {
-                        replicas.push(Placed { node: node.to_string(), ..replica.clone() });
-                    }
-                }
-            }
-        }
-        let mut nodes: Vec<NodeFacts> = nodes
-            .into_iter()
-            .map(|n| {
-                let id = n.id.unwrap_or_default();
-                let spec = n.spec.unwrap_or_default();
-                let (reserved, replicas, protected) = per_node.get(&id).copied().unwrap_or_default();
-                NodeFacts {
-                    hostname: n.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_else(|| id.clone()),
-                    cpus: n
-                        .description
-                        .as_ref()
-                        .and_then(|d| d.resources.as_ref())
-                        .and_then(|r| r.nano_cpus)
-                        .unwrap_or(0) as f64
-                        / 1e9,
-                    ready: n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY),
-                    active: spec.availability == Some(NodeSpecAvailabilityEnum::ACTIVE),
-                    manager: spec.role == Some(NodeSpecRoleEnum::MANAGER),
-                    // Paused while ebb moves its replicas off, then drained
-                    // just before its removal.
-                    drained_by_ebb: spec.labels.as_ref().is_some_and(|l| l.contains_key(DRAINED_LABEL))
-                        && matches!(
-                            spec.availability,
-                            Some(NodeSpecAvailabilityEnum::PAUSE | NodeSpecAvailabilityEnum::DRAIN)
-                        ),
-                    reserved,
-                    replicas,
-                    protected,
-                    id,
-                }
-            })
-            .collect();
-        // In a stable order for status (Swarm lists them as it likes).
-        nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
-        Ok(Snapshot { nodes, pending, replicas })
+        read_snapshot(&self.docker, &self.state_dir, &self.services).await
     }
 
     fn publish(&self, snapshot: &Snapshot, decision: &ebb_core::cluster::ClusterDecision, last_error: Option<String>) {
@@ -456,12 +311,207 @@ impl ClusterTask {
     }
 }
 
+/// Asks the controller to replace, replacement first, each ebb replica on
+/// one of `nodes` (an interruption notice: it leaves once its replacement is
+/// in service, or at the notice's end). Asked once per replica (`moving`
+/// remembers); a replica the controller refused is asked again next time.
+async fn move_replicas_off(
+    services: &crate::apply::Services,
+    snapshot: &Snapshot,
+    nodes: &HashSet<&str>,
+    moving: &mut HashSet<String>,
+) {
+    let on_nodes: Vec<&Placed> = snapshot.replicas.iter().filter(|p| nodes.contains(p.node.as_str())).collect();
+    moving.retain(|id| on_nodes.iter().any(|p| &p.replica == id));
+    for placed in on_nodes {
+        let id = &placed.replica;
+        if moving.contains(id) {
+            continue;
+        }
+        let Some(handle) = services.get(&placed.service) else { continue };
+        match handle.interrupt(id, MOVE_NOTICE).await {
+            Ok(_) => {
+                moving.insert(id.clone());
+            }
+            Err(e) => tracing::warn!(replica = %id, error = %e, "Could not move the replica off a draining node."),
+        }
+    }
+}
+
+/// Sets a node's availability. `ours`: `Some(true)` labels the drain as
+/// ebb's (`ebb.cluster`), `Some(false)` removes that label, `None` leaves the
+/// labels alone.
+pub(crate) async fn set_availability(
+    docker: &bollard::Docker,
+    id: &str,
+    to: NodeSpecAvailabilityEnum,
+    ours: Option<bool>,
+) -> Result<(), String> {
+    // Swarm refuses an update from a stale version: read, then write.
+    for _ in 0..5 {
+        let node = docker.inspect_node(id).await.map_err(|e| message_of(&e))?;
+        let version = node.version.and_then(|v| v.index).unwrap_or(0) as i64;
+        let mut spec = node.spec.unwrap_or_default();
+        spec.availability = Some(to);
+        let labels = spec.labels.get_or_insert_with(HashMap::new);
+        match ours {
+            Some(true) => {
+                labels.insert(DRAINED_LABEL.into(), "drained".into());
+            }
+            Some(false) => {
+                labels.remove(DRAINED_LABEL);
+            }
+            None => {}
+        }
+        match docker.update_node(id, spec, UpdateNodeOptions { version }).await {
+            Ok(()) => return Ok(()),
+            Err(e) if message_of(&e).contains("out of sequence") => continue,
+            Err(e) => return Err(message_of(&e)),
+        }
+    }
+    Err("the node kept changing under the update".into())
+}
+
+/// The nodes, what ebb's replicas reserve on each, where each replica runs,
+/// and what waits.
+async fn read_snapshot(
+    docker: &bollard::Docker,
+    state_dir: &std::path::Path,
+    services_of_ebb: &crate::apply::Services,
+) -> Result<Snapshot, String> {
+    let nodes = docker.list_nodes(None).await.map_err(|e| message_of(&e))?;
+    let filters = HashMap::from([("label", vec![format!("{LABEL_STATE_DIR}={}", state_dir.to_string_lossy())])]);
+    let options = ListServicesOptionsBuilder::new().filters(&filters).build();
+    let services = docker.list_services(Some(options)).await.map_err(|e| message_of(&e))?;
+    // Each Swarm service is one replica of one of ebb's services
+    // (labels `ebb.replica`, `ebb.service`).
+    let replica_of: HashMap<String, Placed> = services
+        .iter()
+        .filter_map(|s| {
+            let labels = s.spec.as_ref()?.labels.as_ref()?;
+            let placed = Placed {
+                replica: labels.get(LABEL_REPLICA)?.clone(),
+                service: labels.get(LABEL_SERVICE)?.clone(),
+                node: String::new(),
+            };
+            Some((s.id.clone()?, placed))
+        })
+        .collect();
+    let ids: HashSet<String> = services.into_iter().filter_map(|s| s.id).collect();
+    let protected: HashSet<String> = services_of_ebb
+        .values()
+        .iter()
+        .flat_map(|h| h.status().replicas.into_iter().filter(|r| r.protected).map(|r| r.id))
+        .collect();
+    // Every task of them, also those Swarm is shutting down (a drained
+    // node's): a node runs an ebb replica until its container stopped.
+    let tasks = match ids.is_empty() {
+        true => Vec::new(),
+        false => {
+            let filters = HashMap::from([("service", ids.iter().cloned().collect::<Vec<_>>())]);
+            let options = ListTasksOptionsBuilder::new().filters(&filters).build();
+            docker.list_tasks(Some(options)).await.map_err(|e| message_of(&e))?
+        }
+    };
+    let mut per_node: HashMap<String, (f64, u32, u32)> = HashMap::new();
+    let mut replicas = Vec::new();
+    let mut pending = 0.0;
+    for task in tasks.iter().filter(|t| t.service_id.as_ref().is_some_and(|s| ids.contains(s))) {
+        let cpus = task
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.reservations.as_ref())
+            .and_then(|r| r.nano_cpus)
+            .unwrap_or(0) as f64
+            / 1e9;
+        let state = task.status.as_ref().and_then(|s| s.state);
+        let wanted = task.desired_state == Some(TaskState::RUNNING);
+        let alive = matches!(
+            state,
+            Some(
+                TaskState::ASSIGNED
+                    | TaskState::ACCEPTED
+                    | TaskState::PREPARING
+                    | TaskState::READY
+                    | TaskState::STARTING
+                    | TaskState::RUNNING
+            )
+        );
+        match task.node_id.as_deref().filter(|n| !n.is_empty()) {
+            // Not placed: Swarm found no node with room.
+            None if wanted && matches!(state, Some(TaskState::PENDING | TaskState::NEW | TaskState::ALLOCATED)) => {
+                pending += cpus
+            }
+            None => {}
+            // Ended (or failed to start): no longer on its node.
+            Some(_) if !alive => {}
+            Some(node) => {
+                let replica = task.service_id.as_ref().and_then(|s| replica_of.get(s));
+                let entry = per_node.entry(node.to_string()).or_default();
+                entry.0 += cpus;
+                entry.1 += 1;
+                entry.2 += u32::from(replica.is_some_and(|r| protected.contains(&r.replica)));
+                if let Some(replica) = replica.filter(|_| wanted) {
+                    replicas.push(Placed { node: node.to_string(), ..replica.clone() });
+                }
+            }
+        }
+    }
+    let mut requested = Vec::new();
+    let mut nodes: Vec<NodeFacts> = nodes
+        .into_iter()
+        .map(|n| {
+            let id = n.id.unwrap_or_default();
+            let spec = n.spec.unwrap_or_default();
+            let (reserved, replicas, protected) = per_node.get(&id).copied().unwrap_or_default();
+            if spec.labels.as_ref().is_some_and(|l| l.contains_key(DRAIN_REQUEST_LABEL)) {
+                requested.push(node_drain::LabelledNode {
+                    id: id.clone(),
+                    hostname: n.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_else(|| id.clone()),
+                    availability: match spec.availability {
+                        Some(NodeSpecAvailabilityEnum::PAUSE) => Availability::Pause,
+                        Some(NodeSpecAvailabilityEnum::DRAIN) => Availability::Drain,
+                        _ => Availability::Active,
+                    },
+                    replicas,
+                });
+            }
+            NodeFacts {
+                hostname: n.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_else(|| id.clone()),
+                cpus: n.description.as_ref().and_then(|d| d.resources.as_ref()).and_then(|r| r.nano_cpus).unwrap_or(0)
+                    as f64
+                    / 1e9,
+                ready: n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY),
+                active: spec.availability == Some(NodeSpecAvailabilityEnum::ACTIVE),
+                manager: spec.role == Some(NodeSpecRoleEnum::MANAGER),
+                // Paused while ebb moves its replicas off, then drained
+                // just before its removal.
+                drained_by_ebb: spec.labels.as_ref().is_some_and(|l| l.contains_key(DRAINED_LABEL))
+                    && matches!(
+                        spec.availability,
+                        Some(NodeSpecAvailabilityEnum::PAUSE | NodeSpecAvailabilityEnum::DRAIN)
+                    ),
+                reserved,
+                replicas,
+                protected,
+                id,
+            }
+        })
+        .collect();
+    // In a stable order for status (Swarm lists them as it likes).
+    nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    Ok(Snapshot { nodes, pending, replicas, requested })
+}
+
 struct Snapshot {
     nodes: Vec<NodeFacts>,
     /// CPUs of ebb's tasks Swarm has not placed.
     pending: f64,
     /// ebb's replicas placed on a node and meant to run.
     replicas: Vec<Placed>,
+    /// Nodes labelled `ebb.drain` (a user asked ebb to empty them).
+    requested: Vec<node_drain::LabelledNode>,
 }
 
 /// One of ebb's replicas, the service it belongs to, and its node's id.

@@ -115,10 +115,14 @@ pub enum EventKind {
     NodeAdded,
     /// A node ebb was draining is active again: the demand came back.
     NodeActivated,
-    /// Drained to be removed: its replicas move to the other nodes.
+    /// A node is being emptied, its replicas move to the other nodes:
+    /// drained to be removed (`[cluster]`), or labelled `ebb.drain`.
     NodeDraining,
     /// `remove_node` removed a drained node that ran no ebb replica.
     NodeRemoved,
+    /// A node a user labelled `ebb.drain` runs no ebb replica any more: it
+    /// is set to drain (with how long its replicas took to move).
+    NodeDrained,
     /// `add_node` or `remove_node` failed or timed out, or a drain was
     /// refused (with the command's output).
     NodeActionFailed,
@@ -174,6 +178,7 @@ impl EventKind {
             EventKind::NodeActivated => "node_activated",
             EventKind::NodeDraining => "node_draining",
             EventKind::NodeRemoved => "node_removed",
+            EventKind::NodeDrained => "node_drained",
             EventKind::NodeActionFailed => "node_action_failed",
         }
     }

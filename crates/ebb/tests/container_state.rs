@@ -262,25 +262,9 @@ fn s1_client_passes_through_ebb_against_docker_replicas_sharing_a_mount() {
         .collect();
     assert_ne!(direct[0], direct[1]);
 
-    let read = |addr: SocketAddr, name: &str| {
-        let r = http(addr, "GET", &format!("/candidate/{name}"), None).unwrap();
-        assert_eq!(r.status, 200, "GET /candidate/{name} at {addr}: {} {}\n{}", r.status, r.body, ebb.up_log());
-        assert!(r.body.contains(&format!("\"CandidateName\":\"{name}\"")), "{}", r.body);
-    };
-    let mut answered = std::collections::BTreeSet::new();
-    for n in 0..20 {
-        let name = format!("ebb-{n}");
-        let r = http(ebb.listen, "POST", &format!("/candidate/{name}"), None).unwrap();
-        assert_eq!(r.status, 200, "POST through ebb: {r:?}");
-        for addr in &direct {
-            read(*addr, &name);
-        }
-        read(ebb.listen, &name);
-        let list = http(ebb.listen, "GET", "/candidates", None).unwrap();
-        assert!(list.status == 200 && list.body.contains(&format!("\"{name}\"")), "{list:?}");
-        let who = http(ebb.listen, "GET", "/gtg?details", None).unwrap().json();
-        answered.insert(who["instance-id"].as_str().unwrap_or_default().to_string());
-    }
+    let log = || ebb.up_log();
+    let read = |addr: SocketAddr, name: &str| support::s1::read_candidate(addr, name, &log);
+    let (_, answered) = support::s1::client_rounds(ebb.listen, &direct, 20, &log);
     assert_eq!(answered.len(), 2, "both containers answered through ebb: {answered:?}");
     for (from, to) in [(direct[0], direct[1]), (direct[1], direct[0])] {
         let name = format!("direct-{}", from.port());

@@ -15,7 +15,9 @@
 //!    replaced on the other nodes, no client sees an error (GETs in flight
 //!    on the lost replica are sent again elsewhere), and an event names the
 //!    node;
-//! 5. a node is drained under GET load: its replicas move, 0 failed GETs.
+//! 5. a node is labelled `ebb.drain` under GET load: ebb moves its replicas
+//!    replacement first (never fewer serving), 0 failed GETs, then sets the
+//!    node to drain.
 //!
 //! Needs root and dockerd: elsewhere it prints `SKIP:` and returns.
 
@@ -366,8 +368,10 @@ fn ebb_loses_a_node(swarm: &LocalSwarm) {
     });
     ebb.wait_in_service(3, Duration::from_secs(10));
 
-    // Drain a node that runs a replica: its replicas move to the others with
-    // no failed request.
+    // A node that runs a replica is labelled ebb.drain: ebb pauses it, starts
+    // each replacement on another node and retires the old replica only once
+    // the replacement serves (never fewer than 3 serving; Swarm's own
+    // `--availability drain` stops the task first), then sets it to drain.
     let tasks = running_tasks(swarm, &service);
     let drained =
         tasks.values().find(|n| *n != "node1" && **n != victim).cloned().expect("a replica on the last worker");
@@ -375,19 +379,30 @@ fn ebb_loses_a_node(swarm: &LocalSwarm) {
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     let node_id = swarm.docker(&["node", "inspect", "-f", "{{.ID}}", &drained]);
-    swarm.docker(&["node", "update", "--availability", "drain", node_id.trim()]);
-    let moved = wait_for("the replicas off the drained node", Duration::from_secs(60), || {
+    swarm.docker(&["node", "update", "--label-add", "ebb.drain=true", node_id.trim()]);
+    let mut fewest_serving = usize::MAX;
+    let moved = wait_for("the replicas off the labelled node", Duration::from_secs(60), || {
         let now = running_tasks(swarm, &service);
         let healthy = ebb.replicas().iter().filter(|r| r["state"] == "in_service" && r["healthy"] == true).count();
+        fewest_serving = fewest_serving.min(healthy);
         (now.len() == 3 && healthy == 3 && !now.values().any(|n| *n == drained)).then(|| started.elapsed())
     });
     std::thread::sleep(Duration::from_millis(500));
     let (sent, failures) = load.finish();
     println!(
-        "MEASURE: node {drained} drained: its replicas moved in {:.2} s; {sent} GETs, {} failed",
+        "MEASURE: node {drained} labelled ebb.drain: its replicas moved in {:.2} s, never fewer than {fewest_serving} serving; {sent} GETs, {} failed",
         moved.as_secs_f64(),
         failures.len()
     );
     assert!(failures.is_empty(), "{} of {sent} GETs failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(fewest_serving >= 3, "replacement first: {fewest_serving} replicas served at one point, not 3");
+    wait_for("the emptied node set to drain, and events naming it", Duration::from_secs(20), || {
+        let availability = swarm.docker(&["node", "inspect", "-f", "{{.Spec.Availability}}", node_id.trim()]);
+        let events = ebb.events();
+        let named = |kind: &str| {
+            events.iter().any(|e| e["kind"] == kind && e["reason"].as_str().unwrap_or("").contains(&drained))
+        };
+        (availability.trim() == "drain" && named("node_draining") && named("node_drained")).then_some(())
+    });
     ebb.kill_up();
 }

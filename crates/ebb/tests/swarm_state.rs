@@ -65,29 +65,9 @@ fn s1_client_passes_through_ebb_against_swarm_replicas_on_two_nodes_sharing_post
     println!("replicas: {direct:?}");
     let addrs: Vec<SocketAddr> = direct.values().map(|(_, addr)| *addr).collect();
 
-    let read = |addr: SocketAddr, name: &str| {
-        let r = http(addr, "GET", &format!("/candidate/{name}"), None).unwrap();
-        assert_eq!(r.status, 200, "GET /candidate/{name} at {addr}: {} {}\n{}", r.status, r.body, ebb.up_log());
-        assert!(r.body.contains(&format!("\"CandidateName\":\"{name}\"")), "{}", r.body);
-    };
-    let mut names = Vec::new();
-    let mut answered = BTreeSet::new();
-    for n in 0..20 {
-        let name = format!("ebb-{n}");
-        let gtg = http(ebb.listen, "GET", "/gtg", None).unwrap();
-        assert_eq!(gtg.status, 200, "good to go through ebb: {gtg:?}");
-        let r = http(ebb.listen, "POST", &format!("/candidate/{name}"), None).unwrap();
-        assert_eq!(r.status, 200, "POST through ebb: {r:?}");
-        for addr in &addrs {
-            read(*addr, &name);
-        }
-        read(ebb.listen, &name);
-        let list = http(ebb.listen, "GET", "/candidates", None).unwrap();
-        assert!(list.status == 200 && list.body.contains(&format!("\"{name}\"")), "{list:?}");
-        let who = http(ebb.listen, "GET", "/gtg?details", None).unwrap().json();
-        answered.insert(who["instance-id"].as_str().unwrap_or_default().to_string());
-        names.push(name);
-    }
+    let log = || ebb.up_log();
+    let read = |addr: SocketAddr, name: &str| support::s1::read_candidate(addr, name, &log);
+    let (mut names, answered) = support::s1::client_rounds(ebb.listen, &addrs, 20, &log);
     assert_eq!(answered.len(), 2, "both tasks answered through ebb: {answered:?}");
     // One task writes, the task on the other node reads; both ways.
     let mut written_by = BTreeMap::new();

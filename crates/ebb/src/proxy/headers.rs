@@ -46,7 +46,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter(|name| is_hop_by_hop(name) && !(keep_upgrade && *name == header::UPGRADE))
         .cloned()
         .collect();
-    if present.iter().any(|name| name == header::CONNECTION) {
+    if present.contains(&header::CONNECTION) {
         // The common cases ("keep-alive", "close", "upgrade") name headers that
         // the fixed list removes anyway; only collect the others.
         let mut named: Vec<HeaderName> = Vec::new();

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod local_swarm;
+pub mod s1;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
