@@ -1,12 +1,13 @@
 //! One worker's HTTP/1.1 connection and the request it repeats.
 //!
-//! Each worker owns at most one connection (hyper's low-level
-//! `client::conn::http1`, TCP_NODELAY, kept alive; TLS over it for an
-//! `https://` target, see [`super::tls`]). The connection's driver
-//! future is polled by the worker's own task, next to the request, so a
-//! request costs no hand-off between tasks.
+//! Each worker owns at most one connection (TCP_NODELAY, kept alive; TLS
+//! over it for an `https://` target, see [`super::tls`]) and drives it
+//! from its own task. A request is one write of bytes serialized once per
+//! run; the response is read into the connection's buffer and followed by
+//! [`super::wire::Reader`] (head parsed, body counted and dropped). One
+//! request is in flight per connection: no pipelining. hyper is used only
+//! by [`get_once`], off the hot path.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::Poll;
@@ -18,10 +19,12 @@ use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::tls::{Stream, TlsClient};
+use super::wire::{self, InBuf, Reader, Step};
 
 /// What every request of the run looks like, built once.
 #[derive(Debug, Clone)]
@@ -33,7 +36,11 @@ pub struct Target {
     /// Origin form (`/path?query`), as HTTP/1.1 sends it.
     path: Uri,
     headers: HeaderMap,
+    /// Sent within `wire`; kept whole for the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     body: Bytes,
+    /// The whole request as sent: serialized once, written as is.
+    wire: Bytes,
     keepalive: bool,
     pub timeout: Option<Duration>,
     /// For an `https://` URL.
@@ -155,6 +162,7 @@ impl Target {
             tls,
             url: url.to_string(),
             addr,
+            wire: wire::serialize(&method, &parsed.path, &headers, &spec.body),
             method,
             path: parsed.path.clone(),
             headers,
@@ -182,6 +190,8 @@ impl Target {
         self.keepalive
     }
 
+    /// The request as hyper would send it (the tests compare the bytes).
+    #[cfg(test)]
     fn request(&self) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(self.body.clone()));
         *request.method_mut() = self.method.clone();
@@ -256,6 +266,23 @@ impl Failure {
         self as usize
     }
 
+    fn from_io(e: &std::io::Error) -> Failure {
+        match e.kind() {
+            std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionAborted => Failure::Reset,
+            std::io::ErrorKind::UnexpectedEof => Failure::ClosedEarly,
+            _ => Failure::Other,
+        }
+    }
+
+    fn from_bad(bad: wire::Bad) -> Failure {
+        match bad {
+            wire::Bad::Malformed(_) => Failure::BadResponse,
+            wire::Bad::Ended => Failure::ClosedEarly,
+        }
+    }
+
     fn from_connect(e: &std::io::Error) -> Failure {
         const EMFILE: i32 = 24;
         if e.raw_os_error() == Some(EMFILE) {
@@ -267,29 +294,6 @@ impl Failure {
             std::io::ErrorKind::AddrNotAvailable => Failure::ConnectNoPorts,
             _ => Failure::ConnectOther,
         }
-    }
-
-    fn from_hyper(e: &hyper::Error) -> Failure {
-        if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
-            return Failure::ClosedEarly;
-        }
-        if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
-            return Failure::BadResponse;
-        }
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                return match io.kind() {
-                    std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionAborted => Failure::Reset,
-                    std::io::ErrorKind::UnexpectedEof => Failure::ClosedEarly,
-                    _ => Failure::Other,
-                };
-            }
-            source = s.source();
-        }
-        Failure::Other
     }
 }
 
@@ -304,19 +308,14 @@ pub enum RequestOutcome {
     Failed(Failure),
 }
 
-type Driver = http1::Connection<TokioIo<Stream>, Full<Bytes>>;
-
-/// A worker's connection: the request handle and its driver future.
+/// A worker's connection and what it has read but not yet used.
 pub struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
-    driver: Pin<Box<Driver>>,
-    /// The driver has finished: the connection is closed.
-    finished: bool,
+    stream: Stream,
+    buf: InBuf,
 }
 
 impl Conn {
-    /// Opens a connection (TCP_NODELAY), with `tls` its TLS handshake, and
-    /// does the HTTP/1.1 handshake.
+    /// Opens a connection (TCP_NODELAY), with `tls` its TLS handshake.
     pub async fn open(addr: SocketAddr, tls: Option<&TlsClient>) -> Result<Conn, Failure> {
         let tcp = TcpStream::connect(addr).await.map_err(|e| Failure::from_connect(&e))?;
         let _ = tcp.set_nodelay(true);
@@ -324,23 +323,49 @@ impl Conn {
             Some(tls) => tls.handshake(tcp).await.map_err(|_| Failure::Tls)?,
             None => Stream::Plain(tcp),
         };
-        let (sender, driver) = http1::Builder::new()
-            .max_buf_size(64 * 1024)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Failure::from_hyper(&e))?;
-        Ok(Conn { sender, driver: Box::pin(driver), finished: false })
+        Ok(Conn { stream, buf: InBuf::default() })
     }
 
-    /// Whether the connection can carry another request. Polls the driver
-    /// once, so a connection the server closed while idle is noticed here
-    /// rather than by failing the next request.
+    /// Whether the connection can carry another request: reads once without
+    /// waiting, so a connection the server closed while idle (or sent
+    /// unasked-for bytes on) is dropped here rather than failing the next
+    /// request. Costs no system call when the socket is known not readable.
     async fn usable(&mut self) -> bool {
-        if !self.finished {
-            let driver = &mut self.driver;
-            self.finished = std::future::poll_fn(|cx| Poll::Ready(driver.as_mut().poll(cx).is_ready())).await;
+        let Conn { stream, buf } = self;
+        if !buf.unread().is_empty() {
+            return false;
         }
-        !self.finished && !self.sender.is_closed()
+        std::future::poll_fn(|cx| {
+            let mut spare = ReadBuf::new(buf.spare());
+            Poll::Ready(Pin::new(&mut *stream).poll_read(cx, &mut spare).is_pending())
+        })
+        .await
+    }
+
+    /// Writes the request and reads its response.
+    async fn round_trip(&mut self, target: &Target) -> Result<wire::Response, Failure> {
+        self.stream.write_all(&target.wire).await.map_err(|e| Failure::from_io(&e))?;
+        // A no-op on plain TCP; TLS may hold the last record until flushed.
+        self.stream.flush().await.map_err(|e| Failure::from_io(&e))?;
+        let mut reader = Reader::new(target.method == Method::HEAD);
+        loop {
+            let n = match self.stream.read(self.buf.spare()).await {
+                Ok(n) => n,
+                // TLS without close_notify: the end of the stream all the same.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(Failure::from_io(&e)),
+            };
+            if n == 0 {
+                let response = reader.eof().map_err(Failure::from_bad)?;
+                return Ok(wire::Response { reusable: false, ..response });
+            }
+            self.buf.filled(n);
+            let (used, step) = reader.feed(self.buf.unread()).map_err(Failure::from_bad)?;
+            self.buf.consume(used);
+            if let Step::Done(response) = step {
+                return Ok(response);
+            }
+        }
     }
 }
 
@@ -410,40 +435,23 @@ pub async fn exchange(
         }
     }
     let conn = slot.as_mut().expect("connected above");
-    let Conn { sender, driver, finished } = conn;
-    let request = target.request();
-    let outcome = {
-        let work = async {
-            sender.ready().await?;
-            let response = sender.send_request(request).await?;
-            let status = response.status().as_u16();
-            let mut body = response.into_body();
-            let mut bytes = 0u64;
-            while let Some(frame) = body.frame().await {
-                if let Some(data) = frame?.data_ref() {
-                    bytes += data.len() as u64;
-                }
-            }
-            Ok::<_, hyper::Error>(RequestOutcome::Response { status, bytes })
-        };
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                // The driver first: it reads the response and hands it to
-                // `work` in the same poll.
-                biased;
-                _ = driver.as_mut(), if !*finished => *finished = true,
-                result = &mut work => break result.unwrap_or_else(|e| RequestOutcome::Failed(Failure::from_hyper(&e))),
-                _ = &mut expired => break RequestOutcome::Failed(Failure::Timeout),
-            }
-        }
+    let outcome = tokio::select! {
+        biased;
+        result = conn.round_trip(target) => result,
+        _ = &mut expired => Err(Failure::Timeout),
     };
-    let reusable =
-        target.keepalive && matches!(outcome, RequestOutcome::Response { .. }) && !*finished && !sender.is_closed();
-    if !reusable {
-        *slot = None;
+    match outcome {
+        Ok(response) => {
+            if !(target.keepalive && response.reusable) {
+                *slot = None;
+            }
+            RequestOutcome::Response { status: response.status, bytes: response.bytes }
+        }
+        Err(failure) => {
+            *slot = None;
+            RequestOutcome::Failed(failure)
+        }
     }
-    outcome
 }
 
 /// One plain GET on a fresh connection, for the admin API's status.
