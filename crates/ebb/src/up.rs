@@ -222,7 +222,7 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
 
     let cluster_stop = CancellationToken::new();
     let cluster = start_cluster(&config, &state_dir, &events, &running.services, cluster_stop.clone()).await?;
-    let node_drain = start_node_drain(&config, &state_dir, &events, &running.services, cluster_stop.clone()).await;
+    let node_drain = start_node_drain(&state_dir, &events, &running.services, cluster_stop.clone());
     let admin_addr = admin_listener.local_addr()?;
     let admin_state = AdminState {
         services: running.services.clone(),
@@ -262,9 +262,7 @@ pub async fn up(mut config: Config, options: crate::carry_over::UpOptions) -> an
     if let Some((_, task)) = cluster {
         let _ = task.await;
     }
-    if let Some(task) = node_drain {
-        let _ = task.await;
-    }
+    let _ = node_drain.await;
     tidy_stop.cancel();
     let _ = tidy.await;
     let successor = takeover.map(|t| t.close());
@@ -324,34 +322,20 @@ async fn start_cluster(
     Ok(Some((board, tokio::spawn(task.run(stop)))))
 }
 
-/// With a Swarm service: the task that empties nodes labelled `ebb.drain`,
-/// replacement first (`cluster/node_drain.rs`).
-async fn start_node_drain(
-    config: &Config,
+/// The task that empties Swarm nodes labelled `ebb.drain`, replacement
+/// first (`cluster/node_drain.rs`); idle while no Swarm service runs.
+fn start_node_drain(
     state_dir: &std::path::Path,
     events: &Arc<EventLog>,
     services: &Arc<crate::apply::Services>,
     stop: CancellationToken,
-) -> Option<tokio::task::JoinHandle<()>> {
-    if !config.services.values().any(|s| s.driver == DriverKind::Swarm) {
-        return None;
-    }
-    // The swarm driver connected a moment ago; should this fail, the
-    // replicas still run, only labelled nodes are not emptied.
-    let engine = match Engine::connect().await {
-        Ok(engine) => engine,
-        Err(e) => {
-            tracing::warn!(error = %e, "Cannot reach the swarm's manager: nodes labelled ebb.drain will not be emptied.");
-            return None;
-        }
-    };
+) -> tokio::task::JoinHandle<()> {
     let task = crate::cluster::node_drain::NodeDrainTask {
-        docker: engine.docker,
         state_dir: state_dir.to_path_buf(),
         events: events.clone(),
         services: services.clone(),
     };
-    Some(tokio::spawn(task.run(stop)))
+    tokio::spawn(task.run(stop))
 }
 
 /// SIGHUP: `ebb apply --yes` of the file ebb was started with. What it

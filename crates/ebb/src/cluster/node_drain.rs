@@ -1,6 +1,8 @@
 //! The node-drain task: empties, replacement first, each Swarm node a user
 //! labelled `ebb.drain` (`docker node update --label-add ebb.drain=true
-//! NODE`), with or without `[cluster]`. The steps are the core's
+//! NODE`), with or without `[cluster]`. It reads Swarm only while the
+//! running fleet has a Swarm service (also one `ebb apply` added), and
+//! connects to the manager then. The steps are the core's
 //! ([`ebb_core::node_drain`]): pause the node, move each ebb replica off it
 //! (its replacement in service elsewhere before it leaves), then set the
 //! node to drain. Each step is an event naming the node.
@@ -15,6 +17,7 @@ use ebb_core::node_drain::{moves_replicas_off, requested_drain, Availability, Re
 use tokio_util::sync::CancellationToken;
 
 use super::{move_replicas_off, read_snapshot, set_availability, POLL, SUBJECT};
+use crate::driver::Engine;
 use crate::events::{EventKind, EventLog, NewEvent};
 
 /// A node carrying the `ebb.drain` label, as the last snapshot saw it.
@@ -29,8 +32,6 @@ pub(crate) struct LabelledNode {
 
 /// What the task needs from `ebb up`.
 pub struct NodeDrainTask {
-    /// The manager ebb drives.
-    pub docker: bollard::Docker,
     /// ebb's Swarm services carry it in `ebb.state_dir`.
     pub state_dir: PathBuf,
     pub events: Arc<EventLog>,
@@ -39,6 +40,8 @@ pub struct NodeDrainTask {
 
 impl NodeDrainTask {
     pub async fn run(self, stop: CancellationToken) {
+        // The manager, once a Swarm service runs (the swarm driver's engine).
+        let mut manager: Option<bollard::Docker> = None;
         // When ebb paused each node (for the time its replicas took to move).
         let mut paused_at: HashMap<String, Instant> = HashMap::new();
         let mut moving: HashSet<String> = HashSet::new();
@@ -47,7 +50,20 @@ impl NodeDrainTask {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(POLL) => {}
             }
-            let snapshot = match read_snapshot(&self.docker, &self.state_dir, &self.services).await {
+            if !self.services.values().iter().any(|h| h.status().driver == "swarm") {
+                continue;
+            }
+            let docker = match manager.as_ref() {
+                Some(docker) => docker,
+                None => match Engine::connect().await {
+                    Ok(engine) => manager.insert(engine.docker),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "Cannot reach the swarm's manager; no node drain this time.");
+                        continue;
+                    }
+                },
+            };
+            let snapshot = match read_snapshot(docker, &self.state_dir, &self.services).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %e, "Cannot read the swarm's nodes; no node drain this time.");
@@ -58,7 +74,7 @@ impl NodeDrainTask {
             for node in &snapshot.requested {
                 match requested_drain(node.availability, node.replicas) {
                     RequestedDrain::Pause => {
-                        match set_availability(&self.docker, &node.id, NodeSpecAvailabilityEnum::PAUSE, None).await {
+                        match set_availability(docker, &node.id, NodeSpecAvailabilityEnum::PAUSE, None).await {
                             Ok(()) => {
                                 paused_at.insert(node.id.clone(), Instant::now());
                                 self.record(
@@ -76,7 +92,7 @@ impl NodeDrainTask {
                         }
                     }
                     RequestedDrain::Finish => {
-                        match set_availability(&self.docker, &node.id, NodeSpecAvailabilityEnum::DRAIN, None).await {
+                        match set_availability(docker, &node.id, NodeSpecAvailabilityEnum::DRAIN, None).await {
                             Ok(()) => {
                                 let took = paused_at
                                     .remove(&node.id)
