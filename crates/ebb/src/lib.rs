@@ -43,6 +43,8 @@ pub mod fd_limit;
 pub mod listeners;
 pub mod load;
 pub mod metrics;
+#[cfg(test)]
+mod prop_gen;
 pub mod proxy;
 pub mod replica_logs;
 pub mod shutdown;

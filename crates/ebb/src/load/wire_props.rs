@@ -18,32 +18,16 @@
 use super::tests::{read, read_counting_heads, Outcome};
 use super::*;
 
+use crate::prop_gen::{any_case, cases, token};
+
 fn seed() -> u64 {
-    std::env::var("EBB_PROP_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x10ad_5eed)
-}
-
-fn cases(default: usize) -> usize {
-    std::env::var("EBB_PROP_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
-fn any_case(rng: &mut fastrand::Rng, name: &str) -> String {
-    name.chars().map(|c| if rng.bool() { c.to_ascii_uppercase() } else { c }).collect()
-}
-
-fn token(rng: &mut fastrand::Rng, len: usize) -> String {
-    (0..len).map(|_| rng.alphanumeric()).collect()
+    crate::prop_gen::seed(0x10ad_5eed)
 }
 
 /// Body bytes, sometimes holding what looks like a response head or a
 /// chunk's end.
 fn body_bytes(rng: &mut fastrand::Rng, len: usize) -> Vec<u8> {
-    let mut body: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-    let fake = b"\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-    if len > fake.len() && rng.bool() {
-        let at = rng.usize(..=len - fake.len());
-        body[at..at + fake.len()].copy_from_slice(fake);
-    }
-    body
+    crate::prop_gen::body_bytes(rng, len, b"\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -17,12 +17,10 @@
 
 use super::*;
 
-fn seed() -> u64 {
-    std::env::var("EBB_PROP_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x005e_edeb)
-}
+use crate::prop_gen::{any_case, cases, token};
 
-fn cases(default: usize) -> usize {
-    std::env::var("EBB_PROP_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+fn seed() -> u64 {
+    crate::prop_gen::seed(0x005e_edeb)
 }
 
 /// How a generated request frames its body.
@@ -35,23 +33,13 @@ enum Body {
     Both,
 }
 
-fn any_case(rng: &mut fastrand::Rng, name: &str) -> String {
-    name.chars().map(|c| if rng.bool() { c.to_ascii_uppercase() } else { c }).collect()
-}
-
-fn token(rng: &mut fastrand::Rng, len: usize) -> String {
-    (0..len).map(|_| rng.alphanumeric()).collect()
-}
-
 /// Body bytes, sometimes holding what looks like a smuggled request head.
 fn body_bytes(rng: &mut fastrand::Rng, len: usize) -> Vec<u8> {
-    let mut body: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-    let fake = b"\r\nGET /smuggled HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n";
-    if len > fake.len() && rng.bool() {
-        let at = rng.usize(..=len - fake.len());
-        body[at..at + fake.len()].copy_from_slice(fake);
-    }
-    body
+    crate::prop_gen::body_bytes(
+        rng,
+        len,
+        b"\r\nGET /smuggled HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
 }
 
 /// One request: its bytes, and its framing.
