@@ -59,18 +59,34 @@ fn failures_never_look_fast() {
 #[test]
 fn a_replica_left_alone_is_tried_again_once_its_estimate_decays() {
     // Failed at t = 0 (cost 1 s); a healthy one answers in 2 ms all along.
+    let tau = PeakEwma::DECAY_NS as u64;
     let failed = PeakEwma::new(0).failed(0);
     let healthy = |t: u64| PeakEwma { cost_ns: 2.0 * MS, stamp_ns: t };
-    // Half a minute later it still costs e^-3 × 1 s ≈ 50 ms: left alone.
-    assert_eq!(shares(failed.score(0, 30 * S), healthy(30 * S).score(0, 30 * S)).0, 0);
-    // After ln(1 s / 2 ms) ≈ 6.2 decay constants (62 s) it costs less than
-    // the healthy one's 2 ms: chosen, so probed (70 s: e^-7 × 1 s ≈ 0.9 ms).
-    assert!(failed.cost_at(70 * S) < 1.0 * MS, "{}", failed.cost_at(70 * S));
-    assert_eq!(shares(failed.score(0, 70 * S), healthy(70 * S).score(0, 70 * S)).0, 100);
+    // Three decay constants later it still costs e^-3 × 1 s ≈ 50 ms: left alone.
+    assert_eq!(shares(failed.score(0, 3 * tau), healthy(3 * tau).score(0, 3 * tau)).0, 0);
+    // After ln(1 s / 2 ms) ≈ 6.2 decay constants it costs less than the
+    // healthy one's 2 ms: chosen, so probed (7: e^-7 × 1 s ≈ 0.9 ms).
+    assert!(failed.cost_at(7 * tau) < 1.0 * MS, "{}", failed.cost_at(7 * tau));
+    assert_eq!(shares(failed.score(0, 7 * tau), healthy(7 * tau).score(0, 7 * tau)).0, 100);
     // A probe that fails again puts it back at a second's cost.
-    assert_eq!(failed.failed(70 * S).cost_at(70 * S), PeakEwma::FAILURE_NS);
+    assert_eq!(failed.failed(7 * tau).cost_at(7 * tau), PeakEwma::FAILURE_NS);
     // Read at the time of its last update, an estimate is itself.
     assert_eq!(healthy(5 * S).cost_at(5 * S), 2.0 * MS);
+}
+
+#[test]
+fn one_noisy_answer_is_forgotten_within_seconds() {
+    // Two identical 2 ms replicas; one answer of the first took 20 ms (a
+    // scheduler hiccup, not a slow replica). It loses its share at once,
+    // and gets it back once the peak decays: ln(20 / 2) ≈ 2.3 decay
+    // constants, seconds, not the half minute a 10 s constant would hold it.
+    let tau = PeakEwma::DECAY_NS as u64;
+    assert!(tau <= 2 * S, "a decay constant of {tau} ns holds a noisy replica off too long");
+    let noisy = PeakEwma { cost_ns: 2.0 * MS, stamp_ns: 0 }.observe(20.0 * MS, 0);
+    let steady = |t: u64| PeakEwma { cost_ns: 2.0 * MS, stamp_ns: t };
+    assert_eq!(shares(noisy.score(0, tau), steady(tau).score(0, tau)).0, 0, "shunned right after");
+    let later = 5 * tau / 2;
+    assert_eq!(shares(noisy.score(0, later), steady(later).score(0, later)).0, 100, "tried again");
 }
 
 /// | replica | cost | in flight | score | picked over the other |

@@ -81,6 +81,27 @@ async fn load(addr: SocketAddr, clients: usize, each: usize) {
     }
 }
 
+/// `clients` concurrent keep-alive clients sending requests for `duration`.
+async fn load_for(addr: SocketAddr, clients: usize, duration: Duration) {
+    let until = tokio::time::Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        tasks.push(tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+            tokio::spawn(conn);
+            while tokio::time::Instant::now() < until {
+                let req = Request::get("/").header("host", "web.test").body(Full::new(Bytes::new())).unwrap();
+                let resp = send.send_request(req).await.unwrap();
+                resp.into_body().collect().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 /// Share of requests that went to the odd replica out (the first), of
 /// 4 replicas under `balance`.
 async fn share_of_the_odd_one(balance: BalanceAlgorithm, odd: (Duration, StatusCode)) -> f64 {
@@ -135,25 +156,27 @@ async fn shares_of_identical_replicas(balance: BalanceAlgorithm) -> Vec<u64> {
         counters.push(served);
     }
     let (addr, stop) = balancer(balance, ProxyConfig::default(), backends).await;
-    load(addr, 8, 150).await;
+    // Steady state: the first half second settles the estimates.
+    load_for(addr, 8, Duration::from_millis(500)).await;
+    let settled: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    load_for(addr, 8, Duration::from_secs(2)).await;
     stop.cancel();
-    counters.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    counters.iter().zip(settled).map(|(c, before)| c.load(Ordering::Relaxed) - before).collect()
 }
 
 /// A latency-aware balancer can lock onto whichever replica happened to
-/// answer first; identical replicas must share the load. Least
-/// outstanding splits it almost evenly; peak-EWMA follows the replicas'
-/// measured latency, which on a busy test machine is noise (1.1–1.3 on a
-/// quiet one, up to 1.6 with other tests running), so its bound here is
-/// "no lock-on"; the max/min ≤ 1.5 is measured by `scripts/bench-tail`.
+/// answer first, or shun one whose answer was slowed by noise; identical
+/// replicas must share the load, at most 1.5× apart, in steady state.
+/// (Peak-EWMA with a 10 s decay failed this at 2.9 on a busy machine; with
+/// 1 s it measured 1.02–1.16 with two busy loops on the test's two cores.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_replicas_share_the_load() {
-    for (balance, bound) in [(BalanceAlgorithm::PeakEwma, 2.5), (BalanceAlgorithm::LeastOutstanding, 1.5)] {
+    for (balance, bound) in [(BalanceAlgorithm::PeakEwma, 1.5), (BalanceAlgorithm::LeastOutstanding, 1.5)] {
         let shares = shares_of_identical_replicas(balance).await;
         let (max, min) = (*shares.iter().max().unwrap(), *shares.iter().min().unwrap());
         let ratio = max as f64 / min.max(1) as f64;
         eprintln!("{balance:?}: requests per identical replica {shares:?}, max/min {ratio:.2}");
-        assert_eq!(shares.iter().sum::<u64>(), 8 * 150);
+        assert!(shares.iter().sum::<u64>() >= 400, "{balance:?}: too few requests to judge: {shares:?}");
         assert!(ratio <= bound, "{balance:?} split identical replicas {shares:?} (max/min {ratio:.2} > {bound})");
     }
 }
