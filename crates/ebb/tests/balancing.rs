@@ -213,3 +213,38 @@ async fn slow_start_gives_a_new_replica_a_small_share_first() {
     assert!(to_new > 0, "it gets some");
     assert!(share < 0.35, "a replica at the start of its slow start gets a small share, not half: {share:.3}");
 }
+
+/// Under light load (one client, so nothing is ever in flight when a
+/// choice is made) a new replica starts at peak-EWMA's initial guess,
+/// slower than the warm replica's measured answers; it must still be tried
+/// once its guess decays, and then get its share, not sit idle for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_gets_requests_under_light_load_with_peak_ewma() {
+    let (old_addr, _old_served) = replica(Duration::ZERO, StatusCode::OK).await;
+    let (new_addr, new_served) = replica(Duration::ZERO, StatusCode::OK).await;
+    let old = Arc::new(Backend::new("old", old_addr));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = ServiceProxy::new("web", BalanceAlgorithm::PeakEwma, ProxyConfig::default());
+    proxy.set_routable(vec![old.clone()]);
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(listener, proxy.clone(), stop.clone()));
+    // The old one's estimate settles at its real (sub-millisecond) answers.
+    load_for(addr, 1, Duration::from_millis(500)).await;
+    proxy.set_routable(vec![old.clone(), Arc::new(Backend::new("new", new_addr))]);
+    let before = new_served.load(Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let mut first = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        load(addr, 1, 20).await;
+        if first.is_none() && new_served.load(Ordering::Relaxed) > before {
+            first = Some(started.elapsed());
+        }
+    }
+    stop.cancel();
+    let to_new = new_served.load(Ordering::Relaxed) - before;
+    eprintln!("new replica: first request after {first:?}, {to_new} requests in 5 s");
+    let first = first.expect("the new replica never got a request");
+    assert!(first < Duration::from_secs(4), "the new replica waited {first:?} for its first request");
+    assert!(to_new >= 100, "the new replica got only {to_new} requests in 5 s");
+}

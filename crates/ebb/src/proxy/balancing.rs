@@ -28,9 +28,17 @@ fn now_ns() -> u64 {
 }
 
 impl Responsiveness {
-    /// The replica entered the routable set (the first time counts).
+    /// The replica entered the routable set (the first time counts). Its
+    /// estimate starts here at the initial guess and decays like any other,
+    /// so a new replica is tried within seconds even when the others answer
+    /// faster than the guess (a guess re-made at every choice would keep it
+    /// out for good under light load).
     pub fn joined(&self) {
-        self.joined.get_or_init(Instant::now);
+        self.joined.get_or_init(|| {
+            let mut ewma = self.ewma.lock().unwrap_or_else(|p| p.into_inner());
+            ewma.get_or_insert_with(|| PeakEwma::new(now_ns()));
+            Instant::now()
+        });
     }
 
     /// It answered (a status below 500) after `rtt`.
@@ -155,6 +163,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_new_replicas_initial_guess_decays_from_when_it_joined() {
+        let new = Responsiveness::default();
+        new.joined();
+        let at_join = new.score(0);
+        assert!(at_join <= PeakEwma::INITIAL_NS);
+        std::thread::sleep(Duration::from_millis(50));
+        let later = new.score(0);
+        assert!(later < at_join, "the guess decays while the replica gets nothing: {at_join} -> {later}");
+        // Joining again (a new routable set) does not reset it.
+        new.joined();
+        assert!(new.score(0) <= later);
     }
 
     #[test]
