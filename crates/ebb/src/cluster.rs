@@ -86,7 +86,7 @@ impl ClusterTask {
         let mut last_error: Option<String> = None;
         let mut last_reason = String::new();
         // Replicas already asked to move off a node ebb is draining.
-        let mut moving: HashSet<String> = HashSet::new();
+        let mut moves = Moves::default();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -215,16 +215,16 @@ impl ClusterTask {
                     last_error = Some(e);
                 }
             }
-            self.move_replicas_off_draining_nodes(&snapshot, &mut moving).await;
+            self.move_replicas_off_draining_nodes(&snapshot, &mut moves).await;
         }
     }
 
     /// Moves ebb's replicas off the nodes ebb is draining, replacement
     /// first ([`move_replicas_off`]).
-    async fn move_replicas_off_draining_nodes(&self, snapshot: &Snapshot, moving: &mut HashSet<String>) {
+    async fn move_replicas_off_draining_nodes(&self, snapshot: &Snapshot, moves: &mut Moves) {
         let draining: HashSet<&str> =
             snapshot.nodes.iter().filter(|n| n.drained_by_ebb).map(|n| n.id.as_str()).collect();
-        move_replicas_off(&self.services, snapshot, &draining, moving).await;
+        move_replicas_off(&self.services, snapshot, &draining, moves).await;
     }
 
     fn record(&self, kind: EventKind, reason: String) {
@@ -311,29 +311,47 @@ impl ClusterTask {
     }
 }
 
+/// The replicas on draining nodes that were asked to move, and why the
+/// controller refused the others (each refusal is logged once, not at
+/// every poll while it lasts).
+#[derive(Debug, Default)]
+pub(crate) struct Moves {
+    asked: HashSet<String>,
+    refused: HashMap<String, String>,
+}
+
 /// Asks the controller to replace, replacement first, each ebb replica on
 /// one of `nodes` (an interruption notice: it leaves once its replacement is
-/// in service, or at the notice's end). Asked once per replica (`moving`
+/// in service, or at the notice's end). Asked once per replica (`moves`
 /// remembers); a replica the controller refused is asked again next time.
 async fn move_replicas_off(
     services: &crate::apply::Services,
     snapshot: &Snapshot,
     nodes: &HashSet<&str>,
-    moving: &mut HashSet<String>,
+    moves: &mut Moves,
 ) {
     let on_nodes: Vec<&Placed> = snapshot.replicas.iter().filter(|p| nodes.contains(p.node.as_str())).collect();
-    moving.retain(|id| on_nodes.iter().any(|p| &p.replica == id));
-    for placed in on_nodes {
+    let still_there = |id: &String| on_nodes.iter().any(|p| &p.replica == id);
+    moves.asked.retain(|id| still_there(id));
+    moves.refused.retain(|id, _| still_there(id));
+    for placed in on_nodes.iter() {
         let id = &placed.replica;
-        if moving.contains(id) {
+        if moves.asked.contains(id) {
             continue;
         }
         let Some(handle) = services.get(&placed.service) else { continue };
         match handle.interrupt(id, MOVE_NOTICE).await {
             Ok(_) => {
-                moving.insert(id.clone());
+                moves.refused.remove(id);
+                moves.asked.insert(id.clone());
             }
-            Err(e) => tracing::warn!(replica = %id, error = %e, "Could not move the replica off a draining node."),
+            Err(e) => {
+                let error = e.to_string();
+                if moves.refused.get(id) != Some(&error) {
+                    tracing::warn!(replica = %id, %error, "Could not move the replica off a draining node; asking again every poll.");
+                    moves.refused.insert(id.clone(), error);
+                }
+            }
         }
     }
 }

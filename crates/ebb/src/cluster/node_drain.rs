@@ -16,7 +16,7 @@ use bollard::models::NodeSpecAvailabilityEnum;
 use ebb_core::node_drain::{moves_replicas_off, requested_drain, Availability, RequestedDrain};
 use tokio_util::sync::CancellationToken;
 
-use super::{move_replicas_off, read_snapshot, set_availability, POLL, SUBJECT};
+use super::{move_replicas_off, read_snapshot, set_availability, Moves, POLL, SUBJECT};
 use crate::driver::Engine;
 use crate::events::{EventKind, EventLog, NewEvent};
 
@@ -44,7 +44,7 @@ impl NodeDrainTask {
         let mut manager: Option<bollard::Docker> = None;
         // When ebb paused each node (for the time its replicas took to move).
         let mut paused_at: HashMap<String, Instant> = HashMap::new();
-        let mut moving: HashSet<String> = HashSet::new();
+        let mut moves = Moves::default();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -118,7 +118,7 @@ impl NodeDrainTask {
                 .filter(|n| moves_replicas_off(false, true, n.availability))
                 .map(|n| n.id.as_str())
                 .collect();
-            move_replicas_off(&self.services, &snapshot, &from, &mut moving).await;
+            move_replicas_off(&self.services, &snapshot, &from, &mut moves).await;
         }
     }
 
