@@ -235,7 +235,7 @@ async fn a_new_replica_gets_requests_under_light_load_with_peak_ewma() {
     let before = new_served.load(Ordering::Relaxed);
     let started = std::time::Instant::now();
     let mut first = None;
-    while started.elapsed() < Duration::from_secs(5) {
+    while started.elapsed() < Duration::from_secs(6) {
         load(addr, 1, 20).await;
         if first.is_none() && new_served.load(Ordering::Relaxed) > before {
             first = Some(started.elapsed());
@@ -243,8 +243,11 @@ async fn a_new_replica_gets_requests_under_light_load_with_peak_ewma() {
     }
     stop.cancel();
     let to_new = new_served.load(Ordering::Relaxed) - before;
-    eprintln!("new replica: first request after {first:?}, {to_new} requests in 5 s");
+    eprintln!("new replica: first request after {first:?}, {to_new} requests in 6 s");
+    // The guess falls below the old one's estimate after ln(5 ms / its
+    // answer time) seconds: under a second against a debug build's noisy
+    // answers, about 4 s against 0.1 ms ones.
     let first = first.expect("the new replica never got a request");
-    assert!(first < Duration::from_secs(4), "the new replica waited {first:?} for its first request");
-    assert!(to_new >= 100, "the new replica got only {to_new} requests in 5 s");
+    assert!(first < Duration::from_secs(5), "the new replica waited {first:?} for its first request");
+    assert!(to_new >= 50, "the new replica got only {to_new} requests in 6 s");
 }

@@ -31,8 +31,9 @@ impl Responsiveness {
     /// The replica entered the routable set (the first time counts). Its
     /// estimate starts here at the initial guess and decays like any other,
     /// so a new replica is tried within seconds even when the others answer
-    /// faster than the guess (a guess re-made at every choice would keep it
-    /// out for good under light load).
+    /// faster than the guess (`ln(guess / their estimate)` decay constants),
+    /// where a guess re-made at every choice kept it out for good under
+    /// light load.
     pub fn joined(&self) {
         self.joined.get_or_init(|| {
             let mut ewma = self.ewma.lock().unwrap_or_else(|p| p.into_inner());
