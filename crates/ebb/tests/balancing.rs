@@ -60,19 +60,21 @@ async fn balancer(
     (addr, stop)
 }
 
-/// `clients` concurrent clients, `each` requests apiece, one keep-alive
-/// connection per client.
-async fn load(addr: SocketAddr, clients: usize, each: usize) {
+/// `clients` concurrent clients, each on one keep-alive connection, sending
+/// requests one after another while `more(requests it sent)` says so.
+async fn clients_sending(addr: SocketAddr, clients: usize, more: impl Fn(usize) -> bool + Copy + Send + 'static) {
     let mut tasks = Vec::new();
     for _ in 0..clients {
         tasks.push(tokio::spawn(async move {
             let tcp = TcpStream::connect(addr).await.unwrap();
             let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
             tokio::spawn(conn);
-            for _ in 0..each {
+            let mut sent = 0;
+            while more(sent) {
                 let req = Request::get("/").header("host", "web.test").body(Full::new(Bytes::new())).unwrap();
                 let resp = send.send_request(req).await.unwrap();
                 resp.into_body().collect().await.unwrap();
+                sent += 1;
             }
         }));
     }
@@ -81,25 +83,15 @@ async fn load(addr: SocketAddr, clients: usize, each: usize) {
     }
 }
 
+/// `clients` concurrent keep-alive clients, `each` requests apiece.
+async fn load(addr: SocketAddr, clients: usize, each: usize) {
+    clients_sending(addr, clients, move |sent| sent < each).await;
+}
+
 /// `clients` concurrent keep-alive clients sending requests for `duration`.
 async fn load_for(addr: SocketAddr, clients: usize, duration: Duration) {
     let until = tokio::time::Instant::now() + duration;
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        tasks.push(tokio::spawn(async move {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-            tokio::spawn(conn);
-            while tokio::time::Instant::now() < until {
-                let req = Request::get("/").header("host", "web.test").body(Full::new(Bytes::new())).unwrap();
-                let resp = send.send_request(req).await.unwrap();
-                resp.into_body().collect().await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    clients_sending(addr, clients, move |_| tokio::time::Instant::now() < until).await;
 }
 
 /// Share of requests that went to the odd replica out (the first), of
