@@ -85,7 +85,8 @@ impl ClusterTask {
         let (mut last_add, mut last_remove) = (None, None);
         let mut last_error: Option<String> = None;
         let mut last_reason = String::new();
-        // Replicas already asked to move off a node ebb is draining.
+        // Replicas asked to move off a node ebb is draining, and the
+        // controller's last refusal for each one it refused.
         let mut moves = Moves::default();
         loop {
             tokio::select! {
