@@ -40,6 +40,7 @@ pub mod demo_app;
 pub mod driver;
 pub mod events;
 pub mod fd_limit;
+pub mod http1;
 pub mod listeners;
 pub mod load;
 pub mod metrics;

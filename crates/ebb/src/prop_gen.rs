@@ -1,5 +1,5 @@
 //! Generators shared by the seeded property tests of ebb's hand-written
-//! HTTP/1 readers (`proxy/framing_props.rs`, `load/wire_props.rs`): the
+//! HTTP/1 readers (`proxy/framing_props.rs`, `http1/props.rs`): the
 //! seed and case count from the environment, and the pieces of a message.
 
 /// `EBB_PROP_SEED=N` replays (or explores) another seed than `default`.

@@ -4,7 +4,7 @@
 //! over it for an `https://` target, see [`super::tls`]) and drives it
 //! from its own task. A request is one write of bytes serialized once per
 //! run; the response is read into the connection's buffer and followed by
-//! [`super::wire::Reader`] (head parsed, body counted and dropped). One
+//! [`crate::http1::Reader`] (head parsed, body counted and dropped). One
 //! request is in flight per connection: no pipelining. hyper is used only
 //! by [`get_once`], off the hot path.
 
@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::tls::{Stream, TlsClient};
-use super::wire::{self, InBuf, Reader, Step};
+use crate::http1::{self as wire, InBuf, Reader, Step};
 
 /// What every request of the run looks like, built once.
 #[derive(Debug, Clone)]

@@ -30,7 +30,6 @@ pub mod shape;
 pub mod spelling;
 pub mod stats;
 pub mod tls;
-pub mod wire;
 
 use std::collections::VecDeque;
 use std::future::Future;

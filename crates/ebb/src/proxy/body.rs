@@ -9,10 +9,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+/// Why a response body broke off (the replica failed mid-body): hyper then
+/// cuts the client's connection or stream.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 use super::access_log::AccessRecord;
 use super::conn_io::ActiveGuard;
 use super::stall::StallWatch;
-use super::upstream::{drive, Upstream};
+use super::upstream::Upstream;
 use super::Backend;
 
 /// One request dispatched to a backend. While it lives, the backend's
@@ -52,10 +56,6 @@ impl Dispatched {
 
     pub(crate) fn set_conn(&mut self, conn: Upstream) {
         self.conn = Some(conn);
-    }
-
-    pub(crate) fn take_conn(&mut self) -> Option<Upstream> {
-        self.conn.take()
     }
 
     /// Moves this dispatch to another backend (retry after a connect
@@ -102,25 +102,40 @@ pub struct ProxyBody {
 }
 
 enum Kind {
-    Upstream { inner: Incoming, dispatched: Option<Dispatched>, stall: Option<StallWatch> },
+    /// Read from the replica's connection (in the dispatch) as the client
+    /// takes it.
+    Upstream {
+        dispatched: Option<Dispatched>,
+        stall: Option<StallWatch>,
+    },
+    /// The answer to an upgrade request that did not switch (hyper's
+    /// connection, in its own task).
+    Refused {
+        inner: Incoming,
+        dispatched: Option<Dispatched>,
+    },
     Full(Option<Bytes>),
 }
 
 impl ProxyBody {
-    /// `stall`: for an HTTP/2 client, the watch that cuts it if it stops
-    /// taking this body (see `stall.rs`).
-    pub(crate) fn upstream(inner: Incoming, dispatched: Dispatched, stall: Option<StallWatch>) -> Self {
-        let mut body = ProxyBody { kind: Kind::Upstream { inner, dispatched: Some(dispatched), stall }, record: None };
-        // A body known to be empty (HEAD, 204, 304, Content-Length: 0) may never
-        // be polled: settle now.
-        if let Kind::Upstream { inner, dispatched, .. } = &mut body.kind {
-            if inner.is_end_stream() {
-                if let Some(d) = dispatched.take() {
-                    d.finish();
-                }
+    /// The body of the response whose head `dispatched`'s connection just
+    /// read. `stall`: for an HTTP/2 client, the watch that cuts it if it
+    /// stops taking this body (see `stall.rs`).
+    pub(crate) fn upstream(dispatched: Dispatched, stall: Option<StallWatch>) -> Self {
+        let mut dispatched = Some(dispatched);
+        // A body known to be empty (HEAD, 204, 304, Content-Length: 0) may
+        // never be polled: settle now.
+        if dispatched.as_ref().is_some_and(|d| d.conn.as_ref().is_none_or(|c| c.conn.body_ended())) {
+            if let Some(d) = dispatched.take() {
+                d.finish();
             }
         }
-        body
+        ProxyBody { kind: Kind::Upstream { dispatched, stall }, record: None }
+    }
+
+    /// The body of a non-101 answer to an upgrade request.
+    pub(crate) fn upgrade_refused(inner: Incoming, dispatched: Dispatched) -> Self {
+        ProxyBody { kind: Kind::Refused { inner, dispatched: Some(dispatched) }, record: None }
     }
 
     pub(crate) fn full(bytes: Bytes) -> Self {
@@ -139,9 +154,9 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = this.poll_kind(cx);
         if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (this.record.as_mut(), &polled) {
@@ -155,7 +170,8 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream { inner, .. } => inner.is_end_stream(),
+            Kind::Upstream { dispatched, .. } => dispatched.is_none(),
+            Kind::Refused { inner, .. } => inner.is_end_stream(),
         }
     }
 
@@ -163,54 +179,61 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Upstream { inner, .. } => inner.size_hint(),
+            Kind::Upstream { dispatched: None, .. } => SizeHint::with_exact(0),
+            // The replica's own framing headers are relayed; hyper follows
+            // them.
+            Kind::Upstream { .. } => SizeHint::default(),
+            Kind::Refused { inner, .. } => inner.size_hint(),
         }
     }
 }
 
 impl ProxyBody {
-    fn poll_kind(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_kind(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { inner, dispatched, stall } => {
+            Kind::Upstream { dispatched, stall } => {
+                let Some(d) = dispatched.as_mut() else { return Poll::Ready(None) };
+                let Some(up) = d.conn.as_mut() else {
+                    dispatched.take();
+                    return Poll::Ready(None);
+                };
                 if let Some(stall) = stall.as_ref() {
                     stall.polled();
                 }
-                let mut polled = Pin::new(&mut *inner).poll_frame(cx);
-                if polled.is_pending() {
-                    // The upstream connection is driven from here: let it
-                    // read, then look again.
-                    if let Some(d) = dispatched.as_mut() {
-                        drive(&mut d.conn, cx);
-                        polled = Pin::new(&mut *inner).poll_frame(cx);
-                    }
-                }
-                match &polled {
-                    Poll::Ready(None) => {
-                        if let Some(mut d) = dispatched.take() {
-                            drive(&mut d.conn, cx);
-                            d.finish();
-                        }
-                    }
-                    Poll::Ready(Some(Ok(_))) => {
-                        if inner.is_end_stream() {
-                            if let Some(mut d) = dispatched.take() {
-                                drive(&mut d.conn, cx);
+                match up.conn.poll_data(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(data))) => {
+                        if up.conn.body_ended() {
+                            if let Some(d) = dispatched.take() {
                                 d.finish();
                             }
                         } else if let Some(stall) = stall.as_mut() {
                             stall.handed_over();
                         }
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Poll::Ready(None) => {
+                        if let Some(d) = dispatched.take() {
+                            d.finish();
+                        }
+                        Poll::Ready(None)
                     }
                     Poll::Ready(Some(Err(error))) => {
                         tracing::debug!(%error, "Replica's response body failed.");
                         if let Some(mut d) = dispatched.take() {
                             d.conn = None;
                         }
+                        Poll::Ready(Some(Err(Box::new(error))))
                     }
-                    Poll::Pending => {}
                 }
-                polled
+            }
+            Kind::Refused { inner, dispatched } => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) || inner.is_end_stream() {
+                    dispatched.take();
+                }
+                polled.map_err(|e| Box::new(e) as BodyError)
             }
         }
     }
@@ -218,9 +241,9 @@ impl ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        if let Kind::Upstream { inner, dispatched, .. } = &mut self.kind {
+        if let Kind::Upstream { dispatched, .. } = &mut self.kind {
             if let Some(d) = dispatched.take() {
-                if inner.is_end_stream() {
+                if d.conn.as_ref().is_some_and(|c| c.conn.body_ended()) {
                     d.finish();
                 }
                 // else: dropped mid-body (client gone): the upstream

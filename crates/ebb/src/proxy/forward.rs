@@ -11,14 +11,16 @@
 //! 3. Get a ready connection to it *before* sending: a pooled idle one or a
 //!    new one. A failed connect is retried once on another backend: the
 //!    request never left, so this is always safe.
-//! 4. Send. A pooled connection found closed hands the unsent request back
-//!    (`TrySendError::into_request`): it goes out again on a fresh
-//!    connection. A request that was written is never sent again: upstream
+//! 4. Send. A pooled connection that fails before any byte of the request
+//!    is written hands the unsent request back: it goes out again on a
+//!    fresh connection. A request that was written is never sent again: upstream
 //!    errors after that are 502, no response head within `upstream_timeout`
 //!    is 504.
 //! 5. Answer with the backend's response, its body wrapped so the backend's
 //!    `in_flight` drops exactly when the body ends (or fails, or the client
 //!    goes away).
+//!
+//! Upgrade requests take steps 3 to 5 in `upgrade.rs`.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -28,7 +30,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
 use super::access_log::{AccessRecord, Served};
 use super::body::{Dispatched, ProxyBody};
@@ -40,7 +41,9 @@ use super::front::Target;
 use super::headers::{is_upgrade_request, set_forwarded_as, strip_hop_by_hop};
 use super::request_id::X_REQUEST_ID;
 use super::stall::StallWatch;
-use super::upstream::{connect, send, BodyWatch, ClientBodyFailure, ConnectError, RequestBody, SendError, Upstream};
+use super::upstream::{
+    connect, send, BodyWatch, ClientBodyFailure, ConnError, ConnectError, RequestBody, SendError, Upstream,
+};
 use super::{Backend, ServiceProxy};
 
 /// How many times one request may find a pooled connection closed before
@@ -277,46 +280,24 @@ async fn dispatch(
     let replay = (!upgrade && is_idempotent(req.method()) && hyper::body::Body::is_end_stream(&body))
         .then(|| RequestHead { method: req.method().clone(), uri: req.uri().clone(), headers: req.headers().clone() });
     let mut req = req.map(|()| body);
+    if let Some(client_upgrade) = client_upgrade {
+        return super::upgrade::relay(proxy, dispatched, req, client_upgrade, &settings.config, arrived).await;
+    }
     let mut resent = false;
 
     // Steps 3 and 4.
     let mut retried = false;
     let mut stale = 0;
     let mut fresh_only = false;
-    let (response, head_rtt) = loop {
-        let upstream = match ready_connection(
-            dispatched.backend(),
-            fresh_only || upgrade,
-            settings.config.connect_timeout,
-            upgrade,
-        )
-        .await
-        {
+    let (head, head_rtt) = loop {
+        let upstream = match ready_connection(dispatched.backend(), fresh_only, settings.config.connect_timeout).await {
             Ok(conn) => conn,
             Err(error) => {
-                let backend = dispatched.backend();
-                proxy.count_gateway_failure(backend, true);
-                tracing::debug!(replica = %backend.replica_id, addr = %backend.addr, %error, "Could not connect to replica.");
-                if !retried {
-                    if let Some(other) = pick(proxy, Some(backend)) {
-                        retried = true;
-                        proxy.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        dispatched.redirect(other);
-                        fresh_only = false;
-                        continue;
-                    }
+                if let Some(answer) = connect_failed(proxy, &mut dispatched, &mut retried, error) {
+                    return answer;
                 }
-                drop(dispatched);
-                return match error {
-                    ConnectError::TimedOut => {
-                        proxy.stats.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
-                        local_error(proxy, StatusCode::GATEWAY_TIMEOUT, "timed out connecting to a replica", false)
-                    }
-                    _ => {
-                        proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                        local_error(proxy, StatusCode::BAD_GATEWAY, "could not connect to a replica", false)
-                    }
-                };
+                fresh_only = false;
+                continue;
             }
         };
         let mut upstream = upstream;
@@ -327,47 +308,46 @@ async fn dispatch(
         let resendable = replay.is_some() && !resent && within_retry_budget(proxy);
         let abandon = resendable.then(|| &**dispatched.backend());
         match send(&mut upstream, req, settings.config.upstream_timeout, watch.as_deref(), abandon).await {
-            Ok(mut response) => {
+            Ok(head) => {
                 let head_rtt = sent.elapsed();
                 dispatched.set_conn(upstream);
-                if conn.front.logs_access() {
-                    let backend = dispatched.backend().clone();
-                    response.extensions_mut().insert(Served { backend, upstream: head_rtt });
-                }
-                break (response, head_rtt);
+                break (head, head_rtt);
             }
-            Err(SendError::Failed(mut error)) => match error.take_message() {
-                Some(unsent) if stale < MAX_STALE_CONNECTIONS => {
-                    // The connection closed before the request was written.
-                    stale += 1;
-                    req = unsent;
-                    fresh_only = true;
-                    continue;
+            Err(SendError::Failed { unsent: Some(unsent), .. }) if stale < MAX_STALE_CONNECTIONS => {
+                // The connection failed before the request was written.
+                stale += 1;
+                req = *unsent;
+                fresh_only = true;
+                continue;
+            }
+            Err(SendError::Failed { error, .. }) => {
+                if let Some(failure) = watch.as_ref().and_then(|w| w.failure()) {
+                    // The client broke its own body: not the replica's
+                    // fault (the replica sees the body break off).
+                    drop(dispatched);
+                    return client_body_failed(proxy, failure, http1);
                 }
-                _ => {
-                    if let Some(failure) = watch.as_ref().and_then(|w| w.failure()) {
-                        // The client broke its own body: not the replica's
-                        // fault (the replica sees the body break off).
-                        drop(dispatched);
-                        return client_body_failed(proxy, failure, http1);
-                    }
-                    let backend = dispatched.backend();
-                    proxy.count_gateway_failure(backend, false);
-                    tracing::debug!(replica = %backend.replica_id, error = %error.error(), "Replica failed the request.");
-                    // Written, but no response byte came back. An idempotent
-                    // bodiless request is safe to send once more, elsewhere,
-                    // within the retry budget.
-                    if let Some(again) =
-                        replay.as_ref().filter(|_| !resent).and_then(|h| resend(proxy, &mut dispatched, h))
-                    {
-                        (req, resent, fresh_only) = (again, true, false);
-                        continue;
-                    }
+                let backend = dispatched.backend();
+                proxy.count_gateway_failure(backend, false);
+                tracing::debug!(replica = %backend.replica_id, %error, "Replica failed the request.");
+                if matches!(error, ConnError::SwitchedUnasked) {
+                    // A 101 the client did not ask for cannot be relayed.
                     drop(dispatched);
                     proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                    return local_error(proxy, StatusCode::BAD_GATEWAY, "replica failed to answer", false);
+                    return local_error(proxy, StatusCode::BAD_GATEWAY, "replica switched protocols unasked", false);
                 }
-            },
+                // Written, but no response byte came back. An idempotent
+                // bodiless request is safe to send once more, elsewhere,
+                // within the retry budget.
+                if let Some(again) = replay.as_ref().filter(|_| !resent).and_then(|h| resend(proxy, &mut dispatched, h))
+                {
+                    (req, resent, fresh_only) = (again, true, false);
+                    continue;
+                }
+                drop(dispatched);
+                proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                return local_error(proxy, StatusCode::BAD_GATEWAY, "replica failed to answer", false);
+            }
             Err(SendError::Abandoned) => {
                 // Its replica failed with no answer given: the connection
                 // goes, the request goes once more elsewhere.
@@ -394,35 +374,65 @@ async fn dispatch(
     };
 
     // Step 5.
-    let elapsed = arrived.elapsed();
-    proxy.latency.record(elapsed);
-    let backend = dispatched.backend();
-    backend.latency.record(elapsed);
-    proxy.count_timed_answer(backend, response.status(), head_rtt);
-    let mut response = response;
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let (mut parts, _) = response.into_parts();
-            parts.version = Version::HTTP_11;
-            strip_hop_by_hop(&mut parts.headers, true);
-            dispatched.take_conn(); // the connection becomes the tunnel
-            dispatched.active().conn().tunneled.store(true, Ordering::Relaxed);
-            spawn_tunnel(client_upgrade, upstream_upgrade, dispatched);
-            return Response::from_parts(parts, ProxyBody::empty());
-        }
-        // A 101 the client did not ask for cannot be relayed.
-        drop(dispatched);
-        proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-        return local_error(proxy, StatusCode::BAD_GATEWAY, "replica switched protocols unasked", false);
+    answered(proxy, &dispatched, head.status, arrived, head_rtt);
+    let mut parts = head;
+    if conn.front.logs_access() {
+        let backend = dispatched.backend().clone();
+        parts.extensions.insert(Served { backend, upstream: head_rtt });
     }
-    let (mut parts, body) = response.into_parts();
     // The backend's HTTP version is not the client's: hyper answers each
     // client in its own version (1.0, 1.1 or 2) from this.
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, false);
     let stall = (!http1).then(|| StallWatch::new(conn.clone(), conn.config.send_timeout));
-    Response::from_parts(parts, ProxyBody::upstream(body, dispatched, stall))
+    Response::from_parts(parts, ProxyBody::upstream(dispatched, stall))
+}
+
+/// Counts an answer's head: the request's latency, the replica's, and its
+/// status for outlier detection and peak-EWMA.
+pub(super) fn answered(
+    proxy: &ServiceProxy,
+    dispatched: &Dispatched,
+    status: StatusCode,
+    arrived: std::time::Instant,
+    head_rtt: std::time::Duration,
+) {
+    let elapsed = arrived.elapsed();
+    proxy.latency.record(elapsed);
+    let backend = dispatched.backend();
+    backend.latency.record(elapsed);
+    proxy.count_timed_answer(backend, status, head_rtt);
+}
+
+/// A connect to `dispatched`'s replica failed: counted, and the request
+/// moves to another replica once (`None`: connect again), else the answer.
+pub(super) fn connect_failed(
+    proxy: &ServiceProxy,
+    dispatched: &mut Dispatched,
+    retried: &mut bool,
+    error: ConnectError,
+) -> Option<Response<ProxyBody>> {
+    let backend = dispatched.backend();
+    proxy.count_gateway_failure(backend, true);
+    tracing::debug!(replica = %backend.replica_id, addr = %backend.addr, %error, "Could not connect to replica.");
+    if !*retried {
+        if let Some(other) = pick(proxy, Some(backend)) {
+            *retried = true;
+            proxy.stats.retries.fetch_add(1, Ordering::Relaxed);
+            dispatched.redirect(other);
+            return None;
+        }
+    }
+    Some(match error {
+        ConnectError::TimedOut => {
+            proxy.stats.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
+            local_error(proxy, StatusCode::GATEWAY_TIMEOUT, "timed out connecting to a replica", false)
+        }
+        _ => {
+            proxy.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            local_error(proxy, StatusCode::BAD_GATEWAY, "could not connect to a replica", false)
+        }
+    })
 }
 
 /// The answer when the client broke its request body on the way upstream:
@@ -524,19 +534,18 @@ fn join_cookies(headers: &mut http::HeaderMap) {
 }
 
 /// A ready connection to `backend`: a pooled one (unless `fresh_only`) or a
-/// new one (with upgrade support for an upgrade request: never pooled).
+/// new one.
 async fn ready_connection(
     backend: &Backend,
     fresh_only: bool,
     connect_timeout: std::time::Duration,
-    upgrade: bool,
 ) -> Result<Upstream, ConnectError> {
     if !fresh_only {
-        if let Some(conn) = backend.checkout().await {
+        if let Some(conn) = backend.checkout() {
             return Ok(conn);
         }
     }
-    connect(backend.addr, connect_timeout, upgrade).await
+    connect(backend.addr, connect_timeout).await
 }
 
 /// Picks a routable backend, skipping `exclude` (the one that just failed).
@@ -555,31 +564,4 @@ fn pick(proxy: &ServiceProxy, exclude: Option<&Arc<Backend>>) -> Option<Arc<Back
     };
     let k = super::balancing::choose(proxy, candidates, |k| &*set[slot(k)]);
     Some(set[slot(k)].clone())
-}
-
-/// Relays bytes both ways between the upgraded client and backend
-/// connections. The dispatch (and so `in_flight`) lasts as long as the tunnel.
-fn spawn_tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, dispatched: Dispatched) {
-    let shutdown = dispatched.active().conn().shutdown.child_token();
-    tokio::spawn(async move {
-        let (client, upstream) = tokio::join!(client, upstream);
-        match (client, upstream) {
-            (Ok(client), Ok(upstream)) => {
-                let mut client = TokioIo::new(client);
-                let mut upstream = TokioIo::new(upstream);
-                tokio::select! {
-                    result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                        if let Err(error) = result {
-                            tracing::debug!(%error, "Tunnel closed with an error.");
-                        }
-                    }
-                    _ = shutdown.cancelled() => {}
-                }
-            }
-            (client, upstream) => {
-                tracing::debug!(client_ok = client.is_ok(), upstream_ok = upstream.is_ok(), "Upgrade failed.");
-            }
-        }
-        drop(dispatched);
-    });
 }

@@ -61,7 +61,9 @@ pub mod hold;
 mod request_id;
 mod server;
 mod stall;
+mod upgrade;
 mod upstream;
+mod upstream_conn;
 mod worker;
 
 pub use body::ProxyBody;

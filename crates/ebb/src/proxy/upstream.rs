@@ -1,36 +1,35 @@
 //! Connections to backends: HTTP/1.1, kept alive and pooled per backend.
 //!
-//! An [`Upstream`] is hyper's `SendRequest` together with the connection
-//! future that does its I/O. That future is *not* spawned: whoever uses the
-//! connection drives it — the request future while sending and waiting for
-//! the response head, then the response body as the client reads it. So one
-//! request runs in one task, the client connection's, with no hand-off to a
-//! second task (and, on the multi-threaded runtime, no hop to another worker)
-//! on the way. An idle pooled connection is not polled at all; it is checked
-//! when taken from the pool.
+//! An [`Upstream`] is one [`UpstreamConn`] (ebb's own HTTP/1.1 client
+//! connection, `upstream_conn.rs`) with its response deadline. Nothing runs
+//! in a task of its own: whoever uses the connection drives it — the request
+//! future while sending and waiting for the response head, then the
+//! response body as the client reads it. So one request runs in one task,
+//! the client connection's, with no hand-off to a second task (and, on the
+//! multi-threaded runtime, no hop to another worker) on the way. An idle
+//! pooled connection is not polled at all; it is checked when taken from
+//! the pool.
 //!
-//! Upgrade requests (WebSocket) get a dedicated connection whose future runs
-//! in its own task with hyper's upgrade support, and is never pooled.
+//! Upgrade requests (WebSocket) go through `upgrade.rs` instead: a
+//! dedicated hyper connection, never pooled.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+pub(crate) use super::upstream_conn::ConnError;
+use super::upstream_conn::UpstreamConn;
 use super::worker::{self, MAX_WORKERS};
 use super::Backend;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-
-type Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
 
 /// A request body going upstream: the client's, streamed (with what the
 /// balancer learns about it on the way), or empty (a request re-sent to
@@ -243,12 +242,6 @@ impl hyper::body::Body for RequestBody {
     }
 }
 
-/// The most a connection to a replica buffers from it (hyper's default is
-/// about 400 KiB). A response body is read from the replica only as fast as
-/// the client takes it, so with a client that reads slowly this is what the
-/// connection holds; a response head larger than this is a 502.
-const UPSTREAM_BUF: usize = 64 * 1024;
-
 /// Idle connections kept per backend and worker thread; more are closed when
 /// they come back.
 pub(crate) const MAX_IDLE_PER_SHARD: usize = 512;
@@ -284,12 +277,7 @@ impl std::fmt::Debug for Pool {
 
 /// A connection to one backend.
 pub(crate) struct Upstream {
-    pub(crate) send: http1::SendRequest<RequestBody>,
-    /// The connection's I/O, driven by [`Upstream::poll_conn`]; `None` when
-    /// it runs in its own task (upgrade connections).
-    conn: Option<Pin<Box<Connection>>>,
-    /// The connection future finished: the connection is closed.
-    finished: bool,
+    pub(crate) conn: UpstreamConn,
     /// The response-head deadline's timer and the instant it is set for.
     timer: Option<(Pin<Box<Sleep>>, Instant)>,
     /// When the last request was sent on it.
@@ -298,30 +286,7 @@ pub(crate) struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("finished", &self.finished).finish()
-    }
-}
-
-impl Upstream {
-    /// Lets the connection do whatever I/O it can (write the request, read
-    /// the response); registers the current task for more.
-    pub(crate) fn poll_conn(&mut self, cx: &mut Context<'_>) {
-        if self.finished {
-            return;
-        }
-        if let Some(conn) = self.conn.as_mut() {
-            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                self.finished = true;
-                if let Err(error) = result {
-                    tracing::debug!(%error, "Upstream connection ended with an error.");
-                }
-            }
-        }
-    }
-
-    /// Open, driven inline, and free for a request.
-    fn reusable(&self) -> bool {
-        self.conn.is_some() && !self.finished && !self.send.is_closed()
+        f.debug_struct("Upstream").field("reusable", &self.conn.reusable()).finish()
     }
 }
 
@@ -342,30 +307,21 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// Opens a new connection (TCP_NODELAY) within `timeout`. With `upgrades`,
-/// its I/O runs in a task of its own that can hand the socket over to a
-/// tunnel; otherwise the user drives it.
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration, upgrades: bool) -> Result<Upstream, ConnectError> {
+/// Opens a TCP connection (TCP_NODELAY) within `timeout`.
+pub(crate) async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::TimedOut),
         Ok(Err(e)) => return Err(ConnectError::Io(e)),
         Ok(Ok(tcp)) => tcp,
     };
     let _ = tcp.set_nodelay(true);
-    let (send, conn) = http1::Builder::new()
-        .max_buf_size(UPSTREAM_BUF)
-        .handshake(TokioIo::new(tcp))
-        .await
-        .map_err(ConnectError::Handshake)?;
-    if upgrades {
-        tokio::spawn(async move {
-            if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(%error, "Upstream connection ended with an error.");
-            }
-        });
-        return Ok(Upstream { send, conn: None, finished: false, timer: None, last_used: None });
-    }
-    Ok(Upstream { send, conn: Some(Box::pin(conn)), finished: false, timer: None, last_used: None })
+    Ok(tcp)
+}
+
+/// Opens a new connection within `timeout`.
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream, ConnectError> {
+    let tcp = connect_tcp(addr, timeout).await?;
+    Ok(Upstream { conn: UpstreamConn::new(tcp), timer: None, last_used: None })
 }
 
 /// Why [`send`] returned no response.
@@ -373,8 +329,9 @@ pub(crate) enum SendError {
     /// No response head within the deadline (the request may have been
     /// sent: never retried).
     TimedOut,
-    /// hyper's error; it holds the request if it was never written.
-    Failed(Box<hyper::client::conn::TrySendError<http::Request<RequestBody>>>),
+    /// The connection failed; `unsent` holds the request if none of it was
+    /// written (it may go out on another connection).
+    Failed { error: ConnError, unsent: Option<Box<http::Request<RequestBody>>> },
     /// The replica failed while the request waited for its head (see
     /// `Backend::abandon`); the connection is dropped.
     Abandoned,
@@ -399,7 +356,7 @@ pub(crate) async fn send(
     timeout: Duration,
     watch: Option<&BodyWatch>,
     abandon: Option<&Backend>,
-) -> Result<http::Response<Incoming>, SendError> {
+) -> Result<http::response::Parts, SendError> {
     let now = Instant::now();
     up.last_used = Some(now);
     let deadline = now + timeout;
@@ -409,12 +366,17 @@ pub(crate) async fn send(
         None => due,
     };
     let first = wake(deadline, now);
-    let mut response = std::pin::pin!(up.send.try_send_request(req));
+    let (parts, body) = req.into_parts();
+    up.conn.start(parts, body);
     let mut checked_timer = false;
     std::future::poll_fn(|cx| {
-        up.poll_conn(cx);
-        if let Poll::Ready(result) = response.as_mut().poll(cx) {
-            return Poll::Ready(result.map_err(|e| SendError::Failed(Box::new(e))));
+        match up.conn.poll_head(cx) {
+            Poll::Ready(Ok(head)) => return Poll::Ready(Ok(head)),
+            Poll::Ready(Err(error)) => {
+                let unsent = up.conn.take_unsent().map(Box::new);
+                return Poll::Ready(Err(SendError::Failed { error, unsent }));
+            }
+            Poll::Pending => {}
         }
         let timer = up.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep_until(first)), first));
         // Once per request: the timer may be set later, for an earlier
@@ -450,26 +412,20 @@ pub(crate) async fn send(
 
 impl Backend {
     /// Takes an idle pooled connection that is still open and ready.
-    pub(crate) async fn checkout(&self) -> Option<Upstream> {
+    pub(crate) fn checkout(&self) -> Option<Upstream> {
         loop {
             let mut up = self.pool.shard().pop_back()?;
-            // Let it notice a close by the backend, and settle into waiting
-            // for the next request.
-            std::future::poll_fn(|cx| {
-                up.poll_conn(cx);
-                Poll::Ready(())
-            })
-            .await;
-            if up.reusable() && up.send.is_ready() {
+            if up.conn.still_open() {
                 return Some(up);
             }
-            // closed, or not idle: dropped (outside the lock)
+            // closed by the replica, or it sent something unasked: dropped
+            // (outside the lock)
         }
     }
 
     /// Returns a connection whose last response ended cleanly.
     pub(crate) fn checkin(&self, up: Upstream) {
-        if !up.reusable() {
+        if !up.conn.reusable() {
             return;
         }
         let mut stale = None;
@@ -501,13 +457,6 @@ impl Backend {
     /// Idle pooled connections right now.
     pub fn idle_connections(&self) -> usize {
         self.pool.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
-    }
-}
-
-/// Polls `up`'s connection from a body's `poll_frame`.
-pub(crate) fn drive(up: &mut Option<Upstream>, cx: &mut Context<'_>) {
-    if let Some(up) = up.as_mut() {
-        up.poll_conn(cx);
     }
 }
 

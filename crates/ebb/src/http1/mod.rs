@@ -1,12 +1,14 @@
-//! HTTP/1.1 on the wire for `ebb load`'s hot path, without I/O: the
-//! request serialized once per run, and a reader that follows one response
-//! through the bytes the worker reads (see [`super::http::exchange`]).
+//! HTTP/1.1 responses on the wire, without I/O: the reader that both
+//! `ebb load`'s workers (`load/http.rs`) and the balancer's connections to
+//! replicas (`proxy/upstream_conn.rs`) follow a response with, and the
+//! request bytes of `ebb load`'s run.
 //!
 //! The reader parses the head with `httparse`, skips interim 1xx heads,
-//! then counts the body by its framing: `Content-Length`, chunked (with
-//! extensions and trailers), or until the server closes. It keeps nothing
-//! of the body. The bytes come from the server: malformed input is an
-//! error value, never a panic.
+//! then follows the body by its framing: `Content-Length`, chunked (with
+//! extensions and trailers), or until the server closes. What it finds goes
+//! to a [`Sink`]: `ebb load` keeps nothing (`()`), the balancer keeps the
+//! final head and the body's bytes, as positions in what it fed. The bytes
+//! come from the server: malformed input is an error value, never a panic.
 
 use bytes::Bytes;
 use http::header::HeaderMap;
@@ -43,6 +45,10 @@ pub fn serialize(method: &Method, path: &Uri, headers: &HeaderMap, body: &[u8]) 
     out.extend_from_slice(body);
     Bytes::from(out)
 }
+
+/// Why a 101 head is refused: the reader follows requests that did not ask
+/// to upgrade.
+pub const UNASKED_SWITCH: &str = "101 Switching Protocols without an upgrade request";
 
 /// A complete response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,12 +132,18 @@ impl Reader {
     /// Consumes a prefix of `input` (everything it can use), and says
     /// whether the response is complete.
     pub fn feed(&mut self, input: &[u8]) -> Result<(usize, Step), Bad> {
+        self.feed_to(input, &mut ())
+    }
+
+    /// [`Reader::feed`], telling `sink` what it finds in `input`.
+    #[inline]
+    pub fn feed_to<S: Sink>(&mut self, input: &[u8], sink: &mut S) -> Result<(usize, Step), Bad> {
         let mut used = 0;
         loop {
             let rest = &input[used..];
             match self.state {
                 State::Done => return Ok((used, Step::Done(self.response()))),
-                State::Head => match self.head(rest)? {
+                State::Head => match self.head(rest, used, sink)? {
                     Some(n) => {
                         used += n;
                         self.heads += n;
@@ -146,15 +158,17 @@ impl Reader {
                 _ if rest.is_empty() => return Ok((used, Step::More)),
                 State::Length(left) => {
                     let n = left.min(rest.len() as u64);
+                    sink.data(used, n as usize);
                     self.bytes += n;
                     used += n as usize;
                     self.state = if n == left { State::Done } else { State::Length(left - n) };
                 }
                 State::ToClose => {
+                    sink.data(used, rest.len());
                     self.bytes += rest.len() as u64;
                     used += rest.len();
                 }
-                State::Chunked(chunk) => used += self.chunked(chunk, rest)?,
+                State::Chunked(chunk) => used += self.chunked(chunk, rest, used, sink)?,
             }
         }
     }
@@ -180,9 +194,9 @@ impl Reader {
         Response { status: self.status, bytes: self.bytes, reusable: self.reusable }
     }
 
-    /// Parses one head from `input`: `None` when it is incomplete, else its
-    /// length (the state then says what follows).
-    fn head(&mut self, input: &[u8]) -> Result<Option<usize>, Bad> {
+    /// Parses one head from `input` (at `base` in what was fed): `None` when
+    /// it is incomplete, else its length (the state then says what follows).
+    fn head<S: Sink>(&mut self, input: &[u8], base: usize, sink: &mut S) -> Result<Option<usize>, Bad> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut headers);
         let len = match parsed.parse(input) {
@@ -193,13 +207,14 @@ impl Reader {
         };
         let status = parsed.code.ok_or(Bad::Malformed("no status"))?;
         if status == 101 {
-            return Err(Bad::Malformed("101 Switching Protocols without an upgrade request"));
+            return Err(Bad::Malformed(UNASKED_SWITCH));
         }
         if status < 200 {
             // Interim (100 Continue, 103 Early Hints): the final head follows.
             return Ok(Some(len));
         }
         let framing = Framing::of(parsed.headers)?;
+        sink.head(base, input, &parsed)?;
         let http11 = parsed.version == Some(1);
         self.status = status;
         let bodiless = self.head_request || status == 204 || status == 304;
@@ -224,13 +239,14 @@ impl Reader {
         Ok(Some(len))
     }
 
-    /// Steps the chunked decoder through `input` (not empty); returns the
-    /// bytes used.
-    fn chunked(&mut self, mut chunk: Chunk, input: &[u8]) -> Result<usize, Bad> {
+    /// Steps the chunked decoder through `input` (not empty, at `base` in
+    /// what was fed); returns the bytes used.
+    fn chunked<S: Sink>(&mut self, mut chunk: Chunk, input: &[u8], base: usize, sink: &mut S) -> Result<usize, Bad> {
         let mut i = 0;
         while i < input.len() {
             if let Chunk::Data(left) = chunk {
                 let n = left.min((input.len() - i) as u64);
+                sink.data(base + i, n as usize);
                 self.bytes += n;
                 i += n as usize;
                 chunk = if n == left { Chunk::DataCr } else { Chunk::Data(left - n) };
@@ -290,6 +306,23 @@ impl Reader {
         }
     }
 }
+
+/// What a [`Reader`] tells about the bytes it reads. Positions are offsets
+/// in the `input` of that [`Reader::feed_to`] call.
+pub trait Sink {
+    /// The final head, parsed from `input[at..]` (`head`'s slices point
+    /// into `input`). An error refuses the response.
+    fn head(&mut self, _at: usize, _input: &[u8], _head: &httparse::Response<'_, '_>) -> Result<(), Bad> {
+        Ok(())
+    }
+
+    /// `len` bytes of the body's content at `at` (chunked: one chunk's data,
+    /// or part of it).
+    fn data(&mut self, _at: usize, _len: usize) {}
+}
+
+/// Keeps nothing (`ebb load` counts bytes only).
+impl Sink for () {}
 
 /// A connection's read buffer: bytes read but not yet consumed by the
 /// [`Reader`] sit in `start..end`.
@@ -401,9 +434,7 @@ fn decimal(text: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-#[path = "wire_tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "wire_props.rs"]
-mod props;
+pub(crate) mod props;

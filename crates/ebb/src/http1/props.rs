@@ -38,13 +38,13 @@ enum Framing {
 }
 
 /// A valid response, and what reading it must give.
-struct Case {
-    bytes: Vec<u8>,
-    head_request: bool,
+pub(crate) struct Case {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) head_request: bool,
     /// The heads' length (interim ones included).
     heads: usize,
-    status: u16,
-    body: u64,
+    pub(crate) status: u16,
+    pub(crate) body: u64,
     /// Bytes after the response.
     after: usize,
 }
@@ -90,7 +90,8 @@ fn chunked_body(rng: &mut fastrand::Rng, out: &mut Vec<u8>) -> u64 {
     total
 }
 
-fn valid(rng: &mut fastrand::Rng) -> Case {
+/// Also the generator of `proxy/upstream_conn_tests.rs`.
+pub(crate) fn valid(rng: &mut fastrand::Rng) -> Case {
     let mut bytes = Vec::new();
     let mut heads = 0;
     for _ in 0..rng.usize(0..3).saturating_sub(1) {
@@ -199,7 +200,7 @@ fn valid_responses_agree_with_httparse_and_their_length() {
     }
 }
 
-fn mutate(rng: &mut fastrand::Rng, bytes: &mut Vec<u8>) {
+pub(crate) fn mutate(rng: &mut fastrand::Rng, bytes: &mut Vec<u8>) {
     const TOKENS: [&[u8]; 8] = [b"\r\n", b"\n", b";", b"0", b"ff", b" ", b":", b"HTTP/1.1 "];
     for _ in 0..rng.usize(1..4) {
         if bytes.is_empty() {
