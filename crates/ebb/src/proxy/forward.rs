@@ -234,7 +234,6 @@ async fn dispatch(
     } else {
         ReadAhead::None(body)
     };
-    let req = Request::from_parts(parts, ());
 
     let picked = match settings.config.max_in_flight {
         None => pick(proxy, None),
@@ -277,12 +276,14 @@ async fn dispatch(
     };
     // A bodiless request with an idempotent method may be sent again to
     // another replica if the first fails before answering: keep its head.
-    let replay = (!upgrade && is_idempotent(req.method()) && hyper::body::Body::is_end_stream(&body))
-        .then(|| RequestHead { method: req.method().clone(), uri: req.uri().clone(), headers: req.headers().clone() });
-    let mut req = req.map(|()| body);
     if let Some(client_upgrade) = client_upgrade {
+        let req = Request::from_parts(parts, body);
         return super::upgrade::relay(proxy, dispatched, req, client_upgrade, &settings.config, arrived).await;
     }
+    // The head stays here, written from a reference on each attempt: a
+    // request that goes out again needs no copy of it.
+    let replay = is_idempotent(&parts.method) && hyper::body::Body::is_end_stream(&body);
+    let mut body = Some(body);
     let mut resent = false;
 
     // Steps 3 and 4.
@@ -305,9 +306,10 @@ async fn dispatch(
         let sent = std::time::Instant::now();
         // A request that may go out once more stops waiting for a replica
         // that failed (a lost node) instead of waiting out the timeout.
-        let resendable = replay.is_some() && !resent && within_retry_budget(proxy);
+        let resendable = replay && !resent && within_retry_budget(proxy);
         let abandon = resendable.then(|| &**dispatched.backend());
-        match send(&mut upstream, req, settings.config.upstream_timeout, watch.as_deref(), abandon).await {
+        let sending = body.take().unwrap_or(RequestBody::Empty);
+        match send(&mut upstream, &parts, sending, settings.config.upstream_timeout, watch.as_deref(), abandon).await {
             Ok(head) => {
                 let head_rtt = sent.elapsed();
                 dispatched.set_conn(upstream);
@@ -316,7 +318,7 @@ async fn dispatch(
             Err(SendError::Failed { unsent: Some(unsent), .. }) if stale < MAX_STALE_CONNECTIONS => {
                 // The connection failed before the request was written.
                 stale += 1;
-                req = *unsent;
+                body = Some(unsent);
                 fresh_only = true;
                 continue;
             }
@@ -339,9 +341,8 @@ async fn dispatch(
                 // Written, but no response byte came back. An idempotent
                 // bodiless request is safe to send once more, elsewhere,
                 // within the retry budget.
-                if let Some(again) = replay.as_ref().filter(|_| !resent).and_then(|h| resend(proxy, &mut dispatched, h))
-                {
-                    (req, resent, fresh_only) = (again, true, false);
+                if replay && !resent && resend(proxy, &mut dispatched) {
+                    (resent, fresh_only) = (true, false);
                     continue;
                 }
                 drop(dispatched);
@@ -352,8 +353,8 @@ async fn dispatch(
                 // Its replica failed with no answer given: the connection
                 // goes, the request goes once more elsewhere.
                 tracing::debug!(replica = %dispatched.backend().replica_id, "Replica failed before answering; sending the request elsewhere.");
-                if let Some(again) = replay.as_ref().and_then(|h| resend(proxy, &mut dispatched, h)) {
-                    (req, resent, fresh_only) = (again, true, false);
+                if replay && resend(proxy, &mut dispatched) {
+                    (resent, fresh_only) = (true, false);
                     continue;
                 }
                 drop(dispatched);
@@ -454,16 +455,16 @@ fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
 }
 
-/// Sends a request that may be repeated to another replica, within the
-/// retry budget: the request to send, or `None` (no budget, no other).
-fn resend(proxy: &ServiceProxy, dispatched: &mut Dispatched, head: &RequestHead) -> Option<Request<RequestBody>> {
+/// Moves a request that may be repeated to another replica, within the
+/// retry budget: `false` when there is no budget or no other replica.
+fn resend(proxy: &ServiceProxy, dispatched: &mut Dispatched) -> bool {
     if !within_retry_budget(proxy) {
-        return None;
+        return false;
     }
-    let other = pick(proxy, Some(dispatched.backend()))?;
+    let Some(other) = pick(proxy, Some(dispatched.backend())) else { return false };
     proxy.stats.retries.fetch_add(1, Ordering::Relaxed);
     dispatched.redirect(other);
-    Some(head.rebuild())
+    true
 }
 
 /// Retries are capped at 20 % of requests (plus a floor of 10), so a
@@ -472,24 +473,6 @@ fn within_retry_budget(proxy: &ServiceProxy) -> bool {
     let requests = proxy.stats.requests.load(Ordering::Relaxed);
     let retries = proxy.stats.retries.load(Ordering::Relaxed);
     retries < 10 + requests / 5
-}
-
-/// What is needed to send a bodiless request again.
-struct RequestHead {
-    method: Method,
-    uri: Uri,
-    headers: http::HeaderMap,
-}
-
-impl RequestHead {
-    fn rebuild(&self) -> Request<RequestBody> {
-        let mut req = Request::new(RequestBody::Empty);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = self.headers.clone();
-        req
-    }
 }
 
 /// Hop-by-hop headers out, client-address headers in, origin-form URI, HTTP/1.1,

@@ -277,7 +277,9 @@ impl std::fmt::Debug for Pool {
 
 /// A connection to one backend.
 pub(crate) struct Upstream {
-    pub(crate) conn: UpstreamConn,
+    /// Boxed: a connection moves in and out of the pool and the dispatch
+    /// with every request.
+    pub(crate) conn: Box<UpstreamConn>,
     /// The response-head deadline's timer and the instant it is set for.
     timer: Option<(Pin<Box<Sleep>>, Instant)>,
     /// When the last request was sent on it.
@@ -321,7 +323,7 @@ pub(crate) async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<T
 /// Opens a new connection within `timeout`.
 pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream, ConnectError> {
     let tcp = connect_tcp(addr, timeout).await?;
-    Ok(Upstream { conn: UpstreamConn::new(tcp), timer: None, last_used: None })
+    Ok(Upstream { conn: Box::new(UpstreamConn::new(tcp)), timer: None, last_used: None })
 }
 
 /// Why [`send`] returned no response.
@@ -329,9 +331,9 @@ pub(crate) enum SendError {
     /// No response head within the deadline (the request may have been
     /// sent: never retried).
     TimedOut,
-    /// The connection failed; `unsent` holds the request if none of it was
-    /// written (it may go out on another connection).
-    Failed { error: ConnError, unsent: Option<Box<http::Request<RequestBody>>> },
+    /// The connection failed; `unsent` holds the request's body if none of
+    /// the request was written (it may go out on another connection).
+    Failed { error: ConnError, unsent: Option<RequestBody> },
     /// The replica failed while the request waited for its head (see
     /// `Backend::abandon`); the connection is dropped.
     Abandoned,
@@ -341,7 +343,7 @@ pub(crate) enum SendError {
 /// replica failed (`Backend::abandon`).
 pub(crate) const ABANDON_CHECK: Duration = Duration::from_millis(250);
 
-/// Sends `req` on `up`, driving the connection until the response head (or
+/// Sends `head` and `body` on `up`, driving the connection until the response head (or
 /// an error) arrives, or `timeout` passes (not counting time the request
 /// body spends waiting for the client: see [`BodyWatch`]). With `abandon`
 /// (a request that may be sent again), it also ends as
@@ -352,7 +354,8 @@ pub(crate) const ABANDON_CHECK: Duration = Duration::from_millis(250);
 /// early: a request costs a clock read, not a timer registration.
 pub(crate) async fn send(
     up: &mut Upstream,
-    req: http::Request<RequestBody>,
+    head: &http::request::Parts,
+    body: RequestBody,
     timeout: Duration,
     watch: Option<&BodyWatch>,
     abandon: Option<&Backend>,
@@ -366,14 +369,13 @@ pub(crate) async fn send(
         None => due,
     };
     let first = wake(deadline, now);
-    let (parts, body) = req.into_parts();
-    up.conn.start(parts, body);
+    up.conn.start(head, body);
     let mut checked_timer = false;
     std::future::poll_fn(|cx| {
         match up.conn.poll_head(cx) {
             Poll::Ready(Ok(head)) => return Poll::Ready(Ok(head)),
             Poll::Ready(Err(error)) => {
-                let unsent = up.conn.take_unsent().map(Box::new);
+                let unsent = up.conn.take_unsent();
                 return Poll::Ready(Err(SendError::Failed { error, unsent }));
             }
             Poll::Pending => {}

@@ -81,10 +81,8 @@ impl From<http1::Bad> for ConnError {
     }
 }
 
-/// A request going up: its head until the first byte is written (so an
-/// unsent request can go out on another connection), and its body.
+/// A request body going up.
 struct Upload {
-    unsent_head: Option<request::Parts>,
     body: RequestBody,
     /// `Some(n)`: `Content-Length`, n bytes still to come; `None`: chunked.
     left: Option<u64>,
@@ -157,14 +155,14 @@ impl UpstreamConn {
     /// the balancer's, already checked (origin-form target, hop-by-hop
     /// headers gone); its body goes up with its `Content-Length`, or chunked
     /// when it has none.
-    pub(crate) fn start(&mut self, parts: request::Parts, body: RequestBody) {
+    pub(crate) fn start(&mut self, parts: &request::Parts, body: RequestBody) {
         debug_assert!(self.reusable());
         let bodiless = body.is_end_stream();
         let length = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| parse_length(v.as_bytes()));
         let chunked = !bodiless && length.is_none();
         self.out.clear();
         self.written = 0;
-        write_head(&mut self.out, &parts, chunked);
+        write_head(&mut self.out, parts, chunked);
         let head_request = parts.method == Method::HEAD;
         self.reader = Reader::new(head_request);
         self.found.head_request = head_request;
@@ -173,19 +171,18 @@ impl UpstreamConn {
         self.ended = None;
         self.sent_any = false;
         let left = if chunked { None } else { Some(length.unwrap_or(0)) };
-        self.upload = Some(Upload { unsent_head: Some(parts), body, left, ended: bodiless && !chunked });
+        self.upload = Some(Upload { body, left, ended: bodiless && !chunked });
     }
 
-    /// The request, when nothing of it was written (the connection failed
-    /// first): it may go out on another connection as it is.
-    pub(crate) fn take_unsent(&mut self) -> Option<http::Request<RequestBody>> {
+    /// The request's body, when nothing of the request was written (the
+    /// connection failed first): the request may go out on another
+    /// connection as it is.
+    pub(crate) fn take_unsent(&mut self) -> Option<RequestBody> {
         if self.sent_any {
             return None;
         }
-        let upload = self.upload.take()?;
-        let parts = upload.unsent_head?;
         self.broken = true;
-        Some(http::Request::from_parts(parts, upload.body))
+        Some(self.upload.take()?.body)
     }
 
     /// Drives the connection until the response head arrives.
@@ -312,12 +309,7 @@ impl UpstreamConn {
                     Poll::Ready(Ok(0)) => return self.upload_failed(io::ErrorKind::WriteZero.into()),
                     Poll::Ready(Ok(n)) => {
                         self.written += n;
-                        if !self.sent_any {
-                            self.sent_any = true;
-                            if let Some(upload) = self.upload.as_mut() {
-                                upload.unsent_head = None;
-                            }
-                        }
+                        self.sent_any = true;
                     }
                     Poll::Ready(Err(e)) => return self.upload_failed(e),
                 }
