@@ -133,6 +133,16 @@ access_log = {{ path = "public.json", format = "json" }}
     assert_eq!(unrouted["request_id"], unrouted_id.as_str());
     assert_eq!(unrouted["status"], 404);
     assert!(unrouted["service"].is_null() && unrouted["replica"].is_null(), "{unrouted}");
+    // An upgrade request the replica answers without switching (it goes
+    // through the upgrade path): its line names the replica too.
+    let (head, _) =
+        curl(&format!("http://127.0.0.1:{public_port}/app/ws"), &["Connection: Upgrade", "Upgrade: websocket"]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let json = lines(&dir.join("public.json"), 3);
+    let upgrade: serde_json::Value = serde_json::from_str(&json[2]).unwrap();
+    assert_eq!(upgrade["path"], "/app/ws");
+    assert!(replica_ids.iter().any(|id| upgrade["replica"] == id.as_str()), "{upgrade}");
+    assert!(upgrade["upstream_seconds"].as_f64().is_some(), "{upgrade}");
     // The web service's own log has only what came to its own address.
     assert_eq!(std::fs::read_to_string(dir.join("web-access.log")).unwrap().lines().count(), 2);
 

@@ -278,7 +278,9 @@ async fn dispatch(
     // another replica if the first fails before answering: keep its head.
     if let Some(client_upgrade) = client_upgrade {
         let req = Request::from_parts(parts, body);
-        return super::upgrade::relay(proxy, dispatched, req, client_upgrade, &settings.config, arrived).await;
+        let log_served = conn.front.logs_access();
+        return super::upgrade::relay(proxy, dispatched, req, client_upgrade, &settings.config, arrived, log_served)
+            .await;
     }
     // The head stays here, written from a reference on each attempt: a
     // request that goes out again needs no copy of it.

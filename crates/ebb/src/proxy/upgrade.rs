@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
+use super::access_log::Served;
 use super::body::{Dispatched, ProxyBody};
 use super::forward::{answered, connect_failed, local_error};
 use super::headers::strip_hop_by_hop;
@@ -20,7 +21,8 @@ use super::ServiceProxy;
 
 /// Sends an upgrade request to `dispatched`'s replica (once more to another
 /// on a failed connect) and relays the answer: a 101 becomes a tunnel
-/// between the client's connection (`client`) and the replica's.
+/// between the client's connection (`client`) and the replica's. With
+/// `log_served`, the answer names the replica for the access log.
 pub(super) async fn relay(
     proxy: &Arc<ServiceProxy>,
     mut dispatched: Dispatched,
@@ -28,6 +30,7 @@ pub(super) async fn relay(
     client: hyper::upgrade::OnUpgrade,
     config: &ebb_core::config::ProxyConfig,
     arrived: Instant,
+    log_served: bool,
 ) -> Response<ProxyBody> {
     let mut retried = false;
     let mut send = loop {
@@ -58,7 +61,12 @@ pub(super) async fn relay(
             return local_error(proxy, StatusCode::GATEWAY_TIMEOUT, "replica did not answer in time", false);
         }
     };
-    answered(proxy, &dispatched, response.status(), arrived, sent.elapsed());
+    let head_rtt = sent.elapsed();
+    answered(proxy, &dispatched, response.status(), arrived, head_rtt);
+    if log_served {
+        let backend = dispatched.backend().clone();
+        response.extensions_mut().insert(Served { backend, upstream: head_rtt });
+    }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
