@@ -25,18 +25,8 @@ const MAX_SKIPPED: usize = 64 * 1024;
 /// The bytes of the run's request: request line, headers, `Content-Length`
 /// (for a body, or a method that defines one), body.
 pub fn serialize(method: &Method, path: &Uri, headers: &HeaderMap, body: &[u8]) -> Bytes {
-    let path = path.path_and_query().map_or("/", |p| p.as_str());
     let mut out = Vec::with_capacity(128 + body.len());
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    write_request_head(&mut out, method, path, headers);
     // Like curl: POST, PUT and PATCH say their (possibly empty) length.
     if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
         out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
@@ -49,6 +39,24 @@ pub fn serialize(method: &Method, path: &Uri, headers: &HeaderMap, body: &[u8]) 
 /// Why a 101 head is refused: the reader follows requests that did not ask
 /// to upgrade.
 pub const UNASKED_SWITCH: &str = "101 Switching Protocols without an upgrade request";
+
+/// The request line (origin-form target, HTTP/1.1) and one line per header,
+/// names as the `http` crate holds them (lowercase, like hyper's client);
+/// the caller adds its framing headers and the empty line.
+pub fn write_request_head(out: &mut Vec<u8>, method: &Method, target: &Uri, headers: &HeaderMap) {
+    let target = target.path_and_query().map_or("/", |p| p.as_str());
+    out.reserve(64 + target.len() + headers.len() * 32);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
 
 /// A complete response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -426,7 +434,8 @@ impl Framing {
     }
 }
 
-fn decimal(text: &[u8]) -> Option<u64> {
+/// A `Content-Length` value: digits only, no overflow.
+pub fn decimal(text: &[u8]) -> Option<u64> {
     if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -293,17 +293,17 @@ async fn dispatch(
     let mut stale = 0;
     let mut fresh_only = false;
     let (head, head_rtt) = loop {
-        let upstream = match ready_connection(dispatched.backend(), fresh_only, settings.config.connect_timeout).await {
-            Ok(conn) => conn,
-            Err(error) => {
-                if let Some(answer) = connect_failed(proxy, &mut dispatched, &mut retried, error) {
-                    return answer;
+        let mut upstream =
+            match ready_connection(dispatched.backend(), fresh_only, settings.config.connect_timeout).await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    if let Some(answer) = connect_failed(proxy, &mut dispatched, &mut retried, error) {
+                        return answer;
+                    }
+                    fresh_only = false;
+                    continue;
                 }
-                fresh_only = false;
-                continue;
-            }
-        };
-        let mut upstream = upstream;
+            };
         proxy.queue_time.record(arrived.elapsed());
         let sent = std::time::Instant::now();
         // A request that may go out once more stops waiting for a replica

@@ -137,9 +137,10 @@ impl UpstreamConn {
     }
 
     /// Idle, open, and the replica has neither closed it nor sent anything
-    /// unasked. Costs no system call unless the socket became readable.
+    /// unasked (bytes after a response already made it not reusable). Costs
+    /// no system call unless the socket became readable.
     pub(crate) fn still_open(&mut self) -> bool {
-        if !self.reusable() || !self.read.is_empty() {
+        if !self.reusable() {
             return false;
         }
         let mut probe = [0u8; 1];
@@ -158,11 +159,15 @@ impl UpstreamConn {
     pub(crate) fn start(&mut self, parts: &request::Parts, body: RequestBody) {
         debug_assert!(self.reusable());
         let bodiless = body.is_end_stream();
-        let length = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| parse_length(v.as_bytes()));
+        let length = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| http1::decimal(v.as_bytes()));
         let chunked = !bodiless && length.is_none();
         self.out.clear();
         self.written = 0;
-        write_head(&mut self.out, parts, chunked);
+        http1::write_request_head(&mut self.out, &parts.method, &parts.uri, &parts.headers);
+        if chunked {
+            self.out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
         let head_request = parts.method == Method::HEAD;
         self.reader = Reader::new(head_request);
         self.found.head_request = head_request;
@@ -379,35 +384,6 @@ impl UpstreamConn {
     }
 }
 
-/// The request line and headers, as HTTP/1.1. Header names go out as the
-/// `http` crate holds them (lowercase), like hyper's client.
-fn write_head(out: &mut Vec<u8>, parts: &request::Parts, chunked: bool) {
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    out.reserve(64 + target.len() + parts.headers.len() * 32);
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A `Content-Length` value the balancer's checks let through (digits).
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-}
-
 /// What one [`Reader::feed_to`] found: the final head's pieces and where
 /// the body's bytes are.
 #[derive(Default)]
@@ -431,12 +407,12 @@ impl Sink for Found {
         let status =
             head.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(http1::Bad::Malformed("invalid status code"))?;
         let version = if head.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        let bodiless = self.head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let base = input.as_ptr() as usize;
         let mut headers = Vec::with_capacity(head.headers.len());
         for header in head.headers.iter() {
             let name = HeaderName::from_bytes(header.name.as_bytes())
                 .map_err(|_| http1::Bad::Malformed("invalid header name"))?;
-            let bodiless = self.head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
             if version == Version::HTTP_10 && name == http::header::TRANSFER_ENCODING && !bodiless {
                 // Faulty framing (RFC 9112 section 6.1), refused like
                 // hyper's client does.
