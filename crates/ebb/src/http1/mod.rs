@@ -11,7 +11,7 @@
 //! come from the server: malformed input is an error value, never a panic.
 
 use bytes::Bytes;
-use http::header::HeaderMap;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri};
 
 /// A response head longer than this is refused (hyper's client used 64 KiB).
@@ -50,6 +50,11 @@ pub fn write_request_head(out: &mut Vec<u8>, method: &Method, target: &Uri, head
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_header_lines(out, headers);
+}
+
+/// One `name: value` line per header.
+pub fn write_header_lines<'a>(out: &mut Vec<u8>, headers: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>) {
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");

@@ -38,7 +38,7 @@ use super::checks::check_head;
 use super::conn_io::{ActiveGuard, ConnShared};
 use super::framing::Refusal;
 use super::front::Target;
-use super::headers::{is_upgrade_request, set_forwarded_as, strip_hop_by_hop};
+use super::headers::{is_upgrade_request, strip_hop_by_hop, Forwarding};
 use super::request_id::X_REQUEST_ID;
 use super::stall::StallWatch;
 use super::upstream::{
@@ -218,7 +218,7 @@ async fn dispatch(
     let active = ActiveGuard::new(conn.clone());
     let upgrade = http1 && req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
-    prepare_request(&mut req, &conn, upgrade);
+    let forwarding = prepare_request(&mut req, &conn, upgrade);
 
     // Read a small body whole before a replica slot is taken (see
     // `buffering.rs`); an HTTP/2 stream's reads are timed here.
@@ -311,7 +311,8 @@ async fn dispatch(
         let resendable = replay && !resent && within_retry_budget(proxy);
         let abandon = resendable.then(|| &**dispatched.backend());
         let sending = body.take().unwrap_or(RequestBody::Empty);
-        match send(&mut upstream, &parts, sending, settings.config.upstream_timeout, watch.as_deref(), abandon).await {
+        let timeout = settings.config.upstream_timeout;
+        match send(&mut upstream, &parts, &forwarding, sending, timeout, watch.as_deref(), abandon).await {
             Ok(head) => {
                 let head_rtt = sent.elapsed();
                 dispatched.set_conn(upstream);
@@ -479,7 +480,11 @@ fn within_retry_budget(proxy: &ServiceProxy) -> bool {
 
 /// Hop-by-hop headers out, client-address headers in, origin-form URI, HTTP/1.1,
 /// and a `Host` for HTTP/2 clients (which send `:authority` instead).
-fn prepare_request(req: &mut Request<Incoming>, conn: &ConnShared, upgrade: bool) {
+///
+/// The client-address headers are set on an upgrade request (it goes out
+/// through hyper); for the others they are returned, to be written as the
+/// head goes upstream, and the client's lines they replace are removed.
+fn prepare_request(req: &mut Request<Incoming>, conn: &ConnShared, upgrade: bool) -> Forwarding {
     let authority = req.uri().authority().map(|a| a.as_str().to_owned());
     if let Some(authority) = authority {
         // HTTP/2, or an absolute-form HTTP/1 request: the URI's authority
@@ -500,7 +505,13 @@ fn prepare_request(req: &mut Request<Incoming>, conn: &ConnShared, upgrade: bool
     }
     strip_hop_by_hop(headers, upgrade);
     let host = headers.get(header::HOST).cloned();
-    set_forwarded_as(headers, &conn.peer_ip, conn.trusted, host, conn.tls);
+    let forwarding = Forwarding::new(headers, &conn.peer_ip, conn.trusted, host, conn.tls);
+    if upgrade {
+        forwarding.apply(headers);
+        return Forwarding::default();
+    }
+    forwarding.take_replaced(headers);
+    forwarding
 }
 
 /// HTTP/2 clients may split `cookie` into several fields; HTTP/1.1 allows

@@ -109,40 +109,118 @@ pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
             .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")))
 }
 
-/// Sets the headers that tell a replica who the client is: `X-Forwarded-For`,
-/// `-Proto`, `-Host`, `Forwarded` (RFC 7239) and `X-Real-IP`.
-///
-/// From an untrusted peer, whatever the client sent is replaced: the peer's
-/// address, `http`, and the `Host` it asked for; `Forwarded` becomes ebb's
-/// own element (`for=10.0.0.7;host="web.test";proto=http`). From a trusted
-/// proxy, the peer is appended to its `X-Forwarded-For`, ebb's element to its
-/// `Forwarded`, and its `-Proto`/`-Host`/`X-Real-IP` are kept (filled in when
-/// missing).
+/// Sets the client-address headers on a map (see [`Forwarding::new`]).
 #[cfg(test)]
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted: bool, host: Option<HeaderValue>) {
-    set_forwarded_as(headers, peer, trusted, host, false)
+    Forwarding::new(headers, peer, trusted, host, false).apply(headers);
 }
 
-/// [`set_forwarded`] for a client that came over plain HTTP or, with
-/// `https`, over TLS (`proto=https`, `X-Forwarded-Proto: https`).
-pub(crate) fn set_forwarded_as(
-    headers: &mut HeaderMap,
-    peer: &HeaderValue,
-    trusted: bool,
-    host: Option<HeaderValue>,
-    https: bool,
-) {
-    let element = forwarded_element(peer, host.as_ref(), https);
-    if trusted {
-        append_list(headers, &FORWARDED, &element);
-        if !headers.contains_key(&X_REAL_IP) {
-            headers.insert(X_REAL_IP.clone(), peer.clone());
+/// The client-address headers of one request, decided once from what the
+/// client sent ([`Forwarding::new`]), then either set on a header map
+/// ([`apply`](Forwarding::apply), for requests that go out through hyper) or
+/// written after the request's own headers as it goes upstream
+/// ([`lines`](Forwarding::lines), after
+/// [`take_replaced`](Forwarding::take_replaced)): inserting five headers into
+/// a map that was sized for the client's costs more than the rest of the
+/// request's header handling.
+#[derive(Debug, Default)]
+pub(crate) struct Forwarding {
+    /// Each replaces every line of its name.
+    set: [Option<(&'static HeaderName, HeaderValue)>; 5],
+    /// Lines that go with no replacement: `X-Forwarded-Host` from an
+    /// untrusted client whose request has no `Host`.
+    remove: Option<&'static HeaderName>,
+}
+
+impl Forwarding {
+    /// The headers that tell a replica who the client is: `X-Forwarded-For`,
+    /// `-Proto`, `-Host`, `Forwarded` (RFC 7239) and `X-Real-IP`.
+    ///
+    /// From an untrusted peer, whatever the client sent is replaced: the
+    /// peer's address, `http` (`https` for a client that came over TLS), and
+    /// the `Host` it asked for; `Forwarded` becomes ebb's own element
+    /// (`for=10.0.0.7;host="web.test";proto=http`). From a trusted proxy, the
+    /// peer is appended to its `X-Forwarded-For`, ebb's element to its
+    /// `Forwarded`, and its `-Proto`/`-Host`/`X-Real-IP` are kept (filled in
+    /// when missing).
+    pub(crate) fn new(
+        headers: &HeaderMap,
+        peer: &HeaderValue,
+        trusted: bool,
+        host: Option<HeaderValue>,
+        https: bool,
+    ) -> Forwarding {
+        let element = forwarded_element(peer, host.as_ref(), https);
+        let proto = if https { &PROTO_HTTPS } else { &PROTO_HTTP };
+        let mut forwarding = Forwarding::default();
+        if trusted {
+            let missing = |name: &HeaderName| !headers.contains_key(name);
+            forwarding.set = [
+                Some((&FORWARDED, joined(headers, &FORWARDED, &element))),
+                missing(&X_REAL_IP).then(|| (&X_REAL_IP, peer.clone())),
+                Some((&X_FORWARDED_FOR, joined(headers, &X_FORWARDED_FOR, peer))),
+                missing(&X_FORWARDED_PROTO).then(|| (&X_FORWARDED_PROTO, proto.clone())),
+                host.filter(|_| missing(&X_FORWARDED_HOST)).map(|host| (&X_FORWARDED_HOST, host)),
+            ];
+        } else {
+            forwarding.remove = host.is_none().then_some(&X_FORWARDED_HOST);
+            forwarding.set = [
+                Some((&FORWARDED, element)),
+                Some((&X_REAL_IP, peer.clone())),
+                Some((&X_FORWARDED_FOR, peer.clone())),
+                Some((&X_FORWARDED_PROTO, proto.clone())),
+                host.map(|host| (&X_FORWARDED_HOST, host)),
+            ];
         }
-    } else {
-        headers.insert(FORWARDED.clone(), element);
-        headers.insert(X_REAL_IP.clone(), peer.clone());
+        forwarding
     }
-    set_x_forwarded(headers, peer, trusted, host, https);
+
+    /// Sets the headers on `headers`.
+    pub(crate) fn apply(self, headers: &mut HeaderMap) {
+        if let Some(name) = self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in self.set.into_iter().flatten() {
+            headers.insert(name.clone(), value);
+        }
+    }
+
+    /// Removes from `headers` every line that [`lines`](Self::lines)
+    /// replaces (or that goes), so that the two together are what
+    /// [`apply`](Self::apply) makes.
+    pub(crate) fn take_replaced(&self, headers: &mut HeaderMap) {
+        let replaced = |name: &HeaderName| {
+            self.remove.is_some_and(|r| r == name) || self.set.iter().flatten().any(|(n, _)| *n == name)
+        };
+        // Most clients send none of them: one look at each name present
+        // instead of a hashed removal of each name that is not.
+        if headers.keys().any(replaced) {
+            let names: Vec<HeaderName> = headers.keys().filter(|name| replaced(name)).cloned().collect();
+            for name in names {
+                headers.remove(name);
+            }
+        }
+    }
+
+    /// The headers to write after the request's own.
+    pub(crate) fn lines(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.set.iter().flatten().map(|(name, value)| (*name, value))
+    }
+}
+
+/// One value: every `name` line joined with `, ` and `tail` (or `tail`
+/// alone).
+fn joined(headers: &HeaderMap, name: &HeaderName, tail: &HeaderValue) -> HeaderValue {
+    let mut joined: Vec<u8> = Vec::new();
+    for value in headers.get_all(name) {
+        joined.extend_from_slice(value.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    if joined.is_empty() {
+        return tail.clone();
+    }
+    joined.extend_from_slice(tail.as_bytes());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).unwrap_or_else(|_| tail.clone())
 }
 
 /// One `Forwarded` element for this hop: `for=` the peer (an IPv6 address
@@ -167,79 +245,6 @@ fn forwarded_element(peer: &HeaderValue, host: Option<&HeaderValue>, https: bool
     value.extend_from_slice(if https { b";proto=https" } else { b";proto=http" });
     HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
         .unwrap_or_else(|_| HeaderValue::from_static("for=unknown;proto=http"))
-}
-
-/// Replaces every `name` line with one: the old values and `tail`, joined
-/// with `, ` (or `tail` alone).
-fn append_list(headers: &mut HeaderMap, name: &HeaderName, tail: &HeaderValue) {
-    let mut joined: Vec<u8> = Vec::new();
-    for value in headers.get_all(name) {
-        joined.extend_from_slice(value.as_bytes());
-        joined.extend_from_slice(b", ");
-    }
-    if joined.is_empty() {
-        headers.insert(name.clone(), tail.clone());
-        return;
-    }
-    joined.extend_from_slice(tail.as_bytes());
-    match HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
-        Ok(value) => headers.insert(name.clone(), value),
-        Err(_) => headers.insert(name.clone(), tail.clone()),
-    };
-}
-
-/// `X-Forwarded-For`, `-Proto` and `-Host` (see [`set_forwarded`]).
-fn set_x_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted: bool, host: Option<HeaderValue>, https: bool) {
-    let proto = if https { &PROTO_HTTPS } else { &PROTO_HTTP };
-    if trusted {
-        let mut values = headers.get_all(&X_FORWARDED_FOR).iter();
-        match (values.next(), values.next()) {
-            (None, _) => {
-                headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
-            }
-            (Some(first), second) => {
-                let mut joined = Vec::with_capacity(first.len() + peer.len() + 16);
-                joined.extend_from_slice(first.as_bytes());
-                if let Some(second) = second {
-                    joined.extend_from_slice(b", ");
-                    joined.extend_from_slice(second.as_bytes());
-                    for more in values {
-                        joined.extend_from_slice(b", ");
-                        joined.extend_from_slice(more.as_bytes());
-                    }
-                }
-                joined.extend_from_slice(b", ");
-                joined.extend_from_slice(peer.as_bytes());
-                match HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
-                    Ok(value) => {
-                        headers.insert(X_FORWARDED_FOR.clone(), value);
-                    }
-                    Err(_) => {
-                        headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
-                    }
-                }
-            }
-        }
-        if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
-        }
-        if !headers.contains_key(&X_FORWARDED_HOST) {
-            if let Some(host) = host {
-                headers.insert(X_FORWARDED_HOST.clone(), host);
-            }
-        }
-    } else {
-        headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
-        headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
-        match host {
-            Some(host) => {
-                headers.insert(X_FORWARDED_HOST.clone(), host);
-            }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -364,5 +369,43 @@ mod tests {
         assert_eq!(m["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.1");
         assert_eq!(m["x-forwarded-proto"], "https");
         assert_eq!(m["x-forwarded-host"], "web");
+    }
+
+    /// What goes upstream is the same whether the client-address headers
+    /// are set on the map (upgrades) or written after it (the rest).
+    #[test]
+    fn written_lines_match_the_map() {
+        let clients: &[&[(&str, &str)]] = &[
+            &[("host", "web.test")],
+            &[],
+            &[("host", "web.test"), ("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")],
+            &[("x-forwarded-host", "evil.test"), ("forwarded", "for=9.9.9.9"), ("x-real-ip", "9.9.9.9")],
+            &[("host", "web.test"), ("x-forwarded-proto", "https"), ("accept", "*/*"), ("x-forwarded-host", "a")],
+        ];
+        let peer = HeaderValue::from_static("10.0.0.7");
+        for client in clients {
+            for trusted in [false, true] {
+                for https in [false, true] {
+                    let headers = map(client);
+                    let host = headers.get(header::HOST).cloned();
+                    let mut on_map = headers.clone();
+                    Forwarding::new(&headers, &peer, trusted, host.clone(), https).apply(&mut on_map);
+                    let mut written = headers.clone();
+                    let forwarding = Forwarding::new(&headers, &peer, trusted, host, https);
+                    forwarding.take_replaced(&mut written);
+                    for (name, value) in forwarding.lines() {
+                        written.append(name.clone(), value.clone());
+                    }
+                    let lines = |m: &HeaderMap| {
+                        let mut all: Vec<(String, Vec<u8>)> =
+                            m.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect();
+                        all.sort();
+                        all
+                    };
+                    assert_eq!(lines(&written), lines(&on_map), "{client:?} trusted={trusted} https={https}");
+                    assert!(on_map.contains_key(&X_FORWARDED_FOR) && on_map.contains_key(&FORWARDED));
+                }
+            }
+        }
     }
 }

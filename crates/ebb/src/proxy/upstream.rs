@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::headers::Forwarding;
 pub(crate) use super::upstream_conn::ConnError;
 use super::upstream_conn::UpstreamConn;
 use super::worker::{self, MAX_WORKERS};
@@ -355,6 +356,7 @@ pub(crate) const ABANDON_CHECK: Duration = Duration::from_millis(250);
 pub(crate) async fn send(
     up: &mut Upstream,
     head: &http::request::Parts,
+    forwarding: &Forwarding,
     body: RequestBody,
     timeout: Duration,
     watch: Option<&BodyWatch>,
@@ -369,7 +371,7 @@ pub(crate) async fn send(
         None => due,
     };
     let first = wake(deadline, now);
-    up.conn.start(head, body);
+    up.conn.start(head, forwarding, body);
     let mut checked_timer = false;
     std::future::poll_fn(|cx| {
         match up.conn.poll_head(cx) {

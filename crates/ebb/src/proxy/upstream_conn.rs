@@ -34,6 +34,7 @@ use hyper::body::Body;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
+use super::headers::Forwarding;
 use super::upstream::RequestBody;
 use crate::http1::{self, Reader, Sink, Step};
 
@@ -156,7 +157,7 @@ impl UpstreamConn {
     /// the balancer's, already checked (origin-form target, hop-by-hop
     /// headers gone); its body goes up with its `Content-Length`, or chunked
     /// when it has none.
-    pub(crate) fn start(&mut self, parts: &request::Parts, body: RequestBody) {
+    pub(crate) fn start(&mut self, parts: &request::Parts, forwarding: &Forwarding, body: RequestBody) {
         debug_assert!(self.reusable());
         let bodiless = body.is_end_stream();
         let length = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| http1::decimal(v.as_bytes()));
@@ -164,6 +165,7 @@ impl UpstreamConn {
         self.out.clear();
         self.written = 0;
         http1::write_request_head(&mut self.out, &parts.method, &parts.uri, &parts.headers);
+        http1::write_header_lines(&mut self.out, forwarding.lines());
         if chunked {
             self.out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }

@@ -70,7 +70,7 @@ async fn ours(addr: SocketAddr, head_request: bool) -> Result<Read, ConnError> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut conn = UpstreamConn::new(tcp);
     let (parts, body) = request(if head_request { http::Method::HEAD } else { http::Method::GET });
-    conn.start(&parts, body);
+    conn.start(&parts, &Forwarding::default(), body);
     let head = std::future::poll_fn(|cx| conn.poll_head(cx)).await?;
     let mut body = Vec::new();
     while let Some(data) = std::future::poll_fn(|cx| conn.poll_data(cx)).await {
@@ -214,7 +214,7 @@ fn streamed(pieces: &[&'static [u8]]) -> RequestBody {
 async fn send_recorded(parts: request::Parts, body: RequestBody) -> Vec<u8> {
     let (addr, got) = recording_replica().await;
     let mut conn = UpstreamConn::new(TcpStream::connect(addr).await.unwrap());
-    conn.start(&parts, body);
+    conn.start(&parts, &Forwarding::default(), body);
     let head = std::future::poll_fn(|cx| conn.poll_head(cx)).await.unwrap();
     assert_eq!(head.status, 200);
     got.await.unwrap()
@@ -272,7 +272,7 @@ async fn keep_alive_replica(answers: Vec<&'static [u8]>) -> SocketAddr {
 /// Sends one GET on `conn` and reads the answer whole.
 async fn exchange(conn: &mut UpstreamConn) -> (u16, Vec<u8>) {
     let (parts, body) = request(http::Method::GET);
-    conn.start(&parts, body);
+    conn.start(&parts, &Forwarding::default(), body);
     let head = std::future::poll_fn(|cx| conn.poll_head(cx)).await.unwrap();
     let mut body = Vec::new();
     while let Some(data) = std::future::poll_fn(|cx| conn.poll_data(cx)).await {
