@@ -79,7 +79,7 @@ pub(crate) fn error_json(message: &str, service: &str) -> String {
 /// plain-HTTP address of a TLS listener: 308), after the same hygiene.
 pub(crate) async fn handle(
     conn: Arc<ConnShared>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     // Every HTTP/1 head is counted, routed or not, so the framing
     // tracker's refusals stay matched to their heads.
@@ -87,7 +87,8 @@ pub(crate) async fn handle(
     let refusal = if http1 { conn.next_head_refusal() } else { None };
     let front = conn.front.clone();
     let closing = conn.clone();
-    let request_id = super::request_id::ensure(req.headers_mut());
+    // A new id replaces the client's on the way upstream (`Forwarding`).
+    let (request_id, new_id) = super::request_id::of(req.headers());
     let mut record = front.access_log().map(|log| AccessRecord::start(log, &req, &conn.peer_ip, &request_id));
     let mut service = None;
     let mut response = match front.route(&req) {
@@ -95,7 +96,8 @@ pub(crate) async fn handle(
             if record.is_some() {
                 service = Some(proxy.service.clone());
             }
-            match forward(conn, proxy.clone(), req, refusal).await {
+            let upstream_id = new_id.then(|| request_id.clone());
+            match forward(conn, proxy.clone(), req, refusal, upstream_id).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             }
@@ -166,6 +168,7 @@ async fn forward(
     proxy: Arc<ServiceProxy>,
     req: Request<Incoming>,
     refusal: Option<Refusal>,
+    request_id: Option<HeaderValue>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let proxy = &proxy;
     let arrived = std::time::Instant::now();
@@ -199,7 +202,7 @@ async fn forward(
             }
         }
     }
-    let mut response = dispatch(conn, proxy, req, arrived, http1, activity).await;
+    let mut response = dispatch(conn, proxy, req, request_id, arrived, http1, activity).await;
     if let Some(waited) = cold_start {
         response.headers_mut().insert(super::hold::COLD_START_HEADER, HeaderValue::from(waited.as_millis() as u64));
     }
@@ -211,6 +214,7 @@ async fn dispatch(
     conn: Arc<ConnShared>,
     proxy: &Arc<ServiceProxy>,
     mut req: Request<Incoming>,
+    request_id: Option<HeaderValue>,
     arrived: std::time::Instant,
     http1: bool,
     activity: bool,
@@ -218,7 +222,7 @@ async fn dispatch(
     let active = ActiveGuard::new(conn.clone());
     let upgrade = http1 && req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
-    let forwarding = prepare_request(&mut req, &conn, upgrade);
+    let forwarding = prepare_request(&mut req, &conn, upgrade, request_id);
 
     // Read a small body whole before a replica slot is taken (see
     // `buffering.rs`); an HTTP/2 stream's reads are timed here.
@@ -478,13 +482,19 @@ fn within_retry_budget(proxy: &ServiceProxy) -> bool {
     retries < 10 + requests / 5
 }
 
-/// Hop-by-hop headers out, client-address headers in, origin-form URI, HTTP/1.1,
-/// and a `Host` for HTTP/2 clients (which send `:authority` instead).
+/// Hop-by-hop headers out, client-address headers (and a new `request_id`)
+/// in, origin-form URI, HTTP/1.1, and a `Host` for HTTP/2 clients (which send
+/// `:authority` instead).
 ///
-/// The client-address headers are set on an upgrade request (it goes out
+/// The added headers are set on an upgrade request (it goes out
 /// through hyper); for the others they are returned, to be written as the
 /// head goes upstream, and the client's lines they replace are removed.
-fn prepare_request(req: &mut Request<Incoming>, conn: &ConnShared, upgrade: bool) -> Forwarding {
+fn prepare_request(
+    req: &mut Request<Incoming>,
+    conn: &ConnShared,
+    upgrade: bool,
+    request_id: Option<HeaderValue>,
+) -> Forwarding {
     let authority = req.uri().authority().map(|a| a.as_str().to_owned());
     if let Some(authority) = authority {
         // HTTP/2, or an absolute-form HTTP/1 request: the URI's authority
@@ -505,7 +515,7 @@ fn prepare_request(req: &mut Request<Incoming>, conn: &ConnShared, upgrade: bool
     }
     strip_hop_by_hop(headers, upgrade);
     let host = headers.get(header::HOST).cloned();
-    let forwarding = Forwarding::new(headers, &conn.peer_ip, conn.trusted, host, conn.tls);
+    let forwarding = Forwarding::new(headers, &conn.peer_ip, conn.trusted, host, conn.tls).with_request_id(request_id);
     if upgrade {
         forwarding.apply(headers);
         return Forwarding::default();

@@ -3,6 +3,8 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::request_id::X_REQUEST_ID;
+
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -115,8 +117,9 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted
     Forwarding::new(headers, peer, trusted, host, false).apply(headers);
 }
 
-/// The client-address headers of one request, decided once from what the
-/// client sent ([`Forwarding::new`]), then either set on a header map
+/// The headers ebb adds to one request on its way upstream, decided once
+/// from what the client sent: the client-address ones ([`Forwarding::new`])
+/// and, when ebb made it, `X-Request-Id` (`request_id.rs`). They are then either set on a header map
 /// ([`apply`](Forwarding::apply), for requests that go out through hyper) or
 /// written after the request's own headers as it goes upstream
 /// ([`lines`](Forwarding::lines), after
@@ -126,7 +129,7 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted
 #[derive(Debug, Default)]
 pub(crate) struct Forwarding {
     /// Each replaces every line of its name.
-    set: [Option<(&'static HeaderName, HeaderValue)>; 5],
+    set: [Option<(&'static HeaderName, HeaderValue)>; 6],
     /// Lines that go with no replacement: `X-Forwarded-Host` from an
     /// untrusted client whose request has no `Host`.
     remove: Option<&'static HeaderName>,
@@ -161,6 +164,7 @@ impl Forwarding {
                 Some((&X_FORWARDED_FOR, joined(headers, &X_FORWARDED_FOR, peer))),
                 missing(&X_FORWARDED_PROTO).then(|| (&X_FORWARDED_PROTO, proto.clone())),
                 host.filter(|_| missing(&X_FORWARDED_HOST)).map(|host| (&X_FORWARDED_HOST, host)),
+                None,
             ];
         } else {
             forwarding.remove = host.is_none().then_some(&X_FORWARDED_HOST);
@@ -170,9 +174,16 @@ impl Forwarding {
                 Some((&X_FORWARDED_FOR, peer.clone())),
                 Some((&X_FORWARDED_PROTO, proto.clone())),
                 host.map(|host| (&X_FORWARDED_HOST, host)),
+                None,
             ];
         }
         forwarding
+    }
+
+    /// Adds `X-Request-Id: id` (replacing any the client sent).
+    pub(crate) fn with_request_id(mut self, id: Option<HeaderValue>) -> Forwarding {
+        self.set[5] = id.map(|id| (&X_REQUEST_ID, id));
+        self
     }
 
     /// Sets the headers on `headers`.
@@ -381,6 +392,7 @@ mod tests {
             &[("host", "web.test"), ("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")],
             &[("x-forwarded-host", "evil.test"), ("forwarded", "for=9.9.9.9"), ("x-real-ip", "9.9.9.9")],
             &[("host", "web.test"), ("x-forwarded-proto", "https"), ("accept", "*/*"), ("x-forwarded-host", "a")],
+            &[("host", "web.test"), ("x-request-id", "a"), ("x-request-id", "b")],
         ];
         let peer = HeaderValue::from_static("10.0.0.7");
         for client in clients {
@@ -388,10 +400,14 @@ mod tests {
                 for https in [false, true] {
                     let headers = map(client);
                     let host = headers.get(header::HOST).cloned();
+                    let (id, new) = super::super::request_id::of(&headers);
+                    let id = new.then_some(id);
                     let mut on_map = headers.clone();
-                    Forwarding::new(&headers, &peer, trusted, host.clone(), https).apply(&mut on_map);
+                    Forwarding::new(&headers, &peer, trusted, host.clone(), https)
+                        .with_request_id(id.clone())
+                        .apply(&mut on_map);
                     let mut written = headers.clone();
-                    let forwarding = Forwarding::new(&headers, &peer, trusted, host, https);
+                    let forwarding = Forwarding::new(&headers, &peer, trusted, host, https).with_request_id(id);
                     forwarding.take_replaced(&mut written);
                     for (name, value) in forwarding.lines() {
                         written.append(name.clone(), value.clone());
@@ -404,6 +420,7 @@ mod tests {
                     };
                     assert_eq!(lines(&written), lines(&on_map), "{client:?} trusted={trusted} https={https}");
                     assert!(on_map.contains_key(&X_FORWARDED_FOR) && on_map.contains_key(&FORWARDED));
+                    assert_eq!(on_map.get_all(&X_REQUEST_ID).iter().count(), 1, "one id: {client:?}");
                 }
             }
         }

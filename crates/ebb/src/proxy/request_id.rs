@@ -13,18 +13,17 @@ pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-
 /// The longest id kept from a client.
 const MAX_LEN: usize = 128;
 
-/// The request's id: the one it carries if sane, else a new one, which is
-/// then set on the request.
-pub(crate) fn ensure(headers: &mut HeaderMap) -> HeaderValue {
+/// The request's id: the one it carries if sane, else a new one (`true`),
+/// which then replaces whatever the client sent on the request's way
+/// upstream (`Forwarding`).
+pub(crate) fn of(headers: &HeaderMap) -> (HeaderValue, bool) {
     let mut sent = headers.get_all(&X_REQUEST_ID).iter();
     if let (Some(id), None) = (sent.next(), sent.next()) {
         if is_sane(id.as_bytes()) {
-            return id.clone();
+            return (id.clone(), false);
         }
     }
-    let id = generate();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
+    (generate(), true)
 }
 
 /// Printable ASCII without spaces, at most 128 bytes: anything else from a
@@ -57,21 +56,20 @@ mod tests {
     fn a_sane_id_is_kept_and_others_replaced() {
         let mut headers = HeaderMap::new();
         headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc-123"));
-        assert_eq!(ensure(&mut headers), "abc-123");
+        assert_eq!(of(&headers), (HeaderValue::from_static("abc-123"), false));
 
         for bad in ["has space", "", &"x".repeat(129)] {
             let mut headers = HeaderMap::new();
             headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_str(bad).unwrap());
-            let id = ensure(&mut headers);
-            assert_eq!(id.len(), 32, "{bad:?} replaced by a new id");
-            assert_eq!(headers.get(&X_REQUEST_ID), Some(&id), "the replica gets the new id");
+            let (id, new) = of(&headers);
+            assert!(new && id.len() == 32, "{bad:?} replaced by a new id: {id:?}");
         }
         // Two ids: ambiguous, replaced by one.
         let mut headers = HeaderMap::new();
         headers.append(X_REQUEST_ID.clone(), HeaderValue::from_static("a"));
         headers.append(X_REQUEST_ID.clone(), HeaderValue::from_static("b"));
-        let id = ensure(&mut headers);
-        assert_eq!(headers.get_all(&X_REQUEST_ID).iter().collect::<Vec<_>>(), vec![&id]);
+        assert!(of(&headers).1);
+        assert!(of(&HeaderMap::new()).1);
     }
 
     #[test]
