@@ -210,9 +210,15 @@ impl Reader {
     /// Parses one head from `input` (at `base` in what was fed): `None` when
     /// it is incomplete, else its length (the state then says what follows).
     fn head<S: Sink>(&mut self, input: &[u8], base: usize, sink: &mut S) -> Result<Option<usize>, Bad> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut headers);
-        let len = match parsed.parse(input) {
+        // Left uninitialised for httparse to fill: writing out all
+        // `MAX_HEADERS` empty ones first cost 3 KiB of stores per response.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            input,
+            &mut headers,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => return Err(Bad::Malformed("too many headers")),
