@@ -77,10 +77,7 @@ pub(crate) fn error_json(message: &str, service: &str) -> String {
 /// Routes the request (a listener's rules) and forwards it to the chosen
 /// service's balancer, or gives the front's own answer (no route: 404; the
 /// plain-HTTP address of a TLS listener: 308), after the same hygiene.
-pub(crate) async fn handle(
-    conn: Arc<ConnShared>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+pub(crate) async fn handle(conn: Arc<ConnShared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     // Every HTTP/1 head is counted, routed or not, so the framing
     // tracker's refusals stay matched to their heads.
     let http1 = req.version() <= Version::HTTP_11;

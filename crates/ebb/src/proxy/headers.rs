@@ -119,13 +119,12 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trusted
 
 /// The headers ebb adds to one request on its way upstream, decided once
 /// from what the client sent: the client-address ones ([`Forwarding::new`])
-/// and, when ebb made it, `X-Request-Id` (`request_id.rs`). They are then either set on a header map
-/// ([`apply`](Forwarding::apply), for requests that go out through hyper) or
-/// written after the request's own headers as it goes upstream
-/// ([`lines`](Forwarding::lines), after
-/// [`take_replaced`](Forwarding::take_replaced)): inserting five headers into
-/// a map that was sized for the client's costs more than the rest of the
-/// request's header handling.
+/// and, when ebb made it, `X-Request-Id` (`request_id.rs`). They are then
+/// either set on a header map ([`apply`](Forwarding::apply), for requests
+/// that go out through hyper) or written after the request's own headers as
+/// it goes upstream ([`lines`](Forwarding::lines), after
+/// [`take_replaced`](Forwarding::take_replaced)): inserting them grew the
+/// request's map and hashed five names on every request (docs/benchmarks.md).
 #[derive(Debug, Default)]
 pub(crate) struct Forwarding {
     /// Each replaces every line of its name.
