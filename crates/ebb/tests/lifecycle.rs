@@ -78,6 +78,10 @@ fn a_deploy_that_never_becomes_healthy_is_rolled_back_and_exits_non_zero() {
     let load = Load::start(ebb.listen, 4, "/gtg?details", Duration::from_millis(2));
     // Starts, but never listens: it never passes a health check.
     let out = ebb.cli(&["deploy", "web", "--command", "sleep 30"]);
+    // The health gate fails the deploy within a second or so: the clients
+    // go on through the rollback until the old version serves everything.
+    ebb.wait_in_service(3, BOOT);
+    load.until_sent(200, Duration::from_secs(20));
     let (sent, failures) = load.finish();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -135,6 +139,7 @@ fn an_interrupted_replica_is_replaced_before_it_stops_with_zero_failed_requests(
         ebb.replicas().iter().all(|r| r["id"] != victim.as_str()).then_some(())
     });
     let after = ebb.wait_in_service(2, BOOT);
+    load.until_sent(200, Duration::from_secs(20));
     let (sent, failures) = load.finish();
     assert_no_failures("interruption", sent, &failures);
     assert!(after.iter().all(|r| r["id"] != victim.as_str()));
@@ -161,6 +166,7 @@ fn scale_in_from_eight_to_two_under_load_fails_no_request() {
     assert!(ebb.cli(&["scale", "web", "2"]).status.success());
     ebb.wait_in_service(2, BOOT);
     std::thread::sleep(Duration::from_millis(300));
+    load.until_sent(200, Duration::from_secs(20));
     let (sent, failures) = load.finish();
     assert_no_failures("scale-in 8 -> 2", sent, &failures);
     let drained = ebb.events().iter().filter(|e| e["kind"] == "replica_draining").count();

@@ -585,6 +585,17 @@ impl Load {
         Load { stop, sent, failures, threads }
     }
 
+    /// Keeps the clients sending until at least `count` requests went out
+    /// in all (or `within` passed), so that a short episode (a deploy that
+    /// fails its health gate in a second) is still judged on enough
+    /// requests, its aftermath included.
+    pub fn until_sent(&self, count: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.sent.load(Ordering::Relaxed) < count && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops the clients; returns (requests sent, failures).
     pub fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
